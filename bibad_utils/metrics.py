@@ -1,0 +1,312 @@
+"""Metrics of the study: G1-G4, trigger amplification, TA/ASR, AUROC, Wilson intervals, Frechet distance.
+
+Pure functions: numpy (or array-like) in, Python floats, dicts or numpy arrays out; no model, no I/O.
+Ratios are fractions in [0, 1] (not percent). Definitions follow ``PAPER.md``:
+
+- of the ``N_g`` images generated from the target prompt, ``T`` = the trigger detector says "trigger"
+  and ``M`` = the clean classifier predicts the prompt's class;
+- ``G1 = T & ~M`` (trigger, wrong content), ``G2 = T & M`` (trigger, right content),
+  ``G3 = ~T & ~M``, ``G4 = ~T & M``; ``r_gen = G1 + G2`` is the trigger ratio among generations;
+- trigger amplification compares ``r_gen`` with ``r_train``, the trigger ratio among the training
+  images that carry the target prompt.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable
+
+import numpy as np
+import scipy.linalg
+from sklearn.metrics import roc_auc_score
+
+from bibad_utils.config import ConfigError
+
+G_GROUPS = ("G1", "G2", "G3", "G4")
+
+
+def _bool_vector(x, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 1:
+        raise ConfigError(f"{name}.shape", a.shape, "a one-dimensional array [N]")
+    if a.dtype != bool:
+        if a.size and not np.isin(a, (0, 1)).all():
+            raise ConfigError(f"{name}", "non-boolean values", "booleans (or 0/1) per image")
+        a = a.astype(bool)
+    return a
+
+
+def _int_vector(x, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 1:
+        raise ConfigError(f"{name}.shape", a.shape, "a one-dimensional array [N]")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise ConfigError(f"{name}.dtype", str(a.dtype), "integer class indices")
+    return a.astype(np.int64)
+
+
+def _same_length(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    if len(a) != len(b):
+        raise ConfigError(f"len({name_b})", len(b), f"the same length as {name_a} ({len(a)})")
+
+
+def wilson_interval(k, n, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion ``k / n``.
+
+    Args:
+        k: number of successes, an integer in [0, n].
+        n: number of trials, an integer >= 0.
+        z: standard-normal quantile; 1.96 gives a 95 % interval.
+
+    Returns:
+        ``(lo, hi)``, fractions in [0, 1]. With ``n = 0`` there is no observation and every proportion
+        is consistent with the data, so the interval is the whole range ``(0.0, 1.0)`` (never nan, so
+        that tables and error bars need no special case; the point estimate ``k / n`` is nan there).
+    """
+    if isinstance(k, bool) or isinstance(n, bool) or int(n) != n or int(k) != k:
+        raise ConfigError("wilson_interval(k, n)", (k, n), "integer counts")
+    k, n = int(k), int(n)
+    if n < 0 or not 0 <= k <= n:
+        raise ConfigError("wilson_interval(k, n)", (k, n), "0 <= k <= n")
+    if not z > 0:
+        raise ConfigError("z", z, "a positive standard-normal quantile (1.96 for 95 %)")
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # The exact bounds at k = 0 and k = n are 0 and 1; rounding would leave a tiny offset.
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return lo, hi
+
+
+def g_counts(trigger_pred, content_match) -> dict:
+    """Counts and ratios of the groups G1-G4 among generations of the target prompt.
+
+    Args:
+        trigger_pred: bool ``[N]``, the trigger detector's decision ``T`` per generated image.
+        content_match: bool ``[N]``, ``M``: the clean classifier predicts the prompt's class.
+
+    Returns:
+        ``{"n": N, "n_G1".."n_G4": counts, "G1".."G4": ratios in [0, 1], "n_triggered": G1 + G2 count,
+        "r_gen": (G1 + G2) / N}``. Ratios are nan when ``N = 0``.
+    """
+    t = _bool_vector(trigger_pred, "trigger_pred")
+    m = _bool_vector(content_match, "content_match")
+    _same_length(t, m, "trigger_pred", "content_match")
+    n = len(t)
+    counts = {
+        "G1": int(np.sum(t & ~m)),
+        "G2": int(np.sum(t & m)),
+        "G3": int(np.sum(~t & ~m)),
+        "G4": int(np.sum(~t & m)),
+    }
+    out: dict = {"n": n}
+    for g in G_GROUPS:
+        out[f"n_{g}"] = counts[g]
+    for g in G_GROUPS:
+        out[g] = counts[g] / n if n else math.nan
+    out["n_triggered"] = counts["G1"] + counts["G2"]
+    out["r_gen"] = out["n_triggered"] / n if n else math.nan
+    return out
+
+
+def r_gen(trigger_pred) -> float:
+    """Trigger ratio among generations, ``r_gen = G1 + G2 = mean(T)``; nan for no image.
+
+    Args:
+        trigger_pred: bool ``[N]``, the trigger detector's decision per generated image.
+    """
+    t = _bool_vector(trigger_pred, "trigger_pred")
+    return float(t.mean()) if len(t) else math.nan
+
+
+def amplification(r_gen, r_train):
+    """Trigger amplification ``r_gen / r_train`` (> 1: the DM generates triggers more often than they
+    occur among its target-prompt training images; Insight 1).
+
+    Args:
+        r_gen: trigger ratio among generations, in [0, 1] (scalar or array).
+        r_train: trigger ratio among the training images with the target prompt, in [0, 1].
+
+    Returns:
+        float (or float array for array input). ``r_train = 0`` (the clean control) gives ``inf`` when
+        ``r_gen > 0`` and ``nan`` when ``r_gen = 0``: amplification is undefined without poison.
+    """
+    g = np.asarray(r_gen, dtype=float)
+    t = np.asarray(r_train, dtype=float)
+    for name, a in (("r_gen", g), ("r_train", t)):
+        if np.any((a < 0) | (a > 1)):
+            raise ConfigError(name, a.tolist(), "ratios in [0, 1] (fractions, not percent)")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = g / t
+    return float(out) if out.ndim == 0 else out
+
+
+def g_table(trigger_pred, content_match, *, r_train: float | None = None, z: float = 1.96,
+            **keys) -> dict:
+    """One tidy row for a results table: G1-G4 and r_gen with counts, ratios and Wilson intervals.
+
+    Args:
+        trigger_pred, content_match: bool ``[N]`` as in :func:`g_counts`.
+        r_train: optional trigger ratio among target-prompt training images; adds ``r_train`` and
+            ``amplification`` to the row.
+        z: quantile of the Wilson intervals (1.96: 95 %).
+        **keys: identifying columns put first in the row (e.g. ``attack="badnets1", ratio=0.05,
+            guidance=5``).
+
+    Returns:
+        dict with ``keys``, ``n``, and for each of G1, G2, G3, G4, r_gen: ``n_<g>``, ``<g>`` (ratio),
+        ``<g>_lo``, ``<g>_hi`` (Wilson bounds); plus ``r_train``/``amplification`` when given.
+    """
+    c = g_counts(trigger_pred, content_match)
+    row: dict = dict(keys)
+    row["n"] = c["n"]
+    c["n_r_gen"] = c["n_triggered"]
+    for g in (*G_GROUPS, "r_gen"):
+        row[f"n_{g}"] = c[f"n_{g}"]
+        row[g] = c[g]
+        row[f"{g}_lo"], row[f"{g}_hi"] = wilson_interval(c[f"n_{g}"], c["n"], z)
+    if r_train is not None:
+        row["r_train"] = float(r_train)
+        row["amplification"] = amplification(c["r_gen"], r_train) if c["n"] else math.nan
+    return row
+
+
+def test_accuracy(pred, labels) -> float:
+    """Fraction of correct predictions (TA when ``pred`` are a classifier's predictions on the clean
+    test set). ``pred``, ``labels``: int ``[N]``; nan for ``N = 0``."""
+    p = _int_vector(pred, "pred")
+    y = _int_vector(labels, "labels")
+    _same_length(y, p, "labels", "pred")
+    return float(np.mean(p == y)) if len(p) else math.nan
+
+
+# pytest would otherwise collect this metric as a test when a test module imports it by name.
+test_accuracy.__test__ = False
+
+
+def attack_success_rate(pred_on_triggered_nontarget, target: int, labels=None) -> float:
+    """ASR: fraction of triggered non-target test images classified as the target class.
+
+    Args:
+        pred_on_triggered_nontarget: int ``[N]``, predictions on test images with the trigger applied.
+        target: the target class index.
+        labels: optional int ``[N]`` true labels of those images; images of the target class are then
+            left out (pass it whenever the predictions may include target-class images).
+
+    Returns:
+        ASR in [0, 1]; nan when no non-target image remains.
+    """
+    p = _int_vector(pred_on_triggered_nontarget, "pred_on_triggered_nontarget")
+    if labels is not None:
+        y = _int_vector(labels, "labels")
+        _same_length(p, y, "pred_on_triggered_nontarget", "labels")
+        p = p[y != target]
+    return float(np.mean(p == target)) if len(p) else math.nan
+
+
+def per_class_accuracy(pred, labels, num_classes: int) -> np.ndarray:
+    """Accuracy per true class: float ``[num_classes]`` in [0, 1], nan for a class with no image."""
+    p = _int_vector(pred, "pred")
+    y = _int_vector(labels, "labels")
+    _same_length(y, p, "labels", "pred")
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ConfigError("labels", [int(y.min()), int(y.max())], f"class indices in [0, {num_classes})")
+    total = np.bincount(y, minlength=num_classes).astype(float)
+    correct = np.bincount(y[p == y], minlength=num_classes).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, correct / np.maximum(total, 1), np.nan)
+
+
+def auroc(scores, is_poisoned) -> float:
+    """Area under the ROC curve of a detection score (higher score = more likely poisoned).
+
+    Args:
+        scores: float ``[N]``; flip the sign of scores where low means poisoned (e.g. CD mask norms,
+            STRIP entropies) before calling.
+        is_poisoned: bool ``[N]`` ground truth.
+
+    Returns:
+        AUROC in [0, 1] (0.5: chance); nan, with a ``RuntimeWarning``, when only one class is present.
+    """
+    s = np.asarray(scores, dtype=float)
+    y = _bool_vector(is_poisoned, "is_poisoned")
+    if s.ndim != 1:
+        raise ConfigError("scores.shape", s.shape, "a one-dimensional array [N]")
+    _same_length(y, s, "is_poisoned", "scores")
+    if not np.isfinite(s).all():
+        raise ConfigError("scores", "non-finite values", "finite detection scores")
+    if y.all() or not y.any():
+        warnings.warn("auroc: only one class in is_poisoned; AUROC is undefined (nan)",
+                      RuntimeWarning, stacklevel=2)
+        return math.nan
+    return float(roc_auc_score(y, s))
+
+
+def frechet_distance(feats_a, feats_b) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets.
+
+    ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))``. In this study the features are the
+    penultimate features of the clean classifier (``judges.features``), so the number is called
+    **FD-clf**: an image-quality proxy in the spirit of FID, not comparable with FID values.
+
+    Args:
+        feats_a, feats_b: float ``[N_a, D]`` and ``[N_b, D]``, at least 2 rows each.
+
+    Returns:
+        distance >= 0 (squared feature units).
+    """
+    a = np.asarray(feats_a, dtype=np.float64)
+    b = np.asarray(feats_b, dtype=np.float64)
+    for name, f in (("feats_a", a), ("feats_b", b)):
+        if f.ndim != 2 or f.shape[0] < 2:
+            raise ConfigError(f"{name}.shape", f.shape, "[N, D] with N >= 2")
+        if not np.isfinite(f).all():
+            raise ConfigError(name, "non-finite values", "finite features")
+    if a.shape[1] != b.shape[1]:
+        raise ConfigError("feats_b.shape", b.shape, f"[N, {a.shape[1]}] like feats_a")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a = np.atleast_2d(np.cov(a, rowvar=False))
+    cov_b = np.atleast_2d(np.cov(b, rowvar=False))
+    covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
+    if not np.isfinite(covmean).all():
+        # A singular product (fewer samples than dimensions) has no stable root; a small ridge fixes it.
+        eps = 1e-6 * max(np.trace(cov_a), np.trace(cov_b), 1.0) / cov_a.shape[0]
+        ridge = eps * np.eye(cov_a.shape[0])
+        covmean = scipy.linalg.sqrtm((cov_a + ridge) @ (cov_b + ridge))
+    covmean = np.real(covmean)
+    diff = mu_a - mu_b
+    fd = float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))
+    # Round-off can give a tiny negative value for identical sets.
+    return max(fd, 0.0)
+
+
+def bootstrap_ci(values, stat: Callable[[np.ndarray], float] = np.mean, *, n_boot: int = 1000,
+                 alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``stat(values)``.
+
+    Args:
+        values: array ``[N]`` (or ``[N, ...]``; rows are resampled), N >= 1.
+        stat: statistic of one resample, returning a float.
+        n_boot: number of resamples.
+        alpha: 1 - confidence level (0.05: 95 %).
+        seed: seed of the resampling.
+
+    Returns:
+        ``(lo, hi)`` in the units of ``stat``.
+    """
+    v = np.asarray(values)
+    if v.ndim == 0 or len(v) == 0:
+        raise ConfigError("values", v.shape, "a non-empty array")
+    if not 0 < alpha < 1:
+        raise ConfigError("alpha", alpha, "a number in (0, 1)")
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise ConfigError("n_boot", n_boot, "a positive integer")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(v), size=(int(n_boot), len(v)))
+    stats = np.array([stat(v[i]) for i in idx], dtype=float)
+    return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))

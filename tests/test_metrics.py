@@ -1,0 +1,174 @@
+"""Metrics against hand-computed values."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from bibad_utils.config import ConfigError
+from bibad_utils import metrics
+
+
+def test_wilson_zero_successes():
+    lo, hi = metrics.wilson_interval(0, 10)
+    # z^2 / (n + z^2) with z = 1.96, n = 10.
+    assert lo == 0.0
+    assert hi == pytest.approx(3.8416 / 13.8416, abs=1e-6)
+    assert hi == pytest.approx(0.2775, abs=1e-4)
+
+
+def test_wilson_half():
+    lo, hi = metrics.wilson_interval(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4)
+    assert hi == pytest.approx(0.7634, abs=1e-4)
+
+
+def test_wilson_all_successes_mirrors_zero():
+    lo, hi = metrics.wilson_interval(10, 10)
+    assert hi == 1.0
+    assert lo == pytest.approx(1 - 0.2775, abs=1e-4)
+
+
+def test_wilson_no_observation_is_whole_range():
+    assert metrics.wilson_interval(0, 0) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("k,n", [(11, 10), (-1, 10), (1.5, 10), (0, -1)])
+def test_wilson_rejects_bad_counts(k, n):
+    with pytest.raises(ConfigError):
+        metrics.wilson_interval(k, n)
+
+
+# Six generations: T = trigger detected, M = content matches the prompt.
+T6 = np.array([True, True, True, False, False, False])
+M6 = np.array([False, False, True, False, True, True])
+
+
+def test_g_counts_six_images():
+    c = metrics.g_counts(T6, M6)
+    assert c["n"] == 6
+    assert (c["n_G1"], c["n_G2"], c["n_G3"], c["n_G4"]) == (2, 1, 1, 2)
+    assert c["G1"] == pytest.approx(2 / 6)
+    assert c["G2"] == pytest.approx(1 / 6)
+    assert c["G3"] == pytest.approx(1 / 6)
+    assert c["G4"] == pytest.approx(2 / 6)
+    assert c["r_gen"] == pytest.approx(0.5)
+    assert c["G1"] + c["G2"] == pytest.approx(c["r_gen"])
+    assert metrics.r_gen(T6) == pytest.approx(0.5)
+
+
+def test_g_counts_accepts_zero_one_and_rejects_mismatch():
+    c = metrics.g_counts(T6.astype(int), M6.astype(int))
+    assert c["n_G1"] == 2
+    with pytest.raises(ConfigError):
+        metrics.g_counts(T6, M6[:5])
+    with pytest.raises(ConfigError):
+        metrics.g_counts(np.array([0, 2, 1]), np.array([0, 1, 1]))
+
+
+def test_g_counts_empty():
+    c = metrics.g_counts(np.zeros(0, bool), np.zeros(0, bool))
+    assert c["n"] == 0 and math.isnan(c["G1"])
+
+
+def test_g_table_row():
+    row = metrics.g_table(T6, M6, r_train=0.25, attack="badnets1", ratio=0.05)
+    assert list(row)[:2] == ["attack", "ratio"]
+    assert row["n_G1"] == 2 and row["G1"] == pytest.approx(1 / 3)
+    lo, hi = metrics.wilson_interval(2, 6)
+    assert (row["G1_lo"], row["G1_hi"]) == (lo, hi)
+    assert row["G1_lo"] < row["G1"] < row["G1_hi"]
+    assert row["n_r_gen"] == 3 and row["r_gen"] == pytest.approx(0.5)
+    assert row["amplification"] == pytest.approx(2.0)
+
+
+def test_amplification():
+    assert metrics.amplification(0.5, 0.25) == pytest.approx(2.0)
+    assert metrics.amplification(0.1, 0.2) == pytest.approx(0.5)
+    np.testing.assert_allclose(metrics.amplification([0.2, 0.4], [0.1, 0.4]), [2.0, 1.0])
+    assert metrics.amplification(0.3, 0.0) == math.inf
+    assert math.isnan(metrics.amplification(0.0, 0.0))
+    with pytest.raises(ConfigError):
+        metrics.amplification(30.0, 10.0)
+
+
+def test_accuracy_and_asr():
+    pred = np.array([0, 1, 2, 2, 1])
+    labels = np.array([0, 1, 1, 2, 2])
+    assert metrics.test_accuracy(pred, labels) == pytest.approx(3 / 5)
+    # Target 2: predictions on triggered images; the third image is itself of the target class.
+    asr_pred = np.array([2, 2, 2, 0])
+    assert metrics.attack_success_rate(asr_pred, 2) == pytest.approx(3 / 4)
+    assert metrics.attack_success_rate(asr_pred, 2, labels=np.array([0, 1, 2, 1])) == pytest.approx(2 / 3)
+
+
+def test_per_class_accuracy():
+    pred = np.array([0, 0, 1, 2, 2])
+    labels = np.array([0, 1, 1, 2, 2])
+    acc = metrics.per_class_accuracy(pred, labels, num_classes=4)
+    np.testing.assert_allclose(acc[:3], [1.0, 0.5, 1.0])
+    assert math.isnan(acc[3])
+    with pytest.raises(ConfigError):
+        metrics.per_class_accuracy(pred, labels, num_classes=2)
+
+
+def test_auroc_perfect_inverted_random():
+    y = np.array([0, 0, 0, 1, 1, 1], bool)
+    s = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    assert metrics.auroc(s, y) == 1.0
+    assert metrics.auroc(-s, y) == 0.0
+    # Ties everywhere: every (positive, negative) pair counts one half.
+    assert metrics.auroc(np.ones(6), y) == 0.5
+    # Hand count: positives {0.2, 0.6} vs negatives {0.1, 0.4, 0.8}: pairs won = 1 + 2 = 3 of 6.
+    assert metrics.auroc([0.2, 0.6, 0.1, 0.4, 0.8], [1, 1, 0, 0, 0]) == pytest.approx(0.5)
+
+
+def test_auroc_one_class_warns_nan():
+    with pytest.warns(RuntimeWarning):
+        assert math.isnan(metrics.auroc([0.1, 0.2], [True, True]))
+
+
+def test_frechet_identical_sets_zero():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(200, 8))
+    assert metrics.frechet_distance(f, f) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_shift_is_squared_mean_shift():
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=(500, 4))
+    shift = np.array([1.0, -2.0, 0.5, 0.0])
+    # Same covariance, so only the mean term remains: |shift|^2 = 5.25.
+    assert metrics.frechet_distance(f, f + shift) == pytest.approx(5.25, rel=1e-6)
+    # Independent samples of shifted Gaussians: close to 5.25 up to sampling noise.
+    g = rng.normal(size=(4000, 4)) + shift
+    h = rng.normal(size=(4000, 4))
+    assert metrics.frechet_distance(g, h) == pytest.approx(5.25, abs=0.3)
+
+
+def test_frechet_scale_difference():
+    # 1-D: (mu_a - mu_b)^2 + (sigma_a - sigma_b)^2 for exactly those sample moments.
+    a = np.array([[-1.0], [1.0]])          # mean 0, sample variance 2
+    b = np.array([[1.0], [5.0]])           # mean 3, sample variance 8
+    assert metrics.frechet_distance(a, b) == pytest.approx(9 + (math.sqrt(2) - math.sqrt(8)) ** 2)
+
+
+def test_frechet_singular_covariance_is_finite():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(5, 16))
+    b = rng.normal(size=(6, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = metrics.frechet_distance(a, b)
+    assert np.isfinite(d) and d > 0
+    with pytest.raises(ConfigError):
+        metrics.frechet_distance(a, b[:, :8])
+
+
+def test_bootstrap_ci_covers_mean_and_is_seeded():
+    v = np.random.default_rng(3).normal(loc=2.0, size=400)
+    lo, hi = metrics.bootstrap_ci(v, n_boot=500, seed=0)
+    assert lo < v.mean() < hi
+    assert hi - lo < 0.4
+    assert metrics.bootstrap_ci(v, n_boot=500, seed=0) == (lo, hi)
