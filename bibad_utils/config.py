@@ -1,0 +1,444 @@
+"""Profiles: load, merge and validate the configuration of a run.
+
+A profile is one YAML file in ``notebooks/profiles/`` (or any path) that holds the whole configuration
+of a run; a notebook receives ``profile`` (a name or a path) and ``overrides`` (a nested dict deep-merged
+over the profile) from papermill and calls :func:`load_profile`. Every check happens here, before any
+heavy work, and every failure is a :class:`ConfigError` that names the dotted parameter
+(``sampling.n_target``), the value and what is allowed.
+
+Sections owned by other modules may be checked further by those modules: if
+``bibad_utils.<module>`` defines ``validate_config(section: dict, prefix: str) -> None`` it is called
+with the section and its dotted name (see ``SECTION_VALIDATORS``).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import importlib.util
+import math
+import numbers
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
+
+DATASET_CLASSES = {"procedural": 10, "imagenette": 10, "caltech15": 15, "cifar10": 10}
+ATTACKS = ("badnets1", "badnets2", "wanet")
+CONTROLS = ("clean", "relabel")
+DEVICES = ("cpu", "cuda", "auto")
+
+REQUIRED_KEYS = ("name", "description", "seed", "device", "run_dir", "dataset", "target", "attacks",
+                 "ratios", "controls", "model", "finetune", "sampling", "judges")
+# Optional top-level keys and the value they take when a profile leaves them out.
+OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "cell_timeout": None,     # seconds one notebook cell may run under papermill; null: no limit
+    "triggers": {},
+    "pretrain": {"steps": 0},
+    "defenses": {},
+    "memorization": {},
+}
+TOP_LEVEL_KEYS = REQUIRED_KEYS + tuple(OPTIONAL_DEFAULTS)
+
+# section -> module whose optional validate_config(section, prefix) checks the section's own keys
+SECTION_VALIDATORS = {
+    "dataset": "bibad_utils.data",
+    "triggers": "bibad_utils.triggers",
+    "model": "bibad_utils.diffusion",
+    "pretrain": "bibad_utils.training",
+    "finetune": "bibad_utils.training",
+    "sampling": "bibad_utils.sampling",
+    "judges": "bibad_utils.judges",
+    "defenses": "bibad_utils.defenses",
+    "memorization": "bibad_utils.memorization",
+}
+
+
+class _Missing:
+    def __repr__(self):
+        return "<missing>"
+
+
+MISSING = _Missing()
+
+
+class ConfigError(ValueError):
+    """A parameter has a value that is not allowed.
+
+    The message names the parameter, the value and what is allowed, e.g.
+    ``ratio = 1.5 is not allowed: expected a number in [0, 1)``.
+    """
+
+    def __init__(self, param, value, allowed):
+        self.param = param
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{param} = {value!r} is not allowed: expected {allowed}")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants a dot in the mantissa)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str):
+    """YAML text -> Python value, with ``1e-4``-style floats understood."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def profile_names() -> list[str]:
+    """Names of the profiles shipped in ``notebooks/profiles/`` (file stems), sorted."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def deep_merge(base: dict, overrides: dict | None) -> dict:
+    """A new dict: ``base`` with ``overrides`` merged in; nested dicts merge key by key, any other value
+    (lists included) replaces the base's."""
+    out = copy.deepcopy(base)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def profile_path(profile: str | Path) -> Path:
+    """A profile name (``"demo"``) or a path to a YAML file -> the file's path.
+
+    Raises ConfigError for an unknown name (listing the known ones) or a missing file."""
+    if not isinstance(profile, (str, Path)) or str(profile) == "":
+        raise ConfigError("profile", profile, f"a profile name in {profile_names()} or a path to a YAML file")
+    text = str(profile)
+    looks_like_path = isinstance(profile, Path) or text.endswith((".yaml", ".yml")) or "/" in text
+    if not looks_like_path:
+        path = PROFILES_DIR / f"{text}.yaml"
+        if not path.is_file():
+            raise ConfigError("profile", text, f"one of {profile_names()} or a path to a YAML file")
+        return path
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ConfigError("profile", text, f"an existing YAML file (no file at {path.resolve()})")
+    return path.resolve()
+
+
+def load_profile(profile: str | Path = "demo", overrides: dict | None = None) -> dict:
+    """Load a profile by name or path, deep-merge ``overrides`` over it, validate, and return it.
+
+    Relative ``run_dir`` and ``dataset.root`` are resolved against the repository root, so a notebook
+    opened from ``notebooks/`` writes where a papermill run does.
+    """
+    path = profile_path(profile)
+    try:
+        data = parse_yaml(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError("profile", str(path), f"valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("profile", str(path), "a YAML mapping of parameters")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError("overrides", overrides, "a dict of parameters, nested like the profile")
+    return validate_profile(deep_merge(data, overrides))
+
+
+def parse_assignment(text: str) -> dict:
+    """``"sampling.n_target=100"`` -> ``{"sampling": {"n_target": 100}}`` (the value read as YAML)."""
+    if "=" not in text:
+        raise ConfigError("--set", text, "key.sub=value")
+    key, _, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
+        raise ConfigError("--set", text, "a dotted key of identifiers, e.g. sampling.n_target=100")
+    value = parse_yaml(raw) if raw.strip() else None
+    for part in reversed(parts):
+        value = {part: value}
+    return value
+
+
+def overrides_from_assignments(assignments) -> dict:
+    """Several ``key.sub=value`` strings -> one nested overrides dict (later ones win)."""
+    out: dict = {}
+    for text in assignments or ():
+        out = deep_merge(out, parse_assignment(text))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# checks of single values
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _int(cfg: dict, key: str, prefix: str, minimum: int = 1, required: bool = True, nullable=False):
+    value = cfg.get(key, MISSING)
+    param = f"{prefix}{key}"
+    if value is MISSING and not required:
+        return
+    if value is None and nullable:
+        return
+    if not _is_int(value) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(param, value, what + (" or null" if nullable else ""))
+
+
+def _number(cfg: dict, key: str, prefix: str, low=None, high=None, low_open=False, high_open=False,
+            required: bool = True, nullable=False):
+    value = cfg.get(key, MISSING)
+    param = f"{prefix}{key}"
+    if value is MISSING and not required:
+        return
+    if value is None and nullable:
+        return
+    ok = _is_number(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        rng = f" in {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+        raise ConfigError(param, value, "a number" + ("" if low is None and high is None else rng))
+
+
+def _bool(cfg: dict, key: str, prefix: str, required: bool = True):
+    value = cfg.get(key, MISSING)
+    if value is MISSING and not required:
+        return
+    if not isinstance(value, bool):
+        raise ConfigError(f"{prefix}{key}", value, "true or false")
+
+
+def _string(cfg: dict, key: str, prefix: str, required: bool = True, nullable=False):
+    value = cfg.get(key, MISSING)
+    if value is MISSING and not required:
+        return
+    if value is None and nullable:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{prefix}{key}", value, "a non-empty string" + (" or null" if nullable else ""))
+
+
+def _section(cfg: dict, key: str) -> dict:
+    value = cfg.get(key, MISSING)
+    if not isinstance(value, dict):
+        raise ConfigError(key, value, "a mapping of parameters")
+    return value
+
+
+def _near_typos(section: dict, known, prefix: str):
+    """Unknown keys that look like a known one are typos (``finetune.step`` for ``steps``); other
+    unknown keys are left to the module that owns the section."""
+    for key in section:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(f"{prefix}{key}", section[key], f"a known key (did you mean {prefix}{close[0]}?)")
+
+
+def _name_list(cfg: dict, key: str, allowed, allow_empty: bool):
+    value = cfg.get(key, MISSING)
+    expected = f"a list of distinct names from {list(allowed)}" + ("" if allow_empty else ", not empty")
+    if not isinstance(value, list) or (not value and not allow_empty):
+        raise ConfigError(key, value, expected)
+    for i, item in enumerate(value):
+        if item not in allowed:
+            raise ConfigError(f"{key}[{i}]", item, f"one of {list(allowed)}")
+    if len(set(value)) != len(value):
+        raise ConfigError(key, value, expected)
+
+
+# ----------------------------------------------------------------------------------------------
+# the profile
+
+
+def validate_profile(cfg: dict) -> dict:
+    """Check a whole configuration (already merged) and return it, with optional top-level keys filled
+    in and ``run_dir`` / ``dataset.root`` made absolute. Raises ConfigError on the first bad value."""
+    if not isinstance(cfg, dict):
+        raise ConfigError("profile", cfg, "a mapping of parameters")
+    cfg = copy.deepcopy(cfg)
+    for key in cfg:
+        if key not in TOP_LEVEL_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(key, cfg[key], f"a known top-level key{hint}: one of {list(TOP_LEVEL_KEYS)}")
+    for key in REQUIRED_KEYS:
+        if key not in cfg:
+            raise ConfigError(key, MISSING, "a value (every profile sets it)")
+    for key, default in OPTIONAL_DEFAULTS.items():
+        if key not in cfg:
+            cfg[key] = copy.deepcopy(default)
+
+    _string(cfg, "name", "")
+    if not isinstance(cfg["description"], str):
+        raise ConfigError("description", cfg["description"], "a string saying what the profile is for")
+    _int(cfg, "seed", "", minimum=0)
+    if cfg["device"] not in DEVICES:
+        raise ConfigError("device", cfg["device"], f"one of {list(DEVICES)}")
+    _string(cfg, "run_dir", "")
+    cfg["run_dir"] = str(_absolute(cfg["run_dir"]))
+    _int(cfg, "cell_timeout", "", nullable=True)
+
+    n_classes = _validate_dataset(cfg)
+    if not _is_int(cfg["target"]) or not 0 <= cfg["target"] < n_classes:
+        raise ConfigError("target", cfg["target"],
+                          f"a class index in [0, {n_classes - 1}] for dataset {cfg['dataset']['name']}")
+
+    _name_list(cfg, "attacks", ATTACKS, allow_empty=False)
+    _validate_ratios(cfg.get("ratios"))
+    _name_list(cfg, "controls", CONTROLS, allow_empty=True)
+
+    triggers = _section(cfg, "triggers")
+    for kind, options in triggers.items():
+        if kind not in ATTACKS:
+            raise ConfigError(f"triggers.{kind}", options, f"options of a trigger kind in {list(ATTACKS)}")
+        if options is None:
+            triggers[kind] = {}
+        elif not isinstance(options, dict):
+            raise ConfigError(f"triggers.{kind}", options, "a mapping of trigger options")
+
+    model = _section(cfg, "model")
+    _string(model, "backend", "model.")
+
+    _validate_training(_section(cfg, "pretrain"), "pretrain.", min_steps=0)
+    _validate_training(_section(cfg, "finetune"), "finetune.", min_steps=1)
+    _validate_sampling(_section(cfg, "sampling"))
+    _validate_judges(_section(cfg, "judges"))
+    _section(cfg, "defenses")
+    _section(cfg, "memorization")
+
+    for section, module in SECTION_VALIDATORS.items():
+        validator = _module_validator(module)
+        if validator is not None:
+            validator(cfg[section], section)
+    return cfg
+
+
+def _absolute(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def _validate_dataset(cfg: dict) -> int:
+    ds = _section(cfg, "dataset")
+    known = ("name", "root", "image_size", "n_per_class", "n_test_per_class", "options")
+    _near_typos(ds, known, "dataset.")
+    name = ds.get("name", MISSING)
+    if name not in DATASET_CLASSES:
+        raise ConfigError("dataset.name", name, f"one of {list(DATASET_CLASSES)}")
+    _int(ds, "image_size", "dataset.", minimum=8)
+    procedural = name == "procedural"
+    _int(ds, "n_per_class", "dataset.", required=procedural, nullable=not procedural)
+    _int(ds, "n_test_per_class", "dataset.", required=procedural, nullable=not procedural)
+    root = ds.get("root")
+    if root is not None:
+        if not isinstance(root, str) or not root.strip():
+            raise ConfigError("dataset.root", root, "a folder path or null")
+        if not procedural:
+            path = _absolute(root)
+            if not path.is_dir():
+                raise ConfigError("dataset.root", root, f"an existing folder for {name} (not found: {path})")
+            ds["root"] = str(path)
+    options = ds.setdefault("options", {})
+    if options is None:
+        ds["options"] = {}
+    elif not isinstance(options, dict):
+        raise ConfigError("dataset.options", options, "a mapping of dataset options")
+    return DATASET_CLASSES[name]
+
+
+def _validate_ratios(ratios):
+    expected = "a non-empty list of distinct poisoning ratios, each in (0, 1)"
+    if not isinstance(ratios, list) or not ratios:
+        raise ConfigError("ratios", ratios, expected)
+    for i, p in enumerate(ratios):
+        if not _is_number(p) or not 0 < p < 1:
+            raise ConfigError(f"ratios[{i}]", p, "a number in (0, 1): a fraction of the whole training set")
+    if len(set(ratios)) != len(ratios):
+        raise ConfigError("ratios", ratios, expected)
+
+
+def _validate_training(sec: dict, prefix: str, min_steps: int):
+    known = ("steps", "batch_size", "lr", "weight_decay", "ema_decay", "checkpoint_every", "cond_drop")
+    _near_typos(sec, known, prefix)
+    _int(sec, "steps", prefix, minimum=min_steps)
+    active = sec["steps"] > 0
+    _int(sec, "batch_size", prefix, required=active)
+    _number(sec, "lr", prefix, low=0, low_open=True, required=active)
+    _number(sec, "weight_decay", prefix, low=0, required=False)
+    _number(sec, "ema_decay", prefix, low=0, high=1, high_open=True, required=False, nullable=True)
+    _int(sec, "checkpoint_every", prefix, required=False, nullable=True)
+    _number(sec, "cond_drop", prefix, low=0, high=1, high_open=True, required=False)
+
+
+def _validate_sampling(sec: dict):
+    prefix = "sampling."
+    known = ("steps", "eta", "guidance", "n_target", "n_all", "batch_size")
+    _near_typos(sec, known, prefix)
+    _int(sec, "steps", prefix)
+    _number(sec, "eta", prefix, low=0, high=1)
+    guidance = sec.get("guidance", MISSING)
+    if not isinstance(guidance, list) or not guidance:
+        raise ConfigError("sampling.guidance", guidance, "a non-empty list of guidance scales w > 0")
+    for i, w in enumerate(guidance):
+        if not _is_number(w) or w <= 0:
+            raise ConfigError(f"sampling.guidance[{i}]", w, "a guidance scale w > 0 (1 = plain conditional)")
+    if len(set(guidance)) != len(guidance):
+        raise ConfigError("sampling.guidance", guidance, "distinct guidance scales")
+    _int(sec, "n_target", prefix)
+    _int(sec, "n_all", prefix)
+    _int(sec, "batch_size", prefix)
+
+
+def _validate_judges(sec: dict):
+    prefix = "judges."
+    known = ("arch", "epochs", "batch_size", "lr", "pretrained")
+    _near_typos(sec, known, prefix)
+    _string(sec, "arch", prefix)
+    _int(sec, "epochs", prefix)
+    _int(sec, "batch_size", prefix)
+    _number(sec, "lr", prefix, low=0, low_open=True)
+    _bool(sec, "pretrained", prefix, required=False)
+
+
+def _module_validator(module: str):
+    try:
+        spec = importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        return None
+    if spec is None:
+        return None
+    return getattr(importlib.import_module(module), "validate_config", None)
+
+
+def resolve_device(cfg: dict):
+    """The profile's ``device`` as a ``torch.device``: ``auto`` picks CUDA when available, else the CPU;
+    ``cuda`` on a machine without CUDA is a ConfigError."""
+    import torch
+
+    device = cfg.get("device", "cpu")
+    if device not in DEVICES:
+        raise ConfigError("device", device, f"one of {list(DEVICES)}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", device, "cpu or auto on a machine without a CUDA GPU")
+    return torch.device(device)
