@@ -1,0 +1,205 @@
+"""Profiles: every shipped profile loads; each kind of bad input is refused with its dotted name."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bibad_utils.config import (ConfigError, PROFILES_DIR, REPO_ROOT, deep_merge, load_profile,
+                                overrides_from_assignments, parse_assignment, profile_names,
+                                resolve_device, validate_profile)
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return load_profile("smoke")
+
+
+def test_shipped_profiles_load_and_describe_themselves():
+    names = profile_names()
+    assert {"smoke", "demo", "paper"} <= set(names)
+    for name in names:
+        cfg = load_profile(name)
+        assert cfg["name"] == name
+        assert cfg["description"].strip()
+        assert Path(cfg["run_dir"]).is_absolute()
+
+
+def test_paper_profile_matches_reference_setup():
+    cfg = load_profile("paper")
+    assert cfg["dataset"]["name"] == "imagenette" and cfg["dataset"]["image_size"] == 512
+    assert cfg["ratios"] == [0.01, 0.02, 0.05, 0.1]
+    assert cfg["sampling"]["guidance"] == [1, 2, 5, 10]
+    assert cfg["sampling"]["n_target"] == 1000
+    assert cfg["model"]["pretrained"] == "CompVis/stable-diffusion-v1-4"
+    assert cfg["target"] == 6 and cfg["device"] == "cuda"
+
+
+def test_overrides_deep_merge_and_relative_run_dir(smoke):
+    cfg = load_profile("smoke", {"sampling": {"n_target": 3}, "run_dir": "runs/elsewhere"})
+    assert cfg["sampling"]["n_target"] == 3
+    assert cfg["sampling"]["steps"] == smoke["sampling"]["steps"]  # siblings kept
+    assert cfg["run_dir"] == str(REPO_ROOT / "runs" / "elsewhere")
+
+
+def test_load_by_path_and_defaults_filled(tmp_path, smoke):
+    raw = yaml.safe_load((PROFILES_DIR / "smoke.yaml").read_text())
+    for key in ("cell_timeout", "pretrain", "defenses", "memorization", "triggers"):
+        raw.pop(key)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_profile(str(path))
+    assert cfg["cell_timeout"] is None and cfg["pretrain"] == {"steps": 0} and cfg["triggers"] == {}
+
+
+def test_scientific_notation_is_a_float(tmp_path):
+    text = (PROFILES_DIR / "smoke.yaml").read_text().replace("lr: 1.0e-4", "lr: 1e-4")
+    path = tmp_path / "sci.yaml"
+    path.write_text(text)
+    assert load_profile(path)["finetune"]["lr"] == pytest.approx(1e-4)
+
+
+def test_deep_merge_does_not_touch_inputs():
+    base = {"a": {"b": 1, "c": [1]}, "d": 2}
+    over = {"a": {"b": 5}}
+    merged = deep_merge(base, over)
+    assert merged == {"a": {"b": 5, "c": [1]}, "d": 2}
+    assert base == {"a": {"b": 1, "c": [1]}, "d": 2}
+
+
+def test_parse_assignments():
+    assert parse_assignment("sampling.guidance=[1, 2]") == {"sampling": {"guidance": [1, 2]}}
+    assert parse_assignment("run_dir=/tmp/x") == {"run_dir": "/tmp/x"}
+    assert overrides_from_assignments(["a.b=1", "a.c=true", "a.b=2"]) == {"a": {"b": 2, "c": True}}
+    with pytest.raises(ConfigError, match="--set"):
+        parse_assignment("no_equals_sign")
+    with pytest.raises(ConfigError, match="--set"):
+        parse_assignment("bad key=1")
+
+
+def _set(cfg, dotted, value):
+    out = copy.deepcopy(cfg)
+    node = out
+    *parents, last = dotted.split(".")
+    for p in parents:
+        node = node[p]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return out
+
+
+_DELETE = object()
+
+BAD_INPUTS = [
+    # (dotted key to change, bad value, parameter named in the error)
+    ("dataset.name", "mnist", "dataset.name"),                    # unknown dataset
+    ("attacks", ["badnets1", "trojannn"], "attacks[1]"),          # unknown attack
+    ("attacks", [], "attacks"),                                   # empty grid
+    ("attacks", ["badnets1", "badnets1"], "attacks"),             # duplicate attack
+    ("controls", ["clean", "finetune_only"], "controls[1]"),      # unknown control
+    ("ratios", [0.1, 1.0], "ratios[1]"),                          # ratio at the upper bound
+    ("ratios", [0.0], "ratios[0]"),                               # ratio at the lower bound
+    ("ratios", [-0.05], "ratios[0]"),                             # negative ratio
+    ("ratios", [0.1, 0.1], "ratios"),                             # duplicate ratios
+    ("ratios", 0.1, "ratios"),                                    # a number, not a list
+    ("target", 10, "target"),                                     # out of range for 10 classes
+    ("target", -1, "target"),
+    ("target", True, "target"),                                   # bool where an int is expected
+    ("dataset.image_size", 0, "dataset.image_size"),              # non-positive size
+    ("dataset.image_size", "32", "dataset.image_size"),           # string where a number is expected
+    ("dataset.n_per_class", 12.5, "dataset.n_per_class"),         # float where an int is expected
+    ("finetune.steps", 0, "finetune.steps"),                      # no fine-tuning at all
+    ("finetune.batch_size", -4, "finetune.batch_size"),
+    ("finetune.lr", "fast", "finetune.lr"),
+    ("finetune.lr", 0.0, "finetune.lr"),
+    ("finetune.ema_decay", 1.0, "finetune.ema_decay"),
+    ("finetune.step", 5, "finetune.step"),                        # typo of a known key
+    ("pretrain.steps", -1, "pretrain.steps"),
+    ("sampling.steps", 0, "sampling.steps"),
+    ("sampling.n_target", True, "sampling.n_target"),             # bool where an int is expected
+    ("sampling.n_target", "1000", "sampling.n_target"),
+    ("sampling.batch_size", 0, "sampling.batch_size"),
+    ("sampling.guidance", [1, 0], "sampling.guidance[1]"),        # guidance <= 0
+    ("sampling.guidance", [1, -2.5], "sampling.guidance[1]"),
+    ("sampling.guidance", [], "sampling.guidance"),
+    ("sampling.eta", 1.5, "sampling.eta"),
+    ("judges.epochs", 0, "judges.epochs"),
+    ("judges.pretrained", "yes", "judges.pretrained"),
+    ("device", "tpu", "device"),                                  # unknown device
+    ("seed", -3, "seed"),
+    ("seed", 1.5, "seed"),
+    ("sampels", {"steps": 1}, "sampels"),                         # unknown top-level key (typo)
+    ("run_dir", "", "run_dir"),
+    ("model", "pixel", "model"),                                  # a section that is not a mapping
+    ("triggers.blend", {}, "triggers.blend"),                     # options of an unknown trigger
+    ("cell_timeout", 0, "cell_timeout"),
+    ("finetune", _DELETE, "finetune"),                            # a required section missing
+]
+
+
+@pytest.mark.parametrize("key,value,param", BAD_INPUTS, ids=[f"{k}={v!r}" for k, v, _ in BAD_INPUTS])
+def test_bad_input_names_the_parameter(smoke, key, value, param):
+    if key == "sampels":
+        bad = dict(smoke, sampels=value)
+    else:
+        bad = _set(smoke, key, value)
+    with pytest.raises(ConfigError) as err:
+        validate_profile(bad)
+    assert err.value.param == param
+    assert str(err.value).startswith(f"{param} = ")
+    assert "is not allowed: expected" in str(err.value)
+
+
+@pytest.mark.parametrize("dataset,n_classes", [("caltech15", 15), ("cifar10", 10), ("imagenette", 10)])
+def test_target_range_depends_on_dataset(smoke, dataset, n_classes):
+    cfg = _set(smoke, "dataset.name", dataset)
+    cfg["dataset"]["n_per_class"] = None
+    cfg["target"] = n_classes - 1
+    validate_profile(cfg)
+    cfg["target"] = n_classes
+    with pytest.raises(ConfigError, match=rf"target = {n_classes} .*\[0, {n_classes - 1}\]"):
+        validate_profile(cfg)
+
+
+def test_missing_root_of_real_dataset(smoke, tmp_path):
+    cfg = _set(smoke, "dataset.name", "imagenette")
+    cfg["dataset"]["root"] = str(tmp_path / "nowhere")
+    with pytest.raises(ConfigError) as err:
+        validate_profile(cfg)
+    assert err.value.param == "dataset.root" and "nowhere" in str(err.value)
+    cfg["dataset"]["root"] = str(tmp_path)
+    assert validate_profile(cfg)["dataset"]["root"] == str(tmp_path)
+
+
+def test_unknown_profile_lists_available_ones():
+    with pytest.raises(ConfigError) as err:
+        load_profile("does_not_exist")
+    assert err.value.param == "profile"
+    for name in ("smoke", "demo", "paper"):
+        assert name in str(err.value)
+
+
+def test_missing_profile_file_names_the_path(tmp_path):
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(ConfigError, match="absent.yaml"):
+        load_profile(str(path))
+
+
+def test_overrides_must_be_a_dict_and_are_validated():
+    with pytest.raises(ConfigError, match="overrides"):
+        load_profile("smoke", overrides=["ratios", 0.5])
+    with pytest.raises(ConfigError, match=r"ratios\[0\] = 1.5"):
+        load_profile("smoke", overrides={"ratios": [1.5]})
+
+
+def test_resolve_device(smoke):
+    import torch
+
+    assert resolve_device(smoke) == torch.device("cpu")
+    assert resolve_device(dict(smoke, device="auto")).type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device = 'cuda'"):
+            resolve_device(dict(smoke, device="cuda"))
