@@ -1,0 +1,152 @@
+"""Artifact store: stable keys, reuse, atomic completion, manifests, file helpers."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bibad_utils.config import ConfigError
+from bibad_utils.store import (ArtifactStore, artifact_key, canonical_json, load_array, load_json,
+                               load_tensors, save_array, save_json, save_tensors)
+
+PARAMS = {"seed": 3, "ratio": 0.1, "attack": "badnets1", "sizes": (16, 32)}
+
+
+def test_key_is_stable_and_short():
+    k = artifact_key("poison", PARAMS, ["b", "a"])
+    assert len(k) == 16 and all(c in "0123456789abcdef" for c in k)
+    assert k == artifact_key("poison", dict(reversed(list(PARAMS.items()))), ["a", "b"])
+    assert artifact_key("s", {"a": 1}) == artifact_key("s", {"a": np.int64(1)})
+    # pinned: a change of hashing orphans every cached artifact, so it must be deliberate
+    assert artifact_key("s", {"a": 1}, ["k"]) == "f19c1cdc36dd6b9f"
+
+
+def test_key_is_sensitive_to_stage_params_and_inputs():
+    base = artifact_key("poison", PARAMS, ["a"])
+    assert artifact_key("finetune", PARAMS, ["a"]) != base
+    assert artifact_key("poison", dict(PARAMS, ratio=0.2), ["a"]) != base
+    assert artifact_key("poison", dict(PARAMS, seed=4), ["a"]) != base
+    assert artifact_key("poison", PARAMS, ["b"]) != base
+    assert artifact_key("poison", PARAMS, ["a", "b"]) != base
+    assert artifact_key("poison", PARAMS) != base
+
+
+def test_numpy_tuples_paths_and_arrays_in_keys():
+    assert canonical_json({"x": np.float32(0.5), "t": (1, 2), "p": Path("/a/b")}) == \
+        canonical_json({"p": "/a/b", "t": [1, 2], "x": 0.5})
+    a = np.arange(12, dtype=np.int64).reshape(3, 4)
+    assert artifact_key("s", {"idx": a}) == artifact_key("s", {"idx": a.copy()})
+    b = a.copy()
+    b[2, 3] = 0
+    assert artifact_key("s", {"idx": a}) != artifact_key("s", {"idx": b})
+    assert artifact_key("s", {"idx": a}) != artifact_key("s", {"idx": a.astype(np.int32)})
+    with pytest.raises(ConfigError):
+        artifact_key("s", {"f": object()})
+
+
+def test_bad_stage_name(tmp_path):
+    with pytest.raises(ConfigError, match="stage"):
+        artifact_key("../up", {})
+    with pytest.raises(ConfigError, match="stage"):
+        ArtifactStore(tmp_path).path(".hidden", "k")
+
+
+def test_cached_builds_once_and_reuses(tmp_path):
+    store = ArtifactStore(tmp_path / "artifacts")
+    calls = []
+
+    def build(art):
+        calls.append(art.key)
+        save_array(art.dir / "indices.npy", np.array([3, 1, 2]))
+        assert art.work_dir.is_dir()
+
+    p1 = store.cached("poison", PARAMS, ["in1"], build)
+    p2 = store.cached("poison", PARAMS, ["in1"], build)
+    assert p1 == p2 == store.path("poison", calls[0])
+    assert len(calls) == 1
+    assert store.exists("poison", calls[0])
+    np.testing.assert_array_equal(load_array(p1 / "indices.npy"), [3, 1, 2])
+    assert store.list("poison") == [calls[0]]
+    store.cached("poison", dict(PARAMS, seed=9), ["in1"], build)
+    assert len(calls) == 2 and len(store.list("poison")) == 2
+    # after success nothing but the complete artifacts is left
+    assert sorted(p.name for p in (tmp_path / "artifacts" / "poison").iterdir()) == sorted(calls)
+
+
+def test_failed_build_leaves_no_artifact_and_keeps_work_dir(tmp_path):
+    store = ArtifactStore(tmp_path)
+    key = artifact_key("finetune", PARAMS)
+    with pytest.raises(RuntimeError, match="boom"):
+        with store.build("finetune", PARAMS) as art:
+            (art.dir / "partial.bin").write_bytes(b"x")
+            (art.work_dir / "checkpoint-3").mkdir()
+            raise RuntimeError("boom")
+    assert not store.exists("finetune", key)
+    assert not store.path("finetune", key).exists()
+    assert store.list("finetune") == []
+    names = [p.name for p in (tmp_path / "finetune").iterdir()]
+    assert names == [f".work-{key}"]
+    # a later build sees the checkpoint to resume from, and removes the work folder when it succeeds
+    with store.build("finetune", PARAMS) as art:
+        assert (art.work_dir / "checkpoint-3").is_dir()
+    assert store.exists("finetune", key)
+    assert not (tmp_path / "finetune" / f".work-{key}").exists()
+
+
+def test_manifest_contents(tmp_path):
+    store = ArtifactStore(tmp_path)
+    with store.build("generate", PARAMS, inputs=["k2", "k1"], device="cpu") as art:
+        art.meta["n_images"] = np.int64(16)
+    m = store.load_manifest("generate", art.key)
+    assert m["stage"] == "generate" and m["key"] == art.key
+    assert m["params"] == json.loads(canonical_json(PARAMS))
+    assert m["inputs"] == ["k1", "k2"]
+    assert m["seed"] == 3
+    assert m["device"] == "cpu"
+    assert m["n_images"] == 16
+    assert m["wall_time_s"] >= 0
+    assert set(m["packages"]) == {"torch", "diffusers", "transformers", "numpy"}
+    assert m["packages"]["numpy"] == np.__version__
+    assert "created" in m and "git_commit" in m
+    with pytest.raises(ConfigError, match="complete artifact"):
+        store.load_manifest("generate", "0" * 16)
+
+
+def test_completed_elsewhere_first_is_kept(tmp_path):
+    """Two processes building the same artifact: the one that finishes second keeps the first copy."""
+    store = ArtifactStore(tmp_path)
+    with store.build("s", {"a": 1}) as outer:
+        (outer.dir / "who").write_text("outer")
+        with store.build("s", {"a": 1}) as inner:
+            (inner.dir / "who").write_text("inner")
+        # the inner build used the same pid, so it must not have shared the temporary folder
+    assert (store.path("s", outer.key) / "who").read_text() in ("inner", "outer")
+    assert [p.name for p in (tmp_path / "s").iterdir()] == [outer.key]
+
+
+def test_file_helpers(tmp_path):
+    p = save_json(tmp_path / "t.json", {"a": np.float64(0.25), "b": (1, 2)})
+    assert load_json(p) == {"a": 0.25, "b": [1, 2]}
+    arr = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    path = save_array(tmp_path / "a.npy", arr)
+    np.testing.assert_array_equal(load_array(path), arr)
+    assert load_array(path, mmap_mode="r").shape == (2, 3)
+    with pytest.raises(ValueError):
+        save_array(tmp_path / "o.npy", np.array([{"x": 1}], dtype=object))
+    t = {"w": torch.randn(3, 4), "b": torch.arange(5)}
+    save_tensors(tmp_path / "m.safetensors", t, metadata={"step": 7})
+    back = load_tensors(tmp_path / "m.safetensors")
+    assert torch.equal(back["w"], t["w"]) and torch.equal(back["b"], t["b"])
+
+
+def test_stale_tmp_of_dead_process_is_removed(tmp_path):
+    store = ArtifactStore(tmp_path)
+    key = artifact_key("s", {"a": 2})
+    stale = tmp_path / "s" / f".tmp-{key}-999999999-abc"
+    stale.mkdir(parents=True)
+    with store.build("s", {"a": 2}):
+        pass
+    assert not stale.exists() and store.exists("s", key)
