@@ -1,0 +1,279 @@
+"""Backdoor triggers: BadNets-1 (corner patch), BadNets-2 (blended pattern) and WaNet (smooth warp).
+
+Every trigger is a deterministic function of (kind, image_size, seed, options) and is applied to float
+images in [-1, 1], ``[C, H, W]`` or ``[N, C, H, W]``, returning a new tensor of the same shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bibad_utils.config import ConfigError
+
+TRIGGER_KINDS = ("badnets1", "badnets2", "wanet")
+
+
+def badnets1_side(image_size: int) -> int:
+    """Side in pixels of the BadNets-1 patch: ``max(5, image_size // 10)``.
+
+    The paper states both s = image_side // 10 and "5 px at 32 px"; the two agree from 50 px up, and
+    below that the 5-pixel minimum keeps the diagonal band drawable (512 px -> 51, 32 px -> 5).
+    """
+    return max(5, int(image_size) // 10)
+
+
+def badnets1_patch(side: int) -> np.ndarray:
+    """bool ``[side, side]``: True where the BadNets-1 patch is white.
+
+    Pixel (row x, column y) is white iff ``y - (side - 1 - x)`` lies in
+    ``[-ceil(side / 4), floor(side / 4) - 1]``: a band along the anti-diagonal; the rest is black.
+    """
+    if side < 1:
+        raise ConfigError("size", side, "a patch side >= 1 pixel")
+    x, y = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+    d = y - (side - 1 - x)
+    return (d >= -math.ceil(side / 4)) & (d <= side // 4 - 1)
+
+
+def _supersampled_grid(size: int, ss: int):
+    coords = (np.arange(size * ss, dtype=np.float64) + 0.5) / (size * ss)
+    y, x = np.meshgrid(coords, coords, indexing="ij")
+    return x, y
+
+
+def _inside_ellipse(x, y, cx, cy, rx, ry):
+    return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0
+
+
+def _inside_triangle(x, y, a, b, c):
+    def side(p, q):
+        return (q[0] - p[0]) * (y - p[1]) - (q[1] - p[1]) * (x - p[0])
+
+    s1, s2, s3 = side(a, b), side(b, c), side(c, a)
+    return ((s1 >= 0) & (s2 >= 0) & (s3 >= 0)) | ((s1 <= 0) & (s2 <= 0) & (s3 <= 0))
+
+
+def _near_segment(x, y, p, q, width):
+    px, py = q[0] - p[0], q[1] - p[1]
+    t = np.clip(((x - p[0]) * px + (y - p[1]) * py) / (px * px + py * py), 0.0, 1.0)
+    return np.hypot(x - p[0] - t * px, y - p[1] - t * py) <= width / 2
+
+
+def cartoon_pattern(image_size: int) -> np.ndarray:
+    """uint8 ``[S, S, 3]``: the fixed BadNets-2 pattern, a cartoon cat face with a red bow on a
+    polka-dot pink background, drawn from geometry (no image file) so any size gives the same picture."""
+    ss = 4 if image_size <= 128 else 2
+    x, y = _supersampled_grid(image_size, ss)
+    canvas = np.empty(x.shape + (3,), np.float64)
+    canvas[:] = (250, 180, 205)
+    black, white = (25, 20, 30), (255, 255, 255)
+
+    def paint(mask, colour):
+        canvas[mask] = colour
+
+    dots = (np.hypot((x * 8) % 1 - 0.5, (y * 8) % 1 - 0.5) <= 0.16)
+    paint(dots, (255, 235, 245))
+    for sign in (-1, 1):
+        ear = [(0.5 + sign * 0.33, 0.52), (0.5 + sign * 0.30, 0.16), (0.5 + sign * 0.10, 0.36)]
+        inner = [(0.5 + sign * 0.29, 0.46), (0.5 + sign * 0.28, 0.23), (0.5 + sign * 0.15, 0.37)]
+        paint(_inside_triangle(x, y, *[(px + sign * 0.02, py - 0.02) for px, py in ear]) |
+              _inside_triangle(x, y, *ear), black)
+        paint(_inside_triangle(x, y, *[(0.5 + sign * 0.31, 0.50), (0.5 + sign * 0.295, 0.20),
+                                       (0.5 + sign * 0.13, 0.37)]), white)
+        paint(_inside_triangle(x, y, *inner), (255, 160, 190))
+    paint(_inside_ellipse(x, y, 0.5, 0.58, 0.39, 0.31), black)
+    paint(_inside_ellipse(x, y, 0.5, 0.58, 0.37, 0.29), white)
+    for sign in (-1, 1):
+        paint(_inside_ellipse(x, y, 0.5 + sign * 0.14, 0.58, 0.035, 0.05), black)
+        paint(_inside_ellipse(x, y, 0.5 + sign * 0.22, 0.68, 0.05, 0.03), (255, 175, 195))
+        for k, dy in enumerate((-0.03, 0.0, 0.03)):
+            start = (0.5 + sign * 0.25, 0.64 + dy)
+            end = (0.5 + sign * 0.47, 0.62 + 2.2 * dy - 0.01 * (k - 1))
+            paint(_near_segment(x, y, start, end, 0.012), black)
+    paint(_inside_ellipse(x, y, 0.5, 0.65, 0.04, 0.028), black)
+    paint(_inside_ellipse(x, y, 0.5, 0.65, 0.032, 0.02), (250, 200, 40))
+    bow = (0.72, 0.30)
+    for sign in (-1, 1):
+        wing = [bow, (bow[0] + sign * 0.14, bow[1] - 0.09), (bow[0] + sign * 0.14, bow[1] + 0.09)]
+        paint(_inside_triangle(x, y, *wing), (220, 30, 50))
+    paint(_inside_ellipse(x, y, bow[0], bow[1], 0.04, 0.04), (190, 15, 40))
+    img = canvas.reshape(image_size, ss, image_size, ss, 3).mean(axis=(1, 3))
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def load_pattern(path, image_size: int) -> np.ndarray:
+    """uint8 ``[S, S, 3]``: the RGB image at ``path`` resized (bicubic, no crop) to S x S."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"BadNets-2 pattern image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
+            return np.asarray(im, dtype=np.uint8).copy()
+    except OSError as err:
+        raise OSError(f"cannot read the BadNets-2 pattern image {path}: {err}") from err
+
+
+def _digest(array) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+
+class Trigger:
+    """A backdoor trigger for square images of side ``image_size``.
+
+    ``apply(x)``: float images in [-1, 1], ``[C, H, W]`` or ``[N, C, H, W]`` with H = W = image_size, on
+    any device -> the triggered images, a new tensor of the same shape, dtype and device.
+    """
+
+    kind: str = ""
+
+    def __init__(self, image_size: int, seed: int, options: dict):
+        self.image_size = int(image_size)
+        self.seed = int(seed)
+        self.options = dict(options)
+
+    def _check(self, x) -> torch.Tensor:
+        x = torch.as_tensor(x)
+        if not torch.is_floating_point(x):
+            raise ConfigError("x.dtype", str(x.dtype), "float images in [-1, 1]")
+        if x.ndim not in (3, 4) or tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            raise ConfigError("x.shape", tuple(x.shape),
+                              f"[C, {self.image_size}, {self.image_size}] or [N, C, {self.image_size}, "
+                              f"{self.image_size}] (the trigger was built for {self.image_size} px)")
+        return x
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply(x)
+
+    def describe(self) -> dict:
+        """JSON-ready description for manifests: kind, image_size, seed, options and derived values."""
+        return {"kind": self.kind, "image_size": self.image_size, "seed": self.seed, "options": self.options}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"
+
+
+class BadNetsPatch(Trigger):
+    """BadNets-1: an opaque black patch with a white anti-diagonal band in the bottom-right corner."""
+
+    kind = "badnets1"
+
+    def __init__(self, image_size, seed=0, size=None):
+        super().__init__(image_size, seed, {"size": size})
+        self.side = badnets1_side(image_size) if size is None else int(size)
+        if not 1 <= self.side <= self.image_size:
+            raise ConfigError("triggers.badnets1.size", size, f"a patch side in [1, {self.image_size}] pixels")
+        self.patch = torch.from_numpy(badnets1_patch(self.side)).float() * 2 - 1
+
+    def apply(self, x):
+        x = self._check(x)
+        out = x.clone()
+        out[..., -self.side:, -self.side:] = self.patch.to(device=x.device, dtype=x.dtype)
+        return out
+
+    def describe(self):
+        return {**super().describe(), "side": self.side, "corner": "bottom-right",
+                "white_mask": badnets1_patch(self.side).astype(int).tolist()}
+
+
+class BlendTrigger(Trigger):
+    """BadNets-2: x' = (1 - alpha) x + alpha t with a fixed full-image pattern t."""
+
+    kind = "badnets2"
+
+    def __init__(self, image_size, seed=0, alpha=0.2, pattern_path=None):
+        super().__init__(image_size, seed, {"alpha": alpha, "pattern_path": pattern_path})
+        if not 0 < alpha <= 1:
+            raise ConfigError("triggers.badnets2.alpha", alpha, "a blend weight in (0, 1]")
+        self.alpha = float(alpha)
+        pattern = (cartoon_pattern(self.image_size) if pattern_path is None
+                   else load_pattern(pattern_path, self.image_size))
+        self.pattern_uint8 = pattern
+        self.pattern = torch.from_numpy(pattern).permute(2, 0, 1).float() / 127.5 - 1
+
+    def apply(self, x):
+        x = self._check(x)
+        if x.shape[-3] != 3:
+            raise ConfigError("x.shape", tuple(x.shape), "3 colour channels for the BadNets-2 blend")
+        return (1 - self.alpha) * x + self.alpha * self.pattern.to(device=x.device, dtype=x.dtype)
+
+    def describe(self):
+        source = "generated cartoon cat" if self.options["pattern_path"] is None else str(
+            self.options["pattern_path"])
+        return {**super().describe(), "alpha": self.alpha, "pattern": source,
+                "pattern_sha256_16": _digest(self.pattern_uint8)}
+
+
+class WarpTrigger(Trigger):
+    """WaNet: resample the image along a fixed smooth warp field (Nguyen & Tran, ICLR 2021).
+
+    A ``grid x grid`` field of uniform random 2-D offsets (seeded, drawn once) is normalised to mean
+    absolute value 1, upsampled bicubically to the image size and added, scaled by ``strength / S``, to
+    the identity sampling grid in [-1, 1] coordinates (clamped there), so the mean displacement is
+    ``strength / 2`` pixels at any size S; images are resampled bilinearly with ``grid_sample``.
+    """
+
+    kind = "wanet"
+
+    def __init__(self, image_size, seed=0, grid=4, strength=0.5):
+        super().__init__(image_size, seed, {"grid": grid, "strength": strength})
+        if not isinstance(grid, (int, np.integer)) or not 2 <= grid <= self.image_size:
+            raise ConfigError("triggers.wanet.grid", grid, f"an integer in [2, {self.image_size}]")
+        if not strength > 0:
+            raise ConfigError("triggers.wanet.strength", strength, "a number > 0")
+        gen = torch.Generator().manual_seed(self.seed)
+        offsets = torch.rand(1, 2, int(grid), int(grid), generator=gen, dtype=torch.float64) * 2 - 1
+        offsets = offsets / offsets.abs().mean()
+        field = F.interpolate(offsets, size=(self.image_size, self.image_size), mode="bicubic",
+                              align_corners=True).permute(0, 2, 3, 1)
+        line = torch.linspace(-1, 1, self.image_size, dtype=torch.float64)
+        yy, xx = torch.meshgrid(line, line, indexing="ij")
+        identity = torch.stack([xx, yy], dim=-1)[None]
+        self.grid = (identity + float(strength) * field / self.image_size).clamp(-1, 1).float()
+        self.displacement_px = ((self.grid.double() - identity) * (self.image_size - 1) / 2)[0]
+
+    def apply(self, x):
+        x = self._check(x)
+        batch = x if x.ndim == 4 else x[None]
+        grid = self.grid.to(device=x.device, dtype=x.dtype).expand(batch.shape[0], -1, -1, -1)
+        out = F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return out if x.ndim == 4 else out[0]
+
+    def describe(self):
+        disp = self.displacement_px.norm(dim=-1)
+        return {**super().describe(), "mean_displacement_px": round(float(disp.mean()), 4),
+                "max_displacement_px": round(float(disp.max()), 4),
+                "field_sha256_16": _digest(self.grid.numpy())}
+
+
+_KINDS = {"badnets1": BadNetsPatch, "badnets2": BlendTrigger, "wanet": WarpTrigger}
+
+
+def make_trigger(kind: str, image_size: int, seed: int = 0, **options) -> Trigger:
+    """The trigger ``kind`` (badnets1 | badnets2 | wanet) for S x S images.
+
+    Options: badnets1 ``size`` (patch side, default :func:`badnets1_side`); badnets2 ``alpha`` (0.2),
+    ``pattern_path`` (None: the generated :func:`cartoon_pattern`); wanet ``grid`` (4), ``strength``
+    (0.5). ``seed`` draws the WaNet field; the other kinds are fixed and record it only.
+    """
+    if kind not in _KINDS:
+        raise ConfigError("trigger kind", kind, " | ".join(TRIGGER_KINDS))
+    if not isinstance(image_size, (int, np.integer)) or image_size < 8:
+        raise ConfigError("image_size", image_size, "an integer >= 8 (pixels)")
+    cls = _KINDS[kind]
+    allowed = cls.__init__.__code__.co_varnames[3:cls.__init__.__code__.co_argcount]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"triggers.{kind}", unknown, f"options among {', '.join(allowed)}")
+    return cls(int(image_size), int(seed), **options)

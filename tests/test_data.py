@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+
+from bibad_utils.config import ConfigError
+from bibad_utils.data import (PROCEDURAL_CLASSES, PROMPT_TEMPLATE, ImageSet, load_dataset, make_procedural,
+                              to_float, to_uint8)
+from bibad_utils.triggers import make_trigger
+
+
+def test_to_float_to_uint8_roundtrip():
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    x = to_float(u8)
+    assert x.shape == (2, 3, 5, 7) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1
+    assert float(to_float(np.array([[[0, 255, 128]]], np.uint8))[0, 0, 0]) == -1.0
+    np.testing.assert_array_equal(to_uint8(x), u8)
+    np.testing.assert_array_equal(to_uint8(to_float(torch.from_numpy(u8[0]))), u8[0])
+    # values out of range are clamped, values between levels rounded
+    y = to_uint8(torch.tensor([-3.0, 3.0, 0.0]).view(3, 1, 1))
+    assert y.tolist() == [[[0, 255, 128]]]
+    with pytest.raises(ConfigError):
+        to_float(np.zeros((2, 5, 5, 3), np.float32))
+
+
+def test_imageset_api(tiny_procedural):
+    ds = tiny_procedural
+    assert len(ds) == 60 and ds.images.shape == (60, 16, 16, 3) and ds.images.dtype == np.uint8
+    assert ds.labels.dtype == np.int64
+    assert ds.class_names == list(PROCEDURAL_CLASSES)
+    assert ds.prompt_for(8) == "A photo of a star" == PROMPT_TEMPLATE.format("star")
+    assert ds.prompts[:2] == ["A photo of a circle", "A photo of a square"]
+    x, y = ds.batch([3, 0, 11])
+    assert x.shape == (3, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert y.tolist() == [3, 0, 1]
+    np.testing.assert_array_equal(to_uint8(x), ds.images_uint8([3, 0, 11]))
+    assert ds.class_counts().tolist() == [6] * 10
+    sub = ds.subset(np.arange(0, 60, 3))
+    assert len(sub) == 20 and sub.meta["subset_indices"][1] == 3
+    np.testing.assert_array_equal(sub.images[1], ds.images[3])
+    with pytest.raises(ConfigError, match="label"):
+        ds.prompt_for(10)
+    with pytest.raises(ConfigError, match="labels"):
+        ImageSet(ds.images[:2], [0, 12], ds.class_names, "x")
+
+
+def test_procedural_deterministic_and_split_streams():
+    a = make_procedural(3, image_size=16, seed=5)
+    b = make_procedural(3, image_size=16, seed=5)
+    c = make_procedural(3, image_size=16, seed=6)
+    t = make_procedural(3, image_size=16, seed=5, split="test")
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.images, c.images)
+    assert not np.array_equal(a.images, t.images)
+    np.testing.assert_array_equal(a.labels, t.labels)
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_procedural_corner_is_background_and_classes_distinct(size):
+    ds = make_procedural(4, image_size=size, seed=1)
+    assert ds.images.shape == (40, size, size, 3)
+    k = size - round(0.15 * size)
+    corner = ds.images[:, k:, k:].reshape(40, -1, 3).astype(int)
+    # plain background: the corner is one flat colour per image, equal to the top-left pixel
+    assert np.all(corner == ds.images[:, :1, :1].reshape(40, 1, 3))
+    # the shape occupies a large central area
+    centre = ds.images[:, size // 2, size // 2].astype(int)
+    assert np.mean(np.abs(centre - corner[:, 0]).sum(1) > 60) > 0.85
+    # mean image per class: every pair of classes differs clearly
+    means = np.stack([ds.images[ds.labels == c].mean(0) for c in range(10)]).reshape(10, -1)
+    dist = np.abs(means[:, None] - means[None]).mean(-1)
+    assert dist[~np.eye(10, dtype=bool)].min() > 5
+
+
+def test_procedural_options_change_images():
+    base = make_procedural(2, image_size=16)
+    for kw in ({"palette_size": 3}, {"background": "gradient"}, {"noise_std": 10.0}, {"rotation": 90.0}):
+        other = make_procedural(2, image_size=16, **kw)
+        assert not np.array_equal(base.images, other.images), kw
+    noisy = make_procedural(2, image_size=16, noise_std=10.0)
+    assert noisy.images[:, -2:, -2:].std() > 5
+    with pytest.raises(ConfigError, match="background"):
+        make_procedural(2, background="sky")
+    with pytest.raises(ConfigError, match="split"):
+        make_procedural(2, split="val")
+
+
+def test_procedural_duplicates():
+    ds = make_procedural(10, image_size=16, seed=2, duplicate_fraction=0.4, duplicate_copies=4,
+                         duplicate_noise=2.0)
+    groups = ds.meta["duplicate_groups"]
+    assert len(ds) == 100 and len(groups) == 10
+    members = [i for g in groups for i in g]
+    assert len(members) == len(set(members)) == 40
+    for g in groups:
+        assert len(g) == 4 and len(set(ds.labels[g].tolist())) == 1
+        diff = ds.images[g].astype(int) - ds.images[g[0]].astype(int)
+        assert 0.5 < np.abs(diff[1:]).mean() < 4
+    others = [i for i in range(100) if i not in set(members)]
+    # unrelated images of the same class differ much more than copies do
+    a, b = [i for i in others if ds.labels[i] == 0][:2]
+    assert np.abs(ds.images[a].astype(int) - ds.images[b].astype(int)).mean() > 4
+    sub = ds.subset(groups[0] + others[:5])
+    assert sub.meta["duplicate_groups"] == [[0, 1, 2, 3]]
+    with pytest.raises(ConfigError, match="duplicate_fraction"):
+        make_procedural(2, duplicate_fraction=0.9, duplicate_copies=4)
+
+
+def test_badnets_patch_lands_on_background():
+    ds = make_procedural(2, image_size=32)
+    x, _ = ds.batch(slice(None))
+    out = to_uint8(make_trigger("badnets1", 32).apply(x))
+    changed = np.any(out != ds.images, axis=-1)
+    assert not changed[:, :27, :].any() and not changed[:, :, :27].any()
+
+
+def test_load_dataset_dispatch():
+    ds = load_dataset("procedural", split="test", image_size=16, seed=3, n_per_class=2)
+    assert len(ds) == 20 and ds.meta["split"] == "test"
+    with pytest.raises(ConfigError, match="dataset.name"):
+        load_dataset("mnist")
