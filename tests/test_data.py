@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from bibad_utils.config import ConfigError
 from bibad_utils.data import (PROCEDURAL_CLASSES, PROMPT_TEMPLATE, ImageSet, load_dataset, make_procedural,
                               to_float, to_uint8)
+from bibad_utils.data import real
 from bibad_utils.triggers import make_trigger
 
 
@@ -120,3 +122,92 @@ def test_load_dataset_dispatch():
     assert len(ds) == 20 and ds.meta["split"] == "test"
     with pytest.raises(ConfigError, match="dataset.name"):
         load_dataset("mnist")
+
+
+# ----- real datasets, on tiny fake folders in the standard layouts -----
+
+
+def write_jpeg(path, colour, size=(40, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.zeros((size[1], size[0], 3), np.uint8)
+    arr[:] = colour
+    Image.fromarray(arr).save(path, quality=95)
+
+
+def fake_imagenette(root, per_class=2):
+    for split in ("train", "val"):
+        for label, wnid in enumerate(real.IMAGENETTE_WNIDS):
+            for k in range(per_class):
+                write_jpeg(root / "imagenette2" / split / wnid / f"{wnid}_{k}.JPEG", (20 * label, 100, 50 + k))
+
+
+def test_imagenette_from_folder_and_cache(tmp_path):
+    fake_imagenette(tmp_path)
+    ds = load_dataset("imagenette", root=tmp_path, image_size=16)
+    assert ds.name == "imagenette" and len(ds) == 20 and ds.images.shape == (20, 16, 16, 3)
+    assert ds.class_names[6] == "garbage truck" and ds.meta["target"] == 6
+    assert ds.labels.tolist() == sorted([c for c in range(10)] * 2)
+    assert abs(int(ds.images[18, 8, 8, 0]) - 180) <= 3  # class 9, red = 20 * 9
+    assert ds.prompt_for(6) == "A photo of a garbage truck"
+    cache_files = sorted(p.name for p in (tmp_path / ".bibad_cache").iterdir())
+    assert len(cache_files) == 3 and not any(".tmp" in p for p in cache_files)
+    again = load_dataset("imagenette", root=tmp_path, image_size=16)
+    assert isinstance(again.images, np.memmap)
+    np.testing.assert_array_equal(again.images, ds.images)
+    test = load_dataset("imagenette", split="test", root=tmp_path, image_size=16)
+    assert len(test) == 20 and test.meta["split"] == "test"
+    x, y = again.batch([0, 19])
+    assert x.shape == (2, 3, 16, 16) and y.tolist() == [0, 9]
+
+
+def test_center_crop_keeps_the_middle(tmp_path):
+    arr = np.zeros((20, 60, 3), np.uint8)
+    arr[:, :20] = (0, 0, 255)
+    arr[:, 20:40] = (255, 0, 0)
+    arr[:, 40:] = (0, 0, 255)
+    Image.fromarray(arr).save(tmp_path / "wide.png")
+    img = real.read_image(tmp_path / "wide.png", 10)
+    assert img.shape == (10, 10, 3) and img[:, 2:8, 0].min() > 200 and img[:, 2:8, 2].max() < 60
+    stretched = real.read_image(tmp_path / "wide.png", 12, resize="stretch")
+    assert stretched[:, 0, 2].min() > 200 and stretched[:, 6, 0].min() > 200
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    fake_imagenette(tmp_path, per_class=1)
+    bad = tmp_path / "imagenette2" / "train" / real.IMAGENETTE_WNIDS[3] / "broken.JPEG"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(real.ImageReadError, match="broken.JPEG"):
+        load_dataset("imagenette", root=tmp_path, image_size=16)
+    assert not any(".tmp" in p.name for p in (tmp_path / ".bibad_cache").iterdir())
+
+
+def test_missing_datasets_explain_how_to_get_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="imagenette2.tgz") as err:
+        load_dataset("imagenette", root=tmp_path / "nowhere", image_size=16)
+    assert "download=True" in str(err.value) and "nowhere" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="256_ObjectCategories"):
+        load_dataset("caltech15", root=tmp_path, image_size=16)
+    with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz") as err:
+        load_dataset("cifar10", root=tmp_path)
+    assert "cifar-10-batches-py" in str(err.value)
+
+
+def test_caltech15_from_folder_with_seeded_split(tmp_path):
+    cats = tmp_path / "256_ObjectCategories"
+    for label, folder in enumerate(real.CALTECH15_FOLDERS):
+        for k in range(5):
+            write_jpeg(cats / folder / f"{folder[:3]}_{k:04d}.jpg", (10 * label, 200 - 10 * label, k * 40),
+                       size=(30, 30))
+    write_jpeg(cats / "001.ak47" / "001_0001.jpg", (0, 0, 0))  # not one of the 15 classes
+    train = load_dataset("caltech15", root=tmp_path, image_size=16, seed=0, test_fraction=0.4)
+    test = load_dataset("caltech15", split="test", root=tmp_path, image_size=16, seed=0, test_fraction=0.4)
+    assert train.class_names[2] == "binocular" and len(train.class_names) == 15
+    assert train.class_counts().tolist() == [3] * 15 and test.class_counts().tolist() == [2] * 15
+    tr, te = real.caltech15_split(5, 0.4, 0, 2)
+    assert sorted(tr.tolist() + te.tolist()) == list(range(5)) and len(te) == 2
+    other = load_dataset("caltech15", split="test", root=tmp_path, image_size=16, seed=1, test_fraction=0.4)
+    assert not np.array_equal(other.images, test.images)
+    # blue channel encodes the file number: train and test images of a class are different files
+    blue_train = {int(v) // 40 for v in train.images[train.labels == 4][:, 8, 8, 2] + 20}
+    blue_test = {int(v) // 40 for v in test.images[test.labels == 4][:, 8, 8, 2] + 20}
+    assert blue_train.isdisjoint(blue_test) and len(blue_train | blue_test) == 5

@@ -1,0 +1,317 @@
+"""Real datasets of the paper: ImageNette, Caltech15 (15 Caltech-256 classes) and CIFAR-10.
+
+Each loader reads the standard on-disk layout, resizes every image to ``image_size`` x ``image_size``
+(``resize="center_crop"``: shorter side to S with an anti-aliased bicubic filter, then the central square;
+``"stretch"``: both sides to S) and caches the result as uint8 ``.npy`` files under ``cache_dir``
+(default ``<root>/.bibad_cache``). A cache file is named by a fingerprint of the file list, the file
+sizes and the resize settings, written atomically, and memory-mapped read-only when reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from bibad_utils.config import ConfigError
+
+IMAGENETTE_WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042",
+                    "n03425413", "n03445777", "n03888257")
+IMAGENETTE_CLASSES = ("tench", "English springer", "cassette player", "chain saw", "church", "French horn",
+                      "garbage truck", "gas pump", "golf ball", "parachute")
+IMAGENETTE_TARGET = 6
+IMAGENETTE_URLS = {
+    "full": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2.tgz",
+    "320px": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz",
+    "160px": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
+}
+
+CALTECH15_CLASSES = ("horse", "billiard", "binocular", "ladder", "motorbike", "mushroom", "people", "t-shirt",
+                     "watch", "airplane", "face", "bathtub", "gorilla", "grapes", "hammock")
+CALTECH15_FOLDERS = ("105.horse", "011.billiards", "012.binoculars", "126.ladder", "145.motorbikes-101",
+                     "147.mushroom", "159.people", "232.t-shirt", "240.watch-101", "251.airplanes-101",
+                     "253.faces-easy-101", "008.bathtub", "090.gorilla", "092.grapes", "096.hammock")
+CALTECH15_TARGET = 2
+CALTECH256_URL = "https://data.caltech.edu/records/nyy15-4j048/files/256_ObjectCategories.tar"
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_TARGET = 4
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+RESIZE_MODES = ("center_crop", "stretch")
+_CACHE_VERSION = 1
+
+
+class ImageReadError(OSError):
+    """An image file of a dataset could not be decoded; the message names the file."""
+
+
+def _check_common(split, image_size, resize, splits=("train", "test")):
+    if split not in splits:
+        raise ConfigError("split", split, " | ".join(splits))
+    if not isinstance(image_size, (int, np.integer)) or image_size < 8:
+        raise ConfigError("image_size", image_size, "an integer >= 8 (pixels)")
+    if resize not in RESIZE_MODES:
+        raise ConfigError("resize", resize, " | ".join(RESIZE_MODES))
+
+
+def read_image(path, image_size: int, resize: str = "center_crop") -> np.ndarray:
+    """uint8 ``[S, S, 3]``: the RGB image at ``path`` resized to S x S; raises :class:`ImageReadError`
+    naming the file if it cannot be decoded."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                # decode at a reduced DCT scale when the image is much larger than needed
+                im.draft("RGB", (image_size, image_size))
+            im = im.convert("RGB")
+            w, h = im.size
+            if resize == "stretch":
+                im = im.resize((image_size, image_size), Image.Resampling.BICUBIC)
+            else:
+                scale = image_size / min(w, h)
+                nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
+                im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+                left, top = (nw - image_size) // 2, (nh - image_size) // 2
+                im = im.crop((left, top, left + image_size, top + image_size))
+            return np.asarray(im, dtype=np.uint8).copy()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageReadError(f"cannot read image file {path}: {err}") from err
+
+
+def _fingerprint(parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _cache_paths(cache_dir: Path, stem: str):
+    return cache_dir / f"{stem}.images.npy", cache_dir / f"{stem}.labels.npy", cache_dir / f"{stem}.json"
+
+
+def _cached_arrays(cache_dir: Path, stem: str, n: int, image_size: int, fill, info: dict):
+    """(images memmap, labels) from the cache, building them first with ``fill(out)`` if absent."""
+    img_path, lab_path, info_path = _cache_paths(cache_dir, stem)
+    if not (img_path.exists() and lab_path.exists() and info_path.exists()):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_dir / f".{stem}.{os.getpid()}.tmp.npy"
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, image_size, image_size, 3))
+            labels = fill(out)
+            out.flush()
+            del out
+            np.save(lab_path, np.asarray(labels, dtype=np.int64), allow_pickle=False)
+            info_path.write_text(json.dumps(info, indent=1))
+            os.replace(tmp, img_path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    images = np.load(img_path, mmap_mode="r")
+    labels = np.load(lab_path, allow_pickle=False)
+    if images.shape != (n, image_size, image_size, 3) or labels.shape != (n,):
+        raise ConfigError("cache", str(img_path), f"{n} images of {image_size} px; delete the stale cache files")
+    return images, labels
+
+
+def _folder_dataset(name, split, files, labels, class_names, image_size, resize, cache_dir, num_workers,
+                    meta):
+    from bibad_utils.data import ImageSet
+
+    sizes = [os.path.getsize(f) for f in files]
+    root = Path(meta["source"])
+    rel = [str(Path(f).relative_to(root)) if Path(f).is_relative_to(root) else str(f) for f in files]
+    key = _fingerprint([_CACHE_VERSION, name, split, image_size, resize, *rel, *sizes, *labels])
+    stem = f"{name}-{split}-{image_size}px-{resize}-{key}"
+    info = {"name": name, "split": split, "image_size": image_size, "resize": resize, "files": rel,
+            "class_names": list(class_names)}
+
+    def fill(out):
+        def one(i):
+            out[i] = read_image(files[i], image_size, resize)
+
+        if num_workers > 1:
+            with ThreadPoolExecutor(num_workers) as pool:
+                list(pool.map(one, range(len(files))))
+        else:
+            for i in range(len(files)):
+                one(i)
+        return labels
+
+    images, cached_labels = _cached_arrays(Path(cache_dir), stem, len(files), image_size, fill, info)
+    meta = {**meta, "split": split, "image_size": image_size, "resize": resize, "n_files": len(files),
+            "cache": str(_cache_paths(Path(cache_dir), stem)[0])}
+    return ImageSet(images, cached_labels, list(class_names), name, meta)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def find_imagenette(root, variant: str = "full") -> Path | None:
+    """The ImageNette folder holding ``train/`` and ``val/`` under ``root`` (``root/imagenette2`` for the
+    full-size variant, ``root/imagenette2-320`` ..., or ``root`` itself), or None."""
+    root = Path(root)
+    stem = Path(IMAGENETTE_URLS[variant]).name.removesuffix(".tgz")
+    for candidate in (root / stem, root):
+        if (candidate / "train" / IMAGENETTE_WNIDS[0]).is_dir() or (candidate / "val" / IMAGENETTE_WNIDS[0]).is_dir():
+            return candidate
+    return None
+
+
+def load_imagenette(split: str = "train", root="data", image_size: int = 512, download: bool = False,
+                    variant: str = "full", resize: str = "center_crop", cache_dir=None, num_workers: int = 0):
+    """ImageNette, 10 classes in the reference order (target 6 = "garbage truck").
+
+    split: "train" (official train split, 9,469 images) or "test" / "val" (official validation split,
+    3,925 images). Layout ``<root>/imagenette2/{train,val}/<wnid>/*.JPEG``; ``download=True`` fetches it
+    with ``torchvision.datasets.Imagenette``. variant: "full" | "320px" | "160px" archive. Returns an
+    ImageSet of uint8 ``[N, S, S, 3]`` images (memory-mapped from the cache).
+    """
+    if variant not in IMAGENETTE_URLS:
+        raise ConfigError("variant", variant, " | ".join(IMAGENETTE_URLS))
+    _check_common(split, image_size, resize, ("train", "test", "val"))
+    folder = find_imagenette(root, variant)
+    if folder is None and download:
+        from torchvision.datasets import Imagenette
+
+        Imagenette(str(root), split="train", size=variant, download=True)
+        folder = find_imagenette(root, variant)
+    if folder is None:
+        stem = Path(IMAGENETTE_URLS[variant]).name.removesuffix(".tgz")
+        raise FileNotFoundError(
+            f"ImageNette not found under {Path(root).resolve()}: expected {Path(root) / stem}/train/<wnid>/*.JPEG. "
+            f"Pass download=True (torchvision.datasets.Imagenette) or download {IMAGENETTE_URLS[variant]} "
+            f"and extract it into {Path(root).resolve()}.")
+    sub = "train" if split == "train" else "val"
+    files, labels = [], []
+    for label, wnid in enumerate(IMAGENETTE_WNIDS):
+        class_dir = folder / sub / wnid
+        if not class_dir.is_dir():
+            raise FileNotFoundError(f"ImageNette class folder missing: {class_dir} ({IMAGENETTE_CLASSES[label]}); "
+                                    f"the archive {IMAGENETTE_URLS[variant]} holds all ten")
+        found = _image_files(class_dir)
+        files += found
+        labels += [label] * len(found)
+    cache_dir = Path(root) / ".bibad_cache" if cache_dir is None else Path(cache_dir)
+    meta = {"source": str(folder), "target": IMAGENETTE_TARGET, "variant": variant}
+    return _folder_dataset("imagenette", "train" if split == "train" else "test", files, labels,
+                           IMAGENETTE_CLASSES, int(image_size), resize, cache_dir, num_workers, meta)
+
+
+def find_caltech256(root) -> Path | None:
+    """The Caltech-256 ``256_ObjectCategories`` folder under ``root`` (also ``root/caltech256/...``, the
+    torchvision location, or ``root`` itself), or None."""
+    root = Path(root)
+    for candidate in (root / "256_ObjectCategories", root / "caltech256" / "256_ObjectCategories", root):
+        if candidate.is_dir() and any((candidate / f).is_dir() for f in CALTECH15_FOLDERS):
+            return candidate
+    return None
+
+
+def caltech15_split(n_images: int, test_fraction: float, seed: int, class_index: int):
+    """(train positions, test positions) of one class's sorted file list: a permutation drawn with
+    ``np.random.default_rng([seed, class_index])``; its first ``round(n * test_fraction)`` positions are
+    the test split. Both are returned sorted."""
+    perm = np.random.default_rng([int(seed), int(class_index)]).permutation(n_images)
+    n_test = int(round(n_images * test_fraction))
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def load_caltech15(split: str = "train", root="data", image_size: int = 256, download: bool = False,
+                   seed: int = 0, test_fraction: float = 0.2, resize: str = "center_crop", cache_dir=None,
+                   num_workers: int = 0):
+    """Caltech15: the 15 Caltech-256 classes of the paper, in its order (target 2 = "binocular").
+
+    Layout ``<root>/256_ObjectCategories/NNN.name/*.jpg`` (or torchvision's ``<root>/caltech256/...``;
+    ``download=True`` fetches it with ``torchvision.datasets.Caltech256``). Caltech-256 has no official
+    split: per class, :func:`caltech15_split` puts a seeded ``test_fraction`` of the images in "test".
+    """
+    _check_common(split, image_size, resize)
+    if not 0 < test_fraction < 1:
+        raise ConfigError("test_fraction", test_fraction, "a fraction in (0, 1)")
+    folder = find_caltech256(root)
+    if folder is None and download:
+        from torchvision.datasets import Caltech256
+
+        Caltech256(str(root), download=True)
+        folder = find_caltech256(root)
+    if folder is None:
+        raise FileNotFoundError(
+            f"Caltech-256 not found under {Path(root).resolve()}: expected "
+            f"{Path(root) / '256_ObjectCategories'}/105.horse/*.jpg. Pass download=True "
+            f"(torchvision.datasets.Caltech256) or download {CALTECH256_URL} and extract it into "
+            f"{Path(root).resolve()}.")
+    files, labels = [], []
+    for label, name in enumerate(CALTECH15_FOLDERS):
+        class_dir = folder / name
+        if not class_dir.is_dir():
+            suffix = name.split(".", 1)[1]
+            matches = [p for p in folder.iterdir() if p.is_dir() and p.name.split(".", 1)[-1] == suffix]
+            if len(matches) != 1:
+                raise FileNotFoundError(f"Caltech15 class folder missing: {class_dir} "
+                                        f"({CALTECH15_CLASSES[label]}); see {CALTECH256_URL}")
+            class_dir = matches[0]
+        found = _image_files(class_dir)
+        train, test = caltech15_split(len(found), test_fraction, seed, label)
+        chosen = train if split == "train" else test
+        files += [found[i] for i in chosen]
+        labels += [label] * len(chosen)
+    cache_dir = Path(root) / ".bibad_cache" if cache_dir is None else Path(cache_dir)
+    meta = {"source": str(folder), "target": CALTECH15_TARGET, "split_seed": int(seed),
+            "test_fraction": float(test_fraction)}
+    return _folder_dataset("caltech15", split, files, labels, CALTECH15_CLASSES, int(image_size), resize,
+                           cache_dir, num_workers, meta)
+
+
+def load_cifar10(split: str = "train", root="data", image_size: int = 32, download: bool = False,
+                 resize: str = "center_crop", cache_dir=None):
+    """CIFAR-10 (50,000 train / 10,000 test images, target 4 = "deer") read with
+    ``torchvision.datasets.CIFAR10`` from ``<root>/cifar-10-batches-py``; resized (bicubic) when
+    ``image_size`` is not 32."""
+    from bibad_utils.data import ImageSet
+
+    _check_common(split, image_size, resize)
+    folder = Path(root) / "cifar-10-batches-py"
+    present = all((folder / f).is_file() for f in CIFAR10_FILES[split])
+    if not present and not download:
+        raise FileNotFoundError(
+            f"CIFAR-10 not found: expected {folder}/{CIFAR10_FILES[split][0]} (python version). Pass "
+            f"download=True (torchvision.datasets.CIFAR10) or download {CIFAR10_URL} and extract it into "
+            f"{Path(root).resolve()}.")
+    if download:
+        from torchvision.datasets import CIFAR10
+
+        CIFAR10(str(root), train=split == "train", download=True)
+    sizes = [os.path.getsize(folder / f) for f in CIFAR10_FILES[split]]
+    key = _fingerprint([_CACHE_VERSION, "cifar10", split, image_size, resize, *sizes])
+    stem = f"cifar10-{split}-{image_size}px-{resize}-{key}"
+    cache_dir = Path(root) / ".bibad_cache" if cache_dir is None else Path(cache_dir)
+    n = 50000 if split == "train" else 10000
+
+    def fill(out):
+        from PIL import Image
+        from torchvision.datasets import CIFAR10
+
+        source = CIFAR10(str(root), train=split == "train", download=False)
+        if image_size == 32:
+            out[:] = source.data
+        else:
+            mode = (image_size, image_size)
+            for i, img in enumerate(source.data):
+                out[i] = np.asarray(Image.fromarray(img).resize(mode, Image.Resampling.BICUBIC))
+        return np.asarray(source.targets, dtype=np.int64)
+
+    info = {"name": "cifar10", "split": split, "image_size": image_size, "class_names": list(CIFAR10_CLASSES)}
+    images, labels = _cached_arrays(cache_dir, stem, n, int(image_size), fill, info)
+    meta = {"source": str(folder), "target": CIFAR10_TARGET, "split": split, "image_size": int(image_size),
+            "cache": str(_cache_paths(cache_dir, stem)[0])}
+    return ImageSet(images, labels, list(CIFAR10_CLASSES), "cifar10", meta)
