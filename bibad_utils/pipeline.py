@@ -1,0 +1,423 @@
+"""The ``bibad`` command: run the stage notebooks of a profile with papermill, then build the book.
+
+    bibad run --profile demo [--only 02_finetuning ...] [--from 03] [--set sampling.n_target=100 ...]
+    bibad book --profile demo [--no-strict] [--output DIR]
+    bibad stages
+
+``run`` validates the profile first, then executes ``notebooks/NN_*.ipynb`` in order into
+``<run_dir>/executed/`` and stops at the first failing notebook. ``book`` stages a copy of the book's
+sources (``_config.yml``, ``_toc.yml``, ``book/``, ``references.bib``) with the executed notebooks in
+place of the sources listed in ``_toc.yml`` under ``notebooks/``, and runs ``jupyter-book build`` on it
+with warnings as errors; a stage whose notebook does not exist yet gets a short placeholder page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from bibad_utils.config import (PROFILES_DIR, REPO_ROOT, ConfigError, load_profile, overrides_from_assignments,
+                                profile_path)
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+STAGE_PATTERN = re.compile(r"^(\d\d)_(\w+)\.ipynb$")
+KERNEL_NAME = "python3"
+BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
+BOOK_DIRS = ("book",)
+VENDOR_DIR = REPO_ROOT / "_vendor"
+# npm packages served from the book's own static folder so that pages work offline
+VENDOR_PACKAGES = ("mathjax@3.2.2", "requirejs@2.3.8", "@jupyter-widgets/html-manager@1.0.6")
+VENDOR_CONFIG_KEYS = ("html_static_path", "mathjax_path", "nb_ipywidgets_js")
+
+# Titles of the planned stages, used for placeholder pages until a stage's notebook exists.
+STAGE_TITLES = {
+    "01_poisoning": "Poisoning the training data",
+    "02_finetuning": "Training diffusion models on poisoned data",
+    "03_generation": "Generating from the poisoned models",
+    "04_insights": "Trojan horses: trigger amplification and the phase transition",
+    "05_castle_walls": "Castle walls: poisoned diffusion models help the defender",
+    "06_memorization": "Data replication and poisoning",
+}
+
+
+def find_stages(notebooks_dir=NOTEBOOKS_DIR) -> list[Path]:
+    """The stage notebooks ``NN_name.ipynb`` of ``notebooks_dir``, in stage order."""
+    folder = Path(notebooks_dir)
+    return sorted(p for p in folder.glob("*.ipynb") if STAGE_PATTERN.match(p.name))
+
+
+def _matches(stage: Path, name: str) -> bool:
+    number, title = STAGE_PATTERN.match(stage.name).groups()
+    return name in (stage.stem, stage.name, number, title, str(int(number)))
+
+
+def select_stages(stages: list[Path], only=None, start=None) -> list[Path]:
+    """Stages picked by ``only`` (names, ``01``-style numbers or full stems) or all from ``start`` on.
+
+    Raises ConfigError for a name that matches no stage."""
+    def find(name, param):
+        hits = [s for s in stages if _matches(s, str(name))]
+        if not hits:
+            raise ConfigError(param, name, f"one of {[s.stem for s in stages]}")
+        return hits[0]
+
+    if only and start:
+        raise ConfigError("--only", only, "either --only or --from, not both")
+    if only:
+        chosen = {find(name, "--only") for name in only}
+        return [s for s in stages if s in chosen]
+    if start:
+        first = find(start, "--from")
+        return stages[stages.index(first):]
+    return list(stages)
+
+
+def notebook_title(path: Path) -> str | None:
+    """The first markdown heading of a notebook, or None."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return None
+
+
+def notebook_errors(path: Path) -> list[str]:
+    """``"ename: evalue"`` of every error output in an executed notebook."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    return [f"{out.get('ename')}: {out.get('evalue')}"
+            for cell in nb.cells if cell.cell_type == "code"
+            for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+
+
+def _profile_parameter(profile: str) -> str:
+    """What the notebooks receive as ``profile``: a shipped name as is, a file as an absolute path
+    (the kernel runs in the repository root, not where the command was typed)."""
+    path = profile_path(profile)
+    return profile if path == PROFILES_DIR / f"{profile}.yaml" else str(path)
+
+
+def _check_kernel(out):
+    """Warn when the ``python3`` kernel would start another interpreter than this one."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        argv0 = KernelSpecManager().get_kernel_spec(KERNEL_NAME).argv[0]
+    except NoSuchKernel:
+        return
+    if argv0 not in ("python", "python3", sys.executable) and Path(argv0).resolve() != Path(sys.executable).resolve():
+        print(f"warning: kernel {KERNEL_NAME!r} runs {argv0}, not {sys.executable}; "
+              f"register this environment's kernel with `{sys.executable} -m ipykernel install --sys-prefix "
+              f"--name {KERNEL_NAME}`", file=out)
+
+
+def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebooks_dir=NOTEBOOKS_DIR,
+                  only=None, start=None, log_output: bool = False, out=sys.stdout) -> int:
+    """Execute the selected stage notebooks in order with papermill; returns a process exit code.
+
+    The profile (with ``overrides``) is validated before any notebook starts. Each notebook receives
+    ``profile`` and ``overrides`` as parameters and runs in the repository root; its executed copy is
+    ``<run_dir>/executed/<name>.ipynb``. The first failure stops the run (exit code 1) and prints the
+    path of the executed copy, which holds the traceback. Per-notebook wall times (seconds) are
+    written to ``<run_dir>/executed/run.json``.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    overrides = overrides or {}
+    cfg = load_profile(profile, overrides)
+    stages = find_stages(notebooks_dir)
+    if not stages:
+        print(f"no stage notebooks (NN_name.ipynb) in {notebooks_dir}", file=out)
+        return 2
+    chosen = select_stages(stages, only, start)
+    executed = Path(cfg["run_dir"]) / "executed"
+    executed.mkdir(parents=True, exist_ok=True)
+    _check_kernel(out)
+    if log_output:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(f"profile {cfg['name']}: {cfg['description']}", file=out)
+    print(f"{len(chosen)} notebook(s) -> {executed}", file=out, flush=True)
+    record = {"profile": cfg["name"], "overrides": overrides, "notebooks": []}
+    parameters = {"profile": _profile_parameter(profile), "overrides": overrides}
+    started = time.perf_counter()
+    status = 0
+    for i, src in enumerate(chosen, 1):
+        dst = executed / src.name
+        print(f"[{i}/{len(chosen)}] {src.stem} ...", end=" ", file=out, flush=True)
+        t0 = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=KERNEL_NAME,
+                                       cwd=str(REPO_ROOT), execution_timeout=cfg["cell_timeout"],
+                                       progress_bar=False, log_output=log_output)
+        except Exception as err:
+            seconds = time.perf_counter() - t0
+            what = f"{err.ename}: {err.evalue}" if isinstance(err, PapermillExecutionError) else repr(err)
+            print(f"FAILED after {seconds:.1f} s ({what})", file=out)
+            print(f"the executed notebook with the traceback: {dst}", file=out, flush=True)
+            record["notebooks"].append({"name": src.stem, "seconds": round(seconds, 2), "status": "failed"})
+            status = 1
+            break
+        seconds = time.perf_counter() - t0
+        record["notebooks"].append({"name": src.stem, "seconds": round(seconds, 2), "status": "ok"})
+        print(f"ok {seconds:.1f} s", file=out, flush=True)
+    record["total_seconds"] = round(time.perf_counter() - started, 2)
+    (executed / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    if status == 0:
+        print(f"done in {record['total_seconds']:.1f} s", file=out)
+    return status
+
+
+# ----------------------------------------------------------------------------------------------
+# the book
+
+
+def toc_files(toc: dict) -> list[str]:
+    """Every ``root`` / ``file`` entry of a jupyter-book ``_toc.yml``, in order."""
+    found: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                if isinstance(node.get(key), str):
+                    found.append(node[key])
+            for value in node.values():
+                if isinstance(value, (list, dict)):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return found
+
+
+def placeholder_page(stem: str) -> str:
+    """Markdown of the page that stands in for a stage whose notebook does not exist yet."""
+    title = STAGE_TITLES.get(stem, stem.replace("_", " "))
+    return (f"# {title}\n\n"
+            f"This stage is not built yet: its notebook `notebooks/{stem}.ipynb` does not exist, so this page\n"
+            f"stands in for it until it does.\n")
+
+
+def vendor_assets(dest=VENDOR_DIR, out=sys.stdout) -> bool:
+    """Fetch MathJax, require.js and the widget HTML manager with ``npm pack`` into ``dest`` so that the
+    book's pages need no network to show maths and widgets. Returns False (after a printed warning)
+    when npm is missing or fails; ``dest`` is then left absent."""
+    dest = Path(dest)
+    npm = shutil.which("npm")
+    if npm is None:
+        print("warning: npm not found: the book will load MathJax and widget scripts from public CDNs",
+              file=out)
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        try:
+            subprocess.run([npm, "pack", *VENDOR_PACKAGES, "--pack-destination", str(tmp)], cwd=tmp,
+                           check=True, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as err:
+            detail = getattr(err, "stderr", "") or err
+            print(f"warning: npm pack failed ({str(detail).strip()[-300:]}): the book will load MathJax "
+                  f"and widget scripts from public CDNs", file=out)
+            return False
+        unpacked = {}
+        for tgz in tmp.glob("*.tgz"):
+            target = tmp / tgz.name.removesuffix(".tgz")
+            with tarfile.open(tgz) as tar:
+                tar.extractall(target, filter="data")
+            unpacked[tgz.name] = target / "package"
+        mathjax = next(v for k, v in unpacked.items() if k.startswith("mathjax-"))
+        requirejs = next(v for k, v in unpacked.items() if k.startswith("requirejs-"))
+        manager = next(v for k, v in unpacked.items() if k.startswith("jupyter-widgets-html-manager-"))
+        staging = Path(tempfile.mkdtemp(prefix=".vendor-", dir=dest.parent))
+        try:
+            (staging / "mathjax").mkdir()
+            shutil.copy2(mathjax / "es5" / "tex-mml-chtml.js", staging / "mathjax")
+            shutil.copytree(mathjax / "es5" / "output" / "chtml" / "fonts" / "woff-v2",
+                            staging / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2")
+            shutil.copy2(requirejs / "require.js", staging / "require.js")
+            (staging / "html-manager").mkdir()
+            for f in (manager / "dist").iterdir():
+                if f.name == "embed-amd.js" or f.suffix in (".woff", ".woff2", ".ttf", ".eot", ".svg"):
+                    shutil.copy2(f, staging / "html-manager")
+            if dest.exists():
+                shutil.rmtree(dest)
+            staging.rename(dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    print(f"vendored {', '.join(VENDOR_PACKAGES)} into {dest}", file=out)
+    return True
+
+
+def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict: bool = True,
+                       vendor_dir: Path | None = VENDOR_DIR, repository_url: str | None = None,
+                       out=sys.stdout) -> list[str]:
+    """Write the sources of the book into a fresh folder ``src``: the book files of the repository,
+    and for each ``notebooks/<stem>`` entry of ``_toc.yml`` the executed notebook of the run (or a
+    placeholder page when the stage has no notebook yet). Returns the problems found: an executed
+    notebook that is missing or holds error outputs. In strict mode a problem raises ConfigError.
+    ``vendor_dir`` None (or missing) switches the book to public CDNs for MathJax and widgets."""
+    src = Path(src)
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    for name in BOOK_FILES:
+        shutil.copy2(REPO_ROOT / name, src / name)
+    for name in BOOK_DIRS:
+        shutil.copytree(REPO_ROOT / name, src / name)
+
+    executed = Path(cfg["run_dir"]) / "executed"
+    problems = []
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
+    for entry in toc_files(toc):
+        entry_path = Path(entry)
+        if entry_path.parts[0] != "notebooks":
+            continue
+        stem = entry_path.with_suffix("").name if entry_path.suffix == ".ipynb" else entry_path.name
+        dst = src / "notebooks" / f"{stem}.ipynb"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        done, source = executed / f"{stem}.ipynb", Path(notebooks_dir) / f"{stem}.ipynb"
+        if done.is_file():
+            errors = notebook_errors(done)
+            if errors:
+                problems.append(f"{done} holds error outputs: {errors[0]}")
+            shutil.copy2(done, dst)
+        elif source.is_file():
+            problems.append(f"{stem} has not been executed for profile {cfg['name']} (no {done}): "
+                            f"run `bibad run --profile {cfg['name']}` first")
+            shutil.copy2(source, dst)
+        else:
+            dst.with_suffix(".md").write_text(placeholder_page(stem))
+
+    config = yaml.safe_load((src / "_config.yml").read_text())
+    sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
+    if vendor_dir is not None and Path(vendor_dir).is_dir():
+        shutil.copytree(vendor_dir, src / "_vendor")
+    else:
+        for key in VENDOR_CONFIG_KEYS:
+            sphinx_config.pop(key, None)
+        print("warning: no _vendor folder: pages load MathJax and widget scripts from public CDNs "
+              "(they need a network to show maths and widgets)", file=out)
+    if repository_url:
+        config.setdefault("repository", {})["url"] = repository_url
+    (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    for problem in problems:
+        print(("error: " if strict else "warning: ") + problem, file=out)
+    if strict and problems:
+        raise ConfigError("book", cfg["name"], "executed notebooks without errors for every stage notebook "
+                          f"({len(problems)} problem(s) above); or pass --no-strict")
+    return problems
+
+
+def build_book(profile: str = "demo", overrides: dict | None = None, output=REPO_ROOT, strict: bool = True,
+               notebooks_dir=NOTEBOOKS_DIR, vendor: bool = True, repository_url: str | None = None,
+               out=sys.stdout) -> int:
+    """Build the HTML book of a profile's run into ``<output>/_build/html``; returns an exit code.
+
+    Strict (the default) fails on any Sphinx warning (``-W -n --keep-going``) and on executed notebooks
+    that are missing or hold errors. ``vendor`` fetches the offline scripts into ``_vendor/`` when that
+    folder is missing."""
+    cfg = load_profile(profile, overrides or {})
+    output = Path(output).resolve()
+    src = output / "_build" / ".book-src"
+    vendor_dir = VENDOR_DIR
+    if vendor and not VENDOR_DIR.is_dir() and not vendor_assets(VENDOR_DIR, out=out):
+        vendor_dir = None
+    if not vendor:
+        vendor_dir = VENDOR_DIR if VENDOR_DIR.is_dir() else None
+    t0 = time.perf_counter()
+    try:
+        stage_book_sources(cfg, src, notebooks_dir, strict, vendor_dir, repository_url, out=out)
+    except ConfigError as err:
+        print(f"book not built: {err}", file=out)
+        return 1
+    cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+           "build", str(src), "--path-output", str(output), "--builder", "html", "--all"]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    print(f"building the book of {cfg['name']} ...", file=out, flush=True)
+    result = subprocess.run(cmd, cwd=str(src), capture_output=True, text=True)
+    html = output / "_build" / "html"
+    if result.returncode != 0:
+        print(result.stdout[-8000:] + result.stderr[-8000:], file=out)
+        print(f"book build FAILED ({time.perf_counter() - t0:.1f} s)", file=out)
+        return result.returncode or 1
+    print(f"book built in {time.perf_counter() - t0:.1f} s: {html / 'index.html'}", file=out)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bibad", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--profile", default="demo", help="a profile name in notebooks/profiles or a YAML path")
+        p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY.SUB=VALUE",
+                       help="override one parameter (value read as YAML); repeatable")
+        p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
+
+    run = sub.add_parser("run", help="execute the stage notebooks of a profile with papermill")
+    common(run)
+    run.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages (e.g. 02 or finetuning)")
+    run.add_argument("--from", dest="start", metavar="STAGE", help="run this stage and every later one")
+    run.add_argument("--log-output", action="store_true", help="stream the notebooks' outputs while they run")
+
+    book = sub.add_parser("book", help="build the HTML book from a profile's executed notebooks")
+    common(book)
+    book.add_argument("--strict", action=argparse.BooleanOptionalAction, default=True,
+                      help="fail on Sphinx warnings and on missing or failed notebooks (default: on)")
+    book.add_argument("--output", default=str(REPO_ROOT), help="the HTML goes to OUTPUT/_build/html")
+    book.add_argument("--repository-url", default=None, help="the repository the book links to")
+    book.add_argument("--no-vendor", dest="vendor", action="store_false",
+                      help="do not fetch the offline MathJax/widget scripts when _vendor/ is missing")
+
+    stages = sub.add_parser("stages", help="list the stage notebooks")
+    stages.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "stages":
+        stages = find_stages(args.notebooks_dir)
+        present = {s.stem for s in stages}
+        for stem in sorted(present | set(STAGE_TITLES)):
+            title = notebook_title(Path(args.notebooks_dir) / f"{stem}.ipynb") if stem in present else None
+            state = "" if stem in present else "  (not built yet)"
+            print(f"{stem:<18} {title or STAGE_TITLES.get(stem, '')}{state}")
+        return 0
+    try:
+        overrides = overrides_from_assignments(args.assignments)
+        if args.command == "run":
+            return run_notebooks(args.profile, overrides, args.notebooks_dir, args.only, args.start,
+                                 args.log_output)
+        return build_book(args.profile, overrides, args.output, args.strict, args.notebooks_dir, args.vendor,
+                          args.repository_url)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
