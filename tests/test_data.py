@@ -211,3 +211,21 @@ def test_caltech15_from_folder_with_seeded_split(tmp_path):
     blue_train = {int(v) // 40 for v in train.images[train.labels == 4][:, 8, 8, 2] + 20}
     blue_test = {int(v) // 40 for v in test.images[test.labels == 4][:, 8, 8, 2] + 20}
     assert blue_train.isdisjoint(blue_test) and len(blue_train | blue_test) == 5
+
+
+def test_dataset_from_profile_section(tmp_path):
+    from bibad_utils.data import dataset_from_config
+
+    section = {"name": "procedural", "root": None, "image_size": 16, "n_per_class": 3, "n_test_per_class": 2,
+               "options": {"palette_size": 2}}
+    train = dataset_from_config(section, split="train", seed=1)
+    test = dataset_from_config(section, split="test", seed=1)
+    assert len(train) == 30 and len(test) == 20 and train.meta["options"]["palette_size"] == 2
+    fake_imagenette(tmp_path, per_class=1)
+    real_section = {"name": "imagenette", "root": str(tmp_path), "image_size": 16, "n_per_class": None,
+                    "n_test_per_class": None, "options": {}}
+    assert len(dataset_from_config(real_section)) == 10
+    with pytest.raises(ConfigError, match="dataset.n_per_class"):
+        dataset_from_config({**real_section, "n_per_class": 5})
+    with pytest.raises(ConfigError, match="dataset"):
+        dataset_from_config({**section, "colour": "red"})

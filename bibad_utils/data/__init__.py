@@ -192,20 +192,27 @@ def load_dataset(name: str, split: str = "train", root=None, image_size: int | N
 
 def dataset_from_config(cfg: dict, split: str = "train", seed: int = 0) -> ImageSet:
     """The dataset described by a profile's ``dataset`` section (keys name, root, image_size,
-    n_per_class, n_test_per_class, options) for ``split``; the procedural sizes apply only to it."""
+    n_per_class, n_test_per_class, options, and optionally download) for ``split``. The per-class
+    sizes belong to the procedural dataset; a real dataset needs them null."""
     cfg = dict(cfg)
     name = cfg.pop("name", None)
     options = dict(cfg.pop("options", None) or {})
-    n_train, n_test = cfg.pop("n_per_class", None), cfg.pop("n_test_per_class", None)
+    sizes = {"n_per_class": cfg.pop("n_per_class", None), "n_test_per_class": cfg.pop("n_test_per_class", None)}
     root, image_size = cfg.pop("root", None), cfg.pop("image_size", None)
+    download = bool(cfg.pop("download", False))
     if cfg:
         raise ConfigError("dataset", sorted(cfg), "keys among name, root, image_size, n_per_class, "
-                                                  "n_test_per_class, options")
+                                                  "n_test_per_class, options, download")
     if name == "procedural":
-        n = n_train if split == "train" else n_test
+        n = sizes["n_per_class"] if split == "train" else sizes["n_test_per_class"]
         if n is not None:
             options["n_per_class"] = n
-    return load_dataset(name, split=split, root=root, image_size=image_size, seed=seed, **options)
+    else:
+        for key, value in sizes.items():
+            if value is not None:
+                raise ConfigError(f"dataset.{key}", value, f"null for the real dataset {name!r}")
+    return load_dataset(name, split=split, root=root, image_size=image_size, seed=seed, download=download,
+                        **options)
 
 
 __all__ = [
