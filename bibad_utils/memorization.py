@@ -140,11 +140,12 @@ def _resnet50_state_dict(weights_path) -> dict:
         raise ConfigError(
             "weights_path", None,
             "a local .safetensors file of torchvision's ResNet-50 IMAGENET1K_V2 weights, because they are "
-            f"neither in the torch hub cache ({torch.hub.get_dir()}/checkpoints) nor downloadable ({err}). "
-            "On a machine with internet: `from torchvision.models import resnet50, ResNet50_Weights; "
+            f"neither in the torch hub cache nor downloadable ({err}). Either copy {RESNET50_URL} to "
+            f"{torch.hub.get_dir()}/checkpoints/ (TORCH_HOME moves that folder), or on a machine with "
+            "internet run `from torchvision.models import resnet50, ResNet50_Weights; "
             "from safetensors.torch import save_file; "
             "save_file(resnet50(weights=ResNet50_Weights.IMAGENET1K_V2).state_dict(), 'resnet50.safetensors')`"
-            ", then pass weights_path='resnet50.safetensors' (profile key memorization.weights_path)",
+            " and pass weights_path='resnet50.safetensors' (profile key memorization.weights_path)",
         ) from err
 
 

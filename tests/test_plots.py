@@ -1,0 +1,156 @@
+import io
+
+import matplotlib.colors as mcolors
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from bibad_utils import plots
+from bibad_utils.config import ConfigError
+
+
+def images(n, size=16, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def render(fig):
+    """Draw the figure to PNG bytes: layout and text errors only show up at draw time."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    assert buf.tell() > 0
+    return fig
+
+
+def image_axes(fig):
+    return [ax for ax in fig.axes if ax.images]
+
+
+@pytest.mark.parametrize("n, nrow", [(1, 8), (7, 3), (13, 5), (8, 8)])
+def test_image_grid_one_axes_per_image(n, nrow):
+    fig = render(plots.image_grid(images(n), nrow=nrow, titles=[f"#{k}" for k in range(n)], title="grid"))
+    assert isinstance(fig, Figure)
+    axes = image_axes(fig)
+    assert len(axes) == len(fig.axes) == n
+    assert [ax.get_title() for ax in axes] == [f"#{k}" for k in range(n)]
+    # Nearest-neighbour upscaling: 16 px images become 96 px arrays (factor 6), pixel-exact.
+    shown = axes[0].images[0].get_array()
+    assert shown.shape[:2] == (96, 96)
+    np.testing.assert_array_equal(np.asarray(shown)[::6, ::6], images(n)[0])
+
+
+def test_image_grid_rows_and_borders():
+    fig = render(plots.image_grid(images(5), nrow=2, border_colors=["red", None, None, None, "blue"]))
+    axes = image_axes(fig)
+    lefts = sorted({round(ax.get_position().x0, 4) for ax in axes})
+    tops = sorted({round(ax.get_position().y0, 4) for ax in axes})
+    assert len(lefts) == 2 and len(tops) == 3
+    assert axes[0].spines["left"].get_visible()
+    assert mcolors.same_color(axes[0].spines["top"].get_edgecolor(), "red")
+    assert not axes[1].spines["left"].get_visible()
+
+
+def test_image_grid_edge_cases():
+    assert isinstance(render(plots.image_grid(images(0))), Figure)
+    gray = np.zeros((3, 8, 8, 1), np.uint8)
+    assert len(image_axes(render(plots.image_grid(gray, nrow=2)))) == 3
+    big = render(plots.image_grid(images(2, size=128), scale=None))
+    assert image_axes(big)[0].images[0].get_array().shape[:2] == (128, 128)
+    with pytest.raises(ConfigError, match="images"):
+        plots.image_grid(np.zeros((2, 3, 16, 16), np.float32))
+    with pytest.raises(ConfigError, match="titles"):
+        plots.image_grid(images(2), titles=["a"])
+    with pytest.raises(ConfigError, match="nrow"):
+        plots.image_grid(images(2), nrow=0)
+
+
+def test_side_by_side_grids_counts_images_per_panel():
+    fig = render(plots.side_by_side_grids({"clean": images(3), "poisoned": images(5, seed=1), "none": images(0)},
+                                          nrow=2, border_colors={"poisoned": ["red"] * 5}))
+    assert len(fig.subfigs) == 3
+    assert [len(image_axes(sub)) for sub in fig.subfigs] == [3, 5, 0]
+    with pytest.raises(ConfigError):
+        plots.side_by_side_grids({})
+
+
+def test_pairs_figure():
+    fig = render(plots.pairs_figure(images(3), images(3, seed=1), [0.99, 0.9, 0.5], title="pairs"))
+    axes = image_axes(fig)
+    assert len(axes) == 6
+    assert [ax.get_title() for ax in axes[::2]] == ["cos 0.990", "cos 0.900", "cos 0.500"]
+    assert len(image_axes(render(plots.pairs_figure(images(1), images(1, size=32), [1.0])))) == 2
+    assert isinstance(plots.pairs_figure(images(0), images(0), []), Figure)
+    with pytest.raises(ConfigError):
+        plots.pairs_figure(images(2), images(3), [0.1, 0.2])
+
+
+def test_bar_with_ci_bars_errorbars_and_reference():
+    df = pd.DataFrame({"p": ["1%", "1%", "5%", "5%", "10%"], "attack": ["a", "b", "a", "b", "a"],
+                       "rate": [0.2, 0.1, 0.5, 0.3, 0.7], "r_train": [0.09, 0.09, 0.33, 0.33, 0.5]})
+    df["lo"], df["hi"] = df["rate"] - 0.05, df["rate"] + 0.05
+    fig = render(plots.bar_with_ci(df, "p", "rate", "lo", "hi", hue="attack", ref="r_train", ylim=(0, 1)))
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1 and len(ax.patches) == len(df)
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    assert heights == sorted(df["rate"].round(6))
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1%", "5%", "10%"]
+    single = render(plots.bar_with_ci(df.iloc[:1], "p", "rate", ref=0.25))
+    assert len(single.axes[0].patches) == 1
+    with pytest.raises(ConfigError):
+        plots.bar_with_ci(df, "p", "missing")
+    with pytest.raises(ConfigError):
+        plots.bar_with_ci(df, "p", "rate", lo="lo")
+
+
+def test_loss_curves_raw_and_smoothed():
+    curves = {"clean": [(s, 1.0 / (1 + s)) for s in range(0, 50, 5)], "poisoned": [(0, 1.0)], "empty": []}
+    fig = render(plots.loss_curves(curves, smoothing=0.5))
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 4
+    raw, smooth = lines[0].get_ydata(), lines[1].get_ydata()
+    assert smooth[0] == raw[0] and smooth[1] == pytest.approx((0.5 * raw[0] + raw[1]) / 1.5)
+    assert isinstance(render(plots.loss_curves({})), Figure)
+    with pytest.raises(ConfigError, match="smoothing"):
+        plots.loss_curves(curves, smoothing=1.0)
+
+
+def test_g_stack_panels_and_stacking():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"label": ["w=1", "w=2", "w=5"] * 2, "attack": ["a"] * 3 + ["b"] * 3})
+    df[["G1", "G2", "G3", "G4"]] = rng.dirichlet(np.ones(4), 6)
+    fig = render(plots.g_stack(df, facet="attack"))
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert len(ax.patches) == 3 * 4
+        tops = sorted({round(p.get_y() + p.get_height(), 6) for p in ax.patches})
+        assert tops[-1] == pytest.approx(1.0)
+    assert len(render(plots.g_stack(df.iloc[:1])).axes) == 1
+
+
+def test_paper_vs_ours_facets_and_missing_values():
+    df = pd.DataFrame({"metric": ["AUROC", "AUROC", "ASR %"], "setting": ["1%", "5%", "1%"],
+                       "paper": [0.97, 0.97, 0.65], "ours": [0.95, np.nan, 3.0]})
+    df["lo"], df["hi"] = df["ours"] - 0.01, df["ours"] + 0.01
+    fig = render(plots.paper_vs_ours(df, lo="lo", hi="hi"))
+    assert len(fig.axes) == 2
+    rows = {t.get_text(): t.get_position()[1] for t in fig.axes[0].get_yticklabels()}
+    assert rows["1%"] > rows["5%"]  # the first row of the table is drawn on top
+    assert len(render(plots.paper_vs_ours(df, facet=None)).axes) == 1
+
+
+def test_similarity_hist_and_threshold_sweep():
+    rng = np.random.default_rng(0)
+    fig = render(plots.similarity_hist({"clean": rng.uniform(0.5, 1, 50), "one": [0.9]}, threshold=0.95))
+    assert len(fig.axes) == 1
+    sweep = pd.DataFrame({"threshold": [0.5, 0.9, 0.99, 1.0], "precision": [0.1, 0.8, 1.0, np.nan],
+                          "recall": [1.0, 1.0, 0.7, 0.0], "f1": [0.2, 0.9, 0.8, 0.0]})
+    fig = render(plots.threshold_sweep(sweep, chosen=0.9))
+    assert len(fig.axes[0].get_lines()) == 4
+
+
+def test_set_style_uses_palette():
+    import matplotlib as mpl
+
+    plots.set_style()
+    cycle = [c["color"] for c in mpl.rcParams["axes.prop_cycle"]]
+    assert cycle[: len(plots.PALETTE)] == plots.PALETTE
