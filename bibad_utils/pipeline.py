@@ -128,7 +128,7 @@ def _check_kernel(out):
 
 
 def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebooks_dir=NOTEBOOKS_DIR,
-                  only=None, start=None, log_output: bool = False, out=sys.stdout) -> int:
+                  only=None, start=None, log_output: bool = False, out=None) -> int:
     """Execute the selected stage notebooks in order with papermill; returns a process exit code.
 
     The profile (with ``overrides``) is validated before any notebook starts. Each notebook receives
@@ -137,6 +137,7 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
     path of the executed copy, which holds the traceback. Per-notebook wall times (seconds) are
     written to ``<run_dir>/executed/run.json``.
     """
+    out = out or sys.stdout
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -216,10 +217,11 @@ def placeholder_page(stem: str) -> str:
             f"stands in for it until it does.\n")
 
 
-def vendor_assets(dest=VENDOR_DIR, out=sys.stdout) -> bool:
+def vendor_assets(dest=VENDOR_DIR, out=None) -> bool:
     """Fetch MathJax, require.js and the widget HTML manager with ``npm pack`` into ``dest`` so that the
     book's pages need no network to show maths and widgets. Returns False (after a printed warning)
     when npm is missing or fails; ``dest`` is then left absent."""
+    out = out or sys.stdout
     dest = Path(dest)
     npm = shutil.which("npm")
     if npm is None:
@@ -267,12 +269,13 @@ def vendor_assets(dest=VENDOR_DIR, out=sys.stdout) -> bool:
 
 def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict: bool = True,
                        vendor_dir: Path | None = VENDOR_DIR, repository_url: str | None = None,
-                       out=sys.stdout) -> list[str]:
+                       out=None) -> list[str]:
     """Write the sources of the book into a fresh folder ``src``: the book files of the repository,
     and for each ``notebooks/<stem>`` entry of ``_toc.yml`` the executed notebook of the run (or a
     placeholder page when the stage has no notebook yet). Returns the problems found: an executed
     notebook that is missing or holds error outputs. In strict mode a problem raises ConfigError.
     ``vendor_dir`` None (or missing) switches the book to public CDNs for MathJax and widgets."""
+    out = out or sys.stdout
     src = Path(src)
     if src.exists():
         shutil.rmtree(src)
@@ -328,12 +331,13 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
 
 def build_book(profile: str = "demo", overrides: dict | None = None, output=REPO_ROOT, strict: bool = True,
                notebooks_dir=NOTEBOOKS_DIR, vendor: bool = True, repository_url: str | None = None,
-               out=sys.stdout) -> int:
+               out=None) -> int:
     """Build the HTML book of a profile's run into ``<output>/_build/html``; returns an exit code.
 
     Strict (the default) fails on any Sphinx warning (``-W -n --keep-going``) and on executed notebooks
     that are missing or hold errors. ``vendor`` fetches the offline scripts into ``_vendor/`` when that
     folder is missing."""
+    out = out or sys.stdout
     cfg = load_profile(profile, overrides or {})
     output = Path(output).resolve()
     src = output / "_build" / ".book-src"

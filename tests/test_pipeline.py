@@ -1,0 +1,171 @@
+"""The bibad command without running notebooks: stage selection, validation first, book staging."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from bibad_utils import pipeline
+from bibad_utils.config import REPO_ROOT, ConfigError, load_profile
+from bibad_utils.pipeline import (STAGE_TITLES, find_stages, main, placeholder_page, select_stages,
+                                  stage_book_sources, toc_files)
+
+
+def _notebook(path: Path, cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = cells
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def stage_dir(tmp_path):
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    for name in ("02_finetuning", "01_poisoning", "10_extra", "notes", "1_bad"):
+        _notebook(folder / f"{name}.ipynb", [nbformat.v4.new_markdown_cell(f"# Title of {name}")])
+    (folder / "03_generation.md").write_text("# not a notebook\n")
+    return folder
+
+
+def test_find_stages_orders_and_filters(stage_dir):
+    assert [p.stem for p in find_stages(stage_dir)] == ["01_poisoning", "02_finetuning", "10_extra"]
+
+
+def test_select_stages(stage_dir):
+    stages = find_stages(stage_dir)
+    names = lambda sel: [p.stem for p in sel]  # noqa: E731
+    assert names(select_stages(stages)) == ["01_poisoning", "02_finetuning", "10_extra"]
+    assert names(select_stages(stages, only=["finetuning"])) == ["02_finetuning"]
+    assert names(select_stages(stages, only=["10", "01_poisoning"])) == ["01_poisoning", "10_extra"]
+    assert names(select_stages(stages, only=["2"])) == ["02_finetuning"]
+    assert names(select_stages(stages, start="02")) == ["02_finetuning", "10_extra"]
+    with pytest.raises(ConfigError, match="--only = 'generation'"):
+        select_stages(stages, only=["generation"])
+    with pytest.raises(ConfigError, match="--from"):
+        select_stages(stages, start="99")
+    with pytest.raises(ConfigError, match="not both"):
+        select_stages(stages, only=["01"], start="02")
+
+
+def test_bad_profile_stops_before_any_notebook(stage_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code = main(["run", "--profile", "smoke", "--notebooks-dir", str(stage_dir),
+                 "--set", f"run_dir={run_dir}", "--set", "ratios=[0.1, 1.5]"])
+    assert code == 2
+    assert "ratios[1] = 1.5 is not allowed" in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+def test_unknown_profile_and_bad_stage_name(stage_dir, tmp_path, capsys):
+    assert main(["run", "--profile", "nope", "--notebooks-dir", str(stage_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "profile = 'nope'" in err and "smoke" in err
+    assert main(["run", "--profile", "smoke", "--notebooks-dir", str(stage_dir),
+                 "--set", f"run_dir={tmp_path / 'r'}", "--only", "nonexistent"]) == 2
+    assert "--only = 'nonexistent'" in capsys.readouterr().err
+    assert main(["run", "--profile", "smoke", "--set", "no_equals"]) == 2
+
+
+def test_no_notebooks_is_an_error(tmp_path, capsys):
+    assert main(["run", "--profile", "smoke", "--notebooks-dir", str(tmp_path),
+                 "--set", f"run_dir={tmp_path / 'r'}"]) == 2
+    assert "no stage notebooks" in capsys.readouterr().out
+
+
+def test_profile_parameter_passed_to_notebooks(tmp_path):
+    assert pipeline._profile_parameter("smoke") == "smoke"
+    copy = tmp_path / "mine.yaml"
+    copy.write_text((REPO_ROOT / "notebooks" / "profiles" / "smoke.yaml").read_text())
+    assert pipeline._profile_parameter(str(copy)) == str(copy.resolve())
+
+
+def test_stages_command_lists_planned_stages(capsys, stage_dir):
+    assert main(["stages", "--notebooks-dir", str(stage_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Title of 01_poisoning" in out
+    for stem in STAGE_TITLES:
+        assert stem in out
+    assert "03_generation" in out and "not built yet" in out
+
+
+def test_toc_lists_the_six_stages_then_book_pages():
+    files = toc_files(yaml.safe_load((REPO_ROOT / "_toc.yml").read_text()))
+    assert files[0] == "book/intro"
+    assert [f for f in files if f.startswith("notebooks/")] == [f"notebooks/{s}" for s in STAGE_TITLES]
+    for f in files:
+        if f.startswith("book/"):
+            assert (REPO_ROOT / f"{f}.md").is_file(), f
+
+
+def _executed(path: Path, error: bool = False):
+    cells = [nbformat.v4.new_markdown_cell("# Poisoning, executed"), nbformat.v4.new_code_cell("1 + 1")]
+    if error:
+        cells[1].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="planted", traceback=[])]
+    return _notebook(path, cells)
+
+
+def test_stage_book_sources(tmp_path, stage_dir):
+    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    executed = tmp_path / "run" / "executed"
+    executed.mkdir(parents=True)
+    _executed(executed / "01_poisoning.ipynb")
+    src = tmp_path / "src"
+    problems = stage_book_sources(cfg, src, notebooks_dir=tmp_path / "none", strict=True, vendor_dir=None,
+                                  repository_url="https://example.org/study")
+    assert problems == []
+    assert nbformat.read(str(src / "notebooks" / "01_poisoning.ipynb"), 4).cells[0].source == "# Poisoning, executed"
+    for stem in list(STAGE_TITLES)[1:]:
+        page = (src / "notebooks" / f"{stem}.md").read_text()
+        assert page == placeholder_page(stem) and STAGE_TITLES[stem] in page and "not built yet" in page
+    for name in ("_config.yml", "_toc.yml", "references.bib", "book/intro.md", "book/reproduce.md"):
+        assert (src / name).is_file()
+    config = yaml.safe_load((src / "_config.yml").read_text())
+    assert config["repository"]["url"] == "https://example.org/study"
+    for key in pipeline.VENDOR_CONFIG_KEYS:  # no vendored scripts: the pages use the CDN defaults
+        assert key not in config["sphinx"]["config"]
+    assert config["sphinx"]["config"]["nb_execution_raise_on_error"] is True
+
+
+def test_stage_book_sources_refuses_errors_and_unexecuted(tmp_path, stage_dir):
+    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    executed = tmp_path / "run" / "executed"
+    executed.mkdir(parents=True)
+    _executed(executed / "01_poisoning.ipynb", error=True)
+    # stage_dir holds a source 02_finetuning that was never executed
+    with pytest.raises(ConfigError, match="--no-strict"):
+        stage_book_sources(cfg, tmp_path / "src", notebooks_dir=stage_dir, strict=True, vendor_dir=None)
+    problems = stage_book_sources(cfg, tmp_path / "src", notebooks_dir=stage_dir, strict=False, vendor_dir=None)
+    assert len(problems) == 2
+    assert "ValueError: planted" in problems[0] and "02_finetuning has not been executed" in problems[1]
+    assert (tmp_path / "src" / "notebooks" / "02_finetuning.ipynb").is_file()
+
+
+def test_stage_book_sources_with_vendor(tmp_path):
+    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    vendor = tmp_path / "vendor"
+    (vendor / "mathjax").mkdir(parents=True)
+    (vendor / "mathjax" / "tex-mml-chtml.js").write_text("//")
+    stage_book_sources(cfg, tmp_path / "src", vendor_dir=vendor)
+    config = yaml.safe_load((tmp_path / "src" / "_config.yml").read_text())
+    assert config["sphinx"]["config"]["mathjax_path"] == "mathjax/tex-mml-chtml.js"
+    assert (tmp_path / "src" / "_vendor" / "mathjax" / "tex-mml-chtml.js").is_file()
+
+
+def test_book_refuses_unexecuted_notebooks_before_building(tmp_path, stage_dir, capsys):
+    code = main(["book", "--profile", "smoke", "--set", f"run_dir={tmp_path / 'run'}", "--no-vendor",
+                 "--notebooks-dir", str(stage_dir), "--output", str(tmp_path / "out")])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "01_poisoning has not been executed" in out and "book not built" in out
+    assert not (tmp_path / "out" / "_build" / "html").exists()
+
+
+def test_vendor_assets_without_npm_warns(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pipeline.shutil, "which", lambda name: None)
+    assert pipeline.vendor_assets(tmp_path / "_vendor") is False
+    assert "CDN" in capsys.readouterr().out
+    assert not (tmp_path / "_vendor").exists()
+
