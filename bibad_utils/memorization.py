@@ -46,7 +46,8 @@ DEFAULTS = {
     "weights_path": None,           # resnet50_imagenet: local .safetensors state dict (None: torch hub cache)
     "batch_size": 256,              # images per forward pass while embedding
     "block": 1024,                  # rows per similarity block (memory ~ block * N * 4 bytes)
-    "duplicate_threshold": None,    # cosine >= this joins a duplicate group; None: choose_threshold's F1 optimum
+    # cosine >= this joins a duplicate group; None: the F1 optimum on planted duplicates (procedural only)
+    "duplicate_threshold": None,
     "replication_threshold": None,  # generation is a replica if cosine > this; None: the duplicate threshold
     "ratios": [0.05, 0.1],          # poisoning ratios of the random vs duplicate comparison
     "top_pairs": 8,                 # replication pairs shown
