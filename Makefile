@@ -1,0 +1,41 @@
+# Two commands reproduce the study:  make book  (demo profile -> _build/html)  and  make test.
+# `make book PROFILE=smoke` runs another profile. OMP_NUM_THREADS: `make test` defaults it to 1 (steady
+# times on shared cores); `make book` keeps your shell's value (set it to the number of idle cores).
+
+PYTHON ?= python3
+PROFILE ?= demo
+VENV := .venv
+PY := $(VENV)/bin/python
+# remade whenever pyproject.toml (the pins) changes
+STAMP := $(VENV)/.bibad-installed
+TEST_ENV := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1}
+
+.PHONY: venv book test lab bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (bibad)"
+	touch $@
+
+book: $(STAMP)
+	$(PY) -m bibad_utils.pipeline run --profile $(PROFILE)
+	$(PY) -m bibad_utils.pipeline book --profile $(PROFILE)
+
+# unit tests first (fast), then the end-to-end runs (papermill + book build)
+test: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest -m "not slow"
+	$(TEST_ENV) $(PY) -m pytest -m slow
+
+lab: $(STAMP)
+	$(PY) -m jupyter lab --notebook-dir=notebooks
+
+bench: $(STAMP)
+	$(PY) -m bibad_utils.bench
+
+# keeps .venv and the fetched _vendor scripts
+clean:
+	rm -rf runs _build
