@@ -1,0 +1,239 @@
+"""Sampling: DDIM (Song et al. 2021) with classifier-free guidance (Ho & Salimans 2022), seeded per image.
+
+Guidance follows the Stable Diffusion convention ``eps = eps_u + w (eps_c - eps_u)``: ``w = 1`` is the
+plain conditional model (one forward pass), ``w = 0`` the unconditional one, ``w > 1`` extrapolates away
+from the unconditional prediction. The conditional and unconditional passes run as ONE batched forward
+of ``2B`` samples.
+
+Each image owns a seed: its initial noise and its DDIM ``eta`` noise come from a generator seeded by it
+alone, so any subset of a generation regenerates the same pixels whatever the batch composition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import numbers
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bibad_utils.config import ConfigError
+from bibad_utils.training import derive_seed
+
+SET_NAMES = ("target", "all")
+SECTION_KEYS = ("steps", "eta", "guidance", "n_target", "n_all", "batch_size")
+
+
+def validate_config(section: dict, prefix: str = "sampling") -> None:
+    """Check that a profile's ``sampling`` section has only the keys :func:`generate_sets` reads."""
+    for key, value in section.items():
+        if key not in SECTION_KEYS:
+            raise ConfigError(f"{prefix}.{key}", value, f"a key among {list(SECTION_KEYS)}")
+
+
+def ddim_scheduler(model, steps: int):
+    """A diffusers ``DDIMScheduler`` sharing ``model.noise_scheduler``'s betas, set to ``steps`` steps.
+
+    ``set_alpha_to_one=False`` and ``steps_offset=1`` as Stable Diffusion samples. ``clip_sample``
+    follows ``model.clip_sample``: pixel models clip their x0 estimate to [-1, 1], the range of the data
+    (as the reference DDPM sampler does), which keeps an under-trained model's samples from drifting
+    out of range; latent spaces are unbounded, so latent models never clip.
+    """
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler.from_config(model.noise_scheduler.config, clip_sample=model.clip_sample,
+                                      clip_sample_range=1.0, set_alpha_to_one=False, steps_offset=1,
+                                      prediction_type="epsilon", thresholding=False,
+                                      timestep_spacing="leading")
+    sched.set_timesteps(steps)
+    return sched
+
+
+def guided_eps(model, x: torch.Tensor, t, labels: torch.Tensor, guidance: float, *,
+               batched: bool = True) -> torch.Tensor:
+    """Classifier-free guided noise prediction ``eps_u + w (eps_c - eps_u)``, float32 shaped like ``x``.
+
+    x: ``[B, *model.latent_shape]``; t: a timestep (int or 0-d tensor); labels: int64 ``[B]``; guidance:
+    w >= 0. ``w == 1`` runs only the conditional pass and ``w == 0`` only the unconditional one;
+    otherwise both run, as one forward of ``2B`` samples (``batched=True``) or as two forwards.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long, device=x.device)
+    if guidance == 1:
+        return model.eps(x, t, labels)
+    null = torch.full_like(labels, model.null_class)
+    if guidance == 0:
+        return model.eps(x, t, null)
+    if batched:
+        eps_u, eps_c = model.eps(torch.cat([x, x]), t, torch.cat([null, labels])).chunk(2)
+    else:
+        eps_u, eps_c = model.eps(x, t, null), model.eps(x, t, labels)
+    return eps_u + guidance * (eps_c - eps_u)
+
+
+def _autocast(model, device: torch.device):
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(model.mixed_precision)
+    if dtype is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _padded(samples: list[torch.Tensor], pad: int) -> torch.Tensor:
+    """Stack ``samples`` and append ``pad`` zero samples."""
+    x = torch.stack(samples)
+    return torch.cat([x, x.new_zeros((pad, *x.shape[1:]))]) if pad else x
+
+
+def _check_number(name, value, low, allowed):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value) and value >= low
+    if not ok:
+        raise ConfigError(name, value, allowed)
+
+
+@torch.no_grad()
+def sample_images(model, labels, seeds, *, steps: int = 50, eta: float = 0.0, guidance: float = 1.0,
+                  batch_size: int = 100, device="cpu", progress: bool = True) -> np.ndarray:
+    """Generate one image per (label, seed) with DDIM; returns uint8 ``[N, H, W, 3]`` (NHWC, 0..255).
+
+    labels: int ``[N]`` in ``[0, num_classes]`` (``null_class``: unconditional); seeds: int ``[N]``,
+    each >= 0, seeding that image's own noise; steps: DDIM steps; eta: 0 deterministic DDIM, 1 DDPM-like;
+    guidance: w >= 0 (see :func:`guided_eps`); batch_size: images per forward (2x that with guidance).
+    The model runs in eval mode on ``device``; latent models are decoded by their VAE.
+
+    Every forward pass has the same shape: the last batch is padded to ``batch_size`` (with zero noise and
+    the null label, then dropped). Kernels are chosen by shape and round differently for different
+    batch sizes, so this is what makes an image's pixels depend only on its (label, seed), the settings
+    and ``batch_size``, never on which other images share its batch: regenerating any subset with the
+    same ``batch_size`` gives identical pixels.
+    """
+    from tqdm.auto import tqdm
+
+    from bibad_utils.data import to_uint8
+
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    seeds = np.asarray(seeds).reshape(-1)
+    if len(seeds) != len(labels):
+        raise ConfigError("seeds", f"{len(seeds)} seeds", f"one seed per label ({len(labels)})")
+    if len(labels) and (labels.min() < 0 or labels.max() > model.null_class):
+        raise ConfigError("labels", f"range [{labels.min()}, {labels.max()}]",
+                          f"class indices in [0, {model.null_class}] ({model.null_class}: unconditional)")
+    if len(seeds) and (not np.issubdtype(seeds.dtype, np.integer) or seeds.min() < 0):
+        raise ConfigError("seeds", seeds[:4].tolist(), "integers >= 0")
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
+        raise ConfigError("steps", steps, "a positive integer")
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError("batch_size", batch_size, "a positive integer")
+    _check_number("eta", eta, 0, "a number >= 0")
+    _check_number("guidance", guidance, 0, "a guidance scale w >= 0")
+
+    device = torch.device(device)
+    model.to(device)
+    model.eval()
+    sched = ddim_scheduler(model, steps)
+    shape = tuple(model.latent_shape)
+    side = model.image_size
+    out = np.empty((len(labels), side, side, 3), dtype=np.uint8)
+    starts = range(0, len(labels), batch_size)
+    bar = tqdm(total=len(labels), desc=f"sample w={guidance:g}", unit="img", disable=not progress)
+    for start in starts:
+        sl = slice(start, start + batch_size)
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds[sl]]
+        pad = batch_size - len(gens)
+        x = _padded([torch.randn(shape, generator=g) for g in gens], pad).to(device)
+        y = torch.as_tensor(np.concatenate([labels[sl], np.full(pad, model.null_class)]), device=device)
+        with _autocast(model, device):
+            for t in sched.timesteps:
+                eps = guided_eps(model, x, t, y, guidance).float()
+                noise = None
+                if eta > 0:
+                    noise = _padded([torch.randn(shape, generator=g) for g in gens], pad).to(device)
+                x = sched.step(eps, t, x, eta=eta, variance_noise=noise).prev_sample
+            images = model.decode(x)[: len(gens)]
+        out[sl] = to_uint8(images)
+        bar.update(len(gens))
+    bar.close()
+    return out
+
+
+def class_mix(class_counts, n: int) -> np.ndarray:
+    """int64 labels ``[n]``, sorted by class, whose class counts follow ``class_counts`` proportionally
+    (largest remainders, ties to the lower class index): ``n == sum(class_counts)`` reproduces them."""
+    counts = np.asarray(class_counts, dtype=np.int64).reshape(-1)
+    if len(counts) == 0 or counts.min() < 0 or counts.sum() == 0:
+        raise ConfigError("class_counts", counts.tolist(), "non-negative counts with a positive sum")
+    quota = counts * n / counts.sum()
+    alloc = np.floor(quota).astype(np.int64)
+    order = np.lexsort((np.arange(len(counts)), -(quota - alloc)))
+    alloc[order[: n - alloc.sum()]] += 1
+    return np.repeat(np.arange(len(counts), dtype=np.int64), alloc)
+
+
+def set_seeds(seed: int, set_name: str, n: int) -> np.ndarray:
+    """Per-image seeds int64 ``[n]`` of a generation set: image ``i`` gets ``derive_seed(seed, set_name, i)``.
+
+    They do not depend on the guidance scale, so the sets of different w start from the same noise."""
+    return np.array([derive_seed(seed, set_name, i) for i in range(n)], dtype=np.int64)
+
+
+def generate_sets(model, class_counts, target: int, *, n_target: int, n_all: int, guidance_list, seed: int,
+                  steps: int = 50, eta: float = 0.0, batch_size: int = 100, device="cpu",
+                  progress: bool = True) -> dict:
+    """The study's two generation sets, for every guidance scale.
+
+    ``"target"``: ``n_target`` images of label ``target`` (the target prompt); ``"all"``: ``n_all``
+    images whose class mix follows ``class_counts`` (the training set's, int ``[num_classes]``; see
+    :func:`class_mix`). Returns ``{set_name: {w: {"images": uint8 [n, H, W, 3], "labels": int64 [n],
+    "seeds": int64 [n]}}}`` with ``w`` as float keys.
+    """
+    counts = np.asarray(class_counts).reshape(-1)
+    if len(counts) != model.num_classes:
+        raise ConfigError("class_counts", f"{len(counts)} counts", f"one per class ({model.num_classes})")
+    if not isinstance(target, numbers.Integral) or not 0 <= target < model.num_classes:
+        raise ConfigError("target", target, f"a class index in [0, {model.num_classes})")
+    for name, n in (("n_target", n_target), ("n_all", n_all)):
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+            raise ConfigError(name, n, "a positive integer")
+    guidance_list = list(guidance_list)
+    if not guidance_list:
+        raise ConfigError("guidance_list", guidance_list, "a non-empty list of guidance scales w >= 0")
+    plan = {
+        "target": np.full(n_target, int(target), dtype=np.int64),
+        "all": class_mix(counts, n_all),
+    }
+    out: dict = {name: {} for name in SET_NAMES}
+    for name in SET_NAMES:
+        labels = plan[name]
+        seeds = set_seeds(seed, name, len(labels))
+        for w in guidance_list:
+            images = sample_images(model, labels, seeds, steps=steps, eta=eta, guidance=float(w),
+                                   batch_size=batch_size, device=device, progress=progress)
+            out[name][float(w)] = {"images": images, "labels": labels.copy(), "seeds": seeds.copy()}
+    return out
+
+
+def save_generation(directory, images: np.ndarray, labels: np.ndarray, meta: dict) -> Path:
+    """Write ``images.npy`` (uint8 ``[N, H, W, 3]``), ``labels.npy`` (int64 ``[N]``) and ``meta.json``
+    (JSON-serialisable dict, e.g. guidance, seeds' origin) into ``directory`` (created); no pickle."""
+    images = np.asarray(images)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ConfigError("images", f"{images.dtype} array of shape {images.shape}", "uint8 [N, H, W, 3]")
+    if len(labels) != len(images):
+        raise ConfigError("labels", f"{len(labels)} labels", f"one per image ({len(images)})")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / "images.npy", images, allow_pickle=False)
+    np.save(directory / "labels.npy", labels, allow_pickle=False)
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def load_generation(directory, mmap: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Read what :func:`save_generation` wrote: (uint8 ``[N, H, W, 3]``, int64 ``[N]``, meta dict).
+    mmap: memory-map the images instead of reading them."""
+    directory = Path(directory)
+    images = np.load(directory / "images.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
+    labels = np.load(directory / "labels.npy", allow_pickle=False)
+    meta = json.loads((directory / "meta.json").read_text())
+    return images, labels, meta

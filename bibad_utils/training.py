@@ -1,0 +1,367 @@
+"""Training of a :class:`~bibad_utils.diffusion.DiffusionModel`: epsilon-prediction loss, AdamW, EMA,
+classifier-free label dropping, safetensors checkpoints and exact resume.
+
+One process on the CPU or a GPU by default; several GPUs through ``accelerate launch`` (data parallel:
+each process takes its share of every global batch).
+
+Every random choice of step ``s`` (which images form the batch, their timesteps, noise, dropped labels,
+VAE posterior samples, dropout) is a pure function of ``(seed, s)``. A checkpoint therefore needs no
+RNG state, and a run that is killed and started again ends, on the CPU, with exactly the weights of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from bibad_utils.config import ConfigError
+
+# Keys of a profile's pretrain / finetune section: the keyword arguments of train_diffusion they set.
+SECTION_KEYS = ("steps", "batch_size", "lr", "weight_decay", "ema_decay", "cond_drop", "checkpoint_every",
+                "warmup_steps", "grad_clip")
+CHECKPOINT_DIR = "checkpoints"
+
+
+def derive_seed(*parts) -> int:
+    """A seed in [0, 2^63) determined by ``parts`` (ints and strings), e.g. ``derive_seed(0, "noise", 12)``.
+
+    Different parts give unrelated seeds (SHA-256), so streams derived for different purposes never
+    overlap the way ``seed + step`` would."""
+    text = json.dumps([p if isinstance(p, str) else int(p) for p in parts])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def batch_indices(seed: int, step: int, batch_size: int, n: int) -> np.ndarray:
+    """Dataset indices int64 ``[batch_size]`` of global batch ``step`` (0-based).
+
+    The data is read in epochs: epoch ``e`` is a permutation of ``range(n)`` seeded by ``(seed, e)``,
+    and batch ``step`` covers positions ``[step * batch_size, (step + 1) * batch_size)`` of the
+    concatenated epochs; so every image is seen once per epoch, and a batch depends on nothing else."""
+    pos = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
+    epochs = pos // n
+    out = np.empty(batch_size, dtype=np.int64)
+    for e in np.unique(epochs):
+        perm = np.random.default_rng(derive_seed(seed, "epoch", int(e))).permutation(n)
+        mask = epochs == e
+        out[mask] = perm[pos[mask] % n]
+    return out
+
+
+def diffusion_loss(model, images: torch.Tensor, labels: torch.Tensor, *, generator: torch.Generator,
+                   cond_drop: float = 0.0, denoiser=None) -> torch.Tensor:
+    """Mean squared error between the model's predicted noise and the true noise (scalar tensor).
+
+    images: float ``[N, 3, H, W]`` in [-1, 1] on the model's device; labels: int64 ``[N]`` class indices.
+    generator: a CPU generator drawing (in this order) the VAE posterior sample, the timesteps (uniform
+    in ``[0, T)``), the noise and the dropped labels (each replaced by ``model.null_class`` with
+    probability ``cond_drop``, which trains the unconditional model of classifier-free guidance).
+    """
+    device = images.device
+    z0 = model.encode(images, generator=generator)
+    n = z0.shape[0]
+    num_t = model.noise_scheduler.config.num_train_timesteps
+    t = torch.randint(0, num_t, (n,), generator=generator).to(device)
+    noise = torch.randn(z0.shape, generator=generator).to(device)
+    if cond_drop > 0:
+        drop = (torch.rand(n, generator=generator) < cond_drop).to(device)
+        labels = torch.where(drop, torch.full_like(labels, model.null_class), labels)
+    x_t = model.noise_scheduler.add_noise(z0, noise, t)
+    pred = model.eps(x_t, t, labels, denoiser=denoiser)
+    return F.mse_loss(pred.float(), noise.float())
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_diffusion` returns.
+
+    ema_state: the EMA weights (keys of ``model.state_dict_to_save()``, float32): what sampling should
+    use (``model.load_trainable_state(result.ema_state)``); loss_log: ``(step, mean loss over the
+    steps since the previous entry)``; steps: optimiser steps done in total; wall_time_s: seconds of
+    training over all (resumed) runs; images_seen: training images consumed (steps x global batch);
+    completed: False when ``stop_after`` ended the run early; resumed_from: the checkpoint step this
+    run started from (0: fresh).
+    """
+
+    ema_state: dict[str, torch.Tensor]
+    loss_log: list[tuple[int, float]]
+    steps: int
+    wall_time_s: float
+    images_seen: int
+    completed: bool = True
+    resumed_from: int = 0
+    hparams: dict = field(default_factory=dict)
+
+
+def _check_args(steps, batch_size, lr, weight_decay, ema_decay, cond_drop, checkpoint_every, seed,
+                warmup_steps, grad_clip, stop_after, log_every, n_data):
+    def is_int(v, low):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low
+
+    def is_num(v):
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
+
+    checks = [
+        ("steps", steps, is_int(steps, 0), "an integer >= 0"),
+        ("batch_size", batch_size, is_int(batch_size, 1), "a positive integer"),
+        ("lr", lr, is_num(lr) and lr > 0, "a number > 0"),
+        ("weight_decay", weight_decay, is_num(weight_decay) and weight_decay >= 0, "a number >= 0"),
+        ("ema_decay", ema_decay, ema_decay is None or (is_num(ema_decay) and 0 <= ema_decay < 1),
+         "null (no EMA) or a number in [0, 1)"),
+        ("cond_drop", cond_drop, is_num(cond_drop) and 0 <= cond_drop < 1, "a number in [0, 1)"),
+        ("checkpoint_every", checkpoint_every, is_int(checkpoint_every, 1), "a positive integer"),
+        ("seed", seed, is_int(seed, 0), "an integer >= 0"),
+        ("warmup_steps", warmup_steps, is_int(warmup_steps, 0), "an integer >= 0"),
+        ("grad_clip", grad_clip, grad_clip is None or (is_num(grad_clip) and grad_clip > 0),
+         "null (no clipping) or a number > 0"),
+        ("stop_after", stop_after, stop_after is None or is_int(stop_after, 0), "null or an integer >= 0"),
+        ("log_every", log_every, is_int(log_every, 1), "a positive integer"),
+        ("dataset", f"{n_data} images", n_data > 0, "a non-empty dataset"),
+    ]
+    for name, value, ok, allowed in checks:
+        if not ok:
+            raise ConfigError(name, value, allowed)
+
+
+def validate_config(section: dict, prefix: str) -> None:
+    """Check a profile's ``pretrain`` / ``finetune`` section: only keys of :data:`SECTION_KEYS`, with the
+    values :func:`train_diffusion` accepts (called by ``bibad_utils.config.validate_profile``)."""
+    for key, value in section.items():
+        if key not in SECTION_KEYS:
+            raise ConfigError(f"{prefix}.{key}", value, f"a key among {list(SECTION_KEYS)}")
+    if section.get("steps", 0) == 0:
+        return
+    values = {"weight_decay": 0.0, "ema_decay": None, "cond_drop": 0.0, "checkpoint_every": 1,
+              "warmup_steps": 0, "grad_clip": None, **section}
+    try:
+        _check_args(values.get("steps"), values.get("batch_size"), values.get("lr"), values["weight_decay"],
+                    values["ema_decay"], values["cond_drop"], values["checkpoint_every"] or 1, 0,
+                    values["warmup_steps"], values["grad_clip"], None, 1, 1)
+    except ConfigError as err:
+        raise ConfigError(f"{prefix}.{err.param}", err.value, err.allowed) from None
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """torch optimizer state dict -> (tensors ``state.<param id>.<name>``, string metadata)."""
+    tensors, scalars = {}, {}
+    for pid, entries in state["state"].items():
+        for name, value in entries.items():
+            key = f"state.{pid}.{name}"
+            if torch.is_tensor(value):
+                tensors[key] = value.detach().contiguous().cpu()
+            else:
+                scalars[key] = value
+    meta = {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars)}
+    return tensors, meta
+
+
+def _unflatten_optimizer(path: Path) -> dict:
+    state: dict[int, dict] = {}
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = f.metadata()
+        for key in f.keys():
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = f.get_tensor(key)
+    for key, value in json.loads(meta["scalars"]).items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": json.loads(meta["param_groups"])}
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def latest_checkpoint(work_dir) -> Path | None:
+    """The newest complete checkpoint folder ``<work_dir>/checkpoints/step-XXXXXXXX`` (None if none)."""
+    root = Path(work_dir) / CHECKPOINT_DIR
+    done = sorted(p for p in root.glob("step-*") if (p / "state.json").is_file()) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def _save_checkpoint(work_dir: Path, step: int, model, ema, optimizer, state: dict) -> Path:
+    """Write ``model``, ``ema`` and ``optimizer`` .safetensors and ``state.json`` into a partial folder,
+    rename it into place (a checkpoint is complete or absent) and drop the older ones."""
+    root = work_dir / CHECKPOINT_DIR
+    final = root / f"step-{step:08d}"
+    partial = root / f".step-{step:08d}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    save_file(_cpu(model.state_dict_to_save()), str(partial / "model.safetensors"))
+    save_file(_cpu(ema), str(partial / "ema.safetensors"))
+    tensors, meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(tensors, str(partial / "optimizer.safetensors"), metadata=meta)
+    (partial / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    for old in root.glob("step-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+
+
+def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, weight_decay: float = 0.0,
+                    ema_decay: float | None = 0.999, cond_drop: float = 0.1, checkpoint_every: int, work_dir,
+                    seed: int, init_state: dict | None = None, warmup_steps: int = 0,
+                    grad_clip: float | None = 1.0, stop_after: int | None = None, device="cpu",
+                    progress: bool = True, log_every: int = 10) -> TrainResult:
+    """Train ``model``'s denoiser for ``steps`` optimiser steps of global batch ``batch_size``.
+
+    dataset: has ``__len__`` and ``batch(indices) -> (float [-1, 1] [n, 3, H, W], int64 [n])``.
+    lr: AdamW learning rate, constant after a linear warm-up of ``warmup_steps``. ema_decay: EMA of the
+    weights with decay ``min(ema_decay, (1 + s) / (10 + s))`` at step ``s`` (the warm-up lets short
+    runs move away from the initial weights; null: no EMA, ``ema_state`` is the final weights).
+    cond_drop: probability of replacing a label by ``model.null_class``. checkpoint_every: write a
+    checkpoint into ``<work_dir>/checkpoints`` every this many steps and at the end; a later call with
+    the same ``work_dir`` resumes from the newest one (init_state is then ignored). init_state: weights
+    (``state_dict_to_save`` keys) to start from, e.g. a pre-trained clean model. stop_after: return after
+    this many steps without checkpointing them, exactly as if the process had been killed there.
+    device: ``"cpu"`` or ``"cuda"`` (under ``accelerate launch`` each process uses its own GPU).
+    Mixed precision follows ``model.mixed_precision``. On return the model holds the last (not the EMA)
+    weights, on ``device``, in train mode.
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    _check_args(steps, batch_size, lr, weight_decay, ema_decay, cond_drop, checkpoint_every, seed,
+                warmup_steps, grad_clip, stop_after, log_every, len(dataset))
+    device = torch.device(device)
+    if device.type == "cpu" and model.mixed_precision == "fp16":
+        raise ConfigError("model.mixed_precision", "fp16", "no or bf16 when training on the CPU")
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=model.mixed_precision)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if batch_size % world:
+        raise ConfigError("batch_size", batch_size, f"a multiple of the number of processes ({world})")
+    work_dir = Path(work_dir)
+    hparams = {"seed": seed, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+               "ema_decay": ema_decay, "cond_drop": cond_drop, "warmup_steps": warmup_steps,
+               "grad_clip": grad_clip, "num_processes": world}
+
+    model.to(accelerator.device)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=lr, weight_decay=weight_decay)
+    state = {"step": 0, "loss_log": [], "window": [0.0, 0], "wall_time_s": 0.0, "hparams": hparams}
+    ckpt = latest_checkpoint(work_dir)
+    if ckpt is not None:
+        saved = json.loads((ckpt / "state.json").read_text())
+        if saved["hparams"] != hparams:
+            diff = sorted(k for k in hparams if saved["hparams"].get(k) != hparams[k])
+            raise ConfigError("work_dir", str(work_dir),
+                              f"a folder of checkpoints written with the same settings (these differ: {diff})")
+        if saved["step"] > steps:
+            raise ConfigError("steps", steps, f">= the checkpoint's step {saved['step']} in {ckpt}")
+        state = saved
+        model.load_trainable_state(load_file(str(ckpt / "model.safetensors")))
+        optimizer.load_state_dict(_unflatten_optimizer(ckpt / "optimizer.safetensors"))
+        ema = load_file(str(ckpt / "ema.safetensors"), device=str(accelerator.device))
+    else:
+        if init_state is not None:
+            model.load_trainable_state(init_state)
+        ema = {k: v.detach().float().clone() for k, v in model.state_dict_to_save().items()}
+    resumed_from = state["step"]
+
+    denoiser, optimizer = accelerator.prepare(model.denoiser, optimizer)
+    if ckpt is not None and accelerator.scaler is not None and "scaler" in state:
+        accelerator.scaler.load_state_dict(state["scaler"])
+    params = model.trainable_parameters()
+    live = model.state_dict_to_save()  # detached views sharing storage with the parameters
+    float_keys = [k for k in ema if ema[k].is_floating_point()]
+    other_keys = [k for k in ema if not ema[k].is_floating_point()]
+    cuda = accelerator.device.type == "cuda"
+
+    def write_checkpoint(step_now):
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if accelerator.scaler is not None:
+                state["scaler"] = accelerator.scaler.state_dict()
+            _save_checkpoint(work_dir, step_now, model, ema, optimizer, state)
+        accelerator.wait_for_everyone()
+
+    model.train()
+    step = state["step"]
+    last = steps if stop_after is None else min(steps, stop_after)
+    bar = tqdm(total=steps, initial=step, desc="train", unit="step",
+               disable=not (progress and accelerator.is_main_process))
+    started = time.perf_counter()
+    while step < last:
+        idx = batch_indices(seed, step, batch_size, len(dataset))[rank::world]
+        images, labels = dataset.batch(idx)
+        images = images.to(accelerator.device, non_blocking=True)
+        labels = labels.to(accelerator.device, non_blocking=True)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else lr
+        generator = torch.Generator().manual_seed(derive_seed(seed, "noise", step, rank))
+        # Dropout draws from the global RNG: reseed it per step inside fork_rng, so the step stays a pure
+        # function of (seed, step) and the caller's RNG state is left untouched.
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if cuda else []):
+            dropout_seed = derive_seed(seed, "dropout", step, rank)
+            torch.default_generator.manual_seed(dropout_seed)
+            if cuda:
+                torch.cuda.manual_seed(dropout_seed)
+            with accelerator.autocast():
+                loss = diffusion_loss(model, images, labels, generator=generator, cond_drop=cond_drop,
+                                      denoiser=denoiser)
+            accelerator.backward(loss)
+            if grad_clip is not None:
+                accelerator.clip_grad_norm_(params, grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        with torch.no_grad():
+            if ema_decay is None:
+                for k in float_keys:
+                    ema[k].copy_(live[k])
+            else:
+                decay = min(ema_decay, (1 + step) / (10 + step))
+                torch._foreach_lerp_([ema[k] for k in float_keys], [live[k].float() for k in float_keys],
+                                     1.0 - decay)
+            for k in other_keys:
+                ema[k].copy_(live[k])
+
+        state["window"][0] += accelerator.reduce(loss.detach(), reduction="mean").item()
+        state["window"][1] += 1
+        if step % log_every == 0 or step == steps:
+            mean = state["window"][0] / state["window"][1]
+            state["loss_log"].append([step, mean])
+            state["window"] = [0.0, 0]
+            bar.set_postfix(loss=f"{mean:.4f}")
+        bar.update(1)
+        state["step"] = step
+        if step % checkpoint_every == 0 or step == steps:
+            state["wall_time_s"] += time.perf_counter() - started
+            started = time.perf_counter()
+            write_checkpoint(step)
+    bar.close()
+    wall = state["wall_time_s"] + (time.perf_counter() - started)
+    accelerator.unwrap_model(denoiser, keep_fp32_wrapper=False)
+    accelerator.free_memory()
+    return TrainResult(
+        ema_state=ema,
+        loss_log=[(int(s), float(v)) for s, v in state["loss_log"]],
+        steps=step,
+        wall_time_s=wall,
+        images_seen=step * batch_size,
+        completed=step == steps,
+        resumed_from=resumed_from,
+        hparams=hparams,
+    )
