@@ -1,0 +1,118 @@
+"""End to end: `bibad run` (papermill) then `bibad book` (jupyter-book, warnings as errors).
+
+Slow: each notebook starts a kernel. The runner is tested on small notebooks written here (so it is
+tested whatever stage notebooks exist), and the smoke profile runs through the real notebooks."""
+
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from bibad_utils.config import REPO_ROOT
+from bibad_utils.pipeline import STAGE_TITLES, find_stages, notebook_errors, notebook_title
+
+pytestmark = pytest.mark.slow
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+
+
+def bibad(*args, timeout=1500) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bibad_utils.pipeline", *args], cwd=REPO_ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write_notebook(path: Path, title: str, *code: str, markdown: str = ""):
+    params = nbformat.v4.new_code_cell('profile = "demo"\noverrides = {}')
+    params.metadata["tags"] = ["parameters"]
+    cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\n{markdown}"), params]
+    cells += [nbformat.v4.new_code_cell(c) for c in code]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+def read_html(out: Path, stem: str) -> str:
+    return html.unescape((out / "_build" / "html" / "notebooks" / f"{stem}.html").read_text())
+
+
+def test_run_and_book_on_generated_notebooks(tmp_path):
+    notebooks, run_dir, out = tmp_path / "nb", tmp_path / "run", tmp_path / "out"
+    notebooks.mkdir()
+    write_notebook(
+        notebooks / "01_poisoning.ipynb", "A generated first chapter",
+        "from pathlib import Path\nfrom bibad_utils.config import load_profile\n"
+        "cfg = load_profile(profile, overrides)\n"
+        "Path(cfg['run_dir'], 'seen.json').write_text(__import__('json').dumps(cfg['sampling']))",
+        "from myst_nb import glue\nglue('n_target', cfg['sampling']['n_target'], display=False)",
+        "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nplt.title('a line')\nplt.show()",
+        markdown="The run generates {glue:text}`n_target` images per cell.")
+    write_notebook(notebooks / "02_finetuning.ipynb", "A generated second chapter", "print('second', profile)")
+
+    run = bibad("run", "--profile", "smoke", "--notebooks-dir", str(notebooks),
+                "--set", f"run_dir={run_dir}", "--set", "sampling.n_target=7")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "[1/2] 01_poisoning ... ok" in run.stdout and "[2/2] 02_finetuning ... ok" in run.stdout
+    # the notebooks received the profile and the overrides, and ran in the repository root
+    assert json.loads((run_dir / "seen.json").read_text())["n_target"] == 7
+    for stem in ("01_poisoning", "02_finetuning"):
+        assert notebook_errors(run_dir / "executed" / f"{stem}.ipynb") == []
+    record = json.loads((run_dir / "executed" / "run.json").read_text())
+    assert [n["status"] for n in record["notebooks"]] == ["ok", "ok"]
+    assert all(n["seconds"] > 0 for n in record["notebooks"])
+
+    book = bibad("book", "--profile", "smoke", "--notebooks-dir", str(notebooks),
+                 "--set", f"run_dir={run_dir}", "--output", str(out))
+    assert book.returncode == 0, book.stdout + book.stderr
+    first = read_html(out, "01_poisoning")
+    assert "A generated first chapter" in first
+    assert "generates 7 images per cell" in re.sub(r"<[^>]+>", "", first)  # glued, not typed
+    assert "<img" in first
+    assert "A generated second chapter" in read_html(out, "02_finetuning")
+    for stem in list(STAGE_TITLES)[2:]:
+        page = read_html(out, stem)
+        assert STAGE_TITLES[stem] in page and "not built yet" in page
+    intro = html.unescape((out / "_build" / "html" / "book" / "intro.html").read_text())
+    assert "threat model" in intro.lower() and "Pan" in intro
+    for page in ("results", "reproduce", "limitations", "references"):
+        assert (out / "_build" / "html" / "book" / f"{page}.html").is_file()
+
+
+def test_failing_notebook_stops_the_run(tmp_path):
+    notebooks, run_dir = tmp_path / "nb", tmp_path / "run"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_first.ipynb", "First", "x = 1")
+    write_notebook(notebooks / "02_broken.ipynb", "Broken", "raise ValueError('planted failure')")
+    write_notebook(notebooks / "03_after.ipynb", "After", "y = 2")
+    run = bibad("run", "--profile", "smoke", "--notebooks-dir", str(notebooks), "--set", f"run_dir={run_dir}")
+    assert run.returncode == 1
+    failed = run_dir / "executed" / "02_broken.ipynb"
+    assert "02_broken ... FAILED" in run.stdout and str(failed) in run.stdout
+    assert "ValueError: planted failure" in run.stdout
+    assert notebook_errors(failed) == ["ValueError: planted failure"]
+    assert not (run_dir / "executed" / "03_after.ipynb").exists()
+    record = json.loads((run_dir / "executed" / "run.json").read_text())
+    assert [n["status"] for n in record["notebooks"]] == ["ok", "failed"]
+
+
+def test_smoke_profile_through_the_real_notebooks(tmp_path):
+    stages = find_stages(REPO_ROOT / "notebooks")
+    if not stages:
+        pytest.skip("no stage notebooks (notebooks/NN_*.ipynb) in the repository yet")
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    run = bibad("run", "--profile", "smoke", "--set", f"run_dir={run_dir}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    for stage in stages:
+        assert notebook_errors(run_dir / "executed" / stage.name) == [], stage.name
+    book = bibad("book", "--profile", "smoke", "--set", f"run_dir={run_dir}", "--output", str(out))
+    assert book.returncode == 0, book.stdout + book.stderr
+    for stage in stages:
+        page = read_html(out, stage.stem)
+        title = notebook_title(stage)
+        assert title and title in page, stage.stem
+        assert "<img" in page, f"{stage.stem} shows no figure"
