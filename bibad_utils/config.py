@@ -7,8 +7,8 @@ heavy work, and every failure is a :class:`ConfigError` that names the dotted pa
 (``sampling.n_target``), the value and what is allowed.
 
 Sections owned by other modules may be checked further by those modules: if
-``bibad_utils.<module>`` defines ``validate_config(section: dict, prefix: str) -> None`` it is called
-with the section and its dotted name (see ``SECTION_VALIDATORS``).
+``bibad_utils.<module>`` defines ``validate_config(section: dict, prefix: str)`` (or
+``validate_<section>(section: dict)``) it is called with the section (see ``SECTION_VALIDATORS``).
 """
 
 from __future__ import annotations
@@ -326,9 +326,9 @@ def validate_profile(cfg: dict) -> dict:
     _section(cfg, "memorization")
 
     for section, module in SECTION_VALIDATORS.items():
-        validator = _module_validator(module)
+        validator = _module_validator(module, section)
         if validator is not None:
-            validator(cfg[section], section)
+            validator(cfg[section])
     return cfg
 
 
@@ -419,14 +419,20 @@ def _validate_judges(sec: dict):
     _bool(sec, "pretrained", prefix, required=False)
 
 
-def _module_validator(module: str):
+def _module_validator(module: str, section: str):
+    """The owner module's check of ``section``: ``validate_config(section, prefix)`` or
+    ``validate_<section>(section)``; None when the module or both functions are absent."""
     try:
         spec = importlib.util.find_spec(module)
     except ModuleNotFoundError:
         return None
     if spec is None:
         return None
-    return getattr(importlib.import_module(module), "validate_config", None)
+    owner = importlib.import_module(module)
+    generic = getattr(owner, "validate_config", None)
+    if generic is not None:
+        return lambda sec: generic(sec, section)
+    return getattr(owner, f"validate_{section}", None)
 
 
 def resolve_device(cfg: dict):

@@ -203,3 +203,13 @@ def test_resolve_device(smoke):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device = 'cuda'"):
             resolve_device(dict(smoke, device="cuda"))
+
+
+def test_sections_are_also_checked_by_their_owner_modules(smoke):
+    pytest.importorskip("bibad_utils.diffusion")
+    with pytest.raises(ConfigError) as err:
+        validate_profile(_set(smoke, "model.backend", "gan"))
+    assert err.value.param == "model.backend"
+    with pytest.raises(ConfigError) as err:
+        validate_profile(_set(smoke, "model.channel_mult", [1, 2]))
+    assert err.value.param == "model.channel_mult"
