@@ -377,7 +377,8 @@ def _validate_ratios(ratios):
 
 
 def _validate_training(sec: dict, prefix: str, min_steps: int):
-    known = ("steps", "batch_size", "lr", "weight_decay", "ema_decay", "checkpoint_every", "cond_drop")
+    known = ("steps", "batch_size", "lr", "weight_decay", "ema_decay", "checkpoint_every", "cond_drop",
+             "warmup_steps", "grad_clip")
     _near_typos(sec, known, prefix)
     _int(sec, "steps", prefix, minimum=min_steps)
     active = sec["steps"] > 0
@@ -391,7 +392,7 @@ def _validate_training(sec: dict, prefix: str, min_steps: int):
 
 def _validate_sampling(sec: dict):
     prefix = "sampling."
-    known = ("steps", "eta", "guidance", "n_target", "n_all", "batch_size")
+    known = ("steps", "eta", "guidance", "guidance_all", "n_target", "n_all", "batch_size")
     _near_typos(sec, known, prefix)
     _int(sec, "steps", prefix)
     _number(sec, "eta", prefix, low=0, high=1)
@@ -406,6 +407,7 @@ def _validate_sampling(sec: dict):
     _int(sec, "n_target", prefix)
     _int(sec, "n_all", prefix)
     _int(sec, "batch_size", prefix)
+    _number(sec, "guidance_all", prefix, low=0, low_open=True, required=False, nullable=True)
 
 
 def _validate_judges(sec: dict):

@@ -1,0 +1,384 @@
+"""The study's stages as cached computations: what the notebooks call.
+
+A :class:`Study` holds one resolved profile, its artifact store and its datasets. Each method returns
+a stage's result, computing it only when its artifact is missing (``<run_dir>/artifacts/<stage>/<key>``,
+the key hashing the stage's parameters and its inputs' keys), so a notebook re-run with nothing changed
+recomputes nothing expensive, and an interrupted training resumes from its last checkpoint.
+
+    study = Study("demo")
+    cell = study.cells()[2]                 # e.g. Cell("badnets1", 0.05)
+    model = study.model(cell)               # pre-train once (cached), fine-tune on the poisoned set
+    gen = study.generations(cell)           # {("target", w): GenSet, ("all", w_all): GenSet}
+    judged = study.judge(gen[("target", 1.0)], "badnets1")
+
+Cells: one per (attack, p) of the grid; the controls ``clean`` (p = 0) and ``relabel`` (poisoned labels,
+no trigger, at the largest p); ``pool="duplicate"`` cells poison duplicated images (memorization stage).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bibad_utils import store as st
+from bibad_utils.config import ConfigError, load_profile, resolve_device
+
+POOLS = ("random", "duplicate")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training set of the study: ``kind`` in clean | relabel | badnets1 | badnets2 | wanet,
+    ``ratio`` = p (a fraction of the whole training set; 0 for clean), ``pool``: which images are
+    poisoned (random non-target images, or duplicated ones)."""
+
+    kind: str
+    ratio: float = 0.0
+    pool: str = "random"
+
+    @property
+    def name(self) -> str:
+        """Short label for tables and figures, e.g. ``badnets1 p=10%`` or ``clean``."""
+        if self.kind == "clean":
+            return "clean"
+        dup = " dup" if self.pool == "duplicate" else ""
+        return f"{self.kind} p={self.ratio * 100:g}%{dup}"
+
+    @property
+    def slug(self) -> str:
+        """File-name-safe label, e.g. ``badnets1-p0.1``."""
+        if self.kind == "clean":
+            return "clean"
+        return f"{self.kind}-p{self.ratio:g}" + ("-dup" if self.pool == "duplicate" else "")
+
+    @property
+    def trigger_kind(self) -> str | None:
+        """The trigger stamped on poisoned images (None for the controls)."""
+        return None if self.kind in ("clean", "relabel") else self.kind
+
+
+@dataclass
+class GenSet:
+    """Generated images of one cell: uint8 ``images [N, H, W, 3]``, int64 ``labels [N]`` (the prompt's
+    class), the set name (``target`` or ``all``) and guidance scale ``w``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    set_name: str
+    guidance: float
+    cell: Cell
+
+
+class Study:
+    """One run of the study: a validated profile, its artifact store, datasets, cells and judges.
+
+    profile: a name in ``notebooks/profiles`` or a YAML path; overrides: nested dict merged over it.
+    progress: show progress bars in long steps.
+    """
+
+    def __init__(self, profile="demo", overrides: dict | None = None, progress: bool = True):
+        self.cfg = load_profile(profile, overrides)
+        self.device = resolve_device(self.cfg)
+        self.run_dir = Path(self.cfg["run_dir"])
+        self.store = st.ArtifactStore(self.run_dir / "artifacts")
+        self.seed = int(self.cfg["seed"])
+        self.target = int(self.cfg["target"])
+        self.progress = progress
+        self._models: dict = {}
+
+    # ------------------------------------------------------------------------------------ data
+    @cached_property
+    def train_set(self):
+        """The clean training set (:class:`~bibad_utils.data.ImageSet`)."""
+        from bibad_utils.data import dataset_from_config
+        return dataset_from_config(self.cfg["dataset"], split="train", seed=self.seed)
+
+    @cached_property
+    def test_set(self):
+        """The clean test set (never trained on)."""
+        from bibad_utils.data import dataset_from_config
+        return dataset_from_config(self.cfg["dataset"], split="test", seed=self.seed)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.train_set.class_names)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_set.image_size)
+
+    @cached_property
+    def data_key(self) -> str:
+        """Key of the dataset: its configuration, the seed and a hash of the labels."""
+        return st.artifact_key("data", {"dataset": self.cfg["dataset"], "seed": self.seed,
+                                        "labels": self.train_set.labels})
+
+    def trigger(self, kind: str):
+        """The study's trigger of ``kind`` (fixed by the profile's seed and trigger options)."""
+        from bibad_utils.triggers import make_trigger
+        options = dict(self.cfg["triggers"].get(kind) or {})
+        return make_trigger(kind, self.image_size, seed=self.seed, **options)
+
+    # ----------------------------------------------------------------------------------- cells
+    def grid_cells(self) -> list[Cell]:
+        """One cell per (attack, p) of the profile's grid, attack-major, p ascending."""
+        return [Cell(kind, float(p)) for kind in self.cfg["attacks"] for p in sorted(self.cfg["ratios"])]
+
+    def control_cells(self) -> list[Cell]:
+        """The controls of the profile: clean (p = 0) and relabel-only at the largest p."""
+        out = []
+        for c in self.cfg["controls"]:
+            out.append(Cell("clean") if c == "clean" else Cell("relabel", float(max(self.cfg["ratios"]))))
+        return out
+
+    def cells(self) -> list[Cell]:
+        """Controls first, then the grid."""
+        return self.control_cells() + self.grid_cells()
+
+    def duplicate_pool(self) -> np.ndarray | None:
+        """Indices of duplicated training images (planted groups of the procedural dataset, or groups
+        found by the memorization stage's embedding for real data); None if there are none."""
+        groups = self.duplicate_groups()
+        if not groups:
+            return None
+        from bibad_utils.memorization import duplicate_pool
+        return duplicate_pool(groups)
+
+    def duplicate_groups(self) -> list[list[int]]:
+        """Near-duplicate groups of the training set: the planted ground truth when the dataset has
+        one, otherwise the groups found by the memorization embedding at its threshold (cached)."""
+        planted = self.train_set.meta.get("duplicate_groups")
+        if planted:
+            return [list(map(int, g)) for g in planted]
+        mem = self.cfg.get("memorization") or {}
+        params = {"embedding": mem.get("embedding", "pixels"), "threshold": mem.get("duplicate_threshold")}
+        if params["threshold"] is None:
+            return []
+
+        def build(art):
+            from bibad_utils.memorization import embed, find_duplicate_groups
+            emb = embed(self.train_set.images, params["embedding"], device=self.device,
+                        weights_path=mem.get("weights_path"))
+            st.save_json(art.dir / "groups.json", find_duplicate_groups(emb, params["threshold"]))
+
+        path = self.store.cached("duplicates", params, [self.data_key], build, device=str(self.device))
+        return st.load_json(path / "groups.json")
+
+    def poisoned(self, cell: Cell):
+        """The training set of ``cell`` (:class:`~bibad_utils.poison.PoisonedSet`, a view)."""
+        from bibad_utils.poison import poison_dataset
+        pool = None
+        if cell.pool == "duplicate":
+            pool = self.duplicate_pool()
+            if pool is None:
+                raise ConfigError("cell.pool", "duplicate", "a dataset with duplicate groups "
+                                  "(procedural: dataset.options.duplicate_fraction > 0)")
+        elif cell.pool != "random":
+            raise ConfigError("cell.pool", cell.pool, " | ".join(POOLS))
+        trigger = self.trigger(cell.kind) if cell.trigger_kind else None
+        return poison_dataset(self.train_set, cell.kind, cell.ratio, self.target, self.seed,
+                              trigger=trigger, pool=pool)
+
+    def poison_key(self, cell: Cell) -> str:
+        """Key of the poisoned training set of ``cell`` (its manifest is written to the store)."""
+        params = {"kind": cell.kind, "ratio": cell.ratio, "pool": cell.pool, "target": self.target,
+                  "seed": self.seed, "trigger": self.cfg["triggers"].get(cell.kind) if cell.trigger_kind else None}
+
+        def build(art):
+            ps = self.poisoned(cell)
+            st.save_json(art.dir / "poison_manifest.json", ps.manifest())
+            st.save_array(art.dir / "indices.npy", np.asarray(ps.indices, dtype=np.int64))
+
+        self.store.cached("poison", params, [self.data_key], build)
+        return st.artifact_key("poison", params, [self.data_key])
+
+    def poison_manifest(self, cell: Cell) -> dict:
+        """The saved manifest of ``cell``'s poisoned set (indices, counts, trigger, r_train)."""
+        key = self.poison_key(cell)
+        return st.load_json(self.store.path("poison", key) / "poison_manifest.json")
+
+    # ---------------------------------------------------------------------------------- models
+    def _train_section(self, name: str) -> dict:
+        sec = dict(self.cfg[name])
+        sec.setdefault("checkpoint_every", max(1, sec["steps"] // 5) if sec["steps"] else 1)
+        return sec
+
+    def _new_model(self):
+        from bibad_utils.diffusion import build_model
+        torch.manual_seed(self.seed)  # the initial weights of a from-scratch model
+        return build_model(self.cfg["model"], self.class_names, image_size=self.image_size)
+
+    def _train(self, stage: str, dataset, section: dict, inputs: list[str], init_key: str | None):
+        """Train (or load) a DM into the artifact ``stage``; returns its key."""
+        from bibad_utils.diffusion import load_model
+        from bibad_utils.training import train_diffusion
+
+        params = {"model": self.cfg["model"], "train": section, "seed": self.seed}
+        inputs = list(inputs) + ([init_key] if init_key else [])
+
+        def build(art):
+            model = self._new_model()
+            init_state = None
+            if init_key:
+                init_state = load_model(self.store.path("pretrain", init_key) / "model").state_dict_to_save()
+            res = train_diffusion(
+                model, dataset, steps=section["steps"], batch_size=section["batch_size"], lr=section["lr"],
+                weight_decay=section.get("weight_decay", 0.0), ema_decay=section.get("ema_decay", 0.999),
+                cond_drop=section.get("cond_drop", 0.1), checkpoint_every=section["checkpoint_every"],
+                warmup_steps=section.get("warmup_steps", 0), grad_clip=section.get("grad_clip", 1.0),
+                work_dir=art.work_dir, seed=self.seed, init_state=init_state, device=self.device,
+                progress=self.progress)
+            model.load_trainable_state(res.ema_state)
+            model.save(art.dir / "model")
+            record = {"loss_log": res.loss_log, "steps": res.steps, "wall_time_s": res.wall_time_s,
+                      "images_seen": res.images_seen, "n_params": sum(p.numel() for p in model.trainable_parameters()),
+                      "device": str(self.device), "threads": torch.get_num_threads()}
+            st.save_json(art.dir / "train_record.json", record)
+            art.meta["train"] = {k: v for k, v in record.items() if k != "loss_log"}
+
+        self.store.cached(stage, params, inputs, build, device=str(self.device))
+        return st.artifact_key(stage, params, inputs)
+
+    @cached_property
+    def pretrain_key(self) -> str | None:
+        """Key of the clean pre-trained DM (None when ``pretrain.steps`` is 0: cells train from scratch)."""
+        sec = self._train_section("pretrain")
+        if not sec["steps"]:
+            return None
+        return self._train("pretrain", self.train_set, sec, [self.data_key], None)
+
+    def model_key(self, cell: Cell) -> str:
+        """Key of ``cell``'s DM: the pre-trained model fine-tuned on ``cell``'s training set."""
+        return self._train("finetune", self.poisoned(cell), self._train_section("finetune"),
+                           [self.poison_key(cell)], self.pretrain_key)
+
+    def model(self, cell: Cell | None):
+        """The EMA weights of ``cell``'s DM (``None``: the clean pre-trained model), on ``self.device``."""
+        from bibad_utils.diffusion import load_model
+        stage, key = ("pretrain", self.pretrain_key) if cell is None else ("finetune", self.model_key(cell))
+        if key not in self._models:
+            self._models = {key: load_model(self.store.path(stage, key) / "model").to(self.device)}
+        return self._models[key]
+
+    def train_record(self, cell: Cell | None) -> dict:
+        """Loss log and compute of ``cell``'s fine-tuning (``None``: of the pre-training)."""
+        stage, key = ("pretrain", self.pretrain_key) if cell is None else ("finetune", self.model_key(cell))
+        return st.load_json(self.store.path(stage, key) / "train_record.json")
+
+    # ------------------------------------------------------------------------------ generation
+    @property
+    def guidance_all(self) -> float:
+        """Guidance scale of the all-class set (``sampling.guidance_all``, default the first w)."""
+        s = self.cfg["sampling"]
+        return float(s.get("guidance_all") or s["guidance"][0])
+
+    def generation_key(self, cell: Cell | None) -> str:
+        s = self.cfg["sampling"]
+        params = {"sampling": s, "guidance_all": self.guidance_all, "seed": self.seed, "target": self.target}
+        model_key = self.pretrain_key if cell is None else self.model_key(cell)
+
+        def build(art):
+            from bibad_utils.sampling import class_mix, sample_images, set_seeds
+            model = self.model(cell)
+            kw = dict(steps=s["steps"], eta=s.get("eta", 0.0), batch_size=s["batch_size"], device=self.device,
+                      progress=self.progress)
+            started = time.perf_counter()
+            plans = [("target", float(w), np.full(s["n_target"], self.target, np.int64)) for w in s["guidance"]]
+            plans.append(("all", self.guidance_all, class_mix(self.train_set.class_counts(), s["n_all"])))
+            for name, w, labels in plans:
+                images = sample_images(model, labels, set_seeds(self.seed, name, len(labels)), guidance=w, **kw)
+                folder = art.dir / f"{name}_w{w:g}"
+                folder.mkdir()
+                st.save_array(folder / "images.npy", images)
+                st.save_array(folder / "labels.npy", labels)
+            art.meta["sampling_wall_time_s"] = time.perf_counter() - started
+            st.save_json(art.dir / "timing.json", {"wall_time_s": time.perf_counter() - started,
+                                                    "n_images": int(sum(len(p[2]) for p in plans))})
+
+        self.store.cached("generate", params, [model_key], build, device=str(self.device))
+        return st.artifact_key("generate", params, [model_key])
+
+    def generations(self, cell: Cell | None) -> dict[tuple[str, float], GenSet]:
+        """``{("target", w): GenSet for every w} | {("all", guidance_all): GenSet}`` of ``cell``'s DM."""
+        path = self.store.path("generate", self.generation_key(cell))
+        out = {}
+        for w in self.cfg["sampling"]["guidance"]:
+            out[("target", float(w))] = self._load_gen(path / f"target_w{float(w):g}", "target", float(w), cell)
+        out[("all", self.guidance_all)] = self._load_gen(path / f"all_w{self.guidance_all:g}", "all",
+                                                         self.guidance_all, cell)
+        return out
+
+    @staticmethod
+    def _load_gen(folder: Path, name, w, cell) -> GenSet:
+        return GenSet(st.load_array(folder / "images.npy"), st.load_array(folder / "labels.npy"), name, w, cell)
+
+    def generation_seconds(self, cell: Cell | None) -> float:
+        path = self.store.path("generate", self.generation_key(cell))
+        return float(st.load_json(path / "timing.json")["wall_time_s"])
+
+    # ---------------------------------------------------------------------------------- judges
+    def _judge_params(self) -> dict:
+        return {"judges": self.cfg["judges"], "seed": self.seed}
+
+    def _judge_kwargs(self) -> dict:
+        j = dict(self.cfg["judges"])
+        return {k: j[k] for k in ("arch", "epochs", "batch_size", "lr", "pretrained", "input_size", "optimizer",
+                                  "weight_decay", "augment", "crop_pad", "hflip") if k in j}
+
+    def classifier(self):
+        """The clean classifier (content judge), trained on the clean real training set; cached."""
+        from bibad_utils.judges import evaluate_judge, load_classifier, save_classifier, train_classifier
+
+        def build(art):
+            model, history = train_classifier(self.train_set, arch=self._judge_kwargs().pop("arch"),
+                                              seed=self.seed, device=self.device, progress=self.progress,
+                                              **{k: v for k, v in self._judge_kwargs().items() if k != "arch"})
+            report = evaluate_judge(model, self.test_set, device=self.device)
+            save_classifier(model, art.dir / "model", meta={"history": history, "report": report})
+            st.save_json(art.dir / "report.json", report)
+
+        path = self.store.cached("judge_classifier", self._judge_params(), [self.data_key], build,
+                                 device=str(self.device))
+        return load_classifier(path / "model", device=self.device)
+
+    def classifier_report(self) -> dict:
+        self.classifier()
+        key = st.artifact_key("judge_classifier", self._judge_params(), [self.data_key])
+        return st.load_json(self.store.path("judge_classifier", key) / "report.json")
+
+    def detector(self, kind: str):
+        """The binary trigger detector of trigger ``kind`` (clean vs triggered non-target real images)."""
+        from bibad_utils.judges import (evaluate_judge, load_classifier, save_classifier,
+                                        train_trigger_detector)
+        params = {**self._judge_params(), "trigger_kind": kind, "trigger": self.cfg["triggers"].get(kind)}
+
+        def build(art):
+            kw = self._judge_kwargs()
+            model = train_trigger_detector(self.train_set, self.trigger(kind), exclude_class=self.target,
+                                           seed=self.seed, device=self.device, progress=self.progress, **kw)
+            report = evaluate_judge(model, self.test_set, trigger=self.trigger(kind), exclude_class=self.target,
+                                    device=self.device)
+            save_classifier(model, art.dir / "model", meta={"report": report})
+            st.save_json(art.dir / "report.json", report)
+
+        path = self.store.cached("judge_detector", params, [self.data_key], build, device=str(self.device))
+        return load_classifier(path / "model", device=self.device)
+
+    def detector_report(self, kind: str) -> dict:
+        self.detector(kind)
+        params = {**self._judge_params(), "trigger_kind": kind, "trigger": self.cfg["triggers"].get(kind)}
+        key = st.artifact_key("judge_detector", params, [self.data_key])
+        return st.load_json(self.store.path("judge_detector", key) / "report.json")
+
+    def judge(self, gen: GenSet, trigger_kind: str) -> dict:
+        """Judge generated images: ``trigger`` (bool [N], the detector of ``trigger_kind`` fires),
+        ``pred`` (int64 [N], the clean classifier's class), ``match`` (pred == the prompt's class)."""
+        from bibad_utils.judges import predict
+        pred, _ = predict(self.classifier(), gen.images, device=self.device)
+        trig, _ = predict(self.detector(trigger_kind), gen.images, device=self.device)
+        return {"trigger": trig.astype(bool), "pred": pred, "match": pred == gen.labels}
