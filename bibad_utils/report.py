@@ -1,0 +1,64 @@
+"""Claims of the paper against our numbers: one row per claim, saved by each analysis notebook and
+collected into the book's results table.
+
+A claim row is a dict with keys:
+``stage`` (e.g. "04_insights"), ``claim`` (the paper's statement, short), ``setting`` (trigger, p, w...),
+``metric`` (what is compared), ``paper`` (the paper's value as text, "" if the paper gives none),
+``ours`` (float), ``ours_lo`` / ``ours_hi`` (95 % interval, NaN if none), ``verdict``
+("reproduced" | "partly" | "not reproduced" | "not tested"), ``note`` (why, in a sentence).
+Rows are written to ``<run_dir>/claims/<stage>.json`` so the results page can gather them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from bibad_utils.config import ConfigError
+from bibad_utils.store import load_json, save_json
+
+VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
+COLUMNS = ("stage", "claim", "setting", "metric", "paper", "ours", "ours_lo", "ours_hi", "verdict", "note")
+
+
+def claim_row(stage: str, claim: str, *, metric: str, ours: float, verdict: str, setting: str = "",
+              paper: str = "", lo: float = math.nan, hi: float = math.nan, note: str = "") -> dict:
+    """One validated claim row (see the module docstring)."""
+    if verdict not in VERDICTS:
+        raise ConfigError("verdict", verdict, " | ".join(VERDICTS))
+    return {"stage": stage, "claim": claim, "setting": setting, "metric": metric, "paper": paper,
+            "ours": float(ours), "ours_lo": float(lo), "ours_hi": float(hi), "verdict": verdict, "note": note}
+
+
+def verdict_greater(lo: float, value: float, reference: float, *, margin: float = 0.0) -> str:
+    """Verdict for a claim "ours exceeds ``reference``": reproduced when the interval's lower bound
+    ``lo`` is above ``reference + margin``, partly when only the point ``value`` is, else not."""
+    if lo > reference + margin:
+        return "reproduced"
+    if value > reference + margin:
+        return "partly"
+    return "not reproduced"
+
+
+def claims_path(run_dir, stage: str) -> Path:
+    return Path(run_dir) / "claims" / f"{stage}.json"
+
+
+def save_claims(run_dir, stage: str, rows: list[dict]) -> Path:
+    """Write ``rows`` (from :func:`claim_row`) as ``<run_dir>/claims/<stage>.json``."""
+    for r in rows:
+        missing = [c for c in COLUMNS if c not in r]
+        if missing:
+            raise ConfigError("claim row", r, f"a row with keys {list(COLUMNS)} (missing {missing})")
+    path = claims_path(run_dir, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_json(path, rows)
+
+
+def load_claims(run_dir) -> list[dict]:
+    """All claim rows of a run, stage by stage (sorted by file name)."""
+    folder = Path(run_dir) / "claims"
+    rows: list[dict] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        rows.extend(load_json(path))
+    return rows
