@@ -23,7 +23,7 @@ from bibad_utils.config import ConfigError
 from bibad_utils.training import derive_seed
 
 SET_NAMES = ("target", "all")
-SECTION_KEYS = ("steps", "eta", "guidance", "n_target", "n_all", "batch_size")
+SECTION_KEYS = ("steps", "eta", "guidance", "guidance_all", "n_target", "n_all", "batch_size")
 
 
 def validate_config(section: dict, prefix: str = "sampling") -> None:
