@@ -7,7 +7,8 @@ each process takes its share of every global batch).
 Every random choice of step ``s`` (which images form the batch, their timesteps, noise, dropped labels,
 VAE posterior samples, dropout) is a pure function of ``(seed, s)``. A checkpoint therefore needs no
 RNG state, and a run that is killed and started again ends, on the CPU, with exactly the weights of an
-uninterrupted run.
+uninterrupted run. On a GPU it ends equal up to the rounding of non-deterministic kernels (atomic adds
+in embedding and convolution backward passes), as two uninterrupted GPU runs do.
 """
 
 from __future__ import annotations
@@ -237,8 +238,9 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
     (``state_dict_to_save`` keys) to start from, e.g. a pre-trained clean model. stop_after: return after
     this many steps without checkpointing them, exactly as if the process had been killed there.
     device: ``"cpu"`` or ``"cuda"`` (under ``accelerate launch`` each process uses its own GPU).
-    Mixed precision follows ``model.mixed_precision``. On return the model holds the last (not the EMA)
-    weights, on ``device``, in train mode.
+    Mixed precision follows ``model.mixed_precision``; accelerate keeps one device and one precision per
+    process, so all calls in a process must agree on both. On return the model holds the last (not the
+    EMA) weights, on ``device``, in train mode.
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm

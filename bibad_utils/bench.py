@@ -1,0 +1,330 @@
+"""Speed of this machine for the study's workloads, written as a markdown section.
+
+``python -m bibad_utils.bench [--device cpu|cuda] [--out BENCHMARKS.md] [--seconds 2]`` measures:
+
+- the fp32 matmul rate (a loop of square matmuls; bf16 too on a GPU): the reference for "achieved";
+- a training step of the demo pixel DM (the ``model`` section of ``notebooks/profiles/demo.yaml``, at its
+  dataset's image size; batch 64): the raw step (loss, backward, AdamW) with its FLOPs counted by
+  ``torch.utils.flop_counter.FlopCounterMode``, and the whole :func:`train_diffusion` loop (batching,
+  EMA, checkpoint) per step;
+- DDIM sampling images/s for 50 steps at w = 1 and w > 1, and one guided noise prediction as one
+  forward of 2B samples versus two forwards of B;
+- on a GPU, a Stable Diffusion v1.4-sized training step (UNet from the v1.4 configuration with random
+  weights, VAE encoding at 512 px, bf16 autocast, batch 8, 64 x 64 latents): nothing is downloaded.
+
+Each measurement repeats for about ``--seconds`` after one warm-up. The section for this device and
+machine replaces an earlier one in the output file; other sections are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bibad_utils.config import REPO_ROOT, parse_yaml
+
+DEFAULT_PIXEL = {"backend": "pixel", "block_out_channels": [32, 64, 64], "layers_per_block": 1,
+                 "attention": [False, False, True], "unshuffle": 2}
+DEFAULT_IMAGE_SIZE = 32
+
+# Stable Diffusion v1.4's UNet and VAE configurations (the published model's config.json values that
+# differ from the diffusers defaults), so an SD-sized step needs no download.
+SD14_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+                 down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                   "DownBlock2D"),
+                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
+SD14_VAE = dict(sample_size=512, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4)
+
+
+def _rate(flops_per_s: float) -> str:
+    return f"{flops_per_s / 1e12:.1f} TFLOP/s" if flops_per_s >= 1e12 else f"{flops_per_s / 1e9:.1f} GFLOP/s"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device: torch.device, seconds: float, min_reps: int = 2) -> float:
+    """Mean seconds per call of ``fn()`` after one warm-up call, repeating for about ``seconds``."""
+    fn()
+    _sync(device)
+    reps, start = 0, time.perf_counter()
+    while reps < min_reps or time.perf_counter() - start < seconds:
+        fn()
+        reps += 1
+        _sync(device)
+    return (time.perf_counter() - start) / reps
+
+
+def matmul_flops(device: torch.device, dtype=torch.float32, n: int = 2048, seconds: float = 1.0) -> float:
+    """Measured FLOP/s of an ``n x n`` by ``n x n`` matmul in ``dtype`` (2 n^3 FLOPs each)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    per = time_call(lambda: torch.matmul(a, b, out=out), device, seconds)
+    return 2 * n**3 / per
+
+
+def count_flops(fn) -> int:
+    """FLOPs of the matmuls, convolutions and attention that ``fn()`` runs (forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def demo_pixel_config() -> tuple[dict, int, str]:
+    """(model section, image size, where it came from): the demo profile's, else the default here."""
+    path = REPO_ROOT / "notebooks" / "profiles" / "demo.yaml"
+    if path.is_file():
+        profile = parse_yaml(path.read_text())
+        model = profile.get("model") or {}
+        if model.get("backend") == "pixel":
+            size = (profile.get("dataset") or {}).get("image_size") or DEFAULT_IMAGE_SIZE
+            return dict(model), int(size), "notebooks/profiles/demo.yaml"
+    return dict(DEFAULT_PIXEL), DEFAULT_IMAGE_SIZE, "default (no pixel model in demo.yaml)"
+
+
+class RandomImages:
+    """In-memory random uint8 images with the dataset interface (labels, class_names, batch)."""
+
+    def __init__(self, n: int, size: int, num_classes: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        self.labels = rng.integers(0, num_classes, n).astype(np.int64)
+        self.class_names = [f"class{k}" for k in range(num_classes)]
+
+    def __len__(self):
+        return len(self.labels)
+
+    def batch(self, indices):
+        from bibad_utils.data import to_float
+
+        idx = np.asarray(indices)
+        return to_float(self.images[idx]), torch.from_numpy(self.labels[idx])
+
+
+def bench_pixel(device: torch.device, seconds: float, batch: int, sample_batch: int, sample_steps: int,
+                guidance: float) -> tuple[list[tuple[str, str]], float]:
+    """Rows of pixel-DM measurements, and the achieved FLOP/s of its raw training step."""
+    from bibad_utils.diffusion import build_model
+    from bibad_utils.sampling import guided_eps, sample_images
+    from bibad_utils.training import diffusion_loss, train_diffusion
+
+    cfg, size, source = demo_pixel_config()
+    data = RandomImages(max(batch * 4, 256), size, 10)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(cfg, data.class_names, image_size=size)
+    model.to(device).train()
+    n_params = sum(p.numel() for p in model.trainable_parameters())
+    c = model.config
+    desc = (f"{source}: channels {c['block_out_channels']}, attention {c['attention']}, "
+            f"unshuffle {c['unshuffle']}, {size} px, {n_params / 1e6:.2f} M parameters")
+    rows = [("pixel DM", desc)]
+
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
+    x, y = data.batch(np.arange(batch))
+    x, y = x.to(device), y.to(device)
+    gen = torch.Generator().manual_seed(0)
+
+    def step():
+        loss = diffusion_loss(model, x, y, generator=gen, cond_drop=0.1)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def fwd_bwd():
+        diffusion_loss(model, x, y, generator=gen, cond_drop=0.1).backward()
+        opt.zero_grad(set_to_none=True)
+
+    per = time_call(step, device, seconds)
+    flops = count_flops(fwd_bwd)
+    rows.append((f"training step, raw (loss + backward + AdamW), batch {batch}",
+                 f"{1 / per:.2f} steps/s, {batch / per:.1f} images/s"))
+    rows.append(("FLOPs per training step (forward + backward)",
+                 f"{flops / 1e9:.2f} GFLOP; achieved {_rate(flops / per)}"))
+
+    loop_steps = max(3, min(50, int(seconds / per)))
+    with tempfile.TemporaryDirectory() as work:
+        result = train_diffusion(model, data, steps=loop_steps, batch_size=batch, lr=1e-4,
+                                 checkpoint_every=loop_steps, work_dir=work, seed=0, device=device,
+                                 progress=False, log_every=loop_steps)
+    per_loop = result.wall_time_s / loop_steps
+    rows.append((f"train_diffusion loop ({loop_steps} steps, batching, EMA and one checkpoint included)",
+                 f"{1 / per_loop:.2f} steps/s, {batch / per_loop:.1f} images/s"))
+
+    model.eval()
+    labels = np.arange(sample_batch) % model.num_classes
+    seeds = np.arange(sample_batch)
+    for w in (1.0, guidance):
+        start = time.perf_counter()
+        sample_images(model, labels, seeds, steps=sample_steps, guidance=w, batch_size=sample_batch,
+                      device=device, progress=False)
+        _sync(device)
+        spent = (time.perf_counter() - start) * 50 / sample_steps
+        how = "" if sample_steps == 50 else f" (timed over {sample_steps} steps, scaled to 50)"
+        rows.append((f"DDIM 50 steps, w = {w:g}, batch {sample_batch}{how}",
+                     f"{sample_batch / spent:.1f} images/s"))
+
+    xb = torch.randn(sample_batch, *model.latent_shape, generator=gen).to(device)
+    yb = torch.as_tensor(labels, device=device)
+    with torch.no_grad():
+        one = time_call(lambda: guided_eps(model, xb, 500, yb, guidance, batched=True), device, seconds / 2)
+        two = time_call(lambda: guided_eps(model, xb, 500, yb, guidance, batched=False), device, seconds / 2)
+    rows.append((f"guided eps, batch {sample_batch}: one forward of 2B vs two forwards of B",
+                 f"{one * 1e3:.1f} ms vs {two * 1e3:.1f} ms ({two / one:.2f}x)"))
+    return rows, flops / per
+
+
+def bench_sd(device: torch.device, seconds: float, batch: int = 8) -> tuple[list[tuple[str, str]], float]:
+    """Rows of SD-sized measurements (CUDA only), and the achieved FLOP/s of its training step."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()]):
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(**SD14_UNET).to(device)
+        vae = AutoencoderKL(**SD14_VAE).to(device, torch.bfloat16).requires_grad_(False).eval()
+    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, weight_decay=0.01)
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(batch, 3, 512, 512, generator=g) * 2 - 1).to(device)
+    context = torch.randn(batch, 77, 768, generator=g).to(device)
+
+    def fwd_bwd():
+        with torch.no_grad():
+            z = vae.encode(images.to(torch.bfloat16)).latent_dist.sample().float() * 0.18215
+        noise = torch.randn_like(z)
+        t = torch.randint(0, 1000, (batch,), device=device)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            pred = unet(sched.add_noise(z, noise, t), t, encoder_hidden_states=context).sample
+        torch.nn.functional.mse_loss(pred.float(), noise).backward()
+
+    def step():
+        fwd_bwd()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    torch.cuda.reset_peak_memory_stats(device)
+    per = time_call(step, device, seconds)
+    flops = count_flops(fwd_bwd)
+    opt.zero_grad(set_to_none=True)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    n_params = sum(p.numel() for p in unet.parameters())
+    rows = [
+        ("SD v1.4-sized training step (random weights)",
+         f"UNet {n_params / 1e6:.0f} M parameters (fp32 master, bf16 autocast), VAE encode at 512 px (bf16), "
+         f"batch {batch}, 64 x 64 latents, AdamW"),
+        ("SD training step", f"{1 / per:.2f} steps/s, {batch / per:.1f} images/s, peak memory {peak:.1f} GiB"),
+        ("SD FLOPs per training step", f"{flops / 1e12:.2f} TFLOP; achieved {_rate(flops / per)}"),
+    ]
+    context2 = torch.randn(2 * batch, 77, 768, generator=g).to(device)
+    z2 = torch.randn(2 * batch, 4, 64, 64, generator=g).to(device)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        fwd = time_call(lambda: unet(z2, 500, encoder_hidden_states=context2), device, seconds / 2)
+    rows.append((f"SD UNet forward, guided batch 2 x {batch} (bf16)",
+                 f"{fwd * 1e3:.1f} ms: about {batch / (fwd * 50):.1f} images/s for 50 DDIM steps before "
+                 f"VAE decoding"))
+    del unet, vae, opt
+    torch.cuda.empty_cache()
+    return rows, flops / per
+
+
+def machine_description(device: torch.device) -> tuple[str, str]:
+    """(short key naming this device and machine, one line of details)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"model name\s*:\s*(.+)", text)
+        if found:
+            cpu = found.group(1).strip()
+    except OSError:
+        pass
+    import diffusers
+
+    details = (f"CPU {cpu}; torch threads {torch.get_num_threads()}; torch {torch.__version__}; "
+               f"diffusers {diffusers.__version__}; Python {platform.python_version()}")
+    if device.type == "cuda":
+        gpu = torch.cuda.get_device_name(device)
+        return f"cuda: {gpu}", f"GPU {gpu}; " + details
+    return f"cpu: {cpu}, {torch.get_num_threads()} thread(s)", details
+
+
+def run(device: torch.device, seconds: float, batch: int, sample_batch: int, sample_steps: int,
+        guidance: float) -> tuple[str, str]:
+    """All measurements for ``device`` -> (section key, markdown section body)."""
+    key, details = machine_description(device)
+    rows = []
+    n = 2048
+    fp32 = matmul_flops(device, torch.float32, n, seconds / 2)
+    rows.append((f"fp32 matmul {n} x {n}", _rate(fp32)))
+    if device.type == "cuda":
+        bf16 = matmul_flops(device, torch.bfloat16, 8192, seconds / 2)
+        rows.append(("bf16 matmul 8192 x 8192", _rate(bf16)))
+    pixel_rows, achieved = bench_pixel(device, seconds, batch, sample_batch, sample_steps, guidance)
+    rows += pixel_rows
+    rows.append(("pixel training step: achieved / fp32 matmul", f"{100 * achieved / fp32:.0f} %"))
+    if device.type == "cuda":
+        sd_rows, sd_achieved = bench_sd(device, seconds)
+        rows += sd_rows
+        rows.append(("SD training step: achieved / bf16 matmul", f"{100 * sd_achieved / bf16:.0f} %"))
+    today = datetime.date.today().isoformat()
+    lines = [f"### {key}", "", f"{details}; measured {today} (about {seconds:g} s per measurement).", "",
+             "| measurement | result |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    return key, "\n".join(lines) + "\n"
+
+
+def update_markdown(path: Path, key: str, body: str) -> None:
+    """Replace the section marked with ``key`` in ``path`` (or append it); other content is kept."""
+    start, end = f"<!-- bench: {key} -->", f"<!-- /bench: {key} -->"
+    block = f"{start}\n{body}{end}\n"
+    text = path.read_text() if path.is_file() else (
+        "# Benchmarks\n\nWritten by `python -m bibad_utils.bench`; one section per device and machine.\n\n")
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bibad_utils.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default=str(REPO_ROOT / "BENCHMARKS.md"), help="markdown file to update")
+    parser.add_argument("--seconds", type=float, default=2.0, help="about how long each measurement runs")
+    parser.add_argument("--batch", type=int, default=64, help="training batch of the pixel DM")
+    parser.add_argument("--sample-batch", type=int, default=None, help="sampling batch (CPU 32, GPU 256)")
+    parser.add_argument("--sample-steps", type=int, default=None,
+                        help="DDIM steps actually timed, scaled to 50 (CPU 5, GPU 50)")
+    parser.add_argument("--guidance", type=float, default=5.0, help="the w > 1 of the sampling measurement")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda on a machine without CUDA")
+    cuda = device.type == "cuda"
+    sample_batch = args.sample_batch or (256 if cuda else 32)
+    sample_steps = args.sample_steps or (50 if cuda else 5)
+    key, body = run(device, args.seconds, args.batch, sample_batch, sample_steps, args.guidance)
+    update_markdown(Path(args.out), key, body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
