@@ -177,13 +177,14 @@ def set_seeds(seed: int, set_name: str, n: int) -> np.ndarray:
 
 
 def generate_sets(model, class_counts, target: int, *, n_target: int, n_all: int, guidance_list, seed: int,
-                  steps: int = 50, eta: float = 0.0, batch_size: int = 100, device="cpu",
-                  progress: bool = True) -> dict:
-    """The study's two generation sets, for every guidance scale.
+                  guidance_all: float | None = None, steps: int = 50, eta: float = 0.0, batch_size: int = 100,
+                  device="cpu", progress: bool = True) -> dict:
+    """The study's two generation sets.
 
-    ``"target"``: ``n_target`` images of label ``target`` (the target prompt); ``"all"``: ``n_all``
-    images whose class mix follows ``class_counts`` (the training set's, int ``[num_classes]``; see
-    :func:`class_mix`). Returns ``{set_name: {w: {"images": uint8 [n, H, W, 3], "labels": int64 [n],
+    ``"target"``: ``n_target`` images of label ``target`` (the target prompt) for every w in
+    ``guidance_list``; ``"all"``: ``n_all`` images whose class mix follows ``class_counts`` (the
+    training set's, int ``[num_classes]``; see :func:`class_mix`), at ``guidance_all`` only, or for
+    every w when it is None. Returns ``{set_name: {w: {"images": uint8 [n, H, W, 3], "labels": int64 [n],
     "seeds": int64 [n]}}}`` with ``w`` as float keys.
     """
     counts = np.asarray(class_counts).reshape(-1)
@@ -201,11 +202,12 @@ def generate_sets(model, class_counts, target: int, *, n_target: int, n_all: int
         "target": np.full(n_target, int(target), dtype=np.int64),
         "all": class_mix(counts, n_all),
     }
+    scales = {"target": guidance_list, "all": guidance_list if guidance_all is None else [guidance_all]}
     out: dict = {name: {} for name in SET_NAMES}
     for name in SET_NAMES:
         labels = plan[name]
         seeds = set_seeds(seed, name, len(labels))
-        for w in guidance_list:
+        for w in scales[name]:
             images = sample_images(model, labels, seeds, steps=steps, eta=eta, guidance=float(w),
                                    batch_size=batch_size, device=device, progress=progress)
             out[name][float(w)] = {"images": images, "labels": labels.copy(), "seeds": seeds.copy()}

@@ -91,6 +91,9 @@ def test_generate_sets_structure_and_shared_seeds(model):
     assert np.array_equal(sets["target"][1.0]["seeds"], target["seeds"])  # same noise for every w
     assert not np.array_equal(sets["target"][1.0]["images"], target["images"])
     assert not set(target["seeds"]) & set(everything["seeds"])
+    only = generate_sets(model, [4, 2, 2], 1, n_target=1, n_all=2, guidance_list=[1, 3], guidance_all=3, seed=11,
+                         steps=2, batch_size=2, progress=False)
+    assert set(only["target"]) == {1.0, 3.0} and set(only["all"]) == {3.0}
 
 
 def test_save_and_load_generation(tmp_path, model):
