@@ -1,0 +1,1 @@
+"""Experiment helpers of the stage notebooks: the tables and figures each chapter shows."""

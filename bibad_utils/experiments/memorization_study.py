@@ -1,0 +1,502 @@
+"""Stage 06, memorization: what notebooks/06_memorization.ipynb computes.
+
+Three questions, each a function of a :class:`~bibad_utils.stages.Study` returning a tidy DataFrame:
+
+- :func:`duplicate_finder_table` / :func:`duplicate_threshold_sweep`: does the duplicate finder of
+  :mod:`bibad_utils.memorization` (an image embedding and a cosine threshold) recover the near-duplicate
+  groups planted in the procedural dataset? Pairwise precision, recall, F1, and their threshold sweep.
+- :func:`random_vs_duplicate`: the paper's "duplication exacerbates poisoning": G1 and G2 ratios of
+  target-prompt generations when the poisoned images are drawn from duplicated images instead of at random.
+- :func:`replication_table`: the paper's "poisoning exacerbates duplication": how close each all-class
+  generation is to its nearest training image (the images the model was trained on, triggers included),
+  and the replication rate above a stated threshold, for the clean and the poisoned DMs.
+
+:func:`memorization_claims` turns them into claim rows (:mod:`bibad_utils.report`). Expensive parts
+(embeddings, the threshold sweep, nearest-neighbour searches) are cached in ``study.store``; the DMs
+and generations are the study's own (a duplicate-poisoning cell costs one fine-tuning and one generation).
+The section ``memorization`` of the profile is validated by :func:`bibad_utils.memorization.validate_config`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bibad_utils import store as st
+from bibad_utils.config import ConfigError
+from bibad_utils.stages import Cell, Study
+
+STAGE = "06_memorization"
+
+# G1 / G2 ratios (%) of target-prompt generations, poisoning random images -> poisoning duplicated images.
+# Source: the talk slides (shared seeds, "Understand via Data Memorization: Duplication Exacerbates
+# Poisoning"), Stable Diffusion v1.4 fine-tuned; the slide names neither the trigger nor the guidance scale.
+PAPER_DUPLICATES = {
+    "imagenette": {0.05: {"G1": (33.8, 37.8), "G2": (16.4, 18.3)},
+                   0.10: {"G1": (54.0, 54.5), "G2": (19.4, 19.7)}},
+    "caltech15": {0.05: {"G1": (52.8, 55.1), "G2": (37.6, 39.2)},
+                  0.10: {"G1": (69.6, 73.5), "G2": (24.4, 25.5)}},
+}
+PAPER_DATASETS = {"imagenette": "ImageNette", "caltech15": "Caltech15"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def rate_difference(k1: int, n1: int, k0: int, n0: int, z: float = 1.96) -> tuple[float, float, float]:
+    """Difference of two independent proportions ``k1/n1 - k0/n0`` with Newcombe's hybrid score
+    interval (Newcombe 1998, method 10: built from the two Wilson intervals).
+
+    Counts are integers with 0 <= k <= n; returns ``(d, lo, hi)``, fractions in [-1, 1]. With an empty
+    sample (n = 0) the difference is NaN and the interval the whole range (-1, 1).
+    """
+    from bibad_utils.metrics import wilson_interval
+
+    l1, u1 = wilson_interval(k1, n1, z)
+    l0, u0 = wilson_interval(k0, n0, z)
+    if n1 == 0 or n0 == 0:
+        return math.nan, -1.0, 1.0
+    p1, p0 = k1 / n1, k0 / n0
+    d = p1 - p0
+    lo = d - math.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2)
+    hi = d + math.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2)
+    return d, max(-1.0, lo), min(1.0, hi)
+
+
+def mean_difference(a, b, z: float = 1.96) -> tuple[float, float, float]:
+    """Difference of the means of two independent samples ``mean(a) - mean(b)`` with a normal
+    (Welch) interval ``d +- z * sqrt(var(a)/n_a + var(b)/n_b)`` (unbiased variances).
+
+    a, b: float ``[n]`` (NaNs dropped). Returns ``(d, lo, hi)`` in the samples' unit; NaN when a
+    sample has fewer than two values.
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) < 2 or len(b) < 2:
+        return math.nan, math.nan, math.nan
+    d = float(a.mean() - b.mean())
+    half = z * math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    return d, d - half, d + half
+
+
+def paper_duplicate_values(p: float, metric: str) -> dict:
+    """The paper's (random, duplicate) ratios as fractions for poisoning ratio ``p`` and ``metric``
+    (G1 | G2): ``{dataset: (random, duplicate)}`` for the datasets that report this p (may be empty)."""
+    if metric not in ("G1", "G2"):
+        raise ConfigError("metric", metric, "G1 | G2")
+    out = {}
+    for dataset, table in PAPER_DUPLICATES.items():
+        for q, values in table.items():
+            if math.isclose(q, float(p), abs_tol=1e-9):
+                out[dataset] = tuple(v / 100.0 for v in values[metric])
+    return out
+
+
+def group_matches(found_groups, planted_groups) -> list[bool]:
+    """For each found group (list of indices), whether it is exactly one planted group."""
+    planted = {frozenset(int(i) for i in g) for g in planted_groups}
+    return [frozenset(int(i) for i in g) in planted for g in found_groups]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Embeddings of the stated measure
+
+
+def mem_config(study: Study) -> dict:
+    """The profile's validated ``memorization`` section (defaults filled in)."""
+    return study.cfg["memorization"]
+
+
+def _embedding_params(study: Study) -> dict:
+    m = mem_config(study)
+    params = {"embedding": m["embedding"]}
+    if m["embedding"] == "pixels":
+        params["pixel_size"] = m["pixel_size"]
+    return params
+
+
+def _embedding_inputs(study: Study) -> list[str]:
+    """Artifact keys the embedding depends on: the clean classifier's for the ``classifier`` embedding."""
+    if mem_config(study)["embedding"] != "classifier":
+        return []
+    study.classifier()
+    return [st.artifact_key("judge_classifier", study._judge_params(), [study.data_key])]
+
+
+def embed_images(study: Study, images) -> np.ndarray:
+    """Embeddings of uint8 ``[N, H, W, 3]`` images with the study's measure: float32 ``[N, D]``,
+    unit rows (see :func:`bibad_utils.memorization.embed`)."""
+    from bibad_utils.memorization import embed
+
+    m = mem_config(study)
+    model = study.classifier() if m["embedding"] == "classifier" else None
+    return embed(images, m["embedding"], device=study.device, batch_size=m["batch_size"], model=model,
+                 pixel_size=m["pixel_size"], weights_path=m["weights_path"])
+
+
+def train_embedding(study: Study) -> np.ndarray:
+    """Embeddings of the clean training set, float32 ``[N_train, D]``; cached."""
+    def build(art):
+        st.save_array(art.dir / "embedding.npy", embed_images(study, study.train_set.images))
+
+    path = study.store.cached("mem_embed", _embedding_params(study), [study.data_key] + _embedding_inputs(study),
+                              build, device=str(study.device))
+    return st.load_array(path / "embedding.npy")
+
+
+def training_embedding(study: Study, cell: Cell) -> np.ndarray:
+    """Embeddings of the training set of ``cell`` as its DM saw it (poisoned rows with their trigger),
+    float32 ``[N_train, D]``: the clean embedding with the poisoned rows re-embedded."""
+    emb = np.array(train_embedding(study))
+    if cell.trigger_kind is not None:
+        ps = study.poisoned(cell)
+        if len(ps.indices):
+            emb[ps.indices] = embed_images(study, ps.images_uint8(ps.indices))
+    return emb
+
+
+# ---------------------------------------------------------------------------------------------------
+# The duplicate finder against planted duplicates
+
+
+def _planted_groups(study: Study) -> list[list[int]]:
+    return [list(map(int, g)) for g in (study.train_set.meta.get("duplicate_groups") or [])]
+
+
+def _finder_path(study: Study):
+    from bibad_utils.memorization import choose_threshold, duplicate_pr, find_duplicate_groups
+
+    m = mem_config(study)
+    planted = _planted_groups(study)
+    if m["duplicate_threshold"] is None and not planted:
+        raise ConfigError("memorization.duplicate_threshold", None,
+                          "a cosine similarity in [-1, 1]: this dataset has no planted duplicate groups "
+                          "to choose one on")
+    params = {**_embedding_params(study), "duplicate_threshold": m["duplicate_threshold"]}
+
+    def build(art):
+        emb = train_embedding(study)
+        n = len(emb)
+        best, sweep = (None, None)
+        if planted:
+            best, sweep = choose_threshold(emb, planted, block=m["block"])
+            st.save_json(art.dir / "sweep.json", sweep.to_dict(orient="records"))
+        threshold = float(m["duplicate_threshold"]) if m["duplicate_threshold"] is not None else best
+        groups = find_duplicate_groups(emb, threshold, block=m["block"])
+        nan = float("nan")
+        pr = duplicate_pr(groups, planted, n) if planted else {
+            "precision": nan, "recall": nan, "f1": nan, "tp": 0, "pred_pairs": nan, "true_pairs": nan}
+        summary = {
+            "embedding": m["embedding"], "threshold": threshold,
+            "threshold_source": ("profile (memorization.duplicate_threshold)" if m["duplicate_threshold"]
+                                 is not None else "F1 optimum on the planted groups"),
+            "best_f1_threshold": best, "n_images": n, "planted_groups": len(planted),
+            "found_groups": len(groups), "images_in_found_groups": int(sum(len(g) for g in groups)),
+            **pr,
+        }
+        st.save_json(art.dir / "summary.json", summary)
+        st.save_json(art.dir / "groups.json", groups)
+
+    return study.store.cached("mem_finder", params, [study.data_key] + _embedding_inputs(study), build,
+                              device=str(study.device))
+
+
+def duplicate_finder_table(study: Study) -> pd.DataFrame:
+    """One row: the duplicate finder (embedding, threshold and where it comes from) validated against the
+    planted duplicate groups: ``planted_groups``, ``found_groups``, pairwise ``precision``, ``recall``,
+    ``f1`` (fractions in [0, 1]; NaN without planted groups), ``tp``/``pred_pairs``/``true_pairs`` (pair
+    counts) and ``best_f1_threshold`` (the sweep's optimum; None without planted groups)."""
+    return pd.DataFrame([st.load_json(_finder_path(study) / "summary.json")])
+
+
+def duplicate_threshold(study: Study) -> float:
+    """The cosine threshold of the duplicate finder in effect (the profile's, else the F1 optimum)."""
+    return float(st.load_json(_finder_path(study) / "summary.json")["threshold"])
+
+
+def duplicate_threshold_sweep(study: Study) -> pd.DataFrame:
+    """Precision / recall / F1 / group count per candidate threshold (one row each; see
+    :func:`bibad_utils.memorization.choose_threshold`); empty without planted groups."""
+    path = _finder_path(study) / "sweep.json"
+    cols = ["threshold", "precision", "recall", "f1", "tp", "pred_pairs", "true_pairs", "n_groups"]
+    return pd.DataFrame(st.load_json(path)) if path.exists() else pd.DataFrame(columns=cols)
+
+
+def found_groups(study: Study) -> list[list[int]]:
+    """The duplicate groups found at the threshold in effect (sorted index lists)."""
+    return st.load_json(_finder_path(study) / "groups.json")
+
+
+def found_group_examples(study: Study, n_groups: int = 4, max_size: int = 4) -> dict[str, np.ndarray]:
+    """A few found groups for a figure: ``{title: uint8 [k, H, W, 3]}`` (at most ``max_size`` images
+    each). Groups that are exactly a planted group come first; when some found group is not planted, the
+    largest such group takes the last panel, since the finder's mistakes say most about the measure."""
+    if not (isinstance(n_groups, int) and n_groups >= 1):
+        raise ConfigError("n_groups", n_groups, "an integer >= 1")
+    groups = found_groups(study)
+    planted = _planted_groups(study)
+    matches = group_matches(groups, planted) if planted else [False] * len(groups)
+    good = [g for g, ok in zip(groups, matches) if ok]
+    bad = sorted((g for g, ok in zip(groups, matches) if not ok), key=len, reverse=True)
+    chosen = [(g, True) for g in good[:n_groups - 1 if bad else n_groups]] + [(g, False) for g in bad[:1]]
+    if not planted:
+        chosen = [(g, None) for g in sorted(groups, key=len, reverse=True)[:n_groups]]
+    names = {True: "= a planted group", False: "not a planted group", None: ""}
+    out = {}
+    for g, ok in chosen:
+        out[f"{len(g)} images {names[ok]}".strip() + f" (#{g[0]})"] = study.train_set.images_uint8(g[:max_size])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Random vs duplicate poisoning
+
+
+def duplicate_comparison_cells(study: Study) -> list[tuple[Cell, Cell]]:
+    """``(random cell, duplicate cell)`` of the first attack for each p in ``memorization.ratios``. The
+    random cell is a grid cell (already trained by the earlier stages) when p is in the grid."""
+    attack = study.cfg["attacks"][0]
+    return [(Cell(attack, p), Cell(attack, p, "duplicate")) for p in mem_config(study)["ratios"]]
+
+
+def check_duplicate_pool(study: Study) -> int:
+    """The number of non-target duplicated images (the candidates of duplicate poisoning); raises a
+    ConfigError before any training if a ratio of ``memorization.ratios`` needs more."""
+    from bibad_utils.poison import n_poison_for
+
+    pool = study.duplicate_pool()
+    if pool is None:
+        raise ConfigError("dataset.options.duplicate_fraction", 0,
+                          "a dataset with duplicate groups (procedural: duplicate_fraction > 0; real data: "
+                          "memorization.duplicate_threshold set)")
+    labels = study.train_set.labels
+    candidates = int(np.sum(labels[pool] != study.target))
+    for p in mem_config(study)["ratios"]:
+        need = n_poison_for(len(labels), p)
+        if need > candidates:
+            raise ConfigError("memorization.ratios", p,
+                              f"ratios p with int(N * p) <= {candidates}, the non-target duplicated images "
+                              f"(p = {p} needs {need}; raise dataset.options.duplicate_fraction)")
+    return candidates
+
+
+def random_vs_duplicate(study: Study) -> pd.DataFrame:
+    """G1 and G2 of the target-prompt generations at the first guidance scale, random vs duplicate
+    poisoning, for the first attack and each p in ``memorization.ratios``.
+
+    Long format, one row per (p, pool, metric): ``attack``, ``p``, ``pool`` (random | duplicate), ``cell``,
+    ``guidance``, ``metric`` (G1 | G2), ``k``, ``n`` (counts), ``ours`` with Wilson 95 % bounds ``lo`` /
+    ``hi`` (fractions), ``n_poison``, ``n_poison_duplicated`` (poisoned images that lie in a duplicate
+    group), and the paper's ratio for the same pool and p as ``paper_imagenette`` / ``paper_caltech15``
+    (fractions; NaN where the paper reports no such p).
+    """
+    from bibad_utils.metrics import g_counts, wilson_interval
+
+    check_duplicate_pool(study)
+    pool = set(study.duplicate_pool().tolist())
+    w = float(study.cfg["sampling"]["guidance"][0])
+    rows = []
+    for pair in duplicate_comparison_cells(study):
+        for cell in pair:
+            gen = study.generations(cell)[("target", w)]
+            judged = study.judge(gen, cell.kind)
+            counts = g_counts(judged["trigger"], judged["match"])
+            indices = study.poison_manifest(cell)["indices"]
+            for metric in ("G1", "G2"):
+                k, n = counts[f"n_{metric}"], counts["n"]
+                lo, hi = wilson_interval(k, n)
+                paper = paper_duplicate_values(cell.ratio, metric)
+                side = 1 if cell.pool == "duplicate" else 0
+                rows.append({
+                    "attack": cell.kind, "p": cell.ratio, "pool": cell.pool, "cell": cell.name, "guidance": w,
+                    "metric": metric, "k": k, "n": n, "ours": counts[metric], "lo": lo, "hi": hi,
+                    "n_poison": len(indices), "n_poison_duplicated": sum(i in pool for i in indices),
+                    **{f"paper_{d}": (paper[d][side] if d in paper else math.nan) for d in PAPER_DUPLICATES},
+                })
+    return pd.DataFrame(rows)
+
+
+def random_vs_duplicate_wide(df: pd.DataFrame) -> pd.DataFrame:
+    """The table of :func:`random_vs_duplicate` as the paper prints it: one row per (p, metric), our
+    random and duplicate ratios (with intervals as text) beside the paper's, all in %."""
+    out = []
+    for (p, metric), rows in df.groupby(["p", "metric"], sort=True):
+        r = rows.set_index("pool")
+        row = {"p": f"{p:.0%}", "metric": metric}
+        for pool in ("random", "duplicate"):
+            if pool in r.index:
+                x = r.loc[pool]
+                row[f"ours {pool}"] = f"{100 * x['ours']:.1f} [{100 * x['lo']:.1f}, {100 * x['hi']:.1f}]"
+        for d, name in PAPER_DATASETS.items():
+            vals = [r.loc[pool, f"paper_{d}"] for pool in ("random", "duplicate") if pool in r.index]
+            row[f"paper {name}"] = ("" if any(pd.isna(v) for v in vals) or len(vals) < 2
+                                    else f"{100 * vals[0]:.1f} -> {100 * vals[1]:.1f}")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Replication of training images
+
+
+def replication_threshold(study: Study) -> float:
+    """Cosine threshold above which a generation counts as a replica: ``memorization.replication_threshold``,
+    else the duplicate finder's threshold (a generation as close to a training image as a planted copy)."""
+    t = mem_config(study)["replication_threshold"]
+    return float(t) if t is not None else duplicate_threshold(study)
+
+
+def replication_cells(study: Study, include_duplicate: bool = True) -> list[Cell]:
+    """The clean model, each attack's model at the largest grid ratio, and (``include_duplicate``) the
+    duplicate-poisoning cells of :func:`duplicate_comparison_cells` (already trained there)."""
+    cells = [Cell("clean")] + [Cell(a, float(max(study.cfg["ratios"]))) for a in study.cfg["attacks"]]
+    if include_duplicate:
+        cells += [dup for _, dup in duplicate_comparison_cells(study)]
+    return cells
+
+
+def _replication_path(study: Study, cell: Cell):
+    params = {**_embedding_params(study), "set": "all", "guidance": study.guidance_all}
+    inputs = [study.generation_key(cell), study.poison_key(cell)] + _embedding_inputs(study)
+
+    def build(art):
+        from bibad_utils.memorization import nearest_train_similarity
+
+        gen = study.generations(cell)[("all", study.guidance_all)]
+        sim, idx = nearest_train_similarity(embed_images(study, gen.images), training_embedding(study, cell),
+                                            block=mem_config(study)["block"])
+        st.save_array(art.dir / "similarity.npy", sim)
+        st.save_array(art.dir / "nearest.npy", idx)
+
+    return study.store.cached("mem_replication", params, inputs, build, device=str(study.device))
+
+
+def replication_scores(study: Study, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
+    """For each all-class generation of ``cell``'s DM: cosine similarity to its nearest training image
+    (float32 ``[N_all]`` in [-1, 1]) and that image's index (int64 ``[N_all]``); cached."""
+    path = _replication_path(study, cell)
+    return st.load_array(path / "similarity.npy"), st.load_array(path / "nearest.npy")
+
+
+def replication_similarities(study: Study, cells=None) -> dict[str, np.ndarray]:
+    """``{cell name: nearest-training similarities}`` for the histogram (default :func:`replication_cells`)."""
+    return {c.name: replication_scores(study, c)[0] for c in (cells or replication_cells(study))}
+
+
+def replication_table(study: Study, cells=None) -> pd.DataFrame:
+    """Replication of training images by the all-class generations, one row per cell (default
+    :func:`replication_cells`): ``cell``, ``kind``, ``p``, ``pool``, ``n`` generations, ``k`` replicas
+    (similarity > ``threshold``), ``rate`` with Wilson 95 % bounds ``lo`` / ``hi``, ``mean_sim`` and
+    ``median_sim`` (cosine), ``nearest_poisoned`` (fraction of generations whose nearest training image is a
+    poisoned one) beside ``poisoned_share`` (fraction of the training set that is poisoned)."""
+    from bibad_utils.memorization import replication_rate
+    from bibad_utils.metrics import wilson_interval
+
+    threshold = replication_threshold(study)
+    rows = []
+    for cell in cells or replication_cells(study):
+        sim, idx = replication_scores(study, cell)
+        rate, k, n = replication_rate(sim, threshold)
+        lo, hi = wilson_interval(k, n)
+        poisoned = np.asarray(study.poison_manifest(cell)["indices"], dtype=np.int64)
+        rows.append({
+            "cell": cell.name, "kind": cell.kind, "p": cell.ratio, "pool": cell.pool, "n": n, "k": k,
+            "rate": rate, "lo": lo, "hi": hi, "threshold": threshold,
+            "mean_sim": float(np.mean(sim)) if n else math.nan,
+            "median_sim": float(np.median(sim)) if n else math.nan,
+            "nearest_poisoned": float(np.isin(idx, poisoned).mean()) if n else math.nan,
+            "poisoned_share": len(poisoned) / len(study.train_set),
+        })
+    return pd.DataFrame(rows)
+
+
+def top_pairs(study: Study, cell: Cell, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` (default ``memorization.top_pairs``) all-class generations of ``cell`` most similar to a
+    training image: (generated uint8 ``[k, H, W, 3]``, their nearest training images as the model saw
+    them, uint8 ``[k, H, W, 3]``, similarities float ``[k]``), most similar first; the arguments of
+    :func:`bibad_utils.plots.pairs_figure`."""
+    from bibad_utils.memorization import top_replicated_pairs
+
+    k = mem_config(study)["top_pairs"] if k is None else k
+    sim, idx = replication_scores(study, cell)
+    pairs = top_replicated_pairs(sim, idx, k)
+    gen = study.generations(cell)[("all", study.guidance_all)].images
+    train = study.poisoned(cell).images_uint8(pairs["train_index"].to_numpy())
+    return np.asarray(gen[pairs["gen_index"].to_numpy()]), train, pairs["similarity"].to_numpy()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Claims
+
+
+def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.DataFrame | None = None,
+                        finder: pd.DataFrame | None = None) -> list[dict]:
+    """Claim rows (:func:`bibad_utils.report.claim_row`) of the stage; the tables are recomputed (from the
+    cache) when not given.
+
+    - "duplicate poisoning raises G1 / G2", per p: ours = G_dup - G_random (fraction) with Newcombe's
+      interval; reproduced when the interval lies above 0.
+    - "poisoned DMs replicate more than the clean DM", per random-poisoning cell of the replication table:
+      the replication-rate difference (Newcombe), and the mean-similarity difference (Welch interval).
+    - the finder's precision and recall on planted duplicates: informational ("not tested").
+    """
+    from bibad_utils.report import claim_row, verdict_greater
+
+    dup = random_vs_duplicate(study) if dup is None else dup
+    rep = replication_table(study) if rep is None else rep
+    finder = duplicate_finder_table(study) if finder is None else finder
+    rows = []
+    w = float(study.cfg["sampling"]["guidance"][0])
+    for (p, metric), r in dup.groupby(["p", "metric"], sort=True):
+        r = r.set_index("pool")
+        d, lo, hi = rate_difference(int(r.loc["duplicate", "k"]), int(r.loc["duplicate", "n"]),
+                                    int(r.loc["random", "k"]), int(r.loc["random", "n"]))
+        paper = paper_duplicate_values(p, metric)
+        paper_txt = ", ".join(f"{dup_v - rnd_v:+.3f} ({PAPER_DATASETS[ds]})" for ds, (rnd_v, dup_v) in paper.items())
+        rows.append(claim_row(
+            STAGE, f"Poisoning duplicated images raises {metric}", metric=f"{metric}(duplicate) - {metric}(random)",
+            setting=f"{r['attack'].iloc[0]}, p={p:g}, w={w:g}", paper=paper_txt, ours=d, lo=lo, hi=hi,
+            verdict=verdict_greater(lo, d, 0.0),
+            note=(f"{metric}: {r.loc['random', 'ours']:.3f} (random) vs {r.loc['duplicate', 'ours']:.3f} "
+                  f"(duplicate), n = {int(r.loc['random', 'n'])} each; Newcombe 95 % interval")))
+    clean = rep[rep["kind"] == "clean"]
+    if len(clean):
+        c = clean.iloc[0]
+        sims_clean = replication_scores(study, Cell("clean"))[0]
+        threshold = float(c["threshold"])
+        for _, r in rep[(rep["kind"] != "clean") & (rep["kind"] != "relabel") & (rep["pool"] == "random")].iterrows():
+            d, lo, hi = rate_difference(int(r["k"]), int(r["n"]), int(c["k"]), int(c["n"]))
+            rows.append(claim_row(
+                STAGE, "Poisoned DMs replicate training images more than the clean DM",
+                metric=f"replication rate (cos > {threshold:.4g}), poisoned - clean", setting=r["cell"],
+                paper="qualitative (slides, Figure R3)", ours=d, lo=lo, hi=hi, verdict=verdict_greater(lo, d, 0.0),
+                note=f"{int(r['k'])}/{int(r['n'])} vs {int(c['k'])}/{int(c['n'])} replicas; Newcombe 95 % interval"))
+            sims = replication_scores(study, Cell(r["kind"], float(r["p"]), r["pool"]))[0]
+            d, lo, hi = mean_difference(sims, sims_clean)
+            rows.append(claim_row(
+                STAGE, "Poisoned DMs' generations lie closer to their nearest training image",
+                metric="mean nearest-training cosine, poisoned - clean", setting=r["cell"],
+                paper="qualitative (slides, Figure R3)", ours=d, lo=lo, hi=hi, verdict=verdict_greater(lo, d, 0.0),
+                note=f"means {r['mean_sim']:.4f} vs {c['mean_sim']:.4f}; Welch normal 95 % interval"))
+    f = finder.iloc[0]
+    for metric in ("precision", "recall"):
+        rows.append(claim_row(
+            STAGE, "The duplicate finder recovers planted near-duplicates", metric=f"pairwise {metric}",
+            setting=f"{f['embedding']}, cos >= {float(f['threshold']):.4g}", ours=float(f[metric]),
+            verdict="not tested",
+            note="validates our measure on the planted groups; the paper has no counterpart"))
+    return rows
+
+
+__all__ = [
+    "PAPER_DUPLICATES", "STAGE", "check_duplicate_pool", "duplicate_comparison_cells", "duplicate_finder_table",
+    "duplicate_threshold", "duplicate_threshold_sweep", "embed_images", "found_group_examples", "found_groups",
+    "group_matches", "mean_difference", "mem_config", "memorization_claims", "paper_duplicate_values",
+    "random_vs_duplicate", "random_vs_duplicate_wide", "rate_difference", "replication_cells",
+    "replication_scores", "replication_similarities", "replication_table", "top_pairs", "train_embedding",
+    "training_embedding",
+]
