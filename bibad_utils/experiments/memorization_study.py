@@ -435,22 +435,32 @@ def top_pairs(study: Study, cell: Cell, k: int | None = None) -> tuple[np.ndarra
 
 def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.DataFrame | None = None,
                         finder: pd.DataFrame | None = None) -> list[dict]:
-    """Claim rows (:func:`bibad_utils.report.claim_row`) of the stage; the tables are recomputed (from the
-    cache) when not given.
+    """Claim rows of the stage (see :func:`claims_from_tables`); the tables are recomputed (from the cache)
+    when not given."""
+    dup = random_vs_duplicate(study) if dup is None else dup
+    rep = replication_table(study) if rep is None else rep
+    finder = duplicate_finder_table(study) if finder is None else finder
+    cells = [Cell(r["kind"], float(r["p"]), r["pool"]) for _, r in rep.iterrows()]
+    sims = replication_similarities(study, cells)
+    return claims_from_tables(dup, rep, finder, sims, guidance=float(study.cfg["sampling"]["guidance"][0]))
+
+
+def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFrame, sims: dict,
+                       guidance: float) -> list[dict]:
+    """Claim rows (:func:`bibad_utils.report.claim_row`) from the stage's tables.
+
+    dup: :func:`random_vs_duplicate`; rep: :func:`replication_table`; finder: :func:`duplicate_finder_table`;
+    sims: ``{cell name: nearest-training similarities}`` of the cells in ``rep``; guidance: the w of ``dup``.
 
     - "duplicate poisoning raises G1 / G2", per p: ours = G_dup - G_random (fraction) with Newcombe's
-      interval; reproduced when the interval lies above 0.
-    - "poisoned DMs replicate more than the clean DM", per random-poisoning cell of the replication table:
-      the replication-rate difference (Newcombe), and the mean-similarity difference (Welch interval).
+      interval; reproduced when the interval lies above 0, partly when only the point does.
+    - "poisoned DMs replicate more than the clean DM", per random-poisoning cell of ``rep``: the
+      replication-rate difference (Newcombe) and the mean-similarity difference (Welch interval).
     - the finder's precision and recall on planted duplicates: informational ("not tested").
     """
     from bibad_utils.report import claim_row, verdict_greater
 
-    dup = random_vs_duplicate(study) if dup is None else dup
-    rep = replication_table(study) if rep is None else rep
-    finder = duplicate_finder_table(study) if finder is None else finder
     rows = []
-    w = float(study.cfg["sampling"]["guidance"][0])
     for (p, metric), r in dup.groupby(["p", "metric"], sort=True):
         r = r.set_index("pool")
         d, lo, hi = rate_difference(int(r.loc["duplicate", "k"]), int(r.loc["duplicate", "n"]),
@@ -459,24 +469,23 @@ def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.D
         paper_txt = ", ".join(f"{dup_v - rnd_v:+.3f} ({PAPER_DATASETS[ds]})" for ds, (rnd_v, dup_v) in paper.items())
         rows.append(claim_row(
             STAGE, f"Poisoning duplicated images raises {metric}", metric=f"{metric}(duplicate) - {metric}(random)",
-            setting=f"{r['attack'].iloc[0]}, p={p:g}, w={w:g}", paper=paper_txt, ours=d, lo=lo, hi=hi,
+            setting=f"{r['attack'].iloc[0]}, p={p:g}, w={guidance:g}", paper=paper_txt, ours=d, lo=lo, hi=hi,
             verdict=verdict_greater(lo, d, 0.0),
             note=(f"{metric}: {r.loc['random', 'ours']:.3f} (random) vs {r.loc['duplicate', 'ours']:.3f} "
                   f"(duplicate), n = {int(r.loc['random', 'n'])} each; Newcombe 95 % interval")))
     clean = rep[rep["kind"] == "clean"]
     if len(clean):
         c = clean.iloc[0]
-        sims_clean = replication_scores(study, Cell("clean"))[0]
         threshold = float(c["threshold"])
-        for _, r in rep[(rep["kind"] != "clean") & (rep["kind"] != "relabel") & (rep["pool"] == "random")].iterrows():
+        poisoned = rep[~rep["kind"].isin(["clean", "relabel"]) & (rep["pool"] == "random")]
+        for _, r in poisoned.iterrows():
             d, lo, hi = rate_difference(int(r["k"]), int(r["n"]), int(c["k"]), int(c["n"]))
             rows.append(claim_row(
                 STAGE, "Poisoned DMs replicate training images more than the clean DM",
                 metric=f"replication rate (cos > {threshold:.4g}), poisoned - clean", setting=r["cell"],
                 paper="qualitative (slides, Figure R3)", ours=d, lo=lo, hi=hi, verdict=verdict_greater(lo, d, 0.0),
                 note=f"{int(r['k'])}/{int(r['n'])} vs {int(c['k'])}/{int(c['n'])} replicas; Newcombe 95 % interval"))
-            sims = replication_scores(study, Cell(r["kind"], float(r["p"]), r["pool"]))[0]
-            d, lo, hi = mean_difference(sims, sims_clean)
+            d, lo, hi = mean_difference(sims[r["cell"]], sims[c["cell"]])
             rows.append(claim_row(
                 STAGE, "Poisoned DMs' generations lie closer to their nearest training image",
                 metric="mean nearest-training cosine, poisoned - clean", setting=r["cell"],
@@ -493,10 +502,10 @@ def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.D
 
 
 __all__ = [
-    "PAPER_DUPLICATES", "STAGE", "check_duplicate_pool", "duplicate_comparison_cells", "duplicate_finder_table",
-    "duplicate_threshold", "duplicate_threshold_sweep", "embed_images", "found_group_examples", "found_groups",
-    "group_matches", "mean_difference", "mem_config", "memorization_claims", "paper_duplicate_values",
-    "random_vs_duplicate", "random_vs_duplicate_wide", "rate_difference", "replication_cells",
-    "replication_scores", "replication_similarities", "replication_table", "top_pairs", "train_embedding",
-    "training_embedding",
+    "PAPER_DUPLICATES", "STAGE", "check_duplicate_pool", "claims_from_tables", "duplicate_comparison_cells",
+    "duplicate_finder_table", "duplicate_threshold", "duplicate_threshold_sweep", "embed_images",
+    "found_group_examples", "found_groups", "group_matches", "mean_difference", "mem_config",
+    "memorization_claims", "paper_duplicate_values", "random_vs_duplicate", "random_vs_duplicate_wide",
+    "rate_difference", "replication_cells", "replication_scores", "replication_similarities",
+    "replication_table", "top_pairs", "train_embedding", "training_embedding",
 ]
