@@ -508,3 +508,232 @@ __all__ = [
     "G_COLORS", "PALETTE", "bar_with_ci", "g_stack", "image_grid", "loss_curves", "pairs_figure",
     "paper_vs_ours", "set_style", "side_by_side_grids", "similarity_hist", "threshold_sweep",
 ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training-side figures: trigger close-ups, trigger patterns, per-class grids, heatmaps, ratio curves
+
+
+def zoomed_rows(rows: dict, box, scale: int | None = None, title: str | None = None,
+                frame_color: str = PALETTE[1]) -> Figure:
+    """Rows of images, each image followed by a close-up of one square region.
+
+    rows: name -> uint8 ``[n, H, W, 3]`` (the same n and size in every row; one row per name, labelled on
+    the left), e.g. the same clean images and their triggered versions. box: ``(top, left, size)`` in
+    pixels, the region shown enlarged (framed on the image in ``frame_color``); the close-up has the
+    image's display size, so a 5-pixel patch fills it. scale: as in :func:`image_grid`.
+    """
+    if not isinstance(rows, dict) or not rows:
+        raise ConfigError("rows", type(rows).__name__, "a non-empty dict name -> uint8 [n, H, W, 3] images")
+    checked = {name: _check_uint8_images(imgs, f"rows[{name!r}]") for name, imgs in rows.items()}
+    shapes = {imgs.shape for imgs in checked.values()}
+    if len(shapes) != 1:
+        raise ConfigError("rows", sorted(shapes), "rows of the same number and size of images")
+    n, h, w = next(iter(shapes))[:3]
+    top, left, size = (int(v) for v in box)
+    if not (size >= 1 and 0 <= top and top + size <= h and 0 <= left and left + size <= w):
+        raise ConfigError("box", box, f"(top, left, size) of a square inside the {h}x{w} images")
+    if n == 0:
+        return _message_figure("no images", title)
+    from matplotlib.patches import Rectangle
+
+    with _style():
+        up, ch, cw = _cell_pixels(h, w, scale)
+        zoom_up = max(1, round(ch / size))
+        gap, pair_gap = _Grid.gap, 0.14
+        cell_w, cell_h = cw / DPI, ch / DPI
+        label_w = 0.15 + 0.075 * max(len(str(k)) for k in checked)
+        head = _Grid.title_h + (_Grid.suptitle_h if title else 0.0)
+        width = label_w + n * (2 * cell_w + gap + pair_gap)
+        height = head + len(checked) * (cell_h + gap) + gap
+        fig = Figure(figsize=(width, height), dpi=DPI)
+        for r, (name, imgs) in enumerate(checked.items()):
+            y0 = head + r * (cell_h + gap)
+            fig.text((label_w - 0.08) / width, 1 - (y0 + cell_h / 2) / height, str(name), ha="right",
+                     va="center", fontsize=8)
+            for j in range(n):
+                x0 = label_w + j * (2 * cell_w + gap + pair_gap)
+                ax = fig.add_axes((x0 / width, 1 - (y0 + cell_h) / height, cell_w / width, cell_h / height))
+                _show(ax, imgs[j], up)
+                ax.add_patch(Rectangle((left * up - 0.5, top * up - 0.5), size * up, size * up, fill=False,
+                                       edgecolor=frame_color, linewidth=1.2))
+                zx = (x0 + cell_w + gap) / width
+                zax = fig.add_axes((zx, 1 - (y0 + cell_h) / height, cell_w / width, cell_h / height))
+                _show(zax, imgs[j, top:top + size, left:left + size], zoom_up, frame_color, 1.2)
+                if r == 0:
+                    ax.set_title(f"image {j + 1}", fontsize=8, fontweight="normal", pad=2)
+                    zax.set_title("close-up", fontsize=8, fontweight="normal", pad=2)
+        if title:
+            fig.text(0.5, 1 - _Grid.suptitle_h * 0.5 / height, title, ha="center", va="center", fontsize=10,
+                     weight="bold")
+    return fig
+
+
+def trigger_patterns(patch, pattern, displacement, titles=None) -> Figure:
+    """The three trigger kinds themselves, one panel each.
+
+    patch: bool ``[s, s]``, True where the BadNets-1 patch is white (drawn pixel by pixel on a grid);
+    pattern: uint8 ``[S, S, 3]``, the BadNets-2 blend pattern; displacement: float ``[S, S, 2]``, the
+    WaNet warp's per-pixel displacement ``(dx, dy)`` in pixels, drawn as arrows coloured by length (the
+    arrows are stretched so the longest spans about one pixel). titles: three panel titles.
+    """
+    patch = np.asarray(patch)
+    if patch.ndim != 2 or patch.shape[0] != patch.shape[1]:
+        raise ConfigError("patch", f"array of shape {patch.shape}", "a square bool [s, s] mask")
+    pattern = _check_uint8_images(np.asarray(pattern)[None], "pattern")[0]
+    disp = np.asarray(displacement, dtype=np.float64)
+    if disp.ndim != 3 or disp.shape[-1] != 2:
+        raise ConfigError("displacement", f"array of shape {disp.shape}", "float [S, S, 2] (dx, dy) in pixels")
+    titles = list(titles) if titles is not None else ["BadNets-1 patch", "BadNets-2 pattern", "WaNet warp"]
+    if len(titles) != 3:
+        raise ConfigError("titles", titles, "three panel titles")
+    with _style():
+        fig = Figure(figsize=(9.6, 3.4), dpi=DPI)
+        axes = fig.subplots(1, 3)
+        s = patch.shape[0]
+        axes[0].imshow(patch.astype(float), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes[0].set_xticks(np.arange(-0.5, s, 1), minor=True)
+        axes[0].set_yticks(np.arange(-0.5, s, 1), minor=True)
+        axes[0].grid(which="minor", color=PALETTE[5], linewidth=0.6)
+        axes[0].grid(which="major", visible=False)
+        axes[0].tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+        axes[1].imshow(pattern, interpolation="nearest")
+        axes[1].grid(False)
+        axes[1].set_xticks([])
+        axes[1].set_yticks([])
+        size = disp.shape[0]
+        length = np.hypot(disp[..., 0], disp[..., 1])
+        stretch = 0.9 / length.max() if length.max() > 0 else 1.0
+        yy, xx = np.mgrid[0:size, 0:size]
+        q = axes[2].quiver(xx, yy, disp[..., 0] * stretch, disp[..., 1] * stretch, length, angles="xy",
+                           scale_units="xy", scale=1.0, cmap="viridis", width=0.006)
+        axes[2].set_xlim(-1, size)
+        axes[2].set_ylim(size, -1)
+        axes[2].set_aspect("equal")
+        axes[2].set_xticks([])
+        axes[2].set_yticks([])
+        fig.colorbar(q, ax=axes[2], fraction=0.046, pad=0.03, label="displacement (px)")
+        for ax, t in zip(axes, titles):
+            ax.set_title(str(t), fontsize=9)
+        fig.tight_layout()
+    return fig
+
+
+def class_grid(images, labels, class_names, per_class: int = 8, border_colors=None, title: str | None = None,
+               scale: int | None = None) -> Figure:
+    """One row per class: the first ``per_class`` images of each class (in array order), the class name
+    on the left; a class without images says "none".
+
+    images: uint8 ``[N, H, W, 3]``; labels: int ``[N]`` in ``[0, len(class_names))``; border_colors: N
+    colours or None entries (no frame), e.g. where the trigger detector fired; scale: as in
+    :func:`image_grid`.
+    """
+    images = _check_uint8_images(images)
+    labels = np.asarray(labels).reshape(-1)
+    names = [str(c) for c in class_names]
+    if len(labels) != len(images):
+        raise ConfigError("labels", f"{len(labels)} labels", f"one per image ({len(images)})")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
+        raise ConfigError("labels", f"range [{labels.min()}, {labels.max()}]", f"class indices in [0, {len(names)})")
+    if border_colors is not None and len(border_colors) != len(images):
+        raise ConfigError("border_colors", f"{len(border_colors)} colours", f"one per image ({len(images)}), None for none")
+    if not (isinstance(per_class, (int, np.integer)) and per_class >= 1):
+        raise ConfigError("per_class", per_class, "an integer >= 1 (images per class row)")
+    if len(images) == 0 or not names:
+        return _message_figure("no images", title)
+    with _style():
+        up, ch, cw = _cell_pixels(*images.shape[1:3], scale)
+        gap, cell_w, cell_h = _Grid.gap, cw / DPI, ch / DPI
+        label_w = 0.15 + 0.075 * max(len(n) for n in names)
+        head = _Grid.suptitle_h if title else 0.0
+        width = label_w + per_class * (cell_w + gap) + gap
+        height = head + len(names) * (cell_h + gap) + gap
+        fig = Figure(figsize=(width, height), dpi=DPI)
+        for r, name in enumerate(names):
+            y0 = head + gap + r * (cell_h + gap)
+            yc = 1 - (y0 + cell_h / 2) / height
+            fig.text((label_w - 0.08) / width, yc, name, ha="right", va="center", fontsize=8)
+            members = np.flatnonzero(labels == r)[:per_class]
+            if len(members) == 0:
+                fig.text((label_w + gap) / width, yc, "none", ha="left", va="center", fontsize=8, color="#555555")
+            for j, i in enumerate(members):
+                rect = ((label_w + gap + j * (cell_w + gap)) / width, 1 - (y0 + cell_h) / height,
+                        cell_w / width, cell_h / height)
+                _show(fig.add_axes(rect), images[i], up, None if border_colors is None else border_colors[i])
+        if title:
+            fig.text(0.5, 1 - head * 0.5 / height, title, ha="center", va="center", fontsize=10, weight="bold")
+    return fig
+
+
+def heatmap(df: pd.DataFrame, fmt: str = ".0%", vmin: float | None = 0.0, vmax: float | None = 1.0,
+            cmap: str = "viridis", title: str | None = None, cbar_label: str | None = None) -> Figure:
+    """An annotated heatmap of a numeric DataFrame (rows x columns as in the table; NaN cells blank).
+
+    fmt: format of the annotations (``".0%"`` for fractions); vmin / vmax: colour range (None: the
+    data's); cmap: a perceptually uniform map by default (viridis reads in grey and with colour-vision
+    deficiencies).
+    """
+    if not isinstance(df, pd.DataFrame) or df.empty:
+        raise ConfigError("df", type(df).__name__, "a non-empty numeric pandas DataFrame")
+    values = df.astype(float)
+    with _style():
+        row_w = 0.075 * max(len(str(i)) for i in values.index)
+        fig = Figure(figsize=(0.62 * values.shape[1] + 2.0 + row_w, 0.36 * values.shape[0] + 1.6), dpi=DPI)
+        ax = fig.add_subplot()
+        sns.heatmap(values, ax=ax, annot=True, fmt=fmt, vmin=vmin, vmax=vmax, cmap=cmap, linewidths=0.5,
+                    annot_kws={"fontsize": 7}, cbar_kws={"label": cbar_label} if cbar_label else None)
+        ax.set_xticks(np.arange(values.shape[1]) + 0.5, [str(c) for c in values.columns], rotation=45,
+                      ha="right")
+        ax.set_yticks(np.arange(values.shape[0]) + 0.5, [str(i) for i in values.index], rotation=0)
+        ax.set_xlabel(values.columns.name or "")
+        ax.set_ylabel(values.index.name or "")
+        if title:
+            ax.set_title(title)
+        fig.tight_layout()
+    return fig
+
+
+def ratio_curves(curves: dict, points: dict | None = None, xlabel: str = "poisoning ratio p",
+                 ylabel: str = "ratio", title: str | None = None, percent: bool = True) -> Figure:
+    """Lines and markers of ratios against a ratio, e.g. r_train against p.
+
+    curves: name -> (x [n], y [n]) drawn as lines; points: name -> (x [k], y [k]) or (x, y, curve name)
+    drawn as markers in the colour of the named curve (by default the curve of the same name, which then
+    has no legend entry of its own); a points name containing "paper" is drawn as open diamonds, others
+    as filled dots. percent: label both axes in percent (values stay fractions).
+    """
+    if not isinstance(curves, dict):
+        raise ConfigError("curves", type(curves).__name__, "a dict name -> (x, y)")
+    points = points or {}
+    from matplotlib.ticker import PercentFormatter
+
+    with _style():
+        fig = Figure(figsize=(5.6, 3.6), dpi=DPI)
+        ax = fig.add_subplot()
+        colours = {}
+        for k, (name, (x, y)) in enumerate(curves.items()):
+            colours[name] = PALETTE[k % len(PALETTE)]
+            ax.plot(np.asarray(x, float), np.asarray(y, float), color=colours[name], linewidth=1.6, label=str(name))
+        for k, (name, spec) in enumerate(points.items()):
+            x, y = spec[0], spec[1]
+            owner = spec[2] if len(spec) > 2 else name
+            colour = colours.get(owner, PALETTE[(len(curves) + k) % len(PALETTE)])
+            paper = "paper" in str(name).lower()
+            ax.plot(np.asarray(x, float), np.asarray(y, float), linestyle="none", marker="D" if paper else "o",
+                    ms=7 if paper else 6, mfc="none" if paper else colour, mec=colour, mew=1.5,
+                    label=None if name in colours else str(name))
+        if percent:
+            ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_xlim(left=0)
+        ax.set_ylim(0, None)
+        if title:
+            ax.set_title(title)
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+    return fig
+
+
+__all__ += ["class_grid", "heatmap", "ratio_curves", "trigger_patterns", "zoomed_rows"]
