@@ -54,7 +54,7 @@ SECTION_VALIDATORS = {
     "finetune": "bibad_utils.training",
     "sampling": "bibad_utils.sampling",
     "judges": "bibad_utils.judges",
-    "defenses": "bibad_utils.defenses",
+    "defenses": "bibad_utils.experiments.castle_walls",
     "memorization": "bibad_utils.memorization",
 }
 
