@@ -353,14 +353,12 @@ def ta_asr_report(pred_clean, labels_clean, pred_triggered, target: int, z: floa
 
 
 def capped_verdict(verdict: str, ta_verdict: str) -> tuple[str, str]:
-    """An ASR verdict read together with its TA verdict: a low ASR means robustness only at a
-    useful TA, so the ASR verdict is kept when the TA claim is reproduced, capped at "partly" when it
-    is partly, and "not tested" when it is not reproduced. Returns ``(verdict, note)``."""
-    if ta_verdict == "reproduced" or verdict in ("not reproduced", "not tested"):
-        return verdict, ""
-    if ta_verdict == "partly":
-        return "partly", "capped: the TA claim holds only partly"
-    return "not tested", "the TA is too low for a low ASR to mean robustness"
+    """An ASR verdict read together with its TA verdict: a low ASR means robustness only for a model
+    that still classifies, so when the TA claim is not reproduced (even the point estimate falls
+    short) the ASR claim is "not tested"; otherwise the ASR verdict stands. Returns ``(verdict, note)``."""
+    if ta_verdict == "not reproduced" and verdict in ("reproduced", "partly"):
+        return "not tested", "the TA is too low for a low ASR to mean robustness"
+    return verdict, ""
 
 
 def _verdict_text(rows: list[dict]) -> str:

@@ -1,0 +1,219 @@
+"""Tests of the castle-walls stage helpers: subsets, intervals, configuration, claims and figures on
+tiny hand-made inputs (the study-level tables run in the smoke notebook)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_auc_score
+
+from bibad_utils.config import ConfigError, load_profile
+from bibad_utils.experiments import castle_walls as cw
+
+
+# ------------------------------------------------------------------------------------ subsets
+
+def test_stratified_subset_keeps_class_mix_and_poison_fraction():
+    labels = np.repeat(np.arange(4), 50)                       # 200 items, 50 per class
+    poisoned = np.zeros(200, dtype=bool)
+    poisoned[np.arange(0, 200, 10)] = True                     # 10 % poisoned
+    labels[poisoned] = 0
+    idx = cw.stratified_subset(2 * labels + poisoned, 40, seed=3)
+    assert len(idx) == 40 and len(np.unique(idx)) == 40 and np.all(np.diff(idx) > 0)
+    assert poisoned[idx].sum() == 4                            # 10 % of 40
+    full = np.bincount(labels, minlength=4) / 200
+    assert np.allclose(np.bincount(labels[idx], minlength=4) / 40, full, atol=1 / 40)
+
+
+def test_stratified_subset_seeded_and_whole_set():
+    strata = np.arange(30) % 3
+    a = cw.stratified_subset(strata, 9, seed=1)
+    assert np.array_equal(a, cw.stratified_subset(strata, 9, seed=1))
+    assert not np.array_equal(a, cw.stratified_subset(strata, 9, seed=2))
+    assert np.bincount(strata[a]).tolist() == [3, 3, 3]
+    assert np.array_equal(cw.stratified_subset(strata, 50, seed=0), np.arange(30))
+
+
+def test_stratified_subset_largest_remainder():
+    strata = np.array([0] * 5 + [1] * 3 + [2] * 2)             # quotas at n=5: 2.5, 1.5, 1.0
+    idx = cw.stratified_subset(strata, 5, seed=0)
+    assert np.bincount(strata[idx]).tolist() == [3, 1, 1]      # tie on .5 goes to the smaller id
+
+
+@pytest.mark.parametrize("strata, n", [(np.array([]), 1), (np.array([0.5, 1.0]), 1), (np.arange(5), 0)])
+def test_stratified_subset_rejects_bad_input(strata, n):
+    with pytest.raises(ConfigError):
+        cw.stratified_subset(strata, n, seed=0)
+
+
+# ---------------------------------------------------------------------------------- intervals
+
+def test_auroc_interval_matches_sklearn_and_brackets_it():
+    rng = np.random.default_rng(0)
+    truth = np.r_[np.ones(20, bool), np.zeros(80, bool)]
+    scores = rng.normal(size=100) + truth * 1.0
+    auc, lo, hi = cw.auroc_interval(scores, truth, n_boot=500, seed=0)
+    assert auc == pytest.approx(roc_auc_score(truth, scores))
+    assert lo < auc < hi and 0 <= lo and hi <= 1
+
+
+def test_auroc_interval_edge_cases():
+    truth = np.array([1, 1, 0, 0, 0], bool)
+    assert cw.auroc_interval([5, 4, 1, 2, 3], truth, n_boot=50) == (1.0, 1.0, 1.0)
+    auc, lo, hi = cw.auroc_interval(np.zeros(5), truth, n_boot=50)   # all tied: exactly chance
+    assert auc == lo == hi == 0.5
+    assert all(math.isnan(v) for v in cw.auroc_interval([1, 2, 3], [0, 0, 0]))
+    with pytest.raises(ConfigError):
+        cw.auroc_interval([1, np.nan], [0, 1])
+
+
+def test_auroc_difference_sign_and_undefined():
+    truth = np.array([1, 1, 0, 0, 0, 0], bool)
+    good, bad = [9, 8, 1, 2, 3, 4], [1, 2, 8, 9, 3, 4]
+    d, lo, hi = cw.auroc_difference(good, truth, bad, truth, n_boot=200, seed=0)
+    assert d == pytest.approx(1.0 - roc_auc_score(truth, bad)) and lo <= d <= hi and d > 0
+    assert all(math.isnan(v) for v in cw.auroc_difference(good, truth, bad, np.zeros(6, bool)))
+
+
+def test_proportion_difference_newcombe_example():
+    # Newcombe (1998), Statistics in Medicine 17:873, example (a): 56/70 - 48/80, method 10.
+    d, lo, hi = cw.proportion_difference(56, 70, 48, 80)
+    assert d == pytest.approx(0.2)
+    assert lo == pytest.approx(0.0524, abs=1e-4) and hi == pytest.approx(0.3339, abs=1e-4)
+    d, lo, hi = cw.proportion_difference(0, 5, 0, 0)
+    assert math.isnan(d) and (lo, hi) == (-1.0, 1.0)
+
+
+def test_ta_asr_report_counts():
+    rep = cw.ta_asr_report([0, 1, 2, 2], [0, 1, 2, 0], [0, 0, 3], target=0)
+    assert (rep["k_ta"], rep["n_ta"], rep["TA"]) == (3, 4, 0.75)
+    assert (rep["k_asr"], rep["n_asr"]) == (2, 3) and rep["ASR"] == pytest.approx(2 / 3)
+    assert rep["TA_lo"] < 0.75 < rep["TA_hi"]
+    with pytest.raises(ConfigError):
+        cw.ta_asr_report([0, 1], [0], [0], target=0)
+
+
+def test_verdict_helpers():
+    assert cw.verdict_less(0.05, 0.03, 0.1) == "reproduced"
+    assert cw.verdict_less(0.15, 0.08, 0.1) == "partly"
+    assert cw.verdict_less(0.3, 0.2, 0.1) == "not reproduced"
+    assert cw.capped_verdict("reproduced", "reproduced") == ("reproduced", "")
+    assert cw.capped_verdict("reproduced", "partly") == ("reproduced", "")
+    assert cw.capped_verdict("reproduced", "not reproduced")[0] == "not tested"
+    assert cw.capped_verdict("not reproduced", "not reproduced")[0] == "not reproduced"
+
+
+def test_paper_lookup_tolerates_float_rounding():
+    assert cw._paper_at(cw.PAPER_CD_AUROC, ("badnets1", 0.1 + 1e-12)) == (0.948, 0.983)
+    assert cw._paper_at(cw.PAPER_CD_AUROC, ("badnets1", 0.2)) is None
+    assert cw._paper_at(cw.PAPER_DC["resnet18"], 0.05)["ASR"] == 100.0
+
+
+# ------------------------------------------------------------------------------------ config
+
+def test_validate_config_fills_defaults_and_merges_subsections():
+    cfg = cw.validate_config({"cd": {"steps": 7}, "p_filter": [0, 0.1]})
+    assert cfg["cd"]["steps"] == 7 and cfg["cd"]["lr"] == cw.DEFAULTS["cd"]["lr"]
+    assert cfg["strip"] == cw.DEFAULTS["strip"] and cfg["p_filter"] == [0.0, 0.1]
+    assert cw.validate_config({}) == cw.validate_config(None)
+
+
+@pytest.mark.parametrize("section, param", [
+    ({"n_detct": 5}, "defenses.n_detct"),
+    ({"cd": {"step": 5}}, "defenses.cd.step"),
+    ({"cd": {"steps": 0}}, "defenses.cd.steps"),
+    ({"cd": {"betas": [0.1]}}, "defenses.cd.betas"),
+    ({"classifier": {"arc": "resnet18"}}, "defenses.classifier.arc"),
+    ({"n_detect": 1}, "defenses.n_detect"),
+    ({"p_filter": [0.0, 1.0]}, "defenses.p_filter"),
+    ({"p_filter": []}, "defenses.p_filter"),
+    ({"dc_attacks": ["badnets3"]}, "defenses.dc_attacks"),
+    ({"dc_levels": 4, "dc_adaptive": [[3, 2], [2, 1]]}, "defenses.dc_adaptive"),
+    ({"dc_adaptive": [[3]]}, "defenses.dc_adaptive"),
+    ({"gen_epochs": True}, "defenses.gen_epochs"),
+])
+def test_validate_config_names_the_bad_parameter(section, param):
+    with pytest.raises(ConfigError) as err:
+        cw.validate_config(section, "defenses")
+    assert err.value.param == param
+
+
+@pytest.mark.parametrize("name", ["smoke", "demo", "paper"])
+def test_shipped_profiles_have_a_valid_defenses_section(name):
+    cfg = load_profile(name)
+    assert cw.validate_config(cfg["defenses"])["p_filter"]
+    with pytest.raises(ConfigError):
+        load_profile(name, {"defenses": {"dc_levels": 0}})
+
+
+# ------------------------------------------------------------------------------- claims, figures
+
+def _diffs(diff_lo=0.01, n_trig=5):
+    return pd.DataFrame([
+        {"cell": "badnets1 p=10%", "attack": "badnets1", "p": 0.1, "detector": "CD", "auroc_train": 0.8,
+         "auroc_gen": 0.9, "diff": 0.1, "diff_lo": diff_lo, "diff_hi": 0.2, "n_poisoned_train": 5,
+         "n_triggered_gen": n_trig, "n": 50, "paper_train": 0.948, "paper_gen": 0.983},
+        {"cell": "badnets1 p=10%", "attack": "badnets1", "p": 0.1, "detector": "STRIP", "auroc_train": 0.6,
+         "auroc_gen": math.nan, "diff": math.nan, "diff_lo": math.nan, "diff_hi": math.nan, "n_poisoned_train": 5,
+         "n_triggered_gen": 0, "n": 50, "paper_train": math.nan, "paper_gen": math.nan},
+    ])
+
+
+def test_detection_claims_verdicts():
+    rows = cw.detection_claims(_diffs())
+    assert [r["verdict"] for r in rows] == ["reproduced", "not tested"]
+    assert rows[0]["paper"].startswith("0.948 -> 0.983") and rows[1]["paper"] == ""
+    assert "0 of 50" in rows[1]["note"]
+    assert cw.detection_claims(_diffs(diff_lo=-0.05))[0]["verdict"] == "partly"
+
+
+def _rates(source_or_method, k_ta, k_asr, n=100, **extra):
+    rep = cw.ta_asr_report(np.r_[np.zeros(k_ta), np.ones(n - k_ta)].astype(int), np.zeros(n, int),
+                           np.r_[np.zeros(k_asr), np.ones(n - k_asr)].astype(int), target=0)
+    return {"cell": "badnets1 p=5%", "attack": "badnets1", "p": 0.05, **rep, **source_or_method, **extra}
+
+
+def test_train_on_generations_claims():
+    paper = {"paper_TA": 0.99, "paper_ASR": 0.9, "paper_ASR_caltech15": math.nan}
+    tog = pd.DataFrame([
+        _rates({"source": cw.SOURCES[0]}, 95, 99, n_train=1000, **paper),
+        _rates({"source": cw.SOURCES[1]}, 90, 95, n_train=100, **paper),
+        _rates({"source": "generated"}, 88, 10, n_train=100, **paper),
+    ])
+    asr, ta = cw.train_on_generations_claims(tog)
+    assert asr["ours"] == pytest.approx(0.85) and asr["verdict"] == "reproduced"
+    assert ta["ours"] == pytest.approx(0.02) and ta["verdict"] == "partly"   # hi ~ 0.11 > 0.10
+    assert "100 images each" in asr["setting"]
+    tog.loc[2, ["k_ta", "TA"]] = [20, 0.2]                     # generations useless: no robustness claim
+    asr, ta = cw.train_on_generations_claims(tog)
+    assert ta["verdict"] == "not reproduced" and asr["verdict"] == "not tested"
+
+
+def test_diffusion_classifier_claims():
+    na = {"p_filter": math.nan, "paper_TA": 0.94, "paper_ASR": 1.0}
+    dc = pd.DataFrame([
+        _rates({"method": "classifier (small_cnn)"}, 90, 95, **na),
+        _rates({"method": "diffusion classifier"}, 88, 60, p_filter=0.0, paper_TA=0.95, paper_ASR=0.97),
+        _rates({"method": "diffusion classifier"}, 87, 30, p_filter=0.1, paper_TA=0.92, paper_ASR=0.39),
+    ])
+    resist, ta, filt = cw.diffusion_classifier_claims(dc)
+    assert resist["verdict"] == "reproduced" and resist["ours"] == pytest.approx(0.35)
+    assert ta["verdict"] == "partly" and ta["ours"] == pytest.approx(-0.02)  # lo ~ -0.11 < -0.05
+    assert filt["verdict"] == "reproduced" and filt["ours"] == pytest.approx(0.3)
+    assert "97.04%" in resist["paper"] and "39.00%" in filt["paper"]
+
+
+def test_figures_from_tiny_tables():
+    det = pd.DataFrame([{"cell": c, "detector": d, "set": s, "auroc": a, "auroc_lo": a - 0.1, "auroc_hi": a + 0.05,
+                         "paper": 0.9 if d == "CD" else math.nan}
+                        for c in ("a", "b") for d in cw.DETECTORS for s, a in (("training", 0.7), ("generated", math.nan))])
+    assert isinstance(cw.detection_figure(det), Figure)
+    tog = pd.DataFrame([_rates({"source": s}, 80, 20, paper_TA=0.9, paper_ASR=0.5) for s in cw.SOURCES])
+    assert isinstance(cw.train_on_generations_figure(tog), Figure)
+    dc = pd.DataFrame([_rates({"method": "classifier (x)"}, 80, 90, p_filter=math.nan, paper_TA=0.9, paper_ASR=1.0),
+                       _rates({"method": "diffusion classifier"}, 70, 20, p_filter=0.0, paper_TA=math.nan,
+                              paper_ASR=math.nan)])
+    fig = cw.dc_figure(dc, n_classes=10)
+    assert [ax.get_title() for ax in fig.axes] == ["TA", "ASR"]
