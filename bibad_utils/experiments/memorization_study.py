@@ -233,8 +233,9 @@ def found_groups(study: Study) -> list[list[int]]:
 
 def found_group_examples(study: Study, n_groups: int = 4, max_size: int = 4) -> dict[str, np.ndarray]:
     """A few found groups for a figure: ``{title: uint8 [k, H, W, 3]}`` (at most ``max_size`` images
-    each). Groups that are exactly a planted group come first; when some found group is not planted, the
-    largest such group takes the last panel, since the finder's mistakes say most about the measure."""
+    each; the title says whether the group is exactly a planted one, its first index and its size). Groups
+    that are exactly a planted group come first; when some found group is not planted, the largest such
+    group takes the last panel, since the finder's mistakes say most about the measure."""
     if not (isinstance(n_groups, int) and n_groups >= 1):
         raise ConfigError("n_groups", n_groups, "an integer >= 1")
     groups = found_groups(study)
@@ -245,11 +246,8 @@ def found_group_examples(study: Study, n_groups: int = 4, max_size: int = 4) -> 
     chosen = [(g, True) for g in good[:n_groups - 1 if bad else n_groups]] + [(g, False) for g in bad[:1]]
     if not planted:
         chosen = [(g, None) for g in sorted(groups, key=len, reverse=True)[:n_groups]]
-    names = {True: "= a planted group", False: "not a planted group", None: ""}
-    out = {}
-    for g, ok in chosen:
-        out[f"{len(g)} images {names[ok]}".strip() + f" (#{g[0]})"] = study.train_set.images_uint8(g[:max_size])
-    return out
+    names = {True: "planted", False: "not planted", None: "group"}
+    return {f"{names[ok]} #{g[0]} ({len(g)})": study.train_set.images_uint8(g[:max_size]) for g, ok in chosen}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -289,10 +287,10 @@ def random_vs_duplicate(study: Study) -> pd.DataFrame:
     poisoning, for the first attack and each p in ``memorization.ratios``.
 
     Long format, one row per (p, pool, metric): ``attack``, ``p``, ``pool`` (random | duplicate), ``cell``,
-    ``guidance``, ``metric`` (G1 | G2), ``k``, ``n`` (counts), ``ours`` with Wilson 95 % bounds ``lo`` /
-    ``hi`` (fractions), ``n_poison``, ``n_poison_duplicated`` (poisoned images that lie in a duplicate
-    group), and the paper's ratio for the same pool and p as ``paper_imagenette`` / ``paper_caltech15``
-    (fractions; NaN where the paper reports no such p).
+    ``guidance``, ``metric`` (G1 | G2), ``setting`` (e.g. "G1, p=10%"), ``k``, ``n`` (counts), ``ours`` with
+    Wilson 95 % bounds ``lo`` / ``hi`` (fractions), ``n_poison``, ``n_poison_duplicated`` (poisoned images
+    that lie in a duplicate group), and the paper's ratio for the same pool and p as ``paper_imagenette``
+    / ``paper_caltech15`` (fractions; NaN where the paper reports no such p).
     """
     from bibad_utils.metrics import g_counts, wilson_interval
 
@@ -313,7 +311,8 @@ def random_vs_duplicate(study: Study) -> pd.DataFrame:
                 side = 1 if cell.pool == "duplicate" else 0
                 rows.append({
                     "attack": cell.kind, "p": cell.ratio, "pool": cell.pool, "cell": cell.name, "guidance": w,
-                    "metric": metric, "k": k, "n": n, "ours": counts[metric], "lo": lo, "hi": hi,
+                    "metric": metric, "setting": f"{metric}, p={cell.ratio:.0%}", "k": k, "n": n,
+                    "ours": counts[metric], "lo": lo, "hi": hi,
                     "n_poison": len(indices), "n_poison_duplicated": sum(i in pool for i in indices),
                     **{f"paper_{d}": (paper[d][side] if d in paper else math.nan) for d in PAPER_DUPLICATES},
                 })
@@ -389,10 +388,11 @@ def replication_similarities(study: Study, cells=None) -> dict[str, np.ndarray]:
 
 def replication_table(study: Study, cells=None) -> pd.DataFrame:
     """Replication of training images by the all-class generations, one row per cell (default
-    :func:`replication_cells`): ``cell``, ``kind``, ``p``, ``pool``, ``n`` generations, ``k`` replicas
-    (similarity > ``threshold``), ``rate`` with Wilson 95 % bounds ``lo`` / ``hi``, ``mean_sim`` and
-    ``median_sim`` (cosine), ``nearest_poisoned`` (fraction of generations whose nearest training image is a
-    poisoned one) beside ``poisoned_share`` (fraction of the training set that is poisoned)."""
+    :func:`replication_cells`): ``cell``, ``model`` (the cell's name on several lines, for axes), ``kind``,
+    ``p``, ``pool``, ``n`` generations, ``k`` replicas (similarity > ``threshold``), ``rate`` with Wilson
+    95 % bounds ``lo`` / ``hi``, ``mean_sim`` and ``median_sim`` (cosine), ``nearest_poisoned`` (fraction of
+    generations whose nearest training image is a poisoned one) beside ``poisoned_share`` (fraction of the
+    training set that is poisoned)."""
     from bibad_utils.memorization import replication_rate
     from bibad_utils.metrics import wilson_interval
 
@@ -404,7 +404,8 @@ def replication_table(study: Study, cells=None) -> pd.DataFrame:
         lo, hi = wilson_interval(k, n)
         poisoned = np.asarray(study.poison_manifest(cell)["indices"], dtype=np.int64)
         rows.append({
-            "cell": cell.name, "kind": cell.kind, "p": cell.ratio, "pool": cell.pool, "n": n, "k": k,
+            "cell": cell.name, "model": cell.name.replace(" ", "\n"), "kind": cell.kind, "p": cell.ratio,
+            "pool": cell.pool, "n": n, "k": k,
             "rate": rate, "lo": lo, "hi": hi, "threshold": threshold,
             "mean_sim": float(np.mean(sim)) if n else math.nan,
             "median_sim": float(np.median(sim)) if n else math.nan,
@@ -501,11 +502,75 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
     return rows
 
 
+def claims_frame(rows: list[dict]) -> pd.DataFrame:
+    """The claim rows for display: claim, setting, metric, paper, ours and its interval (rounded to 4
+    digits), verdict, note."""
+    cols = ["claim", "setting", "metric", "paper", "ours", "ours_lo", "ours_hi", "verdict", "note"]
+    return pd.DataFrame(rows, columns=cols).round({"ours": 4, "ours_lo": 4, "ours_hi": 4})
+
+
+def verdict_phrase(rows: list[dict], claim_prefix: str) -> str:
+    """The verdicts of the claims whose text starts with ``claim_prefix``, counted, e.g.
+    "2 settings: 1 reproduced, 1 partly"; "no setting" when there is none."""
+    sel = [r["verdict"] for r in rows if r["claim"].startswith(claim_prefix)]
+    if not sel:
+        return "no setting"
+    counts = ", ".join(f"{sel.count(v)} {v}" for v in ("reproduced", "partly", "not reproduced", "not tested")
+                       if sel.count(v))
+    return f"{len(sel)} setting{'s' if len(sel) > 1 else ''}: {counts}"
+
+
+def resolution_sentence(rows: list[dict]) -> str:
+    """Whether our intervals on "duplicate minus random" are narrow enough to see an effect of the
+    paper's size: compares the widest half-width with the largest difference the paper reports."""
+    dup = [r for r in rows if r["claim"].startswith("Poisoning duplicated images")]
+    if not dup:
+        return "No duplicate-poisoning comparison ran in this profile."
+    half = max((r["ours_hi"] - r["ours_lo"]) / 2 for r in dup)
+    paper = max(abs(b - a) for table in PAPER_DUPLICATES.values() for v in table.values()
+                for a, b in v.values()) / 100.0
+    if half > paper:
+        return (f"Our intervals on the difference reach +-{half:.1%}, wider than the largest difference the paper "
+                f"reports ({paper:.1%}): an effect of the paper's size could not be detected here, so a verdict "
+                f"short of \"reproduced\" means \"not detected\" rather than \"contradicted\".")
+    return (f"Our intervals on the difference are at most +-{half:.1%} wide, narrower than the largest difference "
+            f"the paper reports ({paper:.1%}): an effect of that size would have been detected.")
+
+
+def glue_values(study: Study, finder: pd.DataFrame, dup: pd.DataFrame, rep: pd.DataFrame,
+                rows: list[dict]) -> dict:
+    """The numbers and phrases the notebook's text quotes, keyed ``nb06_*`` (for ``myst_nb.glue``)."""
+    f = finder.iloc[0]
+    clean = rep[rep["kind"] == "clean"]
+    return {
+        "nb06_embedding": str(f["embedding"]),
+        "nb06_dup_threshold": float(f["threshold"]),
+        "nb06_threshold_source": str(f["threshold_source"]),
+        "nb06_rep_threshold": replication_threshold(study),
+        "nb06_planted_groups": int(f["planted_groups"]),
+        "nb06_found_groups": int(f["found_groups"]),
+        "nb06_finder_precision": float(f["precision"]),
+        "nb06_finder_recall": float(f["recall"]),
+        "nb06_finder_f1": float(f["f1"]),
+        "nb06_attack": str(study.cfg["attacks"][0]),
+        "nb06_w": float(study.cfg["sampling"]["guidance"][0]),
+        "nb06_w_all": float(study.guidance_all),
+        "nb06_n_target": int(dup["n"].iloc[0]) if len(dup) else 0,
+        "nb06_n_all": int(rep["n"].iloc[0]) if len(rep) else 0,
+        "nb06_rate_clean": float(clean["rate"].iloc[0]) if len(clean) else math.nan,
+        "nb06_dup_summary": verdict_phrase(rows, "Poisoning duplicated images"),
+        "nb06_rep_summary": verdict_phrase(rows, "Poisoned DMs replicate"),
+        "nb06_closer_summary": verdict_phrase(rows, "Poisoned DMs' generations"),
+        "nb06_resolution": resolution_sentence(rows),
+    }
+
+
 __all__ = [
-    "PAPER_DUPLICATES", "STAGE", "check_duplicate_pool", "claims_from_tables", "duplicate_comparison_cells",
-    "duplicate_finder_table", "duplicate_threshold", "duplicate_threshold_sweep", "embed_images",
-    "found_group_examples", "found_groups", "group_matches", "mean_difference", "mem_config",
-    "memorization_claims", "paper_duplicate_values", "random_vs_duplicate", "random_vs_duplicate_wide",
-    "rate_difference", "replication_cells", "replication_scores", "replication_similarities",
-    "replication_table", "top_pairs", "train_embedding", "training_embedding",
+    "PAPER_DUPLICATES", "STAGE", "check_duplicate_pool", "claims_frame", "claims_from_tables",
+    "duplicate_comparison_cells", "duplicate_finder_table", "duplicate_threshold",
+    "duplicate_threshold_sweep", "embed_images", "found_group_examples", "found_groups", "glue_values",
+    "group_matches", "mean_difference", "mem_config", "memorization_claims", "paper_duplicate_values",
+    "random_vs_duplicate", "random_vs_duplicate_wide", "rate_difference", "replication_cells",
+    "replication_scores", "replication_similarities", "replication_table", "resolution_sentence", "top_pairs",
+    "train_embedding", "training_embedding", "verdict_phrase",
 ]
