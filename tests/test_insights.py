@@ -1,0 +1,246 @@
+"""Stage 04 analysis: G rows, the phase-transition and control verdicts, claims and figures on hand-made
+judgments with known answers; one tiny real Study for the cached judging path."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from bibad_utils import metrics
+from bibad_utils.config import ConfigError
+from bibad_utils.experiments import insights as ins
+from bibad_utils.report import COLUMNS
+
+
+def judgments(g1, g2, g3, g4):
+    """trigger / match vectors with the given group counts."""
+    t = np.array([True] * (g1 + g2) + [False] * (g3 + g4))
+    m = np.array([False] * g1 + [True] * g2 + [False] * g3 + [True] * g4)
+    return t, m
+
+
+def row(counts, r_train, **keys):
+    return ins.g_row(*judgments(*counts), r_train=r_train, **keys)
+
+
+def grid_row(attack, ratio, counts, r_train, w=1.0):
+    return row(counts, r_train, cell=f"{attack} p={ratio * 100:g}%", attack=attack, control=False, ratio=ratio,
+               p=f"{ratio * 100:g}%", detector=attack, guidance=w, n_poison=1)
+
+
+def control_row(kind, counts, detector, w=1.0):
+    return row(counts, 0.0, cell=kind, attack=kind, control=True, ratio=0.0, p="0%", detector=detector,
+               guidance=w, n_poison=0)
+
+
+def test_g_row_counts_ratios_and_insight2_quantities():
+    r = row((3, 1, 2, 4), 0.2, cell="x")
+    assert list(r)[0] == "cell"
+    assert (r["n"], r["n_G1"], r["n_G2"], r["n_G3"], r["n_G4"]) == (10, 3, 1, 2, 4)
+    assert r["r_gen"] == pytest.approx(0.4) and r["amplification"] == pytest.approx(2.0)
+    assert r["G2_share"] == pytest.approx(0.25)
+    assert (r["G2_share_lo"], r["G2_share_hi"]) == pytest.approx(metrics.wilson_interval(1, 4))
+    assert r["G1_minus_r_train"] == pytest.approx(0.1) and r["G2_minus_r_train"] == pytest.approx(-0.1)
+    assert r["r_gen_lo"] < 0.4 < r["r_gen_hi"]
+
+
+def test_g_row_without_triggers_has_undefined_share():
+    r = row((0, 0, 5, 5), 0.0)
+    assert math.isnan(r["G2_share"]) and (r["G2_share_lo"], r["G2_share_hi"]) == (0.0, 1.0)
+    assert math.isnan(r["amplification"])  # 0 / 0: no poison, no trigger
+
+
+def test_newcombe_difference_matches_published_example():
+    # Newcombe (1998), Stat. Med. 17:873, example (a): 56/70 - 48/80, method 10 -> 0.0524 to 0.3339.
+    d, lo, hi = ins.newcombe_difference(56, 70, 48, 80)
+    assert d == pytest.approx(0.2)
+    assert (lo, hi) == pytest.approx((0.0524, 0.3339), abs=5e-4)
+    assert math.isnan(ins.newcombe_difference(0, 0, 1, 2)[0])
+
+
+@pytest.mark.parametrize("low, high, verdict", [
+    ((10, 90), (90, 10), "reproduced"),        # G2 dominant at low p, G1 at high p, clear drop
+    ((60, 40), (90, 10), "partly"),            # significant drop but G1 dominates already at low p
+    ((5, 6), (5, 5), "partly"),                # drop in the point estimate only
+    ((90, 10), (10, 90), "not reproduced"),    # the share rises
+    ((0, 0), (90, 10), "not reproduced"),      # undefined at low p
+])
+def test_phase_verdict(low, high, verdict):
+    lo_row = row((low[0], low[1], 50, 50), 0.1)
+    hi_row = row((high[0], high[1], 50, 50), 0.5)
+    assert ins.phase_verdict(lo_row, hi_row)["verdict"] == verdict
+
+
+def test_control_verdict():
+    assert ins.control_verdict(0.01, 0.04, 0.5) == "reproduced"
+    assert ins.control_verdict(0.10, 0.04, 0.5) == "partly"
+    assert ins.control_verdict(0.10, 0.04, 0.05) == "not reproduced"
+    assert ins.control_verdict(0.10, 0.04, None) == "not reproduced"
+
+
+def make_gdf():
+    rows = [control_row("clean", (1, 0, 60, 39), "badnets1"), control_row("relabel", (2, 0, 60, 38), "badnets1")]
+    rows += [grid_row("badnets1", 0.2, (60, 20, 10, 10), 0.6), grid_row("badnets1", 0.05, (10, 50, 20, 20), 0.3)]
+    rows += [grid_row("badnets1", 0.05, (20, 60, 10, 10), 0.3, w=4.0)]
+    return pd.DataFrame(rows)
+
+
+def make_jdf():
+    return pd.DataFrame([
+        {"judge": "clean classifier", "kind": "classifier", "n": 100, "accuracy": 0.9, "accuracy_lo": 0.8,
+         "accuracy_hi": 0.95},
+        {"judge": "badnets1 detector", "kind": "trigger_detector", "n": 200, "accuracy": 0.98, "accuracy_lo": 0.95,
+         "accuracy_hi": 0.99, "fpr": 0.01, "fpr_lo": 0.0, "fpr_hi": 0.04, "fnr": 0.03, "fnr_lo": 0.01,
+         "fnr_hi": 0.07}])
+
+
+def test_phase_transition_sorts_filters_and_names_the_dominant_group():
+    pt = ins.phase_transition(make_gdf())
+    assert list(pt["ratio"]) == [0.05, 0.2] and set(pt["guidance"]) == {1.0}
+    assert list(pt["dominant"]) == ["G2", "G1"]
+    assert pt["amplification"].tolist() == pytest.approx([0.6 / 0.3, 0.8 / 0.6])
+    assert len(ins.phase_transition(make_gdf(), guidance=4.0)) == 1
+    with pytest.raises(ConfigError, match="guidance"):
+        ins.phase_transition(make_gdf(), guidance=7.0)
+    with pytest.raises(ConfigError, match="missing"):
+        ins.phase_transition(make_gdf().drop(columns=["n_G1"]))
+
+
+def test_dissection_frame_puts_controls_first():
+    d = ins.dissection_frame(make_gdf())
+    assert list(d["label"]) == ["clean", "relabel", "p=5%", "p=20%"]
+
+
+def test_controls_table():
+    c = ins.controls_table(make_gdf(), make_jdf())
+    assert list(c["cell"]) == ["clean", "relabel"]
+    assert c["det_fpr_hi"].tolist() == [0.04, 0.04]
+    assert c["poisoned_r_gen"].tolist() == pytest.approx([0.8, 0.8])
+
+
+def fake_study(attacks=("badnets1",)):
+    return SimpleNamespace(cfg={"sampling": {"guidance": [1, 4]}, "attacks": list(attacks)})
+
+
+def test_insight_claims_verdicts_from_numbers():
+    qdf = pd.DataFrame([{"cell": "real train", "attack": "real", "fd_clf": 1.0},
+                        {"cell": "clean", "attack": "clean", "fd_clf": 5.0},
+                        {"cell": "badnets1 p=20%", "attack": "badnets1", "fd_clf": 6.0}])
+    rows = ins.insight_claims(fake_study(), make_gdf(), make_jdf(), qdf)
+    assert all(set(r) == set(COLUMNS) for r in rows)
+    by = {(r["claim"].split(":")[0], r["setting"]): r for r in rows}
+    trojan = by[("Trojan horse", "badnets1, p=20%, w=1")]
+    assert trojan["ours"] == pytest.approx(0.6) and trojan["verdict"] == "reproduced"
+    # r_gen 0.6 vs r_train 0.3 (clear), 0.8 vs 0.6 (interval above 0.6 for n = 100)
+    assert by[("Insight 1, trigger amplification", "badnets1, p=5%, w=1")]["verdict"] == "reproduced"
+    amp20 = by[("Insight 1, trigger amplification", "badnets1, p=20%, w=1")]
+    assert amp20["verdict"] == ("reproduced" if amp20["ours_lo"] > 0.6 else "partly")
+    phase = by[("Insight 2, phase transition", "badnets1, p=5% -> 20%, w=1")]
+    assert phase["ours"] == pytest.approx(50 / 60 - 20 / 80) and phase["verdict"] == "reproduced"
+    clean = by[("Clean control", "clean, badnets1 detector, w=1")]
+    assert clean["verdict"] == "reproduced"
+    quality = by[("Image quality of the poisoned DM (informational, no paper number here)", "badnets1 p=20%")]
+    assert quality["ours"] == 6.0 and quality["verdict"] == "not tested"
+    table = ins.claims_table(rows)
+    assert list(table.columns) == ["claim", "setting", "paper", "ours", "verdict", "note"]
+
+
+def test_amplification_not_reproduced_and_single_ratio_not_tested():
+    gdf = pd.DataFrame([control_row("clean", (30, 0, 40, 30), "badnets1"),
+                        grid_row("badnets1", 0.1, (5, 5, 45, 45), 0.5)])
+    rows = ins.insight_claims(fake_study(), gdf, make_jdf())
+    verdicts = {r["claim"].split(":")[0]: r["verdict"] for r in rows}
+    assert verdicts["Insight 1, trigger amplification"] == "not reproduced"
+    assert verdicts["Insight 2, phase transition"] == "not tested"
+    assert verdicts["Trojan horse"] == "not reproduced"  # G1 5 % under the clean DM's 30 %
+    assert verdicts["Clean control"] == "not reproduced"  # 30 % >> FPR and above the poisoned DM
+    assert "trigger amplification is not reproduced" in ins.shortfall_sentence(rows)
+    assert "phase transition is not tested" in ins.shortfall_sentence(rows)
+
+
+def test_verdict_summary_and_shortfall():
+    rows = [{"claim": "Insight 1, a", "verdict": v} for v in ("reproduced", "reproduced", "partly")]
+    assert ins.verdict_summary(rows, "Insight 1") == "3 settings: 2 reproduced, 1 partly"
+    assert ins.verdict_summary(rows, "Insight 2") == "no setting in this profile"
+    rows.append({"claim": "Insight 2, b", "verdict": "reproduced"})
+    assert "trigger amplification" in ins.shortfall_sentence(rows)
+    rows[2]["verdict"] = "reproduced"
+    assert ins.shortfall_sentence(rows).startswith("Both insights are reproduced")
+
+
+def test_glue_values_keys():
+    gdf, jdf = make_gdf(), make_jdf()
+    qdf = pd.DataFrame([{"cell": "real train", "attack": "real", "fd_clf": 1.0},
+                        {"cell": "clean", "attack": "clean", "fd_clf": 5.0}])
+    rows = ins.insight_claims(fake_study(), gdf, jdf)
+    g = ins.glue_values(fake_study(), gdf, jdf, qdf, rows)
+    assert all(k.startswith("nb04_") for k in g)
+    assert g["nb04_pmax"] == 0.2 and g["nb04_g1_top"] == pytest.approx(0.6)
+    assert g["nb04_rgen_clean"] == pytest.approx(0.01) and g["nb04_fd_real"] == 1.0
+
+
+def test_figures_from_hand_made_tables():
+    gdf = make_gdf()
+    assert isinstance(ins.phase_figure(ins.phase_transition(gdf)), Figure)
+    assert len(ins.guidance_figure(gdf).axes) == 2
+    qdf = pd.DataFrame([{"cell": c, "attack": a, "fd_clf": f, "clf_acc": 0.5, "clf_acc_lo": 0.4, "clf_acc_hi": 0.6}
+                        for c, a, f in (("real train", "real", 1.0), ("clean", "clean", 3.0))])
+    assert len(ins.quality_figure(qdf).axes) == 2
+
+
+def test_fid_plan_refuses_unknown_modes():
+    study = SimpleNamespace(image_size=16)
+    with pytest.raises(ConfigError, match="fid"):
+        ins._fid_plan(study, "yes")
+    assert ins._fid_plan(study, "off") == (False, "FID not computed (fid='off')")
+    use, note = ins._fid_plan(study, "auto")
+    assert not use and note
+
+
+def test_inception_features_shape():
+    import torch
+    torch.manual_seed(0)
+    net = ins.inception_net()
+    feats = ins.inception_features(net, np.zeros((2, 16, 16, 3), np.uint8), batch_size=2)
+    assert feats.shape == (2, 2048) and np.isfinite(feats).all()
+    with pytest.raises(ConfigError):
+        ins.inception_features(net, np.zeros((2, 16, 16, 3), np.float32))
+
+
+TINY = {
+    "dataset": {"n_per_class": 8, "n_test_per_class": 4},
+    "finetune": {"steps": 1, "checkpoint_every": 1},
+    "sampling": {"steps": 2, "guidance": [1, 3], "n_target": 6, "n_all": 10, "batch_size": 8},
+    "judges": {"epochs": 1},
+    "ratios": [0.2],
+}
+
+
+def test_cached_judging_on_a_tiny_study(tmp_path):
+    from bibad_utils.stages import Cell, Study
+
+    study = Study("smoke", {**TINY, "run_dir": str(tmp_path), "controls": ["clean"]}, progress=False)
+    gdf = ins.g_table(study)
+    # the clean control (once per attack) and one grid cell, 2 guidance scales each
+    assert len(gdf) == 2 * 2 and set(gdf["guidance"]) == {1.0, 3.0}
+    cell = Cell("badnets1", 0.2)
+    direct = study.judge(study.generations(cell)[("target", 3.0)], "badnets1")
+    r = gdf[(gdf["cell"] == cell.name) & (gdf["guidance"] == 3.0)].iloc[0]
+    assert r["n_G1"] == int(np.sum(direct["trigger"] & ~direct["match"]))
+    assert r["r_train"] == pytest.approx(study.poison_manifest(cell)["r_train"])
+    assert gdf[gdf["cell"] == "clean"]["r_train"].eq(0).all()
+    n_artifacts = len(study.store.list(ins.JUDGED_STAGE))
+    assert n_artifacts == 2
+    ins.g_table(study)
+    assert len(study.store.list(ins.JUDGED_STAGE)) == n_artifacts
+    qdf, note = ins.quality_table(study)
+    assert list(qdf["cell"]) == ["real train", "clean", "badnets1 p=20%"] and note
+    assert (qdf["fd_clf"] >= 0).all()
+    ex = ins.group_examples(study, cell, 1.0, n=2)
+    j = study.judge(study.generations(cell)[("target", 1.0)], "badnets1")
+    t, m = j["trigger"], j["match"]
+    counts = {"G1": t & ~m, "G2": t & m, "G3": ~t & ~m, "G4": ~t & m}
+    assert {g: len(images) for g, (images, _) in ex.items()} == {g: min(2, int(v.sum())) for g, v in counts.items()}
