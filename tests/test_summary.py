@@ -1,0 +1,183 @@
+"""The results summary's pure parts: claim families and the coverage check, the claims table from saved
+claim files, verdict counts, Markdown, styling, r_gen rows and the teaser drawing."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from bibad_utils import metrics
+from bibad_utils.config import ConfigError
+from bibad_utils.experiments import summary as sm
+from bibad_utils.experiments.explorer import frame_colors
+from bibad_utils.pipeline import STAGE_TITLES
+from bibad_utils.report import claim_row, save_claims
+
+# One row per family, worded as the analysis stages word their claims.
+FAMILY_ROWS = {
+    "trojan_g1": ("04_insights", "Trojan horse: the poisoned DM generates trigger-carrying images of the wrong "
+                  "class (G1)", "G1 ratio of target-prompt generations", "badnets1, p=10%, w=1"),
+    "amplification": ("04_insights", "Insight 1, trigger amplification: r_gen > r_train", "r_gen = G1 + G2",
+                      "badnets1, p=10%, w=1"),
+    "phase_transition": ("04_insights", "Insight 2, phase transition: the G2 share of triggered generations "
+                         "falls as p grows", "drop of G2 / (G1 + G2)", "badnets1, w=1"),
+    "clean_control": ("04_insights", "Clean control: a DM trained without poison generates no trigger",
+                      "r_gen (detector fires)", "clean, badnets1 detector, w=1"),
+    "detection_cd": ("05_castle_walls", "Detection is easier on generations", "AUROC(generated) - AUROC(training)",
+                     "CD, badnets1 p=10%"),
+    "detection_strip": ("05_castle_walls", "Detection is easier on generations",
+                        "AUROC(generated) - AUROC(training)", "STRIP, badnets1 p=10%"),
+    "detection_fct": ("05_castle_walls", "Detection is easier on generations", "AUROC(generated) - AUROC(training)",
+                      "FCT, badnets1 p=10%"),
+    "train_on_generations_asr": ("05_castle_walls", "Training on generations lowers ASR",
+                                 "ASR(real subset) - ASR(generated)", "badnets1 p=10%, 20 images each"),
+    "train_on_generations_ta": ("05_castle_walls", "... at a TA cost of a few points (< 10%)",
+                                "TA(real subset) - TA(generated)", "badnets1 p=10%, 20 images each"),
+    "diffusion_classifier_asr": ("05_castle_walls", "The diffusion classifier resists the backdoor",
+                                 "ASR(resnet18) - ASR(DC)", "badnets1 p=10%, p_filter 0"),
+    "diffusion_classifier_ta": ("05_castle_walls", "... with a comparable TA (at most 5% lower)",
+                                "TA(DC) - TA(resnet18)", "badnets1 p=10%, p_filter 0"),
+    "p_filter": ("05_castle_walls", "Filtering the largest errors lowers the DC's ASR further",
+                 "ASR(DC, p_filter min) - ASR(DC, p_filter max)", "badnets1 p=10%, p_filter 0 -> 0.1"),
+    "duplicates_g1": ("06_memorization", "Poisoning duplicated images raises G1", "G1(duplicate) - G1(random)",
+                      "badnets1, p=0.1, w=1"),
+    "duplicates_g2": ("06_memorization", "Poisoning duplicated images raises G2", "G2(duplicate) - G2(random)",
+                      "badnets1, p=0.1, w=1"),
+    "replication": ("06_memorization", "Poisoned DMs replicate training images more than the clean DM",
+                    "replication rate (cos > 0.9), poisoned - clean", "badnets1 p=10%"),
+}
+
+
+def row(key, verdict="reproduced", ours=0.3, lo=0.2, hi=0.4):
+    stage, claim, metric, setting = FAMILY_ROWS[key]
+    return claim_row(stage, claim, metric=metric, setting=setting, ours=ours, lo=lo, hi=hi, verdict=verdict,
+                     paper="p", note="n")
+
+
+def test_every_family_is_recognised_by_its_own_row_only():
+    keys = [f.key for f in sm.PAPER_CLAIM_FAMILIES]
+    assert sorted(keys) == sorted(FAMILY_ROWS) and len(set(keys)) == len(keys)
+    for f in sm.PAPER_CLAIM_FAMILIES:
+        assert f.stage in STAGE_TITLES and f.paper and f.label
+        assert [k for k in FAMILY_ROWS if f.matches(row(k))] == [f.key], f.key
+    assert sm.CLAIM_STAGES == ("04_insights", "05_castle_walls", "06_memorization")
+    other = claim_row("04_insights", "Relabel-only control: target labels without a trigger plant no trigger",
+                      metric="r_gen (detector fires)", ours=0.0, verdict="reproduced")
+    assert sm.family_of(other) == ""
+    wrong_stage = {**row("amplification"), "stage": "06_memorization"}
+    assert sm.family_of(wrong_stage) == ""
+
+
+def test_coverage_marks_missing_and_untested_families():
+    rows = [row("amplification"), row("amplification", verdict="partly"), row("phase_transition", "not tested")]
+    cov = sm.family_coverage(rows).set_index("family")
+    assert cov.loc["amplification", ["n_rows", "n_tested", "status"]].tolist() == [2, 2, "tested"]
+    assert cov.loc["phase_transition", ["n_rows", "n_tested", "status"]].tolist() == [1, 0, "not tested"]
+    assert (cov.drop(["amplification", "phase_transition"])["status"] == "missing").all()
+
+    extra = sm.uncovered_rows(rows, ["04_insights"])
+    assert {r["stage"] for r in extra} == set(sm.CLAIM_STAGES)
+    assert len(extra) == len(sm.PAPER_CLAIM_FAMILIES) - 2
+    assert all(r["verdict"] == "not tested" and math.isnan(r["ours"]) for r in extra)
+    notes = {r["claim"]: r["note"] for r in extra}
+    trojan = next(f for f in sm.PAPER_CLAIM_FAMILIES if f.key == "trojan_g1")
+    cd = next(f for f in sm.PAPER_CLAIM_FAMILIES if f.key == "detection_cd")
+    assert "does not reach it" in notes[trojan.label]       # its stage ran without it
+    assert "has no claims in this run" in notes[cd.label]   # its stage did not run
+    # a "not tested" row of the coverage check belongs to its own family, so it is never added twice
+    assert sm.uncovered_rows(rows + extra, sm.CLAIM_STAGES) == []
+
+
+def test_claims_frame_from_saved_files(tmp_path):
+    informational = claim_row("04_insights", "Image quality (informational)", metric="FD-clf", ours=12.5,
+                              verdict="not tested")
+    save_claims(tmp_path, "06_memorization", [row("duplicates_g1", "not reproduced", ours=-0.02, lo=-0.1, hi=0.05)])
+    save_claims(tmp_path, "04_insights", [row(k) for k in ("trojan_g1", "amplification", "phase_transition",
+                                                           "clean_control")] + [informational])
+    assert sm.present_stages(tmp_path) == ["04_insights", "06_memorization"]
+    assert sm.missing_stages(tmp_path) == ["05_castle_walls"]
+    df = sm.claims_frame(tmp_path)
+    assert list(df.columns) == ["stage", "claim", "setting", "metric", "paper", "ours", "ours_lo", "ours_hi",
+                                "verdict", "note", "family", "origin"]
+    assert list(pd.unique(df["stage"])) == ["04_insights", "05_castle_walls", "06_memorization"]
+    run = df[df["origin"] == "run"]
+    assert len(run) == 6 and run.iloc[4]["claim"] == "Image quality (informational)" and run.iloc[4]["family"] == ""
+    check = df[df["origin"] == "coverage check"]
+    assert set(check["family"]) == {"detection_cd", "detection_strip", "detection_fct", "train_on_generations_asr",
+                                    "train_on_generations_ta", "diffusion_classifier_asr", "diffusion_classifier_ta",
+                                    "p_filter", "duplicates_g2", "replication"}
+    assert (check["verdict"] == "not tested").all()
+    counts = sm.verdict_counts(df)
+    assert counts == {"reproduced": 4, "partly": 0, "not reproduced": 1, "not tested": 11, "total": 16}
+    by_stage = sm.stage_verdicts(df)
+    assert by_stage.loc["05_castle_walls", "not tested"] == 8 and by_stage["total"].sum() == 16
+    assert sm.claims_frame(tmp_path / "empty")["origin"].eq("coverage check").all()
+
+
+def test_frame_refuses_bad_rows():
+    with pytest.raises(ConfigError, match="missing"):
+        sm.frame_from_rows([{"stage": "04_insights", "claim": "x"}], [])
+    bad = {**row("amplification"), "verdict": "maybe"}
+    with pytest.raises(ConfigError, match="verdict = 'maybe'"):
+        sm.frame_from_rows([bad], [])
+    with pytest.raises(ConfigError, match="verdict"):
+        sm.verdict_counts(pd.DataFrame({"x": [1]}))
+
+
+def test_ours_text():
+    assert sm.ours_text(0.31234, 0.2, 0.42) == "0.312 [0.200, 0.420]"
+    assert sm.ours_text(-0.05) == "-0.050"
+    assert sm.ours_text(math.nan) == "n/a"
+    assert sm.ours_text(1234.5, math.nan, math.nan) == "1234"
+
+
+def test_table_markdown_and_style():
+    rows = [row("amplification"), {**row("trojan_g1", "partly"), "setting": "a | b"}]
+    df = sm.frame_from_rows(rows, ["04_insights"])
+    table = sm.claims_table(df)
+    assert table.index.names == ["stage", "#"] and list(table.columns) == sm.DISPLAY_COLUMNS
+    assert table.loc[("04_insights", 1), "ours (95 % CI)"] == "0.300 [0.200, 0.400]"
+    md = sm.claims_markdown(df, missing=["05_castle_walls"])
+    assert md.startswith(f"{len(df)} claim rows: 1 reproduced, 1 partly, 0 not reproduced, "
+                         f"{len(df) - 2} not tested.")
+    assert "Stages without claims in this run: `05_castle_walls`." in md
+    assert "### 04_insights" in md and "### 06_memorization" in md and "a \\| b" in md
+    header = "| claim | setting | paper | ours (95 % CI) | verdict |"
+    assert md.count(header) == 3
+    html = sm.styled_claims(df).to_html()
+    assert sm.VERDICT_COLORS["partly"] in html and sm.VERDICT_COLORS["not tested"] in html
+
+
+def test_save_claims_markdown(tmp_path):
+    df = sm.frame_from_rows([row("amplification")], ["04_insights"])
+    path = sm.save_claims_markdown(tmp_path, df, ["05_castle_walls"])
+    assert path == tmp_path / "figures" / "claims.md"
+    assert path.read_text() == sm.claims_markdown(df, ["05_castle_walls"])
+
+
+def test_ratio_row_counts_and_interval():
+    t = np.array([1, 0, 1, 1, 0, 0, 0, 0], bool)
+    r = sm.ratio_row(t, 0.25, attack="badnets1", p=0.1, label="10%")
+    assert (r["n"], r["n_triggered"], r["r_gen"], r["r_train"]) == (8, 3, 0.375, 0.25)
+    assert (r["r_gen_lo"], r["r_gen_hi"]) == metrics.wilson_interval(3, 8)
+    assert r["attack"] == "badnets1" and r["label"] == "10%"
+
+
+def test_teaser_drawing_shows_panels_and_bars():
+    rng = np.random.default_rng(0)
+    t = rng.random(8) < 0.5
+    panels = [{"images": rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8), "frames": frame_colors(t),
+               "labels": ["x"] * 8, "title": name} for name in ("clean DM", "poisoned")]
+    rows = [sm.ratio_row(rng.random(40) < q, rt, attack=a, p=p, label=lab)
+            for a in ("badnets1", "badnets2")
+            for p, lab, q, rt in ((0.0, "clean", 0.05, 0.0), (0.1, "10%", 0.5, 0.3))]
+    bars = pd.DataFrame(rows)
+    fig = sm.teaser_drawing(panels, bars, "bars")
+    assert isinstance(fig, Figure) and len(fig.subfigs) == 3
+    ax = fig.subfigs[-1].axes[0]
+    heights = sorted(p.get_height() for p in ax.patches)
+    assert np.allclose(heights, sorted(bars["r_gen"]))
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["clean", "10%"]
+    assert sum(len(s.axes) for s in fig.subfigs[:2]) == 16
