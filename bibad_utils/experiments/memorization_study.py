@@ -530,10 +530,10 @@ def resolution_sentence(rows: list[dict]) -> str:
     paper = max(abs(b - a) for table in PAPER_DUPLICATES.values() for v in table.values()
                 for a, b in v.values()) / 100.0
     if half > paper:
-        return (f"Our intervals on the difference reach +-{half:.1%}, wider than the largest difference the paper "
+        return (f"Our intervals on the difference reach ±{half:.1%}, wider than the largest difference the paper "
                 f"reports ({paper:.1%}): an effect of the paper's size could not be detected here, so a verdict "
                 f"short of \"reproduced\" means \"not detected\" rather than \"contradicted\".")
-    return (f"Our intervals on the difference are at most +-{half:.1%} wide, narrower than the largest difference "
+    return (f"Our intervals on the difference are at most ±{half:.1%} wide, narrower than the largest difference "
             f"the paper reports ({paper:.1%}): an effect of that size would have been detected.")
 
 
