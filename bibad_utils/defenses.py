@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import math
 import time
 from typing import Callable, Sequence
@@ -136,14 +135,14 @@ def _total_variation(mask: torch.Tensor) -> torch.Tensor:
     return (dh + dw) / (h * w)
 
 
-def _check_cd_options(steps, lr, betas, gamma, beta, prefix=""):
+def _check_cd_options(steps, lr, betas, gamma, beta):
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-        raise ConfigError(prefix + "betas", betas, "two numbers in [0, 1)")
-    return {"steps": _check_int(prefix + "steps", steps),
-            "lr": _check_float(prefix + "lr", lr, 0.0, math.inf, open_low=True),
-            "betas": tuple(_check_float(prefix + "betas", b, 0.0, 1.0) for b in betas),
-            "gamma": _check_float(prefix + "gamma", gamma, 0.0, math.inf),
-            "beta": _check_float(prefix + "beta", beta, 0.0, math.inf)}
+        raise ConfigError("betas", betas, "two numbers in [0, 1)")
+    return {"steps": _check_int("steps", steps),
+            "lr": _check_float("lr", lr, 0.0, math.inf, open_low=True),
+            "betas": tuple(_check_float("betas", b, 0.0, 1.0) for b in betas),
+            "gamma": _check_float("gamma", gamma, 0.0, math.inf),
+            "beta": _check_float("beta", beta, 0.0, math.inf)}
 
 
 def cd_scores(f: nn.Module, images, *, steps: int = 100, lr: float = 0.1,
@@ -327,18 +326,18 @@ def _random_affine(x: torch.Tensor, angles_deg: torch.Tensor,
 
 
 def _check_fct_options(finetune_steps, finetune_lr, finetune_batch_size, temperature,
-                       max_rotation, max_translate, prefix=""):
+                       max_rotation, max_translate):
     return {
-        "finetune_steps": _check_int(prefix + "finetune_steps", finetune_steps, minimum=0),
-        "finetune_lr": _check_float(prefix + "finetune_lr", finetune_lr, 0.0, math.inf,
+        "finetune_steps": _check_int("finetune_steps", finetune_steps, minimum=0),
+        "finetune_lr": _check_float("finetune_lr", finetune_lr, 0.0, math.inf,
                                     open_low=True),
-        "finetune_batch_size": _check_int(prefix + "finetune_batch_size", finetune_batch_size,
+        "finetune_batch_size": _check_int("finetune_batch_size", finetune_batch_size,
                                           minimum=2),
-        "temperature": _check_float(prefix + "temperature", temperature, 0.0, math.inf,
+        "temperature": _check_float("temperature", temperature, 0.0, math.inf,
                                     open_low=True),
-        "max_rotation": _check_float(prefix + "max_rotation", max_rotation, 0.0, 180.0,
+        "max_rotation": _check_float("max_rotation", max_rotation, 0.0, 180.0,
                                      closed_high=True),
-        "max_translate": _check_float(prefix + "max_translate", max_translate, 0.0, 0.5)}
+        "max_translate": _check_float("max_translate", max_translate, 0.0, 0.5)}
 
 
 def fct_scores(f: nn.Module, images, *, train_images=None, train_labels=None,
@@ -678,87 +677,3 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
     return predictions, {"errors": errors, "classes": classes, "timesteps": timesteps,
                          "unet_evals": unet_evals, "seconds": time.perf_counter() - started}
 
-
-# --------------------------------------------------------------------------------------------
-# The `defenses` section of a profile
-# --------------------------------------------------------------------------------------------
-
-
-def _signature_defaults(function, names):
-    params = inspect.signature(function).parameters
-    return {name: params[name].default for name in names}
-
-
-_CD_OPTIONS = ("steps", "lr", "betas", "gamma", "beta")
-_FCT_OPTIONS = ("finetune_steps", "finetune_lr", "finetune_batch_size", "temperature",
-                "max_rotation", "max_translate")
-
-
-def defenses_defaults() -> dict:
-    """The ``defenses`` profile section with every default filled in (a new dict).
-
-    ``n_images``: images scored per set by CD/STRIP/FCT (the poisoned training set and the
-    generated set; ``null`` = all). ``batch_size``: images per forward pass. ``cd``, ``strip``,
-    ``fct``: the keyword options of ``cd_scores``, ``strip_scores``, ``fct_scores`` (defaults read
-    from their signatures, so they live in one place). ``diffusion_classifier``: ``n_images`` test
-    images classified, ``n_levels`` S, ``p_filters`` the p_filter values compared, ``adaptive``
-    stages or null, ``batch_size`` samples per UNet pass.
-    """
-    return {
-        "n_images": None,
-        "batch_size": 128,
-        "cd": dict(_signature_defaults(cd_scores, _CD_OPTIONS), betas=[0.1, 0.1]),
-        "strip": _signature_defaults(strip_scores, ("n_overlay",)),
-        "fct": _signature_defaults(fct_scores, _FCT_OPTIONS),
-        "diffusion_classifier": {"n_images": 200, "n_levels": 50,
-                                 "p_filters": [0.0, 0.01, 0.05, 0.1], "adaptive": None,
-                                 "batch_size": 64},
-    }
-
-
-def validate_config(section: dict | None, prefix: str = "defenses") -> dict:
-    """Check a profile's ``defenses`` section and fill in ``defenses_defaults()``.
-
-    A dict is completed in place (also inside its sub-sections) and returned. Unknown keys and bad
-    values raise ConfigError naming the dotted parameter (``defenses.cd.steps`` ...).
-    """
-    section = {} if section is None else section
-    if not isinstance(section, dict):
-        raise ConfigError(prefix, section, "a mapping")
-    merged = defenses_defaults()
-    for key, value in section.items():
-        if key not in merged:
-            raise ConfigError(f"{prefix}.{key}", value, f"one of {sorted(merged)}")
-        if isinstance(merged[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{prefix}.{key}", value, "a mapping")
-            for inner, inner_value in value.items():
-                if inner not in merged[key]:
-                    raise ConfigError(f"{prefix}.{key}.{inner}", inner_value,
-                                      f"one of {sorted(merged[key])}")
-                merged[key][inner] = inner_value
-        else:
-            merged[key] = value
-    if merged["n_images"] is not None:
-        _check_int(f"{prefix}.n_images", merged["n_images"])
-    _check_int(f"{prefix}.batch_size", merged["batch_size"])
-    cd = _check_cd_options(**merged["cd"], prefix=f"{prefix}.cd.")
-    merged["cd"] = dict(cd, betas=list(cd["betas"]))
-    _check_int(f"{prefix}.strip.n_overlay", merged["strip"]["n_overlay"])
-    merged["fct"] = _check_fct_options(**merged["fct"], prefix=f"{prefix}.fct.")
-    dc, dc_prefix = merged["diffusion_classifier"], f"{prefix}.diffusion_classifier."
-    for key in ("n_images", "n_levels", "batch_size"):
-        _check_int(dc_prefix + key, dc[key])
-    if not isinstance(dc["p_filters"], (list, tuple)) or not dc["p_filters"]:
-        raise ConfigError(dc_prefix + "p_filters", dc["p_filters"],
-                          "a non-empty list of numbers in [0, 1)")
-    dc["p_filters"] = [_check_float(dc_prefix + "p_filters", p, 0.0, 1.0)
-                       for p in dc["p_filters"]]
-    stages = _check_adaptive_shape(dc_prefix + "adaptive", dc["adaptive"], dc["n_levels"])
-    dc["adaptive"] = None if stages is None else [list(stage) for stage in stages]
-    for key, value in merged.items():
-        if isinstance(value, dict) and isinstance(section.get(key), dict):
-            section[key].update(value)
-        else:
-            section[key] = value
-    return section

@@ -3,6 +3,13 @@
 The detectors run on a tiny backdoored CNN trained here on 16-px images of three colour classes,
 10 % of which carry a white 4x4 corner patch and the target label 0; the diffusion classifier runs
 on a tiny class-conditional UNet trained here on three very distinct colours.
+
+CD and STRIP are asserted clearly above chance (AUROC > 0.75), not > 0.9: over data/training
+seeds they reach 0.7-0.96 at this scale. A four-layer CNN trained for 300 steps adds the patch's
+logit offset to the colour evidence instead of overriding it (the patch raises class 0 by about as
+much as the colour raises the true class), so CD must keep the colour as well as the patch, and a
+superimposed image doubles the colour evidence while the patch's offset stays. FCT does not rely
+on the override and stays above 0.9.
 """
 
 import numpy as np
@@ -362,3 +369,4 @@ def test_spread_order_is_a_permutation_with_spread_prefixes():
         order = defenses._spread_order(n)
         assert sorted(order) == list(range(n))
     assert defenses._spread_order(8)[:4] == [0, 4, 2, 6]
+
