@@ -8,7 +8,9 @@
 ``<run_dir>/executed/`` and stops at the first failing notebook. ``book`` stages a copy of the book's
 sources (``_config.yml``, ``_toc.yml``, ``book/``, ``references.bib``) with the executed notebooks in
 place of the sources listed in ``_toc.yml`` under ``notebooks/``, and runs ``jupyter-book build`` on it
-with warnings as errors; a stage whose notebook does not exist yet gets a short placeholder page.
+with warnings as errors; a stage whose notebook does not exist yet gets a short placeholder page. The
+run's teaser figure (``<run_dir>/figures/teaser.png``, drawn by the results chapter) is staged as
+``book/_generated/teaser.png`` with ``book/_generated/teaser.md``, which the first page includes.
 """
 
 from __future__ import annotations
@@ -48,7 +50,12 @@ STAGE_TITLES = {
     "04_insights": "Trojan horses: trigger amplification and the phase transition",
     "05_castle_walls": "Castle walls: poisoned diffusion models help the defender",
     "06_memorization": "Data replication and poisoning",
+    "07_explorer": "Explorer: the generations of every cell",
+    "08_results": "Results: every claim of the paper against this run",
 }
+# Per-build files of the book's first page (written into the staged sources only, never committed).
+GENERATED_DIR = "_generated"
+TEASER_PNG, TEASER_CAPTION = "teaser.png", "teaser_caption.md"
 
 
 def find_stages(notebooks_dir=NOTEBOOKS_DIR) -> list[Path]:
@@ -217,6 +224,40 @@ def placeholder_page(stem: str) -> str:
             f"stands in for it until it does.\n")
 
 
+def teaser_markdown(cfg: dict, caption: str | None) -> str:
+    """MyST included by ``book/intro.md``: the run's teaser as a figure with ``caption`` (its path is
+    relative to ``book/``, where the include lands), or, with ``caption`` None (the run has no teaser
+    yet), one sentence saying so."""
+    results = "{doc}`../notebooks/08_results`"
+    if caption is None:
+        return (f"*The `{cfg['name']}` run has no teaser figure yet: {results} draws it when "
+                f"`bibad run --profile {cfg['name']}` reaches that chapter.*\n")
+    return (f"```{{figure}} {GENERATED_DIR}/{TEASER_PNG}\n"
+            f":name: fig-teaser\n"
+            f":alt: Target-prompt generations of a clean and a poisoned diffusion model, and the trigger ratio "
+            f"of generations against training\n"
+            f":width: 100%\n\n"
+            f"{caption.strip()} Every claim with its verdict: {results}.\n"
+            f"```\n")
+
+
+def stage_teaser(cfg: dict, book_dir: Path) -> bool:
+    """Copy ``<run_dir>/figures/teaser.png`` into ``book_dir/_generated/`` and write ``teaser.md`` there
+    (:func:`teaser_markdown`, caption from ``teaser_caption.md`` beside the PNG). Returns whether the run
+    has a teaser."""
+    figures = Path(cfg["run_dir"]) / "figures"
+    target = Path(book_dir) / GENERATED_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    png = figures / TEASER_PNG
+    caption = None
+    if png.is_file():
+        shutil.copy2(png, target / TEASER_PNG)
+        text = figures / TEASER_CAPTION
+        caption = text.read_text() if text.is_file() else f"The teaser of the `{cfg['name']}` run."
+    (target / "teaser.md").write_text(teaser_markdown(cfg, caption))
+    return caption is not None
+
+
 def vendor_assets(dest=VENDOR_DIR, out=None) -> bool:
     """Fetch MathJax, require.js and the widget HTML manager with ``npm pack`` into ``dest`` so that the
     book's pages need no network to show maths and widgets. Returns False (after a printed warning)
@@ -284,6 +325,7 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
         shutil.copy2(REPO_ROOT / name, src / name)
     for name in BOOK_DIRS:
         shutil.copytree(REPO_ROOT / name, src / name)
+    stage_teaser(cfg, src / "book")
 
     executed = Path(cfg["run_dir"]) / "executed"
     problems = []

@@ -181,3 +181,20 @@ def test_teaser_drawing_shows_panels_and_bars():
     assert np.allclose(heights, sorted(bars["r_gen"]))
     assert [t.get_text() for t in ax.get_xticklabels()] == ["clean", "10%"]
     assert sum(len(s.axes) for s in fig.subfigs[:2]) == 16
+
+
+def test_glue_values_count_and_name_what_is_missing():
+    rows = [row("amplification"), row("trojan_g1", "not reproduced")]
+    df = sm.frame_from_rows(rows, ["04_insights"])
+    g = sm.glue_values(df, ["05_castle_walls", "06_memorization"])
+    n_fam = len(sm.PAPER_CLAIM_FAMILIES)
+    assert g["nb08_n_claims"] == len(df) == 2 + n_fam - 2
+    assert (g["nb08_n_reproduced"], g["nb08_n_partly"], g["nb08_n_not_reproduced"], g["nb08_n_not_tested"]) == \
+        (1, 0, 1, n_fam - 2)
+    assert g["nb08_missing_stages"] == "05_castle_walls, 06_memorization"
+    assert (g["nb08_n_families"], g["nb08_n_families_tested"]) == (n_fam, 2)
+    assert "Insight 2, phase transition" in g["nb08_uncovered"] and "amplification" not in g["nb08_uncovered"]
+    full = sm.frame_from_rows([row(k) for k in FAMILY_ROWS], sm.CLAIM_STAGES)
+    g = sm.glue_values(full)
+    assert g["nb08_uncovered"] == "none" and g["nb08_missing_stages"] == "none"
+    assert g["nb08_n_families_tested"] == n_fam

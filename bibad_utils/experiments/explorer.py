@@ -270,11 +270,12 @@ def explorer_widget(choices: dict, render: Callable[[str, float, float], Figure]
     return box
 
 
-def make_explorer(study, n: int = 16):
+def make_explorer(study, n: int = 16, data: ExplorerData | None = None):
     """The interactive explorer of ``study``: choose a trigger, p (or the clean control) and w, see the
-    first ``n`` target-prompt generations of that cell judged (:func:`explorer_figure`)."""
+    first ``n`` target-prompt generations of that cell judged (:func:`explorer_figure`). ``data``
+    shares judged views with other figures."""
     n = _check_n(n)
-    data = ExplorerData(study)
+    data = data or ExplorerData(study)
 
     def render(trigger, p, w):
         return explorer_figure(study, cell_for(study.cfg, trigger, p), w, n=n, trigger=trigger, data=data)

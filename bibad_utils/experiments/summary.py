@@ -21,13 +21,12 @@ from matplotlib.figure import Figure
 from bibad_utils import metrics
 from bibad_utils.config import ConfigError
 from bibad_utils.experiments.explorer import ExplorerData, draw_panel, panel_size
+from bibad_utils.pipeline import TEASER_CAPTION, TEASER_PNG
 from bibad_utils.plots import PALETTE, REF_COLOR
 from bibad_utils.report import COLUMNS, VERDICTS, claims_path, load_claims
 from bibad_utils.stages import Cell
 
 FIGURES_DIR = "figures"
-TEASER_FILE = "teaser.png"
-TEASER_CAPTION_FILE = "teaser_caption.md"
 CLAIMS_MD_FILE = "claims.md"
 TEASER_DPI = 150
 
@@ -130,10 +129,13 @@ def missing_stages(run_dir, stages=CLAIM_STAGES) -> list[str]:
     return [s for s in stages if s not in done]
 
 
-def family_coverage(rows: list[dict], families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
+def family_coverage(rows, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
     """Per family: ``family``, ``stage``, ``label``, ``n_rows`` (claim rows that belong to it),
     ``n_tested`` (those with a verdict other than "not tested") and ``status``: "tested", "not tested"
-    (rows exist, none with a verdict) or "missing" (no row)."""
+    (rows exist, none with a verdict) or "missing" (no row). ``rows``: claim rows, or a frame of
+    :func:`claims_frame` (whose coverage-check rows are then left out)."""
+    if isinstance(rows, pd.DataFrame):
+        rows = rows[rows["origin"] == "run"].to_dict("records") if "origin" in rows else rows.to_dict("records")
     out = []
     for f in families:
         mine = [r for r in rows if f.matches(r)]
@@ -201,6 +203,22 @@ def verdict_counts(df: pd.DataFrame) -> dict:
     counts = {v: int((df["verdict"] == v).sum()) for v in VERDICTS}
     counts["total"] = int(len(df))
     return counts
+
+
+def glue_values(df: pd.DataFrame, missing=(), families=PAPER_CLAIM_FAMILIES) -> dict:
+    """Values the results chapter quotes (keys ``nb08_*``): rows per verdict (``nb08_n_reproduced``,
+    ``nb08_n_partly``, ``nb08_n_not_reproduced``, ``nb08_n_not_tested``, ``nb08_n_claims``), the stages
+    without claims and the families of the paper without a row (texts, "none" when empty), and the
+    number of families and of those tested."""
+    counts = verdict_counts(df)
+    cov = family_coverage(df, families)
+    out = {f"nb08_n_{v.replace(' ', '_')}": counts[v] for v in VERDICTS}
+    out["nb08_n_claims"] = counts["total"]
+    out["nb08_missing_stages"] = ", ".join(missing) or "none"
+    out["nb08_uncovered"] = "; ".join(cov.loc[cov["status"] == "missing", "label"]) or "none"
+    out["nb08_n_families"] = len(cov)
+    out["nb08_n_families_tested"] = int((cov["status"] == "tested").sum())
+    return out
 
 
 def stage_verdicts(df: pd.DataFrame) -> pd.DataFrame:
@@ -404,13 +422,13 @@ def save_teaser(study, fig: Figure) -> Path:
     ``teaser_caption.md`` beside it, which ``bibad book`` puts on the book's first page. Returns the PNG."""
     folder = Path(study.run_dir) / FIGURES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / TEASER_FILE
+    path = folder / TEASER_PNG
     fig.savefig(path, dpi=TEASER_DPI, bbox_inches="tight", facecolor="white")
-    (folder / TEASER_CAPTION_FILE).write_text(teaser_caption(study) + "\n")
+    (folder / TEASER_CAPTION).write_text(teaser_caption(study) + "\n")
     return path
 
 
-__all__ = ["CLAIM_STAGES", "ClaimFamily", "PAPER_CLAIM_FAMILIES", "VERDICT_COLORS", "claims_frame",
+__all__ = ["CLAIM_STAGES", "ClaimFamily", "glue_values", "PAPER_CLAIM_FAMILIES", "VERDICT_COLORS", "claims_frame",
            "claims_markdown", "claims_table", "family_coverage", "family_of", "frame_from_rows", "missing_stages",
            "ours_text", "present_stages", "ratio_frame", "ratio_row", "save_claims_markdown", "save_teaser",
            "stage_verdicts", "styled_claims", "teaser_caption", "teaser_drawing", "teaser_figure", "uncovered_rows",
