@@ -48,7 +48,10 @@ DEFAULTS = {
     "block": 1024,                  # rows per similarity block (memory ~ block * N * 4 bytes)
     # cosine >= this joins a duplicate group; None: the F1 optimum on planted duplicates (procedural only)
     "duplicate_threshold": None,
-    "replication_threshold": None,  # generation is a replica if cosine > this; None: the duplicate threshold
+    "replication_threshold": None,  # generation is a replica if cosine > this; None: see replication_quantile
+    # None: the duplicate threshold; q in (0, 1): the q-quantile of held-out real images' nearest-training
+    # similarity (a replica is closer to a training image than a fraction q of fresh real images are)
+    "replication_quantile": None,
     "ratios": [0.05, 0.1],          # poisoning ratios of the random vs duplicate comparison
     "top_pairs": 8,                 # replication pairs shown
 }
@@ -82,6 +85,8 @@ def validate_config(section: dict | None, prefix: str = "memorization") -> dict:
     for key in ("duplicate_threshold", "replication_threshold"):
         v = cfg[key]
         check(key, v is None or (is_num(v) and -1.0 <= v <= 1.0), "null or a cosine similarity in [-1, 1]")
+    q = cfg["replication_quantile"]
+    check("replication_quantile", q is None or (is_num(q) and 0.0 < q < 1.0), "null or a quantile in (0, 1)")
     r = cfg["ratios"]
     check("ratios", isinstance(r, (list, tuple)) and len(r) > 0 and all(is_num(p) and 0 < p < 1 for p in r),
           "a non-empty list of ratios in (0, 1)")

@@ -117,7 +117,7 @@ def test_duplicate_finder_recovers_planted_groups(smoke_study):
     assert row["recall"] == 1.0 and row["precision"] > 0.9  # noisy copies of 2 levels vs distinct shapes
     sweep = ms.duplicate_threshold_sweep(smoke_study)
     assert len(sweep) == 41 and sweep["f1"].max() == pytest.approx(row["f1"])
-    assert ms.replication_threshold(smoke_study) == ms.duplicate_threshold(smoke_study) == row["threshold"]
+    assert ms.duplicate_threshold(smoke_study) == row["threshold"]
     examples = ms.found_group_examples(smoke_study, n_groups=3)
     assert 1 <= len(examples) <= 3 and all(v.dtype == np.uint8 and v.ndim == 4 for v in examples.values())
     assert any(name.startswith("planted #") for name in examples)
@@ -131,6 +131,21 @@ def test_profile_threshold_is_used_and_stated(tmp_path):
     assert row["threshold"] == 0.5 and row["threshold_source"].startswith("profile")
     assert row["recall"] == 1.0 and row["precision"] < 0.5  # a loose threshold merges distinct images
     assert ms.replication_threshold(study) == 0.9
+
+
+def test_replication_threshold_sources(tmp_path, smoke_study):
+    sim, idx = ms.heldout_similarity(smoke_study)
+    assert sim.shape == idx.shape == (len(smoke_study.test_set),) and sim.dtype == np.float32
+    assert np.all(sim <= 1.0 + 1e-5) and idx.max() < len(smoke_study.train_set)
+    q = smoke_study.cfg["memorization"]["replication_quantile"]
+    assert ms.replication_threshold(smoke_study) == pytest.approx(np.quantile(sim.astype(np.float64), q))
+    assert "quantile" in ms.replication_threshold_source(smoke_study)
+    strict = Study("smoke", {"run_dir": str(tmp_path), "memorization": {"replication_quantile": None}},
+                   progress=False)
+    assert ms.replication_threshold(strict) == ms.duplicate_threshold(strict)
+    assert ms.replication_threshold_source(strict) == "the duplicate threshold"
+    with pytest.raises(ConfigError, match="memorization.replication_quantile"):
+        Study("smoke", {"run_dir": str(tmp_path), "memorization": {"replication_quantile": 1.0}})
 
 
 def test_duplicate_pool_too_small_is_a_config_error(tmp_path):

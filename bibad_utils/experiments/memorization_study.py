@@ -342,11 +342,49 @@ def random_vs_duplicate_wide(df: pd.DataFrame) -> pd.DataFrame:
 # Replication of training images
 
 
+HELDOUT = "held-out real"
+
+
+def heldout_similarity(study: Study) -> tuple[np.ndarray, np.ndarray]:
+    """The reference of "no memorization": each held-out real (test) image's cosine similarity to its
+    nearest clean training image (float32 ``[N_test]``) and that image's index (int64 ``[N_test]``); cached."""
+    def build(art):
+        from bibad_utils.memorization import nearest_train_similarity
+
+        sim, idx = nearest_train_similarity(embed_images(study, study.test_set.images), train_embedding(study),
+                                            block=mem_config(study)["block"])
+        st.save_array(art.dir / "similarity.npy", sim)
+        st.save_array(art.dir / "nearest.npy", idx)
+
+    test_key = st.artifact_key("data_test", {"dataset": study.cfg["dataset"], "seed": study.seed,
+                                             "labels": study.test_set.labels})
+    path = study.store.cached("mem_heldout", _embedding_params(study),
+                              [study.data_key, test_key] + _embedding_inputs(study), build, device=str(study.device))
+    return st.load_array(path / "similarity.npy"), st.load_array(path / "nearest.npy")
+
+
 def replication_threshold(study: Study) -> float:
-    """Cosine threshold above which a generation counts as a replica: ``memorization.replication_threshold``,
-    else the duplicate finder's threshold (a generation as close to a training image as a planted copy)."""
-    t = mem_config(study)["replication_threshold"]
-    return float(t) if t is not None else duplicate_threshold(study)
+    """Cosine threshold above which a generation counts as a replica (see
+    :func:`replication_threshold_source`)."""
+    m = mem_config(study)
+    if m["replication_threshold"] is not None:
+        return float(m["replication_threshold"])
+    if m["replication_quantile"] is not None:
+        return float(np.quantile(heldout_similarity(study)[0].astype(np.float64), m["replication_quantile"]))
+    return duplicate_threshold(study)
+
+
+def replication_threshold_source(study: Study) -> str:
+    """Where :func:`replication_threshold` comes from: ``memorization.replication_threshold`` if set; else,
+    with ``memorization.replication_quantile`` = q, the q-quantile of the held-out real images' nearest-
+    training similarity (a replica is closer to a training image than a fraction q of fresh real images
+    are); else the duplicate finder's threshold (as close to a training image as a planted copy)."""
+    m = mem_config(study)
+    if m["replication_threshold"] is not None:
+        return "profile (memorization.replication_threshold)"
+    if m["replication_quantile"] is not None:
+        return f"{m['replication_quantile']:.0%} quantile of held-out real images' nearest-training similarity"
+    return "the duplicate threshold"
 
 
 def replication_cells(study: Study, include_duplicate: bool = True) -> list[Cell]:
@@ -381,15 +419,19 @@ def replication_scores(study: Study, cell: Cell) -> tuple[np.ndarray, np.ndarray
     return st.load_array(path / "similarity.npy"), st.load_array(path / "nearest.npy")
 
 
-def replication_similarities(study: Study, cells=None) -> dict[str, np.ndarray]:
-    """``{cell name: nearest-training similarities}`` for the histogram (default :func:`replication_cells`)."""
-    return {c.name: replication_scores(study, c)[0] for c in (cells or replication_cells(study))}
+def replication_similarities(study: Study, cells=None, heldout: bool = True) -> dict[str, np.ndarray]:
+    """``{name: nearest-training similarities}`` for the histogram: each cell (default
+    :func:`replication_cells`) by its name, and (``heldout``) the held-out real images as the reference."""
+    out = {HELDOUT: heldout_similarity(study)[0]} if heldout else {}
+    out.update({c.name: replication_scores(study, c)[0] for c in (cells or replication_cells(study))})
+    return out
 
 
 def replication_table(study: Study, cells=None) -> pd.DataFrame:
     """Replication of training images by the all-class generations, one row per cell (default
-    :func:`replication_cells`): ``cell``, ``model`` (the cell's name on several lines, for axes), ``kind``,
-    ``p``, ``pool``, ``n`` generations, ``k`` replicas (similarity > ``threshold``), ``rate`` with Wilson
+    :func:`replication_cells`) after a first reference row ``held-out real`` (the test images against the
+    clean training set, kind ``real``): ``cell``, ``model`` (the name on several lines, for axes), ``kind``,
+    ``p``, ``pool``, ``n`` images, ``k`` replicas (similarity > ``threshold``), ``rate`` with Wilson
     95 % bounds ``lo`` / ``hi``, ``mean_sim`` and ``median_sim`` (cosine), ``nearest_poisoned`` (fraction of
     generations whose nearest training image is a poisoned one) beside ``poisoned_share`` (fraction of the
     training set that is poisoned)."""
@@ -397,15 +439,16 @@ def replication_table(study: Study, cells=None) -> pd.DataFrame:
     from bibad_utils.metrics import wilson_interval
 
     threshold = replication_threshold(study)
-    rows = []
+    entries = [(HELDOUT, "real", 0.0, "random", heldout_similarity(study), np.zeros(0, np.int64))]
     for cell in cells or replication_cells(study):
-        sim, idx = replication_scores(study, cell)
+        entries.append((cell.name, cell.kind, cell.ratio, cell.pool, replication_scores(study, cell),
+                        np.asarray(study.poison_manifest(cell)["indices"], dtype=np.int64)))
+    rows = []
+    for name, kind, p, pool, (sim, idx), poisoned in entries:
         rate, k, n = replication_rate(sim, threshold)
         lo, hi = wilson_interval(k, n)
-        poisoned = np.asarray(study.poison_manifest(cell)["indices"], dtype=np.int64)
         rows.append({
-            "cell": cell.name, "model": cell.name.replace(" ", "\n"), "kind": cell.kind, "p": cell.ratio,
-            "pool": cell.pool, "n": n, "k": k,
+            "cell": name, "model": name.replace(" ", "\n"), "kind": kind, "p": p, "pool": pool, "n": n, "k": k,
             "rate": rate, "lo": lo, "hi": hi, "threshold": threshold,
             "mean_sim": float(np.mean(sim)) if n else math.nan,
             "median_sim": float(np.median(sim)) if n else math.nan,
@@ -441,8 +484,8 @@ def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.D
     dup = random_vs_duplicate(study) if dup is None else dup
     rep = replication_table(study) if rep is None else rep
     finder = duplicate_finder_table(study) if finder is None else finder
-    cells = [Cell(r["kind"], float(r["p"]), r["pool"]) for _, r in rep.iterrows()]
-    sims = replication_similarities(study, cells)
+    cells = [Cell(r["kind"], float(r["p"]), r["pool"]) for _, r in rep.iterrows() if r["kind"] != "real"]
+    sims = replication_similarities(study, cells, heldout=False)
     return claims_from_tables(dup, rep, finder, sims, guidance=float(study.cfg["sampling"]["guidance"][0]))
 
 
@@ -478,7 +521,7 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
     if len(clean):
         c = clean.iloc[0]
         threshold = float(c["threshold"])
-        poisoned = rep[~rep["kind"].isin(["clean", "relabel"]) & (rep["pool"] == "random")]
+        poisoned = rep[~rep["kind"].isin(["clean", "relabel", "real"]) & (rep["pool"] == "random")]
         for _, r in poisoned.iterrows():
             d, lo, hi = rate_difference(int(r["k"]), int(r["n"]), int(c["k"]), int(c["n"]))
             rows.append(claim_row(
@@ -547,6 +590,8 @@ def glue_values(study: Study, finder: pd.DataFrame, dup: pd.DataFrame, rep: pd.D
         "nb06_dup_threshold": float(f["threshold"]),
         "nb06_threshold_source": str(f["threshold_source"]),
         "nb06_rep_threshold": replication_threshold(study),
+        "nb06_rep_threshold_source": replication_threshold_source(study),
+        "nb06_rate_heldout": float(rep.loc[rep["kind"] == "real", "rate"].iloc[0]) if len(rep) else math.nan,
         "nb06_planted_groups": int(f["planted_groups"]),
         "nb06_found_groups": int(f["found_groups"]),
         "nb06_finder_precision": float(f["precision"]),
@@ -566,11 +611,12 @@ def glue_values(study: Study, finder: pd.DataFrame, dup: pd.DataFrame, rep: pd.D
 
 
 __all__ = [
-    "PAPER_DUPLICATES", "STAGE", "check_duplicate_pool", "claims_frame", "claims_from_tables",
+    "HELDOUT", "PAPER_DUPLICATES", "STAGE", "check_duplicate_pool", "claims_frame", "claims_from_tables",
     "duplicate_comparison_cells", "duplicate_finder_table", "duplicate_threshold",
     "duplicate_threshold_sweep", "embed_images", "found_group_examples", "found_groups", "glue_values",
-    "group_matches", "mean_difference", "mem_config", "memorization_claims", "paper_duplicate_values",
-    "random_vs_duplicate", "random_vs_duplicate_wide", "rate_difference", "replication_cells",
-    "replication_scores", "replication_similarities", "replication_table", "resolution_sentence", "top_pairs",
-    "train_embedding", "training_embedding", "verdict_phrase",
+    "group_matches", "heldout_similarity", "mean_difference", "mem_config", "memorization_claims",
+    "paper_duplicate_values", "random_vs_duplicate", "random_vs_duplicate_wide", "rate_difference",
+    "replication_cells", "replication_scores", "replication_similarities", "replication_table",
+    "replication_threshold", "replication_threshold_source", "resolution_sentence", "top_pairs", "train_embedding",
+    "training_embedding", "verdict_phrase",
 ]
