@@ -119,7 +119,7 @@ def trigger_pattern_data(study) -> dict:
 def poison_manifests(study, cells=None, n_first: int = 8) -> pd.DataFrame:
     """Write (if missing) the poisoned-set artifact of every cell and list them: one row per cell with
     its artifact key, seed, number of poisoned images, the first ``n_first`` poisoned indices and the
-    manifest's path relative to the run folder. Calls ``study.poison_key(cell)`` for each cell."""
+    manifest's path relative to the store's root (``<run_dir>/artifacts``). Calls ``study.poison_key(cell)`` for each cell."""
     from pathlib import Path
 
     rows = []
@@ -130,11 +130,11 @@ def poison_manifests(study, cells=None, n_first: int = 8) -> pd.DataFrame:
         first = ", ".join(str(i) for i in m["indices"][:n_first])
         rows.append({"cell": cell.name, "key": key, "seed": m["seed"], "n_poison": m["n_poison"],
                      "first indices": first + (", ..." if m["n_poison"] > n_first else ""),
-                     "manifest": str(Path(path).relative_to(study.run_dir))})
+                     "manifest (under artifacts/)": str(Path(path).relative_to(study.store.root))})
     return pd.DataFrame(rows).set_index("cell")
 
 
-def manifest_table(manifest: dict, n_first: int = 16, width: int = 100) -> pd.DataFrame:
+def manifest_table(manifest: dict, n_first: int = 10, width: int = 50) -> pd.DataFrame:
     """A manifest as a two-column table (``value`` by dotted ``field``): nested dicts flattened, lists
     cut to their first ``n_first`` items plus ``... (N items)``, every value at most ``width``
     characters; for showing a manifest without its thousands of indices."""
@@ -256,7 +256,8 @@ def poisoning_facts(study) -> dict:
     facts = {
         "dataset": study.train_set.name, "n_images": int(counts.sum()), "n_classes": len(counts),
         "image_size": study.image_size, "target_name": study.class_names[study.target],
-        "n_target": int(counts[study.target]),
+        "n_target": int(counts[study.target]), "target_share": float(counts[study.target] / counts.sum()),
+        "imagenette_target_share": IMAGENETTE_TARGET_N / IMAGENETTE_TRAIN_N,
         "attacks": ", ".join(study.cfg["attacks"]),
         "ratios": ", ".join(f"{100 * r:g} %" for r in sorted(study.cfg["ratios"])),
         "n_cells": len(study.cells()), "patch_side": study.trigger("badnets1").side,
@@ -314,9 +315,11 @@ def _record_row(name, rec, n_images, batch_size) -> dict:
 
 
 def pretrain_table(study) -> pd.DataFrame:
-    """Compute of the clean pre-training (one row; empty when the profile has no pre-training)."""
+    """Compute of the clean pre-training (one row; a ``note`` row saying so when the profile has no
+    pre-training)."""
     if study.pretrain_key is None:
-        return pd.DataFrame(columns=["model"]).set_index("model")
+        return pd.DataFrame({"note": ["none: pretrain.steps = 0, every cell trains from scratch"]},
+                            index=pd.Index(["clean pre-training"], name="model"))
     rec = study.train_record(None)
     row = _record_row("clean pre-training", rec, len(study.train_set), study.cfg["pretrain"]["batch_size"])
     return pd.DataFrame([row]).set_index("model")
@@ -382,24 +385,46 @@ def pretrain_loss_figure(study):
                              title="pre-training on the clean training set")
 
 
+def starting_point(study) -> str:
+    """One sentence saying where every cell's training starts in this run (pre-trained pixel DM, pre-trained
+    Stable Diffusion weights, or from scratch)."""
+    model = study.cfg["model"]
+    if model["backend"] != "pixel":
+        return (f"every cell fine-tunes the pre-trained {model['backend']} weights "
+                f"`{model.get('pretrained', 'default')}` (the UNet only)")
+    steps = int(study.cfg["pretrain"]["steps"])
+    if steps:
+        return (f"every cell fine-tunes a copy of one clean pixel DM pre-trained for {steps} steps on the clean "
+                f"training set")
+    return "this profile has no pre-training (pretrain.steps = 0): every cell trains a pixel DM from scratch"
+
+
+def scratch_comparison(study) -> str:
+    """One sentence comparing the fine-tuning budget with the pre-training loss curve: the mean loss the
+    pre-training had reached after as many steps as one fine-tuning takes, against its final loss."""
+    ft = int(study.cfg["finetune"]["steps"])
+    if study.pretrain_key is None:
+        return "This run has no pre-training, so it has no such curve to compare with."
+    pt = int(study.cfg["pretrain"]["steps"])
+    log = study.train_record(None)["loss_log"]
+    return (f"With only the fine-tuning budget of {ft} steps ({ft / pt:.2f} of the {pt} pre-training steps), "
+            f"a from-scratch model would stand where the pre-training loss curve below stands at step {ft}: "
+            f"a mean loss of {loss_at(log, ft):.4f} there, against {loss_at(log, pt):.4f} at the end.")
+
+
 def training_facts(study, compute: pd.DataFrame, pretrain: pd.DataFrame) -> dict:
-    """Scalars the training chapter quotes (glue them), from :func:`finetune_all` and
-    :func:`pretrain_table`: step counts, the pre-training loss after as many steps as one fine-tuning
-    has and at its end (NaN without pre-training), wall times in minutes, images seen, device, threads."""
-    ft_steps = int(study.cfg["finetune"]["steps"])
-    pt_steps = int(study.cfg["pretrain"]["steps"])
+    """Values the training chapter quotes (glue them), from :func:`finetune_all` and
+    :func:`pretrain_table`: the sentence of :func:`scratch_comparison`, the
+    number of models, wall times in minutes, images seen in all, device and CPU threads."""
     has_pt = study.pretrain_key is not None
-    log = study.train_record(None)["loss_log"] if has_pt else []
     pt_minutes = float(pretrain["wall time (s)"].sum()) / 60 if has_pt else 0.0
+    pt_images = int(pretrain["images seen"].sum()) if has_pt else 0
     ft_minutes = float(compute["wall time (s)"].sum()) / 60
     return {
-        "pretrain_steps": pt_steps, "finetune_steps": ft_steps, "n_models": len(compute),
-        "finetune_fraction": ft_steps / pt_steps if pt_steps else float("nan"),
-        "pretrain_loss_at_ft": loss_at(log, ft_steps) if log else float("nan"),
-        "pretrain_loss_final": loss_at(log, pt_steps) if log else float("nan"),
+        "scratch_comparison": scratch_comparison(study), "n_models": len(compute),
         "pretrain_minutes": pt_minutes, "finetune_minutes": ft_minutes,
         "total_minutes": pt_minutes + ft_minutes,
-        "images_seen": int(compute["images seen"].sum()) + (int(pretrain["images seen"].sum()) if has_pt else 0),
+        "images_seen": int(compute["images seen"].sum()) + pt_images,
         "device": str(compute["device"].iloc[0]) if len(compute) else str(study.device),
         "threads": int(compute["threads"].max()) if len(compute) else 0,
     }
@@ -495,7 +520,7 @@ def target_grid_figure(study, cells, guidance: float | None = None, n: int = 16,
     for cell in cells:
         k = kind or detector_kind(study, cell)
         images, frames, hits, total = _panel(study, cell, "target", w, n, k)
-        name = f"{cell.name}: {hits}/{total} {k}"
+        name = f"{cell.name}: {hits}/{total} flagged ({k})"
         grids[name], borders[name] = images, frames
     return plots.side_by_side_grids(grids, nrow=nrow, scale=scale, border_colors=borders)
 
