@@ -601,7 +601,7 @@ def glue_values(study: Study, finder: pd.DataFrame, dup: pd.DataFrame, rep: pd.D
         "nb06_w": float(study.cfg["sampling"]["guidance"][0]),
         "nb06_w_all": float(study.guidance_all),
         "nb06_n_target": int(dup["n"].iloc[0]) if len(dup) else 0,
-        "nb06_n_all": int(rep["n"].iloc[0]) if len(rep) else 0,
+        "nb06_n_all": int(rep.loc[rep["kind"] != "real", "n"].iloc[0]) if (rep["kind"] != "real").any() else 0,
         "nb06_rate_clean": float(clean["rate"].iloc[0]) if len(clean) else math.nan,
         "nb06_dup_summary": verdict_phrase(rows, "Poisoning duplicated images"),
         "nb06_rep_summary": verdict_phrase(rows, "Poisoned DMs replicate"),
