@@ -925,6 +925,84 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
 
 
 # ---------------------------------------------------------------------------------------------------
+# Display tables
+
+
+def _with_interval(v: float, lo: float, hi: float, percent: bool) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if percent:
+        return f"{v:.1%} [{lo:.1%}, {hi:.1%}]"
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _paper_text(v: float, percent: bool) -> str:
+    return "" if v is None or math.isnan(v) else (f"{v:.2%}" if percent else f"{v:.3f}")
+
+
+def detection_wide(det: pd.DataFrame) -> pd.DataFrame:
+    """:func:`detection_table` for reading: one row per (cell, detector), AUROC [95 % interval] on the
+    training subset and on the generations, the positives of each truth, the paper's CD values."""
+    rows = []
+    for (cell, detector), g in det.groupby(["cell", "detector"], sort=False):
+        tr, ge = g[g.set == "training"].iloc[0], g[g.set == "generated"].iloc[0]
+        rows.append({"cell": cell, "detector": detector,
+                     "AUROC training": _with_interval(tr.auroc, tr.auroc_lo, tr.auroc_hi, False),
+                     "AUROC generated": _with_interval(ge.auroc, ge.auroc_lo, ge.auroc_hi, False),
+                     "poisoned / n (training)": f"{tr.n_poisoned} / {tr.n}",
+                     "triggered / n (generated)": f"{ge.n_poisoned} / {ge.n}",
+                     "paper training": _paper_text(tr.paper, False), "paper generated": _paper_text(ge.paper, False)})
+    return pd.DataFrame(rows).set_index(["cell", "detector"])
+
+
+def rates_wide(df: pd.DataFrame, by: str) -> pd.DataFrame:
+    """TA and ASR [95 % Wilson intervals] per (cell, ``by``) of :func:`train_on_generations_table`
+    (``by="source"``) or :func:`diffusion_classifier_table` (``by="method"``), with the paper's values."""
+    rows = []
+    for r in df.itertuples():
+        label = getattr(r, by)
+        if by == "method" and label == "diffusion classifier":
+            label = f"DC, p_filter {r.p_filter:g}"
+        row = {"cell": r.cell, by: label}
+        if "n_train" in df:
+            row["n_train"] = int(r.n_train)
+        row.update({"TA": _with_interval(r.TA, r.TA_lo, r.TA_hi, True),
+                    "ASR": _with_interval(r.ASR, r.ASR_lo, r.ASR_hi, True),
+                    "paper TA": _paper_text(r.paper_TA, True), "paper ASR": _paper_text(r.paper_ASR, True)})
+        if "paper_ASR_caltech15" in df:
+            row["paper ASR (Caltech15)"] = _paper_text(r.paper_ASR_caltech15, True)
+        if "seconds_per_image" in df and not math.isnan(r.seconds_per_image):
+            row["s / image"] = f"{r.seconds_per_image:.3f}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["cell", by]).fillna("")
+
+
+def claims_table(rows: list[dict]) -> pd.DataFrame:
+    """Claim rows for reading: claim, setting, the paper's value, ours [95 % interval], verdict, note."""
+    return pd.DataFrame([{"claim": r["claim"], "setting": r["setting"], "metric": r["metric"], "paper": r["paper"],
+                          "ours": _with_interval(r["ours"], r["ours_lo"], r["ours_hi"], False),
+                          "verdict": r["verdict"], "note": r["note"]} for r in rows])
+
+
+def backdoored_table(study) -> pd.DataFrame:
+    """TA and ASR of each grid cell's backdoored classifier (the detectors' f), final epoch."""
+    rows = []
+    for cell in study.grid_cells():
+        model, rep = poisoned_classifier(study, cell)
+        rows.append({"cell": cell.name, "classifier": model.config["arch"], "n_train": rep["n_train"],
+                     "epochs": len(rep["history"]), "TA": _with_interval(rep["TA"], rep["TA_lo"], rep["TA_hi"], True),
+                     "ASR": _with_interval(rep["ASR"], rep["ASR_lo"], rep["ASR_hi"], True),
+                     "train seconds": round(rep["train_seconds"], 1)})
+    return pd.DataFrame(rows).set_index("cell")
+
+
+def example_cell(study):
+    """The cell whose CD masks are shown: the first attack's largest p."""
+    cells = study.grid_cells()
+    return max((c for c in cells if c.kind == cells[0].kind), key=lambda c: c.ratio)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Figures
 
 
