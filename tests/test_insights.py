@@ -244,3 +244,4 @@ def test_cached_judging_on_a_tiny_study(tmp_path):
     t, m = j["trigger"], j["match"]
     counts = {"G1": t & ~m, "G2": t & m, "G3": ~t & ~m, "G4": ~t & m}
     assert {g: len(images) for g, (images, _) in ex.items()} == {g: min(2, int(v.sum())) for g, v in counts.items()}
+    assert isinstance(ins.examples_figure(study, cell, 1.0, n=2), Figure)

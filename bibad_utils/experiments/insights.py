@@ -335,14 +335,14 @@ def group_examples(study, cell, guidance: float, n: int = 8, seed: int = 0) -> d
     return out
 
 
-def examples_figure(study, cell, guidance: float, n: int = 8, seed: int = 0) -> Figure:
+def examples_figure(study, cell, guidance: float, n: int = 8, seed: int = 0, nrow: int = 2) -> Figure:
     """Example target-prompt generations of ``cell`` from each group G1-G4 (see :func:`group_examples`),
-    one panel per group (headed G1..G4; an empty group says so), each image headed by the clean
-    classifier's predicted class."""
+    one panel per group (headed G1..G4, ``nrow`` images per row; an empty group says so), each image
+    headed by the clean classifier's predicted class."""
     from bibad_utils.plots import side_by_side_grids
 
     ex = group_examples(study, cell, guidance, n=n, seed=seed)
-    return side_by_side_grids({g: images for g, (images, _) in ex.items()}, nrow=4,
+    return side_by_side_grids({g: images for g, (images, _) in ex.items()}, nrow=nrow,
                               titles={g: titles for g, (_, titles) in ex.items() if titles})
 
 
@@ -404,7 +404,7 @@ def _fid_plan(study, fid: str) -> tuple[bool, str]:
     if not path.is_file():
         if fid == "inception":
             raise ConfigError("fid", fid, f"'auto' or 'off': torchvision's Inception-v3 weights are not at {path}")
-        return False, f"FID not computed: torchvision's Inception-v3 weights are not on disk ({path})"
+        return False, f"FID not computed: torchvision's Inception-v3 weights ({path.name}) are not in the torch hub cache"
     if fid == "auto" and study.image_size < FID_MIN_IMAGE_SIZE:
         return False, (f"FID not computed: {study.image_size}-px images are below {FID_MIN_IMAGE_SIZE} px, "
                        "where Inception features are not meaningful")
@@ -705,10 +705,13 @@ def guidance_figure(gdf: pd.DataFrame) -> Figure:
     fig, axes = _new_axes(2, len(attacks), 3.6 * len(attacks) + 0.6, 5.6)
     for k, attack in enumerate(attacks):
         a = grid[grid["attack"] == attack]
-        for c, ratio in enumerate(sorted(a["ratio"].unique())):
+        ratios = sorted(a["ratio"].unique())
+        span = float(np.ptp(a["guidance"].to_numpy(dtype=float))) or 1.0
+        for c, ratio in enumerate(ratios):
             r = a[a["ratio"] == ratio].sort_values("guidance")
             color = PALETTE[c % len(PALETTE)]
-            w = r["guidance"].to_numpy(dtype=float)
+            # a small horizontal offset per p keeps overlapping points and intervals apart
+            w = r["guidance"].to_numpy(dtype=float) + 0.015 * span * (c - (len(ratios) - 1) / 2)
             _errorbar(axes[0, k], w, r, "r_gen", color=color, marker="o", label=f"p={_p_label(ratio)}")
             axes[0, k].axhline(r["r_train"].iloc[0], color=color, linestyle=":", linewidth=1.2)
             _errorbar(axes[1, k], w, r, "G1", color=color, marker="o")
