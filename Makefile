@@ -28,6 +28,11 @@ book: $(STAMP)
 # unit tests first (fast), then the end-to-end runs (papermill + book build)
 test: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -m "not slow"
+	@# the page checks open the built book in headless Chromium: install it (quietly) when none is found
+	@$(PY) -c "import sys; from bibad_utils.pagecheck import find_chromium; sys.exit(find_chromium() is None)" || { \
+	  as_root=$$([ "$$(id -u)" = 0 ] || echo sudo -n); echo "installing chromium (apt-get) ..."; \
+	  $$as_root apt-get update -qq && $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	} || echo "warning: chromium could not be installed: the page checks of the book will be skipped"
 	$(TEST_ENV) $(PY) -m pytest -m slow
 
 lab: $(STAMP)
