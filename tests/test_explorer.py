@@ -1,6 +1,8 @@
 """The generation explorer's pure parts: choices and cells from a profile, G1-G4 titles, frames, panel
 figures, and the widget redrawing on every change (drawn from planted arrays)."""
 
+import base64
+
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -94,12 +96,14 @@ def test_widget_redraws_on_every_change():
 
     box = ex.explorer_widget({"trigger": ["badnets1", "badnets2"], "p": [0.0, 0.1], "w": [1.0, 5.0]}, render)
     assert calls == [("badnets1", 0.1, 1.0)]  # drawn once at start: the largest p, the first w
-    first = box.image.value
-    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    first = box.view.value
+    prefix = '<img src="data:image/png;base64,'
+    assert first.startswith(prefix) and 'alt="target-prompt generations, badnets1, p = 10%, w = 1"' in first
+    assert base64.b64decode(first[len(prefix):].split('"')[0])[:8] == b"\x89PNG\r\n\x1a\n"
     box.controls["w"].value = 5.0
     box.controls["p"].value = 0.0
     box.controls["trigger"].value = "badnets2"
     assert calls[1:] == [("badnets1", 0.1, 5.0), ("badnets1", 0.0, 5.0), ("badnets2", 0.0, 5.0)]
-    assert box.image.value != first
+    assert box.view.value != first
     with pytest.raises(ConfigError, match="choices"):
         ex.explorer_widget({"trigger": [], "p": [0.1], "w": [1.0]}, render)

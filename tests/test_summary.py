@@ -76,6 +76,9 @@ def test_coverage_marks_missing_and_untested_families():
     assert cov.loc["amplification", ["n_rows", "n_tested", "status"]].tolist() == [2, 2, "tested"]
     assert cov.loc["phase_transition", ["n_rows", "n_tested", "status"]].tolist() == [1, 0, "not tested"]
     assert (cov.drop(["amplification", "phase_transition"])["status"] == "missing").all()
+    shown = sm.coverage_table(sm.frame_from_rows(rows, ["04_insights"]))
+    assert list(shown.columns) == ["rows", "tested", "status"] and len(shown) == len(sm.PAPER_CLAIM_FAMILIES)
+    assert shown.loc[("04_insights", "Insight 1, trigger amplification: r_gen > r_train")].tolist() == [2, 2, "tested"]
 
     extra = sm.uncovered_rows(rows, ["04_insights"])
     assert {r["stage"] for r in extra} == set(sm.CLAIM_STAGES)
@@ -198,3 +201,29 @@ def test_glue_values_count_and_name_what_is_missing():
     g = sm.glue_values(full)
     assert g["nb08_uncovered"] == "none" and g["nb08_missing_stages"] == "none"
     assert g["nb08_n_families_tested"] == n_fam
+
+
+def test_book_staging_of_the_teaser(tmp_path):
+    from bibad_utils.config import load_profile
+    from bibad_utils.pipeline import stage_teaser
+
+    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    book = tmp_path / "src" / "book"
+    assert stage_teaser(cfg, book) is False
+    page = (book / "_generated" / "teaser.md").read_text()
+    assert "no teaser figure yet" in page and "{figure}" not in page and "--profile smoke" in page
+    assert not (book / "_generated" / "teaser.png").exists()
+
+    figures = tmp_path / "run" / "figures"
+    figures.mkdir(parents=True)
+    fig = sm.teaser_drawing([{"images": np.zeros((2, 8, 8, 3), np.uint8), "title": "clean DM"}],
+                            pd.DataFrame([sm.ratio_row([True, False], 0.0, attack="badnets1", p=0.0, label="clean")]),
+                            "bars")
+    fig.savefig(figures / "teaser.png")
+    (figures / "teaser_caption.md").write_text("Planted caption with $r_{gen}$.\n")
+    assert stage_teaser(cfg, book) is True
+    page = (book / "_generated" / "teaser.md").read_text()
+    assert page.startswith("```{figure} _generated/teaser.png\n")  # relative to book/intro.md, which includes it
+    assert "Planted caption with $r_{gen}$. Every claim with its verdict: {doc}`../notebooks/08_results`." in page
+    assert page.rstrip().endswith("```")
+    assert (book / "_generated" / "teaser.png").read_bytes() == (figures / "teaser.png").read_bytes()

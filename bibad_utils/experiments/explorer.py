@@ -13,6 +13,8 @@ long as the earlier stages have run. :func:`make_explorer` builds the interactiv
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 import math
 from typing import Callable
@@ -233,16 +235,24 @@ def static_views(cfg: dict) -> list[tuple[str, float]]:
 # ------------------------------------------------------------------------------------------ widget
 
 def figure_png(fig: Figure) -> bytes:
-    """PNG bytes of a figure (for an ``ipywidgets.Image``)."""
+    """PNG bytes of a figure."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", facecolor="white")
     return buf.getvalue()
+
+
+def figure_html(fig: Figure, alt: str = "") -> str:
+    """An ``<img>`` holding the figure as an inline PNG (a data URI): the widget's saved state then
+    shows the figure in a page without a kernel, with no file beside it."""
+    data = base64.b64encode(figure_png(fig)).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt, quote=True)}" style="max-width: 100%">'
 
 
 def explorer_widget(choices: dict, render: Callable[[str, float, float], Figure]):
     """The explorer's controls (trigger and p dropdowns, a w slider) above an image that shows
     ``render(trigger, p, w)``, redrawn on every change. ``choices`` as from :func:`explorer_choices`.
-    Returns an ``ipywidgets.VBox`` whose ``controls`` attribute maps "trigger", "p", "w" to the widgets."""
+    Returns an ``ipywidgets.VBox`` whose ``controls`` attribute maps "trigger", "p", "w" to the widgets
+    and whose ``view`` is the ``ipywidgets.HTML`` showing the figure (:func:`figure_html`)."""
     import ipywidgets as widgets
 
     for key in ("trigger", "p", "w"):
@@ -253,20 +263,21 @@ def explorer_widget(choices: dict, render: Callable[[str, float, float], Figure]
                          description="model")
     w = widgets.SelectionSlider(options=[(f"{g:g}", g) for g in choices["w"]], value=choices["w"][0],
                                 description="guidance w", continuous_update=False)
-    image = widgets.Image(format="png")
+    view = widgets.HTML()
     status = widgets.HTML()
 
     def update(_change=None):
         status.value = "<i>drawing ...</i>"
-        image.value = figure_png(render(trigger.value, p.value, w.value))
+        alt = f"target-prompt generations, {trigger.value}, {p_label(p.value)}, w = {w.value:g}"
+        view.value = figure_html(render(trigger.value, p.value, w.value), alt)
         status.value = ""
 
     for control in (trigger, p, w):
         control.observe(update, names="value")
     update()
-    box = widgets.VBox([widgets.HBox([trigger, p, w]), status, image])
+    box = widgets.VBox([widgets.HBox([trigger, p, w]), status, view])
     box.controls = {"trigger": trigger, "p": p, "w": w}
-    box.image = image
+    box.view = view
     return box
 
 
@@ -284,5 +295,5 @@ def make_explorer(study, n: int = 16, data: ExplorerData | None = None):
 
 
 __all__ = ["ExplorerData", "cell_for", "counts_text", "draw_panel", "explorer_choices", "explorer_figure",
-           "explorer_panels", "explorer_widget", "figure_png", "frame_colors", "make_explorer", "p_label",
-           "panel_size", "panels_figure", "static_views"]
+           "explorer_panels", "explorer_widget", "figure_html", "figure_png", "frame_colors", "make_explorer",
+           "p_label", "panel_size", "panels_figure", "static_views"]

@@ -205,6 +205,13 @@ def verdict_counts(df: pd.DataFrame) -> dict:
     return counts
 
 
+def coverage_table(df: pd.DataFrame, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
+    """:func:`family_coverage` for display: index (stage, family label), columns rows, tested, status."""
+    cov = family_coverage(df, families)
+    out = cov.rename(columns={"label": "family of claims", "n_rows": "rows", "n_tested": "tested"})
+    return out.set_index(["stage", "family of claims"])[["rows", "tested", "status"]]
+
+
 def glue_values(df: pd.DataFrame, missing=(), families=PAPER_CLAIM_FAMILIES) -> dict:
     """Values the results chapter quotes (keys ``nb08_*``): rows per verdict (``nb08_n_reproduced``,
     ``nb08_n_partly``, ``nb08_n_not_reproduced``, ``nb08_n_not_tested``, ``nb08_n_claims``), the stages
@@ -269,6 +276,8 @@ def styled_claims(df: pd.DataFrame):
     table = claims_table(df)
     return (table.style.map(verdict_style, subset=["verdict"])
             .set_properties(**{"text-align": "left", "vertical-align": "top", "font-size": "0.85em"})
+            .set_properties(subset=["ours (95 % CI)", "verdict"], **{"white-space": "nowrap"})
+            .set_properties(subset=["claim", "paper", "note"], **{"min-width": "10em"})
             .set_table_styles([{"selector": "th", "props": "text-align: left; vertical-align: top;"}]))
 
 
@@ -428,8 +437,9 @@ def save_teaser(study, fig: Figure) -> Path:
     return path
 
 
-__all__ = ["CLAIM_STAGES", "ClaimFamily", "glue_values", "PAPER_CLAIM_FAMILIES", "VERDICT_COLORS", "claims_frame",
-           "claims_markdown", "claims_table", "family_coverage", "family_of", "frame_from_rows", "missing_stages",
-           "ours_text", "present_stages", "ratio_frame", "ratio_row", "save_claims_markdown", "save_teaser",
-           "stage_verdicts", "styled_claims", "teaser_caption", "teaser_drawing", "teaser_figure", "uncovered_rows",
-           "verdict_counts", "verdict_style"]
+__all__ = ["CLAIM_STAGES", "ClaimFamily", "glue_values", "PAPER_CLAIM_FAMILIES", "VERDICT_COLORS",
+           "claims_frame", "claims_markdown", "claims_table", "coverage_table", "family_coverage",
+           "family_of", "frame_from_rows", "missing_stages", "ours_text", "present_stages", "ratio_frame",
+           "ratio_row", "save_claims_markdown", "save_teaser", "stage_verdicts", "styled_claims",
+           "teaser_caption", "teaser_drawing", "teaser_figure", "uncovered_rows", "verdict_counts",
+           "verdict_style"]
