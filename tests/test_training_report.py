@@ -1,4 +1,4 @@
-"""Tables and figures of the poisoning, training and generation chapters: pure helpers on planted
+"""Tables and figures of the poisoning, training and generation chapters: pure functions on planted
 inputs, figure structure, and one tiny real study (pixel DM of 16 px, a few steps) end to end."""
 
 import numpy as np
@@ -12,7 +12,7 @@ from bibad_utils.experiments import training_report as tr
 from bibad_utils.poison import n_poison_for, r_train
 
 
-# ------------------------------------------------------------------------------------ pure helpers
+# ---------------------------------------------------------------------------------- pure functions
 def test_paper_r_train_follows_from_the_formula_on_imagenette_counts():
     assert tr.paper_formula_check()
     for p, v in tr.PAPER_R_TRAIN_IMAGENETTE.items():
