@@ -132,7 +132,8 @@ def test_validate_config_fills_defaults_and_merges_subsections():
     ({"dc_attacks": ["badnets3"]}, "defenses.dc_attacks"),
     ({"dc_levels": 4, "dc_adaptive": [[3, 2], [2, 1]]}, "defenses.dc_adaptive"),
     ({"dc_adaptive": [[3]]}, "defenses.dc_adaptive"),
-    ({"gen_epochs": True}, "defenses.gen_epochs"),
+    ({"gen_classifier": {"epochs": True}}, "defenses.gen_classifier.epochs"),
+    ({"gen_classifier": {"lr_": 1}}, "defenses.gen_classifier.lr_"),
 ])
 def test_validate_config_names_the_bad_parameter(section, param):
     with pytest.raises(ConfigError) as err:
@@ -150,14 +151,16 @@ def test_shipped_profiles_have_a_valid_defenses_section(name):
 
 # ------------------------------------------------------------------------------- claims, figures
 
-def _diffs(diff_lo=0.01, n_trig=5):
+def _diffs(diff_lo=0.01, n_trig=5, flag_lo=0.0):
     return pd.DataFrame([
         {"cell": "badnets1 p=10%", "attack": "badnets1", "p": 0.1, "detector": "CD", "auroc_train": 0.8,
          "auroc_gen": 0.9, "diff": 0.1, "diff_lo": diff_lo, "diff_hi": 0.2, "n_poisoned_train": 5,
-         "n_triggered_gen": n_trig, "n": 50, "paper_train": 0.948, "paper_gen": 0.983},
+         "n_triggered_gen": n_trig, "n": 50, "paper_train": 0.948, "paper_gen": 0.983,
+         "clean_dm_flagged": flag_lo + 0.02, "clean_dm_flagged_lo": flag_lo},
         {"cell": "badnets1 p=10%", "attack": "badnets1", "p": 0.1, "detector": "STRIP", "auroc_train": 0.6,
          "auroc_gen": math.nan, "diff": math.nan, "diff_lo": math.nan, "diff_hi": math.nan, "n_poisoned_train": 5,
-         "n_triggered_gen": 0, "n": 50, "paper_train": math.nan, "paper_gen": math.nan},
+         "n_triggered_gen": 0, "n": 50, "paper_train": math.nan, "paper_gen": math.nan,
+         "clean_dm_flagged": flag_lo + 0.02, "clean_dm_flagged_lo": flag_lo},
     ])
 
 
@@ -167,6 +170,9 @@ def test_detection_claims_verdicts():
     assert rows[0]["paper"].startswith("0.948 -> 0.983") and rows[1]["paper"] == ""
     assert "0 of 50" in rows[1]["note"]
     assert cw.detection_claims(_diffs(diff_lo=-0.05))[0]["verdict"] == "partly"
+    flagged = cw.detection_claims(_diffs(flag_lo=0.5))            # detector fires on the clean DM's images
+    assert [r["verdict"] for r in flagged] == ["not tested", "not tested"]
+    assert "clean DM" in flagged[0]["note"]
 
 
 def _rates(source_or_method, k_ta, k_asr, n=100, **extra):
@@ -210,10 +216,29 @@ def test_figures_from_tiny_tables():
                          "paper": 0.9 if d == "CD" else math.nan}
                         for c in ("a", "b") for d in cw.DETECTORS for s, a in (("training", 0.7), ("generated", math.nan))])
     assert isinstance(cw.detection_figure(det), Figure)
-    tog = pd.DataFrame([_rates({"source": s}, 80, 20, paper_TA=0.9, paper_ASR=0.5) for s in cw.SOURCES])
+    tog = pd.DataFrame([_rates({"source": s}, 80, 20, paper_TA=0.9, paper_ASR=0.5, acc_generated=0.5)
+                        for s in cw.SOURCES])
     assert isinstance(cw.train_on_generations_figure(tog), Figure)
     dc = pd.DataFrame([_rates({"method": "classifier (x)"}, 80, 90, p_filter=math.nan, paper_TA=0.9, paper_ASR=1.0),
                        _rates({"method": "diffusion classifier"}, 70, 20, p_filter=0.0, paper_TA=math.nan,
                               paper_ASR=math.nan)])
     fig = cw.dc_figure(dc, n_classes=10)
     assert [ax.get_title() for ax in fig.axes] == ["TA", "ASR"]
+
+
+def test_display_tables():
+    det = pd.DataFrame([{"cell": "c", "detector": "CD", "set": s, "n": 20, "n_poisoned": k, "auroc": a,
+                         "auroc_lo": a - 0.1, "auroc_hi": min(1.0, a + 0.1), "paper": p}
+                        for s, k, a, p in (("training", 2, 0.7, 0.948), ("generated", 0, math.nan, 0.983))])
+    wide = cw.detection_wide(det, {"c": 0.25})
+    assert wide.loc[("c", "CD"), "AUROC training"] == "0.700 [0.600, 0.800]"
+    assert wide.loc[("c", "CD"), "AUROC generated"] == "n/a"
+    assert wide.loc[("c", "CD"), "triggered / n (generated)"] == "0 / 20"
+    assert wide.loc[("c", "CD"), "clean DM flagged"] == "25.0%"
+    dc = pd.DataFrame([_rates({"method": "diffusion classifier"}, 70, 20, p_filter=0.05, paper_TA=math.nan,
+                              paper_ASR=0.4543, unet_evals_per_image=44.0, seconds_per_image=0.1)])
+    row = cw.rates_wide(dc, by="method").iloc[0]
+    assert row.name == ("badnets1 p=5%", "DC, p_filter 0.05")
+    assert row["TA"].startswith("70.0% [") and row["paper TA"] == "" and row["paper ASR"] == "45.43%"
+    claims = cw.claims_table(cw.detection_claims(_diffs()))
+    assert list(claims.verdict) == ["reproduced", "not tested"] and claims.ours[1] == "n/a"

@@ -87,6 +87,10 @@ PAPER_DC = {
 # BadNets-1 p = 2 %) rounded up; and the TA a diffusion classifier may lose to count as comparable.
 TA_COST_MAX = 0.10
 DC_TA_MARGIN = 0.05
+# The generations' ground truth is the trigger detector. The clean DM never saw a trigger, so the share
+# of its generations the detector flags estimates the detector's false-positive rate on generations;
+# when even its lower 95 % bound exceeds this, the generated set has no usable truth.
+GEN_FLAG_MAX = 0.10
 
 # ---------------------------------------------------------------------------------------------------
 # Configuration
@@ -95,7 +99,7 @@ DC_TA_MARGIN = 0.05
 # sub-dicts are merged too). n_detect None: as many images as the all-class generation set holds.
 DEFAULTS = {
     "classifier": {},                # overrides of the judges section (arch, epochs, batch_size, lr, ...)
-    "gen_epochs": None,              # epochs of the two n_all-image classifiers; None: classifier epochs
+    "gen_classifier": {},            # further overrides for the two n_all-image classifiers (e.g. epochs)
     "n_detect": None,                # images scored per set; None: the all-class generation set's size
     "n_boot": 1000,                  # bootstrap resamples of the AUROC intervals
     "cd": {"steps": 100, "lr": 0.1, "betas": [0.1, 0.1], "gamma": 0.01, "beta": 1.0, "batch_size": 128},
@@ -148,16 +152,18 @@ def validate_config(section: dict, prefix: str = "defenses") -> dict:
         else:
             cfg[key] = copy.deepcopy(value)
 
-    clf = cfg["classifier"] or {}
-    if not isinstance(clf, dict):
-        raise ConfigError(f"{prefix}.classifier", clf, f"a mapping of judges keys {_JUDGE_KEYS}")
-    for key in clf:
-        if key not in _JUDGE_KEYS:
-            raise ConfigError(f"{prefix}.classifier.{key}", clf[key], f"a key among {_JUDGE_KEYS}")
-    cfg["classifier"] = dict(clf)
-    for key, minimum in (("gen_epochs", 1), ("n_detect", 2)):
-        if cfg[key] is not None and not _is_int(cfg[key], minimum):
-            raise ConfigError(f"{prefix}.{key}", cfg[key], f"null or an integer >= {minimum}")
+    for name in ("classifier", "gen_classifier"):
+        clf = cfg[name] or {}
+        if not isinstance(clf, dict):
+            raise ConfigError(f"{prefix}.{name}", clf, f"a mapping of judges keys {_JUDGE_KEYS}")
+        for key in clf:
+            if key not in _JUDGE_KEYS:
+                raise ConfigError(f"{prefix}.{name}.{key}", clf[key], f"a key among {_JUDGE_KEYS}")
+        if "epochs" in clf and not _is_int(clf["epochs"]):
+            raise ConfigError(f"{prefix}.{name}.epochs", clf["epochs"], "an integer >= 1")
+        cfg[name] = dict(clf)
+    if cfg["n_detect"] is not None and not _is_int(cfg["n_detect"], 2):
+        raise ConfigError(f"{prefix}.n_detect", cfg["n_detect"], "null or an integer >= 2")
     for key, minimum in (("n_boot", 10), ("dc_n_images", 1), ("dc_levels", 1), ("dc_batch_size", 1),
                          ("dc_bench_images", 1)):
         if not _is_int(cfg[key], minimum):
@@ -200,13 +206,15 @@ def defense_config(study) -> dict:
     return validate_config(study.cfg.get("defenses") or {}, "defenses")
 
 
-def classifier_settings(study, epochs: int | None = None) -> dict:
+def classifier_settings(study, small: bool = False) -> dict:
     """Keyword arguments of :func:`bibad_utils.judges.train_classifier` for this stage's classifiers:
-    the profile's ``judges`` section overridden by ``defenses.classifier`` (and ``epochs`` if given)."""
+    the profile's ``judges`` section overridden by ``defenses.classifier``, and for the two
+    ``n_all``-image classifiers (``small``) further by ``defenses.gen_classifier``."""
+    d = defense_config(study)
     kw = {k: v for k, v in study.cfg["judges"].items() if k in _JUDGE_KEYS}
-    kw.update(defense_config(study)["classifier"])
-    if epochs is not None:
-        kw["epochs"] = int(epochs)
+    kw.update(d["classifier"])
+    if small:
+        kw.update(d["gen_classifier"])
     return kw
 
 
@@ -425,11 +433,9 @@ def classifier_key(study, cell, source: str) -> tuple[str, dict, list[str]]:
     :data:`SOURCES`)."""
     if source not in SOURCES:
         raise ConfigError("source", source, " | ".join(SOURCES))
-    d = defense_config(study)
     n_all = int(study.cfg["sampling"]["n_all"])
     full = source == SOURCES[0]
-    epochs = None if full else d["gen_epochs"]
-    params = {"source": source, "classifier": classifier_settings(study, epochs), "seed": study.seed,
+    params = {"source": source, "classifier": classifier_settings(study, small=not full), "seed": study.seed,
               "target": study.target, "n": None if full else n_all,
               "trigger": study.cfg["triggers"].get(cell.trigger_kind)}
     if source == "generated":
@@ -487,6 +493,20 @@ def poisoned_classifier(study, cell):
 
 # ---------------------------------------------------------------------------------------------------
 # Detection
+
+
+def clean_dm_flag_rate(study, kind: str) -> dict:
+    """Share of the clean DM's all-class generations that the trigger detector of ``kind`` flags (an
+    estimate of its false-positive rate on generations), with a Wilson interval: ``rate, lo, hi, n``.
+    NaN when the profile has no ``clean`` control (no clean DM is trained for this check alone)."""
+    from bibad_utils.metrics import wilson_interval
+    from bibad_utils.stages import Cell
+
+    if "clean" not in study.cfg["controls"]:
+        return {"rate": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
+    flags = np.asarray(study.judge(_all_gen(study, Cell("clean")), kind)["trigger"], dtype=bool)
+    lo, hi = wilson_interval(int(flags.sum()), len(flags))
+    return {"rate": float(flags.mean()), "lo": lo, "hi": hi, "n": len(flags)}
 
 
 def detection_sets(study, cell) -> dict:
@@ -587,12 +607,15 @@ def detection_differences(study, cells=None) -> pd.DataFrame:
     """``AUROC(generated) - AUROC(training)`` per cell and detector with a bootstrap interval.
 
     Columns: ``cell, attack, p, detector, auroc_train, auroc_gen, diff, diff_lo, diff_hi``,
-    ``paper_train, paper_gen`` (CD, ImageNette; NaN elsewhere).
+    ``n_poisoned_train, n_triggered_gen, n``, ``clean_dm_flagged`` (and its lower Wilson bound
+    ``clean_dm_flagged_lo``, :func:`clean_dm_flag_rate`), ``paper_train, paper_gen`` (CD, ImageNette;
+    NaN elsewhere).
     """
     d = defense_config(study)
     rows = []
     for cell in cells or study.grid_cells():
         tr, ge = detection_scores(study, cell, "training"), detection_scores(study, cell, "generated")
+        flag = clean_dm_flag_rate(study, cell.trigger_kind)
         for det in DETECTORS:
             diff, lo, hi = auroc_difference(ge[det], ge["truth"], tr[det], tr["truth"], d["n_boot"], study.seed)
             a_tr, a_ge = _auroc_or_nan(tr[det], tr["truth"]), _auroc_or_nan(ge[det], ge["truth"])
@@ -600,7 +623,7 @@ def detection_differences(study, cells=None) -> pd.DataFrame:
             rows.append({"cell": cell.name, "attack": cell.kind, "p": cell.ratio, "detector": det,
                          "auroc_train": a_tr, "auroc_gen": a_ge, "diff": diff, "diff_lo": lo, "diff_hi": hi,
                          "n_poisoned_train": int(tr["truth"].sum()), "n_triggered_gen": int(ge["truth"].sum()),
-                         "n": len(ge["truth"]),
+                         "n": len(ge["truth"]), "clean_dm_flagged": flag["rate"], "clean_dm_flagged_lo": flag["lo"],
                          "paper_train": math.nan if paper is None else paper[0],
                          "paper_gen": math.nan if paper is None else paper[1]})
     return pd.DataFrame(rows)
@@ -614,15 +637,21 @@ def train_on_generations_table(study, cells=None) -> pd.DataFrame:
     """TA and ASR of classifiers trained on each source of :data:`SOURCES`, per grid cell.
 
     The two ``n_all``-image classifiers (a stratified subset of the poisoned training set with its poison
-    fraction, and the generations) share size and schedule (``defenses.gen_epochs``); the full one uses
-    the classifier's epochs. Columns: ``cell, attack, p, source, n_train, TA, TA_lo, TA_hi, ASR, ASR_lo,
-    ASR_hi, n_ta, k_ta, n_asr, k_asr, train_seconds, paper_TA, paper_ASR`` (ImageNette, training set for
+    fraction, and the generations) share size and schedule (``defenses.gen_classifier``); the full one
+    uses ``defenses.classifier``. Columns: ``cell, attack, p, source, n_train, TA, TA_lo, TA_hi, ASR, ASR_lo,
+    ASR_hi, n_ta, k_ta, n_asr, k_asr, train_seconds``, ``acc_generated`` (accuracy on the all-class
+    generations against their prompt's class: for the real sources how well a real-trained classifier
+    transfers to generations, for ``generated`` its training accuracy), ``paper_TA, paper_ASR`` (ImageNette, training set for
     the real sources, generation set for ``generated``), ``paper_ASR_caltech15``. Rates in [0, 1].
     """
+    from bibad_utils.judges import predict
+
     rows = []
     for cell in cells or study.grid_cells():
+        gen_set = _all_gen(study, cell)
         for source in SOURCES:
-            _, rep = trained_classifier(study, cell, source)
+            model, rep = trained_classifier(study, cell, source)
+            pred_gen, _ = predict(model, gen_set.images, device=study.device)
             gen = source == "generated"
             pin = _paper_at(PAPER_TRAIN_ON_GEN["imagenette"], (cell.kind, cell.ratio)) or {}
             pcal = _paper_at(PAPER_TRAIN_ON_GEN["caltech15"], (cell.kind, cell.ratio)) or {}
@@ -630,6 +659,7 @@ def train_on_generations_table(study, cells=None) -> pd.DataFrame:
                    "n_train": rep["n_train"], "train_seconds": rep["train_seconds"]}
             row.update({k: rep[k] for k in ("TA", "TA_lo", "TA_hi", "ASR", "ASR_lo", "ASR_hi",
                                             "n_ta", "k_ta", "n_asr", "k_asr")})
+            row["acc_generated"] = float((pred_gen == gen_set.labels).mean())
             row["paper_TA"] = pin["TA"][gen] / 100 if "TA" in pin else math.nan
             row["paper_ASR"] = pin["ASR"][gen] / 100 if "ASR" in pin else math.nan
             row["paper_ASR_caltech15"] = pcal["ASR"][gen] / 100 if "ASR" in pcal else math.nan
@@ -790,7 +820,11 @@ def detection_claims(diffs: pd.DataFrame) -> list[dict]:
         paper = ""
         if not math.isnan(r.paper_train):
             paper = f"{r.paper_train:.3f} -> {r.paper_gen:.3f} (ImageNette, SD v1.4)"
-        if math.isnan(r.diff):
+        if r.clean_dm_flagged_lo > GEN_FLAG_MAX:
+            verdict = "not tested"
+            note = (f"no truth on generations: the trigger detector flags {r.clean_dm_flagged:.0%} of the clean "
+                    f"DM's generations")
+        elif math.isnan(r.diff):
             verdict = "not tested"
             note = (f"AUROC undefined on the generations ({r.n_triggered_gen} of {r.n} triggered)"
                     if r.n_triggered_gen in (0, r.n) else "AUROC undefined on the training subset")
@@ -900,6 +934,10 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
         rows = tog[tog.source == source]
         out[f"nb05_tog_ta_{key}"] = float(rows.TA.mean())
         out[f"nb05_tog_asr_{key}"] = float(rows.ASR.mean())
+        out[f"nb05_tog_accgen_{key}"] = float(rows.acc_generated.mean())
+    flags = diffs.drop_duplicates("attack").set_index("attack")["clean_dm_flagged"]
+    out["nb05_flag_text"] = ", ".join(f"{k} {v:.1%}" for k, v in flags.items()) if len(flags) else "none"
+    out["nb05_flag_max"] = GEN_FLAG_MAX
     clf = dc[dc.method != "diffusion classifier"]
     dcs = dc[dc.method == "diffusion classifier"]
     pfs = sorted(dcs.p_filter.unique())
@@ -940,9 +978,11 @@ def _paper_text(v: float, percent: bool) -> str:
     return "" if v is None or math.isnan(v) else (f"{v:.2%}" if percent else f"{v:.3f}")
 
 
-def detection_wide(det: pd.DataFrame) -> pd.DataFrame:
+def detection_wide(det: pd.DataFrame, flags: dict | None = None) -> pd.DataFrame:
     """:func:`detection_table` for reading: one row per (cell, detector), AUROC [95 % interval] on the
-    training subset and on the generations, the positives of each truth, the paper's CD values."""
+    training subset and on the generations, the positives of each truth, the paper's CD values, and
+    (``flags``: cell name -> rate, e.g. from :func:`clean_dm_flags`) the share of the clean DM's
+    generations the cell's trigger detector flags."""
     rows = []
     for (cell, detector), g in det.groupby(["cell", "detector"], sort=False):
         tr, ge = g[g.set == "training"].iloc[0], g[g.set == "generated"].iloc[0]
@@ -952,7 +992,15 @@ def detection_wide(det: pd.DataFrame) -> pd.DataFrame:
                      "poisoned / n (training)": f"{tr.n_poisoned} / {tr.n}",
                      "triggered / n (generated)": f"{ge.n_poisoned} / {ge.n}",
                      "paper training": _paper_text(tr.paper, False), "paper generated": _paper_text(ge.paper, False)})
-    return pd.DataFrame(rows).set_index(["cell", "detector"])
+    out = pd.DataFrame(rows).set_index(["cell", "detector"])
+    if flags is not None:
+        out["clean DM flagged"] = [f"{flags.get(c, math.nan):.1%}" for c, _ in out.index]
+    return out
+
+
+def clean_dm_flags(study) -> dict:
+    """Cell name -> :func:`clean_dm_flag_rate` of its trigger, for every grid cell."""
+    return {c.name: clean_dm_flag_rate(study, c.trigger_kind)["rate"] for c in study.grid_cells()}
 
 
 def rates_wide(df: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -967,8 +1015,10 @@ def rates_wide(df: pd.DataFrame, by: str) -> pd.DataFrame:
         if "n_train" in df:
             row["n_train"] = int(r.n_train)
         row.update({"TA": _with_interval(r.TA, r.TA_lo, r.TA_hi, True),
-                    "ASR": _with_interval(r.ASR, r.ASR_lo, r.ASR_hi, True),
-                    "paper TA": _paper_text(r.paper_TA, True), "paper ASR": _paper_text(r.paper_ASR, True)})
+                    "ASR": _with_interval(r.ASR, r.ASR_lo, r.ASR_hi, True)})
+        if "acc_generated" in df:
+            row["acc. on generations"] = f"{r.acc_generated:.1%}"
+        row.update({"paper TA": _paper_text(r.paper_TA, True), "paper ASR": _paper_text(r.paper_ASR, True)})
         if "paper_ASR_caltech15" in df:
             row["paper ASR (Caltech15)"] = _paper_text(r.paper_ASR_caltech15, True)
         if "seconds_per_image" in df and not math.isnan(r.seconds_per_image):
