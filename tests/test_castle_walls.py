@@ -168,7 +168,9 @@ def test_detection_claims_verdicts():
     rows = cw.detection_claims(_diffs())
     assert [r["verdict"] for r in rows] == ["reproduced", "not tested"]
     assert rows[0]["paper"].startswith("0.948 -> 0.983") and rows[1]["paper"] == ""
-    assert "0 of 50" in rows[1]["note"]
+    assert "too few" in rows[1]["note"]
+    few = cw.detection_claims(_diffs(n_trig=2))[0]                 # 2 triggered generations: no test
+    assert few["verdict"] == "not tested" and "2 triggered" in few["note"]
     assert cw.detection_claims(_diffs(diff_lo=-0.05))[0]["verdict"] == "partly"
     flagged = cw.detection_claims(_diffs(flag_lo=0.5))            # detector fires on the clean DM's images
     assert [r["verdict"] for r in flagged] == ["not tested", "not tested"]

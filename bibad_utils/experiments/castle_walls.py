@@ -91,6 +91,9 @@ DC_TA_MARGIN = 0.05
 # of its generations the detector flags estimates the detector's false-positive rate on generations;
 # when even its lower 95 % bound exceeds this, the generated set has no usable truth.
 GEN_FLAG_MAX = 0.10
+# Below this many positives (or negatives) in a scored set, a bootstrap of the AUROC resamples the same
+# few images and its interval is far too narrow: such a comparison is not a test.
+MIN_CLASS_COUNT = 5
 
 # ---------------------------------------------------------------------------------------------------
 # Configuration
@@ -824,6 +827,11 @@ def detection_claims(diffs: pd.DataFrame) -> list[dict]:
             verdict = "not tested"
             note = (f"no truth on generations: the trigger detector flags {r.clean_dm_flagged:.0%} of the clean "
                     f"DM's generations")
+        elif min(r.n_poisoned_train, r.n - r.n_poisoned_train, r.n_triggered_gen,
+                 r.n - r.n_triggered_gen) < MIN_CLASS_COUNT:
+            verdict = "not tested"
+            note = (f"too few of one kind: {r.n_poisoned_train} poisoned (training) and {r.n_triggered_gen} "
+                    f"triggered (generated) of {r.n} each; at least {MIN_CLASS_COUNT} of each kind needed")
         elif math.isnan(r.diff):
             verdict = "not tested"
             note = (f"AUROC undefined on the generations ({r.n_triggered_gen} of {r.n} triggered)"
@@ -938,6 +946,7 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
     flags = diffs.drop_duplicates("attack").set_index("attack")["clean_dm_flagged"]
     out["nb05_flag_text"] = ", ".join(f"{k} {v:.1%}" for k, v in flags.items()) if len(flags) else "none"
     out["nb05_flag_max"] = GEN_FLAG_MAX
+    out["nb05_min_count"] = MIN_CLASS_COUNT
     clf = dc[dc.method != "diffusion classifier"]
     dcs = dc[dc.method == "diffusion classifier"]
     pfs = sorted(dcs.p_filter.unique())
