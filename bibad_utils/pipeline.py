@@ -438,6 +438,13 @@ def _parser() -> argparse.ArgumentParser:
     book.add_argument("--no-vendor", dest="vendor", action="store_false",
                       help="do not fetch the offline MathJax/widget scripts when _vendor/ is missing")
 
+    comp = sub.add_parser("compute", help="train and generate a profile's cells outside the notebooks "
+                          "(e.g. under accelerate launch); the notebooks reuse the cached artifacts")
+    common(comp)
+    comp.add_argument("--cells", nargs="+", metavar="CELL",
+                      help="clean | KIND:P | KIND:P:duplicate (default: every cell of the profile)")
+    comp.add_argument("--no-generate", dest="generate", action="store_false", help="train only")
+
     stages = sub.add_parser("stages", help="list the stage notebooks")
     stages.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
     return parser
@@ -455,6 +462,13 @@ def main(argv=None) -> int:
         return 0
     try:
         overrides = overrides_from_assignments(args.assignments)
+        if args.command == "compute":
+            from bibad_utils.stages import Cell, Study, compute
+            study = Study(args.profile, overrides)
+            cells = [Cell.parse(c) for c in args.cells] if args.cells else None
+            for line in compute(study, cells, args.generate):
+                print(line)
+            return 0
         if args.command == "run":
             return run_notebooks(args.profile, overrides, args.notebooks_dir, args.only, args.start,
                                  args.log_output)

@@ -56,6 +56,22 @@ class Cell:
             return "clean"
         return f"{self.kind}-p{self.ratio:g}" + ("-dup" if self.pool == "duplicate" else "")
 
+    @classmethod
+    def parse(cls, spec: str) -> "Cell":
+        """A cell from its command-line spelling: ``clean``, ``relabel:0.1``, ``badnets1:0.05`` or
+        ``badnets1:0.1:duplicate``."""
+        parts = str(spec).split(":")
+        if parts == ["clean"]:
+            return cls("clean")
+        try:
+            ratio = float(parts[1])
+        except (IndexError, ValueError):
+            raise ConfigError("cell", spec, "clean | KIND:P | KIND:P:POOL, e.g. badnets1:0.1") from None
+        pool = parts[2] if len(parts) > 2 else "random"
+        if pool not in POOLS or len(parts) > 3:
+            raise ConfigError("cell", spec, f"KIND:P:POOL with POOL in {list(POOLS)}")
+        return cls(parts[0], ratio, pool)
+
     @property
     def trigger_kind(self) -> str | None:
         """The trigger stamped on poisoned images (None for the controls)."""
@@ -382,3 +398,19 @@ class Study:
         pred, _ = predict(self.classifier(), gen.images, device=self.device)
         trig, _ = predict(self.detector(trigger_kind), gen.images, device=self.device)
         return {"trigger": trig.astype(bool), "pred": pred, "match": pred == gen.labels}
+
+
+def compute(study: Study, cells: list[Cell] | None = None, generate: bool = True) -> list[str]:
+    """Compute (or find cached) the pre-trained model and, for each cell (default: all of the profile),
+    its fine-tuned model and, if ``generate``, its generation sets; returns one line per step.
+
+    This is what ``bibad compute`` runs, e.g. under ``accelerate launch`` on several GPUs: artifacts are
+    content-addressed, so the notebooks then find them instead of recomputing."""
+    done = []
+    if study.pretrain_key:
+        done.append(f"pretrain {study.pretrain_key}")
+    for cell in study.cells() if cells is None else cells:
+        done.append(f"finetune {cell.name}: {study.model_key(cell)}")
+        if generate:
+            done.append(f"generate {cell.name}: {study.generation_key(cell)}")
+    return done
