@@ -79,7 +79,7 @@ def test_run_and_book_on_generated_notebooks(tmp_path):
         assert STAGE_TITLES[stem] in page and "not built yet" in page
     intro = html.unescape((out / "_build" / "html" / "book" / "intro.html").read_text())
     assert "threat model" in intro.lower() and "Pan" in intro
-    for page in ("results", "reproduce", "limitations", "references"):
+    for page in ("reproduce", "publishing", "limitations", "references"):
         assert (out / "_build" / "html" / "book" / f"{page}.html").is_file()
 
 
