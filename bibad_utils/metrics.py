@@ -310,3 +310,19 @@ def bootstrap_ci(values, stat: Callable[[np.ndarray], float] = np.mean, *, n_boo
     idx = rng.integers(0, len(v), size=(int(n_boot), len(v)))
     stats = np.array([stat(v[i]) for i in idx], dtype=float)
     return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
+
+
+def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> tuple[float, float, float]:
+    """``k1/n1 - k2/n2`` with Newcombe's hybrid score interval (method 10, built from the two Wilson
+    intervals). Returns ``(d, lo, hi)`` in [-1, 1]; ``d`` is nan and the interval ``(-1, 1)`` when a sample
+    is empty. Two rates measured on the same images are treated as independent (conservative when the
+    outcomes are positively correlated)."""
+    if n1 == 0 or n2 == 0:
+        return math.nan, -1.0, 1.0
+    l1, u1 = wilson_interval(k1, n1, z)
+    l2, u2 = wilson_interval(k2, n2, z)
+    p1, p2 = k1 / n1, k2 / n2
+    d = p1 - p2
+    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return d, max(-1.0, lo), min(1.0, hi)

@@ -301,17 +301,9 @@ def proportion_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96):
     intervals); returns ``(d, lo, hi)``, fractions in [-1, 1]; NaN difference and (-1, 1) if a sample is empty.
     For two rates measured on the same images the interval treats them as independent, which is
     conservative when the outcomes are positively correlated."""
-    from bibad_utils.metrics import wilson_interval
+    from bibad_utils.metrics import newcombe_difference as _newcombe
 
-    l1, u1 = wilson_interval(k1, n1, z)
-    l2, u2 = wilson_interval(k2, n2, z)
-    if n1 == 0 or n2 == 0:
-        return math.nan, -1.0, 1.0
-    p1, p2 = k1 / n1, k2 / n2
-    d = p1 - p2
-    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
-    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
-    return d, max(-1.0, lo), min(1.0, hi)
+    return _newcombe(k1, n1, k2, n2, z)
 
 
 def verdict_less(hi: float, value: float, reference: float) -> str:

@@ -65,15 +65,9 @@ def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> 
 
     Returns ``(d, lo, hi)`` in [-1, 1]; ``d`` is nan and the interval ``(-1, 1)`` when a sample is empty.
     """
-    l1, u1 = metrics.wilson_interval(k1, n1, z)
-    l2, u2 = metrics.wilson_interval(k2, n2, z)
-    if n1 == 0 or n2 == 0:
-        return math.nan, -1.0, 1.0
-    p1, p2 = k1 / n1, k2 / n2
-    d = p1 - p2
-    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
-    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
-    return d, max(-1.0, lo), min(1.0, hi)
+    from bibad_utils.metrics import newcombe_difference as _newcombe
+
+    return _newcombe(k1, n1, k2, n2, z)
 
 
 def g_row(trigger, match, *, r_train: float, z: float = 1.96, **keys) -> dict:

@@ -53,17 +53,9 @@ def rate_difference(k1: int, n1: int, k0: int, n0: int, z: float = 1.96) -> tupl
     Counts are integers with 0 <= k <= n; returns ``(d, lo, hi)``, fractions in [-1, 1]. With an empty
     sample (n = 0) the difference is NaN and the interval the whole range (-1, 1).
     """
-    from bibad_utils.metrics import wilson_interval
+    from bibad_utils.metrics import newcombe_difference as _newcombe
 
-    l1, u1 = wilson_interval(k1, n1, z)
-    l0, u0 = wilson_interval(k0, n0, z)
-    if n1 == 0 or n0 == 0:
-        return math.nan, -1.0, 1.0
-    p1, p0 = k1 / n1, k0 / n0
-    d = p1 - p0
-    lo = d - math.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2)
-    hi = d + math.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2)
-    return d, max(-1.0, lo), min(1.0, hi)
+    return _newcombe(k1, n1, k0, n0, z)
 
 
 def mean_difference(a, b, z: float = 1.96) -> tuple[float, float, float]:
