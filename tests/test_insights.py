@@ -153,11 +153,17 @@ def test_amplification_not_reproduced_and_single_ratio_not_tested():
                         grid_row("badnets1", 0.1, (5, 5, 45, 45), 0.5)])
     rows = ins.insight_claims(fake_study(), gdf, make_jdf())
     verdicts = {r["claim"].split(":")[0]: r["verdict"] for r in rows}
-    assert verdicts["Insight 1, trigger amplification"] == "not reproduced"
+    # the detector fires on 30 % of the clean DM's generations: amplification cannot be measured with it
+    assert verdicts["Insight 1, trigger amplification"] == "not tested"
     assert verdicts["Insight 2, phase transition"] == "not tested"
     assert verdicts["Trojan horse"] == "not reproduced"  # G1 5 % under the clean DM's 30 %
     assert verdicts["Clean control"] == "not reproduced"  # 30 % >> FPR and above the poisoned DM
-    assert "trigger amplification is not reproduced" in ins.shortfall_sentence(rows)
+    valid = pd.DataFrame([control_row("clean", (0, 0, 40, 60), "badnets1"),
+                          grid_row("badnets1", 0.1, (5, 5, 45, 45), 0.5)])
+    rows_valid = ins.insight_claims(fake_study(), valid, make_jdf())
+    amp = [r for r in rows_valid if r["claim"].startswith("Insight 1")]
+    assert [r["verdict"] for r in amp] == ["not reproduced"]  # r_gen 10 % < r_train 50 %
+    assert "trigger amplification is not reproduced" in ins.shortfall_sentence(rows_valid)
     assert "phase transition is not tested" in ins.shortfall_sentence(rows)
 
 

@@ -497,6 +497,9 @@ def _paper_share_reference() -> str:
                      for ds, p in g1)
 
 
+CLEAN_FALSE_ALARM_MAX = 0.10  # above this trigger ratio on the clean DM's generations, a detector is not trusted
+
+
 def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
                    qdf: pd.DataFrame | None = None, guidance: float | None = None) -> list[dict]:
     """Claim rows (:func:`bibad_utils.report.claim_row`) of this stage, at ``guidance`` (default the
@@ -516,6 +519,9 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
         top = a.iloc[-1]
         clean = controls[(controls["attack"] == "clean") & (controls["detector"] == attack)]
         floor = float(clean["G1"].iloc[0]) if len(clean) else 0.0
+        # a detector that fires on the clean DM's generations cannot measure amplification
+        clean_rate = float(clean["r_gen"].iloc[0]) if len(clean) else 0.0
+        detector_valid = clean_rate <= CLEAN_FALSE_ALARM_MAX
         rows.append(claim_row(
             STAGE, "Trojan horse: the poisoned DM generates trigger-carrying images of the wrong class (G1)",
             setting=f"{attack}, p={top['p']}, w={w:g}", metric="G1 ratio of target-prompt generations",
@@ -529,8 +535,11 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
                 setting=f"{attack}, p={r['p']}, w={w:g}", metric="r_gen = G1 + G2",
                 paper="r_gen > r_train" + _paper_r_train(r["ratio"]),
                 ours=r["r_gen"], lo=r["r_gen_lo"], hi=r["r_gen_hi"],
-                verdict=verdict_greater(r["r_gen_lo"], r["r_gen"], r["r_train"]),
-                note=f"r_train = {_pct(r['r_train'])}; amplification r_gen / r_train = {r['amplification']:.2f}"))
+                verdict=(verdict_greater(r["r_gen_lo"], r["r_gen"], r["r_train"]) if detector_valid
+                         else "not tested"),
+                note=(f"r_train = {_pct(r['r_train'])}; amplification r_gen / r_train = {r['amplification']:.2f}"
+                      + ("" if detector_valid else f"; not tested: the {attack} detector flags {_pct(clean_rate)} "
+                         "of the clean DM's target-prompt generations"))))
         phase_claim = "Insight 2, phase transition: the G2 share of triggered generations falls as p grows"
         metric = "drop of G2 / (G1 + G2) from the lowest to the highest p"
         paper = "G2 dominates at low p, G1 at high p; G2 share (duplicates table): " + _paper_share_reference()
