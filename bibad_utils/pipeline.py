@@ -36,7 +36,7 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 STAGE_PATTERN = re.compile(r"^(\d\d)_(\w+)\.ipynb$")
 KERNEL_NAME = "python3"
 BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
-BOOK_DIRS = ("book",)
+BOOK_DIRS = ("book", "_static")
 VENDOR_DIR = REPO_ROOT / "_vendor"
 # npm packages served from the book's own static folder so that pages work offline
 VENDOR_PACKAGES = ("mathjax@3.2.2", "requirejs@2.3.8", "@jupyter-widgets/html-manager@1.0.6")
@@ -308,6 +308,26 @@ def vendor_assets(dest=VENDOR_DIR, out=None) -> bool:
     return True
 
 
+# Cell tags of papermill's parameter cells: on a page they are folded behind a "show" toggle, since
+# readers want the results first; the injected values stay one click away.
+PARAMETER_TAGS = ("parameters", "injected-parameters")
+FOLD_TAG = "hide-cell"
+
+
+def collapse_parameter_cells(notebook: Path, dst: Path) -> int:
+    """Copy an executed notebook to ``dst`` with its papermill parameter cells tagged ``hide-cell``
+    (folded on the page). Returns the number of cells tagged."""
+    nb = json.loads(Path(notebook).read_text())
+    tagged = 0
+    for cell in nb.get("cells", []):
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if any(t in tags for t in PARAMETER_TAGS) and FOLD_TAG not in tags:
+            tags.append(FOLD_TAG)
+            tagged += 1
+    Path(dst).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return tagged
+
+
 def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict: bool = True,
                        vendor_dir: Path | None = VENDOR_DIR, repository_url: str | None = None,
                        out=None) -> list[str]:
@@ -342,7 +362,7 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
             errors = notebook_errors(done)
             if errors:
                 problems.append(f"{done} holds error outputs: {errors[0]}")
-            shutil.copy2(done, dst)
+            collapse_parameter_cells(done, dst)
         elif source.is_file():
             problems.append(f"{stem} has not been executed for profile {cfg['name']} (no {done}): "
                             f"run `bibad run --profile {cfg['name']}` first")

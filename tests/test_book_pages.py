@@ -179,20 +179,6 @@ def chromium():
     return exe
 
 
-@pytest.fixture(scope="session")
-def smoke_book(tmp_path_factory) -> Path:
-    """``_build/html`` of the smoke profile: the real stage notebooks run by papermill (when there are
-    any), then the book built strictly from them. Built once per test session."""
-    out = tmp_path_factory.mktemp("smoke-book")
-    run_dir = out / "run"
-    if find_stages(REPO_ROOT / "notebooks"):
-        run = _bibad("run", "--profile", "smoke", "--set", f"run_dir={run_dir}")
-        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    book = _bibad("book", "--profile", "smoke", "--set", f"run_dir={run_dir}", "--output", str(out))
-    assert book.returncode == 0, book.stdout[-4000:] + book.stderr[-4000:]
-    return out / "_build" / "html"
-
-
 @pytest.mark.slow
 def test_every_page_of_the_smoke_book(smoke_book, chromium, tmp_path):
     # the offline scripts were vendored into the book, not fetched by the pages from a CDN

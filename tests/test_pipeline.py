@@ -130,6 +130,20 @@ def test_stage_book_sources(tmp_path, stage_dir):
     assert config["sphinx"]["config"]["nb_execution_raise_on_error"] is True
 
 
+def test_parameter_cells_are_folded_on_the_page(tmp_path):
+    params = nbformat.v4.new_code_cell("profile = 'smoke'")
+    params.metadata["tags"] = ["parameters"]
+    injected = nbformat.v4.new_code_cell("profile = 'demo'")
+    injected.metadata["tags"] = ["injected-parameters"]
+    body = nbformat.v4.new_code_cell("1 + 1")
+    src = _notebook(tmp_path / "in.ipynb", [params, injected, body])
+    assert pipeline.collapse_parameter_cells(src, tmp_path / "out.ipynb") == 2
+    cells = nbformat.read(str(tmp_path / "out.ipynb"), 4).cells
+    assert [c.metadata.get("tags", []) for c in cells] == [["parameters", "hide-cell"],
+                                                           ["injected-parameters", "hide-cell"], []]
+    assert [c.source for c in cells] == [c.source for c in (params, injected, body)]
+
+
 def test_stage_book_sources_refuses_errors_and_unexecuted(tmp_path, stage_dir):
     cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
     executed = tmp_path / "run" / "executed"
