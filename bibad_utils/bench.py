@@ -191,6 +191,50 @@ def bench_pixel(device: torch.device, seconds: float, batch: int, sample_batch: 
     return rows, flops / per
 
 
+def bench_dc(device: torch.device, n_images: int = 8, n_levels: int = 10, adaptive=((2, 3),),
+             batch_size: int = 256) -> list[tuple[str, str]]:
+    """Cost per image of the diffusion classifier on the demo pixel DM (random weights: timing only),
+    all classes exhaustively vs adaptive class pruning. The accuracy change of pruning is measured on
+    the trained DM by the castle-walls stage (its ``castle_dc_bench`` artifact); see :func:`demo_dc_rows`."""
+    from bibad_utils.defenses import diffusion_classify
+    from bibad_utils.diffusion import build_model
+
+    cfg, size, _ = demo_pixel_config()
+    data = RandomImages(n_images, size, 10, seed=1)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(cfg, data.class_names, image_size=size)
+    model.to(device).eval()
+    x = data.batch(np.arange(n_images))[0]
+    rows, base = [], None
+    for name, stages in (("exhaustive", None), ("adaptive " + str([list(s) for s in adaptive]), list(adaptive))):
+        diffusion_classify(model, x[:2], n_levels=n_levels, adaptive=stages, batch_size=batch_size, device=device)
+        _sync(device)  # warm-up above, then the timed call
+        _, det = diffusion_classify(model, x, n_levels=n_levels, adaptive=stages, batch_size=batch_size,
+                                    device=device, return_errors=True)
+        per_image = det["seconds"] / n_images
+        base = per_image if base is None else base
+        speed = "" if per_image == base else f"; {base / per_image:.2f}x faster"
+        rows.append((f"diffusion classifier, {name}: 10 classes x {n_levels} levels, {n_images} images",
+                     f"{det['unet_evals'] / n_images:.0f} UNet evals/image, {per_image * 1e3:.0f} ms/image{speed}"))
+    return rows
+
+
+def demo_dc_rows(run_dir: Path = REPO_ROOT / "runs" / "demo") -> list[tuple[str, str]]:
+    """The castle-walls stage's measurement on the TRAINED demo DM (accuracy and agreement of adaptive
+    pruning with the exhaustive classifier), when a demo run has produced it; else no rows."""
+    import json
+
+    rows = []
+    for path in sorted((run_dir / "artifacts" / "castle_dc_bench").glob("*/benchmark.json")):
+        for r in json.loads(path.read_text()):
+            rows.append((f"demo run, trained DM ({r['cell']}), {r['mode']} {'' if r['mode'] == 'exhaustive' else r['stages']}"
+                         f", {r['n_images']} clean test images, {r['device']} {r['threads']} thread(s)",
+                         f"{r['unet_evals_per_image']:.0f} UNet evals/image, {r['seconds_per_image'] * 1e3:.0f} ms/image; "
+                         f"accuracy {r['accuracy']:.2f}, agreement with exhaustive {r['agreement']:.2f}"))
+    return rows
+
+
 def bench_sd(device: torch.device, seconds: float, batch: int = 8) -> tuple[list[tuple[str, str]], float]:
     """Rows of SD-sized measurements (CUDA only), and the achieved FLOP/s of its training step."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -279,6 +323,8 @@ def run(device: torch.device, seconds: float, batch: int, sample_batch: int, sam
     pixel_rows, achieved = bench_pixel(device, seconds, batch, sample_batch, sample_steps, guidance)
     rows += pixel_rows
     rows.append(("pixel training step: achieved / fp32 matmul", f"{100 * achieved / fp32:.0f} %"))
+    rows += bench_dc(device)
+    rows += demo_dc_rows()
     if device.type == "cuda":
         sd_rows, sd_achieved = bench_sd(device, seconds)
         rows += sd_rows

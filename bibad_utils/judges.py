@@ -42,6 +42,9 @@ from bibad_utils.data import to_float
 ARCHS = ("small_cnn", "resnet18", "resnet50")
 KINDS = ("classifier", "trigger_detector")
 OPTIMIZERS = ("adamw", "sgd")
+# Photometric augmentation of the judges (maximum strengths; 0 = off), so that judges trained on
+# real images transfer to a diffusion model's generations (grain, colour cast, softness).
+PHOTOMETRIC_KEYS = ("color_jitter", "blur", "noise")
 
 # Used when ``weight_decay`` is None; decoupled (AdamW) and L2 (SGD) decay live on different scales.
 _DEFAULT_WEIGHT_DECAY = {"adamw": 0.01, "sgd": 5e-4}
@@ -214,8 +217,13 @@ def _as_images(images, labels=None, name: str = "images") -> _Images:
 
 # --------------------------------------------------------------------------------------- training
 
-def _augment(x: torch.Tensor, gen: torch.Generator, crop_pad: int, hflip: bool) -> torch.Tensor:
-    """Random translation by up to ``crop_pad`` px (crop of a replicate-padded image), optional flip."""
+def _augment(x: torch.Tensor, gen: torch.Generator, crop_pad: int, hflip: bool,
+             photometric: dict | None = None) -> torch.Tensor:
+    """Random translation by up to ``crop_pad`` px (crop of a replicate-padded image), optional flip,
+    then the photometric corruptions of ``photometric`` (see :data:`PHOTOMETRIC_KEYS`), each drawn
+    per image with a strength uniform in [0, max]: colour jitter (brightness shift, contrast and
+    saturation scaling by up to ``color_jitter``), a blend towards a 3 x 3 binomial blur (weight up to
+    ``blur``), additive Gaussian noise (standard deviation up to ``noise``, on the [-1, 1] scale)."""
     n, _, h, w = x.shape
     if crop_pad > 0:
         xp = F.pad(x, (crop_pad,) * 4, mode="replicate")
@@ -227,7 +235,29 @@ def _augment(x: torch.Tensor, gen: torch.Generator, crop_pad: int, hflip: bool) 
     if hflip:
         flip = torch.rand(n, generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    return x.contiguous()
+    p = photometric or {}
+    if not any(p.get(k, 0) for k in PHOTOMETRIC_KEYS):
+        return x.contiguous()
+
+    def uniform(scale, symmetric=True):
+        u = torch.rand(n, 1, 1, 1, generator=gen)
+        return (2 * u - 1) * scale if symmetric else u * scale
+
+    jitter, blur, noise = (float(p.get(k, 0)) for k in PHOTOMETRIC_KEYS)
+    if jitter > 0:
+        mean = x.mean((1, 2, 3), keepdim=True)
+        x = (x - mean) * (1 + uniform(jitter)) + mean + uniform(jitter)
+        gray = x.mean(1, keepdim=True)
+        x = gray + (x - gray) * (1 + uniform(jitter))
+    if blur > 0:
+        k = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (k[:, None] * k[None, :] / 16).expand(x.shape[1], 1, 3, 3)
+        smooth = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=x.shape[1])
+        a = uniform(blur, symmetric=False)
+        x = x * (1 - a) + smooth * a
+    if noise > 0:
+        x = x + uniform(noise, symmetric=False) * torch.randn(x.shape, generator=gen)
+    return x.clamp(-1, 1).contiguous()
 
 
 def _check_hparams(epochs, batch_size, lr, optimizer, weight_decay, crop_pad) -> None:
@@ -244,9 +274,17 @@ def _check_hparams(epochs, batch_size, lr, optimizer, weight_decay, crop_pad) ->
         raise ConfigError("judges.crop_pad", crop_pad, "null or an integer >= 0")
 
 
+def _check_photometric(**values) -> dict:
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"judges.{key}", value, "a maximum strength in [0, 1] (0: off)")
+    return {k: float(v) for k, v in values.items()}
+
+
 def _fit(model: Classifier, n: int, get_batch: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]], *,
          epochs: int, batch_size: int, lr: float, optimizer: str, weight_decay: float | None, seed: int,
-         device, augment: bool, crop_pad: int | None, hflip: bool, progress: bool, desc: str) -> list[dict]:
+         device, augment: bool, crop_pad: int | None, hflip: bool, progress: bool, desc: str,
+         photometric: dict | None = None) -> list[dict]:
     device = torch.device(device)
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
@@ -269,7 +307,7 @@ def _fit(model: Classifier, n: int, get_batch: Callable[[np.ndarray], tuple[torc
         for s in starts:
             x, y = get_batch(perm[s:s + batch_size])
             if augment:
-                x = _augment(x, gen, pad, hflip)
+                x = _augment(x, gen, pad, hflip, photometric)
             x, y = x.to(device), y.to(device)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
@@ -326,6 +364,7 @@ def train_classifier(images_or_dataset, labels=None, *, arch: str, epochs: int, 
                      seed: int, device="cpu", num_classes: int | None = None, pretrained: bool = False,
                      input_size: int | None = None, optimizer: str = "adamw", weight_decay: float | None = None,
                      augment: bool = True, crop_pad: int | None = None, hflip: bool = False,
+                     color_jitter: float = 0.0, blur: float = 0.0, noise: float = 0.0,
                      progress: bool = True) -> tuple[Classifier, list[dict]]:
     """Train a classifier on real images (or, for the defense, on generated ones).
 
@@ -342,6 +381,8 @@ def train_classifier(images_or_dataset, labels=None, *, arch: str, epochs: int, 
         weight_decay: None: 0.01 for AdamW, 5e-4 for SGD.
         augment: random translation by up to ``crop_pad`` pixels (None: ``image_size // 32``).
         hflip: add random horizontal flips (off by default: a flip moves a corner trigger).
+        color_jitter, blur, noise: maximum strengths of the photometric augmentation (0: off; see
+            :func:`_augment`); they make a judge trained on real images robust to generation artifacts.
         progress: show a tqdm bar.
 
     Returns:
@@ -350,6 +391,7 @@ def train_classifier(images_or_dataset, labels=None, *, arch: str, epochs: int, 
         [0, 1]), ``lr`` (at the epoch's end) and ``seconds``. ``model.meta`` records the settings.
     """
     _check_hparams(epochs, batch_size, lr, optimizer, weight_decay, crop_pad)
+    photometric = _check_photometric(color_jitter=color_jitter, blur=blur, noise=noise)
     src = _as_images(images_or_dataset, labels, "images_or_dataset")
     if src.labels is None:
         raise ConfigError("labels", None, "int class indices [N] (required for image arrays)")
@@ -368,10 +410,10 @@ def train_classifier(images_or_dataset, labels=None, *, arch: str, epochs: int, 
     history = _fit(model, len(src), lambda idx: (src.get(idx), y_all[torch.from_numpy(idx)]),
                    epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                    seed=seed, device=device, augment=augment, crop_pad=crop_pad, hflip=hflip,
-                   progress=progress, desc=f"classifier {arch}")
+                   progress=progress, desc=f"classifier {arch}", photometric=photometric)
     model.meta = dict(trained_on=len(src), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       optimizer=optimizer, weight_decay=weight_decay, augment=augment, crop_pad=crop_pad,
-                      hflip=hflip, pretrained=pretrained, history=history)
+                      hflip=hflip, pretrained=pretrained, history=history, **photometric)
     return model, history
 
 
@@ -387,7 +429,8 @@ def train_trigger_detector(clean_images, trigger, *, labels=None, exclude_class:
                            epochs: int, batch_size: int, lr: float, seed: int, device="cpu",
                            pretrained: bool = False, input_size: int | None = None, optimizer: str = "adamw",
                            weight_decay: float | None = None, augment: bool = True,
-                           crop_pad: int | None = None, hflip: bool = False, progress: bool = True) -> Classifier:
+                           crop_pad: int | None = None, hflip: bool = False, color_jitter: float = 0.0,
+                           blur: float = 0.0, noise: float = 0.0, progress: bool = True) -> Classifier:
     """Train a binary trigger detector (class 1 = trigger present) for one trigger.
 
     The training set is balanced: every clean image appears once as it is (class 0) and once with
@@ -406,6 +449,7 @@ def train_trigger_detector(clean_images, trigger, *, labels=None, exclude_class:
         the detector in eval mode on ``device``; ``model.meta["history"]`` holds the per-epoch history.
     """
     _check_hparams(epochs, batch_size, lr, optimizer, weight_decay, crop_pad)
+    photometric = _check_photometric(color_jitter=color_jitter, blur=blur, noise=noise)
     if not callable(getattr(trigger, "apply", None)):
         raise ConfigError("trigger", type(trigger).__name__, "an object with apply(x) on [-1, 1] NCHW images")
     src = _nontarget(_as_images(clean_images, labels, "clean_images"), exclude_class)
@@ -426,10 +470,10 @@ def train_trigger_detector(clean_images, trigger, *, labels=None, exclude_class:
 
     history = _fit(model, 2 * n, get_batch, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                    weight_decay=weight_decay, seed=seed, device=device, augment=augment, crop_pad=crop_pad,
-                   hflip=hflip, progress=progress, desc=f"trigger detector {arch}")
+                   hflip=hflip, progress=progress, desc=f"trigger detector {arch}", photometric=photometric)
     model.meta = dict(trained_on=n, exclude_class=exclude_class, epochs=epochs, batch_size=batch_size, lr=lr,
                       seed=seed, optimizer=optimizer, weight_decay=weight_decay, augment=augment,
-                      crop_pad=crop_pad, hflip=hflip, pretrained=pretrained, history=history)
+                      crop_pad=crop_pad, hflip=hflip, pretrained=pretrained, history=history, **photometric)
     return model
 
 
@@ -543,7 +587,7 @@ def load_classifier(directory, device="cpu") -> Classifier:
 # ------------------------------------------------------------------------------------ profile
 
 JUDGE_KEYS = ("arch", "epochs", "batch_size", "lr", "pretrained", "input_size", "optimizer", "weight_decay",
-              "augment", "crop_pad", "hflip")
+              "augment", "crop_pad", "hflip") + PHOTOMETRIC_KEYS
 _REQUIRED_KEYS = ("arch", "epochs", "batch_size", "lr")
 
 
@@ -552,7 +596,7 @@ def validate_judges(section: dict) -> dict:
 
     Required: ``arch``, ``epochs``, ``batch_size``, ``lr``. Optional (defaults of
     :func:`train_classifier`): ``pretrained``, ``input_size``, ``optimizer``, ``weight_decay``,
-    ``augment``, ``crop_pad``, ``hflip``. The section is passed as keyword arguments to
+    ``augment``, ``crop_pad``, ``hflip``, ``color_jitter``, ``blur``, ``noise``. The section is passed as keyword arguments to
     :func:`train_classifier` and :func:`train_trigger_detector`.
     """
     if not isinstance(section, dict):
@@ -571,6 +615,7 @@ def validate_judges(section: dict) -> dict:
     for key in ("pretrained", "augment", "hflip"):
         if key in s and not isinstance(s[key], bool):
             raise ConfigError(f"judges.{key}", s[key], "true or false")
+    _check_photometric(**{k: s[k] for k in PHOTOMETRIC_KEYS if k in s})
     if s.get("pretrained") and s["arch"] == "small_cnn":
         raise ConfigError("judges.pretrained", True, "false for arch small_cnn (no ImageNet weights)")
     size = s.get("input_size")

@@ -343,8 +343,8 @@ class Study:
 
     def _judge_kwargs(self) -> dict:
         j = dict(self.cfg["judges"])
-        return {k: j[k] for k in ("arch", "epochs", "batch_size", "lr", "pretrained", "input_size", "optimizer",
-                                  "weight_decay", "augment", "crop_pad", "hflip") if k in j}
+        from bibad_utils.judges import JUDGE_KEYS
+        return {k: j[k] for k in JUDGE_KEYS if k in j}
 
     def classifier(self):
         """The clean classifier (content judge), trained on the clean real training set; cached."""

@@ -251,3 +251,41 @@ def test_cached_judging_on_a_tiny_study(tmp_path):
     counts = {"G1": t & ~m, "G2": t & m, "G3": ~t & ~m, "G4": ~t & m}
     assert {g: len(images) for g, (images, _) in ex.items()} == {g: min(2, int(v.sum())) for g, v in counts.items()}
     assert isinstance(ins.examples_figure(study, cell, 1.0, n=2), Figure)
+
+
+def test_generated_judge_table_uses_clean_generations_with_and_without_pasted_trigger(monkeypatch):
+    from bibad_utils import judges
+    from bibad_utils.stages import Cell
+
+    images = np.zeros((10, 8, 8, 3), np.uint8)
+    images[:3, 0, 0] = 255  # three clean generations already look triggered to this detector
+    labels = np.arange(10) % 5
+
+    class Paste:
+        def apply(self, x):
+            y = x.clone()
+            y[..., -1, -1] = 1.0
+            return y
+
+    def predict(model, imgs, device="cpu"):
+        imgs = np.asarray(imgs)
+        if model == "clf":
+            pred = labels.copy()
+            pred[:2] = (pred[:2] + 1) % 5  # two misread
+            return pred, None
+        fired = (imgs[:, 0, 0] == 255).all(-1) | (imgs[:, -1, -1] == 255).all(-1)
+        return fired.astype(np.int64), None
+
+    monkeypatch.setattr(judges, "predict", predict)
+    study = SimpleNamespace(
+        cfg={"attacks": ["badnets1"]}, device="cpu", guidance_all=1.0, pretrain_key="k",
+        control_cells=lambda: [Cell("clean")],
+        generations=lambda cell: {("all", 1.0): SimpleNamespace(images=images, labels=labels)},
+        classifier=lambda: "clf", detector=lambda kind: "det", trigger=lambda kind: Paste())
+    t = ins.generated_judge_table(study).set_index("judge")
+    assert t.loc["clean classifier", "accuracy"] == pytest.approx(0.8)
+    assert t.loc["badnets1 detector", "fpr"] == pytest.approx(0.3)
+    assert t.loc["badnets1 detector", "tpr"] == pytest.approx(1.0)
+    assert t.loc["badnets1 detector", "fpr_lo"] < 0.3 < t.loc["badnets1 detector", "fpr_hi"]
+    none = SimpleNamespace(cfg={"attacks": []}, pretrain_key=None, control_cells=lambda: [])
+    assert ins.generated_judge_table(none).empty

@@ -160,6 +160,36 @@ def test_augmentation_translates_and_keeps_corner_patch():
     assert 0 < flipped.sum() < 64  # a flip moves the patch to the bottom-left corner: off by default.
 
 
+def test_photometric_augmentation_is_seeded_bounded_and_off_by_default():
+    x = CornerPatch().apply(torch.zeros(16, 3, 32, 32))
+    plain = judges._augment(x, torch.Generator().manual_seed(0), crop_pad=0, hflip=False,
+                            photometric={"color_jitter": 0.0, "blur": 0.0, "noise": 0.0})
+    assert torch.equal(plain, x)
+    strong = {"color_jitter": 0.4, "blur": 1.0, "noise": 0.25}
+    a = judges._augment(x, torch.Generator().manual_seed(0), 0, False, strong)
+    b = judges._augment(x, torch.Generator().manual_seed(0), 0, False, strong)
+    assert torch.equal(a, b) and a.min() >= -1 and a.max() <= 1
+    changed = (a - x).abs().flatten(1).amax(1)
+    assert (changed > 0).all()  # every image is corrupted, each by its own draw
+    assert len(set(changed.round(decimals=4).tolist())) > 8
+    # the corner patch survives (it is what the detector must still see): brighter than the grey field
+    assert (a[..., -2:, -2:].mean((1, 2, 3)) > a[..., :8, :8].mean((1, 2, 3))).all()
+
+
+def test_photometric_judge_recognises_corrupted_images():
+    """A classifier trained with photometric augmentation still learns, records its settings, and is
+    more accurate on noisy, blurred test images than one trained without."""
+    noisy = TEST.images.astype(np.float32) + np.random.default_rng(0).normal(0, 60, TEST.images.shape)
+    noisy = np.clip(noisy, 0, 255).astype(np.uint8)
+    accs = []
+    for strength in (0.0, 0.5):
+        model, _ = judges.train_classifier(TRAIN, arch="small_cnn", seed=0, noise=strength,
+                                           color_jitter=strength / 2, **FAST)
+        assert model.meta["noise"] == strength
+        accs.append(judges.evaluate_judge(model, noisy, TEST.labels)["accuracy"])
+    assert accs[1] >= accs[0]
+
+
 def test_input_size_resizes():
     model = judges.build_classifier("small_cnn", 3, image_size=32, input_size=16)
     x = torch.zeros(2, 3, 32, 32)
@@ -190,7 +220,8 @@ def test_validate_judges():
     ok = {"arch": "resnet18", "epochs": 5, "batch_size": 128, "lr": 1e-3, "pretrained": False}
     assert judges.validate_judges(ok) == ok
     for bad in ({**ok, "arch": "vit"}, {**ok, "epochs": 0}, {**ok, "colour": 1}, {"arch": "resnet18"},
-                {**ok, "optimizer": "adam"}, {**ok, "pretrained": "yes"}):
+                {**ok, "optimizer": "adam"}, {**ok, "pretrained": "yes"}, {**ok, "noise": 1.5},
+                {**ok, "blur": True}):
         with pytest.raises(ConfigError, match="judges"):
             judges.validate_judges(bad)
 

@@ -17,7 +17,9 @@ score and diffusion-classifier run is cached in ``study.store``. The profile's `
 checked by :func:`validate_config`; :func:`defense_config` fills in the defaults (the paper's values).
 
 Classifiers of this stage use the profile's ``judges`` settings (architecture, schedule) overridden
-by ``defenses.classifier``; they are trained on poisoned data, unlike the judges, which are clean.
+by ``defenses.classifier``; they are trained on poisoned data, unlike the judges, which are clean. The
+judges' photometric augmentation (``color_jitter``, ``blur``, ``noise``) is not inherited: these
+classifiers are the victims and baselines of the paper's defenses, trained as the paper trains them.
 """
 
 from __future__ import annotations

@@ -220,6 +220,50 @@ def judge_table(study) -> pd.DataFrame:
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
+def reference_cell(study):
+    """The model whose generations calibrate the judges on generated images: the clean control when the
+    profile trains one, else the pre-trained clean model (None), else None when neither exists."""
+    clean = [c for c in study.control_cells() if c.kind == "clean"]
+    if clean:
+        return clean[0]
+    return None if study.pretrain_key is not None else False
+
+
+def generated_judge_table(study, z: float = 1.96) -> pd.DataFrame:
+    """The judges on GENERATED images with a known answer: the all-class generations of a clean DM
+    (:func:`reference_cell`), which carry no trigger and show their prompt's class if the DM learned it.
+
+    Rows: ``clean classifier`` (accuracy = generations assigned to their prompt's class) and, per attack,
+    ``<kind> detector`` with ``fpr`` (clean generations flagged) and ``tpr`` (the same generations with
+    the attack's trigger pasted on, flagged). Columns: judge, n, accuracy/fpr/tpr with Wilson ``_lo`` /
+    ``_hi``; empty when the profile has no clean model. A judge fit for the G ratios has a high accuracy
+    and TPR and a low FPR here, not only on real test images (:func:`judge_table`)."""
+    from bibad_utils.data import to_float, to_uint8
+    from bibad_utils.judges import predict
+
+    ref = reference_cell(study)
+    if ref is False:
+        return pd.DataFrame(columns=["judge", "n"])
+    gen = study.generations(ref)[("all", study.guidance_all)]
+    n = len(gen.labels)
+
+    def rate(name, k):
+        lo, hi = metrics.wilson_interval(int(k), n, z)
+        return {name: k / n, f"{name}_lo": lo, f"{name}_hi": hi}
+
+    pred, _ = predict(study.classifier(), gen.images, device=study.device)
+    rows = [{"judge": "clean classifier", "n": n, **rate("accuracy", int((pred == gen.labels).sum()))}]
+    for kind in study.cfg["attacks"]:
+        det = study.detector(kind)
+        fired, _ = predict(det, gen.images, device=study.device)
+        pasted = to_uint8(study.trigger(kind).apply(to_float(gen.images)))
+        caught, _ = predict(det, pasted, device=study.device)
+        rows.append({"judge": f"{kind} detector", "n": n, **rate("fpr", int(fired.sum())),
+                     **rate("tpr", int(caught.sum()))})
+    cols = ["judge", "n"] + [f"{m}{s}" for m in ("accuracy", "fpr", "tpr") for s in ("", "_lo", "_hi")]
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
 def g_table(study, z: float = 1.96) -> pd.DataFrame:
     """The G1-G4 dissection of every cell's target-prompt generations at every guidance w.
 
@@ -619,7 +663,8 @@ def shortfall_sentence(rows: list[dict]) -> str:
     return "In this run, " + "; ".join(missing) + "."
 
 
-def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, rows: list[dict]) -> dict:
+def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, rows: list[dict],
+                gjdf: pd.DataFrame | None = None) -> dict:
     """Numbers and computed sentences the notebook's text quotes, keyed ``nb04_*``: the judges, the first
     attack at its largest p (``attack0``, ``pmax``), the clean control, and verdict summaries."""
     w = first_guidance(study)
@@ -643,6 +688,12 @@ def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, 
         "nb04_relabel_summary": verdict_summary(rows, "Relabel-only"),
         "nb04_shortfall": shortfall_sentence(rows),
     }
+    if gjdf is not None and len(gjdf):
+        gclf = gjdf[gjdf["judge"] == "clean classifier"].iloc[0]
+        gdet = gjdf[gjdf["judge"] == f"{attack0} detector"].iloc[0]
+        out.update({"nb04_gen_n": int(gclf["n"]), "nb04_gen_clf_acc": float(gclf["accuracy"]),
+                    "nb04_gen_det_fpr": float(gdet["fpr"]), "nb04_gen_det_tpr": float(gdet["tpr"]),
+                    "nb04_gen_worst_fpr": float(gjdf["fpr"].max()), "nb04_gen_worst_tpr": float(gjdf["tpr"].min())})
     if qdf is not None and len(qdf):
         clean_q = qdf[qdf["attack"] == "clean"]
         out["nb04_fd_clean"] = float(clean_q["fd_clf"].iloc[0]) if len(clean_q) else math.nan

@@ -1,0 +1,36 @@
+"""The benchmark helpers (not the timings: those belong in BENCHMARKS.md, never in a test)."""
+
+import json
+
+import torch
+
+from bibad_utils import bench
+
+
+def test_dc_rows_count_unet_evals_of_both_modes():
+    rows = bench.bench_dc(torch.device("cpu"), n_images=2, n_levels=4, adaptive=((2, 3),), batch_size=64)
+    assert len(rows) == 2
+    assert "exhaustive" in rows[0][0] and "adaptive" in rows[1][0]
+    # 10 classes x 4 levels; adaptive: 2 levels x 10 classes + 2 levels x 3 survivors
+    assert rows[0][1].startswith("40 UNet evals/image") and rows[1][1].startswith("26 UNet evals/image")
+
+
+def test_demo_dc_rows_read_the_stage_artifact(tmp_path):
+    assert bench.demo_dc_rows(tmp_path) == []
+    art = tmp_path / "artifacts" / "castle_dc_bench" / "abc"
+    art.mkdir(parents=True)
+    row = dict(cell="badnets1 p=5%", mode="adaptive", stages="[[2, 3]]", n_images=5, device="cpu", threads=2,
+               unet_evals_per_image=44.0, seconds_per_image=0.071, accuracy=1.0, agreement=0.8)
+    (art / "benchmark.json").write_text(json.dumps([row]))
+    (name, value), = bench.demo_dc_rows(tmp_path)
+    assert "badnets1 p=5%" in name and "[[2, 3]]" in name
+    assert value == "44 UNet evals/image, 71 ms/image; accuracy 1.00, agreement with exhaustive 0.80"
+
+
+def test_update_markdown_replaces_only_its_section(tmp_path):
+    path = tmp_path / "B.md"
+    bench.update_markdown(path, "cpu: x", "first-body\n")
+    bench.update_markdown(path, "cuda: y", "second-body\n")
+    bench.update_markdown(path, "cpu: x", "third-body\n")
+    text = path.read_text()
+    assert "third-body" in text and "second-body" in text and "first-body" not in text
