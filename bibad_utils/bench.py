@@ -338,16 +338,10 @@ def run(device: torch.device, seconds: float, batch: int, sample_batch: int, sam
 
 def update_markdown(path: Path, key: str, body: str) -> None:
     """Replace the section marked with ``key`` in ``path`` (or append it); other content is kept."""
-    start, end = f"<!-- bench: {key} -->", f"<!-- /bench: {key} -->"
-    block = f"{start}\n{body}{end}\n"
-    text = path.read_text() if path.is_file() else (
-        "# Benchmarks\n\nWritten by `python -m bibad_utils.bench`; one section per device and machine.\n\n")
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
+    from bibad_utils.report import replace_marked_section
+
+    replace_marked_section(path, f"bench: {key}", body, default_header=(
+        "# Benchmarks\n\nWritten by `python -m bibad_utils.bench`; one section per device and machine.\n"))
 
 
 def main(argv=None) -> None:

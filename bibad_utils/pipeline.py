@@ -2,6 +2,7 @@
 
     bibad run --profile demo [--only 02_finetuning ...] [--from 03] [--set sampling.n_target=100 ...]
     bibad book --profile demo [--no-strict] [--output DIR]
+    bibad readme --profile demo      (a finished run's summary into README.md and results/demo/)
     bibad stages
 
 ``run`` validates the profile first, then executes ``notebooks/NN_*.ipynb`` in order into
@@ -465,6 +466,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="clean | KIND:P | KIND:P:duplicate (default: every cell of the profile)")
     comp.add_argument("--no-generate", dest="generate", action="store_false", help="train only")
 
+    readme = sub.add_parser("readme", help="copy a finished run's teaser and claims table to results/PROFILE/ "
+                            "and update the README's results summary")
+    common(readme)
+
     stages = sub.add_parser("stages", help="list the stage notebooks")
     stages.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
     return parser
@@ -488,6 +493,11 @@ def main(argv=None) -> int:
             cells = [Cell.parse(c) for c in args.cells] if args.cells else None
             for line in compute(study, cells, args.generate):
                 print(line)
+            return 0
+        if args.command == "readme":
+            from bibad_utils.experiments.summary import readme_results
+            cfg = load_profile(args.profile, overrides)
+            print(f"wrote {readme_results(cfg['run_dir'], cfg['name'], REPO_ROOT)} and README.md")
             return 0
         if args.command == "run":
             return run_notebooks(args.profile, overrides, args.notebooks_dir, args.only, args.start,

@@ -62,3 +62,18 @@ def load_claims(run_dir) -> list[dict]:
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         rows.extend(load_json(path))
     return rows
+
+
+def replace_marked_section(path, key: str, body: str, default_header: str = "") -> None:
+    """Replace the block between ``<!-- KEY -->`` and ``<!-- /KEY -->`` in the Markdown file ``path``
+    by ``body`` (or append the block, after ``default_header`` for a new file); the rest is kept."""
+    path = Path(path)
+    start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    block = f"{start}\n{body}{end}\n"
+    text = path.read_text() if path.is_file() else default_header
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)

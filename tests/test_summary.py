@@ -227,3 +227,30 @@ def test_book_staging_of_the_teaser(tmp_path):
     assert "Planted caption with $r_{gen}$. Every claim with its verdict: {doc}`../notebooks/08_results`." in page
     assert page.rstrip().endswith("```")
     assert (book / "_generated" / "teaser.png").read_bytes() == (figures / "teaser.png").read_bytes()
+
+
+def test_readme_results_publishes_a_finished_run(tmp_path):
+    import json
+
+    run_dir, repo = tmp_path / "run", tmp_path / "repo"
+    repo.mkdir()
+    (repo / "README.md").write_text("# Study\n\n<!-- results -->\nold\n<!-- /results -->\n\n## Cite\n")
+    with pytest.raises(ConfigError, match="bibad run --profile demo"):
+        sm.readme_results(run_dir, "demo", repo)
+    save_claims(run_dir, "04_insights", [row("trojan_g1"), row("amplification", "not reproduced")])
+    figures = run_dir / "figures"
+    figures.mkdir(parents=True)
+    (figures / "teaser.png").write_bytes(b"\x89PNG fake")
+    (figures / "teaser_caption.md").write_text("Generations of the demo run.\n")
+    sm.save_claims_markdown(run_dir, sm.claims_frame(run_dir))
+    (run_dir / "executed").mkdir()
+    (run_dir / "executed" / "run.json").write_text(json.dumps(
+        {"profile": "demo", "notebooks": [{"name": "01", "seconds": 90}, {"name": "02", "seconds": 30}]}))
+    dest = sm.readme_results(run_dir, "demo", repo)
+    assert sorted(p.name for p in dest.iterdir()) == ["claims.md", "run.json", "teaser.png"]
+    text = (repo / "README.md").read_text()
+    assert "old" not in text and text.endswith("## Cite\n") and text.count("<!-- results -->") == 1
+    assert "![teaser](results/demo/teaser.png)" in text and "*Generations of the demo run.*" in text
+    counts = sm.verdict_counts(sm.claims_frame(run_dir))
+    assert f"{counts['total']} claim rows: {counts['reproduced']} reproduced" in text
+    assert "| 04_insights | 1 | 0 | 1 |" in text and "ran 2 minutes" in text

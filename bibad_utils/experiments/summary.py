@@ -9,6 +9,7 @@ silently vanishing.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -437,9 +438,60 @@ def save_teaser(study, fig: Figure) -> Path:
     return path
 
 
+RESULTS_DIR = "results"  # committed snapshots of runs, for the README: results/<profile>/
+
+
+def _markdown_table(df: pd.DataFrame, index_name: str) -> str:
+    cols = [index_name] + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_md_cell(v) for v in (idx, *row)) + " |" for idx, row in zip(df.index, df.values)]
+    return "\n".join(lines)
+
+
+def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path:
+    """Publish a run's results summary in the README: copy ``<run_dir>/figures/{teaser.png, claims.md}``
+    and the run record to ``results/<profile>/`` and rewrite the README's ``results`` block (between
+    ``<!-- results -->`` and ``<!-- /results -->``) with the teaser, the verdicts per stage and a link
+    to the whole claims table. Everything comes from the run's files. Returns the snapshot folder."""
+    import shutil
+
+    from bibad_utils.report import replace_marked_section
+
+    run_dir, repo_root = Path(run_dir), Path(repo_root)
+    figures = run_dir / FIGURES_DIR
+    needed = [figures / TEASER_PNG, figures / CLAIMS_MD_FILE, run_dir / "executed" / "run.json"]
+    absent = [str(p) for p in needed if not p.is_file()]
+    if absent:
+        raise ConfigError("profile", profile, f"a finished run (missing {', '.join(absent)}): run "
+                          f"`bibad run --profile {profile}` first")
+    dest = repo_root / RESULTS_DIR / profile
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in needed:
+        shutil.copy2(path, dest / path.name)
+    df = claims_frame(run_dir)
+    counts = verdict_counts(df)
+    record = json.loads((run_dir / "executed" / "run.json").read_text())
+    minutes = sum(n.get("seconds", 0) for n in record.get("notebooks", [])) / 60
+    caption = (figures / TEASER_CAPTION).read_text().strip() if (figures / TEASER_CAPTION).is_file() else ""
+    rel = f"{RESULTS_DIR}/{profile}"
+    body = "\n\n".join([
+        f"Results of the `{profile}` run (written by `bibad readme --profile {profile}` from "
+        f"`{run_dir.as_posix()}`; the notebooks ran {minutes:.0f} minutes on cached or fresh artifacts). "
+        f"{counts['total']} claim rows: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + ".",
+        f"![teaser]({rel}/{TEASER_PNG})",
+        f"*{caption}*" if caption else "",
+        _markdown_table(stage_verdicts(df), "stage"),
+        f"Every claim with the paper's number, ours with its 95 % interval and the verdict: "
+        f"[{rel}/{CLAIMS_MD_FILE}]({rel}/{CLAIMS_MD_FILE}) (the book's results chapter shows the same table).",
+    ]).replace("\n\n\n\n", "\n\n") + "\n"
+    replace_marked_section(repo_root / readme, "results", body)
+    return dest
+
+
 __all__ = ["CLAIM_STAGES", "ClaimFamily", "glue_values", "PAPER_CLAIM_FAMILIES", "VERDICT_COLORS",
            "claims_frame", "claims_markdown", "claims_table", "coverage_table", "family_coverage",
            "family_of", "frame_from_rows", "missing_stages", "ours_text", "present_stages", "ratio_frame",
+           "readme_results",
            "ratio_row", "save_claims_markdown", "save_teaser", "stage_verdicts", "styled_claims",
            "teaser_caption", "teaser_drawing", "teaser_figure", "uncovered_rows", "verdict_counts",
            "verdict_style"]
