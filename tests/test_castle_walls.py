@@ -134,11 +134,22 @@ def test_validate_config_fills_defaults_and_merges_subsections():
     ({"dc_adaptive": [[3]]}, "defenses.dc_adaptive"),
     ({"gen_classifier": {"epochs": True}}, "defenses.gen_classifier.epochs"),
     ({"gen_classifier": {"lr_": 1}}, "defenses.gen_classifier.lr_"),
+    ({"gen_classifier": {"color_jitter": 2.0}}, "defenses.gen_classifier.color_jitter"),
 ])
 def test_validate_config_names_the_bad_parameter(section, param):
     with pytest.raises(ConfigError) as err:
         cw.validate_config(section, "defenses")
     assert err.value.param == param
+
+
+def test_classifier_settings_do_not_inherit_the_judges_photometric_augmentation():
+    from types import SimpleNamespace
+
+    judges = {"arch": "small_cnn", "epochs": 3, "batch_size": 128, "lr": 1e-3, "noise": 0.25, "blur": 1.0}
+    study = SimpleNamespace(cfg={"judges": judges, "defenses": {"gen_classifier": {"color_jitter": 0.4}}})
+    assert "noise" not in cw.classifier_settings(study) and "blur" not in cw.classifier_settings(study)
+    small = cw.classifier_settings(study, small=True)
+    assert small["color_jitter"] == 0.4 and "noise" not in small and small["epochs"] == 3
 
 
 @pytest.mark.parametrize("name", ["smoke", "demo", "paper"])

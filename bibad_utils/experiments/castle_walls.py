@@ -19,7 +19,10 @@ checked by :func:`validate_config`; :func:`defense_config` fills in the defaults
 Classifiers of this stage use the profile's ``judges`` settings (architecture, schedule) overridden
 by ``defenses.classifier``; they are trained on poisoned data, unlike the judges, which are clean. The
 judges' photometric augmentation (``color_jitter``, ``blur``, ``noise``) is not inherited: these
-classifiers are the victims and baselines of the paper's defenses, trained as the paper trains them.
+classifiers are the victims and baselines of the paper's defenses; ``defenses.classifier`` and
+``defenses.gen_classifier`` may set it for themselves (the demo gives the two equal-size classifiers of
+"training on generations" colour jitter: a small DM's colours drift from the real palette, and a
+classifier that learned exact colours from generations misreads real test images).
 """
 
 from __future__ import annotations
@@ -120,8 +123,10 @@ DEFAULTS = {
     "dc_bench_images": 10,           # images of the exhaustive vs adaptive timing
 }
 _SUB = {"cd": DEFAULTS["cd"], "strip": DEFAULTS["strip"], "fct": DEFAULTS["fct"]}
-_JUDGE_KEYS = ("arch", "epochs", "batch_size", "lr", "pretrained", "input_size", "optimizer", "weight_decay",
-               "augment", "crop_pad", "hflip")
+# keys inherited from the profile's judges section; the photometric ones may be set here, per classifier
+_INHERITED_KEYS = ("arch", "epochs", "batch_size", "lr", "pretrained", "input_size", "optimizer", "weight_decay",
+                   "augment", "crop_pad", "hflip")
+_JUDGE_KEYS = _INHERITED_KEYS + ("color_jitter", "blur", "noise")
 
 
 def _is_int(v, minimum=1) -> bool:
@@ -166,6 +171,9 @@ def validate_config(section: dict, prefix: str = "defenses") -> dict:
                 raise ConfigError(f"{prefix}.{name}.{key}", clf[key], f"a key among {_JUDGE_KEYS}")
         if "epochs" in clf and not _is_int(clf["epochs"]):
             raise ConfigError(f"{prefix}.{name}.epochs", clf["epochs"], "an integer >= 1")
+        for key in _JUDGE_KEYS[len(_INHERITED_KEYS):]:
+            if key in clf and not (_is_num(clf[key]) and 0 <= clf[key] <= 1):
+                raise ConfigError(f"{prefix}.{name}.{key}", clf[key], "a maximum strength in [0, 1] (0: off)")
         cfg[name] = dict(clf)
     if cfg["n_detect"] is not None and not _is_int(cfg["n_detect"], 2):
         raise ConfigError(f"{prefix}.n_detect", cfg["n_detect"], "null or an integer >= 2")
@@ -216,7 +224,7 @@ def classifier_settings(study, small: bool = False) -> dict:
     the profile's ``judges`` section overridden by ``defenses.classifier``, and for the two
     ``n_all``-image classifiers (``small``) further by ``defenses.gen_classifier``."""
     d = defense_config(study)
-    kw = {k: v for k, v in study.cfg["judges"].items() if k in _JUDGE_KEYS}
+    kw = {k: v for k, v in study.cfg["judges"].items() if k in _INHERITED_KEYS}
     kw.update(d["classifier"])
     if small:
         kw.update(d["gen_classifier"])
