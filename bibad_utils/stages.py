@@ -17,6 +17,7 @@ no trigger, at the largest p); ``pool="duplicate"`` cells poison duplicated imag
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from bibad_utils import store as st
-from bibad_utils.config import ConfigError, load_profile, resolve_device
+from bibad_utils.config import ConfigError, deep_merge, load_profile, resolve_device, validate_profile
 
 POOLS = ("random", "duplicate")
 
@@ -106,6 +107,24 @@ class Study:
         self.target = int(self.cfg["target"])
         self.progress = progress
         self._models: dict = {}
+
+    # Sections a variant may not change: they define the data, the store and the seed it shares.
+    _SHARED_SECTIONS = ("dataset", "seed", "run_dir", "device")
+
+    def variant(self, overrides: dict) -> "Study":
+        """This study with ``overrides`` merged over its configuration (validated), sharing its datasets
+        and artifact store: e.g. the judges trained without augmentation, for an ablation. Artifacts
+        stay content-addressed, so the variant's differ from this study's only where its settings do."""
+        if not isinstance(overrides, dict):
+            raise ConfigError("overrides", overrides, "a dict of parameters, nested like the profile")
+        shared = sorted(set(overrides) & set(self._SHARED_SECTIONS))
+        if shared:
+            raise ConfigError(f"overrides.{shared[0]}", overrides[shared[0]],
+                              f"no change to {', '.join(self._SHARED_SECTIONS)} (make a new Study instead)")
+        other = copy.copy(self)
+        other.cfg = validate_profile(deep_merge(self.cfg, overrides))
+        other._models = {}
+        return other
 
     # ------------------------------------------------------------------------------------ data
     @cached_property

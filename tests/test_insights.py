@@ -186,6 +186,15 @@ def test_glue_values_keys():
     assert all(k.startswith("nb04_") for k in g)
     assert g["nb04_pmax"] == 0.2 and g["nb04_g1_top"] == pytest.approx(0.6)
     assert g["nb04_rgen_clean"] == pytest.approx(0.01) and g["nb04_fd_real"] == 1.0
+    assert math.isnan(g["nb04_gen_clf_acc"]) and math.isnan(g["nb04_plain_worst_fpr"])  # always glued
+    gjdf = pd.DataFrame([
+        {"judges": "as configured", "judge": "clean classifier", "n": 100, "accuracy": 0.97},
+        {"judges": "as configured", "judge": "badnets1 detector", "n": 100, "fpr": 0.01, "tpr": 0.99},
+        {"judges": "no photometric augmentation", "judge": "clean classifier", "n": 100, "accuracy": 0.4},
+        {"judges": "no photometric augmentation", "judge": "badnets1 detector", "n": 100, "fpr": 0.9, "tpr": 1.0}])
+    g = ins.glue_values(fake_study(), gdf, jdf, qdf, rows, gjdf)
+    assert g["nb04_gen_clf_acc"] == 0.97 and g["nb04_gen_worst_fpr"] == 0.01 and g["nb04_gen_n"] == 100
+    assert g["nb04_plain_clf_acc"] == 0.4 and g["nb04_plain_worst_fpr"] == 0.9
 
 
 def test_figures_from_hand_made_tables():
@@ -289,3 +298,16 @@ def test_generated_judge_table_uses_clean_generations_with_and_without_pasted_tr
     assert t.loc["badnets1 detector", "fpr_lo"] < 0.3 < t.loc["badnets1 detector", "fpr_hi"]
     none = SimpleNamespace(cfg={"attacks": []}, pretrain_key=None, control_cells=lambda: [])
     assert ins.generated_judge_table(none).empty
+
+
+def test_study_variant_shares_data_and_store_and_refuses_data_changes():
+    from bibad_utils.stages import Study
+
+    study = Study("smoke", progress=False)
+    plain = study.variant({"judges": {"noise": 0.0}})
+    assert plain.cfg["judges"]["noise"] == 0.0 and study.cfg["judges"]["noise"] > 0
+    assert plain.store.root == study.store.root and plain.seed == study.seed
+    with pytest.raises(ConfigError, match="overrides.dataset"):
+        study.variant({"dataset": {"image_size": 8}})
+    with pytest.raises(ConfigError, match="judges"):
+        study.variant({"judges": {"noise": 3.0}})

@@ -264,6 +264,21 @@ def generated_judge_table(study, z: float = 1.96) -> pd.DataFrame:
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
+def judge_augmentation_ablation(study, z: float = 1.96) -> pd.DataFrame:
+    """:func:`generated_judge_table` for the profile's judges and for the same judges trained WITHOUT
+    photometric augmentation (``color_jitter = blur = noise = 0``; cached like any judge), stacked with a
+    ``judges`` column ("as configured" | "no photometric augmentation"). When the profile's judges use
+    no photometric augmentation there is only the first block."""
+    from bibad_utils.judges import PHOTOMETRIC_KEYS
+
+    blocks = [generated_judge_table(study, z).assign(judges="as configured")]
+    if any(study.cfg["judges"].get(k, 0) for k in PHOTOMETRIC_KEYS):
+        plain = study.variant({"judges": {k: 0.0 for k in PHOTOMETRIC_KEYS}})
+        blocks.append(generated_judge_table(plain, z).assign(judges="no photometric augmentation"))
+    out = pd.concat(blocks, ignore_index=True)
+    return out[["judges"] + [c for c in out.columns if c != "judges"]]
+
+
 def g_table(study, z: float = 1.96) -> pd.DataFrame:
     """The G1-G4 dissection of every cell's target-prompt generations at every guidance w.
 
@@ -688,12 +703,21 @@ def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, 
         "nb04_relabel_summary": verdict_summary(rows, "Relabel-only"),
         "nb04_shortfall": shortfall_sentence(rows),
     }
+    # judges on generations (NaN when the profile has no clean model or no ablation block)
+    out.update({k: math.nan for k in ("nb04_gen_n", "nb04_gen_clf_acc", "nb04_gen_det_fpr", "nb04_gen_det_tpr",
+                                      "nb04_gen_worst_fpr", "nb04_gen_worst_tpr", "nb04_plain_clf_acc",
+                                      "nb04_plain_worst_fpr")})
     if gjdf is not None and len(gjdf):
-        gclf = gjdf[gjdf["judge"] == "clean classifier"].iloc[0]
-        gdet = gjdf[gjdf["judge"] == f"{attack0} detector"].iloc[0]
+        mine = gjdf[gjdf["judges"] == "as configured"] if "judges" in gjdf.columns else gjdf
+        gclf = mine[mine["judge"] == "clean classifier"].iloc[0]
+        gdet = mine[mine["judge"] == f"{attack0} detector"].iloc[0]
         out.update({"nb04_gen_n": int(gclf["n"]), "nb04_gen_clf_acc": float(gclf["accuracy"]),
                     "nb04_gen_det_fpr": float(gdet["fpr"]), "nb04_gen_det_tpr": float(gdet["tpr"]),
-                    "nb04_gen_worst_fpr": float(gjdf["fpr"].max()), "nb04_gen_worst_tpr": float(gjdf["tpr"].min())})
+                    "nb04_gen_worst_fpr": float(mine["fpr"].max()), "nb04_gen_worst_tpr": float(mine["tpr"].min())})
+        if "judges" in gjdf.columns and (gjdf["judges"] != "as configured").any():
+            plain = gjdf[gjdf["judges"] != "as configured"]
+            out.update({"nb04_plain_clf_acc": float(plain.loc[plain["judge"] == "clean classifier", "accuracy"].iloc[0]),
+                        "nb04_plain_worst_fpr": float(plain["fpr"].max())})
     if qdf is not None and len(qdf):
         clean_q = qdf[qdf["attack"] == "clean"]
         out["nb04_fd_clean"] = float(clean_q["fd_clf"].iloc[0]) if len(clean_q) else math.nan
