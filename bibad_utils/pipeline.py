@@ -17,6 +17,7 @@ run's teaser figure (``<run_dir>/figures/teaser.png``, drawn by the results chap
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import re
@@ -37,7 +38,7 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 STAGE_PATTERN = re.compile(r"^(\d\d)_(\w+)\.ipynb$")
 KERNEL_NAME = "python3"
 BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
-BOOK_DIRS = ("book", "_static")
+BOOK_DIRS = ("book",)
 VENDOR_DIR = REPO_ROOT / "_vendor"
 # npm packages served from the book's own static folder so that pages work offline
 VENDOR_PACKAGES = ("mathjax@3.2.2", "requirejs@2.3.8", "@jupyter-widgets/html-manager@1.0.6")
@@ -135,8 +136,72 @@ def _check_kernel(out):
               f"--name {KERNEL_NAME}`", file=out)
 
 
+# What a stage notebook leaves in the run folder besides its executed copy (read by later stages).
+SIDE_OUTPUT_DIRS = ("claims", "figures")
+KEY_PACKAGES = ("torch", "diffusers", "transformers", "numpy", "scikit-learn", "papermill")
+
+
+def code_digest(package_dir: Path = REPO_ROOT / "bibad_utils") -> str:
+    """sha256 over the package's Python sources (paths and contents) and the versions of the key
+    packages: what an executed notebook's results depend on besides its own source and the profile."""
+    from importlib import metadata
+
+    h = hashlib.sha256()
+    for path in sorted(Path(package_dir).rglob("*.py")):
+        h.update(path.relative_to(package_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in KEY_PACKAGES:
+        try:
+            h.update(f"{name}=={metadata.version(name)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{name} absent".encode())
+    return h.hexdigest()
+
+
+def execution_key(src: Path, cfg: dict, code: str) -> str:
+    """Key of one notebook execution: the notebook's source, the resolved profile and :func:`code_digest`."""
+    h = hashlib.sha256(Path(src).read_bytes())
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    h.update(code.encode())
+    return h.hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _side_outputs(run_dir: Path, since: float) -> dict:
+    """Files under the run's side-output folders modified at or after ``since`` -> their sha256."""
+    found = {}
+    for name in SIDE_OUTPUT_DIRS:
+        for path in sorted((run_dir / name).rglob("*")) if (run_dir / name).is_dir() else []:
+            if path.is_file() and path.stat().st_mtime >= since:
+                found[path.relative_to(run_dir).as_posix()] = _file_digest(path)
+    return found
+
+
+def up_to_date(dst: Path, key: str, run_dir: Path) -> bool:
+    """True when ``dst`` is an executed notebook without errors, stamped with ``key``, and every side
+    output it recorded is still there unchanged (so executing it again would give the same files)."""
+    if not dst.is_file() or notebook_errors(dst):
+        return False
+    stamp = json.loads(dst.read_text()).get("metadata", {}).get("bibad", {})
+    if stamp.get("key") != key:
+        return False
+    for rel, digest in stamp.get("outputs", {}).items():
+        path = run_dir / rel
+        if not path.is_file() or _file_digest(path) != digest:
+            return False
+    return True
+
+
+def _stamp(dst: Path, key: str, outputs: dict) -> None:
+    nb = json.loads(dst.read_text())
+    nb.setdefault("metadata", {})["bibad"] = {"key": key, "outputs": outputs}
+    dst.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebooks_dir=NOTEBOOKS_DIR,
-                  only=None, start=None, log_output: bool = False, out=None) -> int:
+                  only=None, start=None, log_output: bool = False, out=None, force: bool = False) -> int:
     """Execute the selected stage notebooks in order with papermill; returns a process exit code.
 
     The profile (with ``overrides``) is validated before any notebook starts. Each notebook receives
@@ -144,6 +209,11 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
     ``<run_dir>/executed/<name>.ipynb``. The first failure stops the run (exit code 1) and prints the
     path of the executed copy, which holds the traceback. Per-notebook wall times (seconds) are
     written to ``<run_dir>/executed/run.json``.
+
+    A notebook is not executed again when its executed copy is up to date (:func:`up_to_date`: same
+    notebook source, resolved profile, package code and key package versions, and its claims/figures
+    files unchanged), unless ``force``; once one notebook executes, every later selected one does too,
+    since it may read what the earlier one wrote.
     """
     out = out or sys.stdout
     import papermill
@@ -167,10 +237,18 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
     parameters = {"profile": _profile_parameter(profile), "overrides": overrides}
     started = time.perf_counter()
     status = 0
+    run_dir, code = Path(cfg["run_dir"]), code_digest()
     for i, src in enumerate(chosen, 1):
         dst = executed / src.name
         print(f"[{i}/{len(chosen)}] {src.stem} ...", end=" ", file=out, flush=True)
+        key = execution_key(src, cfg, code)
+        if not force and up_to_date(dst, key, run_dir):
+            record["notebooks"].append({"name": src.stem, "seconds": 0.0, "status": "up to date"})
+            print("up to date (--force re-executes it)", file=out, flush=True)
+            continue
+        force = True  # every later notebook may read what this one writes
         t0 = time.perf_counter()
+        wall0 = time.time() - 1.0  # file times have coarse resolution on some file systems
         try:
             papermill.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=KERNEL_NAME,
                                        cwd=str(REPO_ROOT), execution_timeout=cfg["cell_timeout"],
@@ -184,6 +262,7 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
             status = 1
             break
         seconds = time.perf_counter() - t0
+        _stamp(dst, key, _side_outputs(run_dir, wall0))
         record["notebooks"].append({"name": src.stem, "seconds": round(seconds, 2), "status": "ok"})
         print(f"ok {seconds:.1f} s", file=out, flush=True)
     record["total_seconds"] = round(time.perf_counter() - started, 2)
@@ -315,9 +394,26 @@ PARAMETER_TAGS = ("parameters", "injected-parameters")
 FOLD_TAG = "hide-cell"
 
 
+# A tqdm bar as text: "desc:  40%|####      | 48/120 [00:03<00:04, 15.2it/s]"
+PROGRESS_TEXT = re.compile(r"\d+%\|.*\|\s*\d+/\d+\s*\[")
+
+
+def _is_progress_output(output: dict) -> bool:
+    """A progress bar left in an executed notebook: a widget display whose text is a tqdm bar (the
+    widget's state is not saved, so a page would show its frozen first frame), or tqdm's stderr text."""
+    if output.get("output_type") == "display_data":
+        data = output.get("data", {})
+        text = "".join(data.get("text/plain", ""))
+        return "application/vnd.jupyter.widget-view+json" in data and bool(PROGRESS_TEXT.search(text))
+    if output.get("output_type") == "stream" and output.get("name") == "stderr":
+        return bool(PROGRESS_TEXT.search("".join(output.get("text", ""))))
+    return False
+
+
 def collapse_parameter_cells(notebook: Path, dst: Path) -> int:
-    """Copy an executed notebook to ``dst`` with its papermill parameter cells tagged ``hide-cell``
-    (folded on the page). Returns the number of cells tagged."""
+    """Copy an executed notebook to ``dst`` for the book: its papermill parameter cells tagged
+    ``hide-cell`` (folded on the page) and its progress-bar outputs dropped (they belong in the log
+    of a run, not on a page). Returns the number of cells tagged."""
     nb = json.loads(Path(notebook).read_text())
     tagged = 0
     for cell in nb.get("cells", []):
@@ -325,6 +421,8 @@ def collapse_parameter_cells(notebook: Path, dst: Path) -> int:
         if any(t in tags for t in PARAMETER_TAGS) and FOLD_TAG not in tags:
             tags.append(FOLD_TAG)
             tagged += 1
+        if "outputs" in cell:
+            cell["outputs"] = [o for o in cell["outputs"] if not _is_progress_output(o)]
     Path(dst).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return tagged
 
@@ -377,7 +475,13 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
         shutil.copytree(vendor_dir, src / "_vendor")
     else:
         for key in VENDOR_CONFIG_KEYS:
-            sphinx_config.pop(key, None)
+            if key == "html_static_path":  # keep the book's own static files, drop the vendored ones
+                kept = [p for p in sphinx_config.get(key, []) if p != "_vendor"]
+                sphinx_config[key] = kept
+                if not kept:
+                    sphinx_config.pop(key)
+            else:
+                sphinx_config.pop(key, None)
         print("warning: no _vendor folder: pages load MathJax and widget scripts from public CDNs "
               "(they need a network to show maths and widgets)", file=out)
     if repository_url:
@@ -449,6 +553,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages (e.g. 02 or finetuning)")
     run.add_argument("--from", dest="start", metavar="STAGE", help="run this stage and every later one")
     run.add_argument("--log-output", action="store_true", help="stream the notebooks' outputs while they run")
+    run.add_argument("--force", action="store_true",
+                     help="execute every selected notebook, even those whose executed copy is up to date")
 
     book = sub.add_parser("book", help="build the HTML book from a profile's executed notebooks")
     common(book)
@@ -501,7 +607,7 @@ def main(argv=None) -> int:
             return 0
         if args.command == "run":
             return run_notebooks(args.profile, overrides, args.notebooks_dir, args.only, args.start,
-                                 args.log_output)
+                                 args.log_output, force=args.force)
         return build_book(args.profile, overrides, args.output, args.strict, args.notebooks_dir, args.vendor,
                           args.repository_url)
     except ConfigError as err:

@@ -83,6 +83,37 @@ def test_run_and_book_on_generated_notebooks(tmp_path):
         assert (out / "_build" / "html" / "book" / f"{page}.html").is_file()
 
 
+def test_rerun_skips_up_to_date_notebooks(tmp_path):
+    notebooks, run_dir = tmp_path / "nb", tmp_path / "run"
+    notebooks.mkdir()
+    claims = "from pathlib import Path\nfrom bibad_utils.config import load_profile\n" \
+             "d = Path(load_profile(profile, overrides)['run_dir'], 'claims')\nd.mkdir(parents=True, exist_ok=True)\n" \
+             "(d / 'first.json').write_text('[1]')"
+    write_notebook(notebooks / "01_first.ipynb", "First", claims)
+    write_notebook(notebooks / "02_second.ipynb", "Second", "y = 2")
+    write_notebook(notebooks / "03_third.ipynb", "Third", "z = 3")
+    args = ("run", "--profile", "smoke", "--notebooks-dir", str(notebooks), "--set", f"run_dir={run_dir}")
+
+    def statuses(run):
+        assert run.returncode == 0, run.stdout + run.stderr
+        record = json.loads((run_dir / "executed" / "run.json").read_text())
+        return [n["status"] for n in record["notebooks"]]
+
+    assert statuses(bibad(*args)) == ["ok", "ok", "ok"]
+    again = bibad(*args)
+    assert statuses(again) == ["up to date"] * 3 and "01_first ... up to date" in again.stdout
+    # a changed notebook runs again, and so does every later one
+    write_notebook(notebooks / "02_second.ipynb", "Second", "y = 20")
+    assert statuses(bibad(*args)) == ["up to date", "ok", "ok"]
+    # a side output that was changed or removed since makes its notebook run again
+    (run_dir / "claims" / "first.json").write_text("[2]")
+    assert statuses(bibad(*args)) == ["ok", "ok", "ok"]
+    assert (run_dir / "claims" / "first.json").read_text() == "[1]"
+    # another profile setting, or --force, runs everything
+    assert statuses(bibad(*args, "--set", "seed=1")) == ["ok", "ok", "ok"]
+    assert statuses(bibad(*args, "--force")) == ["ok", "ok", "ok"]
+
+
 def test_failing_notebook_stops_the_run(tmp_path):
     notebooks, run_dir = tmp_path / "nb", tmp_path / "run"
     notebooks.mkdir()

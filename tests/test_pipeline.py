@@ -125,8 +125,12 @@ def test_stage_book_sources(tmp_path, stage_dir):
         assert (src / name).is_file()
     config = yaml.safe_load((src / "_config.yml").read_text())
     assert config["repository"]["url"] == "https://example.org/study"
-    for key in pipeline.VENDOR_CONFIG_KEYS:  # no vendored scripts: the pages use the CDN defaults
-        assert key not in config["sphinx"]["config"]
+    sphinx_config = config["sphinx"]["config"]
+    for key in ("mathjax_path", "nb_ipywidgets_js"):  # no vendored scripts: the pages use the CDN defaults
+        assert key not in sphinx_config
+    assert sphinx_config["html_static_path"] == ["book/static"]  # the book's own stylesheet stays
+    assert (src / "book" / "static" / "study.css").is_file() and "study.css" in sphinx_config["html_css_files"]
+    assert not (src / "_static").exists()  # Jupyter Book would inject every script of the static paths
     assert config["sphinx"]["config"]["nb_execution_raise_on_error"] is True
 
 
@@ -136,12 +140,20 @@ def test_parameter_cells_are_folded_on_the_page(tmp_path):
     injected = nbformat.v4.new_code_cell("profile = 'demo'")
     injected.metadata["tags"] = ["injected-parameters"]
     body = nbformat.v4.new_code_cell("1 + 1")
+    bar = nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2, "version_minor": 0},
+        "text/plain": "classifier small_cnn:   0%|          | 0/120 [00:00<?, ?it/s]"})
+    log = nbformat.v4.new_output("stream", name="stderr", text="train:  50%|#####     | 5/10 [00:01<00:01, 4it/s]")
+    kept = [nbformat.v4.new_output("stream", name="stdout", text="50% | 5/10 done\n"),
+            nbformat.v4.new_output("execute_result", data={"text/plain": "2"}, execution_count=1)]
+    body.outputs = [bar, kept[0], log, kept[1]]
     src = _notebook(tmp_path / "in.ipynb", [params, injected, body])
     assert pipeline.collapse_parameter_cells(src, tmp_path / "out.ipynb") == 2
     cells = nbformat.read(str(tmp_path / "out.ipynb"), 4).cells
     assert [c.metadata.get("tags", []) for c in cells] == [["parameters", "hide-cell"],
                                                            ["injected-parameters", "hide-cell"], []]
     assert [c.source for c in cells] == [c.source for c in (params, injected, body)]
+    assert [o.get("text", o.get("data")) for o in cells[2].outputs] == [kept[0].text, kept[1].data]
 
 
 def test_stage_book_sources_refuses_errors_and_unexecuted(tmp_path, stage_dir):
@@ -185,3 +197,28 @@ def test_vendor_assets_without_npm_warns(tmp_path, monkeypatch, capsys):
     assert "CDN" in capsys.readouterr().out
     assert not (tmp_path / "_vendor").exists()
 
+
+
+def test_execution_key_and_up_to_date(tmp_path):
+    src = _notebook(tmp_path / "01_a.ipynb", [nbformat.v4.new_code_cell("x = 1")])
+    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    code = pipeline.code_digest()
+    key = pipeline.execution_key(src, cfg, code)
+    assert key == pipeline.execution_key(src, cfg, code)
+    assert key != pipeline.execution_key(src, load_profile("smoke", {"run_dir": str(tmp_path / "run"), "seed": 1}),
+                                         code)
+    assert key != pipeline.execution_key(src, cfg, code + "changed")
+    run_dir = tmp_path / "run"
+    (run_dir / "claims").mkdir(parents=True)
+    dst = run_dir / "executed.ipynb"
+    assert not pipeline.up_to_date(dst, key, run_dir)  # never executed
+    dst.write_bytes(src.read_bytes())
+    claim = run_dir / "claims" / "a.json"
+    claim.write_text("[1]")
+    pipeline._stamp(dst, key, pipeline._side_outputs(run_dir, 0.0))
+    assert pipeline.up_to_date(dst, key, run_dir)
+    assert not pipeline.up_to_date(dst, "other", run_dir)
+    claim.write_text("[2]")
+    assert not pipeline.up_to_date(dst, key, run_dir)
+    claim.unlink()
+    assert not pipeline.up_to_date(dst, key, run_dir)
