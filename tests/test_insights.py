@@ -311,3 +311,15 @@ def test_study_variant_shares_data_and_store_and_refuses_data_changes():
         study.variant({"dataset": {"image_size": 8}})
     with pytest.raises(ConfigError, match="judges"):
         study.variant({"judges": {"noise": 3.0}})
+
+
+def test_judge_check_display_formats_rates_with_intervals():
+    gjdf = pd.DataFrame([
+        {"judges": "as configured", "judge": "clean classifier", "n": 400, "accuracy": 0.988,
+         "accuracy_lo": 0.971, "accuracy_hi": 0.995, "fpr": math.nan, "tpr": math.nan},
+        {"judges": "as configured", "judge": "badnets1 detector", "n": 400, "accuracy": math.nan,
+         "fpr": 0.0, "fpr_lo": 0.0, "fpr_hi": 0.0095, "tpr": 1.0, "tpr_lo": 0.9905, "tpr_hi": 1.0}])
+    t = ins.judge_check_display(gjdf)
+    assert t.loc[("as configured", "clean classifier"), "content = prompt's class"] == "98.8 % [97.1, 99.5]"
+    assert t.loc[("as configured", "clean classifier"), "false alarms (no trigger)"] == ""
+    assert t.loc[("as configured", "badnets1 detector"), "detected (trigger pasted on)"] == "100.0 % [99.1, 100.0]"

@@ -279,6 +279,23 @@ def judge_augmentation_ablation(study, z: float = 1.96) -> pd.DataFrame:
     return out[["judges"] + [c for c in out.columns if c != "judges"]]
 
 
+def judge_check_display(gjdf: pd.DataFrame) -> pd.DataFrame:
+    """:func:`judge_augmentation_ablation` (or :func:`generated_judge_table`) for reading: index
+    (judges, judge), one column per measure on the clean DM's generations, each "98.8 % [97.1, 99.5]"
+    (point and 95 % interval), "" where a measure does not apply to the judge."""
+    measures = {"accuracy": "content = prompt's class", "fpr": "false alarms (no trigger)",
+                "tpr": "detected (trigger pasted on)"}
+    rows = []
+    for _, r in gjdf.iterrows():
+        row = {"judges": r.get("judges", "as configured"), "judge": r["judge"], "n": int(r["n"])}
+        for key, name in measures.items():
+            v = r.get(key, math.nan)
+            row[name] = "" if v is None or not np.isfinite(v) else \
+                f"{100 * v:.1f} % [{100 * r[f'{key}_lo']:.1f}, {100 * r[f'{key}_hi']:.1f}]"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["judges", "judge"])
+
+
 def g_table(study, z: float = 1.96) -> pd.DataFrame:
     """The G1-G4 dissection of every cell's target-prompt generations at every guidance w.
 
@@ -395,8 +412,11 @@ def examples_figure(study, cell, guidance: float, n: int = 8, seed: int = 0, nro
     from bibad_utils.plots import side_by_side_grids
 
     ex = group_examples(study, cell, guidance, n=n, seed=seed)
-    return side_by_side_grids({g: images for g, (images, _) in ex.items()}, nrow=nrow,
-                              titles={g: titles for g, (_, titles) in ex.items() if titles})
+    fig = side_by_side_grids({g: images for g, (images, _) in ex.items()}, nrow=nrow,
+                             titles={g: titles for g, (_, titles) in ex.items() if titles})
+    fig.suptitle(f"{cell.name}: target-prompt generations at w = {guidance:g}, by group "
+                 f"(detector: {cell.trigger_kind or study.cfg['attacks'][0]})", fontsize=10, fontweight="bold")
+    return fig
 
 
 # ---------------------------------------------------------------------------------------- quality
