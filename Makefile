@@ -39,7 +39,7 @@ lab: $(STAMP)
 	$(PY) -m jupyter lab --notebook-dir=notebooks
 
 bench: $(STAMP)
-	$(PY) -m bibad_utils.bench
+	$(PY) -m bibad_utils.bench --seconds $${BENCH_SECONDS:-6}
 
 # keeps .venv and the fetched _vendor scripts
 clean:

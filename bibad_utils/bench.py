@@ -228,8 +228,9 @@ def demo_dc_rows(run_dir: Path = REPO_ROOT / "runs" / "demo") -> list[tuple[str,
     rows = []
     for path in sorted((run_dir / "artifacts" / "castle_dc_bench").glob("*/benchmark.json")):
         for r in json.loads(path.read_text()):
-            rows.append((f"demo run, trained DM ({r['cell']}), {r['mode']} {'' if r['mode'] == 'exhaustive' else r['stages']}"
-                         f", {r['n_images']} clean test images, {r['device']} {r['threads']} thread(s)",
+            mode = r["mode"] if r["mode"] == "exhaustive" else f"{r['mode']} {r['stages']}"
+            rows.append((f"demo run, trained DM ({r['cell']}), {mode}, {r['n_images']} clean test images, "
+                         f"{r['device']} {r['threads']} thread(s)",
                          f"{r['unet_evals_per_image']:.0f} UNet evals/image, {r['seconds_per_image'] * 1e3:.0f} ms/image; "
                          f"accuracy {r['accuracy']:.2f}, agreement with exhaustive {r['agreement']:.2f}"))
     return rows
