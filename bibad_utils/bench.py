@@ -222,11 +222,14 @@ def bench_dc(device: torch.device, n_images: int = 8, n_levels: int = 10, adapti
 
 def demo_dc_rows(run_dir: Path = REPO_ROOT / "runs" / "demo") -> list[tuple[str, str]]:
     """The castle-walls stage's measurement on the TRAINED demo DM (accuracy and agreement of adaptive
-    pruning with the exhaustive classifier), when a demo run has produced it; else no rows."""
+    pruning with the exhaustive classifier), when a demo run has produced it (the newest such
+    artifact); else no rows."""
     import json
 
     rows = []
-    for path in sorted((run_dir / "artifacts" / "castle_dc_bench").glob("*/benchmark.json")):
+    found = sorted((run_dir / "artifacts" / "castle_dc_bench").glob("*/benchmark.json"),
+                   key=lambda p: p.stat().st_mtime)
+    for path in found[-1:]:  # the newest: older ones belong to earlier settings of the profile
         for r in json.loads(path.read_text()):
             mode = r["mode"] if r["mode"] == "exhaustive" else f"{r['mode']} {r['stages']}"
             rows.append((f"demo run, trained DM ({r['cell']}), {mode}, {r['n_images']} clean test images, "

@@ -1,6 +1,7 @@
 """The benchmark helpers (not the timings: those belong in BENCHMARKS.md, never in a test)."""
 
 import json
+import os
 
 import torch
 
@@ -22,6 +23,10 @@ def test_demo_dc_rows_read_the_stage_artifact(tmp_path):
     row = dict(cell="badnets1 p=5%", mode="adaptive", stages="[[2, 3]]", n_images=5, device="cpu", threads=2,
                unet_evals_per_image=44.0, seconds_per_image=0.071, accuracy=1.0, agreement=0.8)
     (art / "benchmark.json").write_text(json.dumps([row]))
+    older = tmp_path / "artifacts" / "castle_dc_bench" / "old"
+    older.mkdir()
+    (older / "benchmark.json").write_text(json.dumps([dict(row, n_images=3)]))
+    os.utime(older / "benchmark.json", (1, 1))  # an earlier setting's artifact is not reported
     (name, value), = bench.demo_dc_rows(tmp_path)
     assert "badnets1 p=5%" in name and "[[2, 3]]" in name
     assert value == "44 UNet evals/image, 71 ms/image; accuracy 1.00, agreement with exhaustive 0.80"
