@@ -474,12 +474,17 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
     minutes = sum(n.get("seconds", 0) for n in record.get("notebooks", [])) / 60
     caption = (figures / TEASER_CAPTION).read_text().strip() if (figures / TEASER_CAPTION).is_file() else ""
     rel = f"{RESULTS_DIR}/{profile}"
+    try:
+        shown_dir = run_dir.resolve().relative_to(repo_root.resolve()).as_posix()
+    except ValueError:
+        shown_dir = run_dir.name
     body = "\n\n".join([
         f"Results of the `{profile}` run (written by `bibad readme --profile {profile}` from "
-        f"`{run_dir.as_posix()}`; the notebooks ran {minutes:.0f} minutes on cached or fresh artifacts). "
+        f"`{shown_dir}`; its last `bibad run` spent {minutes:.0f} minutes in the notebooks, reusing the "
+        f"models cached by earlier runs where nothing had changed). "
         f"{counts['total']} claim rows: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + ".",
         f"![teaser]({rel}/{TEASER_PNG})",
-        f"*{caption}*" if caption else "",
+        f"> {caption}" if caption else "",
         _markdown_table(stage_verdicts(df), "stage"),
         f"Every claim with the paper's number, ours with its 95 % interval and the verdict: "
         f"[{rel}/{CLAIMS_MD_FILE}]({rel}/{CLAIMS_MD_FILE}) (the book's results chapter shows the same table).",
