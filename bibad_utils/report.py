@@ -73,7 +73,8 @@ def replace_marked_section(path, key: str, body: str, default_header: str = "") 
     text = path.read_text() if path.is_file() else default_header
     if start in text and end in text:
         head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1].lstrip("\n")
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        text = head + block + ("\n" + tail if tail else "")
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.write_text(text)

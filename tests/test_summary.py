@@ -249,9 +249,10 @@ def test_readme_results_publishes_a_finished_run(tmp_path):
     dest = sm.readme_results(run_dir, "demo", repo)
     assert sorted(p.name for p in dest.iterdir()) == ["claims.md", "run.json", "teaser.png"]
     text = (repo / "README.md").read_text()
-    assert "old" not in text and text.endswith("## Cite\n") and text.count("<!-- results -->") == 1
+    assert "old" not in text and text.endswith("<!-- /results -->\n\n## Cite\n") and text.count("<!-- results -->") == 1
     assert "![teaser](results/demo/teaser.png)" in text and "> Generations of the demo run." in text
     counts = sm.verdict_counts(sm.claims_frame(run_dir))
     assert f"{counts['total']} claim rows: {counts['reproduced']} reproduced" in text
+    assert f"<details><summary>all {counts['total']} claim rows</summary>" in text and "#### 04_insights" in text
     assert "| 04_insights | 1 | 0 | 1 |" in text and "spent 2 minutes in the notebooks" in text
     assert str(tmp_path) not in text  # no machine-specific paths in the README

@@ -486,8 +486,10 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
         f"![teaser]({rel}/{TEASER_PNG})",
         f"> {caption}" if caption else "",
         _markdown_table(stage_verdicts(df), "stage"),
-        f"Every claim with the paper's number, ours with its 95 % interval and the verdict: "
-        f"[{rel}/{CLAIMS_MD_FILE}]({rel}/{CLAIMS_MD_FILE}) (the book's results chapter shows the same table).",
+        f"Every claim with the paper's number, ours with its 95 % interval and the verdict (also in "
+        f"[{rel}/{CLAIMS_MD_FILE}]({rel}/{CLAIMS_MD_FILE}) and the book's results chapter):",
+        f"<details><summary>all {counts['total']} claim rows</summary>\n\n"
+        + (figures / CLAIMS_MD_FILE).read_text().strip().replace("\n### ", "\n#### ") + "\n\n</details>",
     ]).replace("\n\n\n\n", "\n\n") + "\n"
     replace_marked_section(repo_root / readme, "results", body)
     return dest
