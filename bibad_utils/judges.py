@@ -274,10 +274,12 @@ def _check_hparams(epochs, batch_size, lr, optimizer, weight_decay, crop_pad) ->
         raise ConfigError("judges.crop_pad", crop_pad, "null or an integer >= 0")
 
 
-def _check_photometric(**values) -> dict:
+def _check_photometric(prefix: str = "judges", **values) -> dict:
+    """Photometric strengths (keys of :data:`PHOTOMETRIC_KEYS`) -> floats; a bad one raises a
+    ConfigError named ``<prefix>.<key>``."""
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ConfigError(f"judges.{key}", value, "a maximum strength in [0, 1] (0: off)")
+            raise ConfigError(f"{prefix}.{key}", value, "a maximum strength in [0, 1] (0: off)")
     return {k: float(v) for k, v in values.items()}
 
 

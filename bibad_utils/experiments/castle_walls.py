@@ -123,10 +123,6 @@ DEFAULTS = {
     "dc_bench_images": 10,           # images of the exhaustive vs adaptive timing
 }
 _SUB = {"cd": DEFAULTS["cd"], "strip": DEFAULTS["strip"], "fct": DEFAULTS["fct"]}
-# keys inherited from the profile's judges section; the photometric ones may be set here, per classifier
-_INHERITED_KEYS = ("arch", "epochs", "batch_size", "lr", "pretrained", "input_size", "optimizer", "weight_decay",
-                   "augment", "crop_pad", "hflip")
-_JUDGE_KEYS = _INHERITED_KEYS + ("color_jitter", "blur", "noise")
 
 
 def _is_int(v, minimum=1) -> bool:
@@ -162,18 +158,18 @@ def validate_config(section: dict, prefix: str = "defenses") -> dict:
         else:
             cfg[key] = copy.deepcopy(value)
 
+    from bibad_utils.judges import JUDGE_KEYS, PHOTOMETRIC_KEYS, _check_photometric
+
     for name in ("classifier", "gen_classifier"):
         clf = cfg[name] or {}
         if not isinstance(clf, dict):
-            raise ConfigError(f"{prefix}.{name}", clf, f"a mapping of judges keys {_JUDGE_KEYS}")
+            raise ConfigError(f"{prefix}.{name}", clf, f"a mapping of judges keys {JUDGE_KEYS}")
         for key in clf:
-            if key not in _JUDGE_KEYS:
-                raise ConfigError(f"{prefix}.{name}.{key}", clf[key], f"a key among {_JUDGE_KEYS}")
+            if key not in JUDGE_KEYS:
+                raise ConfigError(f"{prefix}.{name}.{key}", clf[key], f"a key among {JUDGE_KEYS}")
         if "epochs" in clf and not _is_int(clf["epochs"]):
             raise ConfigError(f"{prefix}.{name}.epochs", clf["epochs"], "an integer >= 1")
-        for key in _JUDGE_KEYS[len(_INHERITED_KEYS):]:
-            if key in clf and not (_is_num(clf[key]) and 0 <= clf[key] <= 1):
-                raise ConfigError(f"{prefix}.{name}.{key}", clf[key], "a maximum strength in [0, 1] (0: off)")
+        _check_photometric(f"{prefix}.{name}", **{k: clf[k] for k in PHOTOMETRIC_KEYS if k in clf})
         cfg[name] = dict(clf)
     if cfg["n_detect"] is not None and not _is_int(cfg["n_detect"], 2):
         raise ConfigError(f"{prefix}.n_detect", cfg["n_detect"], "null or an integer >= 2")
@@ -223,8 +219,11 @@ def classifier_settings(study, small: bool = False) -> dict:
     """Keyword arguments of :func:`bibad_utils.judges.train_classifier` for this stage's classifiers:
     the profile's ``judges`` section overridden by ``defenses.classifier``, and for the two
     ``n_all``-image classifiers (``small``) further by ``defenses.gen_classifier``."""
+    from bibad_utils.judges import JUDGE_KEYS, PHOTOMETRIC_KEYS
+
     d = defense_config(study)
-    kw = {k: v for k, v in study.cfg["judges"].items() if k in _INHERITED_KEYS}
+    # the judges' photometric augmentation is not inherited (module docstring)
+    kw = {k: v for k, v in study.cfg["judges"].items() if k in JUDGE_KEYS and k not in PHOTOMETRIC_KEYS}
     kw.update(d["classifier"])
     if small:
         kw.update(d["gen_classifier"])
