@@ -410,7 +410,7 @@ def _is_progress_output(output: dict) -> bool:
     return False
 
 
-def collapse_parameter_cells(notebook: Path, dst: Path) -> int:
+def notebook_for_book(notebook: Path, dst: Path) -> int:
     """Copy an executed notebook to ``dst`` for the book: its papermill parameter cells tagged
     ``hide-cell`` (folded on the page) and its progress-bar outputs dropped (they belong in the log
     of a run, not on a page). Returns the number of cells tagged."""
@@ -461,7 +461,7 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
             errors = notebook_errors(done)
             if errors:
                 problems.append(f"{done} holds error outputs: {errors[0]}")
-            collapse_parameter_cells(done, dst)
+            notebook_for_book(done, dst)
         elif source.is_file():
             problems.append(f"{stem} has not been executed for profile {cfg['name']} (no {done}): "
                             f"run `bibad run --profile {cfg['name']}` first")

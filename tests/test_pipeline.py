@@ -148,7 +148,7 @@ def test_parameter_cells_are_folded_on_the_page(tmp_path):
             nbformat.v4.new_output("execute_result", data={"text/plain": "2"}, execution_count=1)]
     body.outputs = [bar, kept[0], log, kept[1]]
     src = _notebook(tmp_path / "in.ipynb", [params, injected, body])
-    assert pipeline.collapse_parameter_cells(src, tmp_path / "out.ipynb") == 2
+    assert pipeline.notebook_for_book(src, tmp_path / "out.ipynb") == 2
     cells = nbformat.read(str(tmp_path / "out.ipynb"), 4).cells
     assert [c.metadata.get("tags", []) for c in cells] == [["parameters", "hide-cell"],
                                                            ["injected-parameters", "hide-cell"], []]
