@@ -13,6 +13,13 @@ recomputes nothing expensive, and an interrupted training resumes from its last 
 
 Cells: one per (attack, p) of the grid; the controls ``clean`` (p = 0) and ``relabel`` (poisoned labels,
 no trigger, at the largest p); ``pool="duplicate"`` cells poison duplicated images (memorization stage).
+
+Training seeds: the profile's ``train_seeds`` gives the number of fine-tuning runs of a cell (see
+:func:`validate_train_seeds`); replicate ``s`` is ``Cell(kind, p, pool, seed=s)``. A replicate shares the
+cell's poisoned set, the pre-trained model and the generation noise; only its training run differs (the
+initial weights of a from-scratch model, the batch order, the diffusion noise and timesteps, the dropped
+conditions), so the spread across replicates measures the training run. Seed 0 is the profile's own run
+and keeps the keys it always had; ``Study.seed_cells(cell)`` lists a cell's replicates.
 """
 
 from __future__ import annotations
@@ -27,9 +34,32 @@ import numpy as np
 import torch
 
 from bibad_utils import store as st
-from bibad_utils.config import ConfigError, deep_merge, load_profile, resolve_device, validate_profile
+from bibad_utils.config import (ATTACKS, CONTROLS, ConfigError, deep_merge, load_profile, resolve_device,
+                                validate_profile)
 
 POOLS = ("random", "duplicate")
+TRAIN_SEED_KEYS = ("default",) + CONTROLS + ATTACKS
+
+
+def validate_train_seeds(section, prefix: str = "train_seeds") -> dict:
+    """Check a profile's ``train_seeds``: an integer >= 1 (every cell), or a mapping of ``default`` and cell
+    kinds (clean | relabel | badnets1 | badnets2 | wanet) to integers >= 1, e.g. ``{default: 1, clean: 3,
+    badnets1: 3}`` (three runs of the clean control and of every p of BadNets-1, one elsewhere). Returns
+    the mapping form with ``default`` filled in (1 when absent)."""
+    if isinstance(section, bool):
+        raise ConfigError(prefix, section, "an integer >= 1 or a mapping {default: N, KIND: N}")
+    if isinstance(section, (int, np.integer)):
+        section = {"default": int(section)}
+    if not isinstance(section, dict):
+        raise ConfigError(prefix, section, "an integer >= 1 or a mapping {default: N, KIND: N}")
+    out = {"default": 1}
+    for key, value in section.items():
+        if key not in TRAIN_SEED_KEYS:
+            raise ConfigError(f"{prefix}.{key}", value, f"a key among {list(TRAIN_SEED_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{prefix}.{key}", value, "an integer >= 1 (training runs per cell)")
+        out[key] = int(value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -41,29 +71,47 @@ class Cell:
     kind: str
     ratio: float = 0.0
     pool: str = "random"
+    seed: int = 0
 
     @property
     def name(self) -> str:
-        """Short label for tables and figures, e.g. ``badnets1 p=10%`` or ``clean``."""
+        """Short label for tables and figures, e.g. ``badnets1 p=10%``, ``clean`` or ``clean seed 1``."""
+        tail = f" seed {self.seed}" if self.seed else ""
         if self.kind == "clean":
-            return "clean"
+            return "clean" + tail
         dup = " dup" if self.pool == "duplicate" else ""
-        return f"{self.kind} p={self.ratio * 100:g}%{dup}"
+        return f"{self.kind} p={self.ratio * 100:g}%{dup}{tail}"
 
     @property
     def slug(self) -> str:
-        """File-name-safe label, e.g. ``badnets1-p0.1``."""
+        """File-name-safe label, e.g. ``badnets1-p0.1`` or ``badnets1-p0.1-s2``."""
+        tail = f"-s{self.seed}" if self.seed else ""
         if self.kind == "clean":
-            return "clean"
-        return f"{self.kind}-p{self.ratio:g}" + ("-dup" if self.pool == "duplicate" else "")
+            return "clean" + tail
+        return f"{self.kind}-p{self.ratio:g}" + ("-dup" if self.pool == "duplicate" else "") + tail
+
+    def with_seed(self, seed: int) -> "Cell":
+        """The same cell trained with training seed ``seed`` (0: the profile's own run)."""
+        return Cell(self.kind, self.ratio, self.pool, int(seed))
+
+    @property
+    def base(self) -> "Cell":
+        """The cell without its training seed (seed 0)."""
+        return self.with_seed(0)
 
     @classmethod
     def parse(cls, spec: str) -> "Cell":
         """A cell from its command-line spelling: ``clean``, ``relabel:0.1``, ``badnets1:0.05`` or
-        ``badnets1:0.1:duplicate``."""
-        parts = str(spec).split(":")
+        ``badnets1:0.1:duplicate``, optionally with a training seed: ``clean@1``, ``badnets1:0.05@2``."""
+        text, at, seed_text = str(spec).partition("@")
+        seed = 0
+        if at:
+            if not seed_text.isdigit():
+                raise ConfigError("cell", spec, "CELL@SEED with SEED an integer >= 0, e.g. badnets1:0.1@1")
+            seed = int(seed_text)
+        parts = text.split(":")
         if parts == ["clean"]:
-            return cls("clean")
+            return cls("clean", seed=seed)
         try:
             ratio = float(parts[1])
         except (IndexError, ValueError):
@@ -71,7 +119,7 @@ class Cell:
         pool = parts[2] if len(parts) > 2 else "random"
         if pool not in POOLS or len(parts) > 3:
             raise ConfigError("cell", spec, f"KIND:P:POOL with POOL in {list(POOLS)}")
-        return cls(parts[0], ratio, pool)
+        return cls(parts[0], ratio, pool, seed)
 
     @property
     def trigger_kind(self) -> str | None:
@@ -171,9 +219,35 @@ class Study:
             out.append(Cell("clean") if c == "clean" else Cell("relabel", float(max(self.cfg["ratios"]))))
         return out
 
-    def cells(self) -> list[Cell]:
-        """Controls first, then the grid."""
-        return self.control_cells() + self.grid_cells()
+    def cells(self, with_seeds: bool = False) -> list[Cell]:
+        """Controls first, then the grid; ``with_seeds``: each cell followed by its other training-seed
+        replicates (:meth:`seed_cells`)."""
+        cells = self.control_cells() + self.grid_cells()
+        return [r for c in cells for r in self.seed_cells(c)] if with_seeds else cells
+
+    @cached_property
+    def train_seeds_config(self) -> dict:
+        """The profile's ``train_seeds`` as a mapping (``{"default": 1}`` when the profile has none)."""
+        return validate_train_seeds(self.cfg.get("train_seeds", 1))
+
+    def n_train_seeds(self, cell: Cell) -> int:
+        """Training runs of ``cell``: ``train_seeds[cell.kind]``, else ``train_seeds.default``. Cells of
+        the duplicate pool (memorization stage) have one."""
+        if cell.pool != "random":
+            return 1
+        ts = self.train_seeds_config
+        return int(ts.get(cell.kind, ts["default"]))
+
+    def seed_cells(self, cell: Cell) -> list[Cell]:
+        """The training-seed replicates of ``cell``: seeds 0 .. n - 1 (seed 0 first, the profile's run)."""
+        return [cell.with_seed(s) for s in range(self.n_train_seeds(cell))]
+
+    def training_seed(self, train_seed: int) -> int:
+        """The random seed of training run ``train_seed``: the profile's seed for run 0 (and for the
+        pre-training), else one drawn from (profile seed, run) so that no two runs share a random stream."""
+        if not train_seed:
+            return self.seed
+        return int(np.random.SeedSequence([self.seed, int(train_seed)]).generate_state(1)[0] >> 1)
 
     def duplicate_pool(self) -> np.ndarray | None:
         """Indices of duplicated training images (planted groups of the procedural dataset, or groups
@@ -243,21 +317,27 @@ class Study:
         sec.setdefault("checkpoint_every", max(1, sec["steps"] // 5) if sec["steps"] else 1)
         return sec
 
-    def _new_model(self):
+    def _new_model(self, seed: int | None = None):
         from bibad_utils.diffusion import build_model
-        torch.manual_seed(self.seed)  # the initial weights of a from-scratch model
+        torch.manual_seed(self.seed if seed is None else seed)  # the initial weights of a from-scratch model
         return build_model(self.cfg["model"], self.class_names, image_size=self.image_size)
 
-    def _train(self, stage: str, dataset, section: dict, inputs: list[str], init_key: str | None):
-        """Train (or load) a DM into the artifact ``stage``; returns its key."""
+    def _train(self, stage: str, dataset, section: dict, inputs: list[str], init_key: str | None,
+               train_seed: int = 0):
+        """Train (or load) a DM into the artifact ``stage``; returns its key. ``train_seed`` > 0: a
+        replicate training run (its key records it; seed 0 keeps the key without it)."""
         from bibad_utils.diffusion import load_model
         from bibad_utils.training import train_diffusion
 
         params = {"model": self.cfg["model"], "train": section, "seed": self.seed}
+        seed = self.seed
+        if train_seed:
+            params["train_seed"] = int(train_seed)
+            seed = self.training_seed(train_seed)
         inputs = list(inputs) + ([init_key] if init_key else [])
 
         def build(art):
-            model = self._new_model()
+            model = self._new_model(seed)
             init_state = None
             if init_key:
                 init_state = load_model(self.store.path("pretrain", init_key) / "model").state_dict_to_save()
@@ -266,11 +346,12 @@ class Study:
                 weight_decay=section.get("weight_decay", 0.0), ema_decay=section.get("ema_decay", 0.999),
                 cond_drop=section.get("cond_drop", 0.1), checkpoint_every=section["checkpoint_every"],
                 warmup_steps=section.get("warmup_steps", 0), grad_clip=section.get("grad_clip", 1.0),
-                work_dir=art.work_dir, seed=self.seed, init_state=init_state, device=self.device,
+                work_dir=art.work_dir, seed=seed, init_state=init_state, device=self.device,
                 progress=self.progress)
             model.load_trainable_state(res.ema_state)
             model.save(art.dir / "model")
             record = {"loss_log": res.loss_log, "steps": res.steps, "wall_time_s": res.wall_time_s,
+                      "train_seed": int(train_seed), "seed": int(seed),
                       "images_seen": res.images_seen, "n_params": sum(p.numel() for p in model.trainable_parameters()),
                       "device": str(self.device), "threads": torch.get_num_threads()}
             st.save_json(art.dir / "train_record.json", record)
@@ -290,7 +371,7 @@ class Study:
     def model_key(self, cell: Cell) -> str:
         """Key of ``cell``'s DM: the pre-trained model fine-tuned on ``cell``'s training set."""
         return self._train("finetune", self.poisoned(cell), self._train_section("finetune"),
-                           [self.poison_key(cell)], self.pretrain_key)
+                           [self.poison_key(cell)], self.pretrain_key, train_seed=cell.seed)
 
     def model(self, cell: Cell | None):
         """The EMA weights of ``cell``'s DM (``None``: the clean pre-trained model), on ``self.device``."""
@@ -420,15 +501,17 @@ class Study:
 
 
 def compute(study: Study, cells: list[Cell] | None = None, generate: bool = True) -> list[str]:
-    """Compute (or find cached) the pre-trained model and, for each cell (default: all of the profile),
-    its fine-tuned model and, if ``generate``, its generation sets; returns one line per step.
+    """Compute (or find cached) the pre-trained model and, for each cell (default: all of the profile,
+    every training-seed replicate included), its fine-tuned model and, if ``generate``, its generation
+    sets; returns one line per step.
 
-    This is what ``bibad compute`` runs, e.g. under ``accelerate launch`` on several GPUs: artifacts are
+    This is what ``bibad compute`` runs, e.g. under ``accelerate launch`` on several GPUs, or once per
+    cell (``--cells badnets1:0.05@1``) as independent jobs sharing one store: artifacts are
     content-addressed, so the notebooks then find them instead of recomputing."""
     done = []
     if study.pretrain_key:
         done.append(f"pretrain {study.pretrain_key}")
-    for cell in study.cells() if cells is None else cells:
+    for cell in study.cells(with_seeds=True) if cells is None else cells:
         done.append(f"finetune {cell.name}: {study.model_key(cell)}")
         if generate:
             done.append(f"generate {cell.name}: {study.generation_key(cell)}")

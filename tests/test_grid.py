@@ -1,0 +1,197 @@
+"""The paper's whole grid: the full and mnist profiles, training seeds, WaNet and five ratios through the
+smoke model's chain, and ``bibad compute --cells`` against the notebooks' keys."""
+
+import numpy as np
+import pytest
+
+from bibad_utils import store as st
+from bibad_utils.config import ConfigError, load_profile
+from bibad_utils.poison import n_poison_for, r_train
+from bibad_utils.stages import Cell, Study, validate_train_seeds
+
+FIVE_RATIOS = [0.01, 0.02, 0.05, 0.1, 0.2]
+
+# Keys of the demo profile's chain as computed before training seeds existed: the shared demo cache
+# (pre-trained and fine-tuned DMs, generations) is found under these, so they must never change.
+DEMO_KEYS = {"data": "2cd6f05fc7ecab55", "poison": "f79ebc752244695f", "pretrain": "0d345edb07fef81e",
+             "finetune": "41ab165d42c4ddef", "generate": "76dadcc4a1c45da1", "finetune_clean": "115ca5b593379012"}
+
+
+def _keys_only(study: Study) -> list:
+    """Make ``study`` compute keys without building any artifact; returns the list of (stage, key) asked."""
+    asked = []
+
+    def cached(stage, params, inputs, build, **kw):
+        asked.append((stage, st.artifact_key(stage, params, inputs)))
+        return None
+
+    study.store.cached = cached
+    return asked
+
+
+# ----------------------------------------------------------------------------------------- profiles
+def test_full_profile_is_the_papers_grid(tmp_path):
+    cfg = load_profile("full")
+    demo = load_profile("demo")
+    assert cfg["attacks"] == ["badnets1", "badnets2", "wanet"]
+    assert sorted(cfg["ratios"]) == FIVE_RATIOS
+    assert cfg["controls"] == ["clean", "relabel"]
+    assert cfg["sampling"]["guidance"] == [1, 2, 5, 10] and cfg["sampling"]["guidance_all"] == 1
+    # the demo's model, data and training schedule
+    for key in ("dataset", "model", "pretrain", "finetune", "judges", "seed", "target"):
+        assert cfg[key] == demo[key], key
+    assert cfg["run_dir"] != demo["run_dir"]
+    study = Study("full", {"run_dir": str(tmp_path)}, progress=False)
+    assert len(study.cells()) == 2 + 3 * 5
+    runs = study.cells(with_seeds=True)
+    assert len(runs) == 29 and len(set(runs)) == 29
+    assert [c.seed for c in study.seed_cells(Cell("clean"))] == [0, 1, 2]
+    for p in FIVE_RATIOS:
+        assert len(study.seed_cells(Cell("badnets1", p))) == 3
+        assert study.seed_cells(Cell("wanet", p)) == [Cell("wanet", p)]
+    assert study.seed_cells(Cell("relabel", 0.2)) == [Cell("relabel", 0.2)]
+
+
+def test_mnist_profile_is_the_demo_grid_on_mnist5k():
+    cfg, demo = load_profile("mnist"), load_profile("demo")
+    assert cfg["dataset"]["name"] == "mnist5k" and cfg["dataset"]["image_size"] == demo["dataset"]["image_size"]
+    for key in ("attacks", "ratios", "controls", "model", "pretrain", "finetune", "sampling", "judges", "target"):
+        assert cfg[key] == demo[key], key
+    assert "train_seeds" not in demo  # absent: one run per cell, and the resolved demo profile unchanged
+
+
+@pytest.mark.parametrize("per_class, ratios, documented", [
+    (500, [0.05, 0.1], [0.33, 0.50]),                            # demo (and full) on procedural data
+    (500, FIVE_RATIOS, [0.09, 0.17, 0.33, 0.50, 0.67]),         # full.yaml's comment
+    (400, [0.05, 0.1], [0.33, 0.50]),                            # mnist: 400 training digits per class
+])
+def test_r_train_as_documented(per_class, ratios, documented):
+    n = 10 * per_class
+    got = [round(r_train(n_poison_for(n, p), per_class), 2) for p in ratios]
+    assert got == documented
+
+
+# ----------------------------------------------------------------------------------- training seeds
+def test_train_seeds_validation():
+    assert validate_train_seeds(2) == {"default": 2}
+    assert validate_train_seeds({"clean": 3}) == {"default": 1, "clean": 3}
+    for bad, param in [({"badnets3": 2}, "train_seeds.badnets3"), ({"clean": 0}, "train_seeds.clean"),
+                       (True, "train_seeds"), ("3", "train_seeds"), ({"default": 1.5}, "train_seeds.default")]:
+        with pytest.raises(ConfigError, match=param.replace(".", r"\.")):
+            validate_train_seeds(bad)
+    with pytest.raises(ConfigError, match="train_seeds.wanet"):
+        load_profile("smoke", {"train_seeds": {"wanet": -1}})
+
+
+def test_cell_seed_spelling():
+    assert Cell.parse("badnets1:0.05@2") == Cell("badnets1", 0.05, "random", 2)
+    assert Cell.parse("clean@1") == Cell("clean", seed=1) and Cell.parse("clean") == Cell("clean")
+    assert Cell.parse("badnets1:0.1:duplicate@1").pool == "duplicate"
+    assert Cell("badnets1", 0.1, seed=2).slug == "badnets1-p0.1-s2" and Cell("badnets1", 0.1).slug == "badnets1-p0.1"
+    assert Cell("clean", seed=1).name == "clean seed 1" and Cell("clean").name == "clean"
+    assert Cell("wanet", 0.2, seed=1).base == Cell("wanet", 0.2)
+    for bad in ("clean@x", "badnets1:0.1@-1"):
+        with pytest.raises(ConfigError, match="cell"):
+            Cell.parse(bad)
+
+
+def test_demo_keys_unchanged_and_seeds_keyed_apart(tmp_path):
+    study = Study("demo", {"run_dir": str(tmp_path)}, progress=False)
+    asked = _keys_only(study)
+    cell = Cell("badnets1", 0.05)
+    assert study.data_key == DEMO_KEYS["data"]
+    assert study.poison_key(cell) == DEMO_KEYS["poison"]
+    assert study.pretrain_key == DEMO_KEYS["pretrain"]
+    assert study.model_key(cell) == DEMO_KEYS["finetune"]
+    assert study.model_key(cell.with_seed(0)) == DEMO_KEYS["finetune"]
+    assert study.generation_key(cell) == DEMO_KEYS["generate"]
+    assert study.model_key(Cell("clean")) == DEMO_KEYS["finetune_clean"]
+    # other training runs: same poisoned set and base model, their own fine-tuned DM and generations
+    seeded = {study.model_key(cell.with_seed(s)) for s in (1, 2)}
+    assert len(seeded) == 2 and DEMO_KEYS["finetune"] not in seeded
+    assert study.poison_key(cell.with_seed(1)) == DEMO_KEYS["poison"]
+    assert study.generation_key(cell.with_seed(1)) != DEMO_KEYS["generate"]
+    assert study.model_key(Cell("clean", seed=1)) not in seeded | {DEMO_KEYS["finetune_clean"]}
+    assert {s for s, _ in asked} == {"poison", "pretrain", "finetune", "generate"}
+    assert len({study.training_seed(s) for s in range(4)}) == 4 and study.training_seed(0) == study.seed
+    # the demo has no train_seeds: one run per cell
+    assert study.cells(with_seeds=True) == study.cells()
+
+
+# ------------------------------------------------------------------ the smoke chain on the whole grid
+TINY = {"attacks": ["badnets1", "badnets2", "wanet"], "ratios": FIVE_RATIOS,
+        "train_seeds": {"default": 1, "badnets1": 2},
+        "finetune": {"steps": 2, "checkpoint_every": 2},
+        "sampling": {"steps": 2, "guidance": [1, 5], "n_target": 4, "n_all": 10, "batch_size": 10}}
+
+
+@pytest.fixture(scope="module")
+def tiny_grid(tmp_path_factory):
+    return Study("smoke", {**TINY, "run_dir": str(tmp_path_factory.mktemp("grid"))}, progress=False)
+
+
+def test_wanet_and_five_ratios_through_the_smoke_chain(tiny_grid):
+    study = tiny_grid
+    grid = study.grid_cells()
+    assert [c.kind for c in grid] == ["badnets1"] * 5 + ["badnets2"] * 5 + ["wanet"] * 5
+    n = len(study.train_set)
+    models = set()
+    for cell in grid:
+        manifest = study.poison_manifest(cell)
+        ps = study.poisoned(cell)
+        idx = np.asarray(ps.indices)
+        assert len(idx) == n_poison_for(n, cell.ratio) >= 2
+        assert np.all(study.train_set.labels[idx] != study.target)
+        assert np.all(ps.labels[idx] == study.target)
+        # the trigger changed the poisoned images and nothing else
+        poisoned, clean = ps.images_uint8(idx), study.train_set.images_uint8(idx)
+        assert all(np.any(a != b) for a, b in zip(poisoned, clean)), cell.name
+        others = np.setdiff1d(np.arange(n), idx)[:20]
+        np.testing.assert_array_equal(ps.images_uint8(others), study.train_set.images_uint8(others))
+        assert manifest is not None
+        models.add(study.model_key(cell))
+        gens = study.generations(cell)
+        assert set(gens) == {("target", 1.0), ("target", 5.0), ("all", 1.0)}
+        assert gens[("target", 5.0)].images.shape == (4, 16, 16, 3)
+        assert np.all(gens[("target", 1.0)].labels == study.target)
+    assert len(models) == 15
+
+
+def test_seeded_runs_stored_apart(tiny_grid):
+    study = tiny_grid
+    cell = Cell("badnets1", 0.05)
+    runs = study.seed_cells(cell)
+    assert runs == [cell, cell.with_seed(1)]
+    assert study.seed_cells(Cell("wanet", 0.05)) == [Cell("wanet", 0.05)]
+    k0, k1 = (study.model_key(c) for c in runs)
+    assert k0 != k1
+    assert study.store.path("finetune", k0).is_dir() and study.store.path("finetune", k1).is_dir()
+    r0, r1 = study.train_record(runs[0]), study.train_record(runs[1])
+    assert (r0["train_seed"], r1["train_seed"]) == (0, 1) and r0["seed"] != r1["seed"]
+    assert r0["loss_log"] != r1["loss_log"]  # another random stream: other batches, noise and timesteps
+    g0, g1 = study.generations(runs[0]), study.generations(runs[1])
+    assert not np.array_equal(g0[("all", 1.0)].images, g1[("all", 1.0)].images)
+
+
+def test_compute_cell_writes_the_notebook_key(tmp_path):
+    from bibad_utils.pipeline import main
+
+    run_dir = tmp_path / "run"
+    sets = [f"--set=run_dir={run_dir}", "--set=finetune.steps=2", "--set=finetune.checkpoint_every=2",
+            "--set=sampling.steps=2", "--set=sampling.n_target=4", "--set=sampling.n_all=10",
+            "--set=train_seeds.badnets1=2"]
+    assert main(["compute", "--profile", "smoke", *sets, "--cells", "badnets1:0.1@1"]) == 0
+    store = run_dir / "artifacts"
+    built = {stage: sorted(p.name for p in (store / stage).iterdir() if not p.name.startswith("."))
+             for stage in ("finetune", "generate")}
+    assert len(built["finetune"]) == 1 and len(built["generate"]) == 1
+    # what a notebook asks for: the same artifacts, found rather than recomputed
+    study = Study("smoke", {"run_dir": str(run_dir), "finetune": {"steps": 2, "checkpoint_every": 2},
+                            "sampling": {"steps": 2, "n_target": 4, "n_all": 10}, "train_seeds": {"badnets1": 2}},
+                  progress=False)
+    cell = study.seed_cells(Cell("badnets1", 0.1))[1]
+    assert study.model_key(cell) == built["finetune"][0]
+    assert study.generation_key(cell) == built["generate"][0]
+    assert len(list((store / "finetune").iterdir())) == 1  # found, nothing recomputed
+    _keys_only(study)
+    assert study.model_key(cell.base) != built["finetune"][0]
