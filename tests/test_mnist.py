@@ -85,3 +85,25 @@ def test_mnist_profile_loads_the_dataset():
     train = dataset_from_config(cfg["dataset"], "train", seed=cfg["seed"])
     assert train.image_size == cfg["dataset"]["image_size"] and train.num_classes == 10
     assert 0 <= cfg["target"] < 10
+
+
+def test_mnist_through_the_chain(tmp_path):
+    """Poisoning (BadNets-1 and WaNet), fine-tuning and generation of a tiny DM on mnist5k digits."""
+    from bibad_utils.stages import Cell, Study
+
+    tiny = {"run_dir": str(tmp_path), "device": "cpu", "dataset": {"image_size": 16},
+            "attacks": ["badnets1", "wanet"], "ratios": [0.05],
+            "model": {"block_out_channels": [16, 32], "attention": [False, True], "unshuffle": 1,
+                      "norm_groups": 8},
+            "pretrain": {"steps": 0}, "finetune": {"steps": 2, "checkpoint_every": 2},
+            "sampling": {"steps": 2, "guidance": [1], "n_target": 4, "n_all": 10, "batch_size": 10}}
+    study = Study("mnist", tiny, progress=False)
+    assert len(study.train_set) == 4000 and study.image_size == 16
+    for kind in ("badnets1", "wanet"):
+        cell = Cell(kind, 0.05)
+        ps = study.poisoned(cell)
+        idx = np.asarray(ps.indices)
+        assert len(idx) == 200 and np.all(ps.labels[idx] == 0)
+        assert np.any(ps.images_uint8(idx[:5]) != study.train_set.images_uint8(idx[:5]))
+        gen = study.generations(cell)[("target", 1.0)]
+        assert gen.images.shape == (4, 16, 16, 3) and gen.images.dtype == np.uint8
