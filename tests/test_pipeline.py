@@ -222,3 +222,43 @@ def test_execution_key_and_up_to_date(tmp_path):
     assert not pipeline.up_to_date(dst, key, run_dir)
     claim.unlink()
     assert not pipeline.up_to_date(dst, key, run_dir)
+
+
+SEVEN_BAD_VALUES = [
+    (["triggers.badnets2.alpha=5"], "triggers.badnets2.alpha = 5", "(0, 1]"),
+    (["triggers.badnets1={sise: 3}"], "triggers.badnets1.sise = 3", "did you mean size"),
+    (["triggers.badnets1.size=100"], "triggers.badnets1.size = 100", "[1, 16]"),
+    (["triggers.wanet.grid=1"], "triggers.wanet.grid = 1", "[2, 16]"),
+    (["dataset.options.duplicate_fraction=-0.5"], "dataset.options.duplicate_fraction = -0.5", "[0, 1)"),
+    (["ratios=[0.95]"], "ratios[0] = 0.95", "at most 0.9"),
+    (["dataset.options.colour=red"], "dataset.options.colour = 'red'", "'duplicate_fraction'"),
+]
+
+
+@pytest.mark.parametrize("sets,named,allowed", SEVEN_BAD_VALUES)
+def test_bad_trigger_and_dataset_values_refused_before_any_kernel(stage_dir, tmp_path, capsys, monkeypatch,
+                                                                  sets, named, allowed):
+    import shutil
+
+    import papermill
+
+    started = []
+    monkeypatch.setattr(papermill, "execute_notebook",
+                        lambda src, dst, **k: started.append(shutil.copy(src, dst)))
+    run_dir = tmp_path / "run"
+    argv = ["run", "--profile", "smoke", "--notebooks-dir", str(stage_dir), "--set", f"run_dir={run_dir}"]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and "is not allowed: expected" in err and allowed in err
+    assert started == [] and not run_dir.exists()
+    # the same profile without the bad value would start the notebooks
+    assert main(argv[:7]) == 0 and len(started) == 3
+
+
+def test_malformed_set_value_is_an_error_not_a_traceback(capsys):
+    assert main(["run", "--profile", "smoke", "--set", "ratios=[0.1, 0.2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set = 'ratios=[0.1, 0.2'") and "valid YAML" in err
+    assert "Traceback" not in err
