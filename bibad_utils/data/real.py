@@ -99,11 +99,12 @@ def _fingerprint(parts) -> str:
 HASH_BYTES_LIMIT = 64 * 2 ** 20
 
 
-def files_fingerprint(files, base, hash_limit: int = HASH_BYTES_LIMIT) -> dict:
+def files_fingerprint(files, base, hash_limit: int | None = None) -> dict:
     """What the content of ``files`` is, for cache and artifact keys: ``{"files", "bytes",
     "listing_sha256", "content_sha256"}``. The listing hash covers each file's path relative to
     ``base``, size and mtime (so touching or replacing a file changes it); the content hash covers the
-    bytes, and is None when they exceed ``hash_limit`` in all."""
+    bytes, and is None when they exceed ``hash_limit`` (default :data:`HASH_BYTES_LIMIT`) in all."""
+    hash_limit = HASH_BYTES_LIMIT if hash_limit is None else hash_limit
     base = Path(base)
     rows = []
     for f in files:
