@@ -294,3 +294,13 @@ def test_touching_a_dataset_file_changes_the_keys_of_the_chain(tmp_path):
     os.utime(f, ns=(0, f.stat().st_mtime_ns + 10**9))
     with pytest.raises(ConfigError, match="dataset.fingerprint"):
         stale.train_set
+
+
+def test_cut_short_image_cache_is_named_with_the_remedy(tmp_path):
+    fake_imagenette(tmp_path, per_class=1)
+    load_dataset("imagenette", root=tmp_path, image_size=8)
+    cache = next((tmp_path / ".bibad_cache").glob("*.images.npy"))
+    cache.write_bytes(cache.read_bytes()[:-40])
+    with pytest.raises(ConfigError, match="delete the files") as err:
+        load_dataset("imagenette", root=tmp_path, image_size=8)
+    assert err.value.param == "cache" and cache.name in str(err.value)

@@ -10,7 +10,6 @@ sizes, modification times and, where they are small enough, their bytes) and the
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bibad_utils.config import ConfigError
+from bibad_utils.store import check_file_structure, save_array, save_json
 
 IMAGENETTE_WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042",
                     "n03425413", "n03445777", "n03888257")
@@ -173,12 +173,18 @@ def _cached_arrays(cache_dir: Path, stem: str, n: int, image_size: int, fill, in
             labels = fill(out)
             out.flush()
             del out
-            np.save(lab_path, np.asarray(labels, dtype=np.int64), allow_pickle=False)
-            info_path.write_text(json.dumps(info, indent=1))
+            # every file appears whole or not at all; the images last, since they mark the cache complete
+            save_array(lab_path, np.asarray(labels, dtype=np.int64))
+            save_json(info_path, info)
             os.replace(tmp, img_path)
         finally:
             if tmp.exists():
                 tmp.unlink()
+    for path in (img_path, lab_path):
+        problem = check_file_structure(path)
+        if problem is not None:
+            raise ConfigError("cache", str(path), f"a whole cache file ({problem}); delete the files "
+                                                  f"{cache_dir / stem}.* and load again to rebuild them")
     images = np.load(img_path, mmap_mode="r")
     labels = np.load(lab_path, allow_pickle=False)
     if images.shape != (n, image_size, image_size, 3) or labels.shape != (n,):
