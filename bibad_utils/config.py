@@ -6,6 +6,13 @@ over the profile) from papermill and calls :func:`load_profile`. Every check hap
 heavy work, and every failure is a :class:`ConfigError` that names the dotted parameter
 (``sampling.n_target``), the value and what is allowed.
 
+The trigger kinds and their options come from the one registry :data:`bibad_utils.triggers.TRIGGERS`;
+``dataset.options`` are checked against the signature of the dataset's builder. Where a profile makes
+the study read a file (a BadNets-2 pattern image, a real dataset's folder), the check adds a fingerprint
+of its content to the validated configuration (``triggers.badnets2.pattern_sha256``,
+``dataset.fingerprint``), so that every artifact key computed from it follows the content, not the path;
+a profile that reads no file is returned without them, and its keys are unchanged.
+
 Sections owned by other modules may be checked further by those modules: if
 ``bibad_utils.<module>`` defines ``validate_config(section: dict, prefix: str)`` (or
 ``validate_<section>(section: dict)``) it is called with the section (see ``SECTION_VALIDATORS``).

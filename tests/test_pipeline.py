@@ -361,3 +361,13 @@ def test_real_kernel_death_leaves_a_notebook_that_says_so(tmp_path, capsys):
     cfg = load_profile("smoke", {"run_dir": str(run_dir)})
     problems = _book_problems(tmp_path, cfg, folder)
     assert problems and "DeadKernelError" in problems[0]
+
+
+def test_compute_refuses_a_missing_pattern_before_training(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code = main(["compute", "--profile", "smoke", "--set", f"run_dir={run_dir}",
+                 "--set", f"triggers.badnets2.pattern_path={tmp_path / 'gone.png'}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"error: triggers.badnets2.pattern_path = '{tmp_path / 'gone.png'}'" in err and "existing image" in err
+    assert not (run_dir / "artifacts").exists()
