@@ -232,3 +232,21 @@ def test_damaged_checkpoint_in_the_work_folder_is_set_aside_before_a_build(tmp_p
     err = capsys.readouterr().err
     assert f"checkpoint {ckpt} of finetune/{key} is damaged" in err and "moved aside" in err
     assert len(list((tmp_path / "finetune").glob(f".damaged-{key}-step-00000004-*"))) == 1
+
+
+@pytest.mark.slow  # trains the smoke profile's clean cell (about 20 s on a busy 2-core machine)
+def test_study_names_a_truncated_model_instead_of_a_loader_traceback(tmp_path):
+    """A fine-tuned model cut short after it was built: reading the cell's model raises an error that
+    names the stage, the key, the folder and the remedy, before any loader opens the file."""
+    from bibad_utils.stages import Cell, Study
+
+    overrides = {"run_dir": str(tmp_path / "run")}
+    cell = Cell("clean")
+    key = Study("smoke", overrides, progress=False).model_key(cell)
+    weights = tmp_path / "run" / "artifacts" / "finetune" / key / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(DamagedArtifactError) as err:
+        Study("smoke", overrides, progress=False).model(cell)
+    msg = str(err.value)
+    assert f"artifact finetune/{key} at {weights.parent.parent}" in msg
+    assert "model/model.safetensors" in msg and "Remedy: move it aside" in msg
