@@ -371,3 +371,18 @@ def test_compute_refuses_a_missing_pattern_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"error: triggers.badnets2.pattern_path = '{tmp_path / 'gone.png'}'" in err and "existing image" in err
     assert not (run_dir / "artifacts").exists()
+
+
+def test_bibad_book_refuses_a_half_run_notebook_before_building(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    cfg = load_profile("smoke", {"run_dir": str(run_dir)})
+    done = _executed(run_dir / "executed" / "01_poisoning.ipynb", source_dir=tmp_path / "sources", cfg=cfg)
+    nb = json.loads(done.read_text())
+    nb["cells"][1]["metadata"]["papermill"]["status"] = "pending"
+    nb["cells"][1]["execution_count"] = None
+    done.write_text(json.dumps(nb))
+    code = main(["book", "--profile", "smoke", "--set", f"run_dir={run_dir}", "--no-vendor",
+                 "--notebooks-dir", str(tmp_path / "sources"), "--output", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 1 and "not run to the end" in out and "book not built" in out
+    assert not (tmp_path / "out" / "_build" / "html").exists()
