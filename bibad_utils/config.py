@@ -6,6 +6,13 @@ over the profile) from papermill and calls :func:`load_profile`. Every check hap
 heavy work, and every failure is a :class:`ConfigError` that names the dotted parameter
 (``sampling.n_target``), the value and what is allowed.
 
+The trigger kinds and their options come from the one registry :data:`bibad_utils.triggers.TRIGGERS`;
+``dataset.options`` are checked against the signature of the dataset's builder. Where a profile makes
+the study read a file (a BadNets-2 pattern image, a real dataset's folder), the check adds a fingerprint
+of its content to the validated configuration (``triggers.badnets2.pattern_sha256``,
+``dataset.fingerprint``), so that every artifact key computed from it follows the content, not the path;
+a profile that reads no file is returned without them, and its keys are unchanged.
+
 Sections owned by other modules may be checked further by those modules: if
 ``bibad_utils.<module>`` defines ``validate_config(section: dict, prefix: str)`` (or
 ``validate_<section>(section: dict)``) it is called with the section (see ``SECTION_VALIDATORS``).
@@ -29,7 +36,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
 
 DATASET_CLASSES = {"procedural": 10, "imagenette": 10, "caltech15": 15, "cifar10": 10, "mnist5k": 10}
-ATTACKS = ("badnets1", "badnets2", "wanet")
 CONTROLS = ("clean", "relabel")
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -61,6 +67,20 @@ SECTION_VALIDATORS = {
     "defenses": "bibad_utils.experiments.castle_walls",
     "memorization": "bibad_utils.memorization",
 }
+
+
+def attack_kinds() -> tuple[str, ...]:
+    """The trigger kinds a profile may name: the keys of :data:`bibad_utils.triggers.TRIGGERS`."""
+    from bibad_utils.triggers import TRIGGERS
+
+    return tuple(TRIGGERS)
+
+
+def __getattr__(name):
+    # ``ATTACKS`` is read from the trigger registry on first use (the registry imports this module)
+    if name == "ATTACKS":
+        return attack_kinds()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Missing:
@@ -163,7 +183,12 @@ def parse_assignment(text: str) -> dict:
     parts = key.strip().split(".")
     if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
         raise ConfigError("--set", text, "a dotted key of identifiers, e.g. sampling.n_target=100")
-    value = parse_yaml(raw) if raw.strip() else None
+    try:
+        value = parse_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ConfigError("--set", text, f"key.sub=VALUE with VALUE valid YAML (here: {problem}); quote a "
+                                         f"string, e.g. --set 'key=\"text\"'") from None
     for part in reversed(parts):
         value = {part: value}
     return value
@@ -306,18 +331,16 @@ def validate_profile(cfg: dict) -> dict:
         raise ConfigError("target", cfg["target"],
                           f"a class index in [0, {n_classes - 1}] for dataset {cfg['dataset']['name']}")
 
-    _name_list(cfg, "attacks", ATTACKS, allow_empty=False)
+    _name_list(cfg, "attacks", attack_kinds(), allow_empty=False)
     _validate_ratios(cfg.get("ratios"))
+    _check_ratios_fit(cfg)
     _name_list(cfg, "controls", CONTROLS, allow_empty=True)
+
+    from bibad_utils.triggers import validate_trigger_options
 
     triggers = _section(cfg, "triggers")
     for kind, options in triggers.items():
-        if kind not in ATTACKS:
-            raise ConfigError(f"triggers.{kind}", options, f"options of a trigger kind in {list(ATTACKS)}")
-        if options is None:
-            triggers[kind] = {}
-        elif not isinstance(options, dict):
-            raise ConfigError(f"triggers.{kind}", options, "a mapping of trigger options")
+        triggers[kind] = validate_trigger_options(kind, options, cfg["dataset"]["image_size"])
 
     model = _section(cfg, "model")
     _string(model, "backend", "model.")
@@ -346,7 +369,7 @@ def _absolute(path: str) -> Path:
 
 def _validate_dataset(cfg: dict) -> int:
     ds = _section(cfg, "dataset")
-    known = ("name", "root", "image_size", "n_per_class", "n_test_per_class", "options")
+    known = ("name", "root", "image_size", "n_per_class", "n_test_per_class", "options", "fingerprint")
     _near_typos(ds, known, "dataset.")
     name = ds.get("name", MISSING)
     if name not in DATASET_CLASSES:
@@ -369,7 +392,35 @@ def _validate_dataset(cfg: dict) -> int:
         ds["options"] = {}
     elif not isinstance(options, dict):
         raise ConfigError("dataset.options", options, "a mapping of dataset options")
+    from bibad_utils.data import dataset_fingerprint, validate_dataset_options
+
+    validate_dataset_options(name, ds["options"], image_size=ds["image_size"],
+                             n_per_class=ds.get("n_per_class"), n_test_per_class=ds.get("n_test_per_class"))
+    # a real dataset is read from files: the key of everything computed from it follows their content
+    ds.pop("fingerprint", None)
+    if not procedural:
+        fingerprint = dataset_fingerprint(name, ds.get("root"), **ds["options"])
+        if fingerprint is not None:
+            ds["fingerprint"] = fingerprint
     return DATASET_CLASSES[name]
+
+
+def _check_ratios_fit(cfg: dict):
+    """Each p must leave int(N p) <= the number of non-target images (known before loading for the
+    procedural dataset: N = 10 n_per_class, one tenth per class)."""
+    ds = cfg["dataset"]
+    if ds["name"] != "procedural":
+        return
+    n_classes = DATASET_CLASSES["procedural"]
+    n_images = n_classes * ds["n_per_class"]
+    n_other = (n_classes - 1) * ds["n_per_class"]
+    for i, p in enumerate(cfg["ratios"]):
+        n = int(math.floor(n_images * p + 1e-9))
+        if n > n_other:
+            raise ConfigError(f"ratios[{i}]", p,
+                              f"a ratio of at most {n_other / n_images:g}: int(N p) = {n} poisoned images "
+                              f"exceed the {n_other} non-target images of the procedural dataset "
+                              f"(N = {n_images})")
 
 
 def _validate_ratios(ratios):

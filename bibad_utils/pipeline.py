@@ -115,6 +115,76 @@ def notebook_errors(path: Path) -> list[str]:
             for out in cell.get("outputs", []) if out.get("output_type") == "error"]
 
 
+def unexecuted_cells(path: Path) -> list[int]:
+    """Indices of the code cells (with source) an executed notebook did not run to completion: marked
+    pending or running by papermill, or without an execution count (a run killed or a kernel that died
+    before reaching them)."""
+    nb = json.loads(Path(path).read_text())
+    out = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "code" or not "".join(cell.get("source", "")).strip():
+            continue
+        status = cell.get("metadata", {}).get("papermill", {}).get("status")
+        if status in ("pending", "running") or cell.get("execution_count") is None:
+            out.append(i)
+    return out
+
+
+DEAD_KERNEL = "DeadKernelError"
+
+
+def mark_failed_execution(path: Path, what: str) -> bool:
+    """Make an executed notebook whose run failed without leaving a traceback (a kernel that died, a
+    cell timeout) say so: an error output naming ``what`` on the last cell that started, and
+    ``metadata.bibad.failed``. Returns False (and changes nothing) when it already holds an error."""
+    path = Path(path)
+    if not path.is_file() or notebook_errors(path):
+        return False
+    nb = json.loads(path.read_text())
+    code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+    started = [c for c in code if c.get("execution_count") is not None]
+    cell = started[-1] if started else (code[0] if code else None)
+    message = (f"the execution stopped in this cell: {what}; the cells below it were not executed, and "
+               f"this notebook is not a complete run")
+    if cell is not None:
+        cell.setdefault("outputs", []).append({"output_type": "error", "ename": DEAD_KERNEL if "died" in what.lower()
+                                               else "ExecutionStopped", "evalue": message, "traceback": [message]})
+        cell.setdefault("metadata", {}).setdefault("papermill", {})["status"] = "failed"
+    nb.setdefault("metadata", {})["bibad"] = {"failed": what}
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return True
+
+
+def chapter_problems(done: Path, source: Path, cfg: dict, code: str) -> list[str]:
+    """Why the executed notebook ``done`` is not a complete, error-free execution of ``source`` under the
+    run's configuration ``cfg`` and package code ``code`` (:func:`code_digest`); [] when it is one."""
+    problems = []
+    errors = notebook_errors(done)
+    if errors:
+        problems.append(f"{done} holds error outputs: {errors[0]}")
+    pending = unexecuted_cells(done)
+    if pending:
+        problems.append(f"{done} was not run to the end: {len(pending)} code cell(s) not executed "
+                        f"(first: cell {pending[0]}); a run stopped or its kernel died")
+    stamp = json.loads(Path(done).read_text()).get("metadata", {}).get("bibad", {})
+    if problems:
+        return problems
+    if "key" not in stamp:
+        return [f"{done} has no completion stamp (metadata.bibad.key): it was not finished by `bibad run`"]
+    if not Path(source).is_file():
+        return [f"{done} has no source notebook {source} to check it against"]
+    run_dir = Path(cfg["run_dir"])
+    key = execution_key(source, cfg, code)
+    if stamp["key"] != key:
+        return [f"{done} was executed under another configuration, notebook source or package code "
+                f"(execution key {stamp['key']}, this run's is {key}): run `bibad run --profile "
+                f"{cfg['name']}` (with the same --set options) to execute it again"]
+    if not up_to_date(done, key, run_dir):
+        return [f"{done}: the claims/figures files it wrote have changed since (another run or stage "
+                f"overwrote them): run `bibad run --profile {cfg['name']}` again"]
+    return []
+
+
 def _profile_parameter(profile: str) -> str:
     """What the notebooks receive as ``profile``: a shipped name as is, a file as an absolute path
     (the kernel runs in the repository root, not where the command was typed)."""
@@ -256,6 +326,7 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
         except Exception as err:
             seconds = time.perf_counter() - t0
             what = f"{err.ename}: {err.evalue}" if isinstance(err, PapermillExecutionError) else repr(err)
+            mark_failed_execution(dst, what)
             print(f"FAILED after {seconds:.1f} s ({what})", file=out)
             print(f"the executed notebook with the traceback: {dst}", file=out, flush=True)
             record["notebooks"].append({"name": src.stem, "seconds": round(seconds, 2), "status": "failed"})
@@ -427,13 +498,30 @@ def notebook_for_book(notebook: Path, dst: Path) -> int:
     return tagged
 
 
+def mark_chapter(notebook: Path, problems: list[str]) -> None:
+    """Put a warning box at the top of a staged chapter saying why it is not a complete execution of
+    the current run (what ``--no-strict`` publishes instead of refusing)."""
+    nb = json.loads(Path(notebook).read_text())
+    text = ("```{warning}\nThis chapter is not a complete execution of the run this book was built "
+            "from; its numbers may belong to another run or be missing:\n\n"
+            + "\n".join(f"- {p}" for p in problems) + "\n```\n")
+    cell = {"cell_type": "markdown", "id": "bibad-incomplete-chapter", "metadata": {}, "source": text}
+    cells = nb.setdefault("cells", [])
+    # after the title cell, so that the page keeps its heading
+    first_md = next((i for i, c in enumerate(cells) if c.get("cell_type") == "markdown"), -1)
+    cells.insert(first_md + 1, cell)
+    Path(notebook).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict: bool = True,
                        vendor_dir: Path | None = VENDOR_DIR, repository_url: str | None = None,
                        out=None) -> list[str]:
     """Write the sources of the book into a fresh folder ``src``: the book files of the repository,
     and for each ``notebooks/<stem>`` entry of ``_toc.yml`` the executed notebook of the run (or a
     placeholder page when the stage has no notebook yet). Returns the problems found: an executed
-    notebook that is missing or holds error outputs. In strict mode a problem raises ConfigError.
+    notebook that is missing, holds error outputs, was not run to the end, has no completion stamp or
+    was executed under another configuration or code (:func:`chapter_problems`). In strict mode a
+    problem raises ConfigError; otherwise each such chapter gets a warning box at its top.
     ``vendor_dir`` None (or missing) switches the book to public CDNs for MathJax and widgets."""
     out = out or sys.stdout
     src = Path(src)
@@ -448,6 +536,7 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
 
     executed = Path(cfg["run_dir"]) / "executed"
     problems = []
+    code = None
     toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
     for entry in toc_files(toc):
         entry_path = Path(entry)
@@ -458,10 +547,13 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
         dst.parent.mkdir(parents=True, exist_ok=True)
         done, source = executed / f"{stem}.ipynb", Path(notebooks_dir) / f"{stem}.ipynb"
         if done.is_file():
-            errors = notebook_errors(done)
-            if errors:
-                problems.append(f"{done} holds error outputs: {errors[0]}")
+            if code is None:
+                code = code_digest()
+            found = chapter_problems(done, source, cfg, code)
+            problems += found
             notebook_for_book(done, dst)
+            if found:
+                mark_chapter(dst, found)
         elif source.is_file():
             problems.append(f"{stem} has not been executed for profile {cfg['name']} (no {done}): "
                             f"run `bibad run --profile {cfg['name']}` first")
@@ -491,8 +583,9 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
     for problem in problems:
         print(("error: " if strict else "warning: ") + problem, file=out)
     if strict and problems:
-        raise ConfigError("book", cfg["name"], "executed notebooks without errors for every stage notebook "
-                          f"({len(problems)} problem(s) above); or pass --no-strict")
+        raise ConfigError("book", cfg["name"], "complete executions of this run, without errors, for every "
+                          f"stage notebook ({len(problems)} problem(s) above); or pass --no-strict to "
+                          f"publish them marked as such")
     return problems
 
 

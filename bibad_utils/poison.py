@@ -15,9 +15,10 @@ import torch
 
 from bibad_utils.config import ConfigError
 from bibad_utils.data import PROMPT_TEMPLATE, ImageSet, _as_index, to_float, to_uint8
-from bibad_utils.triggers import Trigger, make_trigger
+from bibad_utils.triggers import TRIGGERS, Trigger, make_trigger
 
-POISON_KINDS = ("clean", "relabel", "badnets1", "badnets2", "wanet")
+# the two controls, then every trigger kind of the registry
+POISON_KINDS = ("clean", "relabel", *TRIGGERS)
 
 
 def r_train(n_poison: int, n_target_clean: int) -> float:
@@ -174,6 +175,8 @@ class PoisonedSet:
             "source_labels_of_poisoned": np.bincount(self.base.labels[self.indices],
                                                      minlength=len(self.class_names)).tolist(),
             "trigger": None if self.trigger is None else self.trigger.describe(),
+            # what the images were read from, for a real dataset (None for generated data)
+            "dataset_fingerprint": self.base.meta.get("fingerprint"),
             "r_train": r_train(self.n_poison, int(before[self.target])),
         }
 

@@ -6,6 +6,12 @@ artifact in place). It is written into ``<root>/<stage>/.tmp-<key>-<pid>-<random
 once complete; a complete artifact is one with a ``manifest.json``. A build that fails leaves nothing
 but its ``.work-<key>/`` folder, where a long build keeps checkpoints to resume from.
 
+The manifest lists every file of the artifact with its size and sha256. Each reuse checks the files
+against it (sizes, and the structure of ``.safetensors``, ``.npy`` and ``.json`` files; ``verify(...,
+full=True)`` also the hashes): a file truncated or replaced after the build raises
+:class:`DamagedArtifactError`, naming the stage, the key, the path and the remedy, instead of a
+traceback from deep inside a loader.
+
     store = ArtifactStore("runs/demo/artifacts")
     path = store.cached("poison", params, inputs=[data_key], build_fn=lambda art: ...)
 """
@@ -19,6 +25,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -97,6 +104,105 @@ def _remove_stale_tmp(stage_dir: Path, key: str):
             pass
 
 
+class DamagedArtifactError(RuntimeError):
+    """A complete artifact whose files no longer match what was built (truncated, replaced, missing).
+
+    The message names the stage, the key, the folder, what is wrong and the remedy."""
+
+    def __init__(self, stage: str, key: str, path: Path, problems: list[str]):
+        self.stage, self.key, self.path, self.problems = stage, key, Path(path), list(problems)
+        aside = f"{self.path.parent}/.damaged-{key}"
+        super().__init__(
+            f"artifact {stage}/{key} at {self.path} is damaged: {'; '.join(problems[:3])}"
+            + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+            + f". Remedy: move it aside (`mv {self.path} {aside}`) or delete it, then run again: the "
+              f"{stage} stage recomputes it from its inputs")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files_record(folder: Path) -> dict:
+    """relative path -> {"bytes", "sha256"} of every file under ``folder`` but the manifest."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            out[path.relative_to(folder).as_posix()] = {"bytes": path.stat().st_size,
+                                                        "sha256": _file_sha256(path)}
+    return out
+
+
+def check_file_structure(path) -> str | None:
+    """None when ``path`` is structurally whole for its type, else what is wrong: a ``.safetensors``
+    file whose header or data are cut short, a ``.npy`` file shorter or longer than its header says, a
+    ``.json`` file that does not parse. Reads headers only (and small JSON files)."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        if path.suffix == ".safetensors":
+            with open(path, "rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    return f"{path.name} is cut short ({size} bytes, no safetensors header)"
+                n = int.from_bytes(head, "little")
+                if n > size - 8:
+                    return f"{path.name} is cut short ({size} bytes; its header alone needs {n + 8})"
+                header = json.loads(f.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if 8 + n + end != size:
+                return f"{path.name} has {size} bytes where its header describes {8 + n + end} (truncated or replaced)"
+        elif path.suffix == ".npy":
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                if version not in ((1, 0), (2, 0)):
+                    return None  # a format this check does not parse; np.load will
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read(f)
+                start = f.tell()
+            if dtype.hasobject:
+                return f"{path.name} holds Python objects (pickles are not read)"
+            expected = start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if expected != size:
+                return f"{path.name} has {size} bytes where its header describes {expected} (truncated or replaced)"
+        elif path.suffix == ".json" and size <= 32 * 2 ** 20:
+            json.loads(path.read_text())
+    except (OSError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as err:
+        return f"{path.name} cannot be read ({type(err).__name__}: {err})"
+    return None
+
+
+def _set_aside_damaged_work(work: Path, stage: str, key: str) -> list[Path]:
+    """Move every folder of a build's ``work`` folder (resumable checkpoints) that holds a damaged file
+    (:func:`check_file_structure`) out of the way, to ``<stage>/.damaged-<key>-<folder>-<time>``, saying
+    so on stderr: the build then resumes from an earlier checkpoint, or starts over, instead of reading
+    a checkpoint cut short. Returns the new locations."""
+    moved = []
+    if not work.is_dir():
+        return moved
+    for path in sorted(work.rglob("*")):
+        if not path.is_file() or path.suffix not in (".safetensors", ".npy", ".json"):
+            continue
+        if any(part.startswith(".") for part in path.relative_to(work).parts):
+            continue  # a file being written (``.partial`` folders, ``.part`` files) is nobody's input yet
+        problem = check_file_structure(path)
+        if problem is None:
+            continue
+        folder = path.parent if path.parent != work else path
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+        aside = work.parent / f".damaged-{key}-{folder.name}-{stamp}"
+        os.rename(folder, aside)
+        moved.append(aside)
+        print(f"warning: checkpoint {folder} of {stage}/{key} is damaged ({problem}): moved aside to {aside}; "
+              f"the build resumes from an earlier checkpoint or starts over", file=sys.stderr, flush=True)
+    return moved
+
+
 def git_commit(repo: Path = _REPO_ROOT) -> str | None:
     """The checked-out commit of ``repo``, with ``-dirty`` appended when tracked files differ; None
     outside a git work tree."""
@@ -152,11 +258,53 @@ class ArtifactStore:
         return (self.path(stage, key) / MANIFEST).is_file()
 
     def load_manifest(self, stage: str, key: str) -> dict:
-        """The manifest of a complete artifact; ConfigError naming the path if there is none."""
+        """The manifest of a complete artifact; ConfigError naming the path if there is none,
+        DamagedArtifactError if it does not parse."""
         path = self.path(stage, key) / MANIFEST
         if not path.is_file():
             raise ConfigError("artifact", f"{stage}/{key}", f"a complete artifact (no {path})")
-        return load_json(path)
+        try:
+            return load_json(path)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise DamagedArtifactError(stage, key, path.parent, [f"{MANIFEST} does not parse ({err})"]) from None
+
+    def verify(self, stage: str, key: str, full: bool = False) -> list[str]:
+        """What is wrong with the complete artifact ``(stage, key)`` ([] when nothing): files listed in
+        its manifest that are missing or of another size (or, with ``full``, another sha256), and files
+        whose structure is cut short (:func:`check_file_structure`; this also covers artifacts built
+        before manifests listed their files)."""
+        folder = self.path(stage, key)
+        try:
+            manifest = self.load_manifest(stage, key)
+        except DamagedArtifactError as err:
+            return err.problems
+        problems = []
+        recorded = manifest.get("files")
+        if isinstance(recorded, dict):
+            for rel, info in recorded.items():
+                path = folder / rel
+                if not path.is_file():
+                    problems.append(f"{rel} is missing")
+                elif path.stat().st_size != info.get("bytes"):
+                    problems.append(f"{rel} has {path.stat().st_size} bytes, {info.get('bytes')} when built")
+                elif full and _file_sha256(path) != info.get("sha256"):
+                    problems.append(f"{rel} differs from the file built (sha256)")
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix in (".safetensors", ".npy", ".json"):
+                rel = path.relative_to(folder).as_posix()
+                if any(p.startswith(rel + " ") for p in problems):
+                    continue
+                problem = check_file_structure(path)
+                if problem is not None:
+                    problems.append(problem if rel == path.name else f"{rel}: {problem}")
+        return problems
+
+    def check(self, stage: str, key: str, full: bool = False) -> Path:
+        """The artifact's folder after :meth:`verify`; DamagedArtifactError when anything is wrong."""
+        problems = self.verify(stage, key, full=full)
+        if problems:
+            raise DamagedArtifactError(stage, key, self.path(stage, key), problems)
+        return self.path(stage, key)
 
     def list(self, stage: str) -> list[str]:
         """Keys of the complete artifacts of ``stage``, sorted."""
@@ -182,6 +330,7 @@ class ArtifactStore:
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-{os.getpid()}-", dir=stage_dir))
         work = stage_dir / f".work-{key}"
         work.mkdir(exist_ok=True)
+        _set_aside_damaged_work(work, stage, key)
         art = Artifact(stage=stage, key=key, dir=tmp, work_dir=work, params=to_jsonable(params),
                        inputs=inputs, device=device)
         start = time.perf_counter()
@@ -200,6 +349,7 @@ class ArtifactStore:
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             }
             manifest.update(to_jsonable(art.meta))
+            manifest["files"] = _files_record(tmp)
             save_json(tmp / MANIFEST, manifest)
             self._move_into_place(tmp, self.path(stage, key))
         except BaseException:
@@ -223,13 +373,15 @@ class ArtifactStore:
     def cached(self, stage: str, params: dict, inputs=(), build_fn: Callable[[Artifact], Any] = None,
                device: str | None = None) -> Path:
         """The path of the complete artifact ``(stage, params, inputs)``, building it first with
-        ``build_fn(artifact)`` only if it is missing."""
+        ``build_fn(artifact)`` only if it is missing. An existing one is checked first (:meth:`check`):
+        a damaged artifact raises DamagedArtifactError rather than being read."""
         if build_fn is None:
             raise ConfigError("build_fn", build_fn, "a function that writes the artifact's files")
         key = artifact_key(stage, params, inputs)
-        if not self.exists(stage, key):
-            with self.build(stage, params, inputs, device=device) as art:
-                build_fn(art)
+        if self.exists(stage, key):
+            return self.check(stage, key)
+        with self.build(stage, params, inputs, device=device) as art:
+            build_fn(art)
         return self.path(stage, key)
 
 
@@ -237,10 +389,26 @@ class ArtifactStore:
 # file helpers
 
 
+def _atomic_target(path: Path) -> Path:
+    """A temporary name next to ``path`` (same folder, so the final rename is atomic)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
+
+
+def _replace(tmp: Path, path: Path):
+    try:
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def save_json(path, obj) -> Path:
-    """Write ``obj`` (made JSON-ready by :func:`to_jsonable`) as indented JSON; returns the path."""
+    """Write ``obj`` (made JSON-ready by :func:`to_jsonable`) as indented JSON, atomically (a reader
+    sees the old file or the whole new one); returns the path."""
     path = Path(path)
-    path.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+    tmp = _atomic_target(path)
+    tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+    _replace(tmp, path)
     return path
 
 
@@ -249,29 +417,59 @@ def load_json(path):
 
 
 def save_array(path, array) -> Path:
-    """``np.save`` without pickling (object arrays are refused); returns the path written."""
+    """``np.save`` without pickling (object arrays are refused), atomically; returns the path written."""
     path = Path(path)
-    np.save(path, np.asarray(array), allow_pickle=False)
-    return path if path.suffix == ".npy" else path.with_name(path.name + ".npy")
+    path = path if path.suffix == ".npy" else path.with_name(path.name + ".npy")
+    tmp = _atomic_target(path)
+    with open(tmp, "wb") as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
+    _replace(tmp, path)
+    return path
 
 
 def load_array(path, mmap_mode: str | None = None) -> np.ndarray:
-    """``np.load`` without pickling; ``mmap_mode="r"`` maps large arrays instead of reading them."""
-    return np.load(Path(path), allow_pickle=False, mmap_mode=mmap_mode)
+    """``np.load`` without pickling; ``mmap_mode="r"`` maps large arrays instead of reading them. A file
+    cut short raises DamagedFileError naming it."""
+    path = Path(path)
+    problem = check_file_structure(path) if path.is_file() else None
+    if problem is not None:
+        raise DamagedFileError(path, problem)
+    return np.load(path, allow_pickle=False, mmap_mode=mmap_mode)
+
+
+class DamagedFileError(RuntimeError):
+    """A file that is cut short or unreadable; the message names it and what is wrong."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{self.path} is damaged: {problem}; move it aside or delete it and compute it again")
 
 
 def save_tensors(path, tensors: dict, metadata: dict | None = None) -> Path:
-    """Save a dict of torch tensors as safetensors (contiguous copies; string-only ``metadata``)."""
+    """Save a dict of torch tensors as safetensors (contiguous copies; string-only ``metadata``),
+    atomically."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path),
+    tmp = _atomic_target(path)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
               metadata={str(k): str(v) for k, v in (metadata or {}).items()})
+    _replace(tmp, path)
     return path
 
 
 def load_tensors(path, device: str = "cpu") -> dict:
-    """Load a safetensors file into a dict of torch tensors on ``device``."""
+    """Load a safetensors file into a dict of torch tensors on ``device``; a file cut short or replaced
+    raises DamagedFileError naming it (never a half-read state)."""
     from safetensors.torch import load_file
 
-    return load_file(str(Path(path)), device=str(device))
+    path = Path(path)
+    problem = check_file_structure(path) if path.is_file() else None
+    if problem is not None:
+        raise DamagedFileError(path, problem)
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as err:  # SafetensorError and friends: name the file
+        if type(err).__name__ in ("SafetensorError", "HeaderTooLarge", "HeaderTooSmall"):
+            raise DamagedFileError(path, f"{type(err).__name__}: {err}") from err
+        raise

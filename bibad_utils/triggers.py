@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bibad_utils.config import ConfigError
-
-TRIGGER_KINDS = ("badnets1", "badnets2", "wanet")
+from bibad_utils.config import REPO_ROOT, ConfigError
 
 
 def badnets1_side(image_size: int) -> int:
@@ -107,19 +107,60 @@ def cartoon_pattern(image_size: int) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def load_pattern(path, image_size: int) -> np.ndarray:
-    """uint8 ``[S, S, 3]``: the RGB image at ``path`` resized (bicubic, no crop) to S x S."""
+def resolve_pattern_path(path) -> Path:
+    """A ``pattern_path`` as the study reads it: absolute as given, relative to the repository root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def file_sha256(path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+PATTERN_PARAM = "triggers.badnets2.pattern_path"
+
+
+def load_pattern(path, image_size: int, param: str = PATTERN_PARAM) -> tuple[np.ndarray, str]:
+    """(uint8 ``[S, S, 3]``, conversion): the square image at ``path`` resized (bicubic) to S x S, and
+    a sentence stating what was done to it. Refused (ConfigError naming ``param``): a missing or
+    unreadable file, a non-square image (it would be stretched) and one with transparent pixels (the
+    alpha channel would be dropped). Grey or palette images are converted to RGB, which is stated."""
     from PIL import Image
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"BadNets-2 pattern image not found: {path}")
+    resolved = resolve_pattern_path(path)
+    if not resolved.is_file():
+        raise ConfigError(param, str(path), f"an existing image file (not found: {resolved})")
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
-            return np.asarray(im, dtype=np.uint8).copy()
-    except OSError as err:
-        raise OSError(f"cannot read the BadNets-2 pattern image {path}: {err}") from err
+        with Image.open(resolved) as im:
+            im.load()
+            mode, (w, h) = im.mode, im.size
+            if w != h:
+                raise ConfigError(param, str(path), f"a square image ({w} x {h} px would be stretched "
+                                                    f"to {image_size} x {image_size}); crop it first")
+            steps = []
+            if "A" in im.getbands() or "transparency" in im.info:
+                rgba = im.convert("RGBA")
+                if int(np.asarray(rgba)[..., 3].min()) < 255:
+                    raise ConfigError(param, str(path), "an opaque image (this one has transparent pixels, "
+                                                        "and the blend has no alpha channel)")
+                im = rgba
+            if im.mode != "RGB":
+                steps.append(f"{mode} converted to RGB")
+                im = im.convert("RGB")
+            if w != image_size:
+                steps.append(f"resized bicubic from {w} x {h} to {image_size} x {image_size} px")
+                im = im.resize((image_size, image_size), Image.Resampling.BICUBIC)
+            array = np.asarray(im, dtype=np.uint8).copy()
+    except ConfigError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ConfigError(param, str(path), f"a readable image file ({resolved}: {err})") from err
+    return array, "; ".join(steps) or "used as is"
 
 
 def _digest(array) -> str:
@@ -171,6 +212,8 @@ class BadNetsPatch(Trigger):
 
     def __init__(self, image_size, seed=0, size=None):
         super().__init__(image_size, seed, {"size": size})
+        if size is not None and not _is_integer(size):
+            raise ConfigError("triggers.badnets1.size", size, f"a patch side in [1, {self.image_size}] pixels")
         self.side = badnets1_side(image_size) if size is None else int(size)
         if not 1 <= self.side <= self.image_size:
             raise ConfigError("triggers.badnets1.size", size, f"a patch side in [1, {self.image_size}] pixels")
@@ -192,13 +235,25 @@ class BlendTrigger(Trigger):
 
     kind = "badnets2"
 
-    def __init__(self, image_size, seed=0, alpha=0.2, pattern_path=None):
-        super().__init__(image_size, seed, {"alpha": alpha, "pattern_path": pattern_path})
-        if not 0 < alpha <= 1:
+    def __init__(self, image_size, seed=0, alpha=0.2, pattern_path=None, pattern_sha256=None):
+        options = {"alpha": alpha, "pattern_path": pattern_path}
+        if pattern_sha256 is not None:
+            options["pattern_sha256"] = pattern_sha256
+        super().__init__(image_size, seed, options)
+        if not _is_real(alpha) or not 0 < alpha <= 1:
             raise ConfigError("triggers.badnets2.alpha", alpha, "a blend weight in (0, 1]")
         self.alpha = float(alpha)
-        pattern = (cartoon_pattern(self.image_size) if pattern_path is None
-                   else load_pattern(pattern_path, self.image_size))
+        self.conversion = "drawn at the image size"
+        self.pattern_file_sha256 = None
+        if pattern_path is None:
+            pattern = cartoon_pattern(self.image_size)
+        else:
+            pattern, self.conversion = load_pattern(pattern_path, self.image_size)
+            self.pattern_file_sha256 = file_sha256(resolve_pattern_path(pattern_path))
+            if pattern_sha256 is not None and pattern_sha256 != self.pattern_file_sha256:
+                raise ConfigError(PATTERN_PARAM, str(pattern_path),
+                                  f"the file whose sha256 is {pattern_sha256} (as when the profile was "
+                                  f"validated); it has changed since: validate the profile again")
         self.pattern_uint8 = pattern
         self.pattern = torch.from_numpy(pattern).permute(2, 0, 1).float() / 127.5 - 1
 
@@ -211,8 +266,12 @@ class BlendTrigger(Trigger):
     def describe(self):
         source = "generated cartoon cat" if self.options["pattern_path"] is None else str(
             self.options["pattern_path"])
-        return {**super().describe(), "alpha": self.alpha, "pattern": source,
-                "pattern_sha256_16": _digest(self.pattern_uint8)}
+        out = {**super().describe(), "alpha": self.alpha, "pattern": source,
+               "pattern_sha256_16": _digest(self.pattern_uint8)}
+        if self.pattern_file_sha256 is not None:
+            out["pattern_file_sha256"] = self.pattern_file_sha256
+            out["pattern_conversion"] = self.conversion
+        return out
 
 
 class WarpTrigger(Trigger):
@@ -228,9 +287,9 @@ class WarpTrigger(Trigger):
 
     def __init__(self, image_size, seed=0, grid=4, strength=0.5):
         super().__init__(image_size, seed, {"grid": grid, "strength": strength})
-        if not isinstance(grid, (int, np.integer)) or not 2 <= grid <= self.image_size:
+        if not _is_integer(grid) or not 2 <= grid <= self.image_size:
             raise ConfigError("triggers.wanet.grid", grid, f"an integer in [2, {self.image_size}]")
-        if not strength > 0:
+        if not _is_real(strength) or not strength > 0:
             raise ConfigError("triggers.wanet.strength", strength, "a number > 0")
         gen = torch.Generator().manual_seed(self.seed)
         offsets = torch.rand(1, 2, int(grid), int(grid), generator=gen, dtype=torch.float64) * 2 - 1
@@ -257,23 +316,121 @@ class WarpTrigger(Trigger):
                 "field_sha256_16": _digest(self.grid.numpy())}
 
 
-_KINDS = {"badnets1": BadNetsPatch, "badnets2": BlendTrigger, "wanet": WarpTrigger}
+# ----------------------------------------------------------------------------------------------
+# the registry: every trigger kind, its builder and its options (read by the profile checks)
+
+
+def _is_integer(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v) -> bool:
+    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+            and math.isfinite(float(v)))
+
+
+@dataclass(frozen=True)
+class TriggerOption:
+    """One option of a trigger kind: ``check(value, image_size)`` says whether a value is allowed and
+    ``allowed(image_size)`` says in words what is. ``derived`` options are not set by hand: the profile
+    check computes them (e.g. the pattern file's sha256, so that artifact keys follow its content)."""
+
+    name: str
+    default: Any
+    check: Callable[[Any, int], bool]
+    allowed: Callable[[int], str]
+    derived: bool = False
+
+
+@dataclass(frozen=True)
+class TriggerKind:
+    """A trigger kind: ``builder(image_size, seed, **options)`` returns its :class:`Trigger`."""
+
+    name: str
+    builder: Callable[..., Trigger]
+    options: tuple[TriggerOption, ...]
+    summary: str
+
+    def option(self, name: str) -> TriggerOption | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    @property
+    def settable(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.options if not o.derived)
+
+
+def _pattern_ok(value, image_size) -> bool:
+    return value is None or (isinstance(value, str) and bool(value.strip()))
+
+
+TRIGGERS: dict[str, TriggerKind] = {
+    "badnets1": TriggerKind("badnets1", BadNetsPatch, (
+        TriggerOption("size", None, lambda v, s: v is None or (_is_integer(v) and 1 <= v <= s),
+                      lambda s: f"a patch side in [1, {s}] pixels, or null for max(5, image_size // 10)"),
+    ), "an opaque black-and-white patch in the bottom-right corner"),
+    "badnets2": TriggerKind("badnets2", BlendTrigger, (
+        TriggerOption("alpha", 0.2, lambda v, s: _is_real(v) and 0 < v <= 1,
+                      lambda s: "a blend weight in (0, 1]"),
+        TriggerOption("pattern_path", None, _pattern_ok,
+                      lambda s: "null (the drawn cartoon pattern) or the path of a square, opaque image file"),
+        TriggerOption("pattern_sha256", None, lambda v, s: v is None or isinstance(v, str),
+                      lambda s: "the sha256 of the pattern file (computed by the profile check)", derived=True),
+    ), "a full-image pattern blended in with weight alpha"),
+    "wanet": TriggerKind("wanet", WarpTrigger, (
+        TriggerOption("grid", 4, lambda v, s: _is_integer(v) and 2 <= v <= s,
+                      lambda s: f"an integer in [2, {s}] (control points per side of the warp field)"),
+        TriggerOption("strength", 0.5, lambda v, s: _is_real(v) and v > 0,
+                      lambda s: "a number > 0 (twice the mean displacement in pixels)"),
+    ), "a fixed smooth warp of the whole image"),
+}
+TRIGGER_KINDS = tuple(TRIGGERS)
+
+
+def validate_trigger_options(kind: str, options, image_size: int, prefix: str = "triggers.") -> dict:
+    """Check the options of trigger ``kind`` for ``image_size`` px images against the registry, without
+    building the trigger (a pattern file is opened and checked, and its sha256 computed); returns the
+    options with the derived ones filled in (``pattern_sha256`` when a pattern file is given). Raises
+    ConfigError naming ``<prefix><kind>.<option>``, the value and what is allowed."""
+    if kind not in TRIGGERS:
+        raise ConfigError(f"{prefix}{kind}", options, f"options of a trigger kind in {list(TRIGGERS)}")
+    spec = TRIGGERS[kind]
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{prefix}{kind}", options, f"a mapping of options among {list(spec.settable)}")
+    out = dict(options)
+    for name, value in options.items():
+        opt = spec.option(name)
+        if opt is None:
+            import difflib
+            close = difflib.get_close_matches(str(name), spec.settable, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{prefix}{kind}.{name}", value,
+                              f"a known option of {kind}{hint}: one of {list(spec.settable)}")
+        if not opt.check(value, image_size):
+            raise ConfigError(f"{prefix}{kind}.{name}", value, opt.allowed(image_size))
+    if kind == "badnets2":
+        out.pop("pattern_sha256", None)
+        if out.get("pattern_path") is not None:
+            load_pattern(out["pattern_path"], image_size, param=f"{prefix}badnets2.pattern_path")
+            out["pattern_sha256"] = file_sha256(resolve_pattern_path(out["pattern_path"]))
+    return out
 
 
 def make_trigger(kind: str, image_size: int, seed: int = 0, **options) -> Trigger:
-    """The trigger ``kind`` (badnets1 | badnets2 | wanet) for S x S images.
+    """The trigger ``kind`` (a name in :data:`TRIGGERS`) for S x S images.
 
     Options: badnets1 ``size`` (patch side, default :func:`badnets1_side`); badnets2 ``alpha`` (0.2),
     ``pattern_path`` (None: the generated :func:`cartoon_pattern`); wanet ``grid`` (4), ``strength``
     (0.5). ``seed`` draws the WaNet field; the other kinds are fixed and record it only.
     """
-    if kind not in _KINDS:
-        raise ConfigError("trigger kind", kind, " | ".join(TRIGGER_KINDS))
-    if not isinstance(image_size, (int, np.integer)) or image_size < 8:
+    if kind not in TRIGGERS:
+        raise ConfigError("trigger kind", kind, " | ".join(TRIGGERS))
+    if not _is_integer(image_size) or image_size < 8:
         raise ConfigError("image_size", image_size, "an integer >= 8 (pixels)")
-    cls = _KINDS[kind]
-    allowed = cls.__init__.__code__.co_varnames[3:cls.__init__.__code__.co_argcount]
+    spec = TRIGGERS[kind]
+    allowed = [o.name for o in spec.options]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ConfigError(f"triggers.{kind}", unknown, f"options among {', '.join(allowed)}")
-    return cls(int(image_size), int(seed), **options)
+        raise ConfigError(f"triggers.{kind}", unknown, f"options among {', '.join(spec.settable)}")
+    return spec.builder(int(image_size), int(seed), **options)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bibad_utils.config import (ConfigError, PROFILES_DIR, REPO_ROOT, deep_merge, load_profile,
+from bibad_utils.config import (ConfigError, PROFILES_DIR, REPO_ROOT, deep_merge, load_profile, parse_yaml, profile_path,
                                 overrides_from_assignments, parse_assignment, profile_names,
                                 resolve_device, validate_profile)
 
@@ -157,6 +157,7 @@ def test_bad_input_names_the_parameter(smoke, key, value, param):
 def test_target_range_depends_on_dataset(smoke, dataset, n_classes):
     cfg = _set(smoke, "dataset.name", dataset)
     cfg["dataset"]["n_per_class"] = None
+    cfg["dataset"]["options"] = {}  # the procedural generator's options are not options of a real dataset
     cfg["target"] = n_classes - 1
     validate_profile(cfg)
     cfg["target"] = n_classes
@@ -166,6 +167,7 @@ def test_target_range_depends_on_dataset(smoke, dataset, n_classes):
 
 def test_missing_root_of_real_dataset(smoke, tmp_path):
     cfg = _set(smoke, "dataset.name", "imagenette")
+    cfg["dataset"]["options"] = {}
     cfg["dataset"]["root"] = str(tmp_path / "nowhere")
     with pytest.raises(ConfigError) as err:
         validate_profile(cfg)
@@ -213,3 +215,22 @@ def test_sections_are_also_checked_by_their_owner_modules(smoke):
     with pytest.raises(ConfigError) as err:
         validate_profile(_set(smoke, "model.channel_mult", [1, 2]))
     assert err.value.param == "model.channel_mult"
+
+
+def test_demo_keys_unchanged_where_no_file_is_read():
+    """The demo reads no file (procedural data, drawn pattern): its validated profile gains no
+    fingerprint and its artifact keys stay those of the cache already computed."""
+    import numpy as np
+
+    from bibad_utils import store as st
+
+    raw = parse_yaml(profile_path("demo").read_text())
+    cfg = load_profile("demo")
+    assert cfg["triggers"] == raw["triggers"]
+    assert "fingerprint" not in cfg["dataset"] and "pattern_sha256" not in cfg["triggers"]["badnets2"]
+    labels = np.tile(np.arange(10, dtype=np.int64), cfg["dataset"]["n_per_class"])
+    data_key = st.artifact_key("data", {"dataset": cfg["dataset"], "seed": 0, "labels": labels})
+    assert data_key == "2cd6f05fc7ecab55"
+    params = {"kind": "badnets2", "ratio": 0.05, "pool": "random", "target": 0, "seed": 0,
+              "trigger": cfg["triggers"]["badnets2"]}
+    assert st.artifact_key("poison", params, [data_key]) == "cb8e18e24c17cb49"

@@ -1,11 +1,13 @@
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from bibad_utils.config import ConfigError
-from bibad_utils.data import (PROCEDURAL_CLASSES, PROMPT_TEMPLATE, ImageSet, load_dataset, make_procedural,
-                              to_float, to_uint8)
+from bibad_utils.data import (PROCEDURAL_CLASSES, PROMPT_TEMPLATE, ImageSet, dataset_fingerprint, load_dataset,
+                              make_procedural, to_float, to_uint8)
 from bibad_utils.data import real
 from bibad_utils.triggers import make_trigger
 
@@ -229,3 +231,76 @@ def test_dataset_from_profile_section(tmp_path):
         dataset_from_config({**real_section, "n_per_class": 5})
     with pytest.raises(ConfigError, match="dataset"):
         dataset_from_config({**section, "colour": "red"})
+
+
+def _png_same_size(path, colour):
+    """An uncompressed 12 x 12 PNG: any colour gives a file of the same size."""
+    Image.fromarray(np.full((12, 12, 3), colour, np.uint8)).save(path, compress_level=0)
+
+
+def test_replaced_file_of_the_same_size_and_time_is_not_served_from_the_cache(tmp_path):
+    fake_imagenette(tmp_path, per_class=1)
+    target = tmp_path / "imagenette2" / "train" / real.IMAGENETTE_WNIDS[0] / f"{real.IMAGENETTE_WNIDS[0]}_0.JPEG"
+    _png_same_size(target, (10, 10, 10))
+    first = load_dataset("imagenette", root=tmp_path, image_size=8)
+    size, stat = target.stat().st_size, target.stat()
+    _png_same_size(target, (250, 250, 250))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime: only the bytes differ
+    assert target.stat().st_size == size
+    again = load_dataset("imagenette", root=tmp_path, image_size=8)
+    assert int(first.images[0].mean()) == 10 and int(again.images[0].mean()) == 250
+    assert first.meta["files_fingerprint"] != again.meta["files_fingerprint"]
+
+
+def test_dataset_fingerprint_follows_listing_and_bytes(tmp_path):
+    fake_imagenette(tmp_path, per_class=1)
+    a = dataset_fingerprint("imagenette", tmp_path)
+    assert a["files"] == 20 and a["content_sha256"] is not None
+    assert dataset_fingerprint("imagenette", tmp_path) == a
+    f = next((tmp_path / "imagenette2" / "val").rglob("*.JPEG"))
+    os.utime(f, ns=(0, f.stat().st_mtime_ns + 10**9))  # touched: listing changes, bytes do not
+    b = dataset_fingerprint("imagenette", tmp_path)
+    assert b["listing_sha256"] != a["listing_sha256"] and b["content_sha256"] == a["content_sha256"]
+    big = real.files_fingerprint(sorted(tmp_path.rglob("*.JPEG")), tmp_path, hash_limit=10)
+    assert big["content_sha256"] is None and big["files"] == 20  # too large to hash: listing only
+    assert dataset_fingerprint("imagenette", tmp_path / "absent") is None
+    assert dataset_fingerprint("procedural") is None
+
+
+def test_touching_a_dataset_file_changes_the_keys_of_the_chain(tmp_path):
+    from bibad_utils.config import load_profile
+    from bibad_utils.stages import Cell, Study
+
+    fake_imagenette(tmp_path / "data", per_class=2)
+    overrides = {"run_dir": str(tmp_path / "run"), "target": 6,
+                 "dataset": {"name": "imagenette", "root": str(tmp_path / "data"), "image_size": 8,
+                             "n_per_class": None, "n_test_per_class": None,
+                             "options": None}}  # null clears the procedural options of smoke
+    cfg = load_profile("smoke", overrides)
+    assert cfg["dataset"]["fingerprint"] == dataset_fingerprint("imagenette", tmp_path / "data")
+    first = Study("smoke", overrides, progress=False)
+    cell = Cell("badnets1", 0.1)
+    keys = (first.data_key, first.poison_key(cell))
+    manifest = first.poison_manifest(cell)
+    assert manifest["dataset_fingerprint"] == cfg["dataset"]["fingerprint"]
+    assert Study("smoke", overrides, progress=False).poison_key(cell) == keys[1]  # nothing changed: reused
+    f = next((tmp_path / "data" / "imagenette2" / "train").rglob("*.JPEG"))
+    os.utime(f, ns=(0, f.stat().st_mtime_ns + 10**9))
+    second = Study("smoke", overrides, progress=False)
+    assert second.data_key != keys[0] and second.poison_key(cell) != keys[1]
+    assert len(second.store.list("poison")) == 2
+    # a study validated before the change refuses to read the changed files
+    stale = Study("smoke", {**overrides, "seed": 1}, progress=False)
+    os.utime(f, ns=(0, f.stat().st_mtime_ns + 10**9))
+    with pytest.raises(ConfigError, match="dataset.fingerprint"):
+        stale.train_set
+
+
+def test_cut_short_image_cache_is_named_with_the_remedy(tmp_path):
+    fake_imagenette(tmp_path, per_class=1)
+    load_dataset("imagenette", root=tmp_path, image_size=8)
+    cache = next((tmp_path / ".bibad_cache").glob("*.images.npy"))
+    cache.write_bytes(cache.read_bytes()[:-40])
+    with pytest.raises(ConfigError, match="delete the files") as err:
+        load_dataset("imagenette", root=tmp_path, image_size=8)
+    assert err.value.param == "cache" and cache.name in str(err.value)

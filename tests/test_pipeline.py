@@ -101,20 +101,32 @@ def test_toc_lists_the_six_stages_then_book_pages():
             assert (REPO_ROOT / f"{f}.md").is_file(), f
 
 
-def _executed(path: Path, error: bool = False):
+def _executed(path: Path, error: bool = False, source_dir: Path | None = None, cfg: dict | None = None):
+    """An executed copy of a two-cell notebook as `bibad run` leaves it: every code cell run and, when
+    ``source_dir`` and ``cfg`` are given, its source written there and the copy stamped for ``cfg``."""
     cells = [nbformat.v4.new_markdown_cell("# Poisoning, executed"), nbformat.v4.new_code_cell("1 + 1")]
+    if source_dir is not None:
+        source_dir.mkdir(parents=True, exist_ok=True)
+        _notebook(source_dir / path.name, cells)
+    cells[1].execution_count = 1
+    cells[1].metadata["papermill"] = {"status": "completed"}
+    path.parent.mkdir(parents=True, exist_ok=True)
     if error:
         cells[1].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="planted", traceback=[])]
-    return _notebook(path, cells)
+    _notebook(path, cells)
+    if source_dir is not None:
+        key = pipeline.execution_key(source_dir / path.name, cfg, pipeline.code_digest())
+        pipeline._stamp(path, key, {})
+    return path
 
 
 def test_stage_book_sources(tmp_path, stage_dir):
     cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
     executed = tmp_path / "run" / "executed"
     executed.mkdir(parents=True)
-    _executed(executed / "01_poisoning.ipynb")
+    _executed(executed / "01_poisoning.ipynb", source_dir=tmp_path / "sources", cfg=cfg)
     src = tmp_path / "src"
-    problems = stage_book_sources(cfg, src, notebooks_dir=tmp_path / "none", strict=True, vendor_dir=None,
+    problems = stage_book_sources(cfg, src, notebooks_dir=tmp_path / "sources", strict=True, vendor_dir=None,
                                   repository_url="https://example.org/study")
     assert problems == []
     assert nbformat.read(str(src / "notebooks" / "01_poisoning.ipynb"), 4).cells[0].source == "# Poisoning, executed"
@@ -222,3 +234,155 @@ def test_execution_key_and_up_to_date(tmp_path):
     assert not pipeline.up_to_date(dst, key, run_dir)
     claim.unlink()
     assert not pipeline.up_to_date(dst, key, run_dir)
+
+
+SEVEN_BAD_VALUES = [
+    (["triggers.badnets2.alpha=5"], "triggers.badnets2.alpha = 5", "(0, 1]"),
+    (["triggers.badnets1={sise: 3}"], "triggers.badnets1.sise = 3", "did you mean size"),
+    (["triggers.badnets1.size=100"], "triggers.badnets1.size = 100", "[1, 16]"),
+    (["triggers.wanet.grid=1"], "triggers.wanet.grid = 1", "[2, 16]"),
+    (["dataset.options.duplicate_fraction=-0.5"], "dataset.options.duplicate_fraction = -0.5", "[0, 1)"),
+    (["ratios=[0.95]"], "ratios[0] = 0.95", "at most 0.9"),
+    (["dataset.options.colour=red"], "dataset.options.colour = 'red'", "'duplicate_fraction'"),
+]
+
+
+@pytest.mark.parametrize("sets,named,allowed", SEVEN_BAD_VALUES)
+def test_bad_trigger_and_dataset_values_refused_before_any_kernel(stage_dir, tmp_path, capsys, monkeypatch,
+                                                                  sets, named, allowed):
+    import shutil
+
+    import papermill
+
+    started = []
+    monkeypatch.setattr(papermill, "execute_notebook",
+                        lambda src, dst, **k: started.append(shutil.copy(src, dst)))
+    run_dir = tmp_path / "run"
+    argv = ["run", "--profile", "smoke", "--notebooks-dir", str(stage_dir), "--set", f"run_dir={run_dir}"]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and "is not allowed: expected" in err and allowed in err
+    assert started == [] and not run_dir.exists()
+    # the same profile without the bad value would start the notebooks
+    assert main(argv[:7]) == 0 and len(started) == 3
+
+
+def test_malformed_set_value_is_an_error_not_a_traceback(capsys):
+    assert main(["run", "--profile", "smoke", "--set", "ratios=[0.1, 0.2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set = 'ratios=[0.1, 0.2'") and "valid YAML" in err
+    assert "Traceback" not in err
+
+
+def _book_problems(tmp_path, cfg, sources, strict=False):
+    return stage_book_sources(cfg, tmp_path / "src", notebooks_dir=sources, strict=strict, vendor_dir=None,
+                              out=io.StringIO())
+
+
+def test_book_refuses_a_half_run_notebook(tmp_path):
+    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    done = _executed(tmp_path / "run" / "executed" / "01_poisoning.ipynb", source_dir=tmp_path / "sources",
+                     cfg=cfg)
+    assert _book_problems(tmp_path, cfg, tmp_path / "sources") == []
+    # a run killed in the middle: papermill's copy has a cell still pending and no stamp, no error
+    nb = json.loads(done.read_text())
+    nb["cells"][1]["execution_count"] = None
+    nb["cells"][1]["metadata"]["papermill"]["status"] = "pending"
+    del nb["metadata"]["bibad"]
+    done.write_text(json.dumps(nb))
+    assert pipeline.notebook_errors(done) == []
+    problems = _book_problems(tmp_path, cfg, tmp_path / "sources")
+    assert len(problems) == 1 and "not run to the end" in problems[0]
+    with pytest.raises(ConfigError, match="--no-strict"):
+        _book_problems(tmp_path, cfg, tmp_path / "sources", strict=True)
+    # --no-strict publishes it with a warning box at the top of the chapter
+    page = nbformat.read(str(tmp_path / "src" / "notebooks" / "01_poisoning.ipynb"), 4)
+    nbformat.validate(page)
+    assert page.cells[0].source.startswith("# Poisoning")
+    assert "not a complete execution" in page.cells[1].source and "{warning}" in page.cells[1].source
+
+
+def test_book_refuses_unstamped_and_other_configuration(tmp_path):
+    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    done = _executed(tmp_path / "run" / "executed" / "01_poisoning.ipynb", source_dir=tmp_path / "sources",
+                     cfg=cfg)
+    other = load_profile("smoke", {"run_dir": str(tmp_path / "run"), "seed": 7})
+    problems = _book_problems(tmp_path, other, tmp_path / "sources")
+    assert len(problems) == 1 and "another configuration" in problems[0]
+    nb = json.loads(done.read_text())
+    del nb["metadata"]["bibad"]
+    done.write_text(json.dumps(nb))
+    problems = _book_problems(tmp_path, cfg, tmp_path / "sources")
+    assert len(problems) == 1 and "no completion stamp" in problems[0]
+
+
+def test_dead_kernel_notebook_says_so_and_is_refused(tmp_path):
+    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    done = _executed(tmp_path / "run" / "executed" / "01_poisoning.ipynb", source_dir=tmp_path / "sources",
+                     cfg=cfg)
+    # what papermill leaves when the kernel dies: cells marked completed, no traceback; the stamp of an
+    # earlier complete run is gone because the copy is rewritten from the source
+    nb = json.loads(done.read_text())
+    nb["cells"].append(nbformat.v4.new_code_cell("y = 2"))
+    nb["cells"][-1]["metadata"]["papermill"] = {"status": "completed"}
+    del nb["metadata"]["bibad"]
+    done.write_text(json.dumps(nb))
+    assert pipeline.mark_failed_execution(done, "DeadKernelError('Kernel died')")
+    assert not pipeline.mark_failed_execution(done, "again")  # already marked: unchanged
+    errors = pipeline.notebook_errors(done)
+    assert len(errors) == 1 and errors[0].startswith("DeadKernelError: the execution stopped in this cell")
+    marked = json.loads(done.read_text())
+    assert marked["cells"][1]["outputs"][-1]["ename"] == "DeadKernelError"
+    assert marked["metadata"]["bibad"] == {"failed": "DeadKernelError('Kernel died')"}
+    problems = _book_problems(tmp_path, cfg, tmp_path / "sources")
+    assert "DeadKernelError" in problems[0] and "not run to the end" in problems[1]
+
+
+def test_real_kernel_death_leaves_a_notebook_that_says_so(tmp_path, capsys):
+    """A tiny notebook whose cell ends the kernel process (os._exit): the runner fails, and the executed
+    copy holds an error naming the dead kernel, so the book refuses it."""
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    params = nbformat.v4.new_code_cell("profile = 'smoke'\noverrides = {}")
+    params.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# Dies"), params, nbformat.v4.new_code_cell("import os\nos._exit(1)"),
+                nbformat.v4.new_code_cell("never = True")]
+    nbformat.write(nb, str(folder / "01_poisoning.ipynb"))
+    run_dir = tmp_path / "run"
+    assert main(["run", "--profile", "smoke", "--notebooks-dir", str(folder), "--set", f"run_dir={run_dir}"]) == 1
+    assert "Kernel died" in capsys.readouterr().out
+    done = run_dir / "executed" / "01_poisoning.ipynb"
+    assert pipeline.notebook_errors(done)[0].startswith("DeadKernelError")
+    cfg = load_profile("smoke", {"run_dir": str(run_dir)})
+    problems = _book_problems(tmp_path, cfg, folder)
+    assert problems and "DeadKernelError" in problems[0]
+
+
+def test_compute_refuses_a_missing_pattern_before_training(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code = main(["compute", "--profile", "smoke", "--set", f"run_dir={run_dir}",
+                 "--set", f"triggers.badnets2.pattern_path={tmp_path / 'gone.png'}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"error: triggers.badnets2.pattern_path = '{tmp_path / 'gone.png'}'" in err and "existing image" in err
+    assert not (run_dir / "artifacts").exists()
+
+
+def test_bibad_book_refuses_a_half_run_notebook_before_building(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    cfg = load_profile("smoke", {"run_dir": str(run_dir)})
+    done = _executed(run_dir / "executed" / "01_poisoning.ipynb", source_dir=tmp_path / "sources", cfg=cfg)
+    nb = json.loads(done.read_text())
+    nb["cells"][1]["metadata"]["papermill"]["status"] = "pending"
+    nb["cells"][1]["execution_count"] = None
+    done.write_text(json.dumps(nb))
+    code = main(["book", "--profile", "smoke", "--set", f"run_dir={run_dir}", "--no-vendor",
+                 "--notebooks-dir", str(tmp_path / "sources"), "--output", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 1 and "not run to the end" in out and "book not built" in out
+    assert not (tmp_path / "out" / "_build" / "html").exists()

@@ -141,3 +141,29 @@ def test_batch_on_subset_of_rows_with_duplicates_of_index(tiny_procedural):
     x, y = ps.batch([i, i, 0])
     assert torch.equal(x[0], x[1]) and y[0] == 2
     assert torch.equal(x[0], make_trigger("badnets1", 16).apply(to_float(tiny_procedural.images[i])))
+
+
+def test_new_pattern_bytes_at_the_same_path_give_a_new_poison_key(tmp_path):
+    from PIL import Image
+
+    from bibad_utils.config import ConfigError
+    from bibad_utils.stages import Cell, Study
+
+    pattern = tmp_path / "pattern.png"
+    Image.fromarray(np.full((16, 16, 3), 30, np.uint8)).save(pattern)
+    overrides = {"run_dir": str(tmp_path / "run"), "attacks": ["badnets2"],
+                 "triggers": {"badnets2": {"alpha": 0.5, "pattern_path": str(pattern)}}}
+    cell = Cell("badnets2", 0.1)
+    first = Study("smoke", overrides, progress=False)
+    key = first.poison_key(cell)
+    manifest = first.poison_manifest(cell)["trigger"]
+    assert manifest["pattern_file_sha256"] == first.cfg["triggers"]["badnets2"]["pattern_sha256"]
+    assert Study("smoke", overrides, progress=False).poison_key(cell) == key  # unchanged file: reused
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(pattern)  # same path, new picture
+    second = Study("smoke", overrides, progress=False)
+    new_key = second.poison_key(cell)
+    assert new_key != key and sorted(second.store.list("poison")) == sorted([key, new_key])
+    assert second.poison_manifest(cell)["trigger"]["pattern_file_sha256"] != manifest["pattern_file_sha256"]
+    # a study validated before the change refuses to build its trigger from the changed file
+    with pytest.raises(ConfigError, match="changed since"):
+        first.trigger("badnets2")

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bibad_utils.config import ConfigError
-from bibad_utils.store import (ArtifactStore, artifact_key, canonical_json, load_array, load_json,
+from bibad_utils.store import (ArtifactStore, DamagedArtifactError, DamagedFileError, artifact_key, canonical_json,
+                               load_array, load_json,
                                load_tensors, save_array, save_json, save_tensors)
 
 PARAMS = {"seed": 3, "ratio": 0.1, "attack": "badnets1", "sizes": (16, 32)}
@@ -150,3 +151,102 @@ def test_stale_tmp_of_dead_process_is_removed(tmp_path):
     with store.build("s", {"a": 2}):
         pass
     assert not stale.exists() and store.exists("s", key)
+
+
+def _model_artifact(store, params=None):
+    import torch
+
+    def build(art):
+        (art.dir / "model").mkdir()
+        save_tensors(art.dir / "model" / "model.safetensors", {"w": torch.arange(1000, dtype=torch.float32)})
+        save_json(art.dir / "train_record.json", {"steps": 3})
+        save_array(art.dir / "loss.npy", np.arange(50, dtype=np.float32))
+
+    return store.cached("finetune", params or {"steps": 3}, ["abc"], build)
+
+
+def test_manifest_lists_files_and_a_truncated_model_is_named_with_the_remedy(tmp_path):
+    store = ArtifactStore(tmp_path)
+    path = _model_artifact(store)
+    key = path.name
+    files = store.load_manifest("finetune", key)["files"]
+    assert sorted(files) == ["loss.npy", "model/model.safetensors", "train_record.json"]
+    assert files["model/model.safetensors"]["bytes"] == (path / "model" / "model.safetensors").stat().st_size
+    assert store.verify("finetune", key, full=True) == []
+    assert not list(tmp_path.rglob("*.part"))  # atomic writes leave no partial files
+    weights = path / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # cut short, as by a full disk or a killed copy
+    with pytest.raises(DamagedArtifactError) as err:
+        _model_artifact(store)
+    msg = str(err.value)
+    assert f"artifact finetune/{key} at {path}" in msg and "model.safetensors" in msg
+    assert "Remedy: move it aside" in msg and "recomputes it" in msg
+    assert err.value.stage == "finetune" and err.value.key == key
+    with pytest.raises(DamagedFileError, match="model.safetensors is damaged"):
+        load_tensors(weights)
+    # moved aside as the message says: the next call recomputes it
+    os.rename(path, tmp_path / "finetune" / f".damaged-{key}")
+    assert _model_artifact(store) == path and store.verify("finetune", key) == []
+
+
+def test_damage_found_without_file_list_and_replaced_bytes_with_full_check(tmp_path):
+    store = ArtifactStore(tmp_path)
+    path = _model_artifact(store)
+    key = path.name
+    manifest = load_json(path / "manifest.json")
+    del manifest["files"]  # an artifact built before manifests listed their files
+    save_json(path / "manifest.json", manifest)
+    (path / "loss.npy").write_bytes((path / "loss.npy").read_bytes()[:-8])
+    problems = store.verify("finetune", key)
+    assert len(problems) == 1 and "loss.npy" in problems[0] and "header describes" in problems[0]
+    with pytest.raises(DamagedFileError, match="loss.npy"):
+        load_array(path / "loss.npy")
+    # same size, other bytes: only the full check (sha256 against the manifest) sees it
+    other = tmp_path / "other"
+    path2 = _model_artifact(ArtifactStore(other), {"steps": 4})
+    record = path2 / "train_record.json"
+    record.write_text(record.read_text().replace("3", "4"))
+    store2 = ArtifactStore(other)
+    assert store2.verify("finetune", path2.name) == []
+    assert store2.verify("finetune", path2.name, full=True) == ["train_record.json differs from the file built (sha256)"]
+    (path2 / "manifest.json").write_text("{")
+    assert "does not parse" in store2.verify("finetune", path2.name)[0]
+
+
+def test_damaged_checkpoint_in_the_work_folder_is_set_aside_before_a_build(tmp_path, capsys):
+    store = ArtifactStore(tmp_path)
+    key = artifact_key("finetune", {"steps": 9}, [])
+    ckpt = tmp_path / "finetune" / f".work-{key}" / "checkpoints" / "step-00000004"
+    ckpt.mkdir(parents=True)
+    save_tensors(ckpt / "model.safetensors", {"w": torch.ones(100)})
+    (ckpt / "state.json").write_text('{"step": 4}')
+    good = ckpt.parent / "step-00000002"
+    good.mkdir()
+    save_tensors(good / "model.safetensors", {"w": torch.ones(100)})
+    (ckpt / "model.safetensors").write_bytes((ckpt / "model.safetensors").read_bytes()[:50])
+    seen = []
+    with store.build("finetune", {"steps": 9}) as art:
+        seen = sorted(p.name for p in (art.work_dir / "checkpoints").iterdir())
+        save_json(art.dir / "x.json", {})
+    assert seen == ["step-00000002"]  # the build never sees the checkpoint cut short
+    err = capsys.readouterr().err
+    assert f"checkpoint {ckpt} of finetune/{key} is damaged" in err and "moved aside" in err
+    assert len(list((tmp_path / "finetune").glob(f".damaged-{key}-step-00000004-*"))) == 1
+
+
+@pytest.mark.slow  # trains the smoke profile's clean cell (about 20 s on a busy 2-core machine)
+def test_study_names_a_truncated_model_instead_of_a_loader_traceback(tmp_path):
+    """A fine-tuned model cut short after it was built: reading the cell's model raises an error that
+    names the stage, the key, the folder and the remedy, before any loader opens the file."""
+    from bibad_utils.stages import Cell, Study
+
+    overrides = {"run_dir": str(tmp_path / "run")}
+    cell = Cell("clean")
+    key = Study("smoke", overrides, progress=False).model_key(cell)
+    weights = tmp_path / "run" / "artifacts" / "finetune" / key / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(DamagedArtifactError) as err:
+        Study("smoke", overrides, progress=False).model(cell)
+    msg = str(err.value)
+    assert f"artifact finetune/{key} at {weights.parent.parent}" in msg
+    assert "model/model.safetensors" in msg and "Remedy: move it aside" in msg

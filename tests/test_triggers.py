@@ -7,8 +7,8 @@ from PIL import Image
 
 from bibad_utils.config import ConfigError
 from bibad_utils.data import to_float, to_uint8
-from bibad_utils.triggers import (TRIGGER_KINDS, badnets1_patch, badnets1_side, cartoon_pattern,
-                                  make_trigger)
+from bibad_utils.triggers import (TRIGGER_KINDS, TRIGGERS, badnets1_patch, badnets1_side, cartoon_pattern,
+                                  file_sha256, load_pattern, make_trigger, validate_trigger_options)
 
 
 def random_images(n, size, seed=0):
@@ -104,16 +104,85 @@ def test_cartoon_pattern_is_fixed_and_colourful():
 
 
 def test_blend_pattern_from_file(tmp_path):
-    arr = np.zeros((20, 30, 3), np.uint8)
+    arr = np.zeros((30, 30, 3), np.uint8)
     arr[..., 2] = 255
     path = tmp_path / "pattern.png"
     Image.fromarray(arr).save(path)
     trig = make_trigger("badnets2", 16, pattern_path=str(path), alpha=1.0)
     out = trig.apply(torch.zeros(3, 16, 16))
     assert torch.allclose(out[2], torch.ones(16, 16)) and torch.allclose(out[0], -torch.ones(16, 16))
-    assert trig.describe()["pattern"] == str(path)
-    with pytest.raises(FileNotFoundError, match="missing.png"):
+    d = trig.describe()
+    assert d["pattern"] == str(path)
+    assert d["pattern_file_sha256"] == file_sha256(path)
+    assert d["pattern_conversion"] == "resized bicubic from 30 x 30 to 16 x 16 px"
+    with pytest.raises(ConfigError, match="missing.png") as err:
         make_trigger("badnets2", 16, pattern_path=str(tmp_path / "missing.png"))
+    assert err.value.param == "triggers.badnets2.pattern_path"
+
+
+@pytest.mark.parametrize("shape,mode,why", [((3, 40, 3), "RGB", "square"), ((5, 5, 4), "RGBA", "opaque")])
+def test_pattern_of_wrong_shape_or_with_transparency_is_refused(tmp_path, shape, mode, why):
+    arr = np.full(shape, 200, np.uint8)
+    if mode == "RGBA":
+        arr[0, 0, 3] = 0
+    path = tmp_path / "bad.png"
+    Image.fromarray(arr, mode).save(path)
+    with pytest.raises(ConfigError, match=why) as err:
+        load_pattern(path, 32)
+    assert err.value.param == "triggers.badnets2.pattern_path"
+    with pytest.raises(ConfigError, match=why):
+        validate_trigger_options("badnets2", {"pattern_path": str(path)}, 32)
+
+
+def test_opaque_rgba_and_grey_patterns_state_their_conversion(tmp_path):
+    Image.fromarray(np.full((5, 5, 4), 255, np.uint8), "RGBA").save(tmp_path / "opaque.png")
+    Image.fromarray(np.full((32, 32), 90, np.uint8), "L").save(tmp_path / "grey.png")
+    arr, how = load_pattern(tmp_path / "opaque.png", 32)
+    assert arr.shape == (32, 32, 3) and how == "RGBA converted to RGB; resized bicubic from 5 x 5 to 32 x 32 px"
+    arr, how = load_pattern(tmp_path / "grey.png", 32)
+    assert (arr == 90).all() and how == "L converted to RGB"
+
+
+def test_pattern_content_is_part_of_the_validated_options(tmp_path):
+    path = tmp_path / "p.png"
+    Image.fromarray(np.full((8, 8, 3), 10, np.uint8)).save(path)
+    first = validate_trigger_options("badnets2", {"alpha": 0.3, "pattern_path": str(path)}, 16)
+    assert first["pattern_sha256"] == file_sha256(path)
+    Image.fromarray(np.full((8, 8, 3), 11, np.uint8)).save(path)  # same path, same size, new bytes
+    second = validate_trigger_options("badnets2", {"alpha": 0.3, "pattern_path": str(path)}, 16)
+    assert second["pattern_sha256"] != first["pattern_sha256"]
+    # a trigger built from options validated before the change refuses the changed file
+    with pytest.raises(ConfigError, match="changed"):
+        make_trigger("badnets2", 16, **first)
+    # no file read: nothing added
+    assert validate_trigger_options("badnets2", {"alpha": 0.2, "pattern_path": None}, 16) == {
+        "alpha": 0.2, "pattern_path": None}
+
+
+@pytest.mark.parametrize("kind,options,param,allowed", [
+    ("badnets2", {"alpha": 5}, "triggers.badnets2.alpha", "(0, 1]"),
+    ("badnets1", {"sise": 3}, "triggers.badnets1.sise", "did you mean size"),
+    ("badnets1", {"size": 100}, "triggers.badnets1.size", "[1, 32]"),
+    ("badnets1", {"size": 2.5}, "triggers.badnets1.size", "[1, 32]"),
+    ("wanet", {"grid": 1}, "triggers.wanet.grid", "[2, 32]"),
+    ("wanet", {"strength": "big"}, "triggers.wanet.strength", "> 0"),
+    ("blend", {}, "triggers.blend", "badnets1"),
+])
+def test_registry_refuses_bad_options_without_building(kind, options, param, allowed):
+    with pytest.raises(ConfigError) as err:
+        validate_trigger_options(kind, options, 32)
+    assert err.value.param == param and allowed in str(err.value)
+
+
+def test_registry_is_the_one_list_of_kinds():
+    from bibad_utils import config, poison
+    assert TRIGGER_KINDS == tuple(TRIGGERS) == config.ATTACKS == config.attack_kinds()
+    assert poison.POISON_KINDS == ("clean", "relabel", *TRIGGERS)
+    for name, spec in TRIGGERS.items():
+        assert spec.name == name
+        # every registered option is an argument of the builder, defaults build a trigger
+        trig = spec.builder(32, 0, **{o.name: o.default for o in spec.options if not o.derived})
+        assert trig.kind == name
 
 
 def test_wanet_field_fixed_per_trigger_and_seeded():

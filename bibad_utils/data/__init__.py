@@ -193,6 +193,109 @@ def load_dataset(name: str, split: str = "train", root=None, image_size: int | N
     return loader(**kwargs)
 
 
+# Arguments the study passes itself: a profile's dataset.options may not set them.
+_PASSED_BY_THE_STUDY = ("n_per_class", "image_size", "seed", "split", "root", "download")
+
+
+def _option_schema(name: str) -> dict:
+    """name -> {option: default} of the builder of dataset ``name`` (from its signature)."""
+    import inspect
+
+    from bibad_utils.data import real
+
+    builder = {"procedural": make_procedural, "imagenette": real.load_imagenette,
+               "caltech15": real.load_caltech15, "cifar10": real.load_cifar10}[name]
+    return {p.name: p.default for p in inspect.signature(builder).parameters.values()
+            if p.name not in _PASSED_BY_THE_STUDY}
+
+
+def _real_option_checks(image_size):
+    from bibad_utils.data import real
+
+    return {
+        "variant": (lambda v: v in real.IMAGENETTE_URLS, " | ".join(real.IMAGENETTE_URLS)),
+        "resize": (lambda v: v in real.RESIZE_MODES, " | ".join(real.RESIZE_MODES)),
+        "test_fraction": (lambda v: _real(v) and 0 < v < 1, "a fraction in (0, 1)"),
+        "num_workers": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+        "cache_dir": (lambda v: v is None or (isinstance(v, str) and bool(v.strip())), "a folder path or null"),
+    }
+
+
+def _integer(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _real(v) -> bool:
+    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+            and np.isfinite(float(v)))
+
+
+def validate_dataset_options(name: str, options: dict, image_size: int = 32, n_per_class=None,
+                             n_test_per_class=None, prefix: str = "dataset.options.") -> None:
+    """Check a profile's ``dataset.options`` against the builder of dataset ``name``: only the keys of its
+    signature (less what the study passes itself), each of the right type and in range, without
+    building anything. Raises ConfigError naming ``dataset.options.<key>``, the value and what is
+    allowed."""
+    schema = _option_schema(name)
+    for key, value in options.items():
+        if key not in schema:
+            import difflib
+            close = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{prefix}{key}", value, f"an option of the {name} dataset{hint}: one of "
+                                                       f"{sorted(schema)}")
+    if name != "procedural":
+        checks = _real_option_checks(image_size)
+        for key, value in options.items():
+            ok, allowed = checks.get(key, (lambda v: True, ""))
+            if not ok(value):
+                raise ConfigError(f"{prefix}{key}", value, allowed)
+        return
+    from bibad_utils.data import procedural
+
+    values = {**schema, **options}
+    for key, value in options.items():
+        default = schema[key]
+        if isinstance(default, bool) or isinstance(default, str):
+            ok = isinstance(value, type(default))
+            what = "a string" if isinstance(default, str) else "true or false"
+        elif isinstance(default, int):
+            ok, what = _integer(value), "an integer"
+        else:
+            ok, what = _real(value), "a number"
+        if not ok:
+            raise ConfigError(f"{prefix}{key}", value, what)
+    for n in (n_per_class, n_test_per_class):
+        try:
+            procedural._validate(n if _integer(n) else 1, image_size if _integer(image_size) else 32, "train",
+                                 **{k: values[k] for k in schema})
+        except ConfigError as err:
+            if err.param in options:
+                raise ConfigError(f"{prefix}{err.param}", err.value, err.allowed) from None
+            raise
+        if _integer(n) and values["duplicate_fraction"] > 0:
+            groups = int(values["duplicate_fraction"] * 10 * n) // values["duplicate_copies"]
+            per_class = -(-groups // 10)
+            if per_class * values["duplicate_copies"] > n:
+                raise ConfigError(f"{prefix}duplicate_fraction", values["duplicate_fraction"],
+                                  f"a fraction small enough that {values['duplicate_copies']}-image groups "
+                                  f"fit in {n} images per class")
+
+
+def dataset_fingerprint(name: str, root=None, **options) -> dict | None:
+    """Fingerprint of the files a real dataset is read from (both splits; see
+    :func:`bibad_utils.data.real.files_fingerprint`), or None when they are not there (yet)."""
+    from bibad_utils.data import real
+
+    if name == "procedural":
+        return None
+    root = default_data_root() if root is None else Path(root)
+    found = real.source_files(name, root, **options)
+    if found is None or not found[1]:
+        return None
+    return real.files_fingerprint(found[1], found[0])
+
+
 def dataset_from_config(cfg: dict, split: str = "train", seed: int = 0) -> ImageSet:
     """The dataset described by a profile's ``dataset`` section (keys name, root, image_size,
     n_per_class, n_test_per_class, options, and optionally download) for ``split``. The per-class
@@ -203,6 +306,7 @@ def dataset_from_config(cfg: dict, split: str = "train", seed: int = 0) -> Image
     sizes = {"n_per_class": cfg.pop("n_per_class", None), "n_test_per_class": cfg.pop("n_test_per_class", None)}
     root, image_size = cfg.pop("root", None), cfg.pop("image_size", None)
     download = bool(cfg.pop("download", False))
+    expected = cfg.pop("fingerprint", None)
     if cfg:
         raise ConfigError("dataset", sorted(cfg), "keys among name, root, image_size, n_per_class, "
                                                   "n_test_per_class, options, download")
@@ -214,11 +318,20 @@ def dataset_from_config(cfg: dict, split: str = "train", seed: int = 0) -> Image
         for key, value in sizes.items():
             if value is not None:
                 raise ConfigError(f"dataset.{key}", value, f"null for the real dataset {name!r}")
-    return load_dataset(name, split=split, root=root, image_size=image_size, seed=seed, download=download,
+    if expected is not None:
+        now = dataset_fingerprint(name, root, **options)
+        if now != expected:
+            raise ConfigError("dataset.fingerprint", expected,
+                              f"the files of {name} as they were when the profile was validated; they "
+                              f"have changed since (now {now}): load the profile again")
+    data = load_dataset(name, split=split, root=root, image_size=image_size, seed=seed, download=download,
                         **options)
+    if expected is not None:
+        data.meta["fingerprint"] = expected
+    return data
 
 
 __all__ = [
-    "DATASET_NAMES", "ImageSet", "PROCEDURAL_CLASSES", "PROMPT_TEMPLATE", "dataset_from_config",
-    "default_data_root", "load_dataset", "make_procedural", "to_float", "to_uint8",
+    "DATASET_NAMES", "ImageSet", "PROCEDURAL_CLASSES", "PROMPT_TEMPLATE", "dataset_fingerprint",
+    "dataset_from_config", "default_data_root", "validate_dataset_options", "load_dataset", "make_procedural", "to_float", "to_uint8",
 ]

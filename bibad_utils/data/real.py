@@ -3,14 +3,13 @@
 Each loader reads the standard on-disk layout, resizes every image to ``image_size`` x ``image_size``
 (``resize="center_crop"``: shorter side to S with an anti-aliased bicubic filter, then the central square;
 ``"stretch"``: both sides to S) and caches the result as uint8 ``.npy`` files under ``cache_dir``
-(default ``<root>/.bibad_cache``). A cache file is named by a fingerprint of the file list, the file
-sizes and the resize settings, written atomically, and memory-mapped read-only when reused.
+(default ``<root>/.bibad_cache``). A cache file is named by a fingerprint of the files read (their list,
+sizes, modification times and, where they are small enough, their bytes) and the resize settings, written atomically, and memory-mapped read-only when reused.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bibad_utils.config import ConfigError
+from bibad_utils.store import check_file_structure, save_array, save_json
 
 IMAGENETTE_WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042",
                     "n03425413", "n03445777", "n03888257")
@@ -94,6 +94,70 @@ def _fingerprint(parts) -> str:
     return h.hexdigest()[:16]
 
 
+# Files up to this many bytes in all have their bytes hashed into a fingerprint; larger sets are
+# fingerprinted by their listing alone (relative path, size, modification time in ns).
+HASH_BYTES_LIMIT = 64 * 2 ** 20
+
+
+def files_fingerprint(files, base, hash_limit: int | None = None) -> dict:
+    """What the content of ``files`` is, for cache and artifact keys: ``{"files", "bytes",
+    "listing_sha256", "content_sha256"}``. The listing hash covers each file's path relative to
+    ``base``, size and mtime (so touching or replacing a file changes it); the content hash covers the
+    bytes, and is None when they exceed ``hash_limit`` (default :data:`HASH_BYTES_LIMIT`) in all."""
+    hash_limit = HASH_BYTES_LIMIT if hash_limit is None else hash_limit
+    base = Path(base)
+    rows = []
+    for f in files:
+        f = Path(f)
+        st = f.stat()
+        rel = f.relative_to(base).as_posix() if f.is_relative_to(base) else f.as_posix()
+        rows.append((rel, st.st_size, st.st_mtime_ns, f))
+    rows.sort(key=lambda r: r[0])
+    listing = hashlib.sha256()
+    for rel, size, mtime, _ in rows:
+        listing.update(f"{rel}\0{size}\0{mtime}\n".encode())
+    total = sum(r[1] for r in rows)
+    content = None
+    if total <= hash_limit:
+        h = hashlib.sha256()
+        for rel, _, _, f in rows:
+            h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+        content = h.hexdigest()
+    return {"files": len(rows), "bytes": int(total), "listing_sha256": listing.hexdigest(),
+            "content_sha256": content}
+
+
+def source_files(name: str, root, variant: str = "full", **_ignored) -> tuple[Path, list[Path]] | None:
+    """(base folder, every file the loader of ``name`` may read, both splits), or None when the dataset
+    is not under ``root``."""
+    root = Path(root)
+    if name == "imagenette":
+        folder = find_imagenette(root, variant)
+        if folder is None:
+            return None
+        files = [f for sub in ("train", "val") for wnid in IMAGENETTE_WNIDS
+                 if (folder / sub / wnid).is_dir() for f in _image_files(folder / sub / wnid)]
+        return folder, files
+    if name == "caltech15":
+        folder = find_caltech256(root)
+        if folder is None:
+            return None
+        files = []
+        for sub in CALTECH15_FOLDERS:
+            suffix = sub.split(".", 1)[1]
+            dirs = [folder / sub] if (folder / sub).is_dir() else [
+                p for p in folder.iterdir() if p.is_dir() and p.name.split(".", 1)[-1] == suffix]
+            for d in dirs:
+                files += _image_files(d)
+        return folder, files
+    if name == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        if not folder.is_dir():
+            return None
+        return folder, sorted(p for p in folder.iterdir() if p.is_file())
+    raise ConfigError("dataset.name", name, "imagenette | caltech15 | cifar10")
+
+
 def _cache_paths(cache_dir: Path, stem: str):
     return cache_dir / f"{stem}.images.npy", cache_dir / f"{stem}.labels.npy", cache_dir / f"{stem}.json"
 
@@ -109,12 +173,18 @@ def _cached_arrays(cache_dir: Path, stem: str, n: int, image_size: int, fill, in
             labels = fill(out)
             out.flush()
             del out
-            np.save(lab_path, np.asarray(labels, dtype=np.int64), allow_pickle=False)
-            info_path.write_text(json.dumps(info, indent=1))
+            # every file appears whole or not at all; the images last, since they mark the cache complete
+            save_array(lab_path, np.asarray(labels, dtype=np.int64))
+            save_json(info_path, info)
             os.replace(tmp, img_path)
         finally:
             if tmp.exists():
                 tmp.unlink()
+    for path in (img_path, lab_path):
+        problem = check_file_structure(path)
+        if problem is not None:
+            raise ConfigError("cache", str(path), f"a whole cache file ({problem}); delete the files "
+                                                  f"{cache_dir / stem}.* and load again to rebuild them")
     images = np.load(img_path, mmap_mode="r")
     labels = np.load(lab_path, allow_pickle=False)
     if images.shape != (n, image_size, image_size, 3) or labels.shape != (n,):
@@ -126,10 +196,11 @@ def _folder_dataset(name, split, files, labels, class_names, image_size, resize,
                     meta):
     from bibad_utils.data import ImageSet
 
-    sizes = [os.path.getsize(f) for f in files]
     root = Path(meta["source"])
     rel = [str(Path(f).relative_to(root)) if Path(f).is_relative_to(root) else str(f) for f in files]
-    key = _fingerprint([_CACHE_VERSION, name, split, image_size, resize, *rel, *sizes, *labels])
+    content = files_fingerprint(files, root)
+    key = _fingerprint([_CACHE_VERSION, name, split, image_size, resize, *rel, *labels,
+                        content["listing_sha256"], content["content_sha256"]])
     stem = f"{name}-{split}-{image_size}px-{resize}-{key}"
     info = {"name": name, "split": split, "image_size": image_size, "resize": resize, "files": rel,
             "class_names": list(class_names)}
@@ -148,7 +219,7 @@ def _folder_dataset(name, split, files, labels, class_names, image_size, resize,
 
     images, cached_labels = _cached_arrays(Path(cache_dir), stem, len(files), image_size, fill, info)
     meta = {**meta, "split": split, "image_size": image_size, "resize": resize, "n_files": len(files),
-            "cache": str(_cache_paths(Path(cache_dir), stem)[0])}
+            "cache": str(_cache_paths(Path(cache_dir), stem)[0]), "files_fingerprint": content}
     return ImageSet(images, cached_labels, list(class_names), name, meta)
 
 
@@ -291,8 +362,9 @@ def load_cifar10(split: str = "train", root="data", image_size: int = 32, downlo
         from torchvision.datasets import CIFAR10
 
         CIFAR10(str(root), train=split == "train", download=True)
-    sizes = [os.path.getsize(folder / f) for f in CIFAR10_FILES[split]]
-    key = _fingerprint([_CACHE_VERSION, "cifar10", split, image_size, resize, *sizes])
+    content = files_fingerprint([folder / f for f in CIFAR10_FILES[split]], folder)
+    key = _fingerprint([_CACHE_VERSION, "cifar10", split, image_size, resize, content["listing_sha256"],
+                        content["content_sha256"]])
     stem = f"cifar10-{split}-{image_size}px-{resize}-{key}"
     cache_dir = Path(root) / ".bibad_cache" if cache_dir is None else Path(cache_dir)
     n = 50000 if split == "train" else 10000
@@ -313,5 +385,5 @@ def load_cifar10(split: str = "train", root="data", image_size: int = 32, downlo
     info = {"name": "cifar10", "split": split, "image_size": image_size, "class_names": list(CIFAR10_CLASSES)}
     images, labels = _cached_arrays(cache_dir, stem, n, int(image_size), fill, info)
     meta = {"source": str(folder), "target": CIFAR10_TARGET, "split": split, "image_size": int(image_size),
-            "cache": str(_cache_paths(cache_dir, stem)[0])}
+            "cache": str(_cache_paths(cache_dir, stem)[0]), "files_fingerprint": content}
     return ImageSet(images, labels, list(CIFAR10_CLASSES), "cifar10", meta)
