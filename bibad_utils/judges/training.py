@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from bibad_utils.config import ConfigError
 from bibad_utils.judges.augment import augment_batch, check_photometric
-from bibad_utils.judges.images import ImageSource, as_images, nontarget
+from bibad_utils.judges.images import as_images, nontarget
 from bibad_utils.judges.models import Classifier, build_classifier
 
 OPTIMIZERS = ("adamw", "sgd")
