@@ -139,3 +139,10 @@ def test_the_science_never_imports_analyses_figures_or_publishing(science):
     above = tuple(f"bibad_utils.{m}" for m in ABOVE_SCIENCE)
     bad = sorted((m, t) for m in own for t in graph[m] if any(t == a or t.startswith(a + ".") for a in above))
     assert not bad, f"{science} imports above its layer: {bad}"
+
+
+def test_plots_import_nothing_of_the_package_but_config():
+    graph = _graph()
+    own = [m for m in graph if m == "bibad_utils.plots" or m.startswith("bibad_utils.plots.")]
+    outside = sorted({t for m in own for t in graph[m]} - set(own) - {"bibad_utils.config"})
+    assert not outside, f"plots import {outside}: figures take computed data as arguments"
