@@ -25,7 +25,7 @@ from bibad_utils.plots.style import DPI, G_COLORS, PALETTE, REF_COLOR, require_c
 def draw_interval_bars(ax, df: pd.DataFrame, x: str, y: str, lo: str | None = None, hi: str | None = None,
                        hue: str | None = None, ref=None, ref_label: str | None = None, *, paper: str | None = None,
                        paper_label: str = "paper", categories=None, hue_label: str = "{}",
-                       ref_linewidth: float = 2.0, capsize: float = 2.5) -> list:
+                       ref_linewidth: float = 2.0, capsize: float = 2.5, paper_markersize: float = 6) -> list:
     """Draw bars of ``df[y]`` per category ``df[x]`` into ``ax``, grouped by ``df[hue]`` (one colour each,
     legend label ``hue_label.format(value)``), with error bars from the absolute bounds ``df[lo]`` /
     ``df[hi]``; x ticks name the categories. Returns the categories in drawing order.
@@ -61,7 +61,7 @@ def draw_interval_bars(ax, df: pd.DataFrame, x: str, y: str, lo: str | None = No
         if paper is not None:
             pv = rows[paper].to_numpy(dtype=float)
             show = np.isfinite(pv).any()
-            ax.plot(pos, pv, "D", mfc="none", mec=REF_COLOR, ms=6, linestyle="none",
+            ax.plot(pos, pv, "D", mfc="none", mec=REF_COLOR, ms=paper_markersize, linestyle="none",
                     label=paper_label if show and not paper_drawn else None)
             paper_drawn = paper_drawn or show
     if ref is not None and not isinstance(ref, str):
