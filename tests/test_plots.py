@@ -178,3 +178,19 @@ def test_set_style_uses_palette():
     plots.set_style()
     cycle = [c["color"] for c in mpl.rcParams["axes.prop_cycle"]]
     assert cycle[: len(plots.PALETTE)] == plots.PALETTE
+
+
+def test_grid_layout_places_cells_in_reading_order_after_the_row_labels():
+    grid = plots.GridLayout(n=5, ncol=2, cell_h_px=50, cell_w_px=100, has_titles=True, has_title=True, left=0.5)
+    assert (grid.ncol, grid.nrows) == (2, 3)
+    assert grid.width == pytest.approx(0.5 + 2 * (1.0 + grid.gap) + grid.gap)
+    rects = [grid.rect(k, grid.width, grid.height) for k in range(5)]
+    assert rects[3] == grid.rect_at(1, 1, grid.width, grid.height)
+    assert rects[0][0] == pytest.approx((0.5 + grid.gap) / grid.width)  # after the row labels
+    assert rects[0][1] > rects[2][1] > rects[4][1]                      # rows go down
+    assert rects[0][1] == rects[1][1] and rects[1][0] > rects[0][0]      # columns go right
+    fig = Figure()
+    ax = fig.add_axes(rects[0])
+    plots.show_image(ax, images(1)[0], scale=2, border_color="red", border_width=2.0)
+    assert ax.images[0].get_array().shape[:2] == (32, 32)
+    assert ax.spines["left"].get_visible() and ax.spines["left"].get_linewidth() == 2.0
