@@ -19,9 +19,10 @@ import yaml
 from PIL import Image
 
 from bibad_utils.config import REPO_ROOT, ConfigError
-from bibad_utils.pagecheck import (KNOWN_CONSOLE_NOISE, check_pages, find_chromium, find_pages, format_report,
-                                   image_problems, link_problems, math_problems, page_requests, redirect_target,
-                                   remote_resources, screenshot_problems, traceback_problems, widget_problems)
+from bibad_utils.publish.pagecheck import (KNOWN_CONSOLE_NOISE, check_pages, find_chromium, find_pages,
+                                           format_report, image_problems, link_problems, math_problems,
+                                           page_requests, redirect_target, remote_resources, screenshot_problems,
+                                           traceback_problems, widget_problems)
 from bibad_utils.pipeline import find_stages, toc_files
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
@@ -242,7 +243,7 @@ def test_the_page_check_catches_a_broken_book(smoke_book, chromium, tmp_path):
 @pytest.mark.slow
 def test_command_line(smoke_book, chromium, tmp_path):
     report = tmp_path / "report.json"
-    result = subprocess.run([sys.executable, "-m", "bibad_utils.pagecheck", str(smoke_book), "--page",
+    result = subprocess.run([sys.executable, "-m", "bibad_utils.publish.pagecheck", str(smoke_book), "--page",
                              "book/reproduce.html", "--screenshots", str(tmp_path / "shots"), "--json", str(report)],
                             cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -250,6 +251,6 @@ def test_command_line(smoke_book, chromium, tmp_path):
     saved = json.loads(report.read_text())
     assert [r["page"] for r in saved] == ["book/reproduce.html"] and saved[0]["problems"] == []
     assert (tmp_path / "shots" / "book" / "reproduce.png").is_file()
-    bad = subprocess.run([sys.executable, "-m", "bibad_utils.pagecheck", str(tmp_path / "nowhere")],
+    bad = subprocess.run([sys.executable, "-m", "bibad_utils.publish.pagecheck", str(tmp_path / "nowhere")],
                          cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "html_dir" in bad.stderr

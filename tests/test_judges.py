@@ -151,23 +151,23 @@ def test_training_leaves_global_rng_alone():
 def test_augmentation_translates_and_keeps_corner_patch():
     gen = torch.Generator().manual_seed(0)
     x = CornerPatch().apply(torch.full((64, 3, 32, 32), -1.0))
-    out = judges._augment(x, gen, crop_pad=32 // 32, hflip=False)
+    out = judges.augment_batch(x, gen, crop_pad=32 // 32, hflip=False)
     assert out.shape == x.shape
     # A shift by at most 1 px of a 3 px patch leaves a 2x2 white block in the bottom-right corner.
     assert (out[..., -2:, -2:] == 1).all()
-    shifted = judges._augment(x, torch.Generator().manual_seed(0), crop_pad=1, hflip=True)
+    shifted = judges.augment_batch(x, torch.Generator().manual_seed(0), crop_pad=1, hflip=True)
     flipped = (shifted[..., -2:, :2] == 1).flatten(1).all(1)
     assert 0 < flipped.sum() < 64  # a flip moves the patch to the bottom-left corner: off by default.
 
 
 def test_photometric_augmentation_is_seeded_bounded_and_off_by_default():
     x = CornerPatch().apply(torch.zeros(16, 3, 32, 32))
-    plain = judges._augment(x, torch.Generator().manual_seed(0), crop_pad=0, hflip=False,
+    plain = judges.augment_batch(x, torch.Generator().manual_seed(0), crop_pad=0, hflip=False,
                             photometric={"color_jitter": 0.0, "blur": 0.0, "noise": 0.0})
     assert torch.equal(plain, x)
     strong = {"color_jitter": 0.4, "blur": 1.0, "noise": 0.25}
-    a = judges._augment(x, torch.Generator().manual_seed(0), 0, False, strong)
-    b = judges._augment(x, torch.Generator().manual_seed(0), 0, False, strong)
+    a = judges.augment_batch(x, torch.Generator().manual_seed(0), 0, False, strong)
+    b = judges.augment_batch(x, torch.Generator().manual_seed(0), 0, False, strong)
     assert torch.equal(a, b) and a.min() >= -1 and a.max() <= 1
     changed = (a - x).abs().flatten(1).amax(1)
     assert (changed > 0).all()  # every image is corrupted, each by its own draw

@@ -102,6 +102,30 @@ def test_bar_with_ci_bars_errorbars_and_reference():
         plots.bar_with_ci(df, "p", "rate", lo="lo")
 
 
+def test_interval_bars_engine_keeps_category_order_gaps_and_paper_markers():
+    df = pd.DataFrame({"cell": ["b", "a", "a"], "set": ["train", "train", "gen"], "auroc": [0.9, 0.6, 0.7],
+                       "lo": [0.8, 0.5, 0.6], "hi": [0.95, 0.7, 0.8], "paper": [0.99, np.nan, np.nan]})
+    fig = Figure()
+    ax = fig.add_subplot()
+    cats = plots.draw_interval_bars(ax, df, "cell", "auroc", "lo", "hi", hue="set", paper="paper",
+                                    categories=["a", "b", "c"], hue_label="set {}")
+    render(fig)
+    assert cats == ["a", "b", "c"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    # two hues x three categories; the categories without a row are NaN bars (gaps)
+    assert len(ax.patches) == 6
+    heights = [p.get_height() for p in ax.patches]
+    assert sorted(h for h in heights if np.isfinite(h)) == [0.6, 0.7, 0.9]
+    # the paper's value: one open diamond at category "b" of the first hue, labelled once
+    diamonds = [line for line in ax.lines if line.get_marker() == "D"]
+    xs = np.concatenate([line.get_xdata()[np.isfinite(line.get_ydata())] for line in diamonds])
+    assert xs.tolist() == [pytest.approx(1 - 0.4 + 0.2)]
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels.count("paper") == 1 and "set train" in labels and "set gen" in labels
+    with pytest.raises(ConfigError, match="paper"):
+        plots.draw_interval_bars(ax, df, "cell", "auroc", paper="missing")
+
+
 def test_loss_curves_raw_and_smoothed():
     curves = {"clean": [(s, 1.0 / (1 + s)) for s in range(0, 50, 5)], "poisoned": [(0, 1.0)], "empty": []}
     fig = render(plots.loss_curves(curves, smoothing=0.5))
@@ -154,3 +178,19 @@ def test_set_style_uses_palette():
     plots.set_style()
     cycle = [c["color"] for c in mpl.rcParams["axes.prop_cycle"]]
     assert cycle[: len(plots.PALETTE)] == plots.PALETTE
+
+
+def test_grid_layout_places_cells_in_reading_order_after_the_row_labels():
+    grid = plots.GridLayout(n=5, ncol=2, cell_h_px=50, cell_w_px=100, has_titles=True, has_title=True, left=0.5)
+    assert (grid.ncol, grid.nrows) == (2, 3)
+    assert grid.width == pytest.approx(0.5 + 2 * (1.0 + grid.gap) + grid.gap)
+    rects = [grid.rect(k, grid.width, grid.height) for k in range(5)]
+    assert rects[3] == grid.rect_at(1, 1, grid.width, grid.height)
+    assert rects[0][0] == pytest.approx((0.5 + grid.gap) / grid.width)  # after the row labels
+    assert rects[0][1] > rects[2][1] > rects[4][1]                      # rows go down
+    assert rects[0][1] == rects[1][1] and rects[1][0] > rects[0][0]      # columns go right
+    fig = Figure()
+    ax = fig.add_axes(rects[0])
+    plots.show_image(ax, images(1)[0], scale=2, border_color="red", border_width=2.0)
+    assert ax.images[0].get_array().shape[:2] == (32, 32)
+    assert ax.spines["left"].get_visible() and ax.spines["left"].get_linewidth() == 2.0

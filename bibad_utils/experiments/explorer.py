@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from bibad_utils import metrics
 from bibad_utils.config import ConfigError
-from bibad_utils.plots import G_COLORS
+from bibad_utils.plots import G_COLORS, show_image
 from bibad_utils.stages import Cell
 
 FRAME_TRIGGER = G_COLORS["G1"]    # the detector fires
@@ -125,16 +125,8 @@ def draw_panel(container, images, frames=None, labels=None, title: str | None = 
         if k >= n:
             ax.set_axis_off()
             continue
-        ax.imshow(images[k], interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
         color = None if frames is None else frames[k]
-        for spine in ax.spines.values():
-            spine.set_visible(color is not None)
-            if color is not None:
-                spine.set_color(color)
-                spine.set_linewidth(3.0 if color == FRAME_TRIGGER else 1.5)
+        show_image(ax, images[k], 1, color, 3.0 if color == FRAME_TRIGGER else 1.5)
         if labels is not None:
             ax.set_xlabel(str(labels[k]), fontsize=LABEL_FONTSIZE, labelpad=1.5)
 
@@ -253,6 +245,8 @@ def explorer_widget(choices: dict, render: Callable[[str, float, float], Figure]
     ``render(trigger, p, w)``, redrawn on every change. ``choices`` as from :func:`explorer_choices`.
     Returns an ``ipywidgets.VBox`` whose ``controls`` attribute maps "trigger", "p", "w" to the widgets
     and whose ``view`` is the ``ipywidgets.HTML`` showing the figure (:func:`figure_html`)."""
+    # Imported here: ipywidgets adds about 0.2 s (python -X importtime) to every importer of this module
+    # (the summary's teaser, the static views) while only the interactive widget needs it.
     import ipywidgets as widgets
 
     for key in ("trigger", "p", "w"):

@@ -1,0 +1,42 @@
+"""What the three training-side stages share: the paper's ImageNette reference of r_train, the trigger
+kinds, the detector's frame colour, and two argument helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bibad_utils.config import ConfigError
+from bibad_utils.triggers import TRIGGER_KINDS
+
+# The paper's trigger ratio among training images of the target prompt, ImageNette (SD, target
+# "garbage truck"), p -> r_train (fractions). Source: the paper's Insight-1 figure (trigger
+# amplification, training-set bars), as listed in PAPER.md under "Metrics".
+PAPER_R_TRAIN_IMAGENETTE = {0.01: 0.089, 0.02: 0.164, 0.05: 0.330, 0.10: 0.496}
+# ImageNette (imagenette2) official train split: 9,469 images, 961 of them garbage trucks (the target).
+IMAGENETTE_TRAIN_N = 9469
+IMAGENETTE_TARGET_N = 961
+# Frame of a generated image on which the trigger detector fires (Okabe-Ito vermillion).
+TRIGGER_COLOR = "#D55E00"
+
+
+def cells_of(study, cells):
+    """``cells``, or every cell of ``study`` when None, as a list."""
+    return list(study.cells() if cells is None else cells)
+
+
+def check_count(name, value, low=1):
+    """Raise a ConfigError unless ``value`` is an integer >= ``low``."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+        raise ConfigError(name, value, f"an integer >= {low}")
+
+
+
+def showcase_cell(study):
+    """The cell the guidance sweep shows: BadNets-1 at the largest p (the first attack if the grid has no
+    BadNets-1)."""
+    attack = "badnets1" if "badnets1" in study.cfg["attacks"] else study.cfg["attacks"][0]
+    return [c for c in study.grid_cells() if c.kind == attack][-1]
+
+
+__all__ = ["IMAGENETTE_TARGET_N", "IMAGENETTE_TRAIN_N", "PAPER_R_TRAIN_IMAGENETTE", "TRIGGER_COLOR", "TRIGGER_KINDS",
+           "cells_of", "check_count", "showcase_cell"]

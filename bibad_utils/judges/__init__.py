@@ -1,0 +1,39 @@
+"""Judges of generated images: a clean classifier and a binary trigger detector, trained on REAL data.
+
+The clean classifier decides whether a generation shows the prompt's class (``M`` in G1-G4); the
+trigger detector decides whether it carries the trigger (``T``). The same training code also serves
+the castle-walls defense "train on generations" (uint8 generations + their prompt labels) and the
+ResNet-18 baseline trained on poisoned data.
+
+Every model here is a :class:`Classifier`: it takes float32 images in [-1, 1], NCHW, resizes them to
+its ``input_size`` when they differ, normalises them with the ImageNet mean and standard deviation,
+and returns logits ``[N, num_classes]``. A trigger detector is a two-class classifier whose class 1
+means "trigger present".
+
+Augmentation is a random translation (crop of a replicate-padded image) by at most
+``image_size // 32`` pixels, and no horizontal flip by default: a flip would move a bottom-right
+BadNets patch into the bottom-left corner, so the detector would learn a trigger that is not the
+one of the attack, and a shift larger than the patch (side ``image_size // 10``) would cut it off.
+
+Modules: ``models`` (networks, save / load), ``images`` (input access), ``augment`` (translation and
+photometric augmentation), ``training``, ``inference`` (predict, features, held-out error rates),
+``profile`` (the profile's ``judges`` section).
+"""
+
+from bibad_utils.judges.augment import PHOTOMETRIC_KEYS, augment_batch, check_photometric
+from bibad_utils.judges.images import ImageSource, as_images, nontarget
+from bibad_utils.judges.inference import evaluate_judge, features, predict
+from bibad_utils.judges.models import (ARCHS, CONFIG_FILE, KINDS, WEIGHTS_FILE, Classifier, build_classifier,
+                                       load_classifier, save_classifier)
+from bibad_utils.judges.profile import JUDGE_KEYS, validate_judges
+from bibad_utils.judges.training import OPTIMIZERS, check_hparams, train_classifier, train_trigger_detector
+
+# Former private name still imported by experiments.castle_walls; to be removed once it uses the public one.
+_check_photometric = check_photometric
+
+__all__ = [
+    "ARCHS", "CONFIG_FILE", "JUDGE_KEYS", "KINDS", "OPTIMIZERS", "PHOTOMETRIC_KEYS", "WEIGHTS_FILE", "Classifier",
+    "ImageSource", "as_images", "augment_batch", "build_classifier", "check_hparams", "check_photometric",
+    "evaluate_judge", "features", "load_classifier", "nontarget", "predict", "save_classifier",
+    "train_classifier", "train_trigger_detector", "validate_judges",
+]

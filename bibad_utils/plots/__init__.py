@@ -1,0 +1,30 @@
+"""Figures of the study, drawn from data computed elsewhere.
+
+Every function takes arrays or DataFrames and returns a :class:`matplotlib.figure.Figure`; none computes
+a metric or contains a number of the study. Figures are built without ``pyplot``, so a notebook shows a
+returned figure exactly once and nothing accumulates in pyplot's figure registry; ``fig.savefig`` works
+as usual. Colours come from the Okabe-Ito palette (distinguishable with the common colour-vision
+deficiencies); :func:`set_style` applies the same look to a notebook's own plots.
+
+``style``: palette, rc settings, :func:`style` context, message figures. ``grids``: the image-grid
+engine (:class:`GridLayout`, :func:`show_image`, :func:`draw_grid`) and every figure of images.
+``charts``: the bar-with-interval engine (:func:`draw_interval_bars`) and every other chart.
+"""
+
+from bibad_utils.plots.charts import (bar_with_ci, draw_interval_bars, g_stack, heatmap, loss_curves, paper_vs_ours,
+                                      ratio_curves, similarity_hist, threshold_sweep)
+from bibad_utils.plots.grids import (GridLayout, cell_pixels, check_uint8_images, class_grid, draw_grid, image_grid,
+                                     pairs_figure, show_image, side_by_side_grids, trigger_patterns, zoomed_rows)
+from bibad_utils.plots.style import (DPI, G_COLORS, PALETTE, REF_COLOR, message_figure, require_columns, set_style,
+                                     style)
+
+# Former private name still imported by experiments.castle_walls; to be removed once it uses plots.style.
+_style = style
+
+__all__ = [
+    "DPI", "G_COLORS", "PALETTE", "REF_COLOR", "GridLayout", "bar_with_ci", "cell_pixels", "check_uint8_images",
+    "class_grid", "draw_grid", "draw_interval_bars", "g_stack", "heatmap", "image_grid", "loss_curves",
+    "message_figure", "pairs_figure", "paper_vs_ours", "ratio_curves", "require_columns", "set_style",
+    "show_image", "side_by_side_grids", "similarity_hist", "style", "threshold_sweep", "trigger_patterns",
+    "zoomed_rows",
+]

@@ -1,0 +1,359 @@
+"""Charts of the study: the one bar-with-interval chart, loss and ratio curves, G1-G4 stacks, paper vs
+ours, histograms, heatmaps. Each takes arrays or DataFrames and returns a Figure; none computes a metric.
+
+:func:`draw_interval_bars` is the axes-level engine of every bar chart with intervals (bars per category,
+grouped by hue, error bars from absolute bounds, an optional reference tick or line and the paper's value
+as open diamonds); :func:`bar_with_ci` is its one-panel figure.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import PercentFormatter
+
+from bibad_utils.config import ConfigError
+from bibad_utils.plots.style import DPI, G_COLORS, PALETTE, REF_COLOR, require_columns, style
+
+
+def draw_interval_bars(ax, df: pd.DataFrame, x: str, y: str, lo: str | None = None, hi: str | None = None,
+                       hue: str | None = None, ref=None, ref_label: str | None = None, *, paper: str | None = None,
+                       paper_label: str = "paper", categories=None, hue_label: str = "{}",
+                       ref_linewidth: float = 2.0, capsize: float = 2.5, paper_markersize: float = 6) -> list:
+    """Draw bars of ``df[y]`` per category ``df[x]`` into ``ax``, grouped by ``df[hue]`` (one colour each,
+    legend label ``hue_label.format(value)``), with error bars from the absolute bounds ``df[lo]`` /
+    ``df[hi]``; x ticks name the categories. Returns the categories in drawing order.
+
+    ref: a column (a reference value per bar, drawn as a black tick across it, e.g. r_train) or a number
+    (a dashed horizontal line); ref_label names it (default: the column name or "reference").
+    paper: a column of the paper's values, drawn as open diamonds over the bars (``paper_label``).
+    categories: the categories and their order (None: ``df[x]`` in order of appearance); a category
+    without a row leaves a gap.
+    """
+    require_columns(df, [x, y, lo, hi, hue, paper] + ([ref] if isinstance(ref, str) else []))
+    if (lo is None) != (hi is None):
+        raise ConfigError("lo, hi", (lo, hi), "both interval columns or neither")
+    cats = list(pd.unique(df[x])) if categories is None else list(categories)
+    hues = list(pd.unique(df[hue])) if hue else [None]
+    width = 0.8 / len(hues)
+    paper_drawn = False
+    for h_i, h in enumerate(hues):
+        rows = df if h is None else df[df[hue] == h]
+        if categories is not None:
+            rows = rows.set_index(x).reindex(cats).reset_index()
+        pos = np.array([cats.index(v) for v in rows[x]]) - 0.4 + width * (h_i + 0.5)
+        vals = rows[y].to_numpy(dtype=float)
+        color = PALETTE[h_i % len(PALETTE)]
+        ax.bar(pos, vals, width=width * 0.92, color=color, label=None if h is None else hue_label.format(h))
+        if lo is not None:
+            err = np.vstack([vals - rows[lo].to_numpy(dtype=float), rows[hi].to_numpy(dtype=float) - vals])
+            ax.errorbar(pos, vals, yerr=np.nan_to_num(np.clip(err, 0, None)), fmt="none", ecolor="#333333",
+                        elinewidth=1.0, capsize=capsize)
+        if isinstance(ref, str):
+            ax.hlines(rows[ref].to_numpy(dtype=float), pos - width * 0.46, pos + width * 0.46,
+                      colors=REF_COLOR, linewidth=ref_linewidth, label=(ref_label or ref) if h_i == 0 else None)
+        if paper is not None:
+            pv = rows[paper].to_numpy(dtype=float)
+            show = np.isfinite(pv).any()
+            ax.plot(pos, pv, "D", mfc="none", mec=REF_COLOR, ms=paper_markersize, linestyle="none",
+                    label=paper_label if show and not paper_drawn else None)
+            paper_drawn = paper_drawn or show
+    if ref is not None and not isinstance(ref, str):
+        ax.axhline(float(ref), color=REF_COLOR, linestyle="--", linewidth=1.2, label=ref_label or "reference")
+    ax.set_xticks(range(len(cats)), [str(c) for c in cats])
+    return cats
+
+
+def bar_with_ci(df: pd.DataFrame, x: str, y: str, lo: str | None = None, hi: str | None = None,
+                hue: str | None = None, ref=None, ref_label: str | None = None, ylabel: str | None = None,
+                title: str | None = None, ylim=None, paper: str | None = None) -> Figure:
+    """Bars of ``df[y]`` per category ``df[x]`` (grouped by ``df[hue]`` if given), with error bars from
+    the interval columns ``lo`` / ``hi`` (absolute bounds, e.g. Wilson 95 % intervals from
+    ``metrics.wilson_interval``), one row of ``df`` per bar, categories in order of appearance.
+
+    ref: a column name (a reference value per bar, drawn as a black tick across it, e.g. r_train) or a
+    number (a horizontal line); ref_label names it in the legend (default: the column name or "reference").
+    paper: a column of the paper's values, drawn as open diamonds (see :func:`draw_interval_bars`).
+    """
+    require_columns(df, [x, y, lo, hi, hue] + ([ref] if isinstance(ref, str) else []))
+    if (lo is None) != (hi is None):
+        raise ConfigError("lo, hi", (lo, hi), "both interval columns or neither")
+    with style():
+        fig = Figure(figsize=(max(4.0, 0.9 * df[x].nunique() * max(1, df[hue].nunique() if hue else 1) ** 0.5
+                                  + 1.5), 3.4), dpi=DPI)
+        ax = fig.add_subplot()
+        draw_interval_bars(ax, df, x, y, lo, hi, hue, ref, ref_label, paper=paper)
+        ax.set_xlabel(x)
+        ax.set_ylabel(ylabel or y)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        if title:
+            ax.set_title(title)
+        if hue or ref is not None or paper is not None:
+            ax.legend(title=hue, fontsize=8, title_fontsize=8, loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def _ema(values: np.ndarray, smoothing: float) -> np.ndarray:
+    """Exponential moving average with bias correction, so the first points are not pulled to 0."""
+    out = np.empty_like(values)
+    acc, weight = 0.0, 0.0
+    for k, v in enumerate(values):
+        acc = smoothing * acc + (1 - smoothing) * v
+        weight = smoothing * weight + (1 - smoothing)
+        out[k] = acc / weight
+    return out
+
+
+def loss_curves(curves: dict, smoothing: float = 0.9, logy: bool = True, title: str | None = None,
+                ylabel: str = "training loss (MSE on noise)") -> Figure:
+    """Training-loss curves, one line per entry of ``curves`` (name -> sequence of (step, loss)).
+
+    The raw losses are drawn faintly; over them a bias-corrected exponential moving average with weight
+    ``smoothing`` in [0, 1) (0: no smoothing). logy: logarithmic loss axis. Empty curves are skipped.
+    """
+    if not isinstance(curves, dict):
+        raise ConfigError("curves", type(curves).__name__, "a dict name -> list of (step, loss)")
+    if not 0.0 <= float(smoothing) < 1.0:
+        raise ConfigError("smoothing", smoothing, "a number in [0, 1)")
+    with style():
+        fig = Figure(figsize=(6.0, 3.4), dpi=DPI)
+        ax = fig.add_subplot()
+        drawn = 0
+        for k, (name, points) in enumerate(curves.items()):
+            arr = np.asarray(list(points), dtype=np.float64).reshape(-1, 2) if len(points) else np.zeros((0, 2))
+            if len(arr) == 0:
+                continue
+            order = np.argsort(arr[:, 0], kind="stable")
+            steps, loss = arr[order, 0], arr[order, 1]
+            color = PALETTE[k % len(PALETTE)]
+            ax.plot(steps, loss, color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(steps, _ema(loss, float(smoothing)), color=color, linewidth=1.6, label=str(name))
+            drawn += 1
+        if logy and drawn:
+            ax.set_yscale("log")
+        if not drawn:
+            ax.text(0.5, 0.5, "no loss values", ha="center", va="center", transform=ax.transAxes, color="#555555")
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        if title:
+            ax.set_title(title)
+        if drawn:
+            ax.legend(fontsize=8, ncol=max(1, math.ceil(drawn / 6)))
+        fig.tight_layout()
+    return fig
+
+
+def g_stack(df: pd.DataFrame, x: str = "label", groups=("G1", "G2", "G3", "G4"), facet: str | None = None,
+            ylabel: str = "fraction of target-prompt generations", title: str | None = None) -> Figure:
+    """Stacked bars of the G1-G4 fractions per row of ``df`` (columns ``groups``, fractions summing to 1;
+    bars labelled by ``df[x]`` in order of appearance), one panel per value of ``df[facet]`` if given.
+    G1 (trigger, wrong content) and G2 (trigger, right content) sit at the bottom in warm colours, so
+    their sum, the fraction of generations with a trigger, reads off directly.
+    """
+    groups = list(groups)
+    require_columns(df, [x, facet] + groups)
+    panels = list(pd.unique(df[facet])) if facet else [None]
+    with style():
+        n_bars = max(len(df[df[facet] == p]) if facet else len(df) for p in panels)
+        fig = Figure(figsize=(max(3.2, 0.55 * n_bars + 1.2) * len(panels) + 1.2, 3.6), dpi=DPI)
+        axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)[0])
+        for ax, p in zip(axes, panels):
+            rows = df if p is None else df[df[facet] == p]
+            bottom = np.zeros(len(rows))
+            for k, g in enumerate(groups):
+                vals = rows[g].to_numpy(dtype=float)
+                ax.bar(np.arange(len(rows)), vals, bottom=bottom, width=0.75,
+                       color=G_COLORS.get(g, PALETTE[k % len(PALETTE)]), label=g)
+                bottom += vals
+            ax.set_xticks(np.arange(len(rows)), [str(v) for v in rows[x]], rotation=45 if len(rows) > 6 else 0,
+                          ha="right" if len(rows) > 6 else "center")
+            ax.set_ylim(0, 1)
+            ax.set_xlabel(x)
+            if p is not None:
+                ax.set_title(f"{facet} = {p}")
+        axes[0].set_ylabel(ylabel)
+        handles = [Patch(color=G_COLORS.get(g, PALETTE[k % len(PALETTE)]), label=g) for k, g in enumerate(groups)]
+        fig.legend(handles=handles[::-1], loc="center right", fontsize=8)
+        if title:
+            fig.suptitle(title, fontsize=10, weight="bold")
+        fig.tight_layout(rect=(0, 0, 1 - 0.9 / fig.get_figwidth(), 1))
+    return fig
+
+
+def paper_vs_ours(df: pd.DataFrame, label: str = "setting", paper: str = "paper", ours: str = "ours",
+                  lo: str | None = None, hi: str | None = None, facet: str | None = "metric",
+                  title: str | None = None) -> Figure:
+    """The paper's number next to ours for each row of ``df``: a dot plot with one line per ``df[label]``,
+    the paper's value as an open diamond and ours as a filled dot with its interval (``lo``/``hi``
+    columns, optional). One panel per value of ``df[facet]`` (e.g. metric), each with its own scale, since
+    ASR in % and AUROC do not share an axis. Missing values (NaN) are simply not drawn.
+    """
+    require_columns(df, [label, paper, ours, lo, hi] + ([facet] if facet and facet in df.columns else []))
+    if (lo is None) != (hi is None):
+        raise ConfigError("lo, hi", (lo, hi), "both interval columns or neither")
+    use_facet = facet is not None and facet in df.columns
+    panels = list(pd.unique(df[facet])) if use_facet else [None]
+    with style():
+        n_rows = max(len(df[df[facet] == p]) if use_facet else len(df) for p in panels)
+        fig = Figure(figsize=(3.6 * len(panels) + 1.8, 0.32 * n_rows + 1.3), dpi=DPI)
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, p in zip(axes, panels):
+            rows = df if p is None else df[df[facet] == p]
+            ypos = np.arange(len(rows))[::-1]
+            ours_v = rows[ours].to_numpy(dtype=float)
+            if lo is not None:
+                ax.hlines(ypos, rows[lo].to_numpy(dtype=float), rows[hi].to_numpy(dtype=float),
+                          color=PALETTE[0], linewidth=1.5)
+            ax.plot(rows[paper].to_numpy(dtype=float), ypos, "D", mfc="none", mec=PALETTE[1], mew=1.5, ms=6,
+                    linestyle="none")
+            ax.plot(ours_v, ypos, "o", color=PALETTE[0], ms=5, linestyle="none")
+            ax.set_yticks(ypos, [str(v) for v in rows[label]])
+            ax.set_ylim(-0.7, len(rows) - 0.3)
+            if p is not None:
+                ax.set_title(str(p))
+        handles = [Line2D([], [], marker="D", mfc="none", mec=PALETTE[1], mew=1.5, linestyle="none", label=paper),
+                   Line2D([], [], marker="o", color=PALETTE[0], linestyle="-" if lo else "none", label=ours)]
+        fig.legend(handles=handles, loc="upper right", fontsize=8)
+        if title:
+            fig.suptitle(title, fontsize=10, weight="bold")
+        fig.tight_layout(rect=(0, 0, 1 - 1.0 / fig.get_figwidth(), 1))
+    return fig
+
+
+def similarity_hist(sims: dict, threshold: float | None = None, bins: int = 40,
+                    xlabel: str = "cosine similarity to the nearest training image",
+                    title: str | None = None) -> Figure:
+    """Overlaid histograms (as densities) of similarities, one per entry of ``sims`` (name -> float
+    ``[n]``), e.g. nearest-training similarities of a clean and a poisoned model's generations; an
+    optional vertical line marks the replication ``threshold``."""
+    if not isinstance(sims, dict) or not sims:
+        raise ConfigError("sims", type(sims).__name__, "a non-empty dict name -> similarities")
+    with style():
+        fig = Figure(figsize=(5.5, 3.2), dpi=DPI)
+        ax = fig.add_subplot()
+        values = [np.asarray(v, dtype=float).reshape(-1) for v in sims.values()]
+        finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+        if threshold is not None:
+            lo, hi = min(lo, threshold), max(hi, threshold)
+        edges = np.linspace(lo, hi if hi > lo else lo + 1e-3, bins + 1)
+        for k, (name, v) in enumerate(zip(sims, values)):
+            if v.size:
+                ax.hist(v, bins=edges, density=True, histtype="step", linewidth=1.6,
+                        color=PALETTE[k % len(PALETTE)], label=f"{name} (n={v.size})")
+        if threshold is not None:
+            ax.axvline(threshold, color=REF_COLOR, linestyle="--", linewidth=1.2, label=f"threshold {threshold:.3g}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("density")
+        if title:
+            ax.set_title(title)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+    return fig
+
+
+def threshold_sweep(sweep: pd.DataFrame, chosen: float | None = None, title: str | None = None) -> Figure:
+    """Precision, recall and F1 of duplicate detection against the threshold (a DataFrame with columns
+    threshold, precision, recall, f1, as from ``memorization.choose_threshold``). The x axis is
+    1 - threshold on a log scale, so thresholds close to 1 spread out; ``chosen`` is marked."""
+    require_columns(sweep, ["threshold", "precision", "recall", "f1"], "sweep")
+    with style():
+        fig = Figure(figsize=(5.5, 3.2), dpi=DPI)
+        ax = fig.add_subplot()
+        dist = np.clip(1.0 - sweep["threshold"].to_numpy(dtype=float), 1e-7, None)
+        for k, col in enumerate(("precision", "recall", "f1")):
+            ax.plot(dist, sweep[col].to_numpy(dtype=float), marker=".", color=PALETTE[k], label=col)
+        if chosen is not None:
+            ax.axvline(max(1.0 - chosen, 1e-7), color=REF_COLOR, linestyle="--", linewidth=1.2,
+                       label=f"chosen {chosen:.5g}")
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("1 - cosine threshold (right: stricter)")
+        ax.set_ylabel("pairwise score")
+        ax.set_ylim(-0.02, 1.02)
+        if title:
+            ax.set_title(title)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+    return fig
+
+
+
+
+def heatmap(df: pd.DataFrame, fmt: str = ".0%", vmin: float | None = 0.0, vmax: float | None = 1.0,
+            cmap: str = "viridis", title: str | None = None, cbar_label: str | None = None) -> Figure:
+    """An annotated heatmap of a numeric DataFrame (rows x columns as in the table; NaN cells blank).
+
+    fmt: format of the annotations (``".0%"`` for fractions); vmin / vmax: colour range (None: the
+    data's); cmap: a perceptually uniform map by default (viridis reads in grey and with colour-vision
+    deficiencies).
+    """
+    if not isinstance(df, pd.DataFrame) or df.empty:
+        raise ConfigError("df", type(df).__name__, "a non-empty numeric pandas DataFrame")
+    values = df.astype(float)
+    with style():
+        row_w = 0.075 * max(len(str(i)) for i in values.index)
+        fig = Figure(figsize=(0.62 * values.shape[1] + 2.0 + row_w, 0.36 * values.shape[0] + 1.6), dpi=DPI)
+        ax = fig.add_subplot()
+        sns.heatmap(values, ax=ax, annot=True, fmt=fmt, vmin=vmin, vmax=vmax, cmap=cmap, linewidths=0.5,
+                    annot_kws={"fontsize": 7}, cbar_kws={"label": cbar_label} if cbar_label else None)
+        ax.set_xticks(np.arange(values.shape[1]) + 0.5, [str(c) for c in values.columns], rotation=45,
+                      ha="right")
+        ax.set_yticks(np.arange(values.shape[0]) + 0.5, [str(i) for i in values.index], rotation=0)
+        ax.set_xlabel(values.columns.name or "")
+        ax.set_ylabel(values.index.name or "")
+        if title:
+            ax.set_title(title)
+        fig.tight_layout()
+    return fig
+
+
+def ratio_curves(curves: dict, points: dict | None = None, xlabel: str = "poisoning ratio p",
+                 ylabel: str = "ratio", title: str | None = None, percent: bool = True) -> Figure:
+    """Lines and markers of ratios against a ratio, e.g. r_train against p.
+
+    curves: name -> (x [n], y [n]) drawn as lines; points: name -> (x [k], y [k]) or (x, y, curve name)
+    drawn as markers in the colour of the named curve (by default the curve of the same name, which then
+    has no legend entry of its own); a points name containing "paper" is drawn as open diamonds, others
+    as filled dots. percent: label both axes in percent (values stay fractions).
+    """
+    if not isinstance(curves, dict):
+        raise ConfigError("curves", type(curves).__name__, "a dict name -> (x, y)")
+    points = points or {}
+    with style():
+        fig = Figure(figsize=(5.6, 3.6), dpi=DPI)
+        ax = fig.add_subplot()
+        colours = {}
+        for k, (name, (x, y)) in enumerate(curves.items()):
+            colours[name] = PALETTE[k % len(PALETTE)]
+            ax.plot(np.asarray(x, float), np.asarray(y, float), color=colours[name], linewidth=1.6, label=str(name))
+        for k, (name, spec) in enumerate(points.items()):
+            x, y = spec[0], spec[1]
+            owner = spec[2] if len(spec) > 2 else name
+            colour = colours.get(owner, PALETTE[(len(curves) + k) % len(PALETTE)])
+            paper = "paper" in str(name).lower()
+            ax.plot(np.asarray(x, float), np.asarray(y, float), linestyle="none", marker="D" if paper else "o",
+                    ms=7 if paper else 6, mfc="none" if paper else colour, mec=colour, mew=1.5,
+                    label=None if name in colours else str(name))
+        if percent:
+            ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_xlim(left=0)
+        ax.set_ylim(0, None)
+        if title:
+            ax.set_title(title)
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+    return fig
+
+

@@ -1,0 +1,366 @@
+"""The image-grid engine: every figure of the package that shows images is built from its parts.
+
+:class:`GridLayout` places equal cells (with optional per-cell titles, a heading and a column of row
+labels) in inches; :func:`show_image` draws one uint8 image into one axes, upscaled by an integer factor
+and optionally framed; :func:`draw_grid` fills a Figure or SubFigure with a grid of images. The figures
+below (a plain grid, grids side by side, replication pairs, trigger close-ups, one row per class, the
+trigger patterns) are thin layers over these.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from bibad_utils.config import ConfigError
+from bibad_utils.plots.style import DPI, PALETTE, message_figure, style
+
+
+def check_uint8_images(images, name="images") -> np.ndarray:
+    """``images`` as a uint8 ``[N, H, W, 3]`` (or ``[N, H, W, 1]``) array, or a ConfigError naming ``name``."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ConfigError(name, f"{images.dtype} array of shape {images.shape}",
+                          "uint8 [N, H, W, 3] (or [N, H, W, 1]) images")
+    return images
+
+
+
+def cell_pixels(h: int, w: int, scale: int | None) -> tuple[int, int, int]:
+    """(integer upscaling factor, displayed height, displayed width) in screen pixels."""
+    if scale is None:
+        # Small images are blown up by an integer factor to about 96 px; large ones are shown at 128 px.
+        scale = max(1, math.ceil(96 / max(h, w)))
+        if max(h, w) >= 96:
+            ratio = 128 / max(h, w)
+            return 1, round(h * ratio), round(w * ratio)
+    if not (isinstance(scale, (int, np.integer)) and scale >= 1):
+        raise ConfigError("scale", scale, "an integer >= 1, or None for automatic")
+    return int(scale), h * int(scale), w * int(scale)
+
+
+
+class GridLayout:
+    """Geometry (inches) of one image grid: ``n`` cells of ``cell_h_px`` x ``cell_w_px`` screen pixels,
+    ``ncol`` per row, with room for per-cell titles (``has_titles``), a heading (``has_title``) and a
+    column of row labels ``left`` inches wide."""
+
+    gap = 0.06
+    title_h = 0.22
+    suptitle_h = 0.32
+
+    def __init__(self, n, ncol, cell_h_px, cell_w_px, has_titles, has_title, left: float = 0.0):
+        self.ncol = max(1, min(ncol, n))
+        self.nrows = max(1, math.ceil(n / self.ncol))
+        self.cw, self.ch = cell_w_px / DPI, cell_h_px / DPI
+        self.th = self.title_h if has_titles else 0.0
+        self.top = self.suptitle_h if has_title else 0.0
+        self.left = float(left)
+        self.width = self.left + self.ncol * (self.cw + self.gap) + self.gap
+        self.height = self.top + self.nrows * (self.ch + self.th + self.gap) + self.gap
+
+    def rect(self, k, total_w, total_h):
+        """Axes rectangle of cell k (reading order), in fractions of a container of total_w x total_h inches."""
+        return self.rect_at(*divmod(k, self.ncol), total_w, total_h)
+
+    def rect_at(self, r, c, total_w, total_h):
+        """Axes rectangle of the cell in row r, column c, in fractions of a total_w x total_h container."""
+        x = self.left + self.gap + c * (self.cw + self.gap)
+        y_top = self.top + self.gap + r * (self.ch + self.th + self.gap) + self.th
+        return (x / total_w, 1 - (y_top + self.ch) / total_h, self.cw / total_w, self.ch / total_h)
+
+
+def show_image(ax, image, scale: int = 1, border_color=None, border_width: float = 3.0) -> None:
+    """Draw one uint8 ``[H, W, 3]`` (or ``[H, W, 1]``, grey) image into ``ax``, upscaled ``scale`` times by
+    pixel repetition, without ticks or grid; framed in ``border_color`` (None: no frame)."""
+    img = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1) if scale > 1 else image
+    if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(img, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(border_color is not None)
+        if border_color is not None:
+            spine.set_color(border_color)
+            spine.set_linewidth(border_width)
+
+
+
+def draw_grid(container, total_w, total_h, images, nrow, titles, title, scale, border_colors) -> list:
+    """Fill ``container`` (a Figure or SubFigure of total_w x total_h inches) with ``images``, ``nrow``
+    per row (see :func:`image_grid`); returns the axes, one per image."""
+    n, h, w = images.shape[:3]
+    up, cell_h, cell_w = cell_pixels(h, w, scale)
+    grid = GridLayout(n, nrow, cell_h, cell_w, titles is not None, title is not None)
+    axes = []
+    for k in range(n):
+        ax = container.add_axes(grid.rect(k, total_w, total_h))
+        show_image(ax, images[k], up, None if border_colors is None else border_colors[k])
+        if titles is not None:
+            ax.set_title(str(titles[k]), fontsize=8, fontweight="normal", pad=2)
+        axes.append(ax)
+    if title is not None:
+        container.text(0.5, 1 - grid.suptitle_h * 0.5 / total_h, title, ha="center", va="center",
+                       fontsize=10, weight="bold")
+    return axes
+
+
+def _grid_args(images, nrow, titles, border_colors, name="images"):
+    images = check_uint8_images(images, name)
+    if not (isinstance(nrow, (int, np.integer)) and nrow >= 1):
+        raise ConfigError("nrow", nrow, "an integer >= 1 (images per row)")
+    n = len(images)
+    if titles is not None and len(titles) != n:
+        raise ConfigError("titles", f"{len(titles)} titles", f"one per image ({n})")
+    if border_colors is not None and len(border_colors) != n:
+        raise ConfigError("border_colors", f"{len(border_colors)} colours", f"one per image ({n}), None for none")
+    return images
+
+
+def image_grid(images, nrow: int = 8, titles=None, title: str | None = None, scale: int | None = None,
+               border_colors=None) -> Figure:
+    """A grid of images, ``nrow`` images per row, one axes per image, in reading order.
+
+    images: uint8 ``[N, H, W, 3]`` (or ``[N, H, W, 1]``). titles: N strings shown above the images.
+    title: one heading for the grid. scale: integer nearest-neighbour upscaling (None: small images are
+    blown up to about 96 px so 16-32 px images stay legible and pixel-exact; images of 96 px or more are
+    shown at 128 px). border_colors: N matplotlib colours or None (no frame), e.g. to mark images where the
+    trigger detector fired. With N = 0 the figure says so instead of failing.
+    """
+    images = _grid_args(images, nrow, titles, border_colors)
+    if len(images) == 0:
+        return message_figure("no images", title)
+    with style():
+        up, ch, cw = cell_pixels(*images.shape[1:3], scale)
+        grid = GridLayout(len(images), int(nrow), ch, cw, titles is not None, title is not None)
+        fig = Figure(figsize=(grid.width, grid.height), dpi=DPI)
+        draw_grid(fig, grid.width, grid.height, images, int(nrow), titles, title, scale, border_colors)
+    return fig
+
+
+def side_by_side_grids(grids: dict, nrow: int = 4, scale: int | None = None, titles: dict | None = None,
+                       border_colors: dict | None = None) -> Figure:
+    """Several image grids next to each other, one panel per entry of ``grids`` (name -> uint8
+    ``[N_i, H, W, 3]`` images, headed by its name), ``nrow`` images per row in each panel; e.g. clean vs
+    poisoned training images, or generations of two models. titles / border_colors: optional dicts
+    name -> per-image titles / colours (see :func:`image_grid`). An empty panel says "no images".
+    """
+    if not isinstance(grids, dict) or not grids:
+        raise ConfigError("grids", type(grids).__name__, "a non-empty dict name -> uint8 [N, H, W, 3] images")
+    titles, border_colors = titles or {}, border_colors or {}
+    checked = {name: _grid_args(imgs, nrow, titles.get(name), border_colors.get(name), f"grids[{name!r}]")
+               for name, imgs in grids.items()}
+    with style():
+        geoms = {}
+        for name, imgs in checked.items():
+            if len(imgs):
+                _, ch, cw = cell_pixels(*imgs.shape[1:3], scale)
+                geoms[name] = GridLayout(len(imgs), int(nrow), ch, cw, name in titles, True)
+            else:
+                geoms[name] = None
+        widths = [g.width if g else 1.5 for g in geoms.values()]
+        height = max(g.height if g else 1.0 for g in geoms.values())
+        fig = Figure(figsize=(sum(widths) + 0.15 * (len(widths) - 1), height), dpi=DPI)
+        subfigs = np.atleast_1d(fig.subfigures(1, len(checked), width_ratios=widths, wspace=0.15 / max(widths)))
+        for sub, (name, imgs), wid in zip(subfigs, checked.items(), widths):
+            if len(imgs) == 0:
+                ax = sub.add_axes((0, 0, 1, 1))
+                ax.set_axis_off()
+                ax.text(0.5, 1 - GridLayout.suptitle_h * 0.5 / height, str(name), ha="center", va="center",
+                        fontsize=10, weight="bold")
+                ax.text(0.5, 0.5, "no images", ha="center", va="center", fontsize=9, color="#555555")
+                continue
+            draw_grid(sub, wid, height, imgs, int(nrow), titles.get(name), str(name), scale,
+                       border_colors.get(name))
+    return fig
+
+
+def pairs_figure(gen, train, sims, scale: int | None = None, gen_label: str = "generated",
+                 train_label: str = "nearest training", title: str | None = None) -> Figure:
+    """Replication pairs: generated images (top row) above their nearest training images (bottom row),
+    each column headed by its cosine similarity.
+
+    gen, train: uint8 ``[K, H, W, 3]`` (same K; the sizes may differ); sims: float ``[K]`` similarities (e.g. from
+    ``memorization.top_replicated_pairs``). With K = 0 the figure says so.
+    """
+    gen = check_uint8_images(gen, "gen")
+    train = check_uint8_images(train, "train")
+    sims = np.asarray(sims, dtype=np.float64).reshape(-1)
+    if len(train) != len(gen) or len(sims) != len(gen):
+        raise ConfigError("train, sims", f"{len(train)} images, {len(sims)} similarities",
+                          f"one per generated image ({len(gen)})")
+    if len(gen) == 0:
+        return message_figure("no pairs", title)
+    with style():
+        up, ch, cw = cell_pixels(*gen.shape[1:3], scale)
+        up_train = cell_pixels(*train.shape[1:3], scale)[0]  # the axes fit either size into one cell
+        k = len(gen)
+        grid = GridLayout(2 * k, k, ch, cw, True, title is not None, left=0.3)
+        fig = Figure(figsize=(grid.width, grid.height), dpi=DPI)
+        for j in range(k):
+            top = fig.add_axes(grid.rect(j, grid.width, grid.height))
+            show_image(top, gen[j], up)
+            top.set_title(f"cos {sims[j]:.3f}", fontsize=8, fontweight="normal", pad=2)
+            bottom = fig.add_axes(grid.rect(k + j, grid.width, grid.height))
+            show_image(bottom, train[j], up_train)
+            if j == 0:
+                top.set_ylabel(gen_label, fontsize=8)
+                bottom.set_ylabel(train_label, fontsize=8)
+        if title is not None:
+            fig.suptitle(title, y=1 - grid.suptitle_h * 0.5 / grid.height, va="center", fontsize=10,
+                         weight="bold")
+    return fig
+
+
+
+
+def zoomed_rows(rows: dict, box, scale: int | None = None, title: str | None = None,
+                frame_color: str = PALETTE[1]) -> Figure:
+    """Rows of images, each image followed by a close-up of one square region.
+
+    rows: name -> uint8 ``[n, H, W, 3]`` (the same n and size in every row; one row per name, labelled on
+    the left), e.g. the same clean images and their triggered versions. box: ``(top, left, size)`` in
+    pixels, the region shown enlarged (framed on the image in ``frame_color``); the close-up has the
+    image's display size, so a 5-pixel patch fills it. scale: as in :func:`image_grid`.
+    """
+    if not isinstance(rows, dict) or not rows:
+        raise ConfigError("rows", type(rows).__name__, "a non-empty dict name -> uint8 [n, H, W, 3] images")
+    checked = {name: check_uint8_images(imgs, f"rows[{name!r}]") for name, imgs in rows.items()}
+    shapes = {imgs.shape for imgs in checked.values()}
+    if len(shapes) != 1:
+        raise ConfigError("rows", sorted(shapes), "rows of the same number and size of images")
+    n, h, w = next(iter(shapes))[:3]
+    top, left, size = (int(v) for v in box)
+    if not (size >= 1 and 0 <= top and top + size <= h and 0 <= left and left + size <= w):
+        raise ConfigError("box", box, f"(top, left, size) of a square inside the {h}x{w} images")
+    if n == 0:
+        return message_figure("no images", title)
+    with style():
+        up, ch, cw = cell_pixels(h, w, scale)
+        zoom_up = max(1, round(ch / size))
+        gap, pair_gap = GridLayout.gap, 0.14
+        cell_w, cell_h = cw / DPI, ch / DPI
+        label_w = 0.15 + 0.075 * max(len(str(k)) for k in checked)
+        head = GridLayout.title_h + (GridLayout.suptitle_h if title else 0.0)
+        width = label_w + n * (2 * cell_w + gap + pair_gap)
+        height = head + len(checked) * (cell_h + gap) + gap
+        fig = Figure(figsize=(width, height), dpi=DPI)
+        for r, (name, imgs) in enumerate(checked.items()):
+            y0 = head + r * (cell_h + gap)
+            fig.text((label_w - 0.08) / width, 1 - (y0 + cell_h / 2) / height, str(name), ha="right",
+                     va="center", fontsize=8)
+            for j in range(n):
+                x0 = label_w + j * (2 * cell_w + gap + pair_gap)
+                ax = fig.add_axes((x0 / width, 1 - (y0 + cell_h) / height, cell_w / width, cell_h / height))
+                show_image(ax, imgs[j], up)
+                ax.add_patch(Rectangle((left * up - 0.5, top * up - 0.5), size * up, size * up, fill=False,
+                                       edgecolor=frame_color, linewidth=1.2))
+                zx = (x0 + cell_w + gap) / width
+                zax = fig.add_axes((zx, 1 - (y0 + cell_h) / height, cell_w / width, cell_h / height))
+                show_image(zax, imgs[j, top:top + size, left:left + size], zoom_up, frame_color, 1.2)
+                if r == 0:
+                    ax.set_title(f"image {j + 1}", fontsize=8, fontweight="normal", pad=2)
+                    zax.set_title("close-up", fontsize=8, fontweight="normal", pad=2)
+        if title:
+            fig.text(0.5, 1 - GridLayout.suptitle_h * 0.5 / height, title, ha="center", va="center", fontsize=10,
+                     weight="bold")
+    return fig
+
+
+def trigger_patterns(patch, pattern, displacement, titles=None) -> Figure:
+    """The three trigger kinds themselves, one panel each.
+
+    patch: bool ``[s, s]``, True where the BadNets-1 patch is white (drawn pixel by pixel on a grid);
+    pattern: uint8 ``[S, S, 3]``, the BadNets-2 blend pattern; displacement: float ``[S, S, 2]``, the
+    WaNet warp's per-pixel displacement ``(dx, dy)`` in pixels, drawn as arrows coloured by length (the
+    arrows are stretched so the longest spans about one pixel). titles: three panel titles.
+    """
+    patch = np.asarray(patch)
+    if patch.ndim != 2 or patch.shape[0] != patch.shape[1]:
+        raise ConfigError("patch", f"array of shape {patch.shape}", "a square bool [s, s] mask")
+    pattern = check_uint8_images(np.asarray(pattern)[None], "pattern")[0]
+    disp = np.asarray(displacement, dtype=np.float64)
+    if disp.ndim != 3 or disp.shape[-1] != 2:
+        raise ConfigError("displacement", f"array of shape {disp.shape}", "float [S, S, 2] (dx, dy) in pixels")
+    titles = list(titles) if titles is not None else ["BadNets-1 patch", "BadNets-2 pattern", "WaNet warp"]
+    if len(titles) != 3:
+        raise ConfigError("titles", titles, "three panel titles")
+    with style():
+        fig = Figure(figsize=(9.6, 3.4), dpi=DPI)
+        axes = fig.subplots(1, 3)
+        s = patch.shape[0]
+        axes[0].imshow(patch.astype(float), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes[0].set_xticks(np.arange(-0.5, s, 1), minor=True)
+        axes[0].set_yticks(np.arange(-0.5, s, 1), minor=True)
+        axes[0].grid(which="minor", color=PALETTE[5], linewidth=0.6)
+        axes[0].grid(which="major", visible=False)
+        axes[0].tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+        axes[1].imshow(pattern, interpolation="nearest")
+        axes[1].grid(False)
+        axes[1].set_xticks([])
+        axes[1].set_yticks([])
+        size = disp.shape[0]
+        length = np.hypot(disp[..., 0], disp[..., 1])
+        stretch = 0.9 / length.max() if length.max() > 0 else 1.0
+        yy, xx = np.mgrid[0:size, 0:size]
+        q = axes[2].quiver(xx, yy, disp[..., 0] * stretch, disp[..., 1] * stretch, length, angles="xy",
+                           scale_units="xy", scale=1.0, cmap="viridis", width=0.006)
+        axes[2].set_xlim(-1, size)
+        axes[2].set_ylim(size, -1)
+        axes[2].set_aspect("equal")
+        axes[2].set_xticks([])
+        axes[2].set_yticks([])
+        fig.colorbar(q, ax=axes[2], fraction=0.046, pad=0.03, label="displacement (px)")
+        for ax, t in zip(axes, titles):
+            ax.set_title(str(t), fontsize=9)
+        fig.tight_layout()
+    return fig
+
+
+def class_grid(images, labels, class_names, per_class: int = 8, border_colors=None, title: str | None = None,
+               scale: int | None = None) -> Figure:
+    """One row per class: the first ``per_class`` images of each class (in array order), the class name
+    on the left; a class without images says "none".
+
+    images: uint8 ``[N, H, W, 3]``; labels: int ``[N]`` in ``[0, len(class_names))``; border_colors: N
+    colours or None entries (no frame), e.g. where the trigger detector fired; scale: as in
+    :func:`image_grid`.
+    """
+    images = check_uint8_images(images)
+    labels = np.asarray(labels).reshape(-1)
+    names = [str(c) for c in class_names]
+    if len(labels) != len(images):
+        raise ConfigError("labels", f"{len(labels)} labels", f"one per image ({len(images)})")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
+        raise ConfigError("labels", f"range [{labels.min()}, {labels.max()}]", f"class indices in [0, {len(names)})")
+    if border_colors is not None and len(border_colors) != len(images):
+        raise ConfigError("border_colors", f"{len(border_colors)} colours", f"one per image ({len(images)}), None for none")
+    if not (isinstance(per_class, (int, np.integer)) and per_class >= 1):
+        raise ConfigError("per_class", per_class, "an integer >= 1 (images per class row)")
+    if len(images) == 0 or not names:
+        return message_figure("no images", title)
+    with style():
+        up, ch, cw = cell_pixels(*images.shape[1:3], scale)
+        label_w = 0.15 + 0.075 * max(len(n) for n in names)
+        grid = GridLayout(len(names) * per_class, per_class, ch, cw, False, bool(title), left=label_w)
+        width, height = grid.width, grid.height
+        fig = Figure(figsize=(width, height), dpi=DPI)
+        for r, name in enumerate(names):
+            x0, y0, _, h0 = grid.rect_at(r, 0, width, height)
+            yc = y0 + h0 / 2
+            fig.text((label_w - 0.08) / width, yc, name, ha="right", va="center", fontsize=8)
+            members = np.flatnonzero(labels == r)[:per_class]
+            if len(members) == 0:
+                fig.text(x0, yc, "none", ha="left", va="center", fontsize=8, color="#555555")
+            for j, i in enumerate(members):
+                show_image(fig.add_axes(grid.rect_at(r, j, width, height)), images[i], up,
+                           None if border_colors is None else border_colors[i])
+        if title:
+            fig.text(0.5, 1 - grid.top * 0.5 / height, title, ha="center", va="center", fontsize=10, weight="bold")
+    return fig

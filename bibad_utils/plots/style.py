@@ -1,0 +1,76 @@
+"""The study's look: Okabe-Ito colours, seaborn whitegrid, and the helpers every figure shares.
+
+Figures are built without ``pyplot``, so a notebook shows a returned figure exactly once and nothing
+accumulates in pyplot's figure registry. :func:`style` is the context every figure of the package is
+drawn in; :func:`set_style` applies the same look to a notebook's own plots.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import matplotlib as mpl
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from bibad_utils.config import ConfigError
+
+# Okabe & Ito (2008), "Color Universal Design": blue, vermillion, green, purple, orange, sky, yellow, black.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+# Trigger-carrying groups in warm colours, trigger-free in cool/neutral ones.
+G_COLORS = {"G1": "#D55E00", "G2": "#E69F00", "G3": "#999999", "G4": "#0072B2"}
+REF_COLOR = "#000000"
+DPI = 100
+
+
+def _rc() -> dict:
+    rc = dict(sns.axes_style("whitegrid"))
+    rc.update(sns.plotting_context("notebook", font_scale=0.9))
+    rc.update({
+        "axes.prop_cycle": mpl.cycler(color=PALETTE),
+        "figure.dpi": DPI,
+        "savefig.dpi": DPI,
+        "savefig.bbox": "tight",
+        "axes.titlesize": 10,
+        "axes.titleweight": "bold",
+        "legend.frameon": False,
+        "image.interpolation": "nearest",
+    })
+    return rc
+
+
+def set_style() -> None:
+    """Apply the study's look (seaborn whitegrid, notebook context, Okabe-Ito colours) to matplotlib's
+    global settings, for plots that a notebook draws itself."""
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9, palette=PALETTE)
+    mpl.rcParams.update(_rc())
+
+
+@contextmanager
+def style():
+    """Context in which a figure of the study is built (matplotlib rc settings of :func:`set_style`,
+    restored on exit)."""
+    with mpl.rc_context(_rc()):
+        yield
+
+
+def message_figure(text: str, title: str | None = None) -> Figure:
+    """A small figure that says ``text`` (under ``title``), shown where there is nothing to draw."""
+    fig = Figure(figsize=(3.0, 1.2), dpi=DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.text(0.5, 0.5 if title is None else 0.4, text, ha="center", va="center", fontsize=9, color="#555555")
+    if title is not None:
+        ax.text(0.5, 0.8, title, ha="center", va="center", fontsize=10, weight="bold")
+    return fig
+
+
+def require_columns(df, columns, name="df"):
+    """Raise a ConfigError unless ``df`` is a DataFrame with every column of ``columns`` (None entries
+    are skipped)."""
+    if not isinstance(df, pd.DataFrame):
+        raise ConfigError(name, type(df).__name__, "a pandas DataFrame")
+    missing = [c for c in columns if c is not None and c not in df.columns]
+    if missing:
+        raise ConfigError(name, f"columns {list(df.columns)}", f"a DataFrame with columns {missing}")

@@ -1,0 +1,257 @@
+"""Checks of a built page that read text only (its HTML source, the DOM after scripts, the screenshot
+file): no browser needed. :mod:`bibad_utils.publish.pagecheck` runs them on what Chromium renders."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from bs4 import BeautifulSoup
+from PIL import Image
+
+TRACEBACK_MARK = "Traceback (most recent call last)"
+# resource-loading attributes; <a href> (a plain hyperlink) is deliberately absent
+RESOURCE_ATTRS = {"script": ("src",), "img": ("src", "srcset"), "iframe": ("src",), "embed": ("src",),
+                  "source": ("src", "srcset"), "video": ("src", "poster"), "audio": ("src",),
+                  "object": ("data",), "input": ("src",), "track": ("src",)}
+LINK_RESOURCE_RELS = {"stylesheet", "preload", "modulepreload", "prefetch", "icon", "shortcut",
+                      "apple-touch-icon", "manifest", "mask-icon"}
+CSS_REMOTE = re.compile(r"""(?:url\(\s*['"]?|@import\s+['"])((?:https?:)?//[^'")\s]+)""", re.I)
+RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
+MIN_SCREENSHOT_BYTES = 4000
+MIN_SCREENSHOT_COLOURS = 16
+# pages Sphinx generates itself; an index of a book without index entries is legitimately empty
+SPHINX_UTILITY_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
+
+
+def _soup(text: str):
+    return BeautifulSoup(text, "html.parser")
+
+
+def _is_remote(url: str) -> bool:
+    return bool(re.match(r"^\s*(https?:)?//", url, re.I))
+
+
+def _classes(tag) -> list[str]:
+    value = tag.get("class") or []
+    return value.split() if isinstance(value, str) else list(value)
+
+
+def redirect_target(source: str) -> str | None:
+    """The URL of a ``<meta http-equiv="refresh">`` page (Sphinx's root ``index.html``), or None."""
+    for meta in _soup(source).find_all("meta"):
+        if str(meta.get("http-equiv", "")).lower() == "refresh":
+            match = re.search(r"url\s*=\s*['\"]?([^'\";]+)", str(meta.get("content", "")), re.I)
+            if match:
+                return match.group(1).strip()
+    return None
+
+
+def local_target(url: str, page: Path) -> Path | None:
+    """The file a relative URL of ``page`` points to (query and fragment dropped), or None for URLs
+    that do not name a local file (remote, ``data:``, ``mailto:``, ``javascript:``, a bare fragment)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme and parts.scheme != "file":
+        return None
+    if parts.netloc or not parts.path:
+        return None
+    path = unquote(parts.path)
+    return Path(path) if parts.scheme == "file" else (page.parent / path)
+
+
+# ----------------------------------------------------------------------------------------------
+# checks on text (no browser needed)
+
+
+def remote_resources(source: str, page: Path | None = None) -> list[str]:
+    """The remote (http, https or protocol-relative) URLs that the HTML ``source`` of a page loads as
+    scripts, stylesheets, fonts, images, frames or media, including ``@import`` / ``url(...)`` in inline
+    styles and in the local stylesheets it links (resolved from ``page`` when given). Hyperlinks
+    (``<a href>``) are not resources and are not listed."""
+    soup = _soup(source)
+    found: list[str] = []
+    for name, attrs in RESOURCE_ATTRS.items():
+        for tag in soup.find_all(name):
+            for attr in attrs:
+                for url in str(tag.get(attr) or "").split(","):
+                    url = url.strip().split(" ")[0] if attr == "srcset" else url.strip()
+                    if url and _is_remote(url):
+                        found.append(url)
+    for tag in soup.find_all("link"):
+        rels = {r.lower() for r in (tag.get("rel") or [])}
+        href = str(tag.get("href") or "")
+        if rels & LINK_RESOURCE_RELS and _is_remote(href):
+            found.append(href)
+        elif "stylesheet" in rels and page is not None:
+            target = local_target(href, page)
+            if target is not None and target.is_file():
+                found += CSS_REMOTE.findall(target.read_text(errors="replace"))
+    for tag in soup.find_all("style"):
+        found += CSS_REMOTE.findall(tag.get_text())
+    for tag in soup.find_all(style=True):
+        found += CSS_REMOTE.findall(str(tag["style"]))
+    return list(dict.fromkeys(found))
+
+
+def image_problems(dom: str, page: Path) -> tuple[int, list[str]]:
+    """Check every ``<img>`` of a page's DOM: a ``data:`` URI must decode to some bytes; any other source
+    must be a relative or ``file:`` URL of an existing, non-empty file (raster images must also open
+    with PIL). Returns (number of images, problems)."""
+    images = _soup(dom).find_all("img")
+    problems = []
+    for img in images:
+        src = str(img.get("src") or "").strip()
+        label = (src[:60] + "…") if len(src) > 60 else src
+        if not src:
+            problems.append("an <img> without a src")
+            continue
+        if src.lower().startswith("data:"):
+            header, _, payload = src.partition(",")
+            try:
+                data = (base64.b64decode(payload, validate=True) if header.lower().endswith(";base64")
+                        else unquote(payload).encode())
+            except (binascii.Error, ValueError):
+                problems.append(f"image {label}: the data: URI does not decode")
+                continue
+            if not data:
+                problems.append(f"image {label}: the data: URI is empty")
+            elif "image/svg" not in header.lower():
+                try:
+                    Image.open(io.BytesIO(data)).verify()
+                except Exception:
+                    problems.append(f"image {label}: the data: URI is not a readable image")
+            continue
+        if _is_remote(src):
+            problems.append(f"image {label} is loaded from the network")
+            continue
+        target = local_target(src, page)
+        if target is None:
+            problems.append(f"image {label}: not a local file")
+        elif not target.is_file():
+            problems.append(f"image {label}: {target} does not exist")
+        elif target.stat().st_size == 0:
+            problems.append(f"image {label}: {target} is empty")
+        elif target.suffix.lower() in RASTER_SUFFIXES:
+            try:
+                with Image.open(target) as im:
+                    im.verify()
+            except Exception:
+                problems.append(f"image {label}: {target} is not a readable image")
+    return len(images), problems
+
+
+def traceback_problems(dom: str) -> list[str]:
+    """Python tracebacks shown on a page: notebook error outputs (``.traceback`` blocks) and any text
+    holding ``Traceback (most recent call last)``. One problem per block, naming its last line."""
+    soup = _soup(dom)
+    for tag in soup.find_all(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    problems = []
+    blocks = [t for t in soup.find_all(True) if "traceback" in _classes(t)]
+    for block in blocks:
+        if block.decomposed:
+            continue
+        text = (block.find("pre") or block).get_text()
+        problems.append(f"a notebook error output: {_exception_line(text)}")
+        block.decompose()
+    text = soup.get_text()
+    while TRACEBACK_MARK in text:
+        text = text[text.find(TRACEBACK_MARK) + len(TRACEBACK_MARK):]
+        problems.append(f"a Python traceback in the page text: {_exception_line(text[:3000])}")
+    return problems
+
+
+def _exception_line(text: str) -> str:
+    """The ``SomeError: message`` line of a traceback's text (else its last line), cut to 160 chars."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in lines[::-1]:
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning)\b", line):
+            return line[:160]
+    return lines[-1][:160] if lines else "(empty)"
+
+
+def math_problems(source: str, dom: str) -> tuple[int, list[str]]:
+    """Maths in the page ``source`` (Sphinx/MyST emit ``.math`` elements holding ``\\(…\\)`` or
+    ``\\[…\\]``) must be typeset in the ``dom``: every ``.math`` element holds an ``mjx-container``, no
+    ``mjx-merror`` (a TeX error) appears. Returns (number of maths in the source, problems)."""
+    n_math = sum(1 for t in _soup(source).find_all(["span", "div"]) if "math" in _classes(t))
+    soup = _soup(dom)
+    problems = []
+    raw = [t for t in soup.find_all(["span", "div"]) if "math" in _classes(t) and not t.find("mjx-container")]
+    if n_math and raw:
+        example = raw[0].get_text().strip()[:80]
+        problems.append(f"{len(raw)} of {n_math} maths not typeset by MathJax (raw TeX shown, e.g. {example!r})")
+    elif n_math and not soup.find("mjx-container"):
+        problems.append(f"{n_math} maths in the page but no MathJax output")
+    for err in soup.find_all("mjx-merror"):
+        problems.append(f"MathJax error: {(err.get('data-mjx-error') or err.get_text()).strip()[:120]}")
+    return n_math, problems
+
+
+def widget_problems(source: str, dom: str) -> tuple[int, list[str]]:
+    """Widget views embedded in the page ``source`` (``application/vnd.jupyter.widget-view+json``
+    scripts, saved by papermill) must be rendered by the widget manager in the ``dom``. Returns (number
+    of embedded views, problems)."""
+    views = [s for s in _soup(source).find_all("script")
+             if str(s.get("type", "")).startswith("application/vnd.jupyter.widget-view")]
+    if not views:
+        return 0, []
+    rendered = [t for t in _soup(dom).find_all(True) if "jupyter-widgets" in _classes(t)
+                or any(c.startswith("widget-") for c in _classes(t))]
+    if not rendered:
+        return len(views), [f"{len(views)} embedded widget(s) but none rendered (widget manager not loaded?)"]
+    return len(views), []
+
+
+def link_problems(source: str, page: Path) -> list[str]:
+    """Relative hyperlinks (``<a href>``) of the page ``source`` whose file does not exist."""
+    missing = []
+    for a in _soup(source).find_all("a", href=True):
+        target = local_target(str(a["href"]), page)
+        if target is not None and not target.exists():
+            missing.append(str(a["href"]))
+    return [f"link to a missing file: {href}" for href in dict.fromkeys(missing)]
+
+
+def article_problems(dom: str) -> list[str]:
+    """An empty article: the page's main content (``<article>``, else ``<main>``, else ``<body>``) holds
+    fewer than 20 characters of text."""
+    soup = _soup(dom)
+    main = soup.find("article") or soup.find("main") or soup.find("body")
+    text = re.sub(r"\s+", " ", main.get_text()).strip() if main else ""
+    return [] if len(text) >= 20 else [f"the article is (almost) empty: {text!r}"]
+
+
+def output_notes(dom: str) -> list[str]:
+    """Things that pass but deserve a look: stderr outputs of notebook cells (warnings, progress bars)
+    and placeholder pages of stages that have no notebook yet."""
+    soup = _soup(dom)
+    notes = []
+    stderr = [t for t in soup.find_all(True) if "stderr" in _classes(t) and "output" in _classes(t)]
+    if stderr:
+        first = re.sub(r"\s+", " ", stderr[0].get_text()).strip()[:120]
+        notes.append(f"{len(stderr)} stderr output(s), e.g. {first!r}")
+    if "This stage is not built yet" in soup.get_text():
+        notes.append("placeholder page: the stage's notebook does not exist yet")
+    return notes
+
+
+def screenshot_problems(png, min_bytes: int = MIN_SCREENSHOT_BYTES,
+                        min_colours: int = MIN_SCREENSHOT_COLOURS) -> list[str]:
+    """A screenshot must exist, weigh at least ``min_bytes`` bytes and show at least ``min_colours``
+    distinct colours (a blank or single-colour page fails)."""
+    png = Path(png)
+    if not png.is_file():
+        return [f"no screenshot written ({png})"]
+    size = png.stat().st_size
+    if size < min_bytes:
+        return [f"screenshot is tiny ({size} bytes < {min_bytes})"]
+    with Image.open(png) as im:
+        colours = im.convert("RGB").getcolors(maxcolors=min_colours)
+    if colours is not None:
+        return [f"screenshot shows only {len(colours)} colour(s): a blank page"]
+    return []
