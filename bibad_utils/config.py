@@ -32,7 +32,8 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bibad_utils.base import REPO_ROOT, ConfigError  # noqa: F401 (re-exported: the study's error type)
+
 PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
 
 DATASET_CLASSES = {"procedural": 10, "imagenette": 10, "caltech15": 15, "cifar10": 10, "mnist5k": 10}
@@ -89,20 +90,6 @@ class _Missing:
 
 
 MISSING = _Missing()
-
-
-class ConfigError(ValueError):
-    """A parameter has a value that is not allowed.
-
-    The message names the parameter, the value and what is allowed, e.g.
-    ``ratio = 1.5 is not allowed: expected a number in [0, 1)``.
-    """
-
-    def __init__(self, param, value, allowed):
-        self.param = param
-        self.value = value
-        self.allowed = allowed
-        super().__init__(f"{param} = {value!r} is not allowed: expected {allowed}")
 
 
 class _Loader(yaml.SafeLoader):

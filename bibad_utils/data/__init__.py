@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 
 PROMPT_TEMPLATE = "A photo of a {}"
 

@@ -22,7 +22,7 @@ import hashlib
 
 import numpy as np
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 
 MNIST5K_CLASSES = tuple(str(d) for d in range(10))
 MNIST5K_PER_CLASS = 500

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 
 PROCEDURAL_CLASSES = ("circle", "square", "triangle", "cross", "ring", "diamond", "flag", "checkerboard",
                       "star", "heart")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.store import check_file_structure, save_array, save_json
 
 IMAGENETTE_WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042",
