@@ -245,7 +245,7 @@ def test_display_tables():
                         for s, k, a, p in (("training", 2, 0.7, 0.948), ("generated", 0, math.nan, 0.983))])
     wide = cw.detection_wide(det, {"c": 0.25})
     assert wide.loc[("c", "CD"), "AUROC training"] == "0.700 [0.600, 0.800]"
-    assert wide.loc[("c", "CD"), "AUROC generated"] == "n/a"
+    assert wide.loc[("c", "CD"), "AUROC generated (victim)"] == "n/a"
     assert wide.loc[("c", "CD"), "triggered / n (generated)"] == "0 / 20"
     assert wide.loc[("c", "CD"), "clean DM flagged"] == "25.0%"
     dc = pd.DataFrame([_rates({"method": "diffusion classifier"}, 70, 20, p_filter=0.05, paper_TA=math.nan,
