@@ -255,3 +255,74 @@ def test_display_tables():
     assert row["TA"].startswith("70.0% [") and row["paper TA"] == "" and row["paper ASR"] == "45.43%"
     claims = cw.claims_table(cw.detection_claims(_diffs()))
     assert list(claims.verdict) == ["reproduced", "not tested"] and claims.ours[1] == "n/a"
+
+
+def test_detection_claims_refuse_a_detector_that_fails_its_own_check():
+    broken = _diffs().assign(auroc_known=0.9, auroc_known_lo=0.8, auroc_train=0.208, auroc_train_lo=0.02)
+    row = cw.detection_claims(broken)[0]                           # diff interval above 0, baseline below chance
+    assert row["verdict"] == "not tested" and "training-set AUROC 0.208" in row["note"]
+    known = _diffs().assign(auroc_known=0.55, auroc_known_lo=0.45, auroc_train=0.8, auroc_train_lo=0.7)
+    row = cw.detection_claims(known)[0]
+    assert row["verdict"] == "not tested" and "known-answer" in row["note"]
+    fine = _diffs().assign(auroc_known=0.95, auroc_known_lo=0.9, auroc_train=0.8, auroc_train_lo=0.7)
+    assert cw.detection_claims(fine)[0]["verdict"] == "reproduced"
+
+
+def test_diffusion_classifier_claims_at_p1_underpowered_and_untestable_ta():
+    na = {"p_filter": math.nan, "paper_TA": 0.95, "paper_ASR": 0.99}
+
+    def table(k_clf_asr, k_dc_asr, n, p):
+        rows = [_rates({"method": "classifier (small_cnn)"}, n, k_clf_asr, n=n, **na),
+                _rates({"method": "diffusion classifier"}, n, k_dc_asr, n=n, p_filter=0.0, paper_TA=0.95,
+                       paper_ASR=0.6)]
+        return pd.DataFrame(rows).assign(p=p, cell=f"badnets1 p={p * 100:g}%")
+
+    # p = 5 %: the paper's effect is 2.96 points, far inside a 100-image interval: underpowered, not "not reproduced"
+    resist, ta = cw.diffusion_classifier_claims(table(100, 100, 100, 0.05))
+    assert resist["verdict"] == cw.UNDERPOWERED and "minimum detectable effect" in resist["note"]
+    assert ta["verdict"] == "reproduced"                                    # 100 of 100 each: lower bound -0.037
+    # 60 images: even two perfect TAs cannot show "comparable" (lower bound -0.060 < -0.05)
+    _, ta60 = cw.diffusion_classifier_claims(table(60, 60, 60, 0.05))
+    assert ta60["verdict"] == cw.UNDERPOWERED and "underpowered" in ta60["note"] and "-0.060" in ta60["note"]
+    # p = 1 %: the paper's effect is 37 points; no backdoor in the classifier: nothing to resist
+    resist, _ = cw.diffusion_classifier_claims(table(20, 10, 100, 0.01))
+    assert resist["verdict"] == "not tested" and "no backdoor" in resist["note"]
+    resist, _ = cw.diffusion_classifier_claims(table(99, 30, 100, 0.01))
+    assert resist["verdict"] == "reproduced"
+
+
+def test_verdict_helpers_of_the_claims():
+    assert cw.baseline_check(0.51, 0.5, "x") == ""
+    assert "fails its own check" in cw.baseline_check(0.5, 0.5, "x")
+    assert cw.underpowered_note("not reproduced", -0.05, 0.05, 0.03) == (
+        cw.UNDERPOWERED, "underpowered: interval width 0.100 exceeds the paper's effect 0.030: minimum detectable "
+        "effect about 0.050")
+    assert cw.underpowered_note("not reproduced", -0.01, 0.01, 0.03)[0] == "not reproduced"
+    assert cw.underpowered_note("partly", -0.05, 0.05, 0.03)[0] == "partly"
+
+
+def test_detection_csv_columns_and_paper_caltech_ta():
+    det = pd.DataFrame([{"cell": "c", "attack": "badnets1", "p": 0.05, "detector": d, "set": s, "classifier": c,
+                         "n": 200, "n_poisoned": 100, "n_clean": 100, "auroc": 0.8, "auroc_lo": 0.7,
+                         "auroc_hi": 0.9, "seconds": 1.0, "paper": math.nan, "note": ""}
+                        for d in cw.DETECTORS for s, c in (("known answer", "victim"), ("training", "victim"),
+                                                            ("generated", "generations classifier"))])
+    csv = cw.detection_csv(det)
+    assert list(csv.columns) == ["attack", "p", "detector", "set", "classifier", "auroc", "lo", "hi", "n_pos", "n_neg"]
+    assert len(csv) == 3 * len(cw.DETECTORS) and set(csv.set) == set(cw.SETS)
+    assert cw.DETECTORS == ("CD", "STRIP", "FCT", "FCT variant")
+    assert cw._paper_at(cw.PAPER_TRAIN_ON_GEN["caltech15"], ("badnets2", 0.05))["TA"] == (99.833, 87.333)
+
+
+@pytest.mark.parametrize("section, param", [
+    ({"fct_variant": {"temperature": -1}}, "defenses.fct_variant.temperature"),
+    ({"strip": {"mode": "max"}}, "defenses.strip.mode"),
+    ({"cd": {"logit_reference": 0}}, "defenses.cd.logit_reference"),
+    ({"n_detect": 10, "n_detect_poisoned": 10}, "defenses.n_detect_poisoned"),
+    ({"n_known": 1}, "defenses.n_known"),
+    ({"dc_ratios": [0.0]}, "defenses.dc_ratios"),
+])
+def test_validate_config_names_the_new_parameters(section, param):
+    with pytest.raises(ConfigError) as err:
+        cw.validate_config(section, "defenses")
+    assert err.value.param == param

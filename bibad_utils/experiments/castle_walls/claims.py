@@ -25,9 +25,12 @@ from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, DETECTOR_
 from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_DC
 from bibad_utils.experiments.castle_walls.stats import (_paper_at, _verdict_text, capped_verdict,
                                                         proportion_difference, verdict_less)
-from bibad_utils.report import claim_row, verdict_greater
+from bibad_utils.report import VERDICTS, claim_row, verdict_greater
 
 CHANCE_AUROC = 0.5
+# The verdict of a test that could not have seen the paper's effect. Until the shared verdict vocabulary
+# (bibad_utils.report.VERDICTS) has "underpowered", such rows are "not tested" and their note says why.
+UNDERPOWERED = "underpowered" if "underpowered" in VERDICTS else "not tested"
 # The backdoored classifier's ASR must exceed this (lower Wilson bound) for "the DC resists" to be a test.
 BACKDOOR_ASR_MIN = 0.5
 
@@ -43,13 +46,13 @@ def baseline_check(lo: float, floor: float, what: str) -> str:
 
 def underpowered_note(verdict: str, lo: float, hi: float, effect: float | None) -> tuple[str, str]:
     """``(verdict, note)``: a "not reproduced" whose interval is wider than the paper's ``effect`` (same
-    units) becomes "underpowered", with the minimum detectable effect (half the interval's width, the
+    units) becomes :data:`UNDERPOWERED`, with the minimum detectable effect (half the interval's width, the
     smallest difference its interval could tell from none)."""
     if effect is None or math.isnan(effect) or verdict != "not reproduced":
         return verdict, ""
     width = hi - lo
     if width > abs(effect):
-        return "underpowered", (f"interval width {width:.3f} exceeds the paper's effect {abs(effect):.3f}: "
+        return UNDERPOWERED, (f"underpowered: interval width {width:.3f} exceeds the paper's effect {abs(effect):.3f}: "
                                 f"minimum detectable effect about {width / 2:.3f}")
     return verdict, ""
 
@@ -144,8 +147,8 @@ def diffusion_classifier_claims(dc: pd.DataFrame) -> list[dict]:
         # even identical, perfect TAs (n of n each) must give a lower bound above -margin, else untestable
         best_lo = proportion_difference(d0.n_ta, d0.n_ta, clf.n_ta, clf.n_ta)[1]
         if best_lo <= -DC_TA_MARGIN and ta_verdict != "reproduced":
-            ta_verdict = "underpowered"
-            ta_note = (f"; with {int(d0.n_ta)} images even equal perfect TAs give a lower bound of {best_lo:.3f}, "
+            ta_verdict = UNDERPOWERED
+            ta_note = (f"; underpowered: with {int(d0.n_ta)} images even equal perfect TAs give a lower bound of {best_lo:.3f}, "
                        f"below -{DC_TA_MARGIN:g}")
         d, lo, hi = proportion_difference(clf.k_asr, clf.n_asr, d0.k_asr, d0.n_asr)
         verdict, why = capped_verdict(verdict_greater(lo, d, 0.0),
@@ -202,6 +205,12 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
     out = {"nb05_n_cells": len(study.grid_cells()), "nb05_n_detect": int(diffs["n"].iloc[0]) if len(diffs) else 0,
            "nb05_clf_arch": classifier_settings(study)["arch"], "nb05_guidance_all": study.guidance_all,
            "nb05_dc_levels": d["dc_levels"], "nb05_dc_n_images": d["dc_n_images"],
+           "nb05_n_known": d["n_known"],
+           "nb05_n_detect_poisoned": "p's share" if d["n_detect_poisoned"] is None else d["n_detect_poisoned"],
+           "nb05_cd_logit_reference": "none (logits as they are)" if d["cd"]["logit_reference"] is None
+           else f"{d['cd']['logit_reference']:g}",
+           "nb05_cd_steps": d["cd"]["steps"], "nb05_strip_mode": d["strip"]["mode"],
+           "nb05_dc_ratios": ", ".join(f"{r:.0%}" for r in d["dc_ratios"]) or "none",
            "nb05_dc_adaptive": "none (every class at every level)" if d["dc_adaptive"] is None
            else str(d["dc_adaptive"]), "nb05_n_all": int(study.cfg["sampling"]["n_all"])}
     for det in DETECTORS:
