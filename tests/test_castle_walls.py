@@ -1,6 +1,7 @@
 """Tests of the castle-walls stage helpers: subsets, intervals, configuration, claims and figures on
 tiny hand-made inputs (the study-level tables run in the smoke notebook)."""
 
+import io
 import math
 
 import numpy as np
@@ -301,7 +302,7 @@ def test_verdict_helpers_of_the_claims():
     assert cw.underpowered_note("partly", -0.05, 0.05, 0.03)[0] == "partly"
 
 
-def test_detection_csv_columns_and_paper_caltech_ta():
+def test_detection_csv_columns_and_paper_caltech_ta(tmp_path):
     det = pd.DataFrame([{"cell": "c", "attack": "badnets1", "p": 0.05, "detector": d, "set": s, "classifier": c,
                          "n": 200, "n_poisoned": 100, "n_clean": 100, "auroc": 0.8, "auroc_lo": 0.7,
                          "auroc_hi": 0.9, "seconds": 1.0, "paper": math.nan, "note": ""}
@@ -311,6 +312,9 @@ def test_detection_csv_columns_and_paper_caltech_ta():
     assert list(csv.columns) == ["attack", "p", "detector", "set", "classifier", "auroc", "lo", "hi", "n_pos", "n_neg"]
     assert len(csv) == 3 * len(cw.DETECTORS) and set(csv.set) == set(cw.SETS)
     assert cw.DETECTORS == ("CD", "STRIP", "FCT", "FCT variant")
+    path = cw.save_detection_csv(tmp_path, det)
+    assert path == tmp_path / "figures" / cw.DETECTION_CSV
+    assert pd.read_csv(path).equals(pd.read_csv(io.StringIO(csv.to_csv(index=False, float_format="%.4f"))))
     assert cw._paper_at(cw.PAPER_TRAIN_ON_GEN["caltech15"], ("badnets2", 0.05))["TA"] == (99.833, 87.333)
 
 

@@ -468,8 +468,8 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
     dest.mkdir(parents=True, exist_ok=True)
     for path in needed:
         shutil.copy2(path, dest / path.name)
-    if (run_dir / "detection.csv").is_file():  # stage 05's AUROCs, one row per (attack, p, detector, set, classifier)
-        shutil.copy2(run_dir / "detection.csv", dest / "detection.csv")
+    if (figures / "detection.csv").is_file():  # stage 05's AUROCs, one row per (attack, p, detector, set, classifier)
+        shutil.copy2(figures / "detection.csv", dest / "detection.csv")
     df = claims_frame(run_dir)
     counts = verdict_counts(df)
     record = json.loads((run_dir / "executed" / "run.json").read_text())

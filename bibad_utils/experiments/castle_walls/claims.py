@@ -220,6 +220,12 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
             rows.auroc_known.notna().any() else math.nan
         out[f"nb05_{key}_train"] = float(np.nanmean(rows.auroc_train)) if rows.auroc_train.notna().any() else math.nan
         out[f"nb05_{key}_gen"] = float(np.nanmean(rows.auroc_gen)) if rows.auroc_gen.notna().any() else math.nan
+    from bibad_utils.experiments.castle_walls.detection import victim_logit_profile
+    from bibad_utils.experiments.castle_walls.tables import example_cell
+
+    prof = victim_logit_profile(study, example_cell(study))
+    out.update({"nb05_victim_max_logit": prof["mean_max_logit_clean"], "nb05_victim_runner_up": prof["true_runner_up"],
+                "nb05_victim_target_top1": prof["target_top1"]})
     for key, source in zip(("full", "subset", "gen"), SOURCES):
         rows = tog[tog.source == source]
         out[f"nb05_tog_ta_{key}"] = float(rows.TA.mean())

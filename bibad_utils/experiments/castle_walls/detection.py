@@ -195,9 +195,13 @@ def detection_csv(det: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+DETECTION_CSV = "detection.csv"
+
+
 def save_detection_csv(run_dir, det: pd.DataFrame) -> Path:
-    """Write :func:`detection_csv` to ``<run_dir>/detection.csv`` (floats to 4 decimals); returns the path."""
-    path = Path(run_dir) / "detection.csv"
+    """Write :func:`detection_csv` to ``<run_dir>/figures/detection.csv`` (floats to 4 decimals; beside the
+    claims table, a side output the pipeline tracks and ``bibad readme`` publishes); returns the path."""
+    path = Path(run_dir) / "figures" / DETECTION_CSV
     path.parent.mkdir(parents=True, exist_ok=True)
     detection_csv(det).to_csv(path, index=False, float_format="%.4f")
     return path
@@ -233,3 +237,31 @@ def detection_differences(study, cells=None, classifier: str = "victim") -> pd.D
                          "paper_train": math.nan if paper is None else paper[0],
                          "paper_gen": math.nan if paper is None else paper[1]})
     return pd.DataFrame(rows)
+
+
+def victim_logit_profile(study, cell, n: int = 500) -> dict:
+    """How the victim of ``cell`` reads its poisoned training images (what CD has to preserve).
+
+    On up to ``n`` poisoned images: ``mean_max_logit`` (the scale of the victim's logits, also over as many
+    clean training images: ``mean_max_logit_clean``), ``target_top1`` (share predicted as the target) and
+    ``true_runner_up`` (share whose second-ranked class is the image's class before poisoning: the
+    trigger's evidence is added to the content's instead of overriding it)."""
+    import torch
+
+    f, _ = trained_classifier(study, cell, SOURCES[0])
+    ps = study.poisoned(cell)
+    pois = np.flatnonzero(np.asarray(ps.is_poisoned))[:n]
+    clean = np.flatnonzero(~np.asarray(ps.is_poisoned))[:n]
+    true = np.asarray(study.train_set.labels)[pois]
+    out = {}
+    with torch.no_grad():
+        f.eval()
+        for name, idx in (("poisoned", pois), ("clean", clean)):
+            x = torch.from_numpy(ps.images_uint8(idx)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(study.device)
+            logits = torch.cat([f(x[i:i + 256]) for i in range(0, len(x), 256)]).cpu()
+            out[name] = logits
+    top = out["poisoned"].argsort(dim=1, descending=True).numpy()
+    return {"mean_max_logit": float(out["poisoned"].max(dim=1).values.mean()),
+            "mean_max_logit_clean": float(out["clean"].max(dim=1).values.mean()),
+            "target_top1": float((top[:, 0] == study.target).mean()),
+            "true_runner_up": float((top[:, 1] == true).mean()), "n": int(len(pois))}
