@@ -267,6 +267,8 @@ def test_detection_claims_refuse_a_detector_that_fails_its_own_check():
     assert row["verdict"] == "not tested" and "known-answer" in row["note"]
     fine = _diffs().assign(auroc_known=0.95, auroc_known_lo=0.9, auroc_train=0.8, auroc_train_lo=0.7)
     assert cw.detection_claims(fine)[0]["verdict"] == "reproduced"
+    variant = fine.assign(detector="FCT variant")                 # the project's variant makes no claim
+    assert cw.detection_claims(variant) == []
 
 
 def test_diffusion_classifier_claims_at_p1_underpowered_and_untestable_ta():

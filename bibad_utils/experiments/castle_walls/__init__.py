@@ -45,7 +45,7 @@ from bibad_utils.experiments.castle_walls.train_on_generations import (  # noqa:
 from bibad_utils.experiments.castle_walls.diffusion_classifier import (  # noqa: F401
     dc_benchmark, dc_cells, dc_images, dc_predictions, diffusion_classifier_table)
 from bibad_utils.experiments.castle_walls.claims import (  # noqa: F401
-    BACKDOOR_ASR_MIN, CHANCE_AUROC, UNDERPOWERED, baseline_check, castle_claims, castle_summary,
+    BACKDOOR_ASR_MIN, CHANCE_AUROC, CLAIM_DETECTORS, UNDERPOWERED, baseline_check, castle_claims, castle_summary,
     detection_claims, diffusion_classifier_claims, train_on_generations_claims, underpowered_note)
 from bibad_utils.experiments.castle_walls.tables import (  # noqa: F401
     claims_table, clean_dm_flags, detection_wide, example_cell, rates_wide)

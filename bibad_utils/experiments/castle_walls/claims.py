@@ -28,6 +28,8 @@ from bibad_utils.experiments.castle_walls.stats import (_paper_at, _verdict_text
 from bibad_utils.report import VERDICTS, claim_row, verdict_greater
 
 CHANCE_AUROC = 0.5
+# The detectors the paper's claim is about; others (the project's FCT variant) are shown, not claimed.
+CLAIM_DETECTORS = ("CD", "STRIP", "FCT")
 # The verdict of a test that could not have seen the paper's effect. Until the shared verdict vocabulary
 # (bibad_utils.report.VERDICTS) has "underpowered", such rows are "not tested" and their note says why.
 UNDERPOWERED = "underpowered" if "underpowered" in VERDICTS else "not tested"
@@ -66,9 +68,12 @@ def _p_text(p: float) -> str:
 def detection_claims(diffs: pd.DataFrame) -> list[dict]:
     """One claim row per (cell, detector) of :func:`detection_differences`: AUROC higher on generations.
     Not tested where the generated truth is unreliable, a set holds too few of one kind, or the detector
-    fails its own check (known-answer or training-set AUROC interval not above chance)."""
+    fails its own check (known-answer or training-set AUROC interval not above chance). Only the paper's
+    detectors (:data:`CLAIM_DETECTORS`) make claims; the project's FCT variant is shown, not counted."""
     rows = []
     for r in diffs.itertuples():
+        if r.detector not in CLAIM_DETECTORS:
+            continue
         paper = ""
         if not math.isnan(r.paper_train):
             paper = f"{r.paper_train:.3f} -> {r.paper_gen:.3f} (ImageNette, SD v1.4)"
