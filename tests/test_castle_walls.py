@@ -183,7 +183,8 @@ def test_detection_claims_verdicts():
     assert "too few" in rows[1]["note"]
     few = cw.detection_claims(_diffs(n_trig=2))[0]                 # 2 triggered generations: no test
     assert few["verdict"] == "not tested" and "2 triggered" in few["note"]
-    assert cw.detection_claims(_diffs(diff_lo=-0.05))[0]["verdict"] == "partly"
+    # an interval that includes 0 and cannot see the paper's 0.035 rise: underpowered, not "partly"
+    assert cw.detection_claims(_diffs(diff_lo=-0.05))[0]["verdict"] == "underpowered"
     flagged = cw.detection_claims(_diffs(flag_lo=0.5))            # detector fires on the clean DM's images
     assert [r["verdict"] for r in flagged] == ["not tested", "not tested"]
     assert "clean DM" in flagged[0]["note"]
@@ -220,9 +221,9 @@ def test_diffusion_classifier_claims():
     ])
     resist, ta, filt = cw.diffusion_classifier_claims(dc)
     assert resist["verdict"] == "reproduced" and resist["ours"] == pytest.approx(0.35)
-    assert ta["verdict"] == "partly" and ta["ours"] == pytest.approx(-0.02)  # lo ~ -0.11 < -0.05
+    assert ta["verdict"] == "underpowered" and ta["ours"] == pytest.approx(-0.02)  # half-width ~0.09 > 0.05
     assert filt["verdict"] == "reproduced" and filt["ours"] == pytest.approx(0.3)
-    assert "97.04%" in resist["paper"] and "39.00%" in filt["paper"]
+    assert "97.04 %" in resist["paper"] and "39.00 %" in filt["paper"]
 
 
 def test_figures_from_tiny_tables():
@@ -259,9 +260,10 @@ def test_display_tables():
 
 
 def test_detection_claims_refuse_a_detector_that_fails_its_own_check():
-    broken = _diffs().assign(auroc_known=0.9, auroc_known_lo=0.8, auroc_train=0.208, auroc_train_lo=0.02)
+    broken = _diffs().assign(auroc_known=0.9, auroc_known_lo=0.8, auroc_known_hi=0.95, auroc_train=0.208,
+                             auroc_train_lo=0.02, auroc_train_hi=0.47)
     row = cw.detection_claims(broken)[0]                           # diff interval above 0, baseline below chance
-    assert row["verdict"] == "not tested" and "training-set AUROC 0.208" in row["note"]
+    assert row["verdict"] == "not tested" and "training-set AUROC" in row["note"] and "0.020" in row["note"]
     known = _diffs().assign(auroc_known=0.55, auroc_known_lo=0.45, auroc_train=0.8, auroc_train_lo=0.7)
     row = cw.detection_claims(known)[0]
     assert row["verdict"] == "not tested" and "known-answer" in row["note"]
@@ -280,28 +282,18 @@ def test_diffusion_classifier_claims_at_p1_underpowered_and_untestable_ta():
                        paper_ASR=0.6)]
         return pd.DataFrame(rows).assign(p=p, cell=f"badnets1 p={p * 100:g}%")
 
-    # p = 5 %: the paper's effect is 2.96 points, far inside a 100-image interval: underpowered, not "not reproduced"
+    # p = 5 %: the paper's effect is 2.96 points, far inside a 100-image interval: underpowered
     resist, ta = cw.diffusion_classifier_claims(table(100, 100, 100, 0.05))
-    assert resist["verdict"] == cw.UNDERPOWERED and "minimum detectable effect" in resist["note"]
+    assert resist["verdict"] == "underpowered" and "could detect only" in resist["note"]
     assert ta["verdict"] == "reproduced"                                    # 100 of 100 each: lower bound -0.037
     # 60 images: even two perfect TAs cannot show "comparable" (lower bound -0.060 < -0.05)
     _, ta60 = cw.diffusion_classifier_claims(table(60, 60, 60, 0.05))
-    assert ta60["verdict"] == cw.UNDERPOWERED and "underpowered" in ta60["note"] and "-0.060" in ta60["note"]
-    # p = 1 %: the paper's effect is 37 points; no backdoor in the classifier: nothing to resist
+    assert ta60["verdict"] == "underpowered"
+    # p = 1 %: no backdoor in the classifier, nothing to resist
     resist, _ = cw.diffusion_classifier_claims(table(20, 10, 100, 0.01))
-    assert resist["verdict"] == "not tested" and "no backdoor" in resist["note"]
+    assert resist["verdict"] == "not tested" and "backdoored classifier's ASR" in resist["note"]
     resist, _ = cw.diffusion_classifier_claims(table(99, 30, 100, 0.01))
-    assert resist["verdict"] == "reproduced"
-
-
-def test_verdict_helpers_of_the_claims():
-    assert cw.baseline_check(0.51, 0.5, "x") == ""
-    assert "fails its own check" in cw.baseline_check(0.5, 0.5, "x")
-    assert cw.underpowered_note("not reproduced", -0.05, 0.05, 0.03) == (
-        cw.UNDERPOWERED, "underpowered: interval width 0.100 exceeds the paper's effect 0.030: minimum detectable "
-        "effect about 0.050")
-    assert cw.underpowered_note("not reproduced", -0.01, 0.01, 0.03)[0] == "not reproduced"
-    assert cw.underpowered_note("partly", -0.05, 0.05, 0.03)[0] == "partly"
+    assert resist["verdict"] == "reproduced" and resist["key"] == "diffusion_classifier_asr"
 
 
 def test_detection_csv_columns_and_paper_caltech_ta(tmp_path):
@@ -317,7 +309,7 @@ def test_detection_csv_columns_and_paper_caltech_ta(tmp_path):
     path = cw.save_detection_csv(tmp_path, det)
     assert path == tmp_path / "figures" / cw.DETECTION_CSV
     assert pd.read_csv(path).equals(pd.read_csv(io.StringIO(csv.to_csv(index=False, float_format="%.4f"))))
-    assert cw._paper_at(cw.PAPER_TRAIN_ON_GEN["caltech15"], ("badnets2", 0.05))["TA"] == (99.833, 87.333)
+    assert cw._paper_at(cw.PAPER_TRAIN_ON_GEN["caltech15"], ("badnets2", 0.05))["TA"] == pytest.approx((99.833, 87.333))
 
 
 @pytest.mark.parametrize("section, param", [

@@ -45,8 +45,8 @@ from bibad_utils.experiments.castle_walls.train_on_generations import (  # noqa:
 from bibad_utils.experiments.castle_walls.diffusion_classifier import (  # noqa: F401
     dc_benchmark, dc_cells, dc_images, dc_predictions, diffusion_classifier_table)
 from bibad_utils.experiments.castle_walls.claims import (  # noqa: F401
-    BACKDOOR_ASR_MIN, CHANCE_AUROC, CLAIM_DETECTORS, UNDERPOWERED, baseline_check, castle_claims, castle_summary,
-    detection_claims, diffusion_classifier_claims, train_on_generations_claims, underpowered_note)
+    BACKDOOR_ASR_MIN, CHANCE_AUROC, CLAIM_DETECTORS, castle_claims, castle_summary,
+    detection_claims, diffusion_classifier_claims, train_on_generations_claims)
 from bibad_utils.experiments.castle_walls.tables import (  # noqa: F401
     claims_table, clean_dm_flags, detection_wide, example_cell, rates_wide)
 from bibad_utils.experiments.castle_walls.figures import (  # noqa: F401

@@ -1,15 +1,17 @@
 """Claim rows of stage 05 (:mod:`bibad_utils.report`) with computed verdicts, and the numbers the notebook
 quotes.
 
-The verdict rules used here (one place; :func:`baseline_check` and :func:`underpowered_note`):
+The verdict rules are the shared ones of :mod:`bibad_utils.verdicts`, the paper's numbers and claim keys
+those of :mod:`bibad_utils.paper`:
 
-- a comparison is stated only when its baseline passes its own check; otherwise the row says "not tested"
-  and why. For detection the baseline is the detector on the poisoned training set: its AUROC interval
-  must lie above chance (0.5), and so must its known-answer AUROC (clean test images vs the same images
-  with the trigger pasted); for the diffusion classifier it is the backdoored classifier, whose ASR must
-  show a learned backdoor (lower bound above one half);
-- a test whose interval is wider than the paper's own effect cannot tell the paper's effect from none:
-  where it would say "not reproduced" it says "underpowered", with the minimum detectable effect.
+- a comparison is stated only when its baseline passes its own check, else "not tested" with the reason.
+  For detection the baseline is the detector itself: its AUROC interval on the known-answer set (clean
+  test images vs the same images with the trigger pasted) and on the poisoned training set must lie above
+  chance. For the diffusion classifier it is the backdoored classifier, whose ASR interval must lie above
+  one half (a backdoor to resist);
+- a test whose minimum detectable effect exceeds the paper's effect says "underpowered"
+  (:func:`bibad_utils.verdicts.compare`); "comparable TA" is a non-inferiority test
+  (:func:`bibad_utils.verdicts.non_inferior`), "underpowered" when its interval is wider than the margin.
 """
 
 from __future__ import annotations
@@ -19,46 +21,21 @@ import math
 import numpy as np
 import pandas as pd
 
-from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, DETECTOR_KEYS, DETECTORS, GEN_FLAG_MAX, MIN_CLASS_COUNT,
-                                                         SOURCES, STAGE, TA_COST_MAX, classifier_settings,
-                                                         defense_config)
-from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_DC
-from bibad_utils.experiments.castle_walls.stats import (_paper_at, _verdict_text, capped_verdict,
-                                                        proportion_difference, verdict_less)
-from bibad_utils.report import VERDICTS, claim_row, verdict_greater
+from bibad_utils import paper as P
+from bibad_utils import verdicts as V
+from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, DETECTOR_KEYS, DETECTORS, GEN_FLAG_MAX,
+                                                         MIN_CLASS_COUNT, SOURCES, STAGE, TA_COST_MAX,
+                                                         classifier_settings, defense_config)
+from bibad_utils.experiments.castle_walls.stats import (_verdict_text, capped_verdict, proportion_difference,
+                                                        verdict_less)
+from bibad_utils.report import claim_row, verdict_greater
 
-CHANCE_AUROC = 0.5
-# The detectors the paper's claim is about; others (the project's FCT variant) are shown, not claimed.
-CLAIM_DETECTORS = ("CD", "STRIP", "FCT")
-# The verdict of a test that could not have seen the paper's effect. Until the shared verdict vocabulary
-# (bibad_utils.report.VERDICTS) has "underpowered", such rows are "not tested" and their note says why.
-UNDERPOWERED = "underpowered" if "underpowered" in VERDICTS else "not tested"
-# The backdoored classifier's ASR must exceed this (lower Wilson bound) for "the DC resists" to be a test.
+CHANCE_AUROC = V.CHANCE_AUROC
+# The detectors the paper's claim is about (with their claim keys); others (the project's FCT variant) are
+# shown, not claimed.
+CLAIM_DETECTORS = {"CD": "detection_cd", "STRIP": "detection_strip", "FCT": "detection_fct"}
+# The backdoored classifier's ASR must exceed this (by its interval) for "the DC resists" to be a test.
 BACKDOOR_ASR_MIN = 0.5
-
-
-def baseline_check(lo: float, floor: float, what: str) -> str:
-    """"" when a baseline's lower bound ``lo`` lies above ``floor``; else the reason it fails, naming ``what``."""
-    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
-        return f"{what}: undefined"
-    if lo > floor:
-        return ""
-    return f"{what} fails its own check: lower bound {lo:.3f} not above {floor:g}"
-
-
-def underpowered_note(verdict: str, lo: float, hi: float, effect: float | None) -> tuple[str, str]:
-    """``(verdict, note)``: a "not reproduced" whose interval is wider than the paper's ``effect`` (same
-    units) becomes :data:`UNDERPOWERED`, with the minimum detectable effect (half the interval's width, the
-    smallest difference its interval could tell from none)."""
-    if effect is None or math.isnan(effect) or verdict != "not reproduced":
-        return verdict, ""
-    width = hi - lo
-    if width > abs(effect):
-        return UNDERPOWERED, (f"underpowered: interval width {width:.3f} exceeds the paper's effect {abs(effect):.3f}: "
-                                f"minimum detectable effect about {width / 2:.3f}")
-    return verdict, ""
-
-
 
 
 def _p_text(p: float) -> str:
@@ -74,14 +51,15 @@ def detection_claims(diffs: pd.DataFrame) -> list[dict]:
     for r in diffs.itertuples():
         if r.detector not in CLAIM_DETECTORS:
             continue
-        paper = ""
-        if not math.isnan(r.paper_train):
-            paper = f"{r.paper_train:.3f} -> {r.paper_gen:.3f} (ImageNette, SD v1.4)"
+        key = CLAIM_DETECTORS[r.detector]
+        paper = P.setting_text(key, attack=r.attack, p=r.p)
+        effect = (r.paper_gen - r.paper_train) if not math.isnan(r.paper_train) else None
+        note = ""
         if r.clean_dm_flagged_lo > GEN_FLAG_MAX:
             verdict = "not tested"
             note = (f"no truth on generations: the trigger detector flags {r.clean_dm_flagged:.0%} of the clean "
                     f"DM's generations")
-        elif min(r.n_poisoned_train, r.n - r.n_poisoned_train, r.n_triggered_gen,
+        elif min(r.n_poisoned_train, getattr(r, "n_train", r.n) - r.n_poisoned_train, r.n_triggered_gen,
                  r.n - r.n_triggered_gen) < MIN_CLASS_COUNT:
             verdict = "not tested"
             note = (f"too few of one kind: {r.n_poisoned_train} poisoned (training) and {r.n_triggered_gen} "
@@ -90,19 +68,21 @@ def detection_claims(diffs: pd.DataFrame) -> list[dict]:
             verdict = "not tested"
             note = (f"AUROC undefined on the generations ({r.n_triggered_gen} of {r.n} triggered)"
                     if r.n_triggered_gen in (0, r.n) else "AUROC undefined on the training subset")
-        elif why := (baseline_check(getattr(r, "auroc_known_lo", math.inf), CHANCE_AUROC,
-                                    f"the known-answer AUROC {getattr(r, 'auroc_known', math.nan):.3f}")
-                     or baseline_check(getattr(r, "auroc_train_lo", math.inf), CHANCE_AUROC,
-                                       f"the training-set AUROC {r.auroc_train:.3f}")):
-            verdict, note = "not tested", f"the detector does not work here: {why}"
         else:
-            verdict = verdict_greater(r.diff_lo, r.diff, 0.0)
-            note = f"AUROC {r.auroc_train:.3f} (training) -> {r.auroc_gen:.3f} (generations)"
-            if r.detector != "CD":
-                note += "; the slides give CD only"
+            # tables without the known-answer / training intervals (older runs) skip that check
+            failed = V.first_failed(*[
+                V.baseline_check(getattr(r, f"auroc_{name}_lo"), getattr(r, f"auroc_{name}_hi", math.nan),
+                                 what=f"{r.detector}'s {what} AUROC")
+                for name, what in (("known", "known-answer"), ("train", "training-set"))
+                if hasattr(r, f"auroc_{name}_lo")])
+            j = V.compare(r.diff, r.diff_lo, r.diff_hi, reference=0.0, direction="greater", paper_effect=effect,
+                          baseline=failed)
+            verdict = j.verdict
+            note = "; ".join(filter(None, [f"AUROC {r.auroc_train:.3f} (training) -> {r.auroc_gen:.3f} (generations)",
+                                           j.reason, "" if r.detector == "CD" else "the slides give CD only"]))
         rows.append(claim_row(STAGE, "Detection is easier on generations", setting=f"{r.detector}, {r.cell}",
                               metric="AUROC(generated) - AUROC(training)", paper=paper, ours=r.diff,
-                              lo=r.diff_lo, hi=r.diff_hi, verdict=verdict, note=note))
+                              lo=r.diff_lo, hi=r.diff_hi, verdict=verdict, note=note, key=key))
     return rows
 
 
@@ -126,66 +106,62 @@ def train_on_generations_claims(tog: pd.DataFrame) -> list[dict]:
         verdict, why = capped_verdict(verdict_greater(lo, d, 0.0), ta_verdict)
         rows.append(claim_row(STAGE, "Training on generations lowers ASR", setting=setting,
                               metric="ASR(real subset) - ASR(generated)", paper=paper_asr, ours=d, lo=lo, hi=hi,
-                              verdict=verdict, note="; ".join(filter(None, [f"ASR {real.ASR:.1%} -> {gen.ASR:.1%}", why]))))
+                              verdict=verdict, note="; ".join(filter(None, [f"ASR {real.ASR:.1%} -> {gen.ASR:.1%}", why])),
+                              key="train_on_generations_asr"))
         rows.append(claim_row(STAGE, f"... at a TA cost of a few points (< {TA_COST_MAX:.0%})", setting=setting,
                               metric="TA(real subset) - TA(generated)", paper=paper_ta, ours=d_ta, lo=lo_ta,
-                              hi=hi_ta, verdict=ta_verdict, note=f"TA {real.TA:.1%} -> {gen.TA:.1%}"))
+                              hi=hi_ta, verdict=ta_verdict, note=f"TA {real.TA:.1%} -> {gen.TA:.1%}",
+                              key="train_on_generations_ta"))
     return rows
 
 
 def diffusion_classifier_claims(dc: pd.DataFrame) -> list[dict]:
     """Per cell: the diffusion classifier (p_filter 0) has a lower ASR than the backdoored classifier
-    at a TA within :data:`DC_TA_MARGIN` of it; the largest p_filter lowers the ASR further."""
+    (tested only where that classifier has a backdoor: ASR interval above :data:`BACKDOOR_ASR_MIN`;
+    "underpowered" where the test cannot see the paper's effect at that p) at a TA within
+    :data:`DC_TA_MARGIN` of it (non-inferiority); the largest p_filter lowers the ASR further."""
     rows = []
     for cell, g in dc.groupby("cell", sort=False):
         clf = g[g.method != "diffusion classifier"].iloc[0]
         dcs = g[g.method == "diffusion classifier"].sort_values("p_filter")
         d0 = dcs.iloc[0]
         p = float(clf.p)
-        pr = _paper_at(PAPER_DC["resnet18"], p)
-        pd0 = _paper_at(_paper_at(PAPER_DC["dc"], float(d0.p_filter)) or {}, p)
-        paper = f"ASR {pr['ASR']:.2f}% -> {pd0['ASR']:.2f}% (CIFAR-10)" if pr and pd0 else ""
-        paper_ta = f"TA {pr['TA']:.2f}% -> {pd0['TA']:.2f}% (CIFAR-10)" if pr and "TA" in (pd0 or {}) else ""
-        d_ta, lo_ta, hi_ta = proportion_difference(d0.k_ta, d0.n_ta, clf.k_ta, clf.n_ta)
-        ta_verdict = verdict_greater(lo_ta, d_ta, -DC_TA_MARGIN)
-        ta_note = ""
-        # even identical, perfect TAs (n of n each) must give a lower bound above -margin, else untestable
-        best_lo = proportion_difference(d0.n_ta, d0.n_ta, clf.n_ta, clf.n_ta)[1]
-        if best_lo <= -DC_TA_MARGIN and ta_verdict != "reproduced":
-            ta_verdict = UNDERPOWERED
-            ta_note = (f"; underpowered: with {int(d0.n_ta)} images even equal perfect TAs give a lower bound of {best_lo:.3f}, "
-                       f"below -{DC_TA_MARGIN:g}")
-        d, lo, hi = proportion_difference(clf.k_asr, clf.n_asr, d0.k_asr, d0.n_asr)
-        verdict, why = capped_verdict(verdict_greater(lo, d, 0.0),
-                                      "not reproduced" if ta_verdict == "not reproduced" else "reproduced")
-        effect = (pr["ASR"] - pd0["ASR"]) / 100 if pr and pd0 and "ASR" in pd0 else None
-        verdict, weak = underpowered_note(verdict, lo, hi, effect)
-        if check := baseline_check(getattr(clf, "ASR_lo", math.inf), BACKDOOR_ASR_MIN,
-                                   f"the backdoored classifier's ASR {clf.ASR:.1%}"):
-            verdict, why = "not tested", f"no backdoor to resist: {check}"
         setting = f"{cell}, p_filter {d0.p_filter:g}"
+        r18, dc0 = P.resnet18(p, "ASR"), P.diffusion_classifier(p, "ASR", float(d0.p_filter))
+        backdoor = V.baseline_check(getattr(clf, "ASR_lo", math.inf), getattr(clf, "ASR_hi", math.nan),
+                                    chance=BACKDOOR_ASR_MIN, what=f"backdoored classifier's ASR")
+        d, lo, hi = proportion_difference(clf.k_asr, clf.n_asr, d0.k_asr, d0.n_asr)
+        j = V.compare(d, lo, hi, reference=0.0, direction="greater", baseline=backdoor,
+                      paper_effect=None if r18 is None or dc0 is None else r18 - dc0)
+        d_ta, lo_ta, hi_ta = proportion_difference(d0.k_ta, d0.n_ta, clf.k_ta, clf.n_ta)
+        jt = V.non_inferior(d_ta, lo_ta, hi_ta, margin=DC_TA_MARGIN)
+        verdict, why = capped_verdict(j.verdict, jt.verdict)
         rows.append(claim_row(STAGE, "The diffusion classifier resists the backdoor", setting=setting,
-                              metric=f"ASR({clf.method}) - ASR(DC)", paper=paper, ours=d, lo=lo, hi=hi,
-                              verdict=verdict, note="; ".join(filter(None, [f"ASR {clf.ASR:.1%} -> {d0.ASR:.1%}",
-                                                                            why, weak]))))
+                              metric=f"ASR({clf.method}) - ASR(DC)",
+                              paper=P.setting_text("diffusion_classifier_asr", p=p), ours=d, lo=lo, hi=hi,
+                              verdict=verdict, key="diffusion_classifier_asr",
+                              note="; ".join(filter(None, [f"ASR {clf.ASR:.1%} -> {d0.ASR:.1%}", j.reason, why]))))
         rows.append(claim_row(STAGE, f"... with a comparable TA (at most {DC_TA_MARGIN:.0%} lower)", setting=setting,
-                              metric=f"TA(DC) - TA({clf.method})", paper=paper_ta, ours=d_ta, lo=lo_ta, hi=hi_ta,
-                              verdict=ta_verdict,
-                              note=f"TA {clf.TA:.1%} ({clf.method}) vs {d0.TA:.1%} (DC){ta_note}"))
+                              metric=f"TA(DC) - TA({clf.method})", paper=P.setting_text("diffusion_classifier_ta", p=p),
+                              ours=d_ta, lo=lo_ta, hi=hi_ta, verdict=jt.verdict, key="diffusion_classifier_ta",
+                              note="; ".join(filter(None, [f"TA {clf.TA:.1%} ({clf.method}) vs {d0.TA:.1%} (DC)",
+                                                           jt.reason]))))
         if len(dcs) > 1:
             dm = dcs.iloc[-1]
-            pm = _paper_at(_paper_at(PAPER_DC["dc"], float(dm.p_filter)) or {}, p)
-            paper = f"ASR {pd0['ASR']:.2f}% -> {pm['ASR']:.2f}% (CIFAR-10)" if pd0 and pm else ""
+            a, b = P.diffusion_classifier(p, "ASR", float(d0.p_filter)), P.diffusion_classifier(p, "ASR", float(dm.p_filter))
             d, lo, hi = proportion_difference(d0.k_asr, d0.n_asr, dm.k_asr, dm.n_asr)
-            _, lo_ta, _ = proportion_difference(dm.k_ta, dm.n_ta, clf.k_ta, clf.n_ta)
-            verdict, why = capped_verdict(verdict_greater(lo, d, 0.0),
-                                          verdict_greater(lo_ta, dm.TA - clf.TA, -DC_TA_MARGIN))
+            lo_ta, hi_ta = proportion_difference(dm.k_ta, dm.n_ta, clf.k_ta, clf.n_ta)[1:]
+            jf = V.compare(d, lo, hi, reference=0.0, direction="greater",
+                           paper_effect=None if a is None or b is None else a - b)
+            verdict, why = capped_verdict(jf.verdict, V.non_inferior(dm.TA - clf.TA, lo_ta, hi_ta,
+                                                                     margin=DC_TA_MARGIN).verdict)
             rows.append(claim_row(STAGE, "Filtering the largest errors lowers the DC's ASR further",
                                   setting=f"{cell}, p_filter {d0.p_filter:g} -> {dm.p_filter:g}",
-                                  metric="ASR(DC, p_filter min) - ASR(DC, p_filter max)", paper=paper, ours=d,
-                                  lo=lo, hi=hi, verdict=verdict,
+                                  metric="ASR(DC, p_filter min) - ASR(DC, p_filter max)",
+                                  paper=P.setting_text("p_filter", p=p) if dm.p_filter == 0.1 else "", ours=d,
+                                  lo=lo, hi=hi, verdict=verdict, key="p_filter",
                                   note="; ".join(filter(None, [f"ASR {d0.ASR:.1%} -> {dm.ASR:.1%}; TA {d0.TA:.1%} "
-                                                               f"-> {dm.TA:.1%}", why]))))
+                                                               f"-> {dm.TA:.1%}", jf.reason, why]))))
     return rows
 
 

@@ -224,11 +224,11 @@ def detection_differences(study, cells=None, classifier: str = "victim") -> pd.D
         flag = clean_dm_flag_rate(study, cell.trigger_kind)
         for det in DETECTORS:
             diff, lo, hi = auroc_difference(ge[det], ge["truth"], tr[det], tr["truth"], d["n_boot"], study.seed)
-            a_kn, kn_lo, _ = auroc_interval(kn[det], kn["truth"], d["n_boot"], study.seed)
+            a_kn, kn_lo, kn_hi = auroc_interval(kn[det], kn["truth"], d["n_boot"], study.seed)
             a_tr, tr_lo, tr_hi = auroc_interval(tr[det], tr["truth"], d["n_boot"], study.seed)
             paper = _paper_at(PAPER_CD_AUROC, (cell.kind, cell.ratio)) if det == "CD" else None
             rows.append({"cell": cell.name, "attack": cell.kind, "p": cell.ratio, "detector": det,
-                         "classifier": classifier, "auroc_known": a_kn, "auroc_known_lo": kn_lo,
+                         "classifier": classifier, "auroc_known": a_kn, "auroc_known_lo": kn_lo, "auroc_known_hi": kn_hi,
                          "auroc_train": a_tr, "auroc_train_lo": tr_lo, "auroc_train_hi": tr_hi,
                          "auroc_gen": _auroc_or_nan(ge[det], ge["truth"]), "diff": diff, "diff_lo": lo,
                          "diff_hi": hi, "n_poisoned_train": int(tr["truth"].sum()), "n_train": len(tr["truth"]),
