@@ -324,3 +324,22 @@ def test_validate_config_names_the_new_parameters(section, param):
     with pytest.raises(ConfigError) as err:
         cw.validate_config(section, "defenses")
     assert err.value.param == param
+
+
+def test_training_detection_indices_draw_the_poisoned_images_apart():
+    from types import SimpleNamespace
+
+    labels = np.repeat(np.arange(10), 100)
+    poisoned = np.zeros(1000, bool)
+    poisoned[np.flatnonzero(labels != 0)[::18]] = True                      # 50 poisoned, 5 %
+    ps = SimpleNamespace(labels=np.where(poisoned, 0, labels), is_poisoned=poisoned)
+    study = SimpleNamespace(poisoned=lambda cell: ps, seed=0)
+    idx = cw.training_detection_indices(study, None, 300, 40)
+    assert len(idx) == 300 and np.all(np.diff(idx) > 0)
+    assert poisoned[idx].sum() == 40                                       # not p's share (15)
+    again = cw.training_detection_indices(study, None, 300, 40)
+    np.testing.assert_array_equal(idx, again)
+    natural = cw.training_detection_indices(study, None, 300, None)
+    assert poisoned[natural].sum() == 15
+    capped = cw.training_detection_indices(study, None, 300, 80)          # only 50 exist
+    assert poisoned[capped].sum() == 50 and len(capped) == 300
