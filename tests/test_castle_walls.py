@@ -1,6 +1,7 @@
 """Tests of the castle-walls stage helpers: subsets, intervals, configuration, claims and figures on
 tiny hand-made inputs (the study-level tables run in the smoke notebook)."""
 
+import io
 import math
 
 import numpy as np
@@ -182,7 +183,8 @@ def test_detection_claims_verdicts():
     assert "too few" in rows[1]["note"]
     few = cw.detection_claims(_diffs(n_trig=2))[0]                 # 2 triggered generations: no test
     assert few["verdict"] == "not tested" and "2 triggered" in few["note"]
-    assert cw.detection_claims(_diffs(diff_lo=-0.05))[0]["verdict"] == "partly"
+    # an interval that includes 0 and cannot see the paper's 0.035 rise: underpowered, not "partly"
+    assert cw.detection_claims(_diffs(diff_lo=-0.05))[0]["verdict"] == "underpowered"
     flagged = cw.detection_claims(_diffs(flag_lo=0.5))            # detector fires on the clean DM's images
     assert [r["verdict"] for r in flagged] == ["not tested", "not tested"]
     assert "clean DM" in flagged[0]["note"]
@@ -219,9 +221,9 @@ def test_diffusion_classifier_claims():
     ])
     resist, ta, filt = cw.diffusion_classifier_claims(dc)
     assert resist["verdict"] == "reproduced" and resist["ours"] == pytest.approx(0.35)
-    assert ta["verdict"] == "partly" and ta["ours"] == pytest.approx(-0.02)  # lo ~ -0.11 < -0.05
+    assert ta["verdict"] == "underpowered" and ta["ours"] == pytest.approx(-0.02)  # half-width ~0.09 > 0.05
     assert filt["verdict"] == "reproduced" and filt["ours"] == pytest.approx(0.3)
-    assert "97.04%" in resist["paper"] and "39.00%" in filt["paper"]
+    assert "97.04 %" in resist["paper"] and "39.00 %" in filt["paper"]
 
 
 def test_figures_from_tiny_tables():
@@ -245,7 +247,7 @@ def test_display_tables():
                         for s, k, a, p in (("training", 2, 0.7, 0.948), ("generated", 0, math.nan, 0.983))])
     wide = cw.detection_wide(det, {"c": 0.25})
     assert wide.loc[("c", "CD"), "AUROC training"] == "0.700 [0.600, 0.800]"
-    assert wide.loc[("c", "CD"), "AUROC generated"] == "n/a"
+    assert wide.loc[("c", "CD"), "AUROC generated (victim)"] == "n/a"
     assert wide.loc[("c", "CD"), "triggered / n (generated)"] == "0 / 20"
     assert wide.loc[("c", "CD"), "clean DM flagged"] == "25.0%"
     dc = pd.DataFrame([_rates({"method": "diffusion classifier"}, 70, 20, p_filter=0.05, paper_TA=math.nan,
@@ -255,3 +257,89 @@ def test_display_tables():
     assert row["TA"].startswith("70.0% [") and row["paper TA"] == "" and row["paper ASR"] == "45.43%"
     claims = cw.claims_table(cw.detection_claims(_diffs()))
     assert list(claims.verdict) == ["reproduced", "not tested"] and claims.ours[1] == "n/a"
+
+
+def test_detection_claims_refuse_a_detector_that_fails_its_own_check():
+    broken = _diffs().assign(auroc_known=0.9, auroc_known_lo=0.8, auroc_known_hi=0.95, auroc_train=0.208,
+                             auroc_train_lo=0.02, auroc_train_hi=0.47)
+    row = cw.detection_claims(broken)[0]                           # diff interval above 0, baseline below chance
+    assert row["verdict"] == "not tested" and "training-set AUROC" in row["note"] and "0.020" in row["note"]
+    known = _diffs().assign(auroc_known=0.55, auroc_known_lo=0.45, auroc_train=0.8, auroc_train_lo=0.7)
+    row = cw.detection_claims(known)[0]
+    assert row["verdict"] == "not tested" and "known-answer" in row["note"]
+    fine = _diffs().assign(auroc_known=0.95, auroc_known_lo=0.9, auroc_train=0.8, auroc_train_lo=0.7)
+    assert cw.detection_claims(fine)[0]["verdict"] == "reproduced"
+    variant = fine.assign(detector="FCT variant")                 # the project's variant makes no claim
+    assert cw.detection_claims(variant) == []
+
+
+def test_diffusion_classifier_claims_at_p1_underpowered_and_untestable_ta():
+    na = {"p_filter": math.nan, "paper_TA": 0.95, "paper_ASR": 0.99}
+
+    def table(k_clf_asr, k_dc_asr, n, p):
+        rows = [_rates({"method": "classifier (small_cnn)"}, n, k_clf_asr, n=n, **na),
+                _rates({"method": "diffusion classifier"}, n, k_dc_asr, n=n, p_filter=0.0, paper_TA=0.95,
+                       paper_ASR=0.6)]
+        return pd.DataFrame(rows).assign(p=p, cell=f"badnets1 p={p * 100:g}%")
+
+    # p = 5 %: the paper's effect is 2.96 points, far inside a 100-image interval: underpowered
+    resist, ta = cw.diffusion_classifier_claims(table(100, 100, 100, 0.05))
+    assert resist["verdict"] == "underpowered" and "could detect only" in resist["note"]
+    assert ta["verdict"] == "reproduced"                                    # 100 of 100 each: lower bound -0.037
+    # 60 images: even two perfect TAs cannot show "comparable" (lower bound -0.060 < -0.05)
+    _, ta60 = cw.diffusion_classifier_claims(table(60, 60, 60, 0.05))
+    assert ta60["verdict"] == "underpowered"
+    # p = 1 %: no backdoor in the classifier, nothing to resist
+    resist, _ = cw.diffusion_classifier_claims(table(20, 10, 100, 0.01))
+    assert resist["verdict"] == "not tested" and "backdoored classifier's ASR" in resist["note"]
+    resist, _ = cw.diffusion_classifier_claims(table(99, 30, 100, 0.01))
+    assert resist["verdict"] == "reproduced" and resist["key"] == "diffusion_classifier_asr"
+
+
+def test_detection_csv_columns_and_paper_caltech_ta(tmp_path):
+    det = pd.DataFrame([{"cell": "c", "attack": "badnets1", "p": 0.05, "detector": d, "set": s, "classifier": c,
+                         "n": 200, "n_poisoned": 100, "n_clean": 100, "auroc": 0.8, "auroc_lo": 0.7,
+                         "auroc_hi": 0.9, "seconds": 1.0, "paper": math.nan, "note": ""}
+                        for d in cw.DETECTORS for s, c in (("known answer", "victim"), ("training", "victim"),
+                                                            ("generated", "generations classifier"))])
+    csv = cw.detection_csv(det)
+    assert list(csv.columns) == ["attack", "p", "detector", "set", "classifier", "auroc", "lo", "hi", "n_pos", "n_neg"]
+    assert len(csv) == 3 * len(cw.DETECTORS) and set(csv.set) == set(cw.SETS)
+    assert cw.DETECTORS == ("CD", "STRIP", "FCT", "FCT variant")
+    path = cw.save_detection_csv(tmp_path, det)
+    assert path == tmp_path / "figures" / cw.DETECTION_CSV
+    assert pd.read_csv(path).equals(pd.read_csv(io.StringIO(csv.to_csv(index=False, float_format="%.4f"))))
+    assert cw._paper_at(cw.PAPER_TRAIN_ON_GEN["caltech15"], ("badnets2", 0.05))["TA"] == pytest.approx((99.833, 87.333))
+
+
+@pytest.mark.parametrize("section, param", [
+    ({"fct_variant": {"temperature": -1}}, "defenses.fct_variant.temperature"),
+    ({"strip": {"mode": "max"}}, "defenses.strip.mode"),
+    ({"cd": {"logit_reference": 0}}, "defenses.cd.logit_reference"),
+    ({"n_detect": 10, "n_detect_poisoned": 10}, "defenses.n_detect_poisoned"),
+    ({"n_known": 1}, "defenses.n_known"),
+    ({"dc_ratios": [0.0]}, "defenses.dc_ratios"),
+])
+def test_validate_config_names_the_new_parameters(section, param):
+    with pytest.raises(ConfigError) as err:
+        cw.validate_config(section, "defenses")
+    assert err.value.param == param
+
+
+def test_training_detection_indices_draw_the_poisoned_images_apart():
+    from types import SimpleNamespace
+
+    labels = np.repeat(np.arange(10), 100)
+    poisoned = np.zeros(1000, bool)
+    poisoned[np.flatnonzero(labels != 0)[::18]] = True                      # 50 poisoned, 5 %
+    ps = SimpleNamespace(labels=np.where(poisoned, 0, labels), is_poisoned=poisoned)
+    study = SimpleNamespace(poisoned=lambda cell: ps, seed=0)
+    idx = cw.training_detection_indices(study, None, 300, 40)
+    assert len(idx) == 300 and np.all(np.diff(idx) > 0)
+    assert poisoned[idx].sum() == 40                                       # not p's share (15)
+    again = cw.training_detection_indices(study, None, 300, 40)
+    np.testing.assert_array_equal(idx, again)
+    natural = cw.training_detection_indices(study, None, 300, None)
+    assert poisoned[natural].sum() == 15
+    capped = cw.training_detection_indices(study, None, 300, 80)          # only 50 exist
+    assert poisoned[capped].sum() == 50 and len(capped) == 300

@@ -4,8 +4,9 @@ The detectors run on a tiny backdoored CNN trained here on 16-px images of three
 10 % of which carry a white 4x4 corner patch and the target label 0; the diffusion classifier runs
 on a tiny class-conditional UNet trained here on three very distinct colours.
 
-CD and STRIP are asserted clearly above chance (AUROC > 0.75), not > 0.9: over data/training
-seeds they reach 0.7-0.96 at this scale. A four-layer CNN trained for 300 steps adds the patch's
+On the poisoned training set CD and STRIP are asserted clearly above chance (AUROC > 0.75), not
+> 0.9: over data/training seeds they reach 0.7-0.96 at this scale. On a known-answer set (clean
+non-target images vs the same images with the patch) both must exceed 0.9. A four-layer CNN trained for 300 steps adds the patch's
 logit offset to the colour evidence instead of overriding it (the patch raises class 0 by about as
 much as the colour raises the true class), so CD must keep the colour as well as the patch, and a
 superimposed image doubles the colour evidence while the patch's offset stays. FCT does not rely
@@ -127,17 +128,114 @@ def test_strip_detects_planted_patch(planted):
     assert roc_auc_score(poisoned, scores) > 0.75
 
 
-def test_fct_detects_planted_patch(planted):
+def test_fct_variant_detects_planted_patch(planted):
     model, images, labels, poisoned = planted
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    scores = defenses.fct_scores(model, images, train_images=images, train_labels=labels,
-                                 finetune_steps=20, seed=0)
+    scores = defenses.fct_variant_scores(model, images, train_images=images, train_labels=labels,
+                                         finetune_steps=20, seed=0)
     assert scores.shape == (len(images),) and np.all(scores >= 0) and np.all(scores <= 2 + 1e-6)
     assert roc_auc_score(poisoned, scores) > 0.9
     # The fine-tuning works on a copy: the caller's classifier is untouched.
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert not model.training
+
+
+def known_answer_set(images, poisoned, labels):
+    """Clean non-target images and the same images with the planted patch: (images, truth)."""
+    clean = images[(~poisoned) & (labels != 0)][:100]
+    stamped = clean.copy()
+    stamped[:, -4:, -4:, :] = 255
+    return np.concatenate([clean, stamped]), np.r_[np.zeros(len(clean), bool), np.ones(len(clean), bool)]
+
+
+def test_cd_and_strip_separate_a_known_answer_set(planted):
+    model, images, labels, poisoned = planted
+    x, truth = known_answer_set(images, poisoned, labels)
+    # gamma 0.04 at 16 px is the reference's 0.01 at 32 px (the L1 norm grows with H*W)
+    cd = defenses.run_detector("CD", model, x, gamma=0.04)
+    assert float(cd["logit_scale"]) == 1.0
+    assert roc_auc_score(truth, cd["scores"]) > 0.9
+    scale = defenses.logit_calibration(model, x, 20.0)
+    assert scale == pytest.approx(20.0 / defenses.mean_max_logit(model, x))
+    # STRIP with the reference's saturating sum: these images are dark, so the sum does not saturate
+    # (on light images it does, and the profiles blend instead; see superimpose)
+    ctx = defenses.DetectorContext(clean_pool=images[~poisoned])
+    strip = defenses.run_detector("STRIP", model, x, ctx, mode="sum")
+    assert roc_auc_score(truth, strip["scores"]) > 0.9
+
+
+def test_logit_scale_is_dividing_the_mask_price():
+    """logit_scale c with (gamma, beta) optimises c times the loss of (gamma / c, beta / c): Adam's steps
+    do not depend on the loss scale (up to its epsilon), so the masks agree."""
+    images, labels, _ = make_planted_set(n_per_class=4, seed=3)
+    model = train_classifier(images, labels, steps=3, batch_size=8, seed=3)
+    a = defenses.cd_scores(model, images, steps=5, gamma=0.04, beta=1.0, logit_scale=4.0)
+    b = defenses.cd_scores(model, images, steps=5, gamma=0.01, beta=0.25)
+    np.testing.assert_allclose(a, b, rtol=1e-3)
+
+
+def test_strip_blend_keeps_a_dark_trigger_on_light_images():
+    x = torch.full((1, 3, 4, 4), 0.9)
+    x[..., 0, 0] = 0.0  # a black trigger pixel
+    overlay = torch.full((1, 3, 4, 4), 0.8)
+    summed = defenses.superimpose(x, overlay, "sum")
+    blended = defenses.superimpose(x, overlay, "blend", 0.5)
+    assert summed[..., 0, 0].min() == pytest.approx(0.8) and summed[..., 1, 1].min() == 1.0
+    assert blended[..., 0, 0].max() == pytest.approx(0.4) and blended[..., 1, 1].min() == pytest.approx(0.85)
+    with pytest.raises(ConfigError, match="mode"):
+        defenses.superimpose(x, overlay, "max")
+
+
+def test_fct_follows_the_reference_recipe(planted):
+    model, images, labels, poisoned = planted
+    # the transform: rotations up to 180 degrees, shifts up to 0.2 of the side, black fill
+    white = torch.ones(64, 3, SIZE, SIZE)
+    moved = defenses.reference_transform(white, seed=0, start=0)
+    assert moved.min() == -1.0 and moved.max() == 1.0
+    assert ((moved == -1).float().mean(dim=(1, 2, 3)) > 0).all()  # every image has black fill
+    draws = np.stack([np.random.default_rng([0, defenses._STREAM_FCT_TRANSFORM, i]).uniform(-1, 1, 3)
+                      for i in range(64)])
+    assert np.abs(draws[:, 0] * 180).max() > 90  # rotation range is +-180, not +-15
+    # no transform: the identity leaves the features, so every score is 0
+    x = to_float(images[:8])
+    flat = lambda m, t: t.flatten(1)  # noqa: E731
+    s0 = defenses.fct_scores(model, x, max_rotation=0.0, max_translate=0.0, feature_fn=flat)
+    np.testing.assert_allclose(s0, 0.0, atol=1e-10)
+    # the score is the SQUARED distance of RAW features
+    s = defenses.fct_scores(model, x, feature_fn=flat, seed=1)
+    t = defenses.reference_transform(x, seed=1, start=0)
+    np.testing.assert_allclose(s, (x - t).flatten(1).pow(2).sum(1).double().numpy(), rtol=1e-5)
+    # the fine-tuning loss: mean off-diagonal cosine similarity of the class centres
+    z = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 1.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    assert defenses.centre_cosine_loss(z, y).item() == pytest.approx(0.0)
+    assert defenses.centre_cosine_loss(z[[0, 1]], torch.tensor([0, 1])).item() == pytest.approx(1.0)
+    assert defenses.centre_cosine_loss(z[:2], torch.tensor([0, 0])).item() == 0.0
+    # and fine-tuning works on a copy
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scores = defenses.fct_scores(model, images, train_images=images, train_labels=labels, finetune_steps=3)
+    assert scores.shape == (len(images),) and np.all(scores >= 0)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_registry_has_one_signature():
+    images, labels, _ = make_planted_set(n_per_class=4, seed=4)
+    model = train_classifier(images, labels, steps=3, batch_size=8, seed=4)
+    ctx = defenses.DetectorContext(clean_pool=images, train_images=images, train_labels=labels)
+    small = {"CD": {"steps": 2}, "STRIP": {"n_overlay": 2}, "FCT": {"finetune_steps": 1},
+             "FCT variant": {"finetune_steps": 1}}
+    assert set(defenses.detector_names()) == set(small)
+    for name, opts in small.items():
+        out = defenses.run_detector(name, model, images, ctx, **opts)
+        assert out["scores"].shape == (len(images),) and np.isfinite(out["scores"]).all(), name
+    with pytest.raises(ConfigError, match="CD.n_overlay"):
+        defenses.run_detector("CD", model, images, ctx, n_overlay=3)
+    with pytest.raises(ConfigError, match="detector"):
+        defenses.run_detector("Neural Cleanse", model, images, ctx)
+    with pytest.raises(ConfigError, match="clean_pool"):
+        defenses.run_detector("STRIP", model, images)
 
 
 def test_detectors_on_clean_data_are_finite_and_seeded():
@@ -152,6 +250,9 @@ def test_detectors_on_clean_data_are_finite_and_seeded():
         "fct": lambda seed, bs: defenses.fct_scores(model, images, train_images=images,
                                                     train_labels=labels, finetune_steps=2,
                                                     batch_size=bs, seed=seed),
+        "fct variant": lambda seed, bs: defenses.fct_variant_scores(
+            model, images, train_images=images, train_labels=labels, finetune_steps=2,
+            batch_size=bs, seed=seed),
     }
     for name, run in runs.items():
         a = run(0, 5)

@@ -1,0 +1,124 @@
+"""Cognitive Distillation (Huang et al., "Distilling Cognitive Backdoor Patterns within an Image",
+ICLR 2023): a backdoor trigger alone keeps a backdoored classifier's logits, so a poisoned image
+distils to a small mask."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from bibad_utils.config import ConfigError
+from bibad_utils.defenses._common import (_STREAM_CD, _batches, _check_device, _check_float, _check_images,
+                                          _check_int, _eval_mode, _rng, _take_float)
+
+
+
+def _total_variation(mask: torch.Tensor) -> torch.Tensor:
+    """Squared-difference total variation of masks [B, 1, H, W] per image, divided by H*W -> [B]."""
+    h, w = mask.shape[-2:]
+    dh = (mask[..., 1:, :] - mask[..., :-1, :]).pow(2).sum(dim=(1, 2, 3))
+    dw = (mask[..., :, 1:] - mask[..., :, :-1]).pow(2).sum(dim=(1, 2, 3))
+    return (dh + dw) / (h * w)
+
+
+def _check_cd_options(steps, lr, betas, gamma, beta):
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise ConfigError("betas", betas, "two numbers in [0, 1)")
+    return {"steps": _check_int("steps", steps),
+            "lr": _check_float("lr", lr, 0.0, math.inf, open_low=True),
+            "betas": tuple(_check_float("betas", b, 0.0, 1.0) for b in betas),
+            "gamma": _check_float("gamma", gamma, 0.0, math.inf),
+            "beta": _check_float("beta", beta, 0.0, math.inf)}
+
+
+def cd_scores(f: nn.Module, images, *, steps: int = 100, lr: float = 0.1,
+              betas: tuple[float, float] = (0.1, 0.1), gamma: float = 0.01, beta: float = 1.0,
+              logit_scale: float = 1.0, batch_size: int = 128, seed: int = 0, device="cpu",
+              return_masks: bool = False):
+    """Cognitive Distillation scores: the negative L1 norm of each image's distilled mask.
+
+    For each image x a one-channel mask m = (tanh(theta) + 1) / 2 in [0, 1]^{H x W} (theta
+    initialised to 1, so m starts near 0.88) is optimised by ``steps`` Adam steps on
+    ``|f(x*m + (1-m)*u) - f(x)|_1 / K + gamma * |m|_1 + beta * TV(m)``, where f gives logits over
+    K classes, u is a uniform random colour in [-1, 1]^C drawn per image and per step, |m|_1 sums
+    the H*W mask values and TV(m) is the sum of squared neighbour differences divided by H*W.
+    A backdoor trigger alone keeps the logits, so poisoned images distil to small masks.
+    The batch is optimised together (per-image losses summed; Adam's update is per parameter,
+    so images do not interact).
+
+    Args:
+        f: classifier on ``device``, float [-1, 1] NCHW -> logits [N, K]; left unchanged (its
+            train/eval flags are restored and no gradient is written into its parameters).
+        images: float tensor [N, C, H, W] in [-1, 1] or uint8 array [N, H, W, C].
+        steps, lr, betas: Adam schedule for theta.
+        gamma: weight of the mask L1 norm; beta: weight of the total variation.
+        logit_scale: factor on both logits of the mismatch term (1: the reference). The trade-off
+            between the mismatch and the mask's price was set for classifiers with strong logits;
+            a victim whose logits are c times weaker is matched by ``logit_scale`` = c (the same
+            as dividing gamma and beta by c). :func:`logit_calibration` measures c.
+        batch_size: images optimised together.
+        seed: the random colours of image i depend only on (seed, i).
+        device: where the optimisation runs.
+        return_masks: also return the masks.
+
+    Returns:
+        scores: float64 array [N], in [-H*W, 0]; higher = more likely poisoned.
+        masks (if ``return_masks``): float32 array [N, H, W] in [0, 1].
+    """
+    n, (c, h, w) = _check_images("images", images)
+    steps, lr, betas, gamma, beta = _check_cd_options(steps, lr, betas, gamma, beta).values()
+    logit_scale = _check_float("logit_scale", logit_scale, 0.0, math.inf, open_low=True)
+    batch_size = _check_int("batch_size", batch_size)
+    seed = _check_int("seed", seed, minimum=0)
+    device = _check_device(device)
+
+    scores = np.empty(n, dtype=np.float64)
+    masks = np.empty((n, h, w), dtype=np.float32) if return_masks else None
+    with _eval_mode(f):
+        for start, stop in _batches(n, batch_size):
+            x = _take_float(images, slice(start, stop), device)
+            colours = np.stack([_rng(seed, _STREAM_CD, i).uniform(-1.0, 1.0, size=(steps, c))
+                                for i in range(start, stop)])
+            colours = torch.from_numpy(colours).float().to(device)  # [B, steps, C]
+            with torch.no_grad():
+                target = f(x) * logit_scale
+            n_classes = target.shape[1]
+            theta = torch.ones(x.shape[0], 1, h, w, device=device, requires_grad=True)
+            optimiser = torch.optim.Adam([theta], lr=lr, betas=betas)
+            for step in range(steps):
+                mask = (torch.tanh(theta) + 1) / 2
+                u = colours[:, step, :, None, None]
+                logits = f(x * mask + (1 - mask) * u) * logit_scale
+                per_image = ((logits - target).abs().sum(dim=1) / n_classes
+                             + gamma * mask.abs().sum(dim=(1, 2, 3))
+                             + beta * _total_variation(mask))
+                # Gradient for theta only: the caller's parameters never receive a .grad.
+                (theta.grad,) = torch.autograd.grad(per_image.sum(), [theta])
+                optimiser.step()
+            with torch.no_grad():
+                mask = (torch.tanh(theta) + 1) / 2
+            scores[start:stop] = -mask.sum(dim=(1, 2, 3)).double().cpu().numpy()
+            if return_masks:
+                masks[start:stop] = mask[:, 0].cpu().numpy()
+    return (scores, masks) if return_masks else scores
+
+
+
+def mean_max_logit(f: nn.Module, images, *, batch_size: int = 256, device="cpu") -> float:
+    """The mean over ``images`` of ``f``'s largest logit: the scale of its logits."""
+    n, _ = _check_images("images", images)
+    total = 0.0
+    with _eval_mode(f), torch.no_grad():
+        for start, stop in _batches(n, _check_int("batch_size", batch_size)):
+            total += f(_take_float(images, slice(start, stop), _check_device(device))).max(dim=1).values.sum().item()
+    return total / n
+
+
+def logit_calibration(f: nn.Module, images, reference: float, **kwargs) -> float:
+    """``logit_scale`` that brings ``f``'s mean largest logit on ``images`` to ``reference``
+    (:func:`mean_max_logit`); ``kwargs`` go to it."""
+    reference = _check_float("reference", reference, 0.0, math.inf, open_low=True)
+    return reference / max(mean_max_logit(f, images, **kwargs), 1e-6)

@@ -1,0 +1,114 @@
+"""One registry of backdoor-data detectors, all called the same way.
+
+A detector is called as ``run_detector(name, f, images, context, **options)`` and returns a dict
+with ``scores`` (float64 ``[N]``, higher = more likely poisoned) and, for some detectors, extra
+arrays (CD: ``masks``). ``context`` (:class:`DetectorContext`) carries what some detectors need
+besides the classifier and the images: clean images to superimpose (STRIP), labelled data to
+fine-tune on (FCT), the seed and the device. ``options`` are the detector's own keyword arguments
+(the profile's ``defenses.<name>`` section); :data:`DETECTORS` lists each detector's defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from bibad_utils.config import ConfigError
+from bibad_utils.defenses.cd import cd_scores, logit_calibration
+from bibad_utils.defenses.fct import fct_scores, fct_variant_scores
+from bibad_utils.defenses.strip import strip_scores
+
+
+@dataclass
+class DetectorContext:
+    """What a detector may need besides ``f`` and the images: ``clean_pool`` (images known to be
+    clean, STRIP), ``train_images``/``train_labels`` (FCT's fine-tuning data), ``seed``, ``device``."""
+
+    clean_pool: Any = None
+    train_images: Any = None
+    train_labels: Any = None
+    seed: int = 0
+    device: Any = "cpu"
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A registered detector: ``name``, ``run(f, images, context, **options) -> dict``, its
+    ``defaults`` (the options a profile may set), ``extras`` (arrays returned besides ``scores``)
+    and a one-line ``summary``."""
+
+    name: str
+    run: Callable[..., dict]
+    defaults: dict
+    summary: str
+    extras: tuple = field(default=())
+
+
+def _cd(f, images, ctx, *, logit_reference=None, **opts):
+    scale = 1.0 if logit_reference is None else logit_calibration(f, images, logit_reference, device=ctx.device)
+    scores, masks = cd_scores(f, images, seed=ctx.seed, device=ctx.device, return_masks=True,
+                              logit_scale=scale, **{k: tuple(v) if k == "betas" else v for k, v in opts.items()})
+    return {"scores": scores, "masks": masks, "logit_scale": np.float64(scale)}
+
+
+def _strip(f, images, ctx, **opts):
+    if ctx.clean_pool is None:
+        raise ConfigError("context.clean_pool", None, "clean images to superimpose (STRIP)")
+    return {"scores": strip_scores(f, images, ctx.clean_pool, seed=ctx.seed, device=ctx.device, **opts)}
+
+
+def _fct_with(fn):
+    def run(f, images, ctx, **opts):
+        return {"scores": fn(f, images, train_images=ctx.train_images, train_labels=ctx.train_labels,
+                             seed=ctx.seed, device=ctx.device, **opts)}
+    return run
+
+
+DETECTORS: dict[str, Detector] = {
+    "CD": Detector(
+        "CD", _cd,
+        {"steps": 100, "lr": 0.1, "betas": [0.1, 0.1], "gamma": 0.01, "beta": 1.0, "batch_size": 128,
+         "logit_reference": None},
+        "Cognitive Distillation: minus the L1 norm of the distilled mask; logit_reference (the mean "
+        "largest logit the reference's trade-off assumes) rescales a weak victim's logits, None keeps them",
+        ("masks", "logit_scale")),
+    "STRIP": Detector(
+        "STRIP", _strip, {"n_overlay": 100, "mode": "sum", "alpha": 0.5, "batch_size": 512},
+        "STRIP: minus the mean entropy under superimposed clean images (mode sum: the reference's "
+        "saturating sum; blend: (1 - alpha) x + alpha x_r)"),
+    "FCT": Detector(
+        "FCT", _fct_with(fct_scores),
+        {"finetune_steps": 20, "finetune_lr": 1.0e-4, "finetune_batch_size": 128, "max_rotation": 180.0,
+         "max_translate": 0.2, "batch_size": 256},
+        "FCT as the reference: squared raw-feature distance under rotation up to 180 degrees and shift "
+        "0.2 with black fill, after a class-centre cosine fine-tuning"),
+    "FCT variant": Detector(
+        "FCT variant", _fct_with(fct_variant_scores),
+        {"finetune_steps": 20, "finetune_lr": 1.0e-4, "finetune_batch_size": 128, "temperature": 0.1,
+         "max_rotation": 15.0, "max_translate": 0.1, "batch_size": 256},
+        "the project's FCT variant: normalised-feature distance under rotation up to 15 degrees and "
+        "shift 0.1 with grey fill, after a supervised contrastive fine-tuning"),
+}
+
+
+def detector_names() -> list[str]:
+    """Names of the registered detectors, in registry order."""
+    return list(DETECTORS)
+
+
+def run_detector(name: str, f, images, context: DetectorContext | None = None, **options) -> dict:
+    """Run the registered detector ``name`` on ``images`` with classifier ``f``.
+
+    ``options`` override the detector's defaults (unknown keys are an error naming the detector).
+    Returns a dict with ``scores`` float64 ``[N]`` (higher = more likely poisoned) and the
+    detector's ``extras``.
+    """
+    if name not in DETECTORS:
+        raise ConfigError("detector", name, f"one of {detector_names()}")
+    det = DETECTORS[name]
+    for key in options:
+        if key not in det.defaults:
+            raise ConfigError(f"{name}.{key}", options[key], f"a key among {sorted(det.defaults)}")
+    return det.run(f, images, context or DetectorContext(), **{**det.defaults, **options})

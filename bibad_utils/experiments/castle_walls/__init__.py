@@ -1,0 +1,53 @@
+"""Stage 05, castle walls: what notebooks/05_castle_walls.ipynb computes.
+
+The paper's three defensive uses of a data-poisoned diffusion model (DM), each a function of a
+:class:`~bibad_utils.stages.Study` returning a tidy DataFrame, one module per idea:
+
+- :mod:`.victims`: the backdoored classifier of each cell and the classifiers of "training on generations";
+- :mod:`.detection`: backdoor-data detectors (the registry of :mod:`bibad_utils.defenses`) on a known-answer
+  set, a subset of the poisoned training set and the poisoned DM's generations (scored with the victim and
+  with a classifier trained on the generations); ``detection.csv``;
+- :mod:`.train_on_generations`: TA and ASR of classifiers trained on the poisoned data and on generations;
+- :mod:`.diffusion_classifier`: the poisoned conditional DM as a classifier (Li et al. 2023);
+- :mod:`.claims`: claim rows with computed verdicts (the rules are stated there) and the quoted numbers;
+- :mod:`.tables`, :mod:`.figures`: display; :mod:`.config`: the ``defenses`` section;
+  :mod:`.paper_numbers`: the paper's values; :mod:`.stats`: intervals and subsets.
+
+Every classifier, detector score and diffusion-classifier run is cached in ``study.store``.
+
+Classifiers of this stage use the profile's ``judges`` settings (architecture, schedule) overridden
+by ``defenses.classifier``; they are trained on poisoned data, unlike the judges, which are clean. The
+judges' photometric augmentation (``color_jitter``, ``blur``, ``noise``) is not inherited: these
+classifiers are the victims and baselines of the paper's defenses; ``defenses.classifier`` and
+``defenses.gen_classifier`` may set it for themselves (the demo gives the two equal-size classifiers of
+"training on generations" colour jitter: a small DM's colours drift from the real palette, and a
+classifier that learned exact colours from generations misreads real test images).
+"""
+
+from bibad_utils.experiments.castle_walls.config import (  # noqa: F401
+    _SUB, CLASSIFIERS, DC_TA_MARGIN, DEFAULTS, DETECTORS, DETECTOR_KEYS, GEN_FLAG_MAX, MIN_CLASS_COUNT,
+    SETS, SOURCES, STAGE, TA_COST_MAX, classifier_settings, defense_config, validate_config)
+from bibad_utils.experiments.castle_walls.paper_numbers import (  # noqa: F401
+    PAPER_CD_AUROC, PAPER_DC, PAPER_TRAIN_ON_GEN)
+from bibad_utils.experiments.castle_walls.stats import (  # noqa: F401
+    _paper_at, _auroc_or_nan, _with_interval, _paper_text, _verdict_text, auroc_difference,
+    auroc_interval, capped_verdict, proportion_difference, stratified_subset, ta_asr_report,
+    verdict_less)
+from bibad_utils.experiments.castle_walls.victims import (  # noqa: F401
+    backdoored_table, classifier_key, evaluate_ta_asr, poisoned_classifier, train_subset_indices,
+    trained_classifier, triggered_test_images)
+from bibad_utils.experiments.castle_walls.detection import (  # noqa: F401
+    DETECTION_CSV, clean_dm_flag_rate, detection_csv, detection_differences, detection_scores, detection_sets,
+    detection_table, detector_scores, save_detection_csv, scored_combinations,
+    training_detection_indices, victim_logit_profile)
+from bibad_utils.experiments.castle_walls.train_on_generations import (  # noqa: F401
+    train_on_generations_table)
+from bibad_utils.experiments.castle_walls.diffusion_classifier import (  # noqa: F401
+    dc_benchmark, dc_cells, dc_images, dc_predictions, diffusion_classifier_table)
+from bibad_utils.experiments.castle_walls.claims import (  # noqa: F401
+    BACKDOOR_ASR_MIN, CHANCE_AUROC, CLAIM_DETECTORS, castle_claims, castle_summary,
+    detection_claims, diffusion_classifier_claims, train_on_generations_claims)
+from bibad_utils.experiments.castle_walls.tables import (  # noqa: F401
+    claims_table, clean_dm_flags, detection_wide, example_cell, rates_wide)
+from bibad_utils.experiments.castle_walls.figures import (  # noqa: F401
+    cd_mask_figure, dc_figure, detection_figure, train_on_generations_figure)

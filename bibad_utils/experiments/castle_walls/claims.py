@@ -1,0 +1,241 @@
+"""Claim rows of stage 05 (:mod:`bibad_utils.report`) with computed verdicts, and the numbers the notebook
+quotes.
+
+The verdict rules are the shared ones of :mod:`bibad_utils.verdicts`, the paper's numbers and claim keys
+those of :mod:`bibad_utils.paper`:
+
+- a comparison is stated only when its baseline passes its own check, else "not tested" with the reason.
+  For detection the baseline is the detector itself: its AUROC interval on the known-answer set (clean
+  test images vs the same images with the trigger pasted) and on the poisoned training set must lie above
+  chance. For the diffusion classifier it is the backdoored classifier, whose ASR interval must lie above
+  one half (a backdoor to resist);
+- a test whose minimum detectable effect exceeds the paper's effect says "underpowered"
+  (:func:`bibad_utils.verdicts.compare`); "comparable TA" is a non-inferiority test
+  (:func:`bibad_utils.verdicts.non_inferior`), "underpowered" when its interval is wider than the margin.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bibad_utils import paper as P
+from bibad_utils import verdicts as V
+from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, DETECTOR_KEYS, DETECTORS, GEN_FLAG_MAX,
+                                                         MIN_CLASS_COUNT, SOURCES, STAGE, TA_COST_MAX,
+                                                         classifier_settings, defense_config)
+from bibad_utils.experiments.castle_walls.stats import (_verdict_text, capped_verdict, proportion_difference,
+                                                        verdict_less)
+from bibad_utils.report import claim_row, verdict_greater
+
+CHANCE_AUROC = V.CHANCE_AUROC
+# The detectors the paper's claim is about (with their claim keys); others (the project's FCT variant) are
+# shown, not claimed.
+CLAIM_DETECTORS = {"CD": "detection_cd", "STRIP": "detection_strip", "FCT": "detection_fct"}
+# The backdoored classifier's ASR must exceed this (by its interval) for "the DC resists" to be a test.
+BACKDOOR_ASR_MIN = 0.5
+
+
+def _p_text(p: float) -> str:
+    return f"p={p * 100:g}%"
+
+
+def detection_claims(diffs: pd.DataFrame) -> list[dict]:
+    """One claim row per (cell, detector) of :func:`detection_differences`: AUROC higher on generations.
+    Not tested where the generated truth is unreliable, a set holds too few of one kind, or the detector
+    fails its own check (known-answer or training-set AUROC interval not above chance). Only the paper's
+    detectors (:data:`CLAIM_DETECTORS`) make claims; the project's FCT variant is shown, not counted."""
+    rows = []
+    for r in diffs.itertuples():
+        if r.detector not in CLAIM_DETECTORS:
+            continue
+        key = CLAIM_DETECTORS[r.detector]
+        paper = P.setting_text(key, attack=r.attack, p=r.p)
+        effect = (r.paper_gen - r.paper_train) if not math.isnan(r.paper_train) else None
+        note = ""
+        if r.clean_dm_flagged_lo > GEN_FLAG_MAX:
+            verdict = "not tested"
+            note = (f"no truth on generations: the trigger detector flags {r.clean_dm_flagged:.0%} of the clean "
+                    f"DM's generations")
+        elif min(r.n_poisoned_train, getattr(r, "n_train", r.n) - r.n_poisoned_train, r.n_triggered_gen,
+                 r.n - r.n_triggered_gen) < MIN_CLASS_COUNT:
+            verdict = "not tested"
+            note = (f"too few of one kind: {r.n_poisoned_train} poisoned (training) and {r.n_triggered_gen} "
+                    f"triggered (generated) of {r.n} each; at least {MIN_CLASS_COUNT} of each kind needed")
+        elif math.isnan(r.diff):
+            verdict = "not tested"
+            note = (f"AUROC undefined on the generations ({r.n_triggered_gen} of {r.n} triggered)"
+                    if r.n_triggered_gen in (0, r.n) else "AUROC undefined on the training subset")
+        else:
+            # tables without the known-answer / training intervals (older runs) skip that check
+            failed = V.first_failed(*[
+                V.baseline_check(getattr(r, f"auroc_{name}_lo"), getattr(r, f"auroc_{name}_hi", math.nan),
+                                 what=f"{r.detector}'s {what} AUROC")
+                for name, what in (("known", "known-answer"), ("train", "training-set"))
+                if hasattr(r, f"auroc_{name}_lo")])
+            j = V.compare(r.diff, r.diff_lo, r.diff_hi, reference=0.0, direction="greater", paper_effect=effect,
+                          baseline=failed)
+            verdict = j.verdict
+            note = "; ".join(filter(None, [f"AUROC {r.auroc_train:.3f} (training) -> {r.auroc_gen:.3f} (generations)",
+                                           j.reason, "" if r.detector == "CD" else "the slides give CD only"]))
+        rows.append(claim_row(STAGE, "Detection is easier on generations", setting=f"{r.detector}, {r.cell}",
+                              metric="AUROC(generated) - AUROC(training)", paper=paper, ours=r.diff,
+                              lo=r.diff_lo, hi=r.diff_hi, verdict=verdict, note=note, key=key))
+    return rows
+
+
+def train_on_generations_claims(tog: pd.DataFrame) -> list[dict]:
+    """Per cell: ASR lower when trained on generations (vs the same-size real subset), at a TA cost
+    below :data:`TA_COST_MAX`."""
+    rows = []
+    for cell, g in tog.groupby("cell", sort=False):
+        real = g[g.source == SOURCES[1]].iloc[0]
+        gen = g[g.source == "generated"].iloc[0]
+        setting = f"{cell}, {int(real.n_train)} images each"
+        paper_asr = paper_ta = ""
+        if not math.isnan(gen.paper_ASR):
+            paper_asr = f"ASR {real.paper_ASR:.2%} -> {gen.paper_ASR:.2%} (ImageNette)"
+            paper_ta = f"TA {real.paper_TA:.2%} -> {gen.paper_TA:.2%} (ImageNette)"
+        if not math.isnan(gen.paper_ASR_caltech15):
+            paper_asr += f"; {real.paper_ASR_caltech15:.2%} -> {gen.paper_ASR_caltech15:.2%} (Caltech15)"
+        d_ta, lo_ta, hi_ta = proportion_difference(real.k_ta, real.n_ta, gen.k_ta, gen.n_ta)
+        ta_verdict = verdict_less(hi_ta, d_ta, TA_COST_MAX)
+        d, lo, hi = proportion_difference(real.k_asr, real.n_asr, gen.k_asr, gen.n_asr)
+        verdict, why = capped_verdict(verdict_greater(lo, d, 0.0), ta_verdict)
+        rows.append(claim_row(STAGE, "Training on generations lowers ASR", setting=setting,
+                              metric="ASR(real subset) - ASR(generated)", paper=paper_asr, ours=d, lo=lo, hi=hi,
+                              verdict=verdict, note="; ".join(filter(None, [f"ASR {real.ASR:.1%} -> {gen.ASR:.1%}", why])),
+                              key="train_on_generations_asr"))
+        rows.append(claim_row(STAGE, f"... at a TA cost of a few points (< {TA_COST_MAX:.0%})", setting=setting,
+                              metric="TA(real subset) - TA(generated)", paper=paper_ta, ours=d_ta, lo=lo_ta,
+                              hi=hi_ta, verdict=ta_verdict, note=f"TA {real.TA:.1%} -> {gen.TA:.1%}",
+                              key="train_on_generations_ta"))
+    return rows
+
+
+def diffusion_classifier_claims(dc: pd.DataFrame) -> list[dict]:
+    """Per cell: the diffusion classifier (p_filter 0) has a lower ASR than the backdoored classifier
+    (tested only where that classifier has a backdoor: ASR interval above :data:`BACKDOOR_ASR_MIN`;
+    "underpowered" where the test cannot see the paper's effect at that p) at a TA within
+    :data:`DC_TA_MARGIN` of it (non-inferiority); the largest p_filter lowers the ASR further."""
+    rows = []
+    for cell, g in dc.groupby("cell", sort=False):
+        clf = g[g.method != "diffusion classifier"].iloc[0]
+        dcs = g[g.method == "diffusion classifier"].sort_values("p_filter")
+        d0 = dcs.iloc[0]
+        p = float(clf.p)
+        setting = f"{cell}, p_filter {d0.p_filter:g}"
+        r18, dc0 = P.resnet18(p, "ASR"), P.diffusion_classifier(p, "ASR", float(d0.p_filter))
+        backdoor = V.baseline_check(getattr(clf, "ASR_lo", math.inf), getattr(clf, "ASR_hi", math.nan),
+                                    chance=BACKDOOR_ASR_MIN, what=f"backdoored classifier's ASR")
+        d, lo, hi = proportion_difference(clf.k_asr, clf.n_asr, d0.k_asr, d0.n_asr)
+        j = V.compare(d, lo, hi, reference=0.0, direction="greater", baseline=backdoor,
+                      paper_effect=None if r18 is None or dc0 is None else r18 - dc0)
+        d_ta, lo_ta, hi_ta = proportion_difference(d0.k_ta, d0.n_ta, clf.k_ta, clf.n_ta)
+        jt = V.non_inferior(d_ta, lo_ta, hi_ta, margin=DC_TA_MARGIN)
+        verdict, why = capped_verdict(j.verdict, jt.verdict)
+        rows.append(claim_row(STAGE, "The diffusion classifier resists the backdoor", setting=setting,
+                              metric=f"ASR({clf.method}) - ASR(DC)",
+                              paper=P.setting_text("diffusion_classifier_asr", p=p), ours=d, lo=lo, hi=hi,
+                              verdict=verdict, key="diffusion_classifier_asr",
+                              note="; ".join(filter(None, [f"ASR {clf.ASR:.1%} -> {d0.ASR:.1%}", j.reason, why]))))
+        rows.append(claim_row(STAGE, f"... with a comparable TA (at most {DC_TA_MARGIN:.0%} lower)", setting=setting,
+                              metric=f"TA(DC) - TA({clf.method})", paper=P.setting_text("diffusion_classifier_ta", p=p),
+                              ours=d_ta, lo=lo_ta, hi=hi_ta, verdict=jt.verdict, key="diffusion_classifier_ta",
+                              note="; ".join(filter(None, [f"TA {clf.TA:.1%} ({clf.method}) vs {d0.TA:.1%} (DC)",
+                                                           jt.reason]))))
+        if len(dcs) > 1:
+            dm = dcs.iloc[-1]
+            a, b = P.diffusion_classifier(p, "ASR", float(d0.p_filter)), P.diffusion_classifier(p, "ASR", float(dm.p_filter))
+            d, lo, hi = proportion_difference(d0.k_asr, d0.n_asr, dm.k_asr, dm.n_asr)
+            lo_ta, hi_ta = proportion_difference(dm.k_ta, dm.n_ta, clf.k_ta, clf.n_ta)[1:]
+            jf = V.compare(d, lo, hi, reference=0.0, direction="greater",
+                           paper_effect=None if a is None or b is None else a - b)
+            verdict, why = capped_verdict(jf.verdict, V.non_inferior(dm.TA - clf.TA, lo_ta, hi_ta,
+                                                                     margin=DC_TA_MARGIN).verdict)
+            rows.append(claim_row(STAGE, "Filtering the largest errors lowers the DC's ASR further",
+                                  setting=f"{cell}, p_filter {d0.p_filter:g} -> {dm.p_filter:g}",
+                                  metric="ASR(DC, p_filter min) - ASR(DC, p_filter max)",
+                                  paper=P.setting_text("p_filter", p=p) if dm.p_filter == 0.1 else "", ours=d,
+                                  lo=lo, hi=hi, verdict=verdict, key="p_filter",
+                                  note="; ".join(filter(None, [f"ASR {d0.ASR:.1%} -> {dm.ASR:.1%}; TA {d0.TA:.1%} "
+                                                               f"-> {dm.TA:.1%}", jf.reason, why]))))
+    return rows
+
+
+def castle_claims(study, diffs: pd.DataFrame | None = None, tog: pd.DataFrame | None = None,
+                  dc: pd.DataFrame | None = None) -> list[dict]:
+    """All claim rows of the stage (tables computed, or loaded from the cache, when not given)."""
+    from bibad_utils.experiments.castle_walls.detection import detection_differences
+    from bibad_utils.experiments.castle_walls.diffusion_classifier import diffusion_classifier_table
+    from bibad_utils.experiments.castle_walls.train_on_generations import train_on_generations_table
+
+    diffs = detection_differences(study) if diffs is None else diffs
+    tog = train_on_generations_table(study) if tog is None else tog
+    dc = diffusion_classifier_table(study) if dc is None else dc
+    return detection_claims(diffs) + train_on_generations_claims(tog) + diffusion_classifier_claims(dc)
+
+
+def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFrame, claims: list[dict],
+                   bench: pd.DataFrame | None = None) -> dict:
+    """The numbers and verdict counts the notebook quotes, keyed by glue name (``nb05_...``):
+    means over cells (NaN-aware) of AUROCs, TA/ASR per source, DC rates, settings, verdict counts."""
+    d = defense_config(study)
+    out = {"nb05_n_cells": len(study.grid_cells()), "nb05_n_detect": int(diffs["n"].iloc[0]) if len(diffs) else 0,
+           "nb05_clf_arch": classifier_settings(study)["arch"], "nb05_guidance_all": study.guidance_all,
+           "nb05_dc_levels": d["dc_levels"], "nb05_dc_n_images": d["dc_n_images"],
+           "nb05_n_known": d["n_known"],
+           "nb05_n_detect_poisoned": "p's share" if d["n_detect_poisoned"] is None else d["n_detect_poisoned"],
+           "nb05_cd_logit_reference": "none (logits as they are)" if d["cd"]["logit_reference"] is None
+           else f"{d['cd']['logit_reference']:g}",
+           "nb05_cd_steps": d["cd"]["steps"], "nb05_strip_mode": d["strip"]["mode"],
+           "nb05_dc_ratios": ", ".join(f"{r:.0%}" for r in d["dc_ratios"]) or "none",
+           "nb05_dc_adaptive": "none (every class at every level)" if d["dc_adaptive"] is None
+           else str(d["dc_adaptive"]), "nb05_n_all": int(study.cfg["sampling"]["n_all"])}
+    for det in DETECTORS:
+        rows = diffs[diffs.detector == det]
+        key = DETECTOR_KEYS[det]
+        out[f"nb05_{key}_known"] = float(np.nanmean(rows.auroc_known)) if "auroc_known" in rows and \
+            rows.auroc_known.notna().any() else math.nan
+        out[f"nb05_{key}_train"] = float(np.nanmean(rows.auroc_train)) if rows.auroc_train.notna().any() else math.nan
+        out[f"nb05_{key}_gen"] = float(np.nanmean(rows.auroc_gen)) if rows.auroc_gen.notna().any() else math.nan
+    from bibad_utils.experiments.castle_walls.detection import victim_logit_profile
+    from bibad_utils.experiments.castle_walls.tables import example_cell
+
+    prof = victim_logit_profile(study, example_cell(study))
+    out.update({"nb05_victim_max_logit": prof["mean_max_logit_clean"], "nb05_victim_runner_up": prof["true_runner_up"],
+                "nb05_victim_target_top1": prof["target_top1"]})
+    for key, source in zip(("full", "subset", "gen"), SOURCES):
+        rows = tog[tog.source == source]
+        out[f"nb05_tog_ta_{key}"] = float(rows.TA.mean())
+        out[f"nb05_tog_asr_{key}"] = float(rows.ASR.mean())
+        out[f"nb05_tog_accgen_{key}"] = float(rows.acc_generated.mean())
+    flags = diffs.drop_duplicates("attack").set_index("attack")["clean_dm_flagged"]
+    out["nb05_flag_text"] = ", ".join(f"{k} {v:.1%}" for k, v in flags.items()) if len(flags) else "none"
+    out["nb05_flag_max"] = GEN_FLAG_MAX
+    out["nb05_min_count"] = MIN_CLASS_COUNT
+    clf = dc[dc.method != "diffusion classifier"]
+    dcs = dc[dc.method == "diffusion classifier"]
+    pfs = sorted(dcs.p_filter.unique())
+    out.update({"nb05_dc_ta_clf": float(clf.TA.mean()), "nb05_dc_asr_clf": float(clf.ASR.mean()),
+                "nb05_dc_ta_p0": float(dcs[dcs.p_filter == pfs[0]].TA.mean()),
+                "nb05_dc_asr_p0": float(dcs[dcs.p_filter == pfs[0]].ASR.mean()),
+                "nb05_dc_ta_pmax": float(dcs[dcs.p_filter == pfs[-1]].TA.mean()),
+                "nb05_dc_asr_pmax": float(dcs[dcs.p_filter == pfs[-1]].ASR.mean()),
+                "nb05_dc_pmin": float(pfs[0]), "nb05_dc_pmax": float(pfs[-1]),
+                "nb05_dc_chance": 1.0 / len(study.class_names)})
+    groups = {"det": "Detection", "tog_asr": "Training on generations lowers", "tog_ta": "... at a TA cost",
+              "dc_asr": "The diffusion classifier resists", "dc_ta": "... with a comparable TA",
+              "dc_filter": "Filtering the largest"}
+    for key, prefix in groups.items():
+        out[f"nb05_verdicts_{key}"] = _verdict_text([r for r in claims if r["claim"].startswith(prefix)])
+    out["nb05_verdicts_all"] = V.headline(claims) if claims else "none"  # the paper's claims apart from controls
+    if bench is not None and len(bench):
+        for r in bench.itertuples():
+            out[f"nb05_bench_{r.mode}_evals"] = float(r.unet_evals_per_image)
+            out[f"nb05_bench_{r.mode}_seconds"] = float(r.seconds_per_image)
+            out[f"nb05_bench_{r.mode}_agreement"] = float(r.agreement)
+    return out
+

@@ -1,0 +1,267 @@
+"""Detection: the registered detectors (:mod:`bibad_utils.defenses.registry`) score three sets per cell.
+
+- ``known answer``: ``n_known`` clean non-target test images and the same images with the cell's trigger
+  pasted; the victim must separate them before any other AUROC of the detector means anything;
+- ``training``: a subset of the poisoned training set (poisoned and clean images drawn separately, each
+  stratified by label, ``n_detect_poisoned`` of them poisoned); truth: the poison indices;
+- ``generated``: the poisoned DM's all-class generations; truth: the trigger detector's verdict.
+
+The known-answer and training sets are scored with the backdoored victim; the generated set with the victim
+and with the classifier trained on the generations (the two readings of the paper's setup). Each
+(detector, set, classifier) is cached on its own, so adding a detector recomputes nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bibad_utils import store as st
+from bibad_utils.config import ConfigError
+from bibad_utils.experiments.castle_walls.config import (CLASSIFIERS, DETECTOR_KEYS, DETECTORS, SETS, SOURCES,
+                                                         defense_config)
+from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_CD_AUROC
+from bibad_utils.experiments.castle_walls.stats import (_auroc_or_nan, _paper_at, auroc_difference,
+                                                        auroc_interval, stratified_subset)
+from bibad_utils.experiments.castle_walls.victims import (_all_gen, _nontarget_test_indices, classifier_key,
+                                                          trained_classifier)
+
+
+def clean_dm_flag_rate(study, kind: str) -> dict:
+    """Share of the clean DM's all-class generations that the trigger detector of ``kind`` flags (an
+    estimate of its false-positive rate on generations), with a Wilson interval: ``rate, lo, hi, n``.
+    NaN when the profile has no ``clean`` control (no clean DM is trained for this check alone)."""
+    from bibad_utils.metrics import wilson_interval
+    from bibad_utils.stages import Cell
+
+    if "clean" not in study.cfg["controls"]:
+        return {"rate": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
+    flags = np.asarray(study.judge(_all_gen(study, Cell("clean")), kind)["trigger"], dtype=bool)
+    lo, hi = wilson_interval(int(flags.sum()), len(flags))
+    return {"rate": float(flags.mean()), "lo": lo, "hi": hi, "n": len(flags)}
+
+
+def training_detection_indices(study, cell, n: int, n_poisoned: int | None) -> np.ndarray:
+    """Sorted rows of ``cell``'s poisoned training set to score: ``n_poisoned`` poisoned and ``n - n_poisoned``
+    clean ones, each drawn stratified by label (``n_poisoned`` None: the set's own poison share, stratified by
+    (label, poisoned?)). AUROC does not depend on the share of positives, so drawing more poisoned images
+    than p would give only narrows its interval."""
+    ps = study.poisoned(cell)
+    labels, pois = np.asarray(ps.labels), np.asarray(ps.is_poisoned, dtype=bool)
+    if n_poisoned is None:
+        return stratified_subset(2 * labels + pois.astype(np.int64), n, study.seed)
+    pos, neg = np.flatnonzero(pois), np.flatnonzero(~pois)
+    k = min(n_poisoned, len(pos))
+    picks = [pos[stratified_subset(labels[pos], k, study.seed)],
+             neg[stratified_subset(labels[neg], min(n - k, len(neg)), study.seed)]]
+    return np.sort(np.concatenate(picks)).astype(np.int64)
+
+
+def detection_sets(study, cell) -> dict:
+    """The sets scored for ``cell`` (:data:`SETS`), each with uint8 ``images [n, H, W, 3]``, int64
+    ``labels [n]`` (the labels a defender would hold: poisoned labels, prompt classes; for the known-answer
+    set the target for triggered copies), bool ``truth [n]`` and int64 ``indices [n]`` (into the poisoned
+    training set, the generation set, the test set)."""
+    d = defense_config(study)
+    gen = _all_gen(study, cell)
+    n = len(gen.labels) if d["n_detect"] is None else min(int(d["n_detect"]), len(gen.labels))
+    ps = study.poisoned(cell)
+    tr_idx = training_detection_indices(study, cell, n, d["n_detect_poisoned"])
+    gen_idx = stratified_subset(np.asarray(gen.labels), n, study.seed)
+    verdict = study.judge(gen, cell.trigger_kind)["trigger"]
+    test_labels = np.asarray(study.test_set.labels)
+    nt = _nontarget_test_indices(study)
+    kn_idx = nt[stratified_subset(test_labels[nt], d["n_known"], study.seed)]
+    x, _ = study.test_set.batch(kn_idx)
+    triggered = study.trigger(cell.trigger_kind).apply(x)
+    as_uint8 = lambda t: ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # noqa: E731
+    k = len(kn_idx)
+    return {
+        "known answer": {"images": np.concatenate([as_uint8(x), as_uint8(triggered)]),
+                         "labels": np.concatenate([test_labels[kn_idx], np.full(k, study.target)]).astype(np.int64),
+                         "truth": np.r_[np.zeros(k, bool), np.ones(k, bool)],
+                         "indices": np.concatenate([kn_idx, kn_idx]).astype(np.int64)},
+        "training": {"images": ps.images_uint8(tr_idx), "labels": np.asarray(ps.labels)[tr_idx],
+                     "truth": np.asarray(ps.is_poisoned)[tr_idx].astype(bool), "indices": tr_idx},
+        "generated": {"images": np.asarray(gen.images[gen_idx]), "labels": np.asarray(gen.labels)[gen_idx],
+                      "truth": np.asarray(verdict, dtype=bool)[gen_idx], "indices": gen_idx},
+    }
+
+
+def _classifier(study, cell, classifier: str):
+    source = SOURCES[0] if classifier == CLASSIFIERS[0] else "generated"
+    return source, trained_classifier(study, cell, source)[0]
+
+
+def detector_scores(study, cell, set_name: str, detector: str, classifier: str = "victim",
+                    sets: dict | None = None) -> dict:
+    """Scores of one registered ``detector`` on one of :func:`detection_sets` with one of :data:`CLASSIFIERS`;
+    cached on its own. STRIP superimposes clean test images; FCT fine-tunes a copy of the classifier on the
+    scored set with its labels. Returns ``scores`` float64 ``[n]`` (higher = more likely poisoned), the
+    detector's extras (CD: ``masks``, ``logit_scale``), ``seconds`` and the set's arrays."""
+    from bibad_utils import defenses as D
+
+    if set_name not in SETS:
+        raise ConfigError("set_name", set_name, " | ".join(SETS))
+    if detector not in DETECTORS:
+        raise ConfigError("detector", detector, " | ".join(DETECTORS))
+    if classifier not in CLASSIFIERS:
+        raise ConfigError("classifier", classifier, " | ".join(CLASSIFIERS))
+    d = defense_config(study)
+    data = (sets or detection_sets(study, cell))[set_name]
+    source = SOURCES[0] if classifier == CLASSIFIERS[0] else "generated"
+    options = d[DETECTOR_KEYS[detector]]
+    params = {"detector": detector, "options": options, "set": set_name, "n": len(data["labels"]),
+              "n_poisoned": d["n_detect_poisoned"], "n_known": d["n_known"], "seed": study.seed}
+    data_input = {"training": study.poison_key(cell), "generated": study.generation_key(cell),
+                  "known answer": study.poison_key(cell)}[set_name]
+    inputs = [st.artifact_key(*classifier_key(study, cell, source)), data_input, study.data_key]
+    extras = D.DETECTORS[detector].extras
+
+    def build(art):
+        _, f = _classifier(study, cell, classifier)
+        ctx = D.DetectorContext(clean_pool=study.test_set.images, train_images=data["images"],
+                                train_labels=data["labels"], seed=study.seed, device=study.device)
+        t0 = time.perf_counter()
+        out = D.run_detector(detector, f, data["images"], ctx, **options)
+        st.save_json(art.dir / "seconds.json", {"seconds": time.perf_counter() - t0})
+        for name in ("scores", *extras):
+            st.save_array(art.dir / f"{name}.npy", np.asarray(out[name]))
+
+    path = study.store.cached("castle_detector", params, inputs, build, device=str(study.device))
+    out = {name: st.load_array(path / f"{name}.npy") for name in ("scores", *extras)}
+    out["seconds"] = st.load_json(path / "seconds.json")["seconds"]
+    return {**out, **data}
+
+
+def detection_scores(study, cell, set_name: str, classifier: str = "victim") -> dict:
+    """Every registered detector's scores on one set: ``{name: scores}`` plus ``masks`` (CD), ``seconds``
+    (per detector) and the set's ``images``, ``labels``, ``truth``, ``indices``."""
+    sets = detection_sets(study, cell)
+    out, seconds = {}, {}
+    for det in DETECTORS:
+        res = detector_scores(study, cell, set_name, det, classifier, sets)
+        out[det], seconds[det] = res["scores"], res["seconds"]
+        if det == "CD":
+            out["masks"] = res["masks"]
+    return {**out, "seconds": seconds, **sets[set_name]}
+
+
+def scored_combinations(study) -> list[tuple[str, str]]:
+    """The (set, classifier) pairs scored per cell: every set with the victim, the generations also with
+    the classifier trained on them."""
+    return [(s, CLASSIFIERS[0]) for s in SETS] + [("generated", CLASSIFIERS[1])]
+
+
+def detection_table(study, cells=None) -> pd.DataFrame:
+    """AUROC of each detector on each scored set and classifier (:func:`scored_combinations`), per grid cell.
+
+    Columns: ``cell, attack, p, detector, set, classifier, n, n_poisoned`` (positives of the truth),
+    ``n_clean``, ``auroc, auroc_lo, auroc_hi`` (95 % stratified bootstrap), ``seconds``, ``paper`` (the
+    paper's CD AUROC on ImageNette for the training and generated sets, NaN elsewhere), ``note``.
+    """
+    d = defense_config(study)
+    rows = []
+    for cell in cells or study.grid_cells():
+        for set_name, clf in scored_combinations(study):
+            res = detection_scores(study, cell, set_name, clf)
+            truth = res["truth"]
+            for det in DETECTORS:
+                auc, lo, hi = auroc_interval(res[det], truth, d["n_boot"], study.seed)
+                paper = _paper_at(PAPER_CD_AUROC, (cell.kind, cell.ratio)) if det == "CD" else None
+                note = ""
+                if math.isnan(auc):
+                    note = ("no triggered image among the scored generations: AUROC undefined" if not truth.any()
+                            else "every scored image is triggered: AUROC undefined")
+                rows.append({"cell": cell.name, "attack": cell.kind, "p": cell.ratio, "detector": det,
+                             "set": set_name, "classifier": clf, "n": len(truth), "n_poisoned": int(truth.sum()),
+                             "n_clean": int((~truth).sum()), "auroc": auc, "auroc_lo": lo, "auroc_hi": hi,
+                             "seconds": float(res["seconds"][det]),
+                             "paper": math.nan if paper is None or set_name == "known answer"
+                             else paper[set_name == "generated"], "note": note})
+    return pd.DataFrame(rows)
+
+
+def detection_csv(det: pd.DataFrame) -> pd.DataFrame:
+    """:func:`detection_table` in the machine-readable form of ``detection.csv``: one row per (attack, p,
+    detector, set, classifier) with ``auroc, lo, hi, n_pos, n_neg``."""
+    out = det[["attack", "p", "detector", "set", "classifier", "auroc", "auroc_lo", "auroc_hi", "n_poisoned",
+               "n_clean"]].rename(columns={"auroc_lo": "lo", "auroc_hi": "hi", "n_poisoned": "n_pos",
+                                           "n_clean": "n_neg"})
+    return out.reset_index(drop=True)
+
+
+DETECTION_CSV = "detection.csv"
+
+
+def save_detection_csv(run_dir, det: pd.DataFrame) -> Path:
+    """Write :func:`detection_csv` to ``<run_dir>/figures/detection.csv`` (floats to 4 decimals; beside the
+    claims table, a side output the pipeline tracks and ``bibad readme`` publishes); returns the path."""
+    path = Path(run_dir) / "figures" / DETECTION_CSV
+    path.parent.mkdir(parents=True, exist_ok=True)
+    detection_csv(det).to_csv(path, index=False, float_format="%.4f")
+    return path
+
+
+def detection_differences(study, cells=None, classifier: str = "victim") -> pd.DataFrame:
+    """``AUROC(generated) - AUROC(training)`` per cell and detector with a bootstrap interval; the training
+    set is scored with the victim, the generations with ``classifier``.
+
+    Columns: ``cell, attack, p, detector, classifier, auroc_known, auroc_known_lo, auroc_train, auroc_train_lo,
+    auroc_train_hi, auroc_gen, diff, diff_lo, diff_hi``, ``n_poisoned_train, n_train, n_triggered_gen, n``,
+    ``clean_dm_flagged`` (and its lower Wilson bound ``clean_dm_flagged_lo``, :func:`clean_dm_flag_rate`),
+    ``paper_train, paper_gen`` (CD, ImageNette; NaN elsewhere).
+    """
+    d = defense_config(study)
+    rows = []
+    for cell in cells or study.grid_cells():
+        kn = detection_scores(study, cell, "known answer")
+        tr, ge = detection_scores(study, cell, "training"), detection_scores(study, cell, "generated", classifier)
+        flag = clean_dm_flag_rate(study, cell.trigger_kind)
+        for det in DETECTORS:
+            diff, lo, hi = auroc_difference(ge[det], ge["truth"], tr[det], tr["truth"], d["n_boot"], study.seed)
+            a_kn, kn_lo, kn_hi = auroc_interval(kn[det], kn["truth"], d["n_boot"], study.seed)
+            a_tr, tr_lo, tr_hi = auroc_interval(tr[det], tr["truth"], d["n_boot"], study.seed)
+            paper = _paper_at(PAPER_CD_AUROC, (cell.kind, cell.ratio)) if det == "CD" else None
+            rows.append({"cell": cell.name, "attack": cell.kind, "p": cell.ratio, "detector": det,
+                         "classifier": classifier, "auroc_known": a_kn, "auroc_known_lo": kn_lo, "auroc_known_hi": kn_hi,
+                         "auroc_train": a_tr, "auroc_train_lo": tr_lo, "auroc_train_hi": tr_hi,
+                         "auroc_gen": _auroc_or_nan(ge[det], ge["truth"]), "diff": diff, "diff_lo": lo,
+                         "diff_hi": hi, "n_poisoned_train": int(tr["truth"].sum()), "n_train": len(tr["truth"]),
+                         "n_triggered_gen": int(ge["truth"].sum()), "n": len(ge["truth"]),
+                         "clean_dm_flagged": flag["rate"], "clean_dm_flagged_lo": flag["lo"],
+                         "paper_train": math.nan if paper is None else paper[0],
+                         "paper_gen": math.nan if paper is None else paper[1]})
+    return pd.DataFrame(rows)
+
+
+def victim_logit_profile(study, cell, n: int = 500) -> dict:
+    """How the victim of ``cell`` reads its poisoned training images (what CD has to preserve).
+
+    On up to ``n`` poisoned images: ``mean_max_logit`` (the scale of the victim's logits, also over as many
+    clean training images: ``mean_max_logit_clean``), ``target_top1`` (share predicted as the target) and
+    ``true_runner_up`` (share whose second-ranked class is the image's class before poisoning: the
+    trigger's evidence is added to the content's instead of overriding it)."""
+    import torch
+
+    f, _ = trained_classifier(study, cell, SOURCES[0])
+    ps = study.poisoned(cell)
+    pois = np.flatnonzero(np.asarray(ps.is_poisoned))[:n]
+    clean = np.flatnonzero(~np.asarray(ps.is_poisoned))[:n]
+    true = np.asarray(study.train_set.labels)[pois]
+    out = {}
+    with torch.no_grad():
+        f.eval()
+        for name, idx in (("poisoned", pois), ("clean", clean)):
+            x = torch.from_numpy(ps.images_uint8(idx)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(study.device)
+            logits = torch.cat([f(x[i:i + 256]) for i in range(0, len(x), 256)]).cpu()
+            out[name] = logits
+    top = out["poisoned"].argsort(dim=1, descending=True).numpy()
+    return {"mean_max_logit": float(out["poisoned"].max(dim=1).values.mean()),
+            "mean_max_logit_clean": float(out["clean"].max(dim=1).values.mean()),
+            "target_top1": float((top[:, 0] == study.target).mean()),
+            "true_runner_up": float((top[:, 1] == true).mean()), "n": int(len(pois))}

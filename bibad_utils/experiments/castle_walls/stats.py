@@ -1,0 +1,171 @@
+"""Statistics of stage 05: stratified subsets, AUROC and rate intervals, and the small verdict helpers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from bibad_utils.config import ConfigError
+from bibad_utils.experiments.castle_walls.config import _is_int
+
+
+
+def stratified_subset(strata, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``n`` items drawn without replacement so that each stratum keeps its share.
+
+    strata: int ``[N]``, a stratum id per item (e.g. ``2 * label + is_poisoned`` keeps both the class
+    mix and the poison fraction). Stratum sizes are ``n * count / N`` rounded by largest remainders
+    (ties to the smaller id); the items of a stratum are drawn with ``numpy.random.default_rng(seed)``.
+    ``n >= N`` returns every index. Returns int64 ``[min(n, N)]``.
+    """
+    s = np.asarray(strata)
+    if s.ndim != 1 or len(s) == 0 or not np.issubdtype(s.dtype, np.integer):
+        raise ConfigError("strata", f"{s.dtype} {s.shape}", "a non-empty integer array [N]")
+    if not _is_int(n, 1):
+        raise ConfigError("n", n, "an integer >= 1")
+    if n >= len(s):
+        return np.arange(len(s), dtype=np.int64)
+    ids, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    quota = counts * n / len(s)
+    alloc = np.floor(quota).astype(np.int64)
+    order = np.lexsort((np.arange(len(ids)), -(quota - alloc)))
+    alloc[order[: n - alloc.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero(inverse == k), size=a, replace=False) for k, a in enumerate(alloc) if a]
+    return np.sort(np.concatenate(picks)).astype(np.int64)
+
+
+def _boot_aurocs(scores: np.ndarray, truth: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """AUROC of ``n_boot`` stratified resamples (positives and negatives resampled separately)."""
+    pos, neg = scores[truth], scores[~truth]
+    bp = pos[rng.integers(0, len(pos), size=(n_boot, len(pos)))]
+    bn = neg[rng.integers(0, len(neg), size=(n_boot, len(neg)))]
+    ranks = rankdata(np.concatenate([bp, bn], axis=1), axis=1)  # ties get mid-ranks: count 1/2
+    u = ranks[:, : len(pos)].sum(axis=1) - len(pos) * (len(pos) + 1) / 2
+    return u / (len(pos) * len(neg))
+
+
+def _check_scores(scores, truth, name):
+    s = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(truth).astype(bool)
+    if s.ndim != 1 or t.shape != s.shape or not np.isfinite(s).all():
+        raise ConfigError(name, f"scores {s.shape}, truth {t.shape}", "finite scores [N] and booleans [N]")
+    return s, t
+
+
+def auroc_interval(scores, truth, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
+    """AUROC of ``scores`` (higher = poisoned) against bool ``truth`` with a stratified percentile
+    bootstrap interval. Returns ``(auroc, lo, hi)`` in [0, 1]; all NaN when ``truth`` holds one class."""
+    from bibad_utils.metrics import auroc
+
+    s, t = _check_scores(scores, truth, "scores, truth")
+    if t.all() or not t.any():
+        return math.nan, math.nan, math.nan
+    boots = _boot_aurocs(s, t, int(n_boot), np.random.default_rng(seed))
+    return auroc(s, t), float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))
+
+
+def auroc_difference(scores_a, truth_a, scores_b, truth_b, n_boot: int = 1000, seed: int = 0,
+                     alpha: float = 0.05):
+    """``AUROC(a) - AUROC(b)`` of two independent scored sets with a percentile interval from
+    independent stratified bootstraps. Returns ``(d, lo, hi)`` in [-1, 1]; NaN if either is undefined."""
+    from bibad_utils.metrics import auroc
+
+    sa, ta = _check_scores(scores_a, truth_a, "scores_a, truth_a")
+    sb, tb = _check_scores(scores_b, truth_b, "scores_b, truth_b")
+    if ta.all() or not ta.any() or tb.all() or not tb.any():
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    diffs = _boot_aurocs(sa, ta, int(n_boot), rng) - _boot_aurocs(sb, tb, int(n_boot), rng)
+    d = auroc(sa, ta) - auroc(sb, tb)
+    return d, float(np.quantile(diffs, alpha / 2)), float(np.quantile(diffs, 1 - alpha / 2))
+
+
+def proportion_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96):
+    """``k1/n1 - k2/n2`` with Newcombe's hybrid score interval (method 10, from the two Wilson
+    intervals); returns ``(d, lo, hi)``, fractions in [-1, 1]; NaN difference and (-1, 1) if a sample is empty.
+    For two rates measured on the same images the interval treats them as independent, which is
+    conservative when the outcomes are positively correlated."""
+    from bibad_utils.metrics import newcombe_difference as _newcombe
+
+    return _newcombe(k1, n1, k2, n2, z)
+
+
+def verdict_less(hi: float, value: float, reference: float) -> str:
+    """Verdict for "ours is below ``reference``": reproduced when the upper bound ``hi`` is below,
+    partly when only the point ``value`` is, else not reproduced."""
+    if hi < reference:
+        return "reproduced"
+    if value < reference:
+        return "partly"
+    return "not reproduced"
+
+
+def _paper_at(table: dict, key):
+    """``table[key]`` comparing float ratios up to rounding (keys are p or (trigger, p)); None if absent."""
+    for k, v in table.items():
+        if isinstance(k, tuple):
+            match = k[0] == key[0] and math.isclose(k[1], key[1], abs_tol=1e-9)
+        else:
+            match = math.isclose(k, key, abs_tol=1e-9)
+        if match:
+            return v
+    return None
+
+
+def _auroc_or_nan(scores, truth) -> float:
+    from bibad_utils.metrics import auroc
+
+    truth = np.asarray(truth, dtype=bool)
+    return math.nan if truth.all() or not truth.any() else auroc(scores, truth)
+
+
+def ta_asr_report(pred_clean, labels_clean, pred_triggered, target: int, z: float = 1.96) -> dict:
+    """TA and ASR with counts and Wilson intervals.
+
+    pred_clean / labels_clean: int ``[N]`` predictions and true classes of clean test images;
+    pred_triggered: int ``[M]`` predictions on triggered images of NON-target classes.
+    Returns ``TA, TA_lo, TA_hi, n_ta, k_ta, ASR, ASR_lo, ASR_hi, n_asr, k_asr`` (rates in [0, 1]).
+    """
+    from bibad_utils.metrics import wilson_interval
+
+    pc, yc, pt = (np.asarray(a, dtype=np.int64) for a in (pred_clean, labels_clean, pred_triggered))
+    if pc.shape != yc.shape:
+        raise ConfigError("labels_clean", yc.shape, f"one label per prediction {pc.shape}")
+    out = {}
+    for name, k, n in (("TA", int((pc == yc).sum()), len(pc)), ("ASR", int((pt == target).sum()), len(pt))):
+        out[name] = k / n if n else math.nan
+        out[f"{name}_lo"], out[f"{name}_hi"] = wilson_interval(k, n, z)
+        out[f"n_{name.lower()}"], out[f"k_{name.lower()}"] = n, k
+    return out
+
+
+def capped_verdict(verdict: str, ta_verdict: str) -> tuple[str, str]:
+    """An ASR verdict read together with its TA verdict: a low ASR means robustness only for a model
+    that still classifies, so when the TA claim is not reproduced (even the point estimate falls
+    short) the ASR claim is "not tested"; otherwise the ASR verdict stands. Returns ``(verdict, note)``."""
+    if ta_verdict == "not reproduced" and verdict in ("reproduced", "partly"):
+        return "not tested", "the TA is too low for a low ASR to mean robustness"
+    return verdict, ""
+
+
+def _verdict_text(rows: list[dict]) -> str:
+    counts = pd.Series([r["verdict"] for r in rows]).value_counts()
+    parts = [f"{int(counts.get(v, 0))} {v}" for v in ("reproduced", "partly", "not reproduced", "underpowered", "not tested")
+             if counts.get(v, 0)]
+    return ", ".join(parts) + f" (of {len(rows)})" if rows else "none"
+
+
+def _with_interval(v: float, lo: float, hi: float, percent: bool) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if percent:
+        return f"{v:.1%} [{lo:.1%}, {hi:.1%}]"
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _paper_text(v: float, percent: bool) -> str:
+    return "" if v is None or math.isnan(v) else (f"{v:.2%}" if percent else f"{v:.3f}")
