@@ -28,8 +28,6 @@ from bibad_utils.judges.models import (ARCHS, CONFIG_FILE, KINDS, WEIGHTS_FILE, 
 from bibad_utils.judges.profile import JUDGE_KEYS, validate_judges
 from bibad_utils.judges.training import OPTIMIZERS, check_hparams, train_classifier, train_trigger_detector
 
-# Former private name still imported by experiments.castle_walls; to be removed once it uses the public one.
-_check_photometric = check_photometric
 
 __all__ = [
     "ARCHS", "CONFIG_FILE", "JUDGE_KEYS", "KINDS", "OPTIMIZERS", "PHOTOMETRIC_KEYS", "WEIGHTS_FILE", "Classifier",

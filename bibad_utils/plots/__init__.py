@@ -18,8 +18,6 @@ from bibad_utils.plots.grids import (GridLayout, cell_pixels, check_uint8_images
 from bibad_utils.plots.style import (DPI, G_COLORS, PALETTE, REF_COLOR, message_figure, require_columns, set_style,
                                      style)
 
-# Former private name still imported by experiments.castle_walls; to be removed once it uses plots.style.
-_style = style
 
 __all__ = [
     "DPI", "G_COLORS", "PALETTE", "REF_COLOR", "GridLayout", "bar_with_ci", "cell_pixels", "check_uint8_images",

@@ -102,7 +102,7 @@ def validate_config(section: dict, prefix: str = "defenses") -> dict:
         else:
             cfg[key] = copy.deepcopy(value)
 
-    from bibad_utils.judges import JUDGE_KEYS, PHOTOMETRIC_KEYS, _check_photometric
+    from bibad_utils.judges import JUDGE_KEYS, PHOTOMETRIC_KEYS, check_photometric
 
     for name in ("classifier", "gen_classifier"):
         clf = cfg[name] or {}
@@ -113,7 +113,7 @@ def validate_config(section: dict, prefix: str = "defenses") -> dict:
                 raise ConfigError(f"{prefix}.{name}.{key}", clf[key], f"a key among {JUDGE_KEYS}")
         if "epochs" in clf and not _is_int(clf["epochs"]):
             raise ConfigError(f"{prefix}.{name}.epochs", clf["epochs"], "an integer >= 1")
-        _check_photometric(f"{prefix}.{name}", **{k: clf[k] for k in PHOTOMETRIC_KEYS if k in clf})
+        check_photometric(f"{prefix}.{name}", **{k: clf[k] for k in PHOTOMETRIC_KEYS if k in clf})
         cfg[name] = dict(clf)
     if cfg["n_detect"] is not None and not _is_int(cfg["n_detect"], 2):
         raise ConfigError(f"{prefix}.n_detect", cfg["n_detect"], "null or an integer >= 2")

@@ -17,10 +17,10 @@ def detection_figure(det: pd.DataFrame):
     the paper's CD values (ImageNette) as open diamonds."""
     from matplotlib.figure import Figure
 
-    from bibad_utils.plots import PALETTE, _style
+    from bibad_utils.plots import PALETTE, style
 
     cells = list(pd.unique(det["cell"]))
-    with _style():
+    with style():
         fig = Figure(figsize=(3.4 * len(DETECTORS) + 0.6, 3.4 + 0.15 * max(len(c) for c in cells)))
         axes = fig.subplots(1, len(DETECTORS), sharey=True, squeeze=False)[0]
         for ax, name in zip(axes, DETECTORS):
@@ -65,12 +65,12 @@ def _rate_panels(df: pd.DataFrame, x: str, hue: str, metrics=("TA", "ASR"), titl
                  paper_cols: dict | None = None, hline: dict | None = None):
     from matplotlib.figure import Figure
 
-    from bibad_utils.plots import PALETTE, _style
+    from bibad_utils.plots import PALETTE, style
 
     cats = list(pd.unique(df[x]))
     hues = list(pd.unique(df[hue]))
     width = 0.8 / len(hues)
-    with _style():
+    with style():
         fig = Figure(figsize=(len(metrics) * max(3.5, 0.45 * len(cats) * len(hues) + 1.5), 3.8))
         axes = fig.subplots(1, len(metrics), squeeze=False)[0]
         for ax, m in zip(axes, metrics):
