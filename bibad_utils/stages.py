@@ -446,15 +446,15 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "assets"
 SHIPPED_FILES = ("model.safetensors", "config.json", "train_record.json", "manifest.json")
 
 
-def shipped_bases(root: Path = SHIPPED_DIR) -> dict[str, Path]:
+def shipped_bases(root: Path | None = None) -> dict[str, Path]:
     """Pre-trained DMs shipped with the package: artifact key -> folder (``<root>/*/manifest.json``)."""
     found = {}
-    for manifest in sorted(Path(root).glob("*/manifest.json")):
+    for manifest in sorted(Path(SHIPPED_DIR if root is None else root).glob("*/manifest.json")):
         found[st.load_json(manifest)["key"]] = manifest.parent
     return found
 
 
-def install_shipped_base(store: st.ArtifactStore, key: str, profile: str = "", root: Path = SHIPPED_DIR,
+def install_shipped_base(store: st.ArtifactStore, key: str, profile: str = "", root: Path | None = None,
                          out=None) -> bool:
     """Put the shipped base DM of artifact ``key`` into ``store`` (as the ``pretrain`` artifact a
     training would have written) unless the store has it already. Returns True when the store now holds
@@ -464,6 +464,7 @@ def install_shipped_base(store: st.ArtifactStore, key: str, profile: str = "", r
 
     if store.exists("pretrain", key):
         return True
+    root = SHIPPED_DIR if root is None else Path(root)
     folder = shipped_bases(root).get(key)
     if folder is None:
         print(f"note: pretrain.shipped is set, but no base DM shipped in {root} has the key {key} of this "
@@ -479,7 +480,7 @@ def install_shipped_base(store: st.ArtifactStore, key: str, profile: str = "", r
         for name in ("model.safetensors", "config.json"):
             shutil.copy2(folder / name, art.dir / "model" / name)
         shutil.copy2(folder / "train_record.json", art.dir / "train_record.json")
-        art.meta["shipped_from"] = str(folder.relative_to(folder.parents[2])) if len(folder.parents) > 2 else str(folder)
+        art.meta["shipped_from"] = folder.name
         art.meta["train"] = shipped.get("train")
         art.meta["trained"] = {k: shipped.get(k) for k in ("git_commit", "created", "device", "command")}
     return True
