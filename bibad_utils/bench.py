@@ -9,6 +9,9 @@
   EMA, checkpoint) per step;
 - DDIM sampling images/s for 50 steps at w = 1 and w > 1, and one guided noise prediction as one
   forward of 2B samples versus two forwards of B;
+- on the CPU (``--levers``, the default), the speed levers of a first run against the plain step: 1 vs 2
+  torch threads, ``channels_last``, ``torch.compile`` (``--compile``: minutes of compiling) and the
+  DDIM batch size, each with the load average it ran under;
 - on a GPU, a Stable Diffusion v1.4-sized training step (UNet from the v1.4 configuration with random
   weights, VAE encoding at 512 px, bf16 autocast, batch 8, 64 x 64 latents): nothing is downloaded.
 
@@ -398,7 +401,7 @@ def machine_description(device: torch.device) -> tuple[str, str]:
 
 
 def run(device: torch.device, seconds: float, batch: int, sample_batch: int, sample_steps: int,
-        guidance: float) -> tuple[str, str]:
+        guidance: float, levers: bool = False, compile_unet: bool = False) -> tuple[str, str]:
     """All measurements for ``device`` -> (section key, markdown section body)."""
     key, details = machine_description(device)
     rows = []
@@ -413,6 +416,10 @@ def run(device: torch.device, seconds: float, batch: int, sample_batch: int, sam
     rows.append(("pixel training step: achieved / fp32 matmul", f"{100 * achieved / fp32:.0f} %"))
     rows += bench_dc(device)
     rows += demo_dc_rows()
+    if levers and device.type == "cpu":
+        from bibad_utils.progress import available_cores
+        threads = tuple(range(1, min(2, available_cores()) + 1))
+        rows += bench_levers(device, seconds, batch, threads=threads, compile_unet=compile_unet)
     if device.type == "cuda":
         sd_rows, sd_achieved = bench_sd(device, seconds)
         rows += sd_rows
@@ -442,6 +449,10 @@ def main(argv=None) -> None:
     parser.add_argument("--sample-steps", type=int, default=None,
                         help="DDIM steps actually timed, scaled to 50 (CPU 5, GPU 50)")
     parser.add_argument("--guidance", type=float, default=5.0, help="the w > 1 of the sampling measurement")
+    parser.add_argument("--levers", action=argparse.BooleanOptionalAction, default=True,
+                        help="on the CPU, also time the speed levers (threads, channels_last, sampling batch)")
+    parser.add_argument("--compile", action="store_true",
+                        help="with --levers, also time torch.compile of the UNet (minutes of compiling)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -449,7 +460,8 @@ def main(argv=None) -> None:
     cuda = device.type == "cuda"
     sample_batch = args.sample_batch or (256 if cuda else 32)
     sample_steps = args.sample_steps or (50 if cuda else 5)
-    key, body = run(device, args.seconds, args.batch, sample_batch, sample_steps, args.guidance)
+    key, body = run(device, args.seconds, args.batch, sample_batch, sample_steps, args.guidance,
+                    levers=args.levers, compile_unet=args.compile)
     update_markdown(Path(args.out), key, body)
     print(body)
 
