@@ -56,18 +56,19 @@ def _cpu_times() -> tuple[float, float] | None:
     return total - idle, total
 
 
-def idle_cores(window: float = 0.3) -> tuple[float, float]:
-    """(idle cores, cores used by OTHER processes) measured over ``window`` seconds: the machine's busy
-    time minus this process's own CPU time. Where ``/proc/stat`` is missing: (available cores, 0)."""
+def cpu_sample():
+    """A point of (machine CPU times, this process's CPU time, monotonic time) for :func:`idle_since`."""
+    return _cpu_times(), time.process_time(), time.monotonic()
+
+
+def idle_since(before) -> tuple[float, float]:
+    """(idle cores, cores used by OTHER processes) between the :func:`cpu_sample` ``before`` and now:
+    the machine's busy time minus this process's own CPU time. Where ``/proc/stat`` is missing or no
+    time has passed: (available cores, 0)."""
     n = available_cores()
-    a = _cpu_times()
-    if a is None:
-        return float(n), 0.0
-    own0, t0 = time.process_time(), time.monotonic()
-    time.sleep(window)
-    b = _cpu_times()
-    own1, t1 = time.process_time(), time.monotonic()
-    if b is None or b[1] <= a[1]:
+    a, own0, t0 = before
+    b, own1, t1 = cpu_sample()
+    if a is None or b is None or b[1] <= a[1]:
         return float(n), 0.0
     ncpu = os.cpu_count() or n
     busy_all = ncpu * (b[0] - a[0]) / (b[1] - a[1])  # cores busy on the whole machine
@@ -76,7 +77,36 @@ def idle_cores(window: float = 0.3) -> tuple[float, float]:
     return min(float(n), max(0.0, n - others)), others
 
 
+def idle_cores(window: float = 0.3) -> tuple[float, float]:
+    """(idle cores, cores used by other processes) measured over the next ``window`` seconds."""
+    before = cpu_sample()
+    time.sleep(window)
+    return idle_since(before)
+
+
 _BUSY: dict = {"others": 0.0, "threads": None}
+
+
+def _fixed_threads() -> int | None:
+    """The thread count the user fixed (``BIBAD_THREADS``, else ``OMP_NUM_THREADS``); None: auto."""
+    from bibad_utils.config import ConfigError
+
+    fixed = os.environ.get(ENV_THREADS, "").strip() or None
+    if fixed is None and os.environ.get("OMP_NUM_THREADS", "").strip():
+        fixed = os.environ["OMP_NUM_THREADS"].strip()
+    if fixed is None or fixed == "auto":
+        return None
+    try:
+        n = int(fixed)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(ENV_THREADS, fixed, "a positive integer or auto")
+    return n
+
+
+def _threads_for(idle: float) -> int:
+    return max(1, int(idle + 0.25))  # 1.8 idle cores of 2 still take 2 threads
 
 
 def choose_threads(window: float = 0.3) -> int:
@@ -87,22 +117,10 @@ def choose_threads(window: float = 0.3) -> int:
     The load seen is kept for the progress line (:func:`machine_note`)."""
     import torch
 
-    fixed = os.environ.get(ENV_THREADS, "").strip() or None
-    if fixed is None and os.environ.get("OMP_NUM_THREADS", "").strip():
-        fixed = os.environ["OMP_NUM_THREADS"].strip()
+    fixed = _fixed_threads()
     idle, others = idle_cores(window)
     _BUSY["others"] = others
-    if fixed is not None and fixed != "auto":
-        try:
-            n = int(fixed)
-        except ValueError:
-            from bibad_utils.config import ConfigError
-            raise ConfigError(ENV_THREADS, fixed, "a positive integer or auto") from None
-        if n < 1:
-            from bibad_utils.config import ConfigError
-            raise ConfigError(ENV_THREADS, fixed, "a positive integer or auto")
-    else:
-        n = max(1, int(idle + 0.25))  # 1.8 idle cores of 2 still take 2 threads
+    n = fixed if fixed is not None else _threads_for(idle)
     torch.set_num_threads(n)
     _BUSY["threads"] = n
     return n
@@ -120,8 +138,13 @@ def machine_note(others: float | None = None) -> str | None:
 # the kernel side
 
 
+RECHECK_S = 20.0  # how often a running task looks at the load again
+
+
 class Task:
-    """One long loop reported to the progress file (see :func:`task`)."""
+    """One long loop reported to the progress file (see :func:`task`). While it reports (inside a
+    ``bibad run``), it looks at the load every RECHECK_S seconds and, when the thread count is auto,
+    follows the idle cores: another process starting on a 2-core machine takes the loop to 1 thread."""
 
     def __init__(self, stage: str, label: str, total: int, unit: str = "step", done: int = 0,
                  path: str | os.PathLike | None = None, clock=time.monotonic):
@@ -132,6 +155,7 @@ class Task:
         self.first = self.done = int(done)
         self.started = clock()
         self._written = None
+        self._sample, self._checked = cpu_sample(), clock()
 
     @property
     def rate(self) -> float | None:
@@ -155,9 +179,20 @@ class Task:
         if self.path is None:
             return
         now = self.clock()
+        if now - self._checked >= RECHECK_S:
+            self._recheck(now)
         if force or self._written is None or now - self._written >= WRITE_EVERY_S or self.done >= self.total:
             self._written = now
             write_state(self.path, self.state())
+
+    def _recheck(self, now: float) -> None:
+        import torch
+
+        idle, others = idle_since(self._sample)
+        self._sample, self._checked = cpu_sample(), now
+        _BUSY["others"] = others
+        if _fixed_threads() is None and _threads_for(idle) != torch.get_num_threads():
+            torch.set_num_threads(_threads_for(idle))
 
     def close(self) -> None:
         self.update(self.done, force=True)

@@ -179,3 +179,32 @@ def test_cli_run_options(monkeypatch):
 
 def test_kernel_transport_warning_is_silenced():
     assert "--IPKernelApp.log_level=ERROR" in pipeline.KERNEL_ARGUMENTS
+
+
+def test_a_running_task_follows_the_idle_cores(tmp_path, monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(progress.ENV_THREADS, "auto")
+        clock = FakeClock()
+        t = progress.Task("finetune", "clean", 600, path=tmp_path / "p.json", clock=clock)
+        torch.set_num_threads(2)
+        monkeypatch.setattr(progress, "idle_since", lambda before: (0.7, 1.3))  # another process took a core
+        clock.t += progress.RECHECK_S / 2
+        t.update(10)
+        assert torch.get_num_threads() == 2  # not yet due
+        clock.t += progress.RECHECK_S
+        t.update(20)
+        state = progress.read_state(tmp_path / "p.json")
+        assert torch.get_num_threads() == 1 and state["threads"] == 1 and state["busy"].startswith("busy")
+        monkeypatch.setattr(progress, "idle_since", lambda before: (1.9, 0.1))
+        clock.t += progress.RECHECK_S
+        t.update(30)
+        assert torch.get_num_threads() == 2 and progress.read_state(tmp_path / "p.json")["busy"] is None
+        monkeypatch.setenv(progress.ENV_THREADS, "1")  # fixed by the user: left alone
+        monkeypatch.setattr(progress, "idle_since", lambda before: (2.0, 0.0))
+        torch.set_num_threads(1)
+        clock.t += progress.RECHECK_S
+        t.update(40)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
