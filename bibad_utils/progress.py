@@ -113,14 +113,16 @@ def choose_threads(window: float = 0.3) -> int:
     """Set torch's intra-op threads for the next long computation and return the count.
 
     ``BIBAD_THREADS`` (an integer, or ``auto``), else ``OMP_NUM_THREADS`` when set, fixes the count;
-    otherwise (``auto``) it is the number of idle cores (:func:`idle_cores`), rounded down, at least 1.
-    The load seen is kept for the progress line (:func:`machine_note`)."""
+    otherwise (``auto``) it is the number of idle cores (:func:`idle_cores` over ``window`` seconds),
+    rounded, at least 1; the load seen is kept for the progress line (:func:`machine_note`)."""
     import torch
 
     fixed = _fixed_threads()
-    idle, others = idle_cores(window)
-    _BUSY["others"] = others
-    n = fixed if fixed is not None else _threads_for(idle)
+    if fixed is not None:  # no measurement needed (a running task still reports the load)
+        n = fixed
+    else:
+        idle, _BUSY["others"] = idle_cores(window)
+        n = _threads_for(idle)
     torch.set_num_threads(n)
     _BUSY["threads"] = n
     return n

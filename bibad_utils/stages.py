@@ -107,6 +107,9 @@ class Study:
         self.target = int(self.cfg["target"])
         self.progress = progress
         self._models: dict = {}
+        if self.device.type == "cpu":
+            from bibad_utils.progress import choose_threads
+            choose_threads()  # the idle cores, unless fixed (again before each training and generation)
 
     # Sections a variant may not change: they define the data, the store and the seed it shares.
     _SHARED_SECTIONS = ("dataset", "seed", "run_dir", "device")
@@ -482,13 +485,17 @@ def install_shipped_base(store: st.ArtifactStore, key: str, profile: str = "", r
         shutil.copy2(folder / "train_record.json", art.dir / "train_record.json")
         art.meta["shipped_from"] = folder.name
         art.meta["train"] = shipped.get("train")
-        art.meta["trained"] = {k: shipped.get(k) for k in ("git_commit", "created", "device", "command")}
+        art.meta["trained"] = {k: shipped.get(k) for k in ("git_commit", "created", "device", "command", "retrain")}
     return True
+
+
+RETRAIN = "make book RETRAIN_BASE=1  (bibad run --profile PROFILE --retrain-base)"
 
 
 def ship_base(store: st.ArtifactStore, key: str, dest: Path, command: str) -> Path:
     """Copy the pre-trained DM ``key`` of ``store`` into ``dest`` (model weights fp32, config, training
-    record, and its manifest with ``command``, the command that trained it); returns ``dest``."""
+    record, and its manifest with ``command``, the command that trained it, and ``retrain``, the flag
+    that trains it again); returns ``dest``."""
     import shutil
 
     src = store.path("pretrain", key)
@@ -499,6 +506,7 @@ def ship_base(store: st.ArtifactStore, key: str, dest: Path, command: str) -> Pa
         shutil.copy2(src / "model" / name, dest / name)
     shutil.copy2(src / "train_record.json", dest / "train_record.json")
     manifest["command"] = command
+    manifest["retrain"] = RETRAIN
     st.save_json(dest / "manifest.json", manifest)
     return dest
 

@@ -28,6 +28,7 @@ def test_ship_install_and_retrain(tmp_path, monkeypatch, capsys):
     folder = stages.ship_base(trained.store, key, assets / "smoke_base", "bibad run --profile smoke")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["key"] == key and manifest["command"] == "bibad run --profile smoke"
+    assert "--retrain-base" in manifest["retrain"]
     assert sorted(p.name for p in folder.iterdir()) == sorted(stages.SHIPPED_FILES)
     monkeypatch.setattr(stages, "SHIPPED_DIR", assets)
 
@@ -90,7 +91,7 @@ def test_shipped_base_matches_its_profile(profile):
     assert st.artifact_key("pretrain", manifest["params"], manifest["inputs"]) == key
     assert manifest["params"]["train"] == study._train_section("pretrain")
     assert manifest["params"]["model"] == study.cfg["model"] and manifest["inputs"] == [study.data_key]
-    assert manifest["command"]
+    assert manifest["command"] and "--retrain-base" in manifest["retrain"]
     model = load_model(folder)
     assert model.config == study._new_model().config
     state = model.state_dict_to_save()
