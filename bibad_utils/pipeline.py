@@ -255,6 +255,7 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
     status = 0
     run_dir, code = Path(cfg["run_dir"]), code_digest()
     progress_file = executed / PROGRESS_FILE
+    earlier = _earlier_times(executed / "run.json")
     previous_env = os.environ.get(ENV_FILE)
     os.environ[ENV_FILE] = str(progress_file)  # the kernels inherit it
     for i, src in enumerate(chosen, 1):
@@ -270,7 +271,8 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
         progress_file.unlink(missing_ok=True)
         t0 = time.perf_counter()
         wall0 = time.time() - 1.0  # file times have coarse resolution on some file systems
-        monitor = Monitor(progress_file, src.stem, out=out, tty=tty, interval=progress_interval)
+        monitor = Monitor(progress_file, src.stem, out=out, tty=tty, interval=progress_interval,
+                          expected=earlier.get(src.stem))
         try:
             with monitor if not log_output else _nothing():
                 papermill.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=KERNEL_NAME,
@@ -300,6 +302,15 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
     if status == 0:
         print(f"done in {record['total_seconds']:.1f} s", file=out)
     return status
+
+
+def _earlier_times(path: Path) -> dict[str, float]:
+    """Seconds of each notebook that executed in the run recorded in ``path`` (an earlier run.json)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {nb["name"]: nb["seconds"] for nb in record.get("notebooks", []) if nb.get("status") == "ok"}
 
 
 class _nothing:

@@ -246,10 +246,11 @@ def clock_text(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def format_line(notebook: str, elapsed: float, state: dict | None) -> str:
+def format_line(notebook: str, elapsed: float, state: dict | None, expected: float | None = None) -> str:
     """One progress line, e.g.
-    ``02_finetuning 3:12 | finetune badnets1 p=10% 350/600 | 2.9 step/s | ETA 1:26 | 1 thread``."""
-    parts = [f"{notebook} {clock_text(elapsed)}"]
+    ``02_finetuning 3:12 | finetune badnets1 p=10% 350/600 | 2.9 step/s | ETA 1:26 | 1 thread``;
+    ``expected``: the notebook's time in an earlier run (shown as ``3:12 of ~22:05``)."""
+    parts = [f"{notebook} {clock_text(elapsed)}" + (f" of ~{clock_text(expected)}" if expected else "")]
     if state:
         unit = state.get("unit", "step")
         parts.append(f"{state.get('stage', '')} {state.get('label', '')} "
@@ -272,8 +273,8 @@ class Monitor:
     a context manager (a background thread polls) or call :meth:`poll` yourself (tests)."""
 
     def __init__(self, path, notebook: str, out=None, tty: bool | None = None, interval: float = 30.0,
-                 tick: float = 0.5, clock=time.monotonic):
-        self.path, self.notebook = Path(path), notebook
+                 tick: float = 0.5, clock=time.monotonic, expected: float | None = None):
+        self.path, self.notebook, self.expected = Path(path), notebook, expected
         self.out = out or sys.stdout
         if tty is None:
             isatty = getattr(self.out, "isatty", None)
@@ -291,7 +292,7 @@ class Monitor:
         state = read_state(self.path)
         if state and state.get("time", 0) < self.wall_started - 1.0:
             state = None  # left by an earlier notebook
-        return format_line(self.notebook, now - self.started, state)
+        return format_line(self.notebook, now - self.started, state, self.expected)
 
     def poll(self, now: float | None = None) -> str | None:
         """Show the current line if it is due; returns what was written (None: nothing)."""

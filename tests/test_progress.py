@@ -208,3 +208,17 @@ def test_a_running_task_follows_the_idle_cores(tmp_path, monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_line_shows_the_time_of_an_earlier_run(tmp_path):
+    assert progress.format_line("02_finetuning", 192, None, expected=1324) == "02_finetuning 3:12 of ~22:04"
+    path, out, clock = tmp_path / "p.json", io.StringIO(), FakeClock()
+    mon = progress.Monitor(path, "02_finetuning", out=out, clock=clock, interval=30, expected=600)
+    clock.t += 30
+    assert mon.poll() == "02_finetuning 0:30 of ~10:00"
+    record = tmp_path / "run.json"
+    record.write_text(json.dumps({"notebooks": [{"name": "01_poisoning", "seconds": 12.8, "status": "ok"},
+                                                {"name": "02_finetuning", "seconds": 0.0, "status": "up to date"},
+                                                {"name": "03_generation", "seconds": 9.0, "status": "failed"}]}))
+    assert pipeline._earlier_times(record) == {"01_poisoning": 12.8}
+    assert pipeline._earlier_times(tmp_path / "missing.json") == {}
