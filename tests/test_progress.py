@@ -222,3 +222,62 @@ def test_line_shows_the_time_of_an_earlier_run(tmp_path):
                                                 {"name": "03_generation", "seconds": 9.0, "status": "failed"}]}))
     assert pipeline._earlier_times(record) == {"01_poisoning": 12.8}
     assert pipeline._earlier_times(tmp_path / "missing.json") == {}
+
+
+def _fake_papermill(monkeypatch, seen, reports=3):
+    """papermill.execute_notebook replaced by a 'kernel' that reports a task through the progress file
+    named by the environment it inherits, then writes the executed copy."""
+    import os
+    import shutil
+
+    import papermill
+
+    def execute(src, dst, **kw):
+        seen.append(kw)
+        path = os.environ[progress.ENV_FILE]
+        for step in range(1, reports + 1):
+            progress.write_state(path, {"stage": "finetune", "label": "badnets1 p=10%", "done": step * 100,
+                                        "total": 600, "unit": "step", "rate": 3.0, "eta_s": 50.0, "threads": 1,
+                                        "busy": None, "time": time.time(), "pid": os.getpid()})
+            time.sleep(0.35)
+        shutil.copy(src, dst)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+
+
+def _stages(tmp_path):
+    import nbformat
+
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    for name in ("01_first", "02_second"):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {name}")]
+        nbformat.write(nb, str(folder / f"{name}.ipynb"))
+    return folder
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_run_shows_the_kernels_progress(tmp_path, monkeypatch, tty):
+    seen = []
+    _fake_papermill(monkeypatch, seen)
+    monkeypatch.delenv(progress.ENV_FILE, raising=False)
+    out = FakeTTY() if tty else io.StringIO()
+    code = pipeline.run_notebooks("smoke", {"run_dir": str(tmp_path / "run")}, _stages(tmp_path), out=out,
+                                  progress_interval=0.2)
+    text = out.getvalue()
+    assert code == 0 and len(seen) == 2
+    assert all(kw["extra_arguments"] == pipeline.KERNEL_ARGUMENTS for kw in seen)
+    assert progress.ENV_FILE not in __import__("os").environ  # restored after the run
+    if tty:
+        shown = [part for part in text.split("\r") if part.startswith(("01_first 0:0", "02_second 0:0"))]
+        assert any(part.startswith("01_first") for part in shown) and any(p.startswith("02_second") for p in shown)
+        assert all(" | finetune badnets1 p=10% " in part and "3.00 step/s | ETA 0:50" in part for part in shown)
+    else:
+        assert "\r" not in text
+        lines = [line for line in text.splitlines() if line.startswith(("01_first 0:", "02_second 0:"))]
+        assert lines and all(" | finetune badnets1 p=10% " in line for line in lines)
+    assert "[1/2] 01_first ... running" in text and "[2/2] 02_second ... ok" in text
+    summary = text[text.index("notebook "):]
+    assert "01_first" in summary and "02_second" in summary and "bibad book --profile smoke" in summary
+    assert not (tmp_path / "run" / "executed" / pipeline.PROGRESS_FILE).exists()
