@@ -17,6 +17,7 @@ run's teaser figure (``<run_dir>/figures/teaser.png``, drawn by the results chap
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -274,7 +275,7 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
         monitor = Monitor(progress_file, src.stem, out=out, tty=tty, interval=progress_interval,
                           expected=earlier.get(src.stem))
         try:
-            with monitor if not log_output else _nothing():
+            with monitor if not log_output else contextlib.nullcontext():
                 papermill.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=KERNEL_NAME,
                                            cwd=str(REPO_ROOT), execution_timeout=cfg["cell_timeout"],
                                            progress_bar=False, log_output=log_output,
@@ -312,13 +313,6 @@ def _earlier_times(path: Path) -> dict[str, float]:
         return {}
     return {nb["name"]: nb["seconds"] for nb in record.get("notebooks", []) if nb.get("status") == "ok"}
 
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
 
 
 # ----------------------------------------------------------------------------------------------
