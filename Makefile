@@ -1,6 +1,9 @@
 # Two commands reproduce the study:  make book  (demo profile -> _build/html)  and  make test.
-# `make book PROFILE=smoke` runs another profile. OMP_NUM_THREADS: `make test` defaults it to 1 (steady
-# times on shared cores); `make book` keeps your shell's value (set it to the number of idle cores).
+# `make book PROFILE=smoke` runs another profile; `make book RETRAIN_BASE=1` pre-trains the clean base
+# DM instead of using the one shipped in bibad_utils/assets. Threads: `make book` leaves OMP_NUM_THREADS
+# as your shell has it; unset, each training and generation takes the idle cores (THREADS=N fixes it).
+# `make test` defaults OMP_NUM_THREADS to 1 (steady times on shared cores). `make bench BENCH_COMPILE=1`
+# also times torch.compile.
 
 PYTHON ?= python3
 PROFILE ?= demo
@@ -21,8 +24,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (bibad)"
 	touch $@
 
+RUN_FLAGS := $(if $(RETRAIN_BASE),--retrain-base) $(if $(THREADS),--threads $(THREADS))
+
 book: $(STAMP)
-	$(PY) -m bibad_utils.pipeline run --profile $(PROFILE)
+	$(PY) -m bibad_utils.pipeline run --profile $(PROFILE) $(RUN_FLAGS)
 	$(PY) -m bibad_utils.pipeline book --profile $(PROFILE)
 
 # unit tests first (fast), then the end-to-end runs (papermill + book build)
@@ -39,7 +44,7 @@ lab: $(STAMP)
 	$(PY) -m jupyter lab --notebook-dir=notebooks
 
 bench: $(STAMP)
-	$(PY) -m bibad_utils.bench --seconds $${BENCH_SECONDS:-6}
+	$(PY) -m bibad_utils.bench --seconds $${BENCH_SECONDS:-6} $(if $(BENCH_COMPILE),--compile)
 
 # keeps .venv and the fetched _vendor scripts
 clean:

@@ -9,6 +9,9 @@
   EMA, checkpoint) per step;
 - DDIM sampling images/s for 50 steps at w = 1 and w > 1, and one guided noise prediction as one
   forward of 2B samples versus two forwards of B;
+- on the CPU (``--levers``, the default), the speed levers of a first run against the plain step: 1 vs 2
+  torch threads, ``channels_last``, ``torch.compile`` (``--compile``: minutes of compiling) and the
+  DDIM batch size, each with the load average it ran under;
 - on a GPU, a Stable Diffusion v1.4-sized training step (UNet from the v1.4 configuration with random
   weights, VAE encoding at 512 px, bf16 autocast, batch 8, 64 x 64 latents): nothing is downloaded.
 
@@ -29,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bibad_utils.config import REPO_ROOT, parse_yaml
+from bibad_utils.bench_levers import bench_levers
+from bibad_utils.bench_timing import (RandomImages, count_flops, demo_pixel_config, matmul_flops, rate_text,
+                                      sync_device, time_call)
+from bibad_utils.config import REPO_ROOT
 
-DEFAULT_PIXEL = {"backend": "pixel", "block_out_channels": [32, 64, 64], "layers_per_block": 1,
-                 "attention": [False, False, True], "unshuffle": 2}
-DEFAULT_IMAGE_SIZE = 32
 
 # Stable Diffusion v1.4's UNet and VAE configurations (the published model's config.json values that
 # differ from the diffusers defaults), so an SD-sized step needs no download.
@@ -45,77 +48,6 @@ SD14_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block
 SD14_VAE = dict(sample_size=512, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
                 block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
                 up_block_types=("UpDecoderBlock2D",) * 4)
-
-
-def _rate(flops_per_s: float) -> str:
-    return f"{flops_per_s / 1e12:.1f} TFLOP/s" if flops_per_s >= 1e12 else f"{flops_per_s / 1e9:.1f} GFLOP/s"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_call(fn, device: torch.device, seconds: float, min_reps: int = 2) -> float:
-    """Mean seconds per call of ``fn()`` after one warm-up call, repeating for about ``seconds``."""
-    fn()
-    _sync(device)
-    reps, start = 0, time.perf_counter()
-    while reps < min_reps or time.perf_counter() - start < seconds:
-        fn()
-        reps += 1
-        _sync(device)
-    return (time.perf_counter() - start) / reps
-
-
-def matmul_flops(device: torch.device, dtype=torch.float32, n: int = 2048, seconds: float = 1.0) -> float:
-    """Measured FLOP/s of an ``n x n`` by ``n x n`` matmul in ``dtype`` (2 n^3 FLOPs each)."""
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(device, dtype)
-    b = torch.randn(n, n, generator=g).to(device, dtype)
-    out = torch.empty(n, n, device=device, dtype=dtype)
-    per = time_call(lambda: torch.matmul(a, b, out=out), device, seconds)
-    return 2 * n**3 / per
-
-
-def count_flops(fn) -> int:
-    """FLOPs of the matmuls, convolutions and attention that ``fn()`` runs (forward and backward)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def demo_pixel_config() -> tuple[dict, int, str]:
-    """(model section, image size, where it came from): the demo profile's, else the default here."""
-    path = REPO_ROOT / "notebooks" / "profiles" / "demo.yaml"
-    if path.is_file():
-        profile = parse_yaml(path.read_text())
-        model = profile.get("model") or {}
-        if model.get("backend") == "pixel":
-            size = (profile.get("dataset") or {}).get("image_size") or DEFAULT_IMAGE_SIZE
-            return dict(model), int(size), "notebooks/profiles/demo.yaml"
-    return dict(DEFAULT_PIXEL), DEFAULT_IMAGE_SIZE, "default (no pixel model in demo.yaml)"
-
-
-class RandomImages:
-    """In-memory random uint8 images with the dataset interface (labels, class_names, batch)."""
-
-    def __init__(self, n: int, size: int, num_classes: int, seed: int = 0):
-        rng = np.random.default_rng(seed)
-        self.images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-        self.labels = rng.integers(0, num_classes, n).astype(np.int64)
-        self.class_names = [f"class{k}" for k in range(num_classes)]
-
-    def __len__(self):
-        return len(self.labels)
-
-    def batch(self, indices):
-        from bibad_utils.data import to_float
-
-        idx = np.asarray(indices)
-        return to_float(self.images[idx]), torch.from_numpy(self.labels[idx])
 
 
 def bench_pixel(device: torch.device, seconds: float, batch: int, sample_batch: int, sample_steps: int,
@@ -157,7 +89,7 @@ def bench_pixel(device: torch.device, seconds: float, batch: int, sample_batch: 
     rows.append((f"training step, raw (loss + backward + AdamW), batch {batch}",
                  f"{1 / per:.2f} steps/s, {batch / per:.1f} images/s"))
     rows.append(("FLOPs per training step (forward + backward)",
-                 f"{flops / 1e9:.2f} GFLOP; achieved {_rate(flops / per)}"))
+                 f"{flops / 1e9:.2f} GFLOP; achieved {rate_text(flops / per)}"))
 
     loop_steps = max(3, min(50, int(seconds / per)))
     with tempfile.TemporaryDirectory() as work:
@@ -175,7 +107,7 @@ def bench_pixel(device: torch.device, seconds: float, batch: int, sample_batch: 
         start = time.perf_counter()
         sample_images(model, labels, seeds, steps=sample_steps, guidance=w, batch_size=sample_batch,
                       device=device, progress=False)
-        _sync(device)
+        sync_device(device)
         spent = (time.perf_counter() - start) * 50 / sample_steps
         how = "" if sample_steps == 50 else f" (timed over {sample_steps} steps, scaled to 50)"
         rows.append((f"DDIM 50 steps, w = {w:g}, batch {sample_batch}{how}",
@@ -209,7 +141,7 @@ def bench_dc(device: torch.device, n_images: int = 8, n_levels: int = 10, adapti
     rows, base = [], None
     for name, stages in (("exhaustive", None), ("adaptive " + str([list(s) for s in adaptive]), list(adaptive))):
         diffusion_classify(model, x[:2], n_levels=n_levels, adaptive=stages, batch_size=batch_size, device=device)
-        _sync(device)  # warm-up above, then the timed call
+        sync_device(device)  # warm-up above, then the timed call
         _, det = diffusion_classify(model, x, n_levels=n_levels, adaptive=stages, batch_size=batch_size,
                                     device=device, return_errors=True)
         per_image = det["seconds"] / n_images
@@ -279,7 +211,7 @@ def bench_sd(device: torch.device, seconds: float, batch: int = 8) -> tuple[list
          f"UNet {n_params / 1e6:.0f} M parameters (fp32 master, bf16 autocast), VAE encode at 512 px (bf16), "
          f"batch {batch}, 64 x 64 latents, AdamW"),
         ("SD training step", f"{1 / per:.2f} steps/s, {batch / per:.1f} images/s, peak memory {peak:.1f} GiB"),
-        ("SD FLOPs per training step", f"{flops / 1e12:.2f} TFLOP; achieved {_rate(flops / per)}"),
+        ("SD FLOPs per training step", f"{flops / 1e12:.2f} TFLOP; achieved {rate_text(flops / per)}"),
     ]
     context2 = torch.randn(2 * batch, 77, 768, generator=g).to(device)
     z2 = torch.randn(2 * batch, 4, 64, 64, generator=g).to(device)
@@ -314,21 +246,25 @@ def machine_description(device: torch.device) -> tuple[str, str]:
 
 
 def run(device: torch.device, seconds: float, batch: int, sample_batch: int, sample_steps: int,
-        guidance: float) -> tuple[str, str]:
+        guidance: float, levers: bool = False, compile_unet: bool = False) -> tuple[str, str]:
     """All measurements for ``device`` -> (section key, markdown section body)."""
     key, details = machine_description(device)
     rows = []
     n = 2048
     fp32 = matmul_flops(device, torch.float32, n, seconds / 2)
-    rows.append((f"fp32 matmul {n} x {n}", _rate(fp32)))
+    rows.append((f"fp32 matmul {n} x {n}", rate_text(fp32)))
     if device.type == "cuda":
         bf16 = matmul_flops(device, torch.bfloat16, 8192, seconds / 2)
-        rows.append(("bf16 matmul 8192 x 8192", _rate(bf16)))
+        rows.append(("bf16 matmul 8192 x 8192", rate_text(bf16)))
     pixel_rows, achieved = bench_pixel(device, seconds, batch, sample_batch, sample_steps, guidance)
     rows += pixel_rows
     rows.append(("pixel training step: achieved / fp32 matmul", f"{100 * achieved / fp32:.0f} %"))
     rows += bench_dc(device)
     rows += demo_dc_rows()
+    if levers and device.type == "cpu":
+        from bibad_utils.progress import available_cores
+        threads = tuple(range(1, min(2, available_cores()) + 1))
+        rows += bench_levers(device, seconds, batch, threads=threads, compile_unet=compile_unet)
     if device.type == "cuda":
         sd_rows, sd_achieved = bench_sd(device, seconds)
         rows += sd_rows
@@ -358,6 +294,10 @@ def main(argv=None) -> None:
     parser.add_argument("--sample-steps", type=int, default=None,
                         help="DDIM steps actually timed, scaled to 50 (CPU 5, GPU 50)")
     parser.add_argument("--guidance", type=float, default=5.0, help="the w > 1 of the sampling measurement")
+    parser.add_argument("--levers", action=argparse.BooleanOptionalAction, default=True,
+                        help="on the CPU, also time the speed levers (threads, channels_last, sampling batch)")
+    parser.add_argument("--compile", action="store_true",
+                        help="with --levers, also time torch.compile of the UNet (minutes of compiling)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -365,7 +305,8 @@ def main(argv=None) -> None:
     cuda = device.type == "cuda"
     sample_batch = args.sample_batch or (256 if cuda else 32)
     sample_steps = args.sample_steps or (50 if cuda else 5)
-    key, body = run(device, args.seconds, args.batch, sample_batch, sample_steps, args.guidance)
+    key, body = run(device, args.seconds, args.batch, sample_batch, sample_steps, args.guidance,
+                    levers=args.levers, compile_unet=args.compile)
     update_markdown(Path(args.out), key, body)
     print(body)
 

@@ -423,8 +423,9 @@ def _validate_ratios(ratios):
 
 def _validate_training(sec: dict, prefix: str, min_steps: int):
     known = ("steps", "batch_size", "lr", "weight_decay", "ema_decay", "checkpoint_every", "cond_drop",
-             "warmup_steps", "grad_clip")
+             "warmup_steps", "grad_clip") + (("shipped",) if prefix == "pretrain." else ())
     _near_typos(sec, known, prefix)
+    _bool(sec, "shipped", prefix, required=False)
     _int(sec, "steps", prefix, minimum=min_steps)
     active = sec["steps"] > 0
     _int(sec, "batch_size", prefix, required=active)

@@ -17,6 +17,7 @@ run's teaser figure (``<run_dir>/figures/teaser.png``, drawn by the results chap
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -270,8 +271,15 @@ def _stamp(dst: Path, key: str, outputs: dict) -> None:
     dst.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
+# The kernel's own log: ERROR hides its start-up warning about TCP transport without encryption (a
+# local kernel's sockets listen on the loopback interface only); a failing cell still shows in full.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+PROGRESS_FILE = ".progress.json"
+
+
 def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebooks_dir=NOTEBOOKS_DIR,
-                  only=None, start=None, log_output: bool = False, out=None, force: bool = False) -> int:
+                  only=None, start=None, log_output: bool = False, out=None, force: bool = False,
+                  progress_interval: float = 30.0, tty: bool | None = None) -> int:
     """Execute the selected stage notebooks in order with papermill; returns a process exit code.
 
     The profile (with ``overrides``) is validated before any notebook starts. Each notebook receives
@@ -284,7 +292,16 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
     notebook source, resolved profile, package code and key package versions, and its claims/figures
     files unchanged), unless ``force``; once one notebook executes, every later selected one does too,
     since it may read what the earlier one wrote.
+
+    While a notebook runs, its kernel reports long loops (stage, cell, step/total, rate, ETA) to
+    ``<run_dir>/executed/.progress.json`` (:mod:`bibad_utils.progress`), which is shown on ``out``: an
+    updating line on a terminal (``tty`` None: ``out.isatty()``), else a line every
+    ``progress_interval`` seconds. The run ends with the time of each notebook.
     """
+    import os
+
+    from bibad_utils.progress import ENV_FILE, Monitor, summary
+
     out = out or sys.stdout
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -308,26 +325,36 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
     started = time.perf_counter()
     status = 0
     run_dir, code = Path(cfg["run_dir"]), code_digest()
+    progress_file = executed / PROGRESS_FILE
+    earlier = _earlier_times(executed / "run.json")
+    previous_env = os.environ.get(ENV_FILE)
+    os.environ[ENV_FILE] = str(progress_file)  # the kernels inherit it
     for i, src in enumerate(chosen, 1):
         dst = executed / src.name
-        print(f"[{i}/{len(chosen)}] {src.stem} ...", end=" ", file=out, flush=True)
+        head = f"[{i}/{len(chosen)}] {src.stem} ..."
         key = execution_key(src, cfg, code)
         if not force and up_to_date(dst, key, run_dir):
             record["notebooks"].append({"name": src.stem, "seconds": 0.0, "status": "up to date"})
-            print("up to date (--force re-executes it)", file=out, flush=True)
+            print(f"{head} up to date (--force re-executes it)", file=out, flush=True)
             continue
         force = True  # every later notebook may read what this one writes
+        print(f"{head} running", file=out, flush=True)
+        progress_file.unlink(missing_ok=True)
         t0 = time.perf_counter()
         wall0 = time.time() - 1.0  # file times have coarse resolution on some file systems
+        monitor = Monitor(progress_file, src.stem, out=out, tty=tty, interval=progress_interval,
+                          expected=earlier.get(src.stem))
         try:
-            papermill.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=KERNEL_NAME,
-                                       cwd=str(REPO_ROOT), execution_timeout=cfg["cell_timeout"],
-                                       progress_bar=False, log_output=log_output)
+            with monitor if not log_output else contextlib.nullcontext():
+                papermill.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=KERNEL_NAME,
+                                           cwd=str(REPO_ROOT), execution_timeout=cfg["cell_timeout"],
+                                           progress_bar=False, log_output=log_output,
+                                           extra_arguments=KERNEL_ARGUMENTS)
         except Exception as err:
             seconds = time.perf_counter() - t0
             what = f"{err.ename}: {err.evalue}" if isinstance(err, PapermillExecutionError) else repr(err)
             mark_failed_execution(dst, what)
-            print(f"FAILED after {seconds:.1f} s ({what})", file=out)
+            print(f"{head} FAILED after {seconds:.1f} s ({what})", file=out)
             print(f"the executed notebook with the traceback: {dst}", file=out, flush=True)
             record["notebooks"].append({"name": src.stem, "seconds": round(seconds, 2), "status": "failed"})
             status = 1
@@ -335,12 +362,28 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
         seconds = time.perf_counter() - t0
         _stamp(dst, key, _side_outputs(run_dir, wall0))
         record["notebooks"].append({"name": src.stem, "seconds": round(seconds, 2), "status": "ok"})
-        print(f"ok {seconds:.1f} s", file=out, flush=True)
+        print(f"{head} ok {seconds:.1f} s", file=out, flush=True)
+    if previous_env is None:
+        os.environ.pop(ENV_FILE, None)
+    else:
+        os.environ[ENV_FILE] = previous_env
+    progress_file.unlink(missing_ok=True)
     record["total_seconds"] = round(time.perf_counter() - started, 2)
     (executed / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(summary(record, executed, cfg["name"], book=status == 0), file=out)
     if status == 0:
         print(f"done in {record['total_seconds']:.1f} s", file=out)
     return status
+
+
+def _earlier_times(path: Path) -> dict[str, float]:
+    """Seconds of each notebook that executed in the run recorded in ``path`` (an earlier run.json)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {nb["name"]: nb["seconds"] for nb in record.get("notebooks", []) if nb.get("status") == "ok"}
+
 
 
 # ----------------------------------------------------------------------------------------------
@@ -648,6 +691,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-output", action="store_true", help="stream the notebooks' outputs while they run")
     run.add_argument("--force", action="store_true",
                      help="execute every selected notebook, even those whose executed copy is up to date")
+    run.add_argument("--retrain-base", action="store_true",
+                     help="pre-train the clean base DM here instead of using the one shipped with the package "
+                          "(same as --set pretrain.shipped=false)")
+    run.add_argument("--threads", default=None, metavar="N|auto",
+                     help="torch threads of the kernels (default: auto, the idle cores at the start of each "
+                          "training or generation, unless OMP_NUM_THREADS is set)")
+    run.add_argument("--progress-interval", type=float, default=30.0, metavar="S",
+                     help="without a terminal, print a progress line every S seconds (default 30)")
 
     book = sub.add_parser("book", help="build the HTML book from a profile's executed notebooks")
     common(book)
@@ -699,8 +750,16 @@ def main(argv=None) -> int:
             print(f"wrote {readme_results(cfg['run_dir'], cfg['name'], REPO_ROOT)} and README.md")
             return 0
         if args.command == "run":
+            if args.retrain_base:
+                overrides.setdefault("pretrain", {})["shipped"] = False
+            if args.threads is not None:
+                import os
+                from bibad_utils.progress import ENV_THREADS
+                if args.threads != "auto" and not (args.threads.isdigit() and int(args.threads) > 0):
+                    raise ConfigError("--threads", args.threads, "a positive integer or auto")
+                os.environ[ENV_THREADS] = args.threads
             return run_notebooks(args.profile, overrides, args.notebooks_dir, args.only, args.start,
-                                 args.log_output, force=args.force)
+                                 args.log_output, force=args.force, progress_interval=args.progress_interval)
         return build_book(args.profile, overrides, args.output, args.strict, args.notebooks_dir, args.vendor,
                           args.repository_url)
     except ConfigError as err:

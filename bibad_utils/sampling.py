@@ -93,13 +93,15 @@ def _check_number(name, value, low, allowed):
 
 @torch.no_grad()
 def sample_images(model, labels, seeds, *, steps: int = 50, eta: float = 0.0, guidance: float = 1.0,
-                  batch_size: int = 100, device="cpu", progress: bool = True) -> np.ndarray:
+                  batch_size: int = 100, device="cpu", progress: bool = True,
+                  report: tuple[str, str] | None = None) -> np.ndarray:
     """Generate one image per (label, seed) with DDIM; returns uint8 ``[N, H, W, 3]`` (NHWC, 0..255).
 
     labels: int ``[N]`` in ``[0, num_classes]`` (``null_class``: unconditional); seeds: int ``[N]``,
     each >= 0, seeding that image's own noise; steps: DDIM steps; eta: 0 deterministic DDIM, 1 DDPM-like;
     guidance: w >= 0 (see :func:`guided_eps`); batch_size: images per forward (2x that with guidance).
-    The model runs in eval mode on ``device``; latent models are decoded by their VAE.
+    The model runs in eval mode on ``device``; latent models are decoded by their VAE. report:
+    ``(stage, label)`` for the live progress file of ``bibad run`` (counted in images).
 
     Every forward pass has the same shape: the last batch is padded to ``batch_size`` (with zero noise and
     the null label, then dropped). Kernels are chosen by shape and round differently for different
@@ -136,6 +138,8 @@ def sample_images(model, labels, seeds, *, steps: int = 50, eta: float = 0.0, gu
     out = np.empty((len(labels), side, side, 3), dtype=np.uint8)
     starts = range(0, len(labels), batch_size)
     bar = tqdm(total=len(labels), desc=f"sample w={guidance:g}", unit="img", disable=not progress)
+    from bibad_utils.progress import Task
+    live_task = Task(*(report or ("sample", f"w={guidance:g}")), total=len(labels), unit="img")
     for start in starts:
         sl = slice(start, start + batch_size)
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds[sl]]
@@ -143,7 +147,8 @@ def sample_images(model, labels, seeds, *, steps: int = 50, eta: float = 0.0, gu
         x = _padded([torch.randn(shape, generator=g) for g in gens], pad).to(device)
         y = torch.as_tensor(np.concatenate([labels[sl], np.full(pad, model.null_class)]), device=device)
         with _autocast(model, device):
-            for t in sched.timesteps:
+            for i, t in enumerate(sched.timesteps):
+                live_task.update(start + len(gens) * i // len(sched.timesteps))
                 eps = guided_eps(model, x, t, y, guidance).float()
                 noise = None
                 if eta > 0:
@@ -152,7 +157,9 @@ def sample_images(model, labels, seeds, *, steps: int = 50, eta: float = 0.0, gu
             images = model.decode(x)[: len(gens)]
         out[sl] = to_uint8(images)
         bar.update(len(gens))
+        live_task.update(start + len(gens))
     bar.close()
+    live_task.close()
     return out
 
 

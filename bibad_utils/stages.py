@@ -155,6 +155,9 @@ class Study:
         self.target = int(self.cfg["target"])
         self.progress = progress
         self._models: dict = {}
+        if self.device.type == "cpu":
+            from bibad_utils.progress import choose_threads
+            choose_threads()  # the idle cores, unless fixed (again before each training and generation)
 
     # Sections a variant may not change: they define the data, the store and the seed it shares.
     _SHARED_SECTIONS = ("dataset", "seed", "run_dir", "device")
@@ -314,6 +317,7 @@ class Study:
     # ---------------------------------------------------------------------------------- models
     def _train_section(self, name: str) -> dict:
         sec = dict(self.cfg[name])
+        sec.pop("shipped", None)  # where the weights come from, not how they are trained: not in the key
         sec.setdefault("checkpoint_every", max(1, sec["steps"] // 5) if sec["steps"] else 1)
         return sec
 
@@ -322,21 +326,28 @@ class Study:
         torch.manual_seed(self.seed if seed is None else seed)  # the initial weights of a from-scratch model
         return build_model(self.cfg["model"], self.class_names, image_size=self.image_size)
 
+    def _train_params(self, section: dict, train_seed: int = 0) -> dict:
+        """The parameters a DM training's key hashes; ``train_seed`` > 0 (a replicate run) is recorded,
+        seed 0 keeps the key without it."""
+        params = {"model": self.cfg["model"], "train": section, "seed": self.seed}
+        if train_seed:
+            params["train_seed"] = int(train_seed)
+        return params
+
     def _train(self, stage: str, dataset, section: dict, inputs: list[str], init_key: str | None,
-               train_seed: int = 0):
+               train_seed: int = 0, label: str = ""):
         """Train (or load) a DM into the artifact ``stage``; returns its key. ``train_seed`` > 0: a
-        replicate training run (its key records it; seed 0 keeps the key without it)."""
+        replicate training run. label: what the live progress line calls it (e.g. the cell's name)."""
         from bibad_utils.diffusion import load_model
         from bibad_utils.training import train_diffusion
 
-        params = {"model": self.cfg["model"], "train": section, "seed": self.seed}
-        seed = self.seed
-        if train_seed:
-            params["train_seed"] = int(train_seed)
-            seed = self.training_seed(train_seed)
+        params = self._train_params(section, train_seed)
+        seed = self.training_seed(train_seed) if train_seed else self.seed
         inputs = list(inputs) + ([init_key] if init_key else [])
 
         def build(art):
+            from bibad_utils.progress import choose_threads
+            choose_threads()
             model = self._new_model(seed)
             init_state = None
             if init_key:
@@ -347,7 +358,7 @@ class Study:
                 cond_drop=section.get("cond_drop", 0.1), checkpoint_every=section["checkpoint_every"],
                 warmup_steps=section.get("warmup_steps", 0), grad_clip=section.get("grad_clip", 1.0),
                 work_dir=art.work_dir, seed=seed, init_state=init_state, device=self.device,
-                progress=self.progress)
+                progress=self.progress, report=(stage, label))
             model.load_trainable_state(res.ema_state)
             model.save(art.dir / "model")
             record = {"loss_log": res.loss_log, "steps": res.steps, "wall_time_s": res.wall_time_s,
@@ -366,12 +377,21 @@ class Study:
         sec = self._train_section("pretrain")
         if not sec["steps"]:
             return None
-        return self._train("pretrain", self.train_set, sec, [self.data_key], None)
+        if self.cfg["pretrain"].get("shipped"):
+            install_shipped_base(self.store, self.pretrain_expected_key(), self.cfg["name"])
+        return self._train("pretrain", self.train_set, sec, [self.data_key], None, label="clean base DM")
+
+    def pretrain_expected_key(self) -> str | None:
+        """The artifact key of the pre-trained DM, computed without training it (None without one)."""
+        sec = self._train_section("pretrain")
+        if not sec["steps"]:
+            return None
+        return st.artifact_key("pretrain", self._train_params(sec), sorted([self.data_key]))
 
     def model_key(self, cell: Cell) -> str:
         """Key of ``cell``'s DM: the pre-trained model fine-tuned on ``cell``'s training set."""
         return self._train("finetune", self.poisoned(cell), self._train_section("finetune"),
-                           [self.poison_key(cell)], self.pretrain_key, train_seed=cell.seed)
+                           [self.poison_key(cell)], self.pretrain_key, train_seed=cell.seed, label=cell.name)
 
     def model(self, cell: Cell | None):
         """The EMA weights of ``cell``'s DM (``None``: the clean pre-trained model), on ``self.device``."""
@@ -400,6 +420,8 @@ class Study:
 
         def build(art):
             from bibad_utils.sampling import class_mix, sample_images, set_seeds
+            from bibad_utils.progress import choose_threads
+            choose_threads()
             model = self.model(cell)
             kw = dict(steps=s["steps"], eta=s.get("eta", 0.0), batch_size=s["batch_size"], device=self.device,
                       progress=self.progress)
@@ -407,7 +429,8 @@ class Study:
             plans = [("target", float(w), np.full(s["n_target"], self.target, np.int64)) for w in s["guidance"]]
             plans.append(("all", self.guidance_all, class_mix(self.train_set.class_counts(), s["n_all"])))
             for name, w, labels in plans:
-                images = sample_images(model, labels, set_seeds(self.seed, name, len(labels)), guidance=w, **kw)
+                images = sample_images(model, labels, set_seeds(self.seed, name, len(labels)), guidance=w,
+                                       report=("generate", f"{cell.name if cell else 'base DM'} {name} w={w:g}"), **kw)
                 folder = art.dir / f"{name}_w{w:g}"
                 folder.mkdir()
                 st.save_array(folder / "images.npy", images)
@@ -498,6 +521,75 @@ class Study:
         pred, _ = predict(self.classifier(), gen.images, device=self.device)
         trig, _ = predict(self.detector(trigger_kind), gen.images, device=self.device)
         return {"trigger": trig.astype(bool), "pred": pred, "match": pred == gen.labels}
+
+
+# ----------------------------------------------------------------------------------------------
+# the shipped clean base DM
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "assets"
+SHIPPED_FILES = ("model.safetensors", "config.json", "train_record.json", "manifest.json")
+
+
+def shipped_bases(root: Path | None = None) -> dict[str, Path]:
+    """Pre-trained DMs shipped with the package: artifact key -> folder (``<root>/*/manifest.json``)."""
+    found = {}
+    for manifest in sorted(Path(SHIPPED_DIR if root is None else root).glob("*/manifest.json")):
+        found[st.load_json(manifest)["key"]] = manifest.parent
+    return found
+
+
+def install_shipped_base(store: st.ArtifactStore, key: str, profile: str = "", root: Path | None = None,
+                         out=None) -> bool:
+    """Put the shipped base DM of artifact ``key`` into ``store`` (as the ``pretrain`` artifact a
+    training would have written) unless the store has it already. Returns True when the store now holds
+    it; False, after a printed note, when no shipped model has this key (the caller then trains it)."""
+    import shutil
+    import sys
+
+    if store.exists("pretrain", key):
+        return True
+    root = SHIPPED_DIR if root is None else Path(root)
+    folder = shipped_bases(root).get(key)
+    if folder is None:
+        print(f"note: pretrain.shipped is set, but no base DM shipped in {root} has the key {key} of this "
+              f"{profile} configuration (its model, pretrain settings or dataset differ): training it",
+              file=out or sys.stderr)
+        return False
+    shipped = st.load_json(folder / "manifest.json")
+    with store.build("pretrain", shipped["params"], shipped["inputs"], device="shipped") as art:
+        if art.key != key:
+            raise ConfigError("shipped manifest", str(folder / "manifest.json"),
+                              f"params and inputs that hash to its key {key} (they give {art.key})")
+        (art.dir / "model").mkdir()
+        for name in ("model.safetensors", "config.json"):
+            shutil.copy2(folder / name, art.dir / "model" / name)
+        shutil.copy2(folder / "train_record.json", art.dir / "train_record.json")
+        art.meta["shipped_from"] = folder.name
+        art.meta["train"] = shipped.get("train")
+        art.meta["trained"] = {k: shipped.get(k) for k in ("git_commit", "created", "device", "command", "retrain")}
+    return True
+
+
+RETRAIN = "make book RETRAIN_BASE=1  (bibad run --profile PROFILE --retrain-base)"
+
+
+def ship_base(store: st.ArtifactStore, key: str, dest: Path, command: str) -> Path:
+    """Copy the pre-trained DM ``key`` of ``store`` into ``dest`` (model weights fp32, config, training
+    record, and its manifest with ``command``, the command that trained it, and ``retrain``, the flag
+    that trains it again); returns ``dest``."""
+    import shutil
+
+    src = store.path("pretrain", key)
+    manifest = store.load_manifest("pretrain", key)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "config.json"):
+        shutil.copy2(src / "model" / name, dest / name)
+    shutil.copy2(src / "train_record.json", dest / "train_record.json")
+    manifest["command"] = command
+    manifest["retrain"] = RETRAIN
+    st.save_json(dest / "manifest.json", manifest)
+    return dest
 
 
 def compute(study: Study, cells: list[Cell] | None = None, generate: bool = True) -> list[str]:

@@ -139,9 +139,11 @@ def _check_args(steps, batch_size, lr, weight_decay, ema_decay, cond_drop, check
 def validate_config(section: dict, prefix: str) -> None:
     """Check a profile's ``pretrain`` / ``finetune`` section: only keys of :data:`SECTION_KEYS`, with the
     values :func:`train_diffusion` accepts (called by ``bibad_utils.config.validate_profile``)."""
+    extra = ("shipped",) if prefix == "pretrain" else ()  # where the weights come from (bibad_utils.stages)
     for key, value in section.items():
-        if key not in SECTION_KEYS:
-            raise ConfigError(f"{prefix}.{key}", value, f"a key among {list(SECTION_KEYS)}")
+        if key not in SECTION_KEYS + extra:
+            raise ConfigError(f"{prefix}.{key}", value, f"a key among {list(SECTION_KEYS + extra)}")
+    section = {k: v for k, v in section.items() if k not in extra}
     if section.get("steps", 0) == 0:
         return
     values = {"weight_decay": 0.0, "ema_decay": None, "cond_drop": 0.0, "checkpoint_every": 1,
@@ -225,7 +227,7 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
                     ema_decay: float | None = 0.999, cond_drop: float = 0.1, checkpoint_every: int, work_dir,
                     seed: int, init_state: dict | None = None, warmup_steps: int = 0,
                     grad_clip: float | None = 1.0, stop_after: int | None = None, device="cpu",
-                    progress: bool = True, log_every: int = 10) -> TrainResult:
+                    progress: bool = True, log_every: int = 10, report: tuple[str, str] | None = None) -> TrainResult:
     """Train ``model``'s denoiser for ``steps`` optimiser steps of global batch ``batch_size``.
 
     dataset: has ``__len__`` and ``batch(indices) -> (float [-1, 1] [n, 3, H, W], int64 [n])``.
@@ -240,7 +242,8 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
     device: ``"cpu"`` or ``"cuda"`` (under ``accelerate launch`` each process uses its own GPU).
     Mixed precision follows ``model.mixed_precision``; accelerate keeps one device and one precision per
     process, so all calls in a process must agree on both. On return the model holds the last (not the
-    EMA) weights, on ``device``, in train mode.
+    EMA) weights, on ``device``, in train mode. report: ``(stage, label)`` of the run for the live
+    progress file of ``bibad run`` (:func:`bibad_utils.progress.task`; a no-op outside a run).
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -303,6 +306,8 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
     last = steps if stop_after is None else min(steps, stop_after)
     bar = tqdm(total=steps, initial=step, desc="train", unit="step",
                disable=not (progress and accelerator.is_main_process))
+    from bibad_utils.progress import Task
+    live_task = Task(*(report or ("train", "")), total=steps, done=step) if accelerator.is_main_process else None
     started = time.perf_counter()
     while step < last:
         idx = batch_indices(seed, step, batch_size, len(dataset))[rank::world]
@@ -348,12 +353,16 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
             state["window"] = [0.0, 0]
             bar.set_postfix(loss=f"{mean:.4f}")
         bar.update(1)
+        if live_task is not None:
+            live_task.update(step)
         state["step"] = step
         if step % checkpoint_every == 0 or step == steps:
             state["wall_time_s"] += time.perf_counter() - started
             started = time.perf_counter()
             write_checkpoint(step)
     bar.close()
+    if live_task is not None:
+        live_task.close()
     wall = state["wall_time_s"] + (time.perf_counter() - started)
     accelerator.unwrap_model(denoiser, keep_fp32_wrapper=False)
     accelerator.free_memory()

@@ -39,3 +39,18 @@ def test_update_markdown_replaces_only_its_section(tmp_path):
     bench.update_markdown(path, "cpu: x", "third-body\n")
     text = path.read_text()
     assert "third-body" in text and "second-body" in text and "first-body" not in text
+
+
+def test_lever_rows_name_each_lever_with_its_load():
+    import torch
+
+    from bibad_utils.bench import bench_levers
+
+    before = torch.get_num_threads()
+    rows = bench_levers(torch.device("cpu"), 0.01, batch=4, threads=(1,), compile_unet=False, sample_batches=(2, 4))
+    names = [r[0] for r in rows]
+    assert len(rows) == 4 and torch.get_num_threads() == before
+    assert "eager, 1 thread(s)" in names[0] and "channels_last, 1 thread(s)" in names[1]
+    assert "batch 2" in names[2] and "batch 4" in names[3]
+    assert rows[0][1].startswith(f"{float(rows[0][1].split()[0]):.2f} steps/s (1.00x); load")
+    assert all("load" in value for _, value in rows)
