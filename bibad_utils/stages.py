@@ -393,6 +393,12 @@ class Study:
         return self._train("finetune", self.poisoned(cell), self._train_section("finetune"),
                            [self.poison_key(cell)], self.pretrain_key, train_seed=cell.seed, label=cell.name)
 
+    def model_cached(self, cell: Cell) -> bool:
+        """Whether ``cell``'s fine-tuned DM is in the store (makes the pre-trained model if missing)."""
+        params = self._train_params(self._train_section("finetune"), cell.seed)
+        inputs = [self.poison_key(cell)] + ([self.pretrain_key] if self.pretrain_key else [])
+        return self.store.exists("finetune", st.artifact_key("finetune", params, inputs))
+
     def model(self, cell: Cell | None):
         """The EMA weights of ``cell``'s DM (``None``: the clean pre-trained model), on ``self.device``."""
         from bibad_utils.diffusion import load_model

@@ -10,6 +10,7 @@ from bibad_utils import plots
 from bibad_utils.config import ConfigError
 from bibad_utils.diffusion import build_model
 from bibad_utils.experiments.training_report.common import cells_of, check_count
+from bibad_utils.parallel import compute_cells
 
 
 
@@ -66,9 +67,14 @@ def pretrain_table(study) -> pd.DataFrame:
 def finetune_all(study, cells=None) -> pd.DataFrame:
     """Fine-tune (or load from the store) the DM of every cell and tabulate the compute of each: steps,
     batch size, images seen, epochs over the training set, wall time, seconds per step, device, CPU
-    threads, trainable parameters (one row per cell, from ``study.train_record``)."""
+    threads, trainable parameters (one row per cell, from ``study.train_record``). Cells not yet in the
+    store are trained, and their generation sets sampled (chapter 03 then finds them), in parallel worker
+    processes on the CPU (:func:`bibad_utils.parallel.compute_cells`)."""
+    cells = list(cells_of(study, cells))
+    # cells missing from the store: trained, and their sets sampled, by one process per usable core
+    compute_cells(study, [c for c in cells if not study.model_cached(c)], generate=True)
     rows = []
-    for cell in cells_of(study, cells):
+    for cell in cells:
         study.model(cell)
         rows.append(_record_row(cell.name, study.train_record(cell), len(study.train_set),
                                 study.cfg["finetune"]["batch_size"]))

@@ -1,0 +1,37 @@
+"""Parallel cells: worker processes write exactly the artifacts the calling process would."""
+
+import pytest
+
+from bibad_utils import parallel
+from bibad_utils.base import ConfigError
+from bibad_utils.stages import Cell, Study
+
+TINY = {"run_dir": None, "attacks": ["badnets1"], "ratios": [0.1], "controls": ["clean"],
+        "finetune": {"steps": 2, "checkpoint_every": 2}, "pretrain": {"steps": 2, "checkpoint_every": 2}}
+
+
+def test_cell_spelling_round_trips():
+    for cell in (Cell("clean"), Cell("badnets1", 0.05), Cell("wanet", 0.1, "duplicate"), Cell("badnets2", 0.2, seed=2)):
+        assert Cell.parse(parallel._spec(cell)) == cell
+
+
+def test_worker_count_reads_the_environment(monkeypatch):
+    monkeypatch.setenv(parallel.ENV_WORKERS, "3")
+    assert parallel.worker_count(10) == 3
+    assert parallel.worker_count(2) == 2
+    monkeypatch.setenv(parallel.ENV_WORKERS, "zero")
+    with pytest.raises(ConfigError, match="BIBAD_WORKERS"):
+        parallel.worker_count(4)
+
+
+@pytest.mark.slow
+def test_workers_write_the_keys_the_study_asks_for(tmp_path, monkeypatch):
+    monkeypatch.setenv(parallel.ENV_WORKERS, "2")
+    study = Study("smoke", {**TINY, "run_dir": str(tmp_path / "run")}, progress=False)
+    cells = study.cells()
+    assert not any(study.model_cached(c) for c in cells)
+    assert parallel.compute_cells(study, cells, generate=True) == 2
+    assert all(study.model_cached(c) for c in cells)
+    built = {c: study.store.list("generate") for c in cells}
+    keys = [study.generation_key(c) for c in cells]  # cached: nothing is sampled again
+    assert set(keys) <= set(next(iter(built.values())))
