@@ -45,14 +45,15 @@ def worker_count(n_jobs: int) -> int:
     return max(1, min(n, n_jobs))
 
 
-def _work(job: tuple[str, list[str], bool]) -> list[str]:
-    """One worker: open the study from its resolved profile file and compute its cells (1 thread)."""
-    profile_file, specs, generate = job
+def _work(job: tuple[str, list[tuple[str, bool]]]) -> list[str]:
+    """One worker: open the study from its resolved profile file and compute its cells (1 thread),
+    each ``(spec, generate)``."""
+    profile_file, specs = job
     os.environ[ENV_THREADS] = "1"  # read by choose_threads before each training and generation
     from bibad_utils.stages import Cell, Study, compute
 
     study = Study(profile_file, progress=False)
-    return compute(study, [Cell.parse(s) for s in specs], generate)
+    return [line for spec, generate in specs for line in compute(study, [Cell.parse(spec)], generate)]
 
 
 def _spec(cell) -> str:
@@ -63,15 +64,15 @@ def _spec(cell) -> str:
     return text + (f"@{cell.seed}" if cell.seed else "")
 
 
-def compute_cells(study, cells, generate: bool = False, workers: int | None = None) -> int:
-    """Fine-tune (and with ``generate`` sample the sets of) ``cells`` in parallel worker processes,
-    round-robin over ``workers`` (default :func:`worker_count`); returns the number of workers used
-    (1: nothing was started, the caller computes the cells itself). The pre-trained model is made
-    first, here, so that no two workers train it."""
-    cells = list(cells)
-    if study.device.type != "cpu" or len(cells) < 2:
+def compute_cells(study, cells, generate: bool = False, train_only=(), workers: int | None = None) -> int:
+    """Fine-tune ``cells`` (sampling their generation sets too with ``generate``) and ``train_only`` (never
+    sampled) in parallel worker processes, round-robin over ``workers`` (default :func:`worker_count`);
+    returns the number of workers used (1: nothing was started, the caller computes the cells itself).
+    The pre-trained model is made first, here, so that no two workers train it."""
+    jobs = [(c, generate) for c in cells] + [(c, False) for c in train_only if c not in cells]
+    if study.device.type != "cpu" or len(jobs) < 2:
         return 1
-    n = worker_count(len(cells)) if workers is None else max(1, min(int(workers), len(cells)))
+    n = worker_count(len(jobs)) if workers is None else max(1, min(int(workers), len(jobs)))
     if n < 2:
         return 1
     study.pretrain_key  # noqa: B018 (installs the shipped base DM, or trains it, once)
@@ -80,10 +81,10 @@ def compute_cells(study, cells, generate: bool = False, workers: int | None = No
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=folder, delete=False) as f:
         yaml.safe_dump(study.cfg, f, sort_keys=False)
         profile_file = f.name
-    jobs = [(profile_file, [_spec(c) for c in cells[i::n]], generate) for i in range(n)]
+    specs = [(_spec(c), g) for c, g in jobs]
     try:
         with multiprocessing.get_context("spawn").Pool(n) as pool:
-            pool.map(_work, jobs)
+            pool.map(_work, [(profile_file, specs[i::n]) for i in range(n)])
     except Exception as err:  # the caller computes whatever is missing itself
         print(f"note: parallel workers stopped ({type(err).__name__}: {err}); computing the rest one "
               f"cell after another")

@@ -10,6 +10,8 @@ from bibad_utils import plots
 from bibad_utils.config import ConfigError
 from bibad_utils.diffusion import build_model
 from bibad_utils.experiments.training_report.common import cells_of, check_count
+from bibad_utils.experiments.castle_walls import dc_cells
+from bibad_utils.experiments.memorization_study import duplicate_comparison_cells
 from bibad_utils.parallel import compute_cells
 
 
@@ -64,6 +66,14 @@ def pretrain_table(study) -> pd.DataFrame:
     return pd.DataFrame([row]).set_index("model")
 
 
+def later_chapter_cells(study) -> tuple[list, list]:
+    """DMs that later chapters fine-tune beyond the grid: (sampled: the duplicate-pool cells of the
+    memorization chapter, which it generates from; train only: the cells of the diffusion classifier's
+    extra ratios, ``defenses.dc_ratios``)."""
+    duplicate = [dup for _, dup in duplicate_comparison_cells(study)]
+    return duplicate, [c for c in dc_cells(study) if c not in study.cells()]
+
+
 def finetune_all(study, cells=None) -> pd.DataFrame:
     """Fine-tune (or load from the store) the DM of every cell and tabulate the compute of each: steps,
     batch size, images seen, epochs over the training set, wall time, seconds per step, device, CPU
@@ -71,8 +81,11 @@ def finetune_all(study, cells=None) -> pd.DataFrame:
     store are trained, and their generation sets sampled (chapter 03 then finds them), in parallel worker
     processes on the CPU (:func:`bibad_utils.parallel.compute_cells`)."""
     cells = list(cells_of(study, cells))
-    # cells missing from the store: trained, and their sets sampled, by one process per usable core
-    compute_cells(study, [c for c in cells if not study.model_cached(c)], generate=True)
+    # cells missing from the store: trained, and their sets sampled, by one process per usable core,
+    # together with the DMs of later chapters (06's duplicate-pool cells, 05's diffusion-classifier-only p)
+    sampled, train_only = later_chapter_cells(study)
+    compute_cells(study, [c for c in cells + sampled if not study.model_cached(c)], generate=True,
+                  train_only=[c for c in train_only if c not in cells and not study.model_cached(c)])
     rows = []
     for cell in cells:
         study.model(cell)
