@@ -70,7 +70,8 @@ def later_chapter_cells(study) -> tuple[list, list]:
     """DMs that later chapters fine-tune beyond the grid: (sampled: the duplicate-pool cells of the
     memorization chapter, which it generates from; train only: the cells of the diffusion classifier's
     extra ratios, ``defenses.dc_ratios``)."""
-    duplicate = [dup for _, dup in duplicate_comparison_cells(study)]
+    has_pool = study.duplicate_pool() is not None  # a dataset without duplicate groups: no such cells
+    duplicate = [dup for _, dup in duplicate_comparison_cells(study)] if has_pool else []
     return duplicate, [c for c in dc_cells(study) if c not in study.cells()]
 
 
