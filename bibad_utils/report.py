@@ -5,7 +5,11 @@ A claim row is a dict with keys:
 ``stage`` (e.g. "04_insights"), ``claim`` (the paper's statement, short), ``setting`` (trigger, p, w...),
 ``metric`` (what is compared), ``paper`` (the paper's value as text, "" if the paper gives none),
 ``ours`` (float), ``ours_lo`` / ``ours_hi`` (95 % interval, NaN if none), ``verdict``
-("reproduced" | "partly" | "not reproduced" | "not tested"), ``note`` (why, in a sentence).
+(one of :data:`VERDICTS`: "reproduced" | "partly" | "not reproduced" | "underpowered" | "not tested"),
+``note`` (why, in a sentence); and, optional for rows saved before they existed, ``key`` (the claim
+family's key in :mod:`bibad_utils.paper`, "" for a row of no family) and ``kind`` ("paper claim" |
+"control" | "no paper number", :data:`bibad_utils.paper.KINDS`). The verdict rules are in
+:mod:`bibad_utils.verdicts`.
 Rows are written to ``<run_dir>/claims/<stage>.json`` so the results page can gather them.
 """
 
@@ -16,28 +20,34 @@ from pathlib import Path
 
 from bibad_utils.config import ConfigError
 from bibad_utils.store import load_json, save_json
+from bibad_utils.verdicts import VERDICTS, greater, row_kind
 
-VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
 COLUMNS = ("stage", "claim", "setting", "metric", "paper", "ours", "ours_lo", "ours_hi", "verdict", "note")
+OPTIONAL_COLUMNS = ("key", "kind")
 
 
 def claim_row(stage: str, claim: str, *, metric: str, ours: float, verdict: str, setting: str = "",
-              paper: str = "", lo: float = math.nan, hi: float = math.nan, note: str = "") -> dict:
-    """One validated claim row (see the module docstring)."""
+              paper: str = "", lo: float = math.nan, hi: float = math.nan, note: str = "", key: str = "",
+              kind: str = "") -> dict:
+    """One validated claim row (see the module docstring). ``key``: a claim key of
+    :data:`bibad_utils.paper.CLAIM_KEYS` ("" for none); ``kind``: default the key's kind, else "no paper
+    number" when ``paper`` is empty and "paper claim" otherwise."""
     if verdict not in VERDICTS:
         raise ConfigError("verdict", verdict, " | ".join(VERDICTS))
-    return {"stage": stage, "claim": claim, "setting": setting, "metric": metric, "paper": paper,
-            "ours": float(ours), "ours_lo": float(lo), "ours_hi": float(hi), "verdict": verdict, "note": note}
+    if key:
+        from bibad_utils.paper import claim as paper_claim
+
+        kind = kind or paper_claim(key).kind
+    row = {"stage": stage, "claim": claim, "setting": setting, "metric": metric, "paper": paper,
+           "ours": float(ours), "ours_lo": float(lo), "ours_hi": float(hi), "verdict": verdict, "note": note,
+           "key": key, "kind": kind}
+    row["kind"] = row_kind(row)
+    return row
 
 
 def verdict_greater(lo: float, value: float, reference: float, *, margin: float = 0.0) -> str:
-    """Verdict for a claim "ours exceeds ``reference``": reproduced when the interval's lower bound
-    ``lo`` is above ``reference + margin``, partly when only the point ``value`` is, else not."""
-    if lo > reference + margin:
-        return "reproduced"
-    if value > reference + margin:
-        return "partly"
-    return "not reproduced"
+    """Verdict for a claim "ours exceeds ``reference``" (:func:`bibad_utils.verdicts.greater`)."""
+    return greater(lo, value, reference, margin=margin)
 
 
 def claims_path(run_dir, stage: str) -> Path:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from bibad_utils import metrics
 from bibad_utils.config import ConfigError
 from bibad_utils.experiments import insights as ins
-from bibad_utils.report import COLUMNS
+from bibad_utils.report import COLUMNS, OPTIONAL_COLUMNS
 
 
 def judgments(g1, g2, g3, g4):
@@ -130,7 +130,7 @@ def test_insight_claims_verdicts_from_numbers():
                         {"cell": "clean", "attack": "clean", "fd_clf": 5.0},
                         {"cell": "badnets1 p=20%", "attack": "badnets1", "fd_clf": 6.0}])
     rows = ins.insight_claims(fake_study(), make_gdf(), make_jdf(), qdf)
-    assert all(set(r) == set(COLUMNS) for r in rows)
+    assert all(set(r) == set(COLUMNS) | set(OPTIONAL_COLUMNS) for r in rows)
     by = {(r["claim"].split(":")[0], r["setting"]): r for r in rows}
     trojan = by[("Trojan horse", "badnets1, p=20%, w=1")]
     assert trojan["ours"] == pytest.approx(0.6) and trojan["verdict"] == "reproduced"

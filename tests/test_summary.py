@@ -113,7 +113,8 @@ def test_claims_frame_from_saved_files(tmp_path):
                                     "p_filter", "duplicates_g2", "replication"}
     assert (check["verdict"] == "not tested").all()
     counts = sm.verdict_counts(df)
-    assert counts == {"reproduced": 4, "partly": 0, "not reproduced": 1, "not tested": 11, "total": 16}
+    assert counts == {"reproduced": 4, "partly": 0, "not reproduced": 1, "underpowered": 0, "not tested": 11,
+                      "total": 16}
     by_stage = sm.stage_verdicts(df)
     assert by_stage.loc["05_castle_walls", "not tested"] == 8 and by_stage["total"].sum() == 16
     assert sm.claims_frame(tmp_path / "empty")["origin"].eq("coverage check").all()
@@ -143,7 +144,7 @@ def test_table_markdown_and_style():
     assert table.index.names == ["stage", "#"] and list(table.columns) == sm.DISPLAY_COLUMNS
     assert table.loc[("04_insights", 1), "ours (95 % CI)"] == "0.300 [0.200, 0.400]"
     md = sm.claims_markdown(df, missing=["05_castle_walls"])
-    assert md.startswith(f"{len(df)} claim rows: 1 reproduced, 1 partly, 0 not reproduced, "
+    assert md.startswith(f"{len(df)} claim rows: 1 reproduced, 1 partly, 0 not reproduced, 0 underpowered, "
                          f"{len(df) - 2} not tested.")
     assert "Stages without claims in this run: `05_castle_walls`." in md
     assert "### 04_insights" in md and "### 06_memorization" in md and "a \\| b" in md

@@ -1,0 +1,326 @@
+"""Verdict rules, in one place for every chapter.
+
+A verdict is one of :data:`VERDICTS`. Every rule returns a :class:`Judgement` ``(verdict, reason, mde)``:
+the verdict, a sentence saying why (empty when the verdict speaks for itself), and the minimum detectable
+effect of the test where the rule computed one (NaN otherwise). A claim row takes ``verdict`` and puts
+``reason`` in its note.
+
+The rules:
+
+- :func:`baseline_check` / :func:`false_alarm_check`: a comparison is stated only when its baseline passes
+  its own check (a detector's training-set AUROC above chance by its interval; a detector's false-alarm
+  rate on a clean model low). :func:`compare` turns a failed check into "not tested" with the reason.
+- :func:`compare`: "ours differs from ``reference`` in the claimed direction". Reproduced when the
+  interval lies beyond the reference; when it does not, a test too weak to see an effect of the paper's
+  size (minimum detectable effect, :func:`mde_from_interval`, larger than the paper's effect) says
+  "underpowered", not "not reproduced"; an interval wholly on the wrong side says "not reproduced".
+- :func:`phase_transition`: Insight 2 over however many poisoning ratios a run has, on the slides'
+  quantities (#G1 - #triggered training images and #G2 - the same, per p, as fractions of the
+  generations) and on a significant fall of the G2 share G2 / (G1 + G2) (Cochran-Armitage trend test;
+  with two ratios, the two-proportion test), not on a crossing of one half.
+- :func:`count_verdicts` / :func:`headline`: verdict counts with the paper's claims apart from the
+  controls and the rows without a paper number (``kind``, :data:`bibad_utils.paper.KINDS`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from bibad_utils.config import ConfigError
+from bibad_utils.paper import KINDS
+
+VERDICTS = ("reproduced", "partly", "not reproduced", "underpowered", "not tested")
+Z95 = 1.959963984540054   # two-sided 95 %
+Z_POWER80 = 0.8416212335729143  # one-sided 80 % power
+CHANCE_AUROC = 0.5
+
+
+class Judgement(NamedTuple):
+    """A verdict (one of :data:`VERDICTS`), the reason (a sentence, "" if none) and the minimum
+    detectable effect of the test (NaN when the rule computed none)."""
+
+    verdict: str
+    reason: str = ""
+    mde: float = math.nan
+
+
+class Check(NamedTuple):
+    """Whether a baseline passes its own check (``ok``) and a sentence saying what was checked."""
+
+    ok: bool
+    reason: str
+
+
+def _finite(*xs) -> bool:
+    return all(x is not None and math.isfinite(float(x)) for x in xs)
+
+
+def _direction(direction: str) -> int:
+    if direction not in ("greater", "less"):
+        raise ConfigError("direction", direction, "greater | less")
+    return 1 if direction == "greater" else -1
+
+
+# ------------------------------------------------------------------------------------ baselines
+
+def baseline_check(lo: float, hi: float = math.nan, *, chance: float = CHANCE_AUROC,
+                   what: str = "training-set AUROC") -> Check:
+    """A baseline measured with a 95 % interval ``[lo, hi]`` must lie above ``chance`` by its interval
+    (e.g. a detector's AUROC on the poisoned training set, whose lower bound must exceed 0.5)."""
+    if not _finite(lo):
+        return Check(False, f"the {what} has no interval")
+    shown = f"[{lo:.3f}, {hi:.3f}]" if _finite(hi) else f"lower bound {lo:.3f}"
+    if lo > chance:
+        return Check(True, f"the {what} {shown} is above chance ({chance:g})")
+    where = "lies below" if _finite(hi) and hi < chance else "includes or lies below"
+    return Check(False, f"the {what} {shown} {where} chance ({chance:g}): the baseline fails its own check")
+
+
+def false_alarm_check(hi: float, *, max_rate: float, what: str = "false-alarm rate on a clean model") -> Check:
+    """A detector's false-alarm rate (upper 95 % bound ``hi``) must be at most ``max_rate``."""
+    if not _finite(hi):
+        return Check(False, f"the {what} was not measured")
+    if hi <= max_rate:
+        return Check(True, f"the {what} (upper bound {hi:.3f}) is at most {max_rate:g}")
+    return Check(False, f"the {what} (upper bound {hi:.3f}) exceeds {max_rate:g}: the ground truth is unusable")
+
+
+def first_failed(*checks: Check) -> Check | None:
+    """The first check of ``checks`` that failed, None when all passed (None entries are skipped)."""
+    return next((c for c in checks if c is not None and not c.ok), None)
+
+
+# ------------------------------------------------------------------------------------ power
+
+def mde_from_interval(lo: float, hi: float, *, z: float = Z95, power_z: float = Z_POWER80) -> float:
+    """Minimum detectable effect of a test whose estimate has the two-sided ``z`` interval ``[lo, hi]``:
+    the true effect that the interval would exclude zero for with the power of ``power_z`` (80 %),
+    ``(z + power_z) * se`` with ``se = (hi - lo) / (2 z)``. NaN without a finite interval."""
+    if not _finite(lo, hi) or hi < lo:
+        return math.nan
+    return (z + power_z) * (hi - lo) / (2 * z)
+
+
+def mde_two_proportions(p0: float, n1: int, n0: int, *, z: float = Z95, power_z: float = Z_POWER80) -> float:
+    """Minimum detectable difference ``p1 - p0`` of two independent proportions with ``n1`` and ``n0``
+    samples at a baseline rate ``p0`` (normal approximation, two-sided ``z``, power of ``power_z``)."""
+    if n1 <= 0 or n0 <= 0:
+        return math.nan
+    p0 = min(max(float(p0), 0.0), 1.0)
+    var = p0 * (1 - p0)
+    var = var if var > 0 else 0.25 / max(n1, n0)  # a degenerate base rate: fall back to a small variance
+    return (z + power_z) * math.sqrt(var / n1 + var / n0)
+
+
+# ------------------------------------------------------------------------------------ comparisons
+
+def compare(value: float, lo: float, hi: float, *, reference: float = 0.0, direction: str = "greater",
+            paper_effect: float | None = None, baseline: Check | None = None, margin: float = 0.0,
+            z: float = Z95) -> Judgement:
+    """Verdict for "ours lies beyond ``reference`` (+ ``margin``) in ``direction``" (greater | less), from
+    the point ``value`` and its 95 % interval ``[lo, hi]``.
+
+    - ``baseline`` failed (:func:`baseline_check`): "not tested", the check's reason.
+    - the whole interval beyond the threshold: "reproduced".
+    - the whole interval on the wrong side: "not reproduced".
+    - otherwise, when ``paper_effect`` (the size of the paper's effect, same unit as ``value``, measured
+      from the reference) is given and smaller than the test's minimum detectable effect: "underpowered"
+      with the MDE in the reason; else "partly" when the point is beyond the threshold, "not reproduced"
+      when not.
+    """
+    sign = _direction(direction)
+    if baseline is not None and not baseline.ok:
+        return Judgement("not tested", baseline.reason)
+    if not _finite(value):
+        return Judgement("not tested", "no measurement")
+    thr = reference + sign * margin
+    near, far = (lo, hi) if sign > 0 else (hi, lo)  # bound nearest the threshold when the claim holds
+    has_ci = _finite(lo, hi)
+    mde = mde_from_interval(lo, hi, z=z) if has_ci else math.nan
+    if has_ci and sign * (near - thr) > 0:
+        return Judgement("reproduced", "", mde)
+    if has_ci and sign * (far - thr) < 0:
+        return Judgement("not reproduced", "the interval lies wholly on the other side", mde)
+    if paper_effect is not None and _finite(paper_effect, mde) and abs(paper_effect) < mde:
+        return Judgement("underpowered", f"the test could detect only effects of {mde:.3f} or more (80 % power, "
+                                         f"alpha 0.05); the paper's effect is {abs(paper_effect):.3f}", mde)
+    if sign * (value - thr) > 0:
+        return Judgement("partly", "the point estimate agrees, its interval does not exclude the reference", mde)
+    return Judgement("not reproduced", "", mde)
+
+
+def greater(lo: float, value: float, reference: float, *, margin: float = 0.0) -> str:
+    """The plain rule for "ours exceeds ``reference`` + ``margin``": reproduced when the lower bound ``lo``
+    does, partly when only the point ``value`` does, else not reproduced (no power or baseline check)."""
+    if lo > reference + margin:
+        return "reproduced"
+    if value > reference + margin:
+        return "partly"
+    return "not reproduced"
+
+
+def less(hi: float, value: float, reference: float) -> str:
+    """The plain rule for "ours is below ``reference``" (mirror of :func:`greater`)."""
+    if hi < reference:
+        return "reproduced"
+    if value < reference:
+        return "partly"
+    return "not reproduced"
+
+
+# ------------------------------------------------------------------------------------ phase transition
+
+def _share_rows(points) -> list[dict]:
+    rows = []
+    for i, pt in enumerate(points):
+        missing = [k for k in ("p", "n", "n_G1", "n_G2") if k not in pt]
+        if missing:
+            raise ConfigError(f"phase point {i}", pt, f"a dict with p, n, n_G1, n_G2 (missing {missing})")
+        n, g1, g2 = int(pt["n"]), int(pt["n_G1"]), int(pt["n_G2"])
+        if n <= 0 or g1 < 0 or g2 < 0 or g1 + g2 > n:
+            raise ConfigError(f"phase point {i}", pt, "counts with n > 0 and 0 <= n_G1 + n_G2 <= n")
+        rt = pt.get("r_train")
+        rt = float(rt) if rt is not None and math.isfinite(float(rt)) else math.nan
+        rows.append({"p": float(pt["p"]), "n": n, "n_G1": g1, "n_G2": g2, "n_triggered": g1 + g2,
+                     "G2_share": g2 / (g1 + g2) if g1 + g2 else math.nan,
+                     "G1_minus_r_train": g1 / n - rt, "G2_minus_r_train": g2 / n - rt})
+    return sorted(rows, key=lambda r: r["p"])
+
+
+def share_trend(points) -> dict:
+    """Cochran-Armitage test for a trend of the G2 share over p (scores: the ranks of p), on the points
+    with triggered generations: ``z`` (negative = the share falls as p grows), one-sided ``p_fall``
+    (probability of a fall this strong by chance) and the number of points used ``k``."""
+    rows = [r for r in _share_rows(points) if r["n_triggered"] > 0]
+    if len(rows) < 2:
+        return {"z": math.nan, "p_fall": math.nan, "k": len(rows)}
+    n = np.array([r["n_triggered"] for r in rows], float)
+    x = np.array([r["n_G2"] for r in rows], float)
+    s = np.arange(len(rows), dtype=float)
+    pbar = x.sum() / n.sum()
+    t = float(np.sum(s * (x - n * pbar)))
+    var = pbar * (1 - pbar) * (np.sum(n * s ** 2) - np.sum(n * s) ** 2 / n.sum())
+    if var <= 0:
+        return {"z": math.nan, "p_fall": math.nan, "k": len(rows)}
+    zt = t / math.sqrt(var)
+    return {"z": zt, "p_fall": _norm_cdf(zt), "k": len(rows)}
+
+
+def _norm_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2))
+
+
+def phase_transition(points, *, paper_effect: float | None = None, alpha: float = 0.05, z: float = Z95) -> dict:
+    """Verdict of Insight 2 ("more poison, more mismatch") from per-p counts of target-prompt generations.
+
+    ``points``: dicts with ``p``, ``n`` (generations), ``n_G1``, ``n_G2`` and optionally ``r_train`` (the
+    trigger ratio among the target-prompt training images), any number >= 2 of them.
+
+    Two criteria, both on the slides' quantities:
+
+    - the G2 share G2 / (G1 + G2) falls significantly as p grows: Cochran-Armitage trend test over all p,
+      one-sided at ``alpha`` (with two ratios, the two-proportion test);
+    - G1 takes over: from the lowest to the highest p, #G1 - #triggered training images rises by more than
+      #G2 - the same (as fractions of the generations: the rise of G1 exceeds the rise of G2).
+
+    Reproduced when both hold; "partly" when the share falls (point estimate) but not both hold;
+    "underpowered" when the fall is not significant and the drop's minimum detectable effect exceeds
+    ``paper_effect`` (the paper's drop of the G2 share); "not reproduced" when the share does not fall;
+    "not tested" when some p has no triggered generation (the DM did not learn the trigger there).
+
+    Returns ``verdict``, ``reason``, ``mde``, ``drop`` (share at the lowest p - share at the highest) with
+    ``drop_lo`` / ``drop_hi`` (Newcombe), ``trend_z``, ``p_fall``, ``g1_rise``, ``g2_rise``, ``crosses_half``
+    (informational: G2 dominates at the lowest p and G1 at the highest) and ``points`` (the per-p rows,
+    with the slides' quantities ``G1_minus_r_train`` / ``G2_minus_r_train``, NaN without r_train).
+    """
+    from bibad_utils.metrics import newcombe_difference
+
+    rows = _share_rows(points)
+    if len(rows) < 2:
+        raise ConfigError("points", len(rows), "at least two poisoning ratios")
+    low, high = rows[0], rows[-1]
+    base = {"points": rows, "drop": math.nan, "drop_lo": math.nan, "drop_hi": math.nan, "trend_z": math.nan,
+            "p_fall": math.nan, "g1_rise": math.nan, "g2_rise": math.nan, "crosses_half": False, "mde": math.nan}
+    empty = [r["p"] for r in rows if r["n_triggered"] == 0]
+    if empty:
+        return {**base, "verdict": "not tested",
+                "reason": "no triggered generation at p = " + ", ".join(f"{100 * p:g} %" for p in empty)}
+    d, lo, hi = newcombe_difference(low["n_G2"], low["n_triggered"], high["n_G2"], high["n_triggered"], z)
+    trend = share_trend(rows)
+    g1_rise = high["n_G1"] / high["n"] - low["n_G1"] / low["n"]
+    g2_rise = high["n_G2"] / high["n"] - low["n_G2"] / low["n"]
+    mde = mde_from_interval(lo, hi, z=z)
+    out = {**base, "drop": d, "drop_lo": lo, "drop_hi": hi, "trend_z": trend["z"], "p_fall": trend["p_fall"],
+           "g1_rise": g1_rise, "g2_rise": g2_rise, "mde": mde,
+           "crosses_half": bool(low["G2_share"] > 0.5 > high["G2_share"])}
+    significant = _finite(trend["p_fall"]) and trend["p_fall"] < alpha
+    takeover = g1_rise > g2_rise
+    span = f"p = {100 * low['p']:g} -> {100 * high['p']:g} % ({len(rows)} ratios)"
+    if significant and takeover:
+        verdict, reason = "reproduced", (f"the G2 share falls significantly over {span} (one-sided "
+                                         f"p = {trend['p_fall']:.3g}) and G1 rises by {g1_rise:+.3f} vs G2 {g2_rise:+.3f}")
+    elif d > 0 and significant:
+        verdict, reason = "partly", f"the G2 share falls significantly, but G1 rises less than G2 ({g1_rise:+.3f} vs {g2_rise:+.3f})"
+    elif d > 0 and paper_effect is not None and _finite(mde) and abs(paper_effect) < mde:
+        verdict, reason = "underpowered", (f"the fall is not significant; the test could detect only drops of "
+                                           f"{mde:.3f} or more, the paper's drop is {abs(paper_effect):.3f}")
+    elif d > 0:
+        verdict, reason = "partly", "the G2 share falls, not significantly"
+    else:
+        verdict, reason = "not reproduced", "the G2 share does not fall as p grows"
+    return {**out, "verdict": verdict, "reason": reason}
+
+
+# ------------------------------------------------------------------------------------ counting
+
+def row_kind(row: dict) -> str:
+    """The ``kind`` of a claim row: its own ``kind`` when set, else "no paper number" for a row whose
+    ``paper`` text is empty and "paper claim" otherwise (rows saved before kinds existed)."""
+    kind = row.get("kind") or ""
+    if kind:
+        if kind not in KINDS:
+            raise ConfigError("kind", kind, " | ".join(KINDS))
+        return kind
+    return "no paper number" if not str(row.get("paper", "") or "").strip() else "paper claim"
+
+
+def count_verdicts(rows) -> dict:
+    """Verdict counts per kind: ``{kind: {verdict: n, ..., "total": n}}`` for every kind of
+    :data:`bibad_utils.paper.KINDS` (zeros included). ``rows``: claim rows (dicts) or a DataFrame."""
+    if hasattr(rows, "to_dict"):
+        rows = rows.to_dict("records")
+    out = {k: {**{v: 0 for v in VERDICTS}, "total": 0} for k in KINDS}
+    for r in rows:
+        v = r["verdict"]
+        if v not in VERDICTS:
+            raise ConfigError("verdict", v, " | ".join(VERDICTS))
+        k = row_kind(r)
+        out[k][v] += 1
+        out[k]["total"] += 1
+    return out
+
+
+_KIND_PLURAL = {"paper claim": "paper claims", "control": "controls", "no paper number": "rows without a paper number"}
+
+
+def headline(rows) -> str:
+    """One sentence of verdict counts with the paper's claims first and apart from the controls and the
+    rows without a paper number, e.g. "12 paper claims: 5 reproduced, ...; 4 controls: ...; 3 rows
+    without a paper number: ..." (verdicts with a zero count are left out)."""
+    counts = count_verdicts(rows)
+    parts = []
+    for k in KINDS:
+        c = counts[k]
+        if not c["total"] and k != "paper claim":
+            continue
+        inner = ", ".join(f"{c[v]} {v}" for v in VERDICTS if c[v]) or "none"
+        parts.append(f"{c['total']} {_KIND_PLURAL[k]}: {inner}")
+    return "; ".join(parts) + "."
+
+
+__all__ = ["CHANCE_AUROC", "Check", "Judgement", "VERDICTS", "baseline_check", "compare", "count_verdicts",
+           "false_alarm_check", "first_failed", "greater", "headline", "less", "mde_from_interval",
+           "mde_two_proportions", "phase_transition", "row_kind", "share_trend"]

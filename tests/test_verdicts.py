@@ -1,0 +1,145 @@
+"""The verdict rules: baselines that must pass their own check, underpowered tests, the phase transition
+over any number of poisoning ratios, and counts that keep controls apart from the paper's claims."""
+
+import math
+
+import pytest
+
+from bibad_utils import paper
+from bibad_utils import verdicts as v
+from bibad_utils.config import ConfigError
+from bibad_utils.metrics import newcombe_difference
+from bibad_utils.report import claim_row
+
+
+# ---------------------------------------------------------------------------------------- baselines
+
+def test_baseline_check_refuses_a_detector_at_or_below_chance():
+    # The demo's CD on BadNets-1 p = 5 %: training AUROC 0.208 [0.02, 0.47].
+    below = v.baseline_check(0.02, 0.47)
+    assert not below.ok and "lies below chance" in below.reason
+    straddle = v.baseline_check(0.40, 0.62)
+    assert not straddle.ok and "includes or lies below" in straddle.reason
+    assert v.baseline_check(0.91, 0.99).ok
+    assert not v.baseline_check(math.nan).ok
+
+
+def test_compare_refuses_a_broken_baseline_whatever_the_difference():
+    # generated 0.658 vs training 0.208: a large "improvement" that rests on a broken detector.
+    j = v.compare(0.45, 0.162, 0.693, baseline=v.baseline_check(0.02, 0.47))
+    assert j.verdict == "not tested"
+    assert "baseline fails" in j.reason
+    # the same difference over a working detector is a reproduction
+    assert v.compare(0.45, 0.162, 0.693, baseline=v.baseline_check(0.90, 0.97)).verdict == "reproduced"
+
+
+def test_false_alarm_check():
+    assert v.false_alarm_check(0.02, max_rate=0.1).ok
+    bad = v.false_alarm_check(0.3, max_rate=0.1)
+    assert not bad.ok and "exceeds" in bad.reason
+    assert v.first_failed(v.false_alarm_check(0.02, max_rate=0.1), bad, None) is bad
+    assert v.first_failed(v.false_alarm_check(0.02, max_rate=0.1), None) is None
+
+
+# ---------------------------------------------------------------------------------------- power
+
+def test_compare_says_underpowered_when_the_interval_dwarfs_the_papers_effect():
+    # chapter 06's G1 row on the demo: -0.015 [-0.100, 0.071], the paper's effect +0.005 (ImageNette 10 %)
+    j = v.compare(-0.015, -0.100, 0.071, paper_effect=0.005)
+    assert j.verdict == "underpowered"
+    assert j.mde > 0.1 and f"{j.mde:.3f}" in j.reason
+    # the same interval without a paper effect keeps the plain rule
+    assert v.compare(-0.015, -0.100, 0.071).verdict == "not reproduced"
+    # a narrow interval around zero with a large paper effect: the test could see it, and did not
+    assert v.compare(0.001, -0.01, 0.012, paper_effect=0.2).verdict == "partly"
+    assert v.compare(-0.001, -0.012, 0.01, paper_effect=0.2).verdict == "not reproduced"
+
+
+def test_compare_directions_and_decisive_intervals():
+    assert v.compare(0.3, 0.2, 0.4).verdict == "reproduced"
+    assert v.compare(-0.3, -0.4, -0.2, paper_effect=0.5).verdict == "not reproduced"  # wrong side, decisively
+    assert v.compare(-0.3, -0.4, -0.2, direction="less").verdict == "reproduced"
+    assert v.compare(0.05, 0.01, 0.09, margin=0.02).verdict == "partly"
+    assert v.compare(math.nan, math.nan, math.nan).verdict == "not tested"
+    with pytest.raises(ConfigError, match="direction"):
+        v.compare(0.1, 0.0, 0.2, direction="up")
+
+
+def test_mde_from_interval_and_two_proportions_agree():
+    d, lo, hi = newcombe_difference(30, 100, 30, 100)
+    mde = v.mde_from_interval(lo, hi)
+    assert mde == pytest.approx(v.mde_two_proportions(0.3, 100, 100), rel=0.1)
+    assert v.mde_two_proportions(0.3, 400, 400) == pytest.approx(mde / 2, rel=0.1)  # 4x n halves the MDE
+    assert math.isnan(v.mde_from_interval(math.nan, 0.1))
+
+
+def test_plain_rules():
+    assert v.greater(0.1, 0.2, 0.0) == "reproduced"
+    assert v.greater(-0.1, 0.2, 0.0) == "partly"
+    assert v.greater(-0.1, -0.05, 0.0) == "not reproduced"
+    assert v.less(-0.1, -0.2, 0.0) == "reproduced"
+    assert v.less(0.1, -0.2, 0.0) == "partly"
+
+
+# ---------------------------------------------------------------------------------------- phase transition
+
+def test_phase_transition_reproduces_the_papers_own_imagenette_numbers():
+    pts = paper.phase_points("imagenette")
+    effect = paper.g2_share(0.05) - paper.g2_share(0.10)
+    r = v.phase_transition(pts, paper_effect=effect)
+    assert r["verdict"] == "reproduced", r["reason"]
+    assert not r["crosses_half"]  # the old rule (a crossing of one half) called this "partly"
+    assert r["drop"] == pytest.approx(effect, abs=1e-3)
+    # the slides' quantities, per p, as fractions of the generations
+    assert r["points"][0]["G1_minus_r_train"] == pytest.approx(0.338 - 0.330)
+    assert r["points"][1]["G2_minus_r_train"] == pytest.approx(0.194 - 0.496)
+
+
+def test_phase_transition_on_caltech15_and_on_a_five_point_curve():
+    assert v.phase_transition(paper.phase_points("caltech15"))["verdict"] == "reproduced"
+    curve = [{"p": p, "n": 400, "n_G1": g1, "n_G2": g2}
+             for p, g1, g2 in ((0.01, 20, 60), (0.02, 40, 70), (0.05, 90, 70), (0.10, 150, 60), (0.20, 220, 50))]
+    r = v.phase_transition(list(reversed(curve)))  # order of the points does not matter
+    assert r["verdict"] == "reproduced" and r["crosses_half"]
+    assert r["trend_z"] < 0 and r["p_fall"] < 0.05
+    assert [pt["p"] for pt in r["points"]] == [0.01, 0.02, 0.05, 0.10, 0.20]
+
+
+def test_phase_transition_other_verdicts():
+    flat = [{"p": 0.05, "n": 200, "n_G1": 50, "n_G2": 20}, {"p": 0.10, "n": 200, "n_G1": 80, "n_G2": 32}]
+    assert v.phase_transition(flat)["verdict"] == "not reproduced"  # same share at both p
+    small = [{"p": 0.05, "n": 200, "n_G1": 30, "n_G2": 14}, {"p": 0.10, "n": 200, "n_G1": 60, "n_G2": 25}]
+    r = v.phase_transition(small, paper_effect=0.063)
+    assert r["verdict"] == "underpowered" and r["mde"] > 0.063
+    assert v.phase_transition(small)["verdict"] == "partly"
+    none = [{"p": 0.05, "n": 200, "n_G1": 0, "n_G2": 0}, {"p": 0.10, "n": 200, "n_G1": 60, "n_G2": 25}]
+    r = v.phase_transition(none)
+    assert r["verdict"] == "not tested" and "5 %" in r["reason"]
+    with pytest.raises(ConfigError, match="at least two"):
+        v.phase_transition(flat[:1])
+    with pytest.raises(ConfigError, match="phase point 0"):
+        v.phase_transition([{"p": 0.05, "n": 10, "n_G1": 8, "n_G2": 8}, flat[1]])
+
+
+# ---------------------------------------------------------------------------------------- counting
+
+def test_counts_keep_controls_and_rows_without_paper_number_apart():
+    rows = [claim_row("04_insights", "a", metric="m", ours=0.1, verdict="reproduced", key="amplification"),
+            claim_row("04_insights", "b", metric="m", ours=0.0, verdict="reproduced", key="clean_control"),
+            claim_row("05_castle_walls", "c", metric="m", ours=0.1, verdict="partly", paper=""),
+            claim_row("05_castle_walls", "d", metric="m", ours=0.1, verdict="not tested", paper="0.9 -> 0.95"),
+            claim_row("06_memorization", "e", metric="m", ours=0.1, verdict="underpowered", key="duplicates_g1")]
+    assert [r["kind"] for r in rows] == ["paper claim", "control", "no paper number", "paper claim", "paper claim"]
+    c = v.count_verdicts(rows)
+    assert c["paper claim"]["total"] == 3 and c["paper claim"]["reproduced"] == 1
+    assert c["paper claim"]["underpowered"] == 1
+    assert c["control"]["reproduced"] == 1 and c["no paper number"]["partly"] == 1
+    text = v.headline(rows)
+    assert text.startswith("3 paper claims: 1 reproduced, 1 underpowered, 1 not tested;")
+    assert "1 controls: 1 reproduced" in text and "1 rows without a paper number: 1 partly" in text
+    # a row saved before kinds existed: its kind follows its paper text
+    assert v.row_kind({"paper": "", "verdict": "reproduced"}) == "no paper number"
+    with pytest.raises(ConfigError, match="kind"):
+        v.row_kind({"kind": "footnote"})
+    with pytest.raises(ConfigError, match="verdict"):
+        v.count_verdicts([{"verdict": "maybe", "paper": "x"}])
