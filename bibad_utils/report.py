@@ -31,7 +31,8 @@ def claim_row(stage: str, claim: str, *, metric: str, ours: float, verdict: str,
               kind: str = "") -> dict:
     """One validated claim row (see the module docstring). ``key``: a claim key of
     :data:`bibad_utils.paper.CLAIM_KEYS` ("" for none); ``kind``: default the key's kind, else "no paper
-    number" when ``paper`` is empty and "paper claim" otherwise."""
+    number" when ``paper`` is empty and "paper claim" otherwise (left "" without a key: readers infer
+    it, :func:`bibad_utils.verdicts.row_kind`)."""
     if verdict not in VERDICTS:
         raise ConfigError("verdict", verdict, " | ".join(VERDICTS))
     if key:
@@ -41,7 +42,8 @@ def claim_row(stage: str, claim: str, *, metric: str, ours: float, verdict: str,
     row = {"stage": stage, "claim": claim, "setting": setting, "metric": metric, "paper": paper,
            "ours": float(ours), "ours_lo": float(lo), "ours_hi": float(hi), "verdict": verdict, "note": note,
            "key": key, "kind": kind}
-    row["kind"] = row_kind(row)
+    if kind:
+        row_kind(row)  # validates it
     return row
 
 

@@ -47,27 +47,60 @@ FAMILY_ROWS = {
                       "badnets1, p=0.1, w=1"),
     "replication": ("06_memorization", "Poisoned DMs replicate training images more than the clean DM",
                     "replication rate (cos > 0.9), poisoned - clean", "badnets1 p=10%"),
+    "relabel_control": ("04_insights", "Relabel-only control: target labels without a trigger plant no trigger",
+                        "r_gen (detector fires)", "relabel p=10%, badnets1 detector, w=1"),
+    "duplicate_finder": ("06_memorization", "The duplicate finder recovers planted near-duplicates",
+                         "planted groups found", "pixels, cos >= 0.999"),
 }
 
 
-def row(key, verdict="reproduced", ours=0.3, lo=0.2, hi=0.4):
+def row(key, verdict="reproduced", ours=0.3, lo=0.2, hi=0.4, keyed=True):
+    """A claim row of family ``key``, worded as the stages word it; ``keyed``: carrying its key (new
+    rows) or not (rows saved before keys existed, recognised by their wording)."""
     stage, claim, metric, setting = FAMILY_ROWS[key]
     return claim_row(stage, claim, metric=metric, setting=setting, ours=ours, lo=lo, hi=hi, verdict=verdict,
-                     paper="p", note="n")
+                     paper="p", note="n", key=key if keyed else "")
+
+
+def test_families_come_from_paper_py():
+    from bibad_utils import paper
+
+    assert [f.key for f in sm.CLAIM_FAMILIES] == list(paper.CLAIM_KEYS)
+    for f in sm.CLAIM_FAMILIES:
+        # the paper text of every family (and so of every "not tested" row) is paper.py's
+        assert f.paper == paper.paper_text(f.key) and f.kind == paper.claim(f.key).kind
+    assert all(f.kind != "control" for f in sm.PAPER_CLAIM_FAMILIES)
+    assert {f.key for f in sm.CLAIM_FAMILIES} - {f.key for f in sm.PAPER_CLAIM_FAMILIES} == {
+        "clean_control", "relabel_control", "duplicate_finder"}
+    cd = next(f for f in sm.PAPER_CLAIM_FAMILIES if f.key == "detection_cd")
+    assert "0.956 -> 0.970" in cd.paper
+    ta = next(f for f in sm.PAPER_CLAIM_FAMILIES if f.key == "train_on_generations_ta")
+    assert "Caltech15 badnets2 p = 5 %: 99.83 % -> 87.33 %" in ta.paper
 
 
 def test_every_family_is_recognised_by_its_own_row_only():
-    keys = [f.key for f in sm.PAPER_CLAIM_FAMILIES]
+    keys = [f.key for f in sm.CLAIM_FAMILIES]
     assert sorted(keys) == sorted(FAMILY_ROWS) and len(set(keys)) == len(keys)
-    for f in sm.PAPER_CLAIM_FAMILIES:
-        assert f.stage in STAGE_TITLES and f.paper and f.label
-        assert [k for k in FAMILY_ROWS if f.matches(row(k))] == [f.key], f.key
+    for keyed in (True, False):
+        for f in sm.CLAIM_FAMILIES:
+            assert f.stage in STAGE_TITLES and f.label
+            assert [k for k in FAMILY_ROWS if f.matches(row(k, keyed=keyed))] == [f.key], (f.key, keyed)
     assert sm.CLAIM_STAGES == ("04_insights", "05_castle_walls", "06_memorization")
-    other = claim_row("04_insights", "Relabel-only control: target labels without a trigger plant no trigger",
-                      metric="r_gen (detector fires)", ours=0.0, verdict="reproduced")
+    other = claim_row("04_insights", "Image quality of the poisoned DM", metric="FD", ours=0.0, verdict="not tested")
     assert sm.family_of(other) == ""
     wrong_stage = {**row("amplification"), "stage": "06_memorization"}
     assert sm.family_of(wrong_stage) == ""
+    # a keyed row belongs to its key's family whatever its wording
+    reworded = {**row("amplification"), "claim": "Detection is easier on generations", "setting": "CD"}
+    assert sm.family_of(reworded) == "amplification"
+
+
+def test_kinds_of_rows():
+    assert sm.kind_of(row("clean_control")) == "control"
+    assert sm.kind_of(row("clean_control", keyed=False)) == "control"  # from its legacy family
+    assert sm.kind_of(row("replication")) == "no paper number"
+    assert sm.kind_of({**row("detection_strip", keyed=False), "paper": ""}) == "no paper number"
+    assert sm.kind_of(row("detection_cd", keyed=False)) == "paper claim"
 
 
 def test_coverage_marks_missing_and_untested_families():
@@ -103,7 +136,7 @@ def test_claims_frame_from_saved_files(tmp_path):
     assert sm.missing_stages(tmp_path) == ["05_castle_walls"]
     df = sm.claims_frame(tmp_path)
     assert list(df.columns) == ["stage", "claim", "setting", "metric", "paper", "ours", "ours_lo", "ours_hi",
-                                "verdict", "note", "family", "origin"]
+                                "verdict", "note", "family", "kind", "origin"]
     assert list(pd.unique(df["stage"])) == ["04_insights", "05_castle_walls", "06_memorization"]
     run = df[df["origin"] == "run"]
     assert len(run) == 6 and run.iloc[4]["claim"] == "Image quality (informational)" and run.iloc[4]["family"] == ""
@@ -116,7 +149,12 @@ def test_claims_frame_from_saved_files(tmp_path):
     assert counts == {"reproduced": 4, "partly": 0, "not reproduced": 1, "underpowered": 0, "not tested": 11,
                       "total": 16}
     by_stage = sm.stage_verdicts(df)
-    assert by_stage.loc["05_castle_walls", "not tested"] == 8 and by_stage["total"].sum() == 16
+    assert by_stage.loc[("05_castle_walls", "paper claim"), "not tested"] == 8
+    assert by_stage.loc[("04_insights", "control"), "reproduced"] == 1 and by_stage["total"].sum() == 16
+    kinds = sm.kind_counts(df)
+    assert (kinds["paper claim"]["total"], kinds["control"]["total"], kinds["no paper number"]["total"]) == (13, 1, 2)
+    assert sm.claims_headline(df).startswith("13 paper claims: 3 reproduced, 1 not reproduced, 9 not tested; "
+                                             "1 controls: 1 reproduced; 2 rows without a paper number:")
     assert sm.claims_frame(tmp_path / "empty")["origin"].eq("coverage check").all()
 
 
@@ -144,11 +182,11 @@ def test_table_markdown_and_style():
     assert table.index.names == ["stage", "#"] and list(table.columns) == sm.DISPLAY_COLUMNS
     assert table.loc[("04_insights", 1), "ours (95 % CI)"] == "0.300 [0.200, 0.400]"
     md = sm.claims_markdown(df, missing=["05_castle_walls"])
-    assert md.startswith(f"{len(df)} claim rows: 1 reproduced, 1 partly, 0 not reproduced, 0 underpowered, "
-                         f"{len(df) - 2} not tested.")
+    assert md.startswith(f"{len(df)} claim rows. {len(df) - 1} paper claims: 1 reproduced, 1 partly, "
+                         f"{len(df) - 3} not tested; 1 rows without a paper number: 1 not tested.")
     assert "Stages without claims in this run: `05_castle_walls`." in md
     assert "### 04_insights" in md and "### 06_memorization" in md and "a \\| b" in md
-    header = "| claim | setting | paper | ours (95 % CI) | verdict |"
+    header = "| claim | setting | paper | ours (95 % CI) | verdict | kind |"
     assert md.count(header) == 3
     html = sm.styled_claims(df).to_html()
     assert sm.VERDICT_COLORS["partly"] in html and sm.VERDICT_COLORS["not tested"] in html
@@ -253,7 +291,7 @@ def test_readme_results_publishes_a_finished_run(tmp_path):
     assert "old" not in text and text.endswith("<!-- /results -->\n\n## Cite\n") and text.count("<!-- results -->") == 1
     assert "![teaser](results/demo/teaser.png)" in text and "> Generations of the demo run." in text
     counts = sm.verdict_counts(sm.claims_frame(run_dir))
-    assert f"{counts['total']} claim rows: {counts['reproduced']} reproduced" in text
+    assert f"{counts['total']} claim rows. 13 paper claims: {counts['reproduced']} reproduced" in text
     assert f"<details><summary>all {counts['total']} claim rows</summary>" in text and "#### 04_insights" in text
-    assert "| 04_insights | 1 | 0 | 1 |" in text and "spent 2 minutes in the notebooks" in text
+    assert "| 04_insights, paper claim | 1 | 0 | 1 |" in text and "spent 2 minutes in the notebooks" in text
     assert str(tmp_path) not in text  # no machine-specific paths in the README

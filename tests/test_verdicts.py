@@ -129,7 +129,7 @@ def test_counts_keep_controls_and_rows_without_paper_number_apart():
             claim_row("05_castle_walls", "c", metric="m", ours=0.1, verdict="partly", paper=""),
             claim_row("05_castle_walls", "d", metric="m", ours=0.1, verdict="not tested", paper="0.9 -> 0.95"),
             claim_row("06_memorization", "e", metric="m", ours=0.1, verdict="underpowered", key="duplicates_g1")]
-    assert [r["kind"] for r in rows] == ["paper claim", "control", "no paper number", "paper claim", "paper claim"]
+    assert [v.row_kind(r) for r in rows] == ["paper claim", "control", "no paper number", "paper claim", "paper claim"]
     c = v.count_verdicts(rows)
     assert c["paper claim"]["total"] == 3 and c["paper claim"]["reproduced"] == 1
     assert c["paper claim"]["underpowered"] == 1

@@ -2,9 +2,10 @@
 
 Claim rows come from the executed analysis notebooks (``<run_dir>/claims/<stage>.json``, written with
 :func:`bibad_utils.report.save_claims`). :data:`PAPER_CLAIM_FAMILIES` lists the families of claims that the
-paper makes (``PAPER.md``) and how their rows are recognised, so that a family no stage reported (a stage
-not run, or a profile that does not reach it) still appears in the table, as "not tested", instead of
-silently vanishing.
+paper makes, from :data:`bibad_utils.paper.CLAIMS` (a row names its family by its ``key``), so that a family
+no stage reported (a stage not run, or a profile that does not reach it) still appears in the table, as
+"not tested", instead of silently vanishing. Every count keeps the paper's claims apart from the controls
+and the rows without a paper number (:func:`bibad_utils.verdicts.headline`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bibad_utils import metrics
+from bibad_utils import metrics, paper
 from bibad_utils.config import ConfigError
 from bibad_utils.experiments.explorer import ExplorerData, draw_panel, panel_size
 from bibad_utils.pipeline import TEASER_CAPTION, TEASER_PNG
 from bibad_utils.plots import PALETTE, REF_COLOR
 from bibad_utils.report import COLUMNS, VERDICTS, claims_path, load_claims
+from bibad_utils.verdicts import count_verdicts, headline, row_kind
 from bibad_utils.stages import Cell
 
 FIGURES_DIR = "figures"
@@ -32,91 +34,99 @@ CLAIMS_MD_FILE = "claims.md"
 TEASER_DPI = 150
 
 # Background tints of the verdicts in the styled table (Okabe-Ito green / orange / vermillion, grey).
-VERDICT_COLORS = {"reproduced": "#c9ecdf", "partly": "#fbe3b5", "not reproduced": "#f6cbb4", "not tested": "#e6e6e6"}
+VERDICT_COLORS = {"reproduced": "#c9ecdf", "partly": "#fbe3b5", "not reproduced": "#f6cbb4", "underpowered": "#d4e6f4",
+                  "not tested": "#e6e6e6"}
 
 
 @dataclass(frozen=True)
 class ClaimFamily:
-    """One family of claims of the paper. A claim row belongs to it when its ``stage`` is ``stage`` and
-    every ``(field, regex)`` of ``patterns`` matches (case-insensitive search); field ``text`` is the
-    claim and the metric together. ``label``, ``metric``, ``paper`` (the paper's statement or numbers) and
-    ``setting`` fill the family's "not tested" row, which thus belongs to the family itself."""
+    """One family of claims, from :data:`bibad_utils.paper.CLAIMS`. A claim row belongs to it when the
+    row's ``key`` is ``key`` (rows saved before rows carried keys: see :func:`legacy_family`). ``label``,
+    ``metric``, ``paper`` (the paper's statement and numbers, :func:`bibad_utils.paper.paper_text`),
+    ``setting`` and ``kind`` fill the family's "not tested" row, which thus belongs to the family itself."""
 
     key: str
     stage: str
     label: str
     metric: str
     paper: str
-    patterns: tuple[tuple[str, str], ...]
     setting: str = ""
+    kind: str = "paper claim"
 
     def matches(self, row: dict) -> bool:
         if row.get("stage") != self.stage:
             return False
-        fields = {"claim": row.get("claim", ""), "metric": row.get("metric", ""), "setting": row.get("setting", ""),
-                  "text": f"{row.get('claim', '')} {row.get('metric', '')}"}
-        return all(re.search(rx, str(fields[field]), re.IGNORECASE) for field, rx in self.patterns)
+        key = row.get("key") or ""
+        return key == self.key if key else legacy_family(row) == self.key
 
 
-# The paper's claim families and numbers. Sources: /work/shared/PAPER.md ("Metrics", "Castle walls",
-# "Data replication", "The numbers to compare against"), which transcribes the poster and talk slides.
-PAPER_CLAIM_FAMILIES = (
-    ClaimFamily("trojan_g1", "04_insights", "Trojan horse: the poisoned DM generates G1 images", "G1 ratio",
-                "G1 > 0; random poisoning, ImageNette: 33.8 % (p = 5 %), 54.0 % (p = 10 %) (slides, duplicates table)",
-                (("claim", r"trojan"),)),
-    ClaimFamily("amplification", "04_insights", "Insight 1, trigger amplification: r_gen > r_train", "r_gen",
-                "r_gen > r_train; ImageNette r_train 8.9 / 16.4 / 33.0 / 49.6 % at p = 1 / 2 / 5 / 10 %",
-                (("claim", r"amplif"),)),
-    ClaimFamily("phase_transition", "04_insights", "Insight 2, phase transition: G2 at low p, G1 at high p",
-                "G2 share of triggered generations", "G2 dominates at low p, G1 at high p",
-                (("claim", r"phase transition"),)),
-    ClaimFamily("clean_control", "04_insights", "Clean control: no trigger without poison", "r_gen of the clean DM",
-                "~0 (a DM trained on clean data)", (("claim", r"clean control"),)),
-    ClaimFamily("detection_cd", "05_castle_walls", "Detection is easier on generations: CD", "AUROC gen - train",
-                "BadNets-1 0.966 -> 0.972, 0.956 -> 0.970, 0.948 -> 0.983; BadNets-2 0.553 -> 0.581, "
-                "0.561 -> 0.766, 0.584 -> 0.723 (ImageNette, p = 1 / 5 / 10 %)",
-                (("claim", r"detect"), ("setting", r"\bCD\b")), "CD"),
-    ClaimFamily("detection_strip", "05_castle_walls", "Detection is easier on generations: STRIP", "AUROC gen - train",
-                "higher AUROC on generations (no number on the slides)",
-                (("claim", r"detect"), ("setting", r"\bSTRIP\b")), "STRIP"),
-    ClaimFamily("detection_fct", "05_castle_walls", "Detection is easier on generations: FCT", "AUROC gen - train",
-                "higher AUROC on generations (no number on the slides)",
-                (("claim", r"detect"), ("setting", r"\bFCT\b")), "FCT"),
-    ClaimFamily("train_on_generations_asr", "05_castle_walls", "Training on generations lowers ASR",
-                "ASR real - generated", "BadNets-1 ASR 87.10 / 98.25 / 99.43 % -> 0.65 / 14.48 / 55.60 % "
-                "(ImageNette, p = 1 / 2 / 5 %)", (("metric", r"\bASR\b.*generat"),)),
-    ClaimFamily("train_on_generations_ta", "05_castle_walls", "... at a TA cost of a few points",
-                "TA real - generated", "BadNets-1 TA 99.44 / 99.44 / 99.39 % -> 96.92 / 93.63 / 94.45 % "
-                "(ImageNette, p = 1 / 2 / 5 %)", (("metric", r"\bTA\b.*generat"),)),
-    ClaimFamily("diffusion_classifier_asr", "05_castle_walls", "The diffusion classifier resists the backdoor",
-                "ASR classifier - DC", "ASR 99.40 / 100 / 100 % (ResNet-18) -> 62.38 / 97.04 / 98.57 % (DC, "
-                "p_filter 0; CIFAR-10, p = 1 / 5 / 10 %)",
-                (("claim", r"diffusion classifier"), ("metric", r"\bASR\b"))),
-    ClaimFamily("diffusion_classifier_ta", "05_castle_walls", "... with a comparable TA", "TA DC - classifier",
-                "TA 94.85 / 94.61 / 94.08 % (ResNet-18) vs 95.56 / 94.83 / 94.71 % (DC, p_filter 0)",
-                (("metric", r"\bTA\b"), ("text", r"\bDC\b|diffusion classifier"))),
-    ClaimFamily("p_filter", "05_castle_walls", "Filtering the largest errors (p_filter) lowers the DC's ASR",
-                "ASR p_filter min - max", "DC ASR 62.38 / 97.04 / 98.57 % (p_filter 0) -> 13.62 / 39.00 / 45.66 % "
-                "(p_filter 10 %)", (("text", r"filter"),)),
-    ClaimFamily("duplicates_g1", "06_memorization", "Poisoning duplicated images raises G1", "G1 dup - random",
-                "ImageNette 33.8 -> 37.8 % (p = 5 %), 54.0 -> 54.5 % (10 %); Caltech15 52.8 -> 55.1 %, 69.6 -> 73.5 %",
-                (("claim", r"duplicat"), ("text", r"\bG1\b"))),
-    ClaimFamily("duplicates_g2", "06_memorization", "Poisoning duplicated images raises G2", "G2 dup - random",
-                "ImageNette 16.4 -> 18.3 % (p = 5 %), 19.4 -> 19.7 % (10 %); Caltech15 37.6 -> 39.2 %, 24.4 -> 25.5 %",
-                (("claim", r"duplicat"), ("text", r"\bG2\b"))),
-    ClaimFamily("replication", "06_memorization", "Poisoned DMs replicate training images more",
-                "replication, poisoned - clean", "more replication than the clean DM (qualitative, slides)",
-                (("claim", r"replicat|nearest training"),)),
-)
+def _family(c: paper.PaperClaim) -> ClaimFamily:
+    return ClaimFamily(c.key, c.stage, c.label, c.metric, paper.paper_text(c.key), c.setting, c.kind)
+
+
+# Every family of claim rows (the paper's and this study's controls), and those the coverage check
+# demands a row of: the paper's (a control is this study's own addition and appears when run).
+CLAIM_FAMILIES = tuple(_family(c) for c in paper.CLAIMS)
+PAPER_CLAIM_FAMILIES = tuple(f for f in CLAIM_FAMILIES if f.kind != "control")
 # The stages that report claims, in book order, as the families name them.
-CLAIM_STAGES = tuple(dict.fromkeys(f.stage for f in PAPER_CLAIM_FAMILIES))
+CLAIM_STAGES = tuple(dict.fromkeys(f.stage for f in CLAIM_FAMILIES))
+
+# Claim files written before claim rows carried a ``key`` (an earlier run's, or a stage not yet keyed)
+# are recognised by their stage and wording, field by field (case-insensitive search; ``text`` is the
+# claim and the metric together). New rows carry their key and never reach this table.
+_LEGACY_PATTERNS = {
+    "trojan_g1": (("claim", r"trojan"),),
+    "amplification": (("claim", r"amplif"),),
+    "phase_transition": (("claim", r"phase transition"),),
+    "clean_control": (("claim", r"clean control"),),
+    "relabel_control": (("claim", r"relabel"),),
+    "detection_cd": (("claim", r"detect"), ("setting", r"\bCD\b")),
+    "detection_strip": (("claim", r"detect"), ("setting", r"\bSTRIP\b")),
+    "detection_fct": (("claim", r"detect"), ("setting", r"\bFCT\b")),
+    "train_on_generations_asr": (("metric", r"\bASR\b.*generat"),),
+    "train_on_generations_ta": (("metric", r"\bTA\b.*generat"),),
+    "diffusion_classifier_asr": (("claim", r"diffusion classifier"), ("metric", r"\bASR\b")),
+    "diffusion_classifier_ta": (("metric", r"\bTA\b"), ("text", r"\bDC\b|diffusion classifier")),
+    "p_filter": (("text", r"filter"),),
+    "duplicates_g1": (("claim", r"duplicated images"), ("text", r"\bG1\b")),
+    "duplicates_g2": (("claim", r"duplicated images"), ("text", r"\bG2\b")),
+    "replication": (("claim", r"replicat|nearest training"),),
+    "duplicate_finder": (("claim", r"duplicate finder"),),
+}
+
+
+def legacy_family(row: dict, families=CLAIM_FAMILIES) -> str:
+    """The family of a claim row saved without a ``key`` (see :data:`_LEGACY_PATTERNS`), "" when none."""
+    fields = {"claim": row.get("claim", ""), "metric": row.get("metric", ""), "setting": row.get("setting", ""),
+              "text": f"{row.get('claim', '')} {row.get('metric', '')}"}
+    for f in families:
+        pats = _LEGACY_PATTERNS.get(f.key)
+        if pats and row.get("stage") == f.stage and all(
+                re.search(rx, str(fields[field]), re.IGNORECASE) for field, rx in pats):
+            return f.key
+    return ""
 
 
 # ------------------------------------------------------------------------------------ the claims
 
-def family_of(row: dict, families=PAPER_CLAIM_FAMILIES) -> str:
-    """Key of the first family ``row`` belongs to, "" when none."""
+def family_of(row: dict, families=CLAIM_FAMILIES) -> str:
+    """Key of the family ``row`` belongs to (its ``key``, or :func:`legacy_family` for a row without),
+    "" when none."""
     return next((f.key for f in families if f.matches(row)), "")
+
+
+def kind_of(row: dict, families=CLAIM_FAMILIES) -> str:
+    """The row's ``kind`` (:data:`bibad_utils.paper.KINDS`): its own when set; else "control" for a row of
+    a control family, "no paper number" for a row whose paper text is empty, and its family's kind (or
+    "paper claim") otherwise."""
+    if row.get("kind"):
+        return row_kind(row)
+    fam = next((f for f in families if f.key == family_of(row, families)), None)
+    if fam is not None and fam.kind == "control":
+        return "control"
+    if not str(row.get("paper", "") or "").strip():
+        return "no paper number"
+    return fam.kind if fam is not None else "paper claim"
 
 
 def present_stages(run_dir, stages=CLAIM_STAGES) -> list[str]:
@@ -160,14 +170,14 @@ def uncovered_rows(rows: list[dict], stages_present, families=PAPER_CLAIM_FAMILI
                 f"stage {f.stage} reported no claim of this family (the profile does not reach it)")
         out.append({"stage": f.stage, "claim": f.label, "setting": f.setting, "metric": f.metric, "paper": f.paper,
                     "ours": math.nan, "ours_lo": math.nan, "ours_hi": math.nan, "verdict": "not tested",
-                    "note": note})
+                    "note": note, "key": f.key, "kind": f.kind})
     return out
 
 
 def frame_from_rows(rows: list[dict], stages_present, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
     """The claims table from claim rows: ``rows`` plus :func:`uncovered_rows`, with the report's
-    columns and ``family`` (key, "" for a row of no family) and ``origin`` ("run" | "coverage check"),
-    grouped by stage in book order (rows keep their order within a stage)."""
+    columns and ``family`` (key, "" for a row of no family), ``kind`` (:func:`kind_of`) and ``origin``
+    ("run" | "coverage check"), grouped by stage in book order (rows keep their order within a stage)."""
     for r in rows:
         missing = [c for c in COLUMNS if c not in r]
         if missing:
@@ -176,12 +186,14 @@ def frame_from_rows(rows: list[dict], stages_present, families=PAPER_CLAIM_FAMIL
             raise ConfigError("verdict", r["verdict"], " | ".join(VERDICTS))
     extra = uncovered_rows(rows, stages_present, families)
     records = ([{**r, "origin": "run"} for r in rows] + [{**r, "origin": "coverage check"} for r in extra])
-    cols = [*COLUMNS, "family", "origin"]
+    cols = [*COLUMNS, "family", "kind", "origin"]
     if not records:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame(records)
-    df["family"] = [family_of(r, families) for r in records]
-    order = list(dict.fromkeys([f.stage for f in families] + sorted(set(df["stage"]))))
+    everything = tuple(dict.fromkeys([*families, *CLAIM_FAMILIES]))
+    df["family"] = [family_of(r, everything) for r in records]
+    df["kind"] = [kind_of(r, everything) for r in records]
+    order = list(dict.fromkeys([f.stage for f in everything] + sorted(set(df["stage"]))))
     df["_stage_order"] = df["stage"].map(order.index)
     df = df.sort_values("_stage_order", kind="stable").drop(columns="_stage_order").reset_index(drop=True)
     for c in ("ours", "ours_lo", "ours_hi"):
@@ -198,12 +210,30 @@ def claims_frame(run_dir, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
 
 def verdict_counts(df: pd.DataFrame) -> dict:
     """``{verdict: number of rows}`` for every verdict of :data:`bibad_utils.report.VERDICTS` (0 when
-    absent), plus ``"total"``."""
+    absent), plus ``"total"``, over all rows whatever their kind (see :func:`kind_counts`)."""
     if "verdict" not in df.columns:
         raise ConfigError("df", f"columns {list(df.columns)}", "a claims frame with a 'verdict' column")
     counts = {v: int((df["verdict"] == v).sum()) for v in VERDICTS}
     counts["total"] = int(len(df))
     return counts
+
+
+def kind_counts(df: pd.DataFrame) -> dict:
+    """Verdict counts per kind (:func:`bibad_utils.verdicts.count_verdicts`): the paper's claims apart
+    from the controls and the rows without a paper number."""
+    return count_verdicts(_with_kind(df))
+
+
+def _with_kind(df: pd.DataFrame) -> pd.DataFrame:
+    if "kind" in df.columns:
+        return df
+    return df.assign(kind=[kind_of(r) for r in df.to_dict("records")])
+
+
+def claims_headline(df: pd.DataFrame) -> str:
+    """The verdict counts as one sentence, the paper's claims first and apart from the controls and the
+    rows without a paper number (:func:`bibad_utils.verdicts.headline`)."""
+    return headline(_with_kind(df).to_dict("records"))
 
 
 def coverage_table(df: pd.DataFrame, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
@@ -214,14 +244,20 @@ def coverage_table(df: pd.DataFrame, families=PAPER_CLAIM_FAMILIES) -> pd.DataFr
 
 
 def glue_values(df: pd.DataFrame, missing=(), families=PAPER_CLAIM_FAMILIES) -> dict:
-    """Values the results chapter quotes (keys ``nb08_*``): rows per verdict (``nb08_n_reproduced``,
-    ``nb08_n_partly``, ``nb08_n_not_reproduced``, ``nb08_n_not_tested``, ``nb08_n_claims``), the stages
-    without claims and the families of the paper without a row (texts, "none" when empty), and the
-    number of families and of those tested."""
+    """Values the results chapter quotes (keys ``nb08_*``): rows per verdict over all rows
+    (``nb08_n_reproduced``, ..., ``nb08_n_claims``), the same per kind (``nb08_paper_reproduced``, ...,
+    ``nb08_n_paper``; ``nb08_control_*``, ``nb08_n_control``; ``nb08_nonumber_*``, ``nb08_n_nonumber``),
+    the headline sentence (``nb08_headline``), the stages without claims and the families of the paper
+    without a row (texts, "none" when empty), and the number of families and of those tested."""
     counts = verdict_counts(df)
     cov = family_coverage(df, families)
     out = {f"nb08_n_{v.replace(' ', '_')}": counts[v] for v in VERDICTS}
     out["nb08_n_claims"] = counts["total"]
+    for kind, short in (("paper claim", "paper"), ("control", "control"), ("no paper number", "nonumber")):
+        c = kind_counts(df)[kind]
+        out.update({f"nb08_{short}_{v.replace(' ', '_')}": c[v] for v in VERDICTS})
+        out[f"nb08_n_{short}"] = c["total"]
+    out["nb08_headline"] = claims_headline(df)
     out["nb08_missing_stages"] = ", ".join(missing) or "none"
     out["nb08_uncovered"] = "; ".join(cov.loc[cov["status"] == "missing", "label"]) or "none"
     out["nb08_n_families"] = len(cov)
@@ -230,13 +266,20 @@ def glue_values(df: pd.DataFrame, missing=(), families=PAPER_CLAIM_FAMILIES) -> 
 
 
 def stage_verdicts(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows per stage and verdict (stages in table order, one column per verdict, and the total)."""
+    """Rows per stage, kind and verdict: index (stage, kind) with the stages in table order and the kinds
+    in the order of :data:`bibad_utils.paper.KINDS` (pairs without rows left out), one column per
+    verdict, and the total."""
+    df = _with_kind(df)
     stages = list(pd.unique(df["stage"]))
-    table = pd.crosstab(pd.Categorical(df["stage"], categories=stages),
-                        pd.Categorical(df["verdict"], categories=list(VERDICTS)), dropna=False)
-    table.index.name, table.columns.name = "stage", None
-    table["total"] = table.sum(axis=1)
-    return table
+    out = []
+    for stage in stages:
+        for kind in paper.KINDS:
+            sel = df[(df["stage"] == stage) & (df["kind"] == kind)]
+            if len(sel):
+                out.append({"stage": stage, "kind": kind, **{v: int((sel["verdict"] == v).sum()) for v in VERDICTS},
+                            "total": int(len(sel))})
+    cols = ["stage", "kind", *VERDICTS, "total"]
+    return pd.DataFrame(out, columns=cols).set_index(["stage", "kind"])
 
 
 def ours_text(ours: float, lo: float = math.nan, hi: float = math.nan) -> str:
@@ -251,7 +294,7 @@ def ours_text(ours: float, lo: float = math.nan, hi: float = math.nan) -> str:
     return fmt(ours)
 
 
-DISPLAY_COLUMNS = ["claim", "setting", "paper", "ours (95 % CI)", "verdict", "note"]
+DISPLAY_COLUMNS = ["claim", "setting", "paper", "ours (95 % CI)", "verdict", "kind", "note"]
 
 
 def claims_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -262,7 +305,7 @@ def claims_table(df: pd.DataFrame) -> pd.DataFrame:
         "#": df.groupby("stage", sort=False).cumcount() + 1,
         "claim": df["claim"], "setting": df["setting"], "paper": df["paper"],
         "ours (95 % CI)": [ours_text(o, lo, hi) for o, lo, hi in zip(df["ours"], df["ours_lo"], df["ours_hi"])],
-        "verdict": df["verdict"], "note": df["note"]})
+        "verdict": df["verdict"], "kind": _with_kind(df)["kind"], "note": df["note"]})
     return out.set_index(["stage", "#"])[DISPLAY_COLUMNS]
 
 
@@ -287,17 +330,20 @@ def _md_cell(text) -> str:
 
 
 def claims_markdown(df: pd.DataFrame, missing=()) -> str:
-    """The claims as Markdown for the README: a count of verdicts, the stages without claims
-    (``missing``), then one table per stage (claim, setting, paper, ours with interval, verdict)."""
+    """The claims as Markdown for the README: the verdict counts with the paper's claims apart from the
+    controls and the rows without a paper number (:func:`claims_headline`), the stages without claims
+    (``missing``), then one table per stage (claim, setting, paper, ours with interval, verdict, kind)."""
     counts = verdict_counts(df)
-    parts = [f"{counts['total']} claim rows: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + "."]
+    parts = [f"{counts['total']} claim rows. " + claims_headline(df)]
     if missing:
         parts.append("Stages without claims in this run: " + ", ".join(f"`{s}`" for s in missing) + ".")
     table = claims_table(df) if len(df) else None
     for stage in ([] if table is None else pd.unique(table.index.get_level_values(0))):
         rows = table.loc[stage]
-        lines = [f"### {stage}", "", "| claim | setting | paper | ours (95 % CI) | verdict |", "|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(_md_cell(r[c]) for c in ("claim", "setting", "paper", "ours (95 % CI)", "verdict"))
+        lines = [f"### {stage}", "", "| claim | setting | paper | ours (95 % CI) | verdict | kind |",
+                 "|---|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(_md_cell(r[c]) for c in ("claim", "setting", "paper", "ours (95 % CI)", "verdict",
+                                                              "kind"))
                   + " |" for _, r in rows.iterrows()]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
@@ -448,6 +494,10 @@ def _markdown_table(df: pd.DataFrame, index_name: str) -> str:
     return "\n".join(lines)
 
 
+def _flat_index(table: pd.DataFrame) -> pd.DataFrame:
+    return table.set_axis([", ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in table.index])
+
+
 def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path:
     """Publish a run's results summary in the README: copy ``<run_dir>/figures/{teaser.png, claims.md}``
     and the run record to ``results/<profile>/`` and rewrite the README's ``results`` block (between
@@ -482,10 +532,10 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
         f"Results of the `{profile}` run (written by `bibad readme --profile {profile}` from "
         f"`{shown_dir}`; its last `bibad run` spent {minutes:.0f} minutes in the notebooks, reusing the "
         f"models cached by earlier runs where nothing had changed). "
-        f"{counts['total']} claim rows: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + ".",
+        f"{counts['total']} claim rows. " + claims_headline(df),
         f"![teaser]({rel}/{TEASER_PNG})",
         f"> {caption}" if caption else "",
-        _markdown_table(stage_verdicts(df), "stage"),
+        _markdown_table(_flat_index(stage_verdicts(df)), "stage, kind"),
         f"Every claim with the paper's number, ours with its 95 % interval and the verdict (also in "
         f"[{rel}/{CLAIMS_MD_FILE}]({rel}/{CLAIMS_MD_FILE}) and the book's results chapter):",
         f"<details><summary>all {counts['total']} claim rows</summary>\n\n"
@@ -495,8 +545,8 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
     return dest
 
 
-__all__ = ["CLAIM_STAGES", "ClaimFamily", "glue_values", "PAPER_CLAIM_FAMILIES", "VERDICT_COLORS",
-           "claims_frame", "claims_markdown", "claims_table", "coverage_table", "family_coverage",
+__all__ = ["CLAIM_FAMILIES", "CLAIM_STAGES", "ClaimFamily", "glue_values", "PAPER_CLAIM_FAMILIES", "VERDICT_COLORS",
+           "claims_frame", "claims_headline", "kind_counts", "kind_of", "legacy_family", "claims_markdown", "claims_table", "coverage_table", "family_coverage",
            "family_of", "frame_from_rows", "missing_stages", "ours_text", "present_stages", "ratio_frame",
            "readme_results",
            "ratio_row", "save_claims_markdown", "save_teaser", "stage_verdicts", "styled_claims",
