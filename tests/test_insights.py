@@ -63,15 +63,27 @@ def test_newcombe_difference_matches_published_example():
 
 @pytest.mark.parametrize("low, high, verdict", [
     ((10, 90), (90, 10), "reproduced"),        # G2 dominant at low p, G1 at high p, clear drop
-    ((60, 40), (90, 10), "partly"),            # significant drop but G1 dominates already at low p
-    ((5, 6), (5, 5), "partly"),                # drop in the point estimate only
+    ((60, 40), (90, 10), "reproduced"),        # significant drop, G1 rises more than G2: no crossing needed
+    ((5, 6), (5, 5), "underpowered"),          # a drop in the point estimate that no test this small could confirm
     ((90, 10), (10, 90), "not reproduced"),    # the share rises
-    ((0, 0), (90, 10), "not reproduced"),      # undefined at low p
+    ((0, 0), (90, 10), "not tested"),          # no triggered generation at low p: the DM did not learn it
 ])
 def test_phase_verdict(low, high, verdict):
-    lo_row = row((low[0], low[1], 50, 50), 0.1)
-    hi_row = row((high[0], high[1], 50, 50), 0.5)
-    assert ins.phase_verdict(lo_row, hi_row)["verdict"] == verdict
+    lo_row = grid_row("badnets1", 0.05, (low[0], low[1], 50, 50), 0.1)
+    hi_row = grid_row("badnets1", 0.2, (high[0], high[1], 50, 50), 0.5)
+    pv = ins.phase_verdict([hi_row, lo_row])
+    assert pv["verdict"] == verdict, pv["reason"]
+    if verdict != "not tested":
+        assert pv["share_low"] == pytest.approx(low[1] / sum(low))
+
+
+def test_phase_verdict_over_three_ratios_uses_the_slides_quantities():
+    rows = [grid_row("badnets1", p, c, rt) for p, c, rt in
+            ((0.02, (20, 60, 60, 60), 0.15), (0.05, (50, 50, 50, 50), 0.3), (0.1, (90, 40, 35, 35), 0.5))]
+    pv = ins.phase_verdict(rows)
+    assert pv["verdict"] == "reproduced" and len(pv["points"]) == 3
+    assert pv["points"][1]["G1_minus_r_train"] == pytest.approx(50 / 200 - 0.3)
+    assert pv["g1_rise"] > pv["g2_rise"]
 
 
 def test_control_verdict():
@@ -146,6 +158,16 @@ def test_insight_claims_verdicts_from_numbers():
     assert quality["ours"] == 6.0 and quality["verdict"] == "not tested"
     table = ins.claims_table(rows)
     assert list(table.columns) == ["claim", "setting", "paper", "ours", "verdict", "note"]
+    # every row names its family in paper.py and its kind; the paper's text is paper.py's
+    from bibad_utils import paper
+
+    assert {r["key"] for r in rows} == {"trojan_g1", "amplification", "phase_transition", "clean_control",
+                                        "relabel_control", ""}
+    assert clean["kind"] == "control" and quality["kind"] == "no paper number"
+    assert by[("Insight 1, trigger amplification", "badnets1, p=5%, w=1")]["paper"] == \
+        paper.paper_text("amplification", p=0.05)
+    assert by[("Insight 1, trigger amplification", "badnets1, p=20%, w=1")]["kind"] == "no paper number"
+    assert phase["paper"] == paper.paper_text("phase_transition")
 
 
 def test_amplification_not_reproduced_and_single_ratio_not_tested():
@@ -156,7 +178,10 @@ def test_amplification_not_reproduced_and_single_ratio_not_tested():
     # the detector fires on 30 % of the clean DM's generations: amplification cannot be measured with it
     assert verdicts["Insight 1, trigger amplification"] == "not tested"
     assert verdicts["Insight 2, phase transition"] == "not tested"
-    assert verdicts["Trojan horse"] == "not reproduced"  # G1 5 % under the clean DM's 30 %
+    # the same broken baseline: G1 5 % "under the clean DM's 30 %" would rest on a detector that fires at random
+    assert verdicts["Trojan horse"] == "not tested"
+    trojan = next(r for r in rows if r["claim"].startswith("Trojan horse"))
+    assert "exceeds 0.1" in trojan["note"] and trojan["key"] == "trojan_g1" and trojan["kind"] == "paper claim"
     assert verdicts["Clean control"] == "not reproduced"  # 30 % >> FPR and above the poisoned DM
     valid = pd.DataFrame([control_row("clean", (0, 0, 40, 60), "badnets1"),
                           grid_row("badnets1", 0.1, (5, 5, 45, 45), 0.5)])

@@ -92,16 +92,24 @@ def test_claims_from_tables_verdicts():
     by = {(r["claim"].split()[-1], r["setting"], r["metric"]): r for r in rows}
     g1 = by[("G1", "badnets1, p=0.05, w=1", "G1(duplicate) - G1(random)")]
     assert g1["ours"] == pytest.approx(0.4) and g1["verdict"] == "reproduced"
-    assert g1["paper"] == "+0.040 (ImageNette), +0.023 (Caltech15)"
+    from bibad_utils import paper
+
+    assert g1["paper"] == paper.paper_text("duplicates_g1", p=0.05) and "ImageNette 33.8 % -> 37.8 %" in g1["paper"]
+    assert g1["key"] == "duplicates_g1" and g1["kind"] == "paper claim"
     g2 = by[("G2", "badnets1, p=0.05, w=1", "G2(duplicate) - G2(random)")]
-    assert g2["verdict"] == "partly" and g2["ours_lo"] < 0 < g2["ours"]
+    # 10 vs 12 of 100: an interval ~0.18 wide cannot see the paper's rise of 1.9 points
+    assert g2["verdict"] == "underpowered" and g2["ours_lo"] < 0 < g2["ours"]
+    assert "could detect only effects of" in g2["note"] and "+0.019" in g2["note"]
     rate = [r for r in rows if r["claim"].startswith("Poisoned DMs replicate")]
     assert len(rate) == 1 and rate[0]["setting"] == "badnets1 p=10%"  # the relabel control is no claim
     assert rate[0]["ours"] == pytest.approx(0.19) and rate[0]["verdict"] == "reproduced"
     closer = [r for r in rows if r["claim"].startswith("Poisoned DMs' generations")][0]
     assert closer["ours_lo"] < 0 < closer["ours_hi"] and closer["verdict"] != "reproduced"
+    assert rate[0]["kind"] == closer["kind"] == "no paper number"
     info = [r for r in rows if r["verdict"] == "not tested"]
-    assert [r["ours"] for r in info] == [0.9, 0.8]
+    assert [r["ours"] for r in info] == [0.9, 0.8] and {r["kind"] for r in info} == {"control"}
+    assert "underpowered" in ms.resolution_sentence(rows)
+    assert ms.verdict_phrase(rows, "Poisoning duplicated") == "2 settings: 1 reproduced, 1 underpowered"
 
 
 @pytest.fixture()

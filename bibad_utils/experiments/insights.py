@@ -34,6 +34,7 @@ from bibad_utils import metrics
 from bibad_utils import store as st
 from bibad_utils.config import ConfigError
 from bibad_utils.plots import G_COLORS, PALETTE, REF_COLOR
+from bibad_utils import paper, verdicts
 from bibad_utils.report import claim_row, verdict_greater
 
 STAGE = "04_insights"
@@ -43,18 +44,8 @@ FID_MODES = ("auto", "inception", "off")
 # minute per thousand images on one CPU core: "auto" computes FID from this side length on.
 FID_MIN_IMAGE_SIZE = 64
 
-# The paper's numbers used as reference points (fractions). Sources: /work/shared/PAPER.md and the
-# slides in its seeds/.
-PAPER_INSIGHTS = {
-    # PAPER.md "Metrics", Insight 1: r_train on ImageNette (target "garbage truck") at p = 1/2/5/10 %.
-    "r_train_imagenette": {0.01: 0.089, 0.02: 0.164, 0.05: 0.330, 0.10: 0.496},
-    # Slides "Duplication exacerbates poisoning" (PAPER.md, Data replication), "poison random images"
-    # column: G1 and G2 ratios of SD generations of the target prompt.
-    "g1_random": {("imagenette", 0.05): 0.338, ("imagenette", 0.10): 0.540,
-                  ("caltech15", 0.05): 0.528, ("caltech15", 0.10): 0.696},
-    "g2_random": {("imagenette", 0.05): 0.164, ("imagenette", 0.10): 0.194,
-                  ("caltech15", 0.05): 0.376, ("caltech15", 0.10): 0.244},
-}
+# The paper's numbers used as reference points (fractions) are in bibad_utils.paper: r_train
+# (paper.R_TRAIN) and the G1 / G2 ratios of random poisoning (paper.DUPLICATES, "poison random images").
 
 
 # ------------------------------------------------------------------------------------ pure helpers
@@ -96,29 +87,24 @@ def g_row(trigger, match, *, r_train: float, z: float = 1.96, **keys) -> dict:
     return row
 
 
-def phase_verdict(low: dict, high: dict, z: float = 1.96) -> dict:
-    """Verdict of Insight 2 for one attack from its rows at the lowest and the highest p.
+def phase_verdict(rows, z: float = 1.96) -> dict:
+    """Verdict of Insight 2 for one attack from its rows at every p of the profile
+    (:func:`bibad_utils.verdicts.phase_transition`: the slides' quantities G1 - r_train and G2 - r_train
+    per p, and a significant fall of the G2 share G2 / (G1 + G2), not a crossing of one half).
 
-    ``low`` / ``high``: rows of :func:`g_row` (need ``n_G1``, ``n_G2``). The statistic is the drop of
-    the G2 share of triggered generations, ``share(low p) - share(high p)``, with Newcombe's interval.
+    ``rows``: rows of :func:`g_row` (need ``ratio``, ``n``, ``n_G1``, ``n_G2``, ``r_train``), two or more.
+    The paper's drop of the G2 share on ImageNette (5 -> 10 %) is the effect a test must be able to see
+    before a miss counts as "not reproduced".
 
-    Returns ``{"drop", "drop_lo", "drop_hi", "share_low", "share_high", "verdict"}``: "reproduced" when
-    the drop's interval is above 0 AND the share crosses one half (G2 dominates at low p, G1 at high p),
-    "partly" when the point estimate drops but not both hold, "not reproduced" otherwise (including no
-    triggered generation at either end, where the share is undefined).
+    Returns the dict of :func:`~bibad_utils.verdicts.phase_transition` plus ``share_low`` / ``share_high``
+    (the G2 share at the lowest and the highest p).
     """
-    n_lo, n_hi = low["n_G1"] + low["n_G2"], high["n_G1"] + high["n_G2"]
-    d, lo, hi = newcombe_difference(low["n_G2"], n_lo, high["n_G2"], n_hi, z)
-    s_low = low["n_G2"] / n_lo if n_lo else math.nan
-    s_high = high["n_G2"] / n_hi if n_hi else math.nan
-    if not np.isfinite(d) or d <= 0:
-        verdict = "not reproduced"
-    elif lo > 0 and s_low > 0.5 > s_high:
-        verdict = "reproduced"
-    else:
-        verdict = "partly"
-    return {"drop": d, "drop_lo": lo, "drop_hi": hi, "share_low": s_low, "share_high": s_high,
-            "verdict": verdict}
+    pts = [{"p": float(r["ratio"]), "n": int(r["n"]), "n_G1": int(r["n_G1"]), "n_G2": int(r["n_G2"]),
+            "r_train": float(r["r_train"])} for r in rows]
+    effect = paper.g2_share(0.05) - paper.g2_share(0.10)
+    out = verdicts.phase_transition(pts, paper_effect=effect, z=z)
+    out["share_low"], out["share_high"] = out["points"][0]["G2_share"], out["points"][-1]["G2_share"]
+    return out
 
 
 def control_verdict(r_gen_lo: float, fpr_hi: float, poisoned_lo: float | None) -> str:
@@ -557,25 +543,6 @@ def quality_table(study, cells=None, fid: str = "auto", z: float = 1.96) -> tupl
 
 # ----------------------------------------------------------------------------------------- claims
 
-def _paper_r_train(ratio: float) -> str:
-    ref = PAPER_INSIGHTS["r_train_imagenette"]
-    for p, r in ref.items():
-        if math.isclose(p, ratio):
-            return f"; ImageNette r_train at this p: {_pct(r)}"
-    return ""
-
-
-def _paper_g_reference() -> str:
-    g1, g2 = PAPER_INSIGHTS["g1_random"], PAPER_INSIGHTS["g2_random"]
-    return "; ".join(f"{ds} p={_p_label(p)}: G1 {_pct(g1[(ds, p)])}, G2 {_pct(g2[(ds, p)])}" for ds, p in g1)
-
-
-def _paper_share_reference() -> str:
-    g1, g2 = PAPER_INSIGHTS["g1_random"], PAPER_INSIGHTS["g2_random"]
-    return "; ".join(f"{ds} p={_p_label(p)}: {_pct(g2[(ds, p)] / (g1[(ds, p)] + g2[(ds, p)]))}"
-                     for ds, p in g1)
-
-
 CLEAN_FALSE_ALARM_MAX = 0.10  # above this trigger ratio on the clean DM's generations, a detector is not trusted
 
 
@@ -600,39 +567,54 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
         floor = float(clean["G1"].iloc[0]) if len(clean) else 0.0
         # a detector that fires on the clean DM's generations cannot measure amplification
         clean_rate = float(clean["r_gen"].iloc[0]) if len(clean) else 0.0
-        detector_valid = clean_rate <= CLEAN_FALSE_ALARM_MAX
+        # the baseline of every claim below: the detector must not fire on the clean DM's generations
+        check = verdicts.false_alarm_check(
+            clean_rate, max_rate=CLEAN_FALSE_ALARM_MAX,
+            what=f"share of the clean DM's target-prompt generations the {attack} detector flags")
+        trojan = (verdicts.Judgement(verdict_greater(top["G1_lo"], top["G1"], floor)) if check.ok
+                  else verdicts.Judgement("not tested", check.reason))
         rows.append(claim_row(
             STAGE, "Trojan horse: the poisoned DM generates trigger-carrying images of the wrong class (G1)",
             setting=f"{attack}, p={top['p']}, w={w:g}", metric="G1 ratio of target-prompt generations",
-            paper="G1 > 0 (random poisoning, duplicates table: " + _paper_g_reference() + ")",
-            ours=top["G1"], lo=top["G1_lo"], hi=top["G1_hi"],
-            verdict=verdict_greater(top["G1_lo"], top["G1"], floor),
-            note=f"reference: G1 of the clean DM under the same detector = {_pct(floor)}"))
+            paper=paper.paper_text("trojan_g1", p=top["ratio"]), key="trojan_g1",
+            ours=top["G1"], lo=top["G1_lo"], hi=top["G1_hi"], verdict=trojan.verdict,
+            note=f"reference: G1 of the clean DM under the same detector = {_pct(floor)}"
+                 + (f"; not tested: {trojan.reason}" if trojan.reason else "")))
         for _, r in a.iterrows():
+            g1, g2 = paper.duplicates(r["ratio"], "G1"), paper.duplicates(r["ratio"], "G2")
+            rt = paper.r_train(r["ratio"])
+            effect = g1[0] + g2[0] - rt if g1 and g2 and rt is not None else None
+            j = verdicts.compare(r["r_gen"], r["r_gen_lo"], r["r_gen_hi"], reference=r["r_train"],
+                                 paper_effect=effect, baseline=check)
             rows.append(claim_row(
                 STAGE, "Insight 1, trigger amplification: r_gen > r_train",
                 setting=f"{attack}, p={r['p']}, w={w:g}", metric="r_gen = G1 + G2",
-                paper="r_gen > r_train" + _paper_r_train(r["ratio"]),
-                ours=r["r_gen"], lo=r["r_gen_lo"], hi=r["r_gen_hi"],
-                verdict=(verdict_greater(r["r_gen_lo"], r["r_gen"], r["r_train"]) if detector_valid
-                         else "not tested"),
+                paper=paper.paper_text("amplification", p=r["ratio"]), key="amplification",
+                kind="" if rt is not None else "no paper number",
+                ours=r["r_gen"], lo=r["r_gen_lo"], hi=r["r_gen_hi"], verdict=j.verdict,
                 note=(f"r_train = {_pct(r['r_train'])}; amplification r_gen / r_train = {r['amplification']:.2f}"
-                      + ("" if detector_valid else f"; not tested: the {attack} detector flags {_pct(clean_rate)} "
-                         "of the clean DM's target-prompt generations"))))
+                      + (f"; paper (ImageNette): r_gen - r_train = {effect:+.3f}" if effect is not None else "")
+                      + (f"; {j.verdict}: {j.reason}" if j.reason else ""))))
         phase_claim = "Insight 2, phase transition: the G2 share of triggered generations falls as p grows"
         metric = "drop of G2 / (G1 + G2) from the lowest to the highest p"
-        paper = "G2 dominates at low p, G1 at high p; G2 share (duplicates table): " + _paper_share_reference()
+        text = paper.paper_text("phase_transition")
         if len(a) < 2:
-            rows.append(claim_row(STAGE, phase_claim, setting=f"{attack}, w={w:g}", metric=metric, paper=paper,
-                                  ours=math.nan, verdict="not tested",
+            rows.append(claim_row(STAGE, phase_claim, setting=f"{attack}, w={w:g}", metric=metric, paper=text,
+                                  key="phase_transition", ours=math.nan, verdict="not tested",
                                   note="the profile has a single poisoning ratio"))
+        elif not check.ok:
+            rows.append(claim_row(STAGE, phase_claim, setting=f"{attack}, w={w:g}", metric=metric, paper=text,
+                                  key="phase_transition", ours=math.nan, verdict="not tested",
+                                  note=f"not tested: {check.reason}"))
         else:
-            pv = phase_verdict(a.iloc[0].to_dict(), top.to_dict())
+            pv = phase_verdict([r.to_dict() for _, r in a.iterrows()])
+            slides = "; ".join(f"p={_p_label(pt['p'])}: G1 - r_train {pt['G1_minus_r_train']:+.3f}, "
+                               f"G2 - r_train {pt['G2_minus_r_train']:+.3f}, G2 share {_pct(pt['G2_share'])}"
+                               for pt in pv["points"])
             rows.append(claim_row(
                 STAGE, phase_claim, setting=f"{attack}, p={a.iloc[0]['p']} -> {top['p']}, w={w:g}", metric=metric,
-                paper=paper, ours=pv["drop"], lo=pv["drop_lo"], hi=pv["drop_hi"], verdict=pv["verdict"],
-                note=f"G2 share {_pct(pv['share_low'])} at p={a.iloc[0]['p']}, {_pct(pv['share_high'])} at "
-                     f"p={top['p']}; reproduced needs a significant drop and a crossing of one half"))
+                paper=text, key="phase_transition", ours=pv["drop"], lo=pv["drop_lo"], hi=pv["drop_hi"],
+                verdict=pv["verdict"], note=f"{pv['reason']}; {slides}"))
     for _, c in controls.iterrows():
         det = jdf[jdf["judge"] == f"{c['detector']} detector"]
         fpr_hi = float(det["fpr_hi"].iloc[0]) if len(det) else 0.0
@@ -642,7 +624,8 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
                  "Relabel-only control: target labels without a trigger plant no trigger")
         rows.append(claim_row(
             STAGE, claim, setting=f"{c['cell']}, {c['detector']} detector, w={w:g}",
-            metric="r_gen (detector fires)", paper="~0" if c["attack"] == "clean" else "",
+            key="clean_control" if c["attack"] == "clean" else "relabel_control",
+            metric="r_gen (detector fires)", paper="~0 (no trigger in training)" if c["attack"] == "clean" else "",
             ours=c["r_gen"], lo=c["r_gen_lo"], hi=c["r_gen_hi"],
             verdict=control_verdict(c["r_gen_lo"], fpr_hi, pois_lo),
             note=f"detector FPR on real clean images <= {_pct(fpr_hi)} (95 % upper bound)"
@@ -656,7 +639,7 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
             rows.append(claim_row(
                 STAGE, "Image quality of the poisoned DM (informational, no paper number here)",
                 setting=q["cell"], metric="FD-clf of all-class generations to real test images (lower: closer)",
-                ours=q["fd_clf"], verdict="not tested", note=extra))
+                ours=q["fd_clf"], verdict="not tested", kind="no paper number", note=extra))
     return rows
 
 
@@ -679,7 +662,7 @@ def verdict_summary(rows: list[dict], claim_prefix: str) -> str:
     sel = [r["verdict"] for r in rows if r["claim"].startswith(claim_prefix)]
     if not sel:
         return "no setting in this profile"
-    counts = [(sel.count(v), v) for v in ("reproduced", "partly", "not reproduced", "not tested")]
+    counts = [(sel.count(v), v) for v in verdicts.VERDICTS]
     head = f"{len(sel)} setting{'s' if len(sel) > 1 else ''}: "
     return head + ", ".join(f"{k} {v}" for k, v in counts if k or v == "reproduced")
 
@@ -722,6 +705,9 @@ def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, 
         "nb04_control_summary": verdict_summary(rows, "Clean control"),
         "nb04_relabel_summary": verdict_summary(rows, "Relabel-only"),
         "nb04_shortfall": shortfall_sentence(rows),
+        # the paper's own G2 shares (ImageNette, random poisoning), which the phase-transition rule must pass
+        "nb04_paper_share_p5": paper.g2_share(0.05), "nb04_paper_share_p10": paper.g2_share(0.10),
+        "nb04_paper_share_drop": paper.g2_share(0.05) - paper.g2_share(0.10),
     }
     # judges on generations (NaN when the profile has no clean model or no ablation block)
     out.update({k: math.nan for k in ("nb04_gen_n", "nb04_gen_clf_acc", "nb04_gen_det_fpr", "nb04_gen_det_tpr",

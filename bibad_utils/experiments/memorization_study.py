@@ -24,22 +24,18 @@ import math
 import numpy as np
 import pandas as pd
 
+from bibad_utils import paper, verdicts
 from bibad_utils import store as st
 from bibad_utils.config import ConfigError
 from bibad_utils.stages import Cell, Study
 
 STAGE = "06_memorization"
 
-# G1 / G2 ratios (%) of target-prompt generations, poisoning random images -> poisoning duplicated images.
-# Source: the talk slides (shared seeds, "Understand via Data Memorization: Duplication Exacerbates
-# Poisoning"), Stable Diffusion v1.4 fine-tuned; the slide names neither the trigger nor the guidance scale.
-PAPER_DUPLICATES = {
-    "imagenette": {0.05: {"G1": (33.8, 37.8), "G2": (16.4, 18.3)},
-                   0.10: {"G1": (54.0, 54.5), "G2": (19.4, 19.7)}},
-    "caltech15": {0.05: {"G1": (52.8, 55.1), "G2": (37.6, 39.2)},
-                  0.10: {"G1": (69.6, 73.5), "G2": (24.4, 25.5)}},
-}
-PAPER_DATASETS = {"imagenette": "ImageNette", "caltech15": "Caltech15"}
+# G1 / G2 ratios (fractions) of target-prompt generations, poisoning random images -> poisoning duplicated
+# images: bibad_utils.paper.DUPLICATES (the talk slides, "Duplication exacerbates poisoning"; Stable
+# Diffusion v1.4 fine-tuned; the slide names neither the trigger nor the guidance scale).
+PAPER_DUPLICATES = paper.DUPLICATES
+PAPER_DATASETS = {d: paper.DATASET_NAMES[d] for d in paper.DUPLICATES}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -81,10 +77,10 @@ def paper_duplicate_values(p: float, metric: str) -> dict:
     if metric not in ("G1", "G2"):
         raise ConfigError("metric", metric, "G1 | G2")
     out = {}
-    for dataset, table in PAPER_DUPLICATES.items():
-        for q, values in table.items():
-            if math.isclose(q, float(p), abs_tol=1e-9):
-                out[dataset] = tuple(v / 100.0 for v in values[metric])
+    for dataset in PAPER_DUPLICATES:
+        v = paper.duplicates(p, metric, dataset)
+        if v is not None:
+            out[dataset] = v
     return out
 
 
@@ -299,14 +295,14 @@ def random_vs_duplicate(study: Study) -> pd.DataFrame:
             for metric in ("G1", "G2"):
                 k, n = counts[f"n_{metric}"], counts["n"]
                 lo, hi = wilson_interval(k, n)
-                paper = paper_duplicate_values(cell.ratio, metric)
+                ref = paper_duplicate_values(cell.ratio, metric)
                 side = 1 if cell.pool == "duplicate" else 0
                 rows.append({
                     "attack": cell.kind, "p": cell.ratio, "pool": cell.pool, "cell": cell.name, "guidance": w,
                     "metric": metric, "setting": f"{metric}, p={cell.ratio:.0%}", "k": k, "n": n,
                     "ours": counts[metric], "lo": lo, "hi": hi,
                     "n_poison": len(indices), "n_poison_duplicated": sum(i in pool for i in indices),
-                    **{f"paper_{d}": (paper[d][side] if d in paper else math.nan) for d in PAPER_DUPLICATES},
+                    **{f"paper_{d}": (ref[d][side] if d in ref else math.nan) for d in PAPER_DUPLICATES},
                 })
     return pd.DataFrame(rows)
 
@@ -489,26 +485,34 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
     sims: ``{cell name: nearest-training similarities}`` of the cells in ``rep``; guidance: the w of ``dup``.
 
     - "duplicate poisoning raises G1 / G2", per p: ours = G_dup - G_random (fraction) with Newcombe's
-      interval; reproduced when the interval lies above 0, partly when only the point does.
+      interval (:func:`bibad_utils.verdicts.compare`): reproduced when the interval lies above 0;
+      "underpowered" when it does not and the paper's largest rise at this p is below the test's minimum
+      detectable effect; partly when only the point is above 0; a row where the paper reports no such p
+      is of kind "no paper number".
     - "poisoned DMs replicate more than the clean DM", per random-poisoning cell of ``rep``: the
-      replication-rate difference (Newcombe) and the mean-similarity difference (Welch interval).
-    - the finder's precision and recall on planted duplicates: informational ("not tested").
+      replication-rate difference (Newcombe) and the mean-similarity difference (Welch interval); the
+      paper's claim is qualitative (kind "no paper number").
+    - the finder's precision and recall on planted duplicates: a control of our measure ("not tested").
     """
-    from bibad_utils.report import claim_row, verdict_greater
+    from bibad_utils.report import claim_row
 
     rows = []
     for (p, metric), r in dup.groupby(["p", "metric"], sort=True):
         r = r.set_index("pool")
         d, lo, hi = rate_difference(int(r.loc["duplicate", "k"]), int(r.loc["duplicate", "n"]),
                                     int(r.loc["random", "k"]), int(r.loc["random", "n"]))
-        paper = paper_duplicate_values(p, metric)
-        paper_txt = ", ".join(f"{dup_v - rnd_v:+.3f} ({PAPER_DATASETS[ds]})" for ds, (rnd_v, dup_v) in paper.items())
+        values = paper_duplicate_values(p, metric)
+        key = f"duplicates_{metric.lower()}"
+        effect = max((dup_v - rnd_v for rnd_v, dup_v in values.values()), default=None)
+        j = verdicts.compare(d, lo, hi, reference=0.0, paper_effect=effect)
         rows.append(claim_row(
             STAGE, f"Poisoning duplicated images raises {metric}", metric=f"{metric}(duplicate) - {metric}(random)",
-            setting=f"{r['attack'].iloc[0]}, p={p:g}, w={guidance:g}", paper=paper_txt, ours=d, lo=lo, hi=hi,
-            verdict=verdict_greater(lo, d, 0.0),
+            setting=f"{r['attack'].iloc[0]}, p={p:g}, w={guidance:g}", paper=paper.paper_text(key, p=p), key=key,
+            kind="" if values else "no paper number", ours=d, lo=lo, hi=hi, verdict=j.verdict,
             note=(f"{metric}: {r.loc['random', 'ours']:.3f} (random) vs {r.loc['duplicate', 'ours']:.3f} "
-                  f"(duplicate), n = {int(r.loc['random', 'n'])} each; Newcombe 95 % interval")))
+                  f"(duplicate), n = {int(r.loc['random', 'n'])} each; Newcombe 95 % interval"
+                  + (f"; paper's largest rise at this p {effect:+.3f}" if effect is not None else "")
+                  + (f"; {j.verdict}: {j.reason}" if j.reason else ""))))
     clean = rep[rep["kind"] == "clean"]
     if len(clean):
         c = clean.iloc[0]
@@ -519,20 +523,22 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
             rows.append(claim_row(
                 STAGE, "Poisoned DMs replicate training images more than the clean DM",
                 metric=f"replication rate (cos > {threshold:.4g}), poisoned - clean", setting=r["cell"],
-                paper="qualitative (slides, Figure R3)", ours=d, lo=lo, hi=hi, verdict=verdict_greater(lo, d, 0.0),
+                paper=paper.paper_text("replication"), key="replication", ours=d, lo=lo, hi=hi,
+                verdict=verdicts.compare(d, lo, hi).verdict,
                 note=f"{int(r['k'])}/{int(r['n'])} vs {int(c['k'])}/{int(c['n'])} replicas; Newcombe 95 % interval"))
             d, lo, hi = mean_difference(sims[r["cell"]], sims[c["cell"]])
             rows.append(claim_row(
                 STAGE, "Poisoned DMs' generations lie closer to their nearest training image",
                 metric="mean nearest-training cosine, poisoned - clean", setting=r["cell"],
-                paper="qualitative (slides, Figure R3)", ours=d, lo=lo, hi=hi, verdict=verdict_greater(lo, d, 0.0),
+                paper=paper.paper_text("replication"), key="replication", ours=d, lo=lo, hi=hi,
+                verdict=verdicts.compare(d, lo, hi).verdict,
                 note=f"means {r['mean_sim']:.4f} vs {c['mean_sim']:.4f}; Welch normal 95 % interval"))
     f = finder.iloc[0]
     for metric in ("precision", "recall"):
         rows.append(claim_row(
             STAGE, "The duplicate finder recovers planted near-duplicates", metric=f"pairwise {metric}",
             setting=f"{f['embedding']}, cos >= {float(f['threshold']):.4g}", ours=float(f[metric]),
-            verdict="not tested",
+            verdict="not tested", key="duplicate_finder",
             note="validates our measure on the planted groups; the paper has no counterpart"))
     return rows
 
@@ -550,8 +556,7 @@ def verdict_phrase(rows: list[dict], claim_prefix: str) -> str:
     sel = [r["verdict"] for r in rows if r["claim"].startswith(claim_prefix)]
     if not sel:
         return "no setting"
-    counts = ", ".join(f"{sel.count(v)} {v}" for v in ("reproduced", "partly", "not reproduced", "not tested")
-                       if sel.count(v))
+    counts = ", ".join(f"{sel.count(v)} {v}" for v in verdicts.VERDICTS if sel.count(v))
     return f"{len(sel)} setting{'s' if len(sel) > 1 else ''}: {counts}"
 
 
@@ -562,14 +567,15 @@ def resolution_sentence(rows: list[dict]) -> str:
     if not dup:
         return "No duplicate-poisoning comparison ran in this profile."
     half = max((r["ours_hi"] - r["ours_lo"]) / 2 for r in dup)
-    paper = max(abs(b - a) for table in PAPER_DUPLICATES.values() for v in table.values()
-                for a, b in v.values()) / 100.0
-    if half > paper:
+    largest = max(abs(b - a) for table in PAPER_DUPLICATES.values() for v in table.values() for a, b in v.values())
+    mde = max(verdicts.mde_from_interval(r["ours_lo"], r["ours_hi"]) for r in dup)
+    if half > largest:
         return (f"Our intervals on the difference reach ±{half:.1%}, wider than the largest difference the paper "
-                f"reports ({paper:.1%}): an effect of the paper's size could not be detected here, so a verdict "
-                f"short of \"reproduced\" means \"not detected\" rather than \"contradicted\".")
+                f"reports ({largest:.1%}); the tests could detect only rises of {mde:.1%} or more (80 % power, "
+                f"alpha 0.05), so where the paper's rise is smaller the verdict is \"underpowered\": not "
+                f"detected rather than contradicted.")
     return (f"Our intervals on the difference are at most ±{half:.1%} wide, narrower than the largest difference "
-            f"the paper reports ({paper:.1%}): an effect of that size would have been detected.")
+            f"the paper reports ({largest:.1%}): an effect of that size would have been detected.")
 
 
 def glue_values(study: Study, finder: pd.DataFrame, dup: pd.DataFrame, rep: pd.DataFrame,
