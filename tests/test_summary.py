@@ -236,6 +236,10 @@ def test_glue_values_count_and_name_what_is_missing():
     assert g["nb08_missing_stages"] == "05_castle_walls, 06_memorization"
     assert (g["nb08_n_families"], g["nb08_n_families_tested"]) == (n_fam, 2)
     assert "Insight 2, phase transition" in g["nb08_uncovered"] and "amplification" not in g["nb08_uncovered"]
+    # the paper's claims counted apart (here every row is one: no control, one family without a number)
+    assert (g["nb08_paper_reproduced"], g["nb08_paper_not_reproduced"]) == (1, 1)
+    assert g["nb08_n_paper"] + g["nb08_n_control"] + g["nb08_n_nonumber"] == g["nb08_n_claims"]
+    assert g["nb08_n_nonumber"] == 1 and g["nb08_headline"].startswith(f"{g['nb08_n_paper']} paper claims: ")
     full = sm.frame_from_rows([row(k) for k in FAMILY_ROWS], sm.CLAIM_STAGES)
     g = sm.glue_values(full)
     assert g["nb08_uncovered"] == "none" and g["nb08_missing_stages"] == "none"
