@@ -14,6 +14,8 @@ The rules:
   interval lies beyond the reference; when it does not, a test too weak to see an effect of the paper's
   size (minimum detectable effect, :func:`mde_from_interval`, larger than the paper's effect) says
   "underpowered", not "not reproduced"; an interval wholly on the wrong side says "not reproduced".
+- :func:`non_inferior`: "ours is comparable" (at most a margin worse), with "underpowered" when the
+  interval is wider than the margin.
 - :func:`phase_transition`: Insight 2 over however many poisoning ratios a run has, on the slides'
   quantities (#G1 - #triggered training images and #G2 - the same, per p, as fractions of the
   generations) and on a significant fall of the G2 share G2 / (G1 + G2) (Cochran-Armitage trend test;
@@ -149,6 +151,35 @@ def compare(value: float, lo: float, hi: float, *, reference: float = 0.0, direc
                                          f"alpha 0.05); the paper's effect is {abs(paper_effect):.3f}", mde)
     if sign * (value - thr) > 0:
         return Judgement("partly", "the point estimate agrees, its interval does not exclude the reference", mde)
+    return Judgement("not reproduced", "", mde)
+
+
+def non_inferior(value: float, lo: float, hi: float, *, margin: float, baseline: Check | None = None,
+                 z: float = Z95) -> Judgement:
+    """Verdict for "ours is comparable: at most ``margin`` below zero" (e.g. TA(DC) - TA(classifier) with a
+    margin of 0.05), from the difference ``value`` and its 95 % interval ``[lo, hi]``.
+
+    Reproduced when ``lo > -margin``; not reproduced when ``hi < -margin``; otherwise "underpowered" when
+    the interval is too wide for any outcome to prove comparability (its half-width exceeds ``margin``:
+    even a difference of zero would leave the lower bound below ``-margin``), else "partly" when the point
+    is above ``-margin`` and "not reproduced" when not. A failed ``baseline`` gives "not tested"."""
+    if margin <= 0:
+        raise ConfigError("margin", margin, "a positive number (the largest shortfall still 'comparable')")
+    if baseline is not None and not baseline.ok:
+        return Judgement("not tested", baseline.reason)
+    if not _finite(value, lo, hi):
+        return Judgement("not tested", "no measurement")
+    mde = mde_from_interval(lo, hi, z=z)
+    if lo > -margin:
+        return Judgement("reproduced", "", mde)
+    if hi < -margin:
+        return Judgement("not reproduced", f"the interval lies wholly below -{margin:g}", mde)
+    half = (hi - lo) / 2
+    if half > margin:
+        return Judgement("underpowered", f"the interval's half-width {half:.3f} exceeds the margin {margin:g}: "
+                                         "a test this size cannot show comparability at these rates", mde)
+    if value > -margin:
+        return Judgement("partly", f"the point estimate is within the margin {margin:g}, its interval is not", mde)
     return Judgement("not reproduced", "", mde)
 
 
@@ -323,4 +354,4 @@ def headline(rows) -> str:
 
 __all__ = ["CHANCE_AUROC", "Check", "Judgement", "VERDICTS", "baseline_check", "compare", "count_verdicts",
            "false_alarm_check", "first_failed", "greater", "headline", "less", "mde_from_interval",
-           "mde_two_proportions", "phase_transition", "row_kind", "share_trend"]
+           "mde_two_proportions", "non_inferior", "phase_transition", "row_kind", "share_trend"]

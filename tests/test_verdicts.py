@@ -73,6 +73,24 @@ def test_mde_from_interval_and_two_proportions_agree():
     assert math.isnan(v.mde_from_interval(math.nan, 0.1))
 
 
+def test_non_inferior_comparable_ta():
+    # 60 vs 60 images, both 60/60: the difference 0 has a lower bound of -0.060, below a 0.05 margin, so
+    # no outcome of 60 images could show comparability; at 100 images a perfect tie can
+    d, lo, hi = newcombe_difference(60, 60, 60, 60)
+    j = v.non_inferior(d, lo, hi, margin=0.05)
+    assert lo < -0.05 and j.verdict == "underpowered"
+    assert v.non_inferior(*newcombe_difference(100, 100, 100, 100), margin=0.05).verdict == "reproduced"
+    assert v.non_inferior(*newcombe_difference(372, 400, 384, 400), margin=0.05).verdict == "partly"
+    assert v.non_inferior(*newcombe_difference(95, 100, 97, 100), margin=0.05).verdict == "underpowered"
+    assert v.non_inferior(-0.01, -0.03, 0.01, margin=0.05).verdict == "reproduced"
+    assert v.non_inferior(-0.2, -0.3, -0.1, margin=0.05).verdict == "not reproduced"
+    wide = v.non_inferior(0.0, -0.2, 0.2, margin=0.05)
+    assert wide.verdict == "underpowered" and "half-width" in wide.reason
+    assert v.non_inferior(0.0, -0.01, 0.01, margin=0.05, baseline=v.Check(False, "no")).verdict == "not tested"
+    with pytest.raises(ConfigError, match="margin"):
+        v.non_inferior(0.0, -0.01, 0.01, margin=0)
+
+
 def test_plain_rules():
     assert v.greater(0.1, 0.2, 0.0) == "reproduced"
     assert v.greater(-0.1, 0.2, 0.0) == "partly"
