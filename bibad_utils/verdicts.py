@@ -257,9 +257,10 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
     - G1 takes over: from the lowest to the highest p, #G1 - #triggered training images rises by more than
       #G2 - the same (as fractions of the generations: the rise of G1 exceeds the rise of G2).
 
-    Reproduced when both hold; "partly" when the share falls (point estimate) but not both hold;
-    "underpowered" when the fall is not significant and the drop's minimum detectable effect exceeds
-    ``paper_effect`` (the paper's drop of the G2 share); "not reproduced" when the share does not fall;
+    Reproduced when both hold; "partly" when the share falls significantly but G1 does not take over;
+    "underpowered" when the share changes significantly in neither direction and the drop's minimum
+    detectable effect exceeds ``paper_effect`` (the paper's drop of the G2 share); otherwise "partly" when
+    the share falls (point estimate) and "not reproduced" when it does not;
     "not tested" when some p has no triggered generation (the DM did not learn the trigger there).
 
     Returns ``verdict``, ``reason``, ``mde``, ``drop`` (share at the lowest p - share at the highest) with
@@ -295,9 +296,10 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
                                          f"p = {trend['p_fall']:.3g}) and G1 rises by {g1_rise:+.3f} vs G2 {g2_rise:+.3f}")
     elif d > 0 and significant:
         verdict, reason = "partly", f"the G2 share falls significantly, but G1 rises less than G2 ({g1_rise:+.3f} vs {g2_rise:+.3f})"
-    elif d > 0 and paper_effect is not None and _finite(mde) and abs(paper_effect) < mde:
-        verdict, reason = "underpowered", (f"the fall is not significant; the test could detect only drops of "
-                                           f"{mde:.3f} or more, the paper's drop is {abs(paper_effect):.3f}")
+    elif (not (_finite(trend["p_fall"]) and 1 - trend["p_fall"] < alpha) and paper_effect is not None
+          and _finite(mde) and abs(paper_effect) < mde):
+        verdict, reason = "underpowered", (f"no significant change of the G2 share; the test could detect only "
+                                           f"drops of {mde:.3f} or more, the paper's drop is {abs(paper_effect):.3f}")
     elif d > 0:
         verdict, reason = "partly", "the G2 share falls, not significantly"
     else:

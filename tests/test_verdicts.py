@@ -130,6 +130,11 @@ def test_phase_transition_other_verdicts():
     r = v.phase_transition(small, paper_effect=0.063)
     assert r["verdict"] == "underpowered" and r["mde"] > 0.063
     assert v.phase_transition(small)["verdict"] == "partly"
+    # a small rise that the test could not tell from the paper's fall: underpowered too; a clear rise is not
+    up = [{"p": 0.05, "n": 200, "n_G1": 30, "n_G2": 12}, {"p": 0.10, "n": 200, "n_G1": 60, "n_G2": 26}]
+    assert v.phase_transition(up, paper_effect=0.063)["verdict"] == "underpowered"
+    rise = [{"p": 0.05, "n": 400, "n_G1": 150, "n_G2": 30}, {"p": 0.10, "n": 400, "n_G1": 150, "n_G2": 120}]
+    assert v.phase_transition(rise, paper_effect=0.063)["verdict"] == "not reproduced"
     none = [{"p": 0.05, "n": 200, "n_G1": 0, "n_G2": 0}, {"p": 0.10, "n": 200, "n_G1": 60, "n_G2": 25}]
     r = v.phase_transition(none)
     assert r["verdict"] == "not tested" and "5 %" in r["reason"]
