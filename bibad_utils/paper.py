@@ -299,10 +299,12 @@ def paper_text(key: str, *, attack: str | None = None, p: float | None = None) -
         body = "; ".join(f"p = {100 * p:g} %: ASR {_pair(RESNET18[p]['ASR'], DIFFUSION_CLASSIFIER[0.0][p]['ASR'], 2)}"
                          for p in RESNET18) + " (ResNet-18 -> DC, p_filter 0; CIFAR-10)"
     elif key == "diffusion_classifier_ta":
-        body = "; ".join(f"p = {100 * p:g} %: TA {pct(RESNET18[p]['TA'], 2)} vs {pct(DIFFUSION_CLASSIFIER[0.0][p]['TA'], 2)}"
+        dc = DIFFUSION_CLASSIFIER[0.0]
+        body = "; ".join(f"p = {100 * p:g} %: TA {pct(RESNET18[p]['TA'], 2)} vs {pct(dc[p]['TA'], 2)}"
                          for p in RESNET18) + " (ResNet-18 vs DC, p_filter 0; CIFAR-10)"
     elif key == "p_filter":
-        body = "; ".join(f"p = {100 * p:g} %: DC ASR {_pair(DIFFUSION_CLASSIFIER[0.0][p]['ASR'], DIFFUSION_CLASSIFIER[0.1][p]['ASR'], 2)}"
+        dc0, dc10 = DIFFUSION_CLASSIFIER[0.0], DIFFUSION_CLASSIFIER[0.1]
+        body = "; ".join(f"p = {100 * p:g} %: DC ASR {_pair(dc0[p]['ASR'], dc10[p]['ASR'], 2)}"
                          for p in RESNET18) + " (p_filter 0 -> 10 %; CIFAR-10)"
     elif key in ("duplicates_g1", "duplicates_g2"):
         metric = key[-2:].upper()
@@ -357,7 +359,7 @@ def setting_text(key: str, *, attack: str | None = None, p: float | None = None)
     return "; ".join(parts) + f" [{SOURCES[c.source]}]"
 
 
-__all__ = ["setting_text", "CD_AUROC", "CLAIMS", "CLAIM_KEYS", "DATASET_NAMES", "DIFFUSION_CLASSIFIER", "DUPLICATES", "KINDS",
-           "N_TARGET_GENERATIONS", "PaperClaim", "RESNET18", "R_TRAIN", "SOURCES", "TRAIN_ON_GENERATIONS", "cd_auroc",
+__all__ = ["CD_AUROC", "CLAIMS", "CLAIM_KEYS", "DATASET_NAMES", "DIFFUSION_CLASSIFIER", "DUPLICATES", "KINDS",
+           "setting_text", "N_TARGET_GENERATIONS", "PaperClaim", "RESNET18", "R_TRAIN", "SOURCES", "TRAIN_ON_GENERATIONS", "cd_auroc",
            "claim", "diffusion_classifier", "duplicates", "g2_share", "paper_text", "pct", "phase_points",
            "r_train", "resnet18", "train_on_generations"]

@@ -293,9 +293,11 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
     span = f"p = {100 * low['p']:g} -> {100 * high['p']:g} % ({len(rows)} ratios)"
     if significant and takeover:
         verdict, reason = "reproduced", (f"the G2 share falls significantly over {span} (one-sided "
-                                         f"p = {trend['p_fall']:.3g}) and G1 rises by {g1_rise:+.3f} vs G2 {g2_rise:+.3f}")
+                                         f"p = {trend['p_fall']:.3g}) and G1 rises by {g1_rise:+.3f} vs G2 "
+                                         f"{g2_rise:+.3f}")
     elif d > 0 and significant:
-        verdict, reason = "partly", f"the G2 share falls significantly, but G1 rises less than G2 ({g1_rise:+.3f} vs {g2_rise:+.3f})"
+        verdict, reason = "partly", (f"the G2 share falls significantly, but G1 rises less than G2 "
+                                     f"({g1_rise:+.3f} vs {g2_rise:+.3f})")
     elif (not (_finite(trend["p_fall"]) and 1 - trend["p_fall"] < alpha) and paper_effect is not None
           and _finite(mde) and abs(paper_effect) < mde):
         verdict, reason = "underpowered", (f"no significant change of the G2 share; the test could detect only "
