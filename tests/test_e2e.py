@@ -66,8 +66,10 @@ def test_run_and_book_on_generated_notebooks(tmp_path):
     assert [n["status"] for n in record["notebooks"]] == ["ok", "ok"]
     assert all(n["seconds"] > 0 for n in record["notebooks"])
 
+    # the book is built under the run's configuration (the same --set options): it refuses chapters
+    # executed under another one
     book = bibad("book", "--profile", "smoke", "--notebooks-dir", str(notebooks),
-                 "--set", f"run_dir={run_dir}", "--output", str(out))
+                 "--set", f"run_dir={run_dir}", "--set", "sampling.n_target=7", "--output", str(out))
     assert book.returncode == 0, book.stdout + book.stderr
     first = read_html(out, "01_poisoning")
     assert "A generated first chapter" in first
