@@ -50,15 +50,20 @@ def detection_figure(det: pd.DataFrame):
             ax.set_title(name)
             ax.set_ylim(0, 1.05)
         axes[0].set_ylabel("AUROC (0.5 = chance)")
-        handles, labels = [], []
-        for ax in axes:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
-        fig.legend(handles, labels, loc="upper center", ncol=min(5, len(labels)), fontsize=8)
+        shared_legend(fig, axes, max_columns=5)
         fig.tight_layout(rect=(0, 0, 1, 0.86))
     return fig
+
+
+def shared_legend(fig, axes, max_columns: int):
+    """One legend at the top of ``fig`` with each label of ``axes`` once, in order of appearance."""
+    handles, labels = [], []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    fig.legend(handles, labels, loc="upper center", ncol=min(max_columns, len(labels)), fontsize=8)
 
 
 def _rate_panels(df: pd.DataFrame, x: str, hue: str, metrics=("TA", "ASR"), title: str | None = None,
@@ -92,13 +97,7 @@ def _rate_panels(df: pd.DataFrame, x: str, hue: str, metrics=("TA", "ASR"), titl
             ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
             ax.set_ylim(0, 1.05)
             ax.set_title(m)
-        handles, labels = [], []
-        for ax in axes:
-            for hd, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(hd)
-                    labels.append(lab)
-        fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), fontsize=8)
+        shared_legend(fig, axes, max_columns=4)
         if title:
             fig.suptitle(title, y=0.01, va="bottom", fontsize=9)
         fig.tight_layout(rect=(0, 0.03 if title else 0, 1, 0.86))
