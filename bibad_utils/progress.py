@@ -213,6 +213,38 @@ def task(stage: str, label: str, total: int, unit: str = "step", done: int = 0) 
     return Task(stage, label, total, unit, done)
 
 
+class Bar:
+    """A tqdm bar (``show``) and a live :class:`Task` moved together by increments, for loops that
+    report both to a notebook and to ``bibad run``: ``with Bar("classifier", "resnet", 300) as b: ...
+    b.update(1)``. ``label`` may change while it runs (:meth:`relabel`)."""
+
+    def __init__(self, stage: str, label: str, total: int, unit: str = "step", show: bool = True):
+        from tqdm.auto import tqdm
+
+        self.task = Task(stage, label, total, unit)
+        self.bar = tqdm(total=total, desc=f"{stage} {label}".strip(), unit=unit, disable=not show, leave=False)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+        self.task.update(self.task.done + n)
+
+    def relabel(self, label: str) -> None:
+        self.task.label = label
+        self.bar.set_description(f"{self.task.stage} {label}".strip(), refresh=False)
+        self.task.update(self.task.done, force=True)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.task.close()
+
+    def __enter__(self) -> "Bar":
+        self.task.update(self.task.done, force=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def write_state(path: Path, state: dict) -> None:
     """Write ``state`` as JSON to ``path`` atomically (a reader never sees half a file)."""
     path = Path(path)

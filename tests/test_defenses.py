@@ -471,3 +471,16 @@ def test_spread_order_is_a_permutation_with_spread_prefixes():
         assert sorted(order) == list(range(n))
     assert defenses._spread_order(8)[:4] == [0, 4, 2, 6]
 
+
+
+def test_diffusion_classifier_reports_to_the_live_progress_line(tiny_dm, tmp_path, monkeypatch):
+    from bibad_utils import progress
+
+    model, images, _ = tiny_dm
+    path = tmp_path / "progress.json"
+    monkeypatch.setenv(progress.ENV_FILE, str(path))
+    defenses.diffusion_classify(model, images[:5], n_levels=2, seed=0, batch_size=6,
+                                report=("diffusion classifier", "badnets1-5% clean"))
+    state = progress.read_state(path)
+    assert (state["stage"], state["label"], state["unit"]) == ("diffusion classifier", "badnets1-5% clean", "img")
+    assert state["done"] == state["total"] == 5

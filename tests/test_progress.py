@@ -281,3 +281,35 @@ def test_run_shows_the_kernels_progress(tmp_path, monkeypatch, tty):
     summary = text[text.index("notebook "):]
     assert "01_first" in summary and "02_second" in summary and "bibad book --profile smoke" in summary
     assert not (tmp_path / "run" / "executed" / pipeline.PROGRESS_FILE).exists()
+
+
+def test_bar_moves_the_live_task_by_increments_and_relabels(tmp_path, monkeypatch):
+    path = tmp_path / "p.json"
+    monkeypatch.setenv(progress.ENV_FILE, str(path))
+    with progress.Bar("detect", "", 4, unit="run", show=False) as bar:
+        bar.relabel("CD badnets1-5% training (victim)")
+        state = progress.read_state(path)
+        assert (state["label"], state["done"], state["total"], state["unit"]) == (
+            "CD badnets1-5% training (victim)", 0, 4, "run")
+        bar.update(1)  # throttled: the next relabel writes it
+        bar.relabel("STRIP badnets1-5% training (victim)")
+        state = progress.read_state(path)
+        assert (state["label"], state["done"]) == ("STRIP badnets1-5% training (victim)", 1)
+        bar.update(3)  # the last unit always writes
+    assert progress.read_state(path)["done"] == 4
+
+
+def test_classifier_training_reports_its_steps(tmp_path, monkeypatch):
+    import numpy as np
+
+    from bibad_utils import judges
+
+    path = tmp_path / "p.json"
+    monkeypatch.setenv(progress.ENV_FILE, str(path))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8)
+    judges.train_classifier(images, np.arange(16) % 2, arch="small_cnn", seed=0, epochs=2, batch_size=8,
+                            lr=1e-3, progress=False)
+    state = progress.read_state(path)
+    assert (state["stage"], state["label"]) == ("train", "classifier small_cnn")
+    assert state["done"] == state["total"] == 4

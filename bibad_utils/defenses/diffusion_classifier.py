@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from bibad_utils.config import ConfigError
+from bibad_utils.progress import Task
 from bibad_utils.defenses._common import (_STREAM_DC, _batches, _check_device, _check_float, _check_images,
                                           _check_int, _eval_mode, _take_float)
 
@@ -123,7 +124,7 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
                        timesteps: Sequence[int] | None = None, batch_size: int = 64,
                        seed: int = 0, device="cpu", candidate_classes: Sequence[int] | None = None,
                        adaptive: Sequence[tuple[int, int]] | None = None,
-                       return_errors: bool = False):
+                       return_errors: bool = False, report: tuple[str, str] | None = None):
     """Classify images by the class whose conditional noise prediction fits best.
 
     For image x with encoding z = model.encode(x), noise levels t_1..t_S and noise eps_1..eps_S
@@ -154,6 +155,7 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
         candidate_classes: class indices to choose from (default all ``model.num_classes``).
         adaptive: pruning stages as above; None evaluates every class at every level.
         return_errors: also return a details dict.
+        report: ``(stage, label)`` of the live progress line of ``bibad run`` (a no-op outside a run).
 
     Returns:
         predictions: int64 array [N] of class indices.
@@ -208,7 +210,8 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
     predictions = np.empty(n, dtype=np.int64)
     unet_evals = 0
     images_per_chunk = max(1, batch_size // n_cand)
-    with _eval_mode(*_torch_modules(model)), torch.no_grad():
+    live = Task(*(report or ("diffusion classifier", "")), total=n, unit="img")
+    with _eval_mode(*_torch_modules(model)), torch.no_grad(), live:
         for start, stop in _batches(n, images_per_chunk):
             z = model.encode(_take_float(images, slice(start, stop), device))
             noise = torch.stack([_level_noise(seed, i, n_levels, z.shape[1:])
@@ -246,6 +249,7 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
             means = np.take_along_axis(np.nanmean(errors[start:stop], axis=2), alive, axis=1)
             winners = np.take_along_axis(alive, means.argmin(axis=1)[:, None], axis=1)[:, 0]
             predictions[start:stop] = classes[winners]
+            live.update(stop)
     if not return_errors:
         return predictions
     return predictions, {"errors": errors, "classes": classes, "timesteps": timesteps,

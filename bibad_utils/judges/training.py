@@ -14,12 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from bibad_utils.config import ConfigError
 from bibad_utils.judges.augment import augment_batch, check_photometric
 from bibad_utils.judges.images import as_images, nontarget
 from bibad_utils.judges.models import Classifier, build_classifier
+from bibad_utils.progress import Bar
 
 OPTIMIZERS = ("adamw", "sgd")
 # Used when ``weight_decay`` is None; decoupled (AdamW) and L2 (SGD) decay live on different scales.
@@ -59,7 +59,7 @@ def _fit(model: Classifier, n: int, get_batch: Callable[[np.ndarray], tuple[torc
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
     pad = model.config["image_size"] // 32 if crop_pad is None else int(crop_pad)
     history = []
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    bar = Bar("train", desc, total, show=progress)
     for epoch in range(epochs):
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen).numpy()
@@ -81,7 +81,7 @@ def _fit(model: Classifier, n: int, get_batch: Callable[[np.ndarray], tuple[torc
             bar.update(1)
         history.append(dict(epoch=epoch + 1, loss=loss_sum / seen, train_accuracy=correct / seen,
                             lr=sched.get_last_lr()[0], seconds=time.perf_counter() - t0))
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        bar.bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
     bar.close()
     _precise_batchnorm(model, n, get_batch, batch_size, gen, device)
     model.eval()

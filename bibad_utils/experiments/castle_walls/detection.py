@@ -29,6 +29,7 @@ from bibad_utils.experiments.castle_walls.stats import (_auroc_or_nan, _paper_at
                                                         auroc_interval, stratified_subset)
 from bibad_utils.experiments.castle_walls.victims import (_all_gen, _nontarget_test_indices, classifier_key,
                                                           trained_classifier)
+from bibad_utils.progress import Bar
 
 
 def clean_dm_flag_rate(study, kind: str) -> dict:
@@ -166,12 +167,18 @@ def detection_table(study, cells=None) -> pd.DataFrame:
     """
     d = defense_config(study)
     rows = []
-    for cell in cells or study.grid_cells():
-        for set_name, clf in scored_combinations(study):
-            res = detection_scores(study, cell, set_name, clf)
-            truth = res["truth"]
+    cells = list(cells or study.grid_cells())
+    combos = scored_combinations(study)
+    live = Bar("detect", "", len(cells) * len(combos) * len(DETECTORS), unit="run", show=False)
+    for cell in cells:
+        sets = detection_sets(study, cell)
+        for set_name, clf in combos:
+            truth = sets[set_name]["truth"]
             for det in DETECTORS:
-                auc, lo, hi = auroc_interval(res[det], truth, d["n_boot"], study.seed)
+                live.relabel(f"{det} {cell.name} {set_name} ({clf})")
+                res = detector_scores(study, cell, set_name, det, clf, sets)
+                live.update(1)
+                auc, lo, hi = auroc_interval(res["scores"], truth, d["n_boot"], study.seed)
                 paper = _paper_at(PAPER_CD_AUROC, (cell.kind, cell.ratio)) if det == "CD" else None
                 note = ""
                 if math.isnan(auc):
@@ -180,9 +187,10 @@ def detection_table(study, cells=None) -> pd.DataFrame:
                 rows.append({"cell": cell.name, "attack": cell.kind, "p": cell.ratio, "detector": det,
                              "set": set_name, "classifier": clf, "n": len(truth), "n_poisoned": int(truth.sum()),
                              "n_clean": int((~truth).sum()), "auroc": auc, "auroc_lo": lo, "auroc_hi": hi,
-                             "seconds": float(res["seconds"][det]),
+                             "seconds": float(res["seconds"]),
                              "paper": math.nan if paper is None or set_name == "known answer"
                              else paper[set_name == "generated"], "note": note})
+    live.close()
     return pd.DataFrame(rows)
 
 

@@ -62,8 +62,10 @@ def dc_predictions(study, cell, p_filter: float) -> dict:
         model = study.model(cell)
         kw = dict(n_levels=d["dc_levels"], p_filter=float(p_filter), batch_size=d["dc_batch_size"],
                   seed=study.seed, device=study.device, adaptive=d["dc_adaptive"], return_errors=True)
-        pc, dc = D.diffusion_classify(model, imgs["clean"], **kw)
-        pt, dt = D.diffusion_classify(model, imgs["triggered"], **kw)
+        label = f"{cell.name} p_filter={p_filter:g}"
+        pc, dc = D.diffusion_classify(model, imgs["clean"], report=("diffusion classifier", f"{label} clean"), **kw)
+        pt, dt = D.diffusion_classify(model, imgs["triggered"], report=("diffusion classifier", f"{label} triggered"),
+                                      **kw)
         st.save_array(art.dir / "pred_clean.npy", pc)
         st.save_array(art.dir / "pred_triggered.npy", pt)
         st.save_array(art.dir / "labels.npy", imgs["labels"])
