@@ -27,14 +27,14 @@ $(STAMP): pyproject.toml
 RUN_FLAGS := $(if $(RETRAIN_BASE),--retrain-base) $(if $(THREADS),--threads $(THREADS))
 
 book: $(STAMP)
-	$(PY) -m bibad_utils.pipeline run --profile $(PROFILE) $(RUN_FLAGS)
-	$(PY) -m bibad_utils.pipeline book --profile $(PROFILE)
+	$(PY) -m bibad_utils.cli run --profile $(PROFILE) $(RUN_FLAGS)
+	$(PY) -m bibad_utils.cli book --profile $(PROFILE)
 
 # unit tests first (fast), then the end-to-end runs (papermill + book build)
 test: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -m "not slow"
 	@# the page checks open the built book in headless Chromium: install it (quietly) when none is found
-	@$(PY) -c "import sys; from bibad_utils.pagecheck import find_chromium; sys.exit(find_chromium() is None)" || { \
+	@$(PY) -c "import sys; from bibad_utils.publish.pagecheck import find_chromium; sys.exit(find_chromium() is None)" || { \
 	  as_root=$$([ "$$(id -u)" = 0 ] || echo sudo -n); echo "installing chromium (apt-get) ..."; \
 	  $$as_root apt-get update -qq && $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	} || echo "warning: chromium could not be installed: the page checks of the book will be skipped"

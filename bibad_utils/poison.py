@@ -13,12 +13,15 @@ import math
 import numpy as np
 import torch
 
-from bibad_utils.config import ConfigError
+from bibad_utils.config import CONTROLS, ConfigError
 from bibad_utils.data import PROMPT_TEMPLATE, ImageSet, _as_index, to_float, to_uint8
 from bibad_utils.triggers import TRIGGERS, Trigger, make_trigger
 
-# the two controls, then every trigger kind of the registry
-POISON_KINDS = ("clean", "relabel", *TRIGGERS)
+
+def poison_kinds() -> tuple[str, ...]:
+    """What a training set may be made of: the two controls and every registered trigger kind (read from
+    :data:`bibad_utils.triggers.TRIGGERS` at each call, so that a kind registered later is accepted)."""
+    return (*CONTROLS, *TRIGGERS)
 
 
 def r_train(n_poison: int, n_target_clean: int) -> float:
@@ -194,8 +197,8 @@ def poison_dataset(dataset: ImageSet, kind: str, ratio: float, target: int, seed
     ``make_trigger(kind, dataset.image_size, seed=seed)``; a given trigger must be of the same kind).
     pool: candidate indices (duplicate poisoning).
     """
-    if kind not in POISON_KINDS:
-        raise ConfigError("kind", kind, " | ".join(POISON_KINDS))
+    if kind not in poison_kinds():
+        raise ConfigError("kind", kind, " | ".join(poison_kinds()))
     n_classes = len(dataset.class_names)
     if not isinstance(target, (int, np.integer)) or not 0 <= target < n_classes:
         raise ConfigError("target", target, f"a class index in [0, {n_classes})")

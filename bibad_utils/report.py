@@ -24,6 +24,10 @@ from bibad_utils.verdicts import VERDICTS, greater, row_kind
 
 COLUMNS = ("stage", "claim", "setting", "metric", "paper", "ours", "ours_lo", "ours_hi", "verdict", "note")
 OPTIONAL_COLUMNS = ("key", "kind")
+# The run's teaser (drawn by the results chapter into <run_dir>/figures/, staged into the book by
+# bibad_utils.publish.book as book/_generated/, copied to results/<profile>/ by bibad readme).
+TEASER_PNG, TEASER_CAPTION = "teaser.png", "teaser_caption.md"
+GENERATED_DIR = "_generated"  # per-build files of the book's first page, never committed
 
 
 def claim_row(stage: str, claim: str, *, metric: str, ours: float, verdict: str, setting: str = "",

@@ -34,11 +34,15 @@ import numpy as np
 import torch
 
 from bibad_utils import store as st
-from bibad_utils.config import (ATTACKS, CONTROLS, ConfigError, deep_merge, load_profile, resolve_device,
+from bibad_utils.config import (CONTROLS, ConfigError, attack_kinds, deep_merge, load_profile, resolve_device,
                                 validate_profile)
 
 POOLS = ("random", "duplicate")
-TRAIN_SEED_KEYS = ("default",) + CONTROLS + ATTACKS
+
+
+def train_seed_keys() -> tuple[str, ...]:
+    """The keys ``train_seeds`` may name: ``default``, the controls and every registered trigger kind."""
+    return ("default",) + CONTROLS + attack_kinds()
 
 
 def validate_train_seeds(section, prefix: str = "train_seeds") -> dict:
@@ -54,8 +58,8 @@ def validate_train_seeds(section, prefix: str = "train_seeds") -> dict:
         raise ConfigError(prefix, section, "an integer >= 1 or a mapping {default: N, KIND: N}")
     out = {"default": 1}
     for key, value in section.items():
-        if key not in TRAIN_SEED_KEYS:
-            raise ConfigError(f"{prefix}.{key}", value, f"a key among {list(TRAIN_SEED_KEYS)}")
+        if key not in train_seed_keys():
+            raise ConfigError(f"{prefix}.{key}", value, f"a key among {list(train_seed_keys())}")
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{prefix}.{key}", value, "an integer >= 1 (training runs per cell)")
         out[key] = int(value)
@@ -124,7 +128,7 @@ class Cell:
     @property
     def trigger_kind(self) -> str | None:
         """The trigger stamped on poisoned images (None for the controls)."""
-        return None if self.kind in ("clean", "relabel") else self.kind
+        return None if self.kind in CONTROLS else self.kind
 
 
 @dataclass

@@ -224,12 +224,15 @@ class TriggerOption:
 
 @dataclass(frozen=True)
 class TriggerKind:
-    """A trigger kind: ``builder(image_size, seed, **options)`` returns its :class:`Trigger`."""
+    """A trigger kind: ``builder(image_size, seed, **options)`` returns its :class:`Trigger`; ``derive``
+    (optional) ``(options, image_size, param) -> options`` fills the derived options after the checks
+    (e.g. a pattern file's sha256)."""
 
     name: str
     builder: Callable[..., Trigger]
     options: tuple[TriggerOption, ...]
     summary: str
+    derive: Callable[[dict, int, str], dict] | None = None
 
     def option(self, name: str) -> TriggerOption | None:
         return next((o for o in self.options if o.name == name), None)
@@ -241,6 +244,17 @@ class TriggerKind:
 
 def _pattern_ok(value, image_size) -> bool:
     return value is None or (isinstance(value, str) and bool(value.strip()))
+
+
+def _derive_pattern_sha256(options: dict, image_size: int, param: str) -> dict:
+    """badnets2: open and check the pattern file (when one is given) and record its sha256, so that the
+    artifact keys follow the file's content."""
+    out = dict(options)
+    out.pop("pattern_sha256", None)
+    if out.get("pattern_path") is not None:
+        load_pattern(out["pattern_path"], image_size, param=f"{param}.pattern_path")
+        out["pattern_sha256"] = file_sha256(resolve_pattern_path(out["pattern_path"]))
+    return out
 
 
 TRIGGERS: dict[str, TriggerKind] = {
@@ -255,7 +269,7 @@ TRIGGERS: dict[str, TriggerKind] = {
                       lambda s: "null (the drawn cartoon pattern) or the path of a square, opaque image file"),
         TriggerOption("pattern_sha256", None, lambda v, s: v is None or isinstance(v, str),
                       lambda s: "the sha256 of the pattern file (computed by the profile check)", derived=True),
-    ), "a full-image pattern blended in with weight alpha"),
+    ), "a full-image pattern blended in with weight alpha", derive=_derive_pattern_sha256),
     "wanet": TriggerKind("wanet", WarpTrigger, (
         TriggerOption("grid", 4, lambda v, s: _is_integer(v) and 2 <= v <= s,
                       lambda s: f"an integer in [2, {s}] (control points per side of the warp field)"),
@@ -263,7 +277,15 @@ TRIGGERS: dict[str, TriggerKind] = {
                       lambda s: "a number > 0 (twice the mean displacement in pixels)"),
     ), "a fixed smooth warp of the whole image"),
 }
-TRIGGER_KINDS = tuple(TRIGGERS)
+
+
+def register_trigger(kind: TriggerKind) -> TriggerKind:
+    """Add ``kind`` to :data:`TRIGGERS`: profiles may then name it among their ``attacks`` and set its
+    options under ``triggers``; a name already taken is an error."""
+    if kind.name in TRIGGERS:
+        raise ConfigError("trigger kind", kind.name, f"a name not among {list(TRIGGERS)}")
+    TRIGGERS[kind.name] = kind
+    return kind
 
 
 def validate_trigger_options(kind: str, options, image_size: int, prefix: str = "triggers.") -> dict:
@@ -289,12 +311,7 @@ def validate_trigger_options(kind: str, options, image_size: int, prefix: str = 
                               f"a known option of {kind}{hint}: one of {list(spec.settable)}")
         if not opt.check(value, image_size):
             raise ConfigError(f"{prefix}{kind}.{name}", value, opt.allowed(image_size))
-    if kind == "badnets2":
-        out.pop("pattern_sha256", None)
-        if out.get("pattern_path") is not None:
-            load_pattern(out["pattern_path"], image_size, param=f"{prefix}badnets2.pattern_path")
-            out["pattern_sha256"] = file_sha256(resolve_pattern_path(out["pattern_path"]))
-    return out
+    return spec.derive(out, image_size, f"{prefix}{kind}") if spec.derive is not None else out
 
 
 def make_trigger(kind: str, image_size: int, seed: int = 0, **options) -> Trigger:

@@ -24,11 +24,11 @@ def tiny_procedural():
 
 
 def run_bibad(*args, timeout=3000) -> subprocess.CompletedProcess:
-    """``python -m bibad_utils.pipeline ARGS`` from the repository root, one thread, hub offline."""
+    """``python -m bibad_utils.cli ARGS`` from the repository root, one thread, hub offline."""
     from bibad_utils.config import REPO_ROOT
 
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "bibad_utils.pipeline", *args], cwd=REPO_ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "bibad_utils.cli", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -38,7 +38,7 @@ def smoke_book(tmp_path_factory) -> Path:
     any) into ``<out>/run``, then the book built strictly from them. Built once per test session and
     shared by the end-to-end test and the page checks (the smoke run is the slowest step of the suite)."""
     from bibad_utils.config import REPO_ROOT
-    from bibad_utils.pipeline import find_stages
+    from bibad_utils.publish.notebooks import find_stages
 
     out = tmp_path_factory.mktemp("smoke-book")
     run_dir = out / "run"

@@ -23,7 +23,8 @@ from bibad_utils.publish.pagecheck import (KNOWN_CONSOLE_NOISE, check_pages, fin
                                            format_report, image_problems, link_problems, math_problems,
                                            page_requests, redirect_target, remote_resources, screenshot_problems,
                                            traceback_problems, widget_problems)
-from bibad_utils.pipeline import find_stages, toc_files
+from bibad_utils.publish.book import toc_files
+from bibad_utils.publish.notebooks import find_stages
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
 
@@ -167,7 +168,7 @@ def test_screenshot_problems(tmp_path):
 
 
 def _bibad(*args, timeout=3000):
-    return subprocess.run([sys.executable, "-m", "bibad_utils.pipeline", *args], cwd=REPO_ROOT, env=ENV,
+    return subprocess.run([sys.executable, "-m", "bibad_utils.cli", *args], cwd=REPO_ROOT, env=ENV,
                           capture_output=True, text=True, timeout=timeout)
 
 

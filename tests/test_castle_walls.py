@@ -116,8 +116,8 @@ def test_paper_lookup_tolerates_float_rounding():
 
 def test_validate_config_fills_defaults_and_merges_subsections():
     cfg = cw.validate_config({"cd": {"steps": 7}, "p_filter": [0, 0.1]})
-    assert cfg["cd"]["steps"] == 7 and cfg["cd"]["lr"] == cw.DEFAULTS["cd"]["lr"]
-    assert cfg["strip"] == cw.DEFAULTS["strip"] and cfg["p_filter"] == [0.0, 0.1]
+    assert cfg["cd"]["steps"] == 7 and cfg["cd"]["lr"] == cw.defaults()["cd"]["lr"]
+    assert cfg["strip"] == cw.defaults()["strip"] and cfg["p_filter"] == [0.0, 0.1]
     assert cw.validate_config({}) == cw.validate_config(None)
 
 
@@ -229,7 +229,7 @@ def test_diffusion_classifier_claims():
 def test_figures_from_tiny_tables():
     det = pd.DataFrame([{"cell": c, "detector": d, "set": s, "auroc": a, "auroc_lo": a - 0.1, "auroc_hi": a + 0.05,
                          "paper": 0.9 if d == "CD" else math.nan}
-                        for c in ("a", "b") for d in cw.DETECTORS for s, a in (("training", 0.7), ("generated", math.nan))])
+                        for c in ("a", "b") for d in cw.detectors() for s, a in (("training", 0.7), ("generated", math.nan))])
     assert isinstance(cw.detection_figure(det), Figure)
     tog = pd.DataFrame([_rates({"source": s}, 80, 20, paper_TA=0.9, paper_ASR=0.5, acc_generated=0.5)
                         for s in cw.SOURCES])
@@ -300,12 +300,12 @@ def test_detection_csv_columns_and_paper_caltech_ta(tmp_path):
     det = pd.DataFrame([{"cell": "c", "attack": "badnets1", "p": 0.05, "detector": d, "set": s, "classifier": c,
                          "n": 200, "n_poisoned": 100, "n_clean": 100, "auroc": 0.8, "auroc_lo": 0.7,
                          "auroc_hi": 0.9, "seconds": 1.0, "paper": math.nan, "note": ""}
-                        for d in cw.DETECTORS for s, c in (("known answer", "victim"), ("training", "victim"),
+                        for d in cw.detectors() for s, c in (("known answer", "victim"), ("training", "victim"),
                                                             ("generated", "generations classifier"))])
     csv = cw.detection_csv(det)
     assert list(csv.columns) == ["attack", "p", "detector", "set", "classifier", "auroc", "lo", "hi", "n_pos", "n_neg"]
-    assert len(csv) == 3 * len(cw.DETECTORS) and set(csv.set) == set(cw.SETS)
-    assert cw.DETECTORS == ("CD", "STRIP", "FCT", "FCT variant")
+    assert len(csv) == 3 * len(cw.detectors()) and set(csv.set) == set(cw.SETS)
+    assert cw.detectors() == ("CD", "STRIP", "FCT", "FCT variant")
     path = cw.save_detection_csv(tmp_path, det)
     assert path == tmp_path / "figures" / cw.DETECTION_CSV
     assert pd.read_csv(path).equals(pd.read_csv(io.StringIO(csv.to_csv(index=False, float_format="%.4f"))))

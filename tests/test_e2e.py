@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 from bibad_utils.config import REPO_ROOT
-from bibad_utils.pipeline import STAGE_TITLES, find_stages, notebook_errors, notebook_title
+from bibad_utils.publish.notebooks import STAGE_TITLES, find_stages, notebook_errors, notebook_title
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
 
 
 def bibad(*args, timeout=1500) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bibad_utils.pipeline", *args], cwd=REPO_ROOT, env=ENV,
+    return subprocess.run([sys.executable, "-m", "bibad_utils.cli", *args], cwd=REPO_ROOT, env=ENV,
                           capture_output=True, text=True, timeout=timeout)
 
 

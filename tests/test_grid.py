@@ -55,8 +55,10 @@ def test_full_profile_is_the_papers_grid(tmp_path):
 def test_mnist_profile_is_the_demo_grid_on_mnist5k():
     cfg, demo = load_profile("mnist"), load_profile("demo")
     assert cfg["dataset"]["name"] == "mnist5k" and cfg["dataset"]["image_size"] == demo["dataset"]["image_size"]
-    for key in ("attacks", "ratios", "controls", "model", "finetune", "sampling", "judges", "target"):
+    for key in ("attacks", "ratios", "controls", "model", "finetune", "judges", "target"):
         assert cfg[key] == demo[key], key
+    # the demo's sampling plus the reference's default w = 5, so that its claims get the w = 5 rows
+    assert cfg["sampling"] == {**demo["sampling"], "guidance": demo["sampling"]["guidance"] + [5]}
     # the same pre-training schedule; no shipped base DM (the one shipped was trained on the demo's data)
     assert cfg["pretrain"] == {k: v for k, v in demo["pretrain"].items() if k != "shipped"}
     assert "train_seeds" not in demo  # absent: one run per cell, and the resolved demo profile unchanged
@@ -176,7 +178,7 @@ def test_seeded_runs_stored_apart(tiny_grid):
 
 
 def test_compute_cell_writes_the_notebook_key(tmp_path):
-    from bibad_utils.pipeline import main
+    from bibad_utils.cli import main
 
     run_dir = tmp_path / "run"
     sets = [f"--set=run_dir={run_dir}", "--set=finetune.steps=2", "--set=finetune.checkpoint_every=2",
@@ -197,3 +199,48 @@ def test_compute_cell_writes_the_notebook_key(tmp_path):
     assert len(list((store / "finetune").iterdir())) == 1  # found, nothing recomputed
     _keys_only(study)
     assert study.model_key(cell.base) != built["finetune"][0]
+
+
+# ------------------------------------------------------------------ seeds and guidance in the claims
+def test_seed_spread_is_the_t_interval_of_the_runs():
+    import pandas as pd
+
+    from bibad_utils.experiments import insights as ins
+
+    keys = {"cell": "badnets1 p=5%", "attack": "badnets1", "control": False, "ratio": 0.05, "p": "5%",
+            "detector": "badnets1", "guidance": 1.0}
+    sdf = pd.DataFrame([{**keys, "train_seed": s, "r_gen": v, "G1": v / 2, "G2": v / 2, "G2_share": 0.5}
+                        for s, v in enumerate([0.2, 0.4, 0.6])])
+    sp = ins.seed_spread(sdf)
+    assert len(sp) == 1 and sp.n_seeds.iloc[0] == 3
+    r = sp.iloc[0]
+    assert r.r_gen_mean == pytest.approx(0.4) and r.r_gen_sd == pytest.approx(0.2)
+    half = 4.302652729911275 * 0.2 / 3 ** 0.5  # t(0.975, 2) * sd / sqrt(n)
+    assert r.r_gen_seed_lo == pytest.approx(max(0.0, 0.4 - half)) and r.r_gen_seed_hi == pytest.approx(0.4 + half)
+    got = ins.across_seeds(sp, "badnets1 p=5%", "badnets1", 1, "r_gen")
+    assert got["n"] == 3 and got["mean"] == pytest.approx(0.4)
+    assert ins.across_seeds(sp, "badnets1 p=5%", "badnets1", 5, "r_gen") is None
+    assert ins.seed_spread(pd.DataFrame()).empty
+
+
+def test_claims_use_the_runs_and_both_guidances(tiny_grid):
+    from bibad_utils.experiments import insights as ins
+
+    study = tiny_grid
+    assert ins.claim_guidances(study) == [1.0, 5.0]
+    sdf = ins.seed_table(study)
+    assert set(sdf.attack) == {"badnets1"} and set(sdf.train_seed) == {0, 1}  # the only cells trained twice
+    spread = ins.seed_spread(sdf)
+    assert set(spread.n_seeds) == {2} and len(spread) == 5 * 2  # 5 ratios x 2 guidances, one detector
+    gdf = ins.g_table(study)
+    rows = [r for w in ins.claim_guidances(study) for r in ins.insight_claims(study, gdf, guidance=w, spread=spread)]
+    amp = [r for r in rows if r["key"] == "amplification"]
+    assert {r["setting"].rsplit("w=", 1)[1] for r in amp} == {"1", "5"}
+    seeded = [r for r in amp if r["setting"].startswith("badnets1")]
+    assert seeded and all("across 2 training runs" in r["note"] for r in seeded)
+    assert not any("training runs" in r["note"] for r in amp if r["setting"].startswith("wanet"))
+    for r in seeded:
+        w = float(r["setting"].rsplit("w=", 1)[1])
+        cell = f"badnets1 p={r['setting'].split('p=')[1].split(',')[0]}"
+        sd = ins.across_seeds(spread, cell, "badnets1", w, "r_gen")
+        assert (r["ours"], r["ours_lo"], r["ours_hi"]) == pytest.approx((sd["mean"], sd["lo"], sd["hi"]))

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from bibad_utils import metrics
 from bibad_utils.config import ConfigError
 from bibad_utils.experiments import insights as ins
+from bibad_utils.experiments.insights.quality import _fid_plan as fid_plan
 from bibad_utils.report import COLUMNS, OPTIONAL_COLUMNS
 
 
@@ -234,9 +235,9 @@ def test_figures_from_hand_made_tables():
 def test_fid_plan_refuses_unknown_modes():
     study = SimpleNamespace(image_size=16)
     with pytest.raises(ConfigError, match="fid"):
-        ins._fid_plan(study, "yes")
-    assert ins._fid_plan(study, "off") == (False, "FID not computed (fid='off')")
-    use, note = ins._fid_plan(study, "auto")
+        fid_plan(study, "yes")
+    assert fid_plan(study, "off") == (False, "FID not computed (fid='off')")
+    use, note = fid_plan(study, "auto")
     assert not use and note
 
 

@@ -8,10 +8,12 @@ import nbformat
 import pytest
 import yaml
 
-from bibad_utils import pipeline
+from bibad_utils import cli
+from bibad_utils.publish import book, keys, notebooks, runner, vendor
 from bibad_utils.config import REPO_ROOT, ConfigError, load_profile
-from bibad_utils.pipeline import (STAGE_TITLES, find_stages, main, placeholder_page, select_stages,
-                                  stage_book_sources, toc_files)
+from bibad_utils.cli import main
+from bibad_utils.publish.book import placeholder_page, stage_book_sources, toc_files
+from bibad_utils.publish.notebooks import STAGE_TITLES, find_stages, select_stages
 
 
 def _notebook(path: Path, cells):
@@ -77,10 +79,10 @@ def test_no_notebooks_is_an_error(tmp_path, capsys):
 
 
 def test_profile_parameter_passed_to_notebooks(tmp_path):
-    assert pipeline._profile_parameter("smoke") == "smoke"
+    assert runner._profile_parameter("smoke") == "smoke"
     copy = tmp_path / "mine.yaml"
     copy.write_text((REPO_ROOT / "notebooks" / "profiles" / "smoke.yaml").read_text())
-    assert pipeline._profile_parameter(str(copy)) == str(copy.resolve())
+    assert runner._profile_parameter(str(copy)) == str(copy.resolve())
 
 
 def test_stages_command_lists_planned_stages(capsys, stage_dir):
@@ -115,8 +117,8 @@ def _executed(path: Path, error: bool = False, source_dir: Path | None = None, c
         cells[1].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="planted", traceback=[])]
     _notebook(path, cells)
     if source_dir is not None:
-        key = pipeline.execution_key(source_dir / path.name, cfg, pipeline.code_digest())
-        pipeline._stamp(path, key, {})
+        key = keys.execution_key(source_dir / path.name, cfg, keys.code_digest())
+        keys.stamp(path, key, {})
     return path
 
 
@@ -160,7 +162,7 @@ def test_parameter_cells_are_folded_on_the_page(tmp_path):
             nbformat.v4.new_output("execute_result", data={"text/plain": "2"}, execution_count=1)]
     body.outputs = [bar, kept[0], log, kept[1]]
     src = _notebook(tmp_path / "in.ipynb", [params, injected, body])
-    assert pipeline.notebook_for_book(src, tmp_path / "out.ipynb") == 2
+    assert book.notebook_for_book(src, tmp_path / "out.ipynb") == 2
     cells = nbformat.read(str(tmp_path / "out.ipynb"), 4).cells
     assert [c.metadata.get("tags", []) for c in cells] == [["parameters", "hide-cell"],
                                                            ["injected-parameters", "hide-cell"], []]
@@ -204,8 +206,8 @@ def test_book_refuses_unexecuted_notebooks_before_building(tmp_path, stage_dir, 
 
 
 def test_vendor_assets_without_npm_warns(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(pipeline.shutil, "which", lambda name: None)
-    assert pipeline.vendor_assets(tmp_path / "_vendor") is False
+    monkeypatch.setattr(vendor.shutil, "which", lambda name: None)
+    assert vendor.vendor_assets(tmp_path / "_vendor") is False
     assert "CDN" in capsys.readouterr().out
     assert not (tmp_path / "_vendor").exists()
 
@@ -214,26 +216,26 @@ def test_vendor_assets_without_npm_warns(tmp_path, monkeypatch, capsys):
 def test_execution_key_and_up_to_date(tmp_path):
     src = _notebook(tmp_path / "01_a.ipynb", [nbformat.v4.new_code_cell("x = 1")])
     cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
-    code = pipeline.code_digest()
-    key = pipeline.execution_key(src, cfg, code)
-    assert key == pipeline.execution_key(src, cfg, code)
-    assert key != pipeline.execution_key(src, load_profile("smoke", {"run_dir": str(tmp_path / "run"), "seed": 1}),
+    code = keys.code_digest()
+    key = keys.execution_key(src, cfg, code)
+    assert key == keys.execution_key(src, cfg, code)
+    assert key != keys.execution_key(src, load_profile("smoke", {"run_dir": str(tmp_path / "run"), "seed": 1}),
                                          code)
-    assert key != pipeline.execution_key(src, cfg, code + "changed")
+    assert key != keys.execution_key(src, cfg, code + "changed")
     run_dir = tmp_path / "run"
     (run_dir / "claims").mkdir(parents=True)
     dst = run_dir / "executed.ipynb"
-    assert not pipeline.up_to_date(dst, key, run_dir)  # never executed
+    assert not keys.up_to_date(dst, key, run_dir)  # never executed
     dst.write_bytes(src.read_bytes())
     claim = run_dir / "claims" / "a.json"
     claim.write_text("[1]")
-    pipeline._stamp(dst, key, pipeline._side_outputs(run_dir, 0.0))
-    assert pipeline.up_to_date(dst, key, run_dir)
-    assert not pipeline.up_to_date(dst, "other", run_dir)
+    keys.stamp(dst, key, keys.side_outputs(run_dir, 0.0))
+    assert keys.up_to_date(dst, key, run_dir)
+    assert not keys.up_to_date(dst, "other", run_dir)
     claim.write_text("[2]")
-    assert not pipeline.up_to_date(dst, key, run_dir)
+    assert not keys.up_to_date(dst, key, run_dir)
     claim.unlink()
-    assert not pipeline.up_to_date(dst, key, run_dir)
+    assert not keys.up_to_date(dst, key, run_dir)
 
 
 SEVEN_BAD_VALUES = [
@@ -292,7 +294,7 @@ def test_book_refuses_a_half_run_notebook(tmp_path):
     nb["cells"][1]["metadata"]["papermill"]["status"] = "pending"
     del nb["metadata"]["bibad"]
     done.write_text(json.dumps(nb))
-    assert pipeline.notebook_errors(done) == []
+    assert notebooks.notebook_errors(done) == []
     problems = _book_problems(tmp_path, cfg, tmp_path / "sources")
     assert len(problems) == 1 and "not run to the end" in problems[0]
     with pytest.raises(ConfigError, match="--no-strict"):
@@ -329,9 +331,9 @@ def test_dead_kernel_notebook_says_so_and_is_refused(tmp_path):
     nb["cells"][-1]["metadata"]["papermill"] = {"status": "completed"}
     del nb["metadata"]["bibad"]
     done.write_text(json.dumps(nb))
-    assert pipeline.mark_failed_execution(done, "DeadKernelError('Kernel died')")
-    assert not pipeline.mark_failed_execution(done, "again")  # already marked: unchanged
-    errors = pipeline.notebook_errors(done)
+    assert notebooks.mark_failed_execution(done, "DeadKernelError('Kernel died')")
+    assert not notebooks.mark_failed_execution(done, "again")  # already marked: unchanged
+    errors = notebooks.notebook_errors(done)
     assert len(errors) == 1 and errors[0].startswith("DeadKernelError: the execution stopped in this cell")
     marked = json.loads(done.read_text())
     assert marked["cells"][1]["outputs"][-1]["ename"] == "DeadKernelError"
@@ -357,7 +359,7 @@ def test_real_kernel_death_leaves_a_notebook_that_says_so(tmp_path, capsys):
     assert main(["run", "--profile", "smoke", "--notebooks-dir", str(folder), "--set", f"run_dir={run_dir}"]) == 1
     assert "Kernel died" in capsys.readouterr().out
     done = run_dir / "executed" / "01_poisoning.ipynb"
-    assert pipeline.notebook_errors(done)[0].startswith("DeadKernelError")
+    assert notebooks.notebook_errors(done)[0].startswith("DeadKernelError")
     cfg = load_profile("smoke", {"run_dir": str(run_dir)})
     problems = _book_problems(tmp_path, cfg, folder)
     assert problems and "DeadKernelError" in problems[0]

@@ -6,7 +6,7 @@ import torch
 
 from bibad_utils.config import ConfigError
 from bibad_utils.data import ImageSet, make_procedural, to_float, to_uint8
-from bibad_utils.poison import (POISON_KINDS, choose_poison_indices, n_poison_for, poison_dataset,
+from bibad_utils.poison import (poison_kinds, choose_poison_indices, n_poison_for, poison_dataset,
                                 r_train)
 from bibad_utils.triggers import make_trigger
 
@@ -118,7 +118,7 @@ def test_controls_and_kinds(tiny_procedural):
     np.testing.assert_array_equal(relabel.images_uint8(relabel.indices), ds.images[relabel.indices])
     wanet = poison_dataset(ds, "wanet", 0.1, target=1, seed=0, trigger=make_trigger("wanet", 16, seed=9))
     assert wanet.manifest()["trigger"]["seed"] == 9
-    assert set(POISON_KINDS) == {"clean", "relabel", "badnets1", "badnets2", "wanet"}
+    assert set(poison_kinds()) == {"clean", "relabel", "badnets1", "badnets2", "wanet"}
     with pytest.raises(ConfigError, match="kind"):
         poison_dataset(ds, "blend", 0.1, target=1, seed=0)
     with pytest.raises(ConfigError, match="trigger"):

@@ -9,7 +9,8 @@ import time
 import pytest
 import torch
 
-from bibad_utils import pipeline, progress
+from bibad_utils import cli, progress
+from bibad_utils.publish import runner
 from bibad_utils.config import ConfigError
 
 
@@ -168,17 +169,17 @@ def test_summary_lists_each_notebook_and_the_book():
 
 def test_cli_run_options(monkeypatch):
     seen = {}
-    monkeypatch.setattr(pipeline, "run_notebooks", lambda *a, **kw: seen.update(args=a, kw=kw) or 0)
+    monkeypatch.setattr(cli, "run_notebooks", lambda *a, **kw: seen.update(args=a, kw=kw) or 0)
     monkeypatch.delenv(progress.ENV_THREADS, raising=False)
-    assert pipeline.main(["run", "--retrain-base", "--threads", "1", "--progress-interval", "5"]) == 0
+    assert cli.main(["run", "--retrain-base", "--threads", "1", "--progress-interval", "5"]) == 0
     assert seen["args"][1] == {"pretrain": {"shipped": False}} and seen["kw"]["progress_interval"] == 5
     import os
     assert os.environ.pop(progress.ENV_THREADS) == "1"
-    assert pipeline.main(["run", "--threads", "0"]) == 2
+    assert cli.main(["run", "--threads", "0"]) == 2
 
 
 def test_kernel_transport_warning_is_silenced():
-    assert "--IPKernelApp.log_level=ERROR" in pipeline.KERNEL_ARGUMENTS
+    assert "--IPKernelApp.log_level=ERROR" in runner.KERNEL_ARGUMENTS
 
 
 def test_a_running_task_follows_the_idle_cores(tmp_path, monkeypatch):
@@ -220,8 +221,8 @@ def test_line_shows_the_time_of_an_earlier_run(tmp_path):
     record.write_text(json.dumps({"notebooks": [{"name": "01_poisoning", "seconds": 12.8, "status": "ok"},
                                                 {"name": "02_finetuning", "seconds": 0.0, "status": "up to date"},
                                                 {"name": "03_generation", "seconds": 9.0, "status": "failed"}]}))
-    assert pipeline._earlier_times(record) == {"01_poisoning": 12.8}
-    assert pipeline._earlier_times(tmp_path / "missing.json") == {}
+    assert runner._earlier_times(record) == {"01_poisoning": 12.8}
+    assert runner._earlier_times(tmp_path / "missing.json") == {}
 
 
 def _fake_papermill(monkeypatch, seen, reports=3):
@@ -263,11 +264,11 @@ def test_run_shows_the_kernels_progress(tmp_path, monkeypatch, tty):
     _fake_papermill(monkeypatch, seen)
     monkeypatch.delenv(progress.ENV_FILE, raising=False)
     out = FakeTTY() if tty else io.StringIO()
-    code = pipeline.run_notebooks("smoke", {"run_dir": str(tmp_path / "run")}, _stages(tmp_path), out=out,
+    code = runner.run_notebooks("smoke", {"run_dir": str(tmp_path / "run")}, _stages(tmp_path), out=out,
                                   progress_interval=0.2)
     text = out.getvalue()
     assert code == 0 and len(seen) == 2
-    assert all(kw["extra_arguments"] == pipeline.KERNEL_ARGUMENTS for kw in seen)
+    assert all(kw["extra_arguments"] == runner.KERNEL_ARGUMENTS for kw in seen)
     assert progress.ENV_FILE not in __import__("os").environ  # restored after the run
     if tty:
         shown = [part for part in text.split("\r") if part.startswith(("01_first 0:0", "02_second 0:0"))]
@@ -280,7 +281,7 @@ def test_run_shows_the_kernels_progress(tmp_path, monkeypatch, tty):
     assert "[1/2] 01_first ... running" in text and "[2/2] 02_second ... ok" in text
     summary = text[text.index("notebook "):]
     assert "01_first" in summary and "02_second" in summary and "bibad book --profile smoke" in summary
-    assert not (tmp_path / "run" / "executed" / pipeline.PROGRESS_FILE).exists()
+    assert not (tmp_path / "run" / "executed" / runner.PROGRESS_FILE).exists()
 
 
 def test_bar_moves_the_live_task_by_increments_and_relabels(tmp_path, monkeypatch):

@@ -11,8 +11,9 @@ from matplotlib.figure import Figure
 from bibad_utils import metrics
 from bibad_utils.config import ConfigError
 from bibad_utils.experiments import summary as sm
+from bibad_utils.publish.readme import readme_results
 from bibad_utils.experiments.explorer import frame_colors
-from bibad_utils.pipeline import STAGE_TITLES
+from bibad_utils.publish.notebooks import STAGE_TITLES
 from bibad_utils.report import claim_row, save_claims
 
 # One row per family, worded as the analysis stages word their claims.
@@ -248,7 +249,7 @@ def test_glue_values_count_and_name_what_is_missing():
 
 def test_book_staging_of_the_teaser(tmp_path):
     from bibad_utils.config import load_profile
-    from bibad_utils.pipeline import stage_teaser
+    from bibad_utils.publish.book import stage_teaser
 
     cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
     book = tmp_path / "src" / "book"
@@ -279,7 +280,7 @@ def test_readme_results_publishes_a_finished_run(tmp_path):
     repo.mkdir()
     (repo / "README.md").write_text("# Study\n\n<!-- results -->\nold\n<!-- /results -->\n\n## Cite\n")
     with pytest.raises(ConfigError, match="bibad run --profile demo"):
-        sm.readme_results(run_dir, "demo", repo)
+        readme_results(run_dir, "demo", repo)
     save_claims(run_dir, "04_insights", [row("trojan_g1"), row("amplification", "not reproduced")])
     figures = run_dir / "figures"
     figures.mkdir(parents=True)
@@ -289,7 +290,7 @@ def test_readme_results_publishes_a_finished_run(tmp_path):
     (run_dir / "executed").mkdir()
     (run_dir / "executed" / "run.json").write_text(json.dumps(
         {"profile": "demo", "notebooks": [{"name": "01", "seconds": 90}, {"name": "02", "seconds": 30}]}))
-    dest = sm.readme_results(run_dir, "demo", repo)
+    dest = readme_results(run_dir, "demo", repo)
     assert sorted(p.name for p in dest.iterdir()) == ["claims.md", "run.json", "teaser.png"]
     text = (repo / "README.md").read_text()
     assert "old" not in text and text.endswith("<!-- /results -->\n\n## Cite\n") and text.count("<!-- results -->") == 1

@@ -10,6 +10,7 @@ from bibad_utils import plots
 from bibad_utils.config import ConfigError
 from bibad_utils.experiments import training_report as tr
 from bibad_utils.poison import n_poison_for, r_train
+from bibad_utils.triggers import TRIGGERS
 
 
 # ---------------------------------------------------------------------------------- pure functions
@@ -160,7 +161,7 @@ def test_poisoning_tables_of_a_real_study(study):
     facts = tr.poisoning_facts(study)
     assert facts["n_images"] == 40 and facts["showcase_r_train"] == pytest.approx(8 / 12)
     examples = tr.trigger_examples(study, n=3)
-    assert set(examples) == {"clean", *tr.TRIGGER_KINDS}
+    assert set(examples) == {"clean", *TRIGGERS}
     top, left, size = tr.corner_box(study)
     b1 = examples["badnets1"][:, top:, left:]
     assert not np.array_equal(b1, examples["clean"][:, top:, left:])

@@ -37,5 +37,5 @@ from bibad_utils.defenses.fct import (_random_affine, _supervised_contrastive_lo
                                       centre_cosine_loss, fct_scores, fct_variant_scores,
                                       penultimate_features, reference_transform)
 from bibad_utils.defenses.registry import (DETECTORS, Detector, DetectorContext,  # noqa: F401
-                                           detector_names, run_detector)
+                                           detector_names, option_checker, register, run_detector)
 from bibad_utils.defenses.strip import SUPERIMPOSE, strip_scores, superimpose  # noqa: F401

@@ -10,6 +10,7 @@ fine-tune on (FCT), the seed and the device. ``options`` are the detector's own 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -36,14 +37,58 @@ class DetectorContext:
 @dataclass(frozen=True)
 class Detector:
     """A registered detector: ``name``, ``run(f, images, context, **options) -> dict``, its
-    ``defaults`` (the options a profile may set), ``extras`` (arrays returned besides ``scores``)
-    and a one-line ``summary``."""
+    ``defaults`` (the options a profile may set), ``extras`` (arrays returned besides ``scores``),
+    a one-line ``summary`` and ``check(options, prefix)``, which raises ConfigError for a bad option
+    (called on the profile before any heavy work). ``key``: its section under the profile's
+    ``defenses`` (default: the name in lower case, spaces as underscores)."""
 
     name: str
     run: Callable[..., dict]
     defaults: dict
     summary: str
     extras: tuple = field(default=())
+    check: Callable[[dict, str], None] | None = None
+    key: str = ""
+
+    def __post_init__(self):
+        if not self.key:
+            object.__setattr__(self, "key", self.name.lower().replace(" ", "_"))
+
+
+def _is_int(v, minimum: int) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= minimum
+
+
+def _is_num(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float, np.floating)) and math.isfinite(float(v))
+
+
+def option_checker(ints: dict[str, int] = None, nonneg: tuple = (), choices: dict[str, tuple] = None,
+                   extra: Callable[[dict, str], None] | None = None) -> Callable[[dict, str], None]:
+    """A ``check(options, prefix)`` for a detector: integer options with their minimum (``ints``), numbers
+    >= 0 (``nonneg``), options with a fixed set of values (``choices``), then ``extra``."""
+    def check(opts: dict, prefix: str) -> None:
+        for key, minimum in (ints or {}).items():
+            if not _is_int(opts[key], minimum):
+                raise ConfigError(f"{prefix}.{key}", opts[key], f"an integer >= {minimum}")
+        for key in nonneg:
+            if not _is_num(opts[key]) or opts[key] < 0:
+                raise ConfigError(f"{prefix}.{key}", opts[key], "a number >= 0")
+        for key, allowed in (choices or {}).items():
+            if opts[key] not in allowed:
+                raise ConfigError(f"{prefix}.{key}", opts[key], " | ".join(allowed))
+        if extra is not None:
+            extra(opts, prefix)
+    return check
+
+
+def _cd_extra(opts: dict, prefix: str) -> None:
+    ref = opts["logit_reference"]
+    if ref is not None and (not _is_num(ref) or ref <= 0):
+        raise ConfigError(f"{prefix}.logit_reference", ref, "null or a number > 0")
+    betas = opts["betas"]
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in betas)):
+        raise ConfigError(f"{prefix}.betas", betas, "two numbers in [0, 1)")
 
 
 def _cd(f, images, ctx, *, logit_reference=None, **opts):
@@ -73,24 +118,39 @@ DETECTORS: dict[str, Detector] = {
          "logit_reference": None},
         "Cognitive Distillation: minus the L1 norm of the distilled mask; logit_reference (the mean "
         "largest logit the reference's trade-off assumes) rescales a weak victim's logits, None keeps them",
-        ("masks", "logit_scale")),
+        ("masks", "logit_scale"),
+        option_checker({"steps": 1, "batch_size": 1}, ("lr", "gamma", "beta"), extra=_cd_extra)),
     "STRIP": Detector(
         "STRIP", _strip, {"n_overlay": 100, "mode": "sum", "alpha": 0.5, "batch_size": 512},
         "STRIP: minus the mean entropy under superimposed clean images (mode sum: the reference's "
-        "saturating sum; blend: (1 - alpha) x + alpha x_r)"),
+        "saturating sum; blend: (1 - alpha) x + alpha x_r)",
+        check=option_checker({"n_overlay": 1, "batch_size": 1}, ("alpha",), {"mode": ("sum", "blend")})),
     "FCT": Detector(
         "FCT", _fct_with(fct_scores),
         {"finetune_steps": 20, "finetune_lr": 1.0e-4, "finetune_batch_size": 128, "max_rotation": 180.0,
          "max_translate": 0.2, "batch_size": 256},
         "FCT as the reference: squared raw-feature distance under rotation up to 180 degrees and shift "
-        "0.2 with black fill, after a class-centre cosine fine-tuning"),
+        "0.2 with black fill, after a class-centre cosine fine-tuning",
+        check=option_checker({"batch_size": 1, "finetune_batch_size": 2, "finetune_steps": 0},
+                             ("finetune_lr", "max_rotation", "max_translate"))),
     "FCT variant": Detector(
         "FCT variant", _fct_with(fct_variant_scores),
         {"finetune_steps": 20, "finetune_lr": 1.0e-4, "finetune_batch_size": 128, "temperature": 0.1,
          "max_rotation": 15.0, "max_translate": 0.1, "batch_size": 256},
         "the project's FCT variant: normalised-feature distance under rotation up to 15 degrees and "
-        "shift 0.1 with grey fill, after a supervised contrastive fine-tuning"),
+        "shift 0.1 with grey fill, after a supervised contrastive fine-tuning",
+        check=option_checker({"batch_size": 1, "finetune_batch_size": 2, "finetune_steps": 0},
+                             ("finetune_lr", "temperature", "max_rotation", "max_translate"))),
 }
+
+
+def register(detector: Detector) -> Detector:
+    """Add ``detector`` to :data:`DETECTORS` (the profile's ``defenses.<key>`` section and every table of
+    chapter 05 follow the registry); a name or profile key already taken is an error."""
+    if detector.name in DETECTORS or any(d.key == detector.key for d in DETECTORS.values()):
+        raise ConfigError("detector", detector.name, "a name and profile key no registered detector uses")
+    DETECTORS[detector.name] = detector
+    return detector
 
 
 def detector_names() -> list[str]:

@@ -1,2 +1,3 @@
-"""Publishing a run: the page check of the built book (``pagecheck``, with its text-only checks in
-``page_text``). The runner, the book build, script vendoring and README publishing join this package."""
+"""Publishing a run: execute the notebooks (``runner``, with ``notebooks`` and the validity ``keys``), build
+the book (``book``, offline scripts in ``vendor``), check its pages (``pagecheck``, ``page_text``) and
+publish a summary in the README (``readme``). The ``bibad`` command line is :mod:`bibad_utils.cli`."""

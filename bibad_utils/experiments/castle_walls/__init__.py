@@ -25,8 +25,9 @@ classifier that learned exact colours from generations misreads real test images
 """
 
 from bibad_utils.experiments.castle_walls.config import (  # noqa: F401
-    _SUB, CLASSIFIERS, DC_TA_MARGIN, DEFAULTS, DETECTORS, DETECTOR_KEYS, GEN_FLAG_MAX, MIN_CLASS_COUNT,
-    SETS, SOURCES, STAGE, TA_COST_MAX, classifier_settings, defense_config, validate_config)
+    CLASSIFIERS, DC_TA_MARGIN, DEVIATIONS, GEN_FLAG_MAX, MIN_CLASS_COUNT, SETS, SOURCES, STAGE, STAGE_DEFAULTS,
+    TA_COST_MAX, classifier_settings, defaults, defense_config, detection_cells, detector_defaults, detector_key, detectors,
+    validate_config)
 from bibad_utils.experiments.castle_walls.paper_numbers import (  # noqa: F401
     PAPER_CD_AUROC, PAPER_DC, PAPER_TRAIN_ON_GEN)
 from bibad_utils.experiments.castle_walls.stats import (  # noqa: F401

@@ -23,9 +23,9 @@ import pandas as pd
 
 from bibad_utils import paper as P
 from bibad_utils import verdicts as V
-from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, DETECTOR_KEYS, DETECTORS, GEN_FLAG_MAX,
-                                                         MIN_CLASS_COUNT, SOURCES, STAGE, TA_COST_MAX,
-                                                         classifier_settings, defense_config)
+from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, GEN_FLAG_MAX, MIN_CLASS_COUNT, SOURCES,
+                                                         STAGE, TA_COST_MAX, classifier_settings, defense_config,
+                                                         detector_key, detectors)
 from bibad_utils.experiments.castle_walls.stats import (_verdict_text, capped_verdict, proportion_difference,
                                                         verdict_less)
 from bibad_utils.report import claim_row, verdict_greater
@@ -194,9 +194,9 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
            "nb05_dc_ratios": ", ".join(f"{r:.0%}" for r in d["dc_ratios"]) or "none",
            "nb05_dc_adaptive": "none (every class at every level)" if d["dc_adaptive"] is None
            else str(d["dc_adaptive"]), "nb05_n_all": int(study.cfg["sampling"]["n_all"])}
-    for det in DETECTORS:
+    for det in detectors():
         rows = diffs[diffs.detector == det]
-        key = DETECTOR_KEYS[det]
+        key = detector_key(det)
         out[f"nb05_{key}_known"] = float(np.nanmean(rows.auroc_known)) if "auroc_known" in rows and \
             rows.auroc_known.notna().any() else math.nan
         out[f"nb05_{key}_train"] = float(np.nanmean(rows.auroc_train)) if rows.auroc_train.notna().any() else math.nan

@@ -8,11 +8,10 @@ import math
 
 import numpy as np
 
-from bibad_utils.config import ATTACKS, ConfigError
+from bibad_utils.config import ConfigError, attack_kinds
 from bibad_utils.defenses import DETECTORS as REGISTRY
 
 STAGE = "05_castle_walls"
-DETECTORS = tuple(REGISTRY)  # CD, STRIP, FCT (the reference recipe), FCT variant (the project's)
 SOURCES = ("poisoned train (all)", "poisoned train (subset)", "generated")
 # The scored sets: a known-answer set (clean non-target test images and the same images with the trigger
 # pasted), a subset of the poisoned training set, and the poisoned DM's all-class generations.
@@ -20,8 +19,18 @@ SETS = ("known answer", "training", "generated")
 # The two readings of the generation set: scored with the backdoored victim, or with a classifier
 # trained on the generations themselves (chapter 05, section 2).
 CLASSIFIERS = ("victim", "generations classifier")
-# The profile key of each detector's options.
-DETECTOR_KEYS = {name: name.lower().replace(" ", "_") for name in DETECTORS}
+
+
+def detectors() -> tuple[str, ...]:
+    """The detectors of the stage: those of the registry :data:`bibad_utils.defenses.DETECTORS`, read at
+    each call (a detector registered later joins every table): CD, STRIP, FCT (the reference recipe),
+    FCT variant (the project's), then any other."""
+    return tuple(REGISTRY)
+
+
+def detector_key(name: str) -> str:
+    """The profile section (under ``defenses``) of detector ``name``'s options."""
+    return REGISTRY[name].key
 
 # "A few points" of TA lost by training on generations: the paper's largest drop (5.8 points, ImageNette
 # BadNets-1 p = 2 %) rounded up; and the TA a diffusion classifier may lose to count as comparable.
@@ -37,26 +46,23 @@ MIN_CLASS_COUNT = 5
 # ---------------------------------------------------------------------------------------------------
 # Configuration
 
-# Stage settings; a profile's ``defenses`` section overrides them key by key (the detector sub-dicts
-# are merged too). Each detector section starts from the registry's defaults (the reference recipes)
-# with the project's deviations, each stated in chapter 05 and on the limitations page:
+# Stage settings; a profile's ``defenses`` section overrides them key by key. Each registered detector
+# adds a section (its profile key) that starts from the registry's defaults (the reference recipes)
+# with the project's deviations below, each stated in chapter 05 and on the limitations page:
 # - CD: ``logit_reference`` rescales the victim's logits to a mean largest logit of 20 (the paper's
 #   ResNets are confident classifiers; a weak small CNN otherwise pays more for the mask than for
 #   the logit mismatch and distils clean content away);
 # - STRIP: ``mode: blend`` instead of the reference's saturating sum (on light images clip(x + x_r)
 #   saturates most pixels and erases a dark trigger);
 # - FCT is the reference recipe; ``fct_variant`` the project's earlier variant, shown beside it.
-DEFAULTS = {
+STAGE_DEFAULTS = {
     "classifier": {},                # overrides of the judges section (arch, epochs, batch_size, lr, ...)
     "gen_classifier": {},            # further overrides for the two n_all-image classifiers (e.g. epochs)
     "n_detect": None,                # images scored per set; None: the all-class generation set's size
     "n_detect_poisoned": None,       # poisoned images among the training set's n_detect (None: p's share)
     "n_known": 100,                  # known-answer set: this many clean test images and their triggered copies
     "n_boot": 1000,                  # bootstrap resamples of the AUROC intervals
-    "cd": {**REGISTRY["CD"].defaults, "logit_reference": 20.0},
-    "strip": {**REGISTRY["STRIP"].defaults, "mode": "blend"},
-    "fct": dict(REGISTRY["FCT"].defaults),
-    "fct_variant": {**REGISTRY["FCT variant"].defaults, "finetune_steps": 100, "finetune_lr": 1.0e-3},
+    "detect_ratios": None,           # p of the grid that get the detectors and the diffusion classifier (None: all)
     "dc_attacks": ["badnets1"],      # grid attacks whose cells get the diffusion classifier
     "dc_ratios": [],                 # further p for the diffusion classifier only (a DM is fine-tuned for each)
     "dc_n_images": 1000,             # clean test images (TA) and triggered non-target ones (ASR)
@@ -66,7 +72,19 @@ DEFAULTS = {
     "dc_batch_size": 256,            # UNet samples per forward pass
     "dc_bench_images": 10,           # images of the exhaustive vs adaptive timing
 }
-_SUB = {key: DEFAULTS[key] for key in DETECTOR_KEYS.values()}
+DEVIATIONS = {"CD": {"logit_reference": 20.0}, "STRIP": {"mode": "blend"},
+              "FCT variant": {"finetune_steps": 100, "finetune_lr": 1.0e-3}}
+
+
+def detector_defaults() -> dict[str, dict]:
+    """Each registered detector's section: its profile key -> the registry's defaults with :data:`DEVIATIONS`."""
+    return {det.key: {**det.defaults, **DEVIATIONS.get(det.name, {})} for det in REGISTRY.values()}
+
+
+def defaults() -> dict:
+    """Every key of the ``defenses`` section with its default: :data:`STAGE_DEFAULTS` and
+    :func:`detector_defaults`."""
+    return {**copy.deepcopy(STAGE_DEFAULTS), **detector_defaults()}
 
 
 def _is_int(v, minimum=1) -> bool:
@@ -78,26 +96,27 @@ def _is_num(v) -> bool:
 
 
 def validate_config(section: dict, prefix: str = "defenses") -> dict:
-    """Check the profile's ``defenses`` section (keys of :data:`DEFAULTS`); return it with defaults filled.
+    """Check the profile's ``defenses`` section (keys of :func:`defaults`); return it with defaults filled.
 
-    Values are checked for type and range here, before any heavy work; the detectors check their
-    own arguments again when called.
+    Values are checked for type and range here, before any heavy work (a detector's options by the
+    registry's ``check``); the detectors check their own arguments again when called.
     """
     if section is None:
         section = {}
     if not isinstance(section, dict):
         raise ConfigError(prefix, section, "a mapping")
+    cfg = defaults()
+    subs = detector_defaults()
     for key in section:
-        if key not in DEFAULTS:
-            raise ConfigError(f"{prefix}.{key}", section[key], f"a key among {sorted(DEFAULTS)}")
-    cfg = copy.deepcopy(DEFAULTS)
+        if key not in cfg:
+            raise ConfigError(f"{prefix}.{key}", section[key], f"a key among {sorted(cfg)}")
     for key, value in section.items():
-        if key in _SUB:
+        if key in subs:
             if not isinstance(value, dict):
-                raise ConfigError(f"{prefix}.{key}", value, f"a mapping with keys among {sorted(_SUB[key])}")
+                raise ConfigError(f"{prefix}.{key}", value, f"a mapping with keys among {sorted(subs[key])}")
             for sub in value:
-                if sub not in _SUB[key]:
-                    raise ConfigError(f"{prefix}.{key}.{sub}", value[sub], f"a key among {sorted(_SUB[key])}")
+                if sub not in subs[key]:
+                    raise ConfigError(f"{prefix}.{key}.{sub}", value[sub], f"a key among {sorted(subs[key])}")
             cfg[key].update(copy.deepcopy(value))
         else:
             cfg[key] = copy.deepcopy(value)
@@ -121,26 +140,9 @@ def validate_config(section: dict, prefix: str = "defenses") -> dict:
                          ("dc_bench_images", 1)):
         if not _is_int(cfg[key], minimum):
             raise ConfigError(f"{prefix}.{key}", cfg[key], f"an integer >= {minimum}")
-    for name, keys in (("cd", ("steps", "batch_size")), ("strip", ("n_overlay", "batch_size")),
-                       ("fct", ("batch_size", "finetune_batch_size")),
-                       ("fct_variant", ("batch_size", "finetune_batch_size"))):
-        for key in keys:
-            if not _is_int(cfg[name][key], 2 if key == "finetune_batch_size" else 1):
-                raise ConfigError(f"{prefix}.{name}.{key}", cfg[name][key], "a positive integer")
-    for name in ("fct", "fct_variant"):
-        if not _is_int(cfg[name]["finetune_steps"], 0):
-            raise ConfigError(f"{prefix}.{name}.finetune_steps", cfg[name]["finetune_steps"], "an integer >= 0")
-    for name, key in (("cd", "lr"), ("cd", "gamma"), ("cd", "beta"), ("fct", "finetune_lr"),
-                      ("fct", "max_rotation"), ("fct", "max_translate"), ("fct_variant", "finetune_lr"),
-                      ("fct_variant", "temperature"), ("fct_variant", "max_rotation"),
-                      ("fct_variant", "max_translate"), ("strip", "alpha")):
-        if not _is_num(cfg[name][key]) or cfg[name][key] < 0:
-            raise ConfigError(f"{prefix}.{name}.{key}", cfg[name][key], "a number >= 0")
-    ref = cfg["cd"]["logit_reference"]
-    if ref is not None and (not _is_num(ref) or ref <= 0):
-        raise ConfigError(f"{prefix}.cd.logit_reference", ref, "null or a number > 0")
-    if cfg["strip"]["mode"] not in ("sum", "blend"):
-        raise ConfigError(f"{prefix}.strip.mode", cfg["strip"]["mode"], "sum | blend")
+    for det in REGISTRY.values():
+        if det.check is not None:
+            det.check(cfg[det.key], f"{prefix}.{det.key}")
     for key in ("n_detect_poisoned",):
         if cfg[key] is not None and not _is_int(cfg[key], 1):
             raise ConfigError(f"{prefix}.{key}", cfg[key], "null or an integer >= 1")
@@ -150,16 +152,18 @@ def validate_config(section: dict, prefix: str = "defenses") -> dict:
                           f"fewer than n_detect ({cfg['n_detect']})")
     if not _is_int(cfg["n_known"], 2):
         raise ConfigError(f"{prefix}.n_known", cfg["n_known"], "an integer >= 2")
+    dr = cfg["detect_ratios"]
+    if dr is not None:
+        if not isinstance(dr, (list, tuple)) or not dr or any(not _is_num(r) or not 0 < r < 1 for r in dr):
+            raise ConfigError(f"{prefix}.detect_ratios", dr, "null or a non-empty list of fractions in (0, 1)")
+        cfg["detect_ratios"] = [float(r) for r in dr]
     rs = cfg["dc_ratios"]
     if not isinstance(rs, (list, tuple)) or any(not _is_num(r) or not 0 < r < 1 for r in rs):
         raise ConfigError(f"{prefix}.dc_ratios", rs, "a list of fractions in (0, 1)")
     cfg["dc_ratios"] = [float(r) for r in rs]
-    betas = cfg["cd"]["betas"]
-    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in betas)):
-        raise ConfigError(f"{prefix}.cd.betas", betas, "two numbers in [0, 1)")
     attacks = cfg["dc_attacks"]
-    if not isinstance(attacks, (list, tuple)) or any(a not in ATTACKS for a in attacks):
-        raise ConfigError(f"{prefix}.dc_attacks", attacks, f"a list of attacks among {list(ATTACKS)}")
+    if not isinstance(attacks, (list, tuple)) or any(a not in attack_kinds() for a in attacks):
+        raise ConfigError(f"{prefix}.dc_attacks", attacks, f"a list of attacks among {list(attack_kinds())}")
     pf = cfg["p_filter"]
     if (not isinstance(pf, (list, tuple)) or not pf or any(not _is_num(v) or not 0 <= v < 1 for v in pf)
             or len(set(pf)) != len(pf)):
@@ -179,6 +183,20 @@ def validate_config(section: dict, prefix: str = "defenses") -> dict:
 def defense_config(study) -> dict:
     """The profile's ``defenses`` section, validated, with every default filled in."""
     return validate_config(study.cfg.get("defenses") or {}, "defenses")
+
+
+def detection_cells(study) -> list:
+    """The grid cells of the detectors and the diffusion classifier: those at ``defenses.detect_ratios``
+    (every grid cell when it is null). A ratio the grid lacks is an error naming the grid's ratios."""
+    d = defense_config(study)
+    cells = study.grid_cells()
+    if d["detect_ratios"] is None:
+        return cells
+    grid = sorted({round(c.ratio, 9) for c in cells})
+    wanted = {round(r, 9) for r in d["detect_ratios"]}
+    if not wanted <= set(grid):
+        raise ConfigError("defenses.detect_ratios", d["detect_ratios"], f"ratios of the grid, among {grid}")
+    return [c for c in cells if round(c.ratio, 9) in wanted]
 
 
 def classifier_settings(study, small: bool = False) -> dict:

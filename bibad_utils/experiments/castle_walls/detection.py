@@ -22,8 +22,8 @@ import pandas as pd
 
 from bibad_utils import store as st
 from bibad_utils.config import ConfigError
-from bibad_utils.experiments.castle_walls.config import (CLASSIFIERS, DETECTOR_KEYS, DETECTORS, SETS, SOURCES,
-                                                         defense_config)
+from bibad_utils.experiments.castle_walls.config import (CLASSIFIERS, SETS, SOURCES, defense_config,
+                                                         detection_cells, detector_key, detectors)
 from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_CD_AUROC
 from bibad_utils.experiments.castle_walls.stats import (_auroc_or_nan, _paper_at, auroc_difference,
                                                         auroc_interval, stratified_subset)
@@ -108,14 +108,14 @@ def detector_scores(study, cell, set_name: str, detector: str, classifier: str =
 
     if set_name not in SETS:
         raise ConfigError("set_name", set_name, " | ".join(SETS))
-    if detector not in DETECTORS:
-        raise ConfigError("detector", detector, " | ".join(DETECTORS))
+    if detector not in detectors():
+        raise ConfigError("detector", detector, " | ".join(detectors()))
     if classifier not in CLASSIFIERS:
         raise ConfigError("classifier", classifier, " | ".join(CLASSIFIERS))
     d = defense_config(study)
     data = (sets or detection_sets(study, cell))[set_name]
     source = SOURCES[0] if classifier == CLASSIFIERS[0] else "generated"
-    options = d[DETECTOR_KEYS[detector]]
+    options = d[detector_key(detector)]
     params = {"detector": detector, "options": options, "set": set_name, "n": len(data["labels"]),
               "n_poisoned": d["n_detect_poisoned"], "n_known": d["n_known"], "seed": study.seed}
     data_input = {"training": study.poison_key(cell), "generated": study.generation_key(cell),
@@ -144,7 +144,7 @@ def detection_scores(study, cell, set_name: str, classifier: str = "victim") -> 
     (per detector) and the set's ``images``, ``labels``, ``truth``, ``indices``."""
     sets = detection_sets(study, cell)
     out, seconds = {}, {}
-    for det in DETECTORS:
+    for det in detectors():
         res = detector_scores(study, cell, set_name, det, classifier, sets)
         out[det], seconds[det] = res["scores"], res["seconds"]
         if det == "CD":
@@ -167,14 +167,14 @@ def detection_table(study, cells=None) -> pd.DataFrame:
     """
     d = defense_config(study)
     rows = []
-    cells = list(cells or study.grid_cells())
+    cells = list(cells or detection_cells(study))
     combos = scored_combinations(study)
-    live = Bar("detect", "", len(cells) * len(combos) * len(DETECTORS), unit="run", show=False)
+    live = Bar("detect", "", len(cells) * len(combos) * len(detectors()), unit="run", show=False)
     for cell in cells:
         sets = detection_sets(study, cell)
         for set_name, clf in combos:
             truth = sets[set_name]["truth"]
-            for det in DETECTORS:
+            for det in detectors():
                 live.relabel(f"{det} {cell.name} {set_name} ({clf})")
                 res = detector_scores(study, cell, set_name, det, clf, sets)
                 live.update(1)
@@ -226,11 +226,11 @@ def detection_differences(study, cells=None, classifier: str = "victim") -> pd.D
     """
     d = defense_config(study)
     rows = []
-    for cell in cells or study.grid_cells():
+    for cell in cells or detection_cells(study):
         kn = detection_scores(study, cell, "known answer")
         tr, ge = detection_scores(study, cell, "training"), detection_scores(study, cell, "generated", classifier)
         flag = clean_dm_flag_rate(study, cell.trigger_kind)
-        for det in DETECTORS:
+        for det in detectors():
             diff, lo, hi = auroc_difference(ge[det], ge["truth"], tr[det], tr["truth"], d["n_boot"], study.seed)
             a_kn, kn_lo, kn_hi = auroc_interval(kn[det], kn["truth"], d["n_boot"], study.seed)
             a_tr, tr_lo, tr_hi = auroc_interval(tr[det], tr["truth"], d["n_boot"], study.seed)

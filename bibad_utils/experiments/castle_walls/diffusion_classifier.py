@@ -11,7 +11,7 @@ import torch
 
 from bibad_utils import store as st
 from bibad_utils.config import ConfigError
-from bibad_utils.experiments.castle_walls.config import defense_config
+from bibad_utils.experiments.castle_walls.config import defense_config, detection_cells
 from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_DC
 from bibad_utils.experiments.castle_walls.stats import _paper_at, stratified_subset, ta_asr_report
 from bibad_utils.experiments.castle_walls.victims import (_nontarget_test_indices, poisoned_classifier,
@@ -26,7 +26,7 @@ def dc_cells(study) -> list:
     from bibad_utils.stages import Cell
 
     d = defense_config(study)
-    cells = [c for c in study.grid_cells() if c.kind in d["dc_attacks"]]
+    cells = [c for c in detection_cells(study) if c.kind in d["dc_attacks"]]
     have = {(c.kind, round(c.ratio, 9)) for c in cells}
     extra = [Cell(a, r) for a in d["dc_attacks"] for r in sorted(d["dc_ratios"]) if (a, round(r, 9)) not in have]
     return cells + extra

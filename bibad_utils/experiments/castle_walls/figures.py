@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bibad_utils.experiments.castle_walls.config import DETECTORS, SOURCES
+from bibad_utils.experiments.castle_walls.config import SOURCES, detectors
 from bibad_utils.experiments.castle_walls.detection import detection_scores
 
 
@@ -20,10 +20,11 @@ def detection_figure(det: pd.DataFrame):
     from bibad_utils.plots import PALETTE, style
 
     cells = list(pd.unique(det["cell"]))
+    names = [d for d in detectors() if d in set(det["detector"])]
     with style():
-        fig = Figure(figsize=(3.4 * len(DETECTORS) + 0.6, 3.4 + 0.15 * max(len(c) for c in cells)))
-        axes = fig.subplots(1, len(DETECTORS), sharey=True, squeeze=False)[0]
-        for ax, name in zip(axes, DETECTORS):
+        fig = Figure(figsize=(3.4 * len(names) + 0.6, 3.4 + 0.15 * max(len(c) for c in cells)))
+        axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
+        for ax, name in zip(axes, names):
             combos = [(s, c) for s, c in det[["set", "classifier"]].drop_duplicates().itertuples(index=False)] \
                 if "classifier" in det else [("training", None), ("generated", None)]
             width = 0.8 / len(combos)

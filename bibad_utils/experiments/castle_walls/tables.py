@@ -81,8 +81,10 @@ def claims_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def example_cell(study):
-    """The cell whose CD masks are shown: the first attack's largest p."""
-    cells = study.grid_cells()
+    """The cell whose CD masks are shown: the first attack's largest p among the detection cells."""
+    from bibad_utils.experiments.castle_walls.config import detection_cells
+
+    cells = detection_cells(study)
     return max((c for c in cells if c.kind == cells[0].kind), key=lambda c: c.ratio)
 
 

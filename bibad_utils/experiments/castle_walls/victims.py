@@ -94,7 +94,7 @@ def trained_classifier(study, cell, source: str):
     from bibad_utils.judges import load_classifier, save_classifier, train_classifier
 
     if cell.trigger_kind is None:
-        raise ConfigError("cell", cell.name, "a grid cell with a trigger (badnets1 | badnets2 | wanet)")
+        raise ConfigError("cell", cell.name, "a grid cell with a trigger (a kind of bibad_utils.triggers.TRIGGERS)")
     stage, params, inputs = classifier_key(study, cell, source)
     kw = dict(params["classifier"])
     arch = kw.pop("arch")

@@ -11,7 +11,7 @@ notebooks use this package as one namespace (``from bibad_utils.experiments impo
 
 from bibad_utils.experiments.training_report.common import (IMAGENETTE_TARGET_N, IMAGENETTE_TRAIN_N,
                                                             PAPER_R_TRAIN_IMAGENETTE, TRIGGER_COLOR,
-                                                            TRIGGER_KINDS, cells_of, check_count,
+                                                            cells_of, check_count,
                                                             showcase_cell)
 from bibad_utils.experiments.training_report.poisoning import (example_indices, trigger_examples, trigger_differences,
                                                                corner_box, trigger_pattern_data, poison_manifests,
@@ -27,7 +27,7 @@ from bibad_utils.experiments.training_report.generation import (sampling_setting
                                                                 guidance_sweep_figure, all_class_figure,
                                                                 class_accuracy_table, target_figures, accuracy_facts)
 
-__all__ = ["IMAGENETTE_TARGET_N", "IMAGENETTE_TRAIN_N", "PAPER_R_TRAIN_IMAGENETTE", "TRIGGER_COLOR", "TRIGGER_KINDS",
+__all__ = ["IMAGENETTE_TARGET_N", "IMAGENETTE_TRAIN_N", "PAPER_R_TRAIN_IMAGENETTE", "TRIGGER_COLOR",
     "accuracy_facts", "all_class_figure", "base_model", "cells_of", "check_count", "class_accuracy_table",
     "class_counts_long", "class_counts_table", "class_samples", "corner_box", "detector_kind", "example_indices",
     "finetune_all", "guidance_sweep_figure", "loss_at", "loss_logs", "manifest_table", "model_summary",

@@ -1,12 +1,10 @@
-"""What the three training-side stages share: the paper's ImageNette reference of r_train, the trigger
-kinds, the detector's frame colour, and two argument helpers."""
+"""What the three training-side stages share: the paper's ImageNette reference of r_train, the detector's frame colour, and two argument helpers."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from bibad_utils.config import ConfigError
-from bibad_utils.triggers import TRIGGER_KINDS
 
 # The paper's trigger ratio among training images of the target prompt, ImageNette (SD, target
 # "garbage truck"), p -> r_train (fractions). Source: the paper's Insight-1 figure (trigger
@@ -38,5 +36,5 @@ def showcase_cell(study):
     return [c for c in study.grid_cells() if c.kind == attack][-1]
 
 
-__all__ = ["IMAGENETTE_TARGET_N", "IMAGENETTE_TRAIN_N", "PAPER_R_TRAIN_IMAGENETTE", "TRIGGER_COLOR", "TRIGGER_KINDS",
+__all__ = ["IMAGENETTE_TARGET_N", "IMAGENETTE_TRAIN_N", "PAPER_R_TRAIN_IMAGENETTE", "TRIGGER_COLOR",
            "cells_of", "check_count", "showcase_cell"]

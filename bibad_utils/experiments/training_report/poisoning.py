@@ -10,9 +10,10 @@ import pandas as pd
 from bibad_utils.config import ConfigError
 from bibad_utils.data import to_float, to_uint8
 from bibad_utils.experiments.training_report.common import (IMAGENETTE_TARGET_N, IMAGENETTE_TRAIN_N,
-                                                            PAPER_R_TRAIN_IMAGENETTE, TRIGGER_KINDS, cells_of,
+                                                            PAPER_R_TRAIN_IMAGENETTE, cells_of,
                                                             check_count, showcase_cell)
 from bibad_utils.poison import n_poison_for, r_train
+from bibad_utils.triggers import TRIGGERS
 
 
 
@@ -38,8 +39,9 @@ def example_indices(labels, target: int, n: int, seed: int) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def trigger_examples(study, n: int = 4, seed: int = 0, kinds=TRIGGER_KINDS) -> dict[str, np.ndarray]:
-    """The same ``n`` clean non-target training images, plain and with each trigger of ``kinds``.
+def trigger_examples(study, n: int = 4, seed: int = 0, kinds=None) -> dict[str, np.ndarray]:
+    """The same ``n`` clean non-target training images, plain and with each trigger of ``kinds`` (None:
+    every kind of the registry :data:`bibad_utils.triggers.TRIGGERS`).
 
     Returns ``{"clean": uint8 [n, H, W, 3], kind: uint8 [n, H, W, 3] for kind in kinds}``; the triggers
     are the study's (``study.trigger(kind)``: profile options and seed), whether or not the grid uses
@@ -48,7 +50,7 @@ def trigger_examples(study, n: int = 4, seed: int = 0, kinds=TRIGGER_KINDS) -> d
     idx = example_indices(study.train_set.labels, study.target, n, seed)
     clean = study.train_set.images_uint8(idx)
     out = {"clean": clean}
-    for kind in kinds:
+    for kind in (tuple(TRIGGERS) if kinds is None else kinds):
         out[kind] = to_uint8(study.trigger(kind).apply(to_float(clean)))
     return out
 
@@ -78,7 +80,7 @@ def trigger_pattern_data(study) -> dict:
     """The study's triggers as data for :func:`bibad_utils.plots.trigger_patterns`: ``patch`` (bool
     ``[s, s]``, white pixels of BadNets-1), ``pattern`` (uint8 ``[S, S, 3]``, the BadNets-2 picture),
     ``displacement`` (float ``[S, S, 2]``, WaNet's per-pixel (dx, dy) in pixels) and ``titles``."""
-    b1, b2, wa = (study.trigger(k) for k in TRIGGER_KINDS)
+    b1, b2, wa = study.trigger("badnets1"), study.trigger("badnets2"), study.trigger("wanet")
     disp = wa.displacement_px.numpy()
     mean = float(np.hypot(disp[..., 0], disp[..., 1]).mean())
     return {

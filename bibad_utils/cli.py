@@ -1,0 +1,123 @@
+"""The ``bibad`` command: run the stage notebooks of a profile with papermill, then build the book.
+
+    bibad run --profile demo [--only 02_finetuning ...] [--from 03] [--set sampling.n_target=100 ...]
+    bibad book --profile demo [--no-strict] [--output DIR]
+    bibad compute --profile demo [--cells badnets1:0.1 ...]   (train and generate outside the notebooks)
+    bibad readme --profile demo      (a finished run's summary into README.md and results/demo/)
+    bibad stages
+
+``run`` validates the profile first, then executes ``notebooks/NN_*.ipynb`` in order into
+``<run_dir>/executed/`` and stops at the first failing notebook (:mod:`bibad_utils.publish.runner`).
+``book`` stages a copy of the book's sources (``_config.yml``, ``_toc.yml``, ``book/``,
+``references.bib``) with the executed notebooks in place of the sources listed in ``_toc.yml`` under
+``notebooks/``, and runs ``jupyter-book build`` on it with warnings as errors
+(:mod:`bibad_utils.publish.book`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from bibad_utils.base import REPO_ROOT
+from bibad_utils.config import ConfigError, load_profile, overrides_from_assignments
+from bibad_utils.progress import ENV_THREADS
+from bibad_utils.publish.book import build_book
+from bibad_utils.publish.notebooks import NOTEBOOKS_DIR, STAGE_TITLES, find_stages, notebook_title
+from bibad_utils.publish.readme import readme_results
+from bibad_utils.publish.runner import run_notebooks
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bibad", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--profile", default="demo", help="a profile name in notebooks/profiles or a YAML path")
+        p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY.SUB=VALUE",
+                       help="override one parameter (value read as YAML); repeatable")
+        p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
+
+    run = sub.add_parser("run", help="execute the stage notebooks of a profile with papermill")
+    common(run)
+    run.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages (e.g. 02 or finetuning)")
+    run.add_argument("--from", dest="start", metavar="STAGE", help="run this stage and every later one")
+    run.add_argument("--log-output", action="store_true", help="stream the notebooks' outputs while they run")
+    run.add_argument("--force", action="store_true",
+                     help="execute every selected notebook, even those whose executed copy is up to date")
+    run.add_argument("--retrain-base", action="store_true",
+                     help="pre-train the clean base DM here instead of using the one shipped with the package "
+                          "(same as --set pretrain.shipped=false)")
+    run.add_argument("--threads", default=None, metavar="N|auto",
+                     help="torch threads of the kernels (default: auto, the idle cores at the start of each "
+                          "training or generation, unless OMP_NUM_THREADS is set)")
+    run.add_argument("--progress-interval", type=float, default=30.0, metavar="S",
+                     help="without a terminal, print a progress line every S seconds (default 30)")
+
+    book = sub.add_parser("book", help="build the HTML book from a profile's executed notebooks")
+    common(book)
+    book.add_argument("--strict", action=argparse.BooleanOptionalAction, default=True,
+                      help="fail on Sphinx warnings and on missing or failed notebooks (default: on)")
+    book.add_argument("--output", default=str(REPO_ROOT), help="the HTML goes to OUTPUT/_build/html")
+    book.add_argument("--repository-url", default=None, help="the repository the book links to")
+    book.add_argument("--no-vendor", dest="vendor", action="store_false",
+                      help="do not fetch the offline MathJax/widget scripts when _vendor/ is missing")
+
+    comp = sub.add_parser("compute", help="train and generate a profile's cells outside the notebooks "
+                          "(e.g. under accelerate launch); the notebooks reuse the cached artifacts")
+    common(comp)
+    comp.add_argument("--cells", nargs="+", metavar="CELL",
+                      help="clean | KIND:P | KIND:P:duplicate (default: every cell of the profile)")
+    comp.add_argument("--no-generate", dest="generate", action="store_false", help="train only")
+
+    readme = sub.add_parser("readme", help="copy a finished run's teaser and claims table to results/PROFILE/ "
+                            "and update the README's results summary")
+    common(readme)
+
+    stages = sub.add_parser("stages", help="list the stage notebooks")
+    stages.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "stages":
+        stages = find_stages(args.notebooks_dir)
+        present = {s.stem for s in stages}
+        for stem in sorted(present | set(STAGE_TITLES)):
+            title = notebook_title(Path(args.notebooks_dir) / f"{stem}.ipynb") if stem in present else None
+            state = "" if stem in present else "  (not built yet)"
+            print(f"{stem:<18} {title or STAGE_TITLES.get(stem, '')}{state}")
+        return 0
+    try:
+        overrides = overrides_from_assignments(args.assignments)
+        if args.command == "compute":
+            from bibad_utils.stages import Cell, Study, compute
+            study = Study(args.profile, overrides)
+            cells = [Cell.parse(c) for c in args.cells] if args.cells else None
+            for line in compute(study, cells, args.generate):
+                print(line)
+            return 0
+        if args.command == "readme":
+            cfg = load_profile(args.profile, overrides)
+            print(f"wrote {readme_results(cfg['run_dir'], cfg['name'], REPO_ROOT)} and README.md")
+            return 0
+        if args.command == "run":
+            if args.retrain_base:
+                overrides.setdefault("pretrain", {})["shipped"] = False
+            if args.threads is not None:
+                if args.threads != "auto" and not (args.threads.isdigit() and int(args.threads) > 0):
+                    raise ConfigError("--threads", args.threads, "a positive integer or auto")
+                os.environ[ENV_THREADS] = args.threads
+            return run_notebooks(args.profile, overrides, args.notebooks_dir, args.only, args.start,
+                                 args.log_output, force=args.force, progress_interval=args.progress_interval)
+        return build_book(args.profile, overrides, args.output, args.strict, args.notebooks_dir, args.vendor,
+                          args.repository_url)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

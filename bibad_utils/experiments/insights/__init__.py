@@ -1,0 +1,42 @@
+"""Stage 04: the judges, the G1-G4 dissection of target-prompt generations, and the paper's two insights.
+
+Every generation of the target prompt is judged twice (``PAPER.md``, Metrics): the trigger detector of
+the cell's attack says whether it carries the trigger (``T``), the clean classifier whether it shows the
+prompt's class (``M``). From these:
+
+- ``G1 = T & ~M`` (the BadNets-like success: trigger and wrong content), ``G2 = T & M``, ``G3``, ``G4``;
+- trigger amplification (Insight 1): ``r_gen = G1 + G2`` against ``r_train``, the trigger ratio among
+  the training images that carry the target prompt;
+- phase transition (Insight 2): the share of G2 among triggered generations, ``G2 / (G1 + G2)``, falls
+  as p grows (G2 dominates at low p, G1 at high p).
+
+The controls (clean, relabel-only) are judged with the detector of every attack of the profile, which
+gives each detector's false-alarm level on generations of models that never saw a trigger.
+
+Image quality: FD-clf, the Frechet distance between the clean classifier's penultimate features of a
+model's all-class generations and of the real test images (a proxy in the spirit of FID, not comparable
+with FID values), and the classifier's accuracy on those generations. Inception FID is added only where
+torchvision's Inception-v3 weights are on disk and the images are large enough for it to mean something.
+
+All ratios are fractions in [0, 1]. Tables are tidy pandas DataFrames, one row per (cell, detector, w).
+
+One module per idea: :mod:`.judging` (the judges on generations), :mod:`.groups` (the G table and its
+views), :mod:`.seeds` (the spread across training runs), :mod:`.quality`, :mod:`.claims`, :mod:`.figures`.
+"""
+
+from bibad_utils.experiments.insights.judging import (  # noqa: F401
+    JUDGED_STAGE, detectors_for, judged, trigger_r_train, judge_table, reference_cell, generated_judge_table,
+    judge_augmentation_ablation, judge_check_display)
+from bibad_utils.experiments.insights.groups import (  # noqa: F401
+    newcombe_difference, g_row, pct_text, p_label, g_table, first_guidance, phase_transition, controls_table,
+    dissection_frame)
+from bibad_utils.experiments.insights.seeds import (  # noqa: F401
+    seed_table, seed_spread, across_seeds, claim_guidances, REFERENCE_GUIDANCE)
+from bibad_utils.experiments.insights.quality import (  # noqa: F401
+    FID_MODES, FID_MIN_IMAGE_SIZE, inception_weights_path, inception_net, inception_features, largest_p_cells,
+    quality_cells, quality_table)
+from bibad_utils.experiments.insights.claims import (  # noqa: F401
+    STAGE, CLEAN_FALSE_ALARM_MAX, phase_verdict, control_verdict, insight_claims, claims_table, verdict_summary,
+    shortfall_sentence, glue_values)
+from bibad_utils.experiments.insights.figures import (  # noqa: F401
+    group_examples, examples_figure, phase_figure, guidance_figure, quality_figure)

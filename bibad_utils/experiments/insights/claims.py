@@ -1,0 +1,258 @@
+"""Claim rows of stage 04 with computed verdicts (Trojan horse, Insight 1 per p, Insight 2 over every p, the
+controls, image quality), their display table and the glued values of the chapter."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bibad_utils import paper, verdicts
+from bibad_utils.experiments.insights.groups import first_guidance, p_label, pct_text
+from bibad_utils.experiments.insights.judging import judge_table
+from bibad_utils.experiments.insights.seeds import across_seeds
+from bibad_utils.report import claim_row, verdict_greater
+
+
+STAGE = "04_insights"
+
+
+def phase_verdict(rows, z: float = 1.96) -> dict:
+    """Verdict of Insight 2 for one attack from its rows at every p of the profile
+    (:func:`bibad_utils.verdicts.phase_transition`: the slides' quantities G1 - r_train and G2 - r_train
+    per p, and a significant fall of the G2 share G2 / (G1 + G2), not a crossing of one half).
+
+    ``rows``: rows of :func:`g_row` (need ``ratio``, ``n``, ``n_G1``, ``n_G2``, ``r_train``), two or more.
+    The paper's drop of the G2 share on ImageNette (5 -> 10 %) is the effect a test must be able to see
+    before a miss counts as "not reproduced".
+
+    Returns the dict of :func:`~bibad_utils.verdicts.phase_transition` plus ``share_low`` / ``share_high``
+    (the G2 share at the lowest and the highest p).
+    """
+    pts = [{"p": float(r["ratio"]), "n": int(r["n"]), "n_G1": int(r["n_G1"]), "n_G2": int(r["n_G2"]),
+            "r_train": float(r["r_train"])} for r in rows]
+    effect = paper.g2_share(0.05) - paper.g2_share(0.10)
+    out = verdicts.phase_transition(pts, paper_effect=effect, z=z)
+    out["share_low"], out["share_high"] = out["points"][0]["G2_share"], out["points"][-1]["G2_share"]
+    return out
+
+
+def control_verdict(r_gen_lo: float, fpr_hi: float, poisoned_lo: float | None) -> str:
+    """Verdict of "a control (no trigger in training) generates no trigger".
+
+    Reproduced when the control's trigger ratio is consistent with the detector's false alarms on real
+    clean images (its lower bound ``r_gen_lo`` at most the FPR's upper bound ``fpr_hi``); partly when it
+    is above them but still below the poisoned model's lower bound ``poisoned_lo`` (None: no poisoned
+    reference); not reproduced otherwise.
+    """
+    if r_gen_lo <= fpr_hi:
+        return "reproduced"
+    if poisoned_lo is not None and r_gen_lo < poisoned_lo:
+        return "partly"
+    return "not reproduced"
+
+
+CLEAN_FALSE_ALARM_MAX = 0.10  # above this trigger ratio on the clean DM's generations, a detector is not trusted
+
+
+def _seed_note(sd: dict | None, value: float, lo: float, hi: float) -> str:
+    """The note's account of a claim judged across training runs (empty for one run)."""
+    if sd is None:
+        return ""
+    return (f"; across {sd['n']} training runs: mean {sd['mean']:.3f}, sd {sd['sd']:.3f}, 95 % t interval "
+            f"[{sd['lo']:.3f}, {sd['hi']:.3f}] (the verdict uses it); run 0 alone {value:.3f} "
+            f"[{lo:.3f}, {hi:.3f}] (sampling only)")
+
+
+def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
+                   qdf: pd.DataFrame | None = None, guidance: float | None = None,
+                   spread: pd.DataFrame | None = None) -> list[dict]:
+    """Claim rows (:func:`bibad_utils.report.claim_row`) of this stage, at ``guidance`` (default the
+    profile's first): the Trojan horse (G1 above the clean model's level at the largest p, per attack),
+    Insight 1 per (attack, p), Insight 2 per attack (needs two values of p, else "not tested"), the
+    controls (no trigger without a trigger in training, per detector), and image quality (informational).
+    ``gdf``: :func:`g_table`; ``jdf``: :func:`judge_table` (default: computed); ``qdf``: the first element
+    of :func:`quality_table` (default: no quality rows); ``spread``: :func:`seed_spread`, whose interval
+    across training runs replaces the sampling interval of the Trojan-horse and Insight-1 rows of the cells
+    trained more than once (default: none)."""
+    w = first_guidance(study) if guidance is None else float(guidance)
+    jdf = judge_table(study) if jdf is None else jdf
+    at_w = gdf[gdf["guidance"] == w]
+    grid = at_w[~at_w["control"].astype(bool)]
+    controls = at_w[at_w["control"].astype(bool)]
+    rows: list[dict] = []
+    for attack in pd.unique(grid["attack"]):
+        a = grid[grid["attack"] == attack].sort_values("ratio")
+        top = a.iloc[-1]
+        clean = controls[(controls["attack"] == "clean") & (controls["detector"] == attack)]
+        floor = float(clean["G1"].iloc[0]) if len(clean) else 0.0
+        # a detector that fires on the clean DM's generations cannot measure amplification
+        clean_rate = float(clean["r_gen"].iloc[0]) if len(clean) else 0.0
+        # the baseline of every claim below: the detector must not fire on the clean DM's generations
+        check = verdicts.false_alarm_check(
+            clean_rate, max_rate=CLEAN_FALSE_ALARM_MAX,
+            what=f"share of the clean DM's target-prompt generations the {attack} detector flags")
+        sd = across_seeds(spread, top["cell"], attack, w, "G1")
+        g1, g1_lo, g1_hi = (sd["mean"], sd["lo"], sd["hi"]) if sd else (top["G1"], top["G1_lo"], top["G1_hi"])
+        trojan = (verdicts.Judgement(verdict_greater(g1_lo, g1, floor)) if check.ok
+                  else verdicts.Judgement("not tested", check.reason))
+        rows.append(claim_row(
+            STAGE, "Trojan horse: the poisoned DM generates trigger-carrying images of the wrong class (G1)",
+            setting=f"{attack}, p={top['p']}, w={w:g}", metric="G1 ratio of target-prompt generations",
+            paper=paper.paper_text("trojan_g1", p=top["ratio"]), key="trojan_g1",
+            ours=g1, lo=g1_lo, hi=g1_hi, verdict=trojan.verdict,
+            note=f"reference: G1 of the clean DM under the same detector = {pct_text(floor)}"
+                 + _seed_note(sd, top["G1"], top["G1_lo"], top["G1_hi"])
+                 + (f"; not tested: {trojan.reason}" if trojan.reason else "")))
+        for _, r in a.iterrows():
+            g1, g2 = paper.duplicates(r["ratio"], "G1"), paper.duplicates(r["ratio"], "G2")
+            rt = paper.r_train(r["ratio"])
+            effect = g1[0] + g2[0] - rt if g1 and g2 and rt is not None else None
+            sd = across_seeds(spread, r["cell"], attack, w, "r_gen")
+            val, lo, hi = (sd["mean"], sd["lo"], sd["hi"]) if sd else (r["r_gen"], r["r_gen_lo"], r["r_gen_hi"])
+            j = verdicts.compare(val, lo, hi, reference=r["r_train"], paper_effect=effect, baseline=check)
+            rows.append(claim_row(
+                STAGE, "Insight 1, trigger amplification: r_gen > r_train",
+                setting=f"{attack}, p={r['p']}, w={w:g}", metric="r_gen = G1 + G2",
+                paper=paper.paper_text("amplification", p=r["ratio"]), key="amplification",
+                kind="" if rt is not None else "no paper number",
+                ours=val, lo=lo, hi=hi, verdict=j.verdict,
+                note=(f"r_train = {pct_text(r['r_train'])}; amplification r_gen / r_train = {r['amplification']:.2f}"
+                      + _seed_note(sd, r["r_gen"], r["r_gen_lo"], r["r_gen_hi"])
+                      + (f"; paper (ImageNette): r_gen - r_train = {effect:+.3f}" if effect is not None else "")
+                      + (f"; {j.verdict}: {j.reason}" if j.reason else ""))))
+        phase_claim = "Insight 2, phase transition: the G2 share of triggered generations falls as p grows"
+        metric = "drop of G2 / (G1 + G2) from the lowest to the highest p"
+        text = paper.paper_text("phase_transition")
+        if len(a) < 2:
+            rows.append(claim_row(STAGE, phase_claim, setting=f"{attack}, w={w:g}", metric=metric, paper=text,
+                                  key="phase_transition", ours=math.nan, verdict="not tested",
+                                  note="the profile has a single poisoning ratio"))
+        elif not check.ok:
+            rows.append(claim_row(STAGE, phase_claim, setting=f"{attack}, w={w:g}", metric=metric, paper=text,
+                                  key="phase_transition", ours=math.nan, verdict="not tested",
+                                  note=f"not tested: {check.reason}"))
+        else:
+            pv = phase_verdict([r.to_dict() for _, r in a.iterrows()])
+            slides = "; ".join(f"p={p_label(pt['p'])}: G1 - r_train {pt['G1_minus_r_train']:+.3f}, "
+                               f"G2 - r_train {pt['G2_minus_r_train']:+.3f}, G2 share {pct_text(pt['G2_share'])}"
+                               for pt in pv["points"])
+            rows.append(claim_row(
+                STAGE, phase_claim, setting=f"{attack}, p={a.iloc[0]['p']} -> {top['p']}, w={w:g}", metric=metric,
+                paper=text, key="phase_transition", ours=pv["drop"], lo=pv["drop_lo"], hi=pv["drop_hi"],
+                verdict=pv["verdict"], note=f"{pv['reason']}; {slides}"))
+    for _, c in controls.iterrows():
+        det = jdf[jdf["judge"] == f"{c['detector']} detector"]
+        fpr_hi = float(det["fpr_hi"].iloc[0]) if len(det) else 0.0
+        pois = grid[grid["attack"] == c["detector"]].sort_values("ratio")
+        pois_lo = float(pois["r_gen_lo"].iloc[-1]) if len(pois) else None
+        claim = ("Clean control: a DM trained without poison generates no trigger" if c["attack"] == "clean" else
+                 "Relabel-only control: target labels without a trigger plant no trigger")
+        rows.append(claim_row(
+            STAGE, claim, setting=f"{c['cell']}, {c['detector']} detector, w={w:g}",
+            key="clean_control" if c["attack"] == "clean" else "relabel_control",
+            metric="r_gen (detector fires)", paper="~0 (no trigger in training)" if c["attack"] == "clean" else "",
+            ours=c["r_gen"], lo=c["r_gen_lo"], hi=c["r_gen_hi"],
+            verdict=control_verdict(c["r_gen_lo"], fpr_hi, pois_lo),
+            note=f"detector FPR on real clean images <= {pct_text(fpr_hi)} (95 % upper bound)"
+                 + ("" if pois_lo is None else f"; poisoned DM at the largest p: r_gen >= {pct_text(pois_lo)}")))
+    if qdf is not None:
+        clean = qdf[qdf["attack"] == "clean"]
+        floor = qdf[qdf["attack"] == "real"]
+        for _, q in qdf[~qdf["attack"].isin(["real", "clean", "relabel"])].iterrows():
+            extra = (f"clean DM: {clean['fd_clf'].iloc[0]:.3g}; " if len(clean) else "") + (
+                f"real training images: {floor['fd_clf'].iloc[0]:.3g}" if len(floor) else "")
+            rows.append(claim_row(
+                STAGE, "Image quality of the poisoned DM (informational, no paper number here)",
+                setting=q["cell"], metric="FD-clf of all-class generations to real test images (lower: closer)",
+                ours=q["fd_clf"], verdict="not tested", kind="no paper number", note=extra))
+    return rows
+
+
+def claims_table(rows: list[dict]) -> pd.DataFrame:
+    """The claim rows as a display table: claim, setting, paper, ours with its interval (text), verdict,
+    note."""
+    def ours(r):
+        if not np.isfinite(r["ours"]):
+            return "n/a"
+        if np.isfinite(r["ours_lo"]):
+            return f"{r['ours']:.3f} [{r['ours_lo']:.3f}, {r['ours_hi']:.3f}]"
+        return f"{r['ours']:.3g}"
+    return pd.DataFrame([{"claim": r["claim"], "setting": r["setting"], "paper": r["paper"], "ours": ours(r),
+                          "verdict": r["verdict"], "note": r["note"]} for r in rows])
+
+
+def verdict_summary(rows: list[dict], claim_prefix: str) -> str:
+    """A phrase counting the verdicts of the claims whose text starts with ``claim_prefix``, e.g.
+    "6 settings: 4 reproduced, 1 partly, 1 not reproduced"."""
+    sel = [r["verdict"] for r in rows if r["claim"].startswith(claim_prefix)]
+    if not sel:
+        return "no setting in this profile"
+    counts = [(sel.count(v), v) for v in verdicts.VERDICTS]
+    head = f"{len(sel)} setting{'s' if len(sel) > 1 else ''}: "
+    return head + ", ".join(f"{k} {v}" for k, v in counts if k or v == "reproduced")
+
+
+def shortfall_sentence(rows: list[dict]) -> str:
+    """A sentence saying, from the computed verdicts, whether Insights 1 and 2 show in this run."""
+    missing = []
+    for prefix, name in (("Insight 1", "trigger amplification"), ("Insight 2", "the phase transition")):
+        sel = [r["verdict"] for r in rows if r["claim"].startswith(prefix)]
+        if not sel or all(v == "not tested" for v in sel):
+            missing.append(f"{name} is not tested in this profile")
+        elif any(v != "reproduced" for v in sel if v != "not tested"):
+            missing.append(f"{name} is not reproduced in every setting ({verdict_summary(rows, prefix)})")
+    if not missing:
+        return "Both insights are reproduced in every setting of this run."
+    return "In this run, " + "; ".join(missing) + "."
+
+
+def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, rows: list[dict],
+                gjdf: pd.DataFrame | None = None) -> dict:
+    """Numbers and computed sentences the notebook's text quotes, keyed ``nb04_*``: the judges, the first
+    attack at its largest p (``attack0``, ``pmax``), the clean control, and verdict summaries."""
+    w = first_guidance(study)
+    attack0 = study.cfg["attacks"][0]
+    at_w = gdf[gdf["guidance"] == w]
+    top = at_w[at_w["attack"] == attack0].sort_values("ratio").iloc[-1]
+    clean = at_w[(at_w["attack"] == "clean") & (at_w["detector"] == attack0)]
+    det = jdf[jdf["judge"] == f"{attack0} detector"].iloc[0]
+    clf = jdf[jdf["kind"] == "classifier"].iloc[0]
+    out = {
+        "nb04_w": w, "nb04_attack0": attack0, "nb04_pmax": float(top["ratio"]),
+        "nb04_clf_acc": float(clf["accuracy"]), "nb04_det_acc": float(det["accuracy"]),
+        "nb04_det_fpr": float(det["fpr"]), "nb04_det_fnr": float(det["fnr"]),
+        "nb04_g1_top": float(top["G1"]), "nb04_g2_top": float(top["G2"]), "nb04_rgen_top": float(top["r_gen"]),
+        "nb04_rtrain_top": float(top["r_train"]), "nb04_amp_top": float(top["amplification"]),
+        "nb04_rgen_clean": float(clean["r_gen"].iloc[0]) if len(clean) else math.nan,
+        "nb04_trojan_summary": verdict_summary(rows, "Trojan horse"),
+        "nb04_amp_summary": verdict_summary(rows, "Insight 1"),
+        "nb04_phase_summary": verdict_summary(rows, "Insight 2"),
+        "nb04_control_summary": verdict_summary(rows, "Clean control"),
+        "nb04_relabel_summary": verdict_summary(rows, "Relabel-only"),
+        "nb04_shortfall": shortfall_sentence(rows),
+        # the paper's own G2 shares (ImageNette, random poisoning), which the phase-transition rule must pass
+        "nb04_paper_share_p5": paper.g2_share(0.05), "nb04_paper_share_p10": paper.g2_share(0.10),
+        "nb04_paper_share_drop": paper.g2_share(0.05) - paper.g2_share(0.10),
+    }
+    # judges on generations (NaN when the profile has no clean model or no ablation block)
+    out.update({k: math.nan for k in ("nb04_gen_n", "nb04_gen_clf_acc", "nb04_gen_det_fpr", "nb04_gen_det_tpr",
+                                      "nb04_gen_worst_fpr", "nb04_gen_worst_tpr", "nb04_plain_clf_acc",
+                                      "nb04_plain_worst_fpr")})
+    if gjdf is not None and len(gjdf):
+        mine = gjdf[gjdf["judges"] == "as configured"] if "judges" in gjdf.columns else gjdf
+        gclf = mine[mine["judge"] == "clean classifier"].iloc[0]
+        gdet = mine[mine["judge"] == f"{attack0} detector"].iloc[0]
+        out.update({"nb04_gen_n": int(gclf["n"]), "nb04_gen_clf_acc": float(gclf["accuracy"]),
+                    "nb04_gen_det_fpr": float(gdet["fpr"]), "nb04_gen_det_tpr": float(gdet["tpr"]),
+                    "nb04_gen_worst_fpr": float(mine["fpr"].max()), "nb04_gen_worst_tpr": float(mine["tpr"].min())})
+        if "judges" in gjdf.columns and (gjdf["judges"] != "as configured").any():
+            plain = gjdf[gjdf["judges"] != "as configured"]
+            out.update({"nb04_plain_clf_acc": float(plain.loc[plain["judge"] == "clean classifier", "accuracy"].iloc[0]),
+                        "nb04_plain_worst_fpr": float(plain["fpr"].max())})
+    if qdf is not None and len(qdf):
+        clean_q = qdf[qdf["attack"] == "clean"]
+        out["nb04_fd_clean"] = float(clean_q["fd_clf"].iloc[0]) if len(clean_q) else math.nan
+        out["nb04_fd_real"] = float(qdf[qdf["attack"] == "real"]["fd_clf"].iloc[0])
+    return out

@@ -1,0 +1,143 @@
+"""Figures of stage 04: example generations per group, the phase transition over p, r_gen and G1 against
+the guidance, image quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from bibad_utils.config import ConfigError
+from bibad_utils.experiments.insights.groups import p_label
+from bibad_utils.experiments.insights.judging import judged
+from bibad_utils.plots import G_COLORS, PALETTE, REF_COLOR
+
+
+def group_examples(study, cell, guidance: float, n: int = 8, seed: int = 0) -> dict:
+    """Up to ``n`` target-prompt generations of ``cell`` at ``guidance`` from each group G1-G4, drawn
+    with ``numpy.random.default_rng(seed)``: ``{group: (uint8 [k, H, W, 3] images, k titles)}``, the
+    title being the clean classifier's predicted class name."""
+    if not cell.trigger_kind:
+        raise ConfigError("cell", cell.name, "a poisoned cell of the grid (the controls have no trigger)")
+    j = judged(study, cell, cell.trigger_kind)[("target", float(guidance))]
+    images = study.generations(cell)[("target", float(guidance))].images
+    t, m = j["trigger"], j["match"]
+    masks = {"G1": t & ~m, "G2": t & m, "G3": ~t & ~m, "G4": ~t & m}
+    rng = np.random.default_rng(seed)
+    names = study.class_names
+    out = {}
+    for g, mask in masks.items():
+        idx = np.flatnonzero(mask)
+        idx = np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False)) if len(idx) else idx
+        out[g] = (np.asarray(images[idx]), [names[int(k)] for k in j["pred"][idx]])
+    return out
+
+
+def examples_figure(study, cell, guidance: float, n: int = 8, seed: int = 0, nrow: int = 2) -> Figure:
+    """Example target-prompt generations of ``cell`` from each group G1-G4 (see :func:`group_examples`),
+    one panel per group (headed G1..G4, ``nrow`` images per row; an empty group says so), each image
+    headed by the clean classifier's predicted class."""
+    from bibad_utils.plots import side_by_side_grids
+
+    ex = group_examples(study, cell, guidance, n=n, seed=seed)
+    fig = side_by_side_grids({g: images for g, (images, _) in ex.items()}, nrow=nrow,
+                             titles={g: titles for g, (_, titles) in ex.items() if titles})
+    fig.suptitle(f"{cell.name}: target-prompt generations at w = {guidance:g}, by group "
+                 f"(detector: {cell.trigger_kind or study.cfg['attacks'][0]})", fontsize=10, fontweight="bold")
+    return fig
+
+
+def _new_axes(nrows: int, ncols: int, width: float, height: float):
+    fig = Figure(figsize=(width, height), dpi=100)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.grid(True, color="#dddddd", linewidth=0.6)
+        ax.set_axisbelow(True)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    return fig, axes
+
+
+def _errorbar(ax, x, df, col, **kw):
+    y = df[col].to_numpy(dtype=float)
+    err = np.vstack([y - df[f"{col}_lo"].to_numpy(dtype=float), df[f"{col}_hi"].to_numpy(dtype=float) - y])
+    ax.errorbar(x, y, yerr=np.clip(err, 0, None), capsize=2.5, elinewidth=1.0, **kw)
+
+
+def phase_figure(pt: pd.DataFrame) -> Figure:
+    """Insight 2 from :func:`phase_transition`: top row, G1 and G2 ratios (Wilson 95 %) against p per
+    attack with r_train dashed; bottom row, G1 - r_train and G2 - r_train as bars (the quantities of the
+    paper's figure, as ratios)."""
+    attacks = list(pd.unique(pt["attack"]))
+    fig, axes = _new_axes(2, len(attacks), 3.6 * len(attacks) + 0.6, 5.6)
+    for k, attack in enumerate(attacks):
+        a = pt[pt["attack"] == attack]
+        x = np.arange(len(a))
+        top, bottom = axes[0, k], axes[1, k]
+        _errorbar(top, x - 0.04, a, "G1", color=G_COLORS["G1"], marker="o", label="G1 (trigger, wrong class)")
+        _errorbar(top, x + 0.04, a, "G2", color=G_COLORS["G2"], marker="s", label="G2 (trigger, right class)")
+        top.plot(x, a["r_train"], color=REF_COLOR, linestyle="--", marker="_", label="r_train")
+        top.set_title(attack)
+        top.set_ylim(0, 1)
+        top.set_xticks(x, a["p"])
+        bottom.bar(x - 0.18, a["G1_minus_r_train"], width=0.36, color=G_COLORS["G1"], label="G1 - r_train")
+        bottom.bar(x + 0.18, a["G2_minus_r_train"], width=0.36, color=G_COLORS["G2"], label="G2 - r_train")
+        bottom.axhline(0, color=REF_COLOR, linewidth=0.8)
+        bottom.set_xticks(x, a["p"])
+        bottom.set_xlabel("poisoning ratio p")
+        for ax in (top, bottom):
+            ax.set_xlim(-0.6, len(a) - 0.4)
+    axes[0, 0].set_ylabel("fraction of generations")
+    axes[1, 0].set_ylabel("ratio - r_train")
+    axes[0, -1].legend(fontsize=8, frameon=False, loc="upper left")
+    axes[1, -1].legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def guidance_figure(gdf: pd.DataFrame) -> Figure:
+    """r_gen (top) and G1 (bottom) against the guidance scale w for every poisoned cell (Wilson 95 %),
+    one column per attack, one line per p; r_train dotted in the top row."""
+    grid = gdf[~gdf["control"].astype(bool)]
+    attacks = list(pd.unique(grid["attack"]))
+    fig, axes = _new_axes(2, len(attacks), 3.6 * len(attacks) + 0.6, 5.6)
+    for k, attack in enumerate(attacks):
+        a = grid[grid["attack"] == attack]
+        ratios = sorted(a["ratio"].unique())
+        span = float(np.ptp(a["guidance"].to_numpy(dtype=float))) or 1.0
+        for c, ratio in enumerate(ratios):
+            r = a[a["ratio"] == ratio].sort_values("guidance")
+            color = PALETTE[c % len(PALETTE)]
+            # a small horizontal offset per p keeps overlapping points and intervals apart
+            w = r["guidance"].to_numpy(dtype=float) + 0.015 * span * (c - (len(ratios) - 1) / 2)
+            _errorbar(axes[0, k], w, r, "r_gen", color=color, marker="o", label=f"p={p_label(ratio)}")
+            axes[0, k].axhline(r["r_train"].iloc[0], color=color, linestyle=":", linewidth=1.2)
+            _errorbar(axes[1, k], w, r, "G1", color=color, marker="o")
+        axes[0, k].set_title(attack)
+        for ax in axes[:, k]:
+            ax.set_ylim(0, 1)
+        axes[1, k].set_xlabel("guidance w")
+    axes[0, 0].set_ylabel("r_gen (dotted: r_train)")
+    axes[1, 0].set_ylabel("G1")
+    axes[0, -1].legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def quality_figure(qdf: pd.DataFrame) -> Figure:
+    """FD-clf (left) and the clean classifier's accuracy on the all-class generations (right, Wilson
+    95 %) per row of :func:`quality_table`."""
+    fig, axes = _new_axes(1, 2, 8.5, 3.2)
+    x = np.arange(len(qdf))
+    colors = [REF_COLOR if a == "real" else PALETTE[0] if a in ("clean", "relabel") else PALETTE[1]
+              for a in qdf["attack"]]
+    axes[0, 0].bar(x, qdf["fd_clf"], color=colors)
+    axes[0, 0].set_ylabel("FD-clf to real test images")
+    axes[0, 1].bar(x, qdf["clf_acc"], color=colors)
+    _errorbar(axes[0, 1], x, qdf, "clf_acc", fmt="none", ecolor="#333333")
+    axes[0, 1].set_ylim(0, 1)
+    axes[0, 1].set_ylabel("classifier accuracy")
+    for ax in axes[0]:
+        ax.set_xticks(x, qdf["cell"], rotation=30, ha="right")
+    fig.tight_layout()
+    return fig

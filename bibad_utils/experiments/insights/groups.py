@@ -1,0 +1,147 @@
+"""The G1-G4 dissection of target-prompt generations: one row per (cell, detector, w), the phase-transition
+and controls views of it, and the text helpers of stage 04."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bibad_utils import metrics
+from bibad_utils.config import ConfigError
+from bibad_utils.experiments.insights.judging import detectors_for, judged, trigger_r_train
+
+
+def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> tuple[float, float, float]:
+    """Difference of two proportions ``k1/n1 - k2/n2`` with Newcombe's hybrid score interval (built
+    from the two Wilson intervals; Newcombe 1998, method 10).
+
+    Returns ``(d, lo, hi)`` in [-1, 1]; ``d`` is nan and the interval ``(-1, 1)`` when a sample is empty.
+    """
+    from bibad_utils.metrics import newcombe_difference as _newcombe
+
+    return _newcombe(k1, n1, k2, n2, z)
+
+
+def g_row(trigger, match, *, r_train: float, z: float = 1.96, **keys) -> dict:
+    """One row of the G table from the judges' decisions on N target-prompt generations.
+
+    Args:
+        trigger: bool ``[N]``, the trigger detector fired (``T``).
+        match: bool ``[N]``, the clean classifier predicts the prompt's class (``M``).
+        r_train: trigger ratio among the target-prompt training images, in [0, 1] (0 for the controls).
+        **keys: identifying columns put first (cell, attack, ratio, detector, guidance, ...).
+
+    Returns:
+        the row of :func:`bibad_utils.metrics.g_table` (counts, ratios and Wilson bounds of G1-G4 and
+        r_gen, r_train, amplification = r_gen / r_train, inf/nan when r_train = 0) plus ``G2_share`` =
+        G2 / (G1 + G2) with its Wilson bounds (nan, (0, 1) without triggered images), and
+        ``G1_minus_r_train`` / ``G2_minus_r_train`` (the quantities of the paper's Insight 2 figure,
+        as ratios).
+    """
+    row = metrics.g_table(trigger, match, r_train=r_train, z=z, **keys)
+    n_trig = row["n_G1"] + row["n_G2"]
+    row["n_triggered"] = n_trig
+    row["G2_share"] = row["n_G2"] / n_trig if n_trig else math.nan
+    row["G2_share_lo"], row["G2_share_hi"] = metrics.wilson_interval(row["n_G2"], n_trig, z)
+    row["G1_minus_r_train"] = row["G1"] - r_train
+    row["G2_minus_r_train"] = row["G2"] - r_train
+    return row
+
+
+def pct_text(x: float) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
+
+
+def p_label(ratio: float) -> str:
+    return f"{100 * ratio:g}%"
+
+
+def g_table(study, z: float = 1.96) -> pd.DataFrame:
+    """The G1-G4 dissection of every cell's target-prompt generations at every guidance w.
+
+    One row per (cell, detector, w): ``cell`` (name), ``attack`` (the cell's kind: clean | relabel |
+    a trigger), ``control`` (bool), ``ratio`` (p), ``p`` (label like "10%"), ``detector``, ``guidance``,
+    ``n_poison``, then the columns of :func:`g_row` (G1-G4 and r_gen with counts and Wilson bounds,
+    r_train, amplification, G2_share, G1/G2_minus_r_train). Controls appear once per detector.
+    """
+    rows = []
+    for cell in study.cells():
+        r_train = trigger_r_train(study, cell)
+        n_poison = int(study.poison_manifest(cell)["n_poison"])
+        for det in detectors_for(study, cell):
+            judgments = judged(study, cell, det)
+            for (name, w), j in judgments.items():
+                if name != "target":
+                    continue
+                rows.append(g_row(j["trigger"], j["match"], r_train=r_train, z=z, cell=cell.name,
+                                  attack=cell.kind, control=cell.trigger_kind is None, ratio=cell.ratio,
+                                  p=p_label(cell.ratio), detector=det, guidance=w, n_poison=n_poison))
+    return pd.DataFrame(rows)
+
+
+def first_guidance(study) -> float:
+    """The profile's first guidance scale: the one the claims are stated at."""
+    return float(study.cfg["sampling"]["guidance"][0])
+
+
+def phase_transition(df: pd.DataFrame, guidance: float | None = None) -> pd.DataFrame:
+    """Insight 2 per attack across p, at one guidance (default: the first in ``df``).
+
+    ``df``: the output of :func:`g_table`. Returns the grid rows (no controls), sorted by attack then p,
+    with columns attack, ratio, p, guidance, n, n_G1, n_G2, G1, G2, r_gen (+ Wilson bounds), r_train,
+    amplification, G1_minus_r_train, G2_minus_r_train, G2_share (+ bounds), and ``dominant``: "G1", "G2" or "tie",
+    the larger of the two among triggered generations ("none" without triggered generations).
+    """
+    need = ["attack", "control", "ratio", "guidance", "n_G1", "n_G2", "G1", "G2", "r_train"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ConfigError("df", f"columns {list(df.columns)}", f"a g_table DataFrame (missing {missing})")
+    if guidance is None:
+        guidance = float(df["guidance"].iloc[0])
+    rows = df[(~df["control"].astype(bool)) & (df["guidance"] == guidance)].copy()
+    if rows.empty:
+        raise ConfigError("guidance", guidance, f"a guidance of the table: {sorted(df['guidance'].unique())}")
+    rows["dominant"] = np.select([rows["n_G1"] + rows["n_G2"] == 0, rows["n_G1"] > rows["n_G2"],
+                                  rows["n_G2"] > rows["n_G1"]], ["none", "G1", "G2"], "tie")
+    order = {a: k for k, a in enumerate(pd.unique(rows["attack"]))}
+    rows = rows.sort_values(["attack", "ratio"], key=lambda s: s.map(order) if s.name == "attack" else s)
+    cols = ["attack", "ratio", "p", "guidance", "n", "n_G1", "n_G2", "G1", "G1_lo", "G1_hi", "G2", "G2_lo",
+            "G2_hi", "r_gen", "r_gen_lo", "r_gen_hi", "r_train", "amplification", "G1_minus_r_train",
+            "G2_minus_r_train", "G2_share", "G2_share_lo", "G2_share_hi", "dominant"]
+    return rows.reindex(columns=[c for c in cols if c in rows.columns]).reset_index(drop=True)
+
+
+def controls_table(gdf: pd.DataFrame, jdf: pd.DataFrame, guidance: float | None = None) -> pd.DataFrame:
+    """The controls at one guidance (default: the first in ``gdf``) beside each detector's false-positive
+    rate on real clean images and the poisoned DM at the largest p of that detector's attack: columns
+    cell, detector, n, r_gen (+ bounds), G1, G2, det_fpr (+ upper bound), poisoned_r_gen."""
+    if guidance is None:
+        guidance = float(gdf["guidance"].iloc[0])
+    at_w = gdf[gdf["guidance"] == guidance]
+    rows = []
+    for _, c in at_w[at_w["control"].astype(bool)].iterrows():
+        det = jdf[jdf["judge"] == f"{c['detector']} detector"]
+        pois = at_w[(~at_w["control"].astype(bool)) & (at_w["attack"] == c["detector"])].sort_values("ratio")
+        rows.append({"cell": c["cell"], "detector": c["detector"], "n": c["n"], "r_gen": c["r_gen"],
+                     "r_gen_lo": c["r_gen_lo"], "r_gen_hi": c["r_gen_hi"], "G1": c["G1"], "G2": c["G2"],
+                     "det_fpr": float(det["fpr"].iloc[0]) if len(det) else math.nan,
+                     "det_fpr_hi": float(det["fpr_hi"].iloc[0]) if len(det) else math.nan,
+                     "poisoned_r_gen": float(pois["r_gen"].iloc[-1]) if len(pois) else math.nan})
+    return pd.DataFrame(rows)
+
+
+def dissection_frame(df: pd.DataFrame, guidance: float | None = None) -> pd.DataFrame:
+    """Rows for the stacked G1-G4 bars: per detector (= attack), the controls judged by it and then the
+    attack's cells in increasing p, at one guidance (default: the first in ``df``); a ``label`` column
+    names the bar (clean, relabel, p=...)."""
+    if guidance is None:
+        guidance = float(df["guidance"].iloc[0])
+    rows = df[df["guidance"] == guidance].copy()
+    rows = rows[rows["control"].astype(bool) | (rows["attack"] == rows["detector"])]
+    rows["label"] = np.where(rows["control"].astype(bool), rows["attack"], "p=" + rows["p"].astype(str))
+    rows["_order"] = np.where(rows["control"].astype(bool), -1.0, rows["ratio"])
+    order = {a: k for k, a in enumerate(pd.unique(rows["detector"]))}
+    rows["_det"] = rows["detector"].map(order)
+    return rows.sort_values(["_det", "_order"], kind="stable").drop(columns=["_order", "_det"]).reset_index(drop=True)

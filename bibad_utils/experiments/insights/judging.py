@@ -1,0 +1,163 @@
+"""The judges of stage 04 on generations: which detectors judge a cell, the cached judgments, the judges'
+own checks on real and generated images."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bibad_utils import metrics
+from bibad_utils import store as st
+
+
+JUDGED_STAGE = "insights_judged"
+
+
+def detectors_for(study, cell) -> list[str]:
+    """Trigger kinds whose detector judges ``cell``'s generations: its own trigger, or every attack of
+    the profile for a control (which carries none)."""
+    return [cell.trigger_kind] if cell.trigger_kind else list(study.cfg["attacks"])
+
+
+def judged(study, cell, detector: str) -> dict:
+    """Decisions of the judges on every generation set of ``cell`` (cached in the store).
+
+    Returns ``{(set_name, w): {"trigger": bool [N], "p_trigger": float32 [N] (detector's P(trigger)),
+    "pred": int64 [N] (classifier's class), "match": bool [N] (pred == prompt's class),
+    "labels": int64 [N]}}``; the all-class set also has ``"features"``: float32 ``[N, D]`` penultimate
+    features of the clean classifier (for FD-clf).
+    """
+    from bibad_utils.judges import features, predict
+
+    gens = study.generations(cell)
+    params = {"judges": study.cfg["judges"], "seed": study.seed, "detector": detector,
+              "trigger": study.cfg["triggers"].get(detector)}
+    inputs = [study.generation_key(cell), study.data_key]
+
+    def build(art):
+        clf, det = study.classifier(), study.detector(detector)
+        for (name, w), gen in gens.items():
+            folder = art.dir / f"{name}_w{w:g}"
+            folder.mkdir()
+            pred, _ = predict(clf, gen.images, device=study.device)
+            _, p_trig = predict(det, gen.images, device=study.device)
+            st.save_array(folder / "pred.npy", pred)
+            st.save_array(folder / "p_trigger.npy", p_trig[:, 1])
+            if name == "all":
+                st.save_array(folder / "features.npy", features(clf, gen.images, device=study.device))
+
+    path = study.store.cached(JUDGED_STAGE, params, inputs, build, device=str(study.device))
+    out = {}
+    for (name, w), gen in gens.items():
+        folder = path / f"{name}_w{w:g}"
+        pred = st.load_array(folder / "pred.npy")
+        p_trig = st.load_array(folder / "p_trigger.npy")
+        rec = {"trigger": p_trig > 0.5, "p_trigger": p_trig, "pred": pred, "match": pred == gen.labels,
+               "labels": gen.labels}
+        if (folder / "features.npy").is_file():
+            rec["features"] = st.load_array(folder / "features.npy")
+        out[(name, w)] = rec
+    return out
+
+
+def trigger_r_train(study, cell) -> float:
+    """Trigger ratio among ``cell``'s target-prompt training images (0 for the controls: relabel-only
+    puts target labels on images without a trigger)."""
+    return float(study.poison_manifest(cell)["r_train"]) if cell.trigger_kind else 0.0
+
+
+def judge_table(study) -> pd.DataFrame:
+    """Held-out error rates of the judges, with 95 % Wilson bounds: one row for the clean classifier
+    (accuracy on the real test set) and one per attack's trigger detector (accuracy, FPR on clean and
+    FNR on triggered non-target test images). Columns: judge, kind, n, accuracy(_lo/_hi),
+    fpr(_lo/_hi), fnr(_lo/_hi); rates are fractions, nan where they do not apply."""
+    rows = []
+    c = study.classifier_report()
+    rows.append({"judge": "clean classifier", "kind": "classifier", "n": c["n"], "accuracy": c["accuracy"],
+                 "accuracy_lo": c["accuracy_lo"], "accuracy_hi": c["accuracy_hi"]})
+    for kind in study.cfg["attacks"]:
+        d = study.detector_report(kind)
+        row = {"judge": f"{kind} detector", "kind": "trigger_detector", "n": d["n_clean"] + d["n_triggered"]}
+        for m in ("accuracy", "fpr", "fnr"):
+            row[m], row[f"{m}_lo"], row[f"{m}_hi"] = d[m], d[f"{m}_lo"], d[f"{m}_hi"]
+        rows.append(row)
+    cols = ["judge", "kind", "n"] + [f"{m}{s}" for m in ("accuracy", "fpr", "fnr") for s in ("", "_lo", "_hi")]
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
+def reference_cell(study):
+    """The model whose generations calibrate the judges on generated images: the clean control when the
+    profile trains one, else the pre-trained clean model (None), else None when neither exists."""
+    clean = [c for c in study.control_cells() if c.kind == "clean"]
+    if clean:
+        return clean[0]
+    return None if study.pretrain_key is not None else False
+
+
+def generated_judge_table(study, z: float = 1.96) -> pd.DataFrame:
+    """The judges on GENERATED images with a known answer: the all-class generations of a clean DM
+    (:func:`reference_cell`), which carry no trigger and show their prompt's class if the DM learned it.
+
+    Rows: ``clean classifier`` (accuracy = generations assigned to their prompt's class) and, per attack,
+    ``<kind> detector`` with ``fpr`` (clean generations flagged) and ``tpr`` (the same generations with
+    the attack's trigger pasted on, flagged). Columns: judge, n, accuracy/fpr/tpr with Wilson ``_lo`` /
+    ``_hi``; empty when the profile has no clean model. A judge fit for the G ratios has a high accuracy
+    and TPR and a low FPR here, not only on real test images (:func:`judge_table`)."""
+    from bibad_utils.data import to_float, to_uint8
+    from bibad_utils.judges import predict
+
+    ref = reference_cell(study)
+    if ref is False:
+        return pd.DataFrame(columns=["judge", "n"])
+    gen = study.generations(ref)[("all", study.guidance_all)]
+    n = len(gen.labels)
+
+    def rate(name, k):
+        lo, hi = metrics.wilson_interval(int(k), n, z)
+        return {name: k / n, f"{name}_lo": lo, f"{name}_hi": hi}
+
+    pred, _ = predict(study.classifier(), gen.images, device=study.device)
+    rows = [{"judge": "clean classifier", "n": n, **rate("accuracy", int((pred == gen.labels).sum()))}]
+    for kind in study.cfg["attacks"]:
+        det = study.detector(kind)
+        fired, _ = predict(det, gen.images, device=study.device)
+        pasted = to_uint8(study.trigger(kind).apply(to_float(gen.images)))
+        caught, _ = predict(det, pasted, device=study.device)
+        rows.append({"judge": f"{kind} detector", "n": n, **rate("fpr", int(fired.sum())),
+                     **rate("tpr", int(caught.sum()))})
+    cols = ["judge", "n"] + [f"{m}{s}" for m in ("accuracy", "fpr", "tpr") for s in ("", "_lo", "_hi")]
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
+def judge_augmentation_ablation(study, z: float = 1.96) -> pd.DataFrame:
+    """:func:`generated_judge_table` for the profile's judges and for the same judges trained WITHOUT
+    photometric augmentation (``color_jitter = blur = noise = 0``; cached like any judge), stacked with a
+    ``judges`` column ("as configured" | "no photometric augmentation"). When the profile's judges use
+    no photometric augmentation there is only the first block."""
+    from bibad_utils.judges import PHOTOMETRIC_KEYS
+
+    blocks = [generated_judge_table(study, z).assign(judges="as configured")]
+    if any(study.cfg["judges"].get(k, 0) for k in PHOTOMETRIC_KEYS):
+        plain = study.variant({"judges": {k: 0.0 for k in PHOTOMETRIC_KEYS}})
+        blocks.append(generated_judge_table(plain, z).assign(judges="no photometric augmentation"))
+    out = pd.concat(blocks, ignore_index=True)
+    return out[["judges"] + [c for c in out.columns if c != "judges"]]
+
+
+def judge_check_display(gjdf: pd.DataFrame) -> pd.DataFrame:
+    """:func:`judge_augmentation_ablation` (or :func:`generated_judge_table`) for reading: index
+    (judges, judge), one column per measure on the clean DM's generations, each "98.8 % [97.1, 99.5]"
+    (point and 95 % interval), "" where a measure does not apply to the judge."""
+    measures = {"accuracy": "content = prompt's class", "fpr": "false alarms (no trigger)",
+                "tpr": "detected (trigger pasted on)"}
+    rows = []
+    for _, r in gjdf.iterrows():
+        row = {"judges": r.get("judges", "as configured"), "judge": r["judge"], "n": int(r["n"])}
+        for key, name in measures.items():
+            v = r.get(key, math.nan)
+            row[name] = "" if v is None or not np.isfinite(v) else \
+                f"{100 * v:.1f} % [{100 * r[f'{key}_lo']:.1f}, {100 * r[f'{key}_hi']:.1f}]"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["judges", "judge"])

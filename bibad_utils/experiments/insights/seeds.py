@@ -1,0 +1,92 @@
+"""Training seeds and guidance scales of stage 04's claims.
+
+A profile may train a cell several times (``train_seeds``): :func:`seed_table` judges every training run of
+such cells, :func:`seed_spread` gives the mean over the runs, their standard deviation and a t interval of
+the mean, shown next to the sampling (Wilson) interval of one run; the headline claims use the interval
+across runs where there are runs (:func:`bibad_utils.experiments.insights.claims.insight_claims`).
+:func:`claim_guidances`: the claims are judged at the profile's first w and, where the profile generates
+at it, at the reference implementation's default w = 5 as well.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bibad_utils.experiments.insights.groups import g_row, p_label
+from bibad_utils.experiments.insights.judging import detectors_for, judged, trigger_r_train
+
+# The reference implementation's default classifier-free guidance scale.
+REFERENCE_GUIDANCE = 5.0
+SPREAD_COLUMNS = ("r_gen", "G1", "G2", "G2_share")
+GROUP_KEYS = ["cell", "attack", "control", "ratio", "p", "detector", "guidance"]
+
+
+def claim_guidances(study) -> list[float]:
+    """The guidance scales the claims of stage 04 are judged at: the profile's first and, when the
+    profile also generates at it, :data:`REFERENCE_GUIDANCE` (each claim then has one row per scale)."""
+    ws = [float(w) for w in study.cfg["sampling"]["guidance"]]
+    return ws[:1] + ([REFERENCE_GUIDANCE] if REFERENCE_GUIDANCE in ws[1:] else [])
+
+
+def seed_table(study, z: float = 1.96) -> pd.DataFrame:
+    """The G table (:func:`~bibad_utils.experiments.insights.groups.g_row` columns) of every training run
+    of every cell trained more than once, one row per (cell, detector, w, run) with ``train_seed``
+    (0 = the profile's run, the one :func:`~bibad_utils.experiments.insights.groups.g_table` shows);
+    empty when every cell has one run."""
+    rows = []
+    for cell in study.cells():
+        runs = study.seed_cells(cell)
+        if len(runs) < 2:
+            continue
+        r_train = trigger_r_train(study, cell)
+        for run in runs:
+            for det in detectors_for(study, cell):
+                for (name, w), j in judged(study, run, det).items():
+                    if name == "target":
+                        rows.append(g_row(j["trigger"], j["match"], r_train=r_train, z=z, cell=cell.name,
+                                          attack=cell.kind, control=cell.trigger_kind is None, ratio=cell.ratio,
+                                          p=p_label(cell.ratio), detector=det, guidance=w, train_seed=run.seed))
+    return pd.DataFrame(rows)
+
+
+def seed_spread(sdf: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Across the training runs of each (cell, detector, w) of :func:`seed_table`: ``n_seeds`` and, for each
+    of :data:`SPREAD_COLUMNS`, ``<col>_mean``, ``<col>_sd`` (sample standard deviation) and
+    ``<col>_seed_lo`` / ``<col>_seed_hi`` (t interval of the mean at ``level``, clipped to [0, 1]; NaN for
+    one run). Empty (with these columns) for an empty table."""
+    cols = GROUP_KEYS + ["n_seeds"] + [f"{c}_{s}" for c in SPREAD_COLUMNS for s in ("mean", "sd", "seed_lo", "seed_hi")]
+    if sdf is None or sdf.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for keys, g in sdf.groupby(GROUP_KEYS, sort=False, dropna=False):
+        row = dict(zip(GROUP_KEYS, keys))
+        n = len(g)
+        row["n_seeds"] = n
+        for c in SPREAD_COLUMNS:
+            v = g[c].to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            mean = float(v.mean()) if len(v) else math.nan
+            sd = float(v.std(ddof=1)) if len(v) > 1 else math.nan
+            half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * sd / math.sqrt(len(v))) if len(v) > 1 else math.nan
+            row.update({f"{c}_mean": mean, f"{c}_sd": sd, f"{c}_seed_lo": max(0.0, mean - half),
+                        f"{c}_seed_hi": min(1.0, mean + half)})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def across_seeds(spread: pd.DataFrame | None, cell: str, detector: str, guidance: float, col: str) -> dict | None:
+    """``{"mean", "lo", "hi", "sd", "n"}`` of ``col`` across the training runs of one (cell, detector, w) of
+    :func:`seed_spread`; None without two or more runs."""
+    if spread is None or spread.empty:
+        return None
+    sel = spread[(spread["cell"] == cell) & (spread["detector"] == detector)
+                 & (spread["guidance"].astype(float) == float(guidance))]
+    if sel.empty or int(sel["n_seeds"].iloc[0]) < 2:
+        return None
+    r = sel.iloc[0]
+    return {"mean": float(r[f"{col}_mean"]), "lo": float(r[f"{col}_seed_lo"]), "hi": float(r[f"{col}_seed_hi"]),
+            "sd": float(r[f"{col}_sd"]), "n": int(r["n_seeds"])}

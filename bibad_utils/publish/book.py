@@ -1,0 +1,258 @@
+"""``bibad book``: stage the book's sources with a run's executed notebooks (refusing incomplete or
+mismatched chapters), its teaser, and the offline scripts, then build the HTML with jupyter-book.
+
+The run's teaser figure (``<run_dir>/figures/teaser.png``, drawn by the results chapter) is staged as
+``book/_generated/teaser.png`` with ``book/_generated/teaser.md``, which the first page includes; a stage
+whose notebook does not exist yet gets a short placeholder page."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from bibad_utils.base import REPO_ROOT
+from bibad_utils.config import ConfigError, load_profile
+from bibad_utils.publish.keys import chapter_problems, code_digest
+from bibad_utils.publish.notebooks import NOTEBOOKS_DIR, STAGE_TITLES
+from bibad_utils.publish.vendor import VENDOR_CONFIG_KEYS, VENDOR_DIR, vendor_assets
+from bibad_utils.report import GENERATED_DIR, TEASER_CAPTION, TEASER_PNG
+
+BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
+BOOK_DIRS = ("book",)
+
+
+def toc_files(toc: dict) -> list[str]:
+    """Every ``root`` / ``file`` entry of a jupyter-book ``_toc.yml``, in order."""
+    found: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                if isinstance(node.get(key), str):
+                    found.append(node[key])
+            for value in node.values():
+                if isinstance(value, (list, dict)):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return found
+
+
+def placeholder_page(stem: str) -> str:
+    """Markdown of the page that stands in for a stage whose notebook does not exist yet."""
+    title = STAGE_TITLES.get(stem, stem.replace("_", " "))
+    return (f"# {title}\n\n"
+            f"This stage is not built yet: its notebook `notebooks/{stem}.ipynb` does not exist, so this page\n"
+            f"stands in for it until it does.\n")
+
+
+def teaser_markdown(cfg: dict, caption: str | None) -> str:
+    """MyST included by ``book/intro.md``: the run's teaser as a figure with ``caption`` (its path is
+    relative to ``book/``, where the include lands), or, with ``caption`` None (the run has no teaser
+    yet), one sentence saying so."""
+    results = "{doc}`../notebooks/08_results`"
+    if caption is None:
+        return (f"*The `{cfg['name']}` run has no teaser figure yet: {results} draws it when "
+                f"`bibad run --profile {cfg['name']}` reaches that chapter.*\n")
+    return (f"```{{figure}} {GENERATED_DIR}/{TEASER_PNG}\n"
+            f":name: fig-teaser\n"
+            f":alt: Target-prompt generations of a clean and a poisoned diffusion model, and the trigger ratio "
+            f"of generations against training\n"
+            f":width: 100%\n\n"
+            f"{caption.strip()} Every claim with its verdict: {results}.\n"
+            f"```\n")
+
+
+def stage_teaser(cfg: dict, book_dir: Path) -> bool:
+    """Copy ``<run_dir>/figures/teaser.png`` into ``book_dir/_generated/`` and write ``teaser.md`` there
+    (:func:`teaser_markdown`, caption from ``teaser_caption.md`` beside the PNG). Returns whether the run
+    has a teaser."""
+    figures = Path(cfg["run_dir"]) / "figures"
+    target = Path(book_dir) / GENERATED_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    png = figures / TEASER_PNG
+    caption = None
+    if png.is_file():
+        shutil.copy2(png, target / TEASER_PNG)
+        text = figures / TEASER_CAPTION
+        caption = text.read_text() if text.is_file() else f"The teaser of the `{cfg['name']}` run."
+    (target / "teaser.md").write_text(teaser_markdown(cfg, caption))
+    return caption is not None
+
+
+# Cell tags of papermill's parameter cells: on a page they are folded behind a "show" toggle, since
+# readers want the results first; the injected values stay one click away.
+PARAMETER_TAGS = ("parameters", "injected-parameters")
+FOLD_TAG = "hide-cell"
+
+
+# A tqdm bar as text: "desc:  40%|####      | 48/120 [00:03<00:04, 15.2it/s]"
+PROGRESS_TEXT = re.compile(r"\d+%\|.*\|\s*\d+/\d+\s*\[")
+
+
+def _is_progress_output(output: dict) -> bool:
+    """A progress bar left in an executed notebook: a widget display whose text is a tqdm bar (the
+    widget's state is not saved, so a page would show its frozen first frame), or tqdm's stderr text."""
+    if output.get("output_type") == "display_data":
+        data = output.get("data", {})
+        text = "".join(data.get("text/plain", ""))
+        return "application/vnd.jupyter.widget-view+json" in data and bool(PROGRESS_TEXT.search(text))
+    if output.get("output_type") == "stream" and output.get("name") == "stderr":
+        return bool(PROGRESS_TEXT.search("".join(output.get("text", ""))))
+    return False
+
+
+def notebook_for_book(notebook: Path, dst: Path) -> int:
+    """Copy an executed notebook to ``dst`` for the book: its papermill parameter cells tagged
+    ``hide-cell`` (folded on the page) and its progress-bar outputs dropped (they belong in the log
+    of a run, not on a page). Returns the number of cells tagged."""
+    nb = json.loads(Path(notebook).read_text())
+    tagged = 0
+    for cell in nb.get("cells", []):
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if any(t in tags for t in PARAMETER_TAGS) and FOLD_TAG not in tags:
+            tags.append(FOLD_TAG)
+            tagged += 1
+        if "outputs" in cell:
+            cell["outputs"] = [o for o in cell["outputs"] if not _is_progress_output(o)]
+    Path(dst).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return tagged
+
+
+def mark_chapter(notebook: Path, problems: list[str]) -> None:
+    """Put a warning box at the top of a staged chapter saying why it is not a complete execution of
+    the current run (what ``--no-strict`` publishes instead of refusing)."""
+    nb = json.loads(Path(notebook).read_text())
+    text = ("```{warning}\nThis chapter is not a complete execution of the run this book was built "
+            "from; its numbers may belong to another run or be missing:\n\n"
+            + "\n".join(f"- {p}" for p in problems) + "\n```\n")
+    cell = {"cell_type": "markdown", "id": "bibad-incomplete-chapter", "metadata": {}, "source": text}
+    cells = nb.setdefault("cells", [])
+    # after the title cell, so that the page keeps its heading
+    first_md = next((i for i, c in enumerate(cells) if c.get("cell_type") == "markdown"), -1)
+    cells.insert(first_md + 1, cell)
+    Path(notebook).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict: bool = True,
+                       vendor_dir: Path | None = VENDOR_DIR, repository_url: str | None = None,
+                       out=None) -> list[str]:
+    """Write the sources of the book into a fresh folder ``src``: the book files of the repository,
+    and for each ``notebooks/<stem>`` entry of ``_toc.yml`` the executed notebook of the run (or a
+    placeholder page when the stage has no notebook yet). Returns the problems found: an executed
+    notebook that is missing, holds error outputs, was not run to the end, has no completion stamp or
+    was executed under another configuration or code (:func:`chapter_problems`). In strict mode a
+    problem raises ConfigError; otherwise each such chapter gets a warning box at its top.
+    ``vendor_dir`` None (or missing) switches the book to public CDNs for MathJax and widgets."""
+    out = out or sys.stdout
+    src = Path(src)
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    for name in BOOK_FILES:
+        shutil.copy2(REPO_ROOT / name, src / name)
+    for name in BOOK_DIRS:
+        shutil.copytree(REPO_ROOT / name, src / name)
+    stage_teaser(cfg, src / "book")
+
+    executed = Path(cfg["run_dir"]) / "executed"
+    problems = []
+    code = None
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
+    for entry in toc_files(toc):
+        entry_path = Path(entry)
+        if entry_path.parts[0] != "notebooks":
+            continue
+        stem = entry_path.with_suffix("").name if entry_path.suffix == ".ipynb" else entry_path.name
+        dst = src / "notebooks" / f"{stem}.ipynb"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        done, source = executed / f"{stem}.ipynb", Path(notebooks_dir) / f"{stem}.ipynb"
+        if done.is_file():
+            if code is None:
+                code = code_digest()
+            found = chapter_problems(done, source, cfg, code)
+            problems += found
+            notebook_for_book(done, dst)
+            if found:
+                mark_chapter(dst, found)
+        elif source.is_file():
+            problems.append(f"{stem} has not been executed for profile {cfg['name']} (no {done}): "
+                            f"run `bibad run --profile {cfg['name']}` first")
+            shutil.copy2(source, dst)
+        else:
+            dst.with_suffix(".md").write_text(placeholder_page(stem))
+
+    config = yaml.safe_load((src / "_config.yml").read_text())
+    sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
+    if vendor_dir is not None and Path(vendor_dir).is_dir():
+        shutil.copytree(vendor_dir, src / "_vendor")
+    else:
+        for key in VENDOR_CONFIG_KEYS:
+            if key == "html_static_path":  # keep the book's own static files, drop the vendored ones
+                kept = [p for p in sphinx_config.get(key, []) if p != "_vendor"]
+                sphinx_config[key] = kept
+                if not kept:
+                    sphinx_config.pop(key)
+            else:
+                sphinx_config.pop(key, None)
+        print("warning: no _vendor folder: pages load MathJax and widget scripts from public CDNs "
+              "(they need a network to show maths and widgets)", file=out)
+    if repository_url:
+        config.setdefault("repository", {})["url"] = repository_url
+    (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    for problem in problems:
+        print(("error: " if strict else "warning: ") + problem, file=out)
+    if strict and problems:
+        raise ConfigError("book", cfg["name"], "complete executions of this run, without errors, for every "
+                          f"stage notebook ({len(problems)} problem(s) above); or pass --no-strict to "
+                          f"publish them marked as such")
+    return problems
+
+
+def build_book(profile: str = "demo", overrides: dict | None = None, output=REPO_ROOT, strict: bool = True,
+               notebooks_dir=NOTEBOOKS_DIR, vendor: bool = True, repository_url: str | None = None,
+               out=None) -> int:
+    """Build the HTML book of a profile's run into ``<output>/_build/html``; returns an exit code.
+
+    Strict (the default) fails on any Sphinx warning (``-W -n --keep-going``) and on executed notebooks
+    that are missing or hold errors. ``vendor`` fetches the offline scripts into ``_vendor/`` when that
+    folder is missing."""
+    out = out or sys.stdout
+    cfg = load_profile(profile, overrides or {})
+    output = Path(output).resolve()
+    src = output / "_build" / ".book-src"
+    vendor_dir = VENDOR_DIR
+    if vendor and not VENDOR_DIR.is_dir() and not vendor_assets(VENDOR_DIR, out=out):
+        vendor_dir = None
+    if not vendor:
+        vendor_dir = VENDOR_DIR if VENDOR_DIR.is_dir() else None
+    t0 = time.perf_counter()
+    try:
+        stage_book_sources(cfg, src, notebooks_dir, strict, vendor_dir, repository_url, out=out)
+    except ConfigError as err:
+        print(f"book not built: {err}", file=out)
+        return 1
+    cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+           "build", str(src), "--path-output", str(output), "--builder", "html", "--all"]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    print(f"building the book of {cfg['name']} ...", file=out, flush=True)
+    result = subprocess.run(cmd, cwd=str(src), capture_output=True, text=True)
+    html = output / "_build" / "html"
+    if result.returncode != 0:
+        print(result.stdout[-8000:] + result.stderr[-8000:], file=out)
+        print(f"book build FAILED ({time.perf_counter() - t0:.1f} s)", file=out)
+        return result.returncode or 1
+    print(f"book built in {time.perf_counter() - t0:.1f} s: {html / 'index.html'}", file=out)
+    return 0
