@@ -1,5 +1,7 @@
 """The CPU speed levers of a first run, each timed against the plain training step with the load average
-it ran under: 1 vs 2 torch threads, ``channels_last``, ``torch.compile`` of the UNet, the DDIM batch."""
+it ran under: 1 vs 2 torch threads, several 1-thread processes at once (the lever the first run applies:
+one fine-tuning per idle core, :mod:`bibad_utils.parallel`), ``channels_last``, ``torch.compile`` of the
+UNet, the DDIM batch."""
 
 from __future__ import annotations
 
@@ -20,6 +22,40 @@ def _lever_model(device: torch.device):
         torch.manual_seed(0)
         model = build_model(cfg, [f"class{k}" for k in range(10)], image_size=size)
     return model.to(device).train(), size
+
+
+def _process_rate(seconds: float, batch: int, queue) -> None:
+    """One worker of :func:`concurrent_rate`: the plain 1-thread training step, its rate put on ``queue``."""
+    torch.set_num_threads(1)
+    from bibad_utils.training import diffusion_loss
+
+    model, _ = _lever_model(torch.device("cpu"))
+    x, y = RandomImages(batch, model.image_size, 10).batch(np.arange(batch))
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(0)
+
+    def step():
+        diffusion_loss(model, x, y, generator=gen, cond_drop=0.1).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    queue.put(1 / time_call(step, torch.device("cpu"), seconds))
+
+
+def concurrent_rate(n: int, seconds: float, batch: int = 64) -> list[float]:
+    """Training steps/s of each of ``n`` processes running the plain step at once, one thread each
+    (what chapter 02 does with one fine-tuning per idle core); their sum is the machine's rate."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_process_rate, args=(seconds, batch, queue)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    rates = [queue.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    return rates
 
 
 def bench_levers(device: torch.device, seconds: float, batch: int = 64, threads=(1, 2), compile_unet: bool = True,
@@ -64,6 +100,12 @@ def bench_levers(device: torch.device, seconds: float, batch: int = 64, threads=
         base = rate if base is None else base
         rows.append((f"lever: training step, batch {batch}, eager, {n} thread(s)",
                      f"{rate:.2f} steps/s ({rate / base:.2f}x); {load()}"))
+    if device.type == "cpu" and max(threads) > 1:
+        n = max(threads)
+        rates = concurrent_rate(n, seconds, batch)
+        rows.append((f"lever: training step, batch {batch}, {n} processes x 1 thread (applied)",
+                     f"{sum(rates):.2f} steps/s in all ({sum(rates) / base:.2f}x; each "
+                     f"{', '.join(f'{r:.2f}' for r in rates)}); {load()}"))
     torch.set_num_threads(threads[0])
     model, _ = _lever_model(device)
     model.denoiser.to(memory_format=torch.channels_last)

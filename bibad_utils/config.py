@@ -52,7 +52,7 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
 }
 # Optional top-level keys left out of the resolved profile when absent, each checked by its module's function.
 OPTIONAL_CHECKED = {
-    "train_seeds": ("bibad_utils.stages", "validate_train_seeds"),  # training runs per cell (default 1)
+    "train_seeds": ("bibad_utils.cells", "validate_train_seeds"),  # training runs per cell (default 1)
 }
 TOP_LEVEL_KEYS = REQUIRED_KEYS + tuple(OPTIONAL_DEFAULTS) + tuple(OPTIONAL_CHECKED)
 

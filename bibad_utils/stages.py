@@ -14,12 +14,9 @@ recomputes nothing expensive, and an interrupted training resumes from its last 
 Cells: one per (attack, p) of the grid; the controls ``clean`` (p = 0) and ``relabel`` (poisoned labels,
 no trigger, at the largest p); ``pool="duplicate"`` cells poison duplicated images (memorization stage).
 
-Training seeds: the profile's ``train_seeds`` gives the number of fine-tuning runs of a cell (see
-:func:`validate_train_seeds`); replicate ``s`` is ``Cell(kind, p, pool, seed=s)``. A replicate shares the
-cell's poisoned set, the pre-trained model and the generation noise; only its training run differs (the
-initial weights of a from-scratch model, the batch order, the diffusion noise and timesteps, the dropped
-conditions), so the spread across replicates measures the training run. Seed 0 is the profile's own run
-and keeps the keys it always had; ``Study.seed_cells(cell)`` lists a cell's replicates.
+Training seeds (:mod:`bibad_utils.cells`): replicate ``s`` of a cell is ``Cell(kind, p, pool, seed=s)``;
+``Study.seed_cells(cell)`` lists a cell's replicates. The clean base DM shipped with the package:
+:mod:`bibad_utils.shipped_base`.
 """
 
 from __future__ import annotations
@@ -33,115 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bibad_utils import shipped_base
 from bibad_utils import store as st
-from bibad_utils.config import (CONTROLS, ConfigError, attack_kinds, deep_merge, load_profile, resolve_device,
-                                validate_profile)
-
-POOLS = ("random", "duplicate")
-
-
-def train_seed_keys() -> tuple[str, ...]:
-    """The keys ``train_seeds`` may name: ``default``, the controls and every registered trigger kind."""
-    return ("default",) + CONTROLS + attack_kinds()
-
-
-def validate_train_seeds(section, prefix: str = "train_seeds") -> dict:
-    """Check a profile's ``train_seeds``: an integer >= 1 (every cell), or a mapping of ``default`` and cell
-    kinds (clean | relabel | badnets1 | badnets2 | wanet) to integers >= 1, e.g. ``{default: 1, clean: 3,
-    badnets1: 3}`` (three runs of the clean control and of every p of BadNets-1, one elsewhere). Returns
-    the mapping form with ``default`` filled in (1 when absent)."""
-    if isinstance(section, bool):
-        raise ConfigError(prefix, section, "an integer >= 1 or a mapping {default: N, KIND: N}")
-    if isinstance(section, (int, np.integer)):
-        section = {"default": int(section)}
-    if not isinstance(section, dict):
-        raise ConfigError(prefix, section, "an integer >= 1 or a mapping {default: N, KIND: N}")
-    out = {"default": 1}
-    for key, value in section.items():
-        if key not in train_seed_keys():
-            raise ConfigError(f"{prefix}.{key}", value, f"a key among {list(train_seed_keys())}")
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"{prefix}.{key}", value, "an integer >= 1 (training runs per cell)")
-        out[key] = int(value)
-    return out
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One training set of the study: ``kind`` in clean | relabel | badnets1 | badnets2 | wanet,
-    ``ratio`` = p (a fraction of the whole training set; 0 for clean), ``pool``: which images are
-    poisoned (random non-target images, or duplicated ones)."""
-
-    kind: str
-    ratio: float = 0.0
-    pool: str = "random"
-    seed: int = 0
-
-    @property
-    def name(self) -> str:
-        """Short label for tables and figures, e.g. ``badnets1 p=10%``, ``clean`` or ``clean seed 1``."""
-        tail = f" seed {self.seed}" if self.seed else ""
-        if self.kind == "clean":
-            return "clean" + tail
-        dup = " dup" if self.pool == "duplicate" else ""
-        return f"{self.kind} p={self.ratio * 100:g}%{dup}{tail}"
-
-    @property
-    def slug(self) -> str:
-        """File-name-safe label, e.g. ``badnets1-p0.1`` or ``badnets1-p0.1-s2``."""
-        tail = f"-s{self.seed}" if self.seed else ""
-        if self.kind == "clean":
-            return "clean" + tail
-        return f"{self.kind}-p{self.ratio:g}" + ("-dup" if self.pool == "duplicate" else "") + tail
-
-    def with_seed(self, seed: int) -> "Cell":
-        """The same cell trained with training seed ``seed`` (0: the profile's own run)."""
-        return Cell(self.kind, self.ratio, self.pool, int(seed))
-
-    @property
-    def base(self) -> "Cell":
-        """The cell without its training seed (seed 0)."""
-        return self.with_seed(0)
-
-    @classmethod
-    def parse(cls, spec: str) -> "Cell":
-        """A cell from its command-line spelling: ``clean``, ``relabel:0.1``, ``badnets1:0.05`` or
-        ``badnets1:0.1:duplicate``, optionally with a training seed: ``clean@1``, ``badnets1:0.05@2``."""
-        text, at, seed_text = str(spec).partition("@")
-        seed = 0
-        if at:
-            if not seed_text.isdigit():
-                raise ConfigError("cell", spec, "CELL@SEED with SEED an integer >= 0, e.g. badnets1:0.1@1")
-            seed = int(seed_text)
-        parts = text.split(":")
-        if parts == ["clean"]:
-            return cls("clean", seed=seed)
-        try:
-            ratio = float(parts[1])
-        except (IndexError, ValueError):
-            raise ConfigError("cell", spec, "clean | KIND:P | KIND:P:POOL, e.g. badnets1:0.1") from None
-        pool = parts[2] if len(parts) > 2 else "random"
-        if pool not in POOLS or len(parts) > 3:
-            raise ConfigError("cell", spec, f"KIND:P:POOL with POOL in {list(POOLS)}")
-        return cls(parts[0], ratio, pool, seed)
-
-    @property
-    def trigger_kind(self) -> str | None:
-        """The trigger stamped on poisoned images (None for the controls)."""
-        return None if self.kind in CONTROLS else self.kind
-
-
-@dataclass
-class GenSet:
-    """Generated images of one cell: uint8 ``images [N, H, W, 3]``, int64 ``labels [N]`` (the prompt's
-    class), the set name (``target`` or ``all``) and guidance scale ``w``."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    set_name: str
-    guidance: float
-    cell: Cell
-
+from bibad_utils.cells import POOLS, Cell, GenSet, train_seed_keys, validate_train_seeds  # noqa: F401 (re-exported)
+from bibad_utils.config import ConfigError, deep_merge, load_profile, resolve_device, validate_profile
 
 class Study:
     """One run of the study: a validated profile, its artifact store, datasets, cells and judges.
@@ -382,7 +274,7 @@ class Study:
         if not sec["steps"]:
             return None
         if self.cfg["pretrain"].get("shipped"):
-            install_shipped_base(self.store, self.pretrain_expected_key(), self.cfg["name"])
+            shipped_base.install_shipped_base(self.store, self.pretrain_expected_key(), self.cfg["name"])
         return self._train("pretrain", self.train_set, sec, [self.data_key], None, label="clean base DM")
 
     def pretrain_expected_key(self) -> str | None:
@@ -531,75 +423,6 @@ class Study:
         pred, _ = predict(self.classifier(), gen.images, device=self.device)
         trig, _ = predict(self.detector(trigger_kind), gen.images, device=self.device)
         return {"trigger": trig.astype(bool), "pred": pred, "match": pred == gen.labels}
-
-
-# ----------------------------------------------------------------------------------------------
-# the shipped clean base DM
-
-SHIPPED_DIR = Path(__file__).resolve().parent / "assets"
-SHIPPED_FILES = ("model.safetensors", "config.json", "train_record.json", "manifest.json")
-
-
-def shipped_bases(root: Path | None = None) -> dict[str, Path]:
-    """Pre-trained DMs shipped with the package: artifact key -> folder (``<root>/*/manifest.json``)."""
-    found = {}
-    for manifest in sorted(Path(SHIPPED_DIR if root is None else root).glob("*/manifest.json")):
-        found[st.load_json(manifest)["key"]] = manifest.parent
-    return found
-
-
-def install_shipped_base(store: st.ArtifactStore, key: str, profile: str = "", root: Path | None = None,
-                         out=None) -> bool:
-    """Put the shipped base DM of artifact ``key`` into ``store`` (as the ``pretrain`` artifact a
-    training would have written) unless the store has it already. Returns True when the store now holds
-    it; False, after a printed note, when no shipped model has this key (the caller then trains it)."""
-    import shutil
-    import sys
-
-    if store.exists("pretrain", key):
-        return True
-    root = SHIPPED_DIR if root is None else Path(root)
-    folder = shipped_bases(root).get(key)
-    if folder is None:
-        print(f"note: pretrain.shipped is set, but no base DM shipped in {root} has the key {key} of this "
-              f"{profile} configuration (its model, pretrain settings or dataset differ): training it",
-              file=out or sys.stderr)
-        return False
-    shipped = st.load_json(folder / "manifest.json")
-    with store.build("pretrain", shipped["params"], shipped["inputs"], device="shipped") as art:
-        if art.key != key:
-            raise ConfigError("shipped manifest", str(folder / "manifest.json"),
-                              f"params and inputs that hash to its key {key} (they give {art.key})")
-        (art.dir / "model").mkdir()
-        for name in ("model.safetensors", "config.json"):
-            shutil.copy2(folder / name, art.dir / "model" / name)
-        shutil.copy2(folder / "train_record.json", art.dir / "train_record.json")
-        art.meta["shipped_from"] = folder.name
-        art.meta["train"] = shipped.get("train")
-        art.meta["trained"] = {k: shipped.get(k) for k in ("git_commit", "created", "device", "command", "retrain")}
-    return True
-
-
-RETRAIN = "make book RETRAIN_BASE=1  (bibad run --profile PROFILE --retrain-base)"
-
-
-def ship_base(store: st.ArtifactStore, key: str, dest: Path, command: str) -> Path:
-    """Copy the pre-trained DM ``key`` of ``store`` into ``dest`` (model weights fp32, config, training
-    record, and its manifest with ``command``, the command that trained it, and ``retrain``, the flag
-    that trains it again); returns ``dest``."""
-    import shutil
-
-    src = store.path("pretrain", key)
-    manifest = store.load_manifest("pretrain", key)
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("model.safetensors", "config.json"):
-        shutil.copy2(src / "model" / name, dest / name)
-    shutil.copy2(src / "train_record.json", dest / "train_record.json")
-    manifest["command"] = command
-    manifest["retrain"] = RETRAIN
-    st.save_json(dest / "manifest.json", manifest)
-    return dest
 
 
 def compute(study: Study, cells: list[Cell] | None = None, generate: bool = True) -> list[str]:

@@ -13,11 +13,10 @@ MAX_LINES = 400
 
 # Modules still above MAX_LINES, each with the reason; the list only shrinks.
 LONG_MODULES = {
-    "bibad_utils/experiments/memorization_study.py": "being split with the claim-table builder",
     "bibad_utils/experiments/summary.py": "claims table, teaser and coverage in one module; to split by product",
     "bibad_utils/diffusion.py": "pixel DM and Stable Diffusion backends to be split",
     "bibad_utils/config.py": "becoming typed sections owned by their modules",
-    "bibad_utils/stages.py": "cached chain; shrinks when the registries land",
+    "bibad_utils/stages.py": "Study is one class (the cached chain, 388 lines); its cells and the shipped base are apart",
 }
 
 # Import circles still present, as sorted module tuples, each with the reason; the list only shrinks.
@@ -26,7 +25,7 @@ KNOWN_CIRCLES = {
 
 # The science: data, models, judges, metrics and the cached chain. It may not import these.
 SCIENCE = ("config", "data", "triggers", "poison", "store", "diffusion", "training", "sampling", "judges",
-           "metrics", "defenses", "memorization", "stages")
+           "metrics", "defenses", "memorization", "cells", "shipped_base", "stages")
 ABOVE_SCIENCE = ("experiments", "plots", "publish", "report", "cli")
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from bibad_utils import stages, training
+from bibad_utils import shipped_base, stages, training
 from bibad_utils import store as st
 from bibad_utils.config import PROFILES_DIR, load_profile
 from bibad_utils.diffusion import load_model
@@ -25,12 +25,12 @@ def test_ship_install_and_retrain(tmp_path, monkeypatch, capsys):
     key = trained.pretrain_key
     assert key == trained.pretrain_expected_key()
     assets = tmp_path / "assets"
-    folder = stages.ship_base(trained.store, key, assets / "smoke_base", "bibad run --profile smoke")
+    folder = shipped_base.ship_base(trained.store, key, assets / "smoke_base", "bibad run --profile smoke")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["key"] == key and manifest["command"] == "bibad run --profile smoke"
     assert "--retrain-base" in manifest["retrain"]
-    assert sorted(p.name for p in folder.iterdir()) == sorted(stages.SHIPPED_FILES)
-    monkeypatch.setattr(stages, "SHIPPED_DIR", assets)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(shipped_base.SHIPPED_FILES)
+    monkeypatch.setattr(shipped_base, "SHIPPED_DIR", assets)
 
     calls = []
     real_train = training.train_diffusion
@@ -65,12 +65,12 @@ def test_shipped_key_does_not_depend_on_the_flag(tmp_path):
 def test_install_refuses_a_manifest_whose_key_is_wrong(tmp_path):
     trained = tiny_study(tmp_path, "f")
     key = trained.pretrain_key
-    folder = stages.ship_base(trained.store, key, tmp_path / "assets" / "x", "cmd")
+    folder = shipped_base.ship_base(trained.store, key, tmp_path / "assets" / "x", "cmd")
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["params"]["seed"] = 99  # no longer hashes to its key
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(Exception, match="hash to its key"):
-        stages.install_shipped_base(st.ArtifactStore(tmp_path / "g"), key, root=tmp_path / "assets")
+        shipped_base.install_shipped_base(st.ArtifactStore(tmp_path / "g"), key, root=tmp_path / "assets")
 
 
 def shipped_profiles():
@@ -84,8 +84,8 @@ def test_shipped_base_matches_its_profile(profile):
     pre-training (model, pretrain settings, seed, dataset), with the weights of its model section."""
     study = stages.Study(profile, progress=False)
     key = study.pretrain_expected_key()
-    found = stages.shipped_bases()
-    assert key in found, f"profile {profile}: no shipped base DM with key {key} in {stages.SHIPPED_DIR}"
+    found = shipped_base.shipped_bases()
+    assert key in found, f"profile {profile}: no shipped base DM with key {key} in {shipped_base.SHIPPED_DIR}"
     folder = found[key]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert st.artifact_key("pretrain", manifest["params"], manifest["inputs"]) == key

@@ -278,7 +278,8 @@ def test_readme_results_publishes_a_finished_run(tmp_path):
 
     run_dir, repo = tmp_path / "run", tmp_path / "repo"
     repo.mkdir()
-    (repo / "README.md").write_text("# Study\n\n<!-- results -->\nold\n<!-- /results -->\n\n## Cite\n")
+    (repo / "README.md").write_text("# Study\n\n<!-- results demo -->\nold\n<!-- /results demo -->\n\n"
+                                     "<!-- results mnist -->\nkept\n<!-- /results mnist -->\n\n## Cite\n")
     with pytest.raises(ConfigError, match="bibad run --profile demo"):
         readme_results(run_dir, "demo", repo)
     save_claims(run_dir, "04_insights", [row("trojan_g1"), row("amplification", "not reproduced")])
@@ -293,7 +294,8 @@ def test_readme_results_publishes_a_finished_run(tmp_path):
     dest = readme_results(run_dir, "demo", repo)
     assert sorted(p.name for p in dest.iterdir()) == ["claims.md", "run.json", "teaser.png"]
     text = (repo / "README.md").read_text()
-    assert "old" not in text and text.endswith("<!-- /results -->\n\n## Cite\n") and text.count("<!-- results -->") == 1
+    assert "old" not in text and text.count("<!-- results demo -->") == 1
+    assert text.endswith("<!-- results mnist -->\nkept\n<!-- /results mnist -->\n\n## Cite\n")  # another profile's block
     assert "![teaser](results/demo/teaser.png)" in text and "> Generations of the demo run." in text
     counts = sm.verdict_counts(sm.claims_frame(run_dir))
     assert f"{counts['total']} claim rows. 13 paper claims: {counts['reproduced']} reproduced" in text

@@ -29,10 +29,15 @@ def _flat_index(table: pd.DataFrame) -> pd.DataFrame:
     return table.set_axis([", ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in table.index])
 
 
+def results_key(profile: str) -> str:
+    """The README block of a profile's results: between ``<!-- results PROFILE -->`` and its closing mark."""
+    return f"results {profile}"
+
+
 def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path:
     """Publish a run's results summary in the README: copy ``<run_dir>/figures/{teaser.png, claims.md}``
-    and the run record to ``results/<profile>/`` and rewrite the README's ``results`` block (between
-    ``<!-- results -->`` and ``<!-- /results -->``) with the teaser, the verdicts per stage and a link
+    and the run record to ``results/<profile>/`` and rewrite the README's block of that profile (between
+    ``<!-- results PROFILE -->`` and ``<!-- /results PROFILE -->``, :func:`results_key`) with the teaser, the verdicts per stage and a link
     to the whole claims table. Everything comes from the run's files. Returns the snapshot folder."""
     run_dir, repo_root = Path(run_dir), Path(repo_root)
     figures = run_dir / FIGURES_DIR
@@ -70,5 +75,5 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
         f"<details><summary>all {counts['total']} claim rows</summary>\n\n"
         + (figures / CLAIMS_MD_FILE).read_text().strip().replace("\n### ", "\n#### ") + "\n\n</details>",
     ]).replace("\n\n\n\n", "\n\n") + "\n"
-    replace_marked_section(repo_root / readme, "results", body)
+    replace_marked_section(repo_root / readme, results_key(profile), body)
     return dest

@@ -1,0 +1,158 @@
+"""Claim rows of stage 06 with computed verdicts, and the glued values of the chapter."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from bibad_utils import paper, verdicts
+from bibad_utils.experiments.memorization_study.common import (PAPER_DUPLICATES, STAGE, mean_difference,
+                                                               paper_duplicate_values, rate_difference)
+from bibad_utils.experiments.memorization_study.duplicates import duplicate_finder_table, random_vs_duplicate
+from bibad_utils.experiments.memorization_study.replication import (replication_similarities, replication_table,
+                                                                    replication_threshold, replication_threshold_source)
+from bibad_utils.stages import Cell, Study
+
+
+def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.DataFrame | None = None,
+                        finder: pd.DataFrame | None = None) -> list[dict]:
+    """Claim rows of the stage (see :func:`claims_from_tables`); the tables are recomputed (from the cache)
+    when not given."""
+    dup = random_vs_duplicate(study) if dup is None else dup
+    rep = replication_table(study) if rep is None else rep
+    finder = duplicate_finder_table(study) if finder is None else finder
+    cells = [Cell(r["kind"], float(r["p"]), r["pool"]) for _, r in rep.iterrows() if r["kind"] != "real"]
+    sims = replication_similarities(study, cells, heldout=False)
+    return claims_from_tables(dup, rep, finder, sims, guidance=float(study.cfg["sampling"]["guidance"][0]))
+
+
+def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFrame, sims: dict,
+                       guidance: float) -> list[dict]:
+    """Claim rows (:func:`bibad_utils.report.claim_row`) from the stage's tables.
+
+    dup: :func:`random_vs_duplicate`; rep: :func:`replication_table`; finder: :func:`duplicate_finder_table`;
+    sims: ``{cell name: nearest-training similarities}`` of the cells in ``rep``; guidance: the w of ``dup``.
+
+    - "duplicate poisoning raises G1 / G2", per p: ours = G_dup - G_random (fraction) with Newcombe's
+      interval (:func:`bibad_utils.verdicts.compare`): reproduced when the interval lies above 0;
+      "underpowered" when it does not and the paper's largest rise at this p is below the test's minimum
+      detectable effect; partly when only the point is above 0; a row where the paper reports no such p
+      is of kind "no paper number".
+    - "poisoned DMs replicate more than the clean DM", per random-poisoning cell of ``rep``: the
+      replication-rate difference (Newcombe) and the mean-similarity difference (Welch interval); the
+      paper's claim is qualitative (kind "no paper number").
+    - the finder's precision and recall on planted duplicates: a control of our measure ("not tested").
+    """
+    from bibad_utils.report import claim_row
+
+    rows = []
+    for (p, metric), r in dup.groupby(["p", "metric"], sort=True):
+        r = r.set_index("pool")
+        d, lo, hi = rate_difference(int(r.loc["duplicate", "k"]), int(r.loc["duplicate", "n"]),
+                                    int(r.loc["random", "k"]), int(r.loc["random", "n"]))
+        values = paper_duplicate_values(p, metric)
+        key = f"duplicates_{metric.lower()}"
+        effect = max((dup_v - rnd_v for rnd_v, dup_v in values.values()), default=None)
+        j = verdicts.compare(d, lo, hi, reference=0.0, paper_effect=effect)
+        rows.append(claim_row(
+            STAGE, f"Poisoning duplicated images raises {metric}", metric=f"{metric}(duplicate) - {metric}(random)",
+            setting=f"{r['attack'].iloc[0]}, p={p:g}, w={guidance:g}", paper=paper.paper_text(key, p=p), key=key,
+            kind="" if values else "no paper number", ours=d, lo=lo, hi=hi, verdict=j.verdict,
+            note=(f"{metric}: {r.loc['random', 'ours']:.3f} (random) vs {r.loc['duplicate', 'ours']:.3f} "
+                  f"(duplicate), n = {int(r.loc['random', 'n'])} each; Newcombe 95 % interval"
+                  + (f"; paper's largest rise at this p {effect:+.3f}" if effect is not None else "")
+                  + (f"; {j.verdict}: {j.reason}" if j.reason else ""))))
+    clean = rep[rep["kind"] == "clean"]
+    if len(clean):
+        c = clean.iloc[0]
+        threshold = float(c["threshold"])
+        poisoned = rep[~rep["kind"].isin(["clean", "relabel", "real"]) & (rep["pool"] == "random")]
+        for _, r in poisoned.iterrows():
+            d, lo, hi = rate_difference(int(r["k"]), int(r["n"]), int(c["k"]), int(c["n"]))
+            rows.append(claim_row(
+                STAGE, "Poisoned DMs replicate training images more than the clean DM",
+                metric=f"replication rate (cos > {threshold:.4g}), poisoned - clean", setting=r["cell"],
+                paper=paper.paper_text("replication"), key="replication", ours=d, lo=lo, hi=hi,
+                verdict=verdicts.compare(d, lo, hi).verdict,
+                note=f"{int(r['k'])}/{int(r['n'])} vs {int(c['k'])}/{int(c['n'])} replicas; Newcombe 95 % interval"))
+            d, lo, hi = mean_difference(sims[r["cell"]], sims[c["cell"]])
+            rows.append(claim_row(
+                STAGE, "Poisoned DMs' generations lie closer to their nearest training image",
+                metric="mean nearest-training cosine, poisoned - clean", setting=r["cell"],
+                paper=paper.paper_text("replication"), key="replication", ours=d, lo=lo, hi=hi,
+                verdict=verdicts.compare(d, lo, hi).verdict,
+                note=f"means {r['mean_sim']:.4f} vs {c['mean_sim']:.4f}; Welch normal 95 % interval"))
+    f = finder.iloc[0]
+    for metric in ("precision", "recall"):
+        rows.append(claim_row(
+            STAGE, "The duplicate finder recovers planted near-duplicates", metric=f"pairwise {metric}",
+            setting=f"{f['embedding']}, cos >= {float(f['threshold']):.4g}", ours=float(f[metric]),
+            verdict="not tested", key="duplicate_finder",
+            note="validates our measure on the planted groups; the paper has no counterpart"))
+    return rows
+
+
+def claims_frame(rows: list[dict]) -> pd.DataFrame:
+    """The claim rows for display: claim, setting, metric, paper, ours and its interval (rounded to 4
+    digits), verdict, note."""
+    cols = ["claim", "setting", "metric", "paper", "ours", "ours_lo", "ours_hi", "verdict", "note"]
+    return pd.DataFrame(rows, columns=cols).round({"ours": 4, "ours_lo": 4, "ours_hi": 4})
+
+
+def verdict_phrase(rows: list[dict], claim_prefix: str) -> str:
+    """The verdicts of the claims whose text starts with ``claim_prefix``, counted, e.g.
+    "2 settings: 1 reproduced, 1 partly"; "no setting" when there is none."""
+    sel = [r["verdict"] for r in rows if r["claim"].startswith(claim_prefix)]
+    if not sel:
+        return "no setting"
+    counts = ", ".join(f"{sel.count(v)} {v}" for v in verdicts.VERDICTS if sel.count(v))
+    return f"{len(sel)} setting{'s' if len(sel) > 1 else ''}: {counts}"
+
+
+def resolution_sentence(rows: list[dict]) -> str:
+    """Whether our intervals on "duplicate minus random" are narrow enough to see an effect of the
+    paper's size: compares the widest half-width with the largest difference the paper reports."""
+    dup = [r for r in rows if r["claim"].startswith("Poisoning duplicated images")]
+    if not dup:
+        return "No duplicate-poisoning comparison ran in this profile."
+    half = max((r["ours_hi"] - r["ours_lo"]) / 2 for r in dup)
+    largest = max(abs(b - a) for table in PAPER_DUPLICATES.values() for v in table.values() for a, b in v.values())
+    mde = max(verdicts.mde_from_interval(r["ours_lo"], r["ours_hi"]) for r in dup)
+    if half > largest:
+        return (f"Our intervals on the difference reach ±{half:.1%}, wider than the largest difference the paper "
+                f"reports ({largest:.1%}); the tests could detect only rises of {mde:.1%} or more (80 % power, "
+                f"alpha 0.05), so where the paper's rise is smaller the verdict is \"underpowered\": not "
+                f"detected rather than contradicted.")
+    return (f"Our intervals on the difference are at most ±{half:.1%} wide, narrower than the largest difference "
+            f"the paper reports ({largest:.1%}): an effect of that size would have been detected.")
+
+
+def glue_values(study: Study, finder: pd.DataFrame, dup: pd.DataFrame, rep: pd.DataFrame,
+                rows: list[dict]) -> dict:
+    """The numbers and phrases the notebook's text quotes, keyed ``nb06_*`` (for ``myst_nb.glue``)."""
+    f = finder.iloc[0]
+    clean = rep[rep["kind"] == "clean"]
+    return {
+        "nb06_embedding": str(f["embedding"]),
+        "nb06_dup_threshold": float(f["threshold"]),
+        "nb06_threshold_source": str(f["threshold_source"]),
+        "nb06_rep_threshold": replication_threshold(study),
+        "nb06_rep_threshold_source": replication_threshold_source(study),
+        "nb06_rate_heldout": float(rep.loc[rep["kind"] == "real", "rate"].iloc[0]) if len(rep) else math.nan,
+        "nb06_planted_groups": int(f["planted_groups"]),
+        "nb06_found_groups": int(f["found_groups"]),
+        "nb06_finder_precision": float(f["precision"]),
+        "nb06_finder_recall": float(f["recall"]),
+        "nb06_finder_f1": float(f["f1"]),
+        "nb06_attack": str(study.cfg["attacks"][0]),
+        "nb06_w": float(study.cfg["sampling"]["guidance"][0]),
+        "nb06_w_all": float(study.guidance_all),
+        "nb06_n_target": int(dup["n"].iloc[0]) if len(dup) else 0,
+        "nb06_n_all": int(rep.loc[rep["kind"] != "real", "n"].iloc[0]) if (rep["kind"] != "real").any() else 0,
+        "nb06_rate_clean": float(clean["rate"].iloc[0]) if len(clean) else math.nan,
+        "nb06_dup_summary": verdict_phrase(rows, "Poisoning duplicated images"),
+        "nb06_rep_summary": verdict_phrase(rows, "Poisoned DMs replicate"),
+        "nb06_closer_summary": verdict_phrase(rows, "Poisoned DMs' generations"),
+        "nb06_resolution": resolution_sentence(rows),
+    }
