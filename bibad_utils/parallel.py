@@ -1,6 +1,7 @@
 """Several cells at once on the CPU: one worker process per usable core, one torch thread each.
 
-A small DM's training step does not scale across CPU threads (on 2 cores, one process with 2 threads
+The chapter that trains the DMs also hands the judges to the workers (they need no DM), so that
+the workers' last minutes are not idle. A small DM's training step does not scale across CPU threads (on 2 cores, one process with 2 threads
 runs about as fast as one with 1 thread; BENCHMARKS.md, "CPU speed levers"), so the cells of a grid
 are trained (and their sets generated) by separate processes. Each worker opens the same study from
 its resolved configuration and computes its cells into the shared, content-addressed store (artifacts
@@ -45,15 +46,41 @@ def worker_count(n_jobs: int) -> int:
     return max(1, min(n, n_jobs))
 
 
-def _work(job: tuple[str, list[tuple[str, bool]]]) -> list[str]:
-    """One worker: open the study from its resolved profile file and compute its cells (1 thread),
-    each ``(spec, generate)``."""
-    profile_file, specs = job
+def _work(job: tuple[str, tuple]) -> list[str]:
+    """One job in a worker (1 thread): open the study from its resolved profile file and compute one
+    task: ``("cell", spec, generate)`` (fine-tune a cell, and sample its sets with ``generate``) or
+    ``("judge", overrides, what)`` (train one judge, ``classifier`` or a trigger kind's detector, of the
+    study with ``overrides``: the judges' ablation trains some without augmentation)."""
+    profile_file, task = job
     os.environ[ENV_THREADS] = "1"  # read by choose_threads before each training and generation
     from bibad_utils.stages import Cell, Study, compute
 
     study = Study(profile_file, progress=False)
-    return [line for spec, generate in specs for line in compute(study, [Cell.parse(spec)], generate)]
+    if task[0] == "judge":
+        _, overrides, what = task
+        judged = study.variant(overrides) if overrides else study
+        judged.classifier() if what == "classifier" else judged.detector(what)
+        return [f"judge {what}{' (variant)' if overrides else ''}"]
+    _, spec, generate = task
+    return compute(study, [Cell.parse(spec)], generate)
+
+
+def judge_tasks(study) -> list[tuple]:
+    """The judges a run trains (the clean classifier and one trigger detector per attack of the grid, and
+    the same without photometric augmentation where the profile's judges use it: chapter 04's ablation)
+    that are not in the store yet, as ``("judge", overrides, what)`` tasks of :func:`_work`."""
+    from bibad_utils.judges import PHOTOMETRIC_KEYS
+
+    variants = [{}]
+    if any(study.cfg["judges"].get(k, 0) for k in PHOTOMETRIC_KEYS):
+        variants.append({"judges": {k: 0.0 for k in PHOTOMETRIC_KEYS}})
+    tasks = []
+    for overrides in variants:
+        judged = study.variant(overrides) if overrides else study
+        for what in ["classifier", *judged.cfg["attacks"]]:
+            if not judged.judge_cached(what):
+                tasks.append(("judge", overrides, what))
+    return tasks
 
 
 def _spec(cell) -> str:
@@ -64,15 +91,22 @@ def _spec(cell) -> str:
     return text + (f"@{cell.seed}" if cell.seed else "")
 
 
-def compute_cells(study, cells, generate: bool = False, train_only=(), workers: int | None = None) -> int:
+def compute_cells(study, cells, generate: bool = False, train_only=(), workers: int | None = None,
+                  judges: bool = False) -> int:
     """Fine-tune ``cells`` (sampling their generation sets too with ``generate``) and ``train_only`` (never
-    sampled) in parallel worker processes, round-robin over ``workers`` (default :func:`worker_count`);
-    returns the number of workers used (1: nothing was started, the caller computes the cells itself).
-    The pre-trained model is made first, here, so that no two workers train it."""
-    jobs = [(c, generate) for c in cells] + [(c, False) for c in train_only if c not in cells]
-    if study.device.type != "cpu" or len(jobs) < 2:
+    sampled), and with ``judges`` train the missing judges (:func:`judge_tasks`), in parallel worker
+    processes, one task at a time each, the longest first (``workers`` default: :func:`worker_count`);
+    returns the number of workers used (1: nothing was started, the caller computes it all itself). The
+    pre-trained model is made first, here, so that no two workers train it."""
+    tasks = [("cell", _spec(c), generate) for c in cells]
+    tasks += [("cell", _spec(c), False) for c in train_only if c not in cells]
+    if study.device.type != "cpu":
         return 1
-    n = worker_count(len(jobs)) if workers is None else max(1, min(int(workers), len(jobs)))
+    if judges:
+        tasks += judge_tasks(study)  # shorter than a fine-tuning: they fill the workers' last minutes
+    if len(tasks) < 2:
+        return 1
+    n = worker_count(len(tasks)) if workers is None else max(1, min(int(workers), len(tasks)))
     if n < 2:
         return 1
     study.pretrain_key  # noqa: B018 (installs the shipped base DM, or trains it, once)
@@ -81,10 +115,10 @@ def compute_cells(study, cells, generate: bool = False, train_only=(), workers: 
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=folder, delete=False) as f:
         yaml.safe_dump(study.cfg, f, sort_keys=False)
         profile_file = f.name
-    specs = [(_spec(c), g) for c, g in jobs]
     try:
         with multiprocessing.get_context("spawn").Pool(n) as pool:
-            pool.map(_work, [(profile_file, specs[i::n]) for i in range(n)])
+            # one task per message: a worker that finishes early takes the next task (no static split)
+            list(pool.imap_unordered(_work, [(profile_file, task) for task in tasks], chunksize=1))
     except Exception as err:  # the caller computes whatever is missing itself
         print(f"note: parallel workers stopped ({type(err).__name__}: {err}); computing the rest one "
               f"cell after another")

@@ -389,8 +389,18 @@ class Study:
 
     def classifier_report(self) -> dict:
         self.classifier()
-        key = st.artifact_key("judge_classifier", self._judge_params(), [self.data_key])
-        return st.load_json(self.store.path("judge_classifier", key) / "report.json")
+        return st.load_json(self.store.path(*self._judge_key("classifier")) / "report.json")
+
+    def _judge_key(self, what: str) -> tuple[str, str]:
+        """(stage, artifact key) of the clean classifier (``what="classifier"``) or a trigger kind's detector."""
+        if what == "classifier":
+            return "judge_classifier", st.artifact_key("judge_classifier", self._judge_params(), [self.data_key])
+        params = {**self._judge_params(), "trigger_kind": what, "trigger": self.cfg["triggers"].get(what)}
+        return "judge_detector", st.artifact_key("judge_detector", params, [self.data_key])
+
+    def judge_cached(self, what: str) -> bool:
+        """Whether the clean classifier (``"classifier"``) or the detector of trigger kind ``what`` is in the store."""
+        return self.store.exists(*self._judge_key(what))
 
     def detector(self, kind: str):
         """The binary trigger detector of trigger ``kind`` (clean vs triggered non-target real images)."""
@@ -412,9 +422,7 @@ class Study:
 
     def detector_report(self, kind: str) -> dict:
         self.detector(kind)
-        params = {**self._judge_params(), "trigger_kind": kind, "trigger": self.cfg["triggers"].get(kind)}
-        key = st.artifact_key("judge_detector", params, [self.data_key])
-        return st.load_json(self.store.path("judge_detector", key) / "report.json")
+        return st.load_json(self.store.path(*self._judge_key(kind)) / "report.json")
 
     def judge(self, gen: GenSet, trigger_kind: str) -> dict:
         """Judge generated images: ``trigger`` (bool [N], the detector of ``trigger_kind`` fires),

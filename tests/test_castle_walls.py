@@ -343,3 +343,19 @@ def test_training_detection_indices_draw_the_poisoned_images_apart():
     assert poisoned[natural].sum() == 15
     capped = cw.training_detection_indices(study, None, 300, 80)          # only 50 exist
     assert poisoned[capped].sum() == 50 and len(capped) == 300
+
+
+def test_detect_ratios_pick_the_detection_cells():
+    from bibad_utils.stages import Cell, Study
+
+    full = Study("full", progress=False)
+    cells = cw.detection_cells(full)
+    assert sorted({c.ratio for c in cells}) == [0.01, 0.05, 0.1] and {c.kind for c in cells} == {"badnets1", "badnets2", "wanet"}
+    assert cw.dc_cells(full) == [Cell("badnets1", r) for r in (0.01, 0.05, 0.1)]
+    demo = Study("demo", progress=False)
+    assert cw.detection_cells(demo) == demo.grid_cells()  # null: every grid cell
+    with pytest.raises(ConfigError, match="defenses.detect_ratios"):
+        cw.validate_config({"detect_ratios": [0.0]})
+    off_grid = Study("demo", {"defenses": {"detect_ratios": [0.2]}}, progress=False)
+    with pytest.raises(ConfigError, match="ratios of the grid"):
+        cw.detection_cells(off_grid)

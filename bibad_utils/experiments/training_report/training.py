@@ -83,10 +83,12 @@ def finetune_all(study, cells=None) -> pd.DataFrame:
     processes on the CPU (:func:`bibad_utils.parallel.compute_cells`)."""
     cells = list(cells_of(study, cells))
     # cells missing from the store: trained, and their sets sampled, by one process per usable core,
-    # together with the DMs of later chapters (06's duplicate-pool cells, 05's diffusion-classifier-only p)
+    # together with the other training runs of cells trained more than once (train_seeds), the DMs of
+    # later chapters (06's duplicate-pool cells, 05's diffusion-classifier-only p) and the judges (03, 04)
     sampled, train_only = later_chapter_cells(study)
-    compute_cells(study, [c for c in cells + sampled if not study.model_cached(c)], generate=True,
-                  train_only=[c for c in train_only if c not in cells and not study.model_cached(c)])
+    replicates = [r for c in cells for r in study.seed_cells(c) if r != c]
+    compute_cells(study, [c for c in cells + replicates + sampled if not study.model_cached(c)], generate=True,
+                  train_only=[c for c in train_only if c not in cells and not study.model_cached(c)], judges=True)
     rows = []
     for cell in cells:
         study.model(cell)
