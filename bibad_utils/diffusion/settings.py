@@ -1,0 +1,183 @@
+"""The profile's ``model`` section: the backends, their defaults and presets, and the checks of a section."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numbers
+
+from bibad_utils.config import ConfigError
+
+
+BACKENDS = ("pixel", "stable_diffusion")
+
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+# Defaults of each backend, in one place: build_model, validate_config and the saved config.json all
+# read these. ``image_size`` null means "the dataset's image size" (the build_model argument).
+PIXEL_DEFAULTS: dict[str, Any] = {
+    "backend": "pixel",
+    "preset": None,                 # null | paper_cifar (fills the keys below; explicit keys win)
+    "image_size": None,             # side in pixels; null: the dataset's
+    "in_channels": 3,
+    "block_out_channels": [32, 64, 64],   # channels per resolution level of the UNet
+    "layers_per_block": 1,
+    "attention": [False, False, True],    # self-attention at each level (one flag per level)
+    "attention_head_dim": None,     # null: one head per attention layer (as the reference DDPM)
+    "norm_groups": 32,              # GroupNorm groups; must divide every channel count
+    "dropout": 0.0,
+    "unshuffle": 1,                 # 1 | 2 | 4: run the UNet on pixel_unshuffle(x, u): u^2 x fewer positions
+    "num_train_timesteps": 1000,
+    "beta_schedule": "linear",
+    "beta_start": 1.0e-4,
+    "beta_end": 0.02,
+    "mixed_precision": "no",        # no | fp16 | bf16 (autocast while training / sampling on a GPU)
+}
+
+
+# The reference CIFAR-10 DDPM (Ho et al. 2020) at 64 base channels, mults (1, 2, 2, 2), attention at
+# 16x16, dropout 0.1, T = 1000 linear betas.
+PIXEL_PRESETS: dict[str, dict[str, Any]] = {
+    "paper_cifar": {
+        "image_size": 32,
+        "block_out_channels": [64, 128, 128, 128],
+        "layers_per_block": 2,
+        "attention": [False, True, False, False],
+        "norm_groups": 32,
+        "dropout": 0.1,
+        "unshuffle": 1,
+    },
+}
+
+
+SD_DEFAULTS: dict[str, Any] = {
+    "backend": "stable_diffusion",
+    "pretrained": "CompVis/stable-diffusion-v1-4",   # hub id or local folder in the diffusers layout
+    "image_size": None,             # side in pixels; null: the dataset's
+    "prompt_template": None,        # null: bibad_utils.data.PROMPT_TEMPLATE ("A photo of a {}")
+    "mixed_precision": "no",        # frozen VAE / text encoder stored in this dtype; UNet autocast
+    "gradient_checkpointing": False,
+}
+
+
+DEFAULTS = {"pixel": PIXEL_DEFAULTS, "stable_diffusion": SD_DEFAULTS}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def resolve_config(cfg: dict, image_size: int | None = None, prefix: str = "model") -> dict:
+    """A ``model`` section -> the complete, checked configuration (defaults and preset filled in).
+
+    image_size: the dataset's image side in pixels, used when the section leaves ``image_size`` out;
+    both given and different is an error. Raises ConfigError naming ``<prefix>.<key>``.
+    """
+    if not isinstance(cfg, dict):
+        raise ConfigError(prefix, cfg, "a mapping of model parameters")
+    backend = cfg.get("backend")
+    if backend not in BACKENDS:
+        raise ConfigError(f"{prefix}.backend", backend, f"one of {list(BACKENDS)}")
+    defaults = DEFAULTS[backend]
+    for key in cfg:
+        if key not in defaults:
+            raise ConfigError(f"{prefix}.{key}", cfg[key], f"a key of the {backend} backend: {sorted(defaults)}")
+    out = copy.deepcopy(defaults)
+    preset = cfg.get("preset")
+    if preset is not None:
+        if preset not in PIXEL_PRESETS:
+            raise ConfigError(f"{prefix}.preset", preset, f"null or one of {list(PIXEL_PRESETS)}")
+        out.update(copy.deepcopy(PIXEL_PRESETS[preset]))
+    out.update(copy.deepcopy(cfg))
+
+    size = out["image_size"]
+    if size is None:
+        size = image_size
+    elif image_size is not None and size != image_size:
+        raise ConfigError(f"{prefix}.image_size", size, f"null or the dataset's image size {image_size}")
+    if not _is_int(size) or size < 8:
+        raise ConfigError(f"{prefix}.image_size", size, "an integer >= 8 (or null with the dataset's size given)")
+    out["image_size"] = int(size)
+    if out["mixed_precision"] not in MIXED_PRECISION:
+        raise ConfigError(f"{prefix}.mixed_precision", out["mixed_precision"], f"one of {list(MIXED_PRECISION)}")
+    if backend == "pixel":
+        _check_pixel(out, prefix)
+    else:
+        _check_sd(out, prefix)
+    return out
+
+
+def _check_pixel(c: dict, prefix: str) -> None:
+    channels = c["block_out_channels"]
+    if (not isinstance(channels, (list, tuple)) or not channels
+            or not all(_is_int(ch) and ch > 0 for ch in channels)):
+        raise ConfigError(f"{prefix}.block_out_channels", channels, "a non-empty list of positive integers")
+    c["block_out_channels"] = [int(ch) for ch in channels]
+    levels = len(channels)
+    attention = c["attention"]
+    if (not isinstance(attention, (list, tuple)) or len(attention) != levels
+            or not all(isinstance(a, bool) for a in attention)):
+        raise ConfigError(f"{prefix}.attention", attention, f"a list of {levels} true/false flags, one per level")
+    c["attention"] = list(attention)
+    if c["in_channels"] != 3:
+        raise ConfigError(f"{prefix}.in_channels", c["in_channels"], "3 (RGB images)")
+    if not _is_int(c["layers_per_block"]) or c["layers_per_block"] < 1:
+        raise ConfigError(f"{prefix}.layers_per_block", c["layers_per_block"], "a positive integer")
+    head = c["attention_head_dim"]
+    if head is not None and (not _is_int(head) or head < 1 or any(ch % head for ch in channels)):
+        raise ConfigError(f"{prefix}.attention_head_dim", head, "null or a positive divisor of every channel count")
+    groups = c["norm_groups"]
+    if not _is_int(groups) or groups < 1 or any(ch % groups for ch in channels):
+        raise ConfigError(f"{prefix}.norm_groups", groups, f"a positive divisor of every channel count {channels}")
+    if not _is_number(c["dropout"]) or not 0 <= c["dropout"] < 1:
+        raise ConfigError(f"{prefix}.dropout", c["dropout"], "a number in [0, 1)")
+    u = c["unshuffle"]
+    if u not in (1, 2, 4) or isinstance(u, bool):
+        raise ConfigError(f"{prefix}.unshuffle", u, "1, 2 or 4")
+    factor = u * 2 ** (levels - 1)
+    if c["image_size"] % factor:
+        raise ConfigError(f"{prefix}.image_size", c["image_size"],
+                          f"a multiple of unshuffle * 2^(levels - 1) = {factor}")
+    if not _is_int(c["num_train_timesteps"]) or c["num_train_timesteps"] < 2:
+        raise ConfigError(f"{prefix}.num_train_timesteps", c["num_train_timesteps"], "an integer >= 2")
+    if c["beta_schedule"] not in BETA_SCHEDULES:
+        raise ConfigError(f"{prefix}.beta_schedule", c["beta_schedule"], f"one of {list(BETA_SCHEDULES)}")
+    for key in ("beta_start", "beta_end"):
+        if not _is_number(c[key]) or not 0 < c[key] < 1:
+            raise ConfigError(f"{prefix}.{key}", c[key], "a number in (0, 1)")
+    if c["beta_start"] >= c["beta_end"]:
+        raise ConfigError(f"{prefix}.beta_end", c["beta_end"], f"a number > beta_start = {c['beta_start']}")
+
+
+def _check_sd(c: dict, prefix: str) -> None:
+    if not isinstance(c["pretrained"], str) or not c["pretrained"].strip():
+        raise ConfigError(f"{prefix}.pretrained", c["pretrained"], "a hub id or a local folder in the diffusers layout")
+    template = c["prompt_template"]
+    if template is not None and (not isinstance(template, str) or template.count("{}") != 1):
+        raise ConfigError(f"{prefix}.prompt_template", template, "null or a string with exactly one '{}'")
+    if not isinstance(c["gradient_checkpointing"], bool):
+        raise ConfigError(f"{prefix}.gradient_checkpointing", c["gradient_checkpointing"], "true or false")
+    if c["image_size"] % 8:
+        raise ConfigError(f"{prefix}.image_size", c["image_size"], "a multiple of 8 (the VAE downsamples by 8)")
+
+
+def validate_config(section: dict, prefix: str = "model") -> None:
+    """Check a profile's ``model`` section (called by ``bibad_utils.config.validate_profile``).
+
+    The image size may be absent (it then comes from the dataset), so it is checked with a stand-in
+    that satisfies the size constraints; :func:`build_model` checks the real one."""
+    probe = dict(section) if isinstance(section, dict) else section
+    if isinstance(probe, dict) and probe.get("image_size") is None:
+        probe["image_size"] = 512
+    resolve_config(probe, prefix=prefix)

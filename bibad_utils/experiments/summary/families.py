@@ -1,0 +1,153 @@
+"""The families of claims the paper makes (from :data:`bibad_utils.paper.CLAIMS`): which family and kind a claim
+row belongs to, which stages reported, and which families no stage reported (shown as "not tested")."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+from bibad_utils import paper
+from bibad_utils.report import claims_path
+from bibad_utils.verdicts import row_kind
+
+
+@dataclass(frozen=True)
+class ClaimFamily:
+    """One family of claims, from :data:`bibad_utils.paper.CLAIMS`. A claim row belongs to it when the
+    row's ``key`` is ``key`` (rows saved before rows carried keys: see :func:`legacy_family`). ``label``,
+    ``metric``, ``paper`` (the paper's statement and numbers, :func:`bibad_utils.paper.paper_text`),
+    ``setting`` and ``kind`` fill the family's "not tested" row, which thus belongs to the family itself."""
+
+    key: str
+    stage: str
+    label: str
+    metric: str
+    paper: str
+    setting: str = ""
+    kind: str = "paper claim"
+
+    def matches(self, row: dict) -> bool:
+        if row.get("stage") != self.stage:
+            return False
+        key = row.get("key") or ""
+        return key == self.key if key else legacy_family(row) == self.key
+
+
+def _family(c: paper.PaperClaim) -> ClaimFamily:
+    return ClaimFamily(c.key, c.stage, c.label, c.metric, paper.paper_text(c.key), c.setting, c.kind)
+
+
+# Every family of claim rows (the paper's and this study's controls), and those the coverage check
+# demands a row of: the paper's (a control is this study's own addition and appears when run).
+CLAIM_FAMILIES = tuple(_family(c) for c in paper.CLAIMS)
+
+
+PAPER_CLAIM_FAMILIES = tuple(f for f in CLAIM_FAMILIES if f.kind != "control")
+
+
+# The stages that report claims, in book order, as the families name them.
+CLAIM_STAGES = tuple(dict.fromkeys(f.stage for f in CLAIM_FAMILIES))
+
+
+# Claim files written before claim rows carried a ``key`` (an earlier run's, or a stage not yet keyed)
+# are recognised by their stage and wording, field by field (case-insensitive search; ``text`` is the
+# claim and the metric together). New rows carry their key and never reach this table.
+_LEGACY_PATTERNS = {
+    "trojan_g1": (("claim", r"trojan"),),
+    "amplification": (("claim", r"amplif"),),
+    "phase_transition": (("claim", r"phase transition"),),
+    "clean_control": (("claim", r"clean control"),),
+    "relabel_control": (("claim", r"relabel"),),
+    "detection_cd": (("claim", r"detect"), ("setting", r"\bCD\b")),
+    "detection_strip": (("claim", r"detect"), ("setting", r"\bSTRIP\b")),
+    "detection_fct": (("claim", r"detect"), ("setting", r"\bFCT\b")),
+    "train_on_generations_asr": (("metric", r"\bASR\b.*generat"),),
+    "train_on_generations_ta": (("metric", r"\bTA\b.*generat"),),
+    "diffusion_classifier_asr": (("claim", r"diffusion classifier"), ("metric", r"\bASR\b")),
+    "diffusion_classifier_ta": (("metric", r"\bTA\b"), ("text", r"\bDC\b|diffusion classifier")),
+    "p_filter": (("text", r"filter"),),
+    "duplicates_g1": (("claim", r"duplicated images"), ("text", r"\bG1\b")),
+    "duplicates_g2": (("claim", r"duplicated images"), ("text", r"\bG2\b")),
+    "replication": (("claim", r"replicat|nearest training"),),
+    "duplicate_finder": (("claim", r"duplicate finder"),),
+}
+
+
+def legacy_family(row: dict, families=CLAIM_FAMILIES) -> str:
+    """The family of a claim row saved without a ``key`` (see :data:`_LEGACY_PATTERNS`), "" when none."""
+    fields = {"claim": row.get("claim", ""), "metric": row.get("metric", ""), "setting": row.get("setting", ""),
+              "text": f"{row.get('claim', '')} {row.get('metric', '')}"}
+    for f in families:
+        pats = _LEGACY_PATTERNS.get(f.key)
+        if pats and row.get("stage") == f.stage and all(
+                re.search(rx, str(fields[field]), re.IGNORECASE) for field, rx in pats):
+            return f.key
+    return ""
+
+
+def family_of(row: dict, families=CLAIM_FAMILIES) -> str:
+    """Key of the family ``row`` belongs to (its ``key``, or :func:`legacy_family` for a row without),
+    "" when none."""
+    return next((f.key for f in families if f.matches(row)), "")
+
+
+def kind_of(row: dict, families=CLAIM_FAMILIES) -> str:
+    """The row's ``kind`` (:data:`bibad_utils.paper.KINDS`): its own when set; else "control" for a row of
+    a control family, "no paper number" for a row whose paper text is empty, and its family's kind (or
+    "paper claim") otherwise."""
+    if row.get("kind"):
+        return row_kind(row)
+    fam = next((f for f in families if f.key == family_of(row, families)), None)
+    if fam is not None and fam.kind == "control":
+        return "control"
+    if not str(row.get("paper", "") or "").strip():
+        return "no paper number"
+    return fam.kind if fam is not None else "paper claim"
+
+
+def present_stages(run_dir, stages=CLAIM_STAGES) -> list[str]:
+    """The ``stages`` whose claims file exists in ``run_dir``."""
+    return [s for s in stages if claims_path(run_dir, s).is_file()]
+
+
+def missing_stages(run_dir, stages=CLAIM_STAGES) -> list[str]:
+    """The ``stages`` without a claims file in ``run_dir`` (not run, or failed before saving)."""
+    done = set(present_stages(run_dir, stages))
+    return [s for s in stages if s not in done]
+
+
+def family_coverage(rows, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
+    """Per family: ``family``, ``stage``, ``label``, ``n_rows`` (claim rows that belong to it),
+    ``n_tested`` (those with a verdict other than "not tested") and ``status``: "tested", "not tested"
+    (rows exist, none with a verdict) or "missing" (no row). ``rows``: claim rows, or a frame of
+    :func:`claims_frame` (whose coverage-check rows are then left out)."""
+    if isinstance(rows, pd.DataFrame):
+        rows = rows[rows["origin"] == "run"].to_dict("records") if "origin" in rows else rows.to_dict("records")
+    out = []
+    for f in families:
+        mine = [r for r in rows if f.matches(r)]
+        tested = [r for r in mine if r.get("verdict") != "not tested"]
+        status = "tested" if tested else ("not tested" if mine else "missing")
+        out.append({"family": f.key, "stage": f.stage, "label": f.label, "n_rows": len(mine),
+                    "n_tested": len(tested), "status": status})
+    return pd.DataFrame(out, columns=["family", "stage", "label", "n_rows", "n_tested", "status"])
+
+
+def uncovered_rows(rows: list[dict], stages_present, families=PAPER_CLAIM_FAMILIES) -> list[dict]:
+    """A "not tested" claim row for every family that no row of ``rows`` belongs to; the note says
+    whether its stage did not report (not in ``stages_present``) or reported without it."""
+    present = set(stages_present)
+    out = []
+    for f in families:
+        if any(f.matches(r) for r in rows):
+            continue
+        note = (f"stage {f.stage} has no claims in this run (not run, or stopped before saving them)"
+                if f.stage not in present else
+                f"stage {f.stage} reported no claim of this family (the profile does not reach it)")
+        out.append({"stage": f.stage, "claim": f.label, "setting": f.setting, "metric": f.metric, "paper": f.paper,
+                    "ours": math.nan, "ours_lo": math.nan, "ours_hi": math.nan, "verdict": "not tested",
+                    "note": note, "key": f.key, "kind": f.kind})
+    return out

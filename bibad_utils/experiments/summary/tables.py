@@ -1,0 +1,212 @@
+"""The claims of a run as tables: one frame of every claim row (with the families no stage reported), the
+verdict counts with the paper's claims apart from the controls, the styled table of chapter 08, its
+Markdown for the README and ``claims.md``, and the values chapter 08 glues."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bibad_utils import paper
+from bibad_utils.config import ConfigError
+from bibad_utils.experiments.summary.families import (CLAIM_FAMILIES, PAPER_CLAIM_FAMILIES, family_coverage, family_of,
+                                                      kind_of, present_stages, uncovered_rows)
+from bibad_utils.report import COLUMNS, VERDICTS, load_claims
+from bibad_utils.verdicts import count_verdicts, headline
+
+
+FIGURES_DIR = "figures"
+
+
+CLAIMS_MD_FILE = "claims.md"
+
+
+# Background tints of the verdicts in the styled table (Okabe-Ito green / orange / vermillion, grey).
+VERDICT_COLORS = {"reproduced": "#c9ecdf", "partly": "#fbe3b5", "not reproduced": "#f6cbb4", "underpowered": "#d4e6f4",
+                  "not tested": "#e6e6e6"}
+
+
+def frame_from_rows(rows: list[dict], stages_present, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
+    """The claims table from claim rows: ``rows`` plus :func:`uncovered_rows`, with the report's
+    columns and ``family`` (key, "" for a row of no family), ``kind`` (:func:`kind_of`) and ``origin``
+    ("run" | "coverage check"), grouped by stage in book order (rows keep their order within a stage)."""
+    for r in rows:
+        missing = [c for c in COLUMNS if c not in r]
+        if missing:
+            raise ConfigError("claim row", r, f"a row with keys {list(COLUMNS)} (missing {missing})")
+        if r["verdict"] not in VERDICTS:
+            raise ConfigError("verdict", r["verdict"], " | ".join(VERDICTS))
+    extra = uncovered_rows(rows, stages_present, families)
+    records = ([{**r, "origin": "run"} for r in rows] + [{**r, "origin": "coverage check"} for r in extra])
+    cols = [*COLUMNS, "family", "kind", "origin"]
+    if not records:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(records)
+    everything = tuple(dict.fromkeys([*families, *CLAIM_FAMILIES]))
+    df["family"] = [family_of(r, everything) for r in records]
+    df["kind"] = [kind_of(r, everything) for r in records]
+    order = list(dict.fromkeys([f.stage for f in everything] + sorted(set(df["stage"]))))
+    df["_stage_order"] = df["stage"].map(order.index)
+    df = df.sort_values("_stage_order", kind="stable").drop(columns="_stage_order").reset_index(drop=True)
+    for c in ("ours", "ours_lo", "ours_hi"):
+        df[c] = df[c].astype(float)
+    return df[cols]
+
+
+def claims_frame(run_dir, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
+    """Every claim row of the run in ``run_dir`` (:func:`bibad_utils.report.load_claims`) plus a "not
+    tested" row per uncovered family (:func:`frame_from_rows`)."""
+    stages = list(dict.fromkeys(f.stage for f in families))
+    return frame_from_rows(load_claims(run_dir), present_stages(run_dir, stages), families)
+
+
+def verdict_counts(df: pd.DataFrame) -> dict:
+    """``{verdict: number of rows}`` for every verdict of :data:`bibad_utils.report.VERDICTS` (0 when
+    absent), plus ``"total"``, over all rows whatever their kind (see :func:`kind_counts`)."""
+    if "verdict" not in df.columns:
+        raise ConfigError("df", f"columns {list(df.columns)}", "a claims frame with a 'verdict' column")
+    counts = {v: int((df["verdict"] == v).sum()) for v in VERDICTS}
+    counts["total"] = int(len(df))
+    return counts
+
+
+def kind_counts(df: pd.DataFrame) -> dict:
+    """Verdict counts per kind (:func:`bibad_utils.verdicts.count_verdicts`): the paper's claims apart
+    from the controls and the rows without a paper number."""
+    return count_verdicts(_with_kind(df))
+
+
+def _with_kind(df: pd.DataFrame) -> pd.DataFrame:
+    if "kind" in df.columns:
+        return df
+    return df.assign(kind=[kind_of(r) for r in df.to_dict("records")])
+
+
+def claims_headline(df: pd.DataFrame) -> str:
+    """The verdict counts as one sentence, the paper's claims first and apart from the controls and the
+    rows without a paper number (:func:`bibad_utils.verdicts.headline`)."""
+    return headline(_with_kind(df).to_dict("records"))
+
+
+def coverage_table(df: pd.DataFrame, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
+    """:func:`family_coverage` for display: index (stage, family label), columns rows, tested, status."""
+    cov = family_coverage(df, families)
+    out = cov.rename(columns={"label": "family of claims", "n_rows": "rows", "n_tested": "tested"})
+    return out.set_index(["stage", "family of claims"])[["rows", "tested", "status"]]
+
+
+def glue_values(df: pd.DataFrame, missing=(), families=PAPER_CLAIM_FAMILIES) -> dict:
+    """Values the results chapter quotes (keys ``nb08_*``): rows per verdict over all rows
+    (``nb08_n_reproduced``, ..., ``nb08_n_claims``), the same per kind (``nb08_paper_reproduced``, ...,
+    ``nb08_n_paper``; ``nb08_control_*``, ``nb08_n_control``; ``nb08_nonumber_*``, ``nb08_n_nonumber``),
+    the headline sentence (``nb08_headline``), the stages without claims and the families of the paper
+    without a row (texts, "none" when empty), and the number of families and of those tested."""
+    counts = verdict_counts(df)
+    cov = family_coverage(df, families)
+    out = {f"nb08_n_{v.replace(' ', '_')}": counts[v] for v in VERDICTS}
+    out["nb08_n_claims"] = counts["total"]
+    for kind, short in (("paper claim", "paper"), ("control", "control"), ("no paper number", "nonumber")):
+        c = kind_counts(df)[kind]
+        out.update({f"nb08_{short}_{v.replace(' ', '_')}": c[v] for v in VERDICTS})
+        out[f"nb08_n_{short}"] = c["total"]
+    out["nb08_headline"] = claims_headline(df)
+    out["nb08_missing_stages"] = ", ".join(missing) or "none"
+    out["nb08_uncovered"] = "; ".join(cov.loc[cov["status"] == "missing", "label"]) or "none"
+    out["nb08_n_families"] = len(cov)
+    out["nb08_n_families_tested"] = int((cov["status"] == "tested").sum())
+    return out
+
+
+def stage_verdicts(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows per stage, kind and verdict: index (stage, kind) with the stages in table order and the kinds
+    in the order of :data:`bibad_utils.paper.KINDS` (pairs without rows left out), one column per
+    verdict, and the total."""
+    df = _with_kind(df)
+    stages = list(pd.unique(df["stage"]))
+    out = []
+    for stage in stages:
+        for kind in paper.KINDS:
+            sel = df[(df["stage"] == stage) & (df["kind"] == kind)]
+            if len(sel):
+                out.append({"stage": stage, "kind": kind, **{v: int((sel["verdict"] == v).sum()) for v in VERDICTS},
+                            "total": int(len(sel))})
+    cols = ["stage", "kind", *VERDICTS, "total"]
+    return pd.DataFrame(out, columns=cols).set_index(["stage", "kind"])
+
+
+def ours_text(ours: float, lo: float = math.nan, hi: float = math.nan) -> str:
+    """Our value with its 95 % interval, e.g. ``"0.312 [0.201, 0.423]"``; ``"n/a"`` without a value."""
+    def fmt(x):
+        return f"{x:.3f}" if abs(x) < 100 else f"{x:.4g}"
+
+    if ours is None or not np.isfinite(ours):
+        return "n/a"
+    if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+        return f"{fmt(ours)} [{fmt(lo)}, {fmt(hi)}]"
+    return fmt(ours)
+
+
+DISPLAY_COLUMNS = ["claim", "setting", "paper", "ours (95 % CI)", "verdict", "kind", "note"]
+
+
+def claims_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The display table: index (stage, row number within the stage), columns :data:`DISPLAY_COLUMNS`
+    with ours formatted by :func:`ours_text`."""
+    out = pd.DataFrame({
+        "stage": df["stage"].astype(str),
+        "#": df.groupby("stage", sort=False).cumcount() + 1,
+        "claim": df["claim"], "setting": df["setting"], "paper": df["paper"],
+        "ours (95 % CI)": [ours_text(o, lo, hi) for o, lo, hi in zip(df["ours"], df["ours_lo"], df["ours_hi"])],
+        "verdict": df["verdict"], "kind": _with_kind(df)["kind"], "note": df["note"]})
+    return out.set_index(["stage", "#"])[DISPLAY_COLUMNS]
+
+
+def verdict_style(verdict: str) -> str:
+    """CSS of a verdict cell."""
+    return f"background-color: {VERDICT_COLORS[verdict]}; font-weight: bold" if verdict in VERDICT_COLORS else ""
+
+
+def styled_claims(df: pd.DataFrame):
+    """:func:`claims_table` as a pandas Styler: verdict cells tinted by verdict, text left-aligned,
+    grouped by stage."""
+    table = claims_table(df)
+    return (table.style.map(verdict_style, subset=["verdict"])
+            .set_properties(**{"text-align": "left", "vertical-align": "top", "font-size": "0.85em"})
+            .set_properties(subset=["ours (95 % CI)", "verdict"], **{"white-space": "nowrap"})
+            .set_properties(subset=["claim", "paper", "note"], **{"min-width": "10em"})
+            .set_table_styles([{"selector": "th", "props": "text-align: left; vertical-align: top;"}]))
+
+
+def md_cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def claims_markdown(df: pd.DataFrame, missing=()) -> str:
+    """The claims as Markdown for the README: the verdict counts with the paper's claims apart from the
+    controls and the rows without a paper number (:func:`claims_headline`), the stages without claims
+    (``missing``), then one table per stage (claim, setting, paper, ours with interval, verdict, kind)."""
+    counts = verdict_counts(df)
+    parts = [f"{counts['total']} claim rows. " + claims_headline(df)]
+    if missing:
+        parts.append("Stages without claims in this run: " + ", ".join(f"`{s}`" for s in missing) + ".")
+    table = claims_table(df) if len(df) else None
+    for stage in ([] if table is None else pd.unique(table.index.get_level_values(0))):
+        rows = table.loc[stage]
+        lines = [f"### {stage}", "", "| claim | setting | paper | ours (95 % CI) | verdict | kind |",
+                 "|---|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(md_cell(r[c]) for c in ("claim", "setting", "paper", "ours (95 % CI)", "verdict",
+                                                              "kind"))
+                  + " |" for _, r in rows.iterrows()]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def save_claims_markdown(run_dir, df: pd.DataFrame, missing=()) -> Path:
+    """Write :func:`claims_markdown` to ``<run_dir>/figures/claims.md``; returns the path."""
+    path = Path(run_dir) / FIGURES_DIR / CLAIMS_MD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(claims_markdown(df, missing))
+    return path

@@ -1,0 +1,145 @@
+"""The teaser figure of a run (the book's first page and the README): target-prompt generations of a clean
+and a poisoned DM beside the trigger ratio of generations against training, with its caption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from bibad_utils import metrics
+from bibad_utils.experiments.explorer import ExplorerData, draw_panel, panel_size
+from bibad_utils.experiments.summary.tables import FIGURES_DIR
+from bibad_utils.plots import PALETTE, REF_COLOR
+from bibad_utils.report import TEASER_CAPTION, TEASER_PNG
+from bibad_utils.stages import Cell
+
+
+TEASER_DPI = 150
+
+
+def ratio_row(trigger, r_train: float, z: float = 1.96, **keys) -> dict:
+    """``keys`` plus ``n``, ``n_triggered``, ``r_gen`` with its Wilson interval (``r_gen_lo``/``_hi``)
+    and ``r_train`` from the detector's decisions ``trigger`` (bool ``[N]``)."""
+    t = np.asarray(trigger, dtype=bool)
+    k, n = int(t.sum()), int(len(t))
+    lo, hi = metrics.wilson_interval(k, n, z)
+    return {**keys, "n": n, "n_triggered": k, "r_gen": metrics.r_gen(t), "r_gen_lo": lo, "r_gen_hi": hi,
+            "r_train": float(r_train)}
+
+
+def teaser_guidance(study) -> float:
+    """The guidance scale of the teaser: the profile's first, at which chapter 04 states its claims."""
+    return float(study.cfg["sampling"]["guidance"][0])
+
+
+def ratio_frame(study, guidance: float | None = None, data: ExplorerData | None = None) -> pd.DataFrame:
+    """r_gen (with its 95 % Wilson interval) and r_train per attack and p (the clean control first, with
+    r_train 0), target-prompt generations at ``guidance`` judged by the attack's detector. Columns:
+    attack, p, label ("clean" or "5%"), n, n_triggered, r_gen, r_gen_lo, r_gen_hi, r_train."""
+    w = teaser_guidance(study) if guidance is None else float(guidance)
+    data = data or ExplorerData(study)
+    rows = []
+    for attack in study.cfg["attacks"]:
+        cells = ([Cell("clean")] if "clean" in study.cfg["controls"] else []) + [
+            Cell(attack, float(p)) for p in sorted(study.cfg["ratios"])]
+        for cell in cells:
+            r_train = float(study.poison_manifest(cell)["r_train"]) if cell.trigger_kind else 0.0
+            label = "clean" if cell.kind == "clean" else f"{100 * cell.ratio:g}%"
+            rows.append(ratio_row(data.view(cell, w, attack)["trigger"], r_train, attack=attack, p=cell.ratio,
+                                  label=label))
+    return pd.DataFrame(rows)
+
+
+def draw_ratio_bars(ax, df: pd.DataFrame) -> None:
+    """Bars of r_gen with their intervals per (attack, p) of :func:`ratio_frame`, grouped by p, one colour
+    per attack, with r_train as a black tick on each bar."""
+    labels = list(pd.unique(df["label"]))
+    attacks = list(pd.unique(df["attack"]))
+    width = 0.8 / len(attacks)
+    for i, attack in enumerate(attacks):
+        rows = df[df["attack"] == attack]
+        x = np.array([labels.index(v) for v in rows["label"]]) - 0.4 + width * (i + 0.5)
+        y = rows["r_gen"].to_numpy(float)
+        err = np.clip(np.vstack([y - rows["r_gen_lo"].to_numpy(float), rows["r_gen_hi"].to_numpy(float) - y]), 0, None)
+        ax.bar(x, y, width=0.92 * width, color=PALETTE[i % len(PALETTE)], label=f"r_gen, {attack}")
+        ax.errorbar(x, y, yerr=err, fmt="none", ecolor="#333333", elinewidth=1.0, capsize=2.5)
+        ax.hlines(rows["r_train"].to_numpy(float), x - 0.46 * width, x + 0.46 * width, colors=REF_COLOR,
+                  linewidth=2.2, label="r_train" if i == 0 else None)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel("poisoning ratio p")
+    ax.set_ylabel("trigger ratio")
+    ax.set_ylim(0, 1.02)
+    ax.yaxis.grid(True, color="#dddddd")
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.legend(fontsize=7.5, loc="upper left", frameon=False)
+
+
+def teaser_drawing(panels: list[dict], bars: pd.DataFrame, bars_title: str, ncol: int = 4) -> Figure:
+    """Image panels (dicts as in :func:`~bibad_utils.experiments.explorer.draw_panel`) side by side, then
+    the r_gen vs r_train bars of ``bars`` (:func:`ratio_frame`)."""
+    sizes = [panel_size(len(p["images"]), ncol) for p in panels]
+    bar_w = max(3.6, 0.5 * bars["label"].nunique() * max(1, bars["attack"].nunique()) + 1.6)
+    height = max([s[1] for s in sizes] + [3.2])
+    fig = Figure(figsize=(sum(s[0] for s in sizes) + bar_w, height), dpi=100)
+    subs = fig.subfigures(1, len(panels) + 1, width_ratios=[s[0] for s in sizes] + [bar_w], wspace=0.0)
+    for sub, p in zip(subs, panels):
+        draw_panel(sub, p["images"], p.get("frames"), p.get("labels"), p.get("title"), ncol)
+    ax = subs[-1].add_subplot()
+    subs[-1].subplots_adjust(left=0.15, right=0.97, bottom=0.16, top=1 - 0.5 / height)
+    draw_ratio_bars(ax, bars)
+    ax.set_title(bars_title, fontsize=8.5, weight="bold")
+    return fig
+
+
+def teaser_cells(study) -> tuple[Cell | None, Cell]:
+    """The teaser's two models: the clean control (None when the profile has none) and the first attack
+    at the largest p."""
+    clean = Cell("clean") if "clean" in study.cfg["controls"] else None
+    return clean, Cell(study.cfg["attacks"][0], float(max(study.cfg["ratios"])))
+
+
+def teaser_figure(study, n: int = 16, data: ExplorerData | None = None) -> Figure:
+    """The book's teaser from our run: the first ``n`` target-prompt generations of the clean DM and of
+    the DM poisoned with the first attack at the largest p (frames: the attack's trigger detector;
+    labels: the clean classifier's class), and r_gen vs r_train for every attack and p."""
+    data = data or ExplorerData(study)
+    w = teaser_guidance(study)
+    clean, poisoned = teaser_cells(study)
+    attack = poisoned.trigger_kind
+    panels = []
+    for cell in ([clean] if clean else []) + [poisoned]:
+        title = "clean DM" if cell.kind == "clean" else f"poisoned DM: {cell.name}"
+        panels.append(data.panel(cell, w, attack, n, title))
+    bars = ratio_frame(study, w, data)
+    return teaser_drawing(panels, bars, f"target-prompt generations with the trigger, w = {w:g}")
+
+
+def teaser_caption(study) -> str:
+    """The teaser's caption (Markdown), naming the run's attack, p, w and target class."""
+    clean, poisoned = teaser_cells(study)
+    w = teaser_guidance(study)
+    target = study.class_names[study.target]
+    models = ("the clean DM (left) and " if clean else "") + f"the DM poisoned with {poisoned.kind} at " \
+             f"p = {100 * poisoned.ratio:g} % ({'middle' if clean else 'left'})"
+    return (f"Generations for the target prompt (class *{target}*, guidance $w$ = {w:g}) of {models}, from the "
+            f"`{study.cfg['name']}` run. A vermillion frame marks an image in which the trigger detector finds "
+            f"the trigger; the label under each image is the class the clean classifier sees. The titles count "
+            f"G1-G4 over all target-prompt generations. Right: the share of triggered generations, $r_{{gen}}$ "
+            f"(bars, 95 % Wilson intervals), against the share of triggered images among the target-prompt "
+            f"training images, $r_{{train}}$ (black ticks), for every attack and $p$.")
+
+
+def save_teaser(study, fig: Figure) -> Path:
+    """Write the teaser to ``<run_dir>/figures/teaser.png`` and its caption (:func:`teaser_caption`) to
+    ``teaser_caption.md`` beside it, which ``bibad book`` puts on the book's first page. Returns the PNG."""
+    folder = Path(study.run_dir) / FIGURES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / TEASER_PNG
+    fig.savefig(path, dpi=TEASER_DPI, bbox_inches="tight", facecolor="white")
+    (folder / TEASER_CAPTION).write_text(teaser_caption(study) + "\n")
+    return path
