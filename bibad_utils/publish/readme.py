@@ -64,8 +64,9 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
         shown_dir = run_dir.name
     body = "\n\n".join([
         f"Results of the `{profile}` run (written by `bibad readme --profile {profile}` from "
-        f"`{shown_dir}`; its last `bibad run` spent {minutes:.0f} minutes in the notebooks, reusing the "
-        f"models cached by earlier runs where nothing had changed). "
+        f"`{shown_dir}`; its last `bibad run` spent {minutes:.0f} minutes in the notebooks; a run reuses "
+        f"whatever the artifact store already holds, so this is not a first-run time: the README's profile "
+        f"table has those). "
         f"{counts['total']} claim rows. " + claims_headline(df),
         f"![teaser]({rel}/{TEASER_PNG})",
         f"> {caption}" if caption else "",

@@ -76,7 +76,8 @@ def draw_ratio_bars(ax, df: pd.DataFrame) -> None:
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.legend(fontsize=7.5, loc="upper left", frameon=False)
+    # below the axes: bars near 1 (a run whose detector fires on everything) would hide under a legend inside
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(attacks) + 1, frameon=False)
 
 
 def teaser_drawing(panels: list[dict], bars: pd.DataFrame, bars_title: str, ncol: int = 4) -> Figure:
