@@ -138,11 +138,17 @@ def fake_study(attacks=("badnets1",)):
     return SimpleNamespace(cfg={"sampling": {"guidance": [1, 4]}, "attacks": list(attacks)})
 
 
+# the clean classifier on a clean DM's generations, as generated_judge_table gives it: fit for the G split
+GOOD_GEN_JUDGES = pd.DataFrame([{"judge": "clean classifier", "n": 400, "accuracy": 0.95, "accuracy_lo": 0.92,
+                                 "accuracy_hi": 0.97}])
+
+
 def test_insight_claims_verdicts_from_numbers():
     qdf = pd.DataFrame([{"cell": "real train", "attack": "real", "fd_clf": 1.0},
                         {"cell": "clean", "attack": "clean", "fd_clf": 5.0},
                         {"cell": "badnets1 p=20%", "attack": "badnets1", "fd_clf": 6.0}])
-    rows = ins.insight_claims(fake_study(), make_gdf(), make_jdf(), qdf)
+    good = GOOD_GEN_JUDGES
+    rows = ins.insight_claims(fake_study(), make_gdf(), make_jdf(), qdf, gjdf=good)
     assert all(set(r) == set(COLUMNS) | set(OPTIONAL_COLUMNS) for r in rows)
     by = {(r["claim"].split(":")[0], r["setting"]): r for r in rows}
     trojan = by[("Trojan horse", "badnets1, p=20%, w=1")]
@@ -159,6 +165,13 @@ def test_insight_claims_verdicts_from_numbers():
     assert quality["ours"] == 6.0 and quality["verdict"] == "not tested"
     table = ins.claims_table(rows)
     assert list(table.columns) == ["claim", "setting", "paper", "ours", "verdict", "note"]
+    # a content judge at chance on a clean DM's generations: no G1 / G2 split is read, r_gen still is
+    chance = good.assign(accuracy=0.11, accuracy_lo=0.085, accuracy_hi=0.147)
+    worse = {(r["claim"].split(":")[0], r["setting"]): r
+             for r in ins.insight_claims(fake_study(), make_gdf(), make_jdf(), qdf, gjdf=chance)}
+    for key in (("Trojan horse", "badnets1, p=20%, w=1"), ("Insight 2, phase transition", "badnets1, w=1")):
+        assert worse[key]["verdict"] == "not tested" and "clean classifier's accuracy" in worse[key]["note"]
+    assert worse[("Insight 1, trigger amplification", "badnets1, p=5%, w=1")]["verdict"] == "reproduced"
     # every row names its family in paper.py and its kind; the paper's text is paper.py's
     from bibad_utils import paper
 
@@ -174,7 +187,7 @@ def test_insight_claims_verdicts_from_numbers():
 def test_amplification_not_reproduced_and_single_ratio_not_tested():
     gdf = pd.DataFrame([control_row("clean", (30, 0, 40, 30), "badnets1"),
                         grid_row("badnets1", 0.1, (5, 5, 45, 45), 0.5)])
-    rows = ins.insight_claims(fake_study(), gdf, make_jdf())
+    rows = ins.insight_claims(fake_study(), gdf, make_jdf(), gjdf=GOOD_GEN_JUDGES)
     verdicts = {r["claim"].split(":")[0]: r["verdict"] for r in rows}
     # the detector fires on 30 % of the clean DM's generations: amplification cannot be measured with it
     assert verdicts["Insight 1, trigger amplification"] == "not tested"
@@ -186,7 +199,7 @@ def test_amplification_not_reproduced_and_single_ratio_not_tested():
     assert verdicts["Clean control"] == "not reproduced"  # 30 % >> FPR and above the poisoned DM
     valid = pd.DataFrame([control_row("clean", (0, 0, 40, 60), "badnets1"),
                           grid_row("badnets1", 0.1, (5, 5, 45, 45), 0.5)])
-    rows_valid = ins.insight_claims(fake_study(), valid, make_jdf())
+    rows_valid = ins.insight_claims(fake_study(), valid, make_jdf(), gjdf=GOOD_GEN_JUDGES)
     amp = [r for r in rows_valid if r["claim"].startswith("Insight 1")]
     assert [r["verdict"] for r in amp] == ["not reproduced"]  # r_gen 10 % < r_train 50 %
     assert "trigger amplification is not reproduced" in ins.shortfall_sentence(rows_valid)
@@ -207,7 +220,7 @@ def test_glue_values_keys():
     gdf, jdf = make_gdf(), make_jdf()
     qdf = pd.DataFrame([{"cell": "real train", "attack": "real", "fd_clf": 1.0},
                         {"cell": "clean", "attack": "clean", "fd_clf": 5.0}])
-    rows = ins.insight_claims(fake_study(), gdf, jdf)
+    rows = ins.insight_claims(fake_study(), gdf, jdf, gjdf=GOOD_GEN_JUDGES)
     g = ins.glue_values(fake_study(), gdf, jdf, qdf, rows)
     assert all(k.startswith("nb04_") for k in g)
     assert g["nb04_pmax"] == 0.2 and g["nb04_g1_top"] == pytest.approx(0.6)

@@ -36,7 +36,7 @@ from bibad_utils.experiments.insights.quality import (  # noqa: F401
     FID_MODES, FID_MIN_IMAGE_SIZE, inception_weights_path, inception_net, inception_features, largest_p_cells,
     quality_cells, quality_table)
 from bibad_utils.experiments.insights.claims import (  # noqa: F401
-    STAGE, CLEAN_FALSE_ALARM_MAX, phase_verdict, control_verdict, insight_claims, claims_table, verdict_summary,
+    STAGE, CLEAN_FALSE_ALARM_MAX, CONTENT_MIN, content_check, phase_verdict, control_verdict, insight_claims, claims_table, verdict_summary,
     shortfall_sentence, glue_values)
 from bibad_utils.experiments.insights.figures import (  # noqa: F401
     group_examples, examples_figure, phase_figure, guidance_figure, quality_figure)

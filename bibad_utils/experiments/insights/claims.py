@@ -10,7 +10,7 @@ import pandas as pd
 
 from bibad_utils import paper, verdicts
 from bibad_utils.experiments.insights.groups import first_guidance, p_label, pct_text
-from bibad_utils.experiments.insights.judging import judge_table
+from bibad_utils.experiments.insights.judging import generated_judge_table, judge_table
 from bibad_utils.experiments.insights.seeds import across_seeds
 from bibad_utils.report import claim_row, verdict_greater
 
@@ -54,6 +54,24 @@ def control_verdict(r_gen_lo: float, fpr_hi: float, poisoned_lo: float | None) -
 
 
 CLEAN_FALSE_ALARM_MAX = 0.10  # above this trigger ratio on the clean DM's generations, a detector is not trusted
+# The content judge must read at least this share of a clean DM's all-class generations as their prompt's
+# class (by the lower bound of its interval) before a G1 / G2 split (T and not M, T and M) is read.
+CONTENT_MIN = 0.5
+
+
+def content_check(study, gjdf: pd.DataFrame | None = None) -> verdicts.Check | None:
+    """The clean classifier's check on generations (:data:`CONTENT_MIN`), from
+    :func:`~bibad_utils.experiments.insights.judging.generated_judge_table` (computed when ``gjdf`` is None;
+    the rows judged "as configured" when it has a ``judges`` column); None without a clean model."""
+    gjdf = generated_judge_table(study) if gjdf is None else gjdf
+    if "judges" in gjdf.columns:
+        gjdf = gjdf[gjdf["judges"] == "as configured"]
+    row = gjdf[gjdf["judge"] == "clean classifier"]
+    if row.empty:
+        return None
+    r = row.iloc[0]
+    return verdicts.baseline_check(float(r["accuracy_lo"]), float(r["accuracy_hi"]), chance=CONTENT_MIN,
+                                   what="clean classifier's accuracy on the clean DM's all-class generations")
 
 
 def _seed_note(sd: dict | None, value: float, lo: float, hi: float) -> str:
@@ -67,7 +85,7 @@ def _seed_note(sd: dict | None, value: float, lo: float, hi: float) -> str:
 
 def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
                    qdf: pd.DataFrame | None = None, guidance: float | None = None,
-                   spread: pd.DataFrame | None = None) -> list[dict]:
+                   spread: pd.DataFrame | None = None, gjdf: pd.DataFrame | None = None) -> list[dict]:
     """Claim rows (:func:`bibad_utils.report.claim_row`) of this stage, at ``guidance`` (default the
     profile's first): the Trojan horse (G1 above the clean model's level at the largest p, per attack),
     Insight 1 per (attack, p), Insight 2 per attack (needs two values of p, else "not tested"), the
@@ -75,13 +93,16 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
     ``gdf``: :func:`g_table`; ``jdf``: :func:`judge_table` (default: computed); ``qdf``: the first element
     of :func:`quality_table` (default: no quality rows); ``spread``: :func:`seed_spread`, whose interval
     across training runs replaces the sampling interval of the Trojan-horse and Insight-1 rows of the cells
-    trained more than once (default: none)."""
+    trained more than once (default: none); ``gjdf``: the judges on generations (default: computed), whose
+    content check (:func:`content_check`) the Trojan-horse and phase-transition rows need besides the
+    detector's (they split triggered generations by the classifier's reading)."""
     w = first_guidance(study) if guidance is None else float(guidance)
     jdf = judge_table(study) if jdf is None else jdf
     at_w = gdf[gdf["guidance"] == w]
     grid = at_w[~at_w["control"].astype(bool)]
     controls = at_w[at_w["control"].astype(bool)]
     rows: list[dict] = []
+    content = content_check(study, gjdf)
     for attack in pd.unique(grid["attack"]):
         a = grid[grid["attack"] == attack].sort_values("ratio")
         top = a.iloc[-1]
@@ -95,8 +116,9 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
             what=f"share of the clean DM's target-prompt generations the {attack} detector flags")
         sd = across_seeds(spread, top["cell"], attack, w, "G1")
         g1, g1_lo, g1_hi = (sd["mean"], sd["lo"], sd["hi"]) if sd else (top["G1"], top["G1_lo"], top["G1_hi"])
-        trojan = (verdicts.Judgement(verdict_greater(g1_lo, g1, floor)) if check.ok
-                  else verdicts.Judgement("not tested", check.reason))
+        failed = verdicts.first_failed(check, content)  # G1 needs the detector and the classifier
+        trojan = (verdicts.Judgement(verdict_greater(g1_lo, g1, floor)) if failed is None
+                  else verdicts.Judgement("not tested", failed.reason))
         rows.append(claim_row(
             STAGE, "Trojan horse: the poisoned DM generates trigger-carrying images of the wrong class (G1)",
             setting=f"{attack}, p={top['p']}, w={w:g}", metric="G1 ratio of target-prompt generations",
@@ -129,10 +151,10 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
             rows.append(claim_row(STAGE, phase_claim, setting=f"{attack}, w={w:g}", metric=metric, paper=text,
                                   key="phase_transition", ours=math.nan, verdict="not tested",
                                   note="the profile has a single poisoning ratio"))
-        elif not check.ok:
+        elif verdicts.first_failed(check, content) is not None:
             rows.append(claim_row(STAGE, phase_claim, setting=f"{attack}, w={w:g}", metric=metric, paper=text,
                                   key="phase_transition", ours=math.nan, verdict="not tested",
-                                  note=f"not tested: {check.reason}"))
+                                  note=f"not tested: {verdicts.first_failed(check, content).reason}"))
         else:
             pv = phase_verdict([r.to_dict() for _, r in a.iterrows()])
             slides = "; ".join(f"p={p_label(pt['p'])}: G1 - r_train {pt['G1_minus_r_train']:+.3f}, "
