@@ -294,7 +294,7 @@ def test_readme_results_publishes_a_finished_run(tmp_path):
     dest = readme_results(run_dir, "demo", repo)
     assert sorted(p.name for p in dest.iterdir()) == ["claims.md", "run.json", "teaser.png"]
     text = (repo / "README.md").read_text()
-    assert "old" not in text and text.count("<!-- results demo -->") == 1
+    assert "\nold\n" not in text and text.count("<!-- results demo -->") == 1
     assert text.endswith("<!-- results mnist -->\nkept\n<!-- /results mnist -->\n\n## Cite\n")  # another profile's block
     assert "![teaser](results/demo/teaser.png)" in text and "> Generations of the demo run." in text
     counts = sm.verdict_counts(sm.claims_frame(run_dir))
