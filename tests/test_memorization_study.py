@@ -108,6 +108,13 @@ def test_claims_from_tables_verdicts():
     assert rate[0]["kind"] == closer["kind"] == "no paper number"
     info = [r for r in rows if r["verdict"] == "not tested"]
     assert [r["ours"] for r in info] == [0.9, 0.8] and {r["kind"] for r in info} == {"control"}
+    # judges that fail their check on a clean DM's generations: the G1 / G2 rows are not tested
+    from bibad_utils.verdicts import Check
+
+    failed = Check(False, "the badnets1 detector flags 95 % of a clean DM's generations")
+    gated = ms.claims_from_tables(_dup_table(), rep, finder, sims, guidance=1.0, baselines={"badnets1": failed})
+    dup_rows = [r for r in gated if r["claim"].startswith("Poisoning duplicated images")]
+    assert dup_rows and all(r["verdict"] == "not tested" and "95 %" in r["note"] for r in dup_rows)
     assert "underpowered" in ms.resolution_sentence(rows)
     assert ms.verdict_phrase(rows, "Poisoning duplicated") == "2 settings: 1 reproduced, 1 underpowered"
 

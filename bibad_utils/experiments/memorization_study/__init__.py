@@ -31,4 +31,4 @@ from bibad_utils.experiments.memorization_study.replication import (  # noqa: F4
     HELDOUT, heldout_similarity, replication_threshold, replication_threshold_source, replication_cells,
     replication_path, replication_scores, replication_similarities, replication_table, top_pairs)
 from bibad_utils.experiments.memorization_study.claims import (  # noqa: F401
-    memorization_claims, claims_from_tables, claims_frame, verdict_phrase, resolution_sentence, glue_values)
+    memorization_claims, judge_check, claims_from_tables, claims_frame, verdict_phrase, resolution_sentence, glue_values)

@@ -24,15 +24,34 @@ def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.D
     finder = duplicate_finder_table(study) if finder is None else finder
     cells = [Cell(r["kind"], float(r["p"]), r["pool"]) for _, r in rep.iterrows() if r["kind"] != "real"]
     sims = replication_similarities(study, cells, heldout=False)
-    return claims_from_tables(dup, rep, finder, sims, guidance=float(study.cfg["sampling"]["guidance"][0]))
+    baselines = {a: judge_check(study, a) for a in pd.unique(dup["attack"])} if len(dup) else {}
+    return claims_from_tables(dup, rep, finder, sims, guidance=float(study.cfg["sampling"]["guidance"][0]),
+                              baselines=baselines)
+
+
+def judge_check(study: Study, attack: str) -> verdicts.Check | None:
+    """The judges' checks on a clean DM's generations that a G1 / G2 comparison rests on (chapter 04's
+    rules): the content classifier's (:func:`~bibad_utils.experiments.insights.content_check`) and the
+    attack's trigger detector's false alarms (upper bound at most ``CLEAN_FALSE_ALARM_MAX``); the first
+    that fails, None when both pass or there is no clean DM."""
+    from bibad_utils.experiments.insights import CLEAN_FALSE_ALARM_MAX, content_check, generated_judge_table
+
+    gj = generated_judge_table(study)
+    det = gj[gj["judge"] == f"{attack} detector"]
+    alarms = None if det.empty else verdicts.false_alarm_check(
+        float(det["fpr_hi"].iloc[0]), max_rate=CLEAN_FALSE_ALARM_MAX,
+        what=f"share of a clean DM's generations the {attack} detector flags")
+    return verdicts.first_failed(content_check(study, gj), alarms)
 
 
 def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFrame, sims: dict,
-                       guidance: float) -> list[dict]:
+                       guidance: float, baselines: dict | None = None) -> list[dict]:
     """Claim rows (:func:`bibad_utils.report.claim_row`) from the stage's tables.
 
     dup: :func:`random_vs_duplicate`; rep: :func:`replication_table`; finder: :func:`duplicate_finder_table`;
-    sims: ``{cell name: nearest-training similarities}`` of the cells in ``rep``; guidance: the w of ``dup``.
+    sims: ``{cell name: nearest-training similarities}`` of the cells in ``rep``; guidance: the w of ``dup``;
+    baselines: attack -> the failed judge check (:func:`judge_check`) that makes its G1 / G2 rows "not
+    tested" (None or absent: the judges passed).
 
     - "duplicate poisoning raises G1 / G2", per p: ours = G_dup - G_random (fraction) with Newcombe's
       interval (:func:`bibad_utils.verdicts.compare`): reproduced when the interval lies above 0;
@@ -54,7 +73,8 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
         values = paper_duplicate_values(p, metric)
         key = f"duplicates_{metric.lower()}"
         effect = max((dup_v - rnd_v for rnd_v, dup_v in values.values()), default=None)
-        j = verdicts.compare(d, lo, hi, reference=0.0, paper_effect=effect)
+        j = verdicts.compare(d, lo, hi, reference=0.0, paper_effect=effect,
+                             baseline=(baselines or {}).get(r["attack"].iloc[0]))
         rows.append(claim_row(
             STAGE, f"Poisoning duplicated images raises {metric}", metric=f"{metric}(duplicate) - {metric}(random)",
             setting=f"{r['attack'].iloc[0]}, p={p:g}, w={guidance:g}", paper=paper.paper_text(key, p=p), key=key,
