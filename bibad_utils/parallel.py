@@ -1,13 +1,15 @@
 """Several cells at once on the CPU: one worker process per usable core, one torch thread each.
 
-The chapter that trains the DMs also hands the judges to the workers (they need no DM), so that
-the workers' last minutes are not idle. A small DM's training step does not scale across CPU threads (on 2 cores, one process with 2 threads
-runs about as fast as one with 1 thread; BENCHMARKS.md, "CPU speed levers"), so the cells of a grid
+Threads share a small DM's training step badly when the machine is busy (on 2 cores with other
+processes running, one process with 2 threads ran 10x slower than with 1; on idle cores 2 threads run
+1.76x and two 1-thread processes 1.80x the rate of one thread: BENCHMARKS.md), so the cells of a grid
 are trained (and their sets generated) by separate processes. Each worker opens the same study from
 its resolved configuration and computes its cells into the shared, content-addressed store (artifacts
 are written under a temporary name and renamed into place), so the caller afterwards finds every
 artifact cached under the very key it would have computed itself. A worker that fails costs nothing
-but time: the caller computes what is still missing, one cell after another, as before.
+but time: the caller computes what is still missing, one cell after another, as before. The chapter
+that trains the DMs also hands the judges to the workers (they need no DM), so that the workers' last
+minutes are not idle.
 
 ``BIBAD_WORKERS`` fixes the number of workers (``1`` turns this off); otherwise it is the thread count
 the study would use (:func:`bibad_utils.progress.choose_threads`: the idle cores, or the count fixed

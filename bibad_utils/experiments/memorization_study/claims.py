@@ -24,19 +24,26 @@ def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.D
     finder = duplicate_finder_table(study) if finder is None else finder
     cells = [Cell(r["kind"], float(r["p"]), r["pool"]) for _, r in rep.iterrows() if r["kind"] != "real"]
     sims = replication_similarities(study, cells, heldout=False)
-    baselines = {a: judge_check(study, a) for a in pd.unique(dup["attack"])} if len(dup) else {}
+    if len(dup):
+        from bibad_utils.experiments.insights import generated_judge_table
+
+        gj = generated_judge_table(study)  # once: every attack's check reads the same table
+        baselines = {a: judge_check(study, a, gj) for a in pd.unique(dup["attack"])}
+    else:
+        baselines = {}
     return claims_from_tables(dup, rep, finder, sims, guidance=float(study.cfg["sampling"]["guidance"][0]),
                               baselines=baselines)
 
 
-def judge_check(study: Study, attack: str) -> verdicts.Check | None:
+def judge_check(study: Study, attack: str, gj: pd.DataFrame | None = None) -> verdicts.Check | None:
     """The judges' checks on a clean DM's generations that a G1 / G2 comparison rests on (chapter 04's
     rules): the content classifier's (:func:`~bibad_utils.experiments.insights.content_check`) and the
     attack's trigger detector's false alarms (upper bound at most ``CLEAN_FALSE_ALARM_MAX``); the first
-    that fails, None when both pass or there is no clean DM."""
+    that fails, None when both pass or there is no clean DM. ``gj``: the judges on generations
+    (:func:`~bibad_utils.experiments.insights.generated_judge_table`; default: computed)."""
     from bibad_utils.experiments.insights import CLEAN_FALSE_ALARM_MAX, content_check, generated_judge_table
 
-    gj = generated_judge_table(study)
+    gj = generated_judge_table(study) if gj is None else gj
     det = gj[gj["judge"] == f"{attack} detector"]
     alarms = None if det.empty else verdicts.false_alarm_check(
         float(det["fpr_hi"].iloc[0]), max_rate=CLEAN_FALSE_ALARM_MAX,
