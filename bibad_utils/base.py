@@ -20,3 +20,9 @@ class ConfigError(ValueError):
         self.value = value
         self.allowed = allowed
         super().__init__(f"{param} = {value!r} is not allowed: expected {allowed}")
+
+
+def repo_path(path) -> Path:
+    """A path as a profile gives it: ``~`` expanded, a relative one taken from the repository root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p

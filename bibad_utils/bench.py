@@ -35,7 +35,7 @@ import torch
 from bibad_utils.bench_levers import bench_levers
 from bibad_utils.bench_timing import (RandomImages, count_flops, demo_pixel_config, matmul_flops, rate_text,
                                       sync_device, time_call)
-from bibad_utils.config import REPO_ROOT
+from bibad_utils.base import REPO_ROOT
 
 
 # Stable Diffusion v1.4's UNet and VAE configurations (the published model's config.json values that

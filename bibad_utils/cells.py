@@ -16,14 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bibad_utils.config import CONTROLS, ConfigError, attack_kinds
+from bibad_utils.base import ConfigError
+from bibad_utils.triggers import TRIGGERS
 
+CONTROLS = ("clean", "relabel")  # the cells without a trigger: the p = 0 model, and relabelling alone
 POOLS = ("random", "duplicate")
 
 
 def train_seed_keys() -> tuple[str, ...]:
     """The keys ``train_seeds`` may name: ``default``, the controls and every registered trigger kind."""
-    return ("default",) + CONTROLS + attack_kinds()
+    return ("default",) + CONTROLS + tuple(TRIGGERS)
 
 
 def validate_train_seeds(section, prefix: str = "train_seeds") -> dict:

@@ -2,94 +2,72 @@
 
 A profile is one YAML file in ``notebooks/profiles/`` (or any path) that holds the whole configuration
 of a run; a notebook receives ``profile`` (a name or a path) and ``overrides`` (a nested dict deep-merged
-over the profile) from papermill and calls :func:`load_profile`. Every check happens here, before any
-heavy work, and every failure is a :class:`ConfigError` that names the dotted parameter
+over the profile) from papermill and calls :func:`load_profile`. Every check happens here, once, before
+any heavy work, and every failure is a :class:`ConfigError` that names the dotted parameter
 (``sampling.n_target``), the value and what is allowed.
 
-The trigger kinds and their options come from the one registry :data:`bibad_utils.triggers.TRIGGERS`;
-``dataset.options`` are checked against the signature of the dataset's builder. Where a profile makes
-the study read a file (a BadNets-2 pattern image, a real dataset's folder), the check adds a fingerprint
-of its content to the validated configuration (``triggers.badnets2.pattern_sha256``,
-``dataset.fingerprint``), so that every artifact key computed from it follows the content, not the path;
-a profile that reads no file is returned without them, and its keys are unchanged.
-
-Sections owned by other modules may be checked further by those modules: if
-``bibad_utils.<module>`` defines ``validate_config(section: dict, prefix: str)`` (or
-``validate_<section>(section: dict)``) it is called with the section (see ``SECTION_VALIDATORS``).
+Each section is declared by the module that owns it, as typed fields with one default each
+(:class:`bibad_utils.schema.Section`), and listed in :data:`SECTIONS`; the top-level keys are
+:data:`TOP_LEVEL`. The validated profile keeps what each section returns: the ``defenses`` and
+``memorization`` sections with every default written in, the others as written (they are part of the
+artifact keys), with the derived values a check adds: a fingerprint of every file the study reads (a
+BadNets-2 pattern image: ``triggers.badnets2.pattern_sha256``; a real dataset's files:
+``dataset.fingerprint``), so that every artifact key computed from it follows the content, not the path.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
-import importlib
-import importlib.util
-import math
-import numbers
 import re
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from bibad_utils.base import REPO_ROOT, ConfigError  # noqa: F401 (re-exported: the study's error type)
+from bibad_utils.base import REPO_ROOT, ConfigError, repo_path  # noqa: F401 (re-exported: the study's error type)
+from bibad_utils.cells import CONTROLS, validate_train_seeds
+from bibad_utils.data.profile import DATASET, DATASET_CLASSES, check_ratios_fit
+from bibad_utils.defenses.profile import DEFENSES
+from bibad_utils.diffusion.settings import MODEL
+from bibad_utils.judges.profile import JUDGES
+from bibad_utils.memorization.settings import MEMORIZATION
+from bibad_utils.sampling import SAMPLING
+from bibad_utils.schema import REQUIRED, Field, Section, is_int, is_number, name_list, number_list
+from bibad_utils.training import FINETUNE, PRETRAIN
+from bibad_utils.triggers import TRIGGERS, TRIGGERS_SECTION
 
 PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
-
-DATASET_CLASSES = {"procedural": 10, "imagenette": 10, "caltech15": 15, "cifar10": 10, "mnist5k": 10}
-CONTROLS = ("clean", "relabel")
 DEVICES = ("cpu", "cuda", "auto")
+MISSING = REQUIRED
 
-REQUIRED_KEYS = ("name", "description", "seed", "device", "run_dir", "dataset", "target", "attacks",
-                 "ratios", "controls", "model", "finetune", "sampling", "judges")
-# Optional top-level keys and the value they take when a profile leaves them out.
-OPTIONAL_DEFAULTS: dict[str, Any] = {
-    "cell_timeout": None,     # seconds one notebook cell may run under papermill; null: no limit
-    "triggers": {},
-    "pretrain": {"steps": 0},
-    "defenses": {},
-    "memorization": {},
+# The sections of a profile, in the order they are checked (``triggers`` needs the dataset's image size);
+# each validated once and kept as its Section returns it.
+SECTIONS: dict[str, Section] = {s.name: s for s in (DATASET, TRIGGERS_SECTION, MODEL, PRETRAIN, FINETUNE, SAMPLING,
+                                                    JUDGES, DEFENSES, MEMORIZATION)}
+# The top-level keys that are not sections (a section's own key is a mapping, absent: {} for the
+# optional ones). ``train_seeds`` (training runs per cell, bibad_utils.cells) is kept as written.
+TOP_LEVEL: dict[str, Field] = {
+    "name": Field("str"),
+    "description": Field("value", test=lambda v: isinstance(v, str), allowed="a string saying what the profile is for"),
+    "seed": Field("int", low=0),
+    "device": Field("choice", choices=DEVICES),
+    "run_dir": Field("str", doc="artifacts in <run_dir>/artifacts, executed notebooks in <run_dir>/executed"),
+    "cell_timeout": Field("int", low=1, default=None, nullable=True,
+                          doc="seconds one notebook cell may run under papermill; null: no limit"),
+    "target": Field("value", test=lambda v: True, allowed="a class index", doc="the target class index"),
+    "attacks": Field("value", test=lambda v: True, allowed="a list of trigger kinds"),
+    "ratios": Field("value", test=lambda v: True, allowed="a list of poisoning ratios"),
+    "controls": Field("value", test=lambda v: True, allowed="a list of controls"),
+    "train_seeds": Field("value", default=1, test=lambda v: True, allowed="training runs per cell"),
 }
-# Optional top-level keys left out of the resolved profile when absent, each checked by its module's function.
-OPTIONAL_CHECKED = {
-    "train_seeds": ("bibad_utils.cells", "validate_train_seeds"),  # training runs per cell (default 1)
-}
-TOP_LEVEL_KEYS = REQUIRED_KEYS + tuple(OPTIONAL_DEFAULTS) + tuple(OPTIONAL_CHECKED)
-
-# section -> module whose optional validate_config(section, prefix) checks the section's own keys
-SECTION_VALIDATORS = {
-    "dataset": "bibad_utils.data",
-    "triggers": "bibad_utils.triggers",
-    "model": "bibad_utils.diffusion",
-    "pretrain": "bibad_utils.training",
-    "finetune": "bibad_utils.training",
-    "sampling": "bibad_utils.sampling",
-    "judges": "bibad_utils.judges",
-    "defenses": "bibad_utils.experiments.castle_walls",
-    "memorization": "bibad_utils.memorization",
-}
+OPTIONAL_SECTIONS = ("triggers", "pretrain", "defenses", "memorization")
+NULLABLE_SECTIONS = ("triggers", "defenses", "memorization")  # null reads as {}: every default
+TOP_LEVEL_KEYS = tuple(TOP_LEVEL) + tuple(SECTIONS)
 
 
 def attack_kinds() -> tuple[str, ...]:
     """The trigger kinds a profile may name: the keys of :data:`bibad_utils.triggers.TRIGGERS`."""
-    from bibad_utils.triggers import TRIGGERS
-
     return tuple(TRIGGERS)
-
-
-def __getattr__(name):
-    # ``ATTACKS`` is read from the trigger registry on first use (the registry imports this module)
-    if name == "ATTACKS":
-        return attack_kinds()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class _Missing:
-    def __repr__(self):
-        return "<missing>"
-
-
-MISSING = _Missing()
 
 
 class _Loader(yaml.SafeLoader):
@@ -190,104 +168,20 @@ def overrides_from_assignments(assignments) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# checks of single values
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
-def _int(cfg: dict, key: str, prefix: str, minimum: int = 1, required: bool = True, nullable=False):
-    value = cfg.get(key, MISSING)
-    param = f"{prefix}{key}"
-    if value is MISSING and not required:
-        return
-    if value is None and nullable:
-        return
-    if not _is_int(value) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(param, value, what + (" or null" if nullable else ""))
-
-
-def _number(cfg: dict, key: str, prefix: str, low=None, high=None, low_open=False, high_open=False,
-            required: bool = True, nullable=False):
-    value = cfg.get(key, MISSING)
-    param = f"{prefix}{key}"
-    if value is MISSING and not required:
-        return
-    if value is None and nullable:
-        return
-    ok = _is_number(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        rng = f" in {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
-        raise ConfigError(param, value, "a number" + ("" if low is None and high is None else rng))
-
-
-def _bool(cfg: dict, key: str, prefix: str, required: bool = True):
-    value = cfg.get(key, MISSING)
-    if value is MISSING and not required:
-        return
-    if not isinstance(value, bool):
-        raise ConfigError(f"{prefix}{key}", value, "true or false")
-
-
-def _string(cfg: dict, key: str, prefix: str, required: bool = True, nullable=False):
-    value = cfg.get(key, MISSING)
-    if value is MISSING and not required:
-        return
-    if value is None and nullable:
-        return
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{prefix}{key}", value, "a non-empty string" + (" or null" if nullable else ""))
-
-
-def _section(cfg: dict, key: str) -> dict:
-    value = cfg.get(key, MISSING)
-    if not isinstance(value, dict):
-        raise ConfigError(key, value, "a mapping of parameters")
-    return value
-
-
-def _near_typos(section: dict, known, prefix: str):
-    """Unknown keys that look like a known one are typos (``finetune.step`` for ``steps``); other
-    unknown keys are left to the module that owns the section."""
-    for key in section:
-        if key in known:
-            continue
-        close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.8)
-        if close:
-            raise ConfigError(f"{prefix}{key}", section[key], f"a known key (did you mean {prefix}{close[0]}?)")
-
-
-def _name_list(cfg: dict, key: str, allowed, allow_empty: bool):
-    value = cfg.get(key, MISSING)
-    expected = f"a list of distinct names from {list(allowed)}" + ("" if allow_empty else ", not empty")
-    if not isinstance(value, list) or (not value and not allow_empty):
-        raise ConfigError(key, value, expected)
-    for i, item in enumerate(value):
-        if item not in allowed:
-            raise ConfigError(f"{key}[{i}]", item, f"one of {list(allowed)}")
-    if len(set(value)) != len(value):
-        raise ConfigError(key, value, expected)
-
-
-# ----------------------------------------------------------------------------------------------
 # the profile
 
 
+def _check_ratios(ratios) -> None:
+    for i, p in enumerate(ratios if isinstance(ratios, list) else []):
+        if not is_number(p) or not 0 < p < 1:
+            raise ConfigError(f"ratios[{i}]", p, "a number in (0, 1): a fraction of the whole training set")
+    number_list("ratios", ratios, 0, 1, True, True, what="poisoning ratios, each")
+
+
 def validate_profile(cfg: dict) -> dict:
-    """Check a whole configuration (already merged) and return it, with optional top-level keys filled
-    in and ``run_dir`` / ``dataset.root`` made absolute. Raises ConfigError on the first bad value."""
+    """Check a whole configuration (already merged) and return it: each section as its
+    :class:`~bibad_utils.schema.Section` keeps it, ``run_dir`` made absolute. Raises ConfigError on the
+    first bad value."""
     if not isinstance(cfg, dict):
         raise ConfigError("profile", cfg, "a mapping of parameters")
     cfg = copy.deepcopy(cfg)
@@ -296,191 +190,37 @@ def validate_profile(cfg: dict) -> dict:
             close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(key, cfg[key], f"a known top-level key{hint}: one of {list(TOP_LEVEL_KEYS)}")
-    for key in REQUIRED_KEYS:
-        if key not in cfg:
-            raise ConfigError(key, MISSING, "a value (every profile sets it)")
-    for key, default in OPTIONAL_DEFAULTS.items():
-        if key not in cfg:
-            cfg[key] = copy.deepcopy(default)
+    for key, f in TOP_LEVEL.items():
+        if key in cfg:
+            f.check(key, cfg[key])
+        elif f.default is REQUIRED:
+            raise ConfigError(key, REQUIRED, "a value (every profile sets it)")
+        elif key != "train_seeds":
+            cfg[key] = copy.deepcopy(f.default)
+    for name in SECTIONS:
+        if name not in cfg:
+            if name not in OPTIONAL_SECTIONS:
+                raise ConfigError(name, REQUIRED, "a value (every profile sets it)")
+            cfg[name] = {"steps": 0} if name == "pretrain" else {}
+        if not isinstance(cfg[name], dict) and not (cfg[name] is None and name in NULLABLE_SECTIONS):
+            raise ConfigError(name, cfg[name], "a mapping of parameters")
+    cfg["run_dir"] = str(repo_path(cfg["run_dir"]))
 
-    _string(cfg, "name", "")
-    if not isinstance(cfg["description"], str):
-        raise ConfigError("description", cfg["description"], "a string saying what the profile is for")
-    _int(cfg, "seed", "", minimum=0)
-    if cfg["device"] not in DEVICES:
-        raise ConfigError("device", cfg["device"], f"one of {list(DEVICES)}")
-    _string(cfg, "run_dir", "")
-    cfg["run_dir"] = str(_absolute(cfg["run_dir"]))
-    _int(cfg, "cell_timeout", "", nullable=True)
-
-    n_classes = _validate_dataset(cfg)
-    if not _is_int(cfg["target"]) or not 0 <= cfg["target"] < n_classes:
+    cfg["dataset"] = DATASET.validate(cfg["dataset"], profile=cfg)
+    n_classes = DATASET_CLASSES[cfg["dataset"]["name"]]
+    if not is_int(cfg["target"]) or not 0 <= cfg["target"] < n_classes:
         raise ConfigError("target", cfg["target"],
                           f"a class index in [0, {n_classes - 1}] for dataset {cfg['dataset']['name']}")
-
-    _name_list(cfg, "attacks", attack_kinds(), allow_empty=False)
-    _validate_ratios(cfg.get("ratios"))
-    _check_ratios_fit(cfg)
-    _name_list(cfg, "controls", CONTROLS, allow_empty=True)
-
-    from bibad_utils.triggers import validate_trigger_options
-
-    triggers = _section(cfg, "triggers")
-    for kind, options in triggers.items():
-        triggers[kind] = validate_trigger_options(kind, options, cfg["dataset"]["image_size"])
-
-    model = _section(cfg, "model")
-    _string(model, "backend", "model.")
-
-    _validate_training(_section(cfg, "pretrain"), "pretrain.", min_steps=0)
-    _validate_training(_section(cfg, "finetune"), "finetune.", min_steps=1)
-    _validate_sampling(_section(cfg, "sampling"))
-    _validate_judges(_section(cfg, "judges"))
-    _section(cfg, "defenses")
-    _section(cfg, "memorization")
-
-    for section, module in SECTION_VALIDATORS.items():
-        validator = _module_validator(module, section)
-        if validator is not None:
-            validator(cfg[section])
-    for key, (module, function) in OPTIONAL_CHECKED.items():
-        if key in cfg:
-            getattr(importlib.import_module(module), function)(cfg[key], key)
+    name_list("attacks", cfg["attacks"], attack_kinds())
+    _check_ratios(cfg["ratios"])
+    check_ratios_fit(cfg)
+    name_list("controls", cfg["controls"], CONTROLS, allow_empty=True)
+    for name, section in SECTIONS.items():
+        if name != "dataset":
+            cfg[name] = section.validate(cfg[name], profile=cfg)
+    if "train_seeds" in cfg:
+        validate_train_seeds(cfg["train_seeds"], "train_seeds")
     return cfg
-
-
-def _absolute(path: str) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else REPO_ROOT / p
-
-
-def _validate_dataset(cfg: dict) -> int:
-    ds = _section(cfg, "dataset")
-    known = ("name", "root", "image_size", "n_per_class", "n_test_per_class", "options", "fingerprint")
-    _near_typos(ds, known, "dataset.")
-    name = ds.get("name", MISSING)
-    if name not in DATASET_CLASSES:
-        raise ConfigError("dataset.name", name, f"one of {list(DATASET_CLASSES)}")
-    _int(ds, "image_size", "dataset.", minimum=8)
-    procedural = name == "procedural"
-    _int(ds, "n_per_class", "dataset.", required=procedural, nullable=not procedural)
-    _int(ds, "n_test_per_class", "dataset.", required=procedural, nullable=not procedural)
-    root = ds.get("root")
-    if root is not None:
-        if not isinstance(root, str) or not root.strip():
-            raise ConfigError("dataset.root", root, "a folder path or null")
-        if not procedural:
-            path = _absolute(root)
-            if not path.is_dir():
-                raise ConfigError("dataset.root", root, f"an existing folder for {name} (not found: {path})")
-            ds["root"] = str(path)
-    options = ds.setdefault("options", {})
-    if options is None:
-        ds["options"] = {}
-    elif not isinstance(options, dict):
-        raise ConfigError("dataset.options", options, "a mapping of dataset options")
-    from bibad_utils.data import dataset_fingerprint, validate_dataset_options
-
-    validate_dataset_options(name, ds["options"], image_size=ds["image_size"],
-                             n_per_class=ds.get("n_per_class"), n_test_per_class=ds.get("n_test_per_class"))
-    # a real dataset is read from files: the key of everything computed from it follows their content
-    ds.pop("fingerprint", None)
-    if not procedural:
-        fingerprint = dataset_fingerprint(name, ds.get("root"), **ds["options"])
-        if fingerprint is not None:
-            ds["fingerprint"] = fingerprint
-    return DATASET_CLASSES[name]
-
-
-def _check_ratios_fit(cfg: dict):
-    """Each p must leave int(N p) <= the number of non-target images (known before loading for the
-    procedural dataset: N = 10 n_per_class, one tenth per class)."""
-    ds = cfg["dataset"]
-    if ds["name"] != "procedural":
-        return
-    n_classes = DATASET_CLASSES["procedural"]
-    n_images = n_classes * ds["n_per_class"]
-    n_other = (n_classes - 1) * ds["n_per_class"]
-    for i, p in enumerate(cfg["ratios"]):
-        n = int(math.floor(n_images * p + 1e-9))
-        if n > n_other:
-            raise ConfigError(f"ratios[{i}]", p,
-                              f"a ratio of at most {n_other / n_images:g}: int(N p) = {n} poisoned images "
-                              f"exceed the {n_other} non-target images of the procedural dataset "
-                              f"(N = {n_images})")
-
-
-def _validate_ratios(ratios):
-    expected = "a non-empty list of distinct poisoning ratios, each in (0, 1)"
-    if not isinstance(ratios, list) or not ratios:
-        raise ConfigError("ratios", ratios, expected)
-    for i, p in enumerate(ratios):
-        if not _is_number(p) or not 0 < p < 1:
-            raise ConfigError(f"ratios[{i}]", p, "a number in (0, 1): a fraction of the whole training set")
-    if len(set(ratios)) != len(ratios):
-        raise ConfigError("ratios", ratios, expected)
-
-
-def _validate_training(sec: dict, prefix: str, min_steps: int):
-    known = ("steps", "batch_size", "lr", "weight_decay", "ema_decay", "checkpoint_every", "cond_drop",
-             "warmup_steps", "grad_clip") + (("shipped",) if prefix == "pretrain." else ())
-    _near_typos(sec, known, prefix)
-    _bool(sec, "shipped", prefix, required=False)
-    _int(sec, "steps", prefix, minimum=min_steps)
-    active = sec["steps"] > 0
-    _int(sec, "batch_size", prefix, required=active)
-    _number(sec, "lr", prefix, low=0, low_open=True, required=active)
-    _number(sec, "weight_decay", prefix, low=0, required=False)
-    _number(sec, "ema_decay", prefix, low=0, high=1, high_open=True, required=False, nullable=True)
-    _int(sec, "checkpoint_every", prefix, required=False, nullable=True)
-    _number(sec, "cond_drop", prefix, low=0, high=1, high_open=True, required=False)
-
-
-def _validate_sampling(sec: dict):
-    prefix = "sampling."
-    known = ("steps", "eta", "guidance", "guidance_all", "n_target", "n_all", "batch_size")
-    _near_typos(sec, known, prefix)
-    _int(sec, "steps", prefix)
-    _number(sec, "eta", prefix, low=0, high=1)
-    guidance = sec.get("guidance", MISSING)
-    if not isinstance(guidance, list) or not guidance:
-        raise ConfigError("sampling.guidance", guidance, "a non-empty list of guidance scales w > 0")
-    for i, w in enumerate(guidance):
-        if not _is_number(w) or w <= 0:
-            raise ConfigError(f"sampling.guidance[{i}]", w, "a guidance scale w > 0 (1 = plain conditional)")
-    if len(set(guidance)) != len(guidance):
-        raise ConfigError("sampling.guidance", guidance, "distinct guidance scales")
-    _int(sec, "n_target", prefix)
-    _int(sec, "n_all", prefix)
-    _int(sec, "batch_size", prefix)
-    _number(sec, "guidance_all", prefix, low=0, low_open=True, required=False, nullable=True)
-
-
-def _validate_judges(sec: dict):
-    prefix = "judges."
-    known = ("arch", "epochs", "batch_size", "lr", "pretrained")
-    _near_typos(sec, known, prefix)
-    _string(sec, "arch", prefix)
-    _int(sec, "epochs", prefix)
-    _int(sec, "batch_size", prefix)
-    _number(sec, "lr", prefix, low=0, low_open=True)
-    _bool(sec, "pretrained", prefix, required=False)
-
-
-def _module_validator(module: str, section: str):
-    """The owner module's check of ``section``: ``validate_config(section, prefix)`` or
-    ``validate_<section>(section)``; None when the module or both functions are absent."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except ModuleNotFoundError:
-        return None
-    if spec is None:
-        return None
-    owner = importlib.import_module(module)
-    generic = getattr(owner, "validate_config", None)
-    if generic is not None:
-        return lambda sec: generic(sec, section)
-    return getattr(owner, f"validate_{section}", None)
 
 
 def resolve_device(cfg: dict):

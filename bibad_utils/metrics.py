@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import scipy.linalg
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 
 G_GROUPS = ("G1", "G2", "G3", "G4")
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 
 DATASET_NAMES = {"imagenette": "ImageNette", "caltech15": "Caltech15", "cifar10": "CIFAR-10"}
 

@@ -13,7 +13,8 @@ import math
 import numpy as np
 import torch
 
-from bibad_utils.config import CONTROLS, ConfigError
+from bibad_utils.base import ConfigError
+from bibad_utils.cells import CONTROLS
 from bibad_utils.data import PROMPT_TEMPLATE, ImageSet, _as_index, to_float, to_uint8
 from bibad_utils.triggers import TRIGGERS, Trigger, make_trigger
 

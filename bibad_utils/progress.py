@@ -89,7 +89,7 @@ _BUSY: dict = {"others": 0.0, "threads": None}
 
 def _fixed_threads() -> int | None:
     """The thread count the user fixed (``BIBAD_THREADS``, else ``OMP_NUM_THREADS``); None: auto."""
-    from bibad_utils.config import ConfigError
+    from bibad_utils.base import ConfigError
 
     fixed = os.environ.get(ENV_THREADS, "").strip() or None
     if fixed is None and os.environ.get("OMP_NUM_THREADS", "").strip():

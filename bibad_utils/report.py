@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.store import load_json, save_json
 from bibad_utils.verdicts import VERDICTS, greater, row_kind
 

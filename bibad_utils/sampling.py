@@ -19,18 +19,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
+from bibad_utils.schema import Field, Section, is_number
 from bibad_utils.training import derive_seed
 
 SET_NAMES = ("target", "all")
-SECTION_KEYS = ("steps", "eta", "guidance", "guidance_all", "n_target", "n_all", "batch_size")
 
 
-def validate_config(section: dict, prefix: str = "sampling") -> None:
-    """Check that a profile's ``sampling`` section has only the keys :func:`generate_sets` reads."""
-    for key, value in section.items():
-        if key not in SECTION_KEYS:
-            raise ConfigError(f"{prefix}.{key}", value, f"a key among {list(SECTION_KEYS)}")
+def _check_guidance(values: dict, prefix: str, profile: dict) -> None:
+    guidance = values["guidance"]
+    for i, w in enumerate(guidance):
+        if not is_number(w) or w <= 0:
+            raise ConfigError(f"{prefix}.guidance[{i}]", w, "a guidance scale w > 0 (1 = plain conditional)")
+    if len(set(guidance)) != len(guidance):
+        raise ConfigError(f"{prefix}.guidance", guidance, "distinct guidance scales")
+
+
+# The profile's ``sampling`` section (the settings of generate_sets), left as written in the profile.
+SAMPLING = Section("sampling", {
+    "steps": Field("int", low=1, doc="DDIM steps"),
+    "eta": Field("number", low=0, high=1, doc="DDIM eta (0: deterministic)"),
+    "guidance": Field("value", test=lambda v: isinstance(v, list) and len(v) > 0,
+                      allowed="a non-empty list of guidance scales w > 0", doc="w of the target-prompt sets"),
+    "guidance_all": Field("number", low=0, low_open=True, nullable=True, default=None,
+                          doc="w of the all-class set (null: the first of guidance)"),
+    "n_target": Field("int", low=1, doc="target-prompt images per w"),
+    "n_all": Field("int", low=1, doc="all-class images"),
+    "batch_size": Field("int", low=1, doc="images per sampling batch"),
+}, check=_check_guidance, fill=False)
 
 
 def ddim_scheduler(model, steps: int):

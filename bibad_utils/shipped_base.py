@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bibad_utils import store as st
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "assets"
 SHIPPED_FILES = ("model.safetensors", "config.json", "train_record.json", "manifest.json")

@@ -248,13 +248,10 @@ class Study:
             init_state = None
             if init_key:
                 init_state = load_model(self.store.path("pretrain", init_key) / "model").state_dict_to_save()
-            res = train_diffusion(
-                model, dataset, steps=section["steps"], batch_size=section["batch_size"], lr=section["lr"],
-                weight_decay=section.get("weight_decay", 0.0), ema_decay=section.get("ema_decay", 0.999),
-                cond_drop=section.get("cond_drop", 0.1), checkpoint_every=section["checkpoint_every"],
-                warmup_steps=section.get("warmup_steps", 0), grad_clip=section.get("grad_clip", 1.0),
-                work_dir=art.work_dir, seed=seed, init_state=init_state, device=self.device,
-                progress=self.progress, report=(stage, label))
+            # the section's keys are train_diffusion's keyword arguments; its signature holds their defaults
+            res = train_diffusion(model, dataset, **section, work_dir=art.work_dir, seed=seed,
+                                  init_state=init_state, device=self.device, progress=self.progress,
+                                  report=(stage, label))
             model.load_trainable_state(res.ema_state)
             model.save(art.dir / "model")
             record = {"loss_log": res.loss_log, "steps": res.steps, "wall_time_s": res.wall_time_s,

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import numbers
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -28,11 +26,11 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
+from bibad_utils.schema import Field, Section, signature_defaults
+from bibad_utils.schema import is_int
+from bibad_utils.schema import is_number as is_num
 
-# Keys of a profile's pretrain / finetune section: the keyword arguments of train_diffusion they set.
-SECTION_KEYS = ("steps", "batch_size", "lr", "weight_decay", "ema_decay", "cond_drop", "checkpoint_every",
-                "warmup_steps", "grad_clip")
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -108,12 +106,6 @@ class TrainResult:
 
 def _check_args(steps, batch_size, lr, weight_decay, ema_decay, cond_drop, checkpoint_every, seed,
                 warmup_steps, grad_clip, stop_after, log_every, n_data):
-    def is_int(v, low):
-        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low
-
-    def is_num(v):
-        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
-
     checks = [
         ("steps", steps, is_int(steps, 0), "an integer >= 0"),
         ("batch_size", batch_size, is_int(batch_size, 1), "a positive integer"),
@@ -136,24 +128,26 @@ def _check_args(steps, batch_size, lr, weight_decay, ema_decay, cond_drop, check
             raise ConfigError(name, value, allowed)
 
 
-def validate_config(section: dict, prefix: str) -> None:
-    """Check a profile's ``pretrain`` / ``finetune`` section: only keys of :data:`SECTION_KEYS`, with the
-    values :func:`train_diffusion` accepts (called by ``bibad_utils.config.validate_profile``)."""
-    extra = ("shipped",) if prefix == "pretrain" else ()  # where the weights come from (bibad_utils.stages)
-    for key, value in section.items():
-        if key not in SECTION_KEYS + extra:
-            raise ConfigError(f"{prefix}.{key}", value, f"a key among {list(SECTION_KEYS + extra)}")
-    section = {k: v for k, v in section.items() if k not in extra}
-    if section.get("steps", 0) == 0:
-        return
-    values = {"weight_decay": 0.0, "ema_decay": None, "cond_drop": 0.0, "checkpoint_every": 1,
-              "warmup_steps": 0, "grad_clip": None, **section}
-    try:
-        _check_args(values.get("steps"), values.get("batch_size"), values.get("lr"), values["weight_decay"],
-                    values["ema_decay"], values["cond_drop"], values["checkpoint_every"] or 1, 0,
-                    values["warmup_steps"], values["grad_clip"], None, 1, 1)
-    except ConfigError as err:
-        raise ConfigError(f"{prefix}.{err.param}", err.value, err.allowed) from None
+def _training_fields(min_steps: int, shipped: bool) -> dict[str, Field]:
+    fields = {
+        "steps": Field("int", low=min_steps),
+        "batch_size": Field("int", low=1),
+        "lr": Field("number", low=0, low_open=True),
+        "weight_decay": Field("number", low=0),
+        "ema_decay": Field("number", low=0, high=1, high_open=True, nullable=True),
+        "cond_drop": Field("number", low=0, high=1, high_open=True),
+        "checkpoint_every": Field("int", low=1, nullable=True, default=None,
+                                  doc="null: every steps // 5 (stages.Study)"),
+        "warmup_steps": Field("int", low=0),
+        "grad_clip": Field("number", low=0, low_open=True, nullable=True),
+    }
+    if shipped:  # where the weights come from (bibad_utils.shipped_base), not how they are trained
+        fields["shipped"] = Field("bool", default=False)
+    return signature_defaults(train_diffusion, fields)
+
+
+def _active(values: dict) -> bool:
+    return values.get("steps", 0) != 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,3 +370,10 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
         resumed_from=resumed_from,
         hparams=hparams,
     )
+
+
+# The profile's ``pretrain`` (steps 0: no pre-training) and ``finetune`` sections: keyword arguments of
+# train_diffusion, whose signature holds their defaults (read once, here); left as written in the profile
+# (they are part of the models' artifact keys).
+PRETRAIN = Section("pretrain", _training_fields(0, True), fill=False, active=_active)
+FINETUNE = Section("finetune", _training_fields(1, False), fill=False, active=_active)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from bibad_utils.base import ConfigError
+from bibad_utils.schema import Field, Section, is_int, is_number
 # the pattern image (drawn or read from a file) lives in bibad_utils.patterns
 from bibad_utils.patterns import (PATTERN_PARAM, cartoon_pattern, file_sha256, load_pattern,  # noqa: F401
                                   resolve_pattern_path)
@@ -92,7 +93,7 @@ class BadNetsPatch(Trigger):
 
     def __init__(self, image_size, seed=0, size=None):
         super().__init__(image_size, seed, {"size": size})
-        if size is not None and not _is_integer(size):
+        if size is not None and not is_int(size):
             raise ConfigError("triggers.badnets1.size", size, f"a patch side in [1, {self.image_size}] pixels")
         self.side = badnets1_side(image_size) if size is None else int(size)
         if not 1 <= self.side <= self.image_size:
@@ -120,7 +121,7 @@ class BlendTrigger(Trigger):
         if pattern_sha256 is not None:
             options["pattern_sha256"] = pattern_sha256
         super().__init__(image_size, seed, options)
-        if not _is_real(alpha) or not 0 < alpha <= 1:
+        if not is_number(alpha) or not 0 < alpha <= 1:
             raise ConfigError("triggers.badnets2.alpha", alpha, "a blend weight in (0, 1]")
         self.alpha = float(alpha)
         self.conversion = "drawn at the image size"
@@ -167,9 +168,9 @@ class WarpTrigger(Trigger):
 
     def __init__(self, image_size, seed=0, grid=4, strength=0.5):
         super().__init__(image_size, seed, {"grid": grid, "strength": strength})
-        if not _is_integer(grid) or not 2 <= grid <= self.image_size:
+        if not is_int(grid) or not 2 <= grid <= self.image_size:
             raise ConfigError("triggers.wanet.grid", grid, f"an integer in [2, {self.image_size}]")
-        if not _is_real(strength) or not strength > 0:
+        if not is_number(strength) or not strength > 0:
             raise ConfigError("triggers.wanet.strength", strength, "a number > 0")
         gen = torch.Generator().manual_seed(self.seed)
         offsets = torch.rand(1, 2, int(grid), int(grid), generator=gen, dtype=torch.float64) * 2 - 1
@@ -198,15 +199,6 @@ class WarpTrigger(Trigger):
 
 # ----------------------------------------------------------------------------------------------
 # the registry: every trigger kind, its builder and its options (read by the profile checks)
-
-
-def _is_integer(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_real(v) -> bool:
-    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-            and math.isfinite(float(v)))
 
 
 @dataclass(frozen=True)
@@ -259,11 +251,11 @@ def _derive_pattern_sha256(options: dict, image_size: int, param: str) -> dict:
 
 TRIGGERS: dict[str, TriggerKind] = {
     "badnets1": TriggerKind("badnets1", BadNetsPatch, (
-        TriggerOption("size", None, lambda v, s: v is None or (_is_integer(v) and 1 <= v <= s),
+        TriggerOption("size", None, lambda v, s: v is None or (is_int(v) and 1 <= v <= s),
                       lambda s: f"a patch side in [1, {s}] pixels, or null for max(5, image_size // 10)"),
     ), "an opaque black-and-white patch in the bottom-right corner"),
     "badnets2": TriggerKind("badnets2", BlendTrigger, (
-        TriggerOption("alpha", 0.2, lambda v, s: _is_real(v) and 0 < v <= 1,
+        TriggerOption("alpha", 0.2, lambda v, s: is_number(v) and 0 < v <= 1,
                       lambda s: "a blend weight in (0, 1]"),
         TriggerOption("pattern_path", None, _pattern_ok,
                       lambda s: "null (the drawn cartoon pattern) or the path of a square, opaque image file"),
@@ -271,9 +263,9 @@ TRIGGERS: dict[str, TriggerKind] = {
                       lambda s: "the sha256 of the pattern file (computed by the profile check)", derived=True),
     ), "a full-image pattern blended in with weight alpha", derive=_derive_pattern_sha256),
     "wanet": TriggerKind("wanet", WarpTrigger, (
-        TriggerOption("grid", 4, lambda v, s: _is_integer(v) and 2 <= v <= s,
+        TriggerOption("grid", 4, lambda v, s: is_int(v) and 2 <= v <= s,
                       lambda s: f"an integer in [2, {s}] (control points per side of the warp field)"),
-        TriggerOption("strength", 0.5, lambda v, s: _is_real(v) and v > 0,
+        TriggerOption("strength", 0.5, lambda v, s: is_number(v) and v > 0,
                       lambda s: "a number > 0 (twice the mean displacement in pixels)"),
     ), "a fixed smooth warp of the whole image"),
 }
@@ -323,7 +315,7 @@ def make_trigger(kind: str, image_size: int, seed: int = 0, **options) -> Trigge
     """
     if kind not in TRIGGERS:
         raise ConfigError("trigger kind", kind, " | ".join(TRIGGERS))
-    if not _is_integer(image_size) or image_size < 8:
+    if not is_int(image_size) or image_size < 8:
         raise ConfigError("image_size", image_size, "an integer >= 8 (pixels)")
     spec = TRIGGERS[kind]
     allowed = [o.name for o in spec.options]
@@ -331,3 +323,20 @@ def make_trigger(kind: str, image_size: int, seed: int = 0, **options) -> Trigge
     if unknown:
         raise ConfigError(f"triggers.{kind}", unknown, f"options among {', '.join(spec.settable)}")
     return spec.builder(int(image_size), int(seed), **options)
+
+
+def _section_fields() -> dict[str, Field]:
+    return {kind: Field("value", default={}, nullable=True, test=lambda v: isinstance(v, dict),
+                        allowed=f"a mapping of options among {list(spec.settable)}")
+            for kind, spec in TRIGGERS.items()}
+
+
+def _check_section(values: dict, prefix: str, profile: dict) -> dict:
+    given = profile.get("triggers") or {}
+    size = profile["dataset"]["image_size"]
+    return {kind: validate_trigger_options(kind, given[kind], size, f"{prefix}.") for kind in given}
+
+
+# The profile's ``triggers`` section: per trigger kind of the registry, its options (checked by the kind's
+# own option specs; the kinds the profile names are kept with their derived options filled in).
+TRIGGERS_SECTION = Section("triggers", _section_fields, check=_check_section, fill=False)

@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.paper import KINDS
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "underpowered", "not tested")

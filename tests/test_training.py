@@ -9,8 +9,8 @@ from safetensors import safe_open
 
 from bibad_utils.config import ConfigError
 from bibad_utils.diffusion import build_model
-from bibad_utils.training import (batch_indices, derive_seed, diffusion_loss, latest_checkpoint,
-                                  train_diffusion, validate_config)
+from bibad_utils.training import (FINETUNE, PRETRAIN, batch_indices, derive_seed, diffusion_loss, latest_checkpoint,
+                                  train_diffusion)
 
 TINY = {"backend": "pixel", "block_out_channels": [16, 32], "attention": [False, True], "norm_groups": 8,
         "unshuffle": 2, "dropout": 0.1}
@@ -153,9 +153,21 @@ def test_bad_arguments_and_sections_raise_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="cond_drop"):
         train_diffusion(tiny_model(data), data, steps=1, batch_size=4, lr=1e-3, cond_drop=1.0,
                         checkpoint_every=1, work_dir=tmp_path, seed=0, progress=False)
-    validate_config({"steps": 10, "batch_size": 4, "lr": 1e-4, "warmup_steps": 5, "grad_clip": 1.0}, "finetune")
-    validate_config({"steps": 0}, "pretrain")
+    FINETUNE.validate({"steps": 10, "batch_size": 4, "lr": 1e-4, "warmup_steps": 5, "grad_clip": 1.0})
+    assert PRETRAIN.validate({"steps": 0}) == {"steps": 0}  # as written: the key of the model follows it
     with pytest.raises(ConfigError, match="finetune.momentum"):
-        validate_config({"steps": 10, "batch_size": 4, "lr": 1e-4, "momentum": 0.9}, "finetune")
+        FINETUNE.validate({"steps": 10, "batch_size": 4, "lr": 1e-4, "momentum": 0.9})
     with pytest.raises(ConfigError, match="finetune.grad_clip"):
-        validate_config({"steps": 10, "batch_size": 4, "lr": 1e-4, "grad_clip": -1}, "finetune")
+        FINETUNE.validate({"steps": 10, "batch_size": 4, "lr": 1e-4, "grad_clip": -1})
+    with pytest.raises(ConfigError, match="finetune.lr"):  # required while steps > 0
+        FINETUNE.validate({"steps": 10, "batch_size": 4})
+
+
+def test_the_training_sections_take_their_defaults_from_train_diffusion():
+    import inspect
+
+    params = inspect.signature(train_diffusion).parameters
+    for section in (PRETRAIN, FINETUNE):
+        for key, value in section.defaults().items():
+            if key in params and params[key].default is not inspect.Parameter.empty:
+                assert value == params[key].default, (section.name, key)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from bibad_utils.base import ConfigError
+from bibad_utils.schema import is_int, is_number
 
 PROMPT_TEMPLATE = "A photo of a {}"
 
@@ -216,19 +217,10 @@ def _real_option_checks(image_size):
     return {
         "variant": (lambda v: v in real.IMAGENETTE_URLS, " | ".join(real.IMAGENETTE_URLS)),
         "resize": (lambda v: v in real.RESIZE_MODES, " | ".join(real.RESIZE_MODES)),
-        "test_fraction": (lambda v: _real(v) and 0 < v < 1, "a fraction in (0, 1)"),
-        "num_workers": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+        "test_fraction": (lambda v: is_number(v) and 0 < v < 1, "a fraction in (0, 1)"),
+        "num_workers": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
         "cache_dir": (lambda v: v is None or (isinstance(v, str) and bool(v.strip())), "a folder path or null"),
     }
-
-
-def _integer(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _real(v) -> bool:
-    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-            and np.isfinite(float(v)))
 
 
 def validate_dataset_options(name: str, options: dict, image_size: int = 32, n_per_class=None,
@@ -261,20 +253,20 @@ def validate_dataset_options(name: str, options: dict, image_size: int = 32, n_p
             ok = isinstance(value, type(default))
             what = "a string" if isinstance(default, str) else "true or false"
         elif isinstance(default, int):
-            ok, what = _integer(value), "an integer"
+            ok, what = is_int(value), "an integer"
         else:
-            ok, what = _real(value), "a number"
+            ok, what = is_number(value), "a number"
         if not ok:
             raise ConfigError(f"{prefix}{key}", value, what)
     for n in (n_per_class, n_test_per_class):
         try:
-            procedural._validate(n if _integer(n) else 1, image_size if _integer(image_size) else 32, "train",
+            procedural._validate(n if is_int(n) else 1, image_size if is_int(image_size) else 32, "train",
                                  **{k: values[k] for k in schema})
         except ConfigError as err:
             if err.param in options:
                 raise ConfigError(f"{prefix}{err.param}", err.value, err.allowed) from None
             raise
-        if _integer(n) and values["duplicate_fraction"] > 0:
+        if is_int(n) and values["duplicate_fraction"] > 0:
             groups = int(values["duplicate_fraction"] * 10 * n) // values["duplicate_copies"]
             per_class = -(-groups // 10)
             if per_class * values["duplicate_copies"] > n:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 
 # Independent random streams per use, so that e.g. changing STRIP never shifts CD's colours.
 _STREAM_CD, _STREAM_STRIP, _STREAM_FCT_TRANSFORM, _STREAM_FCT_FINETUNE, _STREAM_DC = range(5)

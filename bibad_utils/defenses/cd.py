@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.defenses._common import (_STREAM_CD, _batches, _check_device, _check_float, _check_images,
                                           _check_int, _eval_mode, _rng, _take_float)
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.progress import Task
 from bibad_utils.defenses._common import (_STREAM_DC, _batches, _check_device, _check_float, _check_images,
                                           _check_int, _eval_mode, _take_float)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.defenses._common import (_STREAM_FCT_FINETUNE, _STREAM_FCT_TRANSFORM, _batches, _check_device,
                                           _check_float, _check_images, _check_int, _eval_mode, _rng, _take_float)
 

@@ -10,16 +10,16 @@ fine-tune on (FCT), the seed and the device. ``options`` are the detector's own 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.defenses.cd import cd_scores, logit_calibration
 from bibad_utils.defenses.fct import fct_scores, fct_variant_scores
 from bibad_utils.defenses.strip import strip_scores
+from bibad_utils.schema import is_int, is_number
 
 
 @dataclass
@@ -55,24 +55,16 @@ class Detector:
             object.__setattr__(self, "key", self.name.lower().replace(" ", "_"))
 
 
-def _is_int(v, minimum: int) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= minimum
-
-
-def _is_num(v) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float, np.floating)) and math.isfinite(float(v))
-
-
 def option_checker(ints: dict[str, int] = None, nonneg: tuple = (), choices: dict[str, tuple] = None,
                    extra: Callable[[dict, str], None] | None = None) -> Callable[[dict, str], None]:
     """A ``check(options, prefix)`` for a detector: integer options with their minimum (``ints``), numbers
     >= 0 (``nonneg``), options with a fixed set of values (``choices``), then ``extra``."""
     def check(opts: dict, prefix: str) -> None:
         for key, minimum in (ints or {}).items():
-            if not _is_int(opts[key], minimum):
+            if not is_int(opts[key], minimum):
                 raise ConfigError(f"{prefix}.{key}", opts[key], f"an integer >= {minimum}")
         for key in nonneg:
-            if not _is_num(opts[key]) or opts[key] < 0:
+            if not is_number(opts[key]) or opts[key] < 0:
                 raise ConfigError(f"{prefix}.{key}", opts[key], "a number >= 0")
         for key, allowed in (choices or {}).items():
             if opts[key] not in allowed:
@@ -84,10 +76,10 @@ def option_checker(ints: dict[str, int] = None, nonneg: tuple = (), choices: dic
 
 def _cd_extra(opts: dict, prefix: str) -> None:
     ref = opts["logit_reference"]
-    if ref is not None and (not _is_num(ref) or ref <= 0):
+    if ref is not None and (not is_number(ref) or ref <= 0):
         raise ConfigError(f"{prefix}.logit_reference", ref, "null or a number > 0")
     betas = opts["betas"]
-    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in betas)):
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas)):
         raise ConfigError(f"{prefix}.betas", betas, "two numbers in [0, 1)")
 
 

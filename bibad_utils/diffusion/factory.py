@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.diffusion import pixel, stable_diffusion  # noqa: F401 (each registers its class)
 from bibad_utils.diffusion.interface import BACKEND_CLASSES, DiffusionModel
 from bibad_utils.diffusion.settings import resolve_config

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
-import numbers
-
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
+from bibad_utils.schema import Field, Section, is_int, is_number
 
 
 BACKENDS = ("pixel", "stable_diffusion")
@@ -70,14 +68,6 @@ SD_DEFAULTS: dict[str, Any] = {
 DEFAULTS = {"pixel": PIXEL_DEFAULTS, "stable_diffusion": SD_DEFAULTS}
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
 def resolve_config(cfg: dict, image_size: int | None = None, prefix: str = "model") -> dict:
     """A ``model`` section -> the complete, checked configuration (defaults and preset filled in).
 
@@ -106,7 +96,7 @@ def resolve_config(cfg: dict, image_size: int | None = None, prefix: str = "mode
         size = image_size
     elif image_size is not None and size != image_size:
         raise ConfigError(f"{prefix}.image_size", size, f"null or the dataset's image size {image_size}")
-    if not _is_int(size) or size < 8:
+    if not is_int(size) or size < 8:
         raise ConfigError(f"{prefix}.image_size", size, "an integer >= 8 (or null with the dataset's size given)")
     out["image_size"] = int(size)
     if out["mixed_precision"] not in MIXED_PRECISION:
@@ -121,7 +111,7 @@ def resolve_config(cfg: dict, image_size: int | None = None, prefix: str = "mode
 def _check_pixel(c: dict, prefix: str) -> None:
     channels = c["block_out_channels"]
     if (not isinstance(channels, (list, tuple)) or not channels
-            or not all(_is_int(ch) and ch > 0 for ch in channels)):
+            or not all(is_int(ch) and ch > 0 for ch in channels)):
         raise ConfigError(f"{prefix}.block_out_channels", channels, "a non-empty list of positive integers")
     c["block_out_channels"] = [int(ch) for ch in channels]
     levels = len(channels)
@@ -132,15 +122,15 @@ def _check_pixel(c: dict, prefix: str) -> None:
     c["attention"] = list(attention)
     if c["in_channels"] != 3:
         raise ConfigError(f"{prefix}.in_channels", c["in_channels"], "3 (RGB images)")
-    if not _is_int(c["layers_per_block"]) or c["layers_per_block"] < 1:
+    if not is_int(c["layers_per_block"]) or c["layers_per_block"] < 1:
         raise ConfigError(f"{prefix}.layers_per_block", c["layers_per_block"], "a positive integer")
     head = c["attention_head_dim"]
-    if head is not None and (not _is_int(head) or head < 1 or any(ch % head for ch in channels)):
+    if head is not None and (not is_int(head) or head < 1 or any(ch % head for ch in channels)):
         raise ConfigError(f"{prefix}.attention_head_dim", head, "null or a positive divisor of every channel count")
     groups = c["norm_groups"]
-    if not _is_int(groups) or groups < 1 or any(ch % groups for ch in channels):
+    if not is_int(groups) or groups < 1 or any(ch % groups for ch in channels):
         raise ConfigError(f"{prefix}.norm_groups", groups, f"a positive divisor of every channel count {channels}")
-    if not _is_number(c["dropout"]) or not 0 <= c["dropout"] < 1:
+    if not is_number(c["dropout"]) or not 0 <= c["dropout"] < 1:
         raise ConfigError(f"{prefix}.dropout", c["dropout"], "a number in [0, 1)")
     u = c["unshuffle"]
     if u not in (1, 2, 4) or isinstance(u, bool):
@@ -149,12 +139,12 @@ def _check_pixel(c: dict, prefix: str) -> None:
     if c["image_size"] % factor:
         raise ConfigError(f"{prefix}.image_size", c["image_size"],
                           f"a multiple of unshuffle * 2^(levels - 1) = {factor}")
-    if not _is_int(c["num_train_timesteps"]) or c["num_train_timesteps"] < 2:
+    if not is_int(c["num_train_timesteps"]) or c["num_train_timesteps"] < 2:
         raise ConfigError(f"{prefix}.num_train_timesteps", c["num_train_timesteps"], "an integer >= 2")
     if c["beta_schedule"] not in BETA_SCHEDULES:
         raise ConfigError(f"{prefix}.beta_schedule", c["beta_schedule"], f"one of {list(BETA_SCHEDULES)}")
     for key in ("beta_start", "beta_end"):
-        if not _is_number(c[key]) or not 0 < c[key] < 1:
+        if not is_number(c[key]) or not 0 < c[key] < 1:
             raise ConfigError(f"{prefix}.{key}", c[key], "a number in (0, 1)")
     if c["beta_start"] >= c["beta_end"]:
         raise ConfigError(f"{prefix}.beta_end", c["beta_end"], f"a number > beta_start = {c['beta_start']}")
@@ -181,3 +171,17 @@ def validate_config(section: dict, prefix: str = "model") -> None:
     if isinstance(probe, dict) and probe.get("image_size") is None:
         probe["image_size"] = 512
     resolve_config(probe, prefix=prefix)
+
+
+def _section_fields() -> dict[str, Field]:
+    # every backend's keys with their one default (the keys the backends share default alike); which keys
+    # a backend takes, and their ranges, are checked by resolve_config
+    fields = {key: Field("value", default=default, test=lambda v: True, allowed=f"a value of model.{key}")
+              for backend in reversed(BACKENDS) for key, default in DEFAULTS[backend].items()}
+    fields["backend"] = Field("choice", choices=BACKENDS)
+    return fields
+
+
+# The profile's ``model`` section, left as written (it is part of every model's artifact key).
+MODEL = Section("model", _section_fields, check=lambda values, prefix, profile: validate_config(
+    profile["model"], prefix), fill=False)

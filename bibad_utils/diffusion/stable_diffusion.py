@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.diffusion.interface import BACKEND_CLASSES, DiffusionModel
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bibad_utils import metrics
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.plots import G_COLORS, show_image
 from bibad_utils.stages import Cell
 

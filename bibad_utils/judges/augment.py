@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 
 # Photometric augmentation of the judges (maximum strengths; 0 = off), so that judges trained on
 # real images transfer to a diffusion model's generations (grain, colour cast, softness).

@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.data import to_float
 
 

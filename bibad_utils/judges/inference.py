@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from bibad_utils import metrics
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.judges.images import ImageSource, as_images, nontarget
 from bibad_utils.judges.models import Classifier
 

@@ -17,7 +17,7 @@ import torchvision
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 
 ARCHS = ("small_cnn", "resnet18", "resnet50")
 KINDS = ("classifier", "trigger_detector")

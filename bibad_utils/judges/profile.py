@@ -1,45 +1,48 @@
-"""The ``judges`` section of a profile: its keys and their validation."""
+"""The ``judges`` section of a profile: its keys (the keyword arguments of :func:`train_classifier`, whose
+signature holds the optional keys' defaults) and their validation."""
 
 from __future__ import annotations
 
-from bibad_utils.config import ConfigError
-from bibad_utils.judges.augment import PHOTOMETRIC_KEYS, check_photometric
+from bibad_utils.base import ConfigError
+from bibad_utils.judges.augment import PHOTOMETRIC_KEYS
 from bibad_utils.judges.models import ARCHS
-from bibad_utils.judges.training import check_hparams
+from bibad_utils.judges.training import OPTIMIZERS, train_classifier
+from bibad_utils.schema import Field, Section, signature_defaults
 
-JUDGE_KEYS = ("arch", "epochs", "batch_size", "lr", "pretrained", "input_size", "optimizer", "weight_decay",
-              "augment", "crop_pad", "hflip") + PHOTOMETRIC_KEYS
-_REQUIRED_KEYS = ("arch", "epochs", "batch_size", "lr")
+_STRENGTH = "a maximum strength in [0, 1] (0: off)"
 
 
-def validate_judges(section: dict) -> dict:
-    """Check the ``judges`` section of a profile; return a copy.
+def _fields() -> dict[str, Field]:
+    fields = {
+        "arch": Field("choice", choices=ARCHS),
+        "epochs": Field("int", low=1),
+        "batch_size": Field("int", low=2),
+        "lr": Field("number", low=0, high=10, low_open=True, high_open=True, allowed="a learning rate in (0, 10)"),
+        "pretrained": Field("bool", doc="ImageNet weights (resnet18 / resnet50 only)"),
+        "input_size": Field("int", low=8, nullable=True, allowed="null or an integer >= 8",
+                            doc="side the images are resized to (null: as they come)"),
+        "optimizer": Field("choice", choices=OPTIMIZERS),
+        "weight_decay": Field("number", low=0, nullable=True, allowed="null or a number >= 0"),
+        "augment": Field("bool", doc="random translation (and flips with hflip)"),
+        "crop_pad": Field("int", low=0, nullable=True, allowed="null or an integer >= 0"),
+        "hflip": Field("bool"),
+    }
+    fields.update({k: Field("number", low=0, high=1, allowed=_STRENGTH) for k in PHOTOMETRIC_KEYS})
+    return signature_defaults(train_classifier, fields)
 
-    Required: ``arch``, ``epochs``, ``batch_size``, ``lr``. Optional (defaults of
-    :func:`train_classifier`): ``pretrained``, ``input_size``, ``optimizer``, ``weight_decay``,
-    ``augment``, ``crop_pad``, ``hflip``, ``color_jitter``, ``blur``, ``noise``. The section is passed as keyword arguments to
-    :func:`train_classifier` and :func:`train_trigger_detector`.
-    """
-    if not isinstance(section, dict):
-        raise ConfigError("judges", section, "a mapping")
-    unknown = sorted(set(section) - set(JUDGE_KEYS))
-    if unknown:
-        raise ConfigError(f"judges.{unknown[0]}", section[unknown[0]], f"a key among {JUDGE_KEYS}")
-    missing = [k for k in _REQUIRED_KEYS if k not in section]
-    if missing:
-        raise ConfigError(f"judges.{missing[0]}", None, "a value (required)")
-    s = dict(section)
-    if s["arch"] not in ARCHS:
-        raise ConfigError("judges.arch", s["arch"], f"one of {ARCHS}")
-    check_hparams(s["epochs"], s["batch_size"], s["lr"], s.get("optimizer", "adamw"), s.get("weight_decay"),
-                   s.get("crop_pad"))
-    for key in ("pretrained", "augment", "hflip"):
-        if key in s and not isinstance(s[key], bool):
-            raise ConfigError(f"judges.{key}", s[key], "true or false")
-    check_photometric(**{k: s[k] for k in PHOTOMETRIC_KEYS if k in s})
-    if s.get("pretrained") and s["arch"] == "small_cnn":
-        raise ConfigError("judges.pretrained", True, "false for arch small_cnn (no ImageNet weights)")
-    size = s.get("input_size")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 8):
-        raise ConfigError("judges.input_size", size, "null or an integer >= 8")
-    return s
+
+def _check(values: dict, prefix: str, profile: dict) -> None:
+    if values.get("pretrained") and values["arch"] == "small_cnn":
+        raise ConfigError(f"{prefix}.pretrained", True, "false for arch small_cnn (no ImageNet weights)")
+
+
+# Left as written in the profile: the section is part of the judges' artifact keys.
+JUDGES = Section("judges", _fields(), check=_check, fill=False)
+JUDGE_KEYS = tuple(JUDGES.field_map())
+
+
+def validate_judges(section: dict, prefix: str = "judges") -> dict:
+    """Check a ``judges`` section (required: ``arch``, ``epochs``, ``batch_size``, ``lr``; the others
+    default as :func:`train_classifier` does); returns a copy. The section is passed as keyword arguments
+    to :func:`train_classifier` and :func:`train_trigger_detector`."""
+    return JUDGES.validate(section, prefix)

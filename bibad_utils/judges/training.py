@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.judges.augment import augment_batch, check_photometric
 from bibad_utils.judges.images import as_images, nontarget
 from bibad_utils.judges.models import Classifier, build_classifier

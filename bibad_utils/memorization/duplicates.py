@@ -8,7 +8,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 
 
 def check_embedding(emb, name="emb") -> np.ndarray:

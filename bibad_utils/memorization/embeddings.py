@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torchvision.models import resnet50
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.judges import features
 from bibad_utils.memorization.settings import EMBEDDINGS
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.memorization.duplicates import check_block, check_embedding, check_threshold
 
 

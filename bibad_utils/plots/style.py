@@ -14,7 +14,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 
 # Okabe & Ito (2008), "Color Universal Design": blue, vermillion, green, purple, orange, sky, yellow, black.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from bibad_utils.base import REPO_ROOT
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 STAGE_PATTERN = re.compile(r"^(\d\d)_(\w+)\.ipynb$")

@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bibad_utils.config import REPO_ROOT, ConfigError
+from bibad_utils.base import REPO_ROOT, ConfigError
 from bibad_utils.publish.page_text import (SPHINX_UTILITY_PAGES, TRACEBACK_MARK, article_problems, image_problems,
                                            link_problems, local_target, math_problems, output_notes,
                                            redirect_target, remote_resources, screenshot_problems,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.experiments.summary import (CLAIMS_MD_FILE, FIGURES_DIR, claims_frame, claims_headline, md_cell,
                                              stage_verdicts, verdict_counts)
 from bibad_utils.report import TEASER_CAPTION, TEASER_PNG, replace_marked_section

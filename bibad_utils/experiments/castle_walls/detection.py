@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import store as st
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.experiments.castle_walls.config import (CLASSIFIERS, SETS, SOURCES, defense_config,
                                                          detection_cells, detector_key, detectors)
 from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_CD_AUROC

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from bibad_utils.config import ConfigError
-from bibad_utils.experiments.castle_walls.config import _is_int
+from bibad_utils.base import ConfigError
+from bibad_utils.schema import is_int
 
 
 
@@ -24,7 +24,7 @@ def stratified_subset(strata, n: int, seed: int) -> np.ndarray:
     s = np.asarray(strata)
     if s.ndim != 1 or len(s) == 0 or not np.issubdtype(s.dtype, np.integer):
         raise ConfigError("strata", f"{s.dtype} {s.shape}", "a non-empty integer array [N]")
-    if not _is_int(n, 1):
+    if not is_int(n, 1):
         raise ConfigError("n", n, "an integer >= 1")
     if n >= len(s):
         return np.arange(len(s), dtype=np.int64)

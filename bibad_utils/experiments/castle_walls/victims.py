@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from bibad_utils import store as st
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.experiments.castle_walls.config import SOURCES, classifier_settings
 from bibad_utils.experiments.castle_walls.stats import _with_interval, stratified_subset, ta_asr_report
 

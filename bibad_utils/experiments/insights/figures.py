@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.experiments.insights.groups import p_label
 from bibad_utils.experiments.insights.judging import judged
 from bibad_utils.plots import G_COLORS, PALETTE, REF_COLOR

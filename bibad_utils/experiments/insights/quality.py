@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import metrics
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.experiments.insights.judging import judged
 
 

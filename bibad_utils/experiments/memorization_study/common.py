@@ -9,7 +9,7 @@ import numpy as np
 
 from bibad_utils import paper
 from bibad_utils import store as st
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.stages import Cell, Study
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import store as st
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.experiments.memorization_study.common import (PAPER_DATASETS, PAPER_DUPLICATES, embedding_inputs,
                                                                embedding_params, group_matches, mem_config,
                                                                paper_duplicate_values, train_embedding)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import paper
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.experiments.summary.families import (CLAIM_FAMILIES, PAPER_CLAIM_FAMILIES, family_coverage, family_of,
                                                       kind_of, present_stages, uncovered_rows)
 from bibad_utils.report import COLUMNS, VERDICTS, load_claims

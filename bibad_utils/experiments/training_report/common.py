@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 
 # The paper's trigger ratio among training images of the target prompt, ImageNette (SD, target
 # "garbage truck"), p -> r_train (fractions). Source: the paper's Insight-1 figure (trigger

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import plots
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.experiments.training_report.common import TRIGGER_COLOR, cells_of, check_count, showcase_cell
 from bibad_utils.experiments.training_report.training import class_samples
 from bibad_utils.metrics import per_class_accuracy

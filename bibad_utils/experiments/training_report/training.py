@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import plots
-from bibad_utils.config import ConfigError
+from bibad_utils.base import ConfigError
 from bibad_utils.diffusion import build_model
 from bibad_utils.experiments.training_report.common import cells_of, check_count
 from bibad_utils.experiments.castle_walls import dc_cells

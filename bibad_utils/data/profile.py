@@ -1,0 +1,73 @@
+"""The profile's ``dataset`` section: its keys and their validation (the builder's own options are checked
+against its signature by :func:`bibad_utils.data.validate_dataset_options`)."""
+
+from __future__ import annotations
+
+import math
+
+from bibad_utils.base import ConfigError, repo_path
+from bibad_utils.data import dataset_fingerprint, validate_dataset_options
+from bibad_utils.schema import Field, Section
+
+_SIZE = "a positive integer (null: a real dataset's own size)"
+DATASET_CLASSES = {"procedural": 10, "imagenette": 10, "caltech15": 15, "cifar10": 10, "mnist5k": 10}
+
+
+def _check(ds: dict, prefix: str, profile: dict) -> dict:
+    """The section to keep: as written, with ``options`` ({} when absent), ``root`` made absolute for a
+    real dataset, and the fingerprint of a real dataset's files (every artifact key computed from it then
+    follows their content, not their path)."""
+    name = ds["name"]
+    procedural = name == "procedural"
+    for key in ("n_per_class", "n_test_per_class"):  # the procedural dataset's size; a real one has its own
+        Field("int", low=1, nullable=not procedural).check(f"{prefix}.{key}", ds[key])
+    out = {k: v for k, v in profile.get("dataset", {}).items() if k != "fingerprint"}
+    out["options"] = dict(ds["options"] or {})
+    root = ds["root"]
+    if root is not None and not procedural:
+        path = repo_path(root)
+        if not path.is_dir():
+            raise ConfigError(f"{prefix}.root", root, f"an existing folder for {name} (not found: {path})")
+        out["root"] = str(path)
+    validate_dataset_options(name, out["options"], image_size=ds["image_size"], n_per_class=ds["n_per_class"],
+                             n_test_per_class=ds["n_test_per_class"])
+    if not procedural:
+        fingerprint = dataset_fingerprint(name, out.get("root"), **out["options"])
+        if fingerprint is not None:
+            out["fingerprint"] = fingerprint
+    return out
+
+
+# Left as written (plus the options, the absolute root and the fingerprint): part of every artifact key.
+DATASET = Section("dataset", {
+    "name": Field("choice", choices=tuple(DATASET_CLASSES)),
+    "root": Field("str", default=None, nullable=True, allowed="a folder path or null",
+                  doc="local folder of a real dataset (null: its default location under data/)"),
+    "image_size": Field("int", low=8),
+    "n_per_class": Field("int", default=None, low=1, nullable=True, allowed=_SIZE,
+                         doc="training images per class (procedural)"),
+    "n_test_per_class": Field("int", default=None, low=1, nullable=True, allowed=_SIZE,
+                              doc="test images per class (procedural)"),
+    "options": Field("value", default={}, nullable=True, test=lambda v: isinstance(v, dict),
+                     allowed="a mapping of dataset options", doc="keyword arguments of the dataset's builder"),
+    "fingerprint": Field("value", default=None, nullable=True, test=lambda v: isinstance(v, dict),
+                         allowed="a fingerprint the loader computes (not set by hand)"),
+}, check=_check, fill=False)
+
+
+def check_ratios_fit(cfg: dict) -> None:
+    """Each p must leave int(N p) <= the number of non-target images (known before loading for the
+    procedural dataset: N = 10 n_per_class, one tenth per class)."""
+    ds = cfg["dataset"]
+    if ds["name"] != "procedural":
+        return
+    n_classes = DATASET_CLASSES["procedural"]
+    n_images = n_classes * ds["n_per_class"]
+    n_other = (n_classes - 1) * ds["n_per_class"]
+    for i, p in enumerate(cfg["ratios"]):
+        n = int(math.floor(n_images * p + 1e-9))
+        if n > n_other:
+            raise ConfigError(f"ratios[{i}]", p,
+                              f"a ratio of at most {n_other / n_images:g}: int(N p) = {n} poisoned images "
+                              f"exceed the {n_other} non-target images of the procedural dataset "
+                              f"(N = {n_images})")
