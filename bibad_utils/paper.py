@@ -91,6 +91,9 @@ DUPLICATES = {
 # Target-prompt generations per poisoned DM in the paper (PAPER.md: "~1K"); used only to turn the
 # paper's ratios into counts when a verdict rule is checked against the paper's own numbers.
 N_TARGET_GENERATIONS = 1000
+# The classifier-free guidance scale the paper's reference implementation samples with by default; the
+# claims of chapter 04 get a second row at it when a profile generates at it.
+REFERENCE_GUIDANCE = 5.0
 
 KINDS = ("paper claim", "control", "no paper number")
 

@@ -72,9 +72,10 @@ def judge_tasks(study) -> list[tuple]:
     the same without photometric augmentation where the profile's judges use it: chapter 04's ablation)
     that are not in the store yet, as ``("judge", overrides, what)`` tasks of :func:`_work`."""
     from bibad_utils.judges import PHOTOMETRIC_KEYS
+    from bibad_utils.judges.profile import wants_ablation
 
     variants = [{}]
-    if any(study.cfg["judges"].get(k, 0) for k in PHOTOMETRIC_KEYS):
+    if wants_ablation(study.cfg["judges"]):
         variants.append({"judges": {k: 0.0 for k in PHOTOMETRIC_KEYS}})
     tasks = []
     for overrides in variants:

@@ -34,6 +34,7 @@ from bibad_utils import shipped_base
 from bibad_utils import store as st
 from bibad_utils.cells import POOLS, Cell, GenSet, train_seed_keys, validate_train_seeds  # noqa: F401 (re-exported)
 from bibad_utils.config import ConfigError, deep_merge, load_profile, resolve_device, validate_profile
+from bibad_utils.paper import REFERENCE_GUIDANCE
 
 class Study:
     """One run of the study: a validated profile, its artifact store, datasets, cells and judges.
@@ -312,9 +313,30 @@ class Study:
         s = self.cfg["sampling"]
         return float(s.get("guidance_all") or s["guidance"][0])
 
+    def claim_guidances(self) -> list[float]:
+        """The guidance scales the claims are judged at: the profile's first and, when the profile also
+        generates at it, the reference implementation's default (:data:`bibad_utils.paper.REFERENCE_GUIDANCE`)."""
+        ws = [float(w) for w in self.cfg["sampling"]["guidance"]]
+        return ws[:1] + ([REFERENCE_GUIDANCE] if REFERENCE_GUIDANCE in ws[1:] else [])
+
+    def target_guidances(self, cell: Cell | None) -> list[float]:
+        """The w of ``cell``'s target-prompt sets: every w of ``sampling.guidance`` for the grid's cells and
+        the clean control, whose sets the guidance figures compare; the claims' scales
+        (:meth:`claim_guidances`) for the relabel control and the duplicate-pool cells of chapter 06, which
+        are read there alone; none for the clean pre-trained DM (``None``), whose all-class set alone is
+        read (chapter 02's samples and accuracies)."""
+        if cell is None:
+            return []
+        if cell.kind == "relabel" or cell.pool != "random":
+            return self.claim_guidances()
+        return [float(w) for w in self.cfg["sampling"]["guidance"]]
+
     def generation_key(self, cell: Cell | None) -> str:
         s = self.cfg["sampling"]
         params = {"sampling": s, "guidance_all": self.guidance_all, "seed": self.seed, "target": self.target}
+        ws = self.target_guidances(cell)
+        if ws != [float(w) for w in s["guidance"]]:
+            params["target_guidances"] = ws  # fewer target sets than the profile's guidance list
         model_key = self.pretrain_key if cell is None else self.model_key(cell)
 
         def build(art):
@@ -325,7 +347,7 @@ class Study:
             kw = dict(steps=s["steps"], eta=s.get("eta", 0.0), batch_size=s["batch_size"], device=self.device,
                       progress=self.progress)
             started = time.perf_counter()
-            plans = [("target", float(w), np.full(s["n_target"], self.target, np.int64)) for w in s["guidance"]]
+            plans = [("target", w, np.full(s["n_target"], self.target, np.int64)) for w in self.target_guidances(cell)]
             plans.append(("all", self.guidance_all, class_mix(self.train_set.class_counts(), s["n_all"])))
             for name, w, labels in plans:
                 images = sample_images(model, labels, set_seeds(self.seed, name, len(labels)), guidance=w,
@@ -342,11 +364,12 @@ class Study:
         return st.artifact_key("generate", params, [model_key])
 
     def generations(self, cell: Cell | None) -> dict[tuple[str, float], GenSet]:
-        """``{("target", w): GenSet for every w} | {("all", guidance_all): GenSet}`` of ``cell``'s DM."""
+        """``{("target", w): GenSet for every w of target_guidances} | {("all", guidance_all): GenSet}`` of
+        ``cell``'s DM."""
         path = self.store.path("generate", self.generation_key(cell))
         out = {}
-        for w in self.cfg["sampling"]["guidance"]:
-            out[("target", float(w))] = self._load_gen(path / f"target_w{float(w):g}", "target", float(w), cell)
+        for w in self.target_guidances(cell):
+            out[("target", w)] = self._load_gen(path / f"target_w{w:g}", "target", w, cell)
         out[("all", self.guidance_all)] = self._load_gen(path / f"all_w{self.guidance_all:g}", "all",
                                                          self.guidance_all, cell)
         return out
@@ -361,7 +384,8 @@ class Study:
 
     # ---------------------------------------------------------------------------------- judges
     def _judge_params(self) -> dict:
-        return {"judges": self.cfg["judges"], "seed": self.seed}
+        from bibad_utils.judges.profile import judge_settings
+        return {"judges": judge_settings(self.cfg["judges"]), "seed": self.seed}
 
     def _judge_kwargs(self) -> dict:
         j = dict(self.cfg["judges"])

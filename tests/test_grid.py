@@ -6,6 +6,7 @@ import pytest
 
 from bibad_utils import store as st
 from bibad_utils.config import ConfigError, load_profile
+from bibad_utils.judges.profile import judge_settings, wants_ablation
 from bibad_utils.poison import n_poison_for, r_train
 from bibad_utils.stages import Cell, Study, validate_train_seeds
 
@@ -38,8 +39,11 @@ def test_full_profile_is_the_papers_grid(tmp_path):
     assert cfg["controls"] == ["clean", "relabel"]
     assert cfg["sampling"]["guidance"] == [1, 2, 5, 10] and cfg["sampling"]["guidance_all"] == 1
     # the demo's model, data and training schedule
-    for key in ("dataset", "model", "pretrain", "finetune", "judges", "seed", "target"):
+    for key in ("dataset", "model", "pretrain", "finetune", "seed", "target"):
         assert cfg[key] == demo[key], key
+    # the same judges; unlike the demo's first run, this one also trains them without augmentation
+    assert judge_settings(cfg["judges"]) == judge_settings(demo["judges"])
+    assert wants_ablation(cfg["judges"]) and not wants_ablation(demo["judges"])
     assert cfg["run_dir"] != demo["run_dir"]
     study = Study("full", {"run_dir": str(tmp_path)}, progress=False)
     assert len(study.cells()) == 2 + 3 * 5
@@ -55,8 +59,9 @@ def test_full_profile_is_the_papers_grid(tmp_path):
 def test_mnist_profile_is_the_demo_grid_on_mnist5k():
     cfg, demo = load_profile("mnist"), load_profile("demo")
     assert cfg["dataset"]["name"] == "mnist5k" and cfg["dataset"]["image_size"] == demo["dataset"]["image_size"]
-    for key in ("attacks", "ratios", "controls", "model", "finetune", "judges", "target"):
+    for key in ("attacks", "ratios", "controls", "model", "finetune", "target"):
         assert cfg[key] == demo[key], key
+    assert judge_settings(cfg["judges"]) == judge_settings(demo["judges"]) and wants_ablation(cfg["judges"])
     # the demo's sampling plus the reference's default w = 5, so that its claims get the w = 5 rows
     assert cfg["sampling"] == {**demo["sampling"], "guidance": demo["sampling"]["guidance"] + [5]}
     # the same pre-training schedule; no shipped base DM (the one shipped was trained on the demo's data)

@@ -88,7 +88,8 @@ def test_the_judges_and_training_defaults_are_their_functions_defaults():
 
     params = inspect.signature(train_classifier).parameters
     for key, value in JUDGES.defaults().items():
-        assert params[key].default == value, key
+        if key != "ablation":  # the one key that steers the study, not the training
+            assert params[key].default == value, key
 
 
 def test_the_loaded_profile_keeps_the_validated_sections():
@@ -102,3 +103,31 @@ def test_the_loaded_profile_keeps_the_validated_sections():
     raw = config.parse_yaml((config.PROFILES_DIR / "smoke.yaml").read_text())
     for name in ("finetune", "sampling", "judges", "model"):  # part of artifact keys: as written
         assert cfg[name] == raw[name], name
+
+
+def test_the_sets_sampled_per_model_are_those_read_later(tmp_path):
+    from bibad_utils.stages import Cell, Study
+
+    study = Study("smoke", {"run_dir": str(tmp_path), "sampling": {"guidance": [1, 3, 5]}}, progress=False)
+    assert study.claim_guidances() == [1.0, 5.0]
+    assert study.target_guidances(None) == []  # the pre-trained DM: its all-class set alone
+    assert study.target_guidances(Cell("clean")) == [1.0, 3.0, 5.0]
+    assert study.target_guidances(Cell("badnets1", 0.05)) == [1.0, 3.0, 5.0]
+    assert study.target_guidances(Cell("relabel", 0.1)) == [1.0, 5.0]
+    assert study.target_guidances(Cell("badnets1", 0.1, "duplicate")) == [1.0, 5.0]
+
+
+def test_the_judges_ablation_is_a_study_switch_not_a_judge_setting(tmp_path):
+    from bibad_utils.experiments.insights.claims import plain_sentence
+    from bibad_utils.judges.profile import JUDGE_KEYS, judge_settings, wants_ablation
+    from bibad_utils.parallel import judge_tasks
+    from bibad_utils.stages import Study
+
+    on = Study("demo", {"run_dir": str(tmp_path), "judges": {"ablation": True}}, progress=False)
+    off = Study("demo", {"run_dir": str(tmp_path)}, progress=False)
+    assert "ablation" not in JUDGE_KEYS and "ablation" not in judge_settings(off.cfg["judges"])
+    assert on._judge_params() == off._judge_params()  # the same judges, the same artifact keys
+    assert wants_ablation(on.cfg["judges"]) and not wants_ablation(off.cfg["judges"])
+    assert len(judge_tasks(on)) == 2 * len(judge_tasks(off)) == 6
+    assert "judges.ablation: false" in plain_sentence(float("nan"), float("nan"))
+    assert "41.8%" in plain_sentence(0.418, 0.99)

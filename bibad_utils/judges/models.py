@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -23,10 +22,10 @@ ARCHS = ("small_cnn", "resnet18", "resnet50")
 KINDS = ("classifier", "trigger_detector")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
-_PRETRAINED_WEIGHTS = {
-    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
-    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
-}
+# torchvision's ImageNet weights of each ResNet (enum names). torchvision is imported where a ResNet is
+# built: importing it costs about 2.5 s per process (it loads torch._dynamo), which every notebook and
+# worker process would otherwise pay for a small CNN.
+_PRETRAINED_WEIGHTS = {"resnet18": ("ResNet18_Weights", "IMAGENET1K_V1"), "resnet50": ("ResNet50_Weights", "IMAGENET1K_V2")}
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -74,7 +73,10 @@ def _small_cnn(width: int = 32) -> tuple[nn.Module, int]:
 
 
 def _pretrained_weights(arch: str):
-    weights = _PRETRAINED_WEIGHTS[arch]
+    import torchvision
+
+    enum, name = _PRETRAINED_WEIGHTS[arch]
+    weights = getattr(getattr(torchvision.models, enum), name)
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if not path.is_file():
         raise ConfigError(
@@ -125,6 +127,8 @@ def build_classifier(arch: str, num_classes: int, image_size: int, pretrained: b
         backbone, dim = _small_cnn()
     else:
         weights = _pretrained_weights(arch) if pretrained else None
+        import torchvision
+
         backbone = getattr(torchvision.models, arch)(weights=weights)
         if not pretrained and input_size <= 64:
             backbone.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)

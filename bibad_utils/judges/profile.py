@@ -28,7 +28,11 @@ def _fields() -> dict[str, Field]:
         "hflip": Field("bool"),
     }
     fields.update({k: Field("number", low=0, high=1, allowed=_STRENGTH) for k in PHOTOMETRIC_KEYS})
-    return signature_defaults(train_classifier, fields)
+    fields = signature_defaults(train_classifier, fields)
+    # not a training setting: whether chapter 04 also trains these judges WITHOUT photometric augmentation
+    # (its ablation table; three more judges, about 100 s of a 2-core first run)
+    fields["ablation"] = Field("bool", default=True)
+    return fields
 
 
 def _check(values: dict, prefix: str, profile: dict) -> None:
@@ -38,8 +42,19 @@ def _check(values: dict, prefix: str, profile: dict) -> None:
 
 # Left as written in the profile: the section is part of the judges' artifact keys.
 JUDGES = Section("judges", _fields(), check=_check, fill=False)
-JUDGE_KEYS = tuple(JUDGES.field_map())
+STUDY_KEYS = ("ablation",)  # keys that steer the study, not a judge's training (nor its artifact key)
+JUDGE_KEYS = tuple(k for k in JUDGES.field_map() if k not in STUDY_KEYS)  # train_classifier's keyword arguments
 
+
+def judge_settings(section: dict) -> dict:
+    """The ``judges`` section without :data:`STUDY_KEYS`: what a judge's training and artifact key read."""
+    return {k: v for k, v in section.items() if k not in STUDY_KEYS}
+
+
+def wants_ablation(section: dict) -> bool:
+    """Whether the study also trains the judges without photometric augmentation (chapter 04's ablation):
+    ``judges.ablation`` and photometric augmentation to ablate."""
+    return bool(JUDGES.value(section, "ablation")) and any(section.get(k, 0) for k in PHOTOMETRIC_KEYS)
 
 def validate_judges(section: dict, prefix: str = "judges") -> dict:
     """Check a ``judges`` section (required: ``arch``, ``epochs``, ``batch_size``, ``lr``; the others

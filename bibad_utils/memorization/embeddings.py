@@ -9,7 +9,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from torchvision.models import resnet50
 
 from bibad_utils.base import ConfigError
 from bibad_utils.judges import features
@@ -75,6 +74,8 @@ def _resnet50_state_dict(weights_path) -> dict:
 
 
 def _resnet50_embedding(images, batch_size, device, weights_path, input_size) -> np.ndarray:
+    from torchvision.models import resnet50  # about 2.5 s to import (judges.models says why it waits)
+
     net = resnet50(weights=None)
     net.load_state_dict(_resnet50_state_dict(weights_path))
     net.fc = torch.nn.Identity()

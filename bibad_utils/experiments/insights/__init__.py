@@ -31,7 +31,7 @@ from bibad_utils.experiments.insights.groups import (  # noqa: F401
     newcombe_difference, g_row, pct_text, p_label, g_table, first_guidance, phase_transition, controls_table,
     dissection_frame)
 from bibad_utils.experiments.insights.seeds import (  # noqa: F401
-    seed_table, seed_spread, across_seeds, claim_guidances, REFERENCE_GUIDANCE)
+    seed_table, seed_spread, across_seeds, claim_guidances)
 from bibad_utils.experiments.insights.quality import (  # noqa: F401
     FID_MODES, FID_MIN_IMAGE_SIZE, inception_weights_path, inception_net, inception_features, largest_p_cells,
     quality_cells, quality_table)

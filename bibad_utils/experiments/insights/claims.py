@@ -273,8 +273,23 @@ def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, 
             plain = gjdf[gjdf["judges"] != "as configured"]
             out.update({"nb04_plain_clf_acc": float(plain.loc[plain["judge"] == "clean classifier", "accuracy"].iloc[0]),
                         "nb04_plain_worst_fpr": float(plain["fpr"].max())})
+    out["nb04_plain_sentence"] = plain_sentence(out["nb04_plain_clf_acc"], out["nb04_plain_worst_fpr"])
     if qdf is not None and len(qdf):
         clean_q = qdf[qdf["attack"] == "clean"]
         out["nb04_fd_clean"] = float(clean_q["fd_clf"].iloc[0]) if len(clean_q) else math.nan
         out["nb04_fd_real"] = float(qdf[qdf["attack"] == "real"]["fd_clf"].iloc[0])
     return out
+
+
+def plain_sentence(clf_acc: float, worst_fpr: float) -> str:
+    """What the second block of the judges-on-generations table shows: the same judges trained without
+    photometric augmentation (NaN: the profile did not train them, ``judges.ablation: false``)."""
+    if not (math.isfinite(clf_acc) and math.isfinite(worst_fpr)):
+        return ("This profile does not train the judges a second time without photometric augmentation "
+                "(`judges.ablation: false`: three more judges, about 100 s of a first run on 2 CPU cores); the "
+                "`mnist` and `full` profiles do, and BENCHMARKS.md (\"Judges on generated images\") records that "
+                "comparison measured on this profile's data.")
+    return (f"The second block of the table is the same check for judges trained the same way but without "
+            f"photometric augmentation: their classifier names the prompt's class for {clf_acc:.1%} of the clean "
+            f"generations, and their worst detector flags {worst_fpr:.1%} of clean generations as triggered. Every "
+            f"G ratio read through such judges would measure the judges, not the DM.")

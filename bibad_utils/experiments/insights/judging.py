@@ -10,6 +10,7 @@ import pandas as pd
 
 from bibad_utils import metrics
 from bibad_utils import store as st
+from bibad_utils.judges.profile import judge_settings, wants_ablation
 
 
 JUDGED_STAGE = "insights_judged"
@@ -32,7 +33,7 @@ def judged(study, cell, detector: str) -> dict:
     from bibad_utils.judges import features, predict
 
     gens = study.generations(cell)
-    params = {"judges": study.cfg["judges"], "seed": study.seed, "detector": detector,
+    params = {"judges": judge_settings(study.cfg["judges"]), "seed": study.seed, "detector": detector,
               "trigger": study.cfg["triggers"].get(detector)}
     inputs = [study.generation_key(cell), study.data_key]
 
@@ -135,11 +136,11 @@ def judge_augmentation_ablation(study, z: float = 1.96) -> pd.DataFrame:
     """:func:`generated_judge_table` for the profile's judges and for the same judges trained WITHOUT
     photometric augmentation (``color_jitter = blur = noise = 0``; cached like any judge), stacked with a
     ``judges`` column ("as configured" | "no photometric augmentation"). When the profile's judges use
-    no photometric augmentation there is only the first block."""
+    no photometric augmentation, or ``judges.ablation`` is false, there is only the first block."""
     from bibad_utils.judges import PHOTOMETRIC_KEYS
 
     blocks = [generated_judge_table(study, z).assign(judges="as configured")]
-    if any(study.cfg["judges"].get(k, 0) for k in PHOTOMETRIC_KEYS):
+    if wants_ablation(study.cfg["judges"]):
         plain = study.variant({"judges": {k: 0.0 for k in PHOTOMETRIC_KEYS}})
         blocks.append(generated_judge_table(plain, z).assign(judges="no photometric augmentation"))
     out = pd.concat(blocks, ignore_index=True)

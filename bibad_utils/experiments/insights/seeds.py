@@ -19,17 +19,15 @@ from scipy import stats
 from bibad_utils.experiments.insights.groups import g_row, p_label
 from bibad_utils.experiments.insights.judging import detectors_for, judged, trigger_r_train
 
-# The reference implementation's default classifier-free guidance scale.
-REFERENCE_GUIDANCE = 5.0
 SPREAD_COLUMNS = ("r_gen", "G1", "G2", "G2_share")
 GROUP_KEYS = ["cell", "attack", "control", "ratio", "p", "detector", "guidance"]
 
 
 def claim_guidances(study) -> list[float]:
-    """The guidance scales the claims of stage 04 are judged at: the profile's first and, when the
-    profile also generates at it, :data:`REFERENCE_GUIDANCE` (each claim then has one row per scale)."""
-    ws = [float(w) for w in study.cfg["sampling"]["guidance"]]
-    return ws[:1] + ([REFERENCE_GUIDANCE] if REFERENCE_GUIDANCE in ws[1:] else [])
+    """The guidance scales the claims of stage 04 are judged at (:meth:`Study.claim_guidances`): the
+    profile's first and, when the profile also generates at it, :data:`bibad_utils.paper.REFERENCE_GUIDANCE`
+    (each claim then has one row per scale)."""
+    return study.claim_guidances()
 
 
 def seed_table(study, z: float = 1.96) -> pd.DataFrame:
