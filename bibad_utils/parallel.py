@@ -26,7 +26,10 @@ from pathlib import Path
 import yaml
 
 from bibad_utils.base import ConfigError
+from bibad_utils.judges import PHOTOMETRIC_KEYS
+from bibad_utils.judges.profile import wants_ablation
 from bibad_utils.progress import ENV_THREADS, choose_threads
+from bibad_utils.stages import Cell, Study, compute
 
 ENV_WORKERS = "BIBAD_WORKERS"
 
@@ -55,7 +58,6 @@ def _work(job: tuple[str, tuple]) -> list[str]:
     study with ``overrides``: the judges' ablation trains some without augmentation)."""
     profile_file, task = job
     os.environ[ENV_THREADS] = "1"  # read by choose_threads before each training and generation
-    from bibad_utils.stages import Cell, Study, compute
 
     study = Study(profile_file, progress=False)
     if task[0] == "judge":
@@ -71,8 +73,6 @@ def judge_tasks(study) -> list[tuple]:
     """The judges a run trains (the clean classifier and one trigger detector per attack of the grid, and
     the same without photometric augmentation where the profile's judges use it: chapter 04's ablation)
     that are not in the store yet, as ``("judge", overrides, what)`` tasks of :func:`_work`."""
-    from bibad_utils.judges import PHOTOMETRIC_KEYS
-    from bibad_utils.judges.profile import wants_ablation
 
     variants = [{}]
     if wants_ablation(study.cfg["judges"]):

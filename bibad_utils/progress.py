@@ -27,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 
+from bibad_utils.base import ConfigError
+
 ENV_FILE = "BIBAD_PROGRESS"
 ENV_THREADS = "BIBAD_THREADS"
 WRITE_EVERY_S = 0.5
@@ -89,8 +91,6 @@ _BUSY: dict = {"others": 0.0, "threads": None}
 
 def _fixed_threads() -> int | None:
     """The thread count the user fixed (``BIBAD_THREADS``, else ``OMP_NUM_THREADS``); None: auto."""
-    from bibad_utils.base import ConfigError
-
     fixed = os.environ.get(ENV_THREADS, "").strip() or None
     if fixed is None and os.environ.get("OMP_NUM_THREADS", "").strip():
         fixed = os.environ["OMP_NUM_THREADS"].strip()

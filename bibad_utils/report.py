@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 from bibad_utils.base import ConfigError
+from bibad_utils.paper import claim as paper_claim
 from bibad_utils.store import load_json, save_json
 from bibad_utils.verdicts import VERDICTS, greater, row_kind
 
@@ -40,8 +41,6 @@ def claim_row(stage: str, claim: str, *, metric: str, ours: float, verdict: str,
     if verdict not in VERDICTS:
         raise ConfigError("verdict", verdict, " | ".join(VERDICTS))
     if key:
-        from bibad_utils.paper import claim as paper_claim
-
         kind = kind or paper_claim(key).kind
     row = {"stage": stage, "claim": claim, "setting": setting, "metric": metric, "paper": paper,
            "ours": float(ours), "ours_lo": float(lo), "ours_hi": float(hi), "verdict": verdict, "note": note,

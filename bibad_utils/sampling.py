@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from bibad_utils.base import ConfigError
+from bibad_utils.data import to_uint8
+from bibad_utils.progress import Task
 from bibad_utils.schema import Field, Section, is_number
 from bibad_utils.training import derive_seed
 
@@ -127,7 +129,6 @@ def sample_images(model, labels, seeds, *, steps: int = 50, eta: float = 0.0, gu
     """
     from tqdm.auto import tqdm
 
-    from bibad_utils.data import to_uint8
 
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     seeds = np.asarray(seeds).reshape(-1)
@@ -154,7 +155,6 @@ def sample_images(model, labels, seeds, *, steps: int = 50, eta: float = 0.0, gu
     out = np.empty((len(labels), side, side, 3), dtype=np.uint8)
     starts = range(0, len(labels), batch_size)
     bar = tqdm(total=len(labels), desc=f"sample w={guidance:g}", unit="img", disable=not progress)
-    from bibad_utils.progress import Task
     live_task = Task(*(report or ("sample", f"w={guidance:g}")), total=len(labels), unit="img")
     for start in starts:
         sl = slice(start, start + batch_size)

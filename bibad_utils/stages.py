@@ -14,16 +14,14 @@ recomputes nothing expensive, and an interrupted training resumes from its last 
 Cells: one per (attack, p) of the grid; the controls ``clean`` (p = 0) and ``relabel`` (poisoned labels,
 no trigger, at the largest p); ``pool="duplicate"`` cells poison duplicated images (memorization stage).
 
-Training seeds (:mod:`bibad_utils.cells`): replicate ``s`` of a cell is ``Cell(kind, p, pool, seed=s)``;
-``Study.seed_cells(cell)`` lists a cell's replicates. The clean base DM shipped with the package:
-:mod:`bibad_utils.shipped_base`.
+Training seeds (:mod:`bibad_utils.cells`): replicate ``s`` of a cell is ``Cell(kind, p, pool, seed=s)``
+(``Study.seed_cells(cell)``). The clean base DM shipped with the package: :mod:`bibad_utils.shipped_base`.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -34,13 +32,21 @@ from bibad_utils import shipped_base
 from bibad_utils import store as st
 from bibad_utils.cells import POOLS, Cell, GenSet, train_seed_keys, validate_train_seeds  # noqa: F401 (re-exported)
 from bibad_utils.config import ConfigError, deep_merge, load_profile, resolve_device, validate_profile
+from bibad_utils.data import dataset_from_config
+from bibad_utils.memorization import duplicate_pool, embed, find_duplicate_groups
 from bibad_utils.paper import REFERENCE_GUIDANCE
+from bibad_utils.poison import poison_dataset
+from bibad_utils.progress import choose_threads
+from bibad_utils.sampling import class_mix, sample_images, set_seeds
+from bibad_utils.study_judges import JudgesMixin
+from bibad_utils.training import train_diffusion
+from bibad_utils.triggers import make_trigger
 
-class Study:
-    """One run of the study: a validated profile, its artifact store, datasets, cells and judges.
 
-    profile: a name in ``notebooks/profiles`` or a YAML path; overrides: nested dict merged over it.
-    progress: show progress bars in long steps.
+class Study(JudgesMixin):
+    """One run of the study: a validated profile, its artifact store, datasets, cells, models, generated
+    sets and judges (:class:`bibad_utils.study_judges.JudgesMixin`). profile: a name in
+    ``notebooks/profiles`` or a YAML path; overrides: nested dict merged over it; progress: bars in long steps.
     """
 
     def __init__(self, profile="demo", overrides: dict | None = None, progress: bool = True):
@@ -53,7 +59,6 @@ class Study:
         self.progress = progress
         self._models: dict = {}
         if self.device.type == "cpu":
-            from bibad_utils.progress import choose_threads
             choose_threads()  # the idle cores, unless fixed (again before each training and generation)
 
     # Sections a variant may not change: they define the data, the store and the seed it shares.
@@ -78,13 +83,11 @@ class Study:
     @cached_property
     def train_set(self):
         """The clean training set (:class:`~bibad_utils.data.ImageSet`)."""
-        from bibad_utils.data import dataset_from_config
         return dataset_from_config(self.cfg["dataset"], split="train", seed=self.seed)
 
     @cached_property
     def test_set(self):
         """The clean test set (never trained on)."""
-        from bibad_utils.data import dataset_from_config
         return dataset_from_config(self.cfg["dataset"], split="test", seed=self.seed)
 
     @property
@@ -103,7 +106,6 @@ class Study:
 
     def trigger(self, kind: str):
         """The study's trigger of ``kind`` (fixed by the profile's seed and trigger options)."""
-        from bibad_utils.triggers import make_trigger
         options = dict(self.cfg["triggers"].get(kind) or {})
         return make_trigger(kind, self.image_size, seed=self.seed, **options)
 
@@ -155,7 +157,6 @@ class Study:
         groups = self.duplicate_groups()
         if not groups:
             return None
-        from bibad_utils.memorization import duplicate_pool
         return duplicate_pool(groups)
 
     def duplicate_groups(self) -> list[list[int]]:
@@ -170,7 +171,6 @@ class Study:
             return []
 
         def build(art):
-            from bibad_utils.memorization import embed, find_duplicate_groups
             emb = embed(self.train_set.images, params["embedding"], device=self.device,
                         weights_path=mem.get("weights_path"))
             st.save_json(art.dir / "groups.json", find_duplicate_groups(emb, params["threshold"]))
@@ -180,7 +180,6 @@ class Study:
 
     def poisoned(self, cell: Cell):
         """The training set of ``cell`` (:class:`~bibad_utils.poison.PoisonedSet`, a view)."""
-        from bibad_utils.poison import poison_dataset
         pool = None
         if cell.pool == "duplicate":
             pool = self.duplicate_pool()
@@ -218,6 +217,8 @@ class Study:
         sec.setdefault("checkpoint_every", max(1, sec["steps"] // 5) if sec["steps"] else 1)
         return sec
 
+    # The diffusion backends are imported where a DM is built or loaded: diffusers costs about 3.5 s per
+    # process, which the notebooks that only read generated sets (01, 04, 06, 07, 08) do not need.
     def _new_model(self, seed: int | None = None):
         from bibad_utils.diffusion import build_model
         torch.manual_seed(self.seed if seed is None else seed)  # the initial weights of a from-scratch model
@@ -235,19 +236,17 @@ class Study:
                train_seed: int = 0, label: str = ""):
         """Train (or load) a DM into the artifact ``stage``; returns its key. ``train_seed`` > 0: a
         replicate training run. label: what the live progress line calls it (e.g. the cell's name)."""
-        from bibad_utils.diffusion import load_model
-        from bibad_utils.training import train_diffusion
 
         params = self._train_params(section, train_seed)
         seed = self.training_seed(train_seed) if train_seed else self.seed
         inputs = list(inputs) + ([init_key] if init_key else [])
 
         def build(art):
-            from bibad_utils.progress import choose_threads
             choose_threads()
             model = self._new_model(seed)
             init_state = None
             if init_key:
+                from bibad_utils.diffusion import load_model
                 init_state = load_model(self.store.path("pretrain", init_key) / "model").state_dict_to_save()
             # the section's keys are train_diffusion's keyword arguments; its signature holds their defaults
             res = train_diffusion(model, dataset, **section, work_dir=art.work_dir, seed=seed,
@@ -295,9 +294,9 @@ class Study:
 
     def model(self, cell: Cell | None):
         """The EMA weights of ``cell``'s DM (``None``: the clean pre-trained model), on ``self.device``."""
-        from bibad_utils.diffusion import load_model
         stage, key = ("pretrain", self.pretrain_key) if cell is None else ("finetune", self.model_key(cell))
         if key not in self._models:
+            from bibad_utils.diffusion import load_model
             self._models = {key: load_model(self.store.path(stage, key) / "model").to(self.device)}
         return self._models[key]
 
@@ -320,11 +319,10 @@ class Study:
         return ws[:1] + ([REFERENCE_GUIDANCE] if REFERENCE_GUIDANCE in ws[1:] else [])
 
     def target_guidances(self, cell: Cell | None) -> list[float]:
-        """The w of ``cell``'s target-prompt sets: every w of ``sampling.guidance`` for the grid's cells and
-        the clean control, whose sets the guidance figures compare; the claims' scales
-        (:meth:`claim_guidances`) for the relabel control and the duplicate-pool cells of chapter 06, which
-        are read there alone; none for the clean pre-trained DM (``None``), whose all-class set alone is
-        read (chapter 02's samples and accuracies)."""
+        """The w of ``cell``'s target-prompt sets: every w of ``sampling.guidance`` for the grid and the clean
+        control (the guidance figures compare them); the claims' scales for the relabel control and chapter
+        06's duplicate-pool cells (read there alone); none for the pre-trained DM (``None``: its all-class
+        set alone is read, chapter 02)."""
         if cell is None:
             return []
         if cell.kind == "relabel" or cell.pool != "random":
@@ -340,8 +338,6 @@ class Study:
         model_key = self.pretrain_key if cell is None else self.model_key(cell)
 
         def build(art):
-            from bibad_utils.sampling import class_mix, sample_images, set_seeds
-            from bibad_utils.progress import choose_threads
             choose_threads()
             model = self.model(cell)
             kw = dict(steps=s["steps"], eta=s.get("eta", 0.0), batch_size=s["batch_size"], device=self.device,
@@ -381,77 +377,6 @@ class Study:
     def generation_seconds(self, cell: Cell | None) -> float:
         path = self.store.path("generate", self.generation_key(cell))
         return float(st.load_json(path / "timing.json")["wall_time_s"])
-
-    # ---------------------------------------------------------------------------------- judges
-    def _judge_params(self) -> dict:
-        from bibad_utils.judges.profile import judge_settings
-        return {"judges": judge_settings(self.cfg["judges"]), "seed": self.seed}
-
-    def _judge_kwargs(self) -> dict:
-        j = dict(self.cfg["judges"])
-        from bibad_utils.judges import JUDGE_KEYS
-        return {k: j[k] for k in JUDGE_KEYS if k in j}
-
-    def classifier(self):
-        """The clean classifier (content judge), trained on the clean real training set; cached."""
-        from bibad_utils.judges import evaluate_judge, load_classifier, save_classifier, train_classifier
-
-        def build(art):
-            model, history = train_classifier(self.train_set, arch=self._judge_kwargs().pop("arch"),
-                                              seed=self.seed, device=self.device, progress=self.progress,
-                                              **{k: v for k, v in self._judge_kwargs().items() if k != "arch"})
-            report = evaluate_judge(model, self.test_set, device=self.device)
-            save_classifier(model, art.dir / "model", meta={"history": history, "report": report})
-            st.save_json(art.dir / "report.json", report)
-
-        path = self.store.cached("judge_classifier", self._judge_params(), [self.data_key], build,
-                                 device=str(self.device))
-        return load_classifier(path / "model", device=self.device)
-
-    def classifier_report(self) -> dict:
-        self.classifier()
-        return st.load_json(self.store.path(*self._judge_key("classifier")) / "report.json")
-
-    def _judge_key(self, what: str) -> tuple[str, str]:
-        """(stage, artifact key) of the clean classifier (``what="classifier"``) or a trigger kind's detector."""
-        if what == "classifier":
-            return "judge_classifier", st.artifact_key("judge_classifier", self._judge_params(), [self.data_key])
-        params = {**self._judge_params(), "trigger_kind": what, "trigger": self.cfg["triggers"].get(what)}
-        return "judge_detector", st.artifact_key("judge_detector", params, [self.data_key])
-
-    def judge_cached(self, what: str) -> bool:
-        """Whether the clean classifier (``"classifier"``) or the detector of trigger kind ``what`` is in the store."""
-        return self.store.exists(*self._judge_key(what))
-
-    def detector(self, kind: str):
-        """The binary trigger detector of trigger ``kind`` (clean vs triggered non-target real images)."""
-        from bibad_utils.judges import (evaluate_judge, load_classifier, save_classifier,
-                                        train_trigger_detector)
-        params = {**self._judge_params(), "trigger_kind": kind, "trigger": self.cfg["triggers"].get(kind)}
-
-        def build(art):
-            kw = self._judge_kwargs()
-            model = train_trigger_detector(self.train_set, self.trigger(kind), exclude_class=self.target,
-                                           seed=self.seed, device=self.device, progress=self.progress, **kw)
-            report = evaluate_judge(model, self.test_set, trigger=self.trigger(kind), exclude_class=self.target,
-                                    device=self.device)
-            save_classifier(model, art.dir / "model", meta={"report": report})
-            st.save_json(art.dir / "report.json", report)
-
-        path = self.store.cached("judge_detector", params, [self.data_key], build, device=str(self.device))
-        return load_classifier(path / "model", device=self.device)
-
-    def detector_report(self, kind: str) -> dict:
-        self.detector(kind)
-        return st.load_json(self.store.path(*self._judge_key(kind)) / "report.json")
-
-    def judge(self, gen: GenSet, trigger_kind: str) -> dict:
-        """Judge generated images: ``trigger`` (bool [N], the detector of ``trigger_kind`` fires),
-        ``pred`` (int64 [N], the clean classifier's class), ``match`` (pred == the prompt's class)."""
-        from bibad_utils.judges import predict
-        pred, _ = predict(self.classifier(), gen.images, device=self.device)
-        trig, _ = predict(self.detector(trigger_kind), gen.images, device=self.device)
-        return {"trigger": trig.astype(bool), "pred": pred, "match": pred == gen.labels}
 
 
 def compute(study: Study, cells: list[Cell] | None = None, generate: bool = True) -> list[str]:

@@ -27,8 +27,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from bibad_utils.base import ConfigError
-from bibad_utils.schema import Field, Section, signature_defaults
-from bibad_utils.schema import is_int
+from bibad_utils.progress import Task
+from bibad_utils.schema import Field, Section, is_int, signature_defaults
 from bibad_utils.schema import is_number as is_num
 
 CHECKPOINT_DIR = "checkpoints"
@@ -300,7 +300,6 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
     last = steps if stop_after is None else min(steps, stop_after)
     bar = tqdm(total=steps, initial=step, desc="train", unit="step",
                disable=not (progress and accelerator.is_main_process))
-    from bibad_utils.progress import Task
     live_task = Task(*(report or ("train", "")), total=steps, done=step) if accelerator.is_main_process else None
     started = time.perf_counter()
     while step < last:

@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from bibad_utils.base import ConfigError
+from bibad_utils.metrics import newcombe_difference
 from bibad_utils.paper import KINDS
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "underpowered", "not tested")
@@ -268,8 +269,6 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
     (informational: G2 dominates at the lowest p and G1 at the highest) and ``points`` (the per-p rows,
     with the slides' quantities ``G1_minus_r_train`` / ``G2_minus_r_train``, NaN without r_train).
     """
-    from bibad_utils.metrics import newcombe_difference
-
     rows = _share_rows(points)
     if len(rows) < 2:
         raise ConfigError("points", len(rows), "at least two poisoning ratios")

@@ -302,7 +302,6 @@ def test_cached_judging_on_a_tiny_study(tmp_path):
 
 
 def test_generated_judge_table_uses_clean_generations_with_and_without_pasted_trigger(monkeypatch):
-    from bibad_utils import judges
     from bibad_utils.stages import Cell
 
     images = np.zeros((10, 8, 8, 3), np.uint8)
@@ -324,7 +323,7 @@ def test_generated_judge_table_uses_clean_generations_with_and_without_pasted_tr
         fired = (imgs[:, 0, 0] == 255).all(-1) | (imgs[:, -1, -1] == 255).all(-1)
         return fired.astype(np.int64), None
 
-    monkeypatch.setattr(judges, "predict", predict)
+    monkeypatch.setattr(ins.judging, "predict", predict)  # the name chapter 04's judging module calls
     study = SimpleNamespace(
         cfg={"attacks": ["badnets1"]}, device="cpu", guidance_all=1.0, pretrain_key="k",
         control_cells=lambda: [Cell("clean")],

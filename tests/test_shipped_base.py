@@ -34,7 +34,7 @@ def test_ship_install_and_retrain(tmp_path, monkeypatch, capsys):
 
     calls = []
     real_train = training.train_diffusion
-    monkeypatch.setattr(training, "train_diffusion", lambda *a, **kw: calls.append(1) or real_train(*a, **kw))
+    monkeypatch.setattr(stages, "train_diffusion", lambda *a, **kw: calls.append(1) or real_train(*a, **kw))
 
     # shipped: the store gets the shipped files under the same key, nothing is trained
     shipped = tiny_study(tmp_path, "b", shipped=True)

@@ -19,7 +19,9 @@ from bibad_utils.schema import is_int, is_number
 
 PROMPT_TEMPLATE = "A photo of a {}"
 
-DATASET_NAMES = ("procedural", "imagenette", "caltech15", "cifar10", "mnist5k")
+# Every dataset the study can load, with its number of classes (the profile's allowed names read this).
+DATASET_CLASSES = {"procedural": 10, "imagenette": 10, "caltech15": 15, "cifar10": 10, "mnist5k": 10}
+DATASET_NAMES = tuple(DATASET_CLASSES)
 
 
 def to_float(images) -> torch.Tensor:
@@ -325,6 +327,7 @@ def dataset_from_config(cfg: dict, split: str = "train", seed: int = 0) -> Image
 
 
 __all__ = [
-    "DATASET_NAMES", "ImageSet", "PROCEDURAL_CLASSES", "PROMPT_TEMPLATE", "dataset_fingerprint",
-    "dataset_from_config", "default_data_root", "validate_dataset_options", "load_dataset", "make_procedural", "to_float", "to_uint8",
+    "DATASET_CLASSES", "DATASET_NAMES", "ImageSet", "PROCEDURAL_CLASSES", "PROMPT_TEMPLATE", "dataset_fingerprint",
+    "dataset_from_config", "default_data_root", "validate_dataset_options", "load_dataset", "make_procedural",
+    "to_float", "to_uint8",
 ]

@@ -6,11 +6,10 @@ from __future__ import annotations
 import math
 
 from bibad_utils.base import ConfigError, repo_path
-from bibad_utils.data import dataset_fingerprint, validate_dataset_options
+from bibad_utils.data import DATASET_CLASSES, dataset_fingerprint, validate_dataset_options
 from bibad_utils.schema import Field, Section
 
 _SIZE = "a positive integer (null: a real dataset's own size)"
-DATASET_CLASSES = {"procedural": 10, "imagenette": 10, "caltech15": 15, "cifar10": 10, "mnist5k": 10}
 
 
 def _check(ds: dict, prefix: str, profile: dict) -> dict:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from bibad_utils.base import ConfigError
+from bibad_utils.data import PROMPT_TEMPLATE
 from bibad_utils.diffusion.interface import BACKEND_CLASSES, DiffusionModel
 
 
@@ -46,8 +47,6 @@ class StableDiffusionDM(DiffusionModel):
         if self.image_size % self.vae_factor:
             raise ConfigError("model.image_size", self.image_size, f"a multiple of the VAE factor {self.vae_factor}")
         if config["prompt_template"] is None:
-            from bibad_utils.data import PROMPT_TEMPLATE
-
             template = PROMPT_TEMPLATE
         else:
             template = config["prompt_template"]

@@ -26,8 +26,12 @@ from bibad_utils import verdicts as V
 from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, GEN_FLAG_MAX, MIN_CLASS_COUNT, SOURCES,
                                                          STAGE, TA_COST_MAX, classifier_settings, defense_config,
                                                          detector_key, detectors)
+from bibad_utils.experiments.castle_walls.detection import detection_differences, victim_logit_profile
+from bibad_utils.experiments.castle_walls.diffusion_classifier import diffusion_classifier_table
 from bibad_utils.experiments.castle_walls.stats import (_verdict_text, capped_verdict, proportion_difference,
                                                         verdict_less)
+from bibad_utils.experiments.castle_walls.tables import example_cell
+from bibad_utils.experiments.castle_walls.train_on_generations import train_on_generations_table
 from bibad_utils.report import claim_row, verdict_greater
 
 CHANCE_AUROC = V.CHANCE_AUROC
@@ -168,9 +172,6 @@ def diffusion_classifier_claims(dc: pd.DataFrame) -> list[dict]:
 def castle_claims(study, diffs: pd.DataFrame | None = None, tog: pd.DataFrame | None = None,
                   dc: pd.DataFrame | None = None) -> list[dict]:
     """All claim rows of the stage (tables computed, or loaded from the cache, when not given)."""
-    from bibad_utils.experiments.castle_walls.detection import detection_differences
-    from bibad_utils.experiments.castle_walls.diffusion_classifier import diffusion_classifier_table
-    from bibad_utils.experiments.castle_walls.train_on_generations import train_on_generations_table
 
     diffs = detection_differences(study) if diffs is None else diffs
     tog = train_on_generations_table(study) if tog is None else tog
@@ -201,8 +202,6 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
             rows.auroc_known.notna().any() else math.nan
         out[f"nb05_{key}_train"] = float(np.nanmean(rows.auroc_train)) if rows.auroc_train.notna().any() else math.nan
         out[f"nb05_{key}_gen"] = float(np.nanmean(rows.auroc_gen)) if rows.auroc_gen.notna().any() else math.nan
-    from bibad_utils.experiments.castle_walls.detection import victim_logit_profile
-    from bibad_utils.experiments.castle_walls.tables import example_cell
 
     prof = victim_logit_profile(study, example_cell(study))
     out.update({"nb05_victim_max_logit": prof["mean_max_logit_clean"], "nb05_victim_runner_up": prof["true_runner_up"],

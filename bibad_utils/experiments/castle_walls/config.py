@@ -7,6 +7,7 @@ from bibad_utils.base import ConfigError
 from bibad_utils.defenses import DETECTORS as REGISTRY
 from bibad_utils.defenses.profile import (DEVIATIONS, STAGE_DEFAULTS, defaults, detector_defaults,  # noqa: F401
                                           validate_config)
+from bibad_utils.judges import JUDGE_KEYS, PHOTOMETRIC_KEYS
 
 STAGE = "05_castle_walls"
 SOURCES = ("poisoned train (all)", "poisoned train (subset)", "generated")
@@ -69,8 +70,6 @@ def classifier_settings(study, small: bool = False) -> dict:
     """Keyword arguments of :func:`bibad_utils.judges.train_classifier` for this stage's classifiers:
     the profile's ``judges`` section overridden by ``defenses.classifier``, and for the two
     ``n_all``-image classifiers (``small``) further by ``defenses.gen_classifier``."""
-    from bibad_utils.judges import JUDGE_KEYS, PHOTOMETRIC_KEYS
-
     d = defense_config(study)
     # the judges' photometric augmentation is not inherited (module docstring)
     kw = {k: v for k, v in study.cfg["judges"].items() if k in JUDGE_KEYS and k not in PHOTOMETRIC_KEYS}

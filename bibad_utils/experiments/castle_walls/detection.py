@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bibad_utils import defenses as D
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.castle_walls.config import (CLASSIFIERS, SETS, SOURCES, defense_config,
@@ -29,15 +30,15 @@ from bibad_utils.experiments.castle_walls.stats import (_auroc_or_nan, _paper_at
                                                         auroc_interval, stratified_subset)
 from bibad_utils.experiments.castle_walls.victims import (_all_gen, _nontarget_test_indices, classifier_key,
                                                           trained_classifier)
+from bibad_utils.metrics import wilson_interval
 from bibad_utils.progress import Bar
+from bibad_utils.stages import Cell
 
 
 def clean_dm_flag_rate(study, kind: str) -> dict:
     """Share of the clean DM's all-class generations that the trigger detector of ``kind`` flags (an
     estimate of its false-positive rate on generations), with a Wilson interval: ``rate, lo, hi, n``.
     NaN when the profile has no ``clean`` control (no clean DM is trained for this check alone)."""
-    from bibad_utils.metrics import wilson_interval
-    from bibad_utils.stages import Cell
 
     if "clean" not in study.cfg["controls"]:
         return {"rate": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
@@ -104,8 +105,6 @@ def detector_scores(study, cell, set_name: str, detector: str, classifier: str =
     cached on its own. STRIP superimposes clean test images; FCT fine-tunes a copy of the classifier on the
     scored set with its labels. Returns ``scores`` float64 ``[n]`` (higher = more likely poisoned), the
     detector's extras (CD: ``masks``, ``logit_scale``), ``seconds`` and the set's arrays."""
-    from bibad_utils import defenses as D
-
     if set_name not in SETS:
         raise ConfigError("set_name", set_name, " | ".join(SETS))
     if detector not in detectors():

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bibad_utils import defenses as D
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.castle_walls.config import defense_config, detection_cells
@@ -16,6 +17,8 @@ from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_DC
 from bibad_utils.experiments.castle_walls.stats import _paper_at, stratified_subset, ta_asr_report
 from bibad_utils.experiments.castle_walls.victims import (_nontarget_test_indices, poisoned_classifier,
                                                           triggered_test_images)
+from bibad_utils.judges import predict
+from bibad_utils.stages import Cell
 
 
 
@@ -23,8 +26,6 @@ def dc_cells(study) -> list:
     """Grid cells whose attack is in ``defenses.dc_attacks``, then (sorted by p) the cells of those attacks at
     the further ratios ``defenses.dc_ratios`` that the grid lacks (their DMs and victims serve the diffusion
     classifier alone: the paper makes its "resists" claim at p = 1 %)."""
-    from bibad_utils.stages import Cell
-
     d = defense_config(study)
     cells = [c for c in detection_cells(study) if c.kind in d["dc_attacks"]]
     have = {(c.kind, round(c.ratio, 9)) for c in cells}
@@ -50,8 +51,6 @@ def dc_predictions(study, cell, p_filter: float) -> dict:
     """Diffusion-classifier predictions of ``cell``'s poisoned DM on :func:`dc_images`; cached per
     (cell, p_filter). Returns ``pred_clean``, ``labels``, ``pred_triggered`` (int64), ``unet_evals``,
     ``seconds`` (wall time of both sets) and ``n_images`` (both sets together)."""
-    from bibad_utils import defenses as D
-
     d = defense_config(study)
     params = {"p_filter": float(p_filter), "n_levels": d["dc_levels"], "adaptive": d["dc_adaptive"],
               "n_images": d["dc_n_images"], "seed": study.seed, "target": study.target,
@@ -89,8 +88,6 @@ def diffusion_classifier_table(study, cells=None) -> pd.DataFrame:
     ``seconds_per_image`` (NaN for the classifier), ``paper_TA, paper_ASR`` (CIFAR-10, NaN where the
     paper gives none). Rates in [0, 1].
     """
-    from bibad_utils.judges import predict
-
     d = defense_config(study)
     rows = []
     for cell in dc_cells(study) if cells is None else cells:
@@ -124,8 +121,6 @@ def dc_benchmark(study) -> pd.DataFrame:
     predicted_evals`` (:func:`bibad_utils.defenses.dc_cost`), ``seconds_per_image, ms_per_unet_eval,
     accuracy, agreement`` (fraction of predictions equal to the exhaustive ones), ``device, threads``.
     """
-    from bibad_utils import defenses as D
-
     d = defense_config(study)
     cells = dc_cells(study)
     if not cells:

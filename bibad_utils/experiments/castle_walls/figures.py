@@ -9,6 +9,7 @@ import pandas as pd
 
 from bibad_utils.experiments.castle_walls.config import SOURCES, detectors
 from bibad_utils.experiments.castle_walls.detection import detection_scores
+from bibad_utils.plots import PALETTE, side_by_side_grids, style
 
 
 
@@ -17,7 +18,6 @@ def detection_figure(det: pd.DataFrame):
     the paper's CD values (ImageNette) as open diamonds."""
     from matplotlib.figure import Figure
 
-    from bibad_utils.plots import PALETTE, style
 
     cells = list(pd.unique(det["cell"]))
     names = [d for d in detectors() if d in set(det["detector"])]
@@ -71,7 +71,6 @@ def _rate_panels(df: pd.DataFrame, x: str, hue: str, metrics=("TA", "ASR"), titl
                  paper_cols: dict | None = None, hline: dict | None = None):
     from matplotlib.figure import Figure
 
-    from bibad_utils.plots import PALETTE, style
 
     cats = list(pd.unique(df[x]))
     hues = list(pd.unique(df[hue]))
@@ -128,8 +127,6 @@ def cd_mask_figure(study, cell, n_show: int = 4):
     ``n_show`` poisoned (triggered) images, their distilled masks, as many clean (trigger-free) images,
     their masks (white = kept; a small mask = flagged), each mask titled by its L1 norm |m| in pixels.
     Empty slots stay blank."""
-    from bibad_utils.plots import side_by_side_grids
-
     grids, titles = {}, {}
     for set_name, names in (("training subset", ("poisoned", "clean")), ("generations", ("triggered", "no trigger"))):
         res = detection_scores(study, cell, "training" if set_name.startswith("training") else "generated")

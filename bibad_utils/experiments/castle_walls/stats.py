@@ -9,6 +9,8 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from bibad_utils.base import ConfigError
+from bibad_utils.metrics import auroc, wilson_interval
+from bibad_utils.metrics import newcombe_difference as _newcombe
 from bibad_utils.schema import is_int
 
 
@@ -59,8 +61,6 @@ def _check_scores(scores, truth, name):
 def auroc_interval(scores, truth, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
     """AUROC of ``scores`` (higher = poisoned) against bool ``truth`` with a stratified percentile
     bootstrap interval. Returns ``(auroc, lo, hi)`` in [0, 1]; all NaN when ``truth`` holds one class."""
-    from bibad_utils.metrics import auroc
-
     s, t = _check_scores(scores, truth, "scores, truth")
     if t.all() or not t.any():
         return math.nan, math.nan, math.nan
@@ -72,8 +72,6 @@ def auroc_difference(scores_a, truth_a, scores_b, truth_b, n_boot: int = 1000, s
                      alpha: float = 0.05):
     """``AUROC(a) - AUROC(b)`` of two independent scored sets with a percentile interval from
     independent stratified bootstraps. Returns ``(d, lo, hi)`` in [-1, 1]; NaN if either is undefined."""
-    from bibad_utils.metrics import auroc
-
     sa, ta = _check_scores(scores_a, truth_a, "scores_a, truth_a")
     sb, tb = _check_scores(scores_b, truth_b, "scores_b, truth_b")
     if ta.all() or not ta.any() or tb.all() or not tb.any():
@@ -89,8 +87,6 @@ def proportion_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96):
     intervals); returns ``(d, lo, hi)``, fractions in [-1, 1]; NaN difference and (-1, 1) if a sample is empty.
     For two rates measured on the same images the interval treats them as independent, which is
     conservative when the outcomes are positively correlated."""
-    from bibad_utils.metrics import newcombe_difference as _newcombe
-
     return _newcombe(k1, n1, k2, n2, z)
 
 
@@ -117,8 +113,6 @@ def _paper_at(table: dict, key):
 
 
 def _auroc_or_nan(scores, truth) -> float:
-    from bibad_utils.metrics import auroc
-
     truth = np.asarray(truth, dtype=bool)
     return math.nan if truth.all() or not truth.any() else auroc(scores, truth)
 
@@ -130,8 +124,6 @@ def ta_asr_report(pred_clean, labels_clean, pred_triggered, target: int, z: floa
     pred_triggered: int ``[M]`` predictions on triggered images of NON-target classes.
     Returns ``TA, TA_lo, TA_hi, n_ta, k_ta, ASR, ASR_lo, ASR_hi, n_asr, k_asr`` (rates in [0, 1]).
     """
-    from bibad_utils.metrics import wilson_interval
-
     pc, yc, pt = (np.asarray(a, dtype=np.int64) for a in (pred_clean, labels_clean, pred_triggered))
     if pc.shape != yc.shape:
         raise ConfigError("labels_clean", yc.shape, f"one label per prediction {pc.shape}")

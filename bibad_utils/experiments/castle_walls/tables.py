@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from bibad_utils.experiments.castle_walls.config import detection_cells
 from bibad_utils.experiments.castle_walls.detection import clean_dm_flag_rate, detection_csv  # noqa: F401
 from bibad_utils.experiments.castle_walls.stats import _paper_text, _with_interval
 
@@ -82,8 +83,6 @@ def claims_table(rows: list[dict]) -> pd.DataFrame:
 
 def example_cell(study):
     """The cell whose CD masks are shown: the first attack's largest p among the detection cells."""
-    from bibad_utils.experiments.castle_walls.config import detection_cells
-
     cells = detection_cells(study)
     return max((c for c in cells if c.kind == cells[0].kind), key=lambda c: c.ratio)
 

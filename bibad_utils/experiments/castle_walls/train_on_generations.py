@@ -11,6 +11,7 @@ from bibad_utils.experiments.castle_walls.config import SOURCES
 from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_TRAIN_ON_GEN
 from bibad_utils.experiments.castle_walls.stats import _paper_at
 from bibad_utils.experiments.castle_walls.victims import _all_gen, trained_classifier
+from bibad_utils.judges import predict
 
 
 
@@ -25,8 +26,6 @@ def train_on_generations_table(study, cells=None) -> pd.DataFrame:
     transfers to generations, for ``generated`` its training accuracy), ``paper_TA, paper_ASR`` (ImageNette, training set for
     the real sources, generation set for ``generated``), ``paper_ASR_caltech15``. Rates in [0, 1].
     """
-    from bibad_utils.judges import predict
-
     rows = []
     for cell in cells or study.grid_cells():
         gen_set = _all_gen(study, cell)

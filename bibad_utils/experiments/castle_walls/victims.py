@@ -13,6 +13,7 @@ from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.castle_walls.config import SOURCES, classifier_settings
 from bibad_utils.experiments.castle_walls.stats import _with_interval, stratified_subset, ta_asr_report
+from bibad_utils.judges import load_classifier, predict, save_classifier, train_classifier
 
 
 
@@ -31,8 +32,6 @@ def triggered_test_images(study, kind: str, indices=None) -> torch.Tensor:
 def evaluate_ta_asr(study, model, kind: str) -> dict:
     """:func:`ta_asr_report` of ``model`` on the whole clean test set and on every non-target test
     image with the trigger ``kind``."""
-    from bibad_utils.judges import predict
-
     pred_c, _ = predict(model, study.test_set, device=study.device)
     pred_t, _ = predict(model, triggered_test_images(study, kind), device=study.device)
     return ta_asr_report(pred_c, study.test_set.labels, pred_t, study.target)
@@ -91,8 +90,6 @@ def trained_classifier(study, cell, source: str):
     Returns ``(model, report)``: report = :func:`evaluate_ta_asr` keys plus ``n_train``,
     ``train_seconds`` and ``history`` (one dict per epoch). The metrics are the final epoch's.
     """
-    from bibad_utils.judges import load_classifier, save_classifier, train_classifier
-
     if cell.trigger_kind is None:
         raise ConfigError("cell", cell.name, "a grid cell with a trigger (a kind of bibad_utils.triggers.TRIGGERS)")
     stage, params, inputs = classifier_key(study, cell, source)

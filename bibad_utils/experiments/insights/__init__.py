@@ -24,19 +24,19 @@ One module per idea: :mod:`.judging` (the judges on generations), :mod:`.groups`
 views), :mod:`.seeds` (the spread across training runs), :mod:`.quality`, :mod:`.claims`, :mod:`.figures`.
 """
 
-from bibad_utils.experiments.insights.judging import (  # noqa: F401
-    JUDGED_STAGE, detectors_for, judged, trigger_r_train, judge_table, reference_cell, generated_judge_table,
-    judge_augmentation_ablation, judge_check_display)
-from bibad_utils.experiments.insights.groups import (  # noqa: F401
-    newcombe_difference, g_row, pct_text, p_label, g_table, first_guidance, phase_transition, controls_table,
-    dissection_frame)
-from bibad_utils.experiments.insights.seeds import (  # noqa: F401
-    seed_table, seed_spread, across_seeds, claim_guidances)
-from bibad_utils.experiments.insights.quality import (  # noqa: F401
-    FID_MODES, FID_MIN_IMAGE_SIZE, inception_weights_path, inception_net, inception_features, largest_p_cells,
-    quality_cells, quality_table)
 from bibad_utils.experiments.insights.claims import (  # noqa: F401
     STAGE, CLEAN_FALSE_ALARM_MAX, CONTENT_MIN, content_check, phase_verdict, control_verdict, insight_claims, claims_table, verdict_summary,
     shortfall_sentence, glue_values)
 from bibad_utils.experiments.insights.figures import (  # noqa: F401
     group_examples, examples_figure, phase_figure, guidance_figure, quality_figure)
+from bibad_utils.experiments.insights.groups import (  # noqa: F401
+    newcombe_difference, g_row, pct_text, p_label, g_table, first_guidance, phase_transition, controls_table,
+    dissection_frame)
+from bibad_utils.experiments.insights.judging import (  # noqa: F401
+    JUDGED_STAGE, detectors_for, judged, trigger_r_train, judge_table, reference_cell, generated_judge_table,
+    judge_augmentation_ablation, judge_check_display)
+from bibad_utils.experiments.insights.quality import (  # noqa: F401
+    FID_MODES, FID_MIN_IMAGE_SIZE, inception_weights_path, inception_net, inception_features, largest_p_cells,
+    quality_cells, quality_table)
+from bibad_utils.experiments.insights.seeds import (  # noqa: F401
+    seed_table, seed_spread, across_seeds, claim_guidances)

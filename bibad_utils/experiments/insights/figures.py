@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.insights.groups import p_label
 from bibad_utils.experiments.insights.judging import judged
-from bibad_utils.plots import G_COLORS, PALETTE, REF_COLOR
+from bibad_utils.plots import G_COLORS, PALETTE, REF_COLOR, side_by_side_grids
 
 
 def group_examples(study, cell, guidance: float, n: int = 8, seed: int = 0) -> dict:
@@ -37,8 +37,6 @@ def examples_figure(study, cell, guidance: float, n: int = 8, seed: int = 0, nro
     """Example target-prompt generations of ``cell`` from each group G1-G4 (see :func:`group_examples`),
     one panel per group (headed G1..G4, ``nrow`` images per row; an empty group says so), each image
     headed by the clean classifier's predicted class."""
-    from bibad_utils.plots import side_by_side_grids
-
     ex = group_examples(study, cell, guidance, n=n, seed=seed)
     fig = side_by_side_grids({g: images for g, (images, _) in ex.items()}, nrow=nrow,
                              titles={g: titles for g, (_, titles) in ex.items() if titles})

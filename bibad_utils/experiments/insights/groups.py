@@ -11,6 +11,7 @@ import pandas as pd
 from bibad_utils import metrics
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.insights.judging import detectors_for, judged, trigger_r_train
+from bibad_utils.metrics import newcombe_difference as _newcombe
 
 
 def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> tuple[float, float, float]:
@@ -19,8 +20,6 @@ def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> 
 
     Returns ``(d, lo, hi)`` in [-1, 1]; ``d`` is nan and the interval ``(-1, 1)`` when a sample is empty.
     """
-    from bibad_utils.metrics import newcombe_difference as _newcombe
-
     return _newcombe(k1, n1, k2, n2, z)
 
 

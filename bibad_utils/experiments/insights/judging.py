@@ -10,6 +10,8 @@ import pandas as pd
 
 from bibad_utils import metrics
 from bibad_utils import store as st
+from bibad_utils.data import to_float, to_uint8
+from bibad_utils.judges import PHOTOMETRIC_KEYS, features, predict
 from bibad_utils.judges.profile import judge_settings, wants_ablation
 
 
@@ -30,8 +32,6 @@ def judged(study, cell, detector: str) -> dict:
     "labels": int64 [N]}}``; the all-class set also has ``"features"``: float32 ``[N, D]`` penultimate
     features of the clean classifier (for FD-clf).
     """
-    from bibad_utils.judges import features, predict
-
     gens = study.generations(cell)
     params = {"judges": judge_settings(study.cfg["judges"]), "seed": study.seed, "detector": detector,
               "trigger": study.cfg["triggers"].get(detector)}
@@ -106,8 +106,6 @@ def generated_judge_table(study, z: float = 1.96) -> pd.DataFrame:
     the attack's trigger pasted on, flagged). Columns: judge, n, accuracy/fpr/tpr with Wilson ``_lo`` /
     ``_hi``; empty when the profile has no clean model. A judge fit for the G ratios has a high accuracy
     and TPR and a low FPR here, not only on real test images (:func:`judge_table`)."""
-    from bibad_utils.data import to_float, to_uint8
-    from bibad_utils.judges import predict
 
     ref = reference_cell(study)
     if ref is False:
@@ -137,8 +135,6 @@ def judge_augmentation_ablation(study, z: float = 1.96) -> pd.DataFrame:
     photometric augmentation (``color_jitter = blur = noise = 0``; cached like any judge), stacked with a
     ``judges`` column ("as configured" | "no photometric augmentation"). When the profile's judges use
     no photometric augmentation, or ``judges.ablation`` is false, there is only the first block."""
-    from bibad_utils.judges import PHOTOMETRIC_KEYS
-
     blocks = [generated_judge_table(study, z).assign(judges="as configured")]
     if wants_ablation(study.cfg["judges"]):
         plain = study.variant({"judges": {k: 0.0 for k in PHOTOMETRIC_KEYS}})

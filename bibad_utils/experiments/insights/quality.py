@@ -11,7 +11,9 @@ import pandas as pd
 
 from bibad_utils import metrics
 from bibad_utils.base import ConfigError
+from bibad_utils.data import to_float
 from bibad_utils.experiments.insights.judging import judged
+from bibad_utils.judges import features, predict
 
 
 FID_MODES = ("auto", "inception", "off")
@@ -51,7 +53,6 @@ def inception_features(net, images, batch_size: int = 64, device="cpu") -> np.nd
     import torch
     import torch.nn.functional as F
 
-    from bibad_utils.data import to_float
 
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -110,8 +111,6 @@ def quality_table(study, cells=None, fid: str = "auto", z: float = 1.96) -> tupl
     poisoned cell its own detector), and ``fid`` when computed. ``fid_note`` says why FID is absent
     ("" when present). FD-clf and FID compare with the real test set.
     """
-    from bibad_utils.judges import features, predict
-
     cells = quality_cells(study) if cells is None else list(cells)
     use_fid, note = _fid_plan(study, fid)
     clf = study.classifier()

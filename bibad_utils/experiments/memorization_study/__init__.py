@@ -20,6 +20,8 @@ One module per idea: :mod:`.common` (paper numbers, differences, embeddings), :m
 :mod:`.replication`, :mod:`.claims`.
 """
 
+from bibad_utils.experiments.memorization_study.claims import (  # noqa: F401
+    memorization_claims, judge_check, claims_from_tables, claims_frame, verdict_phrase, resolution_sentence, glue_values)
 from bibad_utils.experiments.memorization_study.common import (  # noqa: F401
     STAGE, PAPER_DUPLICATES, PAPER_DATASETS, rate_difference, mean_difference, paper_duplicate_values,
     group_matches, mem_config, embedding_params, embedding_inputs, embed_images, train_embedding, training_embedding)
@@ -30,5 +32,3 @@ from bibad_utils.experiments.memorization_study.duplicates import (  # noqa: F40
 from bibad_utils.experiments.memorization_study.replication import (  # noqa: F401
     HELDOUT, heldout_similarity, replication_threshold, replication_threshold_source, replication_cells,
     replication_path, replication_scores, replication_similarities, replication_table, top_pairs)
-from bibad_utils.experiments.memorization_study.claims import (  # noqa: F401
-    memorization_claims, judge_check, claims_from_tables, claims_frame, verdict_phrase, resolution_sentence, glue_values)

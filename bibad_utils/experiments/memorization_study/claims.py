@@ -7,11 +7,13 @@ import math
 import pandas as pd
 
 from bibad_utils import paper, verdicts
+from bibad_utils.experiments.insights import CLEAN_FALSE_ALARM_MAX, content_check, generated_judge_table
 from bibad_utils.experiments.memorization_study.common import (PAPER_DUPLICATES, STAGE, mean_difference,
                                                                paper_duplicate_values, rate_difference)
 from bibad_utils.experiments.memorization_study.duplicates import duplicate_finder_table, random_vs_duplicate
 from bibad_utils.experiments.memorization_study.replication import (replication_similarities, replication_table,
                                                                     replication_threshold, replication_threshold_source)
+from bibad_utils.report import claim_row
 from bibad_utils.stages import Cell, Study
 
 
@@ -25,8 +27,6 @@ def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.D
     cells = [Cell(r["kind"], float(r["p"]), r["pool"]) for _, r in rep.iterrows() if r["kind"] != "real"]
     sims = replication_similarities(study, cells, heldout=False)
     if len(dup):
-        from bibad_utils.experiments.insights import generated_judge_table
-
         gj = generated_judge_table(study)  # once: every attack's check reads the same table
         baselines = {a: judge_check(study, a, gj) for a in pd.unique(dup["attack"])}
     else:
@@ -41,8 +41,6 @@ def judge_check(study: Study, attack: str, gj: pd.DataFrame | None = None) -> ve
     attack's trigger detector's false alarms (upper bound at most ``CLEAN_FALSE_ALARM_MAX``); the first
     that fails, None when both pass or there is no clean DM. ``gj``: the judges on generations
     (:func:`~bibad_utils.experiments.insights.generated_judge_table`; default: computed)."""
-    from bibad_utils.experiments.insights import CLEAN_FALSE_ALARM_MAX, content_check, generated_judge_table
-
     gj = generated_judge_table(study) if gj is None else gj
     det = gj[gj["judge"] == f"{attack} detector"]
     alarms = None if det.empty else verdicts.false_alarm_check(
@@ -70,8 +68,6 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
       paper's claim is qualitative (kind "no paper number").
     - the finder's precision and recall on planted duplicates: a control of our measure ("not tested").
     """
-    from bibad_utils.report import claim_row
-
     rows = []
     for (p, metric), r in dup.groupby(["p", "metric"], sort=True):
         r = r.set_index("pool")

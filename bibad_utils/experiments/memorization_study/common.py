@@ -10,6 +10,8 @@ import numpy as np
 from bibad_utils import paper
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
+from bibad_utils.memorization import embed
+from bibad_utils.metrics import newcombe_difference as _newcombe
 from bibad_utils.stages import Cell, Study
 
 
@@ -32,8 +34,6 @@ def rate_difference(k1: int, n1: int, k0: int, n0: int, z: float = 1.96) -> tupl
     Counts are integers with 0 <= k <= n; returns ``(d, lo, hi)``, fractions in [-1, 1]. With an empty
     sample (n = 0) the difference is NaN and the interval the whole range (-1, 1).
     """
-    from bibad_utils.metrics import newcombe_difference as _newcombe
-
     return _newcombe(k1, n1, k0, n0, z)
 
 
@@ -97,8 +97,6 @@ def embedding_inputs(study: Study) -> list[str]:
 def embed_images(study: Study, images) -> np.ndarray:
     """Embeddings of uint8 ``[N, H, W, 3]`` images with the study's measure: float32 ``[N, D]``,
     unit rows (see :func:`bibad_utils.memorization.embed`)."""
-    from bibad_utils.memorization import embed
-
     m = mem_config(study)
     model = study.classifier() if m["embedding"] == "classifier" else None
     return embed(images, m["embedding"], device=study.device, batch_size=m["batch_size"], model=model,

@@ -13,6 +13,9 @@ from bibad_utils.base import ConfigError
 from bibad_utils.experiments.memorization_study.common import (PAPER_DATASETS, PAPER_DUPLICATES, embedding_inputs,
                                                                embedding_params, group_matches, mem_config,
                                                                paper_duplicate_values, train_embedding)
+from bibad_utils.memorization import choose_threshold, duplicate_pr, find_duplicate_groups
+from bibad_utils.metrics import g_counts, wilson_interval
+from bibad_utils.poison import n_poison_for
 from bibad_utils.stages import Cell, Study
 
 
@@ -21,8 +24,6 @@ def planted_groups(study: Study) -> list[list[int]]:
 
 
 def finder_path(study: Study):
-    from bibad_utils.memorization import choose_threshold, duplicate_pr, find_duplicate_groups
-
     m = mem_config(study)
     planted = planted_groups(study)
     if m["duplicate_threshold"] is None and not planted:
@@ -113,8 +114,6 @@ def duplicate_comparison_cells(study: Study) -> list[tuple[Cell, Cell]]:
 def check_duplicate_pool(study: Study) -> int:
     """The number of non-target duplicated images (the candidates of duplicate poisoning); raises a
     ConfigError before any training if a ratio of ``memorization.ratios`` needs more."""
-    from bibad_utils.poison import n_poison_for
-
     pool = study.duplicate_pool()
     if pool is None:
         raise ConfigError("dataset.options.duplicate_fraction", 0,
@@ -141,8 +140,6 @@ def random_vs_duplicate(study: Study) -> pd.DataFrame:
     that lie in a duplicate group), and the paper's ratio for the same pool and p as ``paper_imagenette``
     / ``paper_caltech15`` (fractions; NaN where the paper reports no such p).
     """
-    from bibad_utils.metrics import g_counts, wilson_interval
-
     check_duplicate_pool(study)
     pool = set(study.duplicate_pool().tolist())
     w = float(study.cfg["sampling"]["guidance"][0])

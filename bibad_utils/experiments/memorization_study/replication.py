@@ -12,6 +12,8 @@ from bibad_utils import store as st
 from bibad_utils.experiments.memorization_study.common import (embed_images, embedding_inputs, embedding_params,
                                                                mem_config, train_embedding, training_embedding)
 from bibad_utils.experiments.memorization_study.duplicates import duplicate_comparison_cells, duplicate_threshold
+from bibad_utils.memorization import nearest_train_similarity, replication_rate, top_replicated_pairs
+from bibad_utils.metrics import wilson_interval
 from bibad_utils.stages import Cell, Study
 
 
@@ -22,8 +24,6 @@ def heldout_similarity(study: Study) -> tuple[np.ndarray, np.ndarray]:
     """The reference of "no memorization": each held-out real (test) image's cosine similarity to its
     nearest clean training image (float32 ``[N_test]``) and that image's index (int64 ``[N_test]``); cached."""
     def build(art):
-        from bibad_utils.memorization import nearest_train_similarity
-
         sim, idx = nearest_train_similarity(embed_images(study, study.test_set.images), train_embedding(study),
                                             block=mem_config(study)["block"])
         st.save_array(art.dir / "similarity.npy", sim)
@@ -74,8 +74,6 @@ def replication_path(study: Study, cell: Cell):
     inputs = [study.generation_key(cell), study.poison_key(cell)] + embedding_inputs(study)
 
     def build(art):
-        from bibad_utils.memorization import nearest_train_similarity
-
         gen = study.generations(cell)[("all", study.guidance_all)]
         sim, idx = nearest_train_similarity(embed_images(study, gen.images), training_embedding(study, cell),
                                             block=mem_config(study)["block"])
@@ -108,8 +106,6 @@ def replication_table(study: Study, cells=None) -> pd.DataFrame:
     95 % bounds ``lo`` / ``hi``, ``mean_sim`` and ``median_sim`` (cosine), ``nearest_poisoned`` (fraction of
     generations whose nearest training image is a poisoned one) beside ``poisoned_share`` (fraction of the
     training set that is poisoned)."""
-    from bibad_utils.memorization import replication_rate
-    from bibad_utils.metrics import wilson_interval
 
     threshold = replication_threshold(study)
     entries = [(HELDOUT, "real", 0.0, "random", heldout_similarity(study), np.zeros(0, np.int64))]
@@ -136,8 +132,6 @@ def top_pairs(study: Study, cell: Cell, k: int | None = None) -> tuple[np.ndarra
     training image: (generated uint8 ``[k, H, W, 3]``, their nearest training images as the model saw
     them, uint8 ``[k, H, W, 3]``, similarities float ``[k]``), most similar first; the arguments of
     :func:`bibad_utils.plots.pairs_figure`."""
-    from bibad_utils.memorization import top_replicated_pairs
-
     k = mem_config(study)["top_pairs"] if k is None else k
     sim, idx = replication_scores(study, cell)
     pairs = top_replicated_pairs(sim, idx, k)
