@@ -129,5 +129,5 @@ def test_the_judges_ablation_is_a_study_switch_not_a_judge_setting(tmp_path):
     assert on._judge_params() == off._judge_params()  # the same judges, the same artifact keys
     assert wants_ablation(on.cfg["judges"]) and not wants_ablation(off.cfg["judges"])
     assert len(judge_tasks(on)) == 2 * len(judge_tasks(off)) == 6
-    assert "judges.ablation: false" in plain_sentence(float("nan"), float("nan"))
+    assert "judges.ablation is false" in plain_sentence(float("nan"), float("nan"))
     assert "41.8%" in plain_sentence(0.418, 0.99)

@@ -286,8 +286,8 @@ def plain_sentence(clf_acc: float, worst_fpr: float) -> str:
     photometric augmentation (NaN: the profile did not train them, ``judges.ablation: false``)."""
     if not (math.isfinite(clf_acc) and math.isfinite(worst_fpr)):
         return ("This profile does not train the judges a second time without photometric augmentation "
-                "(`judges.ablation: false`: three more judges, about 100 s of a first run on 2 CPU cores); the "
-                "`mnist` and `full` profiles do, and BENCHMARKS.md (\"Judges on generated images\") records that "
+                "(its judges.ablation is false: three more judges, about 195 s of one CPU core in a first run); "
+                "the mnist and full profiles do, and BENCHMARKS.md (\"Judges on generated images\") records that "
                 "comparison measured on this profile's data.")
     return (f"The second block of the table is the same check for judges trained the same way but without "
             f"photometric augmentation: their classifier names the prompt's class for {clf_acc:.1%} of the clean "
