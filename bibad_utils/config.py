@@ -38,7 +38,6 @@ from bibad_utils.triggers import TRIGGERS, TRIGGERS_SECTION
 
 PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
 DEVICES = ("cpu", "cuda", "auto")
-MISSING = REQUIRED
 
 # The sections of a profile, in the order they are checked (``triggers`` needs the dataset's image size);
 # each validated once and kept as its Section returns it.
@@ -54,11 +53,11 @@ TOP_LEVEL: dict[str, Field] = {
     "run_dir": Field("str", doc="artifacts in <run_dir>/artifacts, executed notebooks in <run_dir>/executed"),
     "cell_timeout": Field("int", low=1, default=None, nullable=True,
                           doc="seconds one notebook cell may run under papermill; null: no limit"),
-    "target": Field("value", test=lambda v: True, allowed="a class index", doc="the target class index"),
-    "attacks": Field("value", test=lambda v: True, allowed="a list of trigger kinds"),
-    "ratios": Field("value", test=lambda v: True, allowed="a list of poisoning ratios"),
-    "controls": Field("value", test=lambda v: True, allowed="a list of controls"),
-    "train_seeds": Field("value", default=1, test=lambda v: True, allowed="training runs per cell"),
+    "target": Field("value", allowed="a class index", doc="the target class index"),
+    "attacks": Field("value", allowed="a list of trigger kinds"),
+    "ratios": Field("value", allowed="a list of poisoning ratios"),
+    "controls": Field("value", allowed="a list of controls"),
+    "train_seeds": Field("value", default=1, allowed="training runs per cell"),
 }
 OPTIONAL_SECTIONS = ("triggers", "pretrain", "defenses", "memorization")
 NULLABLE_SECTIONS = ("triggers", "defenses", "memorization")  # null reads as {}: every default

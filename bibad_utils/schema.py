@@ -22,7 +22,7 @@ import difflib
 import inspect
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from bibad_utils.base import ConfigError
@@ -60,7 +60,8 @@ def _bound_text(low, high, low_open, high_open) -> str:
 @dataclass(frozen=True)
 class Field:
     """One key of a section. ``kind``: ``int`` | ``number`` | ``bool`` | ``str`` (non-empty) | ``choice``
-    (one of ``choices``) | ``value`` (anything that passes ``test``). ``low`` / ``high`` bound numbers
+    (one of ``choices``) | ``value`` (anything that passes ``test``; without a test, what the section's
+    own check accepts). ``low`` / ``high`` bound numbers
     (open bounds with ``low_open`` / ``high_open``); ``nullable`` also admits null; ``test`` is a further
     test of a non-null value; ``allowed`` replaces the generated text of what is allowed."""
 
@@ -79,8 +80,8 @@ class Field:
     def __post_init__(self):
         if self.kind not in ("int", "number", "bool", "str", "choice", "value"):
             raise ConfigError("Field.kind", self.kind, "int | number | bool | str | choice | value")
-        if self.kind == "value" and (self.test is None or self.allowed is None):
-            raise ConfigError("Field.test", self.test, "a test and an `allowed` text for a field of kind value")
+        if self.kind == "value" and self.allowed is None:
+            raise ConfigError("Field.allowed", self.allowed, "an `allowed` text for a field of kind value")
 
     def accepts(self, value) -> bool:
         if value is None and self.nullable:
@@ -150,9 +151,7 @@ class Section:
     check: Callable[[dict, str, dict], dict | None] | None = None
     fill: bool = True
     active: Callable[[dict], bool] | None = None
-    typo_cutoff: float = 0.8
     doc: str = ""
-    _cache: dict = field(default_factory=dict, repr=False)
 
     def field_map(self) -> Fields:
         return self.fields() if callable(self.fields) else self.fields
@@ -177,7 +176,7 @@ class Section:
         if not isinstance(values, dict):
             raise ConfigError(prefix, values, "a mapping of parameters")
         fields = self.field_map()
-        unknown_keys(values, fields, prefix, self.typo_cutoff)
+        unknown_keys(values, fields, prefix)
         active = self.active is None or self.active(values)
         for key, f in fields.items():
             if key in values:
@@ -200,7 +199,7 @@ class Section:
         if not isinstance(values, dict):
             raise ConfigError(prefix, values, f"a mapping of {self.name} keys {list(self.field_map())}")
         fields = self.field_map()
-        unknown_keys(values, fields, prefix, self.typo_cutoff)
+        unknown_keys(values, fields, prefix)
         for key, value in values.items():
             fields[key].check(f"{prefix}.{key}", value)
         return copy.deepcopy(values)

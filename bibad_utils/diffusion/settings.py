@@ -176,7 +176,7 @@ def validate_config(section: dict, prefix: str = "model") -> None:
 def _section_fields() -> dict[str, Field]:
     # every backend's keys with their one default (the keys the backends share default alike); which keys
     # a backend takes, and their ranges, are checked by resolve_config
-    fields = {key: Field("value", default=default, test=lambda v: True, allowed=f"a value of model.{key}")
+    fields = {key: Field("value", default=default, allowed=f"a value of model.{key}")
               for backend in reversed(BACKENDS) for key, default in DEFAULTS[backend].items()}
     fields["backend"] = Field("choice", choices=BACKENDS)
     return fields
