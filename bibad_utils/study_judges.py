@@ -1,6 +1,8 @@
 """The judges of a :class:`bibad_utils.stages.Study`: the clean classifier (does a generation show the
 prompt's class?) and one trigger detector per trigger kind (does it carry the trigger?), trained on the
-study's real training images, cached in its store, and applied to generated sets (:meth:`JudgesMixin.judge`).
+study's real training images, cached in its store, and applied to generated sets (:meth:`JudgesMixin.judge`);
+and, as an independent second instrument, the training-free trigger template of each kind
+(:meth:`JudgesMixin.template`, :mod:`bibad_utils.judges.template`).
 
 A mixin of ``Study``: it reads the study's ``cfg``, ``store``, ``seed``, ``device``, ``progress``,
 ``train_set``, ``test_set``, ``data_key``, ``target`` and ``trigger(kind)``.
@@ -10,9 +12,11 @@ from __future__ import annotations
 
 from bibad_utils import store as st
 from bibad_utils.cells import GenSet
+from bibad_utils.data import to_float, to_uint8
 from bibad_utils.judges import (JUDGE_KEYS, evaluate_judge, load_classifier, predict, save_classifier,
                                 train_classifier, train_trigger_detector)
 from bibad_utils.judges.profile import judge_settings
+from bibad_utils.judges.template import TriggerTemplate, template_check
 
 
 class JudgesMixin:
@@ -80,3 +84,25 @@ class JudgesMixin:
         pred, _ = predict(self.classifier(), gen.images, device=self.device)
         trig, _ = predict(self.detector(trigger_kind), gen.images, device=self.device)
         return {"trigger": trig.astype(bool), "pred": pred, "match": pred == gen.labels}
+
+    def template(self, kind: str) -> TriggerTemplate | None:
+        """The training-free template of trigger ``kind``, its threshold set on the real clean training
+        images (:data:`~bibad_utils.judges.template.TEMPLATE_FALSE_ALARM` of them above it); None when the
+        trigger has no pixel pattern (a warp). Computed in seconds, kept for the life of the Study."""
+        cache = self.__dict__.setdefault("_templates", {})
+        if kind not in cache:
+            tpl = TriggerTemplate.of(self.trigger(kind))
+            cache[kind] = None if tpl is None else tpl.calibrate(self.train_set.images)
+        return cache[kind]
+
+    def template_report(self, kind: str) -> dict | None:
+        """:func:`~bibad_utils.judges.template.template_check` of :meth:`template` on the real test set:
+        every clean test image, and the non-target ones with the trigger (as the detector's report); None
+        without a template."""
+        tpl = self.template(kind)
+        if tpl is None:
+            return None
+        test = self.test_set
+        keep = test.labels != self.target
+        triggered = to_uint8(self.trigger(kind).apply(to_float(test.images[keep])))
+        return template_check(tpl, test.images, triggered)

@@ -24,7 +24,12 @@ def judgments(g1, g2, g3, g4):
 
 
 def row(counts, r_train, **keys):
-    return ins.g_row(*judgments(*counts), r_train=r_train, **keys)
+    """A g_table row; the trigger template reads the generations as the detector does."""
+    trigger, _ = judgments(*counts)
+    k, n = int(trigger.sum()), len(trigger)
+    lo, hi = metrics.wilson_interval(k, n)
+    return {**ins.g_row(*judgments(*counts), r_train=r_train, **keys), "tpl_n_trig": k, "tpl_r_gen": k / n,
+            "tpl_r_gen_lo": lo, "tpl_r_gen_hi": hi, "agreement": 1.0}
 
 
 def grid_row(attack, ratio, counts, r_train, w=1.0):
@@ -110,6 +115,13 @@ def make_jdf():
          "fnr_hi": 0.07}])
 
 
+def make_tdf(**changes):
+    """The badnets1 template's check on real images: passes, false alarms <= 4 %."""
+    return pd.DataFrame([{"judge": "badnets1 template", "kind": "badnets1", "has_template": True, "threshold": 0.2,
+                          "fpr": 0.01, "fpr_lo": 0.0, "fpr_hi": 0.04, "tpr": 1.0, "tpr_lo": 0.98, "tpr_hi": 1.0,
+                          "auroc": 1.0, "passes": True, "reason": "", **changes}])
+
+
 def test_phase_transition_sorts_filters_and_names_the_dominant_group():
     pt = ins.phase_transition(make_gdf())
     assert list(pt["ratio"]) == [0.05, 0.2] and set(pt["guidance"]) == {1.0}
@@ -132,6 +144,10 @@ def test_controls_table():
     assert list(c["cell"]) == ["clean", "relabel"]
     assert c["det_fpr_hi"].tolist() == [0.04, 0.04]
     assert c["poisoned_r_gen"].tolist() == pytest.approx([0.8, 0.8])
+    assert "tpl_r_gen" not in c
+    t = ins.controls_table(make_gdf(), make_jdf(), tdf=make_tdf())
+    assert t["tpl_fpr_hi"].tolist() == [0.04, 0.04] and t["poisoned_tpl_r_gen"].tolist() == pytest.approx([0.8, 0.8])
+    assert t["tpl_r_gen"].tolist() == pytest.approx([0.01, 0.02])
 
 
 def fake_study(attacks=("badnets1",)):
@@ -148,7 +164,7 @@ def test_insight_claims_verdicts_from_numbers():
                         {"cell": "clean", "attack": "clean", "fd_clf": 5.0},
                         {"cell": "badnets1 p=20%", "attack": "badnets1", "fd_clf": 6.0}])
     good = GOOD_GEN_JUDGES
-    rows = ins.insight_claims(fake_study(), make_gdf(), make_jdf(), qdf, gjdf=good)
+    rows = ins.insight_claims(fake_study(), make_gdf(), make_jdf(), qdf, gjdf=good, tdf=make_tdf())
     assert all(set(r) == set(COLUMNS) | set(OPTIONAL_COLUMNS) for r in rows)
     by = {(r["claim"].split(":")[0], r["setting"]): r for r in rows}
     trojan = by[("Trojan horse", "badnets1, p=20%, w=1")]
@@ -159,7 +175,7 @@ def test_insight_claims_verdicts_from_numbers():
     assert amp20["verdict"] == ("reproduced" if amp20["ours_lo"] > 0.6 else "partly")
     phase = by[("Insight 2, phase transition", "badnets1, p=5% -> 20%, w=1")]
     assert phase["ours"] == pytest.approx(50 / 60 - 20 / 80) and phase["verdict"] == "reproduced"
-    clean = by[("Clean control", "clean, badnets1 detector, w=1")]
+    clean = by[("Clean control", "clean, badnets1 trigger, w=1")]
     assert clean["verdict"] == "reproduced"
     quality = by[("Image quality of the poisoned DM (informational, no paper number here)", "badnets1 p=20%")]
     assert quality["ours"] == 6.0 and quality["verdict"] == "not tested"
@@ -168,7 +184,7 @@ def test_insight_claims_verdicts_from_numbers():
     # a content judge at chance on a clean DM's generations: no G1 / G2 split is read, r_gen still is
     chance = good.assign(accuracy=0.11, accuracy_lo=0.085, accuracy_hi=0.147)
     worse = {(r["claim"].split(":")[0], r["setting"]): r
-             for r in ins.insight_claims(fake_study(), make_gdf(), make_jdf(), qdf, gjdf=chance)}
+             for r in ins.insight_claims(fake_study(), make_gdf(), make_jdf(), qdf, gjdf=chance, tdf=make_tdf())}
     for key in (("Trojan horse", "badnets1, p=20%, w=1"), ("Insight 2, phase transition", "badnets1, w=1")):
         assert worse[key]["verdict"] == "not tested" and "clean classifier's accuracy" in worse[key]["note"]
     assert worse[("Insight 1, trigger amplification", "badnets1, p=5%, w=1")]["verdict"] == "reproduced"
@@ -187,7 +203,7 @@ def test_insight_claims_verdicts_from_numbers():
 def test_amplification_not_reproduced_and_single_ratio_not_tested():
     gdf = pd.DataFrame([control_row("clean", (30, 0, 40, 30), "badnets1"),
                         grid_row("badnets1", 0.1, (5, 5, 45, 45), 0.5)])
-    rows = ins.insight_claims(fake_study(), gdf, make_jdf(), gjdf=GOOD_GEN_JUDGES)
+    rows = ins.insight_claims(fake_study(), gdf, make_jdf(), gjdf=GOOD_GEN_JUDGES, tdf=make_tdf())
     verdicts = {r["claim"].split(":")[0]: r["verdict"] for r in rows}
     # the detector fires on 30 % of the clean DM's generations: amplification cannot be measured with it
     assert verdicts["Insight 1, trigger amplification"] == "not tested"
@@ -199,11 +215,42 @@ def test_amplification_not_reproduced_and_single_ratio_not_tested():
     assert verdicts["Clean control"] == "not reproduced"  # 30 % >> FPR and above the poisoned DM
     valid = pd.DataFrame([control_row("clean", (0, 0, 40, 60), "badnets1"),
                           grid_row("badnets1", 0.1, (5, 5, 45, 45), 0.5)])
-    rows_valid = ins.insight_claims(fake_study(), valid, make_jdf(), gjdf=GOOD_GEN_JUDGES)
+    rows_valid = ins.insight_claims(fake_study(), valid, make_jdf(), gjdf=GOOD_GEN_JUDGES, tdf=make_tdf())
     amp = [r for r in rows_valid if r["claim"].startswith("Insight 1")]
     assert [r["verdict"] for r in amp] == ["not reproduced"]  # r_gen 10 % < r_train 50 %
     assert "trigger amplification is not reproduced" in ins.shortfall_sentence(rows_valid)
     assert "phase transition is not tested" in ins.shortfall_sentence(rows)
+
+
+def _control(gdf, tdf, cell="clean"):
+    rows = ins.insight_claims(fake_study(), gdf, make_jdf(), gjdf=GOOD_GEN_JUDGES, tdf=tdf)
+    return next(r for r in rows if r["setting"].startswith(f"{cell}, ") and "control" in r["claim"])
+
+
+def test_controls_are_judged_by_the_template_not_by_the_detector():
+    # the detector sees no trigger on the clean DM, the independent template sees 85 %, as many as on the
+    # poisoned DM: not reproduced; 30 %: above its false alarms, below the poisoned DM: partly
+    gdf = make_gdf()
+    gdf.loc[gdf["cell"] == "clean", ["tpl_r_gen", "tpl_r_gen_lo", "tpl_r_gen_hi"]] = [0.85, 0.77, 0.9]
+    row = _control(gdf, make_tdf())
+    assert row["verdict"] == "not reproduced" and row["ours"] == pytest.approx(0.85)
+    gdf.loc[gdf["cell"] == "clean", ["tpl_r_gen", "tpl_r_gen_lo", "tpl_r_gen_hi"]] = [0.3, 0.22, 0.4]
+    assert _control(gdf, make_tdf())["verdict"] == "partly"
+    assert "template" in row["metric"] and "badnets1 detector flags 1.0 %" in row["note"]
+    assert _control(make_gdf(), make_tdf())["verdict"] == "reproduced"
+    # a trigger without a pixel pattern, a template that fails on real images, or one blind to the poisoned
+    # DM's triggers too: the control is not tested, and the note says why
+    no_tpl = make_tdf(has_template=False, passes=False, reason="the trigger has no pixel pattern")
+    row = _control(make_gdf(), no_tpl)
+    assert row["verdict"] == "not tested" and "no pixel pattern" in row["note"]
+    assert row["ours"] == pytest.approx(0.01)  # the detector's rate is shown, not used
+    failing = make_tdf(passes=False, reason="finds 50.0 % of triggered real images (needs >= 90 %)")
+    assert "fails its own check" in _control(make_gdf(), failing)["note"]
+    blind = make_gdf()
+    blind.loc[~blind["control"], ["tpl_r_gen", "tpl_r_gen_lo", "tpl_r_gen_hi"]] = [0.02, 0.01, 0.05]
+    row = _control(blind, make_tdf())
+    assert row["verdict"] == "not tested" and "does not see the trigger" in row["note"]
+    assert _control(make_gdf(), make_tdf(), "relabel")["key"] == "relabel_control"
 
 
 def test_verdict_summary_and_shortfall():
@@ -220,9 +267,11 @@ def test_glue_values_keys():
     gdf, jdf = make_gdf(), make_jdf()
     qdf = pd.DataFrame([{"cell": "real train", "attack": "real", "fd_clf": 1.0},
                         {"cell": "clean", "attack": "clean", "fd_clf": 5.0}])
-    rows = ins.insight_claims(fake_study(), gdf, jdf, gjdf=GOOD_GEN_JUDGES)
-    g = ins.glue_values(fake_study(), gdf, jdf, qdf, rows)
+    rows = ins.insight_claims(fake_study(), gdf, jdf, gjdf=GOOD_GEN_JUDGES, tdf=make_tdf())
+    g = ins.glue_values(fake_study(), gdf, jdf, qdf, rows, tdf=make_tdf())
     assert all(k.startswith("nb04_") for k in g)
+    assert g["nb04_tpl_rgen_clean"] == pytest.approx(0.01) and g["nb04_tpl_rgen_top"] == pytest.approx(0.8)
+    assert "badnets1 template finds 100.0 %" in g["nb04_tpl_sentence"] and "passes" in g["nb04_tpl_sentence"]
     assert g["nb04_pmax"] == 0.2 and g["nb04_g1_top"] == pytest.approx(0.6)
     assert g["nb04_rgen_clean"] == pytest.approx(0.01) and g["nb04_fd_real"] == 1.0
     assert math.isnan(g["nb04_gen_clf_acc"]) and math.isnan(g["nb04_plain_worst_fpr"])  # always glued
@@ -231,7 +280,7 @@ def test_glue_values_keys():
         {"judges": "as configured", "judge": "badnets1 detector", "n": 100, "fpr": 0.01, "tpr": 0.99},
         {"judges": "no photometric augmentation", "judge": "clean classifier", "n": 100, "accuracy": 0.4},
         {"judges": "no photometric augmentation", "judge": "badnets1 detector", "n": 100, "fpr": 0.9, "tpr": 1.0}])
-    g = ins.glue_values(fake_study(), gdf, jdf, qdf, rows, gjdf)
+    g = ins.glue_values(fake_study(), gdf, jdf, qdf, rows, gjdf, make_tdf())
     assert g["nb04_gen_clf_acc"] == 0.97 and g["nb04_gen_worst_fpr"] == 0.01 and g["nb04_gen_n"] == 100
     assert g["nb04_plain_clf_acc"] == 0.4 and g["nb04_plain_worst_fpr"] == 0.9
 

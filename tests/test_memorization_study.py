@@ -106,8 +106,11 @@ def test_claims_from_tables_verdicts():
     closer = [r for r in rows if r["claim"].startswith("Poisoned DMs' generations")][0]
     assert closer["ours_lo"] < 0 < closer["ours_hi"] and closer["verdict"] != "reproduced"
     assert rate[0]["kind"] == closer["kind"] == "no paper number"
-    info = [r for r in rows if r["verdict"] == "not tested"]
+    # the finder's check: precision 0.9 passes (>= FINDER_MIN), recall 0.8 does not; the rows differ by setting
+    info = [r for r in rows if r["key"] == "duplicate_finder"]
     assert [r["ours"] for r in info] == [0.9, 0.8] and {r["kind"] for r in info} == {"control"}
+    assert [r["verdict"] for r in info] == ["reproduced", "not reproduced"]
+    assert info[0]["setting"].startswith("pairwise precision") and info[1]["setting"].startswith("pairwise recall")
     # judges that fail their check on a clean DM's generations: the G1 / G2 rows are not tested
     from bibad_utils.verdicts import Check
 

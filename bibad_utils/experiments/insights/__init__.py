@@ -10,8 +10,10 @@ prompt's class (``M``). From these:
 - phase transition (Insight 2): the share of G2 among triggered generations, ``G2 / (G1 + G2)``, falls
   as p grows (G2 dominates at low p, G1 at high p).
 
-The controls (clean, relabel-only) are judged with the detector of every attack of the profile, which
-gives each detector's false-alarm level on generations of models that never saw a trigger.
+The controls (clean, relabel-only) are read by the detector of every attack of the profile and judged by a
+second, training-free instrument, the trigger template (:mod:`bibad_utils.judges.template`): the detectors'
+false alarms on generations are calibrated on the clean DM, so they cannot also be the evidence that the
+clean DM generates no trigger.
 
 Image quality: FD-clf, the Frechet distance between the clean classifier's penultimate features of a
 model's all-class generations and of the real test images (a proxy in the spirit of FID, not comparable
@@ -25,15 +27,15 @@ views), :mod:`.seeds` (the spread across training runs), :mod:`.quality`, :mod:`
 """
 
 from bibad_utils.experiments.insights.claims import (  # noqa: F401
-    STAGE, CLEAN_FALSE_ALARM_MAX, CONTENT_MIN, content_check, phase_verdict, control_verdict, insight_claims, claims_table, verdict_summary,
-    shortfall_sentence, glue_values)
+    STAGE, CLEAN_FALSE_ALARM_MAX, CONTENT_MIN, content_check, phase_verdict, control_verdict, control_row, insight_claims, claims_table, verdict_summary,
+    shortfall_sentence, template_sentence, glue_values)
 from bibad_utils.experiments.insights.figures import (  # noqa: F401
     group_examples, examples_figure, phase_figure, guidance_figure, quality_figure)
 from bibad_utils.experiments.insights.groups import (  # noqa: F401
-    newcombe_difference, g_row, pct_text, p_label, g_table, first_guidance, phase_transition, controls_table,
+    newcombe_difference, g_row, template_columns, pct_text, p_label, g_table, first_guidance, phase_transition, controls_table,
     dissection_frame)
 from bibad_utils.experiments.insights.judging import (  # noqa: F401
-    JUDGED_STAGE, detectors_for, judged, trigger_r_train, judge_table, reference_cell, generated_judge_table,
+    JUDGED_STAGE, detectors_for, judged, trigger_r_train, judge_table, template_table, reference_cell, generated_judge_table,
     judge_augmentation_ablation, judge_check_display)
 from bibad_utils.experiments.insights.quality import (  # noqa: F401
     FID_MODES, FID_MIN_IMAGE_SIZE, inception_weights_path, inception_net, inception_features, largest_p_cells,

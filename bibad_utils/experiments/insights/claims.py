@@ -10,7 +10,7 @@ import pandas as pd
 
 from bibad_utils import paper, verdicts
 from bibad_utils.experiments.insights.groups import first_guidance, p_label, pct_text
-from bibad_utils.experiments.insights.judging import generated_judge_table, judge_table
+from bibad_utils.experiments.insights.judging import generated_judge_table, judge_table, template_table
 from bibad_utils.experiments.insights.seeds import across_seeds
 from bibad_utils.report import claim_row, verdict_greater
 
@@ -41,16 +41,61 @@ def phase_verdict(rows, z: float = 1.96) -> dict:
 def control_verdict(r_gen_lo: float, fpr_hi: float, poisoned_lo: float | None) -> str:
     """Verdict of "a control (no trigger in training) generates no trigger".
 
-    Reproduced when the control's trigger ratio is consistent with the detector's false alarms on real
+    Reproduced when the control's trigger ratio is consistent with the instrument's false alarms on real
     clean images (its lower bound ``r_gen_lo`` at most the FPR's upper bound ``fpr_hi``); partly when it
-    is above them but still below the poisoned model's lower bound ``poisoned_lo`` (None: no poisoned
-    reference); not reproduced otherwise.
+    is above them but still below the poisoned model's lower bound ``poisoned_lo`` under the same
+    instrument (None: no poisoned reference); not reproduced otherwise.
     """
     if r_gen_lo <= fpr_hi:
         return "reproduced"
     if poisoned_lo is not None and r_gen_lo < poisoned_lo:
         return "partly"
     return "not reproduced"
+
+
+def control_row(c, jdf: pd.DataFrame, tpl, poisoned, w: float) -> dict:
+    """The claim row of one control (a row of :func:`g_table` with its template columns), judged by the
+    training-free trigger template, not by the detector: the detector's false alarms are calibrated on the
+    clean DM's generations (:func:`generated_judge_table`), so they cannot also show that this DM generates
+    no trigger. ``tpl``: the attack's row of :func:`template_table` (None: no row); ``poisoned``: the
+    g_table row of the attack's DM at its largest p (None: no poisoned DM).
+
+    Verdict: "not tested" when the attack has no template, when the template fails its own check on real
+    images, or when it does not see the trigger in the poisoned DM's generations either (its silence on
+    the control would then show nothing); otherwise :func:`control_verdict` on the template's readings."""
+    kind = c["detector"]
+    det = jdf[jdf["judge"] == f"{kind} detector"]
+    det_fpr_hi = float(det["fpr_hi"].iloc[0]) if len(det) else math.nan
+    claim = ("Clean control: a DM trained without poison generates no trigger" if c["attack"] == "clean" else
+             "Relabel-only control: target labels without a trigger plant no trigger")
+    detector_note = (f"the {kind} detector flags {pct_text(c['r_gen'])} [{pct_text(c['r_gen_lo'])}, "
+                     f"{pct_text(c['r_gen_hi'])}] of them (false alarms on real clean images <= {pct_text(det_fpr_hi)}); "
+                     "it is not the evidence here, since a clean DM's generations calibrate it")
+    ours, lo, hi = c.get("tpl_r_gen", math.nan), c.get("tpl_r_gen_lo", math.nan), c.get("tpl_r_gen_hi", math.nan)
+    reason = None
+    if tpl is None or not bool(tpl["has_template"]):
+        reason = "no training-free instrument for this trigger" + (f" ({tpl['reason']})" if tpl is not None else "")
+        ours, lo, hi = c["r_gen"], c["r_gen_lo"], c["r_gen_hi"]
+    elif not bool(tpl["passes"]):
+        reason = f"the trigger template fails its own check on real images: {tpl['reason']}"
+    elif poisoned is not None and not poisoned["tpl_r_gen_lo"] > tpl["fpr_hi"]:
+        reason = (f"the trigger template does not see the trigger in the poisoned DM's generations either "
+                  f"({poisoned['cell']}: {pct_text(poisoned['tpl_r_gen'])}, its false alarms <= "
+                  f"{pct_text(tpl['fpr_hi'])}), so its silence on this control shows nothing")
+    if reason is None:
+        verdict = control_verdict(lo, float(tpl["fpr_hi"]), None if poisoned is None else float(poisoned["tpl_r_gen_lo"]))
+        note = (f"trigger template: false alarms on real clean images <= {pct_text(tpl['fpr_hi'])}"
+                + ("" if poisoned is None else f"; it reads {pct_text(poisoned['tpl_r_gen'])} "
+                   f"(>= {pct_text(poisoned['tpl_r_gen_lo'])}) of the poisoned {poisoned['cell']} DM's generations")
+                + f"; {detector_note}")
+    else:
+        verdict, note = "not tested", f"not tested: {reason}; {detector_note}"
+    return claim_row(
+        STAGE, claim, setting=f"{c['cell']}, {kind} trigger, w={w:g}",
+        key="clean_control" if c["attack"] == "clean" else "relabel_control",
+        metric="r_gen read by the training-free trigger template",
+        paper="~0 (no trigger in training)" if c["attack"] == "clean" else "",
+        ours=ours, lo=lo, hi=hi, verdict=verdict, note=note)
 
 
 CLEAN_FALSE_ALARM_MAX = 0.10  # above this trigger ratio on the clean DM's generations, a detector is not trusted
@@ -85,7 +130,8 @@ def _seed_note(sd: dict | None, value: float, lo: float, hi: float) -> str:
 
 def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
                    qdf: pd.DataFrame | None = None, guidance: float | None = None,
-                   spread: pd.DataFrame | None = None, gjdf: pd.DataFrame | None = None) -> list[dict]:
+                   spread: pd.DataFrame | None = None, gjdf: pd.DataFrame | None = None,
+                   tdf: pd.DataFrame | None = None) -> list[dict]:
     """Claim rows (:func:`bibad_utils.report.claim_row`) of this stage, at ``guidance`` (default the
     profile's first): the Trojan horse (G1 above the clean model's level at the largest p, per attack),
     Insight 1 per (attack, p), Insight 2 per attack (needs two values of p, else "not tested"), the
@@ -95,7 +141,8 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
     across training runs replaces the sampling interval of the Trojan-horse and Insight-1 rows of the cells
     trained more than once (default: none); ``gjdf``: the judges on generations (default: computed), whose
     content check (:func:`content_check`) the Trojan-horse and phase-transition rows need besides the
-    detector's (they split triggered generations by the classifier's reading)."""
+    detector's (they split triggered generations by the classifier's reading); ``tdf``: the trigger templates
+    (:func:`template_table`, default: computed), which judge the controls (:func:`control_row`)."""
     w = first_guidance(study) if guidance is None else float(guidance)
     jdf = judge_table(study) if jdf is None else jdf
     at_w = gdf[gdf["guidance"] == w]
@@ -164,21 +211,11 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
                 STAGE, phase_claim, setting=f"{attack}, p={a.iloc[0]['p']} -> {top['p']}, w={w:g}", metric=metric,
                 paper=text, key="phase_transition", ours=pv["drop"], lo=pv["drop_lo"], hi=pv["drop_hi"],
                 verdict=pv["verdict"], note=f"{pv['reason']}; {slides}"))
+    tdf = template_table(study) if tdf is None else tdf
     for _, c in controls.iterrows():
-        det = jdf[jdf["judge"] == f"{c['detector']} detector"]
-        fpr_hi = float(det["fpr_hi"].iloc[0]) if len(det) else 0.0
+        t = tdf[tdf["kind"] == c["detector"]]
         pois = grid[grid["attack"] == c["detector"]].sort_values("ratio")
-        pois_lo = float(pois["r_gen_lo"].iloc[-1]) if len(pois) else None
-        claim = ("Clean control: a DM trained without poison generates no trigger" if c["attack"] == "clean" else
-                 "Relabel-only control: target labels without a trigger plant no trigger")
-        rows.append(claim_row(
-            STAGE, claim, setting=f"{c['cell']}, {c['detector']} detector, w={w:g}",
-            key="clean_control" if c["attack"] == "clean" else "relabel_control",
-            metric="r_gen (detector fires)", paper="~0 (no trigger in training)" if c["attack"] == "clean" else "",
-            ours=c["r_gen"], lo=c["r_gen_lo"], hi=c["r_gen_hi"],
-            verdict=control_verdict(c["r_gen_lo"], fpr_hi, pois_lo),
-            note=f"detector FPR on real clean images <= {pct_text(fpr_hi)} (95 % upper bound)"
-                 + ("" if pois_lo is None else f"; poisoned DM at the largest p: r_gen >= {pct_text(pois_lo)}")))
+        rows.append(control_row(c, jdf, t.iloc[0] if len(t) else None, pois.iloc[-1] if len(pois) else None, w))
     if qdf is not None:
         clean = qdf[qdf["attack"] == "clean"]
         floor = qdf[qdf["attack"] == "real"]
@@ -231,7 +268,7 @@ def shortfall_sentence(rows: list[dict]) -> str:
 
 
 def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, rows: list[dict],
-                gjdf: pd.DataFrame | None = None) -> dict:
+                gjdf: pd.DataFrame | None = None, tdf: pd.DataFrame | None = None) -> dict:
     """Numbers and computed sentences the notebook's text quotes, keyed ``nb04_*``: the judges, the first
     attack at its largest p (``attack0``, ``pmax``), the clean control, and verdict summaries."""
     w = first_guidance(study)
@@ -248,6 +285,8 @@ def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, 
         "nb04_g1_top": float(top["G1"]), "nb04_g2_top": float(top["G2"]), "nb04_rgen_top": float(top["r_gen"]),
         "nb04_rtrain_top": float(top["r_train"]), "nb04_amp_top": float(top["amplification"]),
         "nb04_rgen_clean": float(clean["r_gen"].iloc[0]) if len(clean) else math.nan,
+        "nb04_tpl_rgen_clean": float(clean["tpl_r_gen"].iloc[0]) if len(clean) and "tpl_r_gen" in clean else math.nan,
+        "nb04_tpl_rgen_top": float(top["tpl_r_gen"]) if "tpl_r_gen" in top else math.nan,
         "nb04_trojan_summary": verdict_summary(rows, "Trojan horse"),
         "nb04_amp_summary": verdict_summary(rows, "Insight 1"),
         "nb04_phase_summary": verdict_summary(rows, "Insight 2"),
@@ -274,11 +313,27 @@ def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, 
             out.update({"nb04_plain_clf_acc": float(plain.loc[plain["judge"] == "clean classifier", "accuracy"].iloc[0]),
                         "nb04_plain_worst_fpr": float(plain["fpr"].max())})
     out["nb04_plain_sentence"] = plain_sentence(out["nb04_plain_clf_acc"], out["nb04_plain_worst_fpr"])
+    out["nb04_tpl_sentence"] = template_sentence(tdf if tdf is not None else template_table(study))
     if qdf is not None and len(qdf):
         clean_q = qdf[qdf["attack"] == "clean"]
         out["nb04_fd_clean"] = float(clean_q["fd_clf"].iloc[0]) if len(clean_q) else math.nan
         out["nb04_fd_real"] = float(qdf[qdf["attack"] == "real"]["fd_clf"].iloc[0])
     return out
+
+
+def template_sentence(tdf: pd.DataFrame) -> str:
+    """A sentence saying, per attack, whether its trigger template passes its check on real images (with
+    the rates), fails it, or does not exist."""
+    parts = []
+    for _, t in tdf.iterrows():
+        if not bool(t["has_template"]):
+            parts.append(f"{t['kind']} has no template ({t['reason']}), so its controls are not tested")
+        elif bool(t["passes"]):
+            parts.append(f"the {t['kind']} template finds {pct_text(t['tpr'])} of triggered real test images "
+                         f"and fires on {pct_text(t['fpr'])} of clean ones (AUROC {t['auroc']:.3f}): it passes")
+        else:
+            parts.append(f"the {t['kind']} template fails its check ({t['reason']}), so its controls are not tested")
+    return ("On real held-out images, " + "; ".join(parts) + ".") if parts else ""
 
 
 def plain_sentence(clf_acc: float, worst_fpr: float) -> str:

@@ -69,15 +69,31 @@ def g_table(study, z: float = 1.96) -> pd.DataFrame:
     for cell in study.cells():
         r_train = trigger_r_train(study, cell)
         n_poison = int(study.poison_manifest(cell)["n_poison"])
+        gens = study.generations(cell)
         for det in detectors_for(study, cell):
             judgments = judged(study, cell, det)
             for (name, w), j in judgments.items():
                 if name != "target":
                     continue
-                rows.append(g_row(j["trigger"], j["match"], r_train=r_train, z=z, cell=cell.name,
-                                  attack=cell.kind, control=cell.trigger_kind is None, ratio=cell.ratio,
-                                  p=p_label(cell.ratio), detector=det, guidance=w, n_poison=n_poison))
+                row = g_row(j["trigger"], j["match"], r_train=r_train, z=z, cell=cell.name,
+                            attack=cell.kind, control=cell.trigger_kind is None, ratio=cell.ratio,
+                            p=p_label(cell.ratio), detector=det, guidance=w, n_poison=n_poison)
+                rows.append({**row, **template_columns(study.template(det), gens[(name, w)].images, j["trigger"], z)})
     return pd.DataFrame(rows)
+
+
+def template_columns(template, images, detector_fires, z: float = 1.96) -> dict:
+    """The training-free template's reading of one generation set, beside the detector's: ``tpl_n_trig``,
+    ``tpl_r_gen`` with Wilson ``tpl_r_gen_lo`` / ``_hi``, and ``agreement`` (share of images on which
+    template and detector decide alike); nan without a template (a warp trigger)."""
+    if template is None:
+        return {"tpl_n_trig": math.nan, "tpl_r_gen": math.nan, "tpl_r_gen_lo": math.nan, "tpl_r_gen_hi": math.nan,
+                "agreement": math.nan}
+    fires = template.fires(images)
+    k, n = int(fires.sum()), len(fires)
+    lo, hi = metrics.wilson_interval(k, n, z)
+    return {"tpl_n_trig": k, "tpl_r_gen": k / n if n else math.nan, "tpl_r_gen_lo": lo, "tpl_r_gen_hi": hi,
+            "agreement": float(np.mean(fires == np.asarray(detector_fires, bool))) if n else math.nan}
 
 
 def first_guidance(study) -> float:
@@ -112,10 +128,14 @@ def phase_transition(df: pd.DataFrame, guidance: float | None = None) -> pd.Data
     return rows.reindex(columns=[c for c in cols if c in rows.columns]).reset_index(drop=True)
 
 
-def controls_table(gdf: pd.DataFrame, jdf: pd.DataFrame, guidance: float | None = None) -> pd.DataFrame:
+def controls_table(gdf: pd.DataFrame, jdf: pd.DataFrame, guidance: float | None = None,
+                   tdf: pd.DataFrame | None = None) -> pd.DataFrame:
     """The controls at one guidance (default: the first in ``gdf``) beside each detector's false-positive
     rate on real clean images and the poisoned DM at the largest p of that detector's attack: columns
-    cell, detector, n, r_gen (+ bounds), G1, G2, det_fpr (+ upper bound), poisoned_r_gen."""
+    cell, detector, n, r_gen (+ bounds), G1, G2, det_fpr (+ upper bound), poisoned_r_gen; with ``tdf``
+    (:func:`~bibad_utils.experiments.insights.judging.template_table`) also the training-free template's
+    reading of the same generations (tpl_r_gen + bounds), its false-alarm bound on real clean images
+    (tpl_fpr_hi) and its reading of the poisoned DM (poisoned_tpl_r_gen)."""
     if guidance is None:
         guidance = float(gdf["guidance"].iloc[0])
     at_w = gdf[gdf["guidance"] == guidance]
@@ -123,11 +143,19 @@ def controls_table(gdf: pd.DataFrame, jdf: pd.DataFrame, guidance: float | None 
     for _, c in at_w[at_w["control"].astype(bool)].iterrows():
         det = jdf[jdf["judge"] == f"{c['detector']} detector"]
         pois = at_w[(~at_w["control"].astype(bool)) & (at_w["attack"] == c["detector"])].sort_values("ratio")
-        rows.append({"cell": c["cell"], "detector": c["detector"], "n": c["n"], "r_gen": c["r_gen"],
-                     "r_gen_lo": c["r_gen_lo"], "r_gen_hi": c["r_gen_hi"], "G1": c["G1"], "G2": c["G2"],
-                     "det_fpr": float(det["fpr"].iloc[0]) if len(det) else math.nan,
-                     "det_fpr_hi": float(det["fpr_hi"].iloc[0]) if len(det) else math.nan,
-                     "poisoned_r_gen": float(pois["r_gen"].iloc[-1]) if len(pois) else math.nan})
+        row = {"cell": c["cell"], "detector": c["detector"], "n": c["n"], "r_gen": c["r_gen"],
+               "r_gen_lo": c["r_gen_lo"], "r_gen_hi": c["r_gen_hi"], "G1": c["G1"], "G2": c["G2"],
+               "det_fpr": float(det["fpr"].iloc[0]) if len(det) else math.nan,
+               "det_fpr_hi": float(det["fpr_hi"].iloc[0]) if len(det) else math.nan,
+               "poisoned_r_gen": float(pois["r_gen"].iloc[-1]) if len(pois) else math.nan}
+        if tdf is not None:
+            t = tdf[tdf["kind"] == c["detector"]]
+            row.update({"tpl_r_gen": c.get("tpl_r_gen", math.nan), "tpl_r_gen_lo": c.get("tpl_r_gen_lo", math.nan),
+                        "tpl_r_gen_hi": c.get("tpl_r_gen_hi", math.nan),
+                        "tpl_fpr_hi": float(t["fpr_hi"].iloc[0]) if len(t) else math.nan,
+                        "poisoned_tpl_r_gen": float(pois["tpl_r_gen"].iloc[-1])
+                        if len(pois) and "tpl_r_gen" in pois else math.nan})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

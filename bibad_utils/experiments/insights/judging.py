@@ -88,6 +88,25 @@ def judge_table(study) -> pd.DataFrame:
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
+def template_table(study) -> pd.DataFrame:
+    """The training-free trigger template of each attack on real held-out images with a known answer
+    (:meth:`~bibad_utils.study_judges.JudgesMixin.template_report`): one row per attack, columns judge,
+    kind, has_template, threshold, n_clean, n_triggered, fpr / tpr with Wilson ``_lo`` / ``_hi``, auroc,
+    passes (its own sanity check), reason. An attack without a pixel pattern (a warp) has
+    ``has_template`` False, nan rates, ``passes`` False and the reason."""
+    rows = []
+    for kind in study.cfg["attacks"]:
+        rep = study.template_report(kind)
+        if rep is None:
+            rows.append({"judge": f"{kind} template", "kind": kind, "has_template": False, "passes": False,
+                         "reason": "the trigger has no pixel pattern (it moves pixels instead of painting them)"})
+        else:
+            rows.append({"judge": f"{kind} template", "has_template": True, **rep})
+    cols = ["judge", "kind", "has_template", "threshold", "n_clean", "n_triggered"] + [
+        f"{m}{s}" for m in ("fpr", "tpr") for s in ("", "_lo", "_hi")] + ["auroc", "passes", "reason"]
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
 def reference_cell(study):
     """The model whose generations calibrate the judges on generated images: the clean control when the
     profile trains one, else the pre-trained clean model (None), else None when neither exists."""
