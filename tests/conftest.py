@@ -15,6 +15,15 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Under ``pytest -n N --dist loadgroup`` (make test), every test that uses the smoke book runs on one
+    worker, so the slowest fixture of the suite is built once."""
+    for item in items:
+        if "smoke_book" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke_book"))
+
+
 @pytest.fixture(scope="session")
 def tiny_procedural():
     """Procedural training set: 10 classes x 6 images of 16 px (seed 0)."""

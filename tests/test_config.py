@@ -91,7 +91,14 @@ def _set(cfg, dotted, value):
     return out
 
 
-_DELETE = object()
+class _Delete:
+    """Sentinel of BAD_INPUTS: remove the key (a stable repr, so parallel test workers collect the same ids)."""
+
+    def __repr__(self):
+        return "<deleted>"
+
+
+_DELETE = _Delete()
 
 BAD_INPUTS = [
     # (dotted key to change, bad value, parameter named in the error)
