@@ -77,6 +77,7 @@ class Study(JudgesMixin):
         other = copy.copy(self)
         other.cfg = validate_profile(deep_merge(self.cfg, overrides))
         other._models = {}
+        other.__dict__.pop("_templates", None)  # the triggers may differ
         return other
 
     # ------------------------------------------------------------------------------------ data

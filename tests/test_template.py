@@ -60,3 +60,17 @@ def test_template_errors_name_the_parameter(images):
     with pytest.raises(ConfigError, match="clean_images"):
         tpl.calibrate(train.images[:0])
     assert tpl.scores(train.images[:0]).shape == (0,)
+
+
+def test_study_keeps_one_template_per_kind_and_a_variant_its_own(tmp_path):
+    from bibad_utils.stages import Study
+
+    study = Study("smoke", {"run_dir": str(tmp_path)}, progress=False)
+    tpl = study.template("badnets1")
+    assert study.template("badnets1") is tpl and np.isfinite(tpl.threshold)
+    assert study.template("wanet") is None
+    bigger = study.variant({"triggers": {"badnets1": {"size": 7}}})
+    assert int(bigger.template("badnets1").support.sum()) == 49 and int(tpl.support.sum()) == 25
+    report = study.template_report("badnets1")
+    assert report["n_clean"] == len(study.test_set) and 0 <= report["fpr"] <= 1
+    assert study.template_report("wanet") is None
