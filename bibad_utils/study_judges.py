@@ -16,7 +16,8 @@ from bibad_utils.data import to_float, to_uint8
 from bibad_utils.judges import (JUDGE_KEYS, evaluate_judge, load_classifier, predict, save_classifier,
                                 train_classifier, train_trigger_detector)
 from bibad_utils.judges.profile import judge_settings
-from bibad_utils.judges.template import TriggerTemplate, template_check
+from bibad_utils.judges import PHOTOMETRIC_KEYS
+from bibad_utils.judges.template import TriggerTemplate, corrupted, template_check
 
 
 class JudgesMixin:
@@ -85,24 +86,29 @@ class JudgesMixin:
         trig, _ = predict(self.detector(trigger_kind), gen.images, device=self.device)
         return {"trigger": trig.astype(bool), "pred": pred, "match": pred == gen.labels}
 
+    def _photometric(self) -> dict:
+        return {k: self.cfg["judges"].get(k, 0.0) for k in PHOTOMETRIC_KEYS}
+
     def template(self, kind: str) -> TriggerTemplate | None:
         """The training-free template of trigger ``kind``, its threshold set on the real clean training
-        images (:data:`~bibad_utils.judges.template.TEMPLATE_FALSE_ALARM` of them above it); None when the
-        trigger has no pixel pattern (a warp). Computed in seconds, kept for the life of the Study."""
+        images with the judges' photometric corruptions (:data:`~bibad_utils.judges.template.TEMPLATE_FALSE_ALARM`
+        of them above it); None when the trigger has no pixel pattern (a warp). Computed in seconds, kept
+        for the life of the Study."""
         cache = self.__dict__.setdefault("_templates", {})
         if kind not in cache:
             tpl = TriggerTemplate.of(self.trigger(kind))
-            cache[kind] = None if tpl is None else tpl.calibrate(self.train_set.images)
+            cache[kind] = None if tpl is None else tpl.calibrate(
+                corrupted(self.train_set.images, self._photometric(), self.seed))
         return cache[kind]
 
     def template_report(self, kind: str) -> dict | None:
-        """:func:`~bibad_utils.judges.template.template_check` of :meth:`template` on the real test set:
-        every clean test image, and the non-target ones with the trigger (as the detector's report); None
-        without a template."""
+        """:func:`~bibad_utils.judges.template.template_check` of :meth:`template` on the real test set
+        with the judges' photometric corruptions: every clean test image, and the non-target ones with the
+        trigger pasted before the corruption (as the detector's report); None without a template."""
         tpl = self.template(kind)
         if tpl is None:
             return None
-        test = self.test_set
+        test, p = self.test_set, self._photometric()
         keep = test.labels != self.target
         triggered = to_uint8(self.trigger(kind).apply(to_float(test.images[keep])))
-        return template_check(tpl, test.images, triggered)
+        return template_check(tpl, corrupted(test.images, p, self.seed + 1), corrupted(triggered, p, self.seed + 2))

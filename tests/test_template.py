@@ -74,3 +74,20 @@ def test_study_keeps_one_template_per_kind_and_a_variant_its_own(tmp_path):
     report = study.template_report("badnets1")
     assert report["n_clean"] == len(study.test_set) and 0 <= report["fpr"] <= 1
     assert study.template_report("wanet") is None
+
+
+def test_grain_does_not_read_as_the_pattern_once_the_threshold_has_seen_it():
+    # black images, as MNIST's background: a clean corner is constant, so a threshold set on plain images
+    # is about 0 and any grain in a generated corner would fire half the time
+    from bibad_utils.judges.template import corrupted
+
+    black = np.zeros((400, 32, 32, 3), np.uint8)
+    grainy = corrupted(black, {"noise": 0.25}, seed=5)
+    trigger = make_trigger("badnets1", 32, seed=0)
+    naive = TriggerTemplate.of(trigger).calibrate(black)
+    assert naive.fires(grainy).mean() > 0.3
+    robust = TriggerTemplate.of(trigger).calibrate(corrupted(black, {"noise": 0.25}, seed=6))
+    assert robust.fires(grainy).mean() < 0.05
+    pasted = corrupted(to_uint8(trigger.apply(to_float(black))), {"noise": 0.25}, seed=7)
+    assert robust.fires(pasted).mean() == 1.0
+    assert np.array_equal(corrupted(black, {"noise": 0.25}, seed=5), grainy)  # seeded

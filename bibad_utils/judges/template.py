@@ -5,8 +5,9 @@ a clean DM's generations; that calibration cannot also be the evidence that the 
 trigger. This judge learns nothing from generations: it reads the trigger's pattern off the trigger itself
 (what it writes onto two constant images), and scores an image by the correlation between the image's fine
 detail and the pattern's, on the pixels the trigger changes. Its threshold comes from real clean training
-images and its error rates from the real held-out test set, so its reading of a generation is an
-independent second measurement. A trigger that leaves a constant image unchanged (WaNet's warp) has no
+images and its error rates from the real held-out test set, both with the grain, blur and colour cast the
+judges are trained against (:func:`corrupted`), so its reading of a generation is an independent second
+measurement that grain alone does not set off. A trigger that leaves a constant image unchanged (WaNet's warp) has no
 pixel pattern, so no template.
 """
 
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 
 from bibad_utils import metrics
 from bibad_utils.base import ConfigError
-from bibad_utils.data import to_float
+from bibad_utils.data import to_float, to_uint8
+from bibad_utils.judges.augment import augment_batch
 
 # the share of real clean (training) images the threshold lets through
 TEMPLATE_FALSE_ALARM = 0.01
@@ -28,6 +30,15 @@ TEMPLATE_FALSE_ALARM = 0.01
 # images (by the lower bound of the 95 % interval) and false-alarms on at most this share (upper bound)
 TEMPLATE_MIN_TPR = 0.9
 TEMPLATE_MAX_FPR = 0.05
+
+
+def corrupted(images, photometric: dict | None, seed: int) -> np.ndarray:
+    """uint8 images ``[N, H, W, 3]`` with the photometric corruptions of ``photometric`` (the judges'
+    colour jitter, blur and noise strengths, :func:`~bibad_utils.judges.augment.augment_batch`), drawn per
+    image from ``seed``; no translation. The template's threshold and check use such images, so that a
+    generation's grain does not read as a pattern."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return to_uint8(augment_batch(to_float(images), gen, crop_pad=0, hflip=False, photometric=photometric))
 
 
 def _detail(x: torch.Tensor) -> torch.Tensor:
