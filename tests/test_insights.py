@@ -271,7 +271,7 @@ def test_glue_values_keys():
     g = ins.glue_values(fake_study(), gdf, jdf, qdf, rows, tdf=make_tdf())
     assert all(k.startswith("nb04_") for k in g)
     assert g["nb04_tpl_rgen_clean"] == pytest.approx(0.01) and g["nb04_tpl_rgen_top"] == pytest.approx(0.8)
-    assert "badnets1 template finds 100.0 %" in g["nb04_tpl_sentence"] and "passes" in g["nb04_tpl_sentence"]
+    assert "badnets1 template finds 100.0 % of the triggered ones" in g["nb04_tpl_sentence"] and "passes" in g["nb04_tpl_sentence"]
     assert g["nb04_pmax"] == 0.2 and g["nb04_g1_top"] == pytest.approx(0.6)
     assert g["nb04_rgen_clean"] == pytest.approx(0.01) and g["nb04_fd_real"] == 1.0
     assert math.isnan(g["nb04_gen_clf_acc"]) and math.isnan(g["nb04_plain_worst_fpr"])  # always glued

@@ -329,11 +329,12 @@ def template_sentence(tdf: pd.DataFrame) -> str:
         if not bool(t["has_template"]):
             parts.append(f"{t['kind']} has no template ({t['reason']}), so its controls are not tested")
         elif bool(t["passes"]):
-            parts.append(f"the {t['kind']} template finds {pct_text(t['tpr'])} of triggered real test images "
-                         f"and fires on {pct_text(t['fpr'])} of clean ones (AUROC {t['auroc']:.3f}): it passes")
+            parts.append(f"the {t['kind']} template finds {pct_text(t['tpr'])} of the triggered ones "
+                         f"and fires on {pct_text(t['fpr'])} of the clean ones (AUROC {t['auroc']:.3f}): it passes")
         else:
             parts.append(f"the {t['kind']} template fails its check ({t['reason']}), so its controls are not tested")
-    return ("On real held-out images, " + "; ".join(parts) + ".") if parts else ""
+    return ("On real held-out images given the judges' grain, blur and colour cast, " + "; ".join(parts) + ".") \
+        if parts else ""
 
 
 def plain_sentence(clf_acc: float, worst_fpr: float) -> str:
