@@ -2,7 +2,9 @@
 
 A profile is one YAML file in ``notebooks/profiles/`` (or any path) that holds the whole configuration
 of a run; a notebook receives ``profile`` (a name or a path) and ``overrides`` (a nested dict deep-merged
-over the profile) from papermill and calls :func:`load_profile`. Every check happens here, once, before
+over the profile) from papermill and calls :func:`load_profile`. A profile may start from another (``extends: demo``) and
+write only what differs (:func:`read_profile_file`): ``full`` and ``mnist`` extend the demo, so a setting
+measured on the demo lives in ``demo.yaml`` alone. Every check happens here, once, before
 any heavy work, and every failure is a :class:`ConfigError` that names the dotted parameter
 (``sampling.n_target``), the value and what is allowed.
 
@@ -62,6 +64,9 @@ TOP_LEVEL: dict[str, Field] = {
 OPTIONAL_SECTIONS = ("triggers", "pretrain", "defenses", "memorization")
 NULLABLE_SECTIONS = ("triggers", "defenses", "memorization")  # null reads as {}: every default
 TOP_LEVEL_KEYS = tuple(TOP_LEVEL) + tuple(SECTIONS)
+# A profile file may start from another (``extends: demo``) and write only what differs; it then sets
+# these keys itself (bibad_utils.config.read_profile_file).
+EXTENDING_SETS = ("name", "run_dir")
 
 
 def attack_kinds() -> tuple[str, ...]:
@@ -121,19 +126,55 @@ def profile_path(profile: str | Path) -> Path:
     return path.resolve()
 
 
-def load_profile(profile: str | Path = "demo", overrides: dict | None = None) -> dict:
-    """Load a profile by name or path, deep-merge ``overrides`` over it, validate, and return it.
+def merge_onto_base(base: dict, child: dict) -> dict:
+    """A profile that ``extends`` another: the child's keys deep-merged over the base's (nested mappings
+    key by key, lists and values replaced), except that a child naming another dataset replaces the
+    whole ``dataset`` section (a dataset's options belong to that dataset)."""
+    merged = deep_merge(base, child)
+    base_data, child_data = base.get("dataset"), child.get("dataset")
+    if isinstance(base_data, dict) and isinstance(child_data, dict) \
+            and child_data.get("name", base_data.get("name")) != base_data.get("name"):
+        merged["dataset"] = copy.deepcopy(child_data)
+    return merged
 
-    Relative ``run_dir`` and ``dataset.root`` are resolved against the repository root, so a notebook
-    opened from ``notebooks/`` writes where a papermill run does.
-    """
-    path = profile_path(profile)
+
+def read_profile_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A profile file's parameters, with the profile it ``extends`` (a name or a path relative to this
+    file) merged under them (:func:`merge_onto_base`), recursively. Unvalidated."""
     try:
         data = parse_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError("profile", str(path), f"valid YAML ({err})") from None
     if not isinstance(data, dict):
         raise ConfigError("profile", str(path), "a YAML mapping of parameters")
+    if "extends" not in data:
+        return data
+    base = data.pop("extends")
+    if not isinstance(base, str) or not base:
+        raise ConfigError("extends", base, f"in {path.name}: the name of a profile in {profile_names()} or a path "
+                                           f"to a YAML file")
+    if base.endswith((".yaml", ".yml")) or "/" in base:
+        base = str((path.parent / base).resolve())
+    base_path = profile_path(base).resolve()
+    if base_path in chain + (path.resolve(),):
+        loop = " -> ".join(p.name for p in chain + (path.resolve(), base_path))
+        raise ConfigError("extends", base, f"a profile that does not extend itself (here: {loop})")
+    for key in EXTENDING_SETS:
+        if key not in data:
+            raise ConfigError(key, REQUIRED, f"a value of its own in {path.name}: a profile that extends "
+                                             f"{base_path.stem} sets {' and '.join(EXTENDING_SETS)}, so that its "
+                                             f"runs do not overwrite the base's")
+    return merge_onto_base(read_profile_file(base_path, chain + (path.resolve(),)), data)
+
+
+def load_profile(profile: str | Path = "demo", overrides: dict | None = None) -> dict:
+    """Load a profile by name or path (with the profile it ``extends`` under it), deep-merge
+    ``overrides`` over it, validate, and return it.
+
+    Relative ``run_dir`` and ``dataset.root`` are resolved against the repository root, so a notebook
+    opened from ``notebooks/`` writes where a papermill run does.
+    """
+    data = read_profile_file(profile_path(profile))
     if overrides is not None and not isinstance(overrides, dict):
         raise ConfigError("overrides", overrides, "a dict of parameters, nested like the profile")
     return validate_profile(deep_merge(data, overrides))

@@ -28,7 +28,7 @@ import yaml
 from bibad_utils.base import ConfigError
 from bibad_utils.judges import PHOTOMETRIC_KEYS
 from bibad_utils.judges.profile import wants_ablation
-from bibad_utils.progress import ENV_THREADS, choose_threads
+from bibad_utils.progress import ENV_SIBLINGS, ENV_THREADS, choose_threads
 from bibad_utils.stages import Cell, Study, compute
 
 ENV_WORKERS = "BIBAD_WORKERS"
@@ -51,13 +51,14 @@ def worker_count(n_jobs: int) -> int:
     return max(1, min(n, n_jobs))
 
 
-def _work(job: tuple[str, tuple]) -> list[str]:
+def _work(job: tuple[str, tuple, int]) -> list[str]:
     """One job in a worker (1 thread): open the study from its resolved profile file and compute one
     task: ``("cell", spec, generate)`` (fine-tune a cell, and sample its sets with ``generate``) or
     ``("judge", overrides, what)`` (train one judge, ``classifier`` or a trigger kind's detector, of the
     study with ``overrides``: the judges' ablation trains some without augmentation)."""
-    profile_file, task = job
+    profile_file, task, n_workers = job
     os.environ[ENV_THREADS] = "1"  # read by choose_threads before each training and generation
+    os.environ[ENV_SIBLINGS] = str(n_workers - 1)  # the progress line does not call its siblings "busy"
 
     study = Study(profile_file, progress=False)
     if task[0] == "judge":
@@ -121,7 +122,7 @@ def compute_cells(study, cells, generate: bool = False, train_only=(), workers: 
     try:
         with multiprocessing.get_context("spawn").Pool(n) as pool:
             # one task per message: a worker that finishes early takes the next task (no static split)
-            list(pool.imap_unordered(_work, [(profile_file, task) for task in tasks], chunksize=1))
+            list(pool.imap_unordered(_work, [(profile_file, task, n) for task in tasks], chunksize=1))
     except Exception as err:  # the caller computes whatever is missing itself
         print(f"note: parallel workers stopped ({type(err).__name__}: {err}); computing the rest one "
               f"cell after another")

@@ -31,6 +31,9 @@ from bibad_utils.base import ConfigError
 
 ENV_FILE = "BIBAD_PROGRESS"
 ENV_THREADS = "BIBAD_THREADS"
+# set by bibad_utils.parallel in each worker: how many other workers of the same run share the machine
+# (their cores are this run's, not "other processes" that make the machine busy)
+ENV_SIBLINGS = "BIBAD_SIBLING_WORKERS"
 WRITE_EVERY_S = 0.5
 BUSY_CORES = 0.5  # other processes using at least this many cores make the machine "busy"
 
@@ -128,11 +131,19 @@ def choose_threads(window: float = 0.3) -> int:
     return n
 
 
+def _siblings() -> int:
+    text = os.environ.get(ENV_SIBLINGS, "").strip()
+    return int(text) if text.isdigit() else 0
+
+
 def machine_note(others: float | None = None) -> str | None:
-    """``"busy: other processes use 1.2 cores"`` when the last measurement saw the machine busy."""
+    """``"busy: other processes use 1.2 of 2 cores"`` when the last measurement saw the machine busy.
+    In a worker of :mod:`bibad_utils.parallel` the cores of its sibling workers (at most one each, 1
+    thread) are the run's own and are not counted."""
     others = _BUSY["others"] if others is None else others
-    if others >= BUSY_CORES:
-        return f"busy: other processes use {others:.1f} of {available_cores()} cores"
+    outside = max(0.0, others - _siblings())
+    if outside >= BUSY_CORES:
+        return f"busy: other processes use {outside:.1f} of {available_cores()} cores"
     return None
 
 

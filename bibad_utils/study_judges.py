@@ -10,6 +10,8 @@ A mixin of ``Study``: it reads the study's ``cfg``, ``store``, ``seed``, ``devic
 
 from __future__ import annotations
 
+import copy
+
 from bibad_utils import store as st
 from bibad_utils.cells import GenSet
 from bibad_utils.data import to_float, to_uint8
@@ -104,11 +106,17 @@ class JudgesMixin:
     def template_report(self, kind: str) -> dict | None:
         """:func:`~bibad_utils.judges.template.template_check` of :meth:`template` on the real test set
         with the judges' photometric corruptions: every clean test image, and the non-target ones with the
-        trigger pasted before the corruption (as the detector's report); None without a template."""
-        tpl = self.template(kind)
-        if tpl is None:
-            return None
-        test, p = self.test_set, self._photometric()
-        keep = test.labels != self.target
-        triggered = to_uint8(self.trigger(kind).apply(to_float(test.images[keep])))
-        return template_check(tpl, corrupted(test.images, p, self.seed + 1), corrupted(triggered, p, self.seed + 2))
+        trigger pasted before the corruption (as the detector's report); None without a template. Kept for
+        the life of the Study beside the template (a copy is returned)."""
+        cache = self.__dict__.setdefault("_templates", {})
+        if ("report", kind) not in cache:
+            tpl = self.template(kind)
+            if tpl is None:
+                cache[("report", kind)] = None
+            else:
+                test, p = self.test_set, self._photometric()
+                keep = test.labels != self.target
+                triggered = to_uint8(self.trigger(kind).apply(to_float(test.images[keep])))
+                cache[("report", kind)] = template_check(tpl, corrupted(test.images, p, self.seed + 1),
+                                                         corrupted(triggered, p, self.seed + 2))
+        return copy.deepcopy(cache[("report", kind)])

@@ -241,3 +241,90 @@ def test_demo_keys_unchanged_where_no_file_is_read():
     params = {"kind": "badnets2", "ratio": 0.05, "pool": "random", "target": 0, "seed": 0,
               "trigger": cfg["triggers"]["badnets2"]}
     assert st.artifact_key("poison", params, [data_key]) == "cb8e18e24c17cb49"
+
+
+# ----------------------------------------------------------------------------------------------
+# extends: a profile written as the differences from another
+
+
+def _leaves(d, prefix=""):
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _extending_profiles():
+    return [name for name in profile_names() if "extends" in parse_yaml(profile_path(name).read_text())]
+
+
+def test_full_and_mnist_extend_the_demo_and_restate_none_of_it():
+    """Every setting measured on the demo lives in demo.yaml alone: full and mnist extend it, and no line
+    of theirs repeats a value of the demo's (a replaced dataset section aside)."""
+    assert {"full", "mnist"} <= set(_extending_profiles())
+    demo_raw = parse_yaml(profile_path("demo").read_text())
+    demo = load_profile("demo")
+    for name in _extending_profiles():
+        raw = parse_yaml(profile_path(name).read_text())
+        base_raw = parse_yaml(profile_path(raw["extends"]).read_text())
+        own = {k: v for k, v in raw.items() if k != "extends"}
+        if own.get("dataset", {}).get("name", base_raw["dataset"]["name"]) != base_raw["dataset"]["name"]:
+            own.pop("dataset")
+        base_leaves = _leaves(base_raw)
+        repeated = {k: v for k, v in _leaves(own).items() if k in base_leaves and base_leaves[k] == v}
+        assert not repeated, f"{name}.yaml restates {raw['extends']}.yaml: {repeated}"
+    full = load_profile("full")
+    assert full["model"] == demo["model"] and full["finetune"] == demo["finetune"]
+    assert full["defenses"]["cd"] == demo["defenses"]["cd"]          # the castle-wall baselines of the demo
+    assert full["sampling"]["guidance"] == [1, 2, 5, 10] and full["sampling"]["n_target"] == demo_raw["sampling"]["n_target"]
+    mnist = load_profile("mnist")
+    assert mnist["dataset"]["name"] == "mnist5k" and "background" not in (mnist["dataset"].get("options") or {})
+    assert mnist["pretrain"]["shipped"] is False and mnist["judges"]["color_jitter"] == 0.8
+    assert mnist["defenses"] == demo["defenses"]
+
+
+def _write(folder, name, text):
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_extends_merges_under_the_file_and_overrides_still_win(tmp_path):
+    path = _write(tmp_path, "mine.yaml", "extends: smoke\nname: mine\nrun_dir: runs/mine\n"
+                                         "sampling: {n_target: 7}\n")
+    smoke = load_profile("smoke")
+    cfg = load_profile(path)
+    assert cfg["name"] == "mine" and cfg["run_dir"] == str(REPO_ROOT / "runs" / "mine")
+    assert cfg["sampling"]["n_target"] == 7 and cfg["sampling"]["steps"] == smoke["sampling"]["steps"]
+    assert cfg["model"] == smoke["model"]
+    assert load_profile(path, {"sampling": {"n_target": 5}})["sampling"]["n_target"] == 5
+    # a path relative to the extending file, and a chain of two
+    _write(tmp_path, "second.yaml", "extends: mine.yaml\nname: second\nrun_dir: runs/second\nseed: 3\n")
+    second = load_profile(tmp_path / "second.yaml")
+    assert second["seed"] == 3 and second["sampling"]["n_target"] == 7
+
+
+@pytest.mark.parametrize("text, match", [
+    ("extends: nosuch\nname: a\nrun_dir: runs/a\n", r"profile.*nosuch.*one of"),
+    ("extends: 3\nname: a\nrun_dir: runs/a\n", r"extends.*3.*name of a profile"),
+    ("extends: smoke\nrun_dir: runs/a\n", r"name.*a value of its own.*extends smoke"),
+    ("extends: smoke\nname: a\n", r"run_dir.*a value of its own"),
+    ("extends: loop.yaml\nname: a\nrun_dir: runs/a\n", r"extends.*does not extend itself.*loop.yaml -> loop.yaml"),
+])
+def test_extends_refuses_bad_bases(tmp_path, text, match):
+    path = _write(tmp_path, "loop.yaml", text)
+    with pytest.raises(ConfigError, match=match):
+        load_profile(path)
+
+
+def test_extends_a_dataset_of_its_own_replaces_the_base_dataset(tmp_path):
+    from bibad_utils.config import merge_onto_base
+
+    base = {"dataset": {"name": "procedural", "options": {"background": "gradient"}}, "seed": 0}
+    same = merge_onto_base(base, {"dataset": {"image_size": 16}})
+    assert same["dataset"] == {"name": "procedural", "options": {"background": "gradient"}, "image_size": 16}
+    other = merge_onto_base(base, {"dataset": {"name": "mnist5k", "options": {"test_fraction": 0.2}}})
+    assert other["dataset"] == {"name": "mnist5k", "options": {"test_fraction": 0.2}} and other["seed"] == 0

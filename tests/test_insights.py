@@ -253,6 +253,17 @@ def test_controls_are_judged_by_the_template_not_by_the_detector():
     assert _control(make_gdf(), make_tdf(), "relabel")["key"] == "relabel_control"
 
 
+def test_template_checks_are_checks_in_order():
+    tpl = make_tdf().iloc[0]
+    poisoned = make_gdf().query("not control").iloc[-1]
+    checks = ins.template_checks(tpl, poisoned)
+    assert [c.ok for c in checks] == [True, True] and "sees the trigger" in checks[1].reason
+    assert [c.ok for c in ins.template_checks(tpl, None)] == [True]          # no poisoned DM: one check
+    failing = ins.template_checks(make_tdf(passes=False, reason="fires on 9.0 %").iloc[0], poisoned)
+    assert [c.ok for c in failing] == [False, True] and "fires on 9.0 %" in failing[0].reason
+    assert [c.ok for c in ins.template_checks(None, poisoned)] == [False]
+
+
 def test_verdict_summary_and_shortfall():
     rows = [{"claim": "Insight 1, a", "verdict": v} for v in ("reproduced", "reproduced", "partly")]
     assert ins.verdict_summary(rows, "Insight 1") == "3 settings: 2 reproduced, 1 partly"

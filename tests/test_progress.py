@@ -141,6 +141,11 @@ def test_choose_threads(monkeypatch):
         assert progress.machine_note() == f"busy: other processes use 1.4 of {progress.available_cores()} cores"
         monkeypatch.setattr(progress, "idle_cores", lambda window=0.3: (1.8, 0.2))
         assert progress.choose_threads() == 2 and progress.machine_note() is None
+        # a worker of a parallel run does not call its sibling worker's core "busy"
+        monkeypatch.setenv(progress.ENV_SIBLINGS, "1")
+        assert progress.machine_note(1.1) is None
+        assert progress.machine_note(1.7) == f"busy: other processes use 0.7 of {progress.available_cores()} cores"
+        monkeypatch.delenv(progress.ENV_SIBLINGS)
         monkeypatch.setenv(progress.ENV_THREADS, "1")
         assert progress.choose_threads() == 1 and torch.get_num_threads() == 1
         monkeypatch.delenv(progress.ENV_THREADS)

@@ -53,6 +53,27 @@ def control_verdict(r_gen_lo: float, fpr_hi: float, poisoned_lo: float | None) -
     return "not reproduced"
 
 
+def template_checks(tpl, poisoned) -> list[verdicts.Check]:
+    """What a control's instrument, the training-free trigger template, must pass before its reading of
+    a control counts: it exists for the trigger, it passes its own check on real images (``tpl``, a row
+    of :func:`template_table`), and it sees the trigger in the generations of the poisoned DM at the
+    attack's largest p (``poisoned``, that DM's g_table row; skipped when None), since its silence on a
+    control would otherwise show nothing."""
+    if tpl is None or not bool(tpl["has_template"]):
+        return [verdicts.Check(False, "no training-free instrument for this trigger"
+                                      + (f" ({tpl['reason']})" if tpl is not None else ""))]
+    checks = [verdicts.Check(bool(tpl["passes"]),
+                             f"the trigger template fails its own check on real images: {tpl['reason']}"
+                             if not bool(tpl["passes"]) else "the trigger template passes its check on real images")]
+    if poisoned is not None:
+        sees = bool(poisoned["tpl_r_gen_lo"] > tpl["fpr_hi"])
+        checks.append(verdicts.Check(sees, (
+            f"the trigger template {'sees' if sees else 'does not see'} the trigger in the poisoned DM's generations"
+            f" ({poisoned['cell']}: {pct_text(poisoned['tpl_r_gen'])}, its false alarms <= {pct_text(tpl['fpr_hi'])})"
+            + ("" if sees else ", so its silence on this control shows nothing"))))
+    return checks
+
+
 def control_row(c, jdf: pd.DataFrame, tpl, poisoned, w: float) -> dict:
     """The claim row of one control (a row of :func:`g_table` with its template columns), judged by the
     training-free trigger template, not by the detector: the detector's false alarms are calibrated on the
@@ -72,24 +93,17 @@ def control_row(c, jdf: pd.DataFrame, tpl, poisoned, w: float) -> dict:
                      f"{pct_text(c['r_gen_hi'])}] of them (false alarms on real clean images <= {pct_text(det_fpr_hi)}); "
                      "it is not the evidence here, since a clean DM's generations calibrate it")
     ours, lo, hi = c.get("tpl_r_gen", math.nan), c.get("tpl_r_gen_lo", math.nan), c.get("tpl_r_gen_hi", math.nan)
-    reason = None
-    if tpl is None or not bool(tpl["has_template"]):
-        reason = "no training-free instrument for this trigger" + (f" ({tpl['reason']})" if tpl is not None else "")
-        ours, lo, hi = c["r_gen"], c["r_gen_lo"], c["r_gen_hi"]
-    elif not bool(tpl["passes"]):
-        reason = f"the trigger template fails its own check on real images: {tpl['reason']}"
-    elif poisoned is not None and not poisoned["tpl_r_gen_lo"] > tpl["fpr_hi"]:
-        reason = (f"the trigger template does not see the trigger in the poisoned DM's generations either "
-                  f"({poisoned['cell']}: {pct_text(poisoned['tpl_r_gen'])}, its false alarms <= "
-                  f"{pct_text(tpl['fpr_hi'])}), so its silence on this control shows nothing")
-    if reason is None:
+    failed = verdicts.first_failed(*template_checks(tpl, poisoned))
+    if failed is None:
         verdict = control_verdict(lo, float(tpl["fpr_hi"]), None if poisoned is None else float(poisoned["tpl_r_gen_lo"]))
         note = (f"trigger template: false alarms on real clean images <= {pct_text(tpl['fpr_hi'])}"
                 + ("" if poisoned is None else f"; it reads {pct_text(poisoned['tpl_r_gen'])} "
                    f"(>= {pct_text(poisoned['tpl_r_gen_lo'])}) of the poisoned {poisoned['cell']} DM's generations")
                 + f"; {detector_note}")
     else:
-        verdict, note = "not tested", f"not tested: {reason}; {detector_note}"
+        if tpl is None or not bool(tpl["has_template"]):
+            ours, lo, hi = c["r_gen"], c["r_gen_lo"], c["r_gen_hi"]
+        verdict, note = "not tested", f"not tested: {failed.reason}; {detector_note}"
     return claim_row(
         STAGE, claim, setting=f"{c['cell']}, {kind} trigger, w={w:g}",
         key="clean_control" if c["attack"] == "clean" else "relabel_control",

@@ -71,7 +71,7 @@ def g_table(study, z: float = 1.96) -> pd.DataFrame:
         n_poison = int(study.poison_manifest(cell)["n_poison"])
         gens = study.generations(cell)
         for det in detectors_for(study, cell):
-            judgments = judged(study, cell, det)
+            judgments = judged(study, cell, det, gens)
             for (name, w), j in judgments.items():
                 if name != "target":
                     continue

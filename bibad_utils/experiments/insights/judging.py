@@ -24,15 +24,16 @@ def detectors_for(study, cell) -> list[str]:
     return [cell.trigger_kind] if cell.trigger_kind else list(study.cfg["attacks"])
 
 
-def judged(study, cell, detector: str) -> dict:
+def judged(study, cell, detector: str, gens: dict | None = None) -> dict:
     """Decisions of the judges on every generation set of ``cell`` (cached in the store).
 
     Returns ``{(set_name, w): {"trigger": bool [N], "p_trigger": float32 [N] (detector's P(trigger)),
     "pred": int64 [N] (classifier's class), "match": bool [N] (pred == prompt's class),
     "labels": int64 [N]}}``; the all-class set also has ``"features"``: float32 ``[N, D]`` penultimate
-    features of the clean classifier (for FD-clf).
+    features of the clean classifier (for FD-clf). ``gens``: the cell's ``study.generations(cell)`` when
+    the caller has them already (loaded here otherwise).
     """
-    gens = study.generations(cell)
+    gens = study.generations(cell) if gens is None else gens
     params = {"judges": judge_settings(study.cfg["judges"]), "seed": study.seed, "detector": detector,
               "trigger": study.cfg["triggers"].get(detector)}
     inputs = [study.generation_key(cell), study.data_key]
