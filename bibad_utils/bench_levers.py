@@ -1,7 +1,7 @@
 """The CPU speed levers of a first run, each timed against the plain training step with the load average
 it ran under: 1 vs 2 torch threads, several 1-thread processes at once (the lever the first run applies:
-one fine-tuning per idle core, :mod:`bibad_utils.parallel`), ``channels_last``, ``torch.compile`` of the
-UNet, the DDIM batch."""
+one fine-tuning per idle core, :mod:`bibad_utils.parallel`), ``channels_last``, a bf16 autocast (fast only
+on CPUs with bf16 units, e.g. AMX), ``torch.compile`` of the UNet, the DDIM batch."""
 
 from __future__ import annotations
 
@@ -12,6 +12,18 @@ import numpy as np
 import torch
 
 from bibad_utils.bench_timing import RandomImages, demo_pixel_config, sync_device, time_call
+
+
+def cpu_bf16_units() -> str:
+    """The CPU's bfloat16 instructions as ``/proc/cpuinfo`` lists them (``amx_bf16``, ``avx512_bf16``),
+    or "none": without them a bf16 autocast on the CPU is emulated and slower than fp32."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    found = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return ", ".join(found) or "none"
 
 
 def _lever_model(device: torch.device):
@@ -76,7 +88,7 @@ def bench_levers(device: torch.device, seconds: float, batch: int = 64, threads=
         except OSError:
             return "load n/a"
 
-    def train_rate(model, memory_format=None, denoiser=None) -> float:
+    def train_rate(model, memory_format=None, denoiser=None, autocast: bool = False) -> float:
         data = RandomImages(batch, model.image_size, 10)
         x, y = data.batch(np.arange(batch))
         x, y = x.to(device), y.to(device)
@@ -86,7 +98,9 @@ def bench_levers(device: torch.device, seconds: float, batch: int = 64, threads=
         gen = torch.Generator().manual_seed(0)
 
         def step():
-            diffusion_loss(model, x, y, generator=gen, cond_drop=0.1, denoiser=denoiser).backward()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = diffusion_loss(model, x, y, generator=gen, cond_drop=0.1, denoiser=denoiser)
+            loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
 
@@ -112,6 +126,11 @@ def bench_levers(device: torch.device, seconds: float, batch: int = 64, threads=
     rate = train_rate(model, memory_format=torch.channels_last)
     rows.append((f"lever: training step, batch {batch}, channels_last, {threads[0]} thread(s)",
                  f"{rate:.2f} steps/s ({rate / base:.2f}x); {load()}"))
+    if device.type == "cpu":
+        model, _ = _lever_model(device)
+        rate = train_rate(model, autocast=True)
+        rows.append((f"lever: training step, batch {batch}, bf16 autocast, {threads[0]} thread(s)",
+                     f"{rate:.2f} steps/s ({rate / base:.2f}x); CPU bf16 units: {cpu_bf16_units()}; {load()}"))
     if compile_unet:
         model, _ = _lever_model(device)
         compiled = torch.compile(model.denoiser)

@@ -49,8 +49,9 @@ def test_lever_rows_name_each_lever_with_its_load():
     before = torch.get_num_threads()
     rows = bench_levers(torch.device("cpu"), 0.01, batch=4, threads=(1,), compile_unet=False, sample_batches=(2, 4))
     names = [r[0] for r in rows]
-    assert len(rows) == 4 and torch.get_num_threads() == before
+    assert len(rows) == 5 and torch.get_num_threads() == before
     assert "eager, 1 thread(s)" in names[0] and "channels_last, 1 thread(s)" in names[1]
-    assert "batch 2" in names[2] and "batch 4" in names[3]
+    assert "bf16 autocast, 1 thread(s)" in names[2] and "CPU bf16 units:" in rows[2][1]
+    assert "batch 2" in names[3] and "batch 4" in names[4]
     assert rows[0][1].startswith(f"{float(rows[0][1].split()[0]):.2f} steps/s (1.00x); load")
     assert all("load" in value for _, value in rows)
