@@ -13,7 +13,10 @@ minutes are not idle.
 
 ``BIBAD_WORKERS`` fixes the number of workers (``1`` turns this off); otherwise it is the thread count
 the study would use (:func:`bibad_utils.progress.choose_threads`: the idle cores, or the count fixed
-by ``BIBAD_THREADS`` / ``OMP_NUM_THREADS``). On a GPU the cells run in the calling process.
+by ``BIBAD_THREADS`` / ``OMP_NUM_THREADS``). On a GPU the cells run in the calling process unless
+``BIBAD_WORKERS`` asks for several: then that many worker processes share the one device, each training
+its own cell (a small DM leaves a large GPU mostly idle between kernel launches; how many pay has not been
+measured here, since no GPU was available to this project's sessions).
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ from bibad_utils.progress import ENV_SIBLINGS, ENV_THREADS, choose_threads
 from bibad_utils.stages import Cell, Study, compute
 
 ENV_WORKERS = "BIBAD_WORKERS"
+
+
+def workers_allowed(device) -> bool:
+    """Worker processes always on the CPU; on a GPU only when ``BIBAD_WORKERS`` (above 1) asks for them."""
+    if device.type == "cpu":
+        return True
+    fixed = os.environ.get(ENV_WORKERS, "").strip()
+    return fixed.isdigit() and int(fixed) > 1
 
 
 def worker_count(n_jobs: int) -> int:
@@ -104,7 +115,7 @@ def compute_cells(study, cells, generate: bool = False, train_only=(), workers: 
     pre-trained model is made first, here, so that no two workers train it."""
     tasks = [("cell", _spec(c), generate) for c in cells]
     tasks += [("cell", _spec(c), False) for c in train_only if c not in cells]
-    if study.device.type != "cpu":
+    if not workers_allowed(study.device):
         return 1
     if judges:
         tasks += judge_tasks(study)  # shorter than a fine-tuning: they fill the workers' last minutes

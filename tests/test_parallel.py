@@ -25,6 +25,18 @@ def test_worker_count_reads_the_environment(monkeypatch):
 
 
 @pytest.mark.slow
+def test_workers_on_a_gpu_only_when_asked(monkeypatch):
+    import torch
+
+    monkeypatch.delenv(parallel.ENV_WORKERS, raising=False)
+    assert parallel.workers_allowed(torch.device("cpu"))
+    assert not parallel.workers_allowed(torch.device("cuda"))
+    monkeypatch.setenv(parallel.ENV_WORKERS, "4")
+    assert parallel.workers_allowed(torch.device("cuda"))
+    monkeypatch.setenv(parallel.ENV_WORKERS, "1")
+    assert not parallel.workers_allowed(torch.device("cuda"))
+
+
 def test_workers_write_the_keys_the_study_asks_for(tmp_path, monkeypatch):
     monkeypatch.setenv(parallel.ENV_WORKERS, "2")
     study = Study("smoke", {**TINY, "run_dir": str(tmp_path / "run")}, progress=False)
