@@ -262,7 +262,9 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
     "underpowered" when the share changes significantly in neither direction and the drop's minimum
     detectable effect exceeds ``paper_effect`` (the paper's drop of the G2 share); otherwise "partly" when
     the share falls (point estimate) and "not reproduced" when it does not;
-    "not tested" when some p has no triggered generation (the DM did not learn the trigger there).
+    A p without any triggered generation (the DM did not learn the trigger there) has no G2 share: it is
+    left out, said in the reason, and the test runs over the other ratios; "not tested" when fewer than
+    two ratios remain.
 
     Returns ``verdict``, ``reason``, ``mde``, ``drop`` (share at the lowest p - share at the highest) with
     ``drop_lo`` / ``drop_hi`` (Newcombe), ``trend_z``, ``p_fall``, ``g1_rise``, ``g2_rise``, ``crosses_half``
@@ -272,24 +274,27 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
     rows = _share_rows(points)
     if len(rows) < 2:
         raise ConfigError("points", len(rows), "at least two poisoning ratios")
-    low, high = rows[0], rows[-1]
     base = {"points": rows, "drop": math.nan, "drop_lo": math.nan, "drop_hi": math.nan, "trend_z": math.nan,
-            "p_fall": math.nan, "g1_rise": math.nan, "g2_rise": math.nan, "crosses_half": False, "mde": math.nan}
+            "p_fall": math.nan, "g1_rise": math.nan, "g2_rise": math.nan, "crosses_half": False, "mde": math.nan,
+            "left_out": []}
     empty = [r["p"] for r in rows if r["n_triggered"] == 0]
-    if empty:
-        return {**base, "verdict": "not tested",
-                "reason": "no triggered generation at p = " + ", ".join(f"{100 * p:g} %" for p in empty)}
+    empty_text = "no triggered generation at p = " + ", ".join(f"{100 * p:g} %" for p in empty)
+    used = [r for r in rows if r["n_triggered"] > 0]
+    if len(used) < 2:
+        return {**base, "left_out": empty, "verdict": "not tested",
+                "reason": empty_text + (" (fewer than two ratios left)" if empty else "")}
+    low, high = used[0], used[-1]
     d, lo, hi = newcombe_difference(low["n_G2"], low["n_triggered"], high["n_G2"], high["n_triggered"], z)
-    trend = share_trend(rows)
+    trend = share_trend(used)
     g1_rise = high["n_G1"] / high["n"] - low["n_G1"] / low["n"]
     g2_rise = high["n_G2"] / high["n"] - low["n_G2"] / low["n"]
     mde = mde_from_interval(lo, hi, z=z)
-    out = {**base, "drop": d, "drop_lo": lo, "drop_hi": hi, "trend_z": trend["z"], "p_fall": trend["p_fall"],
+    out = {**base, "left_out": empty, "drop": d, "drop_lo": lo, "drop_hi": hi, "trend_z": trend["z"], "p_fall": trend["p_fall"],
            "g1_rise": g1_rise, "g2_rise": g2_rise, "mde": mde,
            "crosses_half": bool(low["G2_share"] > 0.5 > high["G2_share"])}
     significant = _finite(trend["p_fall"]) and trend["p_fall"] < alpha
     takeover = g1_rise > g2_rise
-    span = f"p = {100 * low['p']:g} -> {100 * high['p']:g} % ({len(rows)} ratios)"
+    span = f"p = {100 * low['p']:g} -> {100 * high['p']:g} % ({len(used)} ratios)"
     if significant and takeover:
         verdict, reason = "reproduced", (f"the G2 share falls significantly over {span} (one-sided "
                                          f"p = {trend['p_fall']:.3g}) and G1 rises by {g1_rise:+.3f} vs G2 "
@@ -305,6 +310,8 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
         verdict, reason = "partly", "the G2 share falls, not significantly"
     else:
         verdict, reason = "not reproduced", "the G2 share does not fall as p grows"
+    if empty:
+        reason = f"{empty_text}, left out (the DM did not learn the trigger there); {reason}"
     return {**out, "verdict": verdict, "reason": reason}
 
 

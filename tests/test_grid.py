@@ -4,6 +4,8 @@ smoke model's chain, and ``bibad compute --cells`` against the notebooks' keys."
 import numpy as np
 import pytest
 
+from bibad_utils.metrics import wilson_interval
+
 from bibad_utils import store as st
 from bibad_utils.config import ConfigError, load_profile
 from bibad_utils.judges.profile import judge_settings, wants_ablation
@@ -231,6 +233,18 @@ def test_seed_spread_is_the_t_interval_of_the_runs():
     assert got["n"] == 3 and got["mean"] == pytest.approx(0.4)
     assert ins.across_seeds(sp, "badnets1 p=5%", "badnets1", 5, "r_gen") is None
     assert ins.seed_spread(pd.DataFrame()).empty
+    # three runs that each generate 1 triggered image in 200: sd 0, yet the interval is the pooled
+    # sampling interval of the 600 generations, not [0.005, 0.005]
+    same = pd.DataFrame([{**keys, "train_seed": s, "r_gen": 0.005, "n_r_gen": 1, "n": 200, "G1": 0.005, "n_G1": 1,
+                          "G2": 0.0, "n_G2": 0, "n_triggered": 1, "G2_share": 0.0} for s in range(3)])
+    r = ins.seed_spread(same).iloc[0]
+    assert r.r_gen_sd == 0 and r.r_gen_seed_lo < 0.005 < r.r_gen_seed_hi
+    assert (r.r_gen_seed_lo, r.r_gen_seed_hi) == pytest.approx(wilson_interval(3, 600), rel=1e-4)
+    # where the runs disagree more than sampling explains, the t interval stays (wider than the pooled one)
+    spread = pd.DataFrame([{**keys, "train_seed": s, "r_gen": v, "n_r_gen": int(v * 200), "n": 200, "G1": v, "n_G1": int(v * 200),
+                            "G2": 0.0, "n_G2": 0, "n_triggered": int(v * 200), "G2_share": 0.0} for s, v in enumerate([0.2, 0.4, 0.6])])
+    r = ins.seed_spread(spread).iloc[0]
+    assert r.r_gen_seed_lo == pytest.approx(max(0.0, 0.4 - half)) and r.r_gen_seed_hi == pytest.approx(0.4 + half)
 
 
 def test_claims_use_the_runs_and_both_guidances(tiny_grid):

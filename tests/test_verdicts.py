@@ -137,7 +137,15 @@ def test_phase_transition_other_verdicts():
     assert v.phase_transition(rise, paper_effect=0.063)["verdict"] == "not reproduced"
     none = [{"p": 0.05, "n": 200, "n_G1": 0, "n_G2": 0}, {"p": 0.10, "n": 200, "n_G1": 60, "n_G2": 25}]
     r = v.phase_transition(none)
-    assert r["verdict"] == "not tested" and "5 %" in r["reason"]
+    assert r["verdict"] == "not tested" and "5 %" in r["reason"] and "fewer than two" in r["reason"]
+    # over five ratios, the two the DM did not learn are left out and said; the other three are tested
+    curve = [{"p": 0.01, "n": 200, "n_G1": 0, "n_G2": 0}, {"p": 0.02, "n": 200, "n_G1": 0, "n_G2": 0},
+             {"p": 0.05, "n": 200, "n_G1": 20, "n_G2": 60}, {"p": 0.10, "n": 200, "n_G1": 80, "n_G2": 40},
+             {"p": 0.20, "n": 200, "n_G1": 150, "n_G2": 10}]
+    r = v.phase_transition(curve)
+    assert r["verdict"] == "reproduced" and r["left_out"] == [0.01, 0.02] and len(r["points"]) == 5
+    assert r["reason"].startswith("no triggered generation at p = 1 %, 2 %, left out") and "5 -> 20 % (3 ratios)" in r["reason"]
+    assert r["drop"] == pytest.approx(60 / 80 - 10 / 160)
     with pytest.raises(ConfigError, match="at least two"):
         v.phase_transition(flat[:1])
     with pytest.raises(ConfigError, match="phase point 0"):

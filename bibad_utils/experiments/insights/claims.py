@@ -28,13 +28,14 @@ def phase_verdict(rows, z: float = 1.96) -> dict:
     before a miss counts as "not reproduced".
 
     Returns the dict of :func:`~bibad_utils.verdicts.phase_transition` plus ``share_low`` / ``share_high``
-    (the G2 share at the lowest and the highest p).
+    (the G2 share at the lowest and the highest p that the test used).
     """
     pts = [{"p": float(r["ratio"]), "n": int(r["n"]), "n_G1": int(r["n_G1"]), "n_G2": int(r["n_G2"]),
             "r_train": float(r["r_train"])} for r in rows]
     effect = paper.g2_share(0.05) - paper.g2_share(0.10)
     out = verdicts.phase_transition(pts, paper_effect=effect, z=z)
-    out["share_low"], out["share_high"] = out["points"][0]["G2_share"], out["points"][-1]["G2_share"]
+    used = [pt for pt in out["points"] if pt["p"] not in out["left_out"]] or out["points"]
+    out["share_low"], out["share_high"] = used[0]["G2_share"], used[-1]["G2_share"]
     return out
 
 
@@ -137,8 +138,9 @@ def _seed_note(sd: dict | None, value: float, lo: float, hi: float) -> str:
     """The note's account of a claim judged across training runs (empty for one run)."""
     if sd is None:
         return ""
-    return (f"; across {sd['n']} training runs: mean {sd['mean']:.3f}, sd {sd['sd']:.3f}, 95 % t interval "
-            f"[{sd['lo']:.3f}, {sd['hi']:.3f}] (the verdict uses it); run 0 alone {value:.3f} "
+    return (f"; across {sd['n']} training runs: mean {sd['mean']:.3f}, sd {sd['sd']:.3f}, 95 % interval "
+            f"[{sd['lo']:.3f}, {sd['hi']:.3f}] (t, at least the pooled sampling interval; the verdict uses it); "
+            f"run 0 alone {value:.3f} "
             f"[{lo:.3f}, {hi:.3f}] (sampling only)")
 
 

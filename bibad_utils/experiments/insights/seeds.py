@@ -2,7 +2,7 @@
 
 A profile may train a cell several times (``train_seeds``): :func:`seed_table` judges every training run of
 such cells, :func:`seed_spread` gives the mean over the runs, their standard deviation and a t interval of
-the mean, shown next to the sampling (Wilson) interval of one run; the headline claims use the interval
+the mean (never narrower than the pooled sampling interval), shown next to the sampling (Wilson) interval of one run; the headline claims use the interval
 across runs where there are runs (:func:`bibad_utils.experiments.insights.claims.insight_claims`).
 :func:`claim_guidances`: the claims are judged at the profile's first w and, where the profile generates
 at it, at the reference implementation's default w = 5 as well.
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bibad_utils import metrics
 from bibad_utils.experiments.insights.groups import g_row, p_label
 from bibad_utils.experiments.insights.judging import detectors_for, judged, trigger_r_train
 
@@ -51,11 +52,29 @@ def seed_table(study, z: float = 1.96) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# the counts behind each spread column in a g_row: (successes, trials); G2_share's trials are the triggered
+POOLED_COUNTS = {"r_gen": ("n_r_gen", "n"), "G1": ("n_G1", "n"), "G2": ("n_G2", "n"), "G2_share": ("n_G2", "n_triggered")}
+
+
+def _pooled_interval(g: pd.DataFrame, col: str, level: float) -> tuple[float, float] | None:
+    """The Wilson interval of ``col`` over the generations of all runs of ``g`` pooled (None without counts)."""
+    k_col, n_col = POOLED_COUNTS.get(col, (None, None))
+    if k_col not in g.columns or n_col not in g.columns:
+        return None
+    k, n = int(g[k_col].sum()), int(g[n_col].sum())
+    if n == 0:
+        return None
+    return metrics.wilson_interval(k, n, float(stats.norm.ppf(0.5 + level / 2)))
+
+
 def seed_spread(sdf: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Across the training runs of each (cell, detector, w) of :func:`seed_table`: ``n_seeds`` and, for each
     of :data:`SPREAD_COLUMNS`, ``<col>_mean``, ``<col>_sd`` (sample standard deviation) and
-    ``<col>_seed_lo`` / ``<col>_seed_hi`` (t interval of the mean at ``level``, clipped to [0, 1]; NaN for
-    one run). Empty (with these columns) for an empty table."""
+    ``<col>_seed_lo`` / ``<col>_seed_hi``: the t interval of the mean at ``level``, clipped to [0, 1], and
+    widened where needed to the Wilson interval of all runs' generations pooled, since with few runs the
+    sample sd can come out (near) zero by chance, e.g. three runs that each generate 1 triggered image in
+    200, and a t interval of zero width would claim a precision no single run has; NaN for one run. Empty
+    (with these columns) for an empty table."""
     cols = GROUP_KEYS + ["n_seeds"] + [f"{c}_{s}" for c in SPREAD_COLUMNS for s in ("mean", "sd", "seed_lo", "seed_hi")]
     if sdf is None or sdf.empty:
         return pd.DataFrame(columns=cols)
@@ -70,8 +89,11 @@ def seed_spread(sdf: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
             mean = float(v.mean()) if len(v) else math.nan
             sd = float(v.std(ddof=1)) if len(v) > 1 else math.nan
             half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * sd / math.sqrt(len(v))) if len(v) > 1 else math.nan
-            row.update({f"{c}_mean": mean, f"{c}_sd": sd, f"{c}_seed_lo": max(0.0, mean - half),
-                        f"{c}_seed_hi": min(1.0, mean + half)})
+            lo, hi = max(0.0, mean - half), min(1.0, mean + half)
+            pooled = _pooled_interval(g, c, level)
+            if pooled is not None and math.isfinite(lo):  # never narrower than the runs' pooled sampling interval
+                lo, hi = min(lo, pooled[0]), max(hi, pooled[1])
+            row.update({f"{c}_mean": mean, f"{c}_sd": sd, f"{c}_seed_lo": lo, f"{c}_seed_hi": hi})
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
