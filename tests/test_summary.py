@@ -226,6 +226,20 @@ def test_teaser_drawing_shows_panels_and_bars():
     assert sum(len(s.axes) for s in fig.subfigs[:2]) == 16
 
 
+def test_teaser_bars_of_a_failing_detector_are_hatched_and_named():
+    rows = [sm.ratio_row(np.arange(40) < k, rt, attack=a, p=p, label=lab)
+            for a, k_clean in (("badnets1", 0), ("wanet", 40))
+            for p, lab, k, rt in ((0.0, "clean", k_clean, 0.0), (0.1, "10%", 20, 0.3))]
+    bars = pd.DataFrame(rows)
+    bars["trusted"] = [True, True, False, False]
+    fig = sm.teaser_drawing([{"images": np.zeros((2, 8, 8, 3), np.uint8), "title": "clean DM"}], bars, "bars")
+    ax = fig.subfigs[-1].axes[0]
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 2 and sorted(p.get_height() for p in hatched) == [0.5, 1.0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert "wanet: detector fails its check, no evidence" in labels and "r_gen, badnets1" in labels
+
+
 def test_glue_values_count_and_name_what_is_missing():
     rows = [row("amplification"), row("trojan_g1", "not reproduced")]
     df = sm.frame_from_rows(rows, ["04_insights"])

@@ -119,6 +119,15 @@ CLEAN_FALSE_ALARM_MAX = 0.10  # above this trigger ratio on the clean DM's gener
 CONTENT_MIN = 0.5
 
 
+def clean_detector_check(attack: str, clean_hi: float) -> verdicts.Check:
+    """A trigger detector's check on the clean DM's target-prompt generations: the upper 95 % bound
+    ``clean_hi`` of the share it flags must be at most :data:`CLEAN_FALSE_ALARM_MAX`; a detector that
+    fires on the clean DM's generations cannot measure amplification (chapter 04's claims, the teaser)."""
+    return verdicts.false_alarm_check(
+        clean_hi, max_rate=CLEAN_FALSE_ALARM_MAX,
+        what=f"share of the clean DM's target-prompt generations the {attack} detector flags")
+
+
 def content_check(study, gjdf: pd.DataFrame | None = None) -> verdicts.Check | None:
     """The clean classifier's check on generations (:data:`CONTENT_MIN`), from
     :func:`~bibad_utils.experiments.insights.judging.generated_judge_table` (computed when ``gjdf`` is None;
@@ -171,12 +180,8 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
         top = a.iloc[-1]
         clean = controls[(controls["attack"] == "clean") & (controls["detector"] == attack)]
         floor = float(clean["G1"].iloc[0]) if len(clean) else 0.0
-        # a detector that fires on the clean DM's generations cannot measure amplification
-        clean_rate = float(clean["r_gen"].iloc[0]) if len(clean) else 0.0
         # the baseline of every claim below: the detector must not fire on the clean DM's generations
-        check = verdicts.false_alarm_check(
-            clean_rate, max_rate=CLEAN_FALSE_ALARM_MAX,
-            what=f"share of the clean DM's target-prompt generations the {attack} detector flags")
+        check = clean_detector_check(attack, float(clean["r_gen_hi"].iloc[0]) if len(clean) else 0.0)
         sd = across_seeds(spread, top["cell"], attack, w, "G1")
         g1, g1_lo, g1_hi = (sd["mean"], sd["lo"], sd["hi"]) if sd else (top["G1"], top["G1_lo"], top["G1_hi"])
         failed = verdicts.first_failed(check, content)  # G1 needs the detector and the classifier

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from bibad_utils import metrics
 from bibad_utils.experiments.explorer import ExplorerData, draw_panel, panel_size
+from bibad_utils.experiments.insights import clean_detector_check
 from bibad_utils.experiments.summary.tables import FIGURES_DIR
 from bibad_utils.plots import PALETTE, REF_COLOR
 from bibad_utils.report import TEASER_CAPTION, TEASER_PNG
@@ -18,6 +19,7 @@ from bibad_utils.stages import Cell
 
 
 TEASER_DPI = 150
+UNTRUSTED_COLOR = "#e6e6e6"  # bars of a detector that fails its own check
 
 
 def ratio_row(trigger, r_train: float, z: float = 1.96, **keys) -> dict:
@@ -38,7 +40,9 @@ def teaser_guidance(study) -> float:
 def ratio_frame(study, guidance: float | None = None, data: ExplorerData | None = None) -> pd.DataFrame:
     """r_gen (with its 95 % Wilson interval) and r_train per attack and p (the clean control first, with
     r_train 0), target-prompt generations at ``guidance`` judged by the attack's detector. Columns:
-    attack, p, label ("clean" or "5%"), n, n_triggered, r_gen, r_gen_lo, r_gen_hi, r_train."""
+    attack, p, label ("clean" or "5%"), n, n_triggered, r_gen, r_gen_lo, r_gen_hi, r_train, and ``trusted``:
+    whether the attack's detector passes chapter 04's check on the clean DM's generations
+    (:func:`~bibad_utils.experiments.insights.clean_detector_check`; True without a clean control)."""
     w = teaser_guidance(study) if guidance is None else float(guidance)
     data = data or ExplorerData(study)
     rows = []
@@ -50,12 +54,20 @@ def ratio_frame(study, guidance: float | None = None, data: ExplorerData | None 
             label = "clean" if cell.kind == "clean" else f"{100 * cell.ratio:g}%"
             rows.append(ratio_row(data.view(cell, w, attack)["trigger"], r_train, attack=attack, p=cell.ratio,
                                   label=label))
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df["trusted"] = True
+    for attack, g in df.groupby("attack", sort=False):
+        clean = g[g["label"] == "clean"]
+        if len(clean):
+            df.loc[g.index, "trusted"] = clean_detector_check(attack, float(clean["r_gen_hi"].iloc[0])).ok
+    return df
 
 
 def draw_ratio_bars(ax, df: pd.DataFrame) -> None:
     """Bars of r_gen with their intervals per (attack, p) of :func:`ratio_frame`, grouped by p, one colour
-    per attack, with r_train as a black tick on each bar."""
+    per attack, with r_train as a black tick on each bar. An attack whose detector fails its check on the
+    clean DM's generations (``trusted`` False) is drawn hatched in light grey and labelled so: its bars
+    are no evidence."""
     labels = list(pd.unique(df["label"]))
     attacks = list(pd.unique(df["attack"]))
     width = 0.8 / len(attacks)
@@ -64,7 +76,11 @@ def draw_ratio_bars(ax, df: pd.DataFrame) -> None:
         x = np.array([labels.index(v) for v in rows["label"]]) - 0.4 + width * (i + 0.5)
         y = rows["r_gen"].to_numpy(float)
         err = np.clip(np.vstack([y - rows["r_gen_lo"].to_numpy(float), rows["r_gen_hi"].to_numpy(float) - y]), 0, None)
-        ax.bar(x, y, width=0.92 * width, color=PALETTE[i % len(PALETTE)], label=f"r_gen, {attack}")
+        if bool(rows["trusted"].all()) if "trusted" in rows else True:
+            ax.bar(x, y, width=0.92 * width, color=PALETTE[i % len(PALETTE)], label=f"r_gen, {attack}")
+        else:
+            ax.bar(x, y, width=0.92 * width, color=UNTRUSTED_COLOR, hatch="///", edgecolor="#999999",
+                   label=f"{attack}: detector fails its check, no evidence")
         ax.errorbar(x, y, yerr=err, fmt="none", ecolor="#333333", elinewidth=1.0, capsize=2.5)
         ax.hlines(rows["r_train"].to_numpy(float), x - 0.46 * width, x + 0.46 * width, colors=REF_COLOR,
                   linewidth=2.2, label="r_train" if i == 0 else None)
@@ -120,8 +136,9 @@ def teaser_figure(study, n: int = 16, data: ExplorerData | None = None) -> Figur
     return teaser_drawing(panels, bars, f"target-prompt generations with the trigger, w = {w:g}")
 
 
-def teaser_caption(study) -> str:
-    """The teaser's caption (Markdown), naming the run's attack, p, w and target class."""
+def teaser_caption(study, untrusted=()) -> str:
+    """The teaser's caption (Markdown), naming the run's attack, p, w and target class, and the attacks
+    ``untrusted`` whose bars are drawn hatched (their detector fails its check)."""
     clean, poisoned = teaser_cells(study)
     w = teaser_guidance(study)
     target = study.class_names[study.target]
@@ -132,7 +149,9 @@ def teaser_caption(study) -> str:
             f"the trigger; the label under each image is the class the clean classifier sees. The titles count "
             f"G1-G4 over all target-prompt generations. Right: the share of triggered generations, $r_{{gen}}$ "
             f"(bars, 95 % Wilson intervals), against the share of triggered images among the target-prompt "
-            f"training images, $r_{{train}}$ (black ticks), for every attack and $p$.")
+            f"training images, $r_{{train}}$ (black ticks), for every attack and $p$."
+            + (f" Hatched grey bars ({', '.join(untrusted)}): the attack's detector flags the clean DM's "
+               f"generations too, so they are no evidence (chapter 04 marks those rows not tested)." if untrusted else ""))
 
 
 def save_teaser(study, fig: Figure) -> Path:
@@ -142,5 +161,7 @@ def save_teaser(study, fig: Figure) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / TEASER_PNG
     fig.savefig(path, dpi=TEASER_DPI, bbox_inches="tight", facecolor="white")
-    (folder / TEASER_CAPTION).write_text(teaser_caption(study) + "\n")
+    bars = ratio_frame(study)
+    untrusted = list(pd.unique(bars.loc[~bars["trusted"].astype(bool), "attack"]))
+    (folder / TEASER_CAPTION).write_text(teaser_caption(study, untrusted) + "\n")
     return path
