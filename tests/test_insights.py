@@ -300,6 +300,14 @@ def test_figures_from_hand_made_tables():
     gdf = make_gdf()
     assert isinstance(ins.phase_figure(ins.phase_transition(gdf)), Figure)
     assert len(ins.guidance_figure(gdf).axes) == 2
+    # a detector that flags the clean DM's generations: listed, and its figure columns say "not evidence"
+    assert ins.untrusted_detectors(gdf, 1.0) == []
+    loud = gdf.copy()
+    loud.loc[loud["attack"] == "clean", ["r_gen", "r_gen_hi"]] = [0.9, 0.95]
+    assert ins.untrusted_detectors(loud, 1.0) == ["badnets1"]
+    for fig in (ins.phase_figure(ins.phase_transition(loud), untrusted=["badnets1"]), ins.guidance_figure(loud)):
+        top = fig.axes[0]
+        assert "not evidence" in top.get_title() and any("fails its check" in t.get_text() for t in top.texts)
     qdf = pd.DataFrame([{"cell": c, "attack": a, "fd_clf": f, "clf_acc": 0.5, "clf_acc_lo": 0.4, "clf_acc_hi": 0.6}
                         for c, a, f in (("real train", "real", 1.0), ("clean", "clean", 3.0))])
     assert len(ins.quality_figure(qdf).axes) == 2

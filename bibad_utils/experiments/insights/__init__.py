@@ -27,7 +27,7 @@ views), :mod:`.seeds` (the spread across training runs), :mod:`.quality`, :mod:`
 """
 
 from bibad_utils.experiments.insights.claims import (  # noqa: F401
-    STAGE, CLEAN_FALSE_ALARM_MAX, CONTENT_MIN, clean_detector_check, content_check, phase_verdict, control_verdict, control_row, template_checks, insight_claims, claims_table, verdict_summary,
+    STAGE, CLEAN_FALSE_ALARM_MAX, CONTENT_MIN, clean_detector_check, untrusted_detectors, content_check, phase_verdict, control_verdict, control_row, template_checks, insight_claims, claims_table, verdict_summary,
     shortfall_sentence, template_sentence, glue_values)
 from bibad_utils.experiments.insights.figures import (  # noqa: F401
     group_examples, examples_figure, phase_figure, guidance_figure, quality_figure)

@@ -128,6 +128,14 @@ def clean_detector_check(attack: str, clean_hi: float) -> verdicts.Check:
         what=f"share of the clean DM's target-prompt generations the {attack} detector flags")
 
 
+def untrusted_detectors(gdf: pd.DataFrame, guidance: float) -> list[str]:
+    """The trigger kinds whose detector fails :func:`clean_detector_check` on the clean DM's
+    target-prompt generations at ``guidance`` (rows of :func:`g_table`); their figures are no evidence."""
+    clean = gdf[(gdf["attack"] == "clean") & (gdf["guidance"].astype(float) == float(guidance))]
+    return [str(r["detector"]) for _, r in clean.iterrows()
+            if not clean_detector_check(str(r["detector"]), float(r["r_gen_hi"])).ok]
+
+
 def content_check(study, gjdf: pd.DataFrame | None = None) -> verdicts.Check | None:
     """The clean classifier's check on generations (:data:`CONTENT_MIN`), from
     :func:`~bibad_utils.experiments.insights.judging.generated_judge_table` (computed when ``gjdf`` is None;

@@ -8,6 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bibad_utils.base import ConfigError
+from bibad_utils.experiments.insights.claims import untrusted_detectors
 from bibad_utils.experiments.insights.groups import p_label
 from bibad_utils.experiments.insights.judging import judged
 from bibad_utils.plots import G_COLORS, PALETTE, REF_COLOR, side_by_side_grids
@@ -62,10 +63,24 @@ def _errorbar(ax, x, df, col, **kw):
     ax.errorbar(x, y, yerr=np.clip(err, 0, None), capsize=2.5, elinewidth=1.0, **kw)
 
 
-def phase_figure(pt: pd.DataFrame) -> Figure:
+UNTRUSTED_NOTE = "detector fails its check\n(it flags the clean DM's\ngenerations): no evidence"
+
+
+def _mark_untrusted(axes, attack: str) -> None:
+    """Fade one attack's column of axes and say on it that its detector fails its check."""
+    for ax in axes:
+        for artist in list(ax.lines) + list(ax.collections) + list(ax.patches):
+            artist.set_alpha(0.25)
+    axes[0].set_title(f"{attack} (not evidence)", color="#777777")
+    axes[0].text(0.5, 0.5, UNTRUSTED_NOTE, transform=axes[0].transAxes, ha="center", va="center", fontsize=9,
+                 color="#333333", bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "#999999"})
+
+
+def phase_figure(pt: pd.DataFrame, untrusted=()) -> Figure:
     """Insight 2 from :func:`phase_transition`: top row, G1 and G2 ratios (Wilson 95 %) against p per
     attack with r_train dashed; bottom row, G1 - r_train and G2 - r_train as bars (the quantities of the
-    paper's figure, as ratios)."""
+    paper's figure, as ratios). The columns of the attacks in ``untrusted`` (:func:`untrusted_detectors`)
+    are faded and say that their detector fails its check."""
     attacks = list(pd.unique(pt["attack"]))
     fig, axes = _new_axes(2, len(attacks), 3.6 * len(attacks) + 0.6, 5.6)
     for k, attack in enumerate(attacks):
@@ -85,6 +100,8 @@ def phase_figure(pt: pd.DataFrame) -> Figure:
         bottom.set_xlabel("poisoning ratio p")
         for ax in (top, bottom):
             ax.set_xlim(-0.6, len(a) - 0.4)
+        if attack in untrusted:
+            _mark_untrusted((top, bottom), attack)
     axes[0, 0].set_ylabel("fraction of generations")
     axes[1, 0].set_ylabel("ratio - r_train")
     axes[0, -1].legend(fontsize=8, frameon=False, loc="upper left")
@@ -93,9 +110,12 @@ def phase_figure(pt: pd.DataFrame) -> Figure:
     return fig
 
 
-def guidance_figure(gdf: pd.DataFrame) -> Figure:
+def guidance_figure(gdf: pd.DataFrame, untrusted=None) -> Figure:
     """r_gen (top) and G1 (bottom) against the guidance scale w for every poisoned cell (Wilson 95 %),
-    one column per attack, one line per p; r_train dotted in the top row."""
+    one column per attack, one line per p; r_train dotted in the top row. The columns of the attacks in
+    ``untrusted`` (default: :func:`untrusted_detectors` at the table's first w) are faded and say so."""
+    if untrusted is None:
+        untrusted = untrusted_detectors(gdf, float(gdf["guidance"].iloc[0])) if len(gdf) else []
     grid = gdf[~gdf["control"].astype(bool)]
     attacks = list(pd.unique(grid["attack"]))
     fig, axes = _new_axes(2, len(attacks), 3.6 * len(attacks) + 0.6, 5.6)
@@ -115,6 +135,8 @@ def guidance_figure(gdf: pd.DataFrame) -> Figure:
         for ax in axes[:, k]:
             ax.set_ylim(0, 1)
         axes[1, k].set_xlabel("guidance w")
+        if attack in untrusted:
+            _mark_untrusted(axes[:, k], attack)
     axes[0, 0].set_ylabel("r_gen (dotted: r_train)")
     axes[1, 0].set_ylabel("G1")
     axes[0, -1].legend(fontsize=8, frameon=False)
