@@ -245,6 +245,9 @@ def _norm_cdf(x: float) -> float:
     return 0.5 * math.erfc(-x / math.sqrt(2))
 
 
+PHASE_MIN_TRIGGERED = 10  # triggered generations a ratio needs before its G2 share enters Insight 2's test
+
+
 def phase_transition(points, *, paper_effect: float | None = None, alpha: float = 0.05, z: float = Z95) -> dict:
     """Verdict of Insight 2 ("more poison, more mismatch") from per-p counts of target-prompt generations.
 
@@ -262,9 +265,9 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
     "underpowered" when the share changes significantly in neither direction and the drop's minimum
     detectable effect exceeds ``paper_effect`` (the paper's drop of the G2 share); otherwise "partly" when
     the share falls (point estimate) and "not reproduced" when it does not;
-    A p without any triggered generation (the DM did not learn the trigger there) has no G2 share: it is
-    left out, said in the reason, and the test runs over the other ratios; "not tested" when fewer than
-    two ratios remain.
+    A p with fewer than :data:`PHASE_MIN_TRIGGERED` triggered generations (the DM did not, or barely,
+    learn the trigger there) has no usable G2 share (one triggered image makes it 0 or 1): it is left out,
+    said in the reason, and the test runs over the other ratios; "not tested" when fewer than two remain.
 
     Returns ``verdict``, ``reason``, ``mde``, ``drop`` (share at the lowest p - share at the highest) with
     ``drop_lo`` / ``drop_hi`` (Newcombe), ``trend_z``, ``p_fall``, ``g1_rise``, ``g2_rise``, ``crosses_half``
@@ -277,9 +280,10 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
     base = {"points": rows, "drop": math.nan, "drop_lo": math.nan, "drop_hi": math.nan, "trend_z": math.nan,
             "p_fall": math.nan, "g1_rise": math.nan, "g2_rise": math.nan, "crosses_half": False, "mde": math.nan,
             "left_out": []}
-    empty = [r["p"] for r in rows if r["n_triggered"] == 0]
-    empty_text = "no triggered generation at p = " + ", ".join(f"{100 * p:g} %" for p in empty)
-    used = [r for r in rows if r["n_triggered"] > 0]
+    empty = [r["p"] for r in rows if r["n_triggered"] < PHASE_MIN_TRIGGERED]
+    empty_text = (f"fewer than {PHASE_MIN_TRIGGERED} triggered generations at p = "
+                  + ", ".join(f"{100 * p:g} %" for p in empty))
+    used = [r for r in rows if r["n_triggered"] >= PHASE_MIN_TRIGGERED]
     if len(used) < 2:
         return {**base, "left_out": empty, "verdict": "not tested",
                 "reason": empty_text + (" (fewer than two ratios left)" if empty else "")}

@@ -144,7 +144,10 @@ def test_phase_transition_other_verdicts():
              {"p": 0.20, "n": 200, "n_G1": 150, "n_G2": 10}]
     r = v.phase_transition(curve)
     assert r["verdict"] == "reproduced" and r["left_out"] == [0.01, 0.02] and len(r["points"]) == 5
-    assert r["reason"].startswith("no triggered generation at p = 1 %, 2 %, left out") and "5 -> 20 % (3 ratios)" in r["reason"]
+    assert r["reason"].startswith("fewer than 10 triggered generations at p = 1 %, 2 %, left out") and "5 -> 20 % (3 ratios)" in r["reason"]
+    # one triggered generation makes a share of 0 or 1: too few, left out as well
+    curve[1] = {"p": 0.02, "n": 200, "n_G1": 1, "n_G2": 0}
+    assert v.phase_transition(curve)["left_out"] == [0.01, 0.02]
     assert r["drop"] == pytest.approx(60 / 80 - 10 / 160)
     with pytest.raises(ConfigError, match="at least two"):
         v.phase_transition(flat[:1])
