@@ -150,6 +150,12 @@ def train_on_generations(attack: str, p: float, metric: str, dataset: str = "ima
     return None if cell is None else cell.get(metric)
 
 
+def largest_ta_drop() -> float:
+    """The largest TA drop (training set -> generations) of :data:`TRAIN_ON_GENERATIONS` over every dataset,
+    attack and p: the paper's own bound on "a few points" of TA cost."""
+    return max(v["TA"][0] - v["TA"][1] for t in TRAIN_ON_GENERATIONS.values() for v in t.values())
+
+
 def resnet18(p: float, metric: str) -> float | None:
     """The ResNet-18's ``metric`` (TA | ASR) on CIFAR-10 BadNets at ``p``, or None."""
     _check_metric(metric)
@@ -364,5 +370,5 @@ def setting_text(key: str, *, attack: str | None = None, p: float | None = None)
 
 __all__ = ["CD_AUROC", "CLAIMS", "CLAIM_KEYS", "DATASET_NAMES", "DIFFUSION_CLASSIFIER", "DUPLICATES", "KINDS",
            "setting_text", "N_TARGET_GENERATIONS", "PaperClaim", "RESNET18", "R_TRAIN", "SOURCES", "TRAIN_ON_GENERATIONS", "cd_auroc",
-           "claim", "diffusion_classifier", "duplicates", "g2_share", "paper_text", "pct", "phase_points",
+           "claim", "diffusion_classifier", "duplicates", "g2_share", "largest_ta_drop", "paper_text", "pct", "phase_points",
            "r_train", "resnet18", "train_on_generations"]

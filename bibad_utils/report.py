@@ -21,7 +21,7 @@ from pathlib import Path
 from bibad_utils.base import ConfigError
 from bibad_utils.paper import claim as paper_claim
 from bibad_utils.store import load_json, save_json
-from bibad_utils.verdicts import VERDICTS, greater, row_kind
+from bibad_utils.verdicts import VERDICTS, check_interval, row_kind
 
 COLUMNS = ("stage", "claim", "setting", "metric", "paper", "ours", "ours_lo", "ours_hi", "verdict", "note")
 OPTIONAL_COLUMNS = ("key", "kind")
@@ -37,22 +37,22 @@ def claim_row(stage: str, claim: str, *, metric: str, ours: float, verdict: str,
     """One validated claim row (see the module docstring). ``key``: a claim key of
     :data:`bibad_utils.paper.CLAIM_KEYS` ("" for none); ``kind``: default the key's kind, else "no paper
     number" when ``paper`` is empty and "paper claim" otherwise (left "" without a key: readers infer
-    it, :func:`bibad_utils.verdicts.row_kind`)."""
+    it, :func:`bibad_utils.verdicts.row_kind`). A row counts as a "paper claim" only with a paper number:
+    a paper-claim row whose ``paper`` text is empty becomes "no paper number". An inverted interval
+    (``lo > hi``) is refused."""
     if verdict not in VERDICTS:
         raise ConfigError("verdict", verdict, " | ".join(VERDICTS))
+    check_interval(lo, hi, f"interval of the claim row {claim!r} ({setting})")
     if key:
         kind = kind or paper_claim(key).kind
+    if kind == "paper claim" and not str(paper or "").strip():
+        kind = "no paper number"
     row = {"stage": stage, "claim": claim, "setting": setting, "metric": metric, "paper": paper,
            "ours": float(ours), "ours_lo": float(lo), "ours_hi": float(hi), "verdict": verdict, "note": note,
            "key": key, "kind": kind}
     if kind:
         row_kind(row)  # validates it
     return row
-
-
-def verdict_greater(lo: float, value: float, reference: float, *, margin: float = 0.0) -> str:
-    """Verdict for a claim "ours exceeds ``reference``" (:func:`bibad_utils.verdicts.greater`)."""
-    return greater(lo, value, reference, margin=margin)
 
 
 def claims_path(run_dir, stage: str) -> Path:

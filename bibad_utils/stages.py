@@ -34,7 +34,6 @@ from bibad_utils.cells import POOLS, Cell, GenSet, train_seed_keys, validate_tra
 from bibad_utils.config import ConfigError, deep_merge, load_profile, resolve_device, validate_profile
 from bibad_utils.data import dataset_from_config
 from bibad_utils.memorization import duplicate_pool, embed, find_duplicate_groups
-from bibad_utils.paper import REFERENCE_GUIDANCE
 from bibad_utils.poison import poison_dataset
 from bibad_utils.progress import choose_threads
 from bibad_utils.sampling import class_mix, sample_images, set_seeds
@@ -314,10 +313,10 @@ class Study(JudgesMixin):
         return float(s.get("guidance_all") or s["guidance"][0])
 
     def claim_guidances(self) -> list[float]:
-        """The guidance scales the claims are judged at: the profile's first and, when the profile also
-        generates at it, the reference implementation's default (:data:`bibad_utils.paper.REFERENCE_GUIDANCE`)."""
-        ws = [float(w) for w in self.cfg["sampling"]["guidance"]]
-        return ws[:1] + ([REFERENCE_GUIDANCE] if REFERENCE_GUIDANCE in ws[1:] else [])
+        """The guidance scales the claims are judged at: every scale the profile generates target-prompt
+        sets at (``sampling.guidance``), each a row, none hidden (the reference implementation's default
+        :data:`bibad_utils.paper.REFERENCE_GUIDANCE` among them when the profile generates at it)."""
+        return [float(w) for w in self.cfg["sampling"]["guidance"]]
 
     def target_guidances(self, cell: Cell | None) -> list[float]:
         """The w of ``cell``'s target-prompt sets: every w of ``sampling.guidance`` for the grid and the clean

@@ -15,9 +15,10 @@ import copy
 from bibad_utils import store as st
 from bibad_utils.cells import GenSet
 from bibad_utils.data import to_float, to_uint8
-from bibad_utils.judges import (JUDGE_KEYS, evaluate_judge, load_classifier, predict, save_classifier,
-                                train_classifier, train_trigger_detector)
-from bibad_utils.judges.profile import judge_settings
+from bibad_utils.judges import (JUDGE_KEYS, evaluate_judge, holdout_split, is_warp_kind, load_classifier, predict,
+                                save_classifier, train_classifier, train_trigger_detector, train_warp_detector,
+                                warp_check)
+from bibad_utils.judges.profile import judge_settings, warp_settings
 from bibad_utils.judges import PHOTOMETRIC_KEYS
 from bibad_utils.judges.template import TriggerTemplate, corrupted, template_check
 
@@ -54,18 +55,39 @@ class JudgesMixin:
         """(stage, artifact key) of the clean classifier (``what="classifier"``) or a trigger kind's detector."""
         if what == "classifier":
             return "judge_classifier", st.artifact_key("judge_classifier", self._judge_params(), [self.data_key])
-        params = {**self._judge_params(), "trigger_kind": what, "trigger": self.cfg["triggers"].get(what)}
-        return "judge_detector", st.artifact_key("judge_detector", params, [self.data_key])
+        params, inputs = self._detector_spec(what)
+        return "judge_detector", st.artifact_key("judge_detector", params, inputs)
+
+    def _detector_spec(self, kind: str) -> tuple[dict, list[str]]:
+        """(parameters, input keys) of the detector artifact of trigger ``kind``. A warp trigger's detector
+        (:mod:`bibad_utils.judges.warp_detector`) adds its recipe (:func:`warp_settings`) and, when it mixes
+        generations in, the key of the clean pre-trained DM's generation sets (made first if missing)."""
+        params = {**self._judge_params(), "trigger_kind": kind, "trigger": self.cfg["triggers"].get(kind)}
+        inputs = [self.data_key]
+        if is_warp_kind(kind):
+            params["warp_recipe"] = warp_settings(self.cfg["judges"])
+            if self._warp_generations_used():
+                inputs.append(self.generation_key(None))
+        return params, inputs
+
+    def _warp_generations_used(self) -> bool:
+        """Whether the warp detector mixes a clean DM's generations into its batches: ``judges.wanet_generated``
+        above 0 and a clean pre-trained DM (its all-class set is drawn before any judge is trained, and is
+        not the set chapter 04 checks the judges on, the clean control's)."""
+        return warp_settings(self.cfg["judges"])["generated_fraction"] > 0 and self.pretrain_key is not None
 
     def judge_cached(self, what: str) -> bool:
         """Whether the clean classifier (``"classifier"``) or the detector of trigger kind ``what`` is in the store."""
         return self.store.exists(*self._judge_key(what))
 
     def detector(self, kind: str):
-        """The binary trigger detector of trigger ``kind`` (clean vs triggered non-target real images)."""
-        params = {**self._judge_params(), "trigger_kind": kind, "trigger": self.cfg["triggers"].get(kind)}
+        """The binary trigger detector of trigger ``kind`` (clean vs triggered non-target real images); a
+        warp trigger's (WaNet) follows its own recipe (:meth:`_warp_detector`)."""
+        params, inputs = self._detector_spec(kind)
 
         def build(art):
+            if is_warp_kind(kind):
+                return self._warp_detector(kind, art)
             kw = self._judge_kwargs()
             model = train_trigger_detector(self.train_set, self.trigger(kind), exclude_class=self.target,
                                            seed=self.seed, device=self.device, progress=self.progress, **kw)
@@ -74,8 +96,36 @@ class JudgesMixin:
             save_classifier(model, art.dir / "model", meta={"report": report})
             st.save_json(art.dir / "report.json", report)
 
-        path = self.store.cached("judge_detector", params, [self.data_key], build, device=str(self.device))
+        path = self.store.cached("judge_detector", params, inputs, build, device=str(self.device))
         return load_classifier(path / "model", device=self.device)
+
+    def _warp_detector(self, kind: str, art) -> None:
+        """Train, check and save the detector of warp trigger ``kind`` into ``art``: the recipe of
+        :func:`~bibad_utils.judges.train_warp_detector` with the profile's judges settings (``wanet_epochs``
+        epochs, no blur or noise), and, when generations are used, the clean pre-trained DM's all-class set
+        split by :func:`~bibad_utils.judges.holdout_split`. ``report.json``: :func:`~bibad_utils.judges.warp_check`
+        on the real non-target test images, and under ``generated`` the same on the held-out generations
+        (stored as uint8; None without generations)."""
+        recipe = warp_settings(self.cfg["judges"])
+        kw = {k: v for k, v in self._judge_kwargs().items() if k not in ("epochs", "blur", "noise")}
+        trigger = self.trigger(kind)
+        generated = held = None
+        if self._warp_generations_used():
+            gen = self.generations(None)[("all", self.guidance_all)]
+            train_idx, held_idx = holdout_split(len(gen.images), self.seed, recipe["holdout"])
+            generated, held = gen.images[train_idx], gen.images[held_idx]
+        model = train_warp_detector(self.train_set, trigger, generated=generated, exclude_class=self.target,
+                                    seed=self.seed, device=self.device, progress=self.progress,
+                                    epochs=recipe["epochs"], random_warps=recipe["random_warps"],
+                                    generated_fraction=recipe["generated_fraction"], **kw)
+        report = warp_check(model, self.test_set, trigger, exclude_class=self.target, seed=self.seed + 1,
+                            device=self.device)
+        report["generated"] = None if held is None else {
+            "source": f"clean pre-trained DM, all-class set, w = {self.guidance_all:g}",
+            "n_train": len(generated), **warp_check(model, held, trigger, seed=self.seed + 2, quantize=True,
+                                                     device=self.device)}
+        save_classifier(model, art.dir / "model", meta={"report": report})
+        st.save_json(art.dir / "report.json", report)
 
     def detector_report(self, kind: str) -> dict:
         self.detector(kind)

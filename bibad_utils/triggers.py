@@ -155,6 +155,44 @@ class BlendTrigger(Trigger):
         return out
 
 
+def warp_offsets(n: int, grid: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` random control-point fields of a warp: float64 ``[n, 2, grid, grid]``, uniform in [-1, 1),
+    drawn from ``generator`` (the WaNet trigger draws one from a generator seeded with its seed)."""
+    return torch.rand(n, 2, int(grid), int(grid), generator=generator, dtype=torch.float64) * 2 - 1
+
+
+def _identity_grid(image_size: int) -> torch.Tensor:
+    line = torch.linspace(-1, 1, image_size, dtype=torch.float64)
+    yy, xx = torch.meshgrid(line, line, indexing="ij")
+    return torch.stack([xx, yy], dim=-1)[None]
+
+
+def warp_grids(offsets: torch.Tensor, image_size: int, strength: float) -> torch.Tensor:
+    """Sampling grids of :class:`WarpTrigger` warps from control-point fields ``offsets`` (float64
+    ``[N, 2, g, g]``, :func:`warp_offsets`): each field normalised to mean absolute value 1, upsampled
+    bicubically to ``image_size``, scaled by ``strength / image_size`` and added to the identity grid in
+    [-1, 1] coordinates (clamped there). Returns float32 ``[N, S, S, 2]`` for :func:`apply_warp`."""
+    offsets = torch.cat([o / o.abs().mean() for o in offsets.split(1)])
+    field = F.interpolate(offsets, size=(image_size, image_size), mode="bicubic",
+                          align_corners=True).permute(0, 2, 3, 1)
+    return (_identity_grid(image_size) + float(strength) * field / image_size).clamp(-1, 1).float()
+
+
+def random_warp_grids(n: int, image_size: int, grid: int, strength: float,
+                      generator: torch.Generator) -> torch.Tensor:
+    """``n`` warps drawn at random like the WaNet trigger's field (same ``grid`` and ``strength``, other
+    offsets): float32 sampling grids ``[n, S, S, 2]`` for :func:`apply_warp`. WaNet's "noise mode" trains
+    on images warped this way, labelled clean, so that a detector learns the trigger's field, not any warp."""
+    return warp_grids(warp_offsets(n, grid, generator), image_size, strength)
+
+
+def apply_warp(x: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+    """Resample float images ``x`` ``[N, C, S, S]`` along sampling grids ``[1 or N, S, S, 2]`` (bilinear,
+    border padding, as :class:`WarpTrigger`); returns a new tensor of ``x``'s shape, dtype and device."""
+    grids = grids.to(device=x.device, dtype=x.dtype).expand(x.shape[0], -1, -1, -1)
+    return F.grid_sample(x, grids, mode="bilinear", padding_mode="border", align_corners=True)
+
+
 class WarpTrigger(Trigger):
     """WaNet: resample the image along a fixed smooth warp field (Nguyen & Tran, ICLR 2021).
 
@@ -173,22 +211,13 @@ class WarpTrigger(Trigger):
         if not is_number(strength) or not strength > 0:
             raise ConfigError("triggers.wanet.strength", strength, "a number > 0")
         gen = torch.Generator().manual_seed(self.seed)
-        offsets = torch.rand(1, 2, int(grid), int(grid), generator=gen, dtype=torch.float64) * 2 - 1
-        offsets = offsets / offsets.abs().mean()
-        field = F.interpolate(offsets, size=(self.image_size, self.image_size), mode="bicubic",
-                              align_corners=True).permute(0, 2, 3, 1)
-        line = torch.linspace(-1, 1, self.image_size, dtype=torch.float64)
-        yy, xx = torch.meshgrid(line, line, indexing="ij")
-        identity = torch.stack([xx, yy], dim=-1)[None]
-        self.grid = (identity + float(strength) * field / self.image_size).clamp(-1, 1).float()
-        self.displacement_px = ((self.grid.double() - identity) * (self.image_size - 1) / 2)[0]
+        self.grid = warp_grids(warp_offsets(1, int(grid), gen), self.image_size, strength)
+        self.displacement_px = ((self.grid.double() - _identity_grid(self.image_size)) * (self.image_size - 1) / 2)[0]
 
     def apply(self, x):
         x = self._check(x)
         batch = x if x.ndim == 4 else x[None]
-        grid = self.grid.to(device=x.device, dtype=x.dtype).expand(batch.shape[0], -1, -1, -1)
-        out = F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        return out if x.ndim == 4 else out[0]
+        return apply_warp(batch, self.grid) if x.ndim == 4 else apply_warp(batch, self.grid)[0]
 
     def describe(self):
         disp = self.displacement_px.norm(dim=-1)

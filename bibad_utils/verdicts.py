@@ -10,10 +10,16 @@ The rules:
 - :func:`baseline_check` / :func:`false_alarm_check`: a comparison is stated only when its baseline passes
   its own check (a detector's training-set AUROC above chance by its interval; a detector's false-alarm
   rate on a clean model low). :func:`compare` turns a failed check into "not tested" with the reason.
-- :func:`compare`: "ours differs from ``reference`` in the claimed direction". Reproduced when the
-  interval lies beyond the reference; when it does not, a test too weak to see an effect of the paper's
-  size (minimum detectable effect, :func:`mde_from_interval`, larger than the paper's effect) says
-  "underpowered", not "not reproduced"; an interval wholly on the wrong side says "not reproduced".
+- :func:`compare`: "ours differs from ``reference`` in the claimed direction, by about the paper's effect".
+  **The magnitude rule** (one rule for every chapter): with the paper's effect E (same unit, measured
+  from the reference, in the claimed direction), "reproduced" needs the interval beyond the reference
+  (the direction is shown) and not wholly short of E (it contains E or exceeds it in the claimed
+  direction); an interval beyond the reference but wholly short of E is "partly" (the direction holds,
+  the size falls short), its reason giving both. Without a paper number the direction alone decides
+  (such rows are "no paper number", :func:`bibad_utils.report.claim_row`). When the interval does not
+  exclude the reference, a test too weak to see an effect of the paper's size (minimum detectable effect,
+  :func:`mde_from_interval`, larger than E) says "underpowered", not "not reproduced"; an interval wholly
+  on the wrong side says "not reproduced". An inverted interval (lo > hi) is refused.
 - :func:`non_inferior`: "ours is comparable" (at most a margin worse), with "underpowered" when the
   interval is wider than the margin.
 - :func:`phase_transition`: Insight 2 over however many poisoning ratios a run has, on the slides'
@@ -59,6 +65,12 @@ class Check(NamedTuple):
 
 def _finite(*xs) -> bool:
     return all(x is not None and math.isfinite(float(x)) for x in xs)
+
+
+def check_interval(lo: float, hi: float, name: str = "interval") -> None:
+    """Refuse an inverted interval: ``lo > hi`` (both finite) is a caller's error, never a verdict."""
+    if _finite(lo, hi) and float(lo) > float(hi):
+        raise ConfigError(name, f"[{lo}, {hi}]", "an interval with lo <= hi")
 
 
 def _direction(direction: str) -> int:
@@ -123,18 +135,23 @@ def mde_two_proportions(p0: float, n1: int, n0: int, *, z: float = Z95, power_z:
 def compare(value: float, lo: float, hi: float, *, reference: float = 0.0, direction: str = "greater",
             paper_effect: float | None = None, baseline: Check | None = None, margin: float = 0.0,
             z: float = Z95) -> Judgement:
-    """Verdict for "ours lies beyond ``reference`` (+ ``margin``) in ``direction``" (greater | less), from
-    the point ``value`` and its 95 % interval ``[lo, hi]``.
+    """Verdict for "ours lies beyond ``reference`` (+ ``margin``) in ``direction``" (greater | less), by
+    about the paper's effect, from the point ``value`` and its 95 % interval ``[lo, hi]``.
 
     - ``baseline`` failed (:func:`baseline_check`): "not tested", the check's reason.
-    - the whole interval beyond the threshold: "reproduced".
+    - the whole interval beyond the threshold: "reproduced" when ``paper_effect`` (the size of the
+      paper's effect, same unit as ``value``, measured from the reference in the claimed direction) is
+      None or not wholly above the interval (the interval contains it or exceeds it); "partly" when the
+      whole interval falls short of it (the direction holds, the size does not).
     - the whole interval on the wrong side: "not reproduced".
-    - otherwise, when ``paper_effect`` (the size of the paper's effect, same unit as ``value``, measured
-      from the reference) is given and smaller than the test's minimum detectable effect: "underpowered"
-      with the MDE in the reason; else "partly" when the point is beyond the threshold, "not reproduced"
-      when not.
+    - otherwise, when ``paper_effect`` is smaller than the test's minimum detectable effect:
+      "underpowered" with the MDE in the reason; else "partly" when the point is beyond the threshold,
+      "not reproduced" when not.
+
+    A paper effect against the claimed direction is not used for the size check (the reason says so).
     """
     sign = _direction(direction)
+    check_interval(lo, hi)
     if baseline is not None and not baseline.ok:
         return Judgement("not tested", baseline.reason)
     if not _finite(value):
@@ -143,13 +160,23 @@ def compare(value: float, lo: float, hi: float, *, reference: float = 0.0, direc
     near, far = (lo, hi) if sign > 0 else (hi, lo)  # bound nearest the threshold when the claim holds
     has_ci = _finite(lo, hi)
     mde = mde_from_interval(lo, hi, z=z) if has_ci else math.nan
+    effect = float(paper_effect) if paper_effect is not None and _finite(paper_effect) else None
     if has_ci and sign * (near - thr) > 0:
-        return Judgement("reproduced", "", mde)
+        if effect is None:
+            return Judgement("reproduced", "", mde)
+        if sign * effect <= 0:
+            return Judgement("reproduced", f"the paper's own effect ({effect:+.3f}) is not in the claimed "
+                                           "direction: only the direction is compared", mde)
+        reach = sign * (far - reference)  # the largest effect the interval allows
+        if reach >= sign * effect:
+            return Judgement("reproduced", "", mde)
+        return Judgement("partly", f"the direction holds but the size falls short: the interval allows at "
+                                   f"most {reach:+.3f}, the paper's effect is {sign * effect:+.3f}", mde)
     if has_ci and sign * (far - thr) < 0:
         return Judgement("not reproduced", "the interval lies wholly on the other side", mde)
-    if paper_effect is not None and _finite(paper_effect, mde) and abs(paper_effect) < mde:
+    if effect is not None and _finite(mde) and abs(effect) < mde:
         return Judgement("underpowered", f"the test could detect only effects of {mde:.3f} or more (80 % power, "
-                                         f"alpha 0.05); the paper's effect is {abs(paper_effect):.3f}", mde)
+                                         f"alpha 0.05); the paper's effect is {abs(effect):.3f}", mde)
     if sign * (value - thr) > 0:
         return Judgement("partly", "the point estimate agrees, its interval does not exclude the reference", mde)
     return Judgement("not reproduced", "", mde)
@@ -166,6 +193,7 @@ def non_inferior(value: float, lo: float, hi: float, *, margin: float, baseline:
     is above ``-margin`` and "not reproduced" when not. A failed ``baseline`` gives "not tested"."""
     if margin <= 0:
         raise ConfigError("margin", margin, "a positive number (the largest shortfall still 'comparable')")
+    check_interval(lo, hi)
     if baseline is not None and not baseline.ok:
         return Judgement("not tested", baseline.reason)
     if not _finite(value, lo, hi):
@@ -182,25 +210,6 @@ def non_inferior(value: float, lo: float, hi: float, *, margin: float, baseline:
     if value > -margin:
         return Judgement("partly", f"the point estimate is within the margin {margin:g}, its interval is not", mde)
     return Judgement("not reproduced", "", mde)
-
-
-def greater(lo: float, value: float, reference: float, *, margin: float = 0.0) -> str:
-    """The plain rule for "ours exceeds ``reference`` + ``margin``": reproduced when the lower bound ``lo``
-    does, partly when only the point ``value`` does, else not reproduced (no power or baseline check)."""
-    if lo > reference + margin:
-        return "reproduced"
-    if value > reference + margin:
-        return "partly"
-    return "not reproduced"
-
-
-def less(hi: float, value: float, reference: float) -> str:
-    """The plain rule for "ours is below ``reference``" (mirror of :func:`greater`)."""
-    if hi < reference:
-        return "reproduced"
-    if value < reference:
-        return "partly"
-    return "not reproduced"
 
 
 # ------------------------------------------------------------------------------------ phase transition
@@ -225,7 +234,8 @@ def _share_rows(points) -> list[dict]:
 def share_trend(points) -> dict:
     """Cochran-Armitage test for a trend of the G2 share over p (scores: the ranks of p), on the points
     with triggered generations: ``z`` (negative = the share falls as p grows), one-sided ``p_fall``
-    (probability of a fall this strong by chance) and the number of points used ``k``."""
+    (probability of a fall this strong by chance; the two-sided p is ``2 min(p_fall, 1 - p_fall)``) and
+    the number of points used ``k``."""
     rows = [r for r in _share_rows(points) if r["n_triggered"] > 0]
     if len(rows) < 2:
         return {"z": math.nan, "p_fall": math.nan, "k": len(rows)}
@@ -249,37 +259,44 @@ PHASE_MIN_TRIGGERED = 10  # triggered generations a ratio needs before its G2 sh
 
 
 def phase_transition(points, *, paper_effect: float | None = None, alpha: float = 0.05, z: float = Z95) -> dict:
-    """Verdict of Insight 2 ("more poison, more mismatch") from per-p counts of target-prompt generations.
+    """Verdict of Insight 2 from per-p counts of target-prompt generations, worded as what it tests: **the
+    G2 share of triggered generations falls as p grows** (and G1 takes over).
 
     ``points``: dicts with ``p``, ``n`` (generations), ``n_G1``, ``n_G2`` and optionally ``r_train`` (the
-    trigger ratio among the target-prompt training images), any number >= 2 of them.
+    trigger ratio among the target-prompt training images), any number >= 2 of them. Where a cell was
+    trained several times, the caller pools the runs' counts per p (more generations, one test).
 
-    Two criteria, both on the slides' quantities:
+    Criteria, all on the slides' quantities:
 
     - the G2 share G2 / (G1 + G2) falls significantly as p grows: Cochran-Armitage trend test over all p,
-      one-sided at ``alpha`` (with two ratios, the two-proportion test);
+      **two-sided** at ``alpha`` like every other rule (a fall: ``z < 0`` and the two-sided p below
+      ``alpha``; with two ratios, the two-proportion test);
     - G1 takes over: from the lowest to the highest p, #G1 - #triggered training images rises by more than
-      #G2 - the same (as fractions of the generations: the rise of G1 exceeds the rise of G2).
+      #G2 - the same (as fractions of the generations: the rise of G1 exceeds the rise of G2);
+    - G2 dominates somewhere: the paper's pattern is G2 at low p, G1 at high p; when the G2 share is at
+      most one half at every p, the fall is shown but not the pattern.
 
-    Reproduced when both hold; "partly" when the share falls significantly but G1 does not take over;
-    "underpowered" when the share changes significantly in neither direction and the drop's minimum
-    detectable effect exceeds ``paper_effect`` (the paper's drop of the G2 share); otherwise "partly" when
-    the share falls (point estimate) and "not reproduced" when it does not;
+    Reproduced when all three hold; "partly" when the share falls significantly but G1 does not take over
+    or G2 never dominates (the reason says which); "underpowered" when the share changes significantly in
+    neither direction and the drop's minimum detectable effect exceeds ``paper_effect`` (the paper's drop
+    of the G2 share); otherwise "partly" when the share falls (point estimate) and "not reproduced" when
+    it does not (or rises significantly).
     A p with fewer than :data:`PHASE_MIN_TRIGGERED` triggered generations (the DM did not, or barely,
     learn the trigger there) has no usable G2 share (one triggered image makes it 0 or 1): it is left out,
     said in the reason, and the test runs over the other ratios; "not tested" when fewer than two remain.
 
     Returns ``verdict``, ``reason``, ``mde``, ``drop`` (share at the lowest p - share at the highest) with
-    ``drop_lo`` / ``drop_hi`` (Newcombe), ``trend_z``, ``p_fall``, ``g1_rise``, ``g2_rise``, ``crosses_half``
-    (informational: G2 dominates at the lowest p and G1 at the highest) and ``points`` (the per-p rows,
-    with the slides' quantities ``G1_minus_r_train`` / ``G2_minus_r_train``, NaN without r_train).
+    ``drop_lo`` / ``drop_hi`` (Newcombe), ``trend_z``, ``p_fall`` (one-sided, for reference), ``p_two_sided``,
+    ``g1_rise``, ``g2_rise``, ``g2_dominates`` (the G2 share above one half at some used p),
+    ``crosses_half`` (informational: G2 dominates at the lowest p and G1 at the highest) and ``points`` (the
+    per-p rows, with the slides' quantities ``G1_minus_r_train`` / ``G2_minus_r_train``, NaN without r_train).
     """
     rows = _share_rows(points)
     if len(rows) < 2:
         raise ConfigError("points", len(rows), "at least two poisoning ratios")
     base = {"points": rows, "drop": math.nan, "drop_lo": math.nan, "drop_hi": math.nan, "trend_z": math.nan,
-            "p_fall": math.nan, "g1_rise": math.nan, "g2_rise": math.nan, "crosses_half": False, "mde": math.nan,
-            "left_out": []}
+            "p_fall": math.nan, "p_two_sided": math.nan, "g1_rise": math.nan, "g2_rise": math.nan,
+            "crosses_half": False, "g2_dominates": False, "mde": math.nan, "left_out": []}
     empty = [r["p"] for r in rows if r["n_triggered"] < PHASE_MIN_TRIGGERED]
     empty_text = (f"fewer than {PHASE_MIN_TRIGGERED} triggered generations at p = "
                   + ", ".join(f"{100 * p:g} %" for p in empty))
@@ -290,30 +307,40 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
     low, high = used[0], used[-1]
     d, lo, hi = newcombe_difference(low["n_G2"], low["n_triggered"], high["n_G2"], high["n_triggered"], z)
     trend = share_trend(used)
+    p_two = 2 * min(trend["p_fall"], 1 - trend["p_fall"]) if _finite(trend["p_fall"]) else math.nan
     g1_rise = high["n_G1"] / high["n"] - low["n_G1"] / low["n"]
     g2_rise = high["n_G2"] / high["n"] - low["n_G2"] / low["n"]
     mde = mde_from_interval(lo, hi, z=z)
-    out = {**base, "left_out": empty, "drop": d, "drop_lo": lo, "drop_hi": hi, "trend_z": trend["z"], "p_fall": trend["p_fall"],
-           "g1_rise": g1_rise, "g2_rise": g2_rise, "mde": mde,
-           "crosses_half": bool(low["G2_share"] > 0.5 > high["G2_share"])}
-    significant = _finite(trend["p_fall"]) and trend["p_fall"] < alpha
+    dominates = any(r["G2_share"] > 0.5 for r in used)
+    out = {**base, "left_out": empty, "drop": d, "drop_lo": lo, "drop_hi": hi, "trend_z": trend["z"],
+           "p_fall": trend["p_fall"], "p_two_sided": p_two, "g1_rise": g1_rise, "g2_rise": g2_rise, "mde": mde,
+           "g2_dominates": dominates, "crosses_half": bool(low["G2_share"] > 0.5 > high["G2_share"])}
+    significant = _finite(p_two) and p_two < alpha
+    falls = significant and trend["z"] < 0
+    rises = significant and trend["z"] > 0
     takeover = g1_rise > g2_rise
     span = f"p = {100 * low['p']:g} -> {100 * high['p']:g} % ({len(used)} ratios)"
-    if significant and takeover:
-        verdict, reason = "reproduced", (f"the G2 share falls significantly over {span} (one-sided "
-                                         f"p = {trend['p_fall']:.3g}) and G1 rises by {g1_rise:+.3f} vs G2 "
-                                         f"{g2_rise:+.3f}")
-    elif d > 0 and significant:
-        verdict, reason = "partly", (f"the G2 share falls significantly, but G1 rises less than G2 "
+    test = f"two-sided p = {p_two:.3g}" if _finite(p_two) else "no test"
+    shares = ", ".join(f"{100 * r['G2_share']:.0f} %" for r in used)
+    if falls and takeover and dominates:
+        verdict, reason = "reproduced", (f"the G2 share falls significantly over {span} ({test}), G1 rises by "
+                                         f"{g1_rise:+.3f} vs G2 {g2_rise:+.3f}, and G2 dominates at the low end")
+    elif falls and not takeover:
+        verdict, reason = "partly", (f"the G2 share falls significantly ({test}), but G1 rises less than G2 "
                                      f"({g1_rise:+.3f} vs {g2_rise:+.3f})")
-    elif (not (_finite(trend["p_fall"]) and 1 - trend["p_fall"] < alpha) and paper_effect is not None
-          and _finite(mde) and abs(paper_effect) < mde):
-        verdict, reason = "underpowered", (f"no significant change of the G2 share; the test could detect only "
-                                           f"drops of {mde:.3f} or more, the paper's drop is {abs(paper_effect):.3f}")
+    elif falls:
+        verdict, reason = "partly", (f"the G2 share falls significantly over {span} ({test}), but G2 never "
+                                     f"dominates (G2 share {shares}): the fall is shown, the G2-then-G1 pattern is not")
+    elif rises:
+        verdict, reason = "not reproduced", f"the G2 share rises significantly as p grows ({test})"
+    elif paper_effect is not None and _finite(mde) and abs(paper_effect) < mde:
+        verdict, reason = "underpowered", (f"no significant change of the G2 share ({test}); the test could "
+                                           f"detect only drops of {mde:.3f} or more, the paper's drop is "
+                                           f"{abs(paper_effect):.3f}")
     elif d > 0:
-        verdict, reason = "partly", "the G2 share falls, not significantly"
+        verdict, reason = "partly", f"the G2 share falls, not significantly ({test})"
     else:
-        verdict, reason = "not reproduced", "the G2 share does not fall as p grows"
+        verdict, reason = "not reproduced", f"the G2 share does not fall as p grows ({test})"
     if empty:
         reason = f"{empty_text}, left out (the DM did not learn the trigger there); {reason}"
     return {**out, "verdict": verdict, "reason": reason}
@@ -367,5 +394,5 @@ def headline(rows) -> str:
 
 
 __all__ = ["CHANCE_AUROC", "Check", "Judgement", "VERDICTS", "baseline_check", "compare", "count_verdicts",
-           "false_alarm_check", "first_failed", "greater", "headline", "less", "mde_from_interval",
+           "check_interval", "false_alarm_check", "first_failed", "headline", "mde_from_interval",
            "mde_two_proportions", "non_inferior", "phase_transition", "row_kind", "share_trend"]

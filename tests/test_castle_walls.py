@@ -62,9 +62,10 @@ def test_auroc_interval_matches_sklearn_and_brackets_it():
 
 def test_auroc_interval_edge_cases():
     truth = np.array([1, 1, 0, 0, 0], bool)
-    assert cw.auroc_interval([5, 4, 1, 2, 3], truth, n_boot=50) == (1.0, 1.0, 1.0)
+    auc, lo, hi = cw.auroc_interval([5, 4, 1, 2, 3], truth, n_boot=50)
+    assert auc == hi == 1.0 and lo < 0.9      # 2 positives: a perfect AUROC is no proof of a perfect detector
     auc, lo, hi = cw.auroc_interval(np.zeros(5), truth, n_boot=50)   # all tied: exactly chance
-    assert auc == lo == hi == 0.5
+    assert auc == 0.5 and lo < 0.5 < hi
     assert all(math.isnan(v) for v in cw.auroc_interval([1, 2, 3], [0, 0, 0]))
     with pytest.raises(ConfigError):
         cw.auroc_interval([1, np.nan], [0, 1])
@@ -96,10 +97,25 @@ def test_ta_asr_report_counts():
         cw.ta_asr_report([0, 1], [0], [0], target=0)
 
 
+def test_auroc_intervals_cover_with_few_positives():
+    # the percentile bootstrap alone covered 73-83 % with 6 positives (binormal scores); the union with the
+    # Hanley-McNeil interval must cover at least 90 % in this small simulation (95 % nominal)
+    from scipy.stats import norm
+    rng = np.random.default_rng(3)
+    shift = norm.ppf(0.9) * math.sqrt(2)          # true AUROC 0.9
+    truth = np.r_[np.ones(6, bool), np.zeros(144, bool)]
+    hits = boot_hits = 0
+    for r in range(150):
+        s = np.r_[rng.normal(shift, 1, 6), rng.normal(0, 1, 144)]
+        _, lo, hi = cw.auroc_interval(s, truth, n_boot=200, seed=r)
+        hits += lo <= 0.9 <= hi
+        boots = cw.stats._boot_aurocs(s, truth, 200, np.random.default_rng(r))
+        boot_hits += np.quantile(boots, 0.025) <= 0.9 <= np.quantile(boots, 0.975)
+    assert hits / 150 >= 0.9 and boot_hits < hits
+
+
 def test_verdict_helpers():
-    assert cw.verdict_less(0.05, 0.03, 0.1) == "reproduced"
-    assert cw.verdict_less(0.15, 0.08, 0.1) == "partly"
-    assert cw.verdict_less(0.3, 0.2, 0.1) == "not reproduced"
+    assert cw.TA_COST_MAX == pytest.approx(0.99833 - 0.87333)   # the paper's own largest TA drop
     assert cw.capped_verdict("reproduced", "reproduced") == ("reproduced", "")
     assert cw.capped_verdict("reproduced", "partly") == ("reproduced", "")
     assert cw.capped_verdict("reproduced", "not reproduced")[0] == "not tested"
@@ -201,15 +217,47 @@ def test_train_on_generations_claims():
     tog = pd.DataFrame([
         _rates({"source": cw.SOURCES[0]}, 95, 99, n_train=1000, **paper),
         _rates({"source": cw.SOURCES[1]}, 90, 95, n_train=100, **paper),
-        _rates({"source": "generated"}, 88, 10, n_train=100, **paper),
+        _rates({"source": "generated"}, 88, 10, n_train=100, **{**paper, "paper_ASR": 0.1}),
     ])
     asr, ta = cw.train_on_generations_claims(tog)
     assert asr["ours"] == pytest.approx(0.85) and asr["verdict"] == "reproduced"
-    assert ta["ours"] == pytest.approx(0.02) and ta["verdict"] == "partly"   # hi ~ 0.11 > 0.10
+    assert ta["ours"] == pytest.approx(0.02) and ta["verdict"] == "reproduced"   # hi ~ 0.11 < 0.125
     assert "100 images each" in asr["setting"]
     tog.loc[2, ["k_ta", "TA"]] = [20, 0.2]                     # generations useless: no robustness claim
     asr, ta = cw.train_on_generations_claims(tog)
     assert ta["verdict"] == "not reproduced" and asr["verdict"] == "not tested"
+
+
+def test_train_on_generations_needs_a_backdoor_and_the_papers_size():
+    paper = {"paper_TA": 0.99, "paper_ASR": 0.99434, "paper_ASR_caltech15": math.nan}
+    gen_paper = {**paper, "paper_TA": 0.94446, "paper_ASR": 0.55600}       # ImageNette BadNets-1 p = 5 %
+    # demo BadNets-2 p = 5 %: the real-subset classifier's ASR is 19.7 %: no backdoor to defuse
+    tog = pd.DataFrame([_rates({"source": cw.SOURCES[0]}, 95, 20, n_train=1000, **paper),
+                        _rates({"source": cw.SOURCES[1]}, 95, 20, n_train=100, **paper),
+                        _rates({"source": "generated"}, 94, 0, n_train=100, **gen_paper)])
+    asr, ta = cw.train_on_generations_claims(tog)
+    assert asr["verdict"] == "not tested" and "a backdoor to defuse" in asr["note"]   # old rule: reproduced
+    assert ta["verdict"] == "not tested"                   # old rule: a TA-cost "reproduced" beside it
+    # BadNets-1: ASR 99 -> 76 %, a drop of 0.23 whose interval falls short of the paper's 0.44: partly
+    tog = pd.DataFrame([_rates({"source": cw.SOURCES[0]}, 95, 99, n_train=1000, **paper),
+                        _rates({"source": cw.SOURCES[1]}, 95, 99, n_train=100, n=400, **paper),
+                        _rates({"source": "generated"}, 94, 76, n_train=100, n=100, **gen_paper)])
+    tog.loc[1, ["k_asr", "n_asr", "ASR", "ASR_lo"]] = [396, 400, 0.99, 0.974]
+    asr, ta = cw.train_on_generations_claims(tog)
+    assert asr["verdict"] == "partly" and "falls short" in asr["note"]   # old rule: reproduced
+
+
+def test_train_on_generations_ta_margin_accepts_the_papers_own_drops():
+    # Caltech15 BadNets-1 p = 1 %: TA 99.83 -> 90.67 % (9.2 points), ASR 95.5 -> 1.3 %; a margin of 10
+    # points rejected drops like the paper's own 8.8-12.5 points
+    paper = {"paper_TA": 0.99833, "paper_ASR": math.nan, "paper_ASR_caltech15": 0.95536, "paper_TA_caltech15": 0.99833}
+    tog = pd.DataFrame([_rates({"source": s}, k_ta, k_asr, n=2000, n_train=100, **paper)
+                        for s, k_ta, k_asr in ((cw.SOURCES[0], 1997, 1911), (cw.SOURCES[1], 1997, 1911),
+                                               ("generated", 1813, 25))])
+    tog.loc[2, ["paper_ASR_caltech15", "paper_TA_caltech15"]] = [0.0125, 0.90667]
+    asr, ta = cw.train_on_generations_claims(tog)
+    assert ta["ours"] == pytest.approx(0.092) and ta["ours_hi"] < cw.TA_COST_MAX
+    assert ta["verdict"] == "reproduced"          # old margin 0.10: the interval reaches above it
 
 
 def test_diffusion_classifier_claims():
@@ -222,7 +270,8 @@ def test_diffusion_classifier_claims():
     resist, ta, filt = cw.diffusion_classifier_claims(dc)
     assert resist["verdict"] == "reproduced" and resist["ours"] == pytest.approx(0.35)
     assert ta["verdict"] == "underpowered" and ta["ours"] == pytest.approx(-0.02)  # half-width ~0.09 > 0.05
-    assert filt["verdict"] == "reproduced" and filt["ours"] == pytest.approx(0.3)
+    # the paper's filtering drop at p = 5 % is 0.58 (97.0 -> 39.0 %); ours 0.30 [0.16, 0.42] falls short
+    assert filt["verdict"] == "partly" and filt["ours"] == pytest.approx(0.3)
     assert "97.04 %" in resist["paper"] and "39.00 %" in filt["paper"]
 
 

@@ -22,6 +22,9 @@ PROMPT_TEMPLATE = "A photo of a {}"
 # Every dataset the study can load, with its number of classes (the profile's allowed names read this).
 DATASET_CLASSES = {"procedural": 10, "imagenette": 10, "caltech15": 15, "cifar10": 10, "mnist5k": 10}
 DATASET_NAMES = tuple(DATASET_CLASSES)
+# Datasets whose size the profile's dataset.n_per_class / n_test_per_class sets (procedural: generated;
+# cifar10: a class-balanced subset, null = every image); the other real datasets need them null.
+PER_CLASS_DATASETS = ("procedural", "cifar10")
 
 
 def to_float(images) -> torch.Tensor:
@@ -170,9 +173,11 @@ def load_dataset(name: str, split: str = "train", root=None, image_size: int | N
     split: ``"train"`` or ``"test"`` (``"val"`` is accepted for ImageNette, whose test split is its
     official validation split). image_size: side in pixels of the returned square images (defaults:
     procedural 32, imagenette 512, caltech15 256, cifar10 32). seed: the procedural generator's seed,
-    and Caltech15's train/test split seed. root: folder of the real datasets (default
-    :func:`default_data_root`). options go to :func:`make_procedural` (``n_per_class`` and the difficulty
-    knobs) or to the real loaders (``cache_dir``, ``test_fraction`` for Caltech15).
+    Caltech15's train/test split seed, and the seed of CIFAR-10's class-balanced subset. root: folder of
+    the real datasets (default :func:`default_data_root`; for CIFAR-10 also the zip itself, see
+    :func:`bibad_utils.data.cifar10.find_cifar10`). options go to :func:`make_procedural`
+    (``n_per_class`` and the difficulty knobs) or to the real loaders (``cache_dir``, ``test_fraction``
+    for Caltech15, ``n_per_class`` for CIFAR-10).
     """
     if name not in DATASET_NAMES:
         raise ConfigError("dataset.name", name, " | ".join(DATASET_NAMES))
@@ -187,7 +192,7 @@ def load_dataset(name: str, split: str = "train", root=None, image_size: int | N
     kwargs = dict(split=split, root=root, download=download, **options)
     if image_size is not None:
         kwargs["image_size"] = image_size
-    if name == "caltech15":
+    if name in ("caltech15", "cifar10"):
         kwargs["seed"] = seed
     return loader(**kwargs)
 
@@ -195,10 +200,10 @@ def load_dataset(name: str, split: str = "train", root=None, image_size: int | N
 def _builder(name: str):
     """The function that builds dataset ``name`` (the one table of builders, read by the loader and by
     the option checks)."""
-    from bibad_utils.data import mnist, real
+    from bibad_utils.data import cifar10, mnist, real
 
     return {"procedural": make_procedural, "imagenette": real.load_imagenette, "caltech15": real.load_caltech15,
-            "cifar10": real.load_cifar10, "mnist5k": mnist.load_mnist5k}[name]
+            "cifar10": cifar10.load_cifar10, "mnist5k": mnist.load_mnist5k}[name]
 
 
 # Arguments the study passes itself: a profile's dataset.options may not set them.
@@ -280,12 +285,12 @@ def validate_dataset_options(name: str, options: dict, image_size: int = 32, n_p
 def dataset_fingerprint(name: str, root=None, **options) -> dict | None:
     """Fingerprint of the files a real dataset is read from (both splits; see
     :func:`bibad_utils.data.real.files_fingerprint`), or None when they are not there (yet)."""
-    from bibad_utils.data import real
+    from bibad_utils.data import cifar10, real
 
     if name in ("procedural", "mnist5k"):  # generated, or read from the pinned package's own files
         return None
     root = default_data_root() if root is None else Path(root)
-    found = real.source_files(name, root, **options)
+    found = cifar10.source_files(root) if name == "cifar10" else real.source_files(name, root, **options)
     if found is None or not found[1]:
         return None
     return real.files_fingerprint(found[1], found[0])
@@ -294,7 +299,8 @@ def dataset_fingerprint(name: str, root=None, **options) -> dict | None:
 def dataset_from_config(cfg: dict, split: str = "train", seed: int = 0) -> ImageSet:
     """The dataset described by a profile's ``dataset`` section (keys name, root, image_size,
     n_per_class, n_test_per_class, options, and optionally download) for ``split``. The per-class
-    sizes belong to the procedural dataset; a real dataset needs them null."""
+    sizes belong to the datasets of :data:`PER_CLASS_DATASETS` (procedural; CIFAR-10's class-balanced
+    subset, null = all); another real dataset needs them null."""
     cfg = dict(cfg)
     name = cfg.pop("name", None)
     options = dict(cfg.pop("options", None) or {})
@@ -305,7 +311,7 @@ def dataset_from_config(cfg: dict, split: str = "train", seed: int = 0) -> Image
     if cfg:
         raise ConfigError("dataset", sorted(cfg), "keys among name, root, image_size, n_per_class, "
                                                   "n_test_per_class, options, download")
-    if name == "procedural":
+    if name in PER_CLASS_DATASETS:
         n = sizes["n_per_class"] if split == "train" else sizes["n_test_per_class"]
         if n is not None:
             options["n_per_class"] = n
@@ -327,7 +333,7 @@ def dataset_from_config(cfg: dict, split: str = "train", seed: int = 0) -> Image
 
 
 __all__ = [
-    "DATASET_CLASSES", "DATASET_NAMES", "ImageSet", "PROCEDURAL_CLASSES", "PROMPT_TEMPLATE", "dataset_fingerprint",
-    "dataset_from_config", "default_data_root", "validate_dataset_options", "load_dataset", "make_procedural",
-    "to_float", "to_uint8",
+    "DATASET_CLASSES", "DATASET_NAMES", "ImageSet", "PER_CLASS_DATASETS", "PROCEDURAL_CLASSES", "PROMPT_TEMPLATE",
+    "dataset_fingerprint", "dataset_from_config", "default_data_root", "validate_dataset_options", "load_dataset",
+    "make_procedural", "to_float", "to_uint8",
 ]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 from bibad_utils.base import ConfigError, repo_path
-from bibad_utils.data import DATASET_CLASSES, dataset_fingerprint, validate_dataset_options
+from bibad_utils.data import DATASET_CLASSES, PER_CLASS_DATASETS, dataset_fingerprint, validate_dataset_options
+from bibad_utils.data.cifar10 import CIFAR10_PER_CLASS
 from bibad_utils.schema import Field, Section
 
 _SIZE = "a positive integer (null: a real dataset's own size)"
@@ -20,13 +21,20 @@ def _check(ds: dict, prefix: str, profile: dict) -> dict:
     procedural = name == "procedural"
     for key in ("n_per_class", "n_test_per_class"):  # the procedural dataset's size; a real one has its own
         Field("int", low=1, nullable=not procedural).check(f"{prefix}.{key}", ds[key])
+        if name == "cifar10" and ds[key] is not None:
+            most = CIFAR10_PER_CLASS["train" if key == "n_per_class" else "test"]
+            Field("int", low=1, high=most, nullable=True,
+                  allowed=f"an integer in [1, {most}] (a class-balanced subset) or null (all)").check(
+                f"{prefix}.{key}", ds[key])
     out = {k: v for k, v in profile.get("dataset", {}).items() if k != "fingerprint"}
     out["options"] = dict(ds["options"] or {})
     root = ds["root"]
     if root is not None and not procedural:
         path = repo_path(root)
-        if not path.is_dir():
-            raise ConfigError(f"{prefix}.root", root, f"an existing folder for {name} (not found: {path})")
+        archive = name == "cifar10" and path.is_file() and path.suffix.lower() == ".zip"
+        if not (path.is_dir() or archive):
+            also = " or the CIFAR-10 image zip" if name == "cifar10" else ""
+            raise ConfigError(f"{prefix}.root", root, f"an existing folder for {name}{also} (not found: {path})")
         out["root"] = str(path)
     validate_dataset_options(name, out["options"], image_size=ds["image_size"], n_per_class=ds["n_per_class"],
                              n_test_per_class=ds["n_test_per_class"])
@@ -40,13 +48,17 @@ def _check(ds: dict, prefix: str, profile: dict) -> dict:
 # Left as written (plus the options, the absolute root and the fingerprint): part of every artifact key.
 DATASET = Section("dataset", {
     "name": Field("choice", choices=tuple(DATASET_CLASSES)),
-    "root": Field("str", default=None, nullable=True, allowed="a folder path or null",
-                  doc="local folder of a real dataset (null: its default location under data/)"),
+    "root": Field("str", default=None, nullable=True, allowed="a folder path (cifar10: or its zip) or null",
+                  doc="local folder of a real dataset (null: its default location under data/); for "
+                      "cifar10 also its image zip, e.g. ../shared/data/cifar10-jpg.zip (relative to the "
+                      "repository)"),
     "image_size": Field("int", low=8),
     "n_per_class": Field("int", default=None, low=1, nullable=True, allowed=_SIZE,
-                         doc="training images per class (procedural)"),
+                         doc="training images per class (procedural; cifar10: a seeded class-balanced "
+                             "subset, null = all)"),
     "n_test_per_class": Field("int", default=None, low=1, nullable=True, allowed=_SIZE,
-                              doc="test images per class (procedural)"),
+                              doc="test images per class (procedural; cifar10: a seeded class-balanced "
+                                  "subset, null = all)"),
     "options": Field("value", default={}, nullable=True, test=lambda v: isinstance(v, dict),
                      allowed="a mapping of dataset options", doc="keyword arguments of the dataset's builder"),
     "fingerprint": Field("value", default=None, nullable=True, test=lambda v: isinstance(v, dict),
@@ -56,11 +68,11 @@ DATASET = Section("dataset", {
 
 def check_ratios_fit(cfg: dict) -> None:
     """Each p must leave int(N p) <= the number of non-target images (known before loading for the
-    procedural dataset: N = 10 n_per_class, one tenth per class)."""
+    procedural dataset and a CIFAR-10 subset: N = 10 n_per_class, one tenth per class)."""
     ds = cfg["dataset"]
-    if ds["name"] != "procedural":
+    if ds["name"] not in PER_CLASS_DATASETS or ds["n_per_class"] is None:
         return
-    n_classes = DATASET_CLASSES["procedural"]
+    n_classes = DATASET_CLASSES[ds["name"]]
     n_images = n_classes * ds["n_per_class"]
     n_other = (n_classes - 1) * ds["n_per_class"]
     for i, p in enumerate(cfg["ratios"]):
@@ -68,5 +80,5 @@ def check_ratios_fit(cfg: dict) -> None:
         if n > n_other:
             raise ConfigError(f"ratios[{i}]", p,
                               f"a ratio of at most {n_other / n_images:g}: int(N p) = {n} poisoned images "
-                              f"exceed the {n_other} non-target images of the procedural dataset "
+                              f"exceed the {n_other} non-target images of the {ds['name']} dataset "
                               f"(N = {n_images})")

@@ -1,4 +1,5 @@
-"""Real datasets of the paper: ImageNette, Caltech15 (15 Caltech-256 classes) and CIFAR-10.
+"""Real datasets of the paper: ImageNette and Caltech15 (15 Caltech-256 classes); CIFAR-10 is read by
+:mod:`bibad_utils.data.cifar10` with the cache helpers of this module.
 
 Each loader reads the standard on-disk layout, resizes every image to ``image_size`` x ``image_size``
 (``resize="center_crop"``: shorter side to S with an anti-aliased bicubic filter, then the central square;
@@ -38,21 +39,16 @@ CALTECH15_FOLDERS = ("105.horse", "011.billiards", "012.binoculars", "126.ladder
 CALTECH15_TARGET = 2
 CALTECH256_URL = "https://data.caltech.edu/records/nyy15-4j048/files/256_ObjectCategories.tar"
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-CIFAR10_TARGET = 4
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 RESIZE_MODES = ("center_crop", "stretch")
-_CACHE_VERSION = 1
+CACHE_VERSION = 1
 
 
 class ImageReadError(OSError):
     """An image file of a dataset could not be decoded; the message names the file."""
 
 
-def _check_common(split, image_size, resize, splits=("train", "test")):
+def check_common(split, image_size, resize, splits=("train", "test")):
     if split not in splits:
         raise ConfigError("split", split, " | ".join(splits))
     if not isinstance(image_size, (int, np.integer)) or image_size < 8:
@@ -86,7 +82,7 @@ def read_image(path, image_size: int, resize: str = "center_crop") -> np.ndarray
         raise ImageReadError(f"cannot read image file {path}: {err}") from err
 
 
-def _fingerprint(parts) -> str:
+def fingerprint_of(parts) -> str:
     h = hashlib.sha256()
     for part in parts:
         h.update(str(part).encode())
@@ -136,7 +132,7 @@ def source_files(name: str, root, variant: str = "full", **_ignored) -> tuple[Pa
         if folder is None:
             return None
         files = [f for sub in ("train", "val") for wnid in IMAGENETTE_WNIDS
-                 if (folder / sub / wnid).is_dir() for f in _image_files(folder / sub / wnid)]
+                 if (folder / sub / wnid).is_dir() for f in image_files(folder / sub / wnid)]
         return folder, files
     if name == "caltech15":
         folder = find_caltech256(root)
@@ -148,23 +144,18 @@ def source_files(name: str, root, variant: str = "full", **_ignored) -> tuple[Pa
             dirs = [folder / sub] if (folder / sub).is_dir() else [
                 p for p in folder.iterdir() if p.is_dir() and p.name.split(".", 1)[-1] == suffix]
             for d in dirs:
-                files += _image_files(d)
+                files += image_files(d)
         return folder, files
-    if name == "cifar10":
-        folder = root / "cifar-10-batches-py"
-        if not folder.is_dir():
-            return None
-        return folder, sorted(p for p in folder.iterdir() if p.is_file())
-    raise ConfigError("dataset.name", name, "imagenette | caltech15 | cifar10")
+    raise ConfigError("dataset.name", name, "imagenette | caltech15 (cifar10: bibad_utils.data.cifar10.source_files)")
 
 
-def _cache_paths(cache_dir: Path, stem: str):
+def cache_paths(cache_dir: Path, stem: str):
     return cache_dir / f"{stem}.images.npy", cache_dir / f"{stem}.labels.npy", cache_dir / f"{stem}.json"
 
 
-def _cached_arrays(cache_dir: Path, stem: str, n: int, image_size: int, fill, info: dict):
+def cached_arrays(cache_dir: Path, stem: str, n: int, image_size: int, fill, info: dict):
     """(images memmap, labels) from the cache, building them first with ``fill(out)`` if absent."""
-    img_path, lab_path, info_path = _cache_paths(cache_dir, stem)
+    img_path, lab_path, info_path = cache_paths(cache_dir, stem)
     if not (img_path.exists() and lab_path.exists() and info_path.exists()):
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = cache_dir / f".{stem}.{os.getpid()}.tmp.npy"
@@ -199,7 +190,7 @@ def _folder_dataset(name, split, files, labels, class_names, image_size, resize,
     root = Path(meta["source"])
     rel = [str(Path(f).relative_to(root)) if Path(f).is_relative_to(root) else str(f) for f in files]
     content = files_fingerprint(files, root)
-    key = _fingerprint([_CACHE_VERSION, name, split, image_size, resize, *rel, *labels,
+    key = fingerprint_of([CACHE_VERSION, name, split, image_size, resize, *rel, *labels,
                         content["listing_sha256"], content["content_sha256"]])
     stem = f"{name}-{split}-{image_size}px-{resize}-{key}"
     info = {"name": name, "split": split, "image_size": image_size, "resize": resize, "files": rel,
@@ -217,13 +208,13 @@ def _folder_dataset(name, split, files, labels, class_names, image_size, resize,
                 one(i)
         return labels
 
-    images, cached_labels = _cached_arrays(Path(cache_dir), stem, len(files), image_size, fill, info)
+    images, cached_labels = cached_arrays(Path(cache_dir), stem, len(files), image_size, fill, info)
     meta = {**meta, "split": split, "image_size": image_size, "resize": resize, "n_files": len(files),
-            "cache": str(_cache_paths(Path(cache_dir), stem)[0]), "files_fingerprint": content}
+            "cache": str(cache_paths(Path(cache_dir), stem)[0]), "files_fingerprint": content}
     return ImageSet(images, cached_labels, list(class_names), name, meta)
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
@@ -249,7 +240,7 @@ def load_imagenette(split: str = "train", root="data", image_size: int = 512, do
     """
     if variant not in IMAGENETTE_URLS:
         raise ConfigError("variant", variant, " | ".join(IMAGENETTE_URLS))
-    _check_common(split, image_size, resize, ("train", "test", "val"))
+    check_common(split, image_size, resize, ("train", "test", "val"))
     folder = find_imagenette(root, variant)
     if folder is None and download:
         from torchvision.datasets import Imagenette
@@ -269,7 +260,7 @@ def load_imagenette(split: str = "train", root="data", image_size: int = 512, do
         if not class_dir.is_dir():
             raise FileNotFoundError(f"ImageNette class folder missing: {class_dir} ({IMAGENETTE_CLASSES[label]}); "
                                     f"the archive {IMAGENETTE_URLS[variant]} holds all ten")
-        found = _image_files(class_dir)
+        found = image_files(class_dir)
         files += found
         labels += [label] * len(found)
     cache_dir = Path(root) / ".bibad_cache" if cache_dir is None else Path(cache_dir)
@@ -306,7 +297,7 @@ def load_caltech15(split: str = "train", root="data", image_size: int = 256, dow
     ``download=True`` fetches it with ``torchvision.datasets.Caltech256``). Caltech-256 has no official
     split: per class, :func:`caltech15_split` puts a seeded ``test_fraction`` of the images in "test".
     """
-    _check_common(split, image_size, resize)
+    check_common(split, image_size, resize)
     if not 0 < test_fraction < 1:
         raise ConfigError("test_fraction", test_fraction, "a fraction in (0, 1)")
     folder = find_caltech256(root)
@@ -331,7 +322,7 @@ def load_caltech15(split: str = "train", root="data", image_size: int = 256, dow
                 raise FileNotFoundError(f"Caltech15 class folder missing: {class_dir} "
                                         f"({CALTECH15_CLASSES[label]}); see {CALTECH256_URL}")
             class_dir = matches[0]
-        found = _image_files(class_dir)
+        found = image_files(class_dir)
         train, test = caltech15_split(len(found), test_fraction, seed, label)
         chosen = train if split == "train" else test
         files += [found[i] for i in chosen]
@@ -341,49 +332,3 @@ def load_caltech15(split: str = "train", root="data", image_size: int = 256, dow
             "test_fraction": float(test_fraction)}
     return _folder_dataset("caltech15", split, files, labels, CALTECH15_CLASSES, int(image_size), resize,
                            cache_dir, num_workers, meta)
-
-
-def load_cifar10(split: str = "train", root="data", image_size: int = 32, download: bool = False,
-                 resize: str = "center_crop", cache_dir=None):
-    """CIFAR-10 (50,000 train / 10,000 test images, target 4 = "deer") read with
-    ``torchvision.datasets.CIFAR10`` from ``<root>/cifar-10-batches-py``; resized (bicubic) when
-    ``image_size`` is not 32."""
-    from bibad_utils.data import ImageSet
-
-    _check_common(split, image_size, resize)
-    folder = Path(root) / "cifar-10-batches-py"
-    present = all((folder / f).is_file() for f in CIFAR10_FILES[split])
-    if not present and not download:
-        raise FileNotFoundError(
-            f"CIFAR-10 not found: expected {folder}/{CIFAR10_FILES[split][0]} (python version). Pass "
-            f"download=True (torchvision.datasets.CIFAR10) or download {CIFAR10_URL} and extract it into "
-            f"{Path(root).resolve()}.")
-    if download:
-        from torchvision.datasets import CIFAR10
-
-        CIFAR10(str(root), train=split == "train", download=True)
-    content = files_fingerprint([folder / f for f in CIFAR10_FILES[split]], folder)
-    key = _fingerprint([_CACHE_VERSION, "cifar10", split, image_size, resize, content["listing_sha256"],
-                        content["content_sha256"]])
-    stem = f"cifar10-{split}-{image_size}px-{resize}-{key}"
-    cache_dir = Path(root) / ".bibad_cache" if cache_dir is None else Path(cache_dir)
-    n = 50000 if split == "train" else 10000
-
-    def fill(out):
-        from PIL import Image
-        from torchvision.datasets import CIFAR10
-
-        source = CIFAR10(str(root), train=split == "train", download=False)
-        if image_size == 32:
-            out[:] = source.data
-        else:
-            mode = (image_size, image_size)
-            for i, img in enumerate(source.data):
-                out[i] = np.asarray(Image.fromarray(img).resize(mode, Image.Resampling.BICUBIC))
-        return np.asarray(source.targets, dtype=np.int64)
-
-    info = {"name": "cifar10", "split": split, "image_size": image_size, "class_names": list(CIFAR10_CLASSES)}
-    images, labels = _cached_arrays(cache_dir, stem, n, int(image_size), fill, info)
-    meta = {"source": str(folder), "target": CIFAR10_TARGET, "split": split, "image_size": int(image_size),
-            "cache": str(_cache_paths(cache_dir, stem)[0]), "files_fingerprint": content}
-    return ImageSet(images, labels, list(CIFAR10_CLASSES), "cifar10", meta)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from bibad_utils.base import ConfigError
+from bibad_utils.schema import is_number
 from bibad_utils.defenses._common import (_STREAM_CD, _batches, _check_device, _check_float, _check_images,
                                           _check_int, _eval_mode, _rng, _take_float)
 
@@ -122,3 +123,42 @@ def logit_calibration(f: nn.Module, images, reference: float, **kwargs) -> float
     (:func:`mean_max_logit`); ``kwargs`` go to it."""
     reference = _check_float("reference", reference, 0.0, math.inf, open_low=True)
     return reference / max(mean_max_logit(f, images, **kwargs), 1e-6)
+
+
+# How CD's logit scale is fixed: ``clean_heldout`` measures it once per classifier on clean images the
+# classifier did not train on (never on a scored set), ``none`` keeps the logits (scale 1, the reference).
+CALIBRATIONS = ("clean_heldout", "none")
+
+
+def check_calibration(calibration, reference, prefix: str = "") -> None:
+    """ConfigError unless (``calibration``, ``reference``) is ``("clean_heldout", a number > 0)`` or
+    ``("none", None)``; ``prefix`` (e.g. ``"defenses.cd."``) starts the names in the error."""
+    if calibration not in CALIBRATIONS:
+        raise ConfigError(f"{prefix}logit_calibration", calibration, " | ".join(CALIBRATIONS))
+    if calibration == "none" and reference is not None:
+        raise ConfigError(f"{prefix}logit_reference", reference, "null with logit_calibration none")
+    if calibration == "clean_heldout" and (not is_number(reference) or reference <= 0):
+        raise ConfigError(f"{prefix}logit_reference", reference, "a number > 0 with logit_calibration clean_heldout")
+
+
+def cd_logit_scale(f: nn.Module, heldout, calibration: str, reference: float | None, *,
+                   heldout_max_logit: float | None = None, batch_size: int = 256, device="cpu") -> float:
+    """CD's ``logit_scale`` for classifier ``f``, fixed before any set is scored and the same for every set.
+
+    ``calibration`` (:data:`CALIBRATIONS`): ``none`` -> 1.0 (``reference`` must be None);
+    ``clean_heldout`` -> ``reference`` / ``f``'s mean largest logit on clean images it did not train on:
+    ``heldout_max_logit`` when the caller measured it once (:func:`mean_max_logit`), else
+    :func:`logit_calibration` on ``heldout`` (float [-1, 1] NCHW or uint8 NHWC). The scored images never
+    enter, so a set's CD scores do not depend on which set it is or what else is scored with it.
+    """
+    check_calibration(calibration, reference)
+    if calibration == "none":
+        return 1.0
+    if heldout_max_logit is not None:
+        if not is_number(heldout_max_logit):
+            raise ConfigError("heldout_max_logit", heldout_max_logit, "a finite number (a mean largest logit)")
+        return float(reference) / max(float(heldout_max_logit), 1e-6)
+    if heldout is None:
+        raise ConfigError("heldout", None, "clean held-out images or their heldout_max_logit "
+                                           "(logit_calibration clean_heldout)")
+    return logit_calibration(f, heldout, reference, batch_size=batch_size, device=device)

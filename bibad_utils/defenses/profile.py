@@ -4,9 +4,15 @@ The stage's own keys are fields of :data:`DEFENSES`; each registered detector ad
 key) that starts from the registry's defaults (the reference recipes) with the project's deviations of
 :data:`DEVIATIONS`, each stated in chapter 05 and on the limitations page:
 
-- CD: ``logit_reference`` rescales the victim's logits to a mean largest logit of 20 (the paper's
-  ResNets are confident classifiers; a weak small CNN otherwise pays more for the mask than for the
-  logit mismatch and distils clean content away);
+- CD: ``logit_calibration: clean_heldout`` rescales each classifier's logits by one factor, measured once
+  on clean test images it did not train on (outside the known-answer set) before any set is scored, so
+  that its mean largest logit there is ``logit_reference`` = 20; the training subset, the generations and
+  the known-answer set are all scored with that one factor (the paper's ResNets are confident classifiers;
+  a weak small CNN otherwise pays more for the mask than for the logit mismatch and distils clean content
+  away). How 20 was chosen: it was the best of 5 / 10 / 20 / 40 by the demo profile's training-set AUROC,
+  that is with the poison labels, so it is not independent of the data it is judged on; chapter 05 shows
+  the AUROCs and their difference at each of ``cd_sensitivity`` (:func:`cd_sensitivity` of
+  :mod:`bibad_utils.experiments.castle_walls.detection`);
 - STRIP: ``mode: blend`` instead of the reference's saturating sum (on light images clip(x + x_r)
   saturates most pixels and erases a dark trigger);
 - FCT is the reference recipe; ``fct_variant`` the project's earlier variant, shown beside it.
@@ -19,16 +25,27 @@ from __future__ import annotations
 from bibad_utils.base import ConfigError
 from bibad_utils.defenses.registry import DETECTORS
 from bibad_utils.judges.profile import JUDGES
-from bibad_utils.schema import Field, Section, is_int, number_list
+from bibad_utils.schema import Field, Section, is_int, is_number, number_list
 from bibad_utils.triggers import TRIGGERS
 
-DEVIATIONS = {"CD": {"logit_reference": 20.0}, "STRIP": {"mode": "blend"},
+DEVIATIONS = {"CD": {"logit_calibration": "clean_heldout", "logit_reference": 20.0}, "STRIP": {"mode": "blend"},
               "FCT variant": {"finetune_steps": 100, "finetune_lr": 1.0e-3}}
 
 
 def _mapping(what: str) -> Field:
     return Field("value", default={}, nullable=True, test=lambda v: isinstance(v, dict),
                  allowed=f"a mapping of {what}")
+
+
+CD_SENSITIVITY_ALLOWED = "a list of distinct values, each null (no calibration) or a number > 0"
+
+
+def _check_cd_sensitivity(value, param: str) -> list:
+    """The ``cd_sensitivity`` list with its numbers as floats; ConfigError naming ``param`` otherwise."""
+    ok = isinstance(value, (list, tuple)) and all(v is None or (is_number(v) and v > 0) for v in value)
+    if not ok or len({None if v is None else float(v) for v in value}) != len(value):
+        raise ConfigError(param, value, CD_SENSITIVITY_ALLOWED)
+    return [None if v is None else float(v) for v in value]
 
 
 def _ratio_list(nullable: bool, allowed: str) -> Field:
@@ -63,6 +80,14 @@ STAGE_FIELDS = {
     "dc_batch_size": Field("int", default=256, low=1, allowed="an integer >= 1", doc="UNet samples per forward"),
     "dc_bench_images": Field("int", default=10, low=1, allowed="an integer >= 1",
                              doc="images of the exhaustive vs adaptive timing"),
+    "n_calibration": Field("int", default=1000, low=1, allowed="an integer >= 1",
+                           doc="clean test images outside the known-answer set (stratified by class) on which "
+                               "CD's logit scale is measured (logit_calibration: clean_heldout)"),
+    "cd_sensitivity": Field("value", default=[None, 5.0, 10.0, 20.0, 40.0],
+                            test=lambda v: isinstance(v, (list, tuple)),
+                            allowed=CD_SENSITIVITY_ALLOWED,
+                            doc="CD's logit_reference values of the calibration sensitivity on the example "
+                                "cell (null: no calibration); [] skips it"),
 }
 STAGE_DEFAULTS = {k: f.default for k, f in STAGE_FIELDS.items()}
 
@@ -107,6 +132,7 @@ def _check(cfg: dict, prefix: str, profile: dict) -> dict:
     if not isinstance(attacks, (list, tuple)) or any(a not in TRIGGERS for a in attacks):
         raise ConfigError(f"{prefix}.dc_attacks", attacks, f"a list of attacks among {list(TRIGGERS)}")
     cfg["dc_attacks"] = list(attacks)
+    cfg["cd_sensitivity"] = _check_cd_sensitivity(cfg["cd_sensitivity"], f"{prefix}.cd_sensitivity")
     cfg["p_filter"] = number_list(f"{prefix}.p_filter", cfg["p_filter"], 0, 1, False, True, what="fractions")
     ad = cfg["dc_adaptive"]
     if ad is not None:

@@ -4,7 +4,7 @@ A detector is called as ``run_detector(name, f, images, context, **options)`` an
 with ``scores`` (float64 ``[N]``, higher = more likely poisoned) and, for some detectors, extra
 arrays (CD: ``masks``). ``context`` (:class:`DetectorContext`) carries what some detectors need
 besides the classifier and the images: clean images to superimpose (STRIP), labelled data to
-fine-tune on (FCT), the seed and the device. ``options`` are the detector's own keyword arguments
+fine-tune on (FCT), clean held-out images to fix CD's logit scale on, the seed and the device. ``options`` are the detector's own keyword arguments
 (the profile's ``defenses.<name>`` section); :data:`DETECTORS` lists each detector's defaults.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bibad_utils.base import ConfigError
-from bibad_utils.defenses.cd import cd_scores, logit_calibration
+from bibad_utils.defenses.cd import CALIBRATIONS, cd_logit_scale, cd_scores, check_calibration
 from bibad_utils.defenses.fct import fct_scores, fct_variant_scores
 from bibad_utils.defenses.strip import strip_scores
 from bibad_utils.schema import is_int, is_number
@@ -25,11 +25,17 @@ from bibad_utils.schema import is_int, is_number
 @dataclass
 class DetectorContext:
     """What a detector may need besides ``f`` and the images: ``clean_pool`` (images known to be
-    clean, STRIP), ``train_images``/``train_labels`` (FCT's fine-tuning data), ``seed``, ``device``."""
+    clean, STRIP), ``train_images``/``train_labels`` (FCT's fine-tuning data), ``heldout`` (clean images
+    ``f`` did not train on, apart from every scored set) or ``heldout_max_logit`` (``f``'s mean largest
+    logit on them, measured once before scoring): CD's ``logit_calibration: clean_heldout`` takes its one
+    logit scale per classifier from them (:func:`~bibad_utils.defenses.cd.cd_logit_scale`), ``seed``,
+    ``device``."""
 
     clean_pool: Any = None
     train_images: Any = None
     train_labels: Any = None
+    heldout: Any = None
+    heldout_max_logit: float | None = None
     seed: int = 0
     device: Any = "cpu"
 
@@ -75,16 +81,22 @@ def option_checker(ints: dict[str, int] = None, nonneg: tuple = (), choices: dic
 
 
 def _cd_extra(opts: dict, prefix: str) -> None:
-    ref = opts["logit_reference"]
-    if ref is not None and (not is_number(ref) or ref <= 0):
-        raise ConfigError(f"{prefix}.logit_reference", ref, "null or a number > 0")
+    check_calibration(opts["logit_calibration"], opts["logit_reference"], f"{prefix}.")
     betas = opts["betas"]
     if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas)):
         raise ConfigError(f"{prefix}.betas", betas, "two numbers in [0, 1)")
 
 
-def _cd(f, images, ctx, *, logit_reference=None, **opts):
-    scale = 1.0 if logit_reference is None else logit_calibration(f, images, logit_reference, device=ctx.device)
+def _cd(f, images, ctx, *, logit_calibration="none", logit_reference=None, **opts):
+    # One scale per classifier, fixed on clean held-out images before scoring: never on the scored set.
+    check_calibration(logit_calibration, logit_reference, "CD.")
+    if logit_calibration == "clean_heldout" and ctx.heldout_max_logit is None and (
+            ctx.heldout is None or ctx.heldout is images):
+        raise ConfigError("context.heldout", None if ctx.heldout is None else "the scored images",
+                          "clean images the classifier did not train on, apart from the scored set, or "
+                          "context.heldout_max_logit (CD.logit_calibration: clean_heldout)")
+    scale = cd_logit_scale(f, ctx.heldout, logit_calibration, logit_reference,
+                           heldout_max_logit=ctx.heldout_max_logit, device=ctx.device)
     scores, masks = cd_scores(f, images, seed=ctx.seed, device=ctx.device, return_masks=True,
                               logit_scale=scale, **{k: tuple(v) if k == "betas" else v for k, v in opts.items()})
     return {"scores": scores, "masks": masks, "logit_scale": np.float64(scale)}
@@ -107,11 +119,13 @@ DETECTORS: dict[str, Detector] = {
     "CD": Detector(
         "CD", _cd,
         {"steps": 100, "lr": 0.1, "betas": [0.1, 0.1], "gamma": 0.01, "beta": 1.0, "batch_size": 128,
-         "logit_reference": None},
-        "Cognitive Distillation: minus the L1 norm of the distilled mask; logit_reference (the mean "
-        "largest logit the reference's trade-off assumes) rescales a weak victim's logits, None keeps them",
+         "logit_calibration": "none", "logit_reference": None},
+        "Cognitive Distillation: minus the L1 norm of the distilled mask; logit_calibration clean_heldout "
+        "rescales a weak victim's logits so that its mean largest logit on clean held-out images is "
+        "logit_reference (one scale per classifier, for every scored set); none keeps them",
         ("masks", "logit_scale"),
-        option_checker({"steps": 1, "batch_size": 1}, ("lr", "gamma", "beta"), extra=_cd_extra)),
+        option_checker({"steps": 1, "batch_size": 1}, ("lr", "gamma", "beta"),
+                       {"logit_calibration": CALIBRATIONS}, extra=_cd_extra)),
     "STRIP": Detector(
         "STRIP", _strip, {"n_overlay": 100, "mode": "sum", "alpha": 0.5, "batch_size": 512},
         "STRIP: minus the mean entropy under superimposed clean images (mode sum: the reference's "

@@ -1,12 +1,16 @@
 """The ``judges`` section of a profile: its keys (the keyword arguments of :func:`train_classifier`, whose
-signature holds the optional keys' defaults) and their validation."""
+signature holds the optional keys' defaults), the ``wanet_*`` keys of the warp detector's own recipe
+(:mod:`bibad_utils.judges.warp_detector`, whose signatures hold their defaults), and their validation."""
 
 from __future__ import annotations
+
+import inspect
 
 from bibad_utils.base import ConfigError
 from bibad_utils.judges.augment import PHOTOMETRIC_KEYS
 from bibad_utils.judges.models import ARCHS
 from bibad_utils.judges.training import OPTIMIZERS, train_classifier
+from bibad_utils.judges.warp_detector import holdout_split, train_warp_detector
 from bibad_utils.schema import Field, Section, signature_defaults
 
 _STRENGTH = "a maximum strength in [0, 1] (0: off)"
@@ -29,10 +33,41 @@ def _fields() -> dict[str, Field]:
     }
     fields.update({k: Field("number", low=0, high=1, allowed=_STRENGTH) for k in PHOTOMETRIC_KEYS})
     fields = signature_defaults(train_classifier, fields)
+    fields.update(_warp_fields())
     # not a training setting: whether chapter 04 also trains these judges WITHOUT photometric augmentation
     # (its ablation table; three more judges, about 100 s of a 2-core first run)
     fields["ablation"] = Field("bool", default=True)
     return fields
+
+
+# The warp (WaNet) detector's recipe: profile key -> (function whose signature holds the default, its argument).
+# The other judges never read these keys, and their artifact keys never hold them (:func:`judge_settings`).
+WARP_KEYS = {
+    "wanet_epochs": (train_warp_detector, "epochs"),
+    "wanet_random_warps": (train_warp_detector, "random_warps"),
+    "wanet_generated": (train_warp_detector, "generated_fraction"),
+    "wanet_holdout": (holdout_split, "holdout"),
+}
+
+
+def _warp_fields() -> dict[str, Field]:
+    def default(key):
+        fn, arg = WARP_KEYS[key]
+        return inspect.signature(fn).parameters[arg].default
+
+    return {
+        "wanet_epochs": Field("int", low=1, default=default("wanet_epochs"),
+                              doc="epochs of the warp detector (no blur or noise augmentation; colour jitter as set)"),
+        "wanet_random_warps": Field("number", low=0, high=1, default=default("wanet_random_warps"),
+                                    allowed="a share in [0, 1]",
+                                    doc="share of the clean real images warped by a random field (labelled clean)"),
+        "wanet_generated": Field("number", low=0, high=1, high_open=True, default=default("wanet_generated"),
+                                 allowed="a share in [0, 1) (0: real images only)",
+                                 doc="share of each batch drawn from the clean pre-trained DM's generations"),
+        "wanet_holdout": Field("number", low=0, high=1, low_open=True, high_open=True,
+                               default=default("wanet_holdout"), allowed="a share in (0, 1)",
+                               doc="share of those generations held out for the detector's check"),
+    }
 
 
 def _check(values: dict, prefix: str, profile: dict) -> None:
@@ -43,12 +78,21 @@ def _check(values: dict, prefix: str, profile: dict) -> None:
 # Left as written in the profile: the section is part of the judges' artifact keys.
 JUDGES = Section("judges", _fields(), check=_check, fill=False)
 STUDY_KEYS = ("ablation",)  # keys that steer the study, not a judge's training (nor its artifact key)
-JUDGE_KEYS = tuple(k for k in JUDGES.field_map() if k not in STUDY_KEYS)  # train_classifier's keyword arguments
+# train_classifier's keyword arguments
+JUDGE_KEYS = tuple(k for k in JUDGES.field_map() if k not in STUDY_KEYS and k not in WARP_KEYS)
 
 
 def judge_settings(section: dict) -> dict:
-    """The ``judges`` section without :data:`STUDY_KEYS`: what a judge's training and artifact key read."""
-    return {k: v for k, v in section.items() if k not in STUDY_KEYS}
+    """The ``judges`` section without :data:`STUDY_KEYS` and :data:`WARP_KEYS`: what a judge's training and
+    artifact key read (the warp detector adds :func:`warp_settings`)."""
+    return {k: v for k, v in section.items() if k not in STUDY_KEYS and k not in WARP_KEYS}
+
+
+def warp_settings(section: dict) -> dict:
+    """The warp detector's recipe from a ``judges`` section, every key with its default filled in, named
+    as the arguments they go to: ``epochs``, ``random_warps``, ``generated_fraction`` (of
+    :func:`train_warp_detector`) and ``holdout`` (of :func:`holdout_split`)."""
+    return {arg: JUDGES.value(section, key) for key, (_, arg) in WARP_KEYS.items()}
 
 
 def wants_ablation(section: dict) -> bool:

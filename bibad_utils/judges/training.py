@@ -41,10 +41,13 @@ def check_hparams(epochs, batch_size, lr, optimizer, weight_decay, crop_pad) -> 
 
 
 
-def _fit(model: Classifier, n: int, get_batch: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]], *,
+def fit_judge(model: Classifier, n: int, get_batch: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]], *,
          epochs: int, batch_size: int, lr: float, optimizer: str, weight_decay: float | None, seed: int,
          device, augment: bool, crop_pad: int | None, hflip: bool, progress: bool, desc: str,
          photometric: dict | None = None) -> list[dict]:
+    """Train ``model`` on ``n`` items read by ``get_batch(indices) -> (float [-1, 1] NCHW, int64 labels)``
+    (cross-entropy, AdamW or SGD, cosine learning rate, the augmentation of :func:`augment_batch`), then
+    set its BatchNorm statistics by precise BN; returns the per-epoch history (see :func:`train_classifier`)."""
     device = torch.device(device)
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
@@ -112,7 +115,8 @@ def _precise_batchnorm(model: nn.Module, n: int, get_batch, batch_size: int, gen
         bn.momentum = momentum
 
 
-def _build_seeded(seed: int, **kwargs) -> Classifier:
+def build_seeded(seed: int, **kwargs) -> Classifier:
+    """:func:`build_classifier` with initial weights drawn from ``seed``."""
     # Forking keeps the caller's global RNG state untouched while making the initial weights a
     # function of the seed.
     with torch.random.fork_rng(devices=[]):
@@ -164,10 +168,10 @@ def train_classifier(images_or_dataset, labels=None, *, arch: str, epochs: int, 
                           f"class indices in [0, {num_classes})")
     image_size = int(src.get(np.array([0])).shape[-1])
     class_names = src.class_names if src.class_names is not None and len(src.class_names) == num_classes else None
-    model = _build_seeded(seed, arch=arch, num_classes=num_classes, image_size=image_size,
+    model = build_seeded(seed, arch=arch, num_classes=num_classes, image_size=image_size,
                           pretrained=pretrained, input_size=input_size, class_names=class_names)
     y_all = torch.from_numpy(src.labels)
-    history = _fit(model, len(src), lambda idx: (src.get(idx), y_all[torch.from_numpy(idx)]),
+    history = fit_judge(model, len(src), lambda idx: (src.get(idx), y_all[torch.from_numpy(idx)]),
                    epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                    seed=seed, device=device, augment=augment, crop_pad=crop_pad, hflip=hflip,
                    progress=progress, desc=f"classifier {arch}", photometric=photometric)
@@ -210,7 +214,7 @@ def train_trigger_detector(clean_images, trigger, *, labels=None, exclude_class:
     if n < 1:
         raise ConfigError("len(clean_images)", n, "at least 1 image outside exclude_class")
     image_size = int(src.get(np.array([0])).shape[-1])
-    model = _build_seeded(seed, arch=arch, num_classes=2, image_size=image_size, pretrained=pretrained,
+    model = build_seeded(seed, arch=arch, num_classes=2, image_size=image_size, pretrained=pretrained,
                           input_size=input_size, kind="trigger_detector", class_names=["clean", "trigger"])
 
     def get_batch(idx: np.ndarray):
@@ -221,7 +225,7 @@ def train_trigger_detector(clean_images, trigger, *, labels=None, exclude_class:
             x[mask] = trigger.apply(x[mask])
         return x, torch.from_numpy(triggered.astype(np.int64))
 
-    history = _fit(model, 2 * n, get_batch, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+    history = fit_judge(model, 2 * n, get_batch, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                    weight_decay=weight_decay, seed=seed, device=device, augment=augment, crop_pad=crop_pad,
                    hflip=hflip, progress=progress, desc=f"trigger detector {arch}", photometric=photometric)
     model.meta = dict(trained_on=n, exclude_class=exclude_class, epochs=epochs, batch_size=batch_size, lr=lr,

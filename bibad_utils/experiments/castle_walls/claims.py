@@ -22,17 +22,17 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import paper as P
+from bibad_utils.metrics import wilson_interval
 from bibad_utils import verdicts as V
 from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, GEN_FLAG_MAX, MIN_CLASS_COUNT, SOURCES,
                                                          STAGE, TA_COST_MAX, classifier_settings, defense_config,
                                                          detector_key, detectors)
 from bibad_utils.experiments.castle_walls.detection import detection_differences, victim_logit_profile
 from bibad_utils.experiments.castle_walls.diffusion_classifier import diffusion_classifier_table
-from bibad_utils.experiments.castle_walls.stats import (_verdict_text, capped_verdict, proportion_difference,
-                                                        verdict_less)
+from bibad_utils.experiments.castle_walls.stats import _verdict_text, capped_verdict, proportion_difference
 from bibad_utils.experiments.castle_walls.tables import example_cell
 from bibad_utils.experiments.castle_walls.train_on_generations import train_on_generations_table
-from bibad_utils.report import claim_row, verdict_greater
+from bibad_utils.report import claim_row
 
 CHANCE_AUROC = V.CHANCE_AUROC
 # The detectors the paper's claim is about (with their claim keys); others (the project's FCT variant) are
@@ -90,9 +90,26 @@ def detection_claims(diffs: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def _paper_drop(real, gen, col: str) -> float | None:
+    """The paper's drop ``real - generated`` of ``col`` (paper_ASR / paper_TA columns), ImageNette's
+    number first, else Caltech15's; None where the paper gives none."""
+    for suffix in ("", "_caltech15"):
+        a, b = getattr(real, f"{col}{suffix}", math.nan), getattr(gen, f"{col}{suffix}", math.nan)
+        if a is not None and b is not None and not (math.isnan(a) or math.isnan(b)):
+            return float(a) - float(b)
+    return None
+
+
 def train_on_generations_claims(tog: pd.DataFrame) -> list[dict]:
-    """Per cell: ASR lower when trained on generations (vs the same-size real subset), at a TA cost
-    below :data:`TA_COST_MAX`."""
+    """Per cell: ASR lower when trained on generations (vs the same-size real subset), at a TA cost of at
+    most :data:`TA_COST_MAX` (the paper's own largest reported drop).
+
+    Preconditions: a backdoor to defuse: the classifier trained on the real subset must have an ASR above
+    :data:`BACKDOOR_ASR_MIN` by its interval, else both rows are "not tested". The ASR row uses the
+    magnitude rule (:func:`bibad_utils.verdicts.compare` with the paper's drop at that setting): a drop
+    whose interval falls short of the paper's is "partly". The TA row qualifies the ASR row: it is
+    "not tested" when the ASR row is "not tested" or "not reproduced" (no defence whose cost to measure).
+    """
     rows = []
     for cell, g in tog.groupby("cell", sort=False):
         real = g[g.source == SOURCES[1]].iloc[0]
@@ -103,19 +120,32 @@ def train_on_generations_claims(tog: pd.DataFrame) -> list[dict]:
             paper_asr = f"ASR {real.paper_ASR:.2%} -> {gen.paper_ASR:.2%} (ImageNette)"
             paper_ta = f"TA {real.paper_TA:.2%} -> {gen.paper_TA:.2%} (ImageNette)"
         if not math.isnan(gen.paper_ASR_caltech15):
-            paper_asr += f"; {real.paper_ASR_caltech15:.2%} -> {gen.paper_ASR_caltech15:.2%} (Caltech15)"
-        d_ta, lo_ta, hi_ta = proportion_difference(real.k_ta, real.n_ta, gen.k_ta, gen.n_ta)
-        ta_verdict = verdict_less(hi_ta, d_ta, TA_COST_MAX)
+            sep = "; " if paper_asr else ""
+            paper_asr += f"{sep}ASR {real.paper_ASR_caltech15:.2%} -> {gen.paper_ASR_caltech15:.2%} (Caltech15)"
+            paper_ta += f"{sep}TA {real.paper_TA_caltech15:.2%} -> {gen.paper_TA_caltech15:.2%} (Caltech15)"
+        real_asr_lo = getattr(real, "ASR_lo", math.nan)
+        if real_asr_lo is None or math.isnan(real_asr_lo):
+            real_asr_lo = wilson_interval(int(real.k_asr), int(real.n_asr))[0]
+        backdoor = V.baseline_check(real_asr_lo, chance=BACKDOOR_ASR_MIN,
+                                    what=f"real-subset classifier's ASR ({real.ASR:.1%}; a backdoor to defuse)")
         d, lo, hi = proportion_difference(real.k_asr, real.n_asr, gen.k_asr, gen.n_asr)
-        verdict, why = capped_verdict(verdict_greater(lo, d, 0.0), ta_verdict)
+        j = V.compare(d, lo, hi, reference=0.0, direction="greater", baseline=backdoor,
+                      paper_effect=_paper_drop(real, gen, "paper_ASR"))
+        d_ta, lo_ta, hi_ta = proportion_difference(real.k_ta, real.n_ta, gen.k_ta, gen.n_ta)
+        jt = V.compare(d_ta, lo_ta, hi_ta, reference=TA_COST_MAX, direction="less")
+        if j.verdict in ("not tested", "not reproduced"):
+            jt = V.Judgement("not tested", "no backdoor to defuse" if j.verdict == "not tested" else
+                             "the ASR is not lowered: there is no defence whose cost to measure")
+        verdict, why = capped_verdict(j.verdict, jt.verdict)
         rows.append(claim_row(STAGE, "Training on generations lowers ASR", setting=setting,
                               metric="ASR(real subset) - ASR(generated)", paper=paper_asr, ours=d, lo=lo, hi=hi,
-                              verdict=verdict, note="; ".join(filter(None, [f"ASR {real.ASR:.1%} -> {gen.ASR:.1%}", why])),
-                              key="train_on_generations_asr"))
-        rows.append(claim_row(STAGE, f"... at a TA cost of a few points (< {TA_COST_MAX:.0%})", setting=setting,
+                              verdict=verdict, key="train_on_generations_asr",
+                              note="; ".join(filter(None, [f"ASR {real.ASR:.1%} -> {gen.ASR:.1%}", j.reason, why]))))
+        rows.append(claim_row(STAGE, f"... at a TA cost of a few points (at most {TA_COST_MAX:.1%}, the paper's "
+                              "largest reported drop)", setting=setting,
                               metric="TA(real subset) - TA(generated)", paper=paper_ta, ours=d_ta, lo=lo_ta,
-                              hi=hi_ta, verdict=ta_verdict, note=f"TA {real.TA:.1%} -> {gen.TA:.1%}",
-                              key="train_on_generations_ta"))
+                              hi=hi_ta, verdict=jt.verdict, key="train_on_generations_ta",
+                              note="; ".join(filter(None, [f"TA {real.TA:.1%} -> {gen.TA:.1%}", jt.reason]))))
     return rows
 
 

@@ -3,6 +3,7 @@ the classifiers' settings (:func:`classifier_settings`) and the stage's constant
 
 from __future__ import annotations
 
+from bibad_utils import paper as P
 from bibad_utils.base import ConfigError
 from bibad_utils.defenses import DETECTORS as REGISTRY
 from bibad_utils.defenses.profile import (DEVIATIONS, STAGE_DEFAULTS, defaults, detector_defaults,  # noqa: F401
@@ -30,9 +31,10 @@ def detector_key(name: str) -> str:
     """The profile section (under ``defenses``) of detector ``name``'s options."""
     return REGISTRY[name].key
 
-# "A few points" of TA lost by training on generations: the paper's largest drop (5.8 points, ImageNette
-# BadNets-1 p = 2 %) rounded up; and the TA a diffusion classifier may lose to count as comparable.
-TA_COST_MAX = 0.10
+# "A few points" of TA lost by training on generations: the largest drop the paper itself reports in its
+# train-on-generations table (ImageNette and Caltech15; Caltech15 BadNets-2 p = 5 %: 99.83 -> 87.33 %), so
+# the paper's own numbers pass; and the TA a diffusion classifier may lose to count as comparable.
+TA_COST_MAX = P.largest_ta_drop()
 DC_TA_MARGIN = 0.05
 # The generations' ground truth is the trigger detector. The clean DM never saw a trigger, so the share
 # of its generations the detector flags estimates the detector's false-positive rate on generations;

@@ -9,6 +9,10 @@
 The known-answer and training sets are scored with the backdoored victim; the generated set with the victim
 and with the classifier trained on the generations (the two readings of the paper's setup). Each
 (detector, set, classifier) is cached on its own, so adding a detector recomputes nothing else.
+
+CD's logit calibration (``defenses.cd.logit_calibration``) is fixed per classifier on clean held-out test
+images (:func:`.calibration.heldout_indices`: none of them is scored, no classifier of the stage trains on the test set),
+so the three sets are scored with one scale; :func:`cd_sensitivity` shows what the reference value does.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ import pandas as pd
 from bibad_utils import defenses as D
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
+from bibad_utils.experiments.castle_walls.calibration import cd_calibration, calibrated, known_answer_indices
 from bibad_utils.experiments.castle_walls.config import (CLASSIFIERS, SETS, SOURCES, defense_config,
                                                          detection_cells, detector_key, detectors)
 from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_CD_AUROC
 from bibad_utils.experiments.castle_walls.stats import (_auroc_or_nan, _paper_at, auroc_difference,
                                                         auroc_interval, stratified_subset)
-from bibad_utils.experiments.castle_walls.victims import (_all_gen, _nontarget_test_indices, classifier_key,
+from bibad_utils.experiments.castle_walls.victims import (_all_gen, classifier_key,
                                                           trained_classifier)
 from bibad_utils.metrics import wilson_interval
 from bibad_utils.progress import Bar
@@ -63,6 +68,21 @@ def training_detection_indices(study, cell, n: int, n_poisoned: int | None) -> n
     return np.sort(np.concatenate(picks)).astype(np.int64)
 
 
+def _with_overrides(detector: str, d: dict, overrides: dict) -> dict:
+    """The profile's options of ``detector`` with ``overrides``, checked as the profile's are."""
+    det = D.DETECTORS[detector]
+    base = d[det.key]
+    if not isinstance(overrides, dict):
+        raise ConfigError("options", overrides, f"a mapping with keys among {sorted(base)}")
+    for k, v in overrides.items():
+        if k not in base:
+            raise ConfigError(f"defenses.{det.key}.{k}", v, f"a key among {sorted(base)}")
+    opts = {**base, **overrides}
+    if det.check is not None:
+        det.check(opts, f"defenses.{det.key}")
+    return opts
+
+
 def detection_sets(study, cell) -> dict:
     """The sets scored for ``cell`` (:data:`SETS`), each with uint8 ``images [n, H, W, 3]``, int64
     ``labels [n]`` (the labels a defender would hold: poisoned labels, prompt classes; for the known-answer
@@ -76,8 +96,7 @@ def detection_sets(study, cell) -> dict:
     gen_idx = stratified_subset(np.asarray(gen.labels), n, study.seed)
     verdict = study.judge(gen, cell.trigger_kind)["trigger"]
     test_labels = np.asarray(study.test_set.labels)
-    nt = _nontarget_test_indices(study)
-    kn_idx = nt[stratified_subset(test_labels[nt], d["n_known"], study.seed)]
+    kn_idx = known_answer_indices(study)
     x, _ = study.test_set.batch(kn_idx)
     triggered = study.trigger(cell.trigger_kind).apply(x)
     as_uint8 = lambda t: ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # noqa: E731
@@ -100,11 +119,14 @@ def _classifier(study, cell, classifier: str):
 
 
 def detector_scores(study, cell, set_name: str, detector: str, classifier: str = "victim",
-                    sets: dict | None = None) -> dict:
+                    sets: dict | None = None, options: dict | None = None) -> dict:
     """Scores of one registered ``detector`` on one of :func:`detection_sets` with one of :data:`CLASSIFIERS`;
     cached on its own. STRIP superimposes clean test images; FCT fine-tunes a copy of the classifier on the
-    scored set with its labels. Returns ``scores`` float64 ``[n]`` (higher = more likely poisoned), the
-    detector's extras (CD: ``masks``, ``logit_scale``), ``seconds`` and the set's arrays."""
+    scored set with its labels; CD with ``logit_calibration: clean_heldout`` takes its one logit scale per
+    classifier from :func:`cd_calibration` (recorded as ``logit_scale`` in the artifact and its manifest).
+    ``options``: overrides of the profile's options for this detector (checked as the profile's are).
+    Returns ``scores`` float64 ``[n]`` (higher = more likely poisoned), the detector's extras (CD: ``masks``,
+    ``logit_scale``), ``seconds`` and the set's arrays."""
     if set_name not in SETS:
         raise ConfigError("set_name", set_name, " | ".join(SETS))
     if detector not in detectors():
@@ -114,9 +136,11 @@ def detector_scores(study, cell, set_name: str, detector: str, classifier: str =
     d = defense_config(study)
     data = (sets or detection_sets(study, cell))[set_name]
     source = SOURCES[0] if classifier == CLASSIFIERS[0] else "generated"
-    options = d[detector_key(detector)]
-    params = {"detector": detector, "options": options, "set": set_name, "n": len(data["labels"]),
+    opts = d[detector_key(detector)] if options is None else _with_overrides(detector, d, options)
+    params = {"detector": detector, "options": opts, "set": set_name, "n": len(data["labels"]),
               "n_poisoned": d["n_detect_poisoned"], "n_known": d["n_known"], "seed": study.seed}
+    if calibrated(opts):  # only a calibrated CD depends on the held-out images
+        params["n_calibration"] = d["n_calibration"]
     data_input = {"training": study.poison_key(cell), "generated": study.generation_key(cell),
                   "known answer": study.poison_key(cell)}[set_name]
     inputs = [st.artifact_key(*classifier_key(study, cell, source)), data_input, study.data_key]
@@ -124,11 +148,15 @@ def detector_scores(study, cell, set_name: str, detector: str, classifier: str =
 
     def build(art):
         _, f = _classifier(study, cell, classifier)
+        cal = cd_calibration(study, cell, classifier) if calibrated(opts) else {}
         ctx = D.DetectorContext(clean_pool=study.test_set.images, train_images=data["images"],
-                                train_labels=data["labels"], seed=study.seed, device=study.device)
+                                train_labels=data["labels"], seed=study.seed, device=study.device,
+                                heldout_max_logit=cal.get("mean_max_logit"))
         t0 = time.perf_counter()
-        out = D.run_detector(detector, f, data["images"], ctx, **options)
+        out = D.run_detector(detector, f, data["images"], ctx, **opts)
         st.save_json(art.dir / "seconds.json", {"seconds": time.perf_counter() - t0})
+        if "logit_scale" in out:
+            art.meta.update({"logit_scale": float(out["logit_scale"]), **cal})
         for name in ("scores", *extras):
             st.save_array(art.dir / f"{name}.npy", np.asarray(out[name]))
 
@@ -162,7 +190,9 @@ def detection_table(study, cells=None) -> pd.DataFrame:
 
     Columns: ``cell, attack, p, detector, set, classifier, n, n_poisoned`` (positives of the truth),
     ``n_clean``, ``auroc, auroc_lo, auroc_hi`` (95 % stratified bootstrap), ``seconds``, ``paper`` (the
-    paper's CD AUROC on ImageNette for the training and generated sets, NaN elsewhere), ``note``.
+    paper's CD AUROC on ImageNette for the training and generated sets, NaN elsewhere), ``note``,
+    ``logit_scale`` (CD: the factor on the classifier's logits that scored the set, one per classifier,
+    :func:`.calibration.cd_calibration`; NaN for the other detectors).
     """
     d = defense_config(study)
     rows = []
@@ -188,7 +218,8 @@ def detection_table(study, cells=None) -> pd.DataFrame:
                              "n_clean": int((~truth).sum()), "auroc": auc, "auroc_lo": lo, "auroc_hi": hi,
                              "seconds": float(res["seconds"]),
                              "paper": math.nan if paper is None or set_name == "known answer"
-                             else paper[set_name == "generated"], "note": note})
+                             else paper[set_name == "generated"], "note": note,
+                             "logit_scale": float(res["logit_scale"]) if "logit_scale" in res else math.nan})
     live.close()
     return pd.DataFrame(rows)
 
@@ -243,6 +274,60 @@ def detection_differences(study, cells=None, classifier: str = "victim") -> pd.D
                          "clean_dm_flagged": flag["rate"], "clean_dm_flagged_lo": flag["lo"],
                          "paper_train": math.nan if paper is None else paper[0],
                          "paper_gen": math.nan if paper is None else paper[1]})
+    return pd.DataFrame(rows)
+
+
+def _reference_label(reference) -> str:
+    return "none" if reference is None else f"{reference:g}"
+
+
+def cd_sensitivity(study, cell) -> pd.DataFrame:
+    """CD's training-set and generation-set AUROC, and their difference, at each logit reference of
+    ``defenses.cd_sensitivity`` (plus the profile's own setting), on ``cell`` with its victim.
+
+    Every row uses the one-scale rule: the victim's logit scale is fixed by :func:`.calibration.cd_calibration` (or is 1
+    without calibration) and scores both sets; the sets are those of :func:`detection_sets` (the same images
+    as the detection table). Each (reference, set) is a cached :func:`detector_scores` run, so the profile's
+    own setting reuses the detection table's artifacts. ``defenses.cd_sensitivity: []`` gives only the
+    profile's own setting.
+
+    Columns: ``cell, calibration`` (``clean_heldout | none``), ``reference`` (NaN without calibration),
+    ``label`` ("none" or the reference), ``in_use`` (the profile's setting), ``logit_scale`` (the factor used),
+    ``mean_max_logit_heldout`` (the victim's mean largest logit on the held-out images), ``n_heldout``,
+    ``auroc_train, auroc_train_lo, auroc_train_hi, auroc_gen, auroc_gen_lo, auroc_gen_hi`` (95 % stratified
+    bootstrap), ``diff, diff_lo, diff_hi`` (AUROC(generated) - AUROC(training)), ``n_train,
+    n_poisoned_train, n_gen, n_triggered_gen``, ``seconds`` (CD's run time on the two sets); rows ordered
+    none first, then by reference.
+    """
+    d = defense_config(study)
+    cd = d[detector_key("CD")]
+    in_use = cd["logit_reference"] if calibrated(cd) else None
+    refs = {None if r is None else float(r) for r in d["cd_sensitivity"]} | {None if in_use is None else float(in_use)}
+    refs = sorted(refs, key=lambda r: -math.inf if r is None else r)
+    sets = detection_sets(study, cell)
+    cal = cd_calibration(study, cell, CLASSIFIERS[0])
+    rows = []
+    for ref in refs:
+        own = (ref is None) == (in_use is None) and (ref is None or ref == float(in_use))
+        overrides = None if own else ({"logit_calibration": "none", "logit_reference": None} if ref is None
+                                      else {"logit_calibration": "clean_heldout", "logit_reference": ref})
+        tr, ge = (detector_scores(study, cell, s, "CD", CLASSIFIERS[0], sets, overrides) for s in ("training", "generated"))
+        a_tr, tr_lo, tr_hi = auroc_interval(tr["scores"], tr["truth"], d["n_boot"], study.seed)
+        a_ge, ge_lo, ge_hi = auroc_interval(ge["scores"], ge["truth"], d["n_boot"], study.seed)
+        diff, lo, hi = auroc_difference(ge["scores"], ge["truth"], tr["scores"], tr["truth"], d["n_boot"], study.seed)
+        scale = float(tr["logit_scale"])
+        if scale != float(ge["logit_scale"]):  # the one-scale rule, read back from the two artifacts
+            raise RuntimeError(f"CD scored the training and generated sets of {cell.name} with two logit scales "
+                               f"({scale} and {float(ge['logit_scale'])})")
+        rows.append({"cell": cell.name, "calibration": "none" if ref is None else "clean_heldout",
+                     "reference": math.nan if ref is None else ref, "label": _reference_label(ref), "in_use": own,
+                     "logit_scale": scale, "mean_max_logit_heldout": cal["mean_max_logit"],
+                     "n_heldout": cal["n_heldout"],
+                     "auroc_train": a_tr, "auroc_train_lo": tr_lo, "auroc_train_hi": tr_hi,
+                     "auroc_gen": a_ge, "auroc_gen_lo": ge_lo, "auroc_gen_hi": ge_hi,
+                     "diff": diff, "diff_lo": lo, "diff_hi": hi, "n_train": len(tr["truth"]),
+                     "n_poisoned_train": int(tr["truth"].sum()), "n_gen": len(ge["truth"]),
+                     "n_triggered_gen": int(ge["truth"].sum()), "seconds": float(tr["seconds"] + ge["seconds"])})
     return pd.DataFrame(rows)
 
 

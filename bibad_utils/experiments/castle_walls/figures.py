@@ -9,7 +9,7 @@ import pandas as pd
 
 from bibad_utils.experiments.castle_walls.config import SOURCES, detectors
 from bibad_utils.experiments.castle_walls.detection import detection_scores
-from bibad_utils.plots import PALETTE, side_by_side_grids, style
+from bibad_utils.plots import DPI, PALETTE, draw_interval_bars, side_by_side_grids, style
 
 
 
@@ -143,3 +143,32 @@ def cd_mask_figure(study, cell, n_show: int = 4):
         grids[set_name], titles[set_name] = np.concatenate(rows), tits
     return side_by_side_grids(grids, nrow=n_show, titles=titles)
 
+
+def cd_sensitivity_figure(sens: pd.DataFrame):
+    """CD's calibration sensitivity (:func:`~bibad_utils.experiments.castle_walls.detection.cd_sensitivity`):
+    left, AUROC on the training subset and on the generations per logit reference ("none": logits as they
+    are), 95 % intervals, chance dotted; right, AUROC(generated) - AUROC(training) with its interval, 0
+    dashed. The profile's setting is marked with an asterisk on the x axis."""
+    from matplotlib.figure import Figure
+
+    labels = [f"{lab}*" if use else str(lab) for lab, use in zip(sens["label"], sens["in_use"])]
+    long = pd.concat([pd.DataFrame({"reference": labels, "set": name, "auroc": sens[f"auroc_{col}"],
+                                    "lo": sens[f"auroc_{col}_lo"], "hi": sens[f"auroc_{col}_hi"]})
+                      for name, col in (("training", "train"), ("generated", "gen"))], ignore_index=True)
+    diff = pd.DataFrame({"reference": labels, "diff": sens["diff"], "lo": sens["diff_lo"], "hi": sens["diff_hi"]})
+    with style():
+        fig = Figure(figsize=(3.0 + 1.3 * len(labels), 3.6), dpi=DPI)
+        left, right = fig.subplots(1, 2)
+        draw_interval_bars(left, long, "reference", "auroc", "lo", "hi", hue="set", categories=labels)
+        left.axhline(0.5, color="#777777", linestyle=":", linewidth=1)
+        left.set_ylim(0, 1.05)
+        left.set_ylabel("CD AUROC (0.5 = chance)")
+        left.legend(fontsize=8, loc="lower right")
+        draw_interval_bars(right, diff, "reference", "diff", "lo", "hi", ref=0.0, ref_label="no difference",
+                           categories=labels)
+        right.set_ylabel("AUROC(generated) - AUROC(training)")
+        right.legend(fontsize=8, loc="best")
+        for ax in (left, right):
+            ax.set_xlabel("logit reference (* = profile's)")
+        fig.tight_layout()
+    return fig

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+from scipy.stats import norm, rankdata
 
 from bibad_utils.base import ConfigError
 from bibad_utils.metrics import auroc, wilson_interval
@@ -58,28 +58,64 @@ def _check_scores(scores, truth, name):
     return s, t
 
 
+def hanley_mcneil_variance(a: float, n_pos: int, n_neg: int) -> float:
+    """Variance of an AUROC ``a`` from ``n_pos`` positives and ``n_neg`` negatives (Hanley and McNeil 1982,
+    their exponential approximation: Q1 = a / (2 - a), Q2 = 2 a^2 / (1 + a))."""
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    return (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+
+
+def hanley_mcneil_interval(a: float, n_pos: int, n_neg: int, z: float = 1.96) -> tuple[float, float]:
+    """Interval of an AUROC on the logit scale with the Hanley-McNeil variance (``a`` clipped half a pair
+    away from 0 and 1, so a perfect AUROC still gets an interval)."""
+    eps = 0.5 / (n_pos * n_neg)
+    a = min(max(float(a), eps), 1 - eps)
+    se = math.sqrt(hanley_mcneil_variance(a, n_pos, n_neg)) / (a * (1 - a))
+    centre = math.log(a / (1 - a))
+    return 1 / (1 + math.exp(-(centre - z * se))), 1 / (1 + math.exp(-(centre + z * se)))
+
+
+# Why two intervals: a percentile bootstrap of the AUROC undercovers with few positives (simulated, binormal
+# scores, 300 per set, 300-400 runs each: 6 positives cover 83 % at AUROC 0.80 and 73 % at 0.95; 30
+# positives 94 % and 90 %), while the Hanley-McNeil interval (logit scale for one AUROC, the two variances
+# summed for a difference) covered 95-100 % at 6-100 positives and AUROC 0.6-0.95. The rates below are the
+# union of both, so an interval is never narrower than the one that covers (tested in tests/test_castle_walls.py).
+
+
 def auroc_interval(scores, truth, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
-    """AUROC of ``scores`` (higher = poisoned) against bool ``truth`` with a stratified percentile
-    bootstrap interval. Returns ``(auroc, lo, hi)`` in [0, 1]; all NaN when ``truth`` holds one class."""
+    """AUROC of ``scores`` (higher = poisoned) against bool ``truth`` with a 1 - ``alpha`` interval: the
+    union of a stratified percentile bootstrap and the Hanley-McNeil logit interval (the bootstrap alone
+    undercovers with few positives). Returns ``(auroc, lo, hi)`` in [0, 1]; all NaN when ``truth`` holds
+    one class."""
     s, t = _check_scores(scores, truth, "scores, truth")
     if t.all() or not t.any():
         return math.nan, math.nan, math.nan
     boots = _boot_aurocs(s, t, int(n_boot), np.random.default_rng(seed))
-    return auroc(s, t), float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))
+    a = auroc(s, t)
+    z = float(norm.ppf(1 - alpha / 2))
+    hm_lo, hm_hi = hanley_mcneil_interval(a, int(t.sum()), int((~t).sum()), z)
+    return a, min(float(np.quantile(boots, alpha / 2)), hm_lo), max(float(np.quantile(boots, 1 - alpha / 2)), hm_hi)
 
 
 def auroc_difference(scores_a, truth_a, scores_b, truth_b, n_boot: int = 1000, seed: int = 0,
                      alpha: float = 0.05):
-    """``AUROC(a) - AUROC(b)`` of two independent scored sets with a percentile interval from
-    independent stratified bootstraps. Returns ``(d, lo, hi)`` in [-1, 1]; NaN if either is undefined."""
+    """``AUROC(a) - AUROC(b)`` of two independent scored sets with a 1 - ``alpha`` interval: the union of
+    the percentile interval of independent stratified bootstraps and the normal interval with the two
+    Hanley-McNeil variances summed. Returns ``(d, lo, hi)`` in [-1, 1]; NaN if either is undefined."""
     sa, ta = _check_scores(scores_a, truth_a, "scores_a, truth_a")
     sb, tb = _check_scores(scores_b, truth_b, "scores_b, truth_b")
     if ta.all() or not ta.any() or tb.all() or not tb.any():
         return math.nan, math.nan, math.nan
     rng = np.random.default_rng(seed)
     diffs = _boot_aurocs(sa, ta, int(n_boot), rng) - _boot_aurocs(sb, tb, int(n_boot), rng)
-    d = auroc(sa, ta) - auroc(sb, tb)
-    return d, float(np.quantile(diffs, alpha / 2)), float(np.quantile(diffs, 1 - alpha / 2))
+    a_a, a_b = auroc(sa, ta), auroc(sb, tb)
+    d = a_a - a_b
+    z = float(norm.ppf(1 - alpha / 2))
+    se = math.sqrt(hanley_mcneil_variance(a_a, int(ta.sum()), int((~ta).sum()))
+                   + hanley_mcneil_variance(a_b, int(tb.sum()), int((~tb).sum())))
+    lo = min(float(np.quantile(diffs, alpha / 2)), max(-1.0, d - z * se))
+    hi = max(float(np.quantile(diffs, 1 - alpha / 2)), min(1.0, d + z * se))
+    return d, lo, hi
 
 
 def proportion_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96):
@@ -88,16 +124,6 @@ def proportion_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96):
     For two rates measured on the same images the interval treats them as independent, which is
     conservative when the outcomes are positively correlated."""
     return _newcombe(k1, n1, k2, n2, z)
-
-
-def verdict_less(hi: float, value: float, reference: float) -> str:
-    """Verdict for "ours is below ``reference``": reproduced when the upper bound ``hi`` is below,
-    partly when only the point ``value`` is, else not reproduced."""
-    if hi < reference:
-        return "reproduced"
-    if value < reference:
-        return "partly"
-    return "not reproduced"
 
 
 def _paper_at(table: dict, key):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from bibad_utils.experiments.castle_walls.config import detection_cells
@@ -87,3 +88,43 @@ def example_cell(study):
     return max((c for c in cells if c.kind == cells[0].kind), key=lambda c: c.ratio)
 
 
+def cd_sensitivity_wide(sens: pd.DataFrame) -> pd.DataFrame:
+    """:func:`~bibad_utils.experiments.castle_walls.detection.cd_sensitivity` for reading: one row per logit
+    reference (the profile's marked "in use"), the scale it gives the victim's logits, AUROC [95 % interval]
+    on the training subset and the generations, and their difference."""
+    rows = [{"logit reference": r.label, "in use": "yes" if r.in_use else "", "logit scale": f"{r.logit_scale:.2f}",
+             "AUROC training": _with_interval(r.auroc_train, r.auroc_train_lo, r.auroc_train_hi, False),
+             "AUROC generated": _with_interval(r.auroc_gen, r.auroc_gen_lo, r.auroc_gen_hi, False),
+             "generated - training": _with_interval(r.diff, r.diff_lo, r.diff_hi, False)}
+            for r in sens.itertuples()]
+    return pd.DataFrame(rows).set_index("logit reference")
+
+
+def cd_sensitivity_summary(sens: pd.DataFrame) -> dict:
+    """Numbers and phrases of the calibration section of chapter 05 (``nb05_cdsens_*`` keys, for ``glue``):
+    the profile's calibration (method, reference, scale, the held-out images and the victim's mean largest
+    logit on them), the references shown, the range of the difference over them, and whether its sign holds."""
+    use = sens[sens["in_use"].astype(bool)].iloc[0]
+    diffs = sens["diff"].to_numpy(float)
+    finite = diffs[np.isfinite(diffs)]
+    signs = set(np.sign(finite).tolist())
+    if not len(finite):
+        sign = "undefined at every reference (no triggered image among the scored generations)"
+    elif len(signs) == 1:
+        sign = {1.0: "positive", -1.0: "negative", 0.0: "zero"}[signs.pop()] + " at every reference shown"
+    else:
+        flip = ", ".join(f"{lab}: {d:+.3f}" for lab, d in zip(sens["label"], diffs))
+        sign = f"changes sign with the reference ({flip})"
+    return {"nb05_cdsens_cell": str(use["cell"]),
+            "nb05_cdsens_method": ("none: the victim's logits as they are" if use["calibration"] == "none"
+                                   else "clean held-out test images"),
+            "nb05_cdsens_reference": str(use["label"]),
+            "nb05_cdsens_scale": float(use["logit_scale"]),
+            "nb05_cdsens_n_heldout": int(use["n_heldout"]),
+            "nb05_cdsens_max_logit": float(use["mean_max_logit_heldout"]),
+            "nb05_cdsens_refs": ", ".join(sens["label"]),
+            "nb05_cdsens_diff": float(use["diff"]),
+            "nb05_cdsens_diff_min": float(np.min(finite)) if len(finite) else math.nan,
+            "nb05_cdsens_diff_max": float(np.max(finite)) if len(finite) else math.nan,
+            "nb05_cdsens_sign": sign,
+            "nb05_cdsens_seconds": float(sens["seconds"].sum())}

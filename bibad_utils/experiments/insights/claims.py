@@ -11,8 +11,8 @@ import pandas as pd
 from bibad_utils import paper, verdicts
 from bibad_utils.experiments.insights.groups import first_guidance, p_label, pct_text
 from bibad_utils.experiments.insights.judging import generated_judge_table, judge_table, template_table
-from bibad_utils.experiments.insights.seeds import across_seeds
-from bibad_utils.report import claim_row, verdict_greater
+from bibad_utils.experiments.insights.seeds import across_seeds, pooled_counts
+from bibad_utils.report import claim_row
 
 
 STAGE = "04_insights"
@@ -21,7 +21,8 @@ STAGE = "04_insights"
 def phase_verdict(rows, z: float = 1.96) -> dict:
     """Verdict of Insight 2 for one attack from its rows at every p of the profile
     (:func:`bibad_utils.verdicts.phase_transition`: the slides' quantities G1 - r_train and G2 - r_train
-    per p, and a significant fall of the G2 share G2 / (G1 + G2), not a crossing of one half).
+    per p, a significant fall of the G2 share G2 / (G1 + G2) (two-sided), and "partly" where G2 never
+    dominates). A row's ``n`` / ``n_G1`` / ``n_G2`` may be the counts of several training runs pooled.
 
     ``rows``: rows of :func:`g_row` (need ``ratio``, ``n``, ``n_G1``, ``n_G2``, ``r_train``), two or more.
     The paper's drop of the G2 share on ImageNette (5 -> 10 %) is the effect a test must be able to see
@@ -193,8 +194,9 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
         sd = across_seeds(spread, top["cell"], attack, w, "G1")
         g1, g1_lo, g1_hi = (sd["mean"], sd["lo"], sd["hi"]) if sd else (top["G1"], top["G1_lo"], top["G1_hi"])
         failed = verdicts.first_failed(check, content)  # G1 needs the detector and the classifier
-        trojan = (verdicts.Judgement(verdict_greater(g1_lo, g1, floor)) if failed is None
-                  else verdicts.Judgement("not tested", failed.reason))
+        paper_g1 = paper.duplicates(top["ratio"], "G1")
+        trojan = verdicts.compare(g1, g1_lo, g1_hi, reference=floor, baseline=failed,
+                                  paper_effect=None if paper_g1 is None else paper_g1[0])
         rows.append(claim_row(
             STAGE, "Trojan horse: the poisoned DM generates trigger-carrying images of the wrong class (G1)",
             setting=f"{attack}, p={top['p']}, w={w:g}", metric="G1 ratio of target-prompt generations",
@@ -232,14 +234,19 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
                                   key="phase_transition", ours=math.nan, verdict="not tested",
                                   note=f"not tested: {verdicts.first_failed(check, content).reason}"))
         else:
-            pv = phase_verdict([r.to_dict() for _, r in a.iterrows()])
+            pooled = [pooled_counts(spread, r["cell"], attack, w) for _, r in a.iterrows()]
+            pv = phase_verdict([{**r.to_dict(), **(pc or {})} for (_, r), pc in zip(a.iterrows(), pooled)])
+            runs = max((pc["runs"] for pc in pooled if pc), default=1)
             slides = "; ".join(f"p={p_label(pt['p'])}: G1 - r_train {pt['G1_minus_r_train']:+.3f}, "
                                f"G2 - r_train {pt['G2_minus_r_train']:+.3f}, G2 share {pct_text(pt['G2_share'])}"
                                for pt in pv["points"])
             rows.append(claim_row(
                 STAGE, phase_claim, setting=f"{attack}, p={a.iloc[0]['p']} -> {top['p']}, w={w:g}", metric=metric,
                 paper=text, key="phase_transition", ours=pv["drop"], lo=pv["drop_lo"], hi=pv["drop_hi"],
-                verdict=pv["verdict"], note=f"{pv['reason']}; {slides}"))
+                verdict=pv["verdict"],
+                note=(f"{pv['reason']}; {slides}"
+                      + (f"; counts pooled over the {runs} training runs of each cell trained more than once"
+                         if runs > 1 else ""))))
     tdf = template_table(study) if tdf is None else tdf
     for _, c in controls.iterrows():
         t = tdf[tdf["kind"] == c["detector"]]

@@ -11,7 +11,9 @@ from bibad_utils.base import ConfigError
 from bibad_utils.experiments.insights.claims import untrusted_detectors
 from bibad_utils.experiments.insights.groups import p_label
 from bibad_utils.experiments.insights.judging import judged
-from bibad_utils.plots import G_COLORS, PALETTE, REF_COLOR, side_by_side_grids
+from bibad_utils.experiments.insights.trigger_truth import (CHECK_CONTRAST, CHECK_MIN_DETECTION, disputed_examples,
+                                                            most_disputed)
+from bibad_utils.plots import G_COLORS, PALETTE, REF_COLOR, message_figure, side_by_side_grids
 
 
 def group_examples(study, cell, guidance: float, n: int = 8, seed: int = 0) -> dict:
@@ -159,5 +161,53 @@ def quality_figure(qdf: pd.DataFrame) -> Figure:
     axes[0, 1].set_ylabel("classifier accuracy")
     for ax in axes[0]:
         ax.set_xticks(x, qdf["cell"], rotation=30, ha="right")
+    fig.tight_layout()
+    return fig
+
+
+def disputed_figure(study, atab: pd.DataFrame, n: int = 6, seed: int = 0, nrow: int = 3) -> Figure:
+    """The generations the two trigger instruments disagree on, in the set of :func:`agreement_table`
+    ``atab`` where they disagree most (:func:`most_disputed`): up to ``n`` images only the detector calls
+    triggered and ``n`` only the template does (:func:`disputed_examples`), each headed by the detector's
+    P(trigger) and the template's score; a message figure when they never disagree."""
+    row = most_disputed(atab)
+    if row is None:
+        return message_figure("the detector and the template agree on every generated set")
+    ex = disputed_examples(study, row, n=n, seed=seed)
+    fig = side_by_side_grids({name: images for name, (images, _) in ex.items()}, nrow=nrow,
+                             titles={name: t for name, (_, t) in ex.items() if t})
+    fig.suptitle(f"{row['cell']}, {row['set']} prompt, w = {row['guidance']:g}: images the "
+                 f"{row['detector']} instruments disagree on", fontsize=9, fontweight="bold")
+    return fig
+
+
+def planted_figure(check: pd.DataFrame, contrast: float = CHECK_CONTRAST,
+                   min_detection: float = CHECK_MIN_DETECTION) -> Figure:
+    """The planted check (:func:`planted_check`): detection rate (Wilson 95 %) against the pasted
+    trigger's contrast per instrument, one panel per attack; the false-alarm rate on the unplanted images
+    as a cross at contrast 0; dotted, the rule of :func:`preferred_instrument` (``min_detection`` at
+    ``contrast``)."""
+    if check.empty:
+        return message_figure("no clean DM: no planted check")
+    attacks = list(pd.unique(check["attack"]))
+    fig, axes = _new_axes(1, len(attacks), 3.4 * len(attacks) + 0.6, 3.0)
+    colors = {"detector": PALETTE[0], "template": PALETTE[1]}
+    for k, attack in enumerate(attacks):
+        ax = axes[0, k]
+        for inst, r in check[check["attack"] == attack].groupby("instrument", sort=False):
+            r = r.sort_values("contrast")
+            det, fa = r[r["contrast"] > 0], r[r["contrast"] == 0]
+            _errorbar(ax, det["contrast"].to_numpy(dtype=float), det, "rate", color=colors.get(inst), marker="o",
+                      label=f"{inst}: detected")
+            _errorbar(ax, fa["contrast"].to_numpy(dtype=float), fa, "rate", color=colors.get(inst), marker="x",
+                      markersize=8, linestyle="none", label=f"{inst}: false alarms")
+        ax.axhline(min_detection, color=REF_COLOR, linestyle=":", linewidth=0.9)
+        ax.axvline(contrast, color=REF_COLOR, linestyle=":", linewidth=0.9)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_title(attack, fontsize=10)
+        ax.set_xlabel("contrast of the pasted trigger")
+    axes[0, 0].set_ylabel("share of images flagged")
+    axes[0, -1].legend(fontsize=7, frameon=False, loc="center right")
     fig.tight_layout()
     return fig

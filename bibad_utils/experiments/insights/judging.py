@@ -16,6 +16,8 @@ from bibad_utils.judges.profile import judge_settings, wants_ablation
 
 
 JUDGED_STAGE = "insights_judged"
+# a detector's decision: its P(trigger) above this (the argmax of its two classes)
+TRIGGER_THRESHOLD = 0.5
 
 
 def detectors_for(study, cell) -> list[str]:
@@ -56,7 +58,7 @@ def judged(study, cell, detector: str, gens: dict | None = None) -> dict:
         folder = path / f"{name}_w{w:g}"
         pred = st.load_array(folder / "pred.npy")
         p_trig = st.load_array(folder / "p_trigger.npy")
-        rec = {"trigger": p_trig > 0.5, "p_trigger": p_trig, "pred": pred, "match": pred == gen.labels,
+        rec = {"trigger": p_trig > TRIGGER_THRESHOLD, "p_trigger": p_trig, "pred": pred, "match": pred == gen.labels,
                "labels": gen.labels}
         if (folder / "features.npy").is_file():
             rec["features"] = st.load_array(folder / "features.npy")

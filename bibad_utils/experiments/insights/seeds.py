@@ -53,6 +53,7 @@ def seed_table(study, z: float = 1.96) -> pd.DataFrame:
 
 
 # the counts behind each spread column in a g_row: (successes, trials); G2_share's trials are the triggered
+POOLED_KEYS = ("n", "n_G1", "n_G2")
 POOLED_COUNTS = {"r_gen": ("n_r_gen", "n"), "G1": ("n_G1", "n"), "G2": ("n_G2", "n"), "G2_share": ("n_G2", "n_triggered")}
 
 
@@ -73,9 +74,11 @@ def seed_spread(sdf: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     ``<col>_seed_lo`` / ``<col>_seed_hi``: the t interval of the mean at ``level``, clipped to [0, 1], and
     widened where needed to the Wilson interval of all runs' generations pooled, since with few runs the
     sample sd can come out (near) zero by chance, e.g. three runs that each generate 1 triggered image in
-    200, and a t interval of zero width would claim a precision no single run has; NaN for one run. Empty
-    (with these columns) for an empty table."""
-    cols = GROUP_KEYS + ["n_seeds"] + [f"{c}_{s}" for c in SPREAD_COLUMNS for s in ("mean", "sd", "seed_lo", "seed_hi")]
+    200, and a t interval of zero width would claim a precision no single run has; NaN for one run; and
+    ``pooled_n`` / ``pooled_n_G1`` / ``pooled_n_G2``: the counts of all runs summed (Insight 2's test pools
+    the runs, :func:`pooled_counts`). Empty (with these columns) for an empty table."""
+    cols = (GROUP_KEYS + ["n_seeds"] + [f"pooled_{k}" for k in POOLED_KEYS]
+            + [f"{c}_{s}" for c in SPREAD_COLUMNS for s in ("mean", "sd", "seed_lo", "seed_hi")])
     if sdf is None or sdf.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -83,6 +86,8 @@ def seed_spread(sdf: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         row = dict(zip(GROUP_KEYS, keys))
         n = len(g)
         row["n_seeds"] = n
+        for k in POOLED_KEYS:
+            row[f"pooled_{k}"] = int(g[k].sum()) if k in g.columns else 0
         for c in SPREAD_COLUMNS:
             v = g[c].to_numpy(dtype=float)
             v = v[np.isfinite(v)]
@@ -110,3 +115,17 @@ def across_seeds(spread: pd.DataFrame | None, cell: str, detector: str, guidance
     r = sel.iloc[0]
     return {"mean": float(r[f"{col}_mean"]), "lo": float(r[f"{col}_seed_lo"]), "hi": float(r[f"{col}_seed_hi"]),
             "sd": float(r[f"{col}_sd"]), "n": int(r["n_seeds"])}
+
+
+def pooled_counts(spread: pd.DataFrame | None, cell: str, detector: str, guidance: float) -> dict | None:
+    """``{"n", "n_G1", "n_G2", "runs"}``: the target-prompt counts of every training run of one (cell,
+    detector, w) of :func:`seed_spread` summed; None without two or more runs."""
+    if spread is None or spread.empty or "pooled_n" not in spread.columns:
+        return None
+    sel = spread[(spread["cell"] == cell) & (spread["detector"] == detector)
+                 & (spread["guidance"].astype(float) == float(guidance))]
+    if sel.empty or int(sel["n_seeds"].iloc[0]) < 2:
+        return None
+    r = sel.iloc[0]
+    return {"n": int(r["pooled_n"]), "n_G1": int(r["pooled_n_G1"]), "n_G2": int(r["pooled_n_G2"]),
+            "runs": int(r["n_seeds"])}

@@ -69,7 +69,8 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
       is of kind "no paper number".
     - "poisoned DMs replicate more than the clean DM", per random-poisoning cell of ``rep``: the
       replication-rate difference (Newcombe) and the mean-similarity difference (Welch interval); the
-      paper's claim is qualitative (kind "no paper number").
+      paper's claim is qualitative (kind "no paper number"). The rate row is "not tested" when neither the
+      poisoned nor the clean DM has a single generation over the threshold (the instrument is blind there).
     - the finder's precision and recall on planted duplicates: a control of our measure, reproduced at
       :data:`FINDER_MIN` or more each ("not tested" without planted groups).
     """
@@ -98,12 +99,15 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
         poisoned = rep[~rep["kind"].isin(["clean", "relabel", "real"]) & (rep["pool"] == "random")]
         for _, r in poisoned.iterrows():
             d, lo, hi = rate_difference(int(r["k"]), int(r["n"]), int(c["k"]), int(c["n"]))
+            blind = int(r["k"]) == 0 and int(c["k"]) == 0
             rows.append(claim_row(
                 STAGE, "Poisoned DMs replicate training images more than the clean DM",
                 metric=f"replication rate (cos > {threshold:.4g}), poisoned - clean", setting=r["cell"],
                 paper=paper.paper_text("replication"), key="replication", ours=d, lo=lo, hi=hi,
-                verdict=verdicts.compare(d, lo, hi).verdict,
-                note=f"{int(r['k'])}/{int(r['n'])} vs {int(c['k'])}/{int(c['n'])} replicas; Newcombe 95 % interval"))
+                verdict="not tested" if blind else verdicts.compare(d, lo, hi).verdict,
+                note=f"{int(r['k'])}/{int(r['n'])} vs {int(c['k'])}/{int(c['n'])} replicas; Newcombe 95 % interval"
+                     + ("; not tested: neither DM, the clean one included, has a generation over the threshold, "
+                        "so the instrument sees no replication at this scale" if blind else "")))
             d, lo, hi = mean_difference(sims[r["cell"]], sims[c["cell"]])
             rows.append(claim_row(
                 STAGE, "Poisoned DMs' generations lie closer to their nearest training image",
