@@ -21,3 +21,5 @@ from bibad_utils.experiments.summary.tables import (  # noqa: F401
 from bibad_utils.experiments.summary.teaser import (  # noqa: F401
     TEASER_DPI, ratio_row, teaser_guidance, ratio_frame, draw_ratio_bars, teaser_drawing, teaser_cells,
     teaser_figure, teaser_caption, save_teaser)
+from bibad_utils.experiments.summary.changes import (  # noqa: F401
+    CHANGE_COLUMNS, published_claims, verdict_changes, changes_sentence, published_path)
