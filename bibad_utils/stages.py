@@ -319,15 +319,14 @@ class Study(JudgesMixin):
         return [float(w) for w in self.cfg["sampling"]["guidance"]]
 
     def target_guidances(self, cell: Cell | None) -> list[float]:
-        """The w of ``cell``'s target-prompt sets: every w of ``sampling.guidance`` for the grid and the clean
-        control (the guidance figures compare them); the claims' scales for the relabel control and chapter
-        06's duplicate-pool cells (read there alone); none for the pre-trained DM (``None``: its all-class
-        set alone is read, chapter 02)."""
+        """The w of ``cell``'s target-prompt sets: every w of ``sampling.guidance`` (the claims' scales) for
+        the grid and the controls; the first w alone for chapter 06's duplicate-pool cells (read there alone,
+        at that w); none for the pre-trained DM (``None``: its all-class set alone is read, chapter 02)."""
         if cell is None:
             return []
-        if cell.kind == "relabel" or cell.pool != "random":
-            return self.claim_guidances()
-        return [float(w) for w in self.cfg["sampling"]["guidance"]]
+        if cell.pool != "random":
+            return self.claim_guidances()[:1]
+        return self.claim_guidances()
 
     def generation_key(self, cell: Cell | None) -> str:
         s = self.cfg["sampling"]

@@ -189,6 +189,21 @@ def test_stage_scores_every_set_with_one_scale_and_the_sensitivity_table(tmp_pat
     assert summary["nb05_cdsens_reference"] == "20" and summary["nb05_cdsens_scale"] == pytest.approx(scale)
     assert summary["nb05_cdsens_n_heldout"] == len(held)
     figures.cd_sensitivity_figure(sens)
-    # a victim other than the generations classifier is calibrated on its own, on the same images
+    # the generations classifier is calibrated on its own, on the same images
     other = calibration.cd_calibration(study, cell, "generations classifier")
     assert other["n_heldout"] == cal["n_heldout"]
+
+    # only CD's artifacts depend on the calibration settings: STRIP keeps its key, a calibrated CD does not
+    detection.detector_scores(study, cell, "training", "STRIP")
+    changed = Study("smoke", {**TINY, "run_dir": str(tmp_path),
+                              "defenses": {**defs, "n_calibration": 5, "cd_sensitivity": []}}, progress=False)
+    n_before = len(study.store.list("castle_detector"))
+    detection.detector_scores(changed, cell, "training", "STRIP")
+    assert len(study.store.list("castle_detector")) == n_before
+    none = {"logit_calibration": "none", "logit_reference": None}
+    detection.detector_scores(changed, cell, "training", "CD", options=none)          # n_calibration unused
+    assert len(study.store.list("castle_detector")) == n_before
+    detection.detector_scores(changed, cell, "training", "CD")
+    assert len(study.store.list("castle_detector")) == n_before + 1
+    with pytest.raises(ConfigError, match="defenses.cd.logit_reference"):
+        detection.detector_scores(changed, cell, "training", "CD", options={"logit_calibration": "none"})

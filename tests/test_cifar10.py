@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from bibad_utils.config import ConfigError
-from bibad_utils.data import cifar10, dataset_fingerprint, dataset_from_config, load_dataset
+from bibad_utils.data import cifar10, dataset_fingerprint, dataset_from_config, load_dataset, real
 
 CLASSES = cifar10.CIFAR10_CLASSES
 PER_CLASS = {"train": 6, "test": 3}
@@ -213,7 +213,7 @@ def test_damaged_sources_are_named(tiny_binary, tiny_zip, tmp_path):
         for info in src.infolist():
             data = src.read(info)
             dst.writestr(info, b"\xff\xd8\xff\xe0 not a jpeg" if info.filename.endswith("bird/0001.jpg") else data)
-    with pytest.raises(Exception, match="bird/0001.jpg"):
+    with pytest.raises(real.ImageReadError, match="bird/0001.jpg"):
         load_dataset("cifar10", split="test", root=broken, cache_dir=tmp_path / "cache")
     assert not any(".tmp" in p.name for p in (tmp_path / "cache").iterdir())
 

@@ -251,7 +251,7 @@ def test_claims_use_the_runs_and_both_guidances(tiny_grid):
     from bibad_utils.experiments import insights as ins
 
     study = tiny_grid
-    assert ins.claim_guidances(study) == [1.0, 5.0]
+    assert ins.claim_guidances(study) == [float(w) for w in study.cfg["sampling"]["guidance"]] == [1.0, 5.0]
     sdf = ins.seed_table(study)
     assert set(sdf.attack) == {"badnets1"} and set(sdf.train_seed) == {0, 1}  # the only cells trained twice
     spread = ins.seed_spread(sdf)
@@ -268,3 +268,9 @@ def test_claims_use_the_runs_and_both_guidances(tiny_grid):
         cell = f"badnets1 p={r['setting'].split('p=')[1].split(',')[0]}"
         sd = ins.across_seeds(spread, cell, "badnets1", w, "r_gen")
         assert (r["ours"], r["ours_lo"], r["ours_hi"]) == pytest.approx((sd["mean"], sd["lo"], sd["hi"]))
+    # Insight 2 pools the counts of both runs of each BadNets-1 cell (old: the first run alone)
+    phase = [r for r in rows if r["key"] == "phase_transition" and r["setting"].startswith("badnets1")]
+    assert phase and all("pooled over the 2 training runs" in r["note"] for r in phase if r["verdict"] != "not tested")
+    pc = ins.pooled_counts(spread, "badnets1 p=5%", "badnets1", 1.0)
+    runs = sdf[(sdf.cell == "badnets1 p=5%") & (sdf.guidance == 1.0)]
+    assert pc["runs"] == 2 and pc["n"] == int(runs["n"].sum()) and pc["n_G2"] == int(runs["n_G2"].sum())

@@ -120,6 +120,11 @@ def test_claims_from_tables_verdicts():
     assert dup_rows and all(r["verdict"] == "not tested" and "95 %" in r["note"] for r in dup_rows)
     assert "underpowered" in ms.resolution_sentence(rows)
     assert ms.verdict_phrase(rows, "Poisoning duplicated") == "2 settings: 1 reproduced, 1 underpowered"
+    # an instrument blind at this scale: no DM, the clean one included, has a replica: not tested
+    blind = rep.assign(k=0)
+    rate = [r for r in ms.claims_from_tables(_dup_table(), blind, finder, sims, guidance=1.0)
+            if r["claim"].startswith("Poisoned DMs replicate")]
+    assert rate[0]["verdict"] == "not tested" and "sees no replication" in rate[0]["note"]   # old: not reproduced
 
 
 @pytest.fixture()

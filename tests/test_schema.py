@@ -109,12 +109,12 @@ def test_the_sets_sampled_per_model_are_those_read_later(tmp_path):
     from bibad_utils.stages import Cell, Study
 
     study = Study("smoke", {"run_dir": str(tmp_path), "sampling": {"guidance": [1, 3, 5]}}, progress=False)
-    assert study.claim_guidances() == [1.0, 5.0]
+    assert study.claim_guidances() == [1.0, 3.0, 5.0]   # every generated scale is a row (old: 1 and 5 only)
     assert study.target_guidances(None) == []  # the pre-trained DM: its all-class set alone
     assert study.target_guidances(Cell("clean")) == [1.0, 3.0, 5.0]
     assert study.target_guidances(Cell("badnets1", 0.05)) == [1.0, 3.0, 5.0]
-    assert study.target_guidances(Cell("relabel", 0.1)) == [1.0, 5.0]
-    assert study.target_guidances(Cell("badnets1", 0.1, "duplicate")) == [1.0, 5.0]
+    assert study.target_guidances(Cell("relabel", 0.1)) == [1.0, 3.0, 5.0]
+    assert study.target_guidances(Cell("badnets1", 0.1, "duplicate")) == [1.0]   # chapter 06 reads the first w
 
 
 def test_the_judges_ablation_is_a_study_switch_not_a_judge_setting(tmp_path):

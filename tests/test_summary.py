@@ -316,3 +316,27 @@ def test_readme_results_publishes_a_finished_run(tmp_path):
     assert f"<details><summary>all {counts['total']} claim rows</summary>" in text and "#### 04_insights" in text
     assert "| 04_insights, paper claim | 1 | 0 | 1 |" in text and "spent 2 minutes in the notebooks" in text
     assert str(tmp_path) not in text  # no machine-specific paths in the README
+
+
+def test_verdict_changes_against_published_markdown(tmp_path):
+    from bibad_utils.experiments import summary as s
+    md = tmp_path / "claims.md"
+    md.write_text("3 claim rows.\n\n### 05_castle_walls\n\n| claim | setting | paper | ours (95 % CI) | verdict | kind |\n"
+                  "|---|---|---|---|---|---|\n"
+                  "| Training on generations lowers ASR | badnets2 p=5% | x \\| y | 0.19 | reproduced | paper claim |\n"
+                  "| The diffusion classifier resists the backdoor | badnets1 p=1% |  | 0.08 | reproduced | paper claim |\n"
+                  "| Old row | z |  | 0.1 | partly | paper claim |\n")
+    pub = s.published_claims(md)
+    assert len(pub) == 3 and pub.loc[0, "verdict"] == "reproduced"
+    run = pd.DataFrame([
+        {"stage": "05_castle_walls", "claim": "Training on generations lowers ASR", "setting": "badnets2 p=5%",
+         "verdict": "not tested"},
+        {"stage": "05_castle_walls", "claim": "The diffusion classifier resists the backdoor", "setting": "badnets1 p=1%",
+         "verdict": "reproduced"},
+        {"stage": "04_insights", "claim": "Insight 1", "setting": "w=3", "verdict": "partly"}])
+    ch = s.verdict_changes(run, pub)
+    assert list(ch["change"]) == ["changed", "new", "dropped"]
+    assert ch.iloc[0][["before", "after"]].tolist() == ["reproduced", "not tested"]
+    assert "1 rows changed their verdict, 1 rows are new and 1 were dropped" in s.changes_sentence(ch, pub)
+    assert s.published_claims(tmp_path / "none.md").empty
+    assert "nothing to compare" in s.changes_sentence(ch, s.published_claims(tmp_path / "none.md"))

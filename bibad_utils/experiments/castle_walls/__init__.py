@@ -31,8 +31,9 @@ from bibad_utils.experiments.castle_walls.config import (  # noqa: F401
     CLASSIFIERS, DC_TA_MARGIN, DEVIATIONS, GEN_FLAG_MAX, MIN_CLASS_COUNT, SETS, SOURCES, STAGE, STAGE_DEFAULTS,
     TA_COST_MAX, classifier_settings, defaults, defense_config, detection_cells, detector_defaults, detector_key, detectors,
     validate_config)
+from bibad_utils.experiments.castle_walls.calibration import cd_calibration  # noqa: F401
 from bibad_utils.experiments.castle_walls.detection import (  # noqa: F401
-    DETECTION_CSV, clean_dm_flag_rate, detection_csv, detection_differences, detection_scores, detection_sets,
+    cd_sensitivity, DETECTION_CSV, clean_dm_flag_rate, detection_csv, detection_differences, detection_scores, detection_sets,
     detection_table, detector_scores, save_detection_csv, scored_combinations,
     training_detection_indices, victim_logit_profile)
 from bibad_utils.experiments.castle_walls.diffusion_classifier import (  # noqa: F401

@@ -42,7 +42,7 @@ from bibad_utils.experiments.insights.quality import (  # noqa: F401
     FID_MODES, FID_MIN_IMAGE_SIZE, inception_weights_path, inception_net, inception_features, largest_p_cells,
     quality_cells, quality_table)
 from bibad_utils.experiments.insights.seeds import (  # noqa: F401
-    seed_table, seed_spread, across_seeds, claim_guidances)
+    seed_table, seed_spread, across_seeds, claim_guidances, pooled_counts)
 from bibad_utils.experiments.insights.trigger_truth import (  # noqa: F401
     PLANTED_STAGE, INSTRUMENTS, PLANT_CONTRASTS, CHECK_CONTRAST, CHECK_MIN_DETECTION, CHECK_MAX_FALSE_ALARM,
     cohen_kappa, agreement_row, instrument_decisions, agreement_table, g_rows_by_instrument, plant, planted_decisions,

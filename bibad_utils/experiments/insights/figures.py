@@ -168,17 +168,17 @@ def quality_figure(qdf: pd.DataFrame) -> Figure:
 def disputed_figure(study, atab: pd.DataFrame, n: int = 6, seed: int = 0, nrow: int = 3) -> Figure:
     """The generations the two trigger instruments disagree on, in the set of :func:`agreement_table`
     ``atab`` where they disagree most (:func:`most_disputed`): up to ``n`` images only the detector calls
-    triggered and ``n`` only the template does (:func:`disputed_examples`), each headed by the detector's
-    P(trigger) and the template's score; a message figure when they never disagree."""
+    triggered and ``n`` only the template does (:func:`disputed_examples`), one panel each headed by how
+    many of the set's disputed images it shows (the set: :func:`most_disputed`), each image by the detector's
+    P(trigger) (``P``) and the template's score (``s``); a message figure when they never disagree."""
     row = most_disputed(atab)
     if row is None:
         return message_figure("the detector and the template agree on every generated set")
     ex = disputed_examples(study, row, n=n, seed=seed)
-    fig = side_by_side_grids({name: images for name, (images, _) in ex.items()}, nrow=nrow,
-                             titles={name: t for name, (_, t) in ex.items() if t})
-    fig.suptitle(f"{row['cell']}, {row['set']} prompt, w = {row['guidance']:g}: images the "
-                 f"{row['detector']} instruments disagree on", fontsize=9, fontweight="bold")
-    return fig
+    total = {"detector only": int(row["n_detector_only"]), "template only": int(row["n_template_only"])}
+    names = {name: f"{name} ({len(ex[name][0])} of {total[name]})" if total[name] else name for name in ex}
+    return side_by_side_grids({names[name]: images for name, (images, _) in ex.items()}, nrow=nrow,
+                              titles={names[name]: t for name, (_, t) in ex.items() if t})
 
 
 def planted_figure(check: pd.DataFrame, contrast: float = CHECK_CONTRAST,
@@ -190,7 +190,7 @@ def planted_figure(check: pd.DataFrame, contrast: float = CHECK_CONTRAST,
     if check.empty:
         return message_figure("no clean DM: no planted check")
     attacks = list(pd.unique(check["attack"]))
-    fig, axes = _new_axes(1, len(attacks), 3.4 * len(attacks) + 0.6, 3.0)
+    fig, axes = _new_axes(1, len(attacks), 3.4 * len(attacks) + 0.6, 3.5)
     colors = {"detector": PALETTE[0], "template": PALETTE[1]}
     for k, attack in enumerate(attacks):
         ax = axes[0, k]
@@ -208,6 +208,7 @@ def planted_figure(check: pd.DataFrame, contrast: float = CHECK_CONTRAST,
         ax.set_title(attack, fontsize=10)
         ax.set_xlabel("contrast of the pasted trigger")
     axes[0, 0].set_ylabel("share of images flagged")
-    axes[0, -1].legend(fontsize=7, frameon=False, loc="center right")
-    fig.tight_layout()
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     return fig

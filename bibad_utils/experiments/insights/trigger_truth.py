@@ -375,8 +375,8 @@ def truth_glue_values(atab: pd.DataFrame, check: pd.DataFrame, leak: pd.DataFram
                nb04_truth_check_max_fa=CHECK_MAX_FALSE_ALARM)
     ver = check_verdicts(check)
     out["nb04_truth_preferred"] = "; ".join(
-        f"{a}: {g['preferred'].iloc[0]}"
-        + "".join(f" ({r.instrument} {r.reason})" for r in g.itertuples() if not r.passes)
+        f"{a}: {g['preferred'].iloc[0]}" + ("" if g["passes"].all() else " (" + "; ".join(
+            f"{r.instrument} {r.reason}" for r in g.itertuples() if not r.passes) + ")")
         for a, g in ver.groupby("attack", sort=False)) if len(ver) else "not tested (no clean DM)"
     for inst, short in (("detector", "det"), ("template", "tpl")):
         r = ver[(ver["instrument"] == inst) & (ver["attack"] == ver["attack"].iloc[0])] if len(ver) else ver
