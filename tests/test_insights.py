@@ -69,7 +69,7 @@ def test_newcombe_difference_matches_published_example():
 
 @pytest.mark.parametrize("low, high, verdict", [
     ((10, 90), (90, 10), "reproduced"),        # G2 dominant at low p, G1 at high p, clear drop
-    ((60, 40), (90, 10), "reproduced"),        # significant drop, G1 rises more than G2: no crossing needed
+    ((60, 40), (90, 10), "partly"),            # significant drop, G1 takes over, but G2 never dominates
     ((5, 6), (5, 5), "underpowered"),          # a drop in the point estimate that no test this small could confirm
     ((90, 10), (10, 90), "not reproduced"),    # the share rises
     ((0, 0), (90, 10), "not tested"),          # no triggered generation at low p: the DM did not learn it
@@ -154,6 +154,21 @@ def fake_study(attacks=("badnets1",)):
     return SimpleNamespace(cfg={"sampling": {"guidance": [1, 4]}, "attacks": list(attacks)})
 
 
+def planted(passing=("detector",), attacks=("badnets1",), n=400):
+    """Rows of a planted faint-trigger check in which the ``passing`` instruments pass (detect 95 % at
+    contrast 0.5, no false alarm) and the others fail (detect 20 %)."""
+    decisions = {}
+    for inst in ("detector", "template"):
+        rate = 0.95 if inst in passing else 0.2
+        decisions[inst] = {0.0: np.zeros(n, bool), 0.5: np.arange(n) < rate * n, 1.0: np.ones(n, bool)}
+    return pd.DataFrame([r for a in attacks for r in ins.planted_rows(decisions, attack=a)])
+
+
+NO_TEMPLATE_READING = pd.DataFrame(columns=["instrument", "guidance", "attack", "detector"])
+# the fake studies below have no generations: the second reading and the planted check are given
+DETECTOR_READS = {"truth": NO_TEMPLATE_READING, "planted": planted()}
+
+
 # the clean classifier on a clean DM's generations, as generated_judge_table gives it: fit for the G split
 GOOD_GEN_JUDGES = pd.DataFrame([{"judge": "clean classifier", "n": 400, "accuracy": 0.95, "accuracy_lo": 0.92,
                                  "accuracy_hi": 0.97}])
@@ -164,7 +179,7 @@ def test_insight_claims_verdicts_from_numbers():
                         {"cell": "clean", "attack": "clean", "fd_clf": 5.0},
                         {"cell": "badnets1 p=20%", "attack": "badnets1", "fd_clf": 6.0}])
     good = GOOD_GEN_JUDGES
-    rows = ins.insight_claims(fake_study(), make_gdf(), make_jdf(), qdf, gjdf=good, tdf=make_tdf())
+    rows = ins.insight_claims(fake_study(), make_gdf(), make_jdf(), qdf, gjdf=good, tdf=make_tdf(), **DETECTOR_READS)
     assert all(set(r) == set(COLUMNS) | set(OPTIONAL_COLUMNS) for r in rows)
     by = {(r["claim"].split(":")[0], r["setting"]): r for r in rows}
     trojan = by[("Trojan horse", "badnets1, p=20%, w=1")]
@@ -184,7 +199,8 @@ def test_insight_claims_verdicts_from_numbers():
     # a content judge at chance on a clean DM's generations: no G1 / G2 split is read, r_gen still is
     chance = good.assign(accuracy=0.11, accuracy_lo=0.085, accuracy_hi=0.147)
     worse = {(r["claim"].split(":")[0], r["setting"]): r
-             for r in ins.insight_claims(fake_study(), make_gdf(), make_jdf(), qdf, gjdf=chance, tdf=make_tdf())}
+             for r in ins.insight_claims(fake_study(), make_gdf(), make_jdf(), qdf, gjdf=chance, tdf=make_tdf(),
+                                       **DETECTOR_READS)}
     for key in (("Trojan horse", "badnets1, p=20%, w=1"), ("Insight 2, phase transition", "badnets1, w=1")):
         assert worse[key]["verdict"] == "not tested" and "clean classifier's accuracy" in worse[key]["note"]
     assert worse[("Insight 1, trigger amplification", "badnets1, p=5%, w=1")]["verdict"] == "reproduced"
@@ -203,7 +219,7 @@ def test_insight_claims_verdicts_from_numbers():
 def test_amplification_not_reproduced_and_single_ratio_not_tested():
     gdf = pd.DataFrame([control_row("clean", (30, 0, 40, 30), "badnets1"),
                         grid_row("badnets1", 0.1, (5, 5, 45, 45), 0.5)])
-    rows = ins.insight_claims(fake_study(), gdf, make_jdf(), gjdf=GOOD_GEN_JUDGES, tdf=make_tdf())
+    rows = ins.insight_claims(fake_study(), gdf, make_jdf(), gjdf=GOOD_GEN_JUDGES, tdf=make_tdf(), **DETECTOR_READS)
     verdicts = {r["claim"].split(":")[0]: r["verdict"] for r in rows}
     # the detector fires on 30 % of the clean DM's generations: amplification cannot be measured with it
     assert verdicts["Insight 1, trigger amplification"] == "not tested"
@@ -215,7 +231,8 @@ def test_amplification_not_reproduced_and_single_ratio_not_tested():
     assert verdicts["Clean control"] == "not reproduced"  # 30 % >> FPR and above the poisoned DM
     valid = pd.DataFrame([control_row("clean", (0, 0, 40, 60), "badnets1"),
                           grid_row("badnets1", 0.1, (5, 5, 45, 45), 0.5)])
-    rows_valid = ins.insight_claims(fake_study(), valid, make_jdf(), gjdf=GOOD_GEN_JUDGES, tdf=make_tdf())
+    rows_valid = ins.insight_claims(fake_study(), valid, make_jdf(), gjdf=GOOD_GEN_JUDGES, tdf=make_tdf(),
+                                     **DETECTOR_READS)
     amp = [r for r in rows_valid if r["claim"].startswith("Insight 1")]
     assert [r["verdict"] for r in amp] == ["not reproduced"]  # r_gen 10 % < r_train 50 %
     assert "trigger amplification is not reproduced" in ins.shortfall_sentence(rows_valid)
@@ -223,7 +240,7 @@ def test_amplification_not_reproduced_and_single_ratio_not_tested():
 
 
 def _control(gdf, tdf, cell="clean"):
-    rows = ins.insight_claims(fake_study(), gdf, make_jdf(), gjdf=GOOD_GEN_JUDGES, tdf=tdf)
+    rows = ins.insight_claims(fake_study(), gdf, make_jdf(), gjdf=GOOD_GEN_JUDGES, tdf=tdf, **DETECTOR_READS)
     return next(r for r in rows if r["setting"].startswith(f"{cell}, ") and "control" in r["claim"])
 
 
@@ -278,7 +295,7 @@ def test_glue_values_keys():
     gdf, jdf = make_gdf(), make_jdf()
     qdf = pd.DataFrame([{"cell": "real train", "attack": "real", "fd_clf": 1.0},
                         {"cell": "clean", "attack": "clean", "fd_clf": 5.0}])
-    rows = ins.insight_claims(fake_study(), gdf, jdf, gjdf=GOOD_GEN_JUDGES, tdf=make_tdf())
+    rows = ins.insight_claims(fake_study(), gdf, jdf, gjdf=GOOD_GEN_JUDGES, tdf=make_tdf(), **DETECTOR_READS)
     g = ins.glue_values(fake_study(), gdf, jdf, qdf, rows, tdf=make_tdf())
     assert all(k.startswith("nb04_") for k in g)
     assert g["nb04_tpl_rgen_clean"] == pytest.approx(0.01) and g["nb04_tpl_rgen_top"] == pytest.approx(0.8)
@@ -429,3 +446,35 @@ def test_judge_check_display_formats_rates_with_intervals():
     assert t.loc[("as configured", "clean classifier"), "content = prompt's class"] == "98.8 % [97.1, 99.5]"
     assert t.loc[("as configured", "clean classifier"), "false alarms (no trigger)"] == ""
     assert t.loc[("as configured", "badnets1 detector"), "detected (trigger pasted on)"] == "100.0 % [99.1, 100.0]"
+
+
+def _template_reading(gdf, scale=1.0):
+    """The G rows of ``gdf`` as the template's reading (the same counts, G1 scaled by ``scale``)."""
+    t = gdf.copy()
+    t["instrument"] = "template"
+    return t
+
+
+def test_claims_rest_on_the_reading_that_passes_the_planted_check():
+    gdf, qdf = make_gdf(), None
+    args = dict(gjdf=GOOD_GEN_JUDGES, tdf=make_tdf())
+    same = _template_reading(gdf)
+    # the template alone passes: its reading decides, the detector's is in the note
+    rows = ins.insight_claims(fake_study(), gdf, make_jdf(), qdf, truth=same, planted=planted(("template",)), **args)
+    trojan = next(r for r in rows if r["claim"].startswith("Trojan"))
+    assert "trigger read by the template" in trojan["note"] and "under the detector" in trojan["note"]
+    # the detector's reading: G1 0.6; a template that reads no G1 at all at the top p gives a different verdict
+    blind = same.copy()
+    top = blind["cell"] == "badnets1 p=20%"
+    blind.loc[top, ["G1", "G1_lo", "G1_hi", "n_G1"]] = [0.0, 0.0, 0.036, 0]
+    rows = ins.insight_claims(fake_study(), gdf, make_jdf(), qdf, truth=blind, planted=planted(()), **args)
+    trojan = next(r for r in rows if r["claim"].startswith("Trojan"))
+    # neither passes and they disagree: not tested (old rule: the detector alone, "reproduced")
+    assert trojan["verdict"] == "not tested" and "disagree" in trojan["note"]
+    # neither passes but they agree: the verdict stands, both readings in the note
+    rows = ins.insight_claims(fake_study(), gdf, make_jdf(), qdf, truth=same, planted=planted(()), **args)
+    trojan = next(r for r in rows if r["claim"].startswith("Trojan"))
+    assert trojan["verdict"] == "reproduced" and "neither trigger reading passes" in trojan["note"]
+    # a trigger without a template whose detector fails the planted check: nothing positive is claimed
+    rows = ins.insight_claims(fake_study(), gdf, make_jdf(), qdf, truth=NO_TEMPLATE_READING, planted=planted(()), **args)
+    assert all(r["verdict"] not in ("reproduced", "partly") for r in rows if r["key"] in ("trojan_g1", "amplification"))

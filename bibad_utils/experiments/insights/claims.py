@@ -9,35 +9,14 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import paper, verdicts
-from bibad_utils.experiments.insights.groups import first_guidance, p_label, pct_text
+from bibad_utils.experiments.insights.groups import first_guidance, pct_text
 from bibad_utils.experiments.insights.judging import generated_judge_table, judge_table, template_table
-from bibad_utils.experiments.insights.seeds import across_seeds, pooled_counts
+from bibad_utils.experiments.insights.readings import attack_claims, combine_readings, phase_verdict  # noqa: F401
+from bibad_utils.experiments.insights.trigger_truth import g_rows_by_instrument, planted_check, preferred_instrument
 from bibad_utils.report import claim_row
 
 
 STAGE = "04_insights"
-
-
-def phase_verdict(rows, z: float = 1.96) -> dict:
-    """Verdict of Insight 2 for one attack from its rows at every p of the profile
-    (:func:`bibad_utils.verdicts.phase_transition`: the slides' quantities G1 - r_train and G2 - r_train
-    per p, a significant fall of the G2 share G2 / (G1 + G2) (two-sided), and "partly" where G2 never
-    dominates). A row's ``n`` / ``n_G1`` / ``n_G2`` may be the counts of several training runs pooled.
-
-    ``rows``: rows of :func:`g_row` (need ``ratio``, ``n``, ``n_G1``, ``n_G2``, ``r_train``), two or more.
-    The paper's drop of the G2 share on ImageNette (5 -> 10 %) is the effect a test must be able to see
-    before a miss counts as "not reproduced".
-
-    Returns the dict of :func:`~bibad_utils.verdicts.phase_transition` plus ``share_low`` / ``share_high``
-    (the G2 share at the lowest and the highest p that the test used).
-    """
-    pts = [{"p": float(r["ratio"]), "n": int(r["n"]), "n_G1": int(r["n_G1"]), "n_G2": int(r["n_G2"]),
-            "r_train": float(r["r_train"])} for r in rows]
-    effect = paper.g2_share(0.05) - paper.g2_share(0.10)
-    out = verdicts.phase_transition(pts, paper_effect=effect, z=z)
-    used = [pt for pt in out["points"] if pt["p"] not in out["left_out"]] or out["points"]
-    out["share_low"], out["share_high"] = used[0]["G2_share"], used[-1]["G2_share"]
-    return out
 
 
 def control_verdict(r_gen_lo: float, fpr_hi: float, poisoned_lo: float | None) -> str:
@@ -120,13 +99,14 @@ CLEAN_FALSE_ALARM_MAX = 0.10  # above this trigger ratio on the clean DM's gener
 CONTENT_MIN = 0.5
 
 
-def clean_detector_check(attack: str, clean_hi: float) -> verdicts.Check:
-    """A trigger detector's check on the clean DM's target-prompt generations: the upper 95 % bound
-    ``clean_hi`` of the share it flags must be at most :data:`CLEAN_FALSE_ALARM_MAX`; a detector that
-    fires on the clean DM's generations cannot measure amplification (chapter 04's claims, the teaser)."""
+def clean_detector_check(attack: str, clean_hi: float, instrument: str = "detector") -> verdicts.Check:
+    """A trigger reading's check on the clean DM's target-prompt generations: the upper 95 % bound
+    ``clean_hi`` of the share it flags must be at most :data:`CLEAN_FALSE_ALARM_MAX`; an instrument (the
+    ``detector`` or the ``trigger template``) that fires on the clean DM's generations cannot measure
+    amplification (chapter 04's claims, the teaser)."""
     return verdicts.false_alarm_check(
         clean_hi, max_rate=CLEAN_FALSE_ALARM_MAX,
-        what=f"share of the clean DM's target-prompt generations the {attack} detector flags")
+        what=f"share of the clean DM's target-prompt generations the {attack} {instrument} flags")
 
 
 def untrusted_detectors(gdf: pd.DataFrame, guidance: float) -> list[str]:
@@ -152,20 +132,11 @@ def content_check(study, gjdf: pd.DataFrame | None = None) -> verdicts.Check | N
                                    what="clean classifier's accuracy on the clean DM's all-class generations")
 
 
-def _seed_note(sd: dict | None, value: float, lo: float, hi: float) -> str:
-    """The note's account of a claim judged across training runs (empty for one run)."""
-    if sd is None:
-        return ""
-    return (f"; across {sd['n']} training runs: mean {sd['mean']:.3f}, sd {sd['sd']:.3f}, 95 % interval "
-            f"[{sd['lo']:.3f}, {sd['hi']:.3f}] (t, at least the pooled sampling interval; the verdict uses it); "
-            f"run 0 alone {value:.3f} "
-            f"[{lo:.3f}, {hi:.3f}] (sampling only)")
-
-
 def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
                    qdf: pd.DataFrame | None = None, guidance: float | None = None,
                    spread: pd.DataFrame | None = None, gjdf: pd.DataFrame | None = None,
-                   tdf: pd.DataFrame | None = None) -> list[dict]:
+                   tdf: pd.DataFrame | None = None, truth: pd.DataFrame | None = None,
+                   planted: pd.DataFrame | None = None) -> list[dict]:
     """Claim rows (:func:`bibad_utils.report.claim_row`) of this stage, at ``guidance`` (default the
     profile's first): the Trojan horse (G1 above the clean model's level at the largest p, per attack),
     Insight 1 per (attack, p), Insight 2 per attack (needs two values of p, else "not tested"), the
@@ -176,7 +147,11 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
     trained more than once (default: none); ``gjdf``: the judges on generations (default: computed), whose
     content check (:func:`content_check`) the Trojan-horse and phase-transition rows need besides the
     detector's (they split triggered generations by the classifier's reading); ``tdf``: the trigger templates
-    (:func:`template_table`, default: computed), which judge the controls (:func:`control_row`)."""
+    (:func:`template_table`, default: computed), which judge the controls (:func:`control_row`) and give the
+    grid's claims their second reading; ``truth``: the G rows under each instrument
+    (:func:`~bibad_utils.experiments.insights.trigger_truth.g_rows_by_instrument`, default: computed) and
+    ``planted``: the planted faint-trigger check (:func:`~bibad_utils.experiments.insights.trigger_truth.planted_check`,
+    default: computed), which says which reading the grid's claims rest on (:mod:`.readings`)."""
     w = first_guidance(study) if guidance is None else float(guidance)
     jdf = judge_table(study) if jdf is None else jdf
     at_w = gdf[gdf["guidance"] == w]
@@ -184,70 +159,26 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
     controls = at_w[at_w["control"].astype(bool)]
     rows: list[dict] = []
     content = content_check(study, gjdf)
-    for attack in pd.unique(grid["attack"]):
-        a = grid[grid["attack"] == attack].sort_values("ratio")
-        top = a.iloc[-1]
-        clean = controls[(controls["attack"] == "clean") & (controls["detector"] == attack)]
-        floor = float(clean["G1"].iloc[0]) if len(clean) else 0.0
-        # the baseline of every claim below: the detector must not fire on the clean DM's generations
-        check = clean_detector_check(attack, float(clean["r_gen_hi"].iloc[0]) if len(clean) else 0.0)
-        sd = across_seeds(spread, top["cell"], attack, w, "G1")
-        g1, g1_lo, g1_hi = (sd["mean"], sd["lo"], sd["hi"]) if sd else (top["G1"], top["G1_lo"], top["G1_hi"])
-        failed = verdicts.first_failed(check, content)  # G1 needs the detector and the classifier
-        paper_g1 = paper.duplicates(top["ratio"], "G1")
-        trojan = verdicts.compare(g1, g1_lo, g1_hi, reference=floor, baseline=failed,
-                                  paper_effect=None if paper_g1 is None else paper_g1[0])
-        rows.append(claim_row(
-            STAGE, "Trojan horse: the poisoned DM generates trigger-carrying images of the wrong class (G1)",
-            setting=f"{attack}, p={top['p']}, w={w:g}", metric="G1 ratio of target-prompt generations",
-            paper=paper.paper_text("trojan_g1", p=top["ratio"]), key="trojan_g1",
-            ours=g1, lo=g1_lo, hi=g1_hi, verdict=trojan.verdict,
-            note=f"reference: G1 of the clean DM under the same detector = {pct_text(floor)}"
-                 + _seed_note(sd, top["G1"], top["G1_lo"], top["G1_hi"])
-                 + (f"; not tested: {trojan.reason}" if trojan.reason else "")))
-        for _, r in a.iterrows():
-            g1, g2 = paper.duplicates(r["ratio"], "G1"), paper.duplicates(r["ratio"], "G2")
-            rt = paper.r_train(r["ratio"])
-            effect = g1[0] + g2[0] - rt if g1 and g2 and rt is not None else None
-            sd = across_seeds(spread, r["cell"], attack, w, "r_gen")
-            val, lo, hi = (sd["mean"], sd["lo"], sd["hi"]) if sd else (r["r_gen"], r["r_gen_lo"], r["r_gen_hi"])
-            j = verdicts.compare(val, lo, hi, reference=r["r_train"], paper_effect=effect, baseline=check)
-            rows.append(claim_row(
-                STAGE, "Insight 1, trigger amplification: r_gen > r_train",
-                setting=f"{attack}, p={r['p']}, w={w:g}", metric="r_gen = G1 + G2",
-                paper=paper.paper_text("amplification", p=r["ratio"]), key="amplification",
-                kind="" if rt is not None else "no paper number",
-                ours=val, lo=lo, hi=hi, verdict=j.verdict,
-                note=(f"r_train = {pct_text(r['r_train'])}; amplification r_gen / r_train = {r['amplification']:.2f}"
-                      + _seed_note(sd, r["r_gen"], r["r_gen_lo"], r["r_gen_hi"])
-                      + (f"; paper (ImageNette): r_gen - r_train = {effect:+.3f}" if effect is not None else "")
-                      + (f"; {j.verdict}: {j.reason}" if j.reason else ""))))
-        phase_claim = "Insight 2, phase transition: the G2 share of triggered generations falls as p grows"
-        metric = "drop of G2 / (G1 + G2) from the lowest to the highest p"
-        text = paper.paper_text("phase_transition")
-        if len(a) < 2:
-            rows.append(claim_row(STAGE, phase_claim, setting=f"{attack}, w={w:g}", metric=metric, paper=text,
-                                  key="phase_transition", ours=math.nan, verdict="not tested",
-                                  note="the profile has a single poisoning ratio"))
-        elif verdicts.first_failed(check, content) is not None:
-            rows.append(claim_row(STAGE, phase_claim, setting=f"{attack}, w={w:g}", metric=metric, paper=text,
-                                  key="phase_transition", ours=math.nan, verdict="not tested",
-                                  note=f"not tested: {verdicts.first_failed(check, content).reason}"))
-        else:
-            pooled = [pooled_counts(spread, r["cell"], attack, w) for _, r in a.iterrows()]
-            pv = phase_verdict([{**r.to_dict(), **(pc or {})} for (_, r), pc in zip(a.iterrows(), pooled)])
-            runs = max((pc["runs"] for pc in pooled if pc), default=1)
-            slides = "; ".join(f"p={p_label(pt['p'])}: G1 - r_train {pt['G1_minus_r_train']:+.3f}, "
-                               f"G2 - r_train {pt['G2_minus_r_train']:+.3f}, G2 share {pct_text(pt['G2_share'])}"
-                               for pt in pv["points"])
-            rows.append(claim_row(
-                STAGE, phase_claim, setting=f"{attack}, p={a.iloc[0]['p']} -> {top['p']}, w={w:g}", metric=metric,
-                paper=text, key="phase_transition", ours=pv["drop"], lo=pv["drop_lo"], hi=pv["drop_hi"],
-                verdict=pv["verdict"],
-                note=(f"{pv['reason']}; {slides}"
-                      + (f"; counts pooled over the {runs} training runs of each cell trained more than once"
-                         if runs > 1 else ""))))
     tdf = template_table(study) if tdf is None else tdf
+    truth = g_rows_by_instrument(study) if truth is None else truth
+    planted = planted_check(study) if planted is None else planted
+    tpl_at_w = truth[(truth["instrument"] == "template") & (truth["guidance"] == w)] if len(truth) else truth
+    for attack in pd.unique(grid["attack"]):
+        by_reading = {}
+        for reading, table in (("detector", at_w), ("template", tpl_at_w)):
+            sel = table[(table["attack"] == attack) & (table["detector"] == attack)] if len(table) else table
+            passes = tdf[tdf["kind"] == attack]["passes"]
+            if reading == "template" and (not len(sel) or not (len(passes) and bool(passes.iloc[0]))):
+                continue  # no template, or one that fails its own check on real images
+            a = sel.sort_values("ratio")
+            clean = (table[(table["attack"] == "clean") & (table["detector"] == attack)] if len(table) else table)
+            clean_row = clean.iloc[0] if len(clean) else None
+            # the baseline of every claim: the reading must not fire on the clean DM's generations
+            check = clean_detector_check(attack, float(clean_row["r_gen_hi"]) if clean_row is not None else 0.0,
+                                         instrument="trigger template" if reading == "template" else "detector")
+            by_reading[reading] = attack_claims(attack, a, clean_row, w, check=check, content=content,
+                                                spread=spread if reading == "detector" else None, reading=reading)
+        rows += combine_readings(by_reading, preferred_instrument(planted, attack) if len(planted) else "none")
     for _, c in controls.iterrows():
         t = tdf[tdf["kind"] == c["detector"]]
         pois = grid[grid["attack"] == c["detector"]].sort_values("ratio")
