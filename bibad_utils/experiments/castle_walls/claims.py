@@ -244,6 +244,8 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
     flags = diffs.drop_duplicates("attack").set_index("attack")["clean_dm_flagged"]
     out["nb05_flag_text"] = ", ".join(f"{k} {v:.1%}" for k, v in flags.items()) if len(flags) else "none"
     out["nb05_flag_max"] = GEN_FLAG_MAX
+    out["nb05_ta_cost_max"] = TA_COST_MAX
+    out["nb05_backdoor_asr_min"] = BACKDOOR_ASR_MIN
     out["nb05_min_count"] = MIN_CLASS_COUNT
     clf = dc[dc.method != "diffusion classifier"]
     dcs = dc[dc.method == "diffusion classifier"]
