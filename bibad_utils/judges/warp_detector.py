@@ -14,6 +14,11 @@ on real clean images and 99.5-100 % of a clean DM's generations flagged. This re
   from them, half warped with the trigger (class 1) and half as they are (class 0), so the detector sees
   the DM's texture. :func:`holdout_split` keeps part of them out of training for :func:`warp_check`.
 
+On the demo's data (WaNet strength 0.5, grid 4, 15 epochs, 300 of the clean pre-trained DM's 400
+all-class generations mixed in): 1 / 900 false alarms and 899 / 900 detections on real non-target test
+images, 35 / 900 of them warped by other fields flagged; 0 / 100 false alarms and 100 / 100 detections
+on the 100 held-out generations (about 9 minutes of a busy 2-core CPU).
+
 Deterministic given ``seed`` on the CPU, like every judge.
 """
 

@@ -38,7 +38,8 @@ def judged(study, cell, detector: str, gens: dict | None = None) -> dict:
     gens = study.generations(cell) if gens is None else gens
     params = {"judges": judge_settings(study.cfg["judges"]), "seed": study.seed, "detector": detector,
               "trigger": study.cfg["triggers"].get(detector)}
-    inputs = [study.generation_key(cell), study.data_key]
+    # the detector's own key: a detector trained with another recipe never reuses these judgments
+    inputs = [study.generation_key(cell), study.data_key, study._judge_key(detector)[1]]
 
     def build(art):
         clf, det = study.classifier(), study.detector(detector)
