@@ -35,6 +35,14 @@ def _check_guidance(values: dict, prefix: str, profile: dict) -> None:
             raise ConfigError(f"{prefix}.guidance[{i}]", w, "a guidance scale w > 0 (1 = plain conditional)")
     if len(set(guidance)) != len(guidance):
         raise ConfigError(f"{prefix}.guidance", guidance, "distinct guidance scales")
+    castle = values.get("castle_guidance") or []
+    for i, w in enumerate(castle):
+        if not is_number(w) or w <= 0:
+            raise ConfigError(f"{prefix}.castle_guidance[{i}]", w, "a guidance scale w > 0")
+    main = values.get("guidance_all") or guidance[0]
+    if len(set(castle)) != len(castle) or any(float(w) == float(main) for w in castle):
+        raise ConfigError(f"{prefix}.castle_guidance", castle,
+                          f"distinct guidance scales other than the all-class set's own w = {main:g}")
 
 
 # The profile's ``sampling`` section (the settings of generate_sets), left as written in the profile.
@@ -45,6 +53,11 @@ SAMPLING = Section("sampling", {
                       allowed="a non-empty list of guidance scales w > 0", doc="w of the target-prompt sets"),
     "guidance_all": Field("number", low=0, low_open=True, nullable=True, default=None,
                           doc="w of the all-class set (null: the first of guidance)"),
+    "castle_guidance": Field("value", nullable=True, default=None,
+                             test=lambda v: v is None or isinstance(v, list),
+                             allowed="null or a list of guidance scales w > 0",
+                             doc="further w of the all-class sets of the poisoned DMs (chapter 05 judges its "
+                                 "claims at each of them too; null: none)"),
     "n_target": Field("int", low=1, doc="target-prompt images per w"),
     "n_all": Field("int", low=1, doc="all-class images"),
     "batch_size": Field("int", low=1, doc="images per sampling batch"),

@@ -312,6 +312,14 @@ class Study(JudgesMixin):
         s = self.cfg["sampling"]
         return float(s.get("guidance_all") or s["guidance"][0])
 
+    def all_guidances(self, cell: Cell | None) -> list[float]:
+        """The w of ``cell``'s all-class sets: :attr:`guidance_all` first, then, for a poisoned DM of the grid
+        (a cell with a trigger, random pool), every w of ``sampling.castle_guidance`` (chapter 05 judges its
+        claims at each of them)."""
+        extra = [float(w) for w in (self.cfg["sampling"].get("castle_guidance") or [])]
+        castle = cell is not None and cell.trigger_kind is not None and cell.pool == "random"
+        return [self.guidance_all] + (extra if castle else [])
+
     def claim_guidances(self) -> list[float]:
         """The guidance scales the claims are judged at: every scale the profile generates target-prompt
         sets at (``sampling.guidance``), each a row, none hidden (the reference implementation's default
@@ -334,6 +342,9 @@ class Study(JudgesMixin):
         ws = self.target_guidances(cell)
         if ws != [float(w) for w in s["guidance"]]:
             params["target_guidances"] = ws  # fewer target sets than the profile's guidance list
+        all_ws = self.all_guidances(cell)
+        if len(all_ws) > 1:
+            params["all_guidances"] = all_ws  # the castle walls' further all-class sets
         model_key = self.pretrain_key if cell is None else self.model_key(cell)
 
         def build(art):
@@ -343,7 +354,8 @@ class Study(JudgesMixin):
                       progress=self.progress)
             started = time.perf_counter()
             plans = [("target", w, np.full(s["n_target"], self.target, np.int64)) for w in self.target_guidances(cell)]
-            plans.append(("all", self.guidance_all, class_mix(self.train_set.class_counts(), s["n_all"])))
+            mix = class_mix(self.train_set.class_counts(), s["n_all"])
+            plans += [("all", w, mix) for w in self.all_guidances(cell)]
             for name, w, labels in plans:
                 images = sample_images(model, labels, set_seeds(self.seed, name, len(labels)), guidance=w,
                                        report=("generate", f"{cell.name if cell else 'base DM'} {name} w={w:g}"), **kw)
@@ -359,14 +371,14 @@ class Study(JudgesMixin):
         return st.artifact_key("generate", params, [model_key])
 
     def generations(self, cell: Cell | None) -> dict[tuple[str, float], GenSet]:
-        """``{("target", w): GenSet for every w of target_guidances} | {("all", guidance_all): GenSet}`` of
-        ``cell``'s DM."""
+        """``{("target", w): GenSet for every w of target_guidances} | {("all", w): GenSet for every w of
+        all_guidances}`` of ``cell``'s DM (the first all-class set at ``guidance_all``)."""
         path = self.store.path("generate", self.generation_key(cell))
         out = {}
         for w in self.target_guidances(cell):
             out[("target", w)] = self._load_gen(path / f"target_w{w:g}", "target", w, cell)
-        out[("all", self.guidance_all)] = self._load_gen(path / f"all_w{self.guidance_all:g}", "all",
-                                                         self.guidance_all, cell)
+        for w in self.all_guidances(cell):
+            out[("all", w)] = self._load_gen(path / f"all_w{w:g}", "all", w, cell)
         return out
 
     @staticmethod

@@ -132,3 +132,19 @@ def test_the_judges_ablation_is_a_study_switch_not_a_judge_setting(tmp_path):
     assert len(judge_tasks(on)) == 2 * len(judge_tasks(off)) == 6
     assert "judges.ablation is false" in plain_sentence(float("nan"), float("nan"))
     assert "41.8%" in plain_sentence(0.418, 0.99)
+
+
+def test_castle_guidance_gives_the_poisoned_dms_further_all_class_sets(tmp_path):
+    from bibad_utils.stages import Cell, Study
+
+    study = Study("smoke", {"run_dir": str(tmp_path)}, progress=False)
+    assert study.cfg["sampling"]["castle_guidance"] == [5]
+    assert study.all_guidances(Cell("badnets1", 0.1)) == [1.0, 5.0]      # chapter 05's claims at w = 5 too
+    assert study.all_guidances(Cell("clean")) == [1.0] and study.all_guidances(None) == [1.0]
+    assert study.all_guidances(Cell("badnets1", 0.1, "duplicate")) == [1.0]
+    plain = Study("smoke", {"run_dir": str(tmp_path), "sampling": {"castle_guidance": None}}, progress=False)
+    # without further sets the generation key is the one written before castle_guidance existed
+    assert "all_guidances" not in str(plain.cfg["sampling"]) and plain.all_guidances(Cell("badnets1", 0.1)) == [1.0]
+    for bad in ([1], [5, 5], [0], "5"):
+        with pytest.raises(ConfigError, match="castle_guidance"):
+            Study("smoke", {"run_dir": str(tmp_path), "sampling": {"castle_guidance": bad}}, progress=False)

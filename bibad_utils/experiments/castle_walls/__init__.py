@@ -25,7 +25,7 @@ classifier that learned exact colours from generations misreads real test images
 """
 
 from bibad_utils.experiments.castle_walls.claims import (  # noqa: F401
-    BACKDOOR_ASR_MIN, CHANCE_AUROC, CLAIM_DETECTORS, castle_claims, castle_summary,
+    BACKDOOR_ASR_MIN, CHANCE_AUROC, CLAIM_DETECTORS, castle_claims, castle_guidances, castle_summary,
     detection_claims, diffusion_classifier_claims, train_on_generations_claims)
 from bibad_utils.experiments.castle_walls.config import (  # noqa: F401
     CLASSIFIERS, DC_TA_MARGIN, DEVIATIONS, GEN_FLAG_MAX, MIN_CLASS_COUNT, SETS, SOURCES, STAGE, STAGE_DEFAULTS,

@@ -84,7 +84,8 @@ def detection_claims(diffs: pd.DataFrame) -> list[dict]:
             verdict = j.verdict
             note = "; ".join(filter(None, [f"AUROC {r.auroc_train:.3f} (training) -> {r.auroc_gen:.3f} (generations)",
                                            j.reason, "" if r.detector == "CD" else "the slides give CD only"]))
-        rows.append(claim_row(STAGE, "Detection is easier on generations", setting=f"{r.detector}, {r.cell}",
+        w_text = f", w={r.guidance:g}" if hasattr(r, "guidance") else ""
+        rows.append(claim_row(STAGE, "Detection is easier on generations", setting=f"{r.detector}, {r.cell}{w_text}",
                               metric="AUROC(generated) - AUROC(training)", paper=paper, ours=r.diff,
                               lo=r.diff_lo, hi=r.diff_hi, verdict=verdict, note=note, key=key))
     return rows
@@ -111,10 +112,13 @@ def train_on_generations_claims(tog: pd.DataFrame) -> list[dict]:
     "not tested" when the ASR row is "not tested" or "not reproduced" (no defence whose cost to measure).
     """
     rows = []
-    for cell, g in tog.groupby("cell", sort=False):
+    keys = ["cell", "guidance"] if "guidance" in tog.columns else ["cell"]
+    for key, g in tog.groupby(keys, sort=False):
+        cell = key[0] if isinstance(key, tuple) else key
         real = g[g.source == SOURCES[1]].iloc[0]
         gen = g[g.source == "generated"].iloc[0]
-        setting = f"{cell}, {int(real.n_train)} images each"
+        w_text = f", w={gen.guidance:g}" if "guidance" in tog.columns else ""
+        setting = f"{cell}{w_text}, {int(real.n_train)} images each"
         paper_asr = paper_ta = ""
         if not math.isnan(gen.paper_ASR):
             paper_asr = f"ASR {real.paper_ASR:.2%} -> {gen.paper_ASR:.2%} (ImageNette)"
@@ -201,12 +205,25 @@ def diffusion_classifier_claims(dc: pd.DataFrame) -> list[dict]:
 
 def castle_claims(study, diffs: pd.DataFrame | None = None, tog: pd.DataFrame | None = None,
                   dc: pd.DataFrame | None = None) -> list[dict]:
-    """All claim rows of the stage (tables computed, or loaded from the cache, when not given)."""
+    """All claim rows of the stage (tables computed, or loaded from the cache, when not given): the
+    detection and train-on-generations claims at ``guidance_all`` (from ``diffs`` and ``tog``) and at every
+    w of :func:`castle_guidances` (computed here), then the diffusion classifier's."""
 
     diffs = detection_differences(study) if diffs is None else diffs
     tog = train_on_generations_table(study) if tog is None else tog
     dc = diffusion_classifier_table(study) if dc is None else dc
-    return detection_claims(diffs) + train_on_generations_claims(tog) + diffusion_classifier_claims(dc)
+    rows = detection_claims(diffs) + train_on_generations_claims(tog)
+    for w in castle_guidances(study):  # the same claims on the further all-class sets (castle_guidance)
+        rows += detection_claims(detection_differences(study, w=w))
+        rows += train_on_generations_claims(train_on_generations_table(study, w=w))
+    return rows + diffusion_classifier_claims(dc)
+
+
+def castle_guidances(study) -> list[float]:
+    """The further w of the poisoned DMs' all-class sets (``sampling.castle_guidance``) at which the detection
+    and train-on-generations claims are judged too (the reference implementation trains on generations at
+    w = 2, 5 and 10); empty when the profile sets none."""
+    return [float(w) for w in (study.cfg["sampling"].get("castle_guidance") or [])]
 
 
 def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFrame, claims: list[dict],
@@ -216,6 +233,7 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
     d = defense_config(study)
     out = {"nb05_n_cells": len(study.grid_cells()), "nb05_n_detect": int(diffs["n"].iloc[0]) if len(diffs) else 0,
            "nb05_clf_arch": classifier_settings(study)["arch"], "nb05_guidance_all": study.guidance_all,
+           "nb05_castle_guidance": ", ".join(f"{w:g}" for w in castle_guidances(study)) or "none",
            "nb05_dc_levels": d["dc_levels"], "nb05_dc_n_images": d["dc_n_images"],
            "nb05_n_known": d["n_known"],
            "nb05_n_detect_poisoned": "p's share" if d["n_detect_poisoned"] is None else d["n_detect_poisoned"],

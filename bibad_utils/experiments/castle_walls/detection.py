@@ -83,13 +83,14 @@ def _with_overrides(detector: str, d: dict, overrides: dict) -> dict:
     return opts
 
 
-def detection_sets(study, cell) -> dict:
+def detection_sets(study, cell, w: float | None = None) -> dict:
     """The sets scored for ``cell`` (:data:`SETS`), each with uint8 ``images [n, H, W, 3]``, int64
     ``labels [n]`` (the labels a defender would hold: poisoned labels, prompt classes; for the known-answer
     set the target for triggered copies), bool ``truth [n]`` and int64 ``indices [n]`` (into the poisoned
-    training set, the generation set, the test set)."""
+    training set, the generation set, the test set). ``w``: the guidance of the generated set (None:
+    ``guidance_all``)."""
     d = defense_config(study)
-    gen = _all_gen(study, cell)
+    gen = _all_gen(study, cell, w)
     n = len(gen.labels) if d["n_detect"] is None else min(int(d["n_detect"]), len(gen.labels))
     ps = study.poisoned(cell)
     tr_idx = training_detection_indices(study, cell, n, d["n_detect_poisoned"])
@@ -113,18 +114,19 @@ def detection_sets(study, cell) -> dict:
     }
 
 
-def _classifier(study, cell, classifier: str):
+def _classifier(study, cell, classifier: str, w: float | None = None):
     source = SOURCES[0] if classifier == CLASSIFIERS[0] else "generated"
-    return source, trained_classifier(study, cell, source)[0]
+    return source, trained_classifier(study, cell, source, w)[0]
 
 
 def detector_scores(study, cell, set_name: str, detector: str, classifier: str = "victim",
-                    sets: dict | None = None, options: dict | None = None) -> dict:
+                    sets: dict | None = None, options: dict | None = None, w: float | None = None) -> dict:
     """Scores of one registered ``detector`` on one of :func:`detection_sets` with one of :data:`CLASSIFIERS`;
     cached on its own. STRIP superimposes clean test images; FCT fine-tunes a copy of the classifier on the
     scored set with its labels; CD with ``logit_calibration: clean_heldout`` takes its one logit scale per
     classifier from :func:`cd_calibration` (recorded as ``logit_scale`` in the artifact and its manifest).
-    ``options``: overrides of the profile's options for this detector (checked as the profile's are).
+    ``options``: overrides of the profile's options for this detector (checked as the profile's are);
+    ``w``: the guidance of the generated set and of the generations' classifier (None: ``guidance_all``).
     Returns ``scores`` float64 ``[n]`` (higher = more likely poisoned), the detector's extras (CD: ``masks``,
     ``logit_scale``), ``seconds`` and the set's arrays."""
     if set_name not in SETS:
@@ -134,20 +136,24 @@ def detector_scores(study, cell, set_name: str, detector: str, classifier: str =
     if classifier not in CLASSIFIERS:
         raise ConfigError("classifier", classifier, " | ".join(CLASSIFIERS))
     d = defense_config(study)
-    data = (sets or detection_sets(study, cell))[set_name]
+    data = (sets or detection_sets(study, cell, w))[set_name]
+    w = None if w is None or float(w) == study.guidance_all else float(w)
     source = SOURCES[0] if classifier == CLASSIFIERS[0] else "generated"
     opts = d[detector_key(detector)] if options is None else _with_overrides(detector, d, options)
     params = {"detector": detector, "options": opts, "set": set_name, "n": len(data["labels"]),
               "n_poisoned": d["n_detect_poisoned"], "n_known": d["n_known"], "seed": study.seed}
     if calibrated(opts):  # only a calibrated CD depends on the held-out images
         params["n_calibration"] = d["n_calibration"]
+    if w is not None and (set_name == "generated" or classifier != CLASSIFIERS[0]):
+        params["guidance"] = w  # a further all-class set (castle_guidance)
     data_input = {"training": study.poison_key(cell), "generated": study.generation_key(cell),
                   "known answer": study.poison_key(cell)}[set_name]
-    inputs = [st.artifact_key(*classifier_key(study, cell, source)), data_input, study.data_key]
+    inputs = [st.artifact_key(*classifier_key(study, cell, source, w if source == "generated" else None)),
+              data_input, study.data_key]
     extras = D.DETECTORS[detector].extras
 
     def build(art):
-        _, f = _classifier(study, cell, classifier)
+        _, f = _classifier(study, cell, classifier, w)
         cal = cd_calibration(study, cell, classifier) if calibrated(opts) else {}
         ctx = D.DetectorContext(clean_pool=study.test_set.images, train_images=data["images"],
                                 train_labels=data["labels"], seed=study.seed, device=study.device,
@@ -166,13 +172,13 @@ def detector_scores(study, cell, set_name: str, detector: str, classifier: str =
     return {**out, **data}
 
 
-def detection_scores(study, cell, set_name: str, classifier: str = "victim") -> dict:
+def detection_scores(study, cell, set_name: str, classifier: str = "victim", w: float | None = None) -> dict:
     """Every registered detector's scores on one set: ``{name: scores}`` plus ``masks`` (CD), ``seconds``
     (per detector) and the set's ``images``, ``labels``, ``truth``, ``indices``."""
-    sets = detection_sets(study, cell)
+    sets = detection_sets(study, cell, w)
     out, seconds = {}, {}
     for det in detectors():
-        res = detector_scores(study, cell, set_name, det, classifier, sets)
+        res = detector_scores(study, cell, set_name, det, classifier, sets, w=w)
         out[det], seconds[det] = res["scores"], res["seconds"]
         if det == "CD":
             out["masks"] = res["masks"]
@@ -245,20 +251,22 @@ def save_detection_csv(run_dir, det: pd.DataFrame) -> Path:
     return path
 
 
-def detection_differences(study, cells=None, classifier: str = "victim") -> pd.DataFrame:
+def detection_differences(study, cells=None, classifier: str = "victim", w: float | None = None) -> pd.DataFrame:
     """``AUROC(generated) - AUROC(training)`` per cell and detector with a bootstrap interval; the training
     set is scored with the victim, the generations with ``classifier``.
 
     Columns: ``cell, attack, p, detector, classifier, auroc_known, auroc_known_lo, auroc_train, auroc_train_lo,
     auroc_train_hi, auroc_gen, diff, diff_lo, diff_hi``, ``n_poisoned_train, n_train, n_triggered_gen, n``,
     ``clean_dm_flagged`` (and its lower Wilson bound ``clean_dm_flagged_lo``, :func:`clean_dm_flag_rate`),
-    ``paper_train, paper_gen`` (CD, ImageNette; NaN elsewhere).
+    ``paper_train, paper_gen`` (CD, ImageNette; NaN elsewhere), ``guidance`` (the w of the generations:
+    ``w``, default ``guidance_all``).
     """
     d = defense_config(study)
+    w = study.guidance_all if w is None else float(w)
     rows = []
     for cell in cells or detection_cells(study):
-        kn = detection_scores(study, cell, "known answer")
-        tr, ge = detection_scores(study, cell, "training"), detection_scores(study, cell, "generated", classifier)
+        kn = detection_scores(study, cell, "known answer", w=w)
+        tr, ge = detection_scores(study, cell, "training", w=w), detection_scores(study, cell, "generated", classifier, w)
         flag = clean_dm_flag_rate(study, cell.trigger_kind)
         for det in detectors():
             diff, lo, hi = auroc_difference(ge[det], ge["truth"], tr[det], tr["truth"], d["n_boot"], study.seed)
@@ -266,7 +274,7 @@ def detection_differences(study, cells=None, classifier: str = "victim") -> pd.D
             a_tr, tr_lo, tr_hi = auroc_interval(tr[det], tr["truth"], d["n_boot"], study.seed)
             paper = _paper_at(PAPER_CD_AUROC, (cell.kind, cell.ratio)) if det == "CD" else None
             rows.append({"cell": cell.name, "attack": cell.kind, "p": cell.ratio, "detector": det,
-                         "classifier": classifier, "auroc_known": a_kn, "auroc_known_lo": kn_lo, "auroc_known_hi": kn_hi,
+                         "classifier": classifier, "guidance": w, "auroc_known": a_kn, "auroc_known_lo": kn_lo, "auroc_known_hi": kn_hi,
                          "auroc_train": a_tr, "auroc_train_lo": tr_lo, "auroc_train_hi": tr_hi,
                          "auroc_gen": _auroc_or_nan(ge[det], ge["truth"]), "diff": diff, "diff_lo": lo,
                          "diff_hi": hi, "n_poisoned_train": int(tr["truth"].sum()), "n_train": len(tr["truth"]),

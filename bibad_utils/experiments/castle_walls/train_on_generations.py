@@ -15,7 +15,7 @@ from bibad_utils.judges import predict
 
 
 
-def train_on_generations_table(study, cells=None) -> pd.DataFrame:
+def train_on_generations_table(study, cells=None, w: float | None = None) -> pd.DataFrame:
     """TA and ASR of classifiers trained on each source of :data:`SOURCES`, per grid cell.
 
     The two ``n_all``-image classifiers (a stratified subset of the poisoned training set with its poison
@@ -24,24 +24,27 @@ def train_on_generations_table(study, cells=None) -> pd.DataFrame:
     ASR_hi, n_ta, k_ta, n_asr, k_asr, train_seconds``, ``acc_generated`` (accuracy on the all-class
     generations against their prompt's class: for the real sources how well a real-trained classifier
     transfers to generations, for ``generated`` its training accuracy), ``paper_TA, paper_ASR`` (ImageNette, training set for
-    the real sources, generation set for ``generated``), ``paper_ASR_caltech15``. Rates in [0, 1].
+    the real sources, generation set for ``generated``), ``paper_TA_caltech15``, ``paper_ASR_caltech15``,
+    ``guidance`` (the w of the generated set: ``w``, default ``guidance_all``). Rates in [0, 1].
     """
+    w = study.guidance_all if w is None else float(w)
     rows = []
     for cell in cells or study.grid_cells():
-        gen_set = _all_gen(study, cell)
+        gen_set = _all_gen(study, cell, w)
         for source in SOURCES:
-            model, rep = trained_classifier(study, cell, source)
+            model, rep = trained_classifier(study, cell, source, w)
             pred_gen, _ = predict(model, gen_set.images, device=study.device)
             gen = source == "generated"
             pin = _paper_at(PAPER_TRAIN_ON_GEN["imagenette"], (cell.kind, cell.ratio)) or {}
             pcal = _paper_at(PAPER_TRAIN_ON_GEN["caltech15"], (cell.kind, cell.ratio)) or {}
             row = {"cell": cell.name, "attack": cell.kind, "p": cell.ratio, "source": source,
-                   "n_train": rep["n_train"], "train_seconds": rep["train_seconds"]}
+                   "n_train": rep["n_train"], "train_seconds": rep["train_seconds"], "guidance": w}
             row.update({k: rep[k] for k in ("TA", "TA_lo", "TA_hi", "ASR", "ASR_lo", "ASR_hi",
                                             "n_ta", "k_ta", "n_asr", "k_asr")})
             row["acc_generated"] = float((pred_gen == gen_set.labels).mean())
             row["paper_TA"] = pin["TA"][gen] / 100 if "TA" in pin else math.nan
             row["paper_ASR"] = pin["ASR"][gen] / 100 if "ASR" in pin else math.nan
+            row["paper_TA_caltech15"] = pcal["TA"][gen] / 100 if "TA" in pcal else math.nan
             row["paper_ASR_caltech15"] = pcal["ASR"][gen] / 100 if "ASR" in pcal else math.nan
             rows.append(row)
     return pd.DataFrame(rows)

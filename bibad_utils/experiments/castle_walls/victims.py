@@ -59,13 +59,19 @@ def train_subset_indices(study, cell, n: int) -> np.ndarray:
     return stratified_subset(2 * np.asarray(ps.labels) + ps.is_poisoned.astype(np.int64), n, study.seed)
 
 
-def _all_gen(study, cell):
-    return study.generations(cell)[("all", study.guidance_all)]
+def _all_gen(study, cell, w: float | None = None):
+    """``cell``'s all-class generations at ``w`` (None: ``guidance_all``; else one of ``castle_guidance``)."""
+    w = study.guidance_all if w is None else float(w)
+    gens = study.generations(cell)
+    if ("all", w) not in gens:
+        raise ConfigError("w", w, "a w of the cell's all-class sets: "
+                          + ", ".join(f"{k[1]:g}" for k in gens if k[0] == "all"))
+    return gens[("all", w)]
 
 
-def classifier_key(study, cell, source: str) -> tuple[str, dict, list[str]]:
+def classifier_key(study, cell, source: str, w: float | None = None) -> tuple[str, dict, list[str]]:
     """(stage, params, inputs) of the classifier of ``cell`` trained on ``source`` (one of
-    :data:`SOURCES`)."""
+    :data:`SOURCES`); ``w``: the guidance of the generated set it trains on (None: ``guidance_all``)."""
     if source not in SOURCES:
         raise ConfigError("source", source, " | ".join(SOURCES))
     n_all = int(study.cfg["sampling"]["n_all"])
@@ -74,25 +80,27 @@ def classifier_key(study, cell, source: str) -> tuple[str, dict, list[str]]:
               "target": study.target, "n": None if full else n_all,
               "trigger": study.cfg["triggers"].get(cell.trigger_kind)}
     if source == "generated":
-        params["guidance_all"] = study.guidance_all
+        params["guidance_all"] = study.guidance_all if w is None else float(w)
         inputs = [study.generation_key(cell)]
     else:
         inputs = [study.poison_key(cell)]
     return "castle_classifier", params, inputs
 
 
-def trained_classifier(study, cell, source: str):
+def trained_classifier(study, cell, source: str, w: float | None = None):
     """The classifier of ``cell`` trained on ``source`` and its TA/ASR report; cached.
 
     Sources: ``poisoned train (all)`` (the backdoored model, every row of the poisoned training set),
     ``poisoned train (subset)`` (``sampling.n_all`` rows, :func:`train_subset_indices`),
-    ``generated`` (the poisoned DM's all-class generations at ``guidance_all``, labelled by their prompt).
+    ``generated`` (the poisoned DM's all-class generations at ``w``, default ``guidance_all``, labelled by
+    their prompt; the real sources do not depend on ``w``).
     Returns ``(model, report)``: report = :func:`evaluate_ta_asr` keys plus ``n_train``,
     ``train_seconds`` and ``history`` (one dict per epoch). The metrics are the final epoch's.
     """
     if cell.trigger_kind is None:
         raise ConfigError("cell", cell.name, "a grid cell with a trigger (a kind of bibad_utils.triggers.TRIGGERS)")
-    stage, params, inputs = classifier_key(study, cell, source)
+    w = None if source != "generated" else w
+    stage, params, inputs = classifier_key(study, cell, source, w)
     kw = dict(params["classifier"])
     arch = kw.pop("arch")
 
@@ -103,7 +111,7 @@ def trained_classifier(study, cell, source: str):
         elif source == SOURCES[1]:
             data, labels = _SubsetView(ps, train_subset_indices(study, cell, params["n"])), None
         else:
-            gen = _all_gen(study, cell)
+            gen = _all_gen(study, cell, w)
             data, labels = gen.images, gen.labels
         started = time.perf_counter()
         model, history = train_classifier(data, labels, arch=arch, seed=study.seed, device=study.device,

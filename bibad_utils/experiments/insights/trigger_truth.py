@@ -314,7 +314,7 @@ def leak_table(study, z: float = 1.96) -> pd.DataFrame:
         gens = study.generations(cell)
         for det in detectors_for(study, cell):
             for (name, w), d in _paired(study, cell, det, gens).items():
-                if name != "all":
+                if name != "all" or w != study.guidance_all:  # the clean DM has no further all-class sets
                     continue
                 keep = d["labels"] != study.target
                 for inst in INSTRUMENTS:
