@@ -484,3 +484,26 @@ def test_diffusion_classifier_reports_to_the_live_progress_line(tiny_dm, tmp_pat
     state = progress.read_state(path)
     assert (state["stage"], state["label"], state["unit"]) == ("diffusion classifier", "badnets1-5% clean", "img")
     assert state["done"] == state["total"] == 5
+
+
+def test_fct_fine_tunes_as_the_reference_does(planted, monkeypatch):
+    from bibad_utils.defenses import fct as fct_module
+    from bibad_utils.defenses.registry import DETECTORS
+
+    # the registered FCT fine-tunes as the reference: 10 epochs of SGD at lr 0.01 (old: 20 Adam steps at 1e-4)
+    opts = DETECTORS["FCT"].defaults
+    assert (opts["finetune_epochs"], opts["finetune_optimizer"], opts["finetune_lr"]) == (10, "sgd", 0.01)
+    model, images, labels, _ = planted
+    calls, optimisers = [], []
+    real_loss, real_sgd = fct_module.centre_cosine_loss, torch.optim.SGD
+    monkeypatch.setattr(fct_module, "centre_cosine_loss", lambda z, y: calls.append(len(y)) or real_loss(z, y))
+    monkeypatch.setattr(torch.optim, "SGD", lambda *a, **k: optimisers.append(k) or real_sgd(*a, **k))
+    x, m = to_float(images[:8]), 10
+    defenses.fct_scores(model, x, train_images=to_float(images[:m]), train_labels=np.asarray(labels[:m]),
+                        finetune_epochs=2, finetune_optimizer="sgd", finetune_lr=0.01, finetune_batch_size=4)
+    assert calls == [4, 4, 2] * 2          # two passes over the 10 images in batches of 4
+    assert optimisers == [{"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}]
+    with pytest.raises(ConfigError, match="finetune_optimizer"):
+        defenses.fct_scores(model, x, finetune_optimizer="rmsprop")
+    with pytest.raises(ConfigError, match="finetune_epochs"):
+        DETECTORS["FCT"].check({**opts, "finetune_epochs": 0}, "defenses.fct")

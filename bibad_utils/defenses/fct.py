@@ -109,9 +109,21 @@ def reference_transform(x: torch.Tensor, seed: int, start: int, *, max_rotation:
     return _random_affine(x, draws[:, 0] * max_rotation, draws[:, 1:] * max_translate, fill=fill, mode=mode)
 
 
+FCT_OPTIMIZERS = ("adam", "sgd")
+# The reference FCT's fine-tuning: 10 epochs over the scored data, SGD with lr 0.01, momentum 0.9 and weight
+# decay 5e-4, on the class-centre cosine loss.
+REFERENCE_FINETUNE = {"finetune_epochs": 10, "finetune_optimizer": "sgd", "finetune_lr": 0.01}
+SGD_MOMENTUM, SGD_WEIGHT_DECAY = 0.9, 5e-4
+
+
 def _check_fct_options(finetune_steps, finetune_lr, finetune_batch_size, temperature,
-                       max_rotation, max_translate):
+                       max_rotation, max_translate, finetune_epochs=None, finetune_optimizer="adam"):
+    if finetune_optimizer not in FCT_OPTIMIZERS:
+        raise ConfigError("finetune_optimizer", finetune_optimizer, " | ".join(FCT_OPTIMIZERS))
     return {
+        "finetune_epochs": None if finetune_epochs is None else _check_int("finetune_epochs", finetune_epochs,
+                                                                            minimum=1),
+        "finetune_optimizer": finetune_optimizer,
         "finetune_steps": _check_int("finetune_steps", finetune_steps, minimum=0),
         "finetune_lr": _check_float("finetune_lr", finetune_lr, 0.0, math.inf,
                                     open_low=True),
@@ -152,7 +164,8 @@ def _prepare(f, images, train_images, train_labels, feature_fn, batch_size, seed
 
 def fct_scores(f: nn.Module, images, *, train_images=None, train_labels=None,
                finetune_steps: int = 20, finetune_lr: float = 1e-4,
-               finetune_batch_size: int = 128, max_rotation: float = 180.0,
+               finetune_batch_size: int = 128, finetune_epochs: int | None = None,
+               finetune_optimizer: str = "adam", max_rotation: float = 180.0,
                max_translate: float = 0.2,
                feature_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
                batch_size: int = 256, seed: int = 0, device="cpu") -> np.ndarray:
@@ -160,9 +173,11 @@ def fct_scores(f: nn.Module, images, *, train_images=None, train_labels=None,
     features h, with T :func:`reference_transform` (rotation up to 180 degrees, shift up to 0.2 of
     the side, black fill).
 
-    If ``train_images``/``train_labels`` are given, a COPY of ``f`` is first fine-tuned for
-    ``finetune_steps`` Adam steps on :func:`centre_cosine_loss` (the off-diagonal cosine similarity
-    of the class centres of its penultimate features), as the reference does before scoring.
+    If ``train_images``/``train_labels`` are given, a COPY of ``f`` is first fine-tuned on
+    :func:`centre_cosine_loss` (the off-diagonal cosine similarity of the class centres of its penultimate
+    features), as the reference does before scoring: ``finetune_epochs`` passes over the data when set
+    (the reference: 10 epochs of SGD, lr 0.01, momentum 0.9, weight decay 5e-4, :data:`REFERENCE_FINETUNE`),
+    else ``finetune_steps`` random batches; ``finetune_optimizer`` adam | sgd.
 
     Args:
         f: classifier on ``device``; never modified (a copy is fine-tuned).
@@ -182,12 +197,13 @@ def fct_scores(f: nn.Module, images, *, train_images=None, train_labels=None,
     n, feature_fn, labels, batch_size, seed, device = _prepare(
         f, images, train_images, train_labels, feature_fn, batch_size, seed, device)
     opts = _check_fct_options(finetune_steps, finetune_lr, finetune_batch_size, 1.0, max_rotation,
-                              max_translate)
+                              max_translate, finetune_epochs, finetune_optimizer)
     model = f
-    if labels is not None and opts["finetune_steps"] > 0:
+    if labels is not None and (opts["finetune_steps"] > 0 or opts["finetune_epochs"]):
         model = _finetune(f, train_images, labels, steps=opts["finetune_steps"], lr=opts["finetune_lr"],
                           batch_size=opts["finetune_batch_size"], feature_fn=feature_fn, seed=seed,
-                          device=device, loss_fn=lambda z, y: centre_cosine_loss(z, y), normalise=False)
+                          device=device, loss_fn=lambda z, y: centre_cosine_loss(z, y), normalise=False,
+                          epochs=opts["finetune_epochs"], optimizer=opts["finetune_optimizer"])
     scores = np.empty(n, dtype=np.float64)
     with _eval_mode(model), torch.no_grad():
         for start, stop in _batches(n, batch_size):
@@ -246,17 +262,24 @@ def fct_variant_scores(f: nn.Module, images, *, train_images=None, train_labels=
 
 
 def _finetune(f, train_images, labels, *, steps, lr, batch_size, feature_fn, seed, device, loss_fn,
-              normalise) -> nn.Module:
-    """A copy of ``f`` fine-tuned by Adam on ``loss_fn(features, labels)`` of random batches."""
+              normalise, epochs: int | None = None, optimizer: str = "adam") -> nn.Module:
+    """A copy of ``f`` fine-tuned on ``loss_fn(features, labels)``: ``epochs`` shuffled passes over the data
+    in batches when given, else ``steps`` random batches; Adam, or SGD with the reference's momentum and
+    weight decay (``optimizer``)."""
     model = copy.deepcopy(f).to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.Adam(params, lr=lr)
+    optimiser = (torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=SGD_WEIGHT_DECAY)
+                 if optimizer == "sgd" else torch.optim.Adam(params, lr=lr))
     rng = _rng(seed, _STREAM_FCT_FINETUNE, 0)
     m = len(labels)
     labels_t = torch.from_numpy(labels.astype(np.int64)).to(device)
-    for _ in range(steps):
-        idx = np.sort(rng.choice(m, size=min(batch_size, m), replace=False))
+    if epochs:
+        batches = [np.sort(perm[i:i + batch_size]) for perm in (rng.permutation(m) for _ in range(epochs))
+                   for i in range(0, m, batch_size)]
+    else:
+        batches = [np.sort(rng.choice(m, size=min(batch_size, m), replace=False)) for _ in range(steps)]
+    for idx in batches:
         z = feature_fn(model, _take_float(train_images, idx, device)).float()
         if normalise:
             z = F.normalize(z, dim=1)
