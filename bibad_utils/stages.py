@@ -338,7 +338,9 @@ class Study(JudgesMixin):
 
     def generation_key(self, cell: Cell | None) -> str:
         s = self.cfg["sampling"]
-        params = {"sampling": s, "guidance_all": self.guidance_all, "seed": self.seed, "target": self.target}
+        # castle_guidance enters a key only through the all-class sets it adds (all_guidances, below)
+        keyed = {k: v for k, v in s.items() if k != "castle_guidance"}
+        params = {"sampling": keyed, "guidance_all": self.guidance_all, "seed": self.seed, "target": self.target}
         ws = self.target_guidances(cell)
         if ws != [float(w) for w in s["guidance"]]:
             params["target_guidances"] = ws  # fewer target sets than the profile's guidance list

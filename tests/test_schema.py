@@ -148,3 +148,13 @@ def test_castle_guidance_gives_the_poisoned_dms_further_all_class_sets(tmp_path)
     for bad in ([1], [5, 5], [0], "5"):
         with pytest.raises(ConfigError, match="castle_guidance"):
             Study("smoke", {"run_dir": str(tmp_path), "sampling": {"castle_guidance": bad}}, progress=False)
+
+
+def test_castle_guidance_changes_only_the_keys_of_the_dms_it_adds_sets_to(tmp_path):
+    from bibad_utils.stages import Cell, Study
+
+    with_castle = Study("smoke", {"run_dir": str(tmp_path)}, progress=False)
+    without = Study("smoke", {"run_dir": str(tmp_path), "sampling": {"castle_guidance": None}}, progress=False)
+    for cell in (Cell("clean"), Cell("relabel", 0.1)):
+        assert with_castle.generation_key(cell) == without.generation_key(cell)
+    assert with_castle.generation_key(Cell("badnets1", 0.1)) != without.generation_key(Cell("badnets1", 0.1))
