@@ -124,3 +124,28 @@ class GenSet:
     set_name: str
     guidance: float
     cell: Cell
+
+
+# ------------------------------------------------------------------------------ which sets a DM generates
+def guidance_all(sampling: dict) -> float:
+    """Guidance scale of the all-class set: ``sampling.guidance_all``, default the first w of ``guidance``."""
+    return float(sampling.get("guidance_all") or sampling["guidance"][0])
+
+
+def all_guidances(sampling: dict, cell: Cell | None) -> list[float]:
+    """The w of ``cell``'s all-class sets: :func:`guidance_all` first, then, for a poisoned DM of the grid
+    (a cell with a trigger, random pool), every w of ``sampling.castle_guidance`` (chapter 05 judges its
+    claims at each of them)."""
+    extra = [float(w) for w in (sampling.get("castle_guidance") or [])]
+    castle = cell is not None and cell.trigger_kind is not None and cell.pool == "random"
+    return [guidance_all(sampling)] + (extra if castle else [])
+
+
+def target_guidances(sampling: dict, cell: Cell | None) -> list[float]:
+    """The w of ``cell``'s target-prompt sets: every w of ``sampling.guidance`` (the claims' scales) for the
+    grid and the controls; the first w alone for chapter 06's duplicate-pool cells (read there alone, at
+    that w); none for the pre-trained DM (``None``: its all-class set alone is read, chapter 02)."""
+    ws = [float(w) for w in sampling["guidance"]]
+    if cell is None:
+        return []
+    return ws[:1] if cell.pool != "random" else ws

@@ -30,7 +30,8 @@ import torch
 
 from bibad_utils import shipped_base
 from bibad_utils import store as st
-from bibad_utils.cells import POOLS, Cell, GenSet, train_seed_keys, validate_train_seeds  # noqa: F401 (re-exported)
+from bibad_utils.cells import (POOLS, Cell, GenSet, all_guidances, guidance_all, target_guidances,  # noqa: F401
+                               train_seed_keys, validate_train_seeds)
 from bibad_utils.config import ConfigError, deep_merge, load_profile, resolve_device, validate_profile
 from bibad_utils.data import dataset_from_config
 from bibad_utils.memorization import duplicate_pool, embed, find_duplicate_groups
@@ -309,32 +310,19 @@ class Study(JudgesMixin):
     @property
     def guidance_all(self) -> float:
         """Guidance scale of the all-class set (``sampling.guidance_all``, default the first w)."""
-        s = self.cfg["sampling"]
-        return float(s.get("guidance_all") or s["guidance"][0])
+        return guidance_all(self.cfg["sampling"])
 
     def all_guidances(self, cell: Cell | None) -> list[float]:
-        """The w of ``cell``'s all-class sets: :attr:`guidance_all` first, then, for a poisoned DM of the grid
-        (a cell with a trigger, random pool), every w of ``sampling.castle_guidance`` (chapter 05 judges its
-        claims at each of them)."""
-        extra = [float(w) for w in (self.cfg["sampling"].get("castle_guidance") or [])]
-        castle = cell is not None and cell.trigger_kind is not None and cell.pool == "random"
-        return [self.guidance_all] + (extra if castle else [])
+        """The w of ``cell``'s all-class sets (:func:`bibad_utils.cells.all_guidances`)."""
+        return all_guidances(self.cfg["sampling"], cell)
 
     def claim_guidances(self) -> list[float]:
-        """The guidance scales the claims are judged at: every scale the profile generates target-prompt
-        sets at (``sampling.guidance``), each a row, none hidden (the reference implementation's default
-        :data:`bibad_utils.paper.REFERENCE_GUIDANCE` among them when the profile generates at it)."""
+        """The guidance scales the claims are judged at: every w of ``sampling.guidance``, a row each."""
         return [float(w) for w in self.cfg["sampling"]["guidance"]]
 
     def target_guidances(self, cell: Cell | None) -> list[float]:
-        """The w of ``cell``'s target-prompt sets: every w of ``sampling.guidance`` (the claims' scales) for
-        the grid and the controls; the first w alone for chapter 06's duplicate-pool cells (read there alone,
-        at that w); none for the pre-trained DM (``None``: its all-class set alone is read, chapter 02)."""
-        if cell is None:
-            return []
-        if cell.pool != "random":
-            return self.claim_guidances()[:1]
-        return self.claim_guidances()
+        """The w of ``cell``'s target-prompt sets (:func:`bibad_utils.cells.target_guidances`)."""
+        return target_guidances(self.cfg["sampling"], cell)
 
     def generation_key(self, cell: Cell | None) -> str:
         s = self.cfg["sampling"]

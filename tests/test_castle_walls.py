@@ -408,3 +408,16 @@ def test_detect_ratios_pick_the_detection_cells():
     off_grid = Study("demo", {"defenses": {"detect_ratios": [0.2]}}, progress=False)
     with pytest.raises(ConfigError, match="ratios of the grid"):
         cw.detection_cells(off_grid)
+
+
+def test_detection_claims_rest_on_the_truth_reading_that_passes_the_planted_check():
+    # the detector's truth gives a clear rise; the template's truth on the same generations gives none
+    both = _diffs().iloc[:1].assign(n_triggered_gen_tpl=40, auroc_gen_tpl=0.80, diff_tpl=-0.15, diff_tpl_lo=-0.25,
+                                    diff_tpl_hi=-0.05)
+    row = cw.detection_claims(both.assign(reading="detector"))[0]
+    assert row["verdict"] == "reproduced" and "read by the detector" in row["note"]
+    assert "under the template's truth: -0.150" in row["note"]
+    row = cw.detection_claims(both.assign(reading="template"))[0]
+    assert row["verdict"] == "not reproduced" and row["ours"] == pytest.approx(-0.15)
+    row = cw.detection_claims(both.assign(reading="none"))[0]   # old rule: the detector alone, "reproduced"
+    assert row["verdict"] == "not tested" and "disagree" in row["note"]

@@ -46,11 +46,39 @@ def _p_text(p: float) -> str:
     return f"p={p * 100:g}%"
 
 
+def _detection_judgement(r, effect, n_triggered: int, diff: float, lo: float, hi: float,
+                         auroc_gen: float) -> tuple[str, str]:
+    """Verdict and note of one (cell, detector) row under one reading of the generations' truth
+    (``n_triggered`` triggered of ``r.n``; ``diff`` with its interval; ``auroc_gen`` on generations)."""
+    if r.clean_dm_flagged_lo > GEN_FLAG_MAX:
+        return "not tested", (f"no truth on generations: the trigger detector flags {r.clean_dm_flagged:.0%} of the "
+                              f"clean DM's generations")
+    if min(r.n_poisoned_train, getattr(r, "n_train", r.n) - r.n_poisoned_train, n_triggered,
+           r.n - n_triggered) < MIN_CLASS_COUNT:
+        return "not tested", (f"too few of one kind: {r.n_poisoned_train} poisoned (training) and {n_triggered} "
+                              f"triggered (generated) of {r.n} each; at least {MIN_CLASS_COUNT} of each kind needed")
+    if math.isnan(diff):
+        return "not tested", (f"AUROC undefined on the generations ({n_triggered} of {r.n} triggered)"
+                              if n_triggered in (0, r.n) else "AUROC undefined on the training subset")
+    # tables without the known-answer / training intervals (older runs) skip that check
+    failed = V.first_failed(*[
+        V.baseline_check(getattr(r, f"auroc_{name}_lo"), getattr(r, f"auroc_{name}_hi", math.nan),
+                         what=f"{r.detector}'s {what} AUROC")
+        for name, what in (("known", "known-answer"), ("train", "training-set")) if hasattr(r, f"auroc_{name}_lo")])
+    j = V.compare(diff, lo, hi, reference=0.0, direction="greater", paper_effect=effect, baseline=failed)
+    return j.verdict, "; ".join(filter(None, [f"AUROC {r.auroc_train:.3f} (training) -> {auroc_gen:.3f} (generations)",
+                                              j.reason]))
+
+
 def detection_claims(diffs: pd.DataFrame) -> list[dict]:
     """One claim row per (cell, detector) of :func:`detection_differences`: AUROC higher on generations.
     Not tested where the generated truth is unreliable, a set holds too few of one kind, or the detector
     fails its own check (known-answer or training-set AUROC interval not above chance). Only the paper's
-    detectors (:data:`CLAIM_DETECTORS`) make claims; the project's FCT variant is shown, not counted."""
+    detectors (:data:`CLAIM_DETECTORS`) make claims; the project's FCT variant is shown, not counted.
+
+    The generations' truth has two readings, the trigger detector's and the template's (columns
+    ``*_tpl``); the row rests on the one that passes the planted faint-trigger check (``reading``), the
+    other in its note; where neither passes and their verdicts differ, the row is "not tested"."""
     rows = []
     for r in diffs.itertuples():
         if r.detector not in CLAIM_DETECTORS:
@@ -58,36 +86,30 @@ def detection_claims(diffs: pd.DataFrame) -> list[dict]:
         key = CLAIM_DETECTORS[r.detector]
         paper = P.setting_text(key, attack=r.attack, p=r.p)
         effect = (r.paper_gen - r.paper_train) if not math.isnan(r.paper_train) else None
-        note = ""
-        if r.clean_dm_flagged_lo > GEN_FLAG_MAX:
+        readings = {"detector": (_detection_judgement(r, effect, r.n_triggered_gen, r.diff, r.diff_lo, r.diff_hi,
+                                                      r.auroc_gen), (r.diff, r.diff_lo, r.diff_hi))}
+        tpl_n = getattr(r, "n_triggered_gen_tpl", math.nan)
+        if not math.isnan(tpl_n):
+            readings["template"] = (_detection_judgement(r, effect, int(tpl_n), r.diff_tpl, r.diff_tpl_lo,
+                                                         r.diff_tpl_hi, r.auroc_gen_tpl),
+                                    (r.diff_tpl, r.diff_tpl_lo, r.diff_tpl_hi))
+        reading = getattr(r, "reading", "detector")
+        main = "template" if reading == "template" and "template" in readings else "detector"
+        (verdict, note), (ours, lo, hi) = readings[main]
+        others = [f"under the {k}'s truth: {v[1][0]:+.3f} [{v[1][1]:+.3f}, {v[1][2]:+.3f}], {v[0][0]}"
+                  for k, v in readings.items() if k != main]
+        if reading == "none" and len({v[0][0] for v in readings.values()}) > 1:
             verdict = "not tested"
-            note = (f"no truth on generations: the trigger detector flags {r.clean_dm_flagged:.0%} of the clean "
-                    f"DM's generations")
-        elif min(r.n_poisoned_train, getattr(r, "n_train", r.n) - r.n_poisoned_train, r.n_triggered_gen,
-                 r.n - r.n_triggered_gen) < MIN_CLASS_COUNT:
-            verdict = "not tested"
-            note = (f"too few of one kind: {r.n_poisoned_train} poisoned (training) and {r.n_triggered_gen} "
-                    f"triggered (generated) of {r.n} each; at least {MIN_CLASS_COUNT} of each kind needed")
-        elif math.isnan(r.diff):
-            verdict = "not tested"
-            note = (f"AUROC undefined on the generations ({r.n_triggered_gen} of {r.n} triggered)"
-                    if r.n_triggered_gen in (0, r.n) else "AUROC undefined on the training subset")
+            note = "not tested: the two readings of the generations' truth disagree and neither passes the planted check; " + note
+        elif reading == "none":
+            note = "neither truth reading passes the planted faint-trigger check (they agree); " + note
         else:
-            # tables without the known-answer / training intervals (older runs) skip that check
-            failed = V.first_failed(*[
-                V.baseline_check(getattr(r, f"auroc_{name}_lo"), getattr(r, f"auroc_{name}_hi", math.nan),
-                                 what=f"{r.detector}'s {what} AUROC")
-                for name, what in (("known", "known-answer"), ("train", "training-set"))
-                if hasattr(r, f"auroc_{name}_lo")])
-            j = V.compare(r.diff, r.diff_lo, r.diff_hi, reference=0.0, direction="greater", paper_effect=effect,
-                          baseline=failed)
-            verdict = j.verdict
-            note = "; ".join(filter(None, [f"AUROC {r.auroc_train:.3f} (training) -> {r.auroc_gen:.3f} (generations)",
-                                           j.reason, "" if r.detector == "CD" else "the slides give CD only"]))
+            note = f"truth on generations read by the {main}; " + note
+        note = "; ".join(filter(None, [note, *others, "" if r.detector == "CD" else "the slides give CD only"]))
         w_text = f", w={r.guidance:g}" if hasattr(r, "guidance") else ""
         rows.append(claim_row(STAGE, "Detection is easier on generations", setting=f"{r.detector}, {r.cell}{w_text}",
-                              metric="AUROC(generated) - AUROC(training)", paper=paper, ours=r.diff,
-                              lo=r.diff_lo, hi=r.diff_hi, verdict=verdict, note=note, key=key))
+                              metric="AUROC(generated) - AUROC(training)", paper=paper, ours=ours,
+                              lo=lo, hi=hi, verdict=verdict, note=note, key=key))
     return rows
 
 

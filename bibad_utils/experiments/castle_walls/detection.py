@@ -96,6 +96,8 @@ def detection_sets(study, cell, w: float | None = None) -> dict:
     tr_idx = training_detection_indices(study, cell, n, d["n_detect_poisoned"])
     gen_idx = stratified_subset(np.asarray(gen.labels), n, study.seed)
     verdict = study.judge(gen, cell.trigger_kind)["trigger"]
+    template = study.template(cell.trigger_kind)  # the second reading of the generations' truth (None: a warp)
+    gen_images = np.asarray(gen.images[gen_idx])
     test_labels = np.asarray(study.test_set.labels)
     kn_idx = known_answer_indices(study)
     x, _ = study.test_set.batch(kn_idx)
@@ -109,8 +111,9 @@ def detection_sets(study, cell, w: float | None = None) -> dict:
                          "indices": np.concatenate([kn_idx, kn_idx]).astype(np.int64)},
         "training": {"images": ps.images_uint8(tr_idx), "labels": np.asarray(ps.labels)[tr_idx],
                      "truth": np.asarray(ps.is_poisoned)[tr_idx].astype(bool), "indices": tr_idx},
-        "generated": {"images": np.asarray(gen.images[gen_idx]), "labels": np.asarray(gen.labels)[gen_idx],
-                      "truth": np.asarray(verdict, dtype=bool)[gen_idx], "indices": gen_idx},
+        "generated": {"images": gen_images, "labels": np.asarray(gen.labels)[gen_idx],
+                      "truth": np.asarray(verdict, dtype=bool)[gen_idx], "indices": gen_idx,
+                      "truth_template": None if template is None else np.asarray(template.fires(gen_images), bool)},
     }
 
 
@@ -259,8 +262,15 @@ def detection_differences(study, cells=None, classifier: str = "victim", w: floa
     auroc_train_hi, auroc_gen, diff, diff_lo, diff_hi``, ``n_poisoned_train, n_train, n_triggered_gen, n``,
     ``clean_dm_flagged`` (and its lower Wilson bound ``clean_dm_flagged_lo``, :func:`clean_dm_flag_rate`),
     ``paper_train, paper_gen`` (CD, ImageNette; NaN elsewhere), ``guidance`` (the w of the generations:
-    ``w``, default ``guidance_all``).
+    ``w``, default ``guidance_all``); the generations' second reading, the trigger template's
+    (:mod:`bibad_utils.experiments.insights.trigger_truth`): ``n_triggered_gen_tpl``, ``auroc_gen_tpl``,
+    ``diff_tpl``, ``diff_tpl_lo``, ``diff_tpl_hi`` (NaN without a template), and ``reading``: the instrument
+    that passes the planted faint-trigger check (:func:`~bibad_utils.experiments.insights.trigger_truth.
+    preferred_instrument`: detector | template | both | none).
     """
+    from bibad_utils.experiments.insights.trigger_truth import planted_check, preferred_instrument
+
+    planted = planted_check(study)
     d = defense_config(study)
     w = study.guidance_all if w is None else float(w)
     rows = []
@@ -268,8 +278,12 @@ def detection_differences(study, cells=None, classifier: str = "victim", w: floa
         kn = detection_scores(study, cell, "known answer", w=w)
         tr, ge = detection_scores(study, cell, "training", w=w), detection_scores(study, cell, "generated", classifier, w)
         flag = clean_dm_flag_rate(study, cell.trigger_kind)
+        reading = preferred_instrument(planted, cell.trigger_kind) if len(planted) else "none"
+        tpl_truth = ge["truth_template"]
         for det in detectors():
             diff, lo, hi = auroc_difference(ge[det], ge["truth"], tr[det], tr["truth"], d["n_boot"], study.seed)
+            tpl = ((math.nan,) * 3 if tpl_truth is None else
+                   auroc_difference(ge[det], tpl_truth, tr[det], tr["truth"], d["n_boot"], study.seed))
             a_kn, kn_lo, kn_hi = auroc_interval(kn[det], kn["truth"], d["n_boot"], study.seed)
             a_tr, tr_lo, tr_hi = auroc_interval(tr[det], tr["truth"], d["n_boot"], study.seed)
             paper = _paper_at(PAPER_CD_AUROC, (cell.kind, cell.ratio)) if det == "CD" else None
@@ -281,7 +295,10 @@ def detection_differences(study, cells=None, classifier: str = "victim", w: floa
                          "n_triggered_gen": int(ge["truth"].sum()), "n": len(ge["truth"]),
                          "clean_dm_flagged": flag["rate"], "clean_dm_flagged_lo": flag["lo"],
                          "paper_train": math.nan if paper is None else paper[0],
-                         "paper_gen": math.nan if paper is None else paper[1]})
+                         "paper_gen": math.nan if paper is None else paper[1],
+                         "n_triggered_gen_tpl": math.nan if tpl_truth is None else int(tpl_truth.sum()),
+                         "auroc_gen_tpl": math.nan if tpl_truth is None else _auroc_or_nan(ge[det], tpl_truth),
+                         "diff_tpl": tpl[0], "diff_tpl_lo": tpl[1], "diff_tpl_hi": tpl[2], "reading": reading})
     return pd.DataFrame(rows)
 
 
