@@ -17,7 +17,10 @@ FIVE_RATIOS = [0.01, 0.02, 0.05, 0.1, 0.2]
 # Keys of the demo profile's chain as computed before training seeds existed: the shared demo cache
 # (pre-trained and fine-tuned DMs, generations) is found under these, so they must never change.
 DEMO_KEYS = {"data": "2cd6f05fc7ecab55", "poison": "f79ebc752244695f", "pretrain": "0d345edb07fef81e",
-             "finetune": "41ab165d42c4ddef", "generate": "76dadcc4a1c45da1", "finetune_clean": "115ca5b593379012"}
+             "finetune": "41ab165d42c4ddef", "generate": "d0d8efe1b0eb7dcb", "finetune_clean": "115ca5b593379012"}
+# the poisoned DMs' generations gained an all-class set at w = 5 (sampling.castle_guidance); without it the
+# key is the one of every earlier run
+DEMO_GENERATE_WITHOUT_CASTLE = "76dadcc4a1c45da1"
 
 
 def _keys_only(study: Study) -> list:
@@ -121,6 +124,9 @@ def test_demo_keys_unchanged_and_seeds_keyed_apart(tmp_path):
     assert study.model_key(cell) == DEMO_KEYS["finetune"]
     assert study.model_key(cell.with_seed(0)) == DEMO_KEYS["finetune"]
     assert study.generation_key(cell) == DEMO_KEYS["generate"]
+    plain = Study("demo", {"run_dir": str(tmp_path), "sampling": {"castle_guidance": None}}, progress=False)
+    _keys_only(plain)
+    assert plain.generation_key(cell) == DEMO_GENERATE_WITHOUT_CASTLE
     assert study.model_key(Cell("clean")) == DEMO_KEYS["finetune_clean"]
     # other training runs: same poisoned set and base model, their own fine-tuned DM and generations
     seeded = {study.model_key(cell.with_seed(s)) for s in (1, 2)}
@@ -167,7 +173,7 @@ def test_wanet_and_five_ratios_through_the_smoke_chain(tiny_grid):
         assert manifest is not None
         models.add(study.model_key(cell))
         gens = study.generations(cell)
-        assert set(gens) == {("target", 1.0), ("target", 5.0), ("all", 1.0)}
+        assert set(gens) == {("target", 1.0), ("target", 5.0), ("all", 1.0), ("all", 5.0)}   # castle_guidance
         assert gens[("target", 5.0)].images.shape == (4, 16, 16, 3)
         assert np.all(gens[("target", 1.0)].labels == study.target)
     assert len(models) == 15
