@@ -149,3 +149,9 @@ def target_guidances(sampling: dict, cell: Cell | None) -> list[float]:
     if cell is None:
         return []
     return ws[:1] if cell.pool != "random" else ws
+
+
+def exposure_epochs(finetune: dict, n_train: int) -> float:
+    """How many times each training image (each poisoned one included) is seen in fine-tuning, on average:
+    ``steps * batch_size / n_train`` (the paper's unit: about 50 epochs)."""
+    return float(finetune["steps"]) * float(finetune["batch_size"]) / max(1, int(n_train))

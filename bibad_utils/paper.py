@@ -88,6 +88,10 @@ DUPLICATES = {
                   0.10: {"G1": (0.696, 0.735), "G2": (0.244, 0.255)}},
 }
 
+# How long the paper fine-tunes: about 50 epochs of the poisoned training set (PAPER.md, Setup: SD v1.4
+# fine-tuned ~50 epochs). A "not reproduced" from a DM trained far below this exposure is no finding about
+# the paper (bibad_utils.verdicts.exposure_check).
+PAPER_EPOCHS = 50
 # Target-prompt generations per poisoned DM in the paper (PAPER.md: "~1K"); used only to turn the
 # paper's ratios into counts when a verdict rule is checked against the paper's own numbers.
 N_TARGET_GENERATIONS = 1000
@@ -188,7 +192,7 @@ def g2_share(p: float, dataset: str = "imagenette") -> float | None:
 
 def phase_points(dataset: str = "imagenette", n: int = N_TARGET_GENERATIONS) -> list[dict]:
     """The paper's random-poisoning generations as per-p count rows for
-    :func:`bibad_utils.verdicts.phase_transition`: ``p``, ``n``, ``n_G1``, ``n_G2``, ``r_train`` (r_train
+    :func:`bibad_utils.phase.phase_transition`: ``p``, ``n``, ``n_G1``, ``n_G2``, ``r_train`` (r_train
     None where the paper gives none), with ``n`` generations per p (the paper's ~1K)."""
     out = []
     for p in sorted(_check_dataset(dataset, DUPLICATES, "duplicates")):
@@ -368,7 +372,7 @@ def setting_text(key: str, *, attack: str | None = None, p: float | None = None)
     return "; ".join(parts) + f" [{SOURCES[c.source]}]"
 
 
-__all__ = ["CD_AUROC", "CLAIMS", "CLAIM_KEYS", "DATASET_NAMES", "DIFFUSION_CLASSIFIER", "DUPLICATES", "KINDS",
+__all__ = ["CD_AUROC", "CLAIMS", "PAPER_EPOCHS", "CLAIM_KEYS", "DATASET_NAMES", "DIFFUSION_CLASSIFIER", "DUPLICATES", "KINDS",
            "setting_text", "N_TARGET_GENERATIONS", "PaperClaim", "RESNET18", "R_TRAIN", "SOURCES", "TRAIN_ON_GENERATIONS", "cd_auroc",
            "claim", "diffusion_classifier", "duplicates", "g2_share", "largest_ta_drop", "paper_text", "pct", "phase_points",
            "r_train", "resnet18", "train_on_generations"]

@@ -21,10 +21,10 @@ from pathlib import Path
 from bibad_utils.base import ConfigError
 from bibad_utils.paper import claim as paper_claim
 from bibad_utils.store import load_json, save_json
-from bibad_utils.verdicts import VERDICTS, check_interval, row_kind
+from bibad_utils.verdicts import VERDICTS, at_exposure, check_interval, row_kind
 
 COLUMNS = ("stage", "claim", "setting", "metric", "paper", "ours", "ours_lo", "ours_hi", "verdict", "note")
-OPTIONAL_COLUMNS = ("key", "kind")
+OPTIONAL_COLUMNS = ("key", "kind", "exposure")
 # The run's teaser (drawn by the results chapter into <run_dir>/figures/, staged into the book by
 # bibad_utils.publish.book as book/_generated/, copied to results/<profile>/ by bibad readme).
 TEASER_PNG, TEASER_CAPTION = "teaser.png", "teaser_caption.md"
@@ -33,13 +33,15 @@ GENERATED_DIR = "_generated"  # per-build files of the book's first page, never 
 
 def claim_row(stage: str, claim: str, *, metric: str, ours: float, verdict: str, setting: str = "",
               paper: str = "", lo: float = math.nan, hi: float = math.nan, note: str = "", key: str = "",
-              kind: str = "") -> dict:
+              kind: str = "", exposure: float = math.nan) -> dict:
     """One validated claim row (see the module docstring). ``key``: a claim key of
     :data:`bibad_utils.paper.CLAIM_KEYS` ("" for none); ``kind``: default the key's kind, else "no paper
     number" when ``paper`` is empty and "paper claim" otherwise (left "" without a key: readers infer
     it, :func:`bibad_utils.verdicts.row_kind`). A row counts as a "paper claim" only with a paper number:
     a paper-claim row whose ``paper`` text is empty becomes "no paper number". An inverted interval
-    (``lo > hi``) is refused."""
+    (``lo > hi``) is refused. ``exposure``: the epochs of fine-tuning of the DM(s) behind the row (NaN: not
+    stated, e.g. a control of an instrument); a "not reproduced" far below the paper's exposure becomes
+    "not tested" (:func:`bibad_utils.verdicts.at_exposure`)."""
     if verdict not in VERDICTS:
         raise ConfigError("verdict", verdict, " | ".join(VERDICTS))
     check_interval(lo, hi, f"interval of the claim row {claim!r} ({setting})")
@@ -47,9 +49,11 @@ def claim_row(stage: str, claim: str, *, metric: str, ours: float, verdict: str,
         kind = kind or paper_claim(key).kind
     if kind == "paper claim" and not str(paper or "").strip():
         kind = "no paper number"
+    verdict, why = at_exposure(verdict, exposure)
+    note = f"{why}; {note}" if why and note else why or note
     row = {"stage": stage, "claim": claim, "setting": setting, "metric": metric, "paper": paper,
            "ours": float(ours), "ours_lo": float(lo), "ours_hi": float(hi), "verdict": verdict, "note": note,
-           "key": key, "kind": kind}
+           "key": key, "kind": kind, "exposure": float(exposure)}
     if kind:
         row_kind(row)  # validates it
     return row

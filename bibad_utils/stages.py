@@ -30,8 +30,8 @@ import torch
 
 from bibad_utils import shipped_base
 from bibad_utils import store as st
-from bibad_utils.cells import (POOLS, Cell, GenSet, all_guidances, guidance_all, target_guidances,  # noqa: F401
-                               train_seed_keys, validate_train_seeds)
+from bibad_utils.cells import (POOLS, Cell, GenSet, all_guidances, exposure_epochs, guidance_all,  # noqa: F401
+                               target_guidances, train_seed_keys, validate_train_seeds)
 from bibad_utils.config import ConfigError, deep_merge, load_profile, resolve_device, validate_profile
 from bibad_utils.data import dataset_from_config
 from bibad_utils.memorization import duplicate_pool, embed, find_duplicate_groups
@@ -287,6 +287,10 @@ class Study(JudgesMixin):
         return self._train("finetune", self.poisoned(cell), self._train_section("finetune"),
                            [self.poison_key(cell)], self.pretrain_key, train_seed=cell.seed, label=cell.name)
 
+    def exposure(self, cell: Cell) -> float:
+        """Epochs of ``cell``'s fine-tuning: how often each of its training images was seen, on average."""
+        return exposure_epochs(self.cfg["finetune"], len(self.poisoned(cell)))
+
     def model_cached(self, cell: Cell) -> bool:
         """Whether ``cell``'s fine-tuned DM is in the store (makes the pre-trained model if missing)."""
         params = self._train_params(self._train_section("finetune"), cell.seed)
@@ -326,8 +330,7 @@ class Study(JudgesMixin):
 
     def generation_key(self, cell: Cell | None) -> str:
         s = self.cfg["sampling"]
-        # castle_guidance enters a key only through the all-class sets it adds (all_guidances, below)
-        keyed = {k: v for k, v in s.items() if k != "castle_guidance"}
+        keyed = {k: v for k, v in s.items() if k != "castle_guidance"}  # it enters as all_guidances
         params = {"sampling": keyed, "guidance_all": self.guidance_all, "seed": self.seed, "target": self.target}
         ws = self.target_guidances(cell)
         if ws != [float(w) for w in s["guidance"]]:
@@ -361,8 +364,7 @@ class Study(JudgesMixin):
         return st.artifact_key("generate", params, [model_key])
 
     def generations(self, cell: Cell | None) -> dict[tuple[str, float], GenSet]:
-        """``{("target", w): GenSet for every w of target_guidances} | {("all", w): GenSet for every w of
-        all_guidances}`` of ``cell``'s DM (the first all-class set at ``guidance_all``)."""
+        """``{(set name, w): GenSet}`` of ``cell``'s DM, for its target and all-class guidance plans."""
         path = self.store.path("generate", self.generation_key(cell))
         out = {}
         for w in self.target_guidances(cell):

@@ -137,7 +137,7 @@ def test_claims_frame_from_saved_files(tmp_path):
     assert sm.missing_stages(tmp_path) == ["05_castle_walls"]
     df = sm.claims_frame(tmp_path)
     assert list(df.columns) == ["stage", "claim", "setting", "metric", "paper", "ours", "ours_lo", "ours_hi",
-                                "verdict", "note", "family", "kind", "origin"]
+                                "verdict", "note", "family", "kind", "origin", "exposure"]
     assert list(pd.unique(df["stage"])) == ["04_insights", "05_castle_walls", "06_memorization"]
     run = df[df["origin"] == "run"]
     assert len(run) == 6 and run.iloc[4]["claim"] == "Image quality (informational)" and run.iloc[4]["family"] == ""

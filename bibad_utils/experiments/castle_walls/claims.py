@@ -28,7 +28,7 @@ from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, GEN_FLAG_
                                                          STAGE, TA_COST_MAX, classifier_settings, defense_config,
                                                          detector_key, detectors)
 from bibad_utils.experiments.castle_walls.detection import detection_differences, victim_logit_profile
-from bibad_utils.experiments.castle_walls.diffusion_classifier import diffusion_classifier_table
+from bibad_utils.experiments.castle_walls.diffusion_classifier import dc_cells, diffusion_classifier_table
 from bibad_utils.experiments.castle_walls.stats import _verdict_text, capped_verdict, proportion_difference
 from bibad_utils.experiments.castle_walls.tables import example_cell
 from bibad_utils.experiments.castle_walls.train_on_generations import train_on_generations_table
@@ -70,7 +70,7 @@ def _detection_judgement(r, effect, n_triggered: int, diff: float, lo: float, hi
                                               j.reason]))
 
 
-def detection_claims(diffs: pd.DataFrame) -> list[dict]:
+def detection_claims(diffs: pd.DataFrame, exposure: dict | None = None) -> list[dict]:
     """One claim row per (cell, detector) of :func:`detection_differences`: AUROC higher on generations.
     Not tested where the generated truth is unreliable, a set holds too few of one kind, or the detector
     fails its own check (known-answer or training-set AUROC interval not above chance). Only the paper's
@@ -109,7 +109,8 @@ def detection_claims(diffs: pd.DataFrame) -> list[dict]:
         w_text = f", w={r.guidance:g}" if hasattr(r, "guidance") else ""
         rows.append(claim_row(STAGE, "Detection is easier on generations", setting=f"{r.detector}, {r.cell}{w_text}",
                               metric="AUROC(generated) - AUROC(training)", paper=paper, ours=ours,
-                              lo=lo, hi=hi, verdict=verdict, note=note, key=key))
+                              lo=lo, hi=hi, verdict=verdict, note=note, key=key,
+                              exposure=(exposure or {}).get(r.cell, math.nan)))
     return rows
 
 
@@ -123,7 +124,7 @@ def _paper_drop(real, gen, col: str) -> float | None:
     return None
 
 
-def train_on_generations_claims(tog: pd.DataFrame) -> list[dict]:
+def train_on_generations_claims(tog: pd.DataFrame, exposure: dict | None = None) -> list[dict]:
     """Per cell: ASR lower when trained on generations (vs the same-size real subset), at a TA cost of at
     most :data:`TA_COST_MAX` (the paper's own largest reported drop).
 
@@ -165,17 +166,18 @@ def train_on_generations_claims(tog: pd.DataFrame) -> list[dict]:
         verdict, why = capped_verdict(j.verdict, jt.verdict)
         rows.append(claim_row(STAGE, "Training on generations lowers ASR", setting=setting,
                               metric="ASR(real subset) - ASR(generated)", paper=paper_asr, ours=d, lo=lo, hi=hi,
-                              verdict=verdict, key="train_on_generations_asr",
+                              verdict=verdict, key="train_on_generations_asr", exposure=(exposure or {}).get(cell, math.nan),
                               note="; ".join(filter(None, [f"ASR {real.ASR:.1%} -> {gen.ASR:.1%}", j.reason, why]))))
         rows.append(claim_row(STAGE, f"... at a TA cost of a few points (at most {TA_COST_MAX:.1%}, the paper's "
                               "largest reported drop)", setting=setting,
                               metric="TA(real subset) - TA(generated)", paper=paper_ta, ours=d_ta, lo=lo_ta,
                               hi=hi_ta, verdict=jt.verdict, key="train_on_generations_ta",
+                              exposure=(exposure or {}).get(cell, math.nan),
                               note="; ".join(filter(None, [f"TA {real.TA:.1%} -> {gen.TA:.1%}", jt.reason]))))
     return rows
 
 
-def diffusion_classifier_claims(dc: pd.DataFrame) -> list[dict]:
+def diffusion_classifier_claims(dc: pd.DataFrame, exposure: dict | None = None) -> list[dict]:
     """Per cell: the diffusion classifier (p_filter 0) has a lower ASR than the backdoored classifier
     (tested only where that classifier has a backdoor: ASR interval above :data:`BACKDOOR_ASR_MIN`;
     "underpowered" where the test cannot see the paper's effect at that p) at a TA within
@@ -199,11 +201,12 @@ def diffusion_classifier_claims(dc: pd.DataFrame) -> list[dict]:
         rows.append(claim_row(STAGE, "The diffusion classifier resists the backdoor", setting=setting,
                               metric=f"ASR({clf.method}) - ASR(DC)",
                               paper=P.setting_text("diffusion_classifier_asr", p=p), ours=d, lo=lo, hi=hi,
-                              verdict=verdict, key="diffusion_classifier_asr",
+                              verdict=verdict, key="diffusion_classifier_asr", exposure=(exposure or {}).get(cell, math.nan),
                               note="; ".join(filter(None, [f"ASR {clf.ASR:.1%} -> {d0.ASR:.1%}", j.reason, why]))))
         rows.append(claim_row(STAGE, f"... with a comparable TA (at most {DC_TA_MARGIN:.0%} lower)", setting=setting,
                               metric=f"TA(DC) - TA({clf.method})", paper=P.setting_text("diffusion_classifier_ta", p=p),
                               ours=d_ta, lo=lo_ta, hi=hi_ta, verdict=jt.verdict, key="diffusion_classifier_ta",
+                              exposure=(exposure or {}).get(cell, math.nan),
                               note="; ".join(filter(None, [f"TA {clf.TA:.1%} ({clf.method}) vs {d0.TA:.1%} (DC)",
                                                            jt.reason]))))
         if len(dcs) > 1:
@@ -219,7 +222,7 @@ def diffusion_classifier_claims(dc: pd.DataFrame) -> list[dict]:
                                   setting=f"{cell}, p_filter {d0.p_filter:g} -> {dm.p_filter:g}",
                                   metric="ASR(DC, p_filter min) - ASR(DC, p_filter max)",
                                   paper=P.setting_text("p_filter", p=p) if dm.p_filter == 0.1 else "", ours=d,
-                                  lo=lo, hi=hi, verdict=verdict, key="p_filter",
+                                  lo=lo, hi=hi, verdict=verdict, key="p_filter", exposure=(exposure or {}).get(cell, math.nan),
                                   note="; ".join(filter(None, [f"ASR {d0.ASR:.1%} -> {dm.ASR:.1%}; TA {d0.TA:.1%} "
                                                                f"-> {dm.TA:.1%}", jf.reason, why]))))
     return rows
@@ -234,11 +237,12 @@ def castle_claims(study, diffs: pd.DataFrame | None = None, tog: pd.DataFrame | 
     diffs = detection_differences(study) if diffs is None else diffs
     tog = train_on_generations_table(study) if tog is None else tog
     dc = diffusion_classifier_table(study) if dc is None else dc
-    rows = detection_claims(diffs) + train_on_generations_claims(tog)
+    exposure = {c.name: study.exposure(c) for c in [*study.cells(), *dc_cells(study)] if c.trigger_kind}
+    rows = detection_claims(diffs, exposure) + train_on_generations_claims(tog, exposure)
     for w in castle_guidances(study):  # the same claims on the further all-class sets (castle_guidance)
-        rows += detection_claims(detection_differences(study, w=w))
-        rows += train_on_generations_claims(train_on_generations_table(study, w=w))
-    return rows + diffusion_classifier_claims(dc)
+        rows += detection_claims(detection_differences(study, w=w), exposure)
+        rows += train_on_generations_claims(train_on_generations_table(study, w=w), exposure)
+    return rows + diffusion_classifier_claims(dc, exposure)
 
 
 def castle_guidances(study) -> list[float]:

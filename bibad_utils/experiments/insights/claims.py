@@ -161,6 +161,8 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
     content = content_check(study, gjdf)
     tdf = template_table(study) if tdf is None else tdf
     truth = g_rows_by_instrument(study) if truth is None else truth
+    exposure = ({c.name: study.exposure(c) for c in study.cells() if c.trigger_kind}
+                if hasattr(study, "exposure") else {})
     planted = planted_check(study) if planted is None else planted
     tpl_at_w = truth[(truth["instrument"] == "template") & (truth["guidance"] == w)] if len(truth) else truth
     for attack in pd.unique(grid["attack"]):
@@ -177,7 +179,8 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
             check = clean_detector_check(attack, float(clean_row["r_gen_hi"]) if clean_row is not None else 0.0,
                                          instrument="trigger template" if reading == "template" else "detector")
             by_reading[reading] = attack_claims(attack, a, clean_row, w, check=check, content=content,
-                                                spread=spread if reading == "detector" else None, reading=reading)
+                                                spread=spread if reading == "detector" else None, reading=reading,
+                                                exposure=exposure)
         rows += combine_readings(by_reading, preferred_instrument(planted, attack) if len(planted) else "none")
     for _, c in controls.iterrows():
         t = tdf[tdf["kind"] == c["detector"]]

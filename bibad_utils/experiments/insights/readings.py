@@ -21,6 +21,7 @@ import math
 import pandas as pd
 
 from bibad_utils import paper, verdicts
+from bibad_utils.phase import phase_transition
 from bibad_utils.experiments.insights.groups import p_label, pct_text
 from bibad_utils.experiments.insights.seeds import across_seeds, pooled_counts
 from bibad_utils.report import claim_row
@@ -44,7 +45,7 @@ def _seed_note(sd: dict | None, value: float, lo: float, hi: float) -> str:
 
 def phase_verdict(rows, z: float = 1.96) -> dict:
     """Verdict of Insight 2 for one attack from its rows at every p of the profile
-    (:func:`bibad_utils.verdicts.phase_transition`: the slides' quantities G1 - r_train and G2 - r_train
+    (:func:`bibad_utils.phase.phase_transition`: the slides' quantities G1 - r_train and G2 - r_train
     per p, a significant fall of the G2 share G2 / (G1 + G2) (two-sided), and "partly" where G2 never
     dominates). A row's ``n`` / ``n_G1`` / ``n_G2`` may be the counts of several training runs pooled.
 
@@ -52,28 +53,32 @@ def phase_verdict(rows, z: float = 1.96) -> dict:
     The paper's drop of the G2 share on ImageNette (5 -> 10 %) is the effect a test must be able to see
     before a miss counts as "not reproduced".
 
-    Returns the dict of :func:`~bibad_utils.verdicts.phase_transition` plus ``share_low`` / ``share_high``
+    Returns the dict of :func:`~bibad_utils.phase.phase_transition` plus ``share_low`` / ``share_high``
     (the G2 share at the lowest and the highest p that the test used).
     """
     pts = [{"p": float(r["ratio"]), "n": int(r["n"]), "n_G1": int(r["n_G1"]), "n_G2": int(r["n_G2"]),
             "r_train": float(r["r_train"])} for r in rows]
     effect = paper.g2_share(0.05) - paper.g2_share(0.10)
-    out = verdicts.phase_transition(pts, paper_effect=effect, z=z)
+    out = phase_transition(pts, paper_effect=effect, z=z)
     used = [pt for pt in out["points"] if pt["p"] not in out["left_out"]] or out["points"]
     out["share_low"], out["share_high"] = used[0]["G2_share"], used[-1]["G2_share"]
     return out
 
 
 def attack_claims(attack: str, a: pd.DataFrame, clean: pd.Series | None, w: float, *, check: verdicts.Check,
-                  content: verdicts.Check | None, spread: pd.DataFrame | None, reading: str) -> list[dict]:
+                  content: verdicts.Check | None, spread: pd.DataFrame | None, reading: str,
+                  exposure: dict | None = None) -> list[dict]:
     """The Trojan-horse row, the Insight-1 rows (one per p) and the Insight-2 row of ``attack`` at ``w``
     under one reading.
 
     ``a``: the attack's G rows (:func:`~bibad_utils.experiments.insights.groups.g_row` columns) at ``w``
     under that reading, sorted by p; ``clean``: the clean DM's row under the same reading (None: none);
     ``check``: the instrument's check on the clean DM's generations; ``content``: the content judge's
-    check (None: none); ``spread``: the across-run spread (:func:`seed_spread`, detector reading only)."""
+    check (None: none); ``spread``: the across-run spread (:func:`seed_spread`, detector reading only);
+    ``exposure``: cell name -> epochs of fine-tuning (absent: not stated), which a "not reproduced" needs
+    near the paper's (:func:`bibad_utils.verdicts.at_exposure`)."""
     rows: list[dict] = []
+    epochs = lambda cell: (exposure or {}).get(cell, math.nan)  # noqa: E731
     top = a.iloc[-1]
     floor = float(clean["G1"]) if clean is not None else 0.0
     sd = across_seeds(spread, top["cell"], attack, w, "G1")
@@ -85,7 +90,7 @@ def attack_claims(attack: str, a: pd.DataFrame, clean: pd.Series | None, w: floa
     rows.append(claim_row(
         STAGE, TROJAN_CLAIM, setting=f"{attack}, p={top['p']}, w={w:g}", metric="G1 ratio of target-prompt generations",
         paper=paper.setting_text("trojan_g1", p=top["ratio"]), key="trojan_g1",
-        ours=g1, lo=g1_lo, hi=g1_hi, verdict=trojan.verdict,
+        ours=g1, lo=g1_lo, hi=g1_hi, verdict=trojan.verdict, exposure=epochs(top["cell"]),
         note=f"reference: G1 of the clean DM under the same {reading} = {pct_text(floor)}"
              + _seed_note(sd, top["G1"], top["G1_lo"], top["G1_hi"])
              + (f"; {trojan.verdict}: {trojan.reason}" if trojan.reason else "")))
@@ -99,7 +104,7 @@ def attack_claims(attack: str, a: pd.DataFrame, clean: pd.Series | None, w: floa
         rows.append(claim_row(
             STAGE, AMPLIFICATION_CLAIM, setting=f"{attack}, p={r['p']}, w={w:g}", metric="r_gen = G1 + G2",
             paper=paper.paper_text("amplification", p=r["ratio"]) if rt is not None else "", key="amplification",
-            ours=val, lo=lo, hi=hi, verdict=j.verdict,
+            ours=val, lo=lo, hi=hi, verdict=j.verdict, exposure=epochs(r["cell"]),
             note=(f"r_train = {pct_text(r['r_train'])}; amplification r_gen / r_train = {r['amplification']:.2f}"
                   + _seed_note(sd, r["r_gen"], r["r_gen_lo"], r["r_gen_hi"])
                   + (f"; paper (ImageNette): r_gen - r_train = {effect:+.3f}" if effect is not None else "")
@@ -124,7 +129,7 @@ def attack_claims(attack: str, a: pd.DataFrame, clean: pd.Series | None, w: floa
         rows.append(claim_row(
             STAGE, PHASE_CLAIM, setting=f"{attack}, p={a.iloc[0]['p']} -> {top['p']}, w={w:g}", metric=metric,
             paper=text, key="phase_transition", ours=pv["drop"], lo=pv["drop_lo"], hi=pv["drop_hi"],
-            verdict=pv["verdict"],
+            verdict=pv["verdict"], exposure=min((epochs(c) for c in a["cell"]), default=math.nan),
             note=(f"{pv['reason']}; {slides}"
                   + (f"; counts pooled over the {runs} training runs of each cell trained more than once"
                      if runs > 1 else ""))))

@@ -35,8 +35,9 @@ def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.D
         baselines = {a: judge_check(study, a, gj) for a in pd.unique(dup["attack"])}
     else:
         baselines = {}
+    epochs = min((study.exposure(c) for c in cells if c.kind not in ("clean", "relabel")), default=math.nan)
     return claims_from_tables(dup, rep, finder, sims, guidance=float(study.cfg["sampling"]["guidance"][0]),
-                              baselines=baselines)
+                              baselines=baselines, exposure=epochs)
 
 
 def judge_check(study: Study, attack: str, gj: pd.DataFrame | None = None) -> verdicts.Check | None:
@@ -54,13 +55,14 @@ def judge_check(study: Study, attack: str, gj: pd.DataFrame | None = None) -> ve
 
 
 def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFrame, sims: dict,
-                       guidance: float, baselines: dict | None = None) -> list[dict]:
+                       guidance: float, baselines: dict | None = None, exposure: float = math.nan) -> list[dict]:
     """Claim rows (:func:`bibad_utils.report.claim_row`) from the stage's tables.
 
     dup: :func:`random_vs_duplicate`; rep: :func:`replication_table`; finder: :func:`duplicate_finder_table`;
     sims: ``{cell name: nearest-training similarities}`` of the cells in ``rep``; guidance: the w of ``dup``;
     baselines: attack -> the failed judge check (:func:`judge_check`) that makes its G1 / G2 rows "not
-    tested" (None or absent: the judges passed).
+    tested" (None or absent: the judges passed); exposure: the fine-tuning epochs of the poisoned DMs
+    compared (the least of them; NaN: not stated), which a "not reproduced" needs near the paper's.
 
     - "duplicate poisoning raises G1 / G2", per p: ours = G_dup - G_random (fraction) with Newcombe's
       interval (:func:`bibad_utils.verdicts.compare`): reproduced when the interval lies above 0;
@@ -87,7 +89,7 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
         rows.append(claim_row(
             STAGE, f"Poisoning duplicated images raises {metric}", metric=f"{metric}(duplicate) - {metric}(random)",
             setting=f"{r['attack'].iloc[0]}, p={p:g}, w={guidance:g}", paper=paper.paper_text(key, p=p), key=key,
-            kind="" if values else "no paper number", ours=d, lo=lo, hi=hi, verdict=j.verdict,
+            kind="" if values else "no paper number", ours=d, lo=lo, hi=hi, verdict=j.verdict, exposure=exposure,
             note=(f"{metric}: {r.loc['random', 'ours']:.3f} (random) vs {r.loc['duplicate', 'ours']:.3f} "
                   f"(duplicate), n = {int(r.loc['random', 'n'])} each; Newcombe 95 % interval"
                   + (f"; paper's largest rise at this p {effect:+.3f}" if effect is not None else "")
@@ -104,7 +106,7 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
                 STAGE, "Poisoned DMs replicate training images more than the clean DM",
                 metric=f"replication rate (cos > {threshold:.4g}), poisoned - clean", setting=r["cell"],
                 paper=paper.paper_text("replication"), key="replication", ours=d, lo=lo, hi=hi,
-                verdict="not tested" if blind else verdicts.compare(d, lo, hi).verdict,
+                verdict="not tested" if blind else verdicts.compare(d, lo, hi).verdict, exposure=exposure,
                 note=f"{int(r['k'])}/{int(r['n'])} vs {int(c['k'])}/{int(c['n'])} replicas; Newcombe 95 % interval"
                      + ("; not tested: neither DM, the clean one included, has a generation over the threshold, "
                         "so the instrument sees no replication at this scale" if blind else "")))
@@ -113,7 +115,7 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
                 STAGE, "Poisoned DMs' generations lie closer to their nearest training image",
                 metric="mean nearest-training cosine, poisoned - clean", setting=r["cell"],
                 paper=paper.paper_text("replication"), key="replication", ours=d, lo=lo, hi=hi,
-                verdict=verdicts.compare(d, lo, hi).verdict,
+                verdict=verdicts.compare(d, lo, hi).verdict, exposure=exposure,
                 note=f"means {r['mean_sim']:.4f} vs {c['mean_sim']:.4f}; Welch normal 95 % interval"))
     f = finder.iloc[0]
     source = str(f.get("threshold_source", ""))

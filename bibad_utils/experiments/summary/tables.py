@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import paper
+from bibad_utils.paper import PAPER_EPOCHS
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.summary.families import (CLAIM_FAMILIES, PAPER_CLAIM_FAMILIES, family_coverage, family_of,
                                                       kind_of, present_stages, uncovered_rows)
@@ -41,7 +42,7 @@ def frame_from_rows(rows: list[dict], stages_present, families=PAPER_CLAIM_FAMIL
             raise ConfigError("verdict", r["verdict"], " | ".join(VERDICTS))
     extra = uncovered_rows(rows, stages_present, families)
     records = ([{**r, "origin": "run"} for r in rows] + [{**r, "origin": "coverage check"} for r in extra])
-    cols = [*COLUMNS, "family", "kind", "origin"]
+    cols = [*COLUMNS, "family", "kind", "origin", "exposure"]
     if not records:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame(records)
@@ -51,7 +52,9 @@ def frame_from_rows(rows: list[dict], stages_present, families=PAPER_CLAIM_FAMIL
     order = list(dict.fromkeys([f.stage for f in everything] + sorted(set(df["stage"]))))
     df["_stage_order"] = df["stage"].map(order.index)
     df = df.sort_values("_stage_order", kind="stable").drop(columns="_stage_order").reset_index(drop=True)
-    for c in ("ours", "ours_lo", "ours_hi"):
+    if "exposure" not in df:
+        df["exposure"] = math.nan
+    for c in ("ours", "ours_lo", "ours_hi", "exposure"):
         df[c] = df[c].astype(float)
     return df[cols]
 
@@ -149,7 +152,15 @@ def ours_text(ours: float, lo: float = math.nan, hi: float = math.nan) -> str:
     return fmt(ours)
 
 
-DISPLAY_COLUMNS = ["claim", "setting", "paper", "ours (95 % CI)", "verdict", "kind", "note"]
+DISPLAY_COLUMNS = ["claim", "setting", "paper", "ours (95 % CI)", "verdict", "kind", "exposure", "note"]
+
+
+def exposure_text(epochs: float) -> str:
+    """The fine-tuning exposure of a row's DM(s) in the paper's unit, e.g. "7.7 of ~50 epochs"; "" when not
+    stated (a control of an instrument, a row saved before exposures were recorded)."""
+    if epochs is None or not np.isfinite(epochs):
+        return ""
+    return f"{epochs:.1f} of ~{PAPER_EPOCHS} epochs"
 
 
 def claims_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -160,7 +171,9 @@ def claims_table(df: pd.DataFrame) -> pd.DataFrame:
         "#": df.groupby("stage", sort=False).cumcount() + 1,
         "claim": df["claim"], "setting": df["setting"], "paper": df["paper"],
         "ours (95 % CI)": [ours_text(o, lo, hi) for o, lo, hi in zip(df["ours"], df["ours_lo"], df["ours_hi"])],
-        "verdict": df["verdict"], "kind": _with_kind(df)["kind"], "note": df["note"]})
+        "verdict": df["verdict"], "kind": _with_kind(df)["kind"],
+        "exposure": [exposure_text(e) for e in (df["exposure"] if "exposure" in df else [math.nan] * len(df))],
+        "note": df["note"]})
     return out.set_index(["stage", "#"])[DISPLAY_COLUMNS]
 
 
@@ -195,10 +208,10 @@ def claims_markdown(df: pd.DataFrame, missing=()) -> str:
     table = claims_table(df) if len(df) else None
     for stage in ([] if table is None else pd.unique(table.index.get_level_values(0))):
         rows = table.loc[stage]
-        lines = [f"### {stage}", "", "| claim | setting | paper | ours (95 % CI) | verdict | kind |",
-                 "|---|---|---|---|---|---|"]
+        lines = [f"### {stage}", "", "| claim | setting | paper | ours (95 % CI) | verdict | kind | exposure |",
+                 "|---|---|---|---|---|---|---|"]
         lines += ["| " + " | ".join(md_cell(r[c]) for c in ("claim", "setting", "paper", "ours (95 % CI)", "verdict",
-                                                              "kind"))
+                                                              "kind", "exposure"))
                   + " |" for _, r in rows.iterrows()]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
