@@ -213,8 +213,8 @@ class Study(JudgesMixin):
 
     # ---------------------------------------------------------------------------------- models
     def _train_section(self, name: str) -> dict:
-        sec = dict(self.cfg[name])
-        sec.pop("shipped", None)  # where the weights come from, not how they are trained: not in the key
+        # shipped: where the weights come from, not how they are trained; keep_checkpoints 0: as if unset
+        sec = {k: v for k, v in self.cfg[name].items() if k != "shipped" and (k != "keep_checkpoints" or v)}
         sec.setdefault("checkpoint_every", max(1, sec["steps"] // 5) if sec["steps"] else 1)
         return sec
 
@@ -251,7 +251,7 @@ class Study(JudgesMixin):
                 init_state = load_model(self.store.path("pretrain", init_key) / "model").state_dict_to_save()
             # the section's keys are train_diffusion's keyword arguments; its signature holds their defaults
             res = train_diffusion(model, dataset, **section, work_dir=art.work_dir, seed=seed,
-                                  init_state=init_state, device=self.device, progress=self.progress,
+                                  init_state=init_state, device=self.device, progress=self.progress, keep_dir=art.dir,
                                   report=(stage, label))
             model.load_trainable_state(res.ema_state)
             model.save(art.dir / "model")

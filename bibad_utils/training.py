@@ -32,6 +32,7 @@ from bibad_utils.schema import Field, Section, is_int, signature_defaults
 from bibad_utils.schema import is_number as is_num
 
 CHECKPOINT_DIR = "checkpoints"
+KEPT_DIR = "kept"  # in the work dir: the EMA weights of the checkpoints ``keep_checkpoints`` keeps
 
 
 def derive_seed(*parts) -> int:
@@ -143,6 +144,7 @@ def _training_fields(min_steps: int, shipped: bool) -> dict[str, Field]:
     }
     if shipped:  # where the weights come from (bibad_utils.shipped_base), not how they are trained
         fields["shipped"] = Field("bool", default=False)
+        fields["keep_checkpoints"] = Field("int", low=0, doc="EMA weights of this many checkpoints kept (kept_steps)")
     return signature_defaults(train_diffusion, fields)
 
 
@@ -213,6 +215,13 @@ def _save_checkpoint(work_dir: Path, step: int, model, ema, optimizer, state: di
     return final
 
 
+def kept_steps(steps: int, checkpoint_every: int, n: int) -> list[int]:
+    """The checkpoint steps (multiples of ``checkpoint_every``, and ``steps``) whose EMA weights ``keep_checkpoints
+    = n`` keeps: ``n`` of them evenly spread, the last included (all when there are at most ``n``; none for 0)."""
+    marks = sorted(set(range(checkpoint_every, steps + 1, checkpoint_every)) | ({steps} if steps else set()))
+    return marks if n >= len(marks) else [marks[round((k + 1) * len(marks) / n) - 1] for k in range(n)]
+
+
 # ----------------------------------------------------------------------------------------------
 # the loop
 
@@ -221,7 +230,8 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
                     ema_decay: float | None = 0.999, cond_drop: float = 0.1, checkpoint_every: int, work_dir,
                     seed: int, init_state: dict | None = None, warmup_steps: int = 0,
                     grad_clip: float | None = 1.0, stop_after: int | None = None, device="cpu",
-                    progress: bool = True, log_every: int = 10, report: tuple[str, str] | None = None) -> TrainResult:
+                    progress: bool = True, log_every: int = 10, report: tuple[str, str] | None = None,
+                    keep_checkpoints: int = 0, keep_dir=None) -> TrainResult:
     """Train ``model``'s denoiser for ``steps`` optimiser steps of global batch ``batch_size``.
 
     dataset: has ``__len__`` and ``batch(indices) -> (float [-1, 1] [n, 3, H, W], int64 [n])``.
@@ -238,12 +248,17 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
     process, so all calls in a process must agree on both. On return the model holds the last (not the
     EMA) weights, on ``device``, in train mode. report: ``(stage, label)`` of the run for the live
     progress file of ``bibad run`` (:func:`bibad_utils.progress.task`; a no-op outside a run).
+    keep_checkpoints: the EMA weights of this many checkpoints (:func:`kept_steps`) end, once the run is
+    complete, in ``<keep_dir>/checkpoints/step-XXXXXXXX/`` (``ema.safetensors``, ``state.json``).
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     _check_args(steps, batch_size, lr, weight_decay, ema_decay, cond_drop, checkpoint_every, seed,
                 warmup_steps, grad_clip, stop_after, log_every, len(dataset))
+    if not is_int(keep_checkpoints, 0) or (keep_checkpoints and keep_dir is None):
+        raise ConfigError("keep_checkpoints", keep_checkpoints, "an integer >= 0 (above 0 only with a keep_dir)")
+    kept = kept_steps(steps, checkpoint_every, keep_checkpoints)
     device = torch.device(device)
     if device.type == "cpu" and model.mixed_precision == "fp16":
         raise ConfigError("model.mixed_precision", "fp16", "no or bf16 when training on the CPU")
@@ -293,6 +308,11 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
             if accelerator.scaler is not None:
                 state["scaler"] = accelerator.scaler.state_dict()
             _save_checkpoint(work_dir, step_now, model, ema, optimizer, state)
+            if step_now in kept:  # its EMA weights, with the training seconds and images up to it
+                (folder := work_dir / KEPT_DIR / f"step-{step_now:08d}").mkdir(parents=True, exist_ok=True)
+                save_file(_cpu(ema), str(folder / "ema.safetensors"))
+                meta = {"step": step_now, "wall_time_s": state["wall_time_s"], "images_seen": step_now * batch_size}
+                (folder / "state.json").write_text(json.dumps(meta) + "\n")
         accelerator.wait_for_everyone()
 
     model.train()
@@ -358,6 +378,8 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
         live_task.close()
     wall = state["wall_time_s"] + (time.perf_counter() - started)
     accelerator.unwrap_model(denoiser, keep_fp32_wrapper=False)
+    if kept and step == steps and accelerator.is_main_process:
+        shutil.copytree(work_dir / KEPT_DIR, Path(keep_dir) / CHECKPOINT_DIR, dirs_exist_ok=True)
     accelerator.free_memory()
     return TrainResult(
         ema_state=ema,

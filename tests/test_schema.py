@@ -84,12 +84,12 @@ def test_every_profile_key_is_declared_once_and_checked_on_load():
 
 def test_the_judges_and_training_defaults_are_their_functions_defaults():
     from bibad_utils.judges import train_classifier
-    from bibad_utils.judges.profile import JUDGES, WARP_KEYS
+    from bibad_utils.judges.profile import JUDGES, STUDY_KEYS, WARP_KEYS
 
     params = inspect.signature(train_classifier).parameters
     for key, value in JUDGES.defaults().items():
-        # ablation steers the study, the warp keys steer the WaNet detector's recipe (checked in test_wanet_judge)
-        if key != "ablation" and key not in WARP_KEYS:
+        # ablation and external steer the study, the warp keys the WaNet detector's recipe (test_wanet_judge)
+        if key not in STUDY_KEYS and key not in WARP_KEYS:
             assert params[key].default == value, key
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 
-from bibad_utils.base import ConfigError
+from bibad_utils.base import ConfigError, repo_path
 from bibad_utils.judges.augment import PHOTOMETRIC_KEYS
 from bibad_utils.judges.models import ARCHS
 from bibad_utils.judges.training import OPTIMIZERS, train_classifier
@@ -37,7 +37,37 @@ def _fields() -> dict[str, Field]:
     # not a training setting: whether chapter 04 also trains these judges WITHOUT photometric augmentation
     # (its ablation table; three more judges, about 100 s of a 2-core first run)
     fields["ablation"] = Field("bool", default=True)
+    # not a training setting either: a content judge nobody in this project trained (check_external)
+    fields["external"] = Field("value", default=None, nullable=True, allowed=EXTERNAL_ALLOWED,
+                               doc="null, or {kind: cifar_resnet, path: <safetensors file>} (chapter 02's base DM check)")
     return fields
+
+
+# External content judges: kind -> what its file is. Only read by chapter 02's check of the clean base DM.
+EXTERNAL_KINDS = {"cifar_resnet": "a CIFAR ResNet's safetensors weights (bibad_utils.judges.cifar_resnet)"}
+EXTERNAL_ALLOWED = "null or a mapping {kind: cifar_resnet, path: <file, relative to the repository root>}"
+
+
+def check_external(value, param: str = "judges.external") -> dict | None:
+    """The ``judges.external`` entry checked: None, or ``{"kind", "path"}`` with ``kind`` in
+    :data:`EXTERNAL_KINDS` and ``path`` an existing file (relative paths from the repository root; returned
+    resolved, absolute). ConfigError naming the key, the value and what is allowed otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(param, value, EXTERNAL_ALLOWED)
+    for key in value:
+        if key not in ("kind", "path"):
+            raise ConfigError(f"{param}.{key}", value[key], "a key among ['kind', 'path']")
+    kind, path = value.get("kind"), value.get("path")
+    if kind not in EXTERNAL_KINDS:
+        raise ConfigError(f"{param}.kind", kind, f"one of {list(EXTERNAL_KINDS)}")
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(f"{param}.path", path, f"the path of {EXTERNAL_KINDS[kind]}")
+    resolved = repo_path(path)
+    if not resolved.is_file():
+        raise ConfigError(f"{param}.path", path, f"an existing file (there is none at {resolved})")
+    return {"kind": kind, "path": str(resolved)}
 
 
 # The warp (WaNet) detector's recipe: profile key -> (function whose signature holds the default, its argument).
@@ -71,13 +101,14 @@ def _warp_fields() -> dict[str, Field]:
 
 
 def _check(values: dict, prefix: str, profile: dict) -> None:
+    check_external(values.get("external"), f"{prefix}.external")
     if values.get("pretrained") and values["arch"] == "small_cnn":
         raise ConfigError(f"{prefix}.pretrained", True, "false for arch small_cnn (no ImageNet weights)")
 
 
 # Left as written in the profile: the section is part of the judges' artifact keys.
 JUDGES = Section("judges", _fields(), check=_check, fill=False)
-STUDY_KEYS = ("ablation",)  # keys that steer the study, not a judge's training (nor its artifact key)
+STUDY_KEYS = ("ablation", "external")  # keys that steer the study, not a judge's training (nor its artifact key)
 # train_classifier's keyword arguments
 JUDGE_KEYS = tuple(k for k in JUDGES.field_map() if k not in STUDY_KEYS and k not in WARP_KEYS)
 

@@ -103,16 +103,21 @@ def seed_spread(sdf: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def across_seeds(spread: pd.DataFrame | None, cell: str, detector: str, guidance: float, col: str) -> dict | None:
-    """``{"mean", "lo", "hi", "sd", "n"}`` of ``col`` across the training runs of one (cell, detector, w) of
-    :func:`seed_spread`; None without two or more runs."""
+def _runs_row(spread: pd.DataFrame | None, cell: str, detector: str, guidance: float) -> pd.Series | None:
+    """The :func:`seed_spread` row of one (cell, detector, w) trained two or more times; None otherwise."""
     if spread is None or spread.empty:
         return None
     sel = spread[(spread["cell"] == cell) & (spread["detector"] == detector)
                  & (spread["guidance"].astype(float) == float(guidance))]
-    if sel.empty or int(sel["n_seeds"].iloc[0]) < 2:
+    return None if sel.empty or int(sel["n_seeds"].iloc[0]) < 2 else sel.iloc[0]
+
+
+def across_seeds(spread: pd.DataFrame | None, cell: str, detector: str, guidance: float, col: str) -> dict | None:
+    """``{"mean", "lo", "hi", "sd", "n"}`` of ``col`` across the training runs of one (cell, detector, w) of
+    :func:`seed_spread`; None without two or more runs."""
+    r = _runs_row(spread, cell, detector, guidance)
+    if r is None:
         return None
-    r = sel.iloc[0]
     return {"mean": float(r[f"{col}_mean"]), "lo": float(r[f"{col}_seed_lo"]), "hi": float(r[f"{col}_seed_hi"]),
             "sd": float(r[f"{col}_sd"]), "n": int(r["n_seeds"])}
 
@@ -120,12 +125,8 @@ def across_seeds(spread: pd.DataFrame | None, cell: str, detector: str, guidance
 def pooled_counts(spread: pd.DataFrame | None, cell: str, detector: str, guidance: float) -> dict | None:
     """``{"n", "n_G1", "n_G2", "runs"}``: the target-prompt counts of every training run of one (cell,
     detector, w) of :func:`seed_spread` summed; None without two or more runs."""
-    if spread is None or spread.empty or "pooled_n" not in spread.columns:
+    r = _runs_row(spread, cell, detector, guidance)
+    if r is None or "pooled_n" not in r.index:
         return None
-    sel = spread[(spread["cell"] == cell) & (spread["detector"] == detector)
-                 & (spread["guidance"].astype(float) == float(guidance))]
-    if sel.empty or int(sel["n_seeds"].iloc[0]) < 2:
-        return None
-    r = sel.iloc[0]
     return {"n": int(r["pooled_n"]), "n_G1": int(r["pooled_n_G1"]), "n_G2": int(r["pooled_n_G2"]),
             "runs": int(r["n_seeds"])}

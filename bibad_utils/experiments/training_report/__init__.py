@@ -5,7 +5,8 @@ sets, the models and the generations) and return DataFrames, dicts of arrays or 
 trains anything itself except through the Study. Images follow the project's conventions: uint8
 ``[N, H, W, 3]`` at rest, float ``[N, 3, H, W]`` in [-1, 1] for triggers and models.
 
-One module per stage (``poisoning``, ``training``, ``generation``) and ``common`` for what they share;
+One module per stage (``poisoning``, ``training``, ``generation``), ``base_quality`` and ``base_figures``
+(how good the clean base DM is, chapter 02) and ``common`` for what they share;
 notebooks use this package as one namespace (``from bibad_utils.experiments import training_report as tr``).
 """
 
@@ -26,8 +27,19 @@ from bibad_utils.experiments.training_report.generation import (sampling_setting
                                                                 detector_kind, trigger_borders, target_grid_figure,
                                                                 guidance_sweep_figure, all_class_figure,
                                                                 class_accuracy_table, target_figures, accuracy_facts)
+from bibad_utils.experiments.training_report.base_quality import (JudgeSpec, base_fd, base_quality_table, base_sets,
+                                                                  class_kappa, external_spec, format_quality_table,
+                                                                  has_base, judge_agreement, judge_specs,
+                                                                  kept_checkpoints, predictions, quality_curve,
+                                                                  real_reference_indices)
+from bibad_utils.experiments.training_report.base_figures import (MISREAD_COLOR, base_quality_facts,
+                                                                  base_samples_figure, quality_curve_figure)
 
-__all__ = ["IMAGENETTE_TARGET_N", "IMAGENETTE_TRAIN_N", "PAPER_R_TRAIN_IMAGENETTE", "TRIGGER_COLOR",
+__all__ = ["JudgeSpec", "MISREAD_COLOR", "base_fd", "base_quality_facts", "base_quality_table", "base_samples_figure",
+    "base_sets", "class_kappa", "external_spec", "format_quality_table", "has_base", "judge_agreement",
+    "judge_specs", "kept_checkpoints", "predictions", "quality_curve", "quality_curve_figure",
+    "real_reference_indices",
+    "IMAGENETTE_TARGET_N", "IMAGENETTE_TRAIN_N", "PAPER_R_TRAIN_IMAGENETTE", "TRIGGER_COLOR",
     "accuracy_facts", "all_class_figure", "base_model", "cells_of", "check_count", "class_accuracy_table",
     "class_counts_long", "class_counts_table", "class_samples", "corner_box", "detector_kind", "example_indices",
     "finetune_all", "guidance_sweep_figure", "loss_at", "loss_logs", "manifest_table", "model_summary",
