@@ -101,9 +101,9 @@ class Study(JudgesMixin):
 
     @cached_property
     def data_key(self) -> str:
-        """Key of the dataset: its configuration, the seed and a hash of the labels."""
-        return st.artifact_key("data", {"dataset": self.cfg["dataset"], "seed": self.seed,
-                                        "labels": self.train_set.labels})
+        """Key of the dataset: its configuration (a real dataset by its files' fingerprint, not its path), the seed, the labels."""
+        ds = {k: v for k, v in self.cfg["dataset"].items() if k != "root" or "fingerprint" not in self.cfg["dataset"]}
+        return st.artifact_key("data", {"dataset": ds, "seed": self.seed, "labels": self.train_set.labels})
 
     def trigger(self, kind: str):
         """The study's trigger of ``kind`` (fixed by the profile's seed and trigger options)."""
