@@ -421,3 +421,16 @@ def test_detection_claims_rest_on_the_truth_reading_that_passes_the_planted_chec
     assert row["verdict"] == "not reproduced" and row["ours"] == pytest.approx(-0.15)
     row = cw.detection_claims(both.assign(reading="none"))[0]   # old rule: the detector alone, "reproduced"
     assert row["verdict"] == "not tested" and "disagree" in row["note"]
+
+
+def test_train_on_generations_without_a_paper_number_needs_the_papers_smallest_drop():
+    # demo BadNets-1 p = 10 %: ASR 98.9 -> 78.4 % while the backdoor is still active; the paper reports no
+    # number at p = 10 %, and its smallest drop anywhere is 0.311 (Caltech15 BadNets-2 p = 5 %)
+    na = {"paper_TA": math.nan, "paper_ASR": math.nan, "paper_ASR_caltech15": math.nan}
+    tog = pd.DataFrame([_rates({"source": s}, k_ta, k_asr, n=400, n_train=400, **na)
+                        for s, k_ta, k_asr in ((cw.SOURCES[0], 396, 396), (cw.SOURCES[1], 396, 396),
+                                               ("generated", 390, 314))])
+    asr, _ = cw.train_on_generations_claims(tog)
+    assert cw.claims.smallest_paper_asr_drop() == pytest.approx(0.95893 - 0.64821)
+    assert asr["verdict"] == "partly" and "smallest reported drop" in asr["note"]   # old rule: reproduced
+    assert asr["kind"] == "no paper number"

@@ -124,14 +124,21 @@ def _paper_drop(real, gen, col: str) -> float | None:
     return None
 
 
+def smallest_paper_asr_drop() -> float:
+    """The smallest ASR drop (training set -> generations) the paper reports anywhere in its train-on-
+    generations table: what "far lower ASR" means at least, used where it gives no number at a setting."""
+    return min(v["ASR"][0] - v["ASR"][1] for t in P.TRAIN_ON_GENERATIONS.values() for v in t.values())
+
+
 def train_on_generations_claims(tog: pd.DataFrame, exposure: dict | None = None) -> list[dict]:
     """Per cell: ASR lower when trained on generations (vs the same-size real subset), at a TA cost of at
     most :data:`TA_COST_MAX` (the paper's own largest reported drop).
 
     Preconditions: a backdoor to defuse: the classifier trained on the real subset must have an ASR above
     :data:`BACKDOOR_ASR_MIN` by its interval, else both rows are "not tested". The ASR row uses the
-    magnitude rule (:func:`bibad_utils.verdicts.compare` with the paper's drop at that setting): a drop
-    whose interval falls short of the paper's is "partly". The TA row qualifies the ASR row: it is
+    magnitude rule (:func:`bibad_utils.verdicts.compare` with the paper's drop at that setting, or, where
+    it gives none, the smallest drop it reports anywhere, :func:`smallest_paper_asr_drop`: "far lower"
+    means at least that): a drop whose interval falls short of it is "partly". The TA row qualifies the ASR row: it is
     "not tested" when the ASR row is "not tested" or "not reproduced" (no defence whose cost to measure).
     """
     rows = []
@@ -156,8 +163,12 @@ def train_on_generations_claims(tog: pd.DataFrame, exposure: dict | None = None)
         backdoor = V.baseline_check(real_asr_lo, chance=BACKDOOR_ASR_MIN,
                                     what=f"real-subset classifier's ASR ({real.ASR:.1%}; a backdoor to defuse)")
         d, lo, hi = proportion_difference(real.k_asr, real.n_asr, gen.k_asr, gen.n_asr)
-        j = V.compare(d, lo, hi, reference=0.0, direction="greater", baseline=backdoor,
-                      paper_effect=_paper_drop(real, gen, "paper_ASR"))
+        effect = _paper_drop(real, gen, "paper_ASR")
+        proxy = effect is None
+        effect = smallest_paper_asr_drop() if proxy else effect
+        j = V.compare(d, lo, hi, reference=0.0, direction="greater", baseline=backdoor, paper_effect=effect)
+        if proxy and j.verdict in ("reproduced", "partly") and j.reason:
+            j = j._replace(reason=j.reason + " (the paper's smallest reported drop: it gives no number at this setting)")
         d_ta, lo_ta, hi_ta = proportion_difference(real.k_ta, real.n_ta, gen.k_ta, gen.n_ta)
         jt = V.compare(d_ta, lo_ta, hi_ta, reference=TA_COST_MAX, direction="less")
         if j.verdict in ("not tested", "not reproduced"):
