@@ -104,9 +104,14 @@ class TriggerTemplate:
 
     def fires(self, images) -> np.ndarray:
         """bool ``[N]``: the score is above the calibrated threshold."""
+        return self.decide(self.scores(images))
+
+    def decide(self, scores) -> np.ndarray:
+        """bool ``[N]``: which of the :meth:`scores` ``scores`` lie above the calibrated threshold (for a
+        caller that keeps the scores too)."""
         if not np.isfinite(self.threshold):
             raise ConfigError("TriggerTemplate.threshold", self.threshold, "a threshold set by calibrate()")
-        return self.scores(images) > self.threshold
+        return np.asarray(scores) > self.threshold
 
 
 def template_check(template: TriggerTemplate, clean_images, triggered_images, z: float = 1.96) -> dict:

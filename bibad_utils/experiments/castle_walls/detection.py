@@ -175,10 +175,11 @@ def detector_scores(study, cell, set_name: str, detector: str, classifier: str =
     return {**out, **data}
 
 
-def detection_scores(study, cell, set_name: str, classifier: str = "victim", w: float | None = None) -> dict:
+def detection_scores(study, cell, set_name: str, classifier: str = "victim", w: float | None = None,
+                     sets: dict | None = None) -> dict:
     """Every registered detector's scores on one set: ``{name: scores}`` plus ``masks`` (CD), ``seconds``
     (per detector) and the set's ``images``, ``labels``, ``truth``, ``indices``."""
-    sets = detection_sets(study, cell, w)
+    sets = detection_sets(study, cell, w) if sets is None else sets  # a caller scoring several sets builds them once
     out, seconds = {}, {}
     for det in detectors():
         res = detector_scores(study, cell, set_name, det, classifier, sets, w=w)
@@ -275,8 +276,10 @@ def detection_differences(study, cells=None, classifier: str = "victim", w: floa
     w = study.guidance_all if w is None else float(w)
     rows = []
     for cell in cells or detection_cells(study):
-        kn = detection_scores(study, cell, "known answer", w=w)
-        tr, ge = detection_scores(study, cell, "training", w=w), detection_scores(study, cell, "generated", classifier, w)
+        sets = detection_sets(study, cell, w)  # judges the generations once for the three sets
+        kn = detection_scores(study, cell, "known answer", w=w, sets=sets)
+        tr = detection_scores(study, cell, "training", w=w, sets=sets)
+        ge = detection_scores(study, cell, "generated", classifier, w, sets=sets)
         flag = clean_dm_flag_rate(study, cell.trigger_kind)
         reading = preferred_instrument(planted, cell.trigger_kind) if len(planted) else "none"
         tpl_truth = ge["truth_template"]

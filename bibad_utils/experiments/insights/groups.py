@@ -57,6 +57,24 @@ def p_label(ratio: float) -> str:
     return f"{100 * ratio:g}%"
 
 
+def target_sets(study):
+    """Every target-prompt generation set of every cell, once per detector that reads it (controls once per
+    attack): yields ``(keys, gen, judgment, detector)``, ``keys`` the G table's identifying columns (cell,
+    attack, control, ratio, p, detector, guidance, n_poison) plus ``r_train``, ``gen`` the GenSet and
+    ``judgment`` the cached :func:`~bibad_utils.experiments.insights.judging.judged` decisions on it."""
+    for cell in study.cells():
+        r_train = trigger_r_train(study, cell)
+        n_poison = int(study.poison_manifest(cell)["n_poison"])
+        gens = study.generations(cell)
+        for det in detectors_for(study, cell):
+            for (name, w), j in judged(study, cell, det, gens).items():
+                if name == "target":
+                    keys = {"cell": cell.name, "attack": cell.kind, "control": cell.trigger_kind is None,
+                            "ratio": cell.ratio, "p": p_label(cell.ratio), "detector": det, "guidance": w,
+                            "n_poison": n_poison}
+                    yield {**keys, "r_train": r_train}, gens[(name, w)], j, det
+
+
 def g_table(study, z: float = 1.96) -> pd.DataFrame:
     """The G1-G4 dissection of every cell's target-prompt generations at every guidance w.
 
@@ -66,19 +84,9 @@ def g_table(study, z: float = 1.96) -> pd.DataFrame:
     r_train, amplification, G2_share, G1/G2_minus_r_train). Controls appear once per detector.
     """
     rows = []
-    for cell in study.cells():
-        r_train = trigger_r_train(study, cell)
-        n_poison = int(study.poison_manifest(cell)["n_poison"])
-        gens = study.generations(cell)
-        for det in detectors_for(study, cell):
-            judgments = judged(study, cell, det, gens)
-            for (name, w), j in judgments.items():
-                if name != "target":
-                    continue
-                row = g_row(j["trigger"], j["match"], r_train=r_train, z=z, cell=cell.name,
-                            attack=cell.kind, control=cell.trigger_kind is None, ratio=cell.ratio,
-                            p=p_label(cell.ratio), detector=det, guidance=w, n_poison=n_poison)
-                rows.append({**row, **template_columns(study.template(det), gens[(name, w)].images, j["trigger"], z)})
+    for keys, gen, j, det in target_sets(study):
+        row = g_row(j["trigger"], j["match"], z=z, **keys)
+        rows.append({**row, **template_columns(study.template(det), gen.images, j["trigger"], z)})
     return pd.DataFrame(rows)
 
 

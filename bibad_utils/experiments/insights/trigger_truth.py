@@ -22,9 +22,8 @@ from bibad_utils import metrics
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.data import to_float, to_uint8
-from bibad_utils.experiments.insights.groups import first_guidance, g_row, p_label
-from bibad_utils.experiments.insights.judging import (TRIGGER_THRESHOLD, detectors_for, judged, reference_cell,
-                                                      trigger_r_train)
+from bibad_utils.experiments.insights.groups import first_guidance, g_row, p_label, target_sets
+from bibad_utils.experiments.insights.judging import TRIGGER_THRESHOLD, detectors_for, judged, reference_cell
 from bibad_utils.judges import predict
 from bibad_utils.judges.profile import judge_settings
 
@@ -93,9 +92,9 @@ def _paired(study, cell, detector: str, gens: dict) -> dict:
     out = {}
     for key, j in judged(study, cell, detector, gens).items():
         images = gens[key].images
+        score = None if tpl is None else tpl.scores(images)  # scored once: the decisions follow from it
         out[key] = {"detector": j["trigger"], "p_trigger": j["p_trigger"],
-                    "template": None if tpl is None else tpl.fires(images),
-                    "template_score": None if tpl is None else tpl.scores(images),
+                    "template": None if tpl is None else tpl.decide(score), "template_score": score,
                     "match": j["match"], "labels": j["labels"], "images": images}
     return out
 
@@ -146,18 +145,11 @@ def g_rows_by_instrument(study, z: float = 1.96) -> pd.DataFrame:
     template's rows are absent where the trigger has none. ``df[df.instrument == "template"]`` goes into
     :func:`~bibad_utils.experiments.insights.groups.phase_transition` like a G table."""
     rows = []
-    for cell in study.cells():
-        r_train = trigger_r_train(study, cell)
-        n_poison = int(study.poison_manifest(cell)["n_poison"])
-        gens = study.generations(cell)
-        for det in detectors_for(study, cell):
-            for (name, w), d in _paired(study, cell, det, gens).items():
-                if name != "target":
-                    continue
-                for inst in INSTRUMENTS:
-                    if d[inst] is not None:
-                        rows.append(g_row(d[inst], d["match"], r_train=r_train, z=z, **_cell_keys(cell),
-                                          detector=det, instrument=inst, guidance=w, n_poison=n_poison))
+    for keys, gen, j, det in target_sets(study):
+        tpl = study.template(det)
+        for inst, fires in (("detector", j["trigger"]), ("template", None if tpl is None else tpl.fires(gen.images))):
+            if fires is not None:
+                rows.append(g_row(fires, j["match"], z=z, **keys, instrument=inst))
     return pd.DataFrame(rows)
 
 
