@@ -26,6 +26,16 @@ OPTIMIZERS = ("adamw", "sgd")
 _DEFAULT_WEIGHT_DECAY = {"adamw": 0.01, "sgd": 5e-4}
 
 
+def detector_source(clean_images, labels, exclude_class):
+    """The clean images a trigger detector trains on: ``(source, n, image_size)``, the images outside
+    ``exclude_class`` (the target: its poisoned copies are no clean negatives); at least one is needed."""
+    src = nontarget(as_images(clean_images, labels, "clean_images"), exclude_class)
+    n = len(src)
+    if n < 1:
+        raise ConfigError("len(clean_images)", n, "at least 1 image outside exclude_class")
+    return src, n, int(src.get(np.array([0])).shape[-1])
+
+
 def check_hparams(epochs, batch_size, lr, optimizer, weight_decay, crop_pad) -> None:
     for name, value, low in (("judges.epochs", epochs, 1), ("judges.batch_size", batch_size, 2)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -209,11 +219,7 @@ def train_trigger_detector(clean_images, trigger, *, labels=None, exclude_class:
     photometric = check_photometric(color_jitter=color_jitter, blur=blur, noise=noise)
     if not callable(getattr(trigger, "apply", None)):
         raise ConfigError("trigger", type(trigger).__name__, "an object with apply(x) on [-1, 1] NCHW images")
-    src = nontarget(as_images(clean_images, labels, "clean_images"), exclude_class)
-    n = len(src)
-    if n < 1:
-        raise ConfigError("len(clean_images)", n, "at least 1 image outside exclude_class")
-    image_size = int(src.get(np.array([0])).shape[-1])
+    src, n, image_size = detector_source(clean_images, labels, exclude_class)
     model = build_seeded(seed, arch=arch, num_classes=2, image_size=image_size, pretrained=pretrained,
                           input_size=input_size, kind="trigger_detector", class_names=["clean", "trigger"])
 

@@ -36,7 +36,7 @@ from bibad_utils.judges.augment import check_photometric
 from bibad_utils.judges.images import as_images, nontarget
 from bibad_utils.judges.inference import predict
 from bibad_utils.judges.models import Classifier
-from bibad_utils.judges.training import build_seeded, check_hparams, fit_judge
+from bibad_utils.judges.training import build_seeded, check_hparams, detector_source, fit_judge
 from bibad_utils.schema import is_int, is_number
 from bibad_utils.triggers import TRIGGERS, WarpTrigger, apply_warp, random_warp_grids
 
@@ -104,11 +104,7 @@ def train_warp_detector(clean_images, trigger, *, generated=None, labels=None, e
     generated_fraction = _check_share("judges.wanet_generated", generated_fraction, high_open=True)
     if not isinstance(trigger, WarpTrigger):
         raise ConfigError("trigger", type(trigger).__name__, "a WarpTrigger (this recipe is for warp triggers)")
-    src = nontarget(as_images(clean_images, labels, "clean_images"), exclude_class)
-    n = len(src)
-    if n < 1:
-        raise ConfigError("len(clean_images)", n, "at least 1 image outside exclude_class")
-    size = int(src.get(np.array([0])).shape[-1])
+    src, n, size = detector_source(clean_images, labels, exclude_class)
     if size != trigger.image_size:
         raise ConfigError("clean_images.shape", size, f"{trigger.image_size} px images (the trigger's size)")
     gen_src = None if generated is None else as_images(generated, name="generated")
