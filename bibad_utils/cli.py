@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     try:
         overrides = overrides_from_assignments(args.assignments)
         if args.command == "compute":
-            from bibad_utils.stages import Cell, Study, compute
+            from bibad_utils.parallel import compute
+            from bibad_utils.stages import Cell, Study
             study = Study(args.profile, overrides)
             cells = [Cell.parse(c) for c in args.cells] if args.cells else None
             for line in compute(study, cells, args.generate):

@@ -260,6 +260,10 @@ def validate_profile(cfg: dict) -> dict:
             cfg[name] = section.validate(cfg[name], profile=cfg)
     if "train_seeds" in cfg:
         validate_train_seeds(cfg["train_seeds"], "train_seeds")
+    ds = cfg["dataset"]
+    if cfg["pretrain"].get("data", "subset") == "all" and (ds["name"] == "procedural" or ds.get("n_per_class") is None):
+        raise ConfigError("pretrain.data", "all", f"subset: dataset {cfg['dataset']['name']!r} has no "
+                          "class-balanced subset (dataset.n_per_class) for 'all' to widen")
     return cfg
 
 

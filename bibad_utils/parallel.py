@@ -32,7 +32,7 @@ from bibad_utils.base import ConfigError
 from bibad_utils.judges import PHOTOMETRIC_KEYS
 from bibad_utils.judges.profile import wants_ablation
 from bibad_utils.progress import ENV_SIBLINGS, ENV_THREADS, choose_threads
-from bibad_utils.stages import Cell, Study, compute
+from bibad_utils.stages import Cell, Study
 
 ENV_WORKERS = "BIBAD_WORKERS"
 
@@ -140,3 +140,21 @@ def compute_cells(study, cells, generate: bool = False, train_only=(), workers: 
     finally:
         Path(profile_file).unlink(missing_ok=True)
     return n
+
+
+def compute(study: Study, cells: list[Cell] | None = None, generate: bool = True) -> list[str]:
+    """Compute (or find cached) the pre-trained model and, for each cell (default: all of the profile,
+    every training-seed replicate included), its fine-tuned model and, if ``generate``, its generation
+    sets; returns one line per step.
+
+    This is what ``bibad compute`` runs, e.g. under ``accelerate launch`` on several GPUs, or once per
+    cell (``--cells badnets1:0.05@1``) as independent jobs sharing one store: artifacts are
+    content-addressed, so the notebooks then find them instead of recomputing."""
+    done = []
+    if study.pretrain_key:
+        done.append(f"pretrain {study.pretrain_key}")
+    for cell in study.cells(with_seeds=True) if cells is None else cells:
+        done.append(f"finetune {cell.name}: {study.model_key(cell)}")
+        if generate:
+            done.append(f"generate {cell.name}: {study.generation_key(cell)}")
+    return done

@@ -102,8 +102,21 @@ class Study(JudgesMixin):
     @cached_property
     def data_key(self) -> str:
         """Key of the dataset: its configuration (a real dataset by its files' fingerprint, not its path), the seed, the labels."""
-        ds = {k: v for k, v in self.cfg["dataset"].items() if k != "root" or "fingerprint" not in self.cfg["dataset"]}
-        return st.artifact_key("data", {"dataset": ds, "seed": self.seed, "labels": self.train_set.labels})
+        return self._data_key(self.cfg["dataset"], self.train_set)
+
+    def _data_key(self, section: dict, data) -> str:
+        ds = {k: v for k, v in section.items() if k != "root" or "fingerprint" not in section}
+        return st.artifact_key("data", {"dataset": ds, "seed": self.seed, "labels": data.labels})
+
+    @cached_property
+    def pretrain_data(self) -> tuple:
+        """(set, key) the base DM is pre-trained on: the training set, or with ``pretrain.data: all`` the
+        dataset's whole training split (e.g. all 50,000 CIFAR-10 images where the cells use a subset)."""
+        if self.cfg["pretrain"].get("data", "subset") != "all":
+            return self.train_set, self.data_key
+        section = {**self.cfg["dataset"], "n_per_class": None, "n_test_per_class": None}  # the cells' sizes: not keyed
+        data = dataset_from_config(section, split="train", seed=self.seed)
+        return data, self._data_key(section, data)
 
     def trigger(self, kind: str):
         """The study's trigger of ``kind`` (fixed by the profile's seed and trigger options)."""
@@ -214,7 +227,8 @@ class Study(JudgesMixin):
     # ---------------------------------------------------------------------------------- models
     def _train_section(self, name: str) -> dict:
         # shipped: where the weights come from, not how they are trained; keep_checkpoints 0: as if unset
-        sec = {k: v for k, v in self.cfg[name].items() if k != "shipped" and (k != "keep_checkpoints" or v)}
+        sec = {k: v for k, v in self.cfg[name].items()
+               if k not in ("shipped", "data") and (k != "keep_checkpoints" or v)}
         sec.setdefault("checkpoint_every", max(1, sec["steps"] // 5) if sec["steps"] else 1)
         return sec
 
@@ -273,14 +287,15 @@ class Study(JudgesMixin):
             return None
         if self.cfg["pretrain"].get("shipped"):
             shipped_base.install_shipped_base(self.store, self.pretrain_expected_key(), self.cfg["name"])
-        return self._train("pretrain", self.train_set, sec, [self.data_key], None, label="clean base DM")
+        data, key = self.pretrain_data
+        return self._train("pretrain", data, sec, [key], None, label="clean base DM")
 
     def pretrain_expected_key(self) -> str | None:
         """The artifact key of the pre-trained DM, computed without training it (None without one)."""
         sec = self._train_section("pretrain")
         if not sec["steps"]:
             return None
-        return st.artifact_key("pretrain", self._train_params(sec), sorted([self.data_key]))
+        return st.artifact_key("pretrain", self._train_params(sec), [self.pretrain_data[1]])
 
     def model_key(self, cell: Cell) -> str:
         """Key of ``cell``'s DM: the pre-trained model fine-tuned on ``cell``'s training set."""
@@ -381,20 +396,3 @@ class Study(JudgesMixin):
         path = self.store.path("generate", self.generation_key(cell))
         return float(st.load_json(path / "timing.json")["wall_time_s"])
 
-
-def compute(study: Study, cells: list[Cell] | None = None, generate: bool = True) -> list[str]:
-    """Compute (or find cached) the pre-trained model and, for each cell (default: all of the profile,
-    every training-seed replicate included), its fine-tuned model and, if ``generate``, its generation
-    sets; returns one line per step.
-
-    This is what ``bibad compute`` runs, e.g. under ``accelerate launch`` on several GPUs, or once per
-    cell (``--cells badnets1:0.05@1``) as independent jobs sharing one store: artifacts are
-    content-addressed, so the notebooks then find them instead of recomputing."""
-    done = []
-    if study.pretrain_key:
-        done.append(f"pretrain {study.pretrain_key}")
-    for cell in study.cells(with_seeds=True) if cells is None else cells:
-        done.append(f"finetune {cell.name}: {study.model_key(cell)}")
-        if generate:
-            done.append(f"generate {cell.name}: {study.generation_key(cell)}")
-    return done

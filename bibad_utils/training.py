@@ -28,8 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from bibad_utils.base import ConfigError
 from bibad_utils.progress import Task
-from bibad_utils.schema import Field, Section, is_int, signature_defaults
-from bibad_utils.schema import is_number as is_num
+from bibad_utils.schema import Field, Section, is_int, is_number as is_num, signature_defaults
 
 CHECKPOINT_DIR = "checkpoints"
 KEPT_DIR = "kept"  # in the work dir: the EMA weights of the checkpoints ``keep_checkpoints`` keeps
@@ -91,9 +90,7 @@ class TrainResult:
     use (``model.load_trainable_state(result.ema_state)``); loss_log: ``(step, mean loss over the
     steps since the previous entry)``; steps: optimiser steps done in total; wall_time_s: seconds of
     training over all (resumed) runs; images_seen: training images consumed (steps x global batch);
-    completed: False when ``stop_after`` ended the run early; resumed_from: the checkpoint step this
-    run started from (0: fresh).
-    """
+    completed: False when ``stop_after`` ended the run early; resumed_from: its first step (0: fresh)."""
 
     ema_state: dict[str, torch.Tensor]
     loss_log: list[tuple[int, float]]
@@ -145,6 +142,8 @@ def _training_fields(min_steps: int, shipped: bool) -> dict[str, Field]:
     if shipped:  # where the weights come from (bibad_utils.shipped_base), not how they are trained
         fields["shipped"] = Field("bool", default=False)
         fields["keep_checkpoints"] = Field("int", low=0, doc="EMA weights of this many checkpoints kept (kept_steps)")
+        fields["data"] = Field("choice", choices=("subset", "all"), default="subset",  # not train_diffusion's
+                               doc="all: the dataset's whole training split, not its n_per_class subset")
     return signature_defaults(train_diffusion, fields)
 
 

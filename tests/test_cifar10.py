@@ -256,3 +256,34 @@ def test_the_offline_copy_reads_quickly(tmp_path):
     assert ds.images.shape == (10, 32, 32, 3) and ds.labels.tolist() == list(range(10))
     assert ds.meta["source_format"] == "zip" and 20 < ds.images.mean() < 235 and ds.images.std() > 10
     assert ds.meta["files_fingerprint"]["files"] == 1
+
+
+def test_pretraining_on_the_whole_split_where_the_cells_use_a_subset(tiny_zip, tmp_path):
+    """pretrain.data: all pre-trains the base DM on every training image (its own data key) while the cells
+    keep the subset; subset (the default) keeps the pre-training key of a profile that does not name it."""
+    from bibad_utils.config import load_profile
+    from bibad_utils.stages import Study
+
+    section = {"name": "cifar10", "root": str(tiny_zip), "image_size": 16, "n_per_class": 3,
+               "n_test_per_class": 2, "options": None}
+    base = {"dataset": section, "target": 4, "run_dir": str(tmp_path / "run")}
+    base["pretrain"] = {"steps": 2}  # smoke trains from scratch: a key needs pre-training
+    subset = Study("smoke", base, progress=False)
+    named = Study("smoke", {**base, "pretrain": {"steps": 2, "data": "subset"}}, progress=False)
+    whole = Study("smoke", {**base, "pretrain": {"steps": 2, "data": "all"}}, progress=False)
+    assert len(subset.train_set) == len(whole.train_set) == 30
+    data, key = whole.pretrain_data
+    assert len(data) == 60 and data.class_counts().tolist() == [6] * 10 and key != whole.data_key
+    assert subset.pretrain_data[1] == subset.data_key
+    assert named.pretrain_expected_key() == subset.pretrain_expected_key() != whole.pretrain_expected_key()
+    assert whole.data_key == subset.data_key  # the cells' data is unchanged
+    smaller = {**base, "dataset": {**section, "n_per_class": 2, "n_test_per_class": 1}, "pretrain": {"steps": 2, "data": "all"}}
+    assert Study("smoke", smaller, progress=False).pretrain_expected_key() == whole.pretrain_expected_key()
+    for dataset in ({**section, "n_per_class": None}, None):  # nothing to widen: the whole split already,
+        over = {"pretrain": {"data": "all"}, **({"dataset": dataset, "target": 4} if dataset else {})}
+        with pytest.raises(ConfigError) as err:                  # or the procedural set (no fixed split)
+            load_profile("smoke", over)
+        assert err.value.param == "pretrain.data" and "subset" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_profile("smoke", {**base, "pretrain": {"data": "everything"}})
+    assert err.value.param == "pretrain.data"

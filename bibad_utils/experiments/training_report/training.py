@@ -62,7 +62,7 @@ def pretrain_table(study) -> pd.DataFrame:
         return pd.DataFrame({"note": ["none: pretrain.steps = 0, every cell trains from scratch"]},
                             index=pd.Index(["clean pre-training"], name="model"))
     rec = study.train_record(None)
-    row = _record_row("clean pre-training", rec, len(study.train_set), study.cfg["pretrain"]["batch_size"])
+    row = _record_row("clean pre-training", rec, len(study.pretrain_data[0]), study.cfg["pretrain"]["batch_size"])
     return pd.DataFrame([row]).set_index("model")
 
 
