@@ -123,3 +123,24 @@ def test_judge_interface_takes_the_projects_images(tmp_path):
     assert from_file.meta["weights"].endswith("r20.safetensors")
     # other sizes are resized to the 32 px the network was trained at
     assert predict(judge, np.repeat(np.repeat(u8, 2, 1), 2, 2))[1].shape == (5, 10)
+
+
+@pytest.mark.parametrize("arch,params", [("resnet20", 269_722), ("resnet56", 853_018)])
+def test_the_cifar_resnets_as_trainable_classifiers(arch, params, tmp_path):
+    """arch resnet20 / resnet56 builds He et al.'s network as a classifier of the project's interface (a
+    victim or judge trained here): the parameter count of the public network, ImageNet normalisation equal to
+    the recipe's, a safetensors round trip through save_classifier / load_classifier; no ImageNet weights."""
+    from bibad_utils.judges import build_classifier, load_classifier, save_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier(arch, 10, 32).eval()
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert model.mean.flatten().tolist() == pytest.approx(CIFAR_MEAN) and model.std.flatten().tolist() == pytest.approx(CIFAR_STD)
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    save_classifier(model, tmp_path / arch)
+    again = load_classifier(tmp_path / arch)
+    assert again.config["arch"] == arch and torch.equal(again(x), model(x))
+    assert model.features(x).shape == (3, 64)
+    with pytest.raises(ConfigError) as err:
+        build_classifier(arch, 10, 32, pretrained=True)
+    assert err.value.param == "judges.pretrained"

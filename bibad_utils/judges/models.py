@@ -17,8 +17,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bibad_utils.base import ConfigError
+from bibad_utils.judges.cifar_arch import WIDTHS, CifarResNet, Trunk
 
-ARCHS = ("small_cnn", "resnet18", "resnet50")
+ARCHS = ("small_cnn", "resnet18", "resnet50", "resnet20", "resnet56")
+CIFAR_ARCHS = ("resnet20", "resnet56")  # He et al.'s CIFAR ResNets (bibad_utils.judges.cifar_arch), trained here
 KINDS = ("classifier", "trigger_detector")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -94,7 +96,8 @@ def build_classifier(arch: str, num_classes: int, image_size: int, pretrained: b
     Args:
         arch: ``"small_cnn"`` (4 conv layers, fast on a CPU), ``"resnet18"`` or ``"resnet50"``
             (torchvision). A ResNet trained from scratch on inputs of at most 64 px gets a CIFAR-style
-            stem (3x3 convolution, stride 1, no max-pool).
+            stem (3x3 convolution, stride 1, no max-pool). ``"resnet20"`` / ``"resnet56"``: the CIFAR
+            ResNets of He et al. (0.27 M / 0.85 M parameters; a real CIFAR victim a CPU can train).
         num_classes: number of output classes (>= 2).
         image_size: side in pixels of the images the classifier is meant for.
         pretrained: start a ResNet from torchvision's ImageNet weights (must be on disk, see the error
@@ -125,6 +128,10 @@ def build_classifier(arch: str, num_classes: int, image_size: int, pretrained: b
         if pretrained:
             raise ConfigError("judges.pretrained", pretrained, "false for arch small_cnn (no ImageNet weights)")
         backbone, dim = _small_cnn()
+    elif arch in CIFAR_ARCHS:
+        if pretrained:
+            raise ConfigError("judges.pretrained", pretrained, f"false for arch {arch} (no ImageNet weights)")
+        backbone, dim = Trunk(CifarResNet(int(arch.removeprefix("resnet")), int(num_classes))), WIDTHS[-1]
     else:
         weights = _pretrained_weights(arch) if pretrained else None
         import torchvision
