@@ -139,9 +139,9 @@ def _training_fields(min_steps: int, shipped: bool) -> dict[str, Field]:
         "warmup_steps": Field("int", low=0),
         "grad_clip": Field("number", low=0, low_open=True, nullable=True),
     }
+    fields["keep_checkpoints"] = Field("int", low=0, doc="EMA weights of this many checkpoints kept (kept_steps)")
     if shipped:  # where the weights come from (bibad_utils.shipped_base), not how they are trained
         fields["shipped"] = Field("bool", default=False)
-        fields["keep_checkpoints"] = Field("int", low=0, doc="EMA weights of this many checkpoints kept (kept_steps)")
         fields["data"] = Field("choice", choices=("subset", "all"), default="subset",  # not train_diffusion's
                                doc="all: the dataset's whole training split, not its n_per_class subset")
     return signature_defaults(train_diffusion, fields)

@@ -357,3 +357,32 @@ def ratio_curves(curves: dict, points: dict | None = None, xlabel: str = "poison
     return fig
 
 
+
+
+def exposure_chart(curve: pd.DataFrame, marks: dict | None = None) -> Figure:
+    """The trigger rate of target-prompt generations against fine-tuning epochs: one panel per instrument
+    (``curve["instrument"]``), a line with its interval band per ``cell``, the clean control's upper bound
+    as a dashed line in the cell's colour. marks: label -> epochs drawn as dotted verticals (e.g. the
+    paper's exposure and the profile's own). Columns: cell, instrument, epochs, rate, rate_lo, rate_hi, clean_hi."""
+    require_columns(curve, ["cell", "instrument", "epochs", "rate", "rate_lo", "rate_hi", "clean_hi"])
+    panels = list(pd.unique(curve["instrument"]))
+    with style():
+        fig = Figure(figsize=(3.4 * max(1, len(panels)), 3.4), dpi=DPI)
+        axes = fig.subplots(1, max(1, len(panels)), sharey=True, squeeze=False)[0]
+        for ax, instrument in zip(axes, panels):
+            for k, (cell, g) in enumerate(curve[curve["instrument"] == instrument].groupby("cell", sort=False)):
+                g, colour = g.sort_values("epochs"), PALETTE[k % len(PALETTE)]
+                ax.plot(g["epochs"], g["rate"], marker="o", ms=4, color=colour, label=str(cell))
+                ax.fill_between(g["epochs"], g["rate_lo"], g["rate_hi"], color=colour, alpha=0.18, linewidth=0)
+                ax.plot(g["epochs"], g["clean_hi"], linestyle="--", color=colour, linewidth=1.0,
+                        label=f"clean control, upper bound ({cell})" if k == 0 else None)
+            for j, (label, epochs) in enumerate((marks or {}).items()):
+                ax.axvline(float(epochs), color=REF_COLOR, linestyle=":" if j == 0 else "-.", linewidth=1.0, label=label)
+            ax.set_title(f"trigger read by the {instrument}", fontsize=10)
+            ax.set_xlabel("fine-tuning epochs")
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.set_ylim(0, None)
+        axes[0].set_ylabel("target-prompt images with trigger")
+        axes[-1].legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+    return fig

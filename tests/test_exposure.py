@@ -1,0 +1,59 @@
+"""The exposure curve (stage 02): a longer fine-tuning keeps evenly spaced checkpoints, each the model a
+shorter fine-tuning ends with, and each is read by both trigger instruments beside the clean control."""
+
+import numpy as np
+import pytest
+import torch
+
+from bibad_utils.base import ConfigError
+from bibad_utils.cells import Cell
+from bibad_utils.experiments.training_report.exposure import (COLUMNS, exposure_curve, exposure_variant, first_learned,
+                                                              kept_finetune_checkpoints)
+from bibad_utils.stages import Study
+
+CELL = Cell("badnets1", 0.1)
+
+
+@pytest.fixture
+def study(tmp_path):
+    return Study("smoke", {"run_dir": str(tmp_path / "run")}, progress=False)
+
+
+def test_the_variant_runs_the_epochs_in_equal_stretches_and_checks_its_arguments(study):
+    variant = exposure_variant(study, 1, 2)  # 200 images at batch 16: 12.5 steps an epoch
+    ft = variant.cfg["finetune"]
+    assert (ft["steps"], ft["checkpoint_every"], ft["keep_checkpoints"]) == (14, 7, 2)
+    assert study.cfg["finetune"]["steps"] == 6  # the study itself is unchanged
+    for epochs, points, param in ((0, 2, "epochs"), (True, 2, "epochs"), (1, 0, "points"), (1, 2.5, "points")):
+        with pytest.raises(ConfigError) as err:
+            exposure_variant(study, epochs, points)
+        assert err.value.param == param
+    for cells in ([], [Cell("clean")], ["badnets1"]):
+        with pytest.raises(ConfigError) as err:
+            exposure_curve(study, cells, parallel=False)
+        assert err.value.param == "cells"
+    with pytest.raises(ConfigError) as err:
+        exposure_curve(study, [CELL], w=3, parallel=False)
+    assert err.value.param == "w" and "[1.0, 5.0]" in str(err.value)
+
+
+def test_a_kept_checkpoint_is_the_shorter_fine_tuning_and_every_one_is_read_twice(study):
+    from safetensors.torch import load_file
+
+    variant = exposure_variant(study, 1, 2)
+    kept = kept_finetune_checkpoints(variant, CELL)
+    assert [k["step"] for k in kept] == [7, 14]
+    shorter = study.variant({"finetune": {"steps": 7}})  # the same fine-tuning stopped at the first checkpoint
+    state = shorter.model(CELL).state_dict_to_save()
+    first = load_file(kept[0]["path"])
+    assert all(torch.equal(first[k], state[k].cpu()) for k in first)
+    curve = exposure_curve(study, [CELL], epochs=1, points=2, parallel=False)
+    assert list(curve.columns) == COLUMNS and len(curve) == 4  # 2 checkpoints x (detector, template)
+    assert sorted(set(curve["instrument"])) == ["detector", "template"]
+    assert np.allclose(curve["epochs"].unique(), [7 * 16 / 200, 14 * 16 / 200])
+    assert ((curve["rate_lo"] <= curve["rate"]) & (curve["rate"] <= curve["rate_hi"])).all()
+    assert (curve["learned"] == (curve["rate_lo"] > curve["clean_hi"])).all()
+    summary = first_learned(curve)
+    assert len(summary) == 2 and (summary["last_epochs"] == 14 * 16 / 200).all()
+    again = exposure_curve(study, [CELL], epochs=1, points=2, parallel=False)  # read back from the store
+    assert again.equals(curve)
