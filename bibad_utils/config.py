@@ -60,7 +60,10 @@ TOP_LEVEL: dict[str, Field] = {
     "ratios": Field("value", allowed="a list of poisoning ratios"),
     "controls": Field("value", allowed="a list of controls"),
     "train_seeds": Field("value", default=1, allowed="training runs per cell"),
+    "attack_ratios": Field("value", default=None, allowed="a mapping attack -> a list of its ratios",
+                           doc="the grid's ratios of a named attack (a subset of ratios); unnamed: all"),
 }
+UNFILLED = ("train_seeds", "attack_ratios")  # left out of the resolved profile when unset (artifact keys)
 OPTIONAL_SECTIONS = ("triggers", "pretrain", "defenses", "memorization")
 NULLABLE_SECTIONS = ("triggers", "defenses", "memorization")  # null reads as {}: every default
 TOP_LEVEL_KEYS = tuple(TOP_LEVEL) + tuple(SECTIONS)
@@ -218,6 +221,18 @@ def _check_ratios(ratios) -> None:
     number_list("ratios", ratios, 0, 1, True, True, what="poisoning ratios, each")
 
 
+def _check_attack_ratios(value, attacks, ratios) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ConfigError("attack_ratios", value, "a mapping attack -> a non-empty list of values of ratios")
+    for attack, sub in value.items():
+        if attack not in attacks:
+            raise ConfigError(f"attack_ratios.{attack}", sub, f"an attack of the grid: one of {list(attacks)}")
+        if not isinstance(sub, list) or not sub or any(p not in ratios for p in sub) or len(set(sub)) != len(sub):
+            raise ConfigError(f"attack_ratios.{attack}", sub, f"a non-empty list of distinct values of ratios {ratios}")
+
+
 def validate_profile(cfg: dict) -> dict:
     """Check a whole configuration (already merged) and return it: each section as its
     :class:`~bibad_utils.schema.Section` keeps it, ``run_dir`` made absolute. Raises ConfigError on the
@@ -235,7 +250,7 @@ def validate_profile(cfg: dict) -> dict:
             f.check(key, cfg[key])
         elif f.default is REQUIRED:
             raise ConfigError(key, REQUIRED, "a value (every profile sets it)")
-        elif key != "train_seeds":
+        elif key not in UNFILLED:
             cfg[key] = copy.deepcopy(f.default)
     for name in SECTIONS:
         if name not in cfg:
@@ -253,6 +268,7 @@ def validate_profile(cfg: dict) -> dict:
                           f"a class index in [0, {n_classes - 1}] for dataset {cfg['dataset']['name']}")
     name_list("attacks", cfg["attacks"], attack_kinds())
     _check_ratios(cfg["ratios"])
+    _check_attack_ratios(cfg.get("attack_ratios"), cfg["attacks"], cfg["ratios"])
     check_ratios_fit(cfg)
     name_list("controls", cfg["controls"], CONTROLS, allow_empty=True)
     for name, section in SECTIONS.items():

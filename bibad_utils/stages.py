@@ -15,8 +15,7 @@ Cells: one per (attack, p) of the grid; the controls ``clean`` (p = 0) and ``rel
 no trigger, at the largest p); ``pool="duplicate"`` cells poison duplicated images (memorization stage).
 
 Training seeds (:mod:`bibad_utils.cells`): replicate ``s`` of a cell is ``Cell(kind, p, pool, seed=s)``
-(``Study.seed_cells(cell)``). The clean base DM shipped with the package: :mod:`bibad_utils.shipped_base`.
-"""
+(``Study.seed_cells(cell)``). The shipped clean base DM: :mod:`bibad_utils.shipped_base`."""
 
 from __future__ import annotations
 
@@ -124,9 +123,13 @@ class Study(JudgesMixin):
         return make_trigger(kind, self.image_size, seed=self.seed, **options)
 
     # ----------------------------------------------------------------------------------- cells
+    def ratios_of(self, kind: str) -> list[float]:
+        """The grid's ratios of attack ``kind``, ascending: ``attack_ratios[kind]`` where the profile names it."""
+        return sorted(float(p) for p in (self.cfg.get("attack_ratios") or {}).get(kind, self.cfg["ratios"]))
+
     def grid_cells(self) -> list[Cell]:
         """One cell per (attack, p) of the profile's grid, attack-major, p ascending."""
-        return [Cell(kind, float(p)) for kind in self.cfg["attacks"] for p in sorted(self.cfg["ratios"])]
+        return [Cell(kind, p) for kind in self.cfg["attacks"] for p in self.ratios_of(kind)]
 
     def control_cells(self) -> list[Cell]:
         """The controls of the profile: clean (p = 0) and relabel-only at the largest p."""
@@ -149,10 +152,8 @@ class Study(JudgesMixin):
     def n_train_seeds(self, cell: Cell) -> int:
         """Training runs of ``cell``: ``train_seeds[cell.kind]``, else ``train_seeds.default``. Cells of
         the duplicate pool (memorization stage) have one."""
-        if cell.pool != "random":
-            return 1
         ts = self.train_seeds_config
-        return int(ts.get(cell.kind, ts["default"]))
+        return 1 if cell.pool != "random" else int(ts.get(cell.kind, ts["default"]))
 
     def seed_cells(self, cell: Cell) -> list[Cell]:
         """The training-seed replicates of ``cell``: seeds 0 .. n - 1 (seed 0 first, the profile's run)."""

@@ -328,3 +328,23 @@ def test_extends_a_dataset_of_its_own_replaces_the_base_dataset(tmp_path):
     assert same["dataset"] == {"name": "procedural", "options": {"background": "gradient"}, "image_size": 16}
     other = merge_onto_base(base, {"dataset": {"name": "mnist5k", "options": {"test_fraction": 0.2}}})
     assert other["dataset"] == {"name": "mnist5k", "options": {"test_fraction": 0.2}} and other["seed"] == 0
+
+
+def test_attack_ratios_run_an_attack_at_some_of_the_grid_ratios():
+    """attack_ratios names the grid's ratios of one attack (e.g. WaNet at one p where a CPU cannot afford
+    three): the grid, the teaser's cell and the refusals of names and values outside the grid; a profile
+    without it keeps its resolved form (no key is added)."""
+    from bibad_utils.experiments.summary.teaser import teaser_cells
+    from bibad_utils.stages import Cell, Study
+
+    over = {"attacks": ["wanet", "badnets1"], "ratios": [0.05, 0.1], "attack_ratios": {"wanet": [0.05]}}
+    study = Study("smoke", over, progress=False)
+    assert study.grid_cells() == [Cell("wanet", 0.05), Cell("badnets1", 0.05), Cell("badnets1", 0.1)]
+    assert study.ratios_of("badnets1") == [0.05, 0.1] and teaser_cells(study)[1] == Cell("wanet", 0.05)
+    assert "attack_ratios" not in load_profile("smoke")
+    for bad, param in (({"badnets2": [0.1]}, "attack_ratios.badnets2"), ({"wanet": [0.2]}, "attack_ratios.wanet"),
+                       ({"wanet": []}, "attack_ratios.wanet"), ({"wanet": [0.1, 0.1]}, "attack_ratios.wanet"),
+                       ([0.1], "attack_ratios")):
+        with pytest.raises(ConfigError) as err:
+            load_profile("smoke", {**over, "attack_ratios": bad})
+        assert err.value.param == param

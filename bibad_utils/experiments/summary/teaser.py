@@ -48,7 +48,7 @@ def ratio_frame(study, guidance: float | None = None, data: ExplorerData | None 
     rows = []
     for attack in study.cfg["attacks"]:
         cells = ([Cell("clean")] if "clean" in study.cfg["controls"] else []) + [
-            Cell(attack, float(p)) for p in sorted(study.cfg["ratios"])]
+            Cell(attack, p) for p in study.ratios_of(attack)]
         for cell in cells:
             r_train = float(study.poison_manifest(cell)["r_train"]) if cell.trigger_kind else 0.0
             label = "clean" if cell.kind == "clean" else f"{100 * cell.ratio:g}%"
@@ -117,7 +117,7 @@ def teaser_cells(study) -> tuple[Cell | None, Cell]:
     """The teaser's two models: the clean control (None when the profile has none) and the first attack
     at the largest p."""
     clean = Cell("clean") if "clean" in study.cfg["controls"] else None
-    return clean, Cell(study.cfg["attacks"][0], float(max(study.cfg["ratios"])))
+    return clean, Cell(study.cfg["attacks"][0], max(study.ratios_of(study.cfg["attacks"][0])))
 
 
 def teaser_figure(study, n: int = 16, data: ExplorerData | None = None) -> Figure:
