@@ -8,7 +8,7 @@ from PIL import Image
 from bibad_utils.config import ConfigError
 from bibad_utils.data import (PROCEDURAL_CLASSES, PROMPT_TEMPLATE, ImageSet, dataset_fingerprint, load_dataset,
                               make_procedural, to_float, to_uint8)
-from bibad_utils.data import real
+from bibad_utils.data import imagenette, real
 from bibad_utils.triggers import make_trigger
 
 
@@ -138,7 +138,7 @@ def write_jpeg(path, colour, size=(40, 30)):
 
 def fake_imagenette(root, per_class=2):
     for split in ("train", "val"):
-        for label, wnid in enumerate(real.IMAGENETTE_WNIDS):
+        for label, wnid in enumerate(imagenette.IMAGENETTE_WNIDS):
             for k in range(per_class):
                 write_jpeg(root / "imagenette2" / split / wnid / f"{wnid}_{k}.JPEG", (20 * label, 100, 50 + k))
 
@@ -176,7 +176,7 @@ def test_center_crop_keeps_the_middle(tmp_path):
 
 def test_corrupt_image_names_the_file(tmp_path):
     fake_imagenette(tmp_path, per_class=1)
-    bad = tmp_path / "imagenette2" / "train" / real.IMAGENETTE_WNIDS[3] / "broken.JPEG"
+    bad = tmp_path / "imagenette2" / "train" / imagenette.IMAGENETTE_WNIDS[3] / "broken.JPEG"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(real.ImageReadError, match="broken.JPEG"):
         load_dataset("imagenette", root=tmp_path, image_size=16)
@@ -240,7 +240,8 @@ def _png_same_size(path, colour):
 
 def test_replaced_file_of_the_same_size_and_time_is_not_served_from_the_cache(tmp_path):
     fake_imagenette(tmp_path, per_class=1)
-    target = tmp_path / "imagenette2" / "train" / real.IMAGENETTE_WNIDS[0] / f"{real.IMAGENETTE_WNIDS[0]}_0.JPEG"
+    wnid = imagenette.IMAGENETTE_WNIDS[0]
+    target = tmp_path / "imagenette2" / "train" / wnid / f"{wnid}_0.JPEG"
     _png_same_size(target, (10, 10, 10))
     first = load_dataset("imagenette", root=tmp_path, image_size=8)
     size, stat = target.stat().st_size, target.stat()

@@ -174,8 +174,9 @@ def load_dataset(name: str, split: str = "train", root=None, image_size: int | N
     official validation split). image_size: side in pixels of the returned square images (defaults:
     procedural 32, imagenette 512, caltech15 256, cifar10 32). seed: the procedural generator's seed,
     Caltech15's train/test split seed, and the seed of CIFAR-10's class-balanced subset. root: folder of
-    the real datasets (default :func:`default_data_root`; for CIFAR-10 also the zip itself, see
-    :func:`bibad_utils.data.cifar10.find_cifar10`). options go to :func:`make_procedural`
+    the real datasets (default :func:`default_data_root`; for CIFAR-10 and ImageNette also the zip
+    itself, see :func:`bibad_utils.data.cifar10.find_cifar10` and
+    :func:`bibad_utils.data.imagenette.find_imagenette`). options go to :func:`make_procedural`
     (``n_per_class`` and the difficulty knobs) or to the real loaders (``cache_dir``, ``test_fraction``
     for Caltech15, ``n_per_class`` for CIFAR-10).
     """
@@ -200,9 +201,9 @@ def load_dataset(name: str, split: str = "train", root=None, image_size: int | N
 def _builder(name: str):
     """The function that builds dataset ``name`` (the one table of builders, read by the loader and by
     the option checks)."""
-    from bibad_utils.data import cifar10, mnist, real
+    from bibad_utils.data import cifar10, imagenette, mnist, real
 
-    return {"procedural": make_procedural, "imagenette": real.load_imagenette, "caltech15": real.load_caltech15,
+    return {"procedural": make_procedural, "imagenette": imagenette.load_imagenette, "caltech15": real.load_caltech15,
             "cifar10": cifar10.load_cifar10, "mnist5k": mnist.load_mnist5k}[name]
 
 
@@ -219,10 +220,11 @@ def _option_schema(name: str) -> dict:
 
 
 def _real_option_checks(image_size):
-    from bibad_utils.data import real
+    from bibad_utils.data import imagenette, real
 
     return {
-        "variant": (lambda v: v in real.IMAGENETTE_URLS, " | ".join(real.IMAGENETTE_URLS)),
+        "variant": (lambda v: v is None or v in imagenette.IMAGENETTE_VARIANTS,
+                    " | ".join(imagenette.IMAGENETTE_VARIANTS) + " | null (the first copy found)"),
         "resize": (lambda v: v in real.RESIZE_MODES, " | ".join(real.RESIZE_MODES)),
         "test_fraction": (lambda v: is_number(v) and 0 < v < 1, "a fraction in (0, 1)"),
         "num_workers": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
@@ -285,12 +287,13 @@ def validate_dataset_options(name: str, options: dict, image_size: int = 32, n_p
 def dataset_fingerprint(name: str, root=None, **options) -> dict | None:
     """Fingerprint of the files a real dataset is read from (both splits; see
     :func:`bibad_utils.data.real.files_fingerprint`), or None when they are not there (yet)."""
-    from bibad_utils.data import cifar10, real
+    from bibad_utils.data import cifar10, imagenette, real
 
     if name in ("procedural", "mnist5k"):  # generated, or read from the pinned package's own files
         return None
     root = default_data_root() if root is None else Path(root)
-    found = cifar10.source_files(root) if name == "cifar10" else real.source_files(name, root, **options)
+    sources = {"cifar10": cifar10.source_files, "imagenette": imagenette.source_files}
+    found = sources[name](root, **options) if name in sources else real.source_files(name, root, **options)
     if found is None or not found[1]:
         return None
     return real.files_fingerprint(found[1], found[0])

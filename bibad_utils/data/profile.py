@@ -31,9 +31,9 @@ def _check(ds: dict, prefix: str, profile: dict) -> dict:
     root = ds["root"]
     if root is not None and not procedural:
         path = repo_path(root)
-        archive = name == "cifar10" and path.is_file() and path.suffix.lower() == ".zip"
+        archive = name in ("cifar10", "imagenette") and path.is_file() and path.suffix.lower() == ".zip"
         if not (path.is_dir() or archive):
-            also = " or the CIFAR-10 image zip" if name == "cifar10" else ""
+            also = " or its image zip" if name in ("cifar10", "imagenette") else ""
             raise ConfigError(f"{prefix}.root", root, f"an existing folder for {name}{also} (not found: {path})")
         out["root"] = str(path)
     validate_dataset_options(name, out["options"], image_size=ds["image_size"], n_per_class=ds["n_per_class"],
@@ -48,10 +48,11 @@ def _check(ds: dict, prefix: str, profile: dict) -> dict:
 # Left as written (plus the options, the absolute root and the fingerprint): part of every artifact key.
 DATASET = Section("dataset", {
     "name": Field("choice", choices=tuple(DATASET_CLASSES)),
-    "root": Field("str", default=None, nullable=True, allowed="a folder path (cifar10: or its zip) or null",
+    "root": Field("str", default=None, nullable=True,
+                  allowed="a folder path (cifar10, imagenette: or its zip) or null",
                   doc="local folder of a real dataset (null: its default location under data/); for "
-                      "cifar10 also its image zip, e.g. ../shared/data/cifar10-jpg.zip (relative to the "
-                      "repository)"),
+                      "cifar10 and imagenette also its image zip, e.g. ../shared/data/cifar10-jpg.zip or "
+                      "../shared/data/imagenette2-224.zip (relative to the repository)"),
     "image_size": Field("int", low=8),
     "n_per_class": Field("int", default=None, low=1, nullable=True, allowed=_SIZE,
                          doc="training images per class (procedural; cifar10: a seeded class-balanced "

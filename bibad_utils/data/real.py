@@ -1,5 +1,6 @@
-"""Real datasets of the paper: ImageNette and Caltech15 (15 Caltech-256 classes); CIFAR-10 is read by
-:mod:`bibad_utils.data.cifar10` with the cache helpers of this module.
+"""Real datasets of the paper: Caltech15 (15 Caltech-256 classes), and the helpers every real loader
+shares (ImageNette is read by :mod:`bibad_utils.data.imagenette`, CIFAR-10 by
+:mod:`bibad_utils.data.cifar10`).
 
 Each loader reads the standard on-disk layout, resizes every image to ``image_size`` x ``image_size``
 (``resize="center_crop"``: shorter side to S with an anti-aliased bicubic filter, then the central square;
@@ -19,17 +20,6 @@ import numpy as np
 
 from bibad_utils.base import ConfigError
 from bibad_utils.store import check_file_structure, save_array, save_json
-
-IMAGENETTE_WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042",
-                    "n03425413", "n03445777", "n03888257")
-IMAGENETTE_CLASSES = ("tench", "English springer", "cassette player", "chain saw", "church", "French horn",
-                      "garbage truck", "gas pump", "golf ball", "parachute")
-IMAGENETTE_TARGET = 6
-IMAGENETTE_URLS = {
-    "full": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2.tgz",
-    "320px": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz",
-    "160px": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
-}
 
 CALTECH15_CLASSES = ("horse", "billiard", "binocular", "ladder", "motorbike", "mushroom", "people", "t-shirt",
                      "watch", "airplane", "face", "bathtub", "gorilla", "grapes", "hammock")
@@ -58,12 +48,20 @@ def check_common(split, image_size, resize, splits=("train", "test")):
 
 
 def read_image(path, image_size: int, resize: str = "center_crop") -> np.ndarray:
-    """uint8 ``[S, S, 3]``: the RGB image at ``path`` resized to S x S; raises :class:`ImageReadError`
-    naming the file if it cannot be decoded."""
+    """uint8 ``[S, S, 3]``: the RGB image at ``path`` (a file path or a binary file object) resized to
+    S x S; raises :class:`ImageReadError` naming the file if it cannot be decoded."""
+    return decode_image(path, image_size, resize)[0]
+
+
+def decode_image(path, image_size: int, resize: str = "center_crop") -> tuple[np.ndarray, str]:
+    """(uint8 ``[S, S, 3]`` RGB image, the file's own colour mode): the decoding behind :func:`read_image`,
+    which also reports the mode PIL reads before the conversion to RGB (``"RGB"`` as stored; ``"L"``
+    greyscale, ``"CMYK"``, ``"P"`` palette ... converted)."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            mode = im.mode
             if im.format == "JPEG":
                 # decode at a reduced DCT scale when the image is much larger than needed
                 im.draft("RGB", (image_size, image_size))
@@ -77,7 +75,7 @@ def read_image(path, image_size: int, resize: str = "center_crop") -> np.ndarray
                 im = im.resize((nw, nh), Image.Resampling.BICUBIC)
                 left, top = (nw - image_size) // 2, (nh - image_size) // 2
                 im = im.crop((left, top, left + image_size, top + image_size))
-            return np.asarray(im, dtype=np.uint8).copy()
+            return np.asarray(im, dtype=np.uint8).copy(), mode
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageReadError(f"cannot read image file {path}: {err}") from err
 
@@ -123,17 +121,10 @@ def files_fingerprint(files, base, hash_limit: int | None = None) -> dict:
             "content_sha256": content}
 
 
-def source_files(name: str, root, variant: str = "full", **_ignored) -> tuple[Path, list[Path]] | None:
+def source_files(name: str, root, **_ignored) -> tuple[Path, list[Path]] | None:
     """(base folder, every file the loader of ``name`` may read, both splits), or None when the dataset
     is not under ``root``."""
     root = Path(root)
-    if name == "imagenette":
-        folder = find_imagenette(root, variant)
-        if folder is None:
-            return None
-        files = [f for sub in ("train", "val") for wnid in IMAGENETTE_WNIDS
-                 if (folder / sub / wnid).is_dir() for f in image_files(folder / sub / wnid)]
-        return folder, files
     if name == "caltech15":
         folder = find_caltech256(root)
         if folder is None:
@@ -146,7 +137,8 @@ def source_files(name: str, root, variant: str = "full", **_ignored) -> tuple[Pa
             for d in dirs:
                 files += image_files(d)
         return folder, files
-    raise ConfigError("dataset.name", name, "imagenette | caltech15 (cifar10: bibad_utils.data.cifar10.source_files)")
+    raise ConfigError("dataset.name", name, "caltech15 (imagenette: bibad_utils.data.imagenette.source_files; "
+                                            "cifar10: bibad_utils.data.cifar10.source_files)")
 
 
 def cache_paths(cache_dir: Path, stem: str):
@@ -216,57 +208,6 @@ def _folder_dataset(name, split, files, labels, class_names, image_size, resize,
 
 def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def find_imagenette(root, variant: str = "full") -> Path | None:
-    """The ImageNette folder holding ``train/`` and ``val/`` under ``root`` (``root/imagenette2`` for the
-    full-size variant, ``root/imagenette2-320`` ..., or ``root`` itself), or None."""
-    root = Path(root)
-    stem = Path(IMAGENETTE_URLS[variant]).name.removesuffix(".tgz")
-    for candidate in (root / stem, root):
-        if (candidate / "train" / IMAGENETTE_WNIDS[0]).is_dir() or (candidate / "val" / IMAGENETTE_WNIDS[0]).is_dir():
-            return candidate
-    return None
-
-
-def load_imagenette(split: str = "train", root="data", image_size: int = 512, download: bool = False,
-                    variant: str = "full", resize: str = "center_crop", cache_dir=None, num_workers: int = 0):
-    """ImageNette, 10 classes in the reference order (target 6 = "garbage truck").
-
-    split: "train" (official train split, 9,469 images) or "test" / "val" (official validation split,
-    3,925 images). Layout ``<root>/imagenette2/{train,val}/<wnid>/*.JPEG``; ``download=True`` fetches it
-    with ``torchvision.datasets.Imagenette``. variant: "full" | "320px" | "160px" archive. Returns an
-    ImageSet of uint8 ``[N, S, S, 3]`` images (memory-mapped from the cache).
-    """
-    if variant not in IMAGENETTE_URLS:
-        raise ConfigError("variant", variant, " | ".join(IMAGENETTE_URLS))
-    check_common(split, image_size, resize, ("train", "test", "val"))
-    folder = find_imagenette(root, variant)
-    if folder is None and download:
-        from torchvision.datasets import Imagenette
-
-        Imagenette(str(root), split="train", size=variant, download=True)
-        folder = find_imagenette(root, variant)
-    if folder is None:
-        stem = Path(IMAGENETTE_URLS[variant]).name.removesuffix(".tgz")
-        raise FileNotFoundError(
-            f"ImageNette not found under {Path(root).resolve()}: expected {Path(root) / stem}/train/<wnid>/*.JPEG. "
-            f"Pass download=True (torchvision.datasets.Imagenette) or download {IMAGENETTE_URLS[variant]} "
-            f"and extract it into {Path(root).resolve()}.")
-    sub = "train" if split == "train" else "val"
-    files, labels = [], []
-    for label, wnid in enumerate(IMAGENETTE_WNIDS):
-        class_dir = folder / sub / wnid
-        if not class_dir.is_dir():
-            raise FileNotFoundError(f"ImageNette class folder missing: {class_dir} ({IMAGENETTE_CLASSES[label]}); "
-                                    f"the archive {IMAGENETTE_URLS[variant]} holds all ten")
-        found = image_files(class_dir)
-        files += found
-        labels += [label] * len(found)
-    cache_dir = Path(root) / ".bibad_cache" if cache_dir is None else Path(cache_dir)
-    meta = {"source": str(folder), "target": IMAGENETTE_TARGET, "variant": variant}
-    return _folder_dataset("imagenette", "train" if split == "train" else "test", files, labels,
-                           IMAGENETTE_CLASSES, int(image_size), resize, cache_dir, num_workers, meta)
 
 
 def find_caltech256(root) -> Path | None:

@@ -1,0 +1,262 @@
+"""ImageNette (fast.ai's 10-class subset of ImageNet; the paper's own dataset) from a zip of JPEGs or an
+extracted folder, with no network unless asked.
+
+Sources, found under ``root`` by :func:`find_imagenette` (``root`` may also name one of them directly):
+
+- ``zip``: an archive holding ``<prefix>/{train,val}/<wnid>/*.JPEG`` (the prefix may be any folder name,
+  or none), members read straight from the archive with :mod:`zipfile`; the project's offline copy is
+  ``imagenette2-224.zip`` (variant ``"224px"``: every image 224 x 224, 9,469 train + 3,925 val);
+- ``folder``: the same layout extracted, ``<root>/<stem>/{train,val}/<wnid>/*.JPEG`` with ``<stem>`` one
+  of :data:`IMAGENETTE_STEMS` (``imagenette2-224``, ``imagenette2``, ``imagenette2-320``,
+  ``imagenette2-160``), or ``<root>/{train,val}/...`` itself. ``download=True`` fetches an official
+  archive (:data:`IMAGENETTE_URLS`: full size, 320 px, 160 px) with torchvision into ``root``; the 224 px
+  copy has no official URL.
+
+Order: class by class in sorted WordNet-id order (:data:`IMAGENETTE_WNIDS`, label = index; target 6 =
+garbage truck), files sorted by name within a class, so that image ``i`` is the same picture (the same
+pixels) whichever source it is read from. Split "test" is the official ``val`` split.
+
+Every image goes through :func:`bibad_utils.data.real.decode_image` (the resize of the other real
+datasets); a greyscale, CMYK or other non-RGB file is converted to RGB and counted: ``meta
+["converted_to_rgb"]`` (images of the split read) and ``meta["converted_modes"]`` (their modes).
+Decoded images are cached as uint8 ``.npy`` files (:func:`bibad_utils.data.real.cached_arrays`), keyed
+by the fingerprint of the files read; the default cache folder is ``<root>/.bibad_cache`` for an
+extracted folder (as before) and ``.bibad_cache`` under the data root for a zip, never beside an
+archive that may be a shared read-only copy.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+from bibad_utils.base import ConfigError
+from bibad_utils.data import real
+from bibad_utils.store import load_json
+
+IMAGENETTE_WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042",
+                    "n03425413", "n03445777", "n03888257")
+IMAGENETTE_CLASSES = ("tench", "English springer", "cassette player", "chain saw", "church", "French horn",
+                      "garbage truck", "gas pump", "golf ball", "parachute")
+IMAGENETTE_TARGET = 6
+IMAGENETTE_URLS = {
+    "full": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2.tgz",
+    "320px": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz",
+    "160px": "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
+}
+# variant -> the stem of its zip (``<stem>.zip``) and extracted folder, in the order they are searched;
+# "224px" is an offline copy (no official URL)
+IMAGENETTE_STEMS = {"224px": "imagenette2-224", "full": "imagenette2", "320px": "imagenette2-320",
+                    "160px": "imagenette2-160"}
+IMAGENETTE_VARIANTS = tuple(IMAGENETTE_STEMS)
+# the split asked for -> the folder of the official split
+IMAGENETTE_SPLITS = {"train": "train", "test": "val", "val": "val"}
+SOURCE_FORMATS = ("zip", "folder")
+
+_MEMBER = re.compile(r"^(?P<prefix>(?:[^/]+/)*?)(?P<sub>train|val)/(?P<wnid>[^/]+)/(?P<name>[^/]+)$")
+
+
+def _check_variant(variant):
+    if variant is not None and variant not in IMAGENETTE_STEMS:
+        raise ConfigError("variant", variant, " | ".join(IMAGENETTE_VARIANTS) + " | null (any found)")
+
+
+def _is_tree(folder: Path) -> bool:
+    return any((folder / sub / w).is_dir() for sub in ("train", "val") for w in IMAGENETTE_WNIDS)
+
+
+def find_imagenette(root, variant: str | None = None) -> tuple[str, Path] | None:
+    """(format, path) of the ImageNette source at or under ``root``: ``("zip", file)`` or ``("folder",
+    folder holding train/ and val/)``; None when there is none. Under one folder, for each stem of
+    ``variant`` (None: every stem of :data:`IMAGENETTE_STEMS`, in its order) ``<stem>.zip`` comes first,
+    then the folder ``<stem>/``; ``root`` itself last. Name the zip or folder itself as ``root`` to choose."""
+    _check_variant(variant)
+    root = Path(root)
+    if root.is_file():
+        return "zip", root  # a file that is not a readable zip is named when it is listed
+    if not root.is_dir():
+        return None
+    stems = list(IMAGENETTE_STEMS.values()) if variant is None else [IMAGENETTE_STEMS[variant]]
+    for stem in stems:
+        if (root / f"{stem}.zip").is_file():
+            return "zip", root / f"{stem}.zip"
+        if _is_tree(root / stem):
+            return "folder", root / stem
+    return ("folder", root) if _is_tree(root) else None
+
+
+def _variant_of(path: Path, asked: str | None) -> str | None:
+    stem = path.name.removesuffix(".zip")
+    return next((v for v, s in IMAGENETTE_STEMS.items() if s == stem), asked)
+
+
+def _zip_listing(path: Path) -> dict:
+    """{(split folder, class index): [member names sorted by file name]} of a zip in the ImageNette
+    layout; ConfigError naming the file if it is not a readable zip or holds more than one tree."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ConfigError("dataset.root", str(path), f"a readable zip of ImageNette's {{train,val}}/<wnid>/*.JPEG "
+                                                     f"(it cannot be opened: {err})") from err
+    found, prefixes = {}, set()
+    for name in names:
+        m = _MEMBER.match(name)
+        if (m is None or m["wnid"] not in IMAGENETTE_WNIDS or m["name"].startswith(".")
+                or not m["name"].lower().endswith(real.IMAGE_EXTENSIONS)):
+            continue
+        prefixes.add(m["prefix"])
+        found.setdefault((m["sub"], IMAGENETTE_WNIDS.index(m["wnid"])), []).append(name)
+    if len(prefixes) > 1:
+        raise ConfigError("dataset.root", str(path), f"a zip with one ImageNette tree; it holds {sorted(prefixes)}")
+    return {k: sorted(v, key=lambda n: n.rsplit("/", 1)[1]) for k, v in found.items()}
+
+
+def _folder_listing(folder: Path) -> dict:
+    """{(split folder, class index): [image paths sorted by file name]} of an extracted ImageNette folder."""
+    return {(sub, label): sorted(real.image_files(folder / sub / wnid), key=lambda p: p.name)
+            for sub in ("train", "val") for label, wnid in enumerate(IMAGENETTE_WNIDS)
+            if (folder / sub / wnid).is_dir()}
+
+
+def source_files(root, variant: str | None = None, **_ignored) -> tuple[Path, list[Path]] | None:
+    """(base folder, every file the ImageNette loader may read, both splits) of the source under ``root``:
+    the zip alone (one file), or every image of an extracted folder; None when there is none."""
+    found = find_imagenette(root, variant)
+    if found is None:
+        return None
+    kind, path = found
+    if kind == "zip":
+        return path.parent, [path]
+    return path, [f for files in _folder_listing(path).values() for f in files]
+
+
+def _not_found(root: Path, variant: str | None) -> FileNotFoundError:
+    stems = list(IMAGENETTE_STEMS.values()) if variant is None else [IMAGENETTE_STEMS[variant]]
+    looked = [str(root / f"{s}.zip") for s in stems] + [f"{root / s}/{{train,val}}/<wnid>/*.JPEG" for s in stems]
+    urls = [IMAGENETTE_URLS[v] for v in IMAGENETTE_URLS if variant in (None, v)]
+    get = (f"Pass download=True (torchvision.datasets.Imagenette) or download {' or '.join(urls)} and extract it "
+           f"into {root.resolve()}" if urls else "The 224px variant is an offline copy with no official URL: "
+           "name its zip as root")
+    return FileNotFoundError(
+        f"ImageNette not found under {root.resolve()} (variant {variant or 'any'}): looked for "
+        f"{', '.join(looked)} and {root}/{{train,val}}/<wnid>/*.JPEG; root may also name the zip itself. {get}.")
+
+
+def _download(root: Path, variant: str | None):
+    if variant == "224px" or root.suffix.lower() == ".zip":
+        raise ConfigError("download", True, "false for the 224px variant or a zip root (an offline copy with no "
+                                            f"official URL); the official variants are {' | '.join(IMAGENETTE_URLS)}")
+    from torchvision.datasets import Imagenette
+
+    Imagenette(str(root), split="train", size=variant or "full", download=True)
+
+
+def _reader(kind: str, path: Path):
+    """(read(item, image_size, resize) -> (image, file's colour mode), close()) for one split's items:
+    paths of a folder, or members of the zip (one archive handle per thread)."""
+    if kind == "folder":
+        return (lambda item, size, resize: real.decode_image(item, size, resize)), (lambda: None)
+    local, opened = threading.local(), []
+
+    def read(member, size, resize):
+        archive = getattr(local, "archive", None)
+        if archive is None:
+            archive = local.archive = zipfile.ZipFile(path)
+            opened.append(archive)
+        try:
+            data = archive.read(member)
+        except (zipfile.BadZipFile, OSError) as err:
+            raise real.ImageReadError(f"cannot read member {member} of {path}: {err}") from err
+        try:
+            return real.decode_image(io.BytesIO(data), size, resize)
+        except real.ImageReadError as err:
+            raise real.ImageReadError(f"cannot read image {member} of {path}: {err.__cause__}") from err
+
+    return read, lambda: [a.close() for a in opened]
+
+
+def load_imagenette(split: str = "train", root="data", image_size: int = 512, download: bool = False,
+                    variant: str | None = None, resize: str = "center_crop", cache_dir=None, num_workers: int = 0):
+    """ImageNette as an :class:`~bibad_utils.data.ImageSet`: 10 classes in sorted WordNet-id order (target 6
+    = "garbage truck"), uint8 ``[N, S, S, 3]`` images memory-mapped from the cache, int64 labels.
+
+    split: "train" (official train split, 9,469 images) or "test" / "val" (official validation split,
+    3,925 images). root: a folder holding one of the sources of :func:`find_imagenette`, or the zip or
+    extracted folder itself. image_size: side S in pixels (resized by ``resize``, see
+    :mod:`bibad_utils.data.real`). variant: "224px" | "full" | "320px" | "160px" to look only for that
+    copy, or None for the first found. download: fetch the official archive of ``variant`` (None:
+    full size) when no source is there. num_workers: threads decoding the images. ``meta`` records the
+    source, its format, the variant, the cache file, the files' fingerprint and the RGB conversions.
+    """
+    from bibad_utils.data import ImageSet, default_data_root
+
+    _check_variant(variant)
+    real.check_common(split, image_size, resize, tuple(IMAGENETTE_SPLITS))
+    root = Path(root)
+    found = find_imagenette(root, variant)
+    if found is None and download:
+        _download(root, variant)
+        found = find_imagenette(root, variant)
+    if found is None:
+        raise _not_found(root, variant)
+    kind, path = found
+    sub, split, image_size = IMAGENETTE_SPLITS[split], ("train" if split == "train" else "test"), int(image_size)
+    listing = _zip_listing(path) if kind == "zip" else _folder_listing(path)
+    items, labels = [], []
+    for label, wnid in enumerate(IMAGENETTE_WNIDS):
+        found_items = listing.get((sub, label))
+        if not found_items:
+            raise FileNotFoundError(f"ImageNette class {wnid} ({IMAGENETTE_CLASSES[label]}) of the {sub} split "
+                                    f"missing in {path}; the official archives hold all ten")
+        items += found_items
+        labels += [label] * len(found_items)
+    base = path.parent if kind == "zip" else path
+    content = real.files_fingerprint([path] if kind == "zip" else items, base)
+    names = items if kind == "zip" else [Path(f).relative_to(base).as_posix() for f in items]
+    key = real.fingerprint_of([real.CACHE_VERSION, "imagenette", kind, sub, image_size, resize, *names, *labels,
+                               content["listing_sha256"], content["content_sha256"]])
+    stem = f"imagenette-{split}-{image_size}px-{resize}-{key}"
+    if cache_dir is None:
+        cache_dir = default_data_root() / ".bibad_cache" if kind == "zip" else root / ".bibad_cache"
+    cache_dir = Path(cache_dir)
+    info = {"name": "imagenette", "split": split, "source_split": sub, "image_size": image_size, "resize": resize,
+            "source_format": kind, "items": names, "class_names": list(IMAGENETTE_CLASSES)}
+
+    def fill(out):
+        read, close = _reader(kind, path)
+        modes = [""] * len(items)
+
+        def one(i):
+            out[i], modes[i] = read(items[i], image_size, resize)
+
+        try:
+            if num_workers > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(num_workers) as pool:
+                    list(pool.map(one, range(len(items))))
+            else:
+                for i in range(len(items)):
+                    one(i)
+        finally:
+            close()
+        converted = [i for i, m in enumerate(modes) if m != "RGB"]
+        # written into the cache's json with the images, so a reused cache reports them too
+        info["converted_to_rgb"] = len(converted)
+        info["converted_modes"] = dict(sorted(Counter(modes[i] for i in converted).items()))
+        info["converted_items"] = [names[i] for i in converted]
+        return labels
+
+    images, cached_labels = real.cached_arrays(cache_dir, stem, len(items), image_size, fill, info)
+    stored = load_json(real.cache_paths(cache_dir, stem)[2])
+    meta = {"source": str(path), "source_format": kind, "target": IMAGENETTE_TARGET,
+            "variant": _variant_of(path, variant), "split": split, "source_split": sub, "image_size": image_size,
+            "resize": resize, "n_files": len(items), "cache": str(real.cache_paths(cache_dir, stem)[0]),
+            "files_fingerprint": content, "converted_to_rgb": int(stored.get("converted_to_rgb", 0)),
+            "converted_modes": dict(stored.get("converted_modes", {}))}
+    return ImageSet(images, cached_labels, list(IMAGENETTE_CLASSES), "imagenette", meta)
