@@ -329,3 +329,18 @@ def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> 
     lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
     hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
     return d, max(-1.0, lo), min(1.0, hi)
+
+
+def cohen_kappa(a, b) -> float:
+    """Cohen's kappa of two raters' binary decisions ``a``, ``b`` (bool ``[N]``): (p_o - p_e) / (1 - p_e),
+    p_o the observed agreement, p_e the agreement expected from the two rates alone. 1: perfect
+    agreement, 0: no more than chance; nan when it is undefined (no image, or both raters constant and
+    equal), as in ``sklearn.metrics.cohen_kappa_score``."""
+    a, b = np.asarray(a, bool).ravel(), np.asarray(b, bool).ravel()
+    if a.shape != b.shape:
+        raise ConfigError("b", f"{len(b)} decisions", f"{len(a)} decisions, one per image of a")
+    if len(a) == 0:
+        return math.nan
+    po, pa, pb = float(np.mean(a == b)), float(a.mean()), float(b.mean())
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    return math.nan if pe >= 1 else (po - pe) / (1 - pe)

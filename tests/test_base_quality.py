@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+
+from bibad_utils import content_judges
 import torch
 from matplotlib.figure import Figure
 from safetensors.torch import save_file
@@ -183,7 +185,7 @@ def test_fd_and_curve(tiny):
 def test_an_external_judge_adds_rows_agreement_and_its_hash_to_the_keys(tiny, tmp_path, monkeypatch):
     weights = _fake_resnet(tmp_path / "r20.safetensors")
     # the smoke data's classes are not CIFAR-10's: the class names are dropped for this check
-    monkeypatch.setattr(bq, "cifar_resnet_judge", lambda path, device="cpu": cifar_resnet_judge(
+    monkeypatch.setattr(content_judges, "cifar_resnet_judge", lambda path, device="cpu": cifar_resnet_judge(
         path, device=device, class_names=None))
     study = tiny.variant({"judges": {"external": {"kind": "cifar_resnet", "path": str(weights)}}})
     table = tr.base_quality_table(study)

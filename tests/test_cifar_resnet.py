@@ -144,3 +144,42 @@ def test_the_cifar_resnets_as_trainable_classifiers(arch, params, tmp_path):
     with pytest.raises(ConfigError) as err:
         build_classifier(arch, 10, 32, pretrained=True)
     assert err.value.param == "judges.pretrained"
+
+
+def test_the_more_accurate_content_judge_reads_m_and_the_other_reading_is_kept(tmp_path, monkeypatch):
+    """Stage 04's M comes from the content judge that reads the real test images more accurately: with an
+    external judge that wins, M is its reading (the trained judge's kept as pred_trained) and the agreement
+    table is filled; when the clean classifier wins (or ties), nothing changes."""
+    from bibad_utils import content_judges
+    from bibad_utils.experiments import insights
+    from bibad_utils.experiments.insights import judging
+    from bibad_utils.stages import Cell, Study
+
+    path = checkpoint(fresh(20), tmp_path / "r20.safetensors")
+    monkeypatch.setattr(content_judges, "cifar_resnet_judge",  # the smoke data's classes are not CIFAR-10's
+                        lambda p, device="cpu": cifar_resnet_judge(p, device=device, class_names=None))
+    over = {"run_dir": str(tmp_path / "run"), "judges": {"external": {"kind": "cifar_resnet", "path": str(path)}}}
+    study = Study("smoke", over, progress=False)
+    real = judging.real_predictions
+    truth = np.asarray(study.test_set.labels)
+
+    def rigged(winner):  # the named judge reads every real test image right, the other none
+        return lambda s, spec: truth if spec.name == winner else (truth + 1) % 10
+
+    monkeypatch.setattr(judging, "real_predictions", rigged("clean classifier"))
+    choice = insights.content_choice(study)
+    assert [r["judge"] for r in choice["judges"]] == ["clean classifier", "cifar_resnet (external)"]
+    assert choice["chosen"] == "clean classifier" and choice["judges"][0]["accuracy"] == 1.0
+    rec = insights.judged(study, Cell("clean"), "badnets1")[("target", 1.0)]
+    assert np.array_equal(rec["pred"], rec["pred_trained"]) and insights.content_agreement_table(study).empty
+
+    monkeypatch.setattr(judging, "real_predictions", rigged("cifar_resnet (external)"))
+    assert insights.content_choice(study)["chosen"] == "cifar_resnet (external)"
+    rec = insights.judged(study, Cell("clean"), "badnets1")[("target", 1.0)]
+    spec = content_judges.judge_specs(study)[1]
+    ext = predict(spec.load(), rec_images := study.generations(Cell("clean"))[("target", 1.0)].images)[0]
+    assert np.array_equal(rec["pred"], ext) and np.array_equal(rec["match"], ext == rec["labels"])
+    table = insights.content_agreement_table(study, [Cell("clean")])
+    assert list(table["guidance"]) == [1.0, 5.0] and (table["n"] == len(rec_images)).all()
+    assert table["agreement"].iloc[0] == pytest.approx(float(np.mean(rec["match"] == (rec["pred_trained"] == rec["labels"]))))
+    monkeypatch.setattr(judging, "real_predictions", real)

@@ -37,7 +37,7 @@ from bibad_utils.experiments.insights.groups import (  # noqa: F401
     dissection_frame)
 from bibad_utils.experiments.insights.judging import (  # noqa: F401
     JUDGED_STAGE, TRIGGER_THRESHOLD, detectors_for, judged, trigger_r_train, judge_table, template_table, reference_cell, generated_judge_table,
-    judge_augmentation_ablation, judge_check_display)
+    judge_augmentation_ablation, judge_check_display, content_choice, content_agreement_table, content_sentence)
 from bibad_utils.experiments.insights.quality import (  # noqa: F401
     FID_MODES, FID_MIN_IMAGE_SIZE, inception_weights_path, inception_net, inception_features, largest_p_cells,
     quality_cells, quality_table)

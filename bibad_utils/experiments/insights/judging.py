@@ -1,5 +1,11 @@
 """The judges of stage 04 on generations: which detectors judge a cell, the cached judgments, the judges'
-own checks on real and generated images."""
+own checks on real and generated images.
+
+Content (M: the image shows the prompt's class) is read by the clean classifier trained here, unless the
+profile names a judge nobody here trained (``judges.external``, e.g. the CIFAR-10 ResNet-56) that reads the
+real test images more accurately (:func:`content_choice`): then that judge decides M for every G ratio and
+claim, the trained one's reading is kept beside it (``pred_trained``), and :func:`content_agreement_table`
+shows where the two disagree on generations."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import pandas as pd
 
 from bibad_utils import metrics
 from bibad_utils import store as st
+from bibad_utils.content_judges import CLEAN_JUDGE, judge_specs, predictions, real_predictions
 from bibad_utils.data import to_float, to_uint8
 from bibad_utils.judges import PHOTOMETRIC_KEYS, features, predict
 from bibad_utils.judges.profile import judge_settings, wants_ablation
@@ -54,13 +61,22 @@ def judged(study, cell, detector: str, gens: dict | None = None) -> dict:
                 st.save_array(folder / "features.npy", features(clf, gen.images, device=study.device))
 
     path = study.store.cached(JUDGED_STAGE, params, inputs, build, device=str(study.device))
+    choice = content_choice(study)
+    other = None
+    if choice["chosen"] != CLEAN_JUDGE:  # the external judge decides M; the trained one's reading is kept
+        spec = next(j for j in judge_specs(study) if j.name == choice["chosen"])
+        other = predictions(study, spec, study.generation_key(cell),
+                            {f"{name}_w{w:g}": gen.images for (name, w), gen in gens.items()})
     out = {}
     for (name, w), gen in gens.items():
         folder = path / f"{name}_w{w:g}"
         pred = st.load_array(folder / "pred.npy")
         p_trig = st.load_array(folder / "p_trigger.npy")
-        rec = {"trigger": p_trig > TRIGGER_THRESHOLD, "p_trigger": p_trig, "pred": pred, "match": pred == gen.labels,
+        rec = {"trigger": p_trig > TRIGGER_THRESHOLD, "p_trigger": p_trig, "pred": pred, "pred_trained": pred,
                "labels": gen.labels}
+        if other is not None:
+            rec["pred"] = other[f"{name}_w{w:g}"]
+        rec["match"] = rec["pred"] == gen.labels
         if (folder / "features.npy").is_file():
             rec["features"] = st.load_array(folder / "features.npy")
         out[(name, w)] = rec
@@ -181,3 +197,55 @@ def judge_check_display(gjdf: pd.DataFrame) -> pd.DataFrame:
                 f"{100 * v:.1f} % [{100 * r[f'{key}_lo']:.1f}, {100 * r[f'{key}_hi']:.1f}]"
         rows.append(row)
     return pd.DataFrame(rows).set_index(["judges", "judge"])
+
+
+def content_choice(study, z: float = 1.96) -> dict:
+    """Which judge reads content (M) in this chapter: every content judge (the clean classifier, and the
+    profile's external judge when it names one) with its accuracy on the real test images, and the chosen
+    one, the more accurate (the clean classifier on a tie). Returns ``{"chosen": name, "judges": [{"judge",
+    "n", "k", "accuracy", "accuracy_lo", "accuracy_hi"}]}``; predictions are cached."""
+    specs = judge_specs(study)
+    if len(specs) == 1:
+        return {"chosen": CLEAN_JUDGE, "judges": []}
+    labels = np.asarray(study.test_set.labels, np.int64)
+    rows = []
+    for spec in specs:
+        k = int((real_predictions(study, spec) == labels).sum())
+        lo, hi = metrics.wilson_interval(k, len(labels), z)
+        rows.append({"judge": spec.name, "n": len(labels), "k": k, "accuracy": k / len(labels),
+                     "accuracy_lo": lo, "accuracy_hi": hi})
+    best = max(rows, key=lambda r: r["k"])  # the first (the clean classifier) wins a tie
+    return {"chosen": best["judge"], "judges": rows}
+
+
+def content_agreement_table(study, cells=None) -> pd.DataFrame:
+    """Where the two content judges disagree on generations: per cell (default every cell of the profile)
+    and target-prompt set, ``n``, the share each judge reads as the prompt's class (``match_chosen``,
+    ``match_trained``), the share both decide alike (``agreement``) and Cohen's kappa of the two decisions.
+    Empty when the clean classifier is the only content judge (or is chosen)."""
+    cols = ["cell", "set", "guidance", "n", "match_chosen", "match_trained", "agreement", "kappa"]
+    if content_choice(study)["chosen"] == CLEAN_JUDGE:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for cell in study.cells() if cells is None else cells:
+        for (name, w), rec in judged(study, cell, detectors_for(study, cell)[0]).items():
+            if name != "target":
+                continue
+            a, b = rec["match"], rec["pred_trained"] == rec["labels"]
+            rows.append({"cell": cell.name, "set": name, "guidance": w, "n": len(a), "match_chosen": a.mean(),
+                         "match_trained": b.mean(), "agreement": float((a == b).mean()),
+                         "kappa": metrics.cohen_kappa(a, b)})
+    return pd.DataFrame(rows, columns=cols)
+
+
+
+def content_sentence(choice: dict) -> str:
+    """One sentence saying which judge reads content in this chapter, with the real-image accuracies."""
+    if not choice["judges"]:
+        return ("Content (the prompt's class shown) is read by the clean classifier trained here; the profile "
+                "names no second content judge.")
+    acc = "; ".join(f"{r['judge']} {100 * r['accuracy']:.1f} % [{100 * r['accuracy_lo']:.1f}, "
+                    f"{100 * r['accuracy_hi']:.1f}]" for r in choice["judges"])
+    return (f"Content (the prompt's class shown) is read by the {choice['chosen']}, the content judge that reads "
+            f"the real test images more accurately ({acc}); the table below shows where the two judges disagree "
+            "on the target-prompt generations.")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import metrics
+from bibad_utils.metrics import cohen_kappa
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.data import to_float, to_uint8
@@ -36,21 +37,6 @@ PLANT_CONTRASTS = (1.0, 0.5, 0.35, 0.25, 0.15)
 CHECK_CONTRAST = 0.5
 CHECK_MIN_DETECTION = 0.8
 CHECK_MAX_FALSE_ALARM = 0.05
-
-
-def cohen_kappa(a, b) -> float:
-    """Cohen's kappa of two raters' binary decisions ``a``, ``b`` (bool ``[N]``): (p_o - p_e) / (1 - p_e),
-    p_o the observed agreement, p_e the agreement expected from the two rates alone. 1: perfect
-    agreement, 0: no more than chance; nan when it is undefined (no image, or both raters constant and
-    equal), as in ``sklearn.metrics.cohen_kappa_score``."""
-    a, b = np.asarray(a, bool).ravel(), np.asarray(b, bool).ravel()
-    if a.shape != b.shape:
-        raise ConfigError("b", f"{len(b)} decisions", f"{len(a)} decisions, one per image of a")
-    if len(a) == 0:
-        return math.nan
-    po, pa, pb = float(np.mean(a == b)), float(a.mean()), float(b.mean())
-    pe = pa * pb + (1 - pa) * (1 - pb)
-    return math.nan if pe >= 1 else (po - pe) / (1 - pe)
 
 
 def _rate(prefix: str, fires, z: float) -> dict:

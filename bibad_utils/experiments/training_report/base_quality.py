@@ -19,7 +19,6 @@ another guidance scale under :data:`GEN_STAGE`, FD-clf under :data:`FD_STAGE`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -29,14 +28,13 @@ from bibad_utils import metrics
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.cells import GenSet
-from bibad_utils.judges import cifar_resnet_judge, features, predict
-from bibad_utils.judges.profile import check_external
+from bibad_utils.content_judges import (CLEAN_JUDGE, PRED_STAGE, JudgeSpec, external_spec,  # noqa: F401 (re-exported)
+                                        judge_specs, predictions, real_predictions)
+from bibad_utils.judges import features, predict
 from bibad_utils.training import CHECKPOINT_DIR
 
-PRED_STAGE = "base_quality_pred"
 GEN_STAGE = "base_quality_gen"
 FD_STAGE = "base_quality_fd"
-CLEAN_JUDGE = "clean classifier"
 ALL_CLASSES = "all classes"
 NO_BASE = "no clean base DM in this profile (pretrain.steps = 0): nothing to judge"
 TABLE_COLUMNS = ["judge", "class", "n", "k", "rate", "rate_lo", "rate_hi", "real_n", "real_rate", "real_lo",
@@ -44,62 +42,9 @@ TABLE_COLUMNS = ["judge", "class", "n", "k", "rate", "rate_lo", "rate_hi", "real
 CURVE_COLUMNS = ["step", "wall_time_s", "images_seen", "judge", "n", "k", "rate", "rate_lo", "rate_hi"]
 
 
-@dataclass(frozen=True)
-class JudgeSpec:
-    """A content judge: its display ``name``, ``ident`` (what enters the keys of everything cached from it)
-    and ``load()`` returning the :class:`~bibad_utils.judges.models.Classifier`."""
-
-    name: str
-    ident: dict
-    load: Callable
-
-
 def has_base(study) -> bool:
     """Whether the profile has a clean pre-trained DM (``pretrain.steps`` > 0)."""
     return study.pretrain_expected_key() is not None
-
-
-def external_spec(study) -> JudgeSpec | None:
-    """The profile's external judge (``judges.external``), or None. Its weights' SHA-256 is its identity;
-    a judge whose classes are not the dataset's raises ConfigError when loaded."""
-    spec = check_external(study.cfg["judges"].get("external"))
-    if spec is None:
-        return None
-    sha = st.file_sha256(spec["path"])
-
-    def load():
-        judge = cifar_resnet_judge(spec["path"], device=study.device)
-        names, ours = judge.config.get("class_names"), list(study.class_names)
-        renamed = names and [n.lower() for n in names] != [n.lower() for n in ours]
-        if judge.config["num_classes"] != len(ours) or renamed:
-            raise ConfigError("judges.external.path", spec["path"],
-                              f"a judge of this dataset's {len(ours)} classes {ours} (it reads {names})")
-        return judge
-
-    return JudgeSpec(f"{spec['kind']} (external)", {"kind": spec["kind"], "sha256": sha}, load)
-
-
-def judge_specs(study) -> list[JudgeSpec]:
-    """The content judges of the check: the clean classifier, then the external one when the profile names it."""
-    clean = JudgeSpec(CLEAN_JUDGE, {"classifier": study._judge_key("classifier")[1]}, study.classifier)
-    ext = external_spec(study)
-    return [clean] + ([ext] if ext is not None else [])
-
-
-def predictions(study, judge: JudgeSpec, source_key: str, sets: dict) -> dict[str, np.ndarray]:
-    """``{name: int64 [N]}``: ``judge``'s class for every image of ``sets`` (``{name: uint8 [N, H, W, 3]}``,
-    or a function returning them), cached under the key ``source_key`` of the artifact they come from."""
-    names = sorted(sets)
-    params = {"judge": judge.ident, "sets": names}
-
-    def build(art):
-        model = judge.load()
-        for name in names:
-            images = sets[name]() if callable(sets[name]) else sets[name]
-            st.save_array(art.dir / f"{name}.npy", predict(model, images, device=study.device)[0])
-
-    path = study.store.cached(PRED_STAGE, params, [source_key], build, device=str(study.device))
-    return {name: st.load_array(path / f"{name}.npy") for name in names}
 
 
 def _sample_all_set(study, model_key: str, w: float, load_model: Callable, label: str, extra: dict | None = None):
@@ -152,10 +97,6 @@ def _rate_row(k: int, n: int, z: float) -> dict:
     return {"n": n, "k": k, "rate": k / n if n else math.nan, "rate_lo": lo, "rate_hi": hi}
 
 
-def _real_predictions(study, judge: JudgeSpec) -> np.ndarray:
-    return predictions(study, judge, study.data_key, {"test": lambda: study.test_set.images})["test"]
-
-
 def base_quality_table(study, guidance: float | None = None, z: float = 1.96) -> pd.DataFrame:
     """Per judge and class, the share of the base DM's class-conditional generations (the all-class set at
     ``guidance``, default ``sampling.guidance_all``, pooled with the target set at that w if there is one)
@@ -173,7 +114,7 @@ def base_quality_table(study, guidance: float | None = None, z: float = 1.96) ->
     for judge in judges:
         preds = predictions(study, judge, key, {n: g.images for n, g in sets.items()})
         labels, pred = _pooled(sets, preds)
-        real = _real_predictions(study, judge)
+        real = real_predictions(study, judge)
         for c in range(n_cls):
             m, r = labels == c, test_labels == c
             row = {"judge": judge.name, "class": names[c], **_rate_row(int(np.sum(pred[m] == c)), int(m.sum()), z)}
