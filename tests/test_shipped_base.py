@@ -96,7 +96,7 @@ def test_shipped_base_matches_its_profile(profile):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert st.artifact_key("pretrain", manifest["params"], manifest["inputs"]) == key
     assert manifest["params"]["train"] == study._train_section("pretrain")
-    assert manifest["params"]["model"] == study.cfg["model"] and manifest["inputs"] == [study.data_key]
+    assert manifest["params"]["model"] == study.cfg["model"] and manifest["inputs"] == [study.pretrain_data[1]]
     assert manifest["command"] and "--retrain-base" in manifest["retrain"]
     model = load_model(folder)
     assert model.config == study._new_model().config
