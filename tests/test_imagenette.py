@@ -310,3 +310,98 @@ def test_the_offline_copy_holds_the_official_split(tmp_path):
     assert train.meta["converted_to_rgb"] + test.meta["converted_to_rgb"] == 242
     assert set(train.meta["converted_modes"]) <= {"L"} and train.meta["files_fingerprint"]["files"] == 1
     assert 20 < train.images[::97].mean() < 235 and train.images[::97].std() > 10
+
+
+# ----------------------------------------------------------------------------------------------
+# a class-balanced subset (dataset.n_per_class / n_test_per_class), the rule of the CIFAR-10 loader
+
+
+def _blocks(ds):
+    """{class: images of that class, in dataset order}."""
+    return {c: np.asarray(ds.images)[ds.labels == c] for c in range(10)}
+
+
+def test_subset_is_balanced_and_the_seeded_choice_of_each_class(tiny_zip, tmp_path):
+    cache = tmp_path / "cache"
+    full = load_dataset("imagenette", root=tiny_zip, image_size=16, cache_dir=cache)
+    for split, n, per_class in (("train", 2, 3), ("test", 1, 2)):
+        whole = full if split == "train" else load_dataset("imagenette", split="test", root=tiny_zip, image_size=16,
+                                                           cache_dir=cache)
+        ds = load_dataset("imagenette", split=split, root=tiny_zip, image_size=16, seed=5, n_per_class=n,
+                          cache_dir=cache)
+        assert ds.class_counts().tolist() == [n] * 10 and ds.labels.tolist() == sorted(ds.labels.tolist())
+        assert ds.meta["n_per_class"] == n and ds.meta["subset_seed"] == 5
+        for c, block in _blocks(ds).items():
+            keep = imagenette.subset_positions(per_class, n, 5, split, c)
+            rng = np.random.default_rng([5, imagenette.IMAGENETTE_STREAM, ("train", "test").index(split), c])
+            assert keep.tolist() == sorted(rng.permutation(per_class)[:n].tolist())
+            np.testing.assert_array_equal(block, _blocks(whole)[c][keep])  # the chosen files, decoded alike
+    assert full.meta["n_per_class"] is None and full.meta["subset_seed"] is None
+
+
+def test_subset_is_deterministic_and_its_cache_keys_on_the_chosen_images(tiny_zip, tmp_path):
+    a = load_dataset("imagenette", root=tiny_zip, image_size=16, seed=3, n_per_class=2, cache_dir=tmp_path / "a")
+    b = load_dataset("imagenette", root=tiny_zip, image_size=16, seed=3, n_per_class=2, cache_dir=tmp_path / "b")
+    np.testing.assert_array_equal(a.images, b.images)
+    assert Path(a.meta["cache"]).name == Path(b.meta["cache"]).name and "-2pc-" in Path(a.meta["cache"]).name
+    with zipfile.ZipFile(tiny_zip) as zf:
+        zf.extractall(tmp_path / "extracted")
+    folder = load_dataset("imagenette", root=tmp_path / "extracted", image_size=16, seed=3, n_per_class=2,
+                          cache_dir=tmp_path / "a")
+    np.testing.assert_array_equal(folder.images, a.images)  # the same pictures from either source
+    stems = {Path(load_dataset("imagenette", root=tiny_zip, image_size=16, seed=s, n_per_class=n,
+                               cache_dir=tmp_path / "a").meta["cache"]).name for s, n in ((3, 2), (4, 2), (3, 1), (3, 3))}
+    assert len(stems) == 4  # another seed or size: another cache file (3 of 3 per class too: a subset's key)
+    whole = load_dataset("imagenette", root=tiny_zip, image_size=16, cache_dir=tmp_path / "a")
+    assert Path(whole.meta["cache"]).name not in stems and "pc-" not in Path(whole.meta["cache"]).name
+    # null keeps the cache key the whole split had before subsets existed
+    names, labels = expected("train")[2], expected("train")[0].tolist()
+    content = real.files_fingerprint([tiny_zip], tiny_zip.parent)
+    key = real.fingerprint_of([real.CACHE_VERSION, "imagenette", "zip", "train", 16, "center_crop",
+                               *["imagenette2-224/" + n for n in names], *labels, content["listing_sha256"],
+                               content["content_sha256"]])
+    assert Path(whole.meta["cache"]).name == f"imagenette-train-16px-center_crop-{key}.images.npy"
+
+
+def test_subsets_are_nested():
+    for split in ("train", "test"):
+        for c in range(10):
+            small, large = (set(imagenette.subset_positions(900, n, 0, split, c).tolist()) for n in (30, 300))
+            assert len(small) == 30 and small < large
+    assert imagenette.subset_positions(5, None, 0, "train", 0).tolist() == list(range(5))
+    seeds = {tuple(imagenette.subset_positions(900, 30, s, "train", 6)) for s in range(3)}
+    splits = {tuple(imagenette.subset_positions(900, 30, 0, sp, 6)) for sp in ("train", "test")}
+    assert len(seeds) == 3 and len(splits) == 2
+
+
+def test_subset_nested_on_the_files(tiny_zip, tmp_path):
+    one, two = (load_dataset("imagenette", root=tiny_zip, image_size=16, n_per_class=n, cache_dir=tmp_path)
+                for n in (1, 2))
+    for c in range(10):
+        assert any(np.array_equal(_blocks(one)[c][0], img) for img in _blocks(two)[c])
+
+
+def test_too_large_or_bad_subsets_are_refused(tiny_zip, tmp_path):
+    from bibad_utils.config import load_profile
+
+    section = {"name": "imagenette", "root": str(tiny_zip), "image_size": 16, "n_per_class": 2,
+               "n_test_per_class": 1, "options": None}
+    cfg = load_profile("smoke", {"dataset": section, "target": 6})
+    train, test = dataset_from_config(cfg["dataset"], "train"), dataset_from_config(cfg["dataset"], "test")
+    assert len(train) == 20 and len(test) == 10
+    for key, split, value in (("n_per_class", "train", 4), ("n_test_per_class", "test", 3)):
+        too_many = load_profile("smoke", {"dataset": {**section, key: value}, "target": 6})
+        with pytest.raises(ConfigError) as err:
+            dataset_from_config(too_many["dataset"], split)  # more than this copy's classes hold
+        assert err.value.param == f"dataset.{key}" and err.value.value == value and "at most" in str(err.value)
+    for key, value in (("n_per_class", 859), ("n_test_per_class", 358), ("n_per_class", 0)):
+        with pytest.raises(ConfigError) as err:  # more than the official split's smallest class: at load time
+            load_profile("smoke", {"dataset": {**section, key: value}, "target": 6})
+        assert err.value.param == f"dataset.{key}"
+    with pytest.raises(ConfigError) as err:
+        load_profile("smoke", {"dataset": section, "target": 6, "ratios": [0.95]})  # 19 > 18 non-target images
+    assert err.value.param == "ratios[0]"
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ConfigError) as err:
+            load_dataset("imagenette", root=tiny_zip, image_size=16, n_per_class=bad, cache_dir=tmp_path)
+        assert err.value.param == "n_per_class"

@@ -23,8 +23,8 @@ PROMPT_TEMPLATE = "A photo of a {}"
 DATASET_CLASSES = {"procedural": 10, "imagenette": 10, "caltech15": 15, "cifar10": 10, "mnist5k": 10}
 DATASET_NAMES = tuple(DATASET_CLASSES)
 # Datasets whose size the profile's dataset.n_per_class / n_test_per_class sets (procedural: generated;
-# cifar10: a class-balanced subset, null = every image); the other real datasets need them null.
-PER_CLASS_DATASETS = ("procedural", "cifar10")
+# cifar10, imagenette: a class-balanced subset, null = every image); the other real datasets need them null.
+PER_CLASS_DATASETS = ("procedural", "cifar10", "imagenette")
 
 
 def to_float(images) -> torch.Tensor:
@@ -173,12 +173,12 @@ def load_dataset(name: str, split: str = "train", root=None, image_size: int | N
     split: ``"train"`` or ``"test"`` (``"val"`` is accepted for ImageNette, whose test split is its
     official validation split). image_size: side in pixels of the returned square images (defaults:
     procedural 32, imagenette 512, caltech15 256, cifar10 32). seed: the procedural generator's seed,
-    Caltech15's train/test split seed, and the seed of CIFAR-10's class-balanced subset. root: folder of
+    Caltech15's train/test split seed, and the seed of CIFAR-10's and ImageNette's class-balanced subsets. root: folder of
     the real datasets (default :func:`default_data_root`; for CIFAR-10 and ImageNette also the zip
     itself, see :func:`bibad_utils.data.cifar10.find_cifar10` and
     :func:`bibad_utils.data.imagenette.find_imagenette`). options go to :func:`make_procedural`
     (``n_per_class`` and the difficulty knobs) or to the real loaders (``cache_dir``, ``test_fraction``
-    for Caltech15, ``n_per_class`` for CIFAR-10).
+    for Caltech15, ``n_per_class`` for CIFAR-10 and ImageNette).
     """
     if name not in DATASET_NAMES:
         raise ConfigError("dataset.name", name, " | ".join(DATASET_NAMES))
@@ -193,7 +193,7 @@ def load_dataset(name: str, split: str = "train", root=None, image_size: int | N
     kwargs = dict(split=split, root=root, download=download, **options)
     if image_size is not None:
         kwargs["image_size"] = image_size
-    if name in ("caltech15", "cifar10"):
+    if name in ("caltech15", "cifar10", "imagenette"):
         kwargs["seed"] = seed
     return loader(**kwargs)
 
@@ -302,8 +302,9 @@ def dataset_fingerprint(name: str, root=None, **options) -> dict | None:
 def dataset_from_config(cfg: dict, split: str = "train", seed: int = 0) -> ImageSet:
     """The dataset described by a profile's ``dataset`` section (keys name, root, image_size,
     n_per_class, n_test_per_class, options, and optionally download) for ``split``. The per-class
-    sizes belong to the datasets of :data:`PER_CLASS_DATASETS` (procedural; CIFAR-10's class-balanced
-    subset, null = all); another real dataset needs them null."""
+    sizes belong to the datasets of :data:`PER_CLASS_DATASETS` (procedural; the class-balanced subsets of
+    CIFAR-10 and ImageNette, null = all); another real dataset needs them null. A subset larger than a
+    class of the copy read is a ConfigError naming ``dataset.n_per_class`` (or ``n_test_per_class``)."""
     cfg = dict(cfg)
     name = cfg.pop("name", None)
     options = dict(cfg.pop("options", None) or {})
@@ -314,10 +315,10 @@ def dataset_from_config(cfg: dict, split: str = "train", seed: int = 0) -> Image
     if cfg:
         raise ConfigError("dataset", sorted(cfg), "keys among name, root, image_size, n_per_class, "
                                                   "n_test_per_class, options, download")
+    size_key = "n_per_class" if split == "train" else "n_test_per_class"
     if name in PER_CLASS_DATASETS:
-        n = sizes["n_per_class"] if split == "train" else sizes["n_test_per_class"]
-        if n is not None:
-            options["n_per_class"] = n
+        if sizes[size_key] is not None:
+            options["n_per_class"] = sizes[size_key]
     else:
         for key, value in sizes.items():
             if value is not None:
@@ -328,8 +329,13 @@ def dataset_from_config(cfg: dict, split: str = "train", seed: int = 0) -> Image
             raise ConfigError("dataset.fingerprint", expected,
                               f"the files of {name} as they were when the profile was validated; they "
                               f"have changed since (now {now}): load the profile again")
-    data = load_dataset(name, split=split, root=root, image_size=image_size, seed=seed, download=download,
-                        **options)
+    try:
+        data = load_dataset(name, split=split, root=root, image_size=image_size, seed=seed, download=download,
+                            **options)
+    except ConfigError as err:
+        if err.param != "n_per_class" or name == "procedural":
+            raise
+        raise ConfigError(f"dataset.{size_key}", err.value, err.allowed) from None
     if expected is not None:
         data.meta["fingerprint"] = expected
     return data

@@ -16,11 +16,17 @@ Order: class by class in sorted WordNet-id order (:data:`IMAGENETTE_WNIDS`, labe
 garbage truck), files sorted by name within a class, so that image ``i`` is the same picture (the same
 pixels) whichever source it is read from. Split "test" is the official ``val`` split.
 
+Subset: ``n_per_class`` keeps that many images of every class, chosen per class by
+``np.random.default_rng([seed, IMAGENETTE_STREAM, split, class]).permutation`` (split 0 = train, 1 =
+test): its first ``n_per_class`` positions, sorted (the rule of the CIFAR-10 loader, with a stream of
+its own). The same (seed, split, n) gives the same images every run, and a smaller subset is contained
+in a larger one; None (the default) keeps every image and the cache key of the whole split.
+
 Every image goes through :func:`bibad_utils.data.real.decode_image` (the resize of the other real
 datasets); a greyscale, CMYK or other non-RGB file is converted to RGB and counted: ``meta
 ["converted_to_rgb"]`` (images of the split read) and ``meta["converted_modes"]`` (their modes).
 Decoded images are cached as uint8 ``.npy`` files (:func:`bibad_utils.data.real.cached_arrays`), keyed
-by the fingerprint of the files read; the default cache folder is ``<root>/.bibad_cache`` for an
+by the fingerprint of the files read and the chosen images; the default cache folder is ``<root>/.bibad_cache`` for an
 extracted folder (as before) and ``.bibad_cache`` under the data root for a zip, never beside an
 archive that may be a shared read-only copy.
 """
@@ -33,6 +39,8 @@ import threading
 import zipfile
 from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 from bibad_utils.base import ConfigError
 from bibad_utils.data import real
@@ -55,6 +63,10 @@ IMAGENETTE_STEMS = {"224px": "imagenette2-224", "full": "imagenette2", "320px": 
 IMAGENETTE_VARIANTS = tuple(IMAGENETTE_STEMS)
 # the split asked for -> the folder of the official split
 IMAGENETTE_SPLITS = {"train": "train", "test": "val", "val": "val"}
+# images of the smallest class of each official split (chain saw in train, cassette player in val): the
+# largest class-balanced subset of a whole copy
+IMAGENETTE_MIN_PER_CLASS = {"train": 858, "test": 357}
+IMAGENETTE_STREAM = 0x1E7  # separates the subset's random stream from other seeded choices (CIFAR-10: 0xC10)
 SOURCE_FORMATS = ("zip", "folder")
 
 _MEMBER = re.compile(r"^(?P<prefix>(?:[^/]+/)*?)(?P<sub>train|val)/(?P<wnid>[^/]+)/(?P<name>[^/]+)$")
@@ -156,6 +168,20 @@ def _download(root: Path, variant: str | None):
     Imagenette(str(root), split="train", size=variant or "full", download=True)
 
 
+def subset_positions(n_available: int, n_per_class: int | None, seed: int, split: str, class_index: int):
+    """Sorted positions (within one class, in file order) of the images kept: all of them when
+    ``n_per_class`` is None, else the first ``n_per_class`` of a permutation drawn with
+    ``np.random.default_rng([seed, IMAGENETTE_STREAM, split index, class_index])`` (train 0, test 1).
+    ConfigError naming ``n_per_class`` when the class has fewer images."""
+    if n_per_class is None:
+        return np.arange(n_available)
+    if n_per_class > n_available:
+        raise ConfigError("n_per_class", n_per_class, f"at most {n_available} ({split} images of class "
+                                                      f"{IMAGENETTE_CLASSES[class_index]} in this copy) or null (all)")
+    rng = np.random.default_rng([int(seed), IMAGENETTE_STREAM, ("train", "test").index(split), int(class_index)])
+    return np.sort(rng.permutation(n_available)[:n_per_class])
+
+
 def _reader(kind: str, path: Path):
     """(read(item, image_size, resize) -> (image, file's colour mode), close()) for one split's items:
     paths of a folder, or members of the zip (one archive handle per thread)."""
@@ -181,7 +207,8 @@ def _reader(kind: str, path: Path):
 
 
 def load_imagenette(split: str = "train", root="data", image_size: int = 512, download: bool = False,
-                    variant: str | None = None, resize: str = "center_crop", cache_dir=None, num_workers: int = 0):
+                    variant: str | None = None, resize: str = "center_crop", cache_dir=None, num_workers: int = 0,
+                    seed: int = 0, n_per_class: int | None = None):
     """ImageNette as an :class:`~bibad_utils.data.ImageSet`: 10 classes in sorted WordNet-id order (target 6
     = "garbage truck"), uint8 ``[N, S, S, 3]`` images memory-mapped from the cache, int64 labels.
 
@@ -190,13 +217,18 @@ def load_imagenette(split: str = "train", root="data", image_size: int = 512, do
     extracted folder itself. image_size: side S in pixels (resized by ``resize``, see
     :mod:`bibad_utils.data.real`). variant: "224px" | "full" | "320px" | "160px" to look only for that
     copy, or None for the first found. download: fetch the official archive of ``variant`` (None:
-    full size) when no source is there. num_workers: threads decoding the images. ``meta`` records the
-    source, its format, the variant, the cache file, the files' fingerprint and the RGB conversions.
+    full size) when no source is there. num_workers: threads decoding the images. n_per_class: a
+    class-balanced subset of that many images per class (:func:`subset_positions`, drawn with ``seed``),
+    or None for all. ``meta`` records the source, its format, the variant, the subset, the cache file,
+    the files' fingerprint and the RGB conversions (of the images read).
     """
     from bibad_utils.data import ImageSet, default_data_root
 
     _check_variant(variant)
     real.check_common(split, image_size, resize, tuple(IMAGENETTE_SPLITS))
+    if n_per_class is not None and (isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer))
+                                    or n_per_class < 1):
+        raise ConfigError("n_per_class", n_per_class, "a positive integer (images per class) or null (all)")
     root = Path(root)
     found = find_imagenette(root, variant)
     if found is None and download:
@@ -213,19 +245,24 @@ def load_imagenette(split: str = "train", root="data", image_size: int = 512, do
         if not found_items:
             raise FileNotFoundError(f"ImageNette class {wnid} ({IMAGENETTE_CLASSES[label]}) of the {sub} split "
                                     f"missing in {path}; the official archives hold all ten")
-        items += found_items
-        labels += [label] * len(found_items)
+        keep = subset_positions(len(found_items), n_per_class, seed, split, label)
+        items += [found_items[i] for i in keep]
+        labels += [label] * len(keep)
     base = path.parent if kind == "zip" else path
     content = real.files_fingerprint([path] if kind == "zip" else items, base)
     names = items if kind == "zip" else [Path(f).relative_to(base).as_posix() for f in items]
-    key = real.fingerprint_of([real.CACHE_VERSION, "imagenette", kind, sub, image_size, resize, *names, *labels,
-                               content["listing_sha256"], content["content_sha256"]])
-    stem = f"imagenette-{split}-{image_size}px-{resize}-{key}"
+    # a subset's key adds its size and seed (the chosen names are in it already); the whole split's is as before
+    subset = [] if n_per_class is None else [int(n_per_class), int(seed)]
+    key = real.fingerprint_of([real.CACHE_VERSION, "imagenette", kind, sub, image_size, resize, *subset, *names,
+                               *labels, content["listing_sha256"], content["content_sha256"]])
+    size = "" if n_per_class is None else f"-{int(n_per_class)}pc"
+    stem = f"imagenette-{split}-{image_size}px-{resize}{size}-{key}"
     if cache_dir is None:
         cache_dir = default_data_root() / ".bibad_cache" if kind == "zip" else root / ".bibad_cache"
     cache_dir = Path(cache_dir)
     info = {"name": "imagenette", "split": split, "source_split": sub, "image_size": image_size, "resize": resize,
-            "source_format": kind, "items": names, "class_names": list(IMAGENETTE_CLASSES)}
+            "source_format": kind, "items": names, "class_names": list(IMAGENETTE_CLASSES),
+            "n_per_class": n_per_class, "seed": int(seed) if n_per_class is not None else None}
 
     def fill(out):
         read, close = _reader(kind, path)
@@ -256,7 +293,8 @@ def load_imagenette(split: str = "train", root="data", image_size: int = 512, do
     stored = load_json(real.cache_paths(cache_dir, stem)[2])
     meta = {"source": str(path), "source_format": kind, "target": IMAGENETTE_TARGET,
             "variant": _variant_of(path, variant), "split": split, "source_split": sub, "image_size": image_size,
-            "resize": resize, "n_files": len(items), "cache": str(real.cache_paths(cache_dir, stem)[0]),
+            "resize": resize, "n_files": len(items), "n_per_class": n_per_class,
+            "subset_seed": int(seed) if n_per_class is not None else None, "cache": str(real.cache_paths(cache_dir, stem)[0]),
             "files_fingerprint": content, "converted_to_rgb": int(stored.get("converted_to_rgb", 0)),
             "converted_modes": dict(stored.get("converted_modes", {}))}
     return ImageSet(images, cached_labels, list(IMAGENETTE_CLASSES), "imagenette", meta)

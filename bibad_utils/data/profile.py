@@ -8,9 +8,12 @@ import math
 from bibad_utils.base import ConfigError, repo_path
 from bibad_utils.data import DATASET_CLASSES, PER_CLASS_DATASETS, dataset_fingerprint, validate_dataset_options
 from bibad_utils.data.cifar10 import CIFAR10_PER_CLASS
+from bibad_utils.data.imagenette import IMAGENETTE_MIN_PER_CLASS
 from bibad_utils.schema import Field, Section
 
 _SIZE = "a positive integer (null: a real dataset's own size)"
+# the most images per class a class-balanced subset of a whole copy can keep, by dataset and split
+_MOST_PER_CLASS = {"cifar10": CIFAR10_PER_CLASS, "imagenette": IMAGENETTE_MIN_PER_CLASS}
 
 
 def _check(ds: dict, prefix: str, profile: dict) -> dict:
@@ -21,8 +24,8 @@ def _check(ds: dict, prefix: str, profile: dict) -> dict:
     procedural = name == "procedural"
     for key in ("n_per_class", "n_test_per_class"):  # the procedural dataset's size; a real one has its own
         Field("int", low=1, nullable=not procedural).check(f"{prefix}.{key}", ds[key])
-        if name == "cifar10" and ds[key] is not None:
-            most = CIFAR10_PER_CLASS["train" if key == "n_per_class" else "test"]
+        if name in _MOST_PER_CLASS and ds[key] is not None:
+            most = _MOST_PER_CLASS[name]["train" if key == "n_per_class" else "test"]
             Field("int", low=1, high=most, nullable=True,
                   allowed=f"an integer in [1, {most}] (a class-balanced subset) or null (all)").check(
                 f"{prefix}.{key}", ds[key])
@@ -55,11 +58,11 @@ DATASET = Section("dataset", {
                       "../shared/data/imagenette2-224.zip (relative to the repository)"),
     "image_size": Field("int", low=8),
     "n_per_class": Field("int", default=None, low=1, nullable=True, allowed=_SIZE,
-                         doc="training images per class (procedural; cifar10: a seeded class-balanced "
-                             "subset, null = all)"),
+                         doc="training images per class (procedural; cifar10, imagenette: a seeded "
+                             "class-balanced subset, null = all)"),
     "n_test_per_class": Field("int", default=None, low=1, nullable=True, allowed=_SIZE,
-                              doc="test images per class (procedural; cifar10: a seeded class-balanced "
-                                  "subset, null = all)"),
+                              doc="test images per class (procedural; cifar10, imagenette: a seeded "
+                                  "class-balanced subset, null = all)"),
     "options": Field("value", default={}, nullable=True, test=lambda v: isinstance(v, dict),
                      allowed="a mapping of dataset options", doc="keyword arguments of the dataset's builder"),
     "fingerprint": Field("value", default=None, nullable=True, test=lambda v: isinstance(v, dict),
@@ -69,7 +72,7 @@ DATASET = Section("dataset", {
 
 def check_ratios_fit(cfg: dict) -> None:
     """Each p must leave int(N p) <= the number of non-target images (known before loading for the
-    procedural dataset and a CIFAR-10 subset: N = 10 n_per_class, one tenth per class)."""
+    procedural dataset and a CIFAR-10 or ImageNette subset: N = 10 n_per_class, one tenth per class)."""
     ds = cfg["dataset"]
     if ds["name"] not in PER_CLASS_DATASETS or ds["n_per_class"] is None:
         return
