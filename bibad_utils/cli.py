@@ -26,7 +26,7 @@ from bibad_utils.config import ConfigError, load_profile, overrides_from_assignm
 from bibad_utils.progress import ENV_THREADS
 from bibad_utils.publish.book import build_book
 from bibad_utils.publish.notebooks import NOTEBOOKS_DIR, STAGE_TITLES, find_stages, notebook_title
-from bibad_utils.publish.readme import readme_results
+from bibad_utils.publish.readme import readme_from_snapshot, readme_results
 from bibad_utils.publish.runner import run_notebooks
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     readme = sub.add_parser("readme", help="copy a finished run's teaser and claims table to results/PROFILE/ "
                             "and update the README's results summary")
     common(readme)
+    readme.add_argument("--snapshot", action="store_true",
+                        help="re-render from the committed results/PROFILE/ alone (the run directory is not here)")
 
     stages = sub.add_parser("stages", help="list the stage notebooks")
     stages.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help=argparse.SUPPRESS)
@@ -102,7 +104,10 @@ def main(argv=None) -> int:
             return 0
         if args.command == "readme":
             cfg = load_profile(args.profile, overrides)
-            print(f"wrote {readme_results(cfg['run_dir'], cfg['name'], REPO_ROOT)} and README.md")
+            if args.snapshot:
+                print(f"wrote {readme_from_snapshot(cfg['name'], REPO_ROOT)} and README.md")
+            else:
+                print(f"wrote {readme_results(cfg['run_dir'], cfg['name'], REPO_ROOT)} and README.md")
             return 0
         if args.command == "run":
             if args.retrain_base:

@@ -306,16 +306,24 @@ def test_readme_results_publishes_a_finished_run(tmp_path):
     (run_dir / "executed" / "run.json").write_text(json.dumps(
         {"profile": "demo", "notebooks": [{"name": "01", "seconds": 90}, {"name": "02", "seconds": 30}]}))
     dest = readme_results(run_dir, "demo", repo)
-    assert sorted(p.name for p in dest.iterdir()) == ["claims.md", "run.json", "teaser.png"]
+    assert sorted(p.name for p in dest.iterdir()) == ["README.md", "claims.md", "run.json", "teaser.png"]
     text = (repo / "README.md").read_text()
     assert "\nold\n" not in text and text.count("<!-- results demo -->") == 1
     assert text.endswith("<!-- results mnist -->\nkept\n<!-- /results mnist -->\n\n## Cite\n")  # another profile's block
-    assert "![teaser](results/demo/teaser.png)" in text and "> Generations of the demo run." in text
     counts = sm.verdict_counts(sm.claims_frame(run_dir))
-    assert f"{counts['total']} claim rows. 13 paper claims: {counts['reproduced']} reproduced" in text
-    assert f"<details><summary>all {counts['total']} claim rows</summary>" in text and "#### 04_insights" in text
-    assert "| 04_insights, paper claim | 1 | 0 | 1 |" in text and "spent 2 minutes in the notebooks" in text
-    assert str(tmp_path) not in text  # no machine-specific paths in the README
+    entry = text.split("<!-- results demo -->\n", 1)[1].split("<!-- /results demo -->", 1)[0]
+    assert entry.count("\n") == 1 and entry.startswith(f"- **`demo`**: {counts['total']} claim rows. 13 paper claims")
+    assert "(results/demo/README.md)" in entry and "(results/demo/claims.md)" in entry
+    page = (dest / "README.md").read_text()
+    assert "![teaser](teaser.png)" in page and "> Generations of the demo run." in page
+    assert f"{counts['total']} claim rows. 13 paper claims: {counts['reproduced']} reproduced" in page
+    assert "## 04_insights" in page and "spent 2 minutes in the notebooks" in page
+    assert "| 04_insights, paper claim | 1 | 0 | 1 |" in page
+    assert str(tmp_path) not in text + page  # no machine-specific paths
+    # a profile published for the first time lands after the last entry, not at the end of the file
+    readme_results(run_dir, "cifar10", repo)
+    text = (repo / "README.md").read_text()
+    assert text.index("<!-- /results mnist -->") < text.index("<!-- results cifar10 -->") < text.index("## Cite")
 
 
 def test_verdict_changes_against_published_markdown(tmp_path):
@@ -344,3 +352,68 @@ def test_verdict_changes_against_published_markdown(tmp_path):
     assert s.verdict_changes(run2, pub2)["change"].tolist() == ["changed", "new", "dropped"]
     assert s.published_claims(tmp_path / "none.md").empty
     assert "nothing to compare" in s.changes_sentence(ch, s.published_claims(tmp_path / "none.md"))
+
+
+def test_published_runs_become_book_pages(tmp_path):
+    """Each results/<profile>/README.md is staged as book/results/<profile>.md with its teaser beside it;
+    links to files outside the book become repository paths (Sphinx would warn on them), images stay."""
+    from bibad_utils.publish.book import stage_published_results
+    results, book = tmp_path / "results", tmp_path / "book"
+    (results / "full").mkdir(parents=True)
+    (results / "full" / "README.md").write_text("# Results of the `full` run\n\n![teaser](teaser.png)\n\n"
+                                                "Also in [claims.md](claims.md), see [paper](https://arxiv.org/abs/2311.02373).\n")
+    (results / "full" / "teaser.png").write_bytes(b"\x89PNG fake")
+    (results / "notes").mkdir()  # a folder without a page is no published run
+    assert stage_published_results(book, results) == ["full"]
+    page = (book / "results" / "full.md").read_text()
+    assert "![teaser of the full run](full_teaser.png)" in page and (book / "results" / "full_teaser.png").is_file()
+    assert "`results/full/claims.md`" in page and "[paper](https://arxiv.org/abs/2311.02373)" in page
+
+
+def test_readme_from_snapshot(tmp_path):
+    from bibad_utils.publish.readme import readme_from_snapshot
+    repo = tmp_path
+    (repo / "README.md").write_text("# Study\n\n<!-- results demo -->\nx\n<!-- /results demo -->\n\n## Cite\n")
+    with pytest.raises(ConfigError, match="results/full"):
+        readme_from_snapshot("full", repo)
+    (repo / "results" / "full").mkdir(parents=True)
+    (repo / "results" / "full" / "claims.md").write_text(
+        "3 claim rows. 2 paper claims: 1 reproduced, 1 not tested.\n\n### 04_insights\n\n| claim |\n|---|\n| a |\n")
+    dest = readme_from_snapshot("full", repo)
+    text = (repo / "README.md").read_text()
+    entry = text.split("<!-- results full -->\n", 1)[1].split("<!-- /results full -->", 1)[0]
+    assert entry.startswith("- **`full`**: 3 claim rows. 2 paper claims: 1 reproduced, 1 not tested. [Summary")
+    assert text.index("<!-- /results demo -->") < text.index("<!-- results full -->") < text.index("## Cite")
+    page = (dest / "README.md").read_text()
+    assert page.startswith("# Results of the `full` run") and "\n## 04_insights\n" in page and "teaser" not in page
+
+
+def test_landing_summary_counts_each_family(tmp_path):
+    """The first page's lines count the run's rows per family of claims; a family without rows says so, and
+    rows of no family get a line of their own."""
+    from bibad_utils.experiments.summary.tables import LANDING_FAMILIES, landing_markdown
+    rows = [row("trojan_g1"), row("trojan_g1", "partly"), row("amplification", "not tested")]
+    save_claims(tmp_path, "04_insights", rows)
+    df = sm.claims_frame(tmp_path)
+    text = landing_markdown(df, "demo")
+    lines = {line.split("*")[1]: line for line in text.splitlines() if line.startswith("- *")}
+    trojan, amplif = LANDING_FAMILIES[0][0], LANDING_FAMILIES[1][0]
+    assert lines[trojan].endswith(": 2 rows: 1 reproduced, 1 partly.")
+    assert lines[amplif].endswith(": 1 row: 1 not tested.")
+    assert "rows: 2 not tested." in lines[LANDING_FAMILIES[4][0]]  # the coverage check's rows of a stage not run
+    assert "{doc}`chapter 04 <../notebooks/04_insights>`" in lines[trojan]
+    covered = sum(int(line.split(" row")[0].rsplit(": ", 1)[1]) for line in lines.values() if " row" in line
+                  and "no row" not in line)
+    assert covered == len(df)  # every row of the frame is counted once
+
+
+def test_readme_stays_short_and_links_every_published_run():
+    """The README is read in two minutes: under 150 lines, the two commands, and one entry per published
+    run (results/<profile>/README.md) instead of the claims tables."""
+    from bibad_utils.config import REPO_ROOT
+    text = (REPO_ROOT / "README.md").read_text()
+    assert len(text.splitlines()) < 150
+    assert "make book" in text and "make test" in text
+    for page in sorted((REPO_ROOT / "results").glob("*/README.md")):
+        assert f"(results/{page.parent.name}/README.md)" in text
+    assert "| claim | setting |" not in text

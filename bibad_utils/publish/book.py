@@ -87,7 +87,42 @@ def stage_teaser(cfg: dict, book_dir: Path) -> bool:
         text = figures / TEASER_CAPTION
         caption = text.read_text() if text.is_file() else f"The teaser of the `{cfg['name']}` run."
     (target / "teaser.md").write_text(teaser_markdown(cfg, caption))
+    (target / "findings.md").write_text(findings_markdown(cfg))
     return caption is not None
+
+
+def findings_markdown(cfg: dict) -> str:
+    """The first page's verdict counts per family of claims, from the run's claim files (a sentence saying
+    so while the run has none yet)."""
+    from bibad_utils.experiments.summary.tables import claims_frame, landing_markdown
+
+    if not list((Path(cfg["run_dir"]) / "claims").glob("*.json")):
+        return (f"*The `{cfg['name']}` run has no claims yet: they appear here when `bibad run --profile "
+                f"{cfg['name']}` has run chapters 04-06.*\n")
+    return landing_markdown(claims_frame(cfg["run_dir"]), cfg["name"])
+
+
+PUBLISHED_DIR = "results"  # book/results/<profile>.md: one page per published run (results/<profile>/)
+
+
+def stage_published_results(book_dir: Path, results_dir: Path | None = None) -> list[str]:
+    """One book page per published run: ``results/<profile>/README.md`` (written by ``bibad readme``) as
+    ``book_dir/results/<profile>.md`` with its teaser beside it, links to files outside the book turned into
+    their repository paths. Returns the profiles staged, in name order."""
+    results_dir = Path(results_dir) if results_dir is not None else REPO_ROOT / "results"
+    staged = []
+    for page in sorted(results_dir.glob("*/README.md")):
+        profile = page.parent.name
+        target = Path(book_dir) / PUBLISHED_DIR
+        target.mkdir(parents=True, exist_ok=True)
+        text = page.read_text()
+        if (page.parent / TEASER_PNG).is_file():
+            shutil.copy2(page.parent / TEASER_PNG, target / f"{profile}_{TEASER_PNG}")
+            text = text.replace(f"![teaser]({TEASER_PNG})", f"![teaser of the {profile} run]({profile}_{TEASER_PNG})")
+        text = re.sub(r"(?<!!)\[([^\]]+)\]\((?!https?:)([^)#]+)\)", lambda m: f"`results/{profile}/{m.group(2)}`", text)
+        (target / f"{profile}.md").write_text(text)
+        staged.append(profile)
+    return staged
 
 
 # Cell tags of papermill's parameter cells: on a page they are folded behind a "show" toggle, since
@@ -164,6 +199,7 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
     for name in BOOK_DIRS:
         shutil.copytree(REPO_ROOT / name, src / name)
     stage_teaser(cfg, src / "book")
+    stage_published_results(src / "book")
 
     executed = Path(cfg["run_dir"]) / "executed"
     problems = []

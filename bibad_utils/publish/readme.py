@@ -1,10 +1,11 @@
 """``bibad readme``: a finished run's summary published in the repository: its teaser, claims table,
-detection AUROCs and run record copied to ``results/<profile>/``, and the README's results block rewritten
-from them."""
+detection AUROCs and run record copied to ``results/<profile>/`` with a ``README.md`` page that shows them,
+and the profile's one-line entry in the README's results list rewritten from them."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -35,10 +36,11 @@ def results_key(profile: str) -> str:
 
 
 def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path:
-    """Publish a run's results summary in the README: copy ``<run_dir>/figures/{teaser.png, claims.md}``
-    and the run record to ``results/<profile>/`` and rewrite the README's block of that profile (between
-    ``<!-- results PROFILE -->`` and ``<!-- /results PROFILE -->``, :func:`results_key`) with the teaser, the verdicts per stage and a link
-    to the whole claims table. Everything comes from the run's files. Returns the snapshot folder."""
+    """Publish a run's results: copy ``<run_dir>/figures/{teaser.png, claims.md, detection.csv}`` and the
+    run record to ``results/<profile>/``, write ``results/<profile>/README.md`` (the teaser, the verdicts
+    per stage and every claim row) and rewrite the README's one-line entry of that profile (between
+    ``<!-- results PROFILE -->`` and ``<!-- /results PROFILE -->``, :func:`results_key`): its verdict counts
+    and the links. Everything comes from the run's files. Returns the snapshot folder."""
     run_dir, repo_root = Path(run_dir), Path(repo_root)
     figures = run_dir / FIGURES_DIR
     needed = [figures / TEASER_PNG, figures / CLAIMS_MD_FILE, run_dir / "executed" / "run.json"]
@@ -57,24 +59,65 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
     record = json.loads((run_dir / "executed" / "run.json").read_text())
     minutes = sum(n.get("seconds", 0) for n in record.get("notebooks", [])) / 60
     caption = (figures / TEASER_CAPTION).read_text().strip() if (figures / TEASER_CAPTION).is_file() else ""
-    rel = f"{RESULTS_DIR}/{profile}"
     try:
         shown_dir = run_dir.resolve().relative_to(repo_root.resolve()).as_posix()
     except ValueError:
         shown_dir = run_dir.name
-    body = "\n\n".join([
-        f"Results of the `{profile}` run (written by `bibad readme --profile {profile}` from "
-        f"`{shown_dir}`; its last `bibad run` spent {minutes:.0f} minutes in the notebooks; a run reuses "
-        f"whatever the artifact store already holds, so this is not a first-run time: the README's profile "
-        f"table has those). "
-        f"{counts['total']} claim rows. " + claims_headline(df),
-        f"![teaser]({rel}/{TEASER_PNG})",
+    page = "\n\n".join([
+        f"# Results of the `{profile}` run",
+        f"Written by `bibad readme --profile {profile}` from `{shown_dir}`; its last `bibad run` spent "
+        f"{minutes:.0f} minutes in the notebooks (a run reuses whatever the artifact store already holds, so "
+        f"this is not a first-run time). {counts['total']} claim rows. " + claims_headline(df),
+        f"![teaser]({TEASER_PNG})",
         f"> {caption}" if caption else "",
         _markdown_table(_flat_index(stage_verdicts(df)), "stage, kind"),
         f"Every claim with the paper's number, ours with its 95 % interval and the verdict (also in "
-        f"[{rel}/{CLAIMS_MD_FILE}]({rel}/{CLAIMS_MD_FILE}) and the book's results chapter):",
-        f"<details><summary>all {counts['total']} claim rows</summary>\n\n"
-        + (figures / CLAIMS_MD_FILE).read_text().strip().replace("\n### ", "\n#### ") + "\n\n</details>",
+        f"[{CLAIMS_MD_FILE}]({CLAIMS_MD_FILE}) and the book's results chapter):",
+        (figures / CLAIMS_MD_FILE).read_text().strip().replace("\n### ", "\n## "),
     ]).replace("\n\n\n\n", "\n\n") + "\n"
-    replace_marked_section(repo_root / readme, results_key(profile), body)
+    (dest / "README.md").write_text(page)
+    _write_entry(repo_root / readme, profile, f"{counts['total']} claim rows. {claims_headline(df)}")
     return dest
+
+
+def readme_from_snapshot(profile: str, repo_root, readme="README.md") -> Path:
+    """Rewrite the README entry of ``profile`` and its ``results/<profile>/README.md`` from the committed
+    snapshot alone (``claims.md``, whose first line is the run's own headline, and ``teaser.png``), for a
+    profile whose run directory is not on this machine. Returns the snapshot folder."""
+    repo_root = Path(repo_root)
+    dest = repo_root / RESULTS_DIR / profile
+    claims = dest / CLAIMS_MD_FILE
+    if not claims.is_file():
+        raise ConfigError("profile", profile, f"a published snapshot ({claims} is missing): run "
+                          f"`bibad run --profile {profile}` and `bibad readme --profile {profile}` first")
+    text = claims.read_text().strip()
+    headline = text.split("\n", 1)[0].strip()
+    page = "\n\n".join([
+        f"# Results of the `{profile}` run",
+        f"Re-rendered from the committed snapshot `{RESULTS_DIR}/{profile}/` (the run directory was not on the "
+        f"machine that wrote this page). {headline}",
+        f"![teaser]({TEASER_PNG})" if (dest / TEASER_PNG).is_file() else "",
+        text.split("\n", 1)[1].strip().replace("\n### ", "\n## ").replace("### ", "## ", 1),
+    ]).replace("\n\n\n\n", "\n\n") + "\n"
+    (dest / "README.md").write_text(page)
+    _write_entry(repo_root / readme, profile, headline)
+    return dest
+
+
+def _write_entry(readme: Path, profile: str, summary: str) -> None:
+    rel = f"{RESULTS_DIR}/{profile}"
+    line = f"- **`{profile}`**: {summary} [Summary and teaser]({rel}/README.md), [all claims]({rel}/{CLAIMS_MD_FILE}).\n"
+    _insert_entry(readme, profile)
+    replace_marked_section(readme, results_key(profile), line)
+
+
+def _insert_entry(readme: Path, profile: str) -> None:
+    """Give ``profile`` an empty entry after the README's last results entry when it has none yet (a first
+    publication lands in the results list, not at the end of the file)."""
+    text = readme.read_text() if readme.is_file() else ""
+    if f"<!-- {results_key(profile)} -->" in text:
+        return
+    ends = [m.end() for m in re.finditer(r"<!-- /results [^>]+ -->\n", text)]
+    if ends:
+        block = f"<!-- {results_key(profile)} -->\n<!-- /{results_key(profile)} -->\n"
+        readme.write_text(text[:ends[-1]] + block + text[ends[-1]:])

@@ -223,3 +223,47 @@ def save_claims_markdown(run_dir, df: pd.DataFrame, missing=()) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(claims_markdown(df, missing))
     return path
+
+
+# The landing page's families of claims: (heading, claim keys, the chapter that makes them).
+LANDING_FAMILIES = (
+    ("Trojan horses: the poisoned DM generates trigger-carrying images of the wrong class", ("trojan_g1",),
+     "04_insights"),
+    ("Trigger amplification: more triggers in the generations than in the training data", ("amplification",),
+     "04_insights"),
+    ("Phase transition: G2 at low poisoning ratios, G1 at high ones", ("phase_transition",), "04_insights"),
+    ("Backdoor detection is easier on generations (CD, STRIP, FCT)",
+     ("detection_cd", "detection_strip", "detection_fct"), "05_castle_walls"),
+    ("Training a classifier on generations defuses the backdoor",
+     ("train_on_generations_asr", "train_on_generations_ta"), "05_castle_walls"),
+    ("The poisoned DM as a classifier resists the backdoor",
+     ("diffusion_classifier_asr", "diffusion_classifier_ta", "p_filter"), "05_castle_walls"),
+    ("Duplicated images and replication", ("duplicates_g1", "duplicates_g2", "replication"), "06_memorization"),
+    ("Controls (clean and relabel-only models, the duplicate finder)",
+     ("clean_control", "relabel_control", "duplicate_finder"), ""),
+)
+
+
+def family_sentence(df: pd.DataFrame, keys) -> str:
+    """The verdicts of the rows of claim ``keys`` as one sentence: "9 rows: 3 reproduced, 2 partly, 4 not
+    tested." (verdicts without rows left out; "no row in this run." without rows)."""
+    rows = df[df["family"].isin(keys)] if "family" in df.columns else df.iloc[0:0]
+    if not len(rows):
+        return "no row in this run."
+    parts = [f"{int((rows['verdict'] == v).sum())} {v}" for v in VERDICTS if (rows["verdict"] == v).any()]
+    return f"{len(rows)} row{'s' if len(rows) != 1 else ''}: " + ", ".join(parts) + "."
+
+
+def landing_markdown(df: pd.DataFrame, profile: str) -> str:
+    """MyST for the book's first page: one line per family of :data:`LANDING_FAMILIES` with its verdict
+    counts in this run and a link to the chapter that makes the claims."""
+    lines = [f"**What the `{profile}` run found**, family by family (every row with the paper's number beside "
+             f"ours: {{doc}}`../notebooks/08_results`):", ""]
+    for heading, keys, stage in LANDING_FAMILIES:
+        where = f" ({{doc}}`chapter {stage[:2]} <../notebooks/{stage}>`)" if stage else ""
+        lines.append(f"- *{heading}*{where}: {family_sentence(df, keys)}")
+    listed = [k for _, keys, _ in LANDING_FAMILIES for k in keys]
+    others = df[~df["family"].isin(listed)] if "family" in df.columns else df
+    if len(others):
+        lines.append(f"- *Other rows of this study*: {family_sentence(others.assign(family='_'), ['_'])}")
+    return "\n".join(lines) + "\n"
