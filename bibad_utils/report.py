@@ -97,3 +97,13 @@ def replace_marked_section(path, key: str, body: str, default_header: str = "") 
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.write_text(text)
+
+
+def book_tables() -> None:
+    """Pandas display options for the book's notebooks: every character of every cell (no "..."
+    truncation of a claim or a note), every column and row of a table. The page's CSS wraps the text."""
+    import pandas as pd
+
+    for option, value in (("display.max_colwidth", None), ("display.max_columns", None),
+                          ("display.max_rows", 500), ("display.width", None)):
+        pd.set_option(option, value)

@@ -176,6 +176,10 @@ def test_training_and_generation_tables_of_a_real_study(study):
     facts = tr.training_facts(study, compute, pretrain)
     assert facts["images_seen"] == 16 * len(study.cells()) + 16
     assert "2 steps" in facts["scratch_comparison"]
+    n = len(study.cells())
+    assert facts["training_sentence"].startswith(f"The {n} fine-tunings took ")
+    assert f"over {16 * n:,} training images" in facts["training_sentence"]
+    assert "pre-trained in this run" in facts["training_sentence"]  # this fixture trains its base DM
     summary = tr.model_summary(tr.base_model(study))
     n_params = sum(p.numel() for p in study.model(None).trainable_parameters())
     assert int(summary.loc["trainable parameters", "value"]) == n_params

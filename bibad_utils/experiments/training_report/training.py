@@ -175,11 +175,24 @@ def training_facts(study, compute: pd.DataFrame, pretrain: pd.DataFrame) -> dict
     pt_minutes = float(pretrain["wall time (s)"].sum()) / 60 if has_pt else 0.0
     pt_images = int(pretrain["images seen"].sum()) if has_pt else 0
     ft_minutes = float(compute["wall time (s)"].sum()) / 60
+    shipped = has_pt and bool(study.store.load_manifest("pretrain", study.pretrain_key).get("shipped_from"))
+    device = str(compute["device"].iloc[0]) if len(compute) else str(study.device)
+    threads = int(compute["threads"].max()) if len(compute) else 0
+    images = int(compute["images seen"].sum())
+    sentence = (f"The {len(compute)} fine-tunings took {ft_minutes:.1f} minutes of wall time in all on {device} "
+                f"with {threads} thread(s) each, over {images:,} training images. ")
+    if not has_pt:
+        sentence += "There is no pre-training: every model was trained from scratch."
+    elif shipped:
+        sentence += (f"The clean base DM came with the package (shipped, not trained in this run); its "
+                     f"pre-training took {pt_minutes:.1f} minutes where it was made, over {pt_images:,} images.")
+    else:
+        sentence += f"The clean base DM was pre-trained in this run: {pt_minutes:.1f} minutes over {pt_images:,} images."
     return {
+        "training_sentence": sentence,
         "scratch_comparison": scratch_comparison(study), "n_models": len(compute),
         "pretrain_minutes": pt_minutes, "finetune_minutes": ft_minutes,
         "total_minutes": pt_minutes + ft_minutes,
         "images_seen": int(compute["images seen"].sum()) + pt_images,
-        "device": str(compute["device"].iloc[0]) if len(compute) else str(study.device),
-        "threads": int(compute["threads"].max()) if len(compute) else 0,
+        "device": device, "threads": threads,
     }
