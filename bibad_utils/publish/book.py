@@ -102,6 +102,26 @@ def findings_markdown(cfg: dict) -> str:
     return landing_markdown(claims_frame(cfg["run_dir"]), cfg["name"])
 
 
+def shipped_weights_markdown(assets_dir: Path | None = None) -> str:
+    """A Markdown table of the weight files shipped with the package (``bibad_utils/assets/*/``): name,
+    parameters, how and when each was trained, and the SHA-256 of its weights, computed from the files."""
+    import hashlib
+
+    from bibad_utils.shipped_base import SHIPPED_DIR
+
+    rows = ["| shipped model | trained | command | SHA-256 of `model.safetensors` |", "|---|---|---|---|"]
+    for manifest_path in sorted(Path(assets_dir or SHIPPED_DIR).glob("*/manifest.json")):
+        m = json.loads(manifest_path.read_text())
+        digest = hashlib.sha256((manifest_path.parent / "model.safetensors").read_bytes()).hexdigest()
+        train = m.get("train") or {}
+        trained = (f"{train.get('steps', '?')} steps, {train.get('n_params', 0) / 1e6:.2f} M parameters, "
+                   f"{float(train.get('wall_time_s') or m.get('wall_time_s') or 0) / 60:.0f} min of training on {m.get('device', '?')}, "
+                   f"{str(m.get('created', '?'))[:10]}")
+        rows.append(f"| `bibad_utils/assets/{manifest_path.parent.name}` (key `{m['key']}`) | {trained} | "
+                    f"`{m.get('command', '?')}` | `{digest}` |")
+    return "\n".join(rows) + "\n"
+
+
 PUBLISHED_DIR = "results"  # book/results/<profile>.md: one page per published run (results/<profile>/)
 
 
@@ -200,6 +220,7 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
         shutil.copytree(REPO_ROOT / name, src / name)
     stage_teaser(cfg, src / "book")
     stage_published_results(src / "book")
+    (src / "book" / GENERATED_DIR / "shipped.md").write_text(shipped_weights_markdown())
 
     executed = Path(cfg["run_dir"]) / "executed"
     problems = []
