@@ -100,10 +100,54 @@ def replace_marked_section(path, key: str, body: str, default_header: str = "") 
 
 
 def book_tables() -> None:
-    """Pandas display options for the book's notebooks: every character of every cell (no "..."
-    truncation of a claim or a note), every column and row of a table. The page's CSS wraps the text."""
+    """Display settings for the book's notebooks: every character of every cell (no "..." truncation of a
+    claim or a note), every column and row, and data frames drawn by :func:`frame_html` (intervals in one
+    column, no meaningless row numbers). The page's CSS wraps long text."""
     import pandas as pd
 
     for option, value in (("display.max_colwidth", None), ("display.max_columns", None),
                           ("display.max_rows", 500), ("display.width", None)):
         pd.set_option(option, value)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover (IPython comes with the notebooks' kernel)
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, frame_html)
+
+
+def _number(x) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not math.isfinite(v):
+        return ""
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:.4g}"
+
+
+def compact_frame(df):
+    """``df`` for reading: each numeric column ``x`` with columns ``x_lo`` and ``x_hi`` beside it becomes one
+    text column "x [lo, hi]" (the interval's columns dropped), so that a table of estimates fits a page."""
+    import pandas as pd
+
+    out = df.copy()
+    for col in list(out.columns):
+        lo, hi = f"{col}_lo", f"{col}_hi"
+        if not isinstance(col, str) or lo not in out.columns or hi not in out.columns:
+            continue
+        if not all(pd.api.types.is_numeric_dtype(out[c]) for c in (col, lo, hi)):
+            continue
+        out[col] = [f"{_number(v)} [{_number(a)}, {_number(b)}]" if _number(a) else _number(v)
+                    for v, a, b in zip(out[col], out[lo], out[hi])]
+        out = out.drop(columns=[lo, hi])
+    return out
+
+
+def frame_html(df) -> str:
+    """HTML of a data frame for a book page: :func:`compact_frame`, and no index when it is only row numbers."""
+    import pandas as pd
+
+    plain = isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1
+    return compact_frame(df).to_html(index=not plain, na_rep="", border=0, classes="bibad-table")

@@ -287,7 +287,36 @@ def test_figures_from_tiny_tables():
                        _rates({"method": "diffusion classifier"}, 70, 20, p_filter=0.0, paper_TA=math.nan,
                               paper_ASR=math.nan)])
     fig = cw.dc_figure(dc, n_classes=10)
-    assert [ax.get_title() for ax in fig.axes] == ["TA", "ASR"]
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["TA", "ASR"]
+
+
+def _saved_width_px(fig) -> int:
+    import io
+
+    from PIL import Image
+
+    from bibad_utils.plots import DPI
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")  # as the notebooks' inline backend saves it
+    return Image.open(io.BytesIO(buf.getvalue())).size[0]
+
+
+def test_wide_figures_fit_the_text_column():
+    """Chapter 05's figures with many cells and models wrap their panels into rows instead of growing past
+    the book's column (the page check fails a figure shrunk below a readable label size)."""
+    from bibad_utils.plots import DPI, MAX_FIGURE_WIDTH_IN
+    limit = MAX_FIGURE_WIDTH_IN * DPI * 1.08  # bbox_inches="tight" may add a little outside the axes
+    cells = [f"badnets{k} p={p}%" for k in (1, 2) for p in (1, 2, 5, 10, 20)]
+    det = pd.DataFrame([{"cell": c, "detector": d, "set": s, "auroc": 0.7, "auroc_lo": 0.6, "auroc_hi": 0.8,
+                         "paper": math.nan} for c in cells for d in cw.detectors() for s in ("training", "generated")])
+    fig = cw.detection_figure(det)
+    assert _saved_width_px(fig) <= limit and sum(ax.get_visible() for ax in fig.axes) == len(cw.detectors())
+    dc = pd.DataFrame([_rates({"method": m, "cell": c}, 80, 20, p_filter=pf, paper_TA=0.9, paper_ASR=0.5)
+                       for c in cells[:6] for m, pf in (("classifier (x)", math.nan), ("diffusion classifier", 0.0),
+                                                        ("diffusion classifier", 0.1))])
+    fig = cw.dc_figure(dc, n_classes=10)
+    assert _saved_width_px(fig) <= limit
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["TA", "ASR"]
 
 
 def test_display_tables():

@@ -218,12 +218,27 @@ def test_teaser_drawing_shows_panels_and_bars():
             for p, lab, q, rt in ((0.0, "clean", 0.05, 0.0), (0.1, "10%", 0.5, 0.3))]
     bars = pd.DataFrame(rows)
     fig = sm.teaser_drawing(panels, bars, "bars")
-    assert isinstance(fig, Figure) and len(fig.subfigs) == 3
-    ax = fig.subfigs[-1].axes[0]
+    assert isinstance(fig, Figure) and len(fig.axes) == 17  # 16 images, then the bars (one row or two)
+    ax = fig.axes[-1]
     heights = sorted(p.get_height() for p in ax.patches)
     assert np.allclose(heights, sorted(bars["r_gen"]))
     assert [t.get_text() for t in ax.get_xticklabels()] == ["clean", "10%"]
-    assert sum(len(s.axes) for s in fig.subfigs[:2]) == 16
+
+
+def test_a_wide_teaser_puts_its_bars_below_the_images():
+    """Panels and bars wider than the text column: two rows (the images above, the bars below), no wider
+    than the column's figure width."""
+    from bibad_utils.plots import MAX_FIGURE_WIDTH_IN
+    rng = np.random.default_rng(0)
+    panels = [{"images": rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), "title": name}
+              for name in ("clean DM", "poisoned")]
+    rows = [sm.ratio_row(rng.random(40) < 0.3, 0.2, attack=a, p=p, label=f"{p:.0%}")
+            for a in ("badnets1", "badnets2", "wanet") for p in (0.01, 0.02, 0.05, 0.1, 0.2)]
+    fig = sm.teaser_drawing(panels, pd.DataFrame(rows), "bars")
+    width, height = fig.get_size_inches()
+    assert width <= MAX_FIGURE_WIDTH_IN and len(fig.subfigs) == 2  # two rows
+    top, bottom = fig.subfigs
+    assert sum(len(s.axes) for s in top.subfigs) == 32 and len(bottom.axes) == 1
 
 
 def test_teaser_bars_of_a_failing_detector_are_hatched_and_named():
@@ -417,3 +432,20 @@ def test_readme_stays_short_and_links_every_published_run():
     for page in sorted((REPO_ROOT / "results").glob("*/README.md")):
         assert f"(results/{page.parent.name}/README.md)" in text
     assert "| claim | setting |" not in text
+
+
+def test_compact_frame_and_frame_html():
+    """Book tables: an estimate and its interval columns become one column; row numbers are not shown, a
+    meaningful index is; non-numeric or unpaired columns are left alone."""
+    import numpy as np
+    import pandas as pd
+
+    from bibad_utils.report import compact_frame, frame_html
+    df = pd.DataFrame({"cell": ["a", "b"], "r_gen": [0.31, 0.5], "r_gen_lo": [0.2, np.nan], "r_gen_hi": [0.4, np.nan],
+                       "fpr": [0.1, 0.2], "fpr_lo": [0.05, 0.1], "n": [200, 200], "note_lo": ["x", "y"]})
+    out = compact_frame(df)
+    assert list(out.columns) == ["cell", "r_gen", "fpr", "fpr_lo", "n", "note_lo"]
+    assert list(out["r_gen"]) == ["0.310 [0.200, 0.400]", "0.500"]
+    html = frame_html(df)
+    assert "<th>r_gen</th>" in html and "r_gen_lo" not in html and "<th>0</th>" not in html
+    assert "<th>a</th>" in frame_html(df.set_index("cell"))  # a named index stays

@@ -15,12 +15,12 @@ from bibad_utils.plots.charts import (bar_with_ci, draw_interval_bars, exposure_
                                       paper_vs_ours, ratio_curves, similarity_hist, threshold_sweep)
 from bibad_utils.plots.grids import (GridLayout, cell_pixels, check_uint8_images, class_grid, draw_grid, image_grid,
                                      pairs_figure, show_image, side_by_side_grids, trigger_patterns, zoomed_rows)
-from bibad_utils.plots.style import (DPI, G_COLORS, PALETTE, REF_COLOR, message_figure, require_columns, set_style,
-                                     style)
+from bibad_utils.plots.style import (DPI, G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, message_figure, panel_axes,
+                                     panel_grid, require_columns, set_style, style)
 
 
 __all__ = [
-    "DPI", "G_COLORS", "PALETTE", "REF_COLOR", "GridLayout", "bar_with_ci", "cell_pixels", "check_uint8_images",
+    "DPI", "G_COLORS", "MAX_FIGURE_WIDTH_IN", "PALETTE", "panel_axes", "panel_grid", "REF_COLOR", "GridLayout", "bar_with_ci", "cell_pixels", "check_uint8_images",
     "class_grid", "draw_grid", "draw_interval_bars", "exposure_chart", "g_stack", "heatmap", "image_grid", "loss_curves",
     "message_figure", "pairs_figure", "paper_vs_ours", "ratio_curves", "require_columns", "set_style",
     "show_image", "side_by_side_grids", "similarity_hist", "style", "threshold_sweep", "trigger_patterns",

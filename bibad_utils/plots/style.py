@@ -7,6 +7,7 @@ drawn in; :func:`set_style` applies the same look to a notebook's own plots.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import matplotlib as mpl
@@ -74,3 +75,29 @@ def require_columns(df, columns, name="df"):
     missing = [c for c in columns if c is not None and c not in df.columns]
     if missing:
         raise ConfigError(name, f"columns {list(df.columns)}", f"a DataFrame with columns {missing}")
+
+
+# The widest figure the book shows at its text column without shrinking labels below a readable size: at
+# DPI, a 10-inch figure shown in a 740 px column keeps a 7-pt label at about 7 px.
+MAX_FIGURE_WIDTH_IN = 10.0
+
+
+def panel_grid(n: int, panel_w: float, panel_h: float, extra_w: float = 0.6, extra_h: float = 0.0,
+               max_w: float = MAX_FIGURE_WIDTH_IN) -> tuple[int, int, tuple[float, float]]:
+    """Rows and columns for ``n`` panels of ``panel_w`` x ``panel_h`` inches so that the figure stays within
+    ``max_w`` inches (as many panels a row as fit, at least one; a single panel wider than that is narrowed),
+    and the figure size: ``(nrows, ncols, (width, height))``."""
+    if n < 1:
+        raise ConfigError("panel_grid(n)", n, "at least one panel")
+    ncols = max(1, min(n, int((max_w - extra_w) // panel_w)))
+    nrows = math.ceil(n / ncols)
+    width = min(max_w, ncols * panel_w + extra_w)
+    return nrows, ncols, (width, nrows * panel_h + extra_h)
+
+
+def panel_axes(fig, nrows: int, ncols: int, n: int, **kwargs) -> list:
+    """The first ``n`` axes of an ``nrows`` x ``ncols`` grid of ``fig`` (row by row); the rest are hidden."""
+    grid = fig.subplots(nrows, ncols, squeeze=False, **kwargs).ravel()
+    for ax in grid[n:]:
+        ax.set_visible(False)
+    return list(grid[:n])

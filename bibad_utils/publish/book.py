@@ -184,13 +184,18 @@ def notebook_for_book(notebook: Path, dst: Path) -> int:
     return tagged
 
 
+def _repo_relative(text: str) -> str:
+    """``text`` with the repository's absolute path cut off its paths (a page shows no build machine's layout)."""
+    return text.replace(str(REPO_ROOT) + "/", "").replace(str(REPO_ROOT.resolve()) + "/", "")
+
+
 def mark_chapter(notebook: Path, problems: list[str]) -> None:
     """Put a warning box at the top of a staged chapter saying why it is not a complete execution of
     the current run (what ``--no-strict`` publishes instead of refusing)."""
     nb = json.loads(Path(notebook).read_text())
     text = ("```{warning}\nThis chapter is not a complete execution of the run this book was built "
             "from; its numbers may belong to another run or be missing:\n\n"
-            + "\n".join(f"- {p}" for p in problems) + "\n```\n")
+            + "\n".join(f"- {_repo_relative(p)}" for p in problems) + "\n```\n")
     cell = {"cell_type": "markdown", "id": "bibad-incomplete-chapter", "metadata": {}, "source": text}
     cells = nb.setdefault("cells", [])
     # after the title cell, so that the page keeps its heading

@@ -255,3 +255,90 @@ def screenshot_problems(png, min_bytes: int = MIN_SCREENSHOT_BYTES,
     if colours is not None:
         return [f"screenshot shows only {len(colours)} colour(s): a blank page"]
     return []
+
+
+# ----------------------------------------------------------------------------------------------
+# layout: what the reader sees at the window's width (measured by a script injected into a copy of the page)
+
+LAYOUT_ATTR = "data-bibad-layout"
+# After load, record every table of the article that needs horizontal scrolling or runs past the text column,
+# and every image's natural and shown widths, as JSON in an attribute of <html> that --dump-dom keeps.
+LAYOUT_SCRIPT = """<script>
+window.addEventListener("load", function () {
+  var art = document.querySelector("article") || document.body;
+  var box = art.getBoundingClientRect();
+  var tables = [], images = [];
+  art.querySelectorAll("table").forEach(function (t) {
+    var holder = t.parentElement, r = t.getBoundingClientRect();
+    var scrolls = t.scrollWidth > t.clientWidth + 2 || (holder && holder.scrollWidth > holder.clientWidth + 2);
+    if (scrolls || r.right > box.right + 2) {
+      tables.push({width: Math.round(Math.max(t.scrollWidth, r.width)), column: Math.round(box.width),
+                   head: (t.innerText || "").replace(/\\s+/g, " ").slice(0, 60)});
+    }
+  });
+  art.querySelectorAll("img").forEach(function (im) {
+    images.push({src: im.getAttribute("src"), natural: im.naturalWidth, shown: Math.round(im.getBoundingClientRect().width)});
+  });
+  document.documentElement.setAttribute("%s", JSON.stringify({column: Math.round(box.width), tables: tables, images: images}));
+});
+</script>""" % LAYOUT_ATTR
+# The smallest font the study's figures use (points) and the smallest rendered text a reader is asked to read
+# (CSS pixels): a figure shrunk so far that its 7-pt labels fall below 6 px fails.
+MIN_FIGURE_FONT_PT = 7.0
+MIN_FIGURE_TEXT_PX = 6.0
+DEFAULT_PNG_DPI = 100.0   # matplotlib's figure.dpi, for a PNG that records none
+MIN_CHECKED_IMAGE_PX = 300  # smaller images (icons, logos, single thumbnails) carry no text to read
+ABSOLUTE_PATH = re.compile(r"PosixPath\(|(?<![\w.~-])/(?:home|work|tmp|Users|root|var|mnt|private|opt)/[\w.-]+")
+
+
+def with_layout_probe(source: str) -> str:
+    """The page's HTML with :data:`LAYOUT_SCRIPT` before ``</body>`` (appended when there is none)."""
+    i = source.lower().rfind("</body>")
+    return source + LAYOUT_SCRIPT if i < 0 else source[:i] + LAYOUT_SCRIPT + source[i:]
+
+
+def layout_problems(dom: str, page: Path, min_text_px: float = MIN_FIGURE_TEXT_PX,
+                    font_pt: float = MIN_FIGURE_FONT_PT) -> list[str]:
+    """From the probe's record (:data:`LAYOUT_ATTR`): a table wider than the text column (it scrolls or runs
+    past it), and a raster figure shown so much smaller than its pixels that a ``font_pt`` label renders below
+    ``min_text_px`` CSS pixels (its PNG's dpi, else :data:`DEFAULT_PNG_DPI`). No record, no verdict."""
+    import json
+
+    tag = _soup(dom).find("html")
+    raw = tag.get(LAYOUT_ATTR) if tag is not None else None
+    if not raw:
+        return []
+    record = json.loads(raw)
+    problems = [f"a table is wider than the text column ({t['width']} px > {t['column']} px): {t['head']!r}"
+                for t in record.get("tables", [])]
+    for im in record.get("images", []):
+        natural, shown = float(im.get("natural") or 0), float(im.get("shown") or 0)
+        if natural < MIN_CHECKED_IMAGE_PX or shown <= 0 or shown >= natural:
+            continue
+        target = local_target(im.get("src") or "", page)
+        dpi = DEFAULT_PNG_DPI
+        if target is not None and target.is_file() and target.suffix.lower() in RASTER_SUFFIXES:
+            with Image.open(target) as png:
+                dpi = float((png.info.get("dpi") or (DEFAULT_PNG_DPI,))[0]) or DEFAULT_PNG_DPI
+        text_px = font_pt * dpi / 72 * shown / natural
+        if text_px < min_text_px:
+            problems.append(f"figure {im.get('src')} is shown at {shown / natural:.0%} of its {natural:.0f} px: its "
+                            f"{font_pt:g}-pt labels render at {text_px:.1f} px (< {min_text_px:g} px)")
+    return problems
+
+
+def truncation_problems(dom: str) -> list[str]:
+    """Table cells cut short with "..." (pandas' truncation of long text): the reader cannot see the rest."""
+    soup = _soup(dom)
+    main = soup.find("article") or soup
+    cut = [re.sub(r"\s+", " ", c.get_text()).strip() for c in main.find_all(["td", "th"])]
+    cut = [t for t in cut if t.endswith(("...", "\u2026")) and len(t) > 3]
+    return [f"{len(cut)} table cell(s) cut with '...', e.g. {cut[0][-60:]!r}"] if cut else []
+
+
+def path_leak_problems(dom: str) -> list[str]:
+    """An absolute path of the machine that built the book (or a ``PosixPath(...)`` repr) in the article."""
+    soup = _soup(dom)
+    main = soup.find("article") or soup.find("body") or soup
+    found = sorted({m.group(0) for m in ABSOLUTE_PATH.finditer(main.get_text())})
+    return [f"leaks a path of the build machine: {', '.join(found[:3])}"] if found else []

@@ -17,7 +17,10 @@ screenshot and the DOM as it stands after the scripts. A page fails when
   anything over http(s) while loading it (from Chromium's network log);
 - a script raised an uncaught exception (apart from known harmless noise of the theme);
 - a relative link points to a file that does not exist, the article is empty, or the screenshot is
-  trivial (tiny or a handful of colours).
+  trivial (tiny or a handful of colours);
+- a table is wider than the text column at the window's width, a table cell is cut with "...", an
+  absolute path of the build machine shows, or a figure is shrunk so far that its smallest labels render
+  below a readable size (measured by a script injected into a copy of the page).
 
 Exit code: 0 when every page passes, 1 when one fails, 2 for bad arguments or when no Chromium is found.
 """
@@ -39,9 +42,10 @@ from pathlib import Path
 
 from bibad_utils.base import REPO_ROOT, ConfigError
 from bibad_utils.publish.page_text import (SPHINX_UTILITY_PAGES, TRACEBACK_MARK, article_problems, image_problems,
-                                           link_problems, local_target, math_problems, output_notes,
-                                           redirect_target, remote_resources, screenshot_problems,
-                                           traceback_problems, widget_problems)
+                                           layout_problems, link_problems, local_target, math_problems,
+                                           output_notes, path_leak_problems, redirect_target, remote_resources,
+                                           screenshot_problems, traceback_problems, truncation_problems,
+                                           widget_problems, with_layout_probe)
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 CHROMIUM_ENV = "BIBAD_CHROMIUM"
@@ -197,7 +201,12 @@ def check_page(page, html_dir, screenshot_dir, chromium: str, window=(1280, 1100
         report.notes.append(f"redirect to {target}")
         return report
     shot = Path(screenshot_dir) / rel.with_suffix(".png")
-    rendered = render_page(page, shot, chromium, window, budget_ms, offline)
+    probe = page.with_name(f".{page.stem}.layout-probe.html")  # beside the page, so relative links resolve
+    probe.write_text(with_layout_probe(source))
+    try:
+        rendered = render_page(probe, shot, chromium, window, budget_ms, offline)
+    finally:
+        probe.unlink(missing_ok=True)
     report.seconds = round(rendered.seconds, 2)
     report.screenshot = str(shot) if shot.is_file() else None
     if rendered.error or not rendered.dom.strip():
@@ -214,6 +223,9 @@ def check_page(page, html_dir, screenshot_dir, chromium: str, window=(1280, 1100
     report.widgets, problems = widget_problems(source, dom)
     report.problems += problems
     report.problems += link_problems(source, page)
+    report.problems += layout_problems(dom, page)
+    report.problems += truncation_problems(dom)
+    report.problems += path_leak_problems(dom)
     if rel.as_posix() not in SPHINX_UTILITY_PAGES:
         report.problems += article_problems(dom)
     report.problems += screenshot_problems(shot)

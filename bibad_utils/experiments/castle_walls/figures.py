@@ -9,7 +9,7 @@ import pandas as pd
 
 from bibad_utils.experiments.castle_walls.config import SOURCES, detectors
 from bibad_utils.experiments.castle_walls.detection import detection_scores
-from bibad_utils.plots import DPI, PALETTE, draw_interval_bars, side_by_side_grids, style
+from bibad_utils.plots import DPI, PALETTE, draw_interval_bars, panel_axes, panel_grid, side_by_side_grids, style
 
 
 
@@ -22,8 +22,9 @@ def detection_figure(det: pd.DataFrame):
     cells = list(pd.unique(det["cell"]))
     names = [d for d in detectors() if d in set(det["detector"])]
     with style():
-        fig = Figure(figsize=(3.4 * len(names) + 0.6, 3.4 + 0.15 * max(len(c) for c in cells)))
-        axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
+        nrows, ncols, size = panel_grid(len(names), 3.4, 3.4 + 0.15 * max(len(c) for c in cells), extra_h=0.6)
+        fig = Figure(figsize=size)
+        axes = panel_axes(fig, nrows, ncols, len(names), sharey=True)
         for ax, name in zip(axes, names):
             combos = [(s, c) for s, c in det[["set", "classifier"]].drop_duplicates().itertuples(index=False)] \
                 if "classifier" in det else [("training", None), ("generated", None)]
@@ -50,9 +51,10 @@ def detection_figure(det: pd.DataFrame):
             ax.set_xticks(range(len(cells)), cells, rotation=30, ha="right")
             ax.set_title(name)
             ax.set_ylim(0, 1.05)
-        axes[0].set_ylabel("AUROC (0.5 = chance)")
-        shared_legend(fig, axes, max_columns=5)
-        fig.tight_layout(rect=(0, 0, 1, 0.86))
+        for ax in axes[::ncols]:
+            ax.set_ylabel("AUROC (0.5 = chance)")
+        shared_legend(fig, axes, max_columns=3)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.7 / size[1]))
     return fig
 
 
@@ -76,8 +78,9 @@ def _rate_panels(df: pd.DataFrame, x: str, hue: str, metrics=("TA", "ASR"), titl
     hues = list(pd.unique(df[hue]))
     width = 0.8 / len(hues)
     with style():
-        fig = Figure(figsize=(len(metrics) * max(3.5, 0.45 * len(cats) * len(hues) + 1.5), 3.8))
-        axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+        nrows, ncols, size = panel_grid(len(metrics), max(3.5, 0.45 * len(cats) * len(hues) + 1.5), 3.4, extra_h=0.8)
+        fig = Figure(figsize=size)
+        axes = panel_axes(fig, nrows, ncols, len(metrics))
         for ax, m in zip(axes, metrics):
             for i, h in enumerate(hues):
                 rows = df[df[hue] == h].set_index(x).reindex(cats)
@@ -97,10 +100,10 @@ def _rate_panels(df: pd.DataFrame, x: str, hue: str, metrics=("TA", "ASR"), titl
             ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
             ax.set_ylim(0, 1.05)
             ax.set_title(m)
-        shared_legend(fig, axes, max_columns=4)
+        shared_legend(fig, axes, max_columns=3)
         if title:
             fig.suptitle(title, y=0.01, va="bottom", fontsize=9)
-        fig.tight_layout(rect=(0, 0.03 if title else 0, 1, 0.86))
+        fig.tight_layout(rect=(0, 0.03 if title else 0, 1, 1 - 0.8 / size[1]))
     return fig
 
 
@@ -157,8 +160,9 @@ def cd_sensitivity_figure(sens: pd.DataFrame):
                       for name, col in (("training", "train"), ("generated", "gen"))], ignore_index=True)
     diff = pd.DataFrame({"reference": labels, "diff": sens["diff"], "lo": sens["diff_lo"], "hi": sens["diff_hi"]})
     with style():
-        fig = Figure(figsize=(3.0 + 1.3 * len(labels), 3.6), dpi=DPI)
-        left, right = fig.subplots(1, 2)
+        nrows, ncols, size = panel_grid(2, 1.5 + 0.65 * len(labels), 3.6, extra_w=0.4)
+        fig = Figure(figsize=size, dpi=DPI)
+        left, right = panel_axes(fig, nrows, ncols, 2)
         draw_interval_bars(left, long, "reference", "auroc", "lo", "hi", hue="set", categories=labels)
         left.axhline(0.5, color="#777777", linestyle=":", linewidth=1)
         left.set_ylim(0, 1.05)

@@ -13,7 +13,7 @@ from bibad_utils import metrics
 from bibad_utils.experiments.explorer import ExplorerData, draw_panel, panel_size
 from bibad_utils.experiments.insights import clean_detector_check
 from bibad_utils.experiments.summary.tables import FIGURES_DIR
-from bibad_utils.plots import PALETTE, REF_COLOR
+from bibad_utils.plots import MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR
 from bibad_utils.report import TEASER_CAPTION, TEASER_PNG
 from bibad_utils.stages import Cell
 
@@ -101,13 +101,24 @@ def teaser_drawing(panels: list[dict], bars: pd.DataFrame, bars_title: str, ncol
     the r_gen vs r_train bars of ``bars`` (:func:`ratio_frame`)."""
     sizes = [panel_size(len(p["images"]), ncol) for p in panels]
     bar_w = max(3.6, 0.5 * bars["label"].nunique() * max(1, bars["attack"].nunique()) + 1.6)
-    height = max([s[1] for s in sizes] + [3.2])
-    fig = Figure(figsize=(sum(s[0] for s in sizes) + bar_w, height), dpi=100)
-    subs = fig.subfigures(1, len(panels) + 1, width_ratios=[s[0] for s in sizes] + [bar_w], wspace=0.0)
-    for sub, p in zip(subs, panels):
+    panels_w, panels_h = sum(s[0] for s in sizes), max(s[1] for s in sizes)
+    if panels_w + bar_w <= MAX_FIGURE_WIDTH_IN:  # one row: the image panels, then the bars
+        height = max(panels_h, 3.2)
+        fig = Figure(figsize=(panels_w + bar_w, height), dpi=100)
+        subs = fig.subfigures(1, len(panels) + 1, width_ratios=[s[0] for s in sizes] + [bar_w], wspace=0.0)
+        image_subs, bar_sub, bar_h, bar_left = subs[:-1], subs[-1], height, 0.15
+    else:  # two rows at the text column's width: the image panels above, the bars below
+        width = max(panels_w, min(bar_w, MAX_FIGURE_WIDTH_IN))
+        bar_h = 3.4
+        fig = Figure(figsize=(width, panels_h + bar_h), dpi=100)
+        top, bottom = fig.subfigures(2, 1, height_ratios=[panels_h, bar_h], hspace=0.0)
+        image_subs = top.subfigures(1, len(panels), width_ratios=[s[0] for s in sizes], wspace=0.0)
+        image_subs = [image_subs] if len(panels) == 1 else list(image_subs)
+        bar_sub, bar_left = bottom, 0.1
+    for sub, p in zip(image_subs, panels):
         draw_panel(sub, p["images"], p.get("frames"), p.get("labels"), p.get("title"), ncol)
-    ax = subs[-1].add_subplot()
-    subs[-1].subplots_adjust(left=0.15, right=0.97, bottom=0.16, top=1 - 0.5 / height)
+    ax = bar_sub.add_subplot()
+    bar_sub.subplots_adjust(left=bar_left, right=0.97, bottom=0.22, top=1 - 0.5 / bar_h)
     draw_ratio_bars(ax, bars)
     ax.set_title(bars_title, fontsize=8.5, weight="bold")
     return fig
