@@ -163,6 +163,38 @@ def test_screenshot_problems(tmp_path):
     assert "no screenshot" in screenshot_problems(tmp_path / "absent.png")[0]
 
 
+def test_layout_truncation_and_path_checks(tmp_path):
+    """The reader's-eye checks on planted pages: a wide table, a figure shrunk below a readable label size,
+    a cell cut with '...', a leaked build path; and a page without any of them passes."""
+    import json
+
+    from bibad_utils.publish.page_text import (LAYOUT_ATTR, layout_problems, path_leak_problems,
+                                               truncation_problems, with_layout_probe)
+    page = tmp_path / "page.html"
+    fig = tmp_path / "fig.png"
+    Image.new("RGB", (1600, 400), (200, 200, 200)).save(fig, dpi=(100, 100))
+
+    def dom(record, body=""):
+        return f"<html {LAYOUT_ATTR}='{json.dumps(record)}'><body><article>{body}</article></body></html>"
+
+    good = {"column": 740, "tables": [], "images": [{"src": "fig.png", "natural": 1600, "shown": 1500}]}
+    assert layout_problems(dom(good), page) == []
+    shrunk = {"column": 740, "tables": [], "images": [{"src": "fig.png", "natural": 1600, "shown": 600}]}
+    assert "labels render at 3.6 px" in layout_problems(dom(shrunk), page)[0]
+    wide = {"column": 740, "tables": [{"width": 1200, "column": 740, "head": "cell r_gen"}], "images": []}
+    assert "wider than the text column (1200 px > 740 px)" in layout_problems(dom(wide), page)[0]
+    assert layout_problems("<html><body></body></html>", page) == []  # no probe record: no verdict
+    probed = with_layout_probe("<html><body><p>x</p></body></html>")
+    assert probed.index("<script>") < probed.index("</body>") and LAYOUT_ATTR in probed
+
+    assert truncation_problems(dom(good, "<table><tr><td>... at a TA cost</td><td>0.5</td></tr></table>")) == []
+    cut = truncation_problems(dom(good, "<table><tr><td>Trojan horse: the poisoned DM generates trigge...</td></tr></table>"))
+    assert cut and "1 table cell(s)" in cut[0]
+    assert path_leak_problems(dom(good, "<p>runs/demo/claims/05.json and ../shared/data</p>")) == []
+    assert "/home/alice" in path_leak_problems(dom(good, "<p>saved to /home/alice/study/runs/x.json</p>"))[0]
+    assert path_leak_problems(dom(good, "<pre>PosixPath('runs/demo')</pre>"))
+
+
 # ----------------------------------------------------------------------------------------------
 # the smoke book in a browser
 
@@ -224,7 +256,10 @@ def test_the_page_check_catches_a_broken_book(smoke_book, chromium, tmp_path):
                '  File "stage.py", line 1\nValueError: planted failure</pre></div>'
                '<script src="https://cdn.example.org/library.js"></script>'
                '<a href="no-such-page.html">dead link</a>'
-               '<script>undefinedFunction()</script>')
+               '<script>undefinedFunction()</script>'
+               '<table><tr>' + '<td>0.1234567890123</td>' * 30 + '</tr>'
+               '<tr><td>Trojan horse: the poisoned DM generates trigge...</td></tr></table>'
+               '<p>written to /home/alice/study/runs/demo/claims.json</p>')
     html = page.read_text()
     assert "</article>" in html
     page.write_text(html.replace("</article>", planted + "</article>", 1))
@@ -236,7 +271,9 @@ def test_the_page_check_catches_a_broken_book(smoke_book, chromium, tmp_path):
     problems = "\n".join(reports["book/limitations.html"].problems)
     for words in ("no-such-figure.png", "ValueError: planted failure", "loads a remote resource: https://cdn.example.org",
                   "tried to fetch from the network: https://cdn.example.org/library.js",
-                  "link to a missing file: no-such-page.html", "undefinedFunction"):
+                  "link to a missing file: no-such-page.html", "undefinedFunction",
+                  "a table is wider than the text column", "1 table cell(s) cut with '...'",
+                  "leaks a path of the build machine: /home/alice"):
         assert words in problems, f"{words!r} not in:\n{problems}"
     assert not any(noise in problems for noise in KNOWN_CONSOLE_NOISE)
 
