@@ -34,7 +34,8 @@ DATASET_NAMES = {"imagenette": "ImageNette", "caltech15": "Caltech15", "cifar10"
 
 # Where each table comes from (slide titles as in the shared seeds).
 SOURCES = {
-    "r_train": "PAPER.md, Metrics (Insight 1), ImageNette, target 'garbage truck'",
+    "r_train": "slides, Insight 1 figure (a1), BadNets-1 on ImageNette: ratio of trigger-present training data "
+               "related to the target prompt 'garbage truck'",
     "cd_auroc": "slides, Inspiration 1, Table 3 (ImageNette, SD v1.4): detection AUROC, training set -> "
                 "generation set (the caption names CD, STRIP and FCT; the slide's rows are CD's)",
     "train_on_generations": "slides, Inspiration 2 table (SD v1.4): classifier trained on the training set -> "
@@ -44,7 +45,7 @@ SOURCES = {
     "duplicates": "slides, 'Duplication exacerbates poisoning' table (SD v1.4): poison random images -> "
                   "poison duplicate images",
     "replication": "slides, Figure R3 (qualitative: no number)",
-    "n_generations": "PAPER.md, Setup (sampling): ~1K images for the target prompt",
+    "n_generations": "the paper's sampling setup: about 1,000 images for the target prompt",
 }
 
 R_TRAIN = {"imagenette": {0.01: 0.089, 0.02: 0.164, 0.05: 0.330, 0.10: 0.496}}
