@@ -16,6 +16,7 @@ Rows are written to ``<run_dir>/claims/<stage>.json`` so the results page can ga
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from bibad_utils.base import ConfigError
@@ -145,9 +146,40 @@ def compact_frame(df):
     return out
 
 
+# A paper number's source at the end of its text: "...: 0.956 -> 0.970 [slides, Inspiration 1, Table 3 ...]"
+_SOURCE_TAIL = re.compile(r"\s*\[([^\[\]]{12,})\]\s*$")
+
+
 def frame_html(df) -> str:
-    """HTML of a data frame for a book page: :func:`compact_frame`, and no index when it is only row numbers."""
+    """HTML of a data frame for a book page: :func:`compact_frame`; no index when it is only row numbers; a
+    ``paper`` column's sources cited once, as numbered references listed under the table; a ``note`` column's
+    text folded into an expandable "note" (a verdict table's rows stay one line high)."""
+    import html
+
     import pandas as pd
 
     plain = isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1
-    return compact_frame(df).to_html(index=not plain, na_rep="", border=0, classes="bibad-table")
+    out = compact_frame(df)
+    sources: list[str] = []
+
+    def cite(text):
+        m = _SOURCE_TAIL.search(str(text))
+        if not m:
+            return html.escape(str(text))
+        if m.group(1) not in sources:
+            sources.append(m.group(1))
+        return html.escape(str(text)[:m.start()]) + f" [{sources.index(m.group(1)) + 1}]"
+
+    for col in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[col]):
+            out[col] = [html.escape(str(v)) if isinstance(v, str) else v for v in out[col]]
+    if "paper" in df.columns and "paper" in out.columns:
+        out["paper"] = [cite(v) if isinstance(v, str) else v for v in df["paper"]]
+    if "note" in out.columns:
+        out["note"] = [f"<details><summary>note</summary>{v}</details>" if isinstance(v, str) and v else v
+                       for v in out["note"]]
+    table = out.to_html(index=not plain, na_rep="", border=0, classes="bibad-table", escape=False)
+    if sources:
+        listed = "; ".join(f"[{i}] {html.escape(s)}" for i, s in enumerate(sources, 1))
+        table += f'\n<p class="bibad-sources">Sources of the paper\'s numbers: {listed}.</p>'
+    return table

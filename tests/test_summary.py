@@ -449,3 +449,10 @@ def test_compact_frame_and_frame_html():
     html = frame_html(df)
     assert "<th>r_gen</th>" in html and "r_gen_lo" not in html and "<th>0</th>" not in html
     assert "<th>a</th>" in frame_html(df.set_index("cell"))  # a named index stays
+    claims = pd.DataFrame({"claim": ["x < y", "z"], "paper": ["0.95 -> 0.97 [slides, Inspiration 1, Table 3]",
+                                                             "0.5 [slides, Inspiration 1, Table 3]"],
+                           "note": ["why <this>", ""]})
+    html = frame_html(claims)
+    assert html.count("slides, Inspiration 1, Table 3") == 1 and "0.95 -&gt; 0.97 [1]" in html and "0.5 [1]" in html
+    assert "Sources of the paper's numbers: [1] slides, Inspiration 1, Table 3." in html
+    assert "<details><summary>note</summary>why &lt;this&gt;</details>" in html and "x &lt; y" in html
