@@ -145,11 +145,12 @@ def image_grid(images, nrow: int = 8, titles=None, title: str | None = None, sca
 
 
 def side_by_side_grids(grids: dict, nrow: int = 4, scale: int | None = None, titles: dict | None = None,
-                       border_colors: dict | None = None) -> Figure:
+                       border_colors: dict | None = None, suptitle: str | None = None) -> Figure:
     """Several image grids next to each other, one panel per entry of ``grids`` (name -> uint8
     ``[N_i, H, W, 3]`` images, headed by its name), ``nrow`` images per row in each panel; e.g. clean vs
     poisoned training images, or generations of two models. titles / border_colors: optional dicts
     name -> per-image titles / colours (see :func:`image_grid`). An empty panel says "no images".
+    ``suptitle``: a title above the panels, in a band of its own (it never overlaps the panels' headings).
     """
     if not isinstance(grids, dict) or not grids:
         raise ConfigError("grids", type(grids).__name__, "a non-empty dict name -> uint8 [N, H, W, 3] images")
@@ -166,8 +167,13 @@ def side_by_side_grids(grids: dict, nrow: int = 4, scale: int | None = None, tit
                 geoms[name] = None
         widths = [g.width if g else 1.5 for g in geoms.values()]
         height = max(g.height if g else 1.0 for g in geoms.values())
-        fig = Figure(figsize=(sum(widths) + 0.15 * (len(widths) - 1), height), dpi=DPI)
-        subfigs = np.atleast_1d(fig.subfigures(1, len(checked), width_ratios=widths, wspace=0.15 / max(widths)))
+        band = 0.4 if suptitle else 0.0
+        fig = Figure(figsize=(sum(widths) + 0.15 * (len(widths) - 1), height + band), dpi=DPI)
+        body = fig
+        if suptitle:
+            head, body = fig.subfigures(2, 1, height_ratios=[band, height], hspace=0.0)
+            head.text(0.5, 0.5, suptitle, ha="center", va="center", fontsize=10, weight="bold")
+        subfigs = np.atleast_1d(body.subfigures(1, len(checked), width_ratios=widths, wspace=0.15 / max(widths)))
         for sub, (name, imgs), wid in zip(subfigs, checked.items(), widths):
             if len(imgs) == 0:
                 ax = sub.add_axes((0, 0, 1, 1))

@@ -41,11 +41,10 @@ def examples_figure(study, cell, guidance: float, n: int = 8, seed: int = 0, nro
     one panel per group (headed G1..G4, ``nrow`` images per row; an empty group says so), each image
     headed by the clean classifier's predicted class."""
     ex = group_examples(study, cell, guidance, n=n, seed=seed)
-    fig = side_by_side_grids({g: images for g, (images, _) in ex.items()}, nrow=nrow,
-                             titles={g: titles for g, (_, titles) in ex.items() if titles})
-    fig.suptitle(f"{cell.name}: target-prompt generations at w = {guidance:g}, by group "
-                 f"(detector: {cell.trigger_kind or study.cfg['attacks'][0]})", fontsize=10, fontweight="bold")
-    return fig
+    return side_by_side_grids({g: images for g, (images, _) in ex.items()}, nrow=nrow,
+                              titles={g: titles for g, (_, titles) in ex.items() if titles},
+                              suptitle=f"{cell.name}: target-prompt generations at w = {guidance:g}, by group "
+                                       f"(detector: {cell.trigger_kind or study.cfg['attacks'][0]})")
 
 
 def _new_axes(nrows: int, ncols: int, width: float, height: float):
