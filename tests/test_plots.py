@@ -194,3 +194,14 @@ def test_grid_layout_places_cells_in_reading_order_after_the_row_labels():
     plots.show_image(ax, images(1)[0], scale=2, border_color="red", border_width=2.0)
     assert ax.images[0].get_array().shape[:2] == (32, 32)
     assert ax.spines["left"].get_visible() and ax.spines["left"].get_linewidth() == 2.0
+
+
+def test_side_by_side_grids_title_has_its_own_band():
+    """A figure title sits in a band above the panels' headings instead of over them."""
+    from bibad_utils.plots import side_by_side_grids
+    imgs = np.zeros((4, 8, 8, 3), np.uint8)
+    plain = side_by_side_grids({"G1": imgs, "G2": imgs}, nrow=2)
+    titled = side_by_side_grids({"G1": imgs, "G2": imgs}, nrow=2, suptitle="a title")
+    assert titled.get_size_inches()[1] == pytest.approx(plain.get_size_inches()[1] + 0.4)
+    head = titled.subfigs[0]
+    assert [t.get_text() for t in head.texts] == ["a title"] and not head.axes
