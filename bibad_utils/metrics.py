@@ -22,6 +22,9 @@ import scipy.linalg
 
 from bibad_utils.base import ConfigError
 
+# The two-sided 95 % standard-normal quantile: every interval of the study is drawn at it.
+Z95 = 1.959963984540054
+
 G_GROUPS = ("G1", "G2", "G3", "G4")
 
 
@@ -50,7 +53,7 @@ def _same_length(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None
         raise ConfigError(f"len({name_b})", len(b), f"the same length as {name_a} ({len(a)})")
 
 
-def wilson_interval(k, n, z: float = 1.96) -> tuple[float, float]:
+def wilson_interval(k, n, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion ``k / n``.
 
     Args:
@@ -145,7 +148,7 @@ def amplification(r_gen, r_train):
     return float(out) if out.ndim == 0 else out
 
 
-def g_table(trigger_pred, content_match, *, r_train: float | None = None, z: float = 1.96,
+def g_table(trigger_pred, content_match, *, r_train: float | None = None, z: float = Z95,
             **keys) -> dict:
     """One tidy row for a results table: G1-G4 and r_gen with counts, ratios and Wilson intervals.
 
@@ -315,7 +318,7 @@ def bootstrap_ci(values, stat: Callable[[np.ndarray], float] = np.mean, *, n_boo
     return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
 
 
-def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> tuple[float, float, float]:
+def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[float, float, float]:
     """``k1/n1 - k2/n2`` with Newcombe's hybrid score interval (method 10, built from the two Wilson
     intervals). Returns ``(d, lo, hi)`` in [-1, 1]; ``d`` is nan and the interval ``(-1, 1)`` when a sample
     is empty. Two rates measured on the same images are treated as independent (conservative when the

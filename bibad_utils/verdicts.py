@@ -34,10 +34,10 @@ import math
 from typing import NamedTuple
 
 from bibad_utils.base import ConfigError
+from bibad_utils.metrics import Z95  # noqa: F401 (the verdicts' quantile, re-exported)
 from bibad_utils.paper import KINDS, PAPER_EPOCHS
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "underpowered", "not tested")
-Z95 = 1.959963984540054   # two-sided 95 %
 Z_POWER80 = 0.8416212335729143  # one-sided 80 % power
 CHANCE_AUROC = 0.5
 

@@ -79,15 +79,6 @@ def test_auroc_difference_sign_and_undefined():
     assert all(math.isnan(v) for v in cw.auroc_difference(good, truth, bad, np.zeros(6, bool)))
 
 
-def test_proportion_difference_newcombe_example():
-    # Newcombe (1998), Statistics in Medicine 17:873, example (a): 56/70 - 48/80, method 10.
-    d, lo, hi = cw.proportion_difference(56, 70, 48, 80)
-    assert d == pytest.approx(0.2)
-    assert lo == pytest.approx(0.0524, abs=1e-4) and hi == pytest.approx(0.3339, abs=1e-4)
-    d, lo, hi = cw.proportion_difference(0, 5, 0, 0)
-    assert math.isnan(d) and (lo, hi) == (-1.0, 1.0)
-
-
 def test_ta_asr_report_counts():
     rep = cw.ta_asr_report([0, 1, 2, 2], [0, 1, 2, 0], [0, 0, 3], target=0)
     assert (rep["k_ta"], rep["n_ta"], rep["TA"]) == (3, 4, 0.75)

@@ -12,9 +12,9 @@ from bibad_utils import metrics
 
 def test_wilson_zero_successes():
     lo, hi = metrics.wilson_interval(0, 10)
-    # z^2 / (n + z^2) with z = 1.96, n = 10.
+    # z^2 / (n + z^2) with z = Z95, n = 10.
     assert lo == 0.0
-    assert hi == pytest.approx(3.8416 / 13.8416, abs=1e-6)
+    assert hi == pytest.approx(metrics.Z95 ** 2 / (10 + metrics.Z95 ** 2), abs=1e-12)
     assert hi == pytest.approx(0.2775, abs=1e-4)
 
 
@@ -172,3 +172,54 @@ def test_bootstrap_ci_covers_mean_and_is_seeded():
     assert lo < v.mean() < hi
     assert hi - lo < 0.4
     assert metrics.bootstrap_ci(v, n_boot=500, seed=0) == (lo, hi)
+
+
+# ----------------------------------------------------------------------------------------------
+# the hand-written statistics against a library and against published worked examples
+
+
+@pytest.mark.parametrize("k, n", [(0, 10), (1, 10), (5, 10), (9, 10), (10, 10), (3, 40), (57, 400), (400, 400)])
+def test_wilson_matches_scipy(k, n):
+    from scipy.stats import binomtest
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = metrics.wilson_interval(k, n)
+    assert lo == pytest.approx(ci.low, abs=1e-12) and hi == pytest.approx(ci.high, abs=1e-12)
+
+
+def test_z95_is_the_normal_quantile():
+    from scipy.stats import norm
+    assert metrics.Z95 == pytest.approx(norm.ppf(0.975), abs=1e-12)
+
+
+def test_newcombe_matches_the_papers_worked_examples():
+    """Newcombe (1998), Table II, method 10 (the hybrid score interval): (a) 56/70 - 48/80 -> 0.0524 to
+    0.3339; (b) 9/10 - 3/10 -> 0.1705 to 0.8090; the difference is antisymmetric and stays in [-1, 1]."""
+    d, lo, hi = metrics.newcombe_difference(56, 70, 48, 80)
+    assert d == pytest.approx(0.2) and lo == pytest.approx(0.0524, abs=1e-4) and hi == pytest.approx(0.3339, abs=1e-4)
+    d, lo, hi = metrics.newcombe_difference(9, 10, 3, 10)
+    assert lo == pytest.approx(0.1705, abs=1e-4) and hi == pytest.approx(0.8090, abs=1e-4)
+    d2, lo2, hi2 = metrics.newcombe_difference(3, 10, 9, 10)
+    assert d == pytest.approx(-d2) and lo == pytest.approx(-hi2) and hi == pytest.approx(-lo2)
+    assert -1.0 <= metrics.newcombe_difference(0, 5, 5, 5)[1] and metrics.newcombe_difference(5, 5, 0, 5)[2] <= 1.0
+    d, lo, hi = metrics.newcombe_difference(0, 0, 3, 10)
+    assert math.isnan(d) and (lo, hi) == (-1.0, 1.0)
+    with pytest.raises(ConfigError):
+        metrics.newcombe_difference(5, 4, 1, 4)
+
+
+def test_trend_test_matches_a_regression_score_test():
+    """The Cochran-Armitage statistic of the phase-transition rule equals the score test of a linear trend
+    computed another way: n * r^2 of the 0/1 outcomes regressed on the scores (scipy's Pearson r)."""
+    from scipy.stats import pearsonr
+
+    from bibad_utils.phase import share_trend
+    points = [{"p": p, "n": 400, "n_G1": g1, "n_G2": g2}
+              for p, g1, g2 in ((0.01, 2, 9), (0.02, 6, 14), (0.05, 30, 25), (0.1, 90, 30))]
+    res = share_trend(points)
+    scores, outcomes = [], []
+    for rank, pt in enumerate(points):
+        scores += [rank] * (pt["n_G1"] + pt["n_G2"])
+        outcomes += [1] * pt["n_G2"] + [0] * pt["n_G1"]
+    r = pearsonr(scores, outcomes).statistic
+    assert res["z"] ** 2 == pytest.approx(len(scores) * r ** 2, rel=1e-9)
+    assert res["z"] < 0 and res["k"] == 4  # the G2 share falls

@@ -11,6 +11,7 @@ from bibad_utils import metrics
 from bibad_utils.base import ConfigError
 from bibad_utils.judges.images import ImageSource, as_images, nontarget
 from bibad_utils.judges.models import Classifier
+from bibad_utils.metrics import Z95
 
 
 @torch.inference_mode()
@@ -48,7 +49,7 @@ def features(model: Classifier, images, batch_size: int = 256, device="cpu") -> 
 
 
 def evaluate_judge(model: Classifier, images, labels=None, *, trigger=None, exclude_class: int | None = None,
-                   batch_size: int = 256, device="cpu", z: float = 1.96) -> dict:
+                   batch_size: int = 256, device="cpu", z: float = Z95) -> dict:
     """Held-out error rates of a judge, with counts and Wilson intervals (``z``: 1.96 = 95 %).
 
     Classifier (``model.config["kind"] == "classifier"``): ``images`` with ``labels`` (or a dataset);

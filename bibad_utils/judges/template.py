@@ -23,6 +23,7 @@ from bibad_utils import metrics
 from bibad_utils.base import ConfigError
 from bibad_utils.data import to_float, to_uint8
 from bibad_utils.judges.augment import augment_batch
+from bibad_utils.metrics import Z95
 
 # the share of real clean (training) images the threshold lets through
 TEMPLATE_FALSE_ALARM = 0.01
@@ -114,7 +115,7 @@ class TriggerTemplate:
         return np.asarray(scores) > self.threshold
 
 
-def template_check(template: TriggerTemplate, clean_images, triggered_images, z: float = 1.96) -> dict:
+def template_check(template: TriggerTemplate, clean_images, triggered_images, z: float = Z95) -> dict:
     """The template on real held-out images with a known answer: ``fpr`` (clean images it fires on),
     ``tpr`` (triggered ones it fires on), each with Wilson ``_lo`` / ``_hi``, ``auroc`` of the scores,
     ``n_clean``, ``n_triggered``, ``threshold``, and ``passes`` (:data:`TEMPLATE_MIN_TPR` /

@@ -39,6 +39,7 @@ from bibad_utils.judges.models import Classifier
 from bibad_utils.judges.training import build_seeded, check_hparams, detector_source, fit_judge
 from bibad_utils.schema import is_int, is_number
 from bibad_utils.triggers import TRIGGERS, WarpTrigger, apply_warp, random_warp_grids
+from bibad_utils.metrics import Z95
 
 
 def is_warp_kind(kind: str) -> bool:
@@ -156,7 +157,7 @@ def _rates(out: dict, name: str, k: int, m: int, z: float) -> None:
 
 
 def warp_check(model: Classifier, images, trigger, *, labels=None, exclude_class: int | None = None, seed: int = 0,
-               quantize: bool = False, batch_size: int = 256, device="cpu", z: float = 1.96) -> dict:
+               quantize: bool = False, batch_size: int = 256, device="cpu", z: float = Z95) -> dict:
     """Held-out error rates of a warp detector on images with a known answer: each clean image as it is,
     warped by ``trigger``, and warped by a random field of the same grid and strength (seeded by ``seed``).
 

@@ -44,7 +44,7 @@ from bibad_utils.experiments.castle_walls.paper_numbers import (  # noqa: F401
     PAPER_CD_AUROC, PAPER_DC, PAPER_TRAIN_ON_GEN)
 from bibad_utils.experiments.castle_walls.stats import (  # noqa: F401
     _paper_at, _auroc_or_nan, _with_interval, _paper_text, _verdict_text, auroc_difference,
-    auroc_interval, capped_verdict, proportion_difference, stratified_subset, ta_asr_report)
+    auroc_interval, capped_verdict, stratified_subset, ta_asr_report)
 from bibad_utils.experiments.castle_walls.tables import (  # noqa: F401
     claims_table, clean_dm_flags, detection_wide, example_cell, rates_wide)
 from bibad_utils.experiments.castle_walls.train_on_generations import (  # noqa: F401

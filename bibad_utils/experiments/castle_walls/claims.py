@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import paper as P
-from bibad_utils.metrics import wilson_interval
+from bibad_utils.metrics import newcombe_difference, wilson_interval
 from bibad_utils import verdicts as V
 from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, GEN_FLAG_MAX, MIN_CLASS_COUNT, SOURCES,
                                                          STAGE, TA_COST_MAX, classifier_settings, defense_config,
                                                          detector_key, detectors)
 from bibad_utils.experiments.castle_walls.detection import detection_differences, victim_logit_profile
 from bibad_utils.experiments.castle_walls.diffusion_classifier import dc_cells, diffusion_classifier_table
-from bibad_utils.experiments.castle_walls.stats import _verdict_text, capped_verdict, proportion_difference
+from bibad_utils.experiments.castle_walls.stats import _verdict_text, capped_verdict
 from bibad_utils.experiments.castle_walls.tables import example_cell
 from bibad_utils.experiments.castle_walls.train_on_generations import train_on_generations_table
 from bibad_utils.report import claim_row
@@ -162,14 +162,14 @@ def train_on_generations_claims(tog: pd.DataFrame, exposure: dict | None = None)
             real_asr_lo = wilson_interval(int(real.k_asr), int(real.n_asr))[0]
         backdoor = V.baseline_check(real_asr_lo, chance=BACKDOOR_ASR_MIN,
                                     what=f"real-subset classifier's ASR ({real.ASR:.1%}; a backdoor to defuse)")
-        d, lo, hi = proportion_difference(real.k_asr, real.n_asr, gen.k_asr, gen.n_asr)
+        d, lo, hi = newcombe_difference(real.k_asr, real.n_asr, gen.k_asr, gen.n_asr)
         effect = _paper_drop(real, gen, "paper_ASR")
         proxy = effect is None
         effect = smallest_paper_asr_drop() if proxy else effect
         j = V.compare(d, lo, hi, reference=0.0, direction="greater", baseline=backdoor, paper_effect=effect)
         if proxy and j.verdict in ("reproduced", "partly") and j.reason:
             j = j._replace(reason=j.reason + " (the paper's smallest reported drop: it gives no number at this setting)")
-        d_ta, lo_ta, hi_ta = proportion_difference(real.k_ta, real.n_ta, gen.k_ta, gen.n_ta)
+        d_ta, lo_ta, hi_ta = newcombe_difference(real.k_ta, real.n_ta, gen.k_ta, gen.n_ta)
         jt = V.compare(d_ta, lo_ta, hi_ta, reference=TA_COST_MAX, direction="less")
         if j.verdict in ("not tested", "not reproduced"):
             jt = V.Judgement("not tested", "no backdoor to defuse" if j.verdict == "not tested" else
@@ -203,10 +203,10 @@ def diffusion_classifier_claims(dc: pd.DataFrame, exposure: dict | None = None) 
         r18, dc0 = P.resnet18(p, "ASR"), P.diffusion_classifier(p, "ASR", float(d0.p_filter))
         backdoor = V.baseline_check(getattr(clf, "ASR_lo", math.inf), getattr(clf, "ASR_hi", math.nan),
                                     chance=BACKDOOR_ASR_MIN, what=f"backdoored classifier's ASR")
-        d, lo, hi = proportion_difference(clf.k_asr, clf.n_asr, d0.k_asr, d0.n_asr)
+        d, lo, hi = newcombe_difference(clf.k_asr, clf.n_asr, d0.k_asr, d0.n_asr)
         j = V.compare(d, lo, hi, reference=0.0, direction="greater", baseline=backdoor,
                       paper_effect=None if r18 is None or dc0 is None else r18 - dc0)
-        d_ta, lo_ta, hi_ta = proportion_difference(d0.k_ta, d0.n_ta, clf.k_ta, clf.n_ta)
+        d_ta, lo_ta, hi_ta = newcombe_difference(d0.k_ta, d0.n_ta, clf.k_ta, clf.n_ta)
         jt = V.non_inferior(d_ta, lo_ta, hi_ta, margin=DC_TA_MARGIN)
         verdict, why = capped_verdict(j.verdict, jt.verdict)
         rows.append(claim_row(STAGE, "The diffusion classifier resists the backdoor", setting=setting,
@@ -223,8 +223,8 @@ def diffusion_classifier_claims(dc: pd.DataFrame, exposure: dict | None = None) 
         if len(dcs) > 1:
             dm = dcs.iloc[-1]
             a, b = P.diffusion_classifier(p, "ASR", float(d0.p_filter)), P.diffusion_classifier(p, "ASR", float(dm.p_filter))
-            d, lo, hi = proportion_difference(d0.k_asr, d0.n_asr, dm.k_asr, dm.n_asr)
-            lo_ta, hi_ta = proportion_difference(dm.k_ta, dm.n_ta, clf.k_ta, clf.n_ta)[1:]
+            d, lo, hi = newcombe_difference(d0.k_asr, d0.n_asr, dm.k_asr, dm.n_asr)
+            lo_ta, hi_ta = newcombe_difference(dm.k_ta, dm.n_ta, clf.k_ta, clf.n_ta)[1:]
             jf = V.compare(d, lo, hi, reference=0.0, direction="greater",
                            paper_effect=None if a is None or b is None else a - b)
             verdict, why = capped_verdict(jf.verdict, V.non_inferior(dm.TA - clf.TA, lo_ta, hi_ta,

@@ -9,8 +9,7 @@ import pandas as pd
 from scipy.stats import norm, rankdata
 
 from bibad_utils.base import ConfigError
-from bibad_utils.metrics import auroc, wilson_interval
-from bibad_utils.metrics import newcombe_difference as _newcombe
+from bibad_utils.metrics import Z95, auroc, wilson_interval
 from bibad_utils.schema import is_int
 
 
@@ -65,7 +64,7 @@ def hanley_mcneil_variance(a: float, n_pos: int, n_neg: int) -> float:
     return (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
 
 
-def hanley_mcneil_interval(a: float, n_pos: int, n_neg: int, z: float = 1.96) -> tuple[float, float]:
+def hanley_mcneil_interval(a: float, n_pos: int, n_neg: int, z: float = Z95) -> tuple[float, float]:
     """Interval of an AUROC on the logit scale with the Hanley-McNeil variance (``a`` clipped half a pair
     away from 0 and 1, so a perfect AUROC still gets an interval)."""
     eps = 0.5 / (n_pos * n_neg)
@@ -118,14 +117,6 @@ def auroc_difference(scores_a, truth_a, scores_b, truth_b, n_boot: int = 1000, s
     return d, lo, hi
 
 
-def proportion_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96):
-    """``k1/n1 - k2/n2`` with Newcombe's hybrid score interval (method 10, from the two Wilson
-    intervals); returns ``(d, lo, hi)``, fractions in [-1, 1]; NaN difference and (-1, 1) if a sample is empty.
-    For two rates measured on the same images the interval treats them as independent, which is
-    conservative when the outcomes are positively correlated."""
-    return _newcombe(k1, n1, k2, n2, z)
-
-
 def _paper_at(table: dict, key):
     """``table[key]`` comparing float ratios up to rounding (keys are p or (trigger, p)); None if absent."""
     for k, v in table.items():
@@ -143,7 +134,7 @@ def _auroc_or_nan(scores, truth) -> float:
     return math.nan if truth.all() or not truth.any() else auroc(scores, truth)
 
 
-def ta_asr_report(pred_clean, labels_clean, pred_triggered, target: int, z: float = 1.96) -> dict:
+def ta_asr_report(pred_clean, labels_clean, pred_triggered, target: int, z: float = Z95) -> dict:
     """TA and ASR with counts and Wilson intervals.
 
     pred_clean / labels_clean: int ``[N]`` predictions and true classes of clean test images;

@@ -11,19 +11,10 @@ import pandas as pd
 from bibad_utils import metrics
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.insights.judging import detectors_for, judged, trigger_r_train
-from bibad_utils.metrics import newcombe_difference as _newcombe
+from bibad_utils.metrics import Z95, newcombe_difference  # noqa: F401 (re-exported by the insights package)
 
 
-def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = 1.96) -> tuple[float, float, float]:
-    """Difference of two proportions ``k1/n1 - k2/n2`` with Newcombe's hybrid score interval (built
-    from the two Wilson intervals; Newcombe 1998, method 10).
-
-    Returns ``(d, lo, hi)`` in [-1, 1]; ``d`` is nan and the interval ``(-1, 1)`` when a sample is empty.
-    """
-    return _newcombe(k1, n1, k2, n2, z)
-
-
-def g_row(trigger, match, *, r_train: float, z: float = 1.96, **keys) -> dict:
+def g_row(trigger, match, *, r_train: float, z: float = Z95, **keys) -> dict:
     """One row of the G table from the judges' decisions on N target-prompt generations.
 
     Args:
@@ -75,7 +66,7 @@ def target_sets(study):
                     yield {**keys, "r_train": r_train}, gens[(name, w)], j, det
 
 
-def g_table(study, z: float = 1.96) -> pd.DataFrame:
+def g_table(study, z: float = Z95) -> pd.DataFrame:
     """The G1-G4 dissection of every cell's target-prompt generations at every guidance w.
 
     One row per (cell, detector, w): ``cell`` (name), ``attack`` (the cell's kind: clean | relabel |
@@ -90,7 +81,7 @@ def g_table(study, z: float = 1.96) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def template_columns(template, images, detector_fires, z: float = 1.96) -> dict:
+def template_columns(template, images, detector_fires, z: float = Z95) -> dict:
     """The training-free template's reading of one generation set, beside the detector's: ``tpl_n_trig``,
     ``tpl_r_gen`` with Wilson ``tpl_r_gen_lo`` / ``_hi``, and ``agreement`` (share of images on which
     template and detector decide alike); nan without a template (a warp trigger)."""

@@ -20,6 +20,7 @@ from bibad_utils.content_judges import CLEAN_JUDGE, judge_specs, predictions, re
 from bibad_utils.data import to_float, to_uint8
 from bibad_utils.judges import PHOTOMETRIC_KEYS, features, predict
 from bibad_utils.judges.profile import judge_settings, wants_ablation
+from bibad_utils.metrics import Z95
 
 
 JUDGED_STAGE = "insights_judged"
@@ -136,7 +137,7 @@ def reference_cell(study):
     return None if study.pretrain_key is not None else False
 
 
-def generated_judge_table(study, z: float = 1.96) -> pd.DataFrame:
+def generated_judge_table(study, z: float = Z95) -> pd.DataFrame:
     """The judges on GENERATED images with a known answer: the all-class generations of a clean DM
     (:func:`reference_cell`), which carry no trigger and show their prompt's class if the DM learned it.
 
@@ -169,7 +170,7 @@ def generated_judge_table(study, z: float = 1.96) -> pd.DataFrame:
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
-def judge_augmentation_ablation(study, z: float = 1.96) -> pd.DataFrame:
+def judge_augmentation_ablation(study, z: float = Z95) -> pd.DataFrame:
     """:func:`generated_judge_table` for the profile's judges and for the same judges trained WITHOUT
     photometric augmentation (``color_jitter = blur = noise = 0``; cached like any judge), stacked with a
     ``judges`` column ("as configured" | "no photometric augmentation"). When the profile's judges use
@@ -199,7 +200,7 @@ def judge_check_display(gjdf: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["judges", "judge"])
 
 
-def content_choice(study, z: float = 1.96) -> dict:
+def content_choice(study, z: float = Z95) -> dict:
     """Which judge reads content (M) in this chapter: every content judge (the clean classifier, and the
     profile's external judge when it names one) with its accuracy on the real test images, and the chosen
     one, the more accurate (the clean classifier on a tie). Returns ``{"chosen": name, "judges": [{"judge",

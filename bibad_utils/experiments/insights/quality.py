@@ -14,6 +14,7 @@ from bibad_utils.base import ConfigError
 from bibad_utils.data import to_float
 from bibad_utils.experiments.insights.judging import judged
 from bibad_utils.judges import features, predict
+from bibad_utils.metrics import Z95
 
 
 FID_MODES = ("auto", "inception", "off")
@@ -100,7 +101,7 @@ def quality_cells(study) -> list:
     return study.control_cells() + list(largest_p_cells(study).values())
 
 
-def quality_table(study, cells=None, fid: str = "auto", z: float = 1.96) -> tuple[pd.DataFrame, str]:
+def quality_table(study, cells=None, fid: str = "auto", z: float = Z95) -> tuple[pd.DataFrame, str]:
     """Image quality of the DMs' all-class generations (default cells: :func:`quality_cells`).
 
     Returns ``(df, fid_note)``. ``df`` has one row per cell plus a first row ``real train`` (as many

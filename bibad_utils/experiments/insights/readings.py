@@ -25,6 +25,7 @@ from bibad_utils.phase import phase_transition
 from bibad_utils.experiments.insights.groups import p_label, pct_text
 from bibad_utils.experiments.insights.seeds import across_seeds, pooled_counts
 from bibad_utils.report import claim_row
+from bibad_utils.metrics import Z95
 
 STAGE = "04_insights"
 READINGS = ("detector", "template")
@@ -43,7 +44,7 @@ def _seed_note(sd: dict | None, value: float, lo: float, hi: float) -> str:
             f"[{lo:.3f}, {hi:.3f}] (sampling only)")
 
 
-def phase_verdict(rows, z: float = 1.96) -> dict:
+def phase_verdict(rows, z: float = Z95) -> dict:
     """Verdict of Insight 2 for one attack from its rows at every p of the profile
     (:func:`bibad_utils.phase.phase_transition`: the slides' quantities G1 - r_train and G2 - r_train
     per p, a significant fall of the G2 share G2 / (G1 + G2) (two-sided), and "partly" where G2 never

@@ -19,6 +19,7 @@ from scipy import stats
 from bibad_utils import metrics
 from bibad_utils.experiments.insights.groups import g_row, p_label
 from bibad_utils.experiments.insights.judging import detectors_for, judged, trigger_r_train
+from bibad_utils.metrics import Z95
 
 SPREAD_COLUMNS = ("r_gen", "G1", "G2", "G2_share")
 GROUP_KEYS = ["cell", "attack", "control", "ratio", "p", "detector", "guidance"]
@@ -31,7 +32,7 @@ def claim_guidances(study) -> list[float]:
     return study.claim_guidances()
 
 
-def seed_table(study, z: float = 1.96) -> pd.DataFrame:
+def seed_table(study, z: float = Z95) -> pd.DataFrame:
     """The G table (:func:`~bibad_utils.experiments.insights.groups.g_row` columns) of every training run
     of every cell trained more than once, one row per (cell, detector, w, run) with ``train_seed``
     (0 = the profile's run, the one :func:`~bibad_utils.experiments.insights.groups.g_table` shows);

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import metrics
-from bibad_utils.metrics import cohen_kappa
+from bibad_utils.metrics import Z95, cohen_kappa
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.data import to_float, to_uint8
@@ -48,7 +48,7 @@ def _rate(prefix: str, fires, z: float) -> dict:
     return {f"{prefix}_k": k, prefix: k / n if n else math.nan, f"{prefix}_lo": lo, f"{prefix}_hi": hi}
 
 
-def agreement_row(detector, template, z: float = 1.96) -> dict:
+def agreement_row(detector, template, z: float = Z95) -> dict:
     """Both instruments on one set: bool ``[N]`` decisions of the detector and of the template (None: the
     trigger has no template). Returns ``n``, ``n_both``, ``n_detector_only``, ``n_template_only``,
     ``n_neither``, ``det_k`` / ``det`` / ``det_lo`` / ``det_hi`` (detector's count, rate, Wilson bounds),
@@ -108,7 +108,7 @@ def instrument_decisions(study, cell, detector: str | None = None, set_name: str
     return _paired(study, cell, detector, gens)[(set_name, w)]
 
 
-def agreement_table(study, z: float = 1.96) -> pd.DataFrame:
+def agreement_table(study, z: float = Z95) -> pd.DataFrame:
     """Both instruments on every generated set of every cell: one row per (cell, detector, set, w) (the
     controls once per attack), columns cell, attack, control, ratio, p, detector, set ("target" | "all"),
     guidance, ``template_passes`` (the template's own check on real images), then :func:`agreement_row`.
@@ -125,7 +125,7 @@ def agreement_table(study, z: float = 1.96) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def g_rows_by_instrument(study, z: float = 1.96) -> pd.DataFrame:
+def g_rows_by_instrument(study, z: float = Z95) -> pd.DataFrame:
     """The G1-G4 rows of :func:`~bibad_utils.experiments.insights.groups.g_table` (target-prompt sets, every
     w) once per instrument: column ``instrument`` ("detector" | "template") says which decided ``T``; the
     template's rows are absent where the trigger has none. ``df[df.instrument == "template"]`` goes into
@@ -161,7 +161,7 @@ def planted_decisions(images, trigger, instruments: dict, contrasts=PLANT_CONTRA
     return out
 
 
-def planted_rows(decisions: dict, z: float = 1.96, **keys) -> list[dict]:
+def planted_rows(decisions: dict, z: float = Z95, **keys) -> list[dict]:
     """Rows of the planted check from ``decisions`` = ``{instrument: {contrast: bool [N]}}`` (contrast 0:
     the unplanted images): ``**keys`` first, then instrument, contrast, ``measure`` ("false alarm" at 0,
     "detection" above), n, k, rate, rate_lo, rate_hi (Wilson)."""
@@ -186,7 +186,7 @@ def planted_images(study):
     return study.generations(ref)[("target", w)].images, f"{ref.name}, target prompt, w = {w:g}"
 
 
-def planted_check(study, contrasts=PLANT_CONTRASTS, z: float = 1.96) -> pd.DataFrame:
+def planted_check(study, contrasts=PLANT_CONTRASTS, z: float = Z95) -> pd.DataFrame:
     """Each attack's two instruments on clean generations with its trigger pasted at each contrast of
     ``contrasts`` (:func:`plant`) and on the same images unplanted (contrast 0, false alarms).
 
@@ -279,7 +279,7 @@ def check_verdicts(check: pd.DataFrame, contrast: float = CHECK_CONTRAST) -> pd.
 
 
 # ------------------------------------------------------------------------------ the leak
-def leak_table(study, z: float = 1.96) -> pd.DataFrame:
+def leak_table(study, z: float = Z95) -> pd.DataFrame:
     """The trigger among the non-target-prompt generations of every DM's all-class set (clean included),
     under each instrument: one row per (cell, detector, instrument) (controls once per attack; no template
     row for a trigger without one), columns cell, attack, control, ratio, p, detector, instrument, guidance,

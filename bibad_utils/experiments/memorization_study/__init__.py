@@ -23,7 +23,7 @@ One module per idea: :mod:`.common` (paper numbers, differences, embeddings), :m
 from bibad_utils.experiments.memorization_study.claims import (  # noqa: F401
     memorization_claims, judge_check, claims_from_tables, claims_frame, verdict_phrase, resolution_sentence, glue_values)
 from bibad_utils.experiments.memorization_study.common import (  # noqa: F401
-    STAGE, PAPER_DUPLICATES, PAPER_DATASETS, rate_difference, mean_difference, paper_duplicate_values,
+    STAGE, PAPER_DUPLICATES, PAPER_DATASETS, mean_difference, paper_duplicate_values,
     group_matches, mem_config, embedding_params, embedding_inputs, embed_images, train_embedding, training_embedding)
 from bibad_utils.experiments.memorization_study.duplicates import (  # noqa: F401
     planted_groups, finder_path, duplicate_finder_table, duplicate_threshold, duplicate_threshold_sweep,

@@ -9,8 +9,9 @@ import pandas as pd
 
 from bibad_utils import paper, verdicts
 from bibad_utils.experiments.insights import CLEAN_FALSE_ALARM_MAX, content_check, generated_judge_table
+from bibad_utils.metrics import newcombe_difference
 from bibad_utils.experiments.memorization_study.common import (PAPER_DUPLICATES, STAGE, mean_difference,
-                                                               paper_duplicate_values, rate_difference)
+                                                               paper_duplicate_values)
 from bibad_utils.experiments.memorization_study.duplicates import duplicate_finder_table, random_vs_duplicate
 from bibad_utils.experiments.memorization_study.replication import (replication_similarities, replication_table,
                                                                     replication_threshold, replication_threshold_source)
@@ -79,7 +80,7 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
     rows = []
     for (p, metric), r in dup.groupby(["p", "metric"], sort=True):
         r = r.set_index("pool")
-        d, lo, hi = rate_difference(int(r.loc["duplicate", "k"]), int(r.loc["duplicate", "n"]),
+        d, lo, hi = newcombe_difference(int(r.loc["duplicate", "k"]), int(r.loc["duplicate", "n"]),
                                     int(r.loc["random", "k"]), int(r.loc["random", "n"]))
         values = paper_duplicate_values(p, metric)
         key = f"duplicates_{metric.lower()}"
@@ -100,7 +101,7 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
         threshold = float(c["threshold"])
         poisoned = rep[~rep["kind"].isin(["clean", "relabel", "real"]) & (rep["pool"] == "random")]
         for _, r in poisoned.iterrows():
-            d, lo, hi = rate_difference(int(r["k"]), int(r["n"]), int(c["k"]), int(c["n"]))
+            d, lo, hi = newcombe_difference(int(r["k"]), int(r["n"]), int(c["k"]), int(c["n"]))
             blind = int(r["k"]) == 0 and int(c["k"]) == 0
             rows.append(claim_row(
                 STAGE, "Poisoned DMs replicate training images more than the clean DM",

@@ -11,7 +11,7 @@ from bibad_utils import paper
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.memorization import embed
-from bibad_utils.metrics import newcombe_difference as _newcombe
+from bibad_utils.metrics import Z95
 from bibad_utils.stages import Cell, Study
 
 
@@ -27,17 +27,7 @@ PAPER_DUPLICATES = paper.DUPLICATES
 PAPER_DATASETS = {d: paper.DATASET_NAMES[d] for d in paper.DUPLICATES}
 
 
-def rate_difference(k1: int, n1: int, k0: int, n0: int, z: float = 1.96) -> tuple[float, float, float]:
-    """Difference of two independent proportions ``k1/n1 - k0/n0`` with Newcombe's hybrid score
-    interval (Newcombe 1998, method 10: built from the two Wilson intervals).
-
-    Counts are integers with 0 <= k <= n; returns ``(d, lo, hi)``, fractions in [-1, 1]. With an empty
-    sample (n = 0) the difference is NaN and the interval the whole range (-1, 1).
-    """
-    return _newcombe(k1, n1, k0, n0, z)
-
-
-def mean_difference(a, b, z: float = 1.96) -> tuple[float, float, float]:
+def mean_difference(a, b, z: float = Z95) -> tuple[float, float, float]:
     """Difference of the means of two independent samples ``mean(a) - mean(b)`` with a normal
     (Welch) interval ``d +- z * sqrt(var(a)/n_a + var(b)/n_b)`` (unbiased variances).
 

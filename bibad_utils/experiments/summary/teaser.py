@@ -16,13 +16,14 @@ from bibad_utils.experiments.summary.tables import FIGURES_DIR
 from bibad_utils.plots import MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR
 from bibad_utils.report import TEASER_CAPTION, TEASER_PNG
 from bibad_utils.stages import Cell
+from bibad_utils.metrics import Z95
 
 
 TEASER_DPI = 150
 UNTRUSTED_COLOR = "#e6e6e6"  # bars of a detector that fails its own check
 
 
-def ratio_row(trigger, r_train: float, z: float = 1.96, **keys) -> dict:
+def ratio_row(trigger, r_train: float, z: float = Z95, **keys) -> dict:
     """``keys`` plus ``n``, ``n_triggered``, ``r_gen`` with its Wilson interval (``r_gen_lo``/``_hi``)
     and ``r_train`` from the detector's decisions ``trigger`` (bool ``[N]``)."""
     t = np.asarray(trigger, dtype=bool)

@@ -32,6 +32,7 @@ from bibad_utils.content_judges import (CLEAN_JUDGE, PRED_STAGE, JudgeSpec, exte
                                         judge_specs, predictions, real_predictions)
 from bibad_utils.judges import features, predict
 from bibad_utils.training import CHECKPOINT_DIR
+from bibad_utils.metrics import Z95
 
 GEN_STAGE = "base_quality_gen"
 FD_STAGE = "base_quality_fd"
@@ -97,7 +98,7 @@ def _rate_row(k: int, n: int, z: float) -> dict:
     return {"n": n, "k": k, "rate": k / n if n else math.nan, "rate_lo": lo, "rate_hi": hi}
 
 
-def base_quality_table(study, guidance: float | None = None, z: float = 1.96) -> pd.DataFrame:
+def base_quality_table(study, guidance: float | None = None, z: float = Z95) -> pd.DataFrame:
     """Per judge and class, the share of the base DM's class-conditional generations (the all-class set at
     ``guidance``, default ``sampling.guidance_all``, pooled with the target set at that w if there is one)
     that the judge reads as the prompt's class; then a row ``all classes`` (the all-class set alone: the
@@ -167,7 +168,7 @@ def class_kappa(a, b, num_classes: int) -> float:
     return math.nan if pe >= 1 else (po - pe) / (1 - pe)
 
 
-def judge_agreement(study, guidance: float | None = None, z: float = 1.96) -> pd.DataFrame:
+def judge_agreement(study, guidance: float | None = None, z: float = Z95) -> pd.DataFrame:
     """How often the two judges give the same class on the base DM's generations (the sets of
     :func:`base_quality_table`, pooled): one row ``judges, n, n_agree, agreement`` (+ Wilson ``_lo`` /
     ``_hi``), ``kappa`` (:func:`class_kappa`) and ``both_right`` (share both read as the prompt's class).
@@ -249,7 +250,7 @@ def _choose(kept: list[dict], points) -> list[dict]:
     return [steps[p] for p in sorted(set(points))]
 
 
-def quality_curve(study, points=None, z: float = 1.96) -> pd.DataFrame:
+def quality_curve(study, points=None, z: float = Z95) -> pd.DataFrame:
     """The overall rate of :func:`base_quality_table` (all-class set at ``sampling.guidance_all``, every
     judge) at kept pre-training checkpoints (:func:`kept_checkpoints`). points: None (all kept), a count
     (evenly spread, the last included) or a list of kept steps. Each checkpoint's EMA weights draw the
