@@ -370,6 +370,8 @@ def test_verdict_changes_against_published_markdown(tmp_path):
 
 
 def test_published_runs_become_book_pages(tmp_path):
+    from PIL import Image
+
     """Each results/<profile>/README.md is staged as book/results/<profile>.md with its teaser beside it;
     links to files outside the book become repository paths (Sphinx would warn on them), images stay."""
     from bibad_utils.publish.book import stage_published_results
@@ -377,11 +379,16 @@ def test_published_runs_become_book_pages(tmp_path):
     (results / "full").mkdir(parents=True)
     (results / "full" / "README.md").write_text("# Results of the `full` run\n\n![teaser](teaser.png)\n\n"
                                                 "Also in [claims.md](claims.md), see [paper](https://arxiv.org/abs/2311.02373).\n")
-    (results / "full" / "teaser.png").write_bytes(b"\x89PNG fake")
+    Image.new("RGB", (900, 300), "white").save(results / "full" / "teaser.png", dpi=(100, 100))
     (results / "notes").mkdir()  # a folder without a page is no published run
     assert stage_published_results(book, results) == ["full"]
     page = (book / "results" / "full.md").read_text()
     assert "![teaser of the full run](full_teaser.png)" in page and (book / "results" / "full_teaser.png").is_file()
+    # a teaser too wide for the column (its labels would shrink below a readable size) is linked, not shown
+    Image.new("RGB", (2500, 600), "white").save(results / "full" / "teaser.png", dpi=(150, 150))
+    stage_published_results(book, results)
+    page = (book / "results" / "full.md").read_text()
+    assert "![teaser" not in page and "{download}`open it at full size <full_teaser.png>`" in page
     assert "`results/full/claims.md`" in page and "[paper](https://arxiv.org/abs/2311.02373)" in page
 
 
@@ -456,3 +463,19 @@ def test_compact_frame_and_frame_html():
     assert html.count("slides, Inspiration 1, Table 3") == 1 and "0.95 -&gt; 0.97 [1]" in html and "0.5 [1]" in html
     assert "Sources of the paper's numbers: [1] slides, Inspiration 1, Table 3." in html
     assert "<details><summary>note</summary>why &lt;this&gt;</details>" in html and "x &lt; y" in html
+
+
+def test_parameter_cells_show_no_build_paths(tmp_path):
+    """Papermill's injected parameters keep their values but lose the build machine's absolute paths."""
+    import json
+
+    from bibad_utils.config import REPO_ROOT
+    from bibad_utils.publish.book import notebook_for_book
+    src = tmp_path / "nb.ipynb"
+    cell = {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "outputs": [],
+            "source": f'profile = "smoke"\noverrides = {{"run_dir": "/tmp/pytest-of-x/p-1/run", '
+                      f'"dataset": {{"root": "{REPO_ROOT}/data/cifar10"}}}}\n'}
+    src.write_text(json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    notebook_for_book(src, tmp_path / "out.ipynb")
+    text = json.loads((tmp_path / "out.ipynb").read_text())["cells"][0]["source"]
+    assert '"run_dir": ".../p-1/run"' in text and '"root": "data/cifar10"' in text and "/tmp/" not in text

@@ -52,10 +52,11 @@ def test_trigger_differences_amplify_the_change_only():
 def test_manifest_table_flattens_and_cuts():
     m = {"indices": list(range(30)), "trigger": {"kind": "badnets1", "options": {"size": None}}, "r_train": 0.5}
     df = tr.manifest_table(m, n_first=3)
-    assert df.loc["indices", "value"] == "[0, 1, 2, ... (30 items)]"
+    assert df.loc["indices", "value"] == "[0, 1, 2; 30 items]"
     assert df.loc["trigger.options.size", "value"] == "None"
     assert df.loc["r_train", "value"] == "0.5"
-    assert tr.manifest_table({"x": "y" * 200}, width=20).loc["x", "value"].endswith("...")
+    assert tr.manifest_table({"x": "y" * 200}).loc["x", "value"] == "y" * 200  # nothing cut with "..."
+    assert tr.manifest_table({"v": [1, 2]}).loc["v", "value"] == "[1, 2]"
 
 
 def test_class_counts_long_merges_identical_columns():

@@ -19,7 +19,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
 from bibad_utils.base import ConfigError
-from bibad_utils.plots.style import DPI, G_COLORS, PALETTE, REF_COLOR, require_columns, style
+from bibad_utils.plots.style import DPI, G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, require_columns, style
 
 
 def draw_interval_bars(ax, df: pd.DataFrame, x: str, y: str, lo: str | None = None, hi: str | None = None,
@@ -85,10 +85,15 @@ def bar_with_ci(df: pd.DataFrame, x: str, y: str, lo: str | None = None, hi: str
     if (lo is None) != (hi is None):
         raise ConfigError("lo, hi", (lo, hi), "both interval columns or neither")
     with style():
-        fig = Figure(figsize=(max(4.0, 0.9 * df[x].nunique() * max(1, df[hue].nunique() if hue else 1) ** 0.5
-                                  + 1.5), 3.4), dpi=DPI)
+        natural = max(4.0, 0.9 * df[x].nunique() * max(1, df[hue].nunique() if hue else 1) ** 0.5 + 1.5)
+        fig = Figure(figsize=(min(MAX_FIGURE_WIDTH_IN, natural), 3.4 if natural <= MAX_FIGURE_WIDTH_IN else 3.9),
+                     dpi=DPI)
         ax = fig.add_subplot()
         draw_interval_bars(ax, df, x, y, lo, hi, hue, ref, ref_label, paper=paper)
+        if natural > MAX_FIGURE_WIDTH_IN:  # narrower than the bars would like: slanted category names
+            ax.tick_params(axis="x", labelrotation=30)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
         ax.set_xlabel(x)
         ax.set_ylabel(ylabel or y)
         if ylim is not None:

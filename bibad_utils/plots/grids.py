@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from bibad_utils.base import ConfigError
-from bibad_utils.plots.style import DPI, PALETTE, message_figure, style
+from bibad_utils.plots.style import DPI, MAX_FIGURE_WIDTH_IN, PALETTE, message_figure, style
 
 
 def check_uint8_images(images, name="images") -> np.ndarray:
@@ -255,6 +255,10 @@ def zoomed_rows(rows: dict, box, scale: int | None = None, title: str | None = N
         label_w = 0.15 + 0.075 * max(len(str(k)) for k in checked)
         head = GridLayout.title_h + (GridLayout.suptitle_h if title else 0.0)
         width = label_w + n * (2 * cell_w + gap + pair_gap)
+        if width > MAX_FIGURE_WIDTH_IN:  # smaller tiles, the same labels: the figure fits the book's column
+            shrink = (MAX_FIGURE_WIDTH_IN - label_w - n * (gap + pair_gap)) / (n * 2 * cell_w)
+            cell_w, cell_h = cell_w * shrink, cell_h * shrink
+            width = label_w + n * (2 * cell_w + gap + pair_gap)
         height = head + len(checked) * (cell_h + gap) + gap
         fig = Figure(figsize=(width, height), dpi=DPI)
         for r, (name, imgs) in enumerate(checked.items()):

@@ -122,6 +122,19 @@ def shipped_weights_markdown(assets_dir: Path | None = None) -> str:
     return "\n".join(rows) + "\n"
 
 
+def readable_in_column(png: Path, column_px: float = 660.0) -> bool:
+    """Whether a figure PNG shown at the book's text width (``column_px``, the narrowest column of its pages)
+    keeps the page check's smallest label size (:data:`~bibad_utils.publish.page_text.MIN_FIGURE_TEXT_PX`)."""
+    from PIL import Image
+
+    from bibad_utils.publish.page_text import DEFAULT_PNG_DPI, MIN_FIGURE_FONT_PT, MIN_FIGURE_TEXT_PX
+
+    with Image.open(png) as im:
+        width, dpi = im.size[0], float((im.info.get("dpi") or (DEFAULT_PNG_DPI,))[0]) or DEFAULT_PNG_DPI
+    scale = min(1.0, column_px / width)
+    return MIN_FIGURE_FONT_PT * dpi / 72 * scale >= MIN_FIGURE_TEXT_PX
+
+
 PUBLISHED_DIR = "results"  # book/results/<profile>.md: one page per published run (results/<profile>/)
 
 
@@ -138,7 +151,10 @@ def stage_published_results(book_dir: Path, results_dir: Path | None = None) -> 
         text = page.read_text()
         if (page.parent / TEASER_PNG).is_file():
             shutil.copy2(page.parent / TEASER_PNG, target / f"{profile}_{TEASER_PNG}")
-            text = text.replace(f"![teaser]({TEASER_PNG})", f"![teaser of the {profile} run]({profile}_{TEASER_PNG})")
+            shown = (f"![teaser of the {profile} run]({profile}_{TEASER_PNG})" if readable_in_column(page.parent / TEASER_PNG)
+                     else f"The teaser of this run is wider than the text column: {{download}}`open it at full size "
+                          f"<{profile}_{TEASER_PNG}>` (published before the book laid figures out for the column).")
+            text = text.replace(f"![teaser]({TEASER_PNG})", shown)
         text = re.sub(r"(?<!!)\[([^\]]+)\]\((?!https?:)([^)#]+)\)", lambda m: f"`results/{profile}/{m.group(2)}`", text)
         (target / f"{profile}.md").write_text(text)
         staged.append(profile)
@@ -167,6 +183,19 @@ def _is_progress_output(output: dict) -> bool:
     return False
 
 
+def _short_paths(source: str) -> str:
+    """A parameter cell's source with each absolute path in a string literal made relative to the repository,
+    or cut to ".../<its last two parts>" (a page shows no build machine's layout)."""
+    def short(m):
+        path = m.group(2)
+        rel = _repo_relative(path)
+        if rel != path:
+            return m.group(1) + rel + m.group(1)
+        return m.group(1) + ".../" + "/".join(Path(path).parts[-2:]) + m.group(1)
+
+    return re.sub(r"""(["'])(/[^"'\n]+)\1""", short, source)
+
+
 def notebook_for_book(notebook: Path, dst: Path) -> int:
     """Copy an executed notebook to ``dst`` for the book: its papermill parameter cells tagged
     ``hide-cell`` (folded on the page) and its progress-bar outputs dropped (they belong in the log
@@ -175,9 +204,11 @@ def notebook_for_book(notebook: Path, dst: Path) -> int:
     tagged = 0
     for cell in nb.get("cells", []):
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-        if any(t in tags for t in PARAMETER_TAGS) and FOLD_TAG not in tags:
-            tags.append(FOLD_TAG)
-            tagged += 1
+        if any(t in tags for t in PARAMETER_TAGS):
+            cell["source"] = _short_paths("".join(cell.get("source", "")))
+            if FOLD_TAG not in tags:
+                tags.append(FOLD_TAG)
+                tagged += 1
         if "outputs" in cell:
             cell["outputs"] = [o for o in cell["outputs"] if not _is_progress_output(o)]
     Path(dst).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")

@@ -104,19 +104,20 @@ def poison_manifests(study, cells=None, n_first: int = 8) -> pd.DataFrame:
         path = study.store.path("poison", key) / "poison_manifest.json"
         first = ", ".join(str(i) for i in m["indices"][:n_first])
         rows.append({"cell": cell.name, "key": key, "seed": m["seed"], "n_poison": m["n_poison"],
-                     "first indices": first + (", ..." if m["n_poison"] > n_first else ""),
+                     "first indices": first + (f" (+{m['n_poison'] - n_first} more)" if m["n_poison"] > n_first else ""),
                      "manifest (under artifacts/)": str(Path(path).relative_to(study.store.root))})
     return pd.DataFrame(rows).set_index("cell")
 
 
-def manifest_table(manifest: dict, n_first: int = 10, width: int = 50) -> pd.DataFrame:
+def manifest_table(manifest: dict, n_first: int = 10) -> pd.DataFrame:
     """A manifest as a two-column table (``value`` by dotted ``field``): nested dicts flattened, lists
-    cut to their first ``n_first`` items plus ``... (N items)``, every value at most ``width``
-    characters; for showing a manifest without its thousands of indices."""
+    shortened to their first ``n_first`` items and their length ("[3, 7, 14; 250 items]"); for showing a
+    manifest without its thousands of indices. No value is cut otherwise (the page wraps long text)."""
     def short(v):
         if isinstance(v, list):
-            items = [short(x) for x in v[:n_first]] + ([f"... ({len(v)} items)"] if len(v) > n_first else [])
-            return "[" + ", ".join(items) + "]"
+            if len(v) > n_first:
+                return "[" + ", ".join(short(x) for x in v[:n_first]) + f"; {len(v)} items]"
+            return "[" + ", ".join(short(x) for x in v) + "]"
         return str(v)
 
     def flat(d, prefix=""):
@@ -124,8 +125,7 @@ def manifest_table(manifest: dict, n_first: int = 10, width: int = 50) -> pd.Dat
             if isinstance(v, dict):
                 yield from flat(v, f"{prefix}{k}.")
             else:
-                text = short(v)
-                yield f"{prefix}{k}", text if len(text) <= width else text[:width - 3] + "..."
+                yield f"{prefix}{k}", short(v)
 
     rows = dict(flat(manifest))
     return pd.DataFrame({"value": list(rows.values())}, index=pd.Index(list(rows), name="field"))
