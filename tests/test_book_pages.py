@@ -257,7 +257,7 @@ def test_the_page_check_catches_a_broken_book(smoke_book, chromium, tmp_path):
                '<script src="https://cdn.example.org/library.js"></script>'
                '<a href="no-such-page.html">dead link</a>'
                '<script>undefinedFunction()</script>'
-               '<table><tr>' + '<td>0.1234567890123</td>' * 30 + '</tr>'
+               '<table><tr>' + '<td style="white-space: nowrap">0.1234567890123</td>' * 30 + '</tr>'
                '<tr><td>Trojan horse: the poisoned DM generates trigge...</td></tr></table>'
                '<p>written to /home/alice/study/runs/demo/claims.json</p>')
     html = page.read_text()

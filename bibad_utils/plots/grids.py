@@ -158,14 +158,24 @@ def side_by_side_grids(grids: dict, nrow: int = 4, scale: int | None = None, tit
     checked = {name: _grid_args(imgs, nrow, titles.get(name), border_colors.get(name), f"grids[{name!r}]")
                for name, imgs in grids.items()}
     with style():
-        geoms = {}
-        for name, imgs in checked.items():
-            if len(imgs):
-                _, ch, cw = cell_pixels(*imgs.shape[1:3], scale)
-                geoms[name] = GridLayout(len(imgs), int(nrow), ch, cw, name in titles, True)
-            else:
-                geoms[name] = None
-        widths = [g.width if g else 1.5 for g in geoms.values()]
+        def layout(tile_scale):
+            out = {}
+            for name, imgs in checked.items():
+                if len(imgs):
+                    _, ch, cw = cell_pixels(*imgs.shape[1:3], tile_scale)
+                    out[name] = GridLayout(len(imgs), int(nrow), ch, cw, name in titles, True)
+                else:
+                    out[name] = None
+            return out, [g.width if g else 1.5 for g in out.values()]
+
+        geoms, widths = layout(scale)
+        if scale is None and sum(widths) > MAX_FIGURE_WIDTH_IN:  # smaller tiles until the figure fits the column
+            side = max(max(imgs.shape[1:3]) for imgs in checked.values() if len(imgs)) if any(
+                len(imgs) for imgs in checked.values()) else 0
+            for tile_scale in range(max(1, math.ceil(96 / side)) - 1 if side else 0, 0, -1):
+                geoms, widths = layout(tile_scale)
+                if sum(widths) <= MAX_FIGURE_WIDTH_IN:
+                    break
         height = max(g.height if g else 1.0 for g in geoms.values())
         band = 0.4 if suptitle else 0.0
         fig = Figure(figsize=(sum(widths) + 0.15 * (len(widths) - 1), height + band), dpi=DPI)

@@ -188,8 +188,7 @@ def styled_claims(df: pd.DataFrame):
     table = claims_table(df)
     return (table.style.map(verdict_style, subset=["verdict"])
             .set_properties(**{"text-align": "left", "vertical-align": "top", "font-size": "0.85em"})
-            .set_properties(subset=["ours (95 % CI)", "verdict"], **{"white-space": "nowrap"})
-            .set_properties(subset=["claim", "paper", "note"], **{"min-width": "10em"})
+            .set_properties(subset=["claim", "paper", "note"], **{"min-width": "6em"})
             .set_table_styles([{"selector": "th", "props": "text-align: left; vertical-align: top;"}]))
 
 
