@@ -270,8 +270,10 @@ window.addEventListener("load", function () {
   var tables = [], images = [];
   art.querySelectorAll("table").forEach(function (t) {
     var holder = t.parentElement, r = t.getBoundingClientRect();
+    var full = t.closest(".tag_full-width");  /* a full-width cell may use the page's margin */
+    var limit = full ? Math.max(box.right, full.getBoundingClientRect().right) : box.right;
     var scrolls = t.scrollWidth > t.clientWidth + 2 || (holder && holder.scrollWidth > holder.clientWidth + 2);
-    if (scrolls || r.right > box.right + 2) {
+    if (scrolls || r.right > limit + 2) {
       tables.push({width: Math.round(Math.max(t.scrollWidth, r.width)), column: Math.round(box.width),
                    head: (t.innerText || "").replace(/\\s+/g, " ").slice(0, 60)});
     }
