@@ -92,3 +92,46 @@ def test_toy_trigger_and_toy_detector_through_the_smoke_chain(registered, tmp_pa
     assert all(math.isfinite(v) for v in det[det.set != "generated"].auroc)
     # its scores are cached under its own key, apart from the other detectors
     assert len(list(study.store.path("castle_detector", "x").parent.iterdir())) == len(det)
+
+
+def test_a_new_trigger_kind_is_one_file_in_the_package(tmp_path):
+    """CONTRIBUTING's recipe followed literally, through the real import path: a copy of the package with one
+    new module in ``bibad_utils/triggers/`` (a Trigger subclass and its KIND, importing only ``triggers.base``)
+    and nothing else changed; importing the package registers the kind, without a circular import, and every
+    reader of the registry (option checks, make_trigger, chapter 01's trigger views) sees it."""
+    import shutil
+    import subprocess
+    import sys
+
+    from bibad_utils.base import REPO_ROOT
+    pkg = tmp_path / "bibad_utils"
+    shutil.copytree(REPO_ROOT / "bibad_utils", pkg, ignore=shutil.ignore_patterns("assets", "__pycache__"))
+    (pkg / "triggers" / "corner_dot.py").write_text(
+        '"""A toy trigger: the 2 x 2 top-left pixels set to a value."""\n'
+        "from bibad_utils.triggers.base import Trigger, TriggerKind, TriggerOption\n\n\n"
+        "class CornerDot(Trigger):\n"
+        '    kind = "corner_dot"\n\n'
+        "    def __init__(self, image_size, seed=0, value=1.0):\n"
+        '        super().__init__(image_size, seed, {"value": value})\n'
+        "        self.value = float(value)\n\n"
+        "    def apply(self, x):\n"
+        "        x = self._check(x).clone()\n"
+        "        x[..., :2, :2] = self.value\n"
+        "        return x\n\n\n"
+        'KIND = TriggerKind("corner_dot", CornerDot, (TriggerOption("value", 1.0, lambda v, s: -1 <= v <= 1,\n'
+        '                  lambda s: "a pixel value in [-1, 1]"),), "2 x 2 pixels in the top-left corner")\n')
+    probe = ("import torch\n"
+             "from bibad_utils import triggers\n"
+             "assert list(triggers.TRIGGERS)[:3] == ['badnets1', 'badnets2', 'wanet'], list(triggers.TRIGGERS)\n"
+             "assert 'corner_dot' in triggers.TRIGGERS\n"
+             "assert triggers.validate_trigger_options('corner_dot', {'value': 0.5}, 16) == {'value': 0.5}\n"
+             "t = triggers.make_trigger('corner_dot', 16, value=-1.0)\n"
+             "x = t.apply(torch.zeros(3, 16, 16))\n"
+             "assert float(x[0, 0, 0]) == -1.0 and float(x[0, 5, 5]) == 0.0\n"
+             "view = t.view()\n"
+             "assert view['style'] == 'image' and view['data'].shape == (16, 16, 3)\n"
+             "print('ok')\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]

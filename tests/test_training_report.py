@@ -122,10 +122,18 @@ def test_heatmap_ratio_curves_and_trigger_patterns():
     ax = fig.axes[0]
     assert len(ax.lines) == 3 and ax.lines[2].get_marker() == "D"
     assert ax.lines[2].get_markeredgecolor() == ax.lines[0].get_color()
-    fig = plots.trigger_patterns(np.eye(5, dtype=bool), _images(1, 16)[0], np.zeros((16, 16, 2)))
-    assert len(fig.axes) == 4  # three panels and the colour bar
+    views = [{"style": "mask", "data": np.eye(5, dtype=bool), "title": "patch"},
+             {"style": "image", "data": _images(1, 16)[0], "title": "pattern"},
+             {"style": "field", "data": np.zeros((16, 16, 2)), "title": "warp"}]
+    fig = plots.trigger_patterns(views)
+    assert sum(ax.get_visible() for ax in fig.axes) == 4  # three panels and the colour bar
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["patch", "pattern", "warp"]
+    four = plots.trigger_patterns(views + [{"style": "image", "data": _images(1, 16)[0], "title": "toy"}])
+    assert four.get_size_inches()[0] <= plots.MAX_FIGURE_WIDTH_IN  # a fourth kind wraps into a second row
     with pytest.raises(ConfigError):
-        plots.trigger_patterns(np.eye(5, dtype=bool), _images(1, 16)[0], np.zeros((16, 16)))
+        plots.trigger_patterns([{"style": "field", "data": np.zeros((16, 16)), "title": "bad"}])
+    with pytest.raises(ConfigError):
+        plots.trigger_patterns([{"style": "hologram", "data": 1}])
 
 
 # ------------------------------------------------------------------------------ a tiny real study

@@ -14,15 +14,16 @@ engine (:class:`GridLayout`, :func:`show_image`, :func:`draw_grid`) and every fi
 from bibad_utils.plots.charts import (bar_with_ci, draw_interval_bars, exposure_chart, g_stack, heatmap, loss_curves,
                                       paper_vs_ours, ratio_curves, similarity_hist, threshold_sweep)
 from bibad_utils.plots.grids import (GridLayout, cell_pixels, check_uint8_images, class_grid, draw_grid, image_grid,
-                                     pairs_figure, show_image, side_by_side_grids, trigger_patterns, zoomed_rows)
+                                     pairs_figure, show_image, side_by_side_grids, zoomed_rows)
+from bibad_utils.plots.trigger_views import TRIGGER_VIEW_STYLES, trigger_patterns
 from bibad_utils.plots.style import (DPI, G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, message_figure, panel_axes,
                                      panel_grid, require_columns, set_style, style)
 
 
 __all__ = [
-    "DPI", "G_COLORS", "MAX_FIGURE_WIDTH_IN", "PALETTE", "panel_axes", "panel_grid", "REF_COLOR", "GridLayout", "bar_with_ci", "cell_pixels", "check_uint8_images",
-    "class_grid", "draw_grid", "draw_interval_bars", "exposure_chart", "g_stack", "heatmap", "image_grid", "loss_curves",
-    "message_figure", "pairs_figure", "paper_vs_ours", "ratio_curves", "require_columns", "set_style",
-    "show_image", "side_by_side_grids", "similarity_hist", "style", "threshold_sweep", "trigger_patterns",
-    "zoomed_rows",
+    "DPI", "G_COLORS", "MAX_FIGURE_WIDTH_IN", "PALETTE", "REF_COLOR", "TRIGGER_VIEW_STYLES", "bar_with_ci",
+    "cell_pixels", "check_uint8_images", "class_grid", "draw_grid", "draw_interval_bars", "exposure_chart",
+    "g_stack", "GridLayout", "heatmap", "image_grid", "loss_curves", "message_figure", "pairs_figure", "panel_axes",
+    "panel_grid", "paper_vs_ours", "ratio_curves", "require_columns", "set_style", "show_image",
+    "side_by_side_grids", "similarity_hist", "style", "threshold_sweep", "trigger_patterns", "zoomed_rows",
 ]

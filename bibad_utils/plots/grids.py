@@ -293,56 +293,6 @@ def zoomed_rows(rows: dict, box, scale: int | None = None, title: str | None = N
     return fig
 
 
-def trigger_patterns(patch, pattern, displacement, titles=None) -> Figure:
-    """The three trigger kinds themselves, one panel each.
-
-    patch: bool ``[s, s]``, True where the BadNets-1 patch is white (drawn pixel by pixel on a grid);
-    pattern: uint8 ``[S, S, 3]``, the BadNets-2 blend pattern; displacement: float ``[S, S, 2]``, the
-    WaNet warp's per-pixel displacement ``(dx, dy)`` in pixels, drawn as arrows coloured by length (the
-    arrows are stretched so the longest spans about one pixel). titles: three panel titles.
-    """
-    patch = np.asarray(patch)
-    if patch.ndim != 2 or patch.shape[0] != patch.shape[1]:
-        raise ConfigError("patch", f"array of shape {patch.shape}", "a square bool [s, s] mask")
-    pattern = check_uint8_images(np.asarray(pattern)[None], "pattern")[0]
-    disp = np.asarray(displacement, dtype=np.float64)
-    if disp.ndim != 3 or disp.shape[-1] != 2:
-        raise ConfigError("displacement", f"array of shape {disp.shape}", "float [S, S, 2] (dx, dy) in pixels")
-    titles = list(titles) if titles is not None else ["BadNets-1 patch", "BadNets-2 pattern", "WaNet warp"]
-    if len(titles) != 3:
-        raise ConfigError("titles", titles, "three panel titles")
-    with style():
-        fig = Figure(figsize=(9.6, 3.4), dpi=DPI)
-        axes = fig.subplots(1, 3)
-        s = patch.shape[0]
-        axes[0].imshow(patch.astype(float), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[0].set_xticks(np.arange(-0.5, s, 1), minor=True)
-        axes[0].set_yticks(np.arange(-0.5, s, 1), minor=True)
-        axes[0].grid(which="minor", color=PALETTE[5], linewidth=0.6)
-        axes[0].grid(which="major", visible=False)
-        axes[0].tick_params(which="both", length=0, labelbottom=False, labelleft=False)
-        axes[1].imshow(pattern, interpolation="nearest")
-        axes[1].grid(False)
-        axes[1].set_xticks([])
-        axes[1].set_yticks([])
-        size = disp.shape[0]
-        length = np.hypot(disp[..., 0], disp[..., 1])
-        stretch = 0.9 / length.max() if length.max() > 0 else 1.0
-        yy, xx = np.mgrid[0:size, 0:size]
-        q = axes[2].quiver(xx, yy, disp[..., 0] * stretch, disp[..., 1] * stretch, length, angles="xy",
-                           scale_units="xy", scale=1.0, cmap="viridis", width=0.006)
-        axes[2].set_xlim(-1, size)
-        axes[2].set_ylim(size, -1)
-        axes[2].set_aspect("equal")
-        axes[2].set_xticks([])
-        axes[2].set_yticks([])
-        fig.colorbar(q, ax=axes[2], fraction=0.046, pad=0.03, label="displacement (px)")
-        for ax, t in zip(axes, titles):
-            ax.set_title(str(t), fontsize=9)
-        fig.tight_layout()
-    return fig
-
-
 def class_grid(images, labels, class_names, per_class: int = 8, border_colors=None, title: str | None = None,
                scale: int | None = None) -> Figure:
     """One row per class: the first ``per_class`` images of each class (in array order), the class name

@@ -76,21 +76,11 @@ def corner_box(study, margin: int = 2) -> tuple[int, int, int]:
     return study.image_size - size, study.image_size - size, size
 
 
-def trigger_pattern_data(study) -> dict:
-    """The study's triggers as data for :func:`bibad_utils.plots.trigger_patterns`: ``patch`` (bool
-    ``[s, s]``, white pixels of BadNets-1), ``pattern`` (uint8 ``[S, S, 3]``, the BadNets-2 picture),
-    ``displacement`` (float ``[S, S, 2]``, WaNet's per-pixel (dx, dy) in pixels) and ``titles``."""
-    b1, b2, wa = study.trigger("badnets1"), study.trigger("badnets2"), study.trigger("wanet")
-    disp = wa.displacement_px.numpy()
-    mean = float(np.hypot(disp[..., 0], disp[..., 1]).mean())
-    return {
-        "patch": b1.patch.numpy() > 0,
-        "pattern": b2.pattern_uint8,
-        "displacement": disp,
-        "titles": [f"BadNets-1\n{b1.side}x{b1.side} px patch, bottom-right corner",
-                   f"BadNets-2\npattern blended at alpha = {b2.alpha:g}",
-                   f"WaNet\nwarp field, mean shift {mean:.2f} px"],
-    }
+def trigger_pattern_data(study, kinds=None) -> list[dict]:
+    """The study's triggers as each kind draws itself (``Trigger.view()``, for
+    :func:`bibad_utils.plots.trigger_patterns`): every kind of the registry :data:`~bibad_utils.triggers.TRIGGERS`
+    (or ``kinds``), with the profile's options and seed, whether or not the grid uses it."""
+    return [study.trigger(kind).view() for kind in (tuple(TRIGGERS) if kinds is None else kinds)]
 
 
 def poison_manifests(study, cells=None, n_first: int = 8) -> pd.DataFrame:
