@@ -134,10 +134,11 @@ def guidance_all(sampling: dict) -> float:
 
 def all_guidances(sampling: dict, cell: Cell | None) -> list[float]:
     """The w of ``cell``'s all-class sets: :func:`guidance_all` first, then, for a poisoned DM of the grid
-    (a cell with a trigger, random pool), every w of ``sampling.castle_guidance`` (chapter 05 judges its
-    claims at each of them)."""
+    (a cell with a trigger, random pool) and for the clean control, every w of ``sampling.castle_guidance``
+    (chapter 05 judges its claims at each of them; chapter 04 checks the content judge on the clean DM's set
+    at the w of each claim)."""
     extra = [float(w) for w in (sampling.get("castle_guidance") or [])]
-    castle = cell is not None and cell.trigger_kind is not None and cell.pool == "random"
+    castle = cell is not None and cell.pool == "random" and (cell.trigger_kind is not None or cell.kind == "clean")
     return [guidance_all(sampling)] + (extra if castle else [])
 
 

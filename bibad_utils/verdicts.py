@@ -77,16 +77,17 @@ def _direction(direction: str) -> int:
 # ------------------------------------------------------------------------------------ baselines
 
 def baseline_check(lo: float, hi: float = math.nan, *, chance: float = CHANCE_AUROC,
-                   what: str = "training-set AUROC") -> Check:
+                   what: str = "training-set AUROC", floor_name: str = "chance") -> Check:
     """A baseline measured with a 95 % interval ``[lo, hi]`` must lie above ``chance`` by its interval
-    (e.g. a detector's AUROC on the poisoned training set, whose lower bound must exceed 0.5)."""
+    (e.g. a detector's AUROC on the poisoned training set, whose lower bound must exceed 0.5); ``floor_name``
+    says what the floor is in the message (chance, or a required share that is not chance)."""
     if not _finite(lo):
         return Check(False, f"the {what} has no interval")
     shown = f"[{lo:.3f}, {hi:.3f}]" if _finite(hi) else f"lower bound {lo:.3f}"
     if lo > chance:
-        return Check(True, f"the {what} {shown} is above chance ({chance:g})")
+        return Check(True, f"the {what} {shown} is above {floor_name} ({chance:g})")
     where = "lies below" if _finite(hi) and hi < chance else "includes or lies below"
-    return Check(False, f"the {what} {shown} {where} chance ({chance:g}): the baseline fails its own check")
+    return Check(False, f"the {what} {shown} {where} {floor_name} ({chance:g}): the baseline fails its own check")
 
 
 def false_alarm_check(hi: float, *, max_rate: float, what: str = "false-alarm rate on a clean model") -> Check:

@@ -409,13 +409,15 @@ def test_generated_judge_table_uses_clean_generations_with_and_without_pasted_tr
         return fired.astype(np.int64), None
 
     monkeypatch.setattr(ins.judging, "predict", predict)  # the name chapter 04's judging module calls
+    monkeypatch.setattr(ins.judging, "content_choice", lambda study: {"chosen": ins.judging.CLEAN_JUDGE})
     study = SimpleNamespace(
         cfg={"attacks": ["badnets1"]}, device="cpu", guidance_all=1.0, pretrain_key="k",
         control_cells=lambda: [Cell("clean")],
         generations=lambda cell: {("all", 1.0): SimpleNamespace(images=images, labels=labels)},
         classifier=lambda: "clf", detector=lambda kind: "det", trigger=lambda kind: Paste())
     t = ins.generated_judge_table(study).set_index("judge")
-    assert t.loc["clean classifier", "accuracy"] == pytest.approx(0.8)
+    assert t.loc["clean classifier", "accuracy"] == pytest.approx(0.8) and (t["guidance"] == 1.0).all()
+    assert ins.generated_judge_table(study, guidance=5.0)["guidance"].iloc[0] == 1.0  # no set at w = 5: w_all
     assert t.loc["badnets1 detector", "fpr"] == pytest.approx(0.3)
     assert t.loc["badnets1 detector", "tpr"] == pytest.approx(1.0)
     assert t.loc["badnets1 detector", "fpr_lo"] < 0.3 < t.loc["badnets1 detector", "fpr_hi"]
@@ -478,3 +480,40 @@ def test_claims_rest_on_the_reading_that_passes_the_planted_check():
     # a trigger without a template whose detector fails the planted check: nothing positive is claimed
     rows = ins.insight_claims(fake_study(), gdf, make_jdf(), qdf, truth=NO_TEMPLATE_READING, planted=planted(()), **args)
     assert all(r["verdict"] not in ("reproduced", "partly") for r in rows if r["key"] in ("trojan_g1", "amplification"))
+
+
+def test_content_check_reads_the_chosen_judge_at_the_claims_guidance(monkeypatch):
+    """The Trojan-horse and phase rows need the content judge that reads M (the more accurate one) to read the
+    clean DM's all-class generations at the claim's w: a judge that fails at w = 1 may pass at w = 5, and the
+    message names the judge, the w and a floor that is not called chance."""
+    from bibad_utils.stages import Cell
+    labels = np.arange(10) % 5
+    images = np.zeros((10, 8, 8, 3), np.uint8)
+    reads = {1.0: 3, 5.0: 9}  # right answers of the external judge at each w
+
+    def generations(cell):
+        return {("all", w): SimpleNamespace(images=images + int(w), labels=labels) for w in (1.0, 5.0)}
+
+    def predict(model, imgs, device="cpu"):
+        return (labels if model == "clf" else np.zeros(len(imgs), np.int64)), None
+
+    def predictions(study, spec, key, sets):
+        (name, imgs), = sets.items()
+        w = float(imgs[0, 0, 0, 0])
+        pred = labels.copy()
+        pred[reads[w]:] = (pred[reads[w]:] + 1) % 5
+        return {name: pred}
+
+    monkeypatch.setattr(ins.judging, "predict", predict)
+    monkeypatch.setattr(ins.judging, "predictions", predictions)
+    monkeypatch.setattr(ins.judging, "content_choice", lambda study: {"chosen": "resnet56 (external)"})
+    monkeypatch.setattr(ins.judging, "judge_specs", lambda study: [SimpleNamespace(name="resnet56 (external)")])
+    study = SimpleNamespace(cfg={"attacks": []}, device="cpu", guidance_all=1.0, pretrain_key="k",
+                            control_cells=lambda: [Cell("clean")], generations=generations,
+                            generation_key=lambda cell: "g", classifier=lambda: "clf")
+    at1 = ins.content_check(study, guidance=1.0)
+    at5 = ins.content_check(study, guidance=5.0)
+    assert not at1.ok and at5.ok
+    assert "resnet56 (external)'s accuracy" in at1.reason and "(w = 1)" in at1.reason
+    assert "the share a content judge needs (0.5)" in at1.reason and "chance" not in at1.reason
+    assert "(w = 5)" in at5.reason

@@ -140,7 +140,8 @@ def test_castle_guidance_gives_the_poisoned_dms_further_all_class_sets(tmp_path)
     study = Study("smoke", {"run_dir": str(tmp_path)}, progress=False)
     assert study.cfg["sampling"]["castle_guidance"] == [5]
     assert study.all_guidances(Cell("badnets1", 0.1)) == [1.0, 5.0]      # chapter 05's claims at w = 5 too
-    assert study.all_guidances(Cell("clean")) == [1.0] and study.all_guidances(None) == [1.0]
+    assert study.all_guidances(Cell("clean")) == [1.0, 5.0] and study.all_guidances(None) == [1.0]  # chapter 04 checks M at w = 5
+    assert study.all_guidances(Cell("relabel", 0.1)) == [1.0]
     assert study.all_guidances(Cell("badnets1", 0.1, "duplicate")) == [1.0]
     plain = Study("smoke", {"run_dir": str(tmp_path), "sampling": {"castle_guidance": None}}, progress=False)
     # without further sets the generation key is the one written before castle_guidance existed
@@ -155,6 +156,6 @@ def test_castle_guidance_changes_only_the_keys_of_the_dms_it_adds_sets_to(tmp_pa
 
     with_castle = Study("smoke", {"run_dir": str(tmp_path)}, progress=False)
     without = Study("smoke", {"run_dir": str(tmp_path), "sampling": {"castle_guidance": None}}, progress=False)
-    for cell in (Cell("clean"), Cell("relabel", 0.1)):
-        assert with_castle.generation_key(cell) == without.generation_key(cell)
-    assert with_castle.generation_key(Cell("badnets1", 0.1)) != without.generation_key(Cell("badnets1", 0.1))
+    assert with_castle.generation_key(Cell("relabel", 0.1)) == without.generation_key(Cell("relabel", 0.1))
+    for cell in (Cell("clean"), Cell("badnets1", 0.1)):  # the clean DM's sets there check the content judge
+        assert with_castle.generation_key(cell) != without.generation_key(cell)

@@ -117,19 +117,28 @@ def untrusted_detectors(gdf: pd.DataFrame, guidance: float) -> list[str]:
             if not clean_detector_check(str(r["detector"]), float(r["r_gen_hi"])).ok]
 
 
-def content_check(study, gjdf: pd.DataFrame | None = None) -> verdicts.Check | None:
-    """The clean classifier's check on generations (:data:`CONTENT_MIN`), from
-    :func:`~bibad_utils.experiments.insights.judging.generated_judge_table` (computed when ``gjdf`` is None;
-    the rows judged "as configured" when it has a ``judges`` column); None without a clean model."""
-    gjdf = generated_judge_table(study) if gjdf is None else gjdf
+def content_check(study, gjdf: pd.DataFrame | None = None, guidance: float | None = None) -> verdicts.Check | None:
+    """The content judge's check on generations (:data:`CONTENT_MIN`): the judge that reads M in this chapter
+    (:func:`~bibad_utils.experiments.insights.judging.content_choice`) on the clean DM's all-class generations
+    at ``guidance`` where the clean DM has such a set (else at ``sampling.guidance_all``), from
+    :func:`~bibad_utils.experiments.insights.judging.generated_judge_table` (computed when ``gjdf`` is None or
+    was computed at another w; the rows judged "as configured" when it has a ``judges`` column); None without
+    a clean model."""
+    if gjdf is None or (guidance is not None and "guidance" in gjdf.columns and len(gjdf)
+                        and float(gjdf["guidance"].iloc[0]) != float(guidance)):
+        gjdf = generated_judge_table(study, guidance=guidance)
     if "judges" in gjdf.columns:
         gjdf = gjdf[gjdf["judges"] == "as configured"]
-    row = gjdf[gjdf["judge"] == "clean classifier"]
+    chosen = gjdf[gjdf["judge"].astype(str).str.startswith("content judge: ")]
+    row = chosen if len(chosen) else gjdf[gjdf["judge"] == "clean classifier"]
     if row.empty:
         return None
     r = row.iloc[0]
+    name = str(r["judge"]).removeprefix("content judge: ")
+    w = f" (w = {float(r['guidance']):g})" if "guidance" in row.columns else ""
     return verdicts.baseline_check(float(r["accuracy_lo"]), float(r["accuracy_hi"]), chance=CONTENT_MIN,
-                                   what="clean classifier's accuracy on the clean DM's all-class generations")
+                                   what=f"{name}'s accuracy on the clean DM's all-class generations{w}",
+                                   floor_name="the share a content judge needs")
 
 
 def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
@@ -158,7 +167,7 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
     grid = at_w[~at_w["control"].astype(bool)]
     controls = at_w[at_w["control"].astype(bool)]
     rows: list[dict] = []
-    content = content_check(study, gjdf)
+    content = content_check(study, gjdf, guidance=w)
     tdf = template_table(study) if tdf is None else tdf
     truth = g_rows_by_instrument(study) if truth is None else truth
     exposure = ({c.name: study.exposure(c) for c in study.cells() if c.trigger_kind}

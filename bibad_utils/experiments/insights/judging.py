@@ -137,7 +137,7 @@ def reference_cell(study):
     return None if study.pretrain_key is not None else False
 
 
-def generated_judge_table(study, z: float = Z95) -> pd.DataFrame:
+def generated_judge_table(study, z: float = Z95, guidance: float | None = None) -> pd.DataFrame:
     """The judges on GENERATED images with a known answer: the all-class generations of a clean DM
     (:func:`reference_cell`), which carry no trigger and show their prompt's class if the DM learned it.
 
@@ -145,12 +145,19 @@ def generated_judge_table(study, z: float = Z95) -> pd.DataFrame:
     ``<kind> detector`` with ``fpr`` (clean generations flagged) and ``tpr`` (the same generations with
     the attack's trigger pasted on, flagged). Columns: judge, n, accuracy/fpr/tpr with Wilson ``_lo`` /
     ``_hi``; empty when the profile has no clean model. A judge fit for the G ratios has a high accuracy
-    and TPR and a low FPR here, not only on real test images (:func:`judge_table`)."""
+    and TPR and a low FPR here, not only on real test images (:func:`judge_table`).
+
+    ``guidance``: the clean DM's all-class set at this w when it has one (the clean control has one at every
+    ``castle_guidance``), else at ``sampling.guidance_all``; the table's ``guidance`` column says which. When
+    the chapter reads content with another judge (:func:`content_choice`), its row follows the clean
+    classifier's, named ``content judge: <name>``."""
 
     ref = reference_cell(study)
     if ref is False:
         return pd.DataFrame(columns=["judge", "n"])
-    gen = study.generations(ref)[("all", study.guidance_all)]
+    sets = study.generations(ref)
+    w = float(guidance) if guidance is not None and ("all", float(guidance)) in sets else study.guidance_all
+    gen = sets[("all", w)]
     n = len(gen.labels)
 
     def rate(name, k):
@@ -159,6 +166,12 @@ def generated_judge_table(study, z: float = Z95) -> pd.DataFrame:
 
     pred, _ = predict(study.classifier(), gen.images, device=study.device)
     rows = [{"judge": "clean classifier", "n": n, **rate("accuracy", int((pred == gen.labels).sum()))}]
+    chosen = content_choice(study)["chosen"]
+    if chosen != CLEAN_JUDGE:
+        spec = next(s for s in judge_specs(study) if s.name == chosen)
+        other = predictions(study, spec, study.generation_key(ref), {f"all_w{w:g}": gen.images})[f"all_w{w:g}"]
+        rows.append({"judge": f"content judge: {chosen}", "n": n,
+                     **rate("accuracy", int((other == gen.labels).sum()))})
     for kind in study.cfg["attacks"]:
         det = study.detector(kind)
         fired, _ = predict(det, gen.images, device=study.device)
@@ -167,7 +180,7 @@ def generated_judge_table(study, z: float = Z95) -> pd.DataFrame:
         rows.append({"judge": f"{kind} detector", "n": n, **rate("fpr", int(fired.sum())),
                      **rate("tpr", int(caught.sum()))})
     cols = ["judge", "n"] + [f"{m}{s}" for m in ("accuracy", "fpr", "tpr") for s in ("", "_lo", "_hi")]
-    return pd.DataFrame(rows).reindex(columns=cols)
+    return pd.DataFrame(rows).reindex(columns=cols).assign(guidance=w)
 
 
 def judge_augmentation_ablation(study, z: float = Z95) -> pd.DataFrame:
