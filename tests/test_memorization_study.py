@@ -161,3 +161,18 @@ def test_duplicate_pool_too_small_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="duplicate_fraction"):
         ms.check_duplicate_pool(no_dups)
     assert ms.check_duplicate_pool(Study("smoke", {"run_dir": str(tmp_path)}, progress=False)) == 36
+
+
+def test_a_real_dataset_without_duplicates_leaves_the_comparison_not_tested(tmp_path):
+    """A dataset with no planted groups (real data) and no group at the finder's threshold: the random vs
+    duplicate comparison is "not tested" with the reason (a finding about the data), no duplicate cell is
+    trained, and chapter 06's claims say so; a dataset with planted groups still fails early instead."""
+    study = Study("smoke", {"run_dir": str(tmp_path), "dataset": {"options": {"duplicate_fraction": 0.0}},
+                            "memorization": {"duplicate_threshold": 0.9999}}, progress=False)
+    assert not ms.planted_groups(study) and study.duplicate_pool() is None
+    reason = ms.duplicate_shortfall(study)
+    assert "no duplicate group at the finder's threshold (cos >= 0.9999)" in reason
+    assert ms.duplicate_comparison_cells(study) == []
+    dup = ms.random_vs_duplicate(study)
+    assert dup.empty and dup.attrs["not_tested"] == reason
+    assert all(c.pool == "random" for c in ms.replication_cells(study))

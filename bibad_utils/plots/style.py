@@ -58,10 +58,14 @@ def style():
 
 def message_figure(text: str, title: str | None = None) -> Figure:
     """A small figure that says ``text`` (under ``title``), shown where there is nothing to draw."""
-    fig = Figure(figsize=(3.0, 1.2), dpi=DPI)
+    import textwrap
+
+    lines = textwrap.wrap(str(text), 80) or [""]
+    fig = Figure(figsize=(3.0 if len(lines) == 1 and len(lines[0]) <= 40 else 7.0, 1.0 + 0.18 * len(lines)), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_axis_off()
-    ax.text(0.5, 0.5 if title is None else 0.4, text, ha="center", va="center", fontsize=9, color="#555555")
+    ax.text(0.5, 0.5 if title is None else 0.4, "\n".join(lines), ha="center", va="center", fontsize=9,
+            color="#555555")
     if title is not None:
         ax.text(0.5, 0.8, title, ha="center", va="center", fontsize=10, weight="bold")
     return fig

@@ -27,7 +27,8 @@ from bibad_utils.experiments.memorization_study.common import (  # noqa: F401
     group_matches, mem_config, embedding_params, embedding_inputs, embed_images, train_embedding, training_embedding)
 from bibad_utils.experiments.memorization_study.duplicates import (  # noqa: F401
     planted_groups, finder_path, duplicate_finder_table, duplicate_threshold, duplicate_threshold_sweep,
-    found_groups, found_group_examples, duplicate_comparison_cells, check_duplicate_pool, random_vs_duplicate,
+    found_groups, found_group_examples, duplicate_comparison_cells, check_duplicate_pool, duplicate_shortfall,
+    random_vs_duplicate,
     random_vs_duplicate_wide)
 from bibad_utils.experiments.memorization_study.replication import (  # noqa: F401
     HELDOUT, heldout_similarity, replication_threshold, replication_threshold_source, replication_cells,

@@ -37,8 +37,15 @@ def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.D
     else:
         baselines = {}
     epochs = min((study.exposure(c) for c in cells if c.kind not in ("clean", "relabel")), default=math.nan)
-    return claims_from_tables(dup, rep, finder, sims, guidance=float(study.cfg["sampling"]["guidance"][0]),
+    rows = claims_from_tables(dup, rep, finder, sims, guidance=float(study.cfg["sampling"]["guidance"][0]),
                               baselines=baselines, exposure=epochs)
+    if not len(dup) and dup.attrs.get("not_tested"):
+        rows = [claim_row(STAGE, f"Poisoning duplicated images raises {metric}",
+                          metric=f"{metric}(duplicate) - {metric}(random)", setting=f"{study.cfg['attacks'][0]}",
+                          paper=paper.paper_text(f"duplicates_{metric.lower()}"), key=f"duplicates_{metric.lower()}",
+                          ours=math.nan, verdict="not tested", note=f"not tested: {dup.attrs['not_tested']}")
+                for metric in ("G1", "G2")] + rows
+    return rows
 
 
 def judge_check(study: Study, attack: str, gj: pd.DataFrame | None = None) -> verdicts.Check | None:

@@ -106,9 +106,33 @@ def found_group_examples(study: Study, n_groups: int = 4, max_size: int = 4) -> 
 
 def duplicate_comparison_cells(study: Study) -> list[tuple[Cell, Cell]]:
     """``(random cell, duplicate cell)`` of the first attack for each p in ``memorization.ratios``. The
-    random cell is a grid cell (already trained by the earlier stages) when p is in the grid."""
+    random cell is a grid cell (already trained by the earlier stages) when p is in the grid. None when a real
+    dataset has too few duplicated images for the comparison (:func:`duplicate_shortfall`)."""
+    if duplicate_shortfall(study) is not None:
+        return []
     attack = study.cfg["attacks"][0]
     return [(Cell(attack, p), Cell(attack, p, "duplicate")) for p in mem_config(study)["ratios"]]
+
+
+def duplicate_shortfall(study: Study) -> str | None:
+    """Why a REAL dataset cannot be poisoned through its duplicates at the ratios of ``memorization.ratios``
+    (no duplicate group at the finder's threshold, or fewer non-target duplicated images than a ratio needs):
+    the comparison is then "not tested", a finding about the data. None when it can run, and always None for a
+    dataset with planted groups, whose shortfall is a setting to fix (:func:`check_duplicate_pool` raises)."""
+    if planted_groups(study):
+        return None
+    threshold = mem_config(study)["duplicate_threshold"]
+    pool = study.duplicate_pool()
+    if pool is None:
+        return (f"the training set ({len(study.train_set.labels):,} images) has no duplicate group at the finder's "
+                f"threshold (cos >= {threshold:g}): there is nothing to poison through its duplicates")
+    labels = study.train_set.labels
+    candidates = int(np.sum(labels[pool] != study.target))
+    short = [p for p in mem_config(study)["ratios"] if n_poison_for(len(labels), p) > candidates]
+    if short:
+        return (f"the training set has {candidates} non-target images in duplicate groups at cos >= {threshold:g}; "
+                f"p = {short[0]:g} needs {n_poison_for(len(labels), short[0])}")
+    return None
 
 
 def check_duplicate_pool(study: Study) -> int:
@@ -140,6 +164,12 @@ def random_vs_duplicate(study: Study) -> pd.DataFrame:
     that lie in a duplicate group), and the paper's ratio for the same pool and p as ``paper_imagenette``
     / ``paper_caltech15`` (fractions; NaN where the paper reports no such p).
     """
+    reason = duplicate_shortfall(study)
+    if reason is not None:  # a real dataset without enough duplicates: the comparison is not tested
+        out = pd.DataFrame(columns=["attack", "p", "pool", "cell", "guidance", "metric", "setting", "k", "n",
+                                    "ours", "lo", "hi", "n_poison", "n_poison_duplicated"])
+        out.attrs["not_tested"] = reason
+        return out
     check_duplicate_pool(study)
     pool = set(study.duplicate_pool().tolist())
     w = float(study.cfg["sampling"]["guidance"][0])
