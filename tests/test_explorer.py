@@ -107,3 +107,12 @@ def test_widget_redraws_on_every_change():
     assert box.view.value != first
     with pytest.raises(ConfigError, match="choices"):
         ex.explorer_widget({"trigger": [], "p": [0.1], "w": [1.0]}, render)
+
+
+def test_static_views_follow_attack_ratios():
+    """An attack limited by attack_ratios is shown at its own ratios only: the explorer trains nothing."""
+    from bibad_utils.experiments.explorer import static_views
+    cfg = {"attacks": ["badnets1", "wanet"], "ratios": [0.01, 0.1], "controls": ["clean"],
+           "attack_ratios": {"wanet": [0.1]}, "sampling": {"guidance": [1]}}
+    assert static_views(cfg) == [("badnets1", 0.0), ("badnets1", 0.01), ("badnets1", 0.1),
+                                 ("wanet", 0.0), ("wanet", 0.1)]

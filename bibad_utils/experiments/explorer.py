@@ -219,9 +219,12 @@ def explorer_panels(study, trigger: str, p: float, n: int = 16, data: ExplorerDa
 
 
 def static_views(cfg: dict) -> list[tuple[str, float]]:
-    """Every (trigger, p) of the explorer, trigger-major, p ascending (the clean control first)."""
+    """Every (trigger, p) of the grid, trigger-major, p ascending (the clean control first): an attack that
+    ``attack_ratios`` limits to some ratios is shown at those alone (no model is trained for the explorer)."""
     c = explorer_choices(cfg)
-    return [(t, p) for t in c["trigger"] for p in c["p"]]
+    own = cfg.get("attack_ratios") or {}
+    return [(t, p) for t in c["trigger"] for p in c["p"]
+            if p == 0 or t not in own or any(math.isclose(p, float(q), abs_tol=1e-12) for q in own[t])]
 
 
 # ------------------------------------------------------------------------------------------ widget
