@@ -30,7 +30,11 @@ PER_CLASS_DATASETS = ("procedural", "cifar10", "imagenette")
 def to_float(images) -> torch.Tensor:
     """uint8 images ``[N, H, W, 3]`` (or one ``[H, W, 3]``), numpy or tensor -> float32 ``[N, 3, H, W]``
     (or ``[3, H, W]``) in [-1, 1], on the CPU (or the input tensor's device)."""
-    x = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    if not isinstance(images, torch.Tensor):
+        arr = np.asarray(images)
+        x = torch.as_tensor(arr if arr.flags.writeable else arr.copy())  # a read-only cache: torch warns otherwise
+    else:
+        x = images
     if x.dtype != torch.uint8:
         raise ConfigError("images.dtype", str(x.dtype), "uint8 (0..255) images in NHWC layout")
     if x.ndim not in (3, 4) or x.shape[-1] != 3:

@@ -37,7 +37,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 def _batches(images: np.ndarray, batch_size: int, device) -> "iter[torch.Tensor]":
     """float32 ``[b, 3, H, W]`` in [0, 1] on ``device``, batch by batch (memmaps are read lazily)."""
     for start in range(0, len(images), batch_size):
-        chunk = np.ascontiguousarray(images[start:start + batch_size])
+        chunk = np.array(images[start:start + batch_size])  # a writable copy: the cached arrays are read-only
         yield torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2).float().div_(255.0)
 
 
