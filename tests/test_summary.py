@@ -479,3 +479,13 @@ def test_parameter_cells_show_no_build_paths(tmp_path):
     notebook_for_book(src, tmp_path / "out.ipynb")
     text = json.loads((tmp_path / "out.ipynb").read_text())["cells"][0]["source"]
     assert '"run_dir": ".../p-1/run"' in text and '"root": "data/cifar10"' in text and "/tmp/" not in text
+
+
+def test_report_numbers_come_from_the_claim_files(tmp_path):
+    """The reproduction report's computed sentences: families tested and the headline from the run's claims;
+    a run without claims says so (the page never depends on another chapter's glue)."""
+    from bibad_utils.publish.book import report_markdown
+    assert "has no claims yet" in report_markdown({"run_dir": str(tmp_path), "name": "x"})
+    save_claims(tmp_path, "04_insights", [row("trojan_g1"), row("amplification", "not tested")])
+    text = report_markdown({"run_dir": str(tmp_path), "name": "demo"})
+    assert text.startswith("The `demo` run tested 1 of the ") and "paper claims:" in text

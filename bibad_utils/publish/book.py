@@ -88,7 +88,23 @@ def stage_teaser(cfg: dict, book_dir: Path) -> bool:
         caption = text.read_text() if text.is_file() else f"The teaser of the `{cfg['name']}` run."
     (target / "teaser.md").write_text(teaser_markdown(cfg, caption))
     (target / "findings.md").write_text(findings_markdown(cfg))
+    (target / "report_results.md").write_text(report_markdown(cfg))
     return caption is not None
+
+
+def report_markdown(cfg: dict) -> str:
+    """The reproduction report's computed sentences (book/report.md includes them): how many of the paper's
+    claim families the run tested, which have no row, and the verdict counts, from the run's claim files."""
+    from bibad_utils.experiments.summary.families import family_coverage
+    from bibad_utils.experiments.summary.tables import claims_frame, claims_headline
+
+    if not list((Path(cfg["run_dir"]) / "claims").glob("*.json")):
+        return f"*The `{cfg['name']}` run has no claims yet.*\n"
+    df = claims_frame(cfg["run_dir"])
+    cov = family_coverage(df)
+    uncovered = "; ".join(cov.loc[cov["status"] == "missing", "label"]) or "none"
+    return (f"The `{cfg['name']}` run tested {int((cov['status'] == 'tested').sum())} of the {len(cov)} families of "
+            f"the paper's claims (families without any row: {uncovered}). {claims_headline(df)}\n")
 
 
 def findings_markdown(cfg: dict) -> str:
