@@ -143,12 +143,11 @@ def readable_in_column(png: Path, column_px: float = 660.0) -> bool:
     keeps the page check's smallest label size (:data:`~bibad_utils.publish.page_text.MIN_FIGURE_TEXT_PX`)."""
     from PIL import Image
 
-    from bibad_utils.publish.page_text import DEFAULT_PNG_DPI, MIN_FIGURE_FONT_PT, MIN_FIGURE_TEXT_PX
+    from bibad_utils.publish.page_text import MIN_FIGURE_TEXT_PX, label_px, png_dpi
 
     with Image.open(png) as im:
-        width, dpi = im.size[0], float((im.info.get("dpi") or (DEFAULT_PNG_DPI,))[0]) or DEFAULT_PNG_DPI
-    scale = min(1.0, column_px / width)
-    return MIN_FIGURE_FONT_PT * dpi / 72 * scale >= MIN_FIGURE_TEXT_PX
+        width = im.size[0]
+    return label_px(png_dpi(png), min(1.0, column_px / width)) >= MIN_FIGURE_TEXT_PX
 
 
 PUBLISHED_DIR = "results"  # book/results/<profile>.md: one page per published run (results/<profile>/)

@@ -293,6 +293,17 @@ MIN_CHECKED_IMAGE_PX = 300  # smaller images (icons, logos, single thumbnails) c
 ABSOLUTE_PATH = re.compile(r"PosixPath\(|(?<![\w.~-])/(?:home|work|tmp|Users|root|var|mnt|private|opt)/[\w.-]+")
 
 
+def label_px(dpi: float, scale: float, font_pt: float = MIN_FIGURE_FONT_PT) -> float:
+    """CSS pixels of a ``font_pt`` label in a figure saved at ``dpi`` and shown at ``scale`` of its pixel width."""
+    return font_pt * dpi / 72 * scale
+
+
+def png_dpi(path: Path) -> float:
+    """The dpi a PNG records (:data:`DEFAULT_PNG_DPI` when it records none)."""
+    with Image.open(path) as png:
+        return float((png.info.get("dpi") or (DEFAULT_PNG_DPI,))[0]) or DEFAULT_PNG_DPI
+
+
 def with_layout_probe(source: str) -> str:
     """The page's HTML with :data:`LAYOUT_SCRIPT` before ``</body>`` (appended when there is none)."""
     i = source.lower().rfind("</body>")
@@ -318,11 +329,8 @@ def layout_problems(dom: str, page: Path, min_text_px: float = MIN_FIGURE_TEXT_P
         if natural < MIN_CHECKED_IMAGE_PX or shown <= 0 or shown >= natural:
             continue
         target = local_target(im.get("src") or "", page)
-        dpi = DEFAULT_PNG_DPI
-        if target is not None and target.is_file() and target.suffix.lower() in RASTER_SUFFIXES:
-            with Image.open(target) as png:
-                dpi = float((png.info.get("dpi") or (DEFAULT_PNG_DPI,))[0]) or DEFAULT_PNG_DPI
-        text_px = font_pt * dpi / 72 * shown / natural
+        raster = target is not None and target.is_file() and target.suffix.lower() in RASTER_SUFFIXES
+        text_px = label_px(png_dpi(target) if raster else DEFAULT_PNG_DPI, shown / natural, font_pt)
         if text_px < min_text_px:
             problems.append(f"figure {im.get('src')} is shown at {shown / natural:.0%} of its {natural:.0f} px: its "
                             f"{font_pt:g}-pt labels render at {text_px:.1f} px (< {min_text_px:g} px)")
