@@ -143,9 +143,9 @@ def test_trigger_truth_on_a_tiny_study(tmp_path):
     study = Study("smoke", {**TINY, "run_dir": str(tmp_path)}, progress=False)
     cell = Cell("badnets1", 0.2)
     atab = ins.agreement_table(study)
-    # clean and the grid cell, one detector each, 2 target sets and the all-class set; the poisoned DM also
-    # has its all-class set at castle_guidance's w = 5
-    assert len(atab) == 2 * 3 + 1 and set(atab["set"]) == {"target", "all"}
+    # clean and the grid cell, one detector each, 2 target sets and the all-class set; both also have an
+    # all-class set at castle_guidance's w = 5 (the clean DM's checks chapter 04's content judge there)
+    assert len(atab) == 2 * 3 + 2 and set(atab["set"]) == {"target", "all"}
     assert (atab["n_both"] + atab["n_detector_only"] + atab["n_template_only"] + atab["n_neither"] == atab["n"]).all()
     gdf = ins.g_table(study)
     r = atab[(atab["cell"] == cell.name) & (atab["set"] == "target") & (atab["guidance"] == 3.0)].iloc[0]
