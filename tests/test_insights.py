@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from bibad_utils import metrics
+from bibad_utils import metrics, plots
 from bibad_utils.config import ConfigError
 from bibad_utils.experiments import insights as ins
 from bibad_utils.experiments.insights.quality import _fid_plan as fid_plan
@@ -317,6 +317,10 @@ def test_figures_from_hand_made_tables():
     gdf = make_gdf()
     assert isinstance(ins.phase_figure(ins.phase_transition(gdf)), Figure)
     assert len(ins.guidance_figure(gdf).axes) == 2
+    three = pd.concat([gdf, gdf[gdf["attack"] == "badnets1"].assign(attack="badnets2"),
+                       gdf[gdf["attack"] == "badnets1"].assign(attack="wanet")], ignore_index=True)
+    for fig in (ins.phase_figure(ins.phase_transition(three)), ins.guidance_figure(three)):
+        assert len(fig.axes) == 6 and fig.get_figwidth() <= plots.MAX_FIGURE_WIDTH_IN  # three attacks fit the page
     # a detector that flags the clean DM's generations: listed, and its figure columns say "not evidence"
     assert ins.untrusted_detectors(gdf, 1.0) == []
     loud = gdf.copy()

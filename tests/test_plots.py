@@ -205,3 +205,20 @@ def test_side_by_side_grids_title_has_its_own_band():
     assert titled.get_size_inches()[1] == pytest.approx(plain.get_size_inches()[1] + 0.4)
     head = titled.subfigs[0]
     assert [t.get_text() for t in head.texts] == ["a title"] and not head.axes
+
+
+def test_faceted_charts_stay_within_the_page_width():
+    """Seven or more cells a panel in three panels (chapter 04's G-stack on a real-data grid) wrap into rows
+    instead of widening the figure past what the page shows with readable labels."""
+    rng = np.random.default_rng(1)
+    labels = ["clean", "relabel", "p=1%", "p=2%", "p=5%", "p=10%", "p=20%"]
+    df = pd.DataFrame({"label": labels * 3, "detector": sum(([d] * 7 for d in ("badnets1", "badnets2", "wanet")), [])})
+    df[["G1", "G2", "G3", "G4"]] = rng.dirichlet(np.ones(4), len(df))
+    fig = render(plots.g_stack(df, facet="detector"))
+    assert fig.get_figwidth() <= plots.MAX_FIGURE_WIDTH_IN
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 3
+    pv = pd.DataFrame({"metric": ["a", "b", "c"], "setting": ["1%"] * 3, "paper": [1.0] * 3, "ours": [0.5] * 3})
+    assert render(plots.paper_vs_ours(pv)).get_figwidth() <= plots.MAX_FIGURE_WIDTH_IN
+    curve = pd.DataFrame([{"cell": "c", "instrument": i, "epochs": e, "rate": 0.1, "rate_lo": 0.0, "rate_hi": 0.2,
+                           "clean_hi": 0.05} for i in ("detector", "template", "judge") for e in (1, 2)])
+    assert render(plots.exposure_chart(curve)).get_figwidth() <= plots.MAX_FIGURE_WIDTH_IN

@@ -19,7 +19,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
 from bibad_utils.base import ConfigError
-from bibad_utils.plots.style import DPI, G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, require_columns, style
+from bibad_utils.plots.style import (DPI, G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, panel_axes, panel_grid,
+                                     require_columns, style)
 
 
 def draw_interval_bars(ax, df: pd.DataFrame, x: str, y: str, lo: str | None = None, hi: str | None = None,
@@ -168,8 +169,14 @@ def g_stack(df: pd.DataFrame, x: str = "label", groups=("G1", "G2", "G3", "G4"),
     panels = list(pd.unique(df[facet])) if facet else [None]
     with style():
         n_bars = max(len(df[df[facet] == p]) if facet else len(df) for p in panels)
-        fig = Figure(figsize=(max(3.2, 0.55 * n_bars + 1.2) * len(panels) + 1.2, 3.6), dpi=DPI)
-        axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)[0])
+        # roomy bars where they fit the page in one row, narrower ones (down to about 0.4 in a bar) before
+        # the panels wrap into rows
+        panel_w = max(3.2, 0.55 * n_bars + 1.2)
+        if len(panels) * panel_w + 1.2 > MAX_FIGURE_WIDTH_IN:
+            panel_w = max((MAX_FIGURE_WIDTH_IN - 1.2) / len(panels), 0.38 * n_bars + 0.6)
+        nrows, ncols, size = panel_grid(len(panels), panel_w, 3.3, extra_w=1.2, extra_h=0.4)
+        fig = Figure(figsize=size, dpi=DPI)
+        axes = panel_axes(fig, nrows, ncols, len(panels), sharey=True)
         for ax, p in zip(axes, panels):
             rows = df if p is None else df[df[facet] == p]
             bottom = np.zeros(len(rows))
@@ -184,7 +191,8 @@ def g_stack(df: pd.DataFrame, x: str = "label", groups=("G1", "G2", "G3", "G4"),
             ax.set_xlabel(x)
             if p is not None:
                 ax.set_title(f"{facet} = {p}")
-        axes[0].set_ylabel(ylabel)
+        for ax in axes[::ncols]:
+            ax.set_ylabel(ylabel)
         handles = [Patch(color=G_COLORS.get(g, PALETTE[k % len(PALETTE)]), label=g) for k, g in enumerate(groups)]
         fig.legend(handles=handles[::-1], loc="center right", fontsize=8)
         if title:
@@ -208,8 +216,9 @@ def paper_vs_ours(df: pd.DataFrame, label: str = "setting", paper: str = "paper"
     panels = list(pd.unique(df[facet])) if use_facet else [None]
     with style():
         n_rows = max(len(df[df[facet] == p]) if use_facet else len(df) for p in panels)
-        fig = Figure(figsize=(3.6 * len(panels) + 1.8, 0.32 * n_rows + 1.3), dpi=DPI)
-        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        nrows, ncols, size = panel_grid(len(panels), 3.6, 0.32 * n_rows + 1.0, extra_w=1.8, extra_h=0.3)
+        fig = Figure(figsize=size, dpi=DPI)
+        axes = panel_axes(fig, nrows, ncols, len(panels))
         for ax, p in zip(axes, panels):
             rows = df if p is None else df[df[facet] == p]
             ypos = np.arange(len(rows))[::-1]
@@ -372,8 +381,9 @@ def exposure_chart(curve: pd.DataFrame, marks: dict | None = None) -> Figure:
     require_columns(curve, ["cell", "instrument", "epochs", "rate", "rate_lo", "rate_hi", "clean_hi"])
     panels = list(pd.unique(curve["instrument"]))
     with style():
-        fig = Figure(figsize=(3.4 * max(1, len(panels)), 3.4), dpi=DPI)
-        axes = fig.subplots(1, max(1, len(panels)), sharey=True, squeeze=False)[0]
+        nrows, ncols, size = panel_grid(max(1, len(panels)), 3.4, 3.4, extra_w=0.0)
+        fig = Figure(figsize=size, dpi=DPI)
+        axes = panel_axes(fig, nrows, ncols, max(1, len(panels)), sharey=True)
         for ax, instrument in zip(axes, panels):
             for k, (cell, g) in enumerate(curve[curve["instrument"] == instrument].groupby("cell", sort=False)):
                 g, colour = g.sort_values("epochs"), PALETTE[k % len(PALETTE)]

@@ -13,7 +13,7 @@ from bibad_utils.experiments.insights.groups import p_label
 from bibad_utils.experiments.insights.judging import judged
 from bibad_utils.experiments.insights.trigger_truth import (CHECK_CONTRAST, CHECK_MIN_DETECTION, disputed_examples,
                                                             most_disputed)
-from bibad_utils.plots import G_COLORS, PALETTE, REF_COLOR, message_figure, side_by_side_grids
+from bibad_utils.plots import G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, message_figure, side_by_side_grids
 
 
 def group_examples(study, cell, guidance: float, n: int = 8, seed: int = 0) -> dict:
@@ -47,7 +47,10 @@ def examples_figure(study, cell, guidance: float, n: int = 8, seed: int = 0, nro
                                        f"(detector: {cell.trigger_kind or study.cfg['attacks'][0]})")
 
 
-def _new_axes(nrows: int, ncols: int, width: float, height: float):
+def _new_axes(nrows: int, ncols: int, col_w: float, height: float, extra_w: float = 0.6):
+    """``nrows`` x ``ncols`` axes, each column ``col_w`` inches wide unless that would take the figure past
+    :data:`MAX_FIGURE_WIDTH_IN` (then the columns share that width, so the labels stay readable on the page)."""
+    width = min(MAX_FIGURE_WIDTH_IN, col_w * ncols + extra_w)
     fig = Figure(figsize=(width, height), dpi=100)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
@@ -83,7 +86,7 @@ def phase_figure(pt: pd.DataFrame, untrusted=()) -> Figure:
     paper's figure, as ratios). The columns of the attacks in ``untrusted`` (:func:`untrusted_detectors`)
     are faded and say that their detector fails its check."""
     attacks = list(pd.unique(pt["attack"]))
-    fig, axes = _new_axes(2, len(attacks), 3.6 * len(attacks) + 0.6, 5.6)
+    fig, axes = _new_axes(2, len(attacks), 3.6, 5.6)
     for k, attack in enumerate(attacks):
         a = pt[pt["attack"] == attack]
         x = np.arange(len(a))
@@ -119,7 +122,7 @@ def guidance_figure(gdf: pd.DataFrame, untrusted=None) -> Figure:
         untrusted = untrusted_detectors(gdf, float(gdf["guidance"].iloc[0])) if len(gdf) else []
     grid = gdf[~gdf["control"].astype(bool)]
     attacks = list(pd.unique(grid["attack"]))
-    fig, axes = _new_axes(2, len(attacks), 3.6 * len(attacks) + 0.6, 5.6)
+    fig, axes = _new_axes(2, len(attacks), 3.6, 5.6)
     for k, attack in enumerate(attacks):
         a = grid[grid["attack"] == attack]
         ratios = sorted(a["ratio"].unique())
@@ -148,7 +151,7 @@ def guidance_figure(gdf: pd.DataFrame, untrusted=None) -> Figure:
 def quality_figure(qdf: pd.DataFrame) -> Figure:
     """FD-clf (left) and the clean classifier's accuracy on the all-class generations (right, Wilson
     95 %) per row of :func:`quality_table`."""
-    fig, axes = _new_axes(1, 2, 8.5, 3.2)
+    fig, axes = _new_axes(1, 2, 4.0, 3.2, extra_w=0.5)
     x = np.arange(len(qdf))
     colors = [REF_COLOR if a == "real" else PALETTE[0] if a in ("clean", "relabel") else PALETTE[1]
               for a in qdf["attack"]]
@@ -189,7 +192,7 @@ def planted_figure(check: pd.DataFrame, contrast: float = CHECK_CONTRAST,
     if check.empty:
         return message_figure("no clean DM: no planted check")
     attacks = list(pd.unique(check["attack"]))
-    fig, axes = _new_axes(1, len(attacks), 3.4 * len(attacks) + 0.6, 3.5)
+    fig, axes = _new_axes(1, len(attacks), 3.4, 3.5)
     colors = {"detector": PALETTE[0], "template": PALETTE[1]}
     for k, attack in enumerate(attacks):
         ax = axes[0, k]
