@@ -56,6 +56,63 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
+def stat_signature(path) -> tuple[int, ...]:
+    """What changes whenever a file's bytes can have changed: device, inode, size, mtime and ctime (in ns).
+    The ctime cannot be set back by ``touch`` or ``os.utime``, so a file rewritten in place, or replaced by
+    another one with the same size and mtime, gets a new signature."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+_HASHED: dict[str, tuple[tuple[int, ...], str]] = {}
+
+
+def verified_sha256(path) -> str:
+    """:func:`file_sha256` of ``path``, read once per process while its :func:`stat_signature` stays the
+    same (a study reads the same artifact many times; any write through the file system rehashes it)."""
+    key = str(Path(path).resolve())
+    sig = stat_signature(key)
+    known = _HASHED.get(key)
+    if known is not None and known[0] == sig:
+        return known[1]
+    digest = file_sha256(key)
+    _HASHED[key] = (sig, digest)
+    return digest
+
+
+CHECKSUMS = "checksums.json"
+
+
+def write_checksums(folder) -> Path:
+    """Record the size and SHA-256 of every file directly in ``folder`` in ``folder/checksums.json``
+    (e.g. a training checkpoint, so that a resume reads only the bytes that were written)."""
+    folder = Path(folder)
+    record = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+              for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUMS}
+    return save_json(folder / CHECKSUMS, record)
+
+
+def checksum_problems(folder) -> list[str]:
+    """What differs between ``folder`` and its ``checksums.json`` ([] when it matches, or when the folder
+    has no record: folders written before records existed are checked by structure alone)."""
+    folder = Path(folder)
+    record_path = folder / CHECKSUMS
+    if not record_path.is_file():
+        return []
+    try:
+        record = load_json(record_path)
+    except (OSError, ValueError) as err:
+        return [f"{CHECKSUMS} cannot be read ({err})"]
+    problems = []
+    for name, info in record.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != info.get("bytes") or verified_sha256(path) != info.get("sha256"):
+            problems.append(f"{name} has other bytes than when written (sha256 differs)")
+    return problems
+
+
 def check_file_structure(path) -> str | None:
     """None when ``path`` is structurally whole for its type, else what is wrong: a ``.safetensors``
     file whose header or data are cut short, a ``.npy`` file shorter or longer than its header says, a

@@ -7,8 +7,8 @@ once complete; a complete artifact is one with a ``manifest.json``. A build that
 but its ``.work-<key>/`` folder, where a long build keeps checkpoints to resume from.
 
 The manifest lists every file of the artifact with its size and sha256. Each reuse checks the files
-against it (sizes, and the structure of ``.safetensors``, ``.npy`` and ``.json`` files; ``verify(...,
-full=True)`` also the hashes): a file truncated or replaced after the build raises
+against it (sizes, hashes, and the structure of ``.safetensors``, ``.npy`` and ``.json`` files): a file
+truncated, replaced or changed in place after the build raises
 :class:`DamagedArtifactError`, naming the stage, the key, the path and the remedy, instead of a
 traceback from deep inside a loader.
 
@@ -35,8 +35,9 @@ from typing import Any, Callable, Iterator
 
 from bibad_utils.base import ConfigError
 # the file helpers live in bibad_utils.files; re-exported here, where the stages have always found them
-from bibad_utils.files import (DamagedFileError, check_file_structure, file_sha256, load_array,  # noqa: F401
-                               load_json, load_tensors, save_array, save_json, save_tensors, to_jsonable)
+from bibad_utils.files import (DamagedFileError, check_file_structure, checksum_problems, file_sha256,  # noqa: F401
+                               load_array, load_json, load_tensors, save_array, save_json, save_tensors, to_jsonable,
+                               verified_sha256)
 
 KEY_LENGTH = 16
 MANIFEST = "manifest.json"
@@ -100,23 +101,31 @@ def _files_record(folder: Path) -> dict:
 
 def _set_aside_damaged_work(work: Path, stage: str, key: str) -> list[Path]:
     """Move every folder of a build's ``work`` folder (resumable checkpoints) that holds a damaged file
-    (:func:`check_file_structure`) out of the way, to ``<stage>/.damaged-<key>-<folder>-<time>``, saying
-    so on stderr: the build then resumes from an earlier checkpoint, or starts over, instead of reading
-    a checkpoint cut short. Returns the new locations."""
+    (:func:`check_file_structure`, or bytes that differ from the folder's ``checksums.json``,
+    :func:`checksum_problems`) out of the way, to ``<stage>/.damaged-<key>-<folder>-<time>``, saying so
+    on stderr: the build then resumes from an earlier checkpoint, or starts over, instead of reading a
+    checkpoint cut short or changed. Returns the new locations."""
     moved = []
     if not work.is_dir():
         return moved
+    found = []
     for path in sorted(work.rglob("*")):
-        if not path.is_file() or path.suffix not in (".safetensors", ".npy", ".json"):
-            continue
         if any(part.startswith(".") for part in path.relative_to(work).parts):
             continue  # a file being written (``.partial`` folders, ``.part`` files) is nobody's input yet
-        problem = check_file_structure(path)
-        if problem is None:
-            continue
-        folder = path.parent if path.parent != work else path
+        if path.is_dir():
+            found += [(path, p) for p in checksum_problems(path)[:1]]
+        elif path.suffix in (".safetensors", ".npy", ".json"):
+            problem = check_file_structure(path)
+            if problem is not None:
+                found.append((path.parent if path.parent != work else path, problem))
+    for folder, problem in found:
+        if not folder.exists():
+            continue  # already moved with its parent
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
         aside = work.parent / f".damaged-{key}-{folder.name}-{stamp}"
+        n = 1
+        while aside.exists():  # e.g. checkpoints/step-N and kept/.../step-N both damaged in one second
+            aside, n = work.parent / f".damaged-{key}-{folder.name}-{stamp}-{n}", n + 1
         os.rename(folder, aside)
         moved.append(aside)
         print(f"warning: checkpoint {folder} of {stage}/{key} is damaged ({problem}): moved aside to {aside}; "
@@ -189,11 +198,13 @@ class ArtifactStore:
         except (ValueError, UnicodeDecodeError) as err:
             raise DamagedArtifactError(stage, key, path.parent, [f"{MANIFEST} does not parse ({err})"]) from None
 
-    def verify(self, stage: str, key: str, full: bool = False) -> list[str]:
+    def verify(self, stage: str, key: str, full: bool = True) -> list[str]:
         """What is wrong with the complete artifact ``(stage, key)`` ([] when nothing): files listed in
-        its manifest that are missing or of another size (or, with ``full``, another sha256), and files
-        whose structure is cut short (:func:`check_file_structure`; this also covers artifacts built
-        before manifests listed their files)."""
+        its manifest that are missing, of another size or (``full``, the default) of other bytes than its
+        SHA-256 when built, and files whose structure is cut short (:func:`check_file_structure`; this
+        also covers artifacts built before manifests listed their files). Each file is hashed once per
+        process while it is not written to (:func:`verified_sha256`): a few seconds per run for the
+        largest stores (BENCHMARKS.md)."""
         folder = self.path(stage, key)
         try:
             manifest = self.load_manifest(stage, key)
@@ -208,8 +219,8 @@ class ArtifactStore:
                     problems.append(f"{rel} is missing")
                 elif path.stat().st_size != info.get("bytes"):
                     problems.append(f"{rel} has {path.stat().st_size} bytes, {info.get('bytes')} when built")
-                elif full and file_sha256(path) != info.get("sha256"):
-                    problems.append(f"{rel} differs from the file built (sha256)")
+                elif full and verified_sha256(path) != info.get("sha256"):
+                    problems.append(f"{rel} has other bytes than when built (sha256 differs)")
         for path in sorted(folder.rglob("*")):
             if path.is_file() and path.suffix in (".safetensors", ".npy", ".json"):
                 rel = path.relative_to(folder).as_posix()
@@ -220,7 +231,7 @@ class ArtifactStore:
                     problems.append(problem if rel == path.name else f"{rel}: {problem}")
         return problems
 
-    def check(self, stage: str, key: str, full: bool = False) -> Path:
+    def check(self, stage: str, key: str, full: bool = True) -> Path:
         """The artifact's folder after :meth:`verify`; DamagedArtifactError when anything is wrong."""
         problems = self.verify(stage, key, full=full)
         if problems:

@@ -23,15 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from bibad_utils.base import ConfigError
+from bibad_utils.checkpoints import (CHECKPOINT_DIR, KEPT_DIR, cpu_copy, kept_steps, latest_checkpoint,  # noqa: F401
+                                     save_checkpoint, unflatten_optimizer)
 from bibad_utils.progress import Task
 from bibad_utils.schema import Field, Section, is_int, is_number as is_num, signature_defaults
-
-CHECKPOINT_DIR = "checkpoints"
-KEPT_DIR = "kept"  # in the work dir: the EMA weights of the checkpoints ``keep_checkpoints`` keeps
 
 
 def derive_seed(*parts) -> int:
@@ -152,76 +150,6 @@ def _active(values: dict) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """torch optimizer state dict -> (tensors ``state.<param id>.<name>``, string metadata)."""
-    tensors, scalars = {}, {}
-    for pid, entries in state["state"].items():
-        for name, value in entries.items():
-            key = f"state.{pid}.{name}"
-            if torch.is_tensor(value):
-                tensors[key] = value.detach().contiguous().cpu()
-            else:
-                scalars[key] = value
-    meta = {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars)}
-    return tensors, meta
-
-
-def _unflatten_optimizer(path: Path) -> dict:
-    state: dict[int, dict] = {}
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        meta = f.metadata()
-        for key in f.keys():
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = f.get_tensor(key)
-    for key, value in json.loads(meta["scalars"]).items():
-        _, pid, name = key.split(".", 2)
-        state.setdefault(int(pid), {})[name] = value
-    return {"state": state, "param_groups": json.loads(meta["param_groups"])}
-
-
-def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
-
-
-def latest_checkpoint(work_dir) -> Path | None:
-    """The newest complete checkpoint folder ``<work_dir>/checkpoints/step-XXXXXXXX`` (None if none)."""
-    root = Path(work_dir) / CHECKPOINT_DIR
-    done = sorted(p for p in root.glob("step-*") if (p / "state.json").is_file()) if root.is_dir() else []
-    return done[-1] if done else None
-
-
-def _save_checkpoint(work_dir: Path, step: int, model, ema, optimizer, state: dict) -> Path:
-    """Write ``model``, ``ema`` and ``optimizer`` .safetensors and ``state.json`` into a partial folder,
-    rename it into place (a checkpoint is complete or absent) and drop the older ones."""
-    root = work_dir / CHECKPOINT_DIR
-    final = root / f"step-{step:08d}"
-    partial = root / f".step-{step:08d}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    save_file(_cpu(model.state_dict_to_save()), str(partial / "model.safetensors"))
-    save_file(_cpu(ema), str(partial / "ema.safetensors"))
-    tensors, meta = _flatten_optimizer(optimizer.state_dict())
-    save_file(tensors, str(partial / "optimizer.safetensors"), metadata=meta)
-    (partial / "state.json").write_text(json.dumps(state, indent=1) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)
-    for old in root.glob("step-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def kept_steps(steps: int, checkpoint_every: int, n: int) -> list[int]:
-    """The checkpoint steps (multiples of ``checkpoint_every``, and ``steps``) whose EMA weights ``keep_checkpoints
-    = n`` keeps: ``n`` of them evenly spread, the last included (all when there are at most ``n``; none for 0)."""
-    marks = sorted(set(range(checkpoint_every, steps + 1, checkpoint_every)) | ({steps} if steps else set()))
-    return marks if n >= len(marks) else [marks[round((k + 1) * len(marks) / n) - 1] for k in range(n)]
-
-
-# ----------------------------------------------------------------------------------------------
 # the loop
 
 
@@ -284,7 +212,7 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
             raise ConfigError("steps", steps, f">= the checkpoint's step {saved['step']} in {ckpt}")
         state = saved
         model.load_trainable_state(load_file(str(ckpt / "model.safetensors")))
-        optimizer.load_state_dict(_unflatten_optimizer(ckpt / "optimizer.safetensors"))
+        optimizer.load_state_dict(unflatten_optimizer(ckpt / "optimizer.safetensors"))
         ema = load_file(str(ckpt / "ema.safetensors"), device=str(accelerator.device))
     else:
         if init_state is not None:
@@ -306,10 +234,10 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
         if accelerator.is_main_process:
             if accelerator.scaler is not None:
                 state["scaler"] = accelerator.scaler.state_dict()
-            _save_checkpoint(work_dir, step_now, model, ema, optimizer, state)
+            save_checkpoint(work_dir, step_now, model, ema, optimizer, state)
             if step_now in kept:  # its EMA weights, with the training seconds and images up to it
                 (folder := work_dir / KEPT_DIR / f"step-{step_now:08d}").mkdir(parents=True, exist_ok=True)
-                save_file(_cpu(ema), str(folder / "ema.safetensors"))
+                save_file(cpu_copy(ema), str(folder / "ema.safetensors"))
                 meta = {"step": step_now, "wall_time_s": state["wall_time_s"], "images_seen": step_now * batch_size}
                 (folder / "state.json").write_text(json.dumps(meta) + "\n")
         accelerator.wait_for_everyone()

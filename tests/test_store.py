@@ -201,14 +201,14 @@ def test_damage_found_without_file_list_and_replaced_bytes_with_full_check(tmp_p
     assert len(problems) == 1 and "loss.npy" in problems[0] and "header describes" in problems[0]
     with pytest.raises(DamagedFileError, match="loss.npy"):
         load_array(path / "loss.npy")
-    # same size, other bytes: only the full check (sha256 against the manifest) sees it
+    # same size, other bytes: the sha256 against the manifest sees it (every reuse checks it)
     other = tmp_path / "other"
     path2 = _model_artifact(ArtifactStore(other), {"steps": 4})
     record = path2 / "train_record.json"
     record.write_text(record.read_text().replace("3", "4"))
     store2 = ArtifactStore(other)
-    assert store2.verify("finetune", path2.name) == []
-    assert store2.verify("finetune", path2.name, full=True) == ["train_record.json differs from the file built (sha256)"]
+    assert store2.verify("finetune", path2.name, full=False) == []
+    assert store2.verify("finetune", path2.name) == ["train_record.json has other bytes than when built (sha256 differs)"]
     (path2 / "manifest.json").write_text("{")
     assert "does not parse" in store2.verify("finetune", path2.name)[0]
 
@@ -250,3 +250,43 @@ def test_study_names_a_truncated_model_instead_of_a_loader_traceback(tmp_path):
     msg = str(err.value)
     assert f"artifact finetune/{key} at {weights.parent.parent}" in msg
     assert "model/model.safetensors" in msg and "Remedy: move it aside" in msg
+
+
+def test_same_size_corruption_inside_a_model_is_refused_on_reuse_even_with_the_old_mtime(tmp_path):
+    """A byte flipped inside a saved model (same size, modification time set back): the reuse that
+    follows, in the same process after the artifact was read once, raises instead of loading it."""
+    store = ArtifactStore(tmp_path)
+    path = _model_artifact(store)
+    key = path.name
+    assert store.verify("finetune", key) == []  # hashed once here (memoized by the stat signature)
+    weights = next(path.rglob("*.safetensors"))
+    st = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert weights.stat().st_size == st.st_size
+    with pytest.raises(DamagedArtifactError, match="sha256 differs"):
+        _model_artifact(store)
+
+
+def test_checkpoint_with_other_bytes_than_its_checksums_is_set_aside(tmp_path, capsys):
+    """A resumable checkpoint changed after it was written (same size): its checksums.json no longer
+    matches, so the build moves it aside and never resumes from it."""
+    from bibad_utils.files import checksum_problems, write_checksums
+    store = ArtifactStore(tmp_path)
+    key = artifact_key("finetune", {"steps": 9}, [])
+    ckpt = tmp_path / "finetune" / f".work-{key}" / "checkpoints" / "step-00000004"
+    ckpt.mkdir(parents=True)
+    save_tensors(ckpt / "model.safetensors", {"w": torch.ones(100)})
+    (ckpt / "state.json").write_text('{"step": 4}')
+    write_checksums(ckpt)
+    assert checksum_problems(ckpt) == []
+    data = bytearray((ckpt / "model.safetensors").read_bytes())
+    data[-1] ^= 0x01
+    (ckpt / "model.safetensors").write_bytes(bytes(data))
+    assert checksum_problems(ckpt) == ["model.safetensors has other bytes than when written (sha256 differs)"]
+    with store.build("finetune", {"steps": 9}) as art:
+        assert not (art.work_dir / "checkpoints" / "step-00000004").exists()
+        save_json(art.dir / "x.json", {})
+    assert "sha256 differs" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """train_diffusion on a tiny pixel DM: learning, checkpoints, exact resume, settings checks."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -76,7 +77,7 @@ def test_checkpoints_are_safetensors_and_only_the_latest_is_kept(tmp_path):
     assert ckpt.name == "step-00000005"
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000005"]
     assert sorted(p.name for p in ckpt.iterdir()) == [
-        "ema.safetensors", "model.safetensors", "optimizer.safetensors", "state.json"]
+        "checksums.json", "ema.safetensors", "model.safetensors", "optimizer.safetensors", "state.json"]
     state = json.loads((ckpt / "state.json").read_text())
     assert state["step"] == 5 and state["hparams"]["seed"] == 1
     n_params = len(model.trainable_parameters())
@@ -109,6 +110,31 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path):
     assert all(torch.equal(ref.ema_state[k], resumed.ema_state[k]) for k in ref.ema_state)
     assert not all(torch.equal(a[k], ref.ema_state[k]) for k in a)  # the EMA really is another average
     assert ref.loss_log == resumed.loss_log and ref.images_seen == resumed.images_seen
+
+
+def test_a_checkpoint_changed_after_it_was_written_is_not_resumed_from(tmp_path, capsys):
+    """Same-size corruption of a checkpoint's weights (mtime set back): the run starts over instead of
+    resuming from the changed bytes, and ends with exactly the uninterrupted run's weights."""
+    data = FlatImages()
+    init = tiny_model(data).state_dict_to_save()
+    kwargs = dict(steps=4, batch_size=4, lr=1e-3, checkpoint_every=2, seed=5, init_state=init, progress=False)
+    straight = tiny_model(data)
+    train_diffusion(straight, data, work_dir=tmp_path / "a", **kwargs)
+    train_diffusion(tiny_model(data), data, work_dir=tmp_path / "b", stop_after=3, **kwargs)
+    ckpt = latest_checkpoint(tmp_path / "b")
+    weights = ckpt / "model.safetensors"
+    st = weights.stat()
+    data_bytes = bytearray(weights.read_bytes())
+    data_bytes[-5] ^= 0x40
+    weights.write_bytes(bytes(data_bytes))
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert latest_checkpoint(tmp_path / "b") is None
+    assert "is not resumed from: model.safetensors has other bytes" in capsys.readouterr().err
+    again = tiny_model(data)
+    res = train_diffusion(again, data, work_dir=tmp_path / "b", **kwargs)
+    assert res.resumed_from == 0
+    a, b = straight.state_dict_to_save(), again.state_dict_to_save()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_refuses_other_settings(tmp_path):

@@ -300,8 +300,6 @@ def threshold_sweep(sweep: pd.DataFrame, chosen: float | None = None, title: str
     return fig
 
 
-
-
 def heatmap(df: pd.DataFrame, fmt: str = ".0%", vmin: float | None = 0.0, vmax: float | None = 1.0,
             cmap: str = "viridis", title: str | None = None, cbar_label: str | None = None) -> Figure:
     """An annotated heatmap of a numeric DataFrame (rows x columns as in the table; NaN cells blank).
@@ -369,8 +367,6 @@ def ratio_curves(curves: dict, points: dict | None = None, xlabel: str = "poison
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
     return fig
-
-
 
 
 def exposure_chart(curve: pd.DataFrame, marks: dict | None = None) -> Figure:
