@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,20 +260,33 @@ def test_dataset_fingerprint_follows_listing_and_bytes(tmp_path):
     assert a["files"] == 20 and a["content_sha256"] is not None
     assert dataset_fingerprint("imagenette", tmp_path) == a
     f = next((tmp_path / "imagenette2" / "val").rglob("*.JPEG"))
-    os.utime(f, ns=(0, f.stat().st_mtime_ns + 10**9))  # touched: listing changes, bytes do not
+    os.utime(f, ns=(0, f.stat().st_mtime_ns + 10**9))  # touched (as a copy of the data folder is): same keys
+    assert dataset_fingerprint("imagenette", tmp_path) == a
+    st = f.stat()
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # replaced with the same size and mtime: the bytes tell
     b = dataset_fingerprint("imagenette", tmp_path)
-    assert b["listing_sha256"] != a["listing_sha256"] and b["content_sha256"] == a["content_sha256"]
-    big = real.files_fingerprint(sorted(tmp_path.rglob("*.JPEG")), tmp_path, hash_limit=10)
-    assert big["content_sha256"] is None and big["files"] == 20  # too large to hash: listing only
+    assert b["listing_sha256"] == a["listing_sha256"] and b["content_sha256"] != a["content_sha256"]
     assert dataset_fingerprint("imagenette", tmp_path / "absent") is None
     assert dataset_fingerprint("procedural") is None
 
 
-def test_touching_a_dataset_file_changes_the_keys_of_the_chain(tmp_path):
+def _recolour_keep_size_and_mtime(f, colour):
+    st = f.stat()
+    _png_same_size(f, colour)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size
+
+
+def test_changing_a_dataset_file_changes_the_keys_of_the_chain_and_touching_it_does_not(tmp_path):
     from bibad_utils.config import load_profile
     from bibad_utils.stages import Cell, Study
 
     fake_imagenette(tmp_path / "data", per_class=2)
+    f = next((tmp_path / "data" / "imagenette2" / "train").rglob("*.JPEG"))
+    _png_same_size(f, (10, 10, 10))
     overrides = {"run_dir": str(tmp_path / "run"), "target": 6,
                  "dataset": {"name": "imagenette", "root": str(tmp_path / "data"), "image_size": 8,
                              "n_per_class": None, "n_test_per_class": None,
@@ -285,14 +299,15 @@ def test_touching_a_dataset_file_changes_the_keys_of_the_chain(tmp_path):
     manifest = first.poison_manifest(cell)
     assert manifest["dataset_fingerprint"] == cfg["dataset"]["fingerprint"]
     assert Study("smoke", overrides, progress=False).poison_key(cell) == keys[1]  # nothing changed: reused
-    f = next((tmp_path / "data" / "imagenette2" / "train").rglob("*.JPEG"))
-    os.utime(f, ns=(0, f.stat().st_mtime_ns + 10**9))
+    os.utime(f, ns=(0, f.stat().st_mtime_ns + 10**9))  # a copy of the data folder gets new mtimes: same keys
+    assert Study("smoke", overrides, progress=False).poison_key(cell) == keys[1]
+    _recolour_keep_size_and_mtime(f, (250, 250, 250))  # other bytes, same size and mtime
     second = Study("smoke", overrides, progress=False)
     assert second.data_key != keys[0] and second.poison_key(cell) != keys[1]
     assert len(second.store.list("poison")) == 2
     # a study validated before the change refuses to read the changed files
     stale = Study("smoke", {**overrides, "seed": 1}, progress=False)
-    os.utime(f, ns=(0, f.stat().st_mtime_ns + 10**9))
+    _recolour_keep_size_and_mtime(f, (20, 20, 20))
     with pytest.raises(ConfigError, match="dataset.fingerprint"):
         stale.train_set
 
@@ -305,3 +320,18 @@ def test_cut_short_image_cache_is_named_with_the_remedy(tmp_path):
     with pytest.raises(ConfigError, match="delete the files") as err:
         load_dataset("imagenette", root=tmp_path, image_size=8)
     assert err.value.param == "cache" and cache.name in str(err.value)
+
+
+def test_image_cache_changed_in_place_is_refused(tmp_path):
+    """A pixel cache with one byte changed (same size, mtime set back): its recorded SHA-256 refuses it."""
+    fake_imagenette(tmp_path, per_class=1)
+    first = load_dataset("imagenette", root=tmp_path, image_size=8)
+    cache = Path(first.meta["cache"])
+    st = cache.stat()
+    data = bytearray(cache.read_bytes())
+    data[-1] ^= 0xFF
+    cache.write_bytes(bytes(data))
+    os.utime(cache, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(ConfigError, match="sha256 differs") as err:
+        load_dataset("imagenette", root=tmp_path, image_size=8)
+    assert err.value.param == "cache"
