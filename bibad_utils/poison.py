@@ -15,7 +15,7 @@ import torch
 
 from bibad_utils.base import ConfigError
 from bibad_utils.cells import CONTROLS
-from bibad_utils.data import PROMPT_TEMPLATE, ImageSet, _as_index, to_float, to_uint8
+from bibad_utils.data import PROMPT_TEMPLATE, ImageSet, as_index, to_float, to_uint8
 from bibad_utils.triggers import TRIGGERS, Trigger, make_trigger
 
 
@@ -126,7 +126,7 @@ class PoisonedSet:
         return np.bincount(self.labels, minlength=len(self.class_names)).astype(np.int64)
 
     def _rows(self, indices) -> np.ndarray:
-        idx = _as_index(indices, len(self))
+        idx = as_index(indices, len(self))
         return np.arange(len(self))[idx] if isinstance(idx, slice) else np.where(idx < 0, idx + len(self), idx)
 
     def batch(self, indices, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:

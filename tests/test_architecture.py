@@ -1,20 +1,17 @@
-"""The package's shape: no import circle, no module over ~400 lines, and the layering rule (the science
-never imports the analyses, the figures or the publishing). Read from the source text, nothing is
-imported, so the test is fast and sees imports inside functions as well."""
+"""The package's shape: no import circle (edges to a package's own ``__init__`` count), no private name
+imported from another module, no import after the first definition, every module's one job stated (a
+docstring, and a place in CONTRIBUTING's module map), and the layering rule (the science never imports
+the analyses, the figures or the publishing). Read from the source text, nothing is imported, so the test
+is fast and sees imports inside functions as well."""
 
 import ast
+import re
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bibad_utils"
-MAX_LINES = 400
-
-# Modules still above MAX_LINES, each with the reason; the list only shrinks.
-LONG_MODULES = {
-}
-
 # Import circles still present, as sorted module tuples, each with the reason; the list only shrinks.
 KNOWN_CIRCLES = {
 }
@@ -56,7 +53,9 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
         for t in targets:
             while t and t not in known:
                 t = t.rpartition(".")[0]
-            if t and t != name and not name.startswith(t + "."):  # a package's own parents are not edges
+            # an edge to one's own package counts (its __init__ is a module that may import back), but not
+            # to the root package, whose __init__ imports nothing
+            if t and t != name and t != "bibad_utils":
                 found.add(t)
     return found
 
@@ -111,12 +110,63 @@ def test_the_circle_finder_finds_circles():
     assert _circles({"a": {"b"}, "b": set()}) == set()
 
 
-def test_no_module_over_the_line_limit():
-    lengths = {str(p.relative_to(PACKAGE.parent)): len(p.read_text().splitlines()) for p in _modules().values()}
-    too_long = sorted(f"{p} ({n} lines)" for p, n in lengths.items() if n > MAX_LINES and p not in LONG_MODULES)
-    assert not too_long, f"modules over {MAX_LINES} lines: {too_long}; split them by idea"
-    fixed = sorted(p for p in LONG_MODULES if lengths.get(p, 0) <= MAX_LINES)
-    assert not fixed, f"now within {MAX_LINES} lines (or gone), remove from LONG_MODULES: {fixed}"
+def _module_map() -> dict[str, str]:
+    """CONTRIBUTING's module map: the name in a row's first cell (``data/`` -> ``data``) -> the row."""
+    rows = {}
+    for line in (PACKAGE.parent / "CONTRIBUTING.md").read_text().splitlines():
+        m = re.match(r"^\| `([^`]+)`", line)
+        if m:
+            rows[m.group(1).rstrip("/").removesuffix(".*")] = line
+    return rows
+
+
+def test_every_module_states_its_one_job():
+    """A module says what it is for (its docstring) and has its place in the module map: a top-level
+    module or package has a row, a module of a package is named in its package's row. There is no line
+    limit: a module is split when it does two jobs, never to pass a count."""
+    rows, problems = _module_map(), []
+    for name, path in _modules().items():
+        parts = name.split(".")[1:]
+        if not parts:
+            continue
+        if not ast.get_docstring(ast.parse(path.read_text())):
+            problems.append(f"{name}: no docstring saying what it is for")
+        row = rows.get(parts[0]) or next((r for r in rows.values() if f"`{parts[0]}`" in r.split("|")[1]), None)
+        if row is None:
+            problems.append(f"{name}: no row for {parts[0]} in CONTRIBUTING's module map")
+        elif len(parts) > 1 and path.name != "__init__.py" and f"`{parts[-1]}`" not in row and f"`{parts[-1]}/`" not in row:
+            problems.append(f"{name}: {parts[-1]} not named in the {parts[0]} row of the module map")
+    assert not problems, problems
+
+
+def _private_imports(tree: ast.AST) -> list[str]:
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("bibad_utils")):
+            out += [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    return out
+
+
+def test_no_private_name_is_imported_from_another_module():
+    found = {name: bad for name, path in _modules().items() if (bad := _private_imports(ast.parse(path.read_text())))}
+    assert not found, f"private names imported across modules (make them public where they live): {found}"
+
+
+def test_no_import_after_the_first_definition():
+    late = []
+    for name, path in _modules().items():
+        seen_def = False
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                seen_def = True
+            elif seen_def and isinstance(node, (ast.Import, ast.ImportFrom)):
+                late.append(f"{name}:{node.lineno}")
+    assert not late, f"module-level imports after a definition (move them to the top): {late}"
+
+
+def test_the_probes_see_what_they_look_for():
+    assert _private_imports(ast.parse("from bibad_utils.x import _y, z\nfrom .w import _v")) == ["_y", "_v"]
+    assert _private_imports(ast.parse("from os import _exit\nfrom bibad_utils import __version__")) == []
 
 
 @pytest.mark.parametrize("science", SCIENCE)

@@ -114,9 +114,9 @@ def test_verdict_helpers():
 
 
 def test_paper_lookup_tolerates_float_rounding():
-    assert cw._paper_at(cw.PAPER_CD_AUROC, ("badnets1", 0.1 + 1e-12)) == (0.948, 0.983)
-    assert cw._paper_at(cw.PAPER_CD_AUROC, ("badnets1", 0.2)) is None
-    assert cw._paper_at(cw.PAPER_DC["resnet18"], 0.05)["ASR"] == 100.0
+    assert cw.paper_at(cw.PAPER_CD_AUROC, ("badnets1", 0.1 + 1e-12)) == (0.948, 0.983)
+    assert cw.paper_at(cw.PAPER_CD_AUROC, ("badnets1", 0.2)) is None
+    assert cw.paper_at(cw.PAPER_DC["resnet18"], 0.05)["ASR"] == 100.0
 
 
 # ------------------------------------------------------------------------------------ config
@@ -378,7 +378,7 @@ def test_detection_csv_columns_and_paper_caltech_ta(tmp_path):
     path = cw.save_detection_csv(tmp_path, det)
     assert path == tmp_path / "figures" / cw.DETECTION_CSV
     assert pd.read_csv(path).equals(pd.read_csv(io.StringIO(csv.to_csv(index=False, float_format="%.4f"))))
-    assert cw._paper_at(cw.PAPER_TRAIN_ON_GEN["caltech15"], ("badnets2", 0.05))["TA"] == pytest.approx((99.833, 87.333))
+    assert cw.paper_at(cw.PAPER_TRAIN_ON_GEN["caltech15"], ("badnets2", 0.05))["TA"] == pytest.approx((99.833, 87.333))
 
 
 @pytest.mark.parametrize("section, param", [

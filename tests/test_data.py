@@ -9,7 +9,7 @@ from PIL import Image
 from bibad_utils.config import ConfigError
 from bibad_utils.data import (PROCEDURAL_CLASSES, PROMPT_TEMPLATE, ImageSet, dataset_fingerprint, load_dataset,
                               make_procedural, to_float, to_uint8)
-from bibad_utils.data import imagenette, real
+from bibad_utils.data import caltech15, imagenette, real
 from bibad_utils.triggers import make_trigger
 
 
@@ -197,7 +197,7 @@ def test_missing_datasets_explain_how_to_get_them(tmp_path):
 
 def test_caltech15_from_folder_with_seeded_split(tmp_path):
     cats = tmp_path / "256_ObjectCategories"
-    for label, folder in enumerate(real.CALTECH15_FOLDERS):
+    for label, folder in enumerate(caltech15.CALTECH15_FOLDERS):
         for k in range(5):
             write_jpeg(cats / folder / f"{folder[:3]}_{k:04d}.jpg", (10 * label, 200 - 10 * label, k * 40),
                        size=(30, 30))
@@ -206,7 +206,7 @@ def test_caltech15_from_folder_with_seeded_split(tmp_path):
     test = load_dataset("caltech15", split="test", root=tmp_path, image_size=16, seed=0, test_fraction=0.4)
     assert train.class_names[2] == "binocular" and len(train.class_names) == 15
     assert train.class_counts().tolist() == [3] * 15 and test.class_counts().tolist() == [2] * 15
-    tr, te = real.caltech15_split(5, 0.4, 0, 2)
+    tr, te = caltech15.caltech15_split(5, 0.4, 0, 2)
     assert sorted(tr.tolist() + te.tolist()) == list(range(5)) and len(te) == 2
     other = load_dataset("caltech15", split="test", root=tmp_path, image_size=16, seed=1, test_fraction=0.4)
     assert not np.array_equal(other.images, test.images)

@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from bibad_utils import defenses
+from bibad_utils.defenses import diffusion_classifier as dc_module
 from bibad_utils.config import ConfigError
 
 SIZE = 16
@@ -194,7 +195,7 @@ def test_fct_follows_the_reference_recipe(planted):
     moved = defenses.reference_transform(white, seed=0, start=0)
     assert moved.min() == -1.0 and moved.max() == 1.0
     assert ((moved == -1).float().mean(dim=(1, 2, 3)) > 0).all()  # every image has black fill
-    draws = np.stack([np.random.default_rng([0, defenses._STREAM_FCT_TRANSFORM, i]).uniform(-1, 1, 3)
+    draws = np.stack([np.random.default_rng([0, defenses.STREAM_FCT_TRANSFORM, i]).uniform(-1, 1, 3)
                       for i in range(64)])
     assert np.abs(draws[:, 0] * 180).max() > 90  # rotation range is +-180, not +-15
     # no transform: the identity leaves the features, so every score is 0
@@ -398,7 +399,7 @@ def test_batched_classes_equal_a_per_class_loop(tiny_dm):
     timesteps = torch.from_numpy(details["timesteps"])
     with torch.no_grad():
         for i in range(len(images)):
-            noise = defenses._level_noise(3, i, 3, images.shape[1:])
+            noise = dc_module._level_noise(3, i, 3, images.shape[1:])
             for level, t in enumerate(timesteps):
                 x_t = model.noise_scheduler.add_noise(images[i:i + 1], noise[level:level + 1],
                                                       t[None])
@@ -467,9 +468,9 @@ def test_diffusion_classifier_arguments_are_validated(tiny_dm):
 
 def test_spread_order_is_a_permutation_with_spread_prefixes():
     for n in (1, 2, 5, 8, 13):
-        order = defenses._spread_order(n)
+        order = dc_module._spread_order(n)
         assert sorted(order) == list(range(n))
-    assert defenses._spread_order(8)[:4] == [0, 4, 2, 6]
+    assert dc_module._spread_order(8)[:4] == [0, 4, 2, 6]
 
 
 

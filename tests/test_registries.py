@@ -135,3 +135,52 @@ def test_a_new_trigger_kind_is_one_file_in_the_package(tmp_path):
     res = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def test_a_new_dataset_is_one_file_in_the_package(tmp_path):
+    """CONTRIBUTING's recipe for a dataset followed literally: a copy of the package with one new module in
+    ``bibad_utils/data/`` (a loader and its DATASET, importing only ``data.base`` and ``data.registry``) and
+    nothing else changed: the profile check accepts the name and its options, load_dataset builds it, and a
+    smoke profile on it resolves, with no circular import."""
+    import shutil
+    import subprocess
+    import sys
+
+    from bibad_utils.base import REPO_ROOT
+    pkg = tmp_path / "bibad_utils"
+    shutil.copytree(REPO_ROOT / "bibad_utils", pkg, ignore=shutil.ignore_patterns("assets", "__pycache__"))
+    (pkg / "data" / "stripes.py").write_text(
+        '"""A toy dataset: vertical stripes, one stripe width per class."""\n'
+        "import numpy as np\n\n"
+        "from bibad_utils.data.base import ImageSet\n"
+        "from bibad_utils.data.registry import DatasetSpec\n\n\n"
+        "def make_stripes(n_per_class=4, image_size=16, seed=0, split='train', contrast: float = 1.0):\n"
+        "    labels = np.repeat(np.arange(3), n_per_class)\n"
+        "    x = np.arange(image_size)\n"
+        "    images = np.stack([np.broadcast_to(((x // (k + 1)) % 2 * 255 * contrast).astype(np.uint8)[None, :, None],\n"
+        "                                       (image_size, image_size, 3)) for k in labels])\n"
+        "    return ImageSet(images, labels.astype(np.int64), ['thin', 'mid', 'wide'], 'stripes', {'seed': seed})\n\n\n"
+        "def _load(split='train', root=None, image_size=None, seed=0, download=False, **options):\n"
+        "    return make_stripes(image_size=image_size or 16, seed=seed, split=split, **options)\n\n\n"
+        "DATASET = DatasetSpec('stripes', 3, _load, make_stripes, per_class=True)\n")
+    probe = ("from bibad_utils.data import DATASET_CLASSES, load_dataset, validate_dataset_options\n"
+             "from bibad_utils.config import ConfigError, load_profile\n"
+             "assert list(DATASET_CLASSES)[:5] == ['procedural', 'imagenette', 'caltech15', 'cifar10', 'mnist5k']\n"
+             "assert DATASET_CLASSES['stripes'] == 3\n"
+             "d = load_dataset('stripes', n_per_class=2, image_size=8, contrast=0.5)\n"
+             "assert d.images.shape == (6, 8, 8, 3) and d.class_names == ['thin', 'mid', 'wide']\n"
+             "validate_dataset_options('stripes', {'contrast': 0.5})\n"
+             "try:\n"
+             "    validate_dataset_options('stripes', {'contrst': 0.5})\n"
+             "    raise SystemExit('a misspelt option passed')\n"
+             "except ConfigError as err:\n"
+             "    assert 'did you mean contrast' in str(err), err\n"
+             f"smoke = {str(REPO_ROOT / 'notebooks' / 'profiles' / 'smoke.yaml')!r}\n"
+             "cfg = load_profile(smoke, {'dataset': {'name': 'stripes', 'options': None, 'n_per_class': 4,\n"
+             "                                       'n_test_per_class': 2}, 'target': 1})\n"
+             "assert cfg['dataset']['name'] == 'stripes'\n"
+             "print('ok')\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]

@@ -39,6 +39,7 @@ import numpy as np
 
 from bibad_utils.base import ConfigError
 from bibad_utils.data import real
+from bibad_utils.data.registry import DatasetSpec
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_TARGET = 4
@@ -165,7 +166,7 @@ def default_cache_dir() -> Path:
     """Where CIFAR-10's decoded images are cached when no ``cache_dir`` is given: ``.bibad_cache`` under
     :func:`~bibad_utils.data.default_data_root` (the project's git-ignored ``data/``), never beside the
     source, which may be an archive or a shared read-only copy."""
-    from bibad_utils.data import default_data_root
+    from bibad_utils.data.base import default_data_root
 
     return default_data_root() / ".bibad_cache"
 
@@ -207,7 +208,7 @@ def load_cifar10(split: str = "train", root="data", image_size: int = 32, downlo
     images of an extracted folder (a zip is read by one thread). ``meta`` records the source, its
     format, the subset and the cache file.
     """
-    from bibad_utils.data import ImageSet
+    from bibad_utils.data.base import ImageSet
 
     real.check_common(split, image_size, resize)
     if n_per_class is not None and (isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer))
@@ -295,3 +296,16 @@ def load_cifar10(split: str = "train", root="data", image_size: int = 32, downlo
             "subset_seed": seed if n_per_class is not None else None,
             "cache": str(real.cache_paths(cache_dir, stem)[0]), "files_fingerprint": content}
     return ImageSet(images, cached_labels, list(CIFAR10_CLASSES), "cifar10", meta)
+
+
+def _load(split="train", root=None, image_size=None, seed=0, download=False, **options):
+    from bibad_utils.data.base import default_data_root
+
+    kwargs = {} if image_size is None else {"image_size": image_size}
+    return load_cifar10(split, default_data_root() if root is None else Path(root), download=download, seed=seed,
+                        **kwargs, **options)
+
+
+DATASET = DatasetSpec("cifar10", len(CIFAR10_CLASSES), _load, load_cifar10, per_class=True, source_files=source_files,
+                      check_options=real.check_real_options,
+                      summary="CIFAR-10 (the paper's pixel-DDPM and diffusion-classifier setting)")

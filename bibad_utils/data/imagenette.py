@@ -44,6 +44,7 @@ import numpy as np
 
 from bibad_utils.base import ConfigError
 from bibad_utils.data import real
+from bibad_utils.data.registry import DatasetSpec
 from bibad_utils.store import load_json
 
 IMAGENETTE_WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042",
@@ -222,7 +223,7 @@ def load_imagenette(split: str = "train", root="data", image_size: int = 512, do
     or None for all. ``meta`` records the source, its format, the variant, the subset, the cache file,
     the files' fingerprint and the RGB conversions (of the images read).
     """
-    from bibad_utils.data import ImageSet, default_data_root
+    from bibad_utils.data.base import ImageSet, default_data_root
 
     _check_variant(variant)
     real.check_common(split, image_size, resize, tuple(IMAGENETTE_SPLITS))
@@ -298,3 +299,25 @@ def load_imagenette(split: str = "train", root="data", image_size: int = 512, do
             "files_fingerprint": content, "converted_to_rgb": int(stored.get("converted_to_rgb", 0)),
             "converted_modes": dict(stored.get("converted_modes", {}))}
     return ImageSet(images, cached_labels, list(IMAGENETTE_CLASSES), "imagenette", meta)
+
+
+def check_options(options: dict, image_size, n_per_class=None, n_test_per_class=None,
+                  prefix: str = "dataset.options.") -> None:
+    """The shared real-dataset checks and ``variant`` (a copy of ImageNette, or null: the first found)."""
+    real.check_real_options(options, image_size, n_per_class, n_test_per_class, prefix)
+    if "variant" in options and not (options["variant"] is None or options["variant"] in IMAGENETTE_VARIANTS):
+        raise ConfigError(f"{prefix}variant", options["variant"],
+                          " | ".join(IMAGENETTE_VARIANTS) + " | null (the first copy found)")
+
+
+def _load(split="train", root=None, image_size=None, seed=0, download=False, **options):
+    from bibad_utils.data.base import default_data_root
+
+    kwargs = {} if image_size is None else {"image_size": image_size}
+    return load_imagenette(split, default_data_root() if root is None else Path(root), download=download, seed=seed,
+                           **kwargs, **options)
+
+
+DATASET = DatasetSpec("imagenette", len(IMAGENETTE_CLASSES), _load, load_imagenette, per_class=True,
+                      source_files=source_files, check_options=check_options,
+                      summary="ImageNette (the paper's main dataset and target)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from bibad_utils.base import ConfigError
+from bibad_utils.data.registry import DatasetSpec
 
 PROCEDURAL_CLASSES = ("circle", "square", "triangle", "cross", "ring", "diamond", "flag", "checkerboard",
                       "star", "heart")
@@ -206,7 +207,7 @@ def make_procedural(n_per_class: int, image_size: int = 32, seed: int = 0, split
 
     Returns an :class:`~bibad_utils.data.ImageSet` of uint8 ``[10 * n_per_class, S, S, 3]`` images.
     """
-    from bibad_utils.data import ImageSet
+    from bibad_utils.data.base import ImageSet
 
     _validate(n_per_class, image_size, split, palette_size, shape_scale, scale_jitter, position_jitter,
               rotation, background, noise_std, duplicate_fraction, duplicate_copies, duplicate_noise)
@@ -258,3 +259,53 @@ def make_procedural(n_per_class: int, image_size: int = 32, seed: int = 0, split
     meta = {"source": "procedural", "split": split, "seed": int(seed), "image_size": int(image_size),
             "n_per_class": int(n_per_class), "options": options, "duplicate_groups": groups}
     return ImageSet(images, labels, list(PROCEDURAL_CLASSES), "procedural", meta)
+
+
+def check_options(options: dict, image_size, n_per_class=None, n_test_per_class=None,
+                  prefix: str = "dataset.options.") -> None:
+    """Each option of the generator of the type of its default, and the whole set valid for both splits'
+    sizes (:func:`_validate`; duplicate groups that fit in a class), without generating anything."""
+    import inspect
+
+    from bibad_utils.data.registry import PASSED_BY_THE_STUDY
+    from bibad_utils.schema import is_int, is_number
+
+    schema = {p.name: p.default for p in inspect.signature(make_procedural).parameters.values()
+              if p.name not in PASSED_BY_THE_STUDY}
+    values = {**schema, **options}
+    for key, value in options.items():
+        default = schema[key]
+        if isinstance(default, bool) or isinstance(default, str):
+            ok = isinstance(value, type(default))
+            what = "a string" if isinstance(default, str) else "true or false"
+        elif isinstance(default, int):
+            ok, what = is_int(value), "an integer"
+        else:
+            ok, what = is_number(value), "a number"
+        if not ok:
+            raise ConfigError(f"{prefix}{key}", value, what)
+    for n in (n_per_class, n_test_per_class):
+        try:
+            _validate(n if is_int(n) else 1, image_size if is_int(image_size) else 32, "train",
+                      **{k: values[k] for k in schema})
+        except ConfigError as err:
+            if err.param in options:
+                raise ConfigError(f"{prefix}{err.param}", err.value, err.allowed) from None
+            raise
+        if is_int(n) and values["duplicate_fraction"] > 0:
+            groups = int(values["duplicate_fraction"] * 10 * n) // values["duplicate_copies"]
+            per_class = -(-groups // 10)
+            if per_class * values["duplicate_copies"] > n:
+                raise ConfigError(f"{prefix}duplicate_fraction", values["duplicate_fraction"],
+                                  f"a fraction small enough that {values['duplicate_copies']}-image groups "
+                                  f"fit in {n} images per class")
+
+
+def _load(split="train", root=None, image_size=None, seed=0, download=False, **options):
+    options.setdefault("n_per_class", 500 if split == "train" else 100)
+    return make_procedural(image_size=32 if image_size is None else image_size, seed=seed, split=split, **options)
+
+
+DATASET = DatasetSpec("procedural", len(PROCEDURAL_CLASSES), _load, make_procedural, per_class=True,
+                      check_options=check_options,
+                      summary="procedural shapes generated here (the demo's data)")

@@ -1,6 +1,6 @@
-"""Real datasets of the paper: Caltech15 (15 Caltech-256 classes), and the helpers every real loader
-shares (ImageNette is read by :mod:`bibad_utils.data.imagenette`, CIFAR-10 by
-:mod:`bibad_utils.data.cifar10`).
+"""What every real dataset's loader shares (CIFAR-10: :mod:`bibad_utils.data.cifar10`, ImageNette:
+:mod:`bibad_utils.data.imagenette`, Caltech15: :mod:`bibad_utils.data.caltech15`): decoding and resizing,
+the files' fingerprint, the pixel cache, a folder of images as a dataset and the option checks.
 
 Each loader reads the standard on-disk layout, resizes every image to ``image_size`` x ``image_size``
 (``resize="center_crop"``: shorter side to S with an anti-aliased bicubic filter, then the central square;
@@ -22,14 +22,6 @@ import numpy as np
 from bibad_utils.base import ConfigError
 from bibad_utils.files import stat_signature, verified_sha256
 from bibad_utils.store import check_file_structure, load_json, save_array, save_json
-
-CALTECH15_CLASSES = ("horse", "billiard", "binocular", "ladder", "motorbike", "mushroom", "people", "t-shirt",
-                     "watch", "airplane", "face", "bathtub", "gorilla", "grapes", "hammock")
-CALTECH15_FOLDERS = ("105.horse", "011.billiards", "012.binoculars", "126.ladder", "145.motorbikes-101",
-                     "147.mushroom", "159.people", "232.t-shirt", "240.watch-101", "251.airplanes-101",
-                     "253.faces-easy-101", "008.bathtub", "090.gorilla", "092.grapes", "096.hammock")
-CALTECH15_TARGET = 2
-CALTECH256_URL = "https://data.caltech.edu/records/nyy15-4j048/files/256_ObjectCategories.tar"
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 RESIZE_MODES = ("center_crop", "stretch")
@@ -126,26 +118,6 @@ def files_fingerprint(files, base) -> dict:
             "content_sha256": content}
 
 
-def source_files(name: str, root, **_ignored) -> tuple[Path, list[Path]] | None:
-    """(base folder, every file the loader of ``name`` may read, both splits), or None when the dataset
-    is not under ``root``."""
-    root = Path(root)
-    if name == "caltech15":
-        folder = find_caltech256(root)
-        if folder is None:
-            return None
-        files = []
-        for sub in CALTECH15_FOLDERS:
-            suffix = sub.split(".", 1)[1]
-            dirs = [folder / sub] if (folder / sub).is_dir() else [
-                p for p in folder.iterdir() if p.is_dir() and p.name.split(".", 1)[-1] == suffix]
-            for d in dirs:
-                files += image_files(d)
-        return folder, files
-    raise ConfigError("dataset.name", name, "caltech15 (imagenette: bibad_utils.data.imagenette.source_files; "
-                                            "cifar10: bibad_utils.data.cifar10.source_files)")
-
-
 def cache_paths(cache_dir: Path, stem: str):
     return cache_dir / f"{stem}.images.npy", cache_dir / f"{stem}.labels.npy", cache_dir / f"{stem}.json"
 
@@ -189,9 +161,9 @@ def cached_arrays(cache_dir: Path, stem: str, n: int, image_size: int, fill, inf
     return images, labels
 
 
-def _folder_dataset(name, split, files, labels, class_names, image_size, resize, cache_dir, num_workers,
+def folder_dataset(name, split, files, labels, class_names, image_size, resize, cache_dir, num_workers,
                     meta):
-    from bibad_utils.data import ImageSet
+    from bibad_utils.data.base import ImageSet
 
     root = Path(meta["source"])
     rel = [str(Path(f).relative_to(root)) if Path(f).is_relative_to(root) else str(f) for f in files]
@@ -224,66 +196,19 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def find_caltech256(root) -> Path | None:
-    """The Caltech-256 ``256_ObjectCategories`` folder under ``root`` (also ``root/caltech256/...``, the
-    torchvision location, or ``root`` itself), or None."""
-    root = Path(root)
-    for candidate in (root / "256_ObjectCategories", root / "caltech256" / "256_ObjectCategories", root):
-        if candidate.is_dir() and any((candidate / f).is_dir() for f in CALTECH15_FOLDERS):
-            return candidate
-    return None
+def check_real_options(options: dict, image_size, n_per_class=None, n_test_per_class=None,
+                       prefix: str = "dataset.options.") -> None:
+    """The value checks of the options every real loader shares (resize, test_fraction, num_workers,
+    cache_dir): a ConfigError naming ``<prefix><key>``, the value and what is allowed."""
+    from bibad_utils.schema import is_int, is_number
 
-
-def caltech15_split(n_images: int, test_fraction: float, seed: int, class_index: int):
-    """(train positions, test positions) of one class's sorted file list: a permutation drawn with
-    ``np.random.default_rng([seed, class_index])``; its first ``round(n * test_fraction)`` positions are
-    the test split. Both are returned sorted."""
-    perm = np.random.default_rng([int(seed), int(class_index)]).permutation(n_images)
-    n_test = int(round(n_images * test_fraction))
-    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
-
-
-def load_caltech15(split: str = "train", root="data", image_size: int = 256, download: bool = False,
-                   seed: int = 0, test_fraction: float = 0.2, resize: str = "center_crop", cache_dir=None,
-                   num_workers: int = 0):
-    """Caltech15: the 15 Caltech-256 classes of the paper, in its order (target 2 = "binocular").
-
-    Layout ``<root>/256_ObjectCategories/NNN.name/*.jpg`` (or torchvision's ``<root>/caltech256/...``;
-    ``download=True`` fetches it with ``torchvision.datasets.Caltech256``). Caltech-256 has no official
-    split: per class, :func:`caltech15_split` puts a seeded ``test_fraction`` of the images in "test".
-    """
-    check_common(split, image_size, resize)
-    if not 0 < test_fraction < 1:
-        raise ConfigError("test_fraction", test_fraction, "a fraction in (0, 1)")
-    folder = find_caltech256(root)
-    if folder is None and download:
-        from torchvision.datasets import Caltech256
-
-        Caltech256(str(root), download=True)
-        folder = find_caltech256(root)
-    if folder is None:
-        raise FileNotFoundError(
-            f"Caltech-256 not found under {Path(root).resolve()}: expected "
-            f"{Path(root) / '256_ObjectCategories'}/105.horse/*.jpg. Pass download=True "
-            f"(torchvision.datasets.Caltech256) or download {CALTECH256_URL} and extract it into "
-            f"{Path(root).resolve()}.")
-    files, labels = [], []
-    for label, name in enumerate(CALTECH15_FOLDERS):
-        class_dir = folder / name
-        if not class_dir.is_dir():
-            suffix = name.split(".", 1)[1]
-            matches = [p for p in folder.iterdir() if p.is_dir() and p.name.split(".", 1)[-1] == suffix]
-            if len(matches) != 1:
-                raise FileNotFoundError(f"Caltech15 class folder missing: {class_dir} "
-                                        f"({CALTECH15_CLASSES[label]}); see {CALTECH256_URL}")
-            class_dir = matches[0]
-        found = image_files(class_dir)
-        train, test = caltech15_split(len(found), test_fraction, seed, label)
-        chosen = train if split == "train" else test
-        files += [found[i] for i in chosen]
-        labels += [label] * len(chosen)
-    cache_dir = Path(root) / ".bibad_cache" if cache_dir is None else Path(cache_dir)
-    meta = {"source": str(folder), "target": CALTECH15_TARGET, "split_seed": int(seed),
-            "test_fraction": float(test_fraction)}
-    return _folder_dataset("caltech15", split, files, labels, CALTECH15_CLASSES, int(image_size), resize,
-                           cache_dir, num_workers, meta)
+    checks = {
+        "resize": (lambda v: v in RESIZE_MODES, " | ".join(RESIZE_MODES)),
+        "test_fraction": (lambda v: is_number(v) and 0 < v < 1, "a fraction in (0, 1)"),
+        "num_workers": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+        "cache_dir": (lambda v: v is None or (isinstance(v, str) and bool(v.strip())), "a folder path or null"),
+    }
+    for key, value in options.items():
+        ok, allowed = checks.get(key, (lambda v: True, ""))
+        if not ok(value):
+            raise ConfigError(f"{prefix}{key}", value, allowed)

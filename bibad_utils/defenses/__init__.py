@@ -23,18 +23,13 @@ References (one line each):
   ICCV 2023.
 """
 
-from bibad_utils.defenses._common import (_STREAM_CD, _STREAM_DC, _STREAM_FCT_FINETUNE,  # noqa: F401
-                                          _STREAM_FCT_TRANSFORM, _STREAM_STRIP, _batches, _check_device,
-                                          _check_float, _check_images, _check_int, _eval_mode, _rng,
-                                          _take_float)
-from bibad_utils.defenses.cd import (_check_cd_options, _total_variation, cd_scores,  # noqa: F401
-                                     logit_calibration, mean_max_logit)
-from bibad_utils.defenses.diffusion_classifier import (_check_adaptive, _check_adaptive_shape,  # noqa: F401
-                                                       _default_timesteps, _level_noise, _spread_order,
-                                                       _torch_modules, dc_cost, diffusion_classify,
-                                                       filtered_mean)
-from bibad_utils.defenses.fct import (_random_affine, _supervised_contrastive_loss,  # noqa: F401
-                                      centre_cosine_loss, fct_scores, fct_variant_scores,
+from bibad_utils.defenses.common import (STREAM_CD, STREAM_DC, STREAM_FCT_FINETUNE,  # noqa: F401
+                                          STREAM_FCT_TRANSFORM, STREAM_STRIP, batch_slices, check_device,
+                                          check_float, check_images, check_int, eval_mode, stream_rng,
+                                          take_float)
+from bibad_utils.defenses.cd import cd_scores, logit_calibration, mean_max_logit  # noqa: F401
+from bibad_utils.defenses.diffusion_classifier import dc_cost, diffusion_classify, filtered_mean  # noqa: F401
+from bibad_utils.defenses.fct import (centre_cosine_loss, fct_scores, fct_variant_scores,  # noqa: F401
                                       penultimate_features, reference_transform)
 from bibad_utils.defenses.registry import (DETECTORS, Detector, DetectorContext,  # noqa: F401
                                            detector_names, option_checker, register, run_detector)

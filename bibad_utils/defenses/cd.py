@@ -12,8 +12,8 @@ from torch import nn
 
 from bibad_utils.base import ConfigError
 from bibad_utils.schema import is_number
-from bibad_utils.defenses._common import (_STREAM_CD, _batches, _check_device, _check_float, _check_images,
-                                          _check_int, _eval_mode, _rng, _take_float)
+from bibad_utils.defenses.common import (STREAM_CD, batch_slices, check_device, check_float, check_images,
+                                          check_int, eval_mode, stream_rng, take_float)
 
 
 
@@ -28,11 +28,11 @@ def _total_variation(mask: torch.Tensor) -> torch.Tensor:
 def _check_cd_options(steps, lr, betas, gamma, beta):
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
         raise ConfigError("betas", betas, "two numbers in [0, 1)")
-    return {"steps": _check_int("steps", steps),
-            "lr": _check_float("lr", lr, 0.0, math.inf, open_low=True),
-            "betas": tuple(_check_float("betas", b, 0.0, 1.0) for b in betas),
-            "gamma": _check_float("gamma", gamma, 0.0, math.inf),
-            "beta": _check_float("beta", beta, 0.0, math.inf)}
+    return {"steps": check_int("steps", steps),
+            "lr": check_float("lr", lr, 0.0, math.inf, open_low=True),
+            "betas": tuple(check_float("betas", b, 0.0, 1.0) for b in betas),
+            "gamma": check_float("gamma", gamma, 0.0, math.inf),
+            "beta": check_float("beta", beta, 0.0, math.inf)}
 
 
 def cd_scores(f: nn.Module, images, *, steps: int = 100, lr: float = 0.1,
@@ -69,19 +69,19 @@ def cd_scores(f: nn.Module, images, *, steps: int = 100, lr: float = 0.1,
         scores: float64 array [N], in [-H*W, 0]; higher = more likely poisoned.
         masks (if ``return_masks``): float32 array [N, H, W] in [0, 1].
     """
-    n, (c, h, w) = _check_images("images", images)
+    n, (c, h, w) = check_images("images", images)
     steps, lr, betas, gamma, beta = _check_cd_options(steps, lr, betas, gamma, beta).values()
-    logit_scale = _check_float("logit_scale", logit_scale, 0.0, math.inf, open_low=True)
-    batch_size = _check_int("batch_size", batch_size)
-    seed = _check_int("seed", seed, minimum=0)
-    device = _check_device(device)
+    logit_scale = check_float("logit_scale", logit_scale, 0.0, math.inf, open_low=True)
+    batch_size = check_int("batch_size", batch_size)
+    seed = check_int("seed", seed, minimum=0)
+    device = check_device(device)
 
     scores = np.empty(n, dtype=np.float64)
     masks = np.empty((n, h, w), dtype=np.float32) if return_masks else None
-    with _eval_mode(f):
-        for start, stop in _batches(n, batch_size):
-            x = _take_float(images, slice(start, stop), device)
-            colours = np.stack([_rng(seed, _STREAM_CD, i).uniform(-1.0, 1.0, size=(steps, c))
+    with eval_mode(f):
+        for start, stop in batch_slices(n, batch_size):
+            x = take_float(images, slice(start, stop), device)
+            colours = np.stack([stream_rng(seed, STREAM_CD, i).uniform(-1.0, 1.0, size=(steps, c))
                                 for i in range(start, stop)])
             colours = torch.from_numpy(colours).float().to(device)  # [B, steps, C]
             with torch.no_grad():
@@ -110,18 +110,18 @@ def cd_scores(f: nn.Module, images, *, steps: int = 100, lr: float = 0.1,
 
 def mean_max_logit(f: nn.Module, images, *, batch_size: int = 256, device="cpu") -> float:
     """The mean over ``images`` of ``f``'s largest logit: the scale of its logits."""
-    n, _ = _check_images("images", images)
+    n, _ = check_images("images", images)
     total = 0.0
-    with _eval_mode(f), torch.no_grad():
-        for start, stop in _batches(n, _check_int("batch_size", batch_size)):
-            total += f(_take_float(images, slice(start, stop), _check_device(device))).max(dim=1).values.sum().item()
+    with eval_mode(f), torch.no_grad():
+        for start, stop in batch_slices(n, check_int("batch_size", batch_size)):
+            total += f(take_float(images, slice(start, stop), check_device(device))).max(dim=1).values.sum().item()
     return total / n
 
 
 def logit_calibration(f: nn.Module, images, reference: float, **kwargs) -> float:
     """``logit_scale`` that brings ``f``'s mean largest logit on ``images`` to ``reference``
     (:func:`mean_max_logit`); ``kwargs`` go to it."""
-    reference = _check_float("reference", reference, 0.0, math.inf, open_low=True)
+    reference = check_float("reference", reference, 0.0, math.inf, open_low=True)
     return reference / max(mean_max_logit(f, images, **kwargs), 1e-6)
 
 

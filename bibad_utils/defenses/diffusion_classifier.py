@@ -13,8 +13,8 @@ from torch import nn
 
 from bibad_utils.base import ConfigError
 from bibad_utils.progress import Task
-from bibad_utils.defenses._common import (_STREAM_DC, _batches, _check_device, _check_float, _check_images,
-                                          _check_int, _eval_mode, _take_float)
+from bibad_utils.defenses.common import (STREAM_DC, batch_slices, check_device, check_float, check_images,
+                                          check_int, eval_mode, take_float)
 
 
 
@@ -23,7 +23,7 @@ def filtered_mean(values: torch.Tensor, p_filter: float) -> torch.Tensor:
 
     ``p_filter`` in [0, 1); at 0 this is the plain mean. Returns [B], same dtype.
     """
-    p_filter = _check_float("p_filter", p_filter, 0.0, 1.0)
+    p_filter = check_float("p_filter", p_filter, 0.0, 1.0)
     d = values.shape[-1]
     n_drop = int(math.floor(p_filter * d))
     if n_drop == 0:
@@ -91,9 +91,9 @@ def dc_cost(n_images: int, n_classes: int, n_levels: int, adaptive=None) -> int:
     evaluates s_i levels for the classes surviving stage i-1 (all classes in stage 1); the levels
     left after the last stage are evaluated for its k survivors unless only one survives.
     """
-    n_images = _check_int("n_images", n_images)
-    n_classes = _check_int("n_classes", n_classes)
-    n_levels = _check_int("n_levels", n_levels)
+    n_images = check_int("n_images", n_images)
+    n_classes = check_int("n_classes", n_classes)
+    n_levels = check_int("n_levels", n_levels)
     alive, evals = n_classes, 0
     for s, keep in _check_adaptive(adaptive, n_levels, n_classes):
         evals += s * alive
@@ -104,7 +104,7 @@ def dc_cost(n_images: int, n_classes: int, n_levels: int, adaptive=None) -> int:
 def _level_noise(seed: int, index: int, n_levels: int, shape) -> torch.Tensor:
     """Noise [n_levels, *shape] for image ``index``: the same for every class, by design."""
     generator = torch.Generator().manual_seed(
-        int(np.random.SeedSequence([seed, _STREAM_DC, index]).generate_state(1, np.uint64)[0]
+        int(np.random.SeedSequence([seed, STREAM_DC, index]).generate_state(1, np.uint64)[0]
             >> np.uint64(1)))
     return torch.randn((n_levels, *shape), generator=generator)
 
@@ -165,12 +165,12 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
         UNet evaluations, equal to ``dc_cost``), ``seconds`` (wall time including encoding).
     """
     started = time.perf_counter()
-    n, _ = _check_images("images", images)
+    n, _ = check_images("images", images)
     n_train_steps = int(model.noise_scheduler.config.num_train_timesteps)
     if timesteps is None:
         if n_levels is None:
             raise ConfigError("n_levels", None, "an integer >= 1 (or explicit timesteps)")
-        n_levels = _check_int("n_levels", n_levels)
+        n_levels = check_int("n_levels", n_levels)
         if n_levels > n_train_steps:
             raise ConfigError("n_levels", n_levels, f"an integer in [1, {n_train_steps}]")
         timesteps = _default_timesteps(n_levels, n_train_steps)
@@ -185,7 +185,7 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
             raise ConfigError("n_levels", n_levels, f"len(timesteps) = {len(timesteps)}")
         timesteps = timesteps.astype(np.int64)
         n_levels = len(timesteps)
-    p_filter = _check_float("p_filter", p_filter, 0.0, 1.0)
+    p_filter = check_float("p_filter", p_filter, 0.0, 1.0)
     _check_adaptive_shape("adaptive", adaptive, n_levels)
     if candidate_classes is None:
         classes = np.arange(int(model.num_classes), dtype=np.int64)
@@ -199,9 +199,9 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
         classes = classes.astype(np.int64)
     n_cand = len(classes)
     stages = _check_adaptive(adaptive, n_levels, n_cand)
-    batch_size = _check_int("batch_size", batch_size)
-    seed = _check_int("seed", seed, minimum=0)
-    device = _check_device(device)
+    batch_size = check_int("batch_size", batch_size)
+    seed = check_int("seed", seed, minimum=0)
+    device = check_device(device)
 
     errors = np.full((n, n_cand, n_levels), np.nan, dtype=np.float64)
     level_order = _spread_order(n_levels)
@@ -211,9 +211,9 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
     unet_evals = 0
     images_per_chunk = max(1, batch_size // n_cand)
     live = Task(*(report or ("diffusion classifier", "")), total=n, unit="img")
-    with _eval_mode(*_torch_modules(model)), torch.no_grad(), live:
-        for start, stop in _batches(n, images_per_chunk):
-            z = model.encode(_take_float(images, slice(start, stop), device))
+    with eval_mode(*_torch_modules(model)), torch.no_grad(), live:
+        for start, stop in batch_slices(n, images_per_chunk):
+            z = model.encode(take_float(images, slice(start, stop), device))
             noise = torch.stack([_level_noise(seed, i, n_levels, z.shape[1:])
                                  for i in range(start, stop)]).to(device=device, dtype=z.dtype)
             alive = np.tile(np.arange(n_cand), (stop - start, 1))  # [n_chunk, k] column indices
@@ -224,7 +224,7 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
                 k = alive.shape[1]
                 pairs = [(b, lv) for b in range(stop - start) for lv in levels]
                 per_pass = max(1, batch_size // k)
-                for lo, hi in _batches(len(pairs), per_pass):
+                for lo, hi in batch_slices(len(pairs), per_pass):
                     chunk = pairs[lo:hi]
                     b_idx = torch.tensor([b for b, _ in chunk], device=device)
                     l_idx = torch.tensor([lv for _, lv in chunk], device=device)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bibad_utils.base import ConfigError
-from bibad_utils.defenses._common import (_STREAM_FCT_FINETUNE, _STREAM_FCT_TRANSFORM, _batches, _check_device,
-                                          _check_float, _check_images, _check_int, _eval_mode, _rng, _take_float)
+from bibad_utils.defenses.common import (STREAM_FCT_FINETUNE, STREAM_FCT_TRANSFORM, batch_slices, check_device,
+                                          check_float, check_images, check_int, eval_mode, stream_rng, take_float)
 
 
 
@@ -103,7 +103,7 @@ def reference_transform(x: torch.Tensor, seed: int, start: int, *, max_rotation:
     [-max_rotation, max_rotation] degrees (RandomRotation(180)), a shift of up to ``max_translate``
     of the side along each axis (translate 0.2), black fill (-1), nearest-neighbour resampling.
     Image i's draw depends only on (seed, i)."""
-    draws = np.stack([_rng(seed, _STREAM_FCT_TRANSFORM, i).uniform(-1.0, 1.0, size=3)
+    draws = np.stack([stream_rng(seed, STREAM_FCT_TRANSFORM, i).uniform(-1.0, 1.0, size=3)
                       for i in range(start, start + len(x))])
     draws = torch.from_numpy(draws).float().to(x.device)
     return _random_affine(x, draws[:, 0] * max_rotation, draws[:, 1:] * max_translate, fill=fill, mode=mode)
@@ -121,36 +121,36 @@ def _check_fct_options(finetune_steps, finetune_lr, finetune_batch_size, tempera
     if finetune_optimizer not in FCT_OPTIMIZERS:
         raise ConfigError("finetune_optimizer", finetune_optimizer, " | ".join(FCT_OPTIMIZERS))
     return {
-        "finetune_epochs": None if finetune_epochs is None else _check_int("finetune_epochs", finetune_epochs,
+        "finetune_epochs": None if finetune_epochs is None else check_int("finetune_epochs", finetune_epochs,
                                                                             minimum=1),
         "finetune_optimizer": finetune_optimizer,
-        "finetune_steps": _check_int("finetune_steps", finetune_steps, minimum=0),
-        "finetune_lr": _check_float("finetune_lr", finetune_lr, 0.0, math.inf,
+        "finetune_steps": check_int("finetune_steps", finetune_steps, minimum=0),
+        "finetune_lr": check_float("finetune_lr", finetune_lr, 0.0, math.inf,
                                     open_low=True),
-        "finetune_batch_size": _check_int("finetune_batch_size", finetune_batch_size,
+        "finetune_batch_size": check_int("finetune_batch_size", finetune_batch_size,
                                           minimum=2),
-        "temperature": _check_float("temperature", temperature, 0.0, math.inf,
+        "temperature": check_float("temperature", temperature, 0.0, math.inf,
                                     open_low=True),
-        "max_rotation": _check_float("max_rotation", max_rotation, 0.0, 180.0,
+        "max_rotation": check_float("max_rotation", max_rotation, 0.0, 180.0,
                                      closed_high=True),
-        "max_translate": _check_float("max_translate", max_translate, 0.0, 0.5)}
+        "max_translate": check_float("max_translate", max_translate, 0.0, 0.5)}
 
 
 def _prepare(f, images, train_images, train_labels, feature_fn, batch_size, seed, device):
     """Shared argument checks; returns (n, shape, feature_fn, labels or None, batch_size, seed, device)."""
-    n, shape = _check_images("images", images)
+    n, shape = check_images("images", images)
     if (train_images is None) != (train_labels is None):
         raise ConfigError("train_labels", "given without train_images" if train_images is None
                           else None, "train_images and train_labels both given or both None")
-    batch_size = _check_int("batch_size", batch_size)
-    seed = _check_int("seed", seed, minimum=0)
-    device = _check_device(device)
+    batch_size = check_int("batch_size", batch_size)
+    seed = check_int("seed", seed, minimum=0)
+    device = check_device(device)
     feature_fn = penultimate_features if feature_fn is None else feature_fn
     if not callable(feature_fn):
         raise ConfigError("feature_fn", feature_fn, "a callable feature_fn(model, x) -> [N, D]")
     labels = None
     if train_images is not None:
-        m, train_shape = _check_images("train_images", train_images)
+        m, train_shape = check_images("train_images", train_images)
         if train_shape != shape:
             raise ConfigError("train_images", f"images of shape {train_shape}",
                               f"images of shape {shape}")
@@ -205,9 +205,9 @@ def fct_scores(f: nn.Module, images, *, train_images=None, train_labels=None,
                           device=device, loss_fn=lambda z, y: centre_cosine_loss(z, y), normalise=False,
                           epochs=opts["finetune_epochs"], optimizer=opts["finetune_optimizer"])
     scores = np.empty(n, dtype=np.float64)
-    with _eval_mode(model), torch.no_grad():
-        for start, stop in _batches(n, batch_size):
-            x = _take_float(images, slice(start, stop), device)
+    with eval_mode(model), torch.no_grad():
+        for start, stop in batch_slices(n, batch_size):
+            x = take_float(images, slice(start, stop), device)
             moved = reference_transform(x, seed, start, max_rotation=opts["max_rotation"],
                                         max_translate=opts["max_translate"])
             h, h_moved = feature_fn(model, x).float(), feature_fn(model, moved).float()
@@ -248,10 +248,10 @@ def fct_variant_scores(f: nn.Module, images, *, train_images=None, train_labels=
                           device=device, loss_fn=lambda z, y: _supervised_contrastive_loss(z, y, t),
                           normalise=True)
     scores = np.empty(n, dtype=np.float64)
-    with _eval_mode(model), torch.no_grad():
-        for start, stop in _batches(n, batch_size):
-            x = _take_float(images, slice(start, stop), device)
-            draws = np.stack([_rng(seed, _STREAM_FCT_TRANSFORM, i).uniform(-1.0, 1.0, size=3)
+    with eval_mode(model), torch.no_grad():
+        for start, stop in batch_slices(n, batch_size):
+            x = take_float(images, slice(start, stop), device)
+            draws = np.stack([stream_rng(seed, STREAM_FCT_TRANSFORM, i).uniform(-1.0, 1.0, size=3)
                               for i in range(start, stop)])
             draws = torch.from_numpy(draws).float().to(device)
             moved = _random_affine(x, draws[:, 0] * opts["max_rotation"], draws[:, 1:] * opts["max_translate"])
@@ -271,7 +271,7 @@ def _finetune(f, train_images, labels, *, steps, lr, batch_size, feature_fn, see
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = (torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=SGD_WEIGHT_DECAY)
                  if optimizer == "sgd" else torch.optim.Adam(params, lr=lr))
-    rng = _rng(seed, _STREAM_FCT_FINETUNE, 0)
+    rng = stream_rng(seed, STREAM_FCT_FINETUNE, 0)
     m = len(labels)
     labels_t = torch.from_numpy(labels.astype(np.int64)).to(device)
     if epochs:
@@ -280,7 +280,7 @@ def _finetune(f, train_images, labels, *, steps, lr, batch_size, feature_fn, see
     else:
         batches = [np.sort(rng.choice(m, size=min(batch_size, m), replace=False)) for _ in range(steps)]
     for idx in batches:
-        z = feature_fn(model, _take_float(train_images, idx, device)).float()
+        z = feature_fn(model, take_float(train_images, idx, device)).float()
         if normalise:
             z = F.normalize(z, dim=1)
         loss = loss_fn(z, labels_t[torch.from_numpy(idx).to(device)])

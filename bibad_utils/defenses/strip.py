@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bibad_utils.base import ConfigError
-from bibad_utils.defenses._common import (_STREAM_STRIP, _batches, _check_device, _check_float, _check_images,
-                                          _check_int, _eval_mode, _rng, _take_float)
+from bibad_utils.defenses.common import (STREAM_STRIP, batch_slices, check_device, check_float, check_images,
+                                          check_int, eval_mode, stream_rng, take_float)
 
 
 
@@ -57,31 +57,31 @@ def strip_scores(f: nn.Module, images, clean_pool, *, n_overlay: int = 100, mode
     Returns:
         float64 array [N] in [-ln K, 0] (entropy in nats, negated); higher = more likely poisoned.
     """
-    n, shape = _check_images("images", images)
-    n_pool, pool_shape = _check_images("clean_pool", clean_pool)
+    n, shape = check_images("images", images)
+    n_pool, pool_shape = check_images("clean_pool", clean_pool)
     if pool_shape != shape:
         raise ConfigError("clean_pool", f"images of shape {pool_shape}", f"images of shape {shape}")
-    n_overlay = _check_int("n_overlay", n_overlay)
+    n_overlay = check_int("n_overlay", n_overlay)
     if mode not in SUPERIMPOSE:
         raise ConfigError("mode", mode, " | ".join(SUPERIMPOSE))
-    alpha = _check_float("alpha", alpha, 0.0, 1.0, open_low=True)
-    batch_size = _check_int("batch_size", batch_size)
-    seed = _check_int("seed", seed, minimum=0)
-    device = _check_device(device)
+    alpha = check_float("alpha", alpha, 0.0, 1.0, open_low=True)
+    batch_size = check_int("batch_size", batch_size)
+    seed = check_int("seed", seed, minimum=0)
+    device = check_device(device)
 
     scores = np.empty(n, dtype=np.float64)
     images_per_pass = max(1, batch_size // n_overlay)
-    with _eval_mode(f), torch.no_grad():
-        for start, stop in _batches(n, images_per_pass):
-            x01 = (_take_float(images, slice(start, stop), device) + 1) / 2
+    with eval_mode(f), torch.no_grad():
+        for start, stop in batch_slices(n, images_per_pass):
+            x01 = (take_float(images, slice(start, stop), device) + 1) / 2
             picks = np.concatenate([
-                _rng(seed, _STREAM_STRIP, i).choice(n_pool, size=n_overlay,
+                stream_rng(seed, STREAM_STRIP, i).choice(n_pool, size=n_overlay,
                                                      replace=n_pool < n_overlay)
                 for i in range(start, stop)])
-            overlays01 = (_take_float(clean_pool, picks, device) + 1) / 2
+            overlays01 = (take_float(clean_pool, picks, device) + 1) / 2
             blended = superimpose(x01.repeat_interleave(n_overlay, dim=0), overlays01, mode, alpha) * 2 - 1
             entropies = []
-            for lo, hi in _batches(blended.shape[0], batch_size):
+            for lo, hi in batch_slices(blended.shape[0], batch_size):
                 log_p = F.log_softmax(f(blended[lo:hi]).float(), dim=1)
                 entropies.append(-(log_p.exp() * log_p).sum(dim=1))
             mean_entropy = torch.cat(entropies).view(stop - start, n_overlay).mean(dim=1)

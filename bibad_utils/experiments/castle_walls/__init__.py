@@ -43,7 +43,7 @@ from bibad_utils.experiments.castle_walls.figures import (  # noqa: F401
 from bibad_utils.experiments.castle_walls.paper_numbers import (  # noqa: F401
     PAPER_CD_AUROC, PAPER_DC, PAPER_TRAIN_ON_GEN)
 from bibad_utils.experiments.castle_walls.stats import (  # noqa: F401
-    _paper_at, _auroc_or_nan, _with_interval, _paper_text, _verdict_text, auroc_difference,
+    paper_at, auroc_or_nan, with_interval, paper_value_text, verdict_text, auroc_difference,
     auroc_interval, capped_verdict, stratified_subset, ta_asr_report)
 from bibad_utils.experiments.castle_walls.tables import (  # noqa: F401
     claims_table, clean_dm_flags, detection_wide, example_cell, rates_wide)

@@ -10,14 +10,14 @@ from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.castle_walls.config import CLASSIFIERS, SOURCES, defense_config
 from bibad_utils.experiments.castle_walls.stats import stratified_subset
-from bibad_utils.experiments.castle_walls.victims import _nontarget_test_indices, classifier_key, trained_classifier
+from bibad_utils.experiments.castle_walls.victims import nontarget_test_indices, classifier_key, trained_classifier
 
 
 def known_answer_indices(study) -> np.ndarray:
     """Sorted test-set rows of the known-answer set: ``n_known`` non-target test images, stratified by class
     (seeded by the profile; the same for every cell)."""
     test_labels = np.asarray(study.test_set.labels)
-    nt = _nontarget_test_indices(study)
+    nt = nontarget_test_indices(study)
     return nt[stratified_subset(test_labels[nt], defense_config(study)["n_known"], study.seed)]
 
 

@@ -29,7 +29,7 @@ from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, GEN_FLAG_
                                                          detector_key, detectors)
 from bibad_utils.experiments.castle_walls.detection import detection_differences, victim_logit_profile
 from bibad_utils.experiments.castle_walls.diffusion_classifier import dc_cells, diffusion_classifier_table
-from bibad_utils.experiments.castle_walls.stats import _verdict_text, capped_verdict
+from bibad_utils.experiments.castle_walls.stats import verdict_text, capped_verdict
 from bibad_utils.experiments.castle_walls.tables import example_cell
 from bibad_utils.experiments.castle_walls.train_on_generations import train_on_generations_table
 from bibad_utils.report import claim_row
@@ -316,7 +316,7 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
               "dc_asr": "The diffusion classifier resists", "dc_ta": "... with a comparable TA",
               "dc_filter": "Filtering the largest"}
     for key, prefix in groups.items():
-        out[f"nb05_verdicts_{key}"] = _verdict_text([r for r in claims if r["claim"].startswith(prefix)])
+        out[f"nb05_verdicts_{key}"] = verdict_text([r for r in claims if r["claim"].startswith(prefix)])
     out["nb05_verdicts_all"] = V.headline(claims) if claims else "none"  # the paper's claims apart from controls
     if bench is not None and len(bench):
         for r in bench.itertuples():

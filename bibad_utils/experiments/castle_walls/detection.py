@@ -31,9 +31,9 @@ from bibad_utils.experiments.castle_walls.calibration import cd_calibration, cal
 from bibad_utils.experiments.castle_walls.config import (CLASSIFIERS, SETS, SOURCES, defense_config,
                                                          detection_cells, detector_key, detectors)
 from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_CD_AUROC
-from bibad_utils.experiments.castle_walls.stats import (_auroc_or_nan, _paper_at, auroc_difference,
+from bibad_utils.experiments.castle_walls.stats import (auroc_or_nan, paper_at, auroc_difference,
                                                         auroc_interval, stratified_subset)
-from bibad_utils.experiments.castle_walls.victims import (_all_gen, classifier_key,
+from bibad_utils.experiments.castle_walls.victims import (all_class_set, classifier_key,
                                                           trained_classifier)
 from bibad_utils.metrics import wilson_interval
 from bibad_utils.progress import Bar
@@ -47,7 +47,7 @@ def clean_dm_flag_rate(study, kind: str) -> dict:
 
     if "clean" not in study.cfg["controls"]:
         return {"rate": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
-    flags = np.asarray(study.judge(_all_gen(study, Cell("clean")), kind)["trigger"], dtype=bool)
+    flags = np.asarray(study.judge(all_class_set(study, Cell("clean")), kind)["trigger"], dtype=bool)
     lo, hi = wilson_interval(int(flags.sum()), len(flags))
     return {"rate": float(flags.mean()), "lo": lo, "hi": hi, "n": len(flags)}
 
@@ -90,7 +90,7 @@ def detection_sets(study, cell, w: float | None = None) -> dict:
     training set, the generation set, the test set). ``w``: the guidance of the generated set (None:
     ``guidance_all``)."""
     d = defense_config(study)
-    gen = _all_gen(study, cell, w)
+    gen = all_class_set(study, cell, w)
     n = len(gen.labels) if d["n_detect"] is None else min(int(d["n_detect"]), len(gen.labels))
     ps = study.poisoned(cell)
     tr_idx = training_detection_indices(study, cell, n, d["n_detect_poisoned"])
@@ -218,7 +218,7 @@ def detection_table(study, cells=None) -> pd.DataFrame:
                 res = detector_scores(study, cell, set_name, det, clf, sets)
                 live.update(1)
                 auc, lo, hi = auroc_interval(res["scores"], truth, d["n_boot"], study.seed)
-                paper = _paper_at(PAPER_CD_AUROC, (cell.kind, cell.ratio)) if det == "CD" else None
+                paper = paper_at(PAPER_CD_AUROC, (cell.kind, cell.ratio)) if det == "CD" else None
                 note = ""
                 if math.isnan(auc):
                     note = ("no triggered image among the scored generations: AUROC undefined" if not truth.any()
@@ -289,18 +289,18 @@ def detection_differences(study, cells=None, classifier: str = "victim", w: floa
                    auroc_difference(ge[det], tpl_truth, tr[det], tr["truth"], d["n_boot"], study.seed))
             a_kn, kn_lo, kn_hi = auroc_interval(kn[det], kn["truth"], d["n_boot"], study.seed)
             a_tr, tr_lo, tr_hi = auroc_interval(tr[det], tr["truth"], d["n_boot"], study.seed)
-            paper = _paper_at(PAPER_CD_AUROC, (cell.kind, cell.ratio)) if det == "CD" else None
+            paper = paper_at(PAPER_CD_AUROC, (cell.kind, cell.ratio)) if det == "CD" else None
             rows.append({"cell": cell.name, "attack": cell.kind, "p": cell.ratio, "detector": det,
                          "classifier": classifier, "guidance": w, "auroc_known": a_kn, "auroc_known_lo": kn_lo, "auroc_known_hi": kn_hi,
                          "auroc_train": a_tr, "auroc_train_lo": tr_lo, "auroc_train_hi": tr_hi,
-                         "auroc_gen": _auroc_or_nan(ge[det], ge["truth"]), "diff": diff, "diff_lo": lo,
+                         "auroc_gen": auroc_or_nan(ge[det], ge["truth"]), "diff": diff, "diff_lo": lo,
                          "diff_hi": hi, "n_poisoned_train": int(tr["truth"].sum()), "n_train": len(tr["truth"]),
                          "n_triggered_gen": int(ge["truth"].sum()), "n": len(ge["truth"]),
                          "clean_dm_flagged": flag["rate"], "clean_dm_flagged_lo": flag["lo"],
                          "paper_train": math.nan if paper is None else paper[0],
                          "paper_gen": math.nan if paper is None else paper[1],
                          "n_triggered_gen_tpl": math.nan if tpl_truth is None else int(tpl_truth.sum()),
-                         "auroc_gen_tpl": math.nan if tpl_truth is None else _auroc_or_nan(ge[det], tpl_truth),
+                         "auroc_gen_tpl": math.nan if tpl_truth is None else auroc_or_nan(ge[det], tpl_truth),
                          "diff_tpl": tpl[0], "diff_tpl_lo": tpl[1], "diff_tpl_hi": tpl[2], "reading": reading})
     return pd.DataFrame(rows)
 

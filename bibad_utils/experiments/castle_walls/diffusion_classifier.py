@@ -14,8 +14,8 @@ from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.castle_walls.config import defense_config, detection_cells
 from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_DC
-from bibad_utils.experiments.castle_walls.stats import _paper_at, stratified_subset, ta_asr_report
-from bibad_utils.experiments.castle_walls.victims import (_nontarget_test_indices, poisoned_classifier,
+from bibad_utils.experiments.castle_walls.stats import paper_at, stratified_subset, ta_asr_report
+from bibad_utils.experiments.castle_walls.victims import (nontarget_test_indices, poisoned_classifier,
                                                           triggered_test_images)
 from bibad_utils.judges import predict
 from bibad_utils.stages import Cell
@@ -40,7 +40,7 @@ def dc_images(study, kind: str, n: int | None = None) -> dict:
     n = defense_config(study)["dc_n_images"] if n is None else n
     labels = np.asarray(study.test_set.labels)
     clean_idx = stratified_subset(labels, n, study.seed)
-    nt = _nontarget_test_indices(study)
+    nt = nontarget_test_indices(study)
     trig_idx = nt[stratified_subset(labels[nt], n, study.seed)]
     x, _ = study.test_set.batch(clean_idx)
     return {"clean": x, "labels": labels[clean_idx], "triggered": triggered_test_images(study, kind, trig_idx),
@@ -95,7 +95,7 @@ def diffusion_classifier_table(study, cells=None) -> pd.DataFrame:
         f, _ = poisoned_classifier(study, cell)
         pc, _ = predict(f, imgs["clean"], device=study.device)
         pt, _ = predict(f, imgs["triggered"], device=study.device)
-        paper = _paper_at(PAPER_DC["resnet18"], cell.ratio) or {}
+        paper = paper_at(PAPER_DC["resnet18"], cell.ratio) or {}
         base = {"cell": cell.name, "attack": cell.kind, "p": cell.ratio}
         rows.append({**base, "method": f"classifier ({f.config['arch']})", "p_filter": math.nan,
                      **ta_asr_report(pc, imgs["labels"], pt, study.target), "unet_evals_per_image": math.nan,
@@ -103,7 +103,7 @@ def diffusion_classifier_table(study, cells=None) -> pd.DataFrame:
                      "paper_ASR": paper.get("ASR", math.nan) / 100})
         for pf in d["p_filter"]:
             res = dc_predictions(study, cell, pf)
-            paper = _paper_at(_paper_at(PAPER_DC["dc"], pf) or {}, cell.ratio) or {}
+            paper = paper_at(paper_at(PAPER_DC["dc"], pf) or {}, cell.ratio) or {}
             rows.append({**base, "method": "diffusion classifier", "p_filter": pf,
                          **ta_asr_report(res["pred_clean"], res["labels"], res["pred_triggered"], study.target),
                          "unet_evals_per_image": res["unet_evals"] / res["n_images"],

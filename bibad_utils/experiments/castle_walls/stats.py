@@ -117,7 +117,7 @@ def auroc_difference(scores_a, truth_a, scores_b, truth_b, n_boot: int = 1000, s
     return d, lo, hi
 
 
-def _paper_at(table: dict, key):
+def paper_at(table: dict, key):
     """``table[key]`` comparing float ratios up to rounding (keys are p or (trigger, p)); None if absent."""
     for k, v in table.items():
         if isinstance(k, tuple):
@@ -129,7 +129,7 @@ def _paper_at(table: dict, key):
     return None
 
 
-def _auroc_or_nan(scores, truth) -> float:
+def auroc_or_nan(scores, truth) -> float:
     truth = np.asarray(truth, dtype=bool)
     return math.nan if truth.all() or not truth.any() else auroc(scores, truth)
 
@@ -161,14 +161,14 @@ def capped_verdict(verdict: str, ta_verdict: str) -> tuple[str, str]:
     return verdict, ""
 
 
-def _verdict_text(rows: list[dict]) -> str:
+def verdict_text(rows: list[dict]) -> str:
     counts = pd.Series([r["verdict"] for r in rows]).value_counts()
     parts = [f"{int(counts.get(v, 0))} {v}" for v in ("reproduced", "partly", "not reproduced", "underpowered", "not tested")
              if counts.get(v, 0)]
     return ", ".join(parts) + f" (of {len(rows)})" if rows else "none"
 
 
-def _with_interval(v: float, lo: float, hi: float, percent: bool) -> str:
+def with_interval(v: float, lo: float, hi: float, percent: bool) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     if percent:
@@ -176,5 +176,5 @@ def _with_interval(v: float, lo: float, hi: float, percent: bool) -> str:
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def _paper_text(v: float, percent: bool) -> str:
+def paper_value_text(v: float, percent: bool) -> str:
     return "" if v is None or math.isnan(v) else (f"{v:.2%}" if percent else f"{v:.3f}")

@@ -9,7 +9,7 @@ import pandas as pd
 
 from bibad_utils.experiments.castle_walls.config import detection_cells
 from bibad_utils.experiments.castle_walls.detection import clean_dm_flag_rate, detection_csv  # noqa: F401
-from bibad_utils.experiments.castle_walls.stats import _paper_text, _with_interval
+from bibad_utils.experiments.castle_walls.stats import paper_value_text, with_interval
 
 
 
@@ -29,14 +29,14 @@ def detection_wide(det: pd.DataFrame, flags: dict | None = None) -> pd.DataFrame
         gg = pick(g, "generated", "generations classifier")
         row = {"cell": cell, "detector": detector}
         if kn is not None:
-            row["AUROC known answer"] = _with_interval(kn.auroc, kn.auroc_lo, kn.auroc_hi, False)
-        row.update({"AUROC training": _with_interval(tr.auroc, tr.auroc_lo, tr.auroc_hi, False),
-                    "AUROC generated (victim)": _with_interval(ge.auroc, ge.auroc_lo, ge.auroc_hi, False)})
+            row["AUROC known answer"] = with_interval(kn.auroc, kn.auroc_lo, kn.auroc_hi, False)
+        row.update({"AUROC training": with_interval(tr.auroc, tr.auroc_lo, tr.auroc_hi, False),
+                    "AUROC generated (victim)": with_interval(ge.auroc, ge.auroc_lo, ge.auroc_hi, False)})
         if gg is not None:
-            row["AUROC generated (gen. classifier)"] = _with_interval(gg.auroc, gg.auroc_lo, gg.auroc_hi, False)
+            row["AUROC generated (gen. classifier)"] = with_interval(gg.auroc, gg.auroc_lo, gg.auroc_hi, False)
         row.update({"poisoned / n (training)": f"{tr.n_poisoned} / {tr.n}",
                     "triggered / n (generated)": f"{ge.n_poisoned} / {ge.n}",
-                    "paper training": _paper_text(tr.paper, False), "paper generated": _paper_text(ge.paper, False)})
+                    "paper training": paper_value_text(tr.paper, False), "paper generated": paper_value_text(ge.paper, False)})
         rows.append(row)
     out = pd.DataFrame(rows).set_index(["cell", "detector"])
     if flags is not None:
@@ -60,13 +60,13 @@ def rates_wide(df: pd.DataFrame, by: str) -> pd.DataFrame:
         row = {"cell": r.cell, by: label}
         if "n_train" in df:
             row["n_train"] = int(r.n_train)
-        row.update({"TA": _with_interval(r.TA, r.TA_lo, r.TA_hi, True),
-                    "ASR": _with_interval(r.ASR, r.ASR_lo, r.ASR_hi, True)})
+        row.update({"TA": with_interval(r.TA, r.TA_lo, r.TA_hi, True),
+                    "ASR": with_interval(r.ASR, r.ASR_lo, r.ASR_hi, True)})
         if "acc_generated" in df:
             row["acc. on generations"] = f"{r.acc_generated:.1%}"
-        row.update({"paper TA": _paper_text(r.paper_TA, True), "paper ASR": _paper_text(r.paper_ASR, True)})
+        row.update({"paper TA": paper_value_text(r.paper_TA, True), "paper ASR": paper_value_text(r.paper_ASR, True)})
         if "paper_ASR_caltech15" in df:
-            row["paper ASR (Caltech15)"] = _paper_text(r.paper_ASR_caltech15, True)
+            row["paper ASR (Caltech15)"] = paper_value_text(r.paper_ASR_caltech15, True)
         if "seconds_per_image" in df and not math.isnan(r.seconds_per_image):
             row["s / image"] = f"{r.seconds_per_image:.3f}"
         rows.append(row)
@@ -76,7 +76,7 @@ def rates_wide(df: pd.DataFrame, by: str) -> pd.DataFrame:
 def claims_table(rows: list[dict]) -> pd.DataFrame:
     """Claim rows for reading: claim, setting, the paper's value, ours [95 % interval], verdict, note."""
     return pd.DataFrame([{"claim": r["claim"], "setting": r["setting"], "metric": r["metric"], "paper": r["paper"],
-                          "ours": _with_interval(r["ours"], r["ours_lo"], r["ours_hi"], False),
+                          "ours": with_interval(r["ours"], r["ours_lo"], r["ours_hi"], False),
                           "verdict": r["verdict"], "note": r["note"]} for r in rows])
 
 
@@ -93,9 +93,9 @@ def cd_sensitivity_wide(sens: pd.DataFrame) -> pd.DataFrame:
     reference (the profile's marked "in use"), the scale it gives the victim's logits, AUROC [95 % interval]
     on the training subset and the generations, and their difference."""
     rows = [{"logit reference": r.label, "in use": "yes" if r.in_use else "", "logit scale": f"{r.logit_scale:.2f}",
-             "AUROC training": _with_interval(r.auroc_train, r.auroc_train_lo, r.auroc_train_hi, False),
-             "AUROC generated": _with_interval(r.auroc_gen, r.auroc_gen_lo, r.auroc_gen_hi, False),
-             "generated - training": _with_interval(r.diff, r.diff_lo, r.diff_hi, False)}
+             "AUROC training": with_interval(r.auroc_train, r.auroc_train_lo, r.auroc_train_hi, False),
+             "AUROC generated": with_interval(r.auroc_gen, r.auroc_gen_lo, r.auroc_gen_hi, False),
+             "generated - training": with_interval(r.diff, r.diff_lo, r.diff_hi, False)}
             for r in sens.itertuples()]
     return pd.DataFrame(rows).set_index("logit reference")
 

@@ -9,8 +9,8 @@ import pandas as pd
 
 from bibad_utils.experiments.castle_walls.config import SOURCES
 from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_TRAIN_ON_GEN
-from bibad_utils.experiments.castle_walls.stats import _paper_at
-from bibad_utils.experiments.castle_walls.victims import _all_gen, trained_classifier
+from bibad_utils.experiments.castle_walls.stats import paper_at
+from bibad_utils.experiments.castle_walls.victims import all_class_set, trained_classifier
 from bibad_utils.judges import predict
 
 
@@ -30,13 +30,13 @@ def train_on_generations_table(study, cells=None, w: float | None = None) -> pd.
     w = study.guidance_all if w is None else float(w)
     rows = []
     for cell in cells or study.grid_cells():
-        gen_set = _all_gen(study, cell, w)
+        gen_set = all_class_set(study, cell, w)
         for source in SOURCES:
             model, rep = trained_classifier(study, cell, source, w)
             pred_gen, _ = predict(model, gen_set.images, device=study.device)
             gen = source == "generated"
-            pin = _paper_at(PAPER_TRAIN_ON_GEN["imagenette"], (cell.kind, cell.ratio)) or {}
-            pcal = _paper_at(PAPER_TRAIN_ON_GEN["caltech15"], (cell.kind, cell.ratio)) or {}
+            pin = paper_at(PAPER_TRAIN_ON_GEN["imagenette"], (cell.kind, cell.ratio)) or {}
+            pcal = paper_at(PAPER_TRAIN_ON_GEN["caltech15"], (cell.kind, cell.ratio)) or {}
             row = {"cell": cell.name, "attack": cell.kind, "p": cell.ratio, "source": source,
                    "n_train": rep["n_train"], "train_seconds": rep["train_seconds"], "guidance": w}
             row.update({k: rep[k] for k in ("TA", "TA_lo", "TA_hi", "ASR", "ASR_lo", "ASR_hi",

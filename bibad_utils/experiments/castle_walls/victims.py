@@ -12,19 +12,19 @@ import torch
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.castle_walls.config import SOURCES, classifier_settings
-from bibad_utils.experiments.castle_walls.stats import _with_interval, stratified_subset, ta_asr_report
+from bibad_utils.experiments.castle_walls.stats import with_interval, stratified_subset, ta_asr_report
 from bibad_utils.judges import load_classifier, predict, save_classifier, train_classifier
 
 
 
-def _nontarget_test_indices(study) -> np.ndarray:
+def nontarget_test_indices(study) -> np.ndarray:
     return np.flatnonzero(study.test_set.labels != study.target)
 
 
 def triggered_test_images(study, kind: str, indices=None) -> torch.Tensor:
     """Non-target test images with the trigger ``kind`` stamped: float [-1, 1] ``[M, 3, H, W]``
     (all non-target test images, or those at ``indices`` of the test set)."""
-    idx = _nontarget_test_indices(study) if indices is None else np.asarray(indices, dtype=np.int64)
+    idx = nontarget_test_indices(study) if indices is None else np.asarray(indices, dtype=np.int64)
     x, _ = study.test_set.batch(idx)
     return study.trigger(kind).apply(x)
 
@@ -59,7 +59,7 @@ def train_subset_indices(study, cell, n: int) -> np.ndarray:
     return stratified_subset(2 * np.asarray(ps.labels) + ps.is_poisoned.astype(np.int64), n, study.seed)
 
 
-def _all_gen(study, cell, w: float | None = None):
+def all_class_set(study, cell, w: float | None = None):
     """``cell``'s all-class generations at ``w`` (None: ``guidance_all``; else one of ``castle_guidance``)."""
     w = study.guidance_all if w is None else float(w)
     gens = study.generations(cell)
@@ -111,7 +111,7 @@ def trained_classifier(study, cell, source: str, w: float | None = None):
         elif source == SOURCES[1]:
             data, labels = _SubsetView(ps, train_subset_indices(study, cell, params["n"])), None
         else:
-            gen = _all_gen(study, cell, w)
+            gen = all_class_set(study, cell, w)
             data, labels = gen.images, gen.labels
         started = time.perf_counter()
         model, history = train_classifier(data, labels, arch=arch, seed=study.seed, device=study.device,
@@ -140,8 +140,8 @@ def backdoored_table(study) -> pd.DataFrame:
     for cell in study.grid_cells():
         model, rep = poisoned_classifier(study, cell)
         rows.append({"cell": cell.name, "classifier": model.config["arch"], "n_train": rep["n_train"],
-                     "epochs": len(rep["history"]), "TA": _with_interval(rep["TA"], rep["TA_lo"], rep["TA_hi"], True),
-                     "ASR": _with_interval(rep["ASR"], rep["ASR_lo"], rep["ASR_hi"], True),
+                     "epochs": len(rep["history"]), "TA": with_interval(rep["TA"], rep["TA_lo"], rep["TA_hi"], True),
+                     "ASR": with_interval(rep["ASR"], rep["ASR_lo"], rep["ASR_hi"], True),
                      "train seconds": round(rep["train_seconds"], 1)})
     return pd.DataFrame(rows).set_index("cell")
 

@@ -11,7 +11,7 @@ import torch
 from bibad_utils.base import ConfigError
 
 # Independent random streams per use, so that e.g. changing STRIP never shifts CD's colours.
-_STREAM_CD, _STREAM_STRIP, _STREAM_FCT_TRANSFORM, _STREAM_FCT_FINETUNE, _STREAM_DC = range(5)
+STREAM_CD, STREAM_STRIP, STREAM_FCT_TRANSFORM, STREAM_FCT_FINETUNE, STREAM_DC = range(5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -19,13 +19,13 @@ _STREAM_CD, _STREAM_STRIP, _STREAM_FCT_TRANSFORM, _STREAM_FCT_FINETUNE, _STREAM_
 # --------------------------------------------------------------------------------------------
 
 
-def _check_int(name, value, minimum=1):
+def check_int(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(name, value, f"an integer >= {minimum}")
     return int(value)
 
 
-def _check_float(name, value, low, high, *, closed_high=False, open_low=False):
+def check_float(name, value, low, high, *, closed_high=False, open_low=False):
     ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
     if ok:
         value = float(value)
@@ -38,14 +38,14 @@ def _check_float(name, value, low, high, *, closed_high=False, open_low=False):
     return value
 
 
-def _check_device(device):
+def check_device(device):
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ConfigError("device", device, "a torch device such as 'cpu' or 'cuda'") from err
 
 
-def _check_images(name, images):
+def check_images(name, images):
     """Validate an image collection; return (N, (C, H, W))."""
     if isinstance(images, torch.Tensor):
         if images.ndim != 4 or not images.is_floating_point():
@@ -65,7 +65,7 @@ def _check_images(name, images):
     return int(n), (int(c), int(h), int(w))
 
 
-def _take_float(images, index, device) -> torch.Tensor:
+def take_float(images, index, device) -> torch.Tensor:
     """``images[index]`` as float32 [-1, 1] NCHW on ``device``; ``index`` a 1-D int array or slice."""
     if isinstance(images, torch.Tensor):
         if not isinstance(index, slice):
@@ -75,12 +75,12 @@ def _take_float(images, index, device) -> torch.Tensor:
     return batch.to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def _rng(seed, stream, index) -> np.random.Generator:
+def stream_rng(seed, stream, index) -> np.random.Generator:
     return np.random.default_rng([seed, stream, index])
 
 
 @contextlib.contextmanager
-def _eval_mode(*modules):
+def eval_mode(*modules):
     """Put modules in eval mode (BatchNorm statistics, no dropout) and restore each flag after."""
     flags = [(m, [sub.training for sub in m.modules()]) for m in modules]
     try:
@@ -93,7 +93,7 @@ def _eval_mode(*modules):
                 sub.train(state)
 
 
-def _batches(n, batch_size):
+def batch_slices(n, batch_size):
     for start in range(0, n, batch_size):
         yield start, min(n, start + batch_size)
 
