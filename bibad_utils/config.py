@@ -6,7 +6,10 @@ over the profile) from papermill and calls :func:`load_profile`. A profile may s
 write only what differs (:func:`read_profile_file`): ``full`` and ``mnist`` extend the demo, so a setting
 measured on the demo lives in ``demo.yaml`` alone. Every check happens here, once, before
 any heavy work, and every failure is a :class:`ConfigError` that names the dotted parameter
-(``sampling.n_target``), the value and what is allowed.
+(``sampling.n_target``), the value and what is allowed. Hostile input is refused the same way: the YAML
+reader (:func:`bibad_utils.profile_yaml.parse_yaml`) refuses repeated keys and alias bombs before building a value;
+``name`` is a plain name and a relative ``run_dir`` stays inside the repository; a seed lies in [0, 2**32 - 1];
+a size whose arrays this machine's memory cannot hold is refused by its key (:func:`_check_sizes`).
 
 Each section is declared by the module that owns it, as typed fields with one default each
 (:class:`bibad_utils.schema.Section`), and listed in :data:`SECTIONS`; the top-level keys are
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import re
 from pathlib import Path
 
@@ -34,11 +38,15 @@ from bibad_utils.diffusion.settings import MODEL
 from bibad_utils.judges.profile import JUDGES
 from bibad_utils.memorization.settings import MEMORIZATION
 from bibad_utils.sampling import SAMPLING
-from bibad_utils.schema import REQUIRED, Field, Section, is_int, is_number, name_list, number_list
+from bibad_utils.profile_yaml import MAX_ALIASES, MAX_EXPANDED, MAX_YAML_CHARS, parse_yaml  # noqa: F401
+from bibad_utils.schema import REQUIRED, Field, Section, is_int, is_number, name_list, number_list, short  # noqa: F401
 from bibad_utils.training import FINETUNE, PRETRAIN
 from bibad_utils.triggers import TRIGGERS, TRIGGERS_SECTION
 
 PROFILES_DIR = REPO_ROOT / "notebooks" / "profiles"
+SEED_MAX = 2 ** 32 - 1
+MAX_IMAGE_SIZE = 4096  # the paper's images are 512 px
+MAX_TRAIN_SEEDS = 100  # training runs of one cell
 DEVICES = ("cpu", "cuda", "auto")
 
 # The sections of a profile, in the order they are checked (``triggers`` needs the dataset's image size);
@@ -48,9 +56,11 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (DATASET, TRIGGERS_SECTION, M
 # The top-level keys that are not sections (a section's own key is a mapping, absent: {} for the
 # optional ones). ``train_seeds`` (training runs per cell, bibad_utils.cells) is kept as written.
 TOP_LEVEL: dict[str, Field] = {
-    "name": Field("str"),
+    "name": Field("value", test=lambda v: isinstance(v, str) and bool(re.fullmatch(r"[A-Za-z0-9][\w-]{0,63}", v, re.A)),
+                  allowed="a plain name of at most 64 letters, digits, - and _, starting with a letter or digit"),
     "description": Field("value", test=lambda v: isinstance(v, str), allowed="a string saying what the profile is for"),
-    "seed": Field("int", low=0),
+    "seed": Field("int", low=0, high=SEED_MAX, allowed=f"an integer in [0, {SEED_MAX}] (2**32 - 1: the most numpy."
+                                                         f"random.seed takes; torch.manual_seed stops at 2**64 - 1)"),
     "device": Field("choice", choices=DEVICES),
     "run_dir": Field("str", doc="artifacts in <run_dir>/artifacts, executed notebooks in <run_dir>/executed"),
     "cell_timeout": Field("int", low=1, default=None, nullable=True,
@@ -75,22 +85,6 @@ EXTENDING_SETS = ("name", "run_dir")
 def attack_kinds() -> tuple[str, ...]:
     """The trigger kinds a profile may name: the keys of :data:`bibad_utils.triggers.TRIGGERS`."""
     return tuple(TRIGGERS)
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants a dot in the mantissa)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def parse_yaml(text: str):
-    """YAML text -> Python value, with ``1e-4``-style floats understood."""
-    return yaml.load(text, Loader=_Loader)
 
 
 def profile_names() -> list[str]:
@@ -145,9 +139,12 @@ def read_profile_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     """A profile file's parameters, with the profile it ``extends`` (a name or a path relative to this
     file) merged under them (:func:`merge_onto_base`), recursively. Unvalidated."""
     try:
-        data = parse_yaml(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_YAML_CHARS:
+            raise ConfigError("profile", str(path), f"a YAML file of at most {MAX_YAML_CHARS:,} bytes (here {size:,})")
+        data = parse_yaml(path.read_text(), "profile", str(path))
     except yaml.YAMLError as err:
-        raise ConfigError("profile", str(path), f"valid YAML ({err})") from None
+        raise ConfigError("profile", str(path), f"valid YAML ({short(str(err), 400)})") from None
     if not isinstance(data, dict):
         raise ConfigError("profile", str(path), "a YAML mapping of parameters")
     if "extends" not in data:
@@ -179,23 +176,23 @@ def load_profile(profile: str | Path = "demo", overrides: dict | None = None) ->
     """
     data = read_profile_file(profile_path(profile))
     if overrides is not None and not isinstance(overrides, dict):
-        raise ConfigError("overrides", overrides, "a dict of parameters, nested like the profile")
+        raise ConfigError("overrides", short(overrides), "a dict of parameters, nested like the profile")
     return validate_profile(deep_merge(data, overrides))
 
 
 def parse_assignment(text: str) -> dict:
     """``"sampling.n_target=100"`` -> ``{"sampling": {"n_target": 100}}`` (the value read as YAML)."""
     if "=" not in text:
-        raise ConfigError("--set", text, "key.sub=value")
+        raise ConfigError("--set", short(text), "key.sub=value")
     key, _, raw = text.partition("=")
     parts = key.strip().split(".")
     if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
-        raise ConfigError("--set", text, "a dotted key of identifiers, e.g. sampling.n_target=100")
+        raise ConfigError("--set", short(text), "a dotted key of identifiers, e.g. sampling.n_target=100")
     try:
-        value = parse_yaml(raw) if raw.strip() else None
+        value = parse_yaml(raw, "--set", short(text), key.strip()) if raw.strip() else None
     except yaml.YAMLError as err:
         problem = " ".join(str(getattr(err, "problem", None) or err).split())
-        raise ConfigError("--set", text, f"key.sub=VALUE with VALUE valid YAML (here: {problem}); quote a "
+        raise ConfigError("--set", short(text), f"key.sub=VALUE with VALUE valid YAML (here: {problem}); quote a "
                                          f"string, e.g. --set 'key=\"text\"'") from None
     for part in reversed(parts):
         value = {part: value}
@@ -217,7 +214,7 @@ def overrides_from_assignments(assignments) -> dict:
 def _check_ratios(ratios) -> None:
     for i, p in enumerate(ratios if isinstance(ratios, list) else []):
         if not is_number(p) or not 0 < p < 1:
-            raise ConfigError(f"ratios[{i}]", p, "a number in (0, 1): a fraction of the whole training set")
+            raise ConfigError(f"ratios[{i}]", short(p), "a number in (0, 1): a fraction of the whole training set")
     number_list("ratios", ratios, 0, 1, True, True, what="poisoning ratios, each")
 
 
@@ -225,12 +222,72 @@ def _check_attack_ratios(value, attacks, ratios) -> None:
     if value is None:
         return
     if not isinstance(value, dict):
-        raise ConfigError("attack_ratios", value, "a mapping attack -> a non-empty list of values of ratios")
+        raise ConfigError("attack_ratios", short(value), "a mapping attack -> a non-empty list of values of ratios")
     for attack, sub in value.items():
         if attack not in attacks:
-            raise ConfigError(f"attack_ratios.{attack}", sub, f"an attack of the grid: one of {list(attacks)}")
+            raise ConfigError(f"attack_ratios.{attack}", short(sub), f"an attack of the grid: one of {list(attacks)}")
         if not isinstance(sub, list) or not sub or any(p not in ratios for p in sub) or len(set(sub)) != len(sub):
-            raise ConfigError(f"attack_ratios.{attack}", sub, f"a non-empty list of distinct values of ratios {ratios}")
+            raise ConfigError(f"attack_ratios.{attack}", short(sub),
+                              f"a non-empty list of distinct values of ratios {ratios}")
+
+
+def machine_memory() -> int:
+    """Bytes of physical memory of this machine; 0 when unknown (then no bound is computed from it)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def check_fits_memory(param: str, value: int, bytes_each: float, what: str, memory: int | None = None) -> None:
+    """Refuse ``value`` items of ``bytes_each`` bytes (``what``: the items, in words) when together they take
+    more than the machine's physical memory: the run would fail late, with a memory error naming no key."""
+    memory = machine_memory() if memory is None else memory
+    if memory and bytes_each > 0 and value * bytes_each > memory:
+        most = max(0, int(memory // bytes_each))
+        raise ConfigError(param, short(value), f"at most {most:,} here: {value:,} {what} would take "
+                                               f"{value * bytes_each / 2 ** 30:,.1f} GiB, more than this "
+                                               f"machine's {memory / 2 ** 30:,.1f} GiB of memory")
+
+
+def _check_run_dir(run_dir: str) -> None:
+    """A relative ``run_dir`` must stay inside the repository (no ``..`` out of it, not the root itself); an
+    absolute one (or ``~/...``) is the user's own choice."""
+    path = Path(run_dir).expanduser()
+    inside = Path(os.path.normpath(REPO_ROOT / path))
+    if not path.is_absolute() and (inside == REPO_ROOT or not inside.is_relative_to(REPO_ROOT)):
+        raise ConfigError("run_dir", short(run_dir), f"a folder inside the repository ({REPO_ROOT}) or an absolute "
+                                                     f"path; this one is {inside}")
+
+
+def _check_sizes(cfg: dict, memory: int) -> None:
+    """Refuse a size whose arrays cannot fit in this machine's ``memory`` (bytes; 0: unknown), naming its key
+    before any work: image sets of S x S x 3 bytes, float32 batches, the bootstrap's resamples (32 bytes per
+    resampled score), the similarity blocks (4 bytes per cosine)."""
+    ds, smp, d, m = cfg["dataset"], cfg["sampling"], cfg["defenses"], cfg["memorization"]
+    s = ds["image_size"]
+    image, n_classes = 3 * s * s, DATASET_CLASSES[ds["name"]]
+    images, batch = f"images of {s} x {s} x 3 bytes", f"float32 images of {s} x {s} x 3"
+    n_scored = max(d["n_detect"] or smp["n_all"], 2 * d["n_known"])
+    per_class = f"x {n_classes} classes of {images}"
+    rows = [("dataset.n_per_class", ds.get("n_per_class"), n_classes * image, per_class),
+            ("dataset.n_test_per_class", ds.get("n_test_per_class"), n_classes * image, per_class),
+            ("sampling.n_target", smp["n_target"], image, images), ("sampling.n_all", smp["n_all"], image, images),
+            ("sampling.batch_size", smp["batch_size"], 8 * image, f"{batch} (twice: guidance)"),
+            ("defenses.n_detect", d["n_detect"], image, images), ("defenses.n_known", d["n_known"], 2 * image, images),
+            ("defenses.dc_n_images", d["dc_n_images"], 2 * image, images),
+            ("defenses.n_calibration", d["n_calibration"], image, images),
+            ("defenses.dc_batch_size", d["dc_batch_size"], 4 * image, batch),
+            ("defenses.strip.n_overlay", (d.get("strip") or {}).get("n_overlay"), 4 * image, batch),
+            ("defenses.n_boot", d["n_boot"], 32 * n_scored, f"bootstrap resamples of {n_scored:,} scores"),
+            ("memorization.batch_size", m["batch_size"], 4 * image, batch)]
+    rows += [(f"{name}.batch_size", cfg[name].get("batch_size"), 4 * image, batch)
+             for name in ("pretrain", "finetune", "judges")]
+    if ds.get("n_per_class"):
+        rows.append(("memorization.block", m["block"], 4 * n_classes * ds["n_per_class"], "rows of cosines"))
+    for param, value, bytes_each, what in rows:
+        if is_int(value):
+            check_fits_memory(param, value, bytes_each, what, memory)
 
 
 def validate_profile(cfg: dict) -> dict:
@@ -238,13 +295,14 @@ def validate_profile(cfg: dict) -> dict:
     :class:`~bibad_utils.schema.Section` keeps it, ``run_dir`` made absolute. Raises ConfigError on the
     first bad value."""
     if not isinstance(cfg, dict):
-        raise ConfigError("profile", cfg, "a mapping of parameters")
+        raise ConfigError("profile", short(cfg), "a mapping of parameters")
     cfg = copy.deepcopy(cfg)
     for key in cfg:
         if key not in TOP_LEVEL_KEYS:
             close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(key, cfg[key], f"a known top-level key{hint}: one of {list(TOP_LEVEL_KEYS)}")
+            raise ConfigError(str(key)[:80], short(cfg[key]),
+                              f"a known top-level key{hint}: one of {list(TOP_LEVEL_KEYS)}")
     for key, f in TOP_LEVEL.items():
         if key in cfg:
             f.check(key, cfg[key])
@@ -258,13 +316,17 @@ def validate_profile(cfg: dict) -> dict:
                 raise ConfigError(name, REQUIRED, "a value (every profile sets it)")
             cfg[name] = {"steps": 0} if name == "pretrain" else {}
         if not isinstance(cfg[name], dict) and not (cfg[name] is None and name in NULLABLE_SECTIONS):
-            raise ConfigError(name, cfg[name], "a mapping of parameters")
+            raise ConfigError(name, short(cfg[name]), "a mapping of parameters")
+    _check_run_dir(cfg["run_dir"])
     cfg["run_dir"] = str(repo_path(cfg["run_dir"]))
 
+    if isinstance(cfg["dataset"], dict) and is_int(cfg["dataset"].get("image_size"), MAX_IMAGE_SIZE + 1):
+        raise ConfigError("dataset.image_size", short(cfg["dataset"]["image_size"]),
+                          f"an integer in [8, {MAX_IMAGE_SIZE}] (pixels)")
     cfg["dataset"] = DATASET.validate(cfg["dataset"], profile=cfg)
     n_classes = DATASET_CLASSES[cfg["dataset"]["name"]]
     if not is_int(cfg["target"]) or not 0 <= cfg["target"] < n_classes:
-        raise ConfigError("target", cfg["target"],
+        raise ConfigError("target", short(cfg["target"]),
                           f"a class index in [0, {n_classes - 1}] for dataset {cfg['dataset']['name']}")
     name_list("attacks", cfg["attacks"], attack_kinds())
     _check_ratios(cfg["ratios"])
@@ -275,7 +337,11 @@ def validate_profile(cfg: dict) -> dict:
         if name != "dataset":
             cfg[name] = section.validate(cfg[name], profile=cfg)
     if "train_seeds" in cfg:
-        validate_train_seeds(cfg["train_seeds"], "train_seeds")
+        for kind, runs in validate_train_seeds(cfg["train_seeds"], "train_seeds").items():
+            if runs > MAX_TRAIN_SEEDS:
+                where = "train_seeds" if is_int(cfg["train_seeds"]) else f"train_seeds.{kind}"
+                raise ConfigError(where, short(runs), f"an integer in [1, {MAX_TRAIN_SEEDS}] (training runs per cell)")
+    _check_sizes(cfg, machine_memory())
     ds = cfg["dataset"]
     if cfg["pretrain"].get("data", "subset") == "all" and (ds["name"] == "procedural" or ds.get("n_per_class") is None):
         raise ConfigError("pretrain.data", "all", f"subset: dataset {cfg['dataset']['name']!r} has no "

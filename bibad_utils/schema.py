@@ -11,8 +11,10 @@ artifact keys as written (``finetune``, ``sampling``, ``judges``, ...) take thei
 signature of the function they are passed to (:func:`signature_defaults`), so that a default is written
 in one place either way.
 
-Every failure is a :class:`bibad_utils.base.ConfigError` that names the dotted parameter, the value and
-what is allowed. This module imports nothing of the package but :mod:`bibad_utils.base`.
+Every failure is a :class:`bibad_utils.base.ConfigError` that names the dotted parameter, the value (at most
+:data:`SHOWN_CHARS` characters of it, :func:`short`) and what is allowed. :func:`parse_yaml` reads the YAML a
+profile is written in, refusing hostile text (repeated keys, alias bombs) before anything is built. This
+module imports nothing of the package but :mod:`bibad_utils.base`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
+
 from bibad_utils.base import ConfigError
 
 
@@ -34,6 +37,51 @@ class _Required:
 
 
 REQUIRED = _Required()  # the default of a key every profile sets; also the value shown when it is absent
+INT_MAX = 2 ** 31 - 1  # the largest integer a field without a `high` bound takes (a count, a size, steps)
+SHOWN_CHARS = 80  # a ConfigError shows at most about this many characters of a value
+
+
+class Shown(str):
+    """A long value as a ConfigError shows it: the start of its repr and ``...`` (its own repr, unquoted)."""
+
+    __repr__ = str.__str__
+
+
+class _Full(Exception):
+    """:func:`short` has seen enough."""
+
+
+def short(value, limit: int = SHOWN_CHARS):
+    """``value`` itself when its repr has at most ``limit`` characters, else a :class:`Shown` of its first
+    ``limit``: the work is bounded by ``limit``, whatever the size of the value (or its cycles)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 3 * limit:
+        return Shown(f"<an integer of {int(value.bit_length() * math.log10(2)) + 1} digits>")
+    parts, size = [], 0
+
+    def emit(text: str) -> None:
+        nonlocal size
+        parts.append(text)
+        size += len(text)
+        if size > limit:
+            raise _Full
+
+    def walk(v) -> None:
+        if not isinstance(v, (list, tuple, dict)):
+            return emit(repr(v[:limit + 1] if isinstance(v, str) else v))
+        emit("{" if isinstance(v, dict) else "[" if isinstance(v, list) else "(")
+        for i, item in enumerate(v.items() if isinstance(v, dict) else v):
+            emit(", " if i else "")
+            if isinstance(v, dict):
+                walk(item[0])
+                emit(": ")
+            walk(item[1] if isinstance(v, dict) else item)
+        emit("}" if isinstance(v, dict) else "]" if isinstance(v, list) else ",)" if len(v) == 1 else ")")
+
+    try:
+        walk(value)
+    except _Full:
+        return Shown("".join(parts)[:limit] + "...")
+    return value
 
 
 def is_int(value, minimum: int | None = None) -> bool:
@@ -99,6 +147,8 @@ class Field:
             ok = not isinstance(value, (list, dict)) and value in self.choices
         else:
             ok = True
+        if ok and kind == "int" and self.high is None:
+            ok = abs(value) <= INT_MAX
         if ok and kind in ("int", "number"):
             if self.low is not None:
                 ok = value > self.low if self.low_open else value >= self.low
@@ -119,7 +169,8 @@ class Field:
 
     def check(self, param: str, value) -> None:
         if not self.accepts(value):
-            raise ConfigError(param, value, self.expected())
+            capped = self.kind == "int" and self.high is None and is_int(value) and abs(value) > INT_MAX
+            raise ConfigError(param, short(value), self.expected() + (f", at most {INT_MAX:,}" if capped else ""))
 
 
 def signature_defaults(fn: Callable, fields: dict[str, Field]) -> dict[str, Field]:
@@ -174,7 +225,7 @@ class Section:
         if values is None:
             values = {}
         if not isinstance(values, dict):
-            raise ConfigError(prefix, values, "a mapping of parameters")
+            raise ConfigError(prefix, short(values), "a mapping of parameters")
         fields = self.field_map()
         unknown_keys(values, fields, prefix)
         active = self.active is None or self.active(values)
@@ -197,7 +248,7 @@ class Section:
         if values is None:
             return {}
         if not isinstance(values, dict):
-            raise ConfigError(prefix, values, f"a mapping of {self.name} keys {list(self.field_map())}")
+            raise ConfigError(prefix, short(values), f"a mapping of {self.name} keys {list(self.field_map())}")
         fields = self.field_map()
         unknown_keys(values, fields, prefix)
         for key, value in values.items():
@@ -214,20 +265,20 @@ def unknown_keys(values: dict, known, prefix: str, cutoff: float = 0.8) -> None:
         where = f"{prefix}.{key}" if prefix else str(key)
         if close:
             hint = f"{prefix}.{close[0]}" if prefix else close[0]
-            raise ConfigError(where, values[key], f"a known key (did you mean {hint}?)")
-        raise ConfigError(where, values[key], f"a key among {list(known)}")
+            raise ConfigError(where, short(values[key]), f"a known key (did you mean {hint}?)")
+        raise ConfigError(where, short(values[key]), f"a key among {list(known)}")
 
 
 def name_list(param: str, value, allowed, allow_empty: bool = False) -> None:
     """``value`` must be a list of distinct names from ``allowed`` (non-empty unless ``allow_empty``)."""
     expected = f"a list of distinct names from {list(allowed)}" + ("" if allow_empty else ", not empty")
     if not isinstance(value, list) or (not value and not allow_empty):
-        raise ConfigError(param, value, expected)
+        raise ConfigError(param, short(value), expected)
     for i, item in enumerate(value):
         if item not in allowed:
-            raise ConfigError(f"{param}[{i}]", item, f"one of {list(allowed)}")
+            raise ConfigError(f"{param}[{i}]", short(item), f"one of {list(allowed)}")
     if len(set(value)) != len(value):
-        raise ConfigError(param, value, expected)
+        raise ConfigError(param, short(value), expected)
 
 
 def number_list(param: str, value, low=None, high=None, low_open=False, high_open=False, *,
@@ -243,5 +294,5 @@ def number_list(param: str, value, low=None, high=None, low_open=False, high_ope
     probe = Field("number", low=low, high=high, low_open=low_open, high_open=high_open)
     if (not isinstance(value, (list, tuple)) or (not value and not allow_empty)
             or not all(probe.accepts(v) for v in value) or (distinct and len(set(value)) != len(value))):
-        raise ConfigError(param, value, expected)
+        raise ConfigError(param, short(value), expected)
     return [float(v) for v in value]

@@ -33,7 +33,7 @@ from bibad_utils.cells import (POOLS, Cell, GenSet, all_guidances, exposure_epoc
                                target_guidances, train_seed_keys, validate_train_seeds)
 from bibad_utils.config import ConfigError, deep_merge, load_profile, resolve_device, validate_profile
 from bibad_utils.data import dataset_from_config
-from bibad_utils.memorization import duplicate_pool, embed, find_duplicate_groups
+from bibad_utils.memorization import duplicate_pool, embed, embedding_key_params, find_duplicate_groups
 from bibad_utils.poison import poison_dataset
 from bibad_utils.progress import choose_threads
 from bibad_utils.sampling import class_mix, sample_images, set_seeds
@@ -182,6 +182,10 @@ class Study(JudgesMixin):
             return [list(map(int, g)) for g in planted]
         mem = self.cfg.get("memorization") or {}
         params = {"embedding": mem.get("embedding", "pixels"), "threshold": mem.get("duplicate_threshold")}
+        if mem.get("weights_path") is not None:  # other weights, other groups (keys without weights unchanged)
+            weights = embedding_key_params(mem).get("weights")
+            if weights:
+                params["weights"] = weights
         if params["threshold"] is None:
             return []
 

@@ -1,10 +1,13 @@
-"""The profile's ``memorization`` section: its keys, each with its one default, and their validation."""
+"""The profile's ``memorization`` section: its keys, each with its one default, and their validation; and the
+parameters of the embedding's artifact keys (:func:`embedding_key_params`)."""
 
 from __future__ import annotations
 
-from bibad_utils.schema import Field, Section, is_number
+from bibad_utils.base import ConfigError, repo_path
+from bibad_utils.schema import Field, Section, is_number, short
 
 EMBEDDINGS = ("pixels", "classifier", "resnet50_imagenet")
+WEIGHTED = ("resnet50_imagenet",)  # the embeddings that read memorization.weights_path
 _COSINE = "null or a cosine similarity in [-1, 1]"
 
 MEMORIZATION = Section("memorization", {
@@ -33,9 +36,39 @@ MEMORIZATION = Section("memorization", {
                     allowed="a non-empty list of ratios in (0, 1)",
                     doc="poisoning ratios of the random vs duplicate comparison"),
     "top_pairs": Field("int", default=8, low=1, allowed="an integer >= 1", doc="replication pairs shown"),
-}, check=lambda values, prefix, profile: {**values, "ratios": [float(p) for p in values["ratios"]]})
+}, check=lambda values, prefix, profile: _check(values, prefix))
 
 DEFAULTS = MEMORIZATION.defaults()
+
+
+def _check(values: dict, prefix: str) -> dict:
+    """The section to keep: ratios as floats, a ``weights_path`` made absolute (relative to the repository, as
+    the notebooks run there) once its file is known to exist."""
+    out = {**values, "ratios": [float(p) for p in values["ratios"]]}
+    if values["weights_path"] is not None:
+        path = repo_path(values["weights_path"])
+        if not path.is_file():
+            raise ConfigError(f"{prefix}.weights_path", short(str(values["weights_path"])),
+                              f"null or an existing .safetensors file (there is no file at {short(str(path), 200)!r})")
+        out["weights_path"] = str(path)
+    return out
+
+
+def embedding_key_params(section: dict) -> dict:
+    """The parameters of the artifact keys of the embeddings (stages ``mem_embed``, ``mem_heldout``,
+    ``mem_replication`` ...), from a validated ``memorization`` section: the measure, the thumbnail size of
+    ``pixels`` and, only when the embedding reads a ``weights_path`` file, that file's content (bytes and
+    SHA-256; not its name, place or time), so that other
+    weights never reuse an embedding. Without a weights file the keys are those computed before it counted."""
+    params = {"embedding": section["embedding"]}
+    if section["embedding"] == "pixels":
+        params["pixel_size"] = section["pixel_size"]
+    if section.get("weights_path") is not None and section["embedding"] in WEIGHTED:
+        from bibad_utils.files import verified_sha256
+
+        path = repo_path(section["weights_path"])
+        params["weights"] = {"bytes": path.stat().st_size, "sha256": verified_sha256(path)}
+    return params
 
 
 def validate_config(section: dict | None, prefix: str = "memorization") -> dict:

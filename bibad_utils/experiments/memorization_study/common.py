@@ -10,7 +10,7 @@ import numpy as np
 from bibad_utils import paper
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
-from bibad_utils.memorization import embed
+from bibad_utils.memorization import embed, embedding_key_params
 from bibad_utils.metrics import Z95
 from bibad_utils.stages import Cell, Study
 
@@ -69,11 +69,9 @@ def mem_config(study: Study) -> dict:
 
 
 def embedding_params(study: Study) -> dict:
-    m = mem_config(study)
-    params = {"embedding": m["embedding"]}
-    if m["embedding"] == "pixels":
-        params["pixel_size"] = m["pixel_size"]
-    return params
+    """The embedding's part of the memorization artifacts' keys (:func:`embedding_key_params`: the
+    weights file's content enters them when the embedding reads one)."""
+    return embedding_key_params(mem_config(study))
 
 
 def embedding_inputs(study: Study) -> list[str]:
