@@ -318,8 +318,11 @@ def test_readme_results_publishes_a_finished_run(tmp_path):
     (figures / "teaser_caption.md").write_text("Generations of the demo run.\n")
     sm.save_claims_markdown(run_dir, sm.claims_frame(run_dir))
     (run_dir / "executed").mkdir()
-    (run_dir / "executed" / "run.json").write_text(json.dumps(
-        {"profile": "demo", "notebooks": [{"name": "01", "seconds": 90}, {"name": "02", "seconds": 30}]}))
+    record = {"profile": "demo", "notebooks": [{"name": "01", "seconds": 90}, {"name": "02", "seconds": 30}]}
+    (run_dir / "executed" / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    with pytest.raises(ConfigError, match="'interrupted'"):  # an interrupted run is not published
+        readme_results(run_dir, "demo", repo)
+    (run_dir / "executed" / "run.json").write_text(json.dumps(record))
     dest = readme_results(run_dir, "demo", repo)
     assert sorted(p.name for p in dest.iterdir()) == ["README.md", "claims.md", "run.json", "teaser.png"]
     text = (repo / "README.md").read_text()

@@ -20,7 +20,8 @@ import yaml
 from bibad_utils.base import REPO_ROOT
 from bibad_utils.config import ConfigError, load_profile
 from bibad_utils.publish.keys import chapter_problems, code_digest
-from bibad_utils.publish.notebooks import NOTEBOOKS_DIR, STAGE_TITLES
+from bibad_utils.publish.notebooks import (NOTEBOOKS_DIR, STAGE_TITLES, notebook_damage, stand_in_notebook,
+                                          write_notebook)
 from bibad_utils.publish.vendor import VENDOR_CONFIG_KEYS, VENDOR_DIR, vendor_assets
 from bibad_utils.report import GENERATED_DIR, TEASER_CAPTION, TEASER_PNG
 
@@ -256,8 +257,9 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
     """Write the sources of the book into a fresh folder ``src``: the book files of the repository,
     and for each ``notebooks/<stem>`` entry of ``_toc.yml`` the executed notebook of the run (or a
     placeholder page when the stage has no notebook yet). Returns the problems found: an executed
-    notebook that is missing, holds error outputs, was not run to the end, has no completion stamp or
-    was executed under another configuration or code (:func:`chapter_problems`). In strict mode a
+    notebook that is missing, damaged (its source stands in), holds error outputs, was not run to the
+    end, has no completion stamp, was edited after the run (a cell's digest differs) or was executed
+    under another configuration or code (:func:`chapter_problems`). In strict mode a
     problem raises ConfigError; otherwise each such chapter gets a warning box at its top.
     ``vendor_dir`` None (or missing) switches the book to public CDNs for MathJax and widgets."""
     out = out or sys.stdout
@@ -288,9 +290,12 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
         if done.is_file():
             if code is None:
                 code = code_digest()
-            found = chapter_problems(done, source, cfg, code)
+            found = chapter_problems(done, source, cfg, code)  # on the executed file, before the page's edits
             problems += found
-            notebook_for_book(done, dst)
+            if found and notebook_damage(done):  # nothing of it can be shown: its source stands in, marked
+                write_notebook(dst, stand_in_notebook(source, STAGE_TITLES.get(stem, stem)))
+            else:
+                notebook_for_book(done, dst)
             if found:
                 mark_chapter(dst, found)
         elif source.is_file():

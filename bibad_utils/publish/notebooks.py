@@ -1,14 +1,17 @@
 """The stage notebooks of the study: where they are, how they are named and picked, and what an
-executed copy holds (its title, its errors, the cells a stopped run left unexecuted)."""
+executed copy holds (its title, its errors, the cells a stopped run left unexecuted), and whether it
+can be read at all (a copy cut short is a :class:`~bibad_utils.files.DamagedFileError`)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 from bibad_utils.base import REPO_ROOT
 from bibad_utils.base import ConfigError
+from bibad_utils.files import DamagedFileError
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 STAGE_PATTERN = re.compile(r"^(\d\d)_(\w+)\.ipynb$")
@@ -71,21 +74,86 @@ def notebook_title(path: Path) -> str | None:
     return None
 
 
-def notebook_errors(path: Path) -> list[str]:
-    """``"ename: evalue"`` of every error output in an executed notebook."""
-    import nbformat
+def read_notebook(path: Path) -> dict:
+    """An executed notebook as a dict; raises DamagedFileError naming ``path`` when it does not parse as a
+    version-4 notebook (a copy cut short by a full disk or a killed writer, or not a notebook at all)."""
+    path = Path(path)
+    try:
+        nb = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DamagedFileError(path, f"not JSON ({type(err).__name__}: {err}); most likely cut short while "
+                                     f"written (a full disk, a killed process)") from err
+    problem = _structure_problem(nb)
+    if problem:
+        raise DamagedFileError(path, problem)
+    return nb
 
-    nb = nbformat.read(str(path), as_version=4)
+
+def _structure_problem(nb) -> str | None:
+    """What makes parsed JSON not a version-4 notebook, or None."""
+    if not isinstance(nb, dict) or nb.get("nbformat") != 4 or not isinstance(nb.get("cells"), list):
+        return "not a version-4 notebook (no nbformat 4 or no cell list)"
+    for i, cell in enumerate(nb["cells"]):
+        if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw") \
+                or not isinstance(cell.get("source", ""), (str, list)) \
+                or (cell["cell_type"] == "code" and not isinstance(cell.get("outputs", []), list)):
+            return f"cell {i} is not a notebook cell"
+    return None
+
+
+def notebook_damage(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a notebook (:func:`read_notebook`), or None when it can."""
+    try:
+        read_notebook(path)
+    except DamagedFileError as err:
+        return err.problem
+    return None
+
+
+def stand_in_notebook(source: Path, title: str) -> dict:
+    """What a page shows in place of an executed copy that cannot be read: the source notebook (not
+    executed), or a notebook of just ``title`` when there is none."""
+    try:
+        return read_notebook(source)
+    except (OSError, DamagedFileError):
+        return {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+                "cells": [{"cell_type": "markdown", "id": "title", "metadata": {}, "source": f"# {title}"}]}
+
+
+def write_notebook(path: Path, nb: dict) -> None:
+    """Write ``nb`` through a temporary name renamed into place: a reader (or a full disk) never leaves
+    half a notebook at ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def errors_in(nb: dict) -> list[str]:
+    """``"ename: evalue"`` of every error output of a notebook dict."""
     return [f"{out.get('ename')}: {out.get('evalue')}"
-            for cell in nb.cells if cell.cell_type == "code"
+            for cell in nb.get("cells", []) if cell.get("cell_type") == "code"
             for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+
+
+def notebook_errors(path: Path) -> list[str]:
+    """``"ename: evalue"`` of every error output in an executed notebook (DamagedFileError when it
+    cannot be read)."""
+    return errors_in(read_notebook(path))
 
 
 def unexecuted_cells(path: Path) -> list[int]:
     """Indices of the code cells (with source) an executed notebook did not run to completion: marked
     pending or running by papermill, or without an execution count (a run killed or a kernel that died
     before reaching them)."""
-    nb = json.loads(Path(path).read_text())
+    return pending_cells(read_notebook(path))
+
+
+def pending_cells(nb: dict) -> list[int]:
+    """:func:`unexecuted_cells` of a notebook dict."""
     out = []
     for i, cell in enumerate(nb.get("cells", [])):
         if cell.get("cell_type") != "code" or not "".join(cell.get("source", "")).strip():
@@ -99,23 +167,47 @@ def unexecuted_cells(path: Path) -> list[int]:
 DEAD_KERNEL = "DeadKernelError"
 
 
+def _stopped_cell(code: list[dict]) -> dict | None:
+    """The code cell an execution stopped in: the last one papermill started (``start_time`` set: the
+    cell that was running when the kernel died, even before it got an execution count), else the last
+    one with an execution count, else the first."""
+    started = [c for c in code if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    counted = [c for c in code if c.get("execution_count") is not None]
+    for candidates in (started, counted):
+        if candidates:
+            return candidates[-1]
+    return code[0] if code else None
+
+
 def mark_failed_execution(path: Path, what: str) -> bool:
-    """Make an executed notebook whose run failed without leaving a traceback (a kernel that died, a
-    cell timeout) say so: an error output naming ``what`` on the last cell that started, and
-    ``metadata.bibad.failed``. Returns False (and changes nothing) when it already holds an error."""
+    """Make an executed notebook whose run stopped (a kernel that died, a cell timeout, an interruption)
+    say so. The cell that was running (:func:`_stopped_cell`) is marked ``failed`` and, when the notebook
+    holds no error output yet (nothing left a traceback), gets one naming ``what``, with
+    ``metadata.bibad.failed``; every later code cell is marked ``pending`` again without an execution
+    count (papermill marks them ``completed`` when its run ends, whatever stopped it). Returns whether the
+    notebook changed (False for one already marked, or one that cannot be read: a damaged copy)."""
     path = Path(path)
-    if not path.is_file() or notebook_errors(path):
+    try:
+        nb = read_notebook(path) if path.is_file() else None
+    except DamagedFileError:
         return False
-    nb = json.loads(path.read_text())
+    if nb is None:
+        return False
+    before = json.dumps(nb, sort_keys=True)
     code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
-    started = [c for c in code if c.get("execution_count") is not None]
-    cell = started[-1] if started else (code[0] if code else None)
-    message = (f"the execution stopped in this cell: {what}; the cells below it were not executed, and "
-               f"this notebook is not a complete run")
+    cell = _stopped_cell(code)
     if cell is not None:
-        cell.setdefault("outputs", []).append({"output_type": "error", "ename": DEAD_KERNEL if "died" in what.lower()
-                                               else "ExecutionStopped", "evalue": message, "traceback": [message]})
+        if not errors_in(nb):
+            message = (f"the execution stopped in this cell: {what}; the cells below it were not executed, and "
+                       f"this notebook is not a complete run")
+            cell.setdefault("outputs", []).append({"output_type": "error", "evalue": message, "traceback": [message],
+                                                   "ename": DEAD_KERNEL if "died" in what.lower() else "ExecutionStopped"})
+            nb.setdefault("metadata", {})["bibad"] = {"failed": what}
         cell.setdefault("metadata", {}).setdefault("papermill", {})["status"] = "failed"
-    nb.setdefault("metadata", {})["bibad"] = {"failed": what}
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        for later in code[code.index(cell) + 1:]:
+            later.setdefault("metadata", {}).setdefault("papermill", {})["status"] = "pending"
+            later["execution_count"] = None
+    if json.dumps(nb, sort_keys=True) == before:
+        return False
+    write_notebook(path, nb)
     return True

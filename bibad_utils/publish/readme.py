@@ -48,6 +48,10 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
     if absent:
         raise ConfigError("profile", profile, f"a finished run (missing {', '.join(absent)}): run "
                           f"`bibad run --profile {profile}` first")
+    status = json.loads(needed[2].read_text()).get("status", "ok")  # records before statuses existed: finished
+    if status != "ok":
+        raise ConfigError("profile", profile, f"a run that finished (its run.json says {status!r}): run "
+                          f"`bibad run --profile {profile}` to the end first")
     dest = repo_root / RESULTS_DIR / profile
     dest.mkdir(parents=True, exist_ok=True)
     for path in needed:
