@@ -127,6 +127,15 @@ class Study(JudgesMixin):
         """The grid's ratios of attack ``kind``, ascending: ``attack_ratios[kind]`` where the profile names it."""
         return sorted(float(p) for p in (self.cfg.get("attack_ratios") or {}).get(kind, self.cfg["ratios"]))
 
+    def top_ratio(self, kind: str | None = None) -> float:
+        """The largest p of attack ``kind`` (None: of the profile's ``ratios``, the relabel control's p)."""
+        return max(self.ratios_of(kind)) if kind else float(max(self.cfg["ratios"]))
+
+    def top_cells(self) -> list[Cell]:
+        """Each attack at its largest p, in the profile's attack order: the cells the examples, the teaser
+        and the replication study show."""
+        return [Cell(kind, self.top_ratio(kind)) for kind in self.cfg["attacks"]]
+
     def grid_cells(self) -> list[Cell]:
         """One cell per (attack, p) of the profile's grid, attack-major, p ascending."""
         return [Cell(kind, p) for kind in self.cfg["attacks"] for p in self.ratios_of(kind)]
@@ -135,7 +144,7 @@ class Study(JudgesMixin):
         """The controls of the profile: clean (p = 0) and relabel-only at the largest p."""
         out = []
         for c in self.cfg["controls"]:
-            out.append(Cell("clean") if c == "clean" else Cell("relabel", float(max(self.cfg["ratios"]))))
+            out.append(Cell("clean") if c == "clean" else Cell("relabel", self.top_ratio()))
         return out
 
     def cells(self, with_seeds: bool = False) -> list[Cell]:
@@ -331,6 +340,12 @@ class Study(JudgesMixin):
         return st.load_json(self.store.path(stage, key) / "train_record.json")
 
     # ------------------------------------------------------------------------------ generation
+    @property
+    def first_guidance(self) -> float:
+        """The profile's first guidance scale: where the teaser, the examples and the first row of each claim
+        are stated (every other w of ``sampling.guidance`` is a row too, :meth:`claim_guidances`)."""
+        return float(self.cfg["sampling"]["guidance"][0])
+
     @property
     def guidance_all(self) -> float:
         """Guidance scale of the all-class set (``sampling.guidance_all``, default the first w)."""

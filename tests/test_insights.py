@@ -151,7 +151,7 @@ def test_controls_table():
 
 
 def fake_study(attacks=("badnets1",)):
-    return SimpleNamespace(cfg={"sampling": {"guidance": [1, 4]}, "attacks": list(attacks)})
+    return SimpleNamespace(cfg={"sampling": {"guidance": [1, 4]}, "attacks": list(attacks)}, first_guidance=1.0)
 
 
 def planted(passing=("detector",), attacks=("badnets1",), n=400):

@@ -33,7 +33,7 @@ from bibad_utils.experiments.insights.claims import (  # noqa: F401
 from bibad_utils.experiments.insights.figures import (  # noqa: F401
     group_examples, examples_figure, phase_figure, guidance_figure, quality_figure, disputed_figure, planted_figure)
 from bibad_utils.experiments.insights.groups import (  # noqa: F401
-    newcombe_difference, g_row, template_columns, pct_text, p_label, g_table, first_guidance, phase_transition, controls_table,
+    newcombe_difference, g_row, template_columns, pct_text, p_label, g_table, phase_transition, controls_table,
     dissection_frame)
 from bibad_utils.experiments.insights.judging import (  # noqa: F401
     JUDGED_STAGE, TRIGGER_THRESHOLD, detectors_for, judged, trigger_r_train, judge_table, template_table, reference_cell, generated_judge_table,

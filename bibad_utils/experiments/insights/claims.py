@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import paper, verdicts
-from bibad_utils.experiments.insights.groups import first_guidance, pct_text
+from bibad_utils.experiments.insights.groups import pct_text
 from bibad_utils.experiments.insights.judging import generated_judge_table, judge_table, template_table
 from bibad_utils.experiments.insights.readings import attack_claims, combine_readings, phase_verdict  # noqa: F401
 from bibad_utils.experiments.insights.trigger_truth import g_rows_by_instrument, planted_check, preferred_instrument
@@ -161,7 +161,7 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
     (:func:`~bibad_utils.experiments.insights.trigger_truth.g_rows_by_instrument`, default: computed) and
     ``planted``: the planted faint-trigger check (:func:`~bibad_utils.experiments.insights.trigger_truth.planted_check`,
     default: computed), which says which reading the grid's claims rest on (:mod:`.readings`)."""
-    w = first_guidance(study) if guidance is None else float(guidance)
+    w = study.first_guidance if guidance is None else float(guidance)
     jdf = judge_table(study) if jdf is None else jdf
     at_w = gdf[gdf["guidance"] == w]
     grid = at_w[~at_w["control"].astype(bool)]
@@ -250,7 +250,7 @@ def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, 
                 gjdf: pd.DataFrame | None = None, tdf: pd.DataFrame | None = None) -> dict:
     """Numbers and computed sentences the notebook's text quotes, keyed ``nb04_*``: the judges, the first
     attack at its largest p (``attack0``, ``pmax``), the clean control, and verdict summaries."""
-    w = first_guidance(study)
+    w = study.first_guidance
     attack0 = study.cfg["attacks"][0]
     at_w = gdf[gdf["guidance"] == w]
     top = at_w[at_w["attack"] == attack0].sort_values("ratio").iloc[-1]

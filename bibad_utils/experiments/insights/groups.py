@@ -95,11 +95,6 @@ def template_columns(template, images, detector_fires, z: float = Z95) -> dict:
             "agreement": float(np.mean(fires == np.asarray(detector_fires, bool))) if n else math.nan}
 
 
-def first_guidance(study) -> float:
-    """The profile's first guidance scale: the one the claims are stated at."""
-    return float(study.cfg["sampling"]["guidance"][0])
-
-
 def phase_transition(df: pd.DataFrame, guidance: float | None = None) -> pd.DataFrame:
     """Insight 2 per attack across p, at one guidance (default: the first in ``df``).
 

@@ -23,7 +23,7 @@ from bibad_utils.metrics import Z95, cohen_kappa
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.data import to_float, to_uint8
-from bibad_utils.experiments.insights.groups import first_guidance, g_row, p_label, target_sets
+from bibad_utils.experiments.insights.groups import g_row, p_label, target_sets
 from bibad_utils.experiments.insights.judging import TRIGGER_THRESHOLD, detectors_for, judged, reference_cell
 from bibad_utils.judges import predict
 from bibad_utils.judges.profile import judge_settings
@@ -101,7 +101,7 @@ def instrument_decisions(study, cell, detector: str | None = None, set_name: str
         raise ConfigError("detector", detector, f"a trigger kind of the profile: {list(study.cfg['attacks'])}")
     if set_name not in ("target", "all"):
         raise ConfigError("set_name", set_name, "'target' or 'all'")
-    w = float(study.guidance_all if set_name == "all" else first_guidance(study) if guidance is None else guidance)
+    w = float(study.guidance_all if set_name == "all" else study.first_guidance if guidance is None else guidance)
     gens = study.generations(cell)
     if (set_name, w) not in gens:
         raise ConfigError("guidance", guidance, f"a guidance of {cell.name}'s sets: {sorted(gens)}")
@@ -182,7 +182,7 @@ def planted_images(study):
         return None, "the profile has no clean DM"
     if ref is None:
         return study.generations(None)[("all", study.guidance_all)].images, "pre-trained DM, all-class set"
-    w = first_guidance(study)
+    w = study.first_guidance
     return study.generations(ref)[("target", w)].images, f"{ref.name}, target prompt, w = {w:g}"
 
 

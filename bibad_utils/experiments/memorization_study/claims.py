@@ -37,7 +37,7 @@ def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.D
     else:
         baselines = {}
     epochs = min((study.exposure(c) for c in cells if c.kind not in ("clean", "relabel")), default=math.nan)
-    rows = claims_from_tables(dup, rep, finder, sims, guidance=float(study.cfg["sampling"]["guidance"][0]),
+    rows = claims_from_tables(dup, rep, finder, sims, guidance=study.first_guidance,
                               baselines=baselines, exposure=epochs)
     if not len(dup) and dup.attrs.get("not_tested"):
         rows = [claim_row(STAGE, f"Poisoning duplicated images raises {metric}",
@@ -195,7 +195,7 @@ def glue_values(study: Study, finder: pd.DataFrame, dup: pd.DataFrame, rep: pd.D
         "nb06_finder_recall": float(f["recall"]),
         "nb06_finder_f1": float(f["f1"]),
         "nb06_attack": str(study.cfg["attacks"][0]),
-        "nb06_w": float(study.cfg["sampling"]["guidance"][0]),
+        "nb06_w": study.first_guidance,
         "nb06_w_all": float(study.guidance_all),
         "nb06_n_target": int(dup["n"].iloc[0]) if len(dup) else 0,
         "nb06_n_all": int(rep.loc[rep["kind"] != "real", "n"].iloc[0]) if (rep["kind"] != "real").any() else 0,

@@ -172,7 +172,7 @@ def random_vs_duplicate(study: Study) -> pd.DataFrame:
         return out
     check_duplicate_pool(study)
     pool = set(study.duplicate_pool().tolist())
-    w = float(study.cfg["sampling"]["guidance"][0])
+    w = study.first_guidance
     rows = []
     for pair in duplicate_comparison_cells(study):
         for cell in pair:

@@ -63,7 +63,7 @@ def replication_threshold_source(study: Study) -> str:
 def replication_cells(study: Study, include_duplicate: bool = True) -> list[Cell]:
     """The clean model, each attack's model at the largest grid ratio, and (``include_duplicate``) the
     duplicate-poisoning cells of :func:`duplicate_comparison_cells` (already trained there)."""
-    cells = [Cell("clean")] + [Cell(a, float(max(study.cfg["ratios"]))) for a in study.cfg["attacks"]]
+    cells = [Cell("clean")] + study.top_cells()
     if include_duplicate:
         cells += [dup for _, dup in duplicate_comparison_cells(study)]
     return cells

@@ -35,7 +35,7 @@ def ratio_row(trigger, r_train: float, z: float = Z95, **keys) -> dict:
 
 def teaser_guidance(study) -> float:
     """The guidance scale of the teaser: the profile's first, at which chapter 04 states its claims."""
-    return float(study.cfg["sampling"]["guidance"][0])
+    return study.first_guidance
 
 
 def ratio_frame(study, guidance: float | None = None, data: ExplorerData | None = None) -> pd.DataFrame:
@@ -129,7 +129,7 @@ def teaser_cells(study) -> tuple[Cell | None, Cell]:
     """The teaser's two models: the clean control (None when the profile has none) and the first attack
     at the largest p."""
     clean = Cell("clean") if "clean" in study.cfg["controls"] else None
-    return clean, Cell(study.cfg["attacks"][0], max(study.ratios_of(study.cfg["attacks"][0])))
+    return clean, study.top_cells()[0]
 
 
 def teaser_figure(study, n: int = 16, data: ExplorerData | None = None) -> Figure:

@@ -43,7 +43,7 @@ def regeneration_check(study, cell, n: int = 4, set_name: str = "target", guidan
     s = study.cfg["sampling"]
     if set_name not in ("target", "all"):
         raise ConfigError("set_name", set_name, "target | all")
-    w = float(guidance if guidance is not None else (s["guidance"][0] if set_name == "target"
+    w = float(guidance if guidance is not None else (study.first_guidance if set_name == "target"
                                                      else study.guidance_all))
     gen = study.generations(cell)[(set_name, w)]
     check_count("n", n)
@@ -84,7 +84,7 @@ def target_grid_figure(study, cells, guidance: float | None = None, n: int = 16,
     (default: each cell's own, see :func:`detector_kind`). Panel titles give the triggered count over
     the whole set.
     """
-    w = float(guidance if guidance is not None else study.cfg["sampling"]["guidance"][0])
+    w = float(guidance if guidance is not None else study.first_guidance)
     grids, borders = {}, {}
     for cell in cells:
         k = kind or detector_kind(study, cell)
