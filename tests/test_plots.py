@@ -222,3 +222,19 @@ def test_faceted_charts_stay_within_the_page_width():
     curve = pd.DataFrame([{"cell": "c", "instrument": i, "epochs": e, "rate": 0.1, "rate_lo": 0.0, "rate_hi": 0.2,
                            "clean_hi": 0.05} for i in ("detector", "template", "judge") for e in (1, 2)])
     assert render(plots.exposure_chart(curve)).get_figwidth() <= plots.MAX_FIGURE_WIDTH_IN
+
+
+def test_an_attack_has_one_colour_and_its_ratios_are_shades_of_it():
+    from matplotlib.colors import to_rgb
+    assert plots.attack_color("badnets1") == plots.ATTACK_COLORS["badnets1"]
+    assert plots.attack_color("clean") == plots.attack_color("relabel") == plots.CONTROL_COLOR
+    assert plots.attack_color("new_kind", 1) not in plots.ATTACK_COLORS.values()
+    assert not set(plots.ATTACK_COLORS.values()) & set(plots.G_COLORS.values())  # never a G group's colour
+    ramp = plots.shades(plots.ATTACK_COLORS["badnets2"], 3)
+    assert ramp[-1] == plots.ATTACK_COLORS["badnets2"].lower() and len(set(ramp)) == 3
+    assert sum(to_rgb(ramp[0])) > sum(to_rgb(ramp[1])) > sum(to_rgb(ramp[2]))  # light to dark with p
+    df = pd.DataFrame({"p": ["5%", "10%"] * 2, "attack": ["badnets2"] * 2 + ["badnets1"] * 2, "r": [0.1, 0.2, 0.3, 0.4]})
+    fig = render(plots.bar_with_ci(df, x="p", y="r", hue="attack"))
+    bars = [c for c in fig.axes[0].containers if hasattr(c, "patches")]
+    assert [tuple(round(v, 3) for v in b.patches[0].get_facecolor()[:3]) for b in bars] == [
+        tuple(round(v, 3) for v in to_rgb(plots.ATTACK_COLORS[k])) for k in ("badnets2", "badnets1")]

@@ -4,7 +4,9 @@ Every function takes arrays or DataFrames and returns a :class:`matplotlib.figur
 a metric or contains a number of the study. Figures are built without ``pyplot``, so a notebook shows a
 returned figure exactly once and nothing accumulates in pyplot's figure registry; ``fig.savefig`` works
 as usual. Colours come from the Okabe-Ito palette (distinguishable with the common colour-vision
-deficiencies); :func:`set_style` applies the same look to a notebook's own plots.
+deficiencies), each with one meaning across the book (:mod:`bibad_utils.plots.style`: the G groups, an
+attack and shades of it for its ratios, the controls, references); :func:`set_style` applies the same look
+to a notebook's own plots.
 
 ``style``: palette, rc settings, :func:`style` context, message figures. ``grids``: the image-grid
 engine (:class:`GridLayout`, :func:`show_image`, :func:`draw_grid`) and every figure of images.
@@ -16,12 +18,14 @@ from bibad_utils.plots.charts import (bar_with_ci, draw_interval_bars, exposure_
 from bibad_utils.plots.grids import (GridLayout, cell_pixels, check_uint8_images, class_grid, draw_grid, image_grid,
                                      pairs_figure, show_image, side_by_side_grids, zoomed_rows)
 from bibad_utils.plots.trigger_views import TRIGGER_VIEW_STYLES, trigger_patterns
-from bibad_utils.plots.style import (DPI, G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, message_figure, panel_axes,
-                                     panel_grid, require_columns, set_style, style)
+from bibad_utils.plots.style import (ATTACK_COLORS, CONTROL_COLOR, DPI, FRAME_COLOR, G_COLORS, MAX_FIGURE_WIDTH_IN,
+                                     PALETTE, REF_COLOR, attack_color, message_figure, panel_axes, panel_grid,
+                                     require_columns, set_style, shades, style)
 
 
 __all__ = [
-    "DPI", "G_COLORS", "MAX_FIGURE_WIDTH_IN", "PALETTE", "REF_COLOR", "TRIGGER_VIEW_STYLES", "bar_with_ci",
+    "ATTACK_COLORS", "CONTROL_COLOR", "DPI", "FRAME_COLOR", "G_COLORS", "MAX_FIGURE_WIDTH_IN", "PALETTE", "REF_COLOR",
+    "TRIGGER_VIEW_STYLES", "attack_color", "bar_with_ci", "shades",
     "cell_pixels", "check_uint8_images", "class_grid", "draw_grid", "draw_interval_bars", "exposure_chart",
     "g_stack", "GridLayout", "heatmap", "image_grid", "loss_curves", "message_figure", "pairs_figure", "panel_axes",
     "panel_grid", "paper_vs_ours", "ratio_curves", "require_columns", "set_style", "show_image",

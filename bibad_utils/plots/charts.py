@@ -19,8 +19,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
 from bibad_utils.base import ConfigError
-from bibad_utils.plots.style import (DPI, G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, panel_axes, panel_grid,
-                                     require_columns, style)
+from bibad_utils.plots.style import (DPI, G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, attack_color, panel_axes,
+                                     panel_grid, require_columns, style)
 
 
 def draw_interval_bars(ax, df: pd.DataFrame, x: str, y: str, lo: str | None = None, hi: str | None = None,
@@ -50,7 +50,8 @@ def draw_interval_bars(ax, df: pd.DataFrame, x: str, y: str, lo: str | None = No
             rows = rows.set_index(x).reindex(cats).reset_index()
         pos = np.array([cats.index(v) for v in rows[x]]) - 0.4 + width * (h_i + 0.5)
         vals = rows[y].to_numpy(dtype=float)
-        color = PALETTE[h_i % len(PALETTE)]
+        # an attack keeps its colour in every figure; another grouping cycles the palette
+        color = attack_color(str(h), h_i) if hue in ("attack", "kind") else PALETTE[h_i % len(PALETTE)]
         ax.bar(pos, vals, width=width * 0.92, color=color, label=None if h is None else hue_label.format(h))
         if lo is not None:
             err = np.vstack([vals - rows[lo].to_numpy(dtype=float), rows[hi].to_numpy(dtype=float) - vals])

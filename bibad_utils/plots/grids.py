@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from bibad_utils.base import ConfigError
-from bibad_utils.plots.style import DPI, MAX_FIGURE_WIDTH_IN, PALETTE, message_figure, style
+from bibad_utils.plots.style import DPI, FRAME_COLOR, MAX_FIGURE_WIDTH_IN, message_figure, style
 
 
 def check_uint8_images(images, name="images") -> np.ndarray:
@@ -237,7 +237,7 @@ def pairs_figure(gen, train, sims, scale: int | None = None, gen_label: str = "g
 
 
 def zoomed_rows(rows: dict, box, scale: int | None = None, title: str | None = None,
-                frame_color: str = PALETTE[1]) -> Figure:
+                frame_color: str = FRAME_COLOR) -> Figure:
     """Rows of images, each image followed by a close-up of one square region.
 
     rows: name -> uint8 ``[n, H, W, 3]`` (the same n and size in every row; one row per name, labelled on

@@ -23,6 +23,30 @@ PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F
 G_COLORS = {"G1": "#D55E00", "G2": "#E69F00", "G3": "#999999", "G4": "#0072B2"}
 REF_COLOR = "#000000"
 DPI = 100
+# One meaning per colour in the book's figures: warm G1 / G2 and a vermillion frame mean "the trigger is
+# there"; black marks a reference (r_train, the paper, chance); an attack has one colour everywhere (green,
+# reddish purple, sky blue: none of the G colours), its poisoning ratios are shades of it, light to dark;
+# the controls are grey.
+ATTACK_COLORS = {"badnets1": "#009E73", "badnets2": "#CC79A7", "wanet": "#56B4E9"}
+OTHER_ATTACK_COLORS = ("#8C6D31", "#5E3C99", "#1B7837", "#B2182B")  # attacks registered later, in order
+CONTROL_COLOR = "#777777"
+FRAME_COLOR = "#D55E00"
+
+
+def attack_color(kind: str, index: int = 0) -> str:
+    """The colour of attack ``kind`` in every figure (a control's grey for ``clean`` / ``relabel``; an attack
+    without a colour of its own takes the ``index``-th of :data:`OTHER_ATTACK_COLORS`)."""
+    if kind in ("clean", "relabel", "control"):
+        return CONTROL_COLOR
+    return ATTACK_COLORS.get(kind, OTHER_ATTACK_COLORS[index % len(OTHER_ATTACK_COLORS)])
+
+
+def shades(color: str, n: int) -> list[str]:
+    """``n`` shades of ``color`` from light (mixed with white) to the colour itself, e.g. one per poisoning
+    ratio of an attack, smallest p lightest."""
+    rgb = mpl.colors.to_rgb(color)
+    mix = [0.6 + 0.4 * k / max(n - 1, 1) for k in range(n)] if n > 1 else [1.0]
+    return [mpl.colors.to_hex(tuple(1 - m * (1 - c) for c in rgb)) for m in mix]
 
 
 def _rc() -> dict:

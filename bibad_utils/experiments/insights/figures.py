@@ -13,7 +13,8 @@ from bibad_utils.experiments.insights.groups import p_label
 from bibad_utils.experiments.insights.judging import judged
 from bibad_utils.experiments.insights.trigger_truth import (CHECK_CONTRAST, CHECK_MIN_DETECTION, disputed_examples,
                                                             most_disputed)
-from bibad_utils.plots import G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, message_figure, side_by_side_grids
+from bibad_utils.plots import (G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, attack_color, message_figure, shades,
+                               side_by_side_grids)
 
 
 def group_examples(study, cell, guidance: float, n: int = 8, seed: int = 0) -> dict:
@@ -127,9 +128,10 @@ def guidance_figure(gdf: pd.DataFrame, untrusted=None) -> Figure:
         a = grid[grid["attack"] == attack]
         ratios = sorted(a["ratio"].unique())
         span = float(np.ptp(a["guidance"].to_numpy(dtype=float))) or 1.0
+        ramp = shades(attack_color(attack, k), len(ratios))  # the attack's colour, darker with p
         for c, ratio in enumerate(ratios):
             r = a[a["ratio"] == ratio].sort_values("guidance")
-            color = PALETTE[c % len(PALETTE)]
+            color = ramp[c]
             # a small horizontal offset per p keeps overlapping points and intervals apart
             w = r["guidance"].to_numpy(dtype=float) + 0.015 * span * (c - (len(ratios) - 1) / 2)
             _errorbar(axes[0, k], w, r, "r_gen", color=color, marker="o", label=f"p={p_label(ratio)}")
@@ -153,8 +155,7 @@ def quality_figure(qdf: pd.DataFrame) -> Figure:
     95 %) per row of :func:`quality_table`."""
     fig, axes = _new_axes(1, 2, 4.0, 3.2, extra_w=0.5)
     x = np.arange(len(qdf))
-    colors = [REF_COLOR if a == "real" else PALETTE[0] if a in ("clean", "relabel") else PALETTE[1]
-              for a in qdf["attack"]]
+    colors = [REF_COLOR if a == "real" else attack_color(a) for a in qdf["attack"]]
     axes[0, 0].bar(x, qdf["fd_clf"], color=colors)
     axes[0, 0].set_ylabel("FD-clf to real test images")
     axes[0, 1].bar(x, qdf["clf_acc"], color=colors)

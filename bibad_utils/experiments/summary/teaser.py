@@ -13,7 +13,7 @@ from bibad_utils import metrics
 from bibad_utils.experiments.explorer import ExplorerData, draw_panel, panel_size
 from bibad_utils.experiments.insights import clean_detector_check
 from bibad_utils.experiments.summary.tables import FIGURES_DIR
-from bibad_utils.plots import MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR
+from bibad_utils.plots import MAX_FIGURE_WIDTH_IN, REF_COLOR, attack_color
 from bibad_utils.report import TEASER_CAPTION, TEASER_PNG
 from bibad_utils.stages import Cell
 from bibad_utils.metrics import Z95
@@ -78,7 +78,7 @@ def draw_ratio_bars(ax, df: pd.DataFrame) -> None:
         y = rows["r_gen"].to_numpy(float)
         err = np.clip(np.vstack([y - rows["r_gen_lo"].to_numpy(float), rows["r_gen_hi"].to_numpy(float) - y]), 0, None)
         if bool(rows["trusted"].all()) if "trusted" in rows else True:
-            ax.bar(x, y, width=0.92 * width, color=PALETTE[i % len(PALETTE)], label=f"r_gen, {attack}")
+            ax.bar(x, y, width=0.92 * width, color=attack_color(attack, i), label=f"r_gen, {attack}")
         else:
             ax.bar(x, y, width=0.92 * width, color=UNTRUSTED_COLOR, hatch="///", edgecolor="#999999",
                    label=f"{attack}: detector fails its check, no evidence")
