@@ -82,10 +82,10 @@ def test_families_come_from_paper_py():
 def test_every_family_is_recognised_by_its_own_row_only():
     keys = [f.key for f in sm.CLAIM_FAMILIES]
     assert sorted(keys) == sorted(FAMILY_ROWS) and len(set(keys)) == len(keys)
-    for keyed in (True, False):
-        for f in sm.CLAIM_FAMILIES:
-            assert f.stage in STAGE_TITLES and f.label
-            assert [k for k in FAMILY_ROWS if f.matches(row(k, keyed=keyed))] == [f.key], (f.key, keyed)
+    for f in sm.CLAIM_FAMILIES:
+        assert f.stage in STAGE_TITLES and f.label
+        assert [k for k in FAMILY_ROWS if f.matches(row(k))] == [f.key], f.key
+        assert not f.matches(row(f.key, keyed=False))  # by its key, never by its wording
     assert sm.CLAIM_STAGES == ("04_insights", "05_castle_walls", "06_memorization")
     other = claim_row("04_insights", "Image quality of the poisoned DM", metric="FD", ours=0.0, verdict="not tested")
     assert sm.family_of(other) == ""
@@ -98,10 +98,11 @@ def test_every_family_is_recognised_by_its_own_row_only():
 
 def test_kinds_of_rows():
     assert sm.kind_of(row("clean_control")) == "control"
-    assert sm.kind_of(row("clean_control", keyed=False)) == "control"  # from its legacy family
+    assert sm.kind_of({**row("clean_control", keyed=False), "kind": "control"}) == "control"  # its own kind
     assert sm.kind_of(row("replication")) == "no paper number"
     assert sm.kind_of({**row("detection_strip", keyed=False), "paper": ""}) == "no paper number"
     assert sm.kind_of(row("detection_cd", keyed=False)) == "paper claim"
+    assert sm.family_of(row("detection_cd", keyed=False)) == ""
 
 
 def test_coverage_marks_missing_and_untested_families():

@@ -12,7 +12,7 @@ One module per product: :mod:`.families` (the paper's claim families and their c
 """
 
 from bibad_utils.experiments.summary.families import (  # noqa: F401
-    ClaimFamily, CLAIM_FAMILIES, PAPER_CLAIM_FAMILIES, CLAIM_STAGES, legacy_family, family_of, kind_of,
+    ClaimFamily, CLAIM_FAMILIES, PAPER_CLAIM_FAMILIES, CLAIM_STAGES, family_of, kind_of,
     present_stages, missing_stages, family_coverage, uncovered_rows)
 from bibad_utils.experiments.summary.tables import (  # noqa: F401
     FIGURES_DIR, CLAIMS_MD_FILE, VERDICT_COLORS, frame_from_rows, claims_frame, verdict_counts, kind_counts,

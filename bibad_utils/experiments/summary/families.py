@@ -4,7 +4,6 @@ row belongs to, which stages reported, and which families no stage reported (sho
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -17,7 +16,7 @@ from bibad_utils.verdicts import row_kind
 @dataclass(frozen=True)
 class ClaimFamily:
     """One family of claims, from :data:`bibad_utils.paper.CLAIMS`. A claim row belongs to it when the
-    row's ``key`` is ``key`` (rows saved before rows carried keys: see :func:`legacy_family`). ``label``,
+    row's ``key`` is ``key`` and its stage the family's (never by its wording). ``label``,
     ``metric``, ``paper`` (the paper's statement and numbers, :func:`bibad_utils.paper.paper_text`),
     ``setting`` and ``kind`` fill the family's "not tested" row, which thus belongs to the family itself."""
 
@@ -30,10 +29,8 @@ class ClaimFamily:
     kind: str = "paper claim"
 
     def matches(self, row: dict) -> bool:
-        if row.get("stage") != self.stage:
-            return False
-        key = row.get("key") or ""
-        return key == self.key if key else legacy_family(row) == self.key
+        # a claims frame's row carries its family (computed from its key when the frame was made)
+        return row.get("stage") == self.stage and (row.get("key") or row.get("family") or "") == self.key
 
 
 def _family(c: paper.PaperClaim) -> ClaimFamily:
@@ -52,45 +49,8 @@ PAPER_CLAIM_FAMILIES = tuple(f for f in CLAIM_FAMILIES if f.kind != "control")
 CLAIM_STAGES = tuple(dict.fromkeys(f.stage for f in CLAIM_FAMILIES))
 
 
-# Claim files written before claim rows carried a ``key`` (an earlier run's, or a stage not yet keyed)
-# are recognised by their stage and wording, field by field (case-insensitive search; ``text`` is the
-# claim and the metric together). New rows carry their key and never reach this table.
-_LEGACY_PATTERNS = {
-    "trojan_g1": (("claim", r"trojan"),),
-    "amplification": (("claim", r"amplif"),),
-    "phase_transition": (("claim", r"phase transition"),),
-    "clean_control": (("claim", r"clean control"),),
-    "relabel_control": (("claim", r"relabel"),),
-    "detection_cd": (("claim", r"detect"), ("setting", r"\bCD\b")),
-    "detection_strip": (("claim", r"detect"), ("setting", r"\bSTRIP\b")),
-    "detection_fct": (("claim", r"detect"), ("setting", r"\bFCT\b")),
-    "train_on_generations_asr": (("metric", r"\bASR\b.*generat"),),
-    "train_on_generations_ta": (("metric", r"\bTA\b.*generat"),),
-    "diffusion_classifier_asr": (("claim", r"diffusion classifier"), ("metric", r"\bASR\b")),
-    "diffusion_classifier_ta": (("metric", r"\bTA\b"), ("text", r"\bDC\b|diffusion classifier")),
-    "p_filter": (("text", r"filter"),),
-    "duplicates_g1": (("claim", r"duplicated images"), ("text", r"\bG1\b")),
-    "duplicates_g2": (("claim", r"duplicated images"), ("text", r"\bG2\b")),
-    "replication": (("claim", r"replicat|nearest training"),),
-    "duplicate_finder": (("claim", r"duplicate finder"),),
-}
-
-
-def legacy_family(row: dict, families=CLAIM_FAMILIES) -> str:
-    """The family of a claim row saved without a ``key`` (see :data:`_LEGACY_PATTERNS`), "" when none."""
-    fields = {"claim": row.get("claim", ""), "metric": row.get("metric", ""), "setting": row.get("setting", ""),
-              "text": f"{row.get('claim', '')} {row.get('metric', '')}"}
-    for f in families:
-        pats = _LEGACY_PATTERNS.get(f.key)
-        if pats and row.get("stage") == f.stage and all(
-                re.search(rx, str(fields[field]), re.IGNORECASE) for field, rx in pats):
-            return f.key
-    return ""
-
-
 def family_of(row: dict, families=CLAIM_FAMILIES) -> str:
-    """Key of the family ``row`` belongs to (its ``key``, or :func:`legacy_family` for a row without),
-    "" when none."""
+    """Key of the family ``row`` belongs to (by its ``key``), "" when none."""
     return next((f.key for f in families if f.matches(row)), "")
 
 
