@@ -283,3 +283,12 @@ def headline(rows) -> str:
 __all__ = ["CHANCE_AUROC", "Check", "Judgement", "VERDICTS", "baseline_check", "compare", "count_verdicts",
            "at_exposure", "check_interval", "exposure_check", "false_alarm_check", "first_failed", "headline", "mde_from_interval",
            "mde_two_proportions", "non_inferior", "row_kind"]
+
+
+def rows_of(rows, keys, metric: str | None = None) -> list[dict]:
+    """The claim rows of the claim keys ``keys`` (one key or several; :data:`bibad_utils.paper.CLAIM_KEYS`),
+    and, where a key has rows of several measures (``replication``), only those whose metric starts with
+    ``metric``: rows are chosen by key, never by the wording of their claim."""
+    keys = {keys} if isinstance(keys, str) else set(keys)
+    return [r for r in rows if r.get("key") in keys and (metric is None or str(r.get("metric", "")).startswith(metric))]
+

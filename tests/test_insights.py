@@ -282,10 +282,12 @@ def test_template_checks_are_checks_in_order():
 
 
 def test_verdict_summary_and_shortfall():
-    rows = [{"claim": "Insight 1, a", "verdict": v} for v in ("reproduced", "reproduced", "partly")]
-    assert ins.verdict_summary(rows, "Insight 1") == "3 settings: 2 reproduced, 1 partly"
-    assert ins.verdict_summary(rows, "Insight 2") == "no setting in this profile"
-    rows.append({"claim": "Insight 2, b", "verdict": "reproduced"})
+    rows = [{"claim": "Insight 1, a", "key": "amplification", "verdict": v} for v in ("reproduced", "reproduced", "partly")]
+    assert ins.verdict_summary(rows, "amplification") == "3 settings: 2 reproduced, 1 partly"
+    assert ins.verdict_summary(rows, "phase_transition") == "no setting in this profile"
+    reworded = [{**r, "claim": "Insight 2 (reworded)"} for r in rows]  # chosen by key, never by wording
+    assert ins.verdict_summary(reworded, "amplification") == "3 settings: 2 reproduced, 1 partly"
+    rows.append({"claim": "Insight 2, b", "key": "phase_transition", "verdict": "reproduced"})
     assert "trigger amplification" in ins.shortfall_sentence(rows)
     rows[2]["verdict"] = "reproduced"
     assert ins.shortfall_sentence(rows).startswith("Both insights are reproduced")

@@ -100,7 +100,9 @@ def test_claims_from_tables_verdicts():
     dup_rows = [r for r in gated if r["claim"].startswith("Poisoning duplicated images")]
     assert dup_rows and all(r["verdict"] == "not tested" and "95 %" in r["note"] for r in dup_rows)
     assert "underpowered" in ms.resolution_sentence(rows)
-    assert ms.verdict_phrase(rows, "Poisoning duplicated") == "2 settings: 1 reproduced, 1 underpowered"
+    assert ms.verdict_phrase(rows, ("duplicates_g1", "duplicates_g2")) == "2 settings: 1 reproduced, 1 underpowered"
+    rate_rows = [r for r in rows if r["key"] == "replication" and r["metric"].startswith("replication rate")]
+    assert ms.verdict_phrase(rows, "replication", "replication rate").startswith(f"{len(rate_rows)} setting")
     # an instrument blind at this scale: no DM, the clean one included, has a replica: not tested
     blind = rep.assign(k=0)
     rate = [r for r in ms.claims_from_tables(_dup_table(), blind, finder, sims, guidance=1.0)

@@ -312,11 +312,11 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
                 "nb05_dc_asr_pmax": float(dcs[dcs.p_filter == pfs[-1]].ASR.mean()),
                 "nb05_dc_pmin": float(pfs[0]), "nb05_dc_pmax": float(pfs[-1]),
                 "nb05_dc_chance": 1.0 / len(study.class_names)})
-    groups = {"det": "Detection", "tog_asr": "Training on generations lowers", "tog_ta": "... at a TA cost",
-              "dc_asr": "The diffusion classifier resists", "dc_ta": "... with a comparable TA",
-              "dc_filter": "Filtering the largest"}
-    for key, prefix in groups.items():
-        out[f"nb05_verdicts_{key}"] = verdict_text([r for r in claims if r["claim"].startswith(prefix)])
+    groups = {"det": ("detection_cd", "detection_strip", "detection_fct"), "tog_asr": "train_on_generations_asr",
+              "tog_ta": "train_on_generations_ta", "dc_asr": "diffusion_classifier_asr",
+              "dc_ta": "diffusion_classifier_ta", "dc_filter": "p_filter"}
+    for name, keys in groups.items():
+        out[f"nb05_verdicts_{name}"] = verdict_text(V.rows_of(claims, keys))
     out["nb05_verdicts_all"] = V.headline(claims) if claims else "none"  # the paper's claims apart from controls
     if bench is not None and len(bench):
         for r in bench.itertuples():

@@ -221,10 +221,10 @@ def claims_table(rows: list[dict]) -> pd.DataFrame:
                           "verdict": r["verdict"], "note": r["note"]} for r in rows])
 
 
-def verdict_summary(rows: list[dict], claim_prefix: str) -> str:
-    """A phrase counting the verdicts of the claims whose text starts with ``claim_prefix``, e.g.
+def verdict_summary(rows: list[dict], keys) -> str:
+    """A phrase counting the verdicts of the rows of claim key(s) ``keys`` (:func:`verdicts.rows_of`), e.g.
     "6 settings: 4 reproduced, 1 partly, 1 not reproduced"."""
-    sel = [r["verdict"] for r in rows if r["claim"].startswith(claim_prefix)]
+    sel = [r["verdict"] for r in verdicts.rows_of(rows, keys)]
     if not sel:
         return "no setting in this profile"
     counts = [(sel.count(v), v) for v in verdicts.VERDICTS]
@@ -235,12 +235,12 @@ def verdict_summary(rows: list[dict], claim_prefix: str) -> str:
 def shortfall_sentence(rows: list[dict]) -> str:
     """A sentence saying, from the computed verdicts, whether Insights 1 and 2 show in this run."""
     missing = []
-    for prefix, name in (("Insight 1", "trigger amplification"), ("Insight 2", "the phase transition")):
-        sel = [r["verdict"] for r in rows if r["claim"].startswith(prefix)]
+    for key, name in (("amplification", "trigger amplification"), ("phase_transition", "the phase transition")):
+        sel = [r["verdict"] for r in verdicts.rows_of(rows, key)]
         if not sel or all(v == "not tested" for v in sel):
             missing.append(f"{name} is not tested in this profile")
         elif any(v != "reproduced" for v in sel if v != "not tested"):
-            missing.append(f"{name} is not reproduced in every setting ({verdict_summary(rows, prefix)})")
+            missing.append(f"{name} is not reproduced in every setting ({verdict_summary(rows, key)})")
     if not missing:
         return "Both insights are reproduced in every setting of this run."
     return "In this run, " + "; ".join(missing) + "."
@@ -266,11 +266,11 @@ def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, 
         "nb04_rgen_clean": float(clean["r_gen"].iloc[0]) if len(clean) else math.nan,
         "nb04_tpl_rgen_clean": float(clean["tpl_r_gen"].iloc[0]) if len(clean) and "tpl_r_gen" in clean else math.nan,
         "nb04_tpl_rgen_top": float(top["tpl_r_gen"]) if "tpl_r_gen" in top else math.nan,
-        "nb04_trojan_summary": verdict_summary(rows, "Trojan horse"),
-        "nb04_amp_summary": verdict_summary(rows, "Insight 1"),
-        "nb04_phase_summary": verdict_summary(rows, "Insight 2"),
-        "nb04_control_summary": verdict_summary(rows, "Clean control"),
-        "nb04_relabel_summary": verdict_summary(rows, "Relabel-only"),
+        "nb04_trojan_summary": verdict_summary(rows, "trojan_g1"),
+        "nb04_amp_summary": verdict_summary(rows, "amplification"),
+        "nb04_phase_summary": verdict_summary(rows, "phase_transition"),
+        "nb04_control_summary": verdict_summary(rows, "clean_control"),
+        "nb04_relabel_summary": verdict_summary(rows, "relabel_control"),
         "nb04_shortfall": shortfall_sentence(rows),
         # the paper's own G2 shares (ImageNette, random poisoning), which the phase-transition rule must pass
         "nb04_paper_share_p5": paper.g2_share(0.05), "nb04_paper_share_p10": paper.g2_share(0.10),

@@ -22,6 +22,10 @@ from bibad_utils.stages import Cell, Study
 FINDER_MIN = 0.9
 
 
+DUPLICATE_KEYS = ("duplicates_g1", "duplicates_g2")
+# the replication family's two measures, told apart by the start of their metric
+REPLICATION_RATE, NEAREST_COSINE = "replication rate", "mean nearest-training cosine"
+
 def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.DataFrame | None = None,
                         finder: pd.DataFrame | None = None) -> list[dict]:
     """Claim rows of the stage (see :func:`claims_from_tables`); the tables are recomputed (from the cache)
@@ -112,7 +116,7 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
             blind = int(r["k"]) == 0 and int(c["k"]) == 0
             rows.append(claim_row(
                 STAGE, "Poisoned DMs replicate training images more than the clean DM",
-                metric=f"replication rate (cos > {threshold:.4g}), poisoned - clean", setting=r["cell"],
+                metric=f"{REPLICATION_RATE} (cos > {threshold:.4g}), poisoned - clean", setting=r["cell"],
                 paper=paper.paper_text("replication"), key="replication", ours=d, lo=lo, hi=hi,
                 verdict="not tested" if blind else verdicts.compare(d, lo, hi).verdict, exposure=exposure,
                 note=f"{int(r['k'])}/{int(r['n'])} vs {int(c['k'])}/{int(c['n'])} replicas; Newcombe 95 % interval"
@@ -121,7 +125,7 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
             d, lo, hi = mean_difference(sims[r["cell"]], sims[c["cell"]])
             rows.append(claim_row(
                 STAGE, "Poisoned DMs' generations lie closer to their nearest training image",
-                metric="mean nearest-training cosine, poisoned - clean", setting=r["cell"],
+                metric=f"{NEAREST_COSINE}, poisoned - clean", setting=r["cell"],
                 paper=paper.paper_text("replication"), key="replication", ours=d, lo=lo, hi=hi,
                 verdict=verdicts.compare(d, lo, hi).verdict, exposure=exposure,
                 note=f"means {r['mean_sim']:.4f} vs {c['mean_sim']:.4f}; Welch normal 95 % interval"))
@@ -149,10 +153,10 @@ def claims_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols).round({"ours": 4, "ours_lo": 4, "ours_hi": 4})
 
 
-def verdict_phrase(rows: list[dict], claim_prefix: str) -> str:
-    """The verdicts of the claims whose text starts with ``claim_prefix``, counted, e.g.
-    "2 settings: 1 reproduced, 1 partly"; "no setting" when there is none."""
-    sel = [r["verdict"] for r in rows if r["claim"].startswith(claim_prefix)]
+def verdict_phrase(rows: list[dict], keys, metric: str | None = None) -> str:
+    """The verdicts of the rows of claim key(s) ``keys`` (and measure ``metric``, :func:`verdicts.rows_of`),
+    counted, e.g. "2 settings: 1 reproduced, 1 partly"; "no setting" when there is none."""
+    sel = [r["verdict"] for r in verdicts.rows_of(rows, keys, metric)]
     if not sel:
         return "no setting"
     counts = ", ".join(f"{sel.count(v)} {v}" for v in verdicts.VERDICTS if sel.count(v))
@@ -162,7 +166,7 @@ def verdict_phrase(rows: list[dict], claim_prefix: str) -> str:
 def resolution_sentence(rows: list[dict]) -> str:
     """Whether our intervals on "duplicate minus random" are narrow enough to see an effect of the
     paper's size: compares the widest half-width with the largest difference the paper reports."""
-    dup = [r for r in rows if r["claim"].startswith("Poisoning duplicated images")]
+    dup = verdicts.rows_of(rows, DUPLICATE_KEYS)
     if not dup:
         return "No duplicate-poisoning comparison ran in this profile."
     half = max((r["ours_hi"] - r["ours_lo"]) / 2 for r in dup)
@@ -200,8 +204,8 @@ def glue_values(study: Study, finder: pd.DataFrame, dup: pd.DataFrame, rep: pd.D
         "nb06_n_target": int(dup["n"].iloc[0]) if len(dup) else 0,
         "nb06_n_all": int(rep.loc[rep["kind"] != "real", "n"].iloc[0]) if (rep["kind"] != "real").any() else 0,
         "nb06_rate_clean": float(clean["rate"].iloc[0]) if len(clean) else math.nan,
-        "nb06_dup_summary": verdict_phrase(rows, "Poisoning duplicated images"),
-        "nb06_rep_summary": verdict_phrase(rows, "Poisoned DMs replicate"),
-        "nb06_closer_summary": verdict_phrase(rows, "Poisoned DMs' generations"),
+        "nb06_dup_summary": verdict_phrase(rows, DUPLICATE_KEYS),
+        "nb06_rep_summary": verdict_phrase(rows, "replication", REPLICATION_RATE),
+        "nb06_closer_summary": verdict_phrase(rows, "replication", NEAREST_COSINE),
         "nb06_resolution": resolution_sentence(rows),
     }
