@@ -97,11 +97,11 @@ def report_markdown(cfg: dict) -> str:
     """The reproduction report's computed sentences (book/report.md includes them): how many of the paper's
     claim families the run tested, which have no row, and the verdict counts, from the run's claim files."""
     from bibad_utils.experiments.summary.families import family_coverage
-    from bibad_utils.experiments.summary.tables import claims_frame, claims_headline
+    from bibad_utils.experiments.summary.tables import claims_headline
 
-    if not list((Path(cfg["run_dir"]) / "claims").glob("*.json")):
+    df = run_claims(cfg)
+    if df is None:
         return f"*The `{cfg['name']}` run has no claims yet.*\n"
-    df = claims_frame(cfg["run_dir"])
     cov = family_coverage(df)
     uncovered = "; ".join(cov.loc[cov["status"] == "missing", "label"]) or "none"
     return (f"The `{cfg['name']}` run tested {int((cov['status'] == 'tested').sum())} of the {len(cov)} families of "
@@ -111,12 +111,31 @@ def report_markdown(cfg: dict) -> str:
 def findings_markdown(cfg: dict) -> str:
     """The first page's verdict counts per family of claims, from the run's claim files (a sentence saying
     so while the run has none yet)."""
-    from bibad_utils.experiments.summary.tables import claims_frame, landing_markdown
+    from bibad_utils.experiments.summary.tables import landing_markdown
 
-    if not list((Path(cfg["run_dir"]) / "claims").glob("*.json")):
+    df = run_claims(cfg)
+    if df is None:
         return (f"*The `{cfg['name']}` run has no claims yet: they appear here when `bibad run --profile "
                 f"{cfg['name']}` has run chapters 04-06.*\n")
-    return landing_markdown(claims_frame(cfg["run_dir"]), cfg["name"])
+    return landing_markdown(df, cfg["name"])
+
+
+_CLAIMS: dict[tuple, object] = {}
+
+
+def run_claims(cfg: dict):
+    """The run's claims frame (:func:`~bibad_utils.experiments.summary.tables.claims_frame`), read once per
+    state of its claim files (the landing page and the report both quote it); None while it has none."""
+    from bibad_utils.experiments.summary.tables import claims_frame
+
+    files = sorted((Path(cfg["run_dir"]) / "claims").glob("*.json"))
+    if not files:
+        return None
+    state = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    if state not in _CLAIMS:
+        _CLAIMS.clear()
+        _CLAIMS[state] = claims_frame(cfg["run_dir"])
+    return _CLAIMS[state]
 
 
 def shipped_weights_markdown(assets_dir: Path | None = None) -> str:

@@ -67,19 +67,14 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
         shown_dir = run_dir.resolve().relative_to(repo_root.resolve()).as_posix()
     except ValueError:
         shown_dir = run_dir.name
-    page = "\n\n".join([
-        f"# Results of the `{profile}` run",
-        f"Written by `bibad readme --profile {profile}` from `{shown_dir}`; its last `bibad run` spent "
-        f"{minutes:.0f} minutes in the notebooks (a run reuses whatever the artifact store already holds, so "
-        f"this is not a first-run time). {counts['total']} claim rows. " + claims_headline(df),
-        f"![teaser]({TEASER_PNG})",
-        f"> {caption}" if caption else "",
-        _markdown_table(_flat_index(stage_verdicts(df)), "stage, kind"),
-        f"Every claim with the paper's number, ours with its 95 % interval and the verdict (also in "
-        f"[{CLAIMS_MD_FILE}]({CLAIMS_MD_FILE}) and the book's results chapter):",
-        (figures / CLAIMS_MD_FILE).read_text().strip().replace("\n### ", "\n## "),
-    ]).replace("\n\n\n\n", "\n\n") + "\n"
-    (dest / "README.md").write_text(page)
+    _write_page(dest, profile,
+                f"Written by `bibad readme --profile {profile}` from `{shown_dir}`; its last `bibad run` spent "
+                f"{minutes:.0f} minutes in the notebooks (a run reuses whatever the artifact store already holds, "
+                f"so this is not a first-run time). {counts['total']} claim rows. " + claims_headline(df),
+                [f"> {caption}" if caption else "", _markdown_table(_flat_index(stage_verdicts(df)), "stage, kind"),
+                 f"Every claim with the paper's number, ours with its 95 % interval and the verdict (also in "
+                 f"[{CLAIMS_MD_FILE}]({CLAIMS_MD_FILE}) and the book's results chapter):",
+                 (figures / CLAIMS_MD_FILE).read_text()])
     _write_entry(repo_root / readme, profile, f"{counts['total']} claim rows. {claims_headline(df)}")
     return dest
 
@@ -96,16 +91,21 @@ def readme_from_snapshot(profile: str, repo_root, readme="README.md") -> Path:
                           f"`bibad run --profile {profile}` and `bibad readme --profile {profile}` first")
     text = claims.read_text().strip()
     headline = text.split("\n", 1)[0].strip()
-    page = "\n\n".join([
-        f"# Results of the `{profile}` run",
-        f"Re-rendered from the committed snapshot `{RESULTS_DIR}/{profile}/` (the run directory was not on the "
-        f"machine that wrote this page). {headline}",
-        f"![teaser]({TEASER_PNG})" if (dest / TEASER_PNG).is_file() else "",
-        text.split("\n", 1)[1].strip().replace("\n### ", "\n## ").replace("### ", "## ", 1),
-    ]).replace("\n\n\n\n", "\n\n") + "\n"
-    (dest / "README.md").write_text(page)
+    _write_page(dest, profile,
+                f"Re-rendered from the committed snapshot `{RESULTS_DIR}/{profile}/` (the run directory was not on "
+                f"the machine that wrote this page). {headline}", [text.split("\n", 1)[1]])
     _write_entry(repo_root / readme, profile, headline)
     return dest
+
+
+def _write_page(dest: Path, profile: str, intro: str, blocks: list[str]) -> None:
+    """``results/<profile>/README.md``: the title, ``intro``, the teaser (when the snapshot has one) and
+    ``blocks`` (the claims Markdown among them, its stage headings one level up)."""
+    body = [b.strip().replace("\n### ", "\n## ") for b in blocks]
+    body = [b.replace("### ", "## ", 1) if b.startswith("### ") else b for b in body]
+    teaser = f"![teaser]({TEASER_PNG})" if (dest / TEASER_PNG).is_file() else ""
+    page = "\n\n".join([f"# Results of the `{profile}` run", intro, teaser, *body])
+    (dest / "README.md").write_text(page.replace("\n\n\n\n", "\n\n") + "\n")
 
 
 def _write_entry(readme: Path, profile: str, summary: str) -> None:
