@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 from bibad_utils.base import ConfigError
 
@@ -209,8 +210,10 @@ def phase_points(dataset: str = "imagenette", n: int = N_TARGET_GENERATIONS) -> 
 class PaperClaim:
     """One family of claims: ``key`` (carried by claim rows), ``stage`` (the chapter that tests it),
     ``label`` (short statement), ``metric`` (what a row compares), ``kind`` (one of :data:`KINDS`: a claim
-    of the paper, or a control of this study), ``source`` (a key of :data:`SOURCES`, "" for a control) and
-    ``setting`` (the family's default setting text)."""
+    of the paper, or a control of this study), ``source`` (a key of :data:`SOURCES`, "" for a control),
+    ``setting`` (the family's default setting text), and the family's wording of the paper's numbers, in
+    one place: ``statement()`` (every number, e.g. for the family's "not tested" row) and ``at(attack, p)``
+    (the numbers of one setting, a list of phrases, empty where the paper has none)."""
 
     key: str
     stage: str
@@ -219,41 +222,161 @@ class PaperClaim:
     kind: str = "paper claim"
     source: str = ""
     setting: str = ""
+    statement: Callable[[], str] | None = None
+    at: Callable[[str | None, float | None], list[str]] | None = None
+
+
+def _pair(a: float, b: float, digits: int = 1) -> str:
+    return f"{pct(a, digits)} -> {pct(b, digits)}"
+
+
+def _ps(ps) -> str:
+    return " / ".join(f"{100 * p:g}" for p in ps) + " %"
+
+
+def _nothing(attack, p) -> list[str]:
+    return []
+
+
+def _g_at(metric: str, head: str, one: bool):
+    """The G1 / G2 numbers of the duplicates table at ``p``, per dataset (``one``: the random value alone)."""
+    def at(attack, p):
+        if p is None:
+            return []
+        found = [f"{DATASET_NAMES[d]} {pct(v[0])}" if one else f"{DATASET_NAMES[d]} {_pair(*v)}"
+                 for d in DUPLICATES if (v := duplicates(p, metric, d)) is not None]
+        return [f"{head} at p = {100 * p:g} %: " + ", ".join(found)] if found else []
+    return at
+
+
+def _trojan_statement() -> str:
+    parts = [f"{DATASET_NAMES[d]} p = {100 * p:g} %: {pct(v['G1'][0])}" for d, t in DUPLICATES.items()
+             for p, v in t.items()]
+    return "G1 > 0; random poisoning, G1 ratio " + "; ".join(parts)
+
+
+def _amplification_statement() -> str:
+    t = R_TRAIN["imagenette"]
+    return "r_gen > r_train; ImageNette r_train " + " / ".join(pct(v) for v in t.values()) + f" at p = {_ps(t)}"
+
+
+def _amplification_at(attack, p) -> list[str]:
+    if p is None or r_train(p) is None:
+        return []
+    return [f"r_gen > r_train; ImageNette r_train at p = {100 * p:g} %: {pct(r_train(p))}"]
+
+
+def _phase_statement() -> str:
+    parts = [f"{DATASET_NAMES[d]} p = {100 * p:g} %: {pct(g2_share(p, d))}" for d, t in DUPLICATES.items() for p in t]
+    return ("G2 dominates at low p, G1 at high p (slides: #G1 - #triggered training images and #G2 - the same, "
+            "per p); G2 share of random-poisoning generations " + "; ".join(parts))
+
+
+def _cd_statement() -> str:
+    return "; ".join(f"{a} p = {100 * p:g} %: {g0:.3f} -> {g1:.3f}"
+                     for (a, p), (g0, g1) in CD_AUROC["imagenette"].items()) + " (ImageNette)"
+
+
+def _cd_at(attack, p) -> list[str]:
+    if attack is None or p is None:
+        return []
+    return [f"{v[0]:.3f} -> {v[1]:.3f} ({DATASET_NAMES[d]})" for d in CD_AUROC
+            if (v := cd_auroc(attack, p, d)) is not None]
+
+
+def _other_detector_statement() -> str:
+    return "higher AUROC on generations (the slides give CD only)"
+
+
+def _tog_statement(metric: str):
+    return lambda: "; ".join(f"{DATASET_NAMES[d]} {a} p = {100 * p:g} %: {_pair(*v[metric], digits=2)}"
+                             for d, t in TRAIN_ON_GENERATIONS.items() for (a, p), v in t.items())
+
+
+def _tog_at(metric: str):
+    def at(attack, p):
+        if attack is None or p is None:
+            return []
+        return [f"{metric} {_pair(*v, digits=2)} ({DATASET_NAMES[d]})" for d in TRAIN_ON_GENERATIONS
+                if (v := train_on_generations(attack, p, metric, d)) is not None]
+    return at
+
+
+def _dc_statement(metric: str):
+    def statement():
+        dc = DIFFUSION_CLASSIFIER[0.0]
+        if metric == "ASR":
+            return "; ".join(f"p = {100 * p:g} %: ASR {_pair(RESNET18[p]['ASR'], dc[p]['ASR'], 2)}"
+                             for p in RESNET18) + " (ResNet-18 -> DC, p_filter 0; CIFAR-10)"
+        return "; ".join(f"p = {100 * p:g} %: TA {pct(RESNET18[p]['TA'], 2)} vs {pct(dc[p]['TA'], 2)}"
+                         for p in RESNET18) + " (ResNet-18 vs DC, p_filter 0; CIFAR-10)"
+    return statement
+
+
+def _dc_at(metric: str):
+    def at(attack, p):
+        a, b = (resnet18(p, metric), diffusion_classifier(p, metric, 0.0)) if p is not None else (None, None)
+        return [f"{metric} {_pair(a, b, 2)} (ResNet-18 -> DC, p_filter 0; CIFAR-10)"] if None not in (a, b) else []
+    return at
+
+
+def _p_filter_statement() -> str:
+    dc0, dc10 = DIFFUSION_CLASSIFIER[0.0], DIFFUSION_CLASSIFIER[0.1]
+    return "; ".join(f"p = {100 * p:g} %: DC ASR {_pair(dc0[p]['ASR'], dc10[p]['ASR'], 2)}"
+                     for p in RESNET18) + " (p_filter 0 -> 10 %; CIFAR-10)"
+
+
+def _p_filter_at(attack, p) -> list[str]:
+    a, b = (diffusion_classifier(p, "ASR", 0.0), diffusion_classifier(p, "ASR", 0.1)) if p is not None else (None, None)
+    return [f"DC ASR {_pair(a, b, 2)} (p_filter 0 -> 10 %; CIFAR-10)"] if None not in (a, b) else []
+
+
+def _duplicates_statement(metric: str):
+    return lambda: "; ".join(f"{DATASET_NAMES[d]} p = {100 * p:g} %: {_pair(*v[metric])}"
+                             for d, t in DUPLICATES.items() for p, v in t.items())
 
 
 CLAIMS = (
     PaperClaim("trojan_g1", "04_insights", "Trojan horse: the poisoned DM generates G1 images", "G1 ratio",
-               source="duplicates"),
+               source="duplicates", statement=_trojan_statement,
+               at=_g_at("G1", "G1 > 0; random poisoning, G1 ratio", one=True)),
     PaperClaim("amplification", "04_insights", "Insight 1, trigger amplification: r_gen > r_train", "r_gen",
-               source="r_train"),
+               source="r_train", statement=_amplification_statement, at=_amplification_at),
     PaperClaim("phase_transition", "04_insights", "Insight 2, phase transition: G2 at low p, G1 at high p",
-               "G2 share of triggered generations", source="duplicates"),
+               "G2 share of triggered generations", source="duplicates", statement=_phase_statement),
     PaperClaim("clean_control", "04_insights", "Clean control: no trigger without poison", "r_gen of the clean DM",
                kind="control"),
     PaperClaim("relabel_control", "04_insights", "Relabel-only control: target labels without a trigger plant "
                "no trigger", "r_gen of the relabel-only DM", kind="control"),
     PaperClaim("detection_cd", "05_castle_walls", "Detection is easier on generations: CD", "AUROC gen - train",
-               source="cd_auroc", setting="CD"),
+               source="cd_auroc", setting="CD", statement=_cd_statement, at=_cd_at),
     PaperClaim("detection_strip", "05_castle_walls", "Detection is easier on generations: STRIP",
-               "AUROC gen - train", source="cd_auroc", setting="STRIP"),
+               "AUROC gen - train", source="cd_auroc", setting="STRIP", statement=_other_detector_statement),
     PaperClaim("detection_fct", "05_castle_walls", "Detection is easier on generations: FCT", "AUROC gen - train",
-               source="cd_auroc", setting="FCT"),
+               source="cd_auroc", setting="FCT", statement=_other_detector_statement),
     PaperClaim("train_on_generations_asr", "05_castle_walls", "Training on generations lowers ASR",
-               "ASR real - generated", source="train_on_generations"),
+               "ASR real - generated", source="train_on_generations", statement=_tog_statement("ASR"),
+               at=_tog_at("ASR")),
     PaperClaim("train_on_generations_ta", "05_castle_walls", "... at a TA cost of a few points",
-               "TA real - generated", source="train_on_generations"),
+               "TA real - generated", source="train_on_generations", statement=_tog_statement("TA"),
+               at=_tog_at("TA")),
     PaperClaim("diffusion_classifier_asr", "05_castle_walls", "The diffusion classifier resists the backdoor",
-               "ASR classifier - DC", source="diffusion_classifier"),
+               "ASR classifier - DC", source="diffusion_classifier", statement=_dc_statement("ASR"),
+               at=_dc_at("ASR")),
     PaperClaim("diffusion_classifier_ta", "05_castle_walls", "... with a comparable TA", "TA DC - classifier",
-               source="diffusion_classifier"),
+               source="diffusion_classifier", statement=_dc_statement("TA"), at=_dc_at("TA")),
     PaperClaim("p_filter", "05_castle_walls", "Filtering the largest errors (p_filter) lowers the DC's ASR",
-               "ASR p_filter min - max", source="diffusion_classifier"),
+               "ASR p_filter min - max", source="diffusion_classifier", statement=_p_filter_statement,
+               at=_p_filter_at),
     PaperClaim("duplicates_g1", "06_memorization", "Poisoning duplicated images raises G1", "G1 dup - random",
-               source="duplicates"),
+               source="duplicates", statement=_duplicates_statement("G1"),
+               at=_g_at("G1", "G1 random -> duplicate", one=False)),
     PaperClaim("duplicates_g2", "06_memorization", "Poisoning duplicated images raises G2", "G2 dup - random",
-               source="duplicates"),
+               source="duplicates", statement=_duplicates_statement("G2"),
+               at=_g_at("G2", "G2 random -> duplicate", one=False)),
     PaperClaim("replication", "06_memorization", "Poisoned DMs replicate training images more",
-               "replication, poisoned - clean", kind="no paper number", source="replication"),
+               "replication, poisoned - clean", kind="no paper number", source="replication",
+               statement=lambda: "more replication than the clean DM (qualitative)"),
     PaperClaim("duplicate_finder", "06_memorization", "The duplicate finder recovers planted near-duplicates",
                "planted groups found", kind="control"),
 )
@@ -268,109 +391,27 @@ def claim(key: str) -> PaperClaim:
     raise ConfigError("claim key", key, " | ".join(CLAIM_KEYS))
 
 
-def _pair(a: float, b: float, digits: int = 1) -> str:
-    return f"{pct(a, digits)} -> {pct(b, digits)}"
-
-
-def _ps(ps) -> str:
-    return " / ".join(f"{100 * p:g}" for p in ps) + " %"
-
-
 def paper_text(key: str, *, attack: str | None = None, p: float | None = None) -> str:
-    """The paper's statement and numbers for the claim family ``key``, built from the tables above
-    (with their source); "" for a control of this study. With ``attack`` and/or ``p``, only the
-    numbers of that setting are given (:func:`setting_text`), when the paper has any."""
+    """The paper's statement and numbers for the claim family ``key`` (its ``statement``), with the source;
+    "" for a control of this study. With ``attack`` and/or ``p``, only the numbers of that setting are given
+    (:func:`setting_text`), when the paper has any."""
     if attack is not None or p is not None:
         specific = setting_text(key, attack=attack, p=p)
         if specific:
             return specific
     c = claim(key)
-    if c.kind == "control":
+    if c.kind == "control" or c.statement is None:
         return ""
-    if key == "trojan_g1":
-        parts = [f"{DATASET_NAMES[d]} p = {100 * p:g} %: {pct(v['G1'][0])}" for d, t in DUPLICATES.items()
-                 for p, v in t.items()]
-        body = "G1 > 0; random poisoning, G1 ratio " + "; ".join(parts)
-    elif key == "amplification":
-        t = R_TRAIN["imagenette"]
-        body = "r_gen > r_train; ImageNette r_train " + " / ".join(pct(v) for v in t.values()) + f" at p = {_ps(t)}"
-    elif key == "phase_transition":
-        parts = [f"{DATASET_NAMES[d]} p = {100 * p:g} %: {pct(g2_share(p, d))}" for d, t in DUPLICATES.items()
-                 for p in t]
-        body = ("G2 dominates at low p, G1 at high p (slides: #G1 - #triggered training images and #G2 - the "
-                "same, per p); G2 share of random-poisoning generations " + "; ".join(parts))
-    elif key.startswith("detection_"):
-        if key == "detection_cd":
-            body = "; ".join(f"{a} p = {100 * p:g} %: {g0:.3f} -> {g1:.3f}"
-                             for (a, p), (g0, g1) in CD_AUROC["imagenette"].items()) + " (ImageNette)"
-        else:
-            body = "higher AUROC on generations (the slides give CD only)"
-    elif key.startswith("train_on_generations_"):
-        metric = key.rsplit("_", 1)[1].upper()
-        body = "; ".join(f"{DATASET_NAMES[d]} {a} p = {100 * p:g} %: {_pair(*v[metric], digits=2)}"
-                         for d, t in TRAIN_ON_GENERATIONS.items() for (a, p), v in t.items())
-    elif key == "diffusion_classifier_asr":
-        body = "; ".join(f"p = {100 * p:g} %: ASR {_pair(RESNET18[p]['ASR'], DIFFUSION_CLASSIFIER[0.0][p]['ASR'], 2)}"
-                         for p in RESNET18) + " (ResNet-18 -> DC, p_filter 0; CIFAR-10)"
-    elif key == "diffusion_classifier_ta":
-        dc = DIFFUSION_CLASSIFIER[0.0]
-        body = "; ".join(f"p = {100 * p:g} %: TA {pct(RESNET18[p]['TA'], 2)} vs {pct(dc[p]['TA'], 2)}"
-                         for p in RESNET18) + " (ResNet-18 vs DC, p_filter 0; CIFAR-10)"
-    elif key == "p_filter":
-        dc0, dc10 = DIFFUSION_CLASSIFIER[0.0], DIFFUSION_CLASSIFIER[0.1]
-        body = "; ".join(f"p = {100 * p:g} %: DC ASR {_pair(dc0[p]['ASR'], dc10[p]['ASR'], 2)}"
-                         for p in RESNET18) + " (p_filter 0 -> 10 %; CIFAR-10)"
-    elif key in ("duplicates_g1", "duplicates_g2"):
-        metric = key[-2:].upper()
-        body = "; ".join(f"{DATASET_NAMES[d]} p = {100 * p:g} %: {_pair(*v[metric])}" for d, t in DUPLICATES.items()
-                         for p, v in t.items())
-    elif key == "replication":
-        body = "more replication than the clean DM (qualitative)"
-    else:  # pragma: no cover - every paper key has a branch (tested)
-        raise ConfigError("claim key", key, "a key with a paper statement")
+    body = c.statement()
     return f"{body} [{SOURCES[c.source]}]" if c.source else body
 
 
 def setting_text(key: str, *, attack: str | None = None, p: float | None = None) -> str:
     """The paper's numbers of claim family ``key`` at one setting (``attack``, ``p``; ImageNette first,
-    then the other datasets), with the source; "" when the paper has no number there."""
+    then the other datasets: the family's ``at``), with the source; "" when the paper has no number there."""
     c = claim(key)
-    parts: list[str] = []
-    if key == "amplification" and p is not None and r_train(p) is not None:
-        parts.append(f"r_gen > r_train; ImageNette r_train at p = {100 * p:g} %: {pct(r_train(p))}")
-    elif key in ("trojan_g1", "duplicates_g1", "duplicates_g2") and p is not None:
-        metric = "G1" if key == "trojan_g1" else key[-2:].upper()
-        for d in DUPLICATES:
-            v = duplicates(p, metric, d)
-            if v is not None:
-                parts.append(f"{DATASET_NAMES[d]} {pct(v[0])}" if key == "trojan_g1"
-                             else f"{DATASET_NAMES[d]} {_pair(*v)}")
-        if parts:
-            head = "G1 > 0; random poisoning, G1 ratio" if key == "trojan_g1" else f"{metric} random -> duplicate"
-            parts = [f"{head} at p = {100 * p:g} %: " + ", ".join(parts)]
-    elif key == "detection_cd" and attack is not None and p is not None:
-        for d in CD_AUROC:
-            v = cd_auroc(attack, p, d)
-            if v is not None:
-                parts.append(f"{v[0]:.3f} -> {v[1]:.3f} ({DATASET_NAMES[d]})")
-    elif key.startswith("train_on_generations_") and attack is not None and p is not None:
-        metric = key.rsplit("_", 1)[1].upper()
-        for d in TRAIN_ON_GENERATIONS:
-            v = train_on_generations(attack, p, metric, d)
-            if v is not None:
-                parts.append(f"{metric} {_pair(*v, digits=2)} ({DATASET_NAMES[d]})")
-    elif key in ("diffusion_classifier_asr", "diffusion_classifier_ta") and p is not None:
-        metric = key.rsplit("_", 1)[1].upper()
-        a, b = resnet18(p, metric), diffusion_classifier(p, metric, 0.0)
-        if a is not None and b is not None:
-            parts.append(f"{metric} {_pair(a, b, 2)} (ResNet-18 -> DC, p_filter 0; CIFAR-10)")
-    elif key == "p_filter" and p is not None:
-        a, b = diffusion_classifier(p, "ASR", 0.0), diffusion_classifier(p, "ASR", 0.1)
-        if a is not None and b is not None:
-            parts.append(f"DC ASR {_pair(a, b, 2)} (p_filter 0 -> 10 %; CIFAR-10)")
-    if not parts:
-        return ""
-    return "; ".join(parts) + f" [{SOURCES[c.source]}]"
+    parts = (c.at or _nothing)(attack, p)
+    return "; ".join(parts) + f" [{SOURCES[c.source]}]" if parts else ""
 
 
 __all__ = ["CD_AUROC", "CLAIMS", "PAPER_EPOCHS", "CLAIM_KEYS", "DATASET_NAMES", "DIFFUSION_CLASSIFIER", "DUPLICATES", "KINDS",

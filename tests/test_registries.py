@@ -184,3 +184,39 @@ def test_a_new_dataset_is_one_file_in_the_package(tmp_path):
     res = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def test_a_new_claim_family_is_one_entry_in_paper_claims(tmp_path):
+    """CONTRIBUTING's recipe for a claim family followed literally: a copy of the package with one
+    PaperClaim added to paper.CLAIMS and nothing else changed; the family, its paper text, its "not
+    tested" row when no stage reports it, and the counting of its rows by key all follow."""
+    import shutil
+    import subprocess
+    import sys
+
+    from bibad_utils.base import REPO_ROOT
+    pkg = tmp_path / "bibad_utils"
+    shutil.copytree(REPO_ROOT / "bibad_utils", pkg, ignore=shutil.ignore_patterns("assets", "__pycache__"))
+    paper_py = pkg / "paper.py"
+    text = paper_py.read_text()
+    anchor = '    PaperClaim("duplicate_finder",'
+    entry = ('    PaperClaim("fid_cost", "04_insights", "Poisoning costs image quality", "FID poisoned - clean",\n'
+             '               source="r_train", statement=lambda: "FID rises with p (toy)",\n'
+             '               at=lambda attack, p: [f"toy at p = {p}"] if p else []),\n')
+    assert text.count(anchor) == 1
+    paper_py.write_text(text.replace(anchor, entry + anchor))
+    probe = ("from bibad_utils import paper, verdicts\n"
+             "from bibad_utils.experiments import summary as sm\n"
+             "from bibad_utils.report import claim_row\n"
+             "assert 'fid_cost' in paper.CLAIM_KEYS and 'fid_cost' in [f.key for f in sm.PAPER_CLAIM_FAMILIES]\n"
+             "assert paper.paper_text('fid_cost').startswith('FID rises with p (toy) [')\n"
+             "assert paper.setting_text('fid_cost', p=0.1).startswith('toy at p = 0.1 [')\n"
+             "row = claim_row('04_insights', 'FID', metric='FID', ours=1.0, verdict='reproduced', key='fid_cost')\n"
+             "assert sm.family_of(row) == 'fid_cost' and verdicts.rows_of([row], 'fid_cost') == [row]\n"
+             "missing = [r for r in sm.uncovered_rows([], ['04_insights']) if r.get('key') == 'fid_cost']\n"
+             "assert len(missing) == 1 and missing[0]['verdict'] == 'not tested'\n"
+             "print('ok')\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
