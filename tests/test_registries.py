@@ -220,3 +220,46 @@ def test_a_new_claim_family_is_one_entry_in_paper_claims(tmp_path):
     res = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def test_a_new_detector_is_one_file_in_the_package(tmp_path):
+    """CONTRIBUTING's recipe for a detector followed literally: a copy of the package with one new module in
+    ``bibad_utils/defenses/`` declaring its DETECTOR and nothing else changed: the registry, the profile's
+    ``defenses`` section (its defaults and option checks) and run_detector all see it."""
+    import shutil
+    import subprocess
+    import sys
+
+    from bibad_utils.base import REPO_ROOT
+    pkg = tmp_path / "bibad_utils"
+    shutil.copytree(REPO_ROOT / "bibad_utils", pkg, ignore=shutil.ignore_patterns("assets", "__pycache__"))
+    (pkg / "defenses" / "corner.py").write_text(
+        '"""A toy detector: the mean brightness of the top-left corner."""\n'
+        "import numpy as np\n\n"
+        "from bibad_utils.defenses.detector import Detector, option_checker\n\n\n"
+        "def corner_scores(f, images, ctx, *, corner=2):\n"
+        "    x = np.asarray(images, dtype=np.float64)\n"
+        "    return {'scores': x[:, :corner, :corner, :].mean(axis=(1, 2, 3))}\n\n\n"
+        "DETECTOR = Detector('Corner', corner_scores, {'corner': 2}, 'mean brightness of the top-left corner',\n"
+        "                    check=option_checker({'corner': 1}))\n")
+    probe = ("import numpy as np\n"
+             "from bibad_utils import defenses\n"
+             f"from bibad_utils.config import ConfigError, load_profile\n"
+             "assert list(defenses.DETECTORS)[:4] == ['CD', 'STRIP', 'FCT', 'FCT variant'], list(defenses.DETECTORS)\n"
+             "assert 'Corner' in defenses.DETECTORS\n"
+             "images = np.zeros((3, 8, 8, 3), np.uint8); images[1, :2, :2] = 255\n"
+             "s = defenses.run_detector('Corner', None, images)['scores']\n"
+             "assert s.argmax() == 1\n"
+             f"smoke = {str(REPO_ROOT / 'notebooks' / 'profiles' / 'smoke.yaml')!r}\n"
+             "cfg = load_profile(smoke, {'defenses': {'corner': {'corner': 3}}})\n"
+             "assert cfg['defenses']['corner'] == {'corner': 3}\n"
+             "try:\n"
+             "    load_profile(smoke, {'defenses': {'corner': {'corner': 0}}})\n"
+             "    raise SystemExit('a bad option passed')\n"
+             "except ConfigError as err:\n"
+             "    assert 'defenses.corner.corner' in str(err), err\n"
+             "print('ok')\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]

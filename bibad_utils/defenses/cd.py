@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from bibad_utils.base import ConfigError
+from bibad_utils.defenses.detector import Detector, option_checker
 from bibad_utils.schema import is_number
 from bibad_utils.defenses.common import (STREAM_CD, batch_slices, check_device, check_float, check_images,
                                           check_int, eval_mode, stream_rng, take_float)
@@ -162,3 +163,39 @@ def cd_logit_scale(f: nn.Module, heldout, calibration: str, reference: float | N
         raise ConfigError("heldout", None, "clean held-out images or their heldout_max_logit "
                                            "(logit_calibration clean_heldout)")
     return logit_calibration(f, heldout, reference, batch_size=batch_size, device=device)
+
+
+# ------------------------------------------------------------------------------ its registry entry
+
+def _cd_extra(opts: dict, prefix: str) -> None:
+    check_calibration(opts["logit_calibration"], opts["logit_reference"], f"{prefix}.")
+    betas = opts["betas"]
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas)):
+        raise ConfigError(f"{prefix}.betas", betas, "two numbers in [0, 1)")
+
+
+def _cd(f, images, ctx, *, logit_calibration="none", logit_reference=None, **opts):
+    # One scale per classifier, fixed on clean held-out images before scoring: never on the scored set.
+    check_calibration(logit_calibration, logit_reference, "CD.")
+    if logit_calibration == "clean_heldout" and ctx.heldout_max_logit is None and (
+            ctx.heldout is None or ctx.heldout is images):
+        raise ConfigError("context.heldout", None if ctx.heldout is None else "the scored images",
+                          "clean images the classifier did not train on, apart from the scored set, or "
+                          "context.heldout_max_logit (CD.logit_calibration: clean_heldout)")
+    scale = cd_logit_scale(f, ctx.heldout, logit_calibration, logit_reference,
+                           heldout_max_logit=ctx.heldout_max_logit, device=ctx.device)
+    scores, masks = cd_scores(f, images, seed=ctx.seed, device=ctx.device, return_masks=True,
+                              logit_scale=scale, **{k: tuple(v) if k == "betas" else v for k, v in opts.items()})
+    return {"scores": scores, "masks": masks, "logit_scale": np.float64(scale)}
+
+
+DETECTOR = Detector(
+        "CD", _cd,
+        {"steps": 100, "lr": 0.1, "betas": [0.1, 0.1], "gamma": 0.01, "beta": 1.0, "batch_size": 128,
+         "logit_calibration": "none", "logit_reference": None},
+        "Cognitive Distillation: minus the L1 norm of the distilled mask; logit_calibration clean_heldout "
+        "rescales a weak victim's logits so that its mean largest logit on clean held-out images is "
+        "logit_reference (one scale per classifier, for every scored set); none keeps them",
+        ("masks", "logit_scale"),
+        option_checker({"steps": 1, "batch_size": 1}, ("lr", "gamma", "beta"),
+                       {"logit_calibration": CALIBRATIONS}, extra=_cd_extra))

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bibad_utils.base import ConfigError
+from bibad_utils.defenses.detector import Detector, option_checker
+from bibad_utils.schema import is_int
 from bibad_utils.defenses.common import (STREAM_FCT_FINETUNE, STREAM_FCT_TRANSFORM, batch_slices, check_device,
                                           check_float, check_images, check_int, eval_mode, stream_rng, take_float)
 
@@ -289,3 +291,39 @@ def _finetune(f, train_images, labels, *, steps, lr, batch_size, feature_fn, see
         optimiser.step()
     model.eval()
     return model
+
+
+# ------------------------------------------------------------------------------ its registry entries
+
+def _fct_extra(opts: dict, prefix: str) -> None:
+    epochs = opts["finetune_epochs"]
+    if epochs is not None and not is_int(epochs, 1):
+        raise ConfigError(f"{prefix}.finetune_epochs", epochs, "null (finetune_steps random batches) or an integer >= 1")
+
+
+def _fct_with(fn):
+    def run(f, images, ctx, **opts):
+        return {"scores": fn(f, images, train_images=ctx.train_images, train_labels=ctx.train_labels,
+                             seed=ctx.seed, device=ctx.device, **opts)}
+    return run
+
+
+DETECTORS = (
+    Detector(
+        "FCT", _fct_with(fct_scores),
+        {"finetune_epochs": 10, "finetune_optimizer": "sgd", "finetune_steps": 0, "finetune_lr": 0.01,
+         "finetune_batch_size": 128, "max_rotation": 180.0, "max_translate": 0.2, "batch_size": 256},
+        "FCT as the reference: squared raw-feature distance under rotation up to 180 degrees and shift "
+        "0.2 with black fill, after the reference's class-centre cosine fine-tuning (10 epochs of SGD, lr 0.01)",
+        check=option_checker({"batch_size": 1, "finetune_batch_size": 2, "finetune_steps": 0},
+                             ("finetune_lr", "max_rotation", "max_translate"),
+                             choices={"finetune_optimizer": ("adam", "sgd")}, extra=_fct_extra)),
+    Detector(
+        "FCT variant", _fct_with(fct_variant_scores),
+        {"finetune_steps": 20, "finetune_lr": 1.0e-4, "finetune_batch_size": 128, "temperature": 0.1,
+         "max_rotation": 15.0, "max_translate": 0.1, "batch_size": 256},
+        "the project's FCT variant: normalised-feature distance under rotation up to 15 degrees and "
+        "shift 0.1 with grey fill, after a supervised contrastive fine-tuning",
+        check=option_checker({"batch_size": 1, "finetune_batch_size": 2, "finetune_steps": 0},
+                             ("finetune_lr", "temperature", "max_rotation", "max_translate"))),
+)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bibad_utils.base import ConfigError
+from bibad_utils.defenses.detector import Detector, option_checker
 from bibad_utils.defenses.common import (STREAM_STRIP, batch_slices, check_device, check_float, check_images,
                                           check_int, eval_mode, stream_rng, take_float)
 
@@ -88,3 +89,17 @@ def strip_scores(f: nn.Module, images, clean_pool, *, n_overlay: int = 100, mode
             scores[start:stop] = -mean_entropy.double().cpu().numpy()
     return scores
 
+
+# ------------------------------------------------------------------------------ its registry entry
+
+def _strip(f, images, ctx, **opts):
+    if ctx.clean_pool is None:
+        raise ConfigError("context.clean_pool", None, "clean images to superimpose (STRIP)")
+    return {"scores": strip_scores(f, images, ctx.clean_pool, seed=ctx.seed, device=ctx.device, **opts)}
+
+
+DETECTOR = Detector(
+        "STRIP", _strip, {"n_overlay": 100, "mode": "sum", "alpha": 0.5, "batch_size": 512},
+        "STRIP: minus the mean entropy under superimposed clean images (mode sum: the reference's "
+        "saturating sum; blend: (1 - alpha) x + alpha x_r)",
+        check=option_checker({"n_overlay": 1, "batch_size": 1}, ("alpha",), {"mode": ("sum", "blend")}))
