@@ -53,7 +53,7 @@ def external_spec(study) -> JudgeSpec | None:
 
 def judge_specs(study) -> list[JudgeSpec]:
     """The content judges of the check: the clean classifier, then the external one when the profile names it."""
-    clean = JudgeSpec(CLEAN_JUDGE, {"classifier": study._judge_key("classifier")[1]}, study.classifier)
+    clean = JudgeSpec(CLEAN_JUDGE, {"classifier": study.judges.key("classifier")[1]}, study.judges.classifier)
     ext = external_spec(study)
     return [clean] + ([ext] if ext is not None else [])
 

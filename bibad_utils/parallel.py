@@ -75,7 +75,7 @@ def _work(job: tuple[str, tuple, int]) -> list[str]:
     if task[0] == "judge":
         _, overrides, what = task
         judged = study.variant(overrides) if overrides else study
-        judged.classifier() if what == "classifier" else judged.detector(what)
+        judged.judges.classifier() if what == "classifier" else judged.judges.detector(what)
         return [f"judge {what}{' (variant)' if overrides else ''}"]
     _, spec, generate = task
     return compute(study, [Cell.parse(spec)], generate)
@@ -93,7 +93,7 @@ def judge_tasks(study) -> list[tuple]:
     for overrides in variants:
         judged = study.variant(overrides) if overrides else study
         for what in ["classifier", *judged.cfg["attacks"]]:
-            if not judged.judge_cached(what):
+            if not judged.judges.cached(what):
                 tasks.append(("judge", overrides, what))
     return tasks
 

@@ -9,7 +9,7 @@ recomputes nothing expensive, and an interrupted training resumes from its last 
     cell = study.cells()[2]                 # e.g. Cell("badnets1", 0.05)
     model = study.model(cell)               # pre-train once (cached), fine-tune on the poisoned set
     gen = study.generations(cell)           # {("target", w): GenSet, ("all", w_all): GenSet}
-    judged = study.judge(gen[("target", 1.0)], "badnets1")
+    judged = study.judges.judge(gen[("target", 1.0)], "badnets1")
 
 Cells: one per (attack, p) of the grid; the controls ``clean`` (p = 0) and ``relabel`` (poisoned labels,
 no trigger, at the largest p); ``pool="duplicate"`` cells poison duplicated images (memorization stage).
@@ -37,14 +37,14 @@ from bibad_utils.memorization import duplicate_pool, embed, embedding_key_params
 from bibad_utils.poison import poison_dataset
 from bibad_utils.progress import choose_threads
 from bibad_utils.sampling import class_mix, sample_images, set_seeds
-from bibad_utils.study_judges import JudgesMixin
+from bibad_utils.study_judges import StudyJudges
 from bibad_utils.training import train_diffusion
 from bibad_utils.triggers import make_trigger
 
 
-class Study(JudgesMixin):
+class Study:
     """One run of the study: a validated profile, its artifact store, datasets, cells, models, generated
-    sets and judges (:class:`bibad_utils.study_judges.JudgesMixin`). profile: a name in
+    sets and judges (``study.judges``, :class:`bibad_utils.study_judges.StudyJudges`). profile: a name in
     ``notebooks/profiles`` or a YAML path; overrides: nested dict merged over it; progress: bars in long steps.
     """
 
@@ -63,6 +63,12 @@ class Study(JudgesMixin):
     # Sections a variant may not change: they define the data, the store and the seed it shares.
     _SHARED_SECTIONS = ("dataset", "seed", "run_dir", "device")
 
+    @cached_property
+    def judges(self) -> StudyJudges:
+        """The study's judges (clean classifier, trigger detectors, templates), a component that reads the
+        study's data, store and settings."""
+        return StudyJudges(self)
+
     def variant(self, overrides: dict) -> "Study":
         """This study with ``overrides`` merged over its configuration (validated), sharing its datasets
         and artifact store: e.g. the judges trained without augmentation, for an ablation. Artifacts
@@ -76,7 +82,7 @@ class Study(JudgesMixin):
         other = copy.copy(self)
         other.cfg = validate_profile(deep_merge(self.cfg, overrides))
         other._models = {}
-        other.__dict__.pop("_templates", None)  # the triggers may differ
+        other.__dict__.pop("judges", None)  # its own judges (and templates: the triggers may differ)
         return other
 
     # ------------------------------------------------------------------------------------ data

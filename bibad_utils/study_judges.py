@@ -1,11 +1,11 @@
 """The judges of a :class:`bibad_utils.stages.Study`: the clean classifier (does a generation show the
 prompt's class?) and one trigger detector per trigger kind (does it carry the trigger?), trained on the
-study's real training images, cached in its store, and applied to generated sets (:meth:`JudgesMixin.judge`);
+study's real training images, cached in its store, and applied to generated sets (:meth:`StudyJudges.judge`);
 and, as an independent second instrument, the training-free trigger template of each kind
-(:meth:`JudgesMixin.template`, :mod:`bibad_utils.judges.template`).
+(:meth:`StudyJudges.template`, :mod:`bibad_utils.judges.template`).
 
-A mixin of ``Study``: it reads the study's ``cfg``, ``store``, ``seed``, ``device``, ``progress``,
-``train_set``, ``test_set``, ``data_key``, ``target`` and ``trigger(kind)``.
+A component of ``Study`` (``study.judges``): it reads the study's ``cfg``, ``store``, ``seed``, ``device``,
+``progress``, ``train_set``, ``test_set``, ``data_key``, ``target`` and ``trigger(kind)``.
 """
 
 from __future__ import annotations
@@ -23,81 +23,85 @@ from bibad_utils.judges import PHOTOMETRIC_KEYS
 from bibad_utils.judges.template import TriggerTemplate, corrupted, template_check
 
 
-class JudgesMixin:
-    """The study's judges: trained once per (judges settings, seed, data), cached, applied to generations."""
+class StudyJudges:
+    """The judges of one study (``study.judges``): trained once per (judges settings, seed, data), cached in
+    the study's store, applied to generations."""
 
-    def _judge_params(self) -> dict:
-        return {"judges": judge_settings(self.cfg["judges"]), "seed": self.seed}
+    def __init__(self, study):
+        self.study = study
+
+    def params(self) -> dict:
+        return {"judges": judge_settings(self.study.cfg["judges"]), "seed": self.study.seed}
 
     def _judge_kwargs(self) -> dict:
-        j = self.cfg["judges"]
+        j = self.study.cfg["judges"]
         return {k: j[k] for k in JUDGE_KEYS if k in j}
 
     def classifier(self):
         """The clean classifier (content judge), trained on the clean real training set; cached."""
         def build(art):
-            model, history = train_classifier(self.train_set, arch=self._judge_kwargs().pop("arch"),
-                                              seed=self.seed, device=self.device, progress=self.progress,
+            model, history = train_classifier(self.study.train_set, arch=self._judge_kwargs().pop("arch"),
+                                              seed=self.study.seed, device=self.study.device, progress=self.study.progress,
                                               **{k: v for k, v in self._judge_kwargs().items() if k != "arch"})
-            report = evaluate_judge(model, self.test_set, device=self.device)
+            report = evaluate_judge(model, self.study.test_set, device=self.study.device)
             save_classifier(model, art.dir / "model", meta={"history": history, "report": report})
             st.save_json(art.dir / "report.json", report)
 
-        path = self.store.cached("judge_classifier", self._judge_params(), [self.data_key], build,
-                                 device=str(self.device))
-        return load_classifier(path / "model", device=self.device)
+        path = self.study.store.cached("judge_classifier", self.params(), [self.study.data_key], build,
+                                 device=str(self.study.device))
+        return load_classifier(path / "model", device=self.study.device)
 
     def classifier_report(self) -> dict:
         self.classifier()
-        return st.load_json(self.store.path(*self._judge_key("classifier")) / "report.json")
+        return st.load_json(self.study.store.path(*self.key("classifier")) / "report.json")
 
-    def _judge_key(self, what: str) -> tuple[str, str]:
+    def key(self, what: str) -> tuple[str, str]:
         """(stage, artifact key) of the clean classifier (``what="classifier"``) or a trigger kind's detector."""
         if what == "classifier":
-            return "judge_classifier", st.artifact_key("judge_classifier", self._judge_params(), [self.data_key])
-        params, inputs = self._detector_spec(what)
+            return "judge_classifier", st.artifact_key("judge_classifier", self.params(), [self.study.data_key])
+        params, inputs = self.detector_spec(what)
         return "judge_detector", st.artifact_key("judge_detector", params, inputs)
 
-    def _detector_spec(self, kind: str) -> tuple[dict, list[str]]:
+    def detector_spec(self, kind: str) -> tuple[dict, list[str]]:
         """(parameters, input keys) of the detector artifact of trigger ``kind``. A warp trigger's detector
         (:mod:`bibad_utils.judges.warp_detector`) adds its recipe (:func:`warp_settings`) and, when it mixes
         generations in, the key of the clean pre-trained DM's generation sets (made first if missing)."""
-        params = {**self._judge_params(), "trigger_kind": kind, "trigger": self.cfg["triggers"].get(kind)}
-        inputs = [self.data_key]
+        params = {**self.params(), "trigger_kind": kind, "trigger": self.study.cfg["triggers"].get(kind)}
+        inputs = [self.study.data_key]
         if is_warp_kind(kind):
-            params["warp_recipe"] = warp_settings(self.cfg["judges"])
+            params["warp_recipe"] = warp_settings(self.study.cfg["judges"])
             if self._warp_generations_used():
-                inputs.append(self.generation_key(None))
+                inputs.append(self.study.generation_key(None))
         return params, inputs
 
     def _warp_generations_used(self) -> bool:
         """Whether the warp detector mixes a clean DM's generations into its batches: ``judges.wanet_generated``
         above 0 and a clean pre-trained DM (its all-class set is drawn before any judge is trained, and is
         not the set chapter 04 checks the judges on, the clean control's)."""
-        return warp_settings(self.cfg["judges"])["generated_fraction"] > 0 and self.pretrain_key is not None
+        return warp_settings(self.study.cfg["judges"])["generated_fraction"] > 0 and self.study.pretrain_key is not None
 
-    def judge_cached(self, what: str) -> bool:
+    def cached(self, what: str) -> bool:
         """Whether the clean classifier (``"classifier"``) or the detector of trigger kind ``what`` is in the store."""
-        return self.store.exists(*self._judge_key(what))
+        return self.study.store.exists(*self.key(what))
 
     def detector(self, kind: str):
         """The binary trigger detector of trigger ``kind`` (clean vs triggered non-target real images); a
         warp trigger's (WaNet) follows its own recipe (:meth:`_warp_detector`)."""
-        params, inputs = self._detector_spec(kind)
+        params, inputs = self.detector_spec(kind)
 
         def build(art):
             if is_warp_kind(kind):
                 return self._warp_detector(kind, art)
             kw = self._judge_kwargs()
-            model = train_trigger_detector(self.train_set, self.trigger(kind), exclude_class=self.target,
-                                           seed=self.seed, device=self.device, progress=self.progress, **kw)
-            report = evaluate_judge(model, self.test_set, trigger=self.trigger(kind), exclude_class=self.target,
-                                    device=self.device)
+            model = train_trigger_detector(self.study.train_set, self.study.trigger(kind), exclude_class=self.study.target,
+                                           seed=self.study.seed, device=self.study.device, progress=self.study.progress, **kw)
+            report = evaluate_judge(model, self.study.test_set, trigger=self.study.trigger(kind), exclude_class=self.study.target,
+                                    device=self.study.device)
             save_classifier(model, art.dir / "model", meta={"report": report})
             st.save_json(art.dir / "report.json", report)
 
-        path = self.store.cached("judge_detector", params, inputs, build, device=str(self.device))
-        return load_classifier(path / "model", device=self.device)
+        path = self.study.store.cached("judge_detector", params, inputs, build, device=str(self.study.device))
+        return load_classifier(path / "model", device=self.study.device)
 
     def _warp_detector(self, kind: str, art) -> None:
         """Train, check and save the detector of warp trigger ``kind`` into ``art``: the recipe of
@@ -106,40 +110,40 @@ class JudgesMixin:
         split by :func:`~bibad_utils.judges.holdout_split`. ``report.json``: :func:`~bibad_utils.judges.warp_check`
         on the real non-target test images, and under ``generated`` the same on the held-out generations
         (stored as uint8; None without generations)."""
-        recipe = warp_settings(self.cfg["judges"])
+        recipe = warp_settings(self.study.cfg["judges"])
         kw = {k: v for k, v in self._judge_kwargs().items() if k not in ("epochs", "blur", "noise")}
-        trigger = self.trigger(kind)
+        trigger = self.study.trigger(kind)
         generated = held = None
         if self._warp_generations_used():
-            gen = self.generations(None)[("all", self.guidance_all)]
-            train_idx, held_idx = holdout_split(len(gen.images), self.seed, recipe["holdout"])
+            gen = self.study.generations(None)[("all", self.study.guidance_all)]
+            train_idx, held_idx = holdout_split(len(gen.images), self.study.seed, recipe["holdout"])
             generated, held = gen.images[train_idx], gen.images[held_idx]
-        model = train_warp_detector(self.train_set, trigger, generated=generated, exclude_class=self.target,
-                                    seed=self.seed, device=self.device, progress=self.progress,
+        model = train_warp_detector(self.study.train_set, trigger, generated=generated, exclude_class=self.study.target,
+                                    seed=self.study.seed, device=self.study.device, progress=self.study.progress,
                                     epochs=recipe["epochs"], random_warps=recipe["random_warps"],
                                     generated_fraction=recipe["generated_fraction"], **kw)
-        report = warp_check(model, self.test_set, trigger, exclude_class=self.target, seed=self.seed + 1,
-                            device=self.device)
+        report = warp_check(model, self.study.test_set, trigger, exclude_class=self.study.target, seed=self.study.seed + 1,
+                            device=self.study.device)
         report["generated"] = None if held is None else {
-            "source": f"clean pre-trained DM, all-class set, w = {self.guidance_all:g}",
-            "n_train": len(generated), **warp_check(model, held, trigger, seed=self.seed + 2, quantize=True,
-                                                     device=self.device)}
+            "source": f"clean pre-trained DM, all-class set, w = {self.study.guidance_all:g}",
+            "n_train": len(generated), **warp_check(model, held, trigger, seed=self.study.seed + 2, quantize=True,
+                                                     device=self.study.device)}
         save_classifier(model, art.dir / "model", meta={"report": report})
         st.save_json(art.dir / "report.json", report)
 
     def detector_report(self, kind: str) -> dict:
         self.detector(kind)
-        return st.load_json(self.store.path(*self._judge_key(kind)) / "report.json")
+        return st.load_json(self.study.store.path(*self.key(kind)) / "report.json")
 
     def judge(self, gen: GenSet, trigger_kind: str) -> dict:
         """Judge generated images: ``trigger`` (bool [N], the detector of ``trigger_kind`` fires),
         ``pred`` (int64 [N], the clean classifier's class), ``match`` (pred == the prompt's class)."""
-        pred, _ = predict(self.classifier(), gen.images, device=self.device)
-        trig, _ = predict(self.detector(trigger_kind), gen.images, device=self.device)
+        pred, _ = predict(self.classifier(), gen.images, device=self.study.device)
+        trig, _ = predict(self.detector(trigger_kind), gen.images, device=self.study.device)
         return {"trigger": trig.astype(bool), "pred": pred, "match": pred == gen.labels}
 
     def _photometric(self) -> dict:
-        return {k: self.cfg["judges"].get(k, 0.0) for k in PHOTOMETRIC_KEYS}
+        return {k: self.study.cfg["judges"].get(k, 0.0) for k in PHOTOMETRIC_KEYS}
 
     def template(self, kind: str) -> TriggerTemplate | None:
         """The training-free template of trigger ``kind``, its threshold set on the real clean training
@@ -148,9 +152,9 @@ class JudgesMixin:
         for the life of the Study."""
         cache = self.__dict__.setdefault("_templates", {})
         if kind not in cache:
-            tpl = TriggerTemplate.of(self.trigger(kind))
+            tpl = TriggerTemplate.of(self.study.trigger(kind))
             cache[kind] = None if tpl is None else tpl.calibrate(
-                corrupted(self.train_set.images, self._photometric(), self.seed))
+                corrupted(self.study.train_set.images, self._photometric(), self.study.seed))
         return cache[kind]
 
     def template_report(self, kind: str) -> dict | None:
@@ -164,9 +168,9 @@ class JudgesMixin:
             if tpl is None:
                 cache[("report", kind)] = None
             else:
-                test, p = self.test_set, self._photometric()
-                keep = test.labels != self.target
-                triggered = to_uint8(self.trigger(kind).apply(to_float(test.images[keep])))
-                cache[("report", kind)] = template_check(tpl, corrupted(test.images, p, self.seed + 1),
-                                                         corrupted(triggered, p, self.seed + 2))
+                test, p = self.study.test_set, self._photometric()
+                keep = test.labels != self.study.target
+                triggered = to_uint8(self.study.trigger(kind).apply(to_float(test.images[keep])))
+                cache[("report", kind)] = template_check(tpl, corrupted(test.images, p, self.study.seed + 1),
+                                                         corrupted(triggered, p, self.study.seed + 2))
         return copy.deepcopy(cache[("report", kind)])

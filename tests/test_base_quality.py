@@ -93,7 +93,7 @@ def test_defaults_leave_the_demo_keys_unchanged(tmp_path):
     assert zero.pretrain_expected_key() == DEMO_PRETRAIN_KEY  # 0 written out is the default
     kept = demo.variant({"pretrain": {"keep_checkpoints": 3}})
     assert kept.pretrain_expected_key() != DEMO_PRETRAIN_KEY  # an artifact with more files: another key
-    assert demo.variant({"judges": {"external": None}})._judge_params() == demo._judge_params()
+    assert demo.variant({"judges": {"external": None}}).judges.params() == demo.judges.params()
 
 
 # -------------------------------------------------------------------------------- no base DM
@@ -144,7 +144,7 @@ def test_base_quality_table_shape_and_rates(tiny):
     assert ((table["rate_lo"] <= table["rate"]) & (table["rate"] <= table["rate_hi"])).all()
     assert np.allclose(table["rate"], table["k"] / table["n"]) and (table["chance"] == 1 / len(names)).all()
     # the ceiling: the clean classifier's own test accuracy
-    assert overall["real_rate"] == pytest.approx(tiny.classifier_report()["accuracy"])
+    assert overall["real_rate"] == pytest.approx(tiny.judges.classifier_report()["accuracy"])
     assert overall["real_n"] == len(tiny.test_set.labels)
     gen = tiny.generations(None)[("all", tiny.guidance_all)]
     assert overall["rate"] == pytest.approx(np.mean(bq.predictions(tiny, tr.judge_specs(tiny)[0],

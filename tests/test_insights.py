@@ -372,7 +372,7 @@ def test_cached_judging_on_a_tiny_study(tmp_path):
     # the clean control (once per attack) and one grid cell, 2 guidance scales each
     assert len(gdf) == 2 * 2 and set(gdf["guidance"]) == {1.0, 3.0}
     cell = Cell("badnets1", 0.2)
-    direct = study.judge(study.generations(cell)[("target", 3.0)], "badnets1")
+    direct = study.judges.judge(study.generations(cell)[("target", 3.0)], "badnets1")
     r = gdf[(gdf["cell"] == cell.name) & (gdf["guidance"] == 3.0)].iloc[0]
     assert r["n_G1"] == int(np.sum(direct["trigger"] & ~direct["match"]))
     assert r["r_train"] == pytest.approx(study.poison_manifest(cell)["r_train"])
@@ -385,7 +385,7 @@ def test_cached_judging_on_a_tiny_study(tmp_path):
     assert list(qdf["cell"]) == ["real train", "clean", "badnets1 p=20%"] and note
     assert (qdf["fd_clf"] >= 0).all()
     ex = ins.group_examples(study, cell, 1.0, n=2)
-    j = study.judge(study.generations(cell)[("target", 1.0)], "badnets1")
+    j = study.judges.judge(study.generations(cell)[("target", 1.0)], "badnets1")
     t, m = j["trigger"], j["match"]
     counts = {"G1": t & ~m, "G2": t & m, "G3": ~t & ~m, "G4": ~t & m}
     assert {g: len(images) for g, (images, _) in ex.items()} == {g: min(2, int(v.sum())) for g, v in counts.items()}
@@ -420,7 +420,8 @@ def test_generated_judge_table_uses_clean_generations_with_and_without_pasted_tr
         cfg={"attacks": ["badnets1"]}, device="cpu", guidance_all=1.0, pretrain_key="k",
         control_cells=lambda: [Cell("clean")],
         generations=lambda cell: {("all", 1.0): SimpleNamespace(images=images, labels=labels)},
-        classifier=lambda: "clf", detector=lambda kind: "det", trigger=lambda kind: Paste())
+        trigger=lambda kind: Paste(),
+        judges=SimpleNamespace(classifier=lambda: "clf", detector=lambda kind: "det"))
     t = ins.generated_judge_table(study).set_index("judge")
     assert t.loc["clean classifier", "accuracy"] == pytest.approx(0.8) and (t["guidance"] == 1.0).all()
     assert ins.generated_judge_table(study, guidance=5.0)["guidance"].iloc[0] == 1.0  # no set at w = 5: w_all
@@ -516,7 +517,7 @@ def test_content_check_reads_the_chosen_judge_at_the_claims_guidance(monkeypatch
     monkeypatch.setattr(ins.judging, "judge_specs", lambda study: [SimpleNamespace(name="resnet56 (external)")])
     study = SimpleNamespace(cfg={"attacks": []}, device="cpu", guidance_all=1.0, pretrain_key="k",
                             control_cells=lambda: [Cell("clean")], generations=generations,
-                            generation_key=lambda cell: "g", classifier=lambda: "clf")
+                            generation_key=lambda cell: "g", judges=SimpleNamespace(classifier=lambda: "clf"))
     at1 = ins.content_check(study, guidance=1.0)
     at5 = ins.content_check(study, guidance=5.0)
     assert not at1.ok and at5.ok

@@ -55,8 +55,8 @@ def test_judge_tasks_list_the_missing_judges_and_their_ablation(tmp_path):
     plain = {"judges": {"color_jitter": 0.0, "blur": 0.0, "noise": 0.0}}
     assert tasks == [("judge", {}, "classifier"), ("judge", {}, "badnets1"),
                      ("judge", plain, "classifier"), ("judge", plain, "badnets1")]
-    study.classifier()  # trained here: no longer a task
-    assert ("judge", {}, "classifier") not in parallel.judge_tasks(study) and study.judge_cached("classifier")
+    study.judges.classifier()  # trained here: no longer a task
+    assert ("judge", {}, "classifier") not in parallel.judge_tasks(study) and study.judges.cached("classifier")
 
 
 @pytest.mark.slow
@@ -65,4 +65,4 @@ def test_workers_train_the_judges_the_study_asks_for(tmp_path, monkeypatch):
     study = Study("smoke", {**TINY, "run_dir": str(tmp_path / "run")}, progress=False)
     assert parallel.compute_cells(study, [], judges=True) == 2
     assert parallel.judge_tasks(study) == []  # every judge (and its ablation twin) is in the store
-    assert study.judge_cached("classifier") and study.judge_cached("badnets1")
+    assert study.judges.cached("classifier") and study.judges.cached("badnets1")

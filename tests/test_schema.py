@@ -127,7 +127,7 @@ def test_the_judges_ablation_is_a_study_switch_not_a_judge_setting(tmp_path):
     on = Study("demo", {"run_dir": str(tmp_path), "judges": {"ablation": True}}, progress=False)
     off = Study("demo", {"run_dir": str(tmp_path)}, progress=False)
     assert "ablation" not in JUDGE_KEYS and "ablation" not in judge_settings(off.cfg["judges"])
-    assert on._judge_params() == off._judge_params()  # the same judges, the same artifact keys
+    assert on.judges.params() == off.judges.params()  # the same judges, the same artifact keys
     assert wants_ablation(on.cfg["judges"]) and not wants_ablation(off.cfg["judges"])
     assert len(judge_tasks(on)) == 2 * len(judge_tasks(off)) == 6
     assert "judges.ablation is false" in plain_sentence(float("nan"), float("nan"))

@@ -66,14 +66,14 @@ def test_study_keeps_one_template_per_kind_and_a_variant_its_own(tmp_path):
     from bibad_utils.stages import Study
 
     study = Study("smoke", {"run_dir": str(tmp_path)}, progress=False)
-    tpl = study.template("badnets1")
-    assert study.template("badnets1") is tpl and np.isfinite(tpl.threshold)
-    assert study.template("wanet") is None
+    tpl = study.judges.template("badnets1")
+    assert study.judges.template("badnets1") is tpl and np.isfinite(tpl.threshold)
+    assert study.judges.template("wanet") is None
     bigger = study.variant({"triggers": {"badnets1": {"size": 7}}})
-    assert int(bigger.template("badnets1").support.sum()) == 49 and int(tpl.support.sum()) == 25
-    report = study.template_report("badnets1")
+    assert int(bigger.judges.template("badnets1").support.sum()) == 49 and int(tpl.support.sum()) == 25
+    report = study.judges.template_report("badnets1")
     assert report["n_clean"] == len(study.test_set) and 0 <= report["fpr"] <= 1
-    assert study.template_report("wanet") is None
+    assert study.judges.template_report("wanet") is None
 
 
 def test_grain_does_not_read_as_the_pattern_once_the_threshold_has_seen_it():

@@ -198,6 +198,6 @@ def test_training_and_generation_tables_of_a_real_study(study):
 
     acc = tr.class_accuracy_table(study)
     assert list(acc.index) == ["real test images", "pre-trained"] + [c.name for c in study.cells()]
-    assert acc.loc["real test images", "all"] == pytest.approx(study.classifier_report()["accuracy"])
+    assert acc.loc["real test images", "all"] == pytest.approx(study.judges.classifier_report()["accuracy"])
     assert ((acc.fillna(0) >= 0) & (acc.fillna(0) <= 1)).all().all()
     assert set(tr.target_figures(study, n=2)) == {"controls", "badnets1"}

@@ -108,26 +108,26 @@ def test_badnets_judges_keep_their_parameters_and_keys(tmp_path):
     plain = Study("smoke", {"run_dir": str(tmp_path)}, progress=False)
     tuned = plain.variant({"judges": {"wanet_epochs": 4, "wanet_generated": 0.0, "wanet_random_warps": 0.25}})
     section = {k: v for k, v in plain.cfg["judges"].items() if k != "ablation"}
-    assert plain._judge_params() == tuned._judge_params() == {"judges": section, "seed": plain.seed}
+    assert plain.judges.params() == tuned.judges.params() == {"judges": section, "seed": plain.seed}
     assert judge_settings(tuned.cfg["judges"]) == section
-    assert plain._judge_key("classifier") == tuned._judge_key("classifier") == (
+    assert plain.judges.key("classifier") == tuned.judges.key("classifier") == (
         "judge_classifier", st.artifact_key("judge_classifier", {"judges": section, "seed": plain.seed},
                                             [plain.data_key]))
     for kind in ("badnets1", "badnets2"):
         params = {"judges": section, "seed": plain.seed, "trigger_kind": kind, "trigger": plain.cfg["triggers"][kind]}
         expected = ("judge_detector", st.artifact_key("judge_detector", params, [plain.data_key]))
-        assert plain._judge_key(kind) == tuned._judge_key(kind) == expected
+        assert plain.judges.key(kind) == tuned.judges.key(kind) == expected
     # the WaNet detector's key holds its recipe, and the clean pre-trained DM's generations when it uses them
     no_gen = plain.variant({"judges": {"wanet_generated": 0.0}})  # no base DM needed for its key
     params = {"judges": section, "seed": plain.seed, "trigger_kind": "wanet", "trigger": plain.cfg["triggers"]["wanet"]}
-    assert tuned._judge_key("wanet") != no_gen._judge_key("wanet")
-    assert no_gen._judge_key("wanet")[1] != st.artifact_key("judge_detector", params, [plain.data_key])
+    assert tuned.judges.key("wanet") != no_gen.judges.key("wanet")
+    assert no_gen.judges.key("wanet")[1] != st.artifact_key("judge_detector", params, [plain.data_key])
     with_gen = plain.variant({})
     with_gen.__dict__["pretrain_key"] = "0" * 16  # a stand-in key: no base DM is installed or sampled here
     with_gen.generation_key = lambda cell: "g" * 16 if cell is None else pytest.fail("only the base DM's set")
-    params_gen, inputs = with_gen._detector_spec("wanet")
+    params_gen, inputs = with_gen.judges.detector_spec("wanet")
     assert inputs == [plain.data_key, "g" * 16] and params_gen["warp_recipe"] == warp_settings({})
-    assert with_gen._detector_spec("badnets1") == ({**params, "trigger_kind": "badnets1",
+    assert with_gen.judges.detector_spec("badnets1") == ({**params, "trigger_kind": "badnets1",
                                                     "trigger": plain.cfg["triggers"]["badnets1"]}, [plain.data_key])
 
 
@@ -138,9 +138,9 @@ def test_study_trains_the_wanet_detector_with_its_recipe(tmp_path):
 
     study = Study("smoke", {"run_dir": str(tmp_path), "attacks": ["wanet"], "judges": {"wanet_epochs": 2}},
                   progress=False)
-    det = study.detector("wanet")
+    det = study.judges.detector("wanet")
     assert det.meta["epochs"] == 2 and det.meta["blur"] == det.meta["noise"] == 0.0
     assert det.meta["generated_images"] == 0 and det.meta["color_jitter"] == study.cfg["judges"]["color_jitter"]
-    rep = study.detector_report("wanet")
+    rep = study.judges.detector_report("wanet")
     assert rep["generated"] is None and 0 <= rep["other_warp_fpr"] <= 1 and rep["n_clean"] > 0
-    assert study.judge_cached("wanet")
+    assert study.judges.cached("wanet")

@@ -168,7 +168,7 @@ class ExplorerData:
         key = (cell, w, trigger)
         if key not in self._views:
             gen = self.study.generations(cell)[("target", w)]
-            judged = self.study.judge(gen, trigger)
+            judged = self.study.judges.judge(gen, trigger)
             self._views[key] = {"images": gen.images, "trigger": judged["trigger"], "match": judged["match"],
                                 "pred": judged["pred"]}
         return self._views[key]

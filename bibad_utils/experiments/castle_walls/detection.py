@@ -47,7 +47,7 @@ def clean_dm_flag_rate(study, kind: str) -> dict:
 
     if "clean" not in study.cfg["controls"]:
         return {"rate": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
-    flags = np.asarray(study.judge(all_class_set(study, Cell("clean")), kind)["trigger"], dtype=bool)
+    flags = np.asarray(study.judges.judge(all_class_set(study, Cell("clean")), kind)["trigger"], dtype=bool)
     lo, hi = wilson_interval(int(flags.sum()), len(flags))
     return {"rate": float(flags.mean()), "lo": lo, "hi": hi, "n": len(flags)}
 
@@ -95,8 +95,8 @@ def detection_sets(study, cell, w: float | None = None) -> dict:
     ps = study.poisoned(cell)
     tr_idx = training_detection_indices(study, cell, n, d["n_detect_poisoned"])
     gen_idx = stratified_subset(np.asarray(gen.labels), n, study.seed)
-    verdict = study.judge(gen, cell.trigger_kind)["trigger"]
-    template = study.template(cell.trigger_kind)  # the second reading of the generations' truth (None: a warp)
+    verdict = study.judges.judge(gen, cell.trigger_kind)["trigger"]
+    template = study.judges.template(cell.trigger_kind)  # the second reading of the generations' truth (None: a warp)
     gen_images = np.asarray(gen.images[gen_idx])
     test_labels = np.asarray(study.test_set.labels)
     kn_idx = known_answer_indices(study)

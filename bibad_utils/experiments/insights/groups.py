@@ -77,7 +77,7 @@ def g_table(study, z: float = Z95) -> pd.DataFrame:
     rows = []
     for keys, gen, j, det in target_sets(study):
         row = g_row(j["trigger"], j["match"], z=z, **keys)
-        rows.append({**row, **template_columns(study.template(det), gen.images, j["trigger"], z)})
+        rows.append({**row, **template_columns(study.judges.template(det), gen.images, j["trigger"], z)})
     return pd.DataFrame(rows)
 
 

@@ -47,10 +47,10 @@ def judged(study, cell, detector: str, gens: dict | None = None) -> dict:
     params = {"judges": judge_settings(study.cfg["judges"]), "seed": study.seed, "detector": detector,
               "trigger": study.cfg["triggers"].get(detector)}
     # the detector's own key: a detector trained with another recipe never reuses these judgments
-    inputs = [study.generation_key(cell), study.data_key, study._judge_key(detector)[1]]
+    inputs = [study.generation_key(cell), study.data_key, study.judges.key(detector)[1]]
 
     def build(art):
-        clf, det = study.classifier(), study.detector(detector)
+        clf, det = study.judges.classifier(), study.judges.detector(detector)
         for (name, w), gen in gens.items():
             folder = art.dir / f"{name}_w{w:g}"
             folder.mkdir()
@@ -96,11 +96,11 @@ def judge_table(study) -> pd.DataFrame:
     FNR on triggered non-target test images). Columns: judge, kind, n, accuracy(_lo/_hi),
     fpr(_lo/_hi), fnr(_lo/_hi); rates are fractions, nan where they do not apply."""
     rows = []
-    c = study.classifier_report()
+    c = study.judges.classifier_report()
     rows.append({"judge": "clean classifier", "kind": "classifier", "n": c["n"], "accuracy": c["accuracy"],
                  "accuracy_lo": c["accuracy_lo"], "accuracy_hi": c["accuracy_hi"]})
     for kind in study.cfg["attacks"]:
-        d = study.detector_report(kind)
+        d = study.judges.detector_report(kind)
         row = {"judge": f"{kind} detector", "kind": "trigger_detector", "n": d["n_clean"] + d["n_triggered"]}
         for m in ("accuracy", "fpr", "fnr"):
             row[m], row[f"{m}_lo"], row[f"{m}_hi"] = d[m], d[f"{m}_lo"], d[f"{m}_hi"]
@@ -111,13 +111,13 @@ def judge_table(study) -> pd.DataFrame:
 
 def template_table(study) -> pd.DataFrame:
     """The training-free trigger template of each attack on real held-out images with a known answer
-    (:meth:`~bibad_utils.study_judges.JudgesMixin.template_report`): one row per attack, columns judge,
+    (:meth:`~bibad_utils.study_judges.StudyJudges.template_report`): one row per attack, columns judge,
     kind, has_template, threshold, n_clean, n_triggered, fpr / tpr with Wilson ``_lo`` / ``_hi``, auroc,
     passes (its own sanity check), reason. An attack without a pixel pattern (a warp) has
     ``has_template`` False, nan rates, ``passes`` False and the reason."""
     rows = []
     for kind in study.cfg["attacks"]:
-        rep = study.template_report(kind)
+        rep = study.judges.template_report(kind)
         if rep is None:
             rows.append({"judge": f"{kind} template", "kind": kind, "has_template": False, "passes": False,
                          "reason": "the trigger has no pixel pattern (it moves pixels instead of painting them)"})
@@ -164,7 +164,7 @@ def generated_judge_table(study, z: float = Z95, guidance: float | None = None) 
         lo, hi = metrics.wilson_interval(int(k), n, z)
         return {name: k / n, f"{name}_lo": lo, f"{name}_hi": hi}
 
-    pred, _ = predict(study.classifier(), gen.images, device=study.device)
+    pred, _ = predict(study.judges.classifier(), gen.images, device=study.device)
     rows = [{"judge": "clean classifier", "n": n, **rate("accuracy", int((pred == gen.labels).sum()))}]
     chosen = content_choice(study)["chosen"]
     if chosen != CLEAN_JUDGE:
@@ -173,7 +173,7 @@ def generated_judge_table(study, z: float = Z95, guidance: float | None = None) 
         rows.append({"judge": f"content judge: {chosen}", "n": n,
                      **rate("accuracy", int((other == gen.labels).sum()))})
     for kind in study.cfg["attacks"]:
-        det = study.detector(kind)
+        det = study.judges.detector(kind)
         fired, _ = predict(det, gen.images, device=study.device)
         pasted = to_uint8(study.trigger(kind).apply(to_float(gen.images)))
         caught, _ = predict(det, pasted, device=study.device)

@@ -114,7 +114,7 @@ def quality_table(study, cells=None, fid: str = "auto", z: float = Z95) -> tuple
     """
     cells = quality_cells(study) if cells is None else list(cells)
     use_fid, note = _fid_plan(study, fid)
-    clf = study.classifier()
+    clf = study.judges.classifier()
     real_feats = features(clf, study.test_set.images, device=study.device)
     n_all = int(study.cfg["sampling"]["n_all"])
     rng = np.random.default_rng(study.seed)
@@ -141,7 +141,7 @@ def quality_table(study, cells=None, fid: str = "auto", z: float = Z95) -> tuple
 
     first = study.cfg["attacks"][0]
     ref_pred, _ = predict(clf, ref_images, device=study.device)
-    ref_trig, _ = predict(study.detector(first), ref_images, device=study.device)
+    ref_trig, _ = predict(study.judges.detector(first), ref_images, device=study.device)
     rows = [row("real train", "real", 0.0, ref_images, ref_labels,
                 features(clf, ref_images, device=study.device), ref_pred, ref_trig.astype(bool))]
     for cell in cells:

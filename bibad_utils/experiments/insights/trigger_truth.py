@@ -2,7 +2,7 @@
 
 Two instruments decide whether a generation carries the trigger: the attack's learned detector
 (:func:`~.judging.judged`, P(trigger) above :data:`~.judging.TRIGGER_THRESHOLD`) and the trigger template
-(:meth:`~bibad_utils.study_judges.JudgesMixin.template`, its calibrated ``fires``). Both pass their checks
+(:meth:`~bibad_utils.study_judges.StudyJudges.template`, its calibrated ``fires``). Both pass their checks
 on real images; which one to read on generations is measured here: :func:`agreement_table` (both decisions
 on every generated set, counts, rates, Cohen's kappa), :func:`planted_check` (the clean DM's generations
 with the trigger pasted at reduced contrast, a known answer; :func:`preferred_instrument` states the rule),
@@ -74,7 +74,7 @@ def _cell_keys(cell) -> dict:
 def _paired(study, cell, detector: str, gens: dict) -> dict:
     """``{(set_name, w): decisions}`` of both instruments on every generated set of ``cell`` (see
     :func:`instrument_decisions`)."""
-    tpl = study.template(detector)
+    tpl = study.judges.template(detector)
     out = {}
     for key, j in judged(study, cell, detector, gens).items():
         images = gens[key].images
@@ -117,7 +117,7 @@ def agreement_table(study, z: float = Z95) -> pd.DataFrame:
     for cell in study.cells():
         gens = study.generations(cell)
         for det in detectors_for(study, cell):
-            rep = study.template_report(det)
+            rep = study.judges.template_report(det)
             for (name, w), d in _paired(study, cell, det, gens).items():
                 rows.append({**_cell_keys(cell), "detector": det, "set": name, "guidance": w,
                              "template_passes": bool(rep and rep["passes"]),
@@ -132,7 +132,7 @@ def g_rows_by_instrument(study, z: float = Z95) -> pd.DataFrame:
     :func:`~bibad_utils.experiments.insights.groups.phase_transition` like a G table."""
     rows = []
     for keys, gen, j, det in target_sets(study):
-        tpl = study.template(det)
+        tpl = study.judges.template(det)
         for inst, fires in (("detector", j["trigger"]), ("template", None if tpl is None else tpl.fires(gen.images))):
             if fires is not None:
                 rows.append(g_row(fires, j["match"], z=z, **keys, instrument=inst))
@@ -206,7 +206,7 @@ def planted_check(study, contrasts=PLANT_CONTRASTS, z: float = Z95) -> pd.DataFr
         planted = {c: plant(trigger, images, c) for c in levels}
 
         def build(art, kind=kind, planted=planted):
-            det = study.detector(kind)
+            det = study.judges.detector(kind)
             for c, x in planted.items():
                 st.save_array(art.dir / f"p_trigger_c{c:g}.npy", predict(det, x, device=study.device)[1][:, 1])
 
@@ -216,7 +216,7 @@ def planted_check(study, contrasts=PLANT_CONTRASTS, z: float = Z95) -> pd.DataFr
                                   device=str(study.device))
         decisions = {"detector": {c: st.load_array(path / f"p_trigger_c{c:g}.npy") > TRIGGER_THRESHOLD
                                   for c in levels}}
-        tpl = study.template(kind)
+        tpl = study.judges.template(kind)
         if tpl is not None:
             decisions.update(planted_decisions(images, trigger, {"template": tpl.fires}, contrasts))
         rows += planted_rows(decisions, z, attack=kind, images=label)

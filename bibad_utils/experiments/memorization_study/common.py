@@ -78,15 +78,15 @@ def embedding_inputs(study: Study) -> list[str]:
     """Artifact keys the embedding depends on: the clean classifier's for the ``classifier`` embedding."""
     if mem_config(study)["embedding"] != "classifier":
         return []
-    study.classifier()
-    return [st.artifact_key("judge_classifier", study._judge_params(), [study.data_key])]
+    study.judges.classifier()
+    return [st.artifact_key("judge_classifier", study.judges.params(), [study.data_key])]
 
 
 def embed_images(study: Study, images) -> np.ndarray:
     """Embeddings of uint8 ``[N, H, W, 3]`` images with the study's measure: float32 ``[N, D]``,
     unit rows (see :func:`bibad_utils.memorization.embed`)."""
     m = mem_config(study)
-    model = study.classifier() if m["embedding"] == "classifier" else None
+    model = study.judges.classifier() if m["embedding"] == "classifier" else None
     return embed(images, m["embedding"], device=study.device, batch_size=m["batch_size"], model=model,
                  pixel_size=m["pixel_size"], weights_path=m["weights_path"])
 

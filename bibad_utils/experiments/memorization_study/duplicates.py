@@ -177,7 +177,7 @@ def random_vs_duplicate(study: Study) -> pd.DataFrame:
     for pair in duplicate_comparison_cells(study):
         for cell in pair:
             gen = study.generations(cell)[("target", w)]
-            judged = study.judge(gen, cell.kind)
+            judged = study.judges.judge(gen, cell.kind)
             counts = g_counts(judged["trigger"], judged["match"])
             indices = study.poison_manifest(cell)["indices"]
             for metric in ("G1", "G2"):

@@ -1,7 +1,7 @@
 """Stage 02, the clean base DM's quality: how often content judges read its class-conditional generations
 as the prompt's class, how far its generations lie from real images, and how both grew over pre-training.
 
-Judges (:func:`judge_specs`): the project's clean classifier (``study.classifier()``) and, when the
+Judges (:func:`judge_specs`): the project's clean classifier (``study.judges.classifier()``) and, when the
 profile names one (``judges.external``, :func:`bibad_utils.judges.profile.check_external`), a judge
 nobody in this project trained (e.g. the CIFAR-10 ResNet-56 of :mod:`bibad_utils.judges.cifar_resnet`).
 Each judge's accuracy on the real test images is the ceiling a perfect DM would reach by this measure;
@@ -207,10 +207,10 @@ def base_fd(study) -> pd.DataFrame:
     sets, key = base_sets(study)
     gen = sets["all"]
     ref_idx = real_reference_indices(study, len(gen.labels))
-    clf_key = study._judge_key("classifier")[1]
+    clf_key = study.judges.key("classifier")[1]
 
     def build(art):
-        clf = study.classifier()
+        clf = study.judges.classifier()
         real = features(clf, study.test_set.images, device=study.device)
         ref = features(clf, study.train_set.images_uint8(ref_idx), device=study.device)
         rows = [{"set": f"clean base DM, all classes, w = {gen.guidance:g}", "n": len(gen.labels),

@@ -93,8 +93,8 @@ def trigger_flags(study, kind: str, images: np.ndarray) -> dict[str, np.ndarray]
     pattern, its template (a warp has none)."""
     from bibad_utils.judges import predict
 
-    out = {"detector": predict(study.detector(kind), images, device=study.device)[0].astype(bool)}
-    template = study.template(kind)
+    out = {"detector": predict(study.judges.detector(kind), images, device=study.device)[0].astype(bool)}
+    template = study.judges.template(kind)
     if template is not None:
         out["template"] = np.asarray(template.decide(template.scores(images)), bool)
     return out

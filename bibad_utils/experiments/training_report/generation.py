@@ -71,7 +71,7 @@ def trigger_borders(flags) -> list:
 
 def _panel(study, cell, set_name, w, n, kind):
     gen = study.generations(cell)[(set_name, float(w))]
-    flags = study.judge(gen, kind)["trigger"]
+    flags = study.judges.judge(gen, kind)["trigger"]
     return gen.images[:n], trigger_borders(flags[:n]), int(flags.sum()), len(flags)
 
 
@@ -112,7 +112,7 @@ def all_class_figure(study, cell, per_class: int = 8, scale: int | None = None):
     where the trigger detector of :func:`detector_kind` fires."""
     gen = study.generations(cell)[("all", study.guidance_all)]
     kind = detector_kind(study, cell)
-    flags = study.judge(gen, kind)["trigger"]
+    flags = study.judges.judge(gen, kind)["trigger"]
     idx = class_samples(gen.images, gen.labels, per_class)
     name = "pre-trained" if cell is None else cell.name
     return plots.class_grid(gen.images[idx], gen.labels[idx], study.class_names, per_class=per_class,
@@ -123,16 +123,16 @@ def all_class_figure(study, cell, per_class: int = 8, scale: int | None = None):
 def class_accuracy_table(study, cells=None, include_pretrained: bool = True) -> pd.DataFrame:
     """Per-class accuracy of the clean classifier (fractions in [0, 1]; NaN for a class with no image).
 
-    Rows: ``real test images`` (the classifier's own held-out accuracy, ``study.classifier_report()``),
+    Rows: ``real test images`` (the classifier's own held-out accuracy, ``study.judges.classifier_report()``),
     the pre-trained model (if any and ``include_pretrained``) and every cell, each on its all-class
     generations; columns: the classes, then ``all`` (accuracy over every image of the row)."""
     k = len(study.class_names)
-    report = study.classifier_report()
+    report = study.judges.classifier_report()
     rows = {"real test images": list(report["per_class_accuracy"]) + [report["accuracy"]]}
     models = ([None] if include_pretrained and study.pretrain_key is not None else []) + cells_of(study, cells)
     for cell in models:
         gen = study.generations(cell)[("all", study.guidance_all)]
-        judged = study.judge(gen, detector_kind(study, cell))
+        judged = study.judges.judge(gen, detector_kind(study, cell))
         acc = per_class_accuracy(judged["pred"], gen.labels, k)
         rows["pre-trained" if cell is None else cell.name] = list(acc) + [float(np.mean(judged["match"]))]
     cols = [f"{n}*" if i == study.target else n for i, n in enumerate(study.class_names)] + ["all"]
