@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from bibad_utils import metrics
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.judges import cifar_resnet_judge, predict
@@ -77,3 +78,22 @@ def predictions(study, judge: JudgeSpec, source_key: str, sets: dict) -> dict[st
 def real_predictions(study, judge: JudgeSpec) -> np.ndarray:
     """``judge``'s class for every real test image (cached)."""
     return predictions(study, judge, study.data_key, {"test": lambda: study.test_set.images})["test"]
+
+
+def content_choice(study, z: float = metrics.Z95) -> dict:
+    """Which judge reads content (M) in this chapter: every content judge (the clean classifier, and the
+    profile's external judge when it names one) with its accuracy on the real test images, and the chosen
+    one, the more accurate (the clean classifier on a tie). Returns ``{"chosen": name, "judges": [{"judge",
+    "n", "k", "accuracy", "accuracy_lo", "accuracy_hi"}]}``; predictions are cached."""
+    specs = judge_specs(study)
+    if len(specs) == 1:
+        return {"chosen": CLEAN_JUDGE, "judges": []}
+    labels = np.asarray(study.test_set.labels, np.int64)
+    rows = []
+    for spec in specs:
+        k = int((real_predictions(study, spec) == labels).sum())
+        lo, hi = metrics.wilson_interval(k, len(labels), z)
+        rows.append({"judge": spec.name, "n": len(labels), "k": k, "accuracy": k / len(labels),
+                     "accuracy_lo": lo, "accuracy_hi": hi})
+    best = max(rows, key=lambda r: r["k"])  # the first (the clean classifier) wins a tie
+    return {"chosen": best["judge"], "judges": rows}

@@ -14,13 +14,19 @@ import copy
 
 from bibad_utils import store as st
 from bibad_utils.cells import GenSet
+from bibad_utils.content_judges import CLEAN_JUDGE, content_choice, judge_specs, predictions
 from bibad_utils.data import to_float, to_uint8
-from bibad_utils.judges import (JUDGE_KEYS, evaluate_judge, holdout_split, is_warp_kind, load_classifier, predict,
+from bibad_utils.judges import (JUDGE_KEYS, evaluate_judge, features, holdout_split, is_warp_kind, load_classifier, predict,
                                 save_classifier, train_classifier, train_trigger_detector, train_warp_detector,
                                 warp_check)
 from bibad_utils.judges.profile import judge_settings, warp_settings
 from bibad_utils.judges import PHOTOMETRIC_KEYS
 from bibad_utils.judges.template import TriggerTemplate, corrupted, template_check
+
+
+JUDGED_STAGE = "insights_judged"  # the cached decisions on a cell's generations (the stage's name predates the class)
+# a detector's decision: its P(trigger) above this (the argmax of its two classes)
+TRIGGER_THRESHOLD = 0.5
 
 
 class StudyJudges:
@@ -136,11 +142,10 @@ class StudyJudges:
         return st.load_json(self.study.store.path(*self.key(kind)) / "report.json")
 
     def judge(self, gen: GenSet, trigger_kind: str) -> dict:
-        """Judge generated images: ``trigger`` (bool [N], the detector of ``trigger_kind`` fires),
-        ``pred`` (int64 [N], the clean classifier's class), ``match`` (pred == the prompt's class)."""
-        pred, _ = predict(self.classifier(), gen.images, device=self.study.device)
-        trig, _ = predict(self.detector(trigger_kind), gen.images, device=self.study.device)
-        return {"trigger": trig.astype(bool), "pred": pred, "match": pred == gen.labels}
+        """The decisions on one generated set of the study (:meth:`judged`, cached): ``trigger`` (bool [N], the
+        detector of ``trigger_kind`` fires: P(trigger) > :data:`TRIGGER_THRESHOLD`), ``pred`` (int64 [N], the
+        chosen content judge's class), ``match`` (pred == the prompt's class), ``p_trigger``, ``pred_trained``."""
+        return self.judged(gen.cell, trigger_kind)[(gen.set_name, float(gen.guidance))]
 
     def _photometric(self) -> dict:
         return {k: self.study.cfg["judges"].get(k, 0.0) for k in PHOTOMETRIC_KEYS}
@@ -174,3 +179,52 @@ class StudyJudges:
                 cache[("report", kind)] = template_check(tpl, corrupted(test.images, p, self.study.seed + 1),
                                                          corrupted(triggered, p, self.study.seed + 2))
         return copy.deepcopy(cache[("report", kind)])
+
+    def judged(self, cell, detector: str, gens: dict | None = None) -> dict:
+        """Decisions of the judges on every generation set of ``cell`` (cached in the store).
+
+        Returns ``{(set_name, w): {"trigger": bool [N], "p_trigger": float32 [N] (detector's P(trigger)),
+        "pred": int64 [N] (classifier's class), "match": bool [N] (pred == prompt's class),
+        "labels": int64 [N]}}``; the all-class set also has ``"features"``: float32 ``[N, D]`` penultimate
+        features of the clean classifier (for FD-clf). ``gens``: the cell's ``self.study.generations(cell)`` when
+        the caller has them already (loaded here otherwise).
+        """
+        gens = self.study.generations(cell) if gens is None else gens
+        params = {"judges": judge_settings(self.study.cfg["judges"]), "seed": self.study.seed, "detector": detector,
+                  "trigger": self.study.cfg["triggers"].get(detector)}
+        # the detector's own key: a detector trained with another recipe never reuses these judgments
+        inputs = [self.study.generation_key(cell), self.study.data_key, self.key(detector)[1]]
+
+        def build(art):
+            clf, det = self.classifier(), self.detector(detector)
+            for (name, w), gen in gens.items():
+                folder = art.dir / f"{name}_w{w:g}"
+                folder.mkdir()
+                pred, _ = predict(clf, gen.images, device=self.study.device)
+                _, p_trig = predict(det, gen.images, device=self.study.device)
+                st.save_array(folder / "pred.npy", pred)
+                st.save_array(folder / "p_trigger.npy", p_trig[:, 1])
+                if name == "all":
+                    st.save_array(folder / "features.npy", features(clf, gen.images, device=self.study.device))
+
+        path = self.study.store.cached(JUDGED_STAGE, params, inputs, build, device=str(self.study.device))
+        choice = content_choice(self.study)
+        other = None
+        if choice["chosen"] != CLEAN_JUDGE:  # the external judge decides M; the trained one's reading is kept
+            spec = next(j for j in judge_specs(self.study) if j.name == choice["chosen"])
+            other = predictions(self.study, spec, self.study.generation_key(cell),
+                                {f"{name}_w{w:g}": gen.images for (name, w), gen in gens.items()})
+        out = {}
+        for (name, w), gen in gens.items():
+            folder = path / f"{name}_w{w:g}"
+            pred = st.load_array(folder / "pred.npy")
+            p_trig = st.load_array(folder / "p_trigger.npy")
+            rec = {"trigger": p_trig > TRIGGER_THRESHOLD, "p_trigger": p_trig, "pred": pred, "pred_trained": pred,
+                   "labels": gen.labels}
+            if other is not None:
+                rec["pred"] = other[f"{name}_w{w:g}"]
+            rec["match"] = rec["pred"] == gen.labels
+            if (folder / "features.npy").is_file():
+                rec["features"] = st.load_array(folder / "features.npy")
+            out[(name, w)] = rec
+        return out

@@ -16,16 +16,12 @@ import pandas as pd
 
 from bibad_utils import metrics
 from bibad_utils import store as st
-from bibad_utils.content_judges import CLEAN_JUDGE, judge_specs, predictions, real_predictions
+from bibad_utils.content_judges import CLEAN_JUDGE, content_choice, judge_specs, predictions, real_predictions  # noqa: F401
 from bibad_utils.data import to_float, to_uint8
 from bibad_utils.judges import PHOTOMETRIC_KEYS, features, predict
 from bibad_utils.judges.profile import judge_settings, wants_ablation
 from bibad_utils.metrics import Z95
-
-
-JUDGED_STAGE = "insights_judged"
-# a detector's decision: its P(trigger) above this (the argmax of its two classes)
-TRIGGER_THRESHOLD = 0.5
+from bibad_utils.study_judges import JUDGED_STAGE, TRIGGER_THRESHOLD  # noqa: F401
 
 
 def detectors_for(study, cell) -> list[str]:
@@ -35,53 +31,9 @@ def detectors_for(study, cell) -> list[str]:
 
 
 def judged(study, cell, detector: str, gens: dict | None = None) -> dict:
-    """Decisions of the judges on every generation set of ``cell`` (cached in the store).
-
-    Returns ``{(set_name, w): {"trigger": bool [N], "p_trigger": float32 [N] (detector's P(trigger)),
-    "pred": int64 [N] (classifier's class), "match": bool [N] (pred == prompt's class),
-    "labels": int64 [N]}}``; the all-class set also has ``"features"``: float32 ``[N, D]`` penultimate
-    features of the clean classifier (for FD-clf). ``gens``: the cell's ``study.generations(cell)`` when
-    the caller has them already (loaded here otherwise).
-    """
-    gens = study.generations(cell) if gens is None else gens
-    params = {"judges": judge_settings(study.cfg["judges"]), "seed": study.seed, "detector": detector,
-              "trigger": study.cfg["triggers"].get(detector)}
-    # the detector's own key: a detector trained with another recipe never reuses these judgments
-    inputs = [study.generation_key(cell), study.data_key, study.judges.key(detector)[1]]
-
-    def build(art):
-        clf, det = study.judges.classifier(), study.judges.detector(detector)
-        for (name, w), gen in gens.items():
-            folder = art.dir / f"{name}_w{w:g}"
-            folder.mkdir()
-            pred, _ = predict(clf, gen.images, device=study.device)
-            _, p_trig = predict(det, gen.images, device=study.device)
-            st.save_array(folder / "pred.npy", pred)
-            st.save_array(folder / "p_trigger.npy", p_trig[:, 1])
-            if name == "all":
-                st.save_array(folder / "features.npy", features(clf, gen.images, device=study.device))
-
-    path = study.store.cached(JUDGED_STAGE, params, inputs, build, device=str(study.device))
-    choice = content_choice(study)
-    other = None
-    if choice["chosen"] != CLEAN_JUDGE:  # the external judge decides M; the trained one's reading is kept
-        spec = next(j for j in judge_specs(study) if j.name == choice["chosen"])
-        other = predictions(study, spec, study.generation_key(cell),
-                            {f"{name}_w{w:g}": gen.images for (name, w), gen in gens.items()})
-    out = {}
-    for (name, w), gen in gens.items():
-        folder = path / f"{name}_w{w:g}"
-        pred = st.load_array(folder / "pred.npy")
-        p_trig = st.load_array(folder / "p_trigger.npy")
-        rec = {"trigger": p_trig > TRIGGER_THRESHOLD, "p_trigger": p_trig, "pred": pred, "pred_trained": pred,
-               "labels": gen.labels}
-        if other is not None:
-            rec["pred"] = other[f"{name}_w{w:g}"]
-        rec["match"] = rec["pred"] == gen.labels
-        if (folder / "features.npy").is_file():
-            rec["features"] = st.load_array(folder / "features.npy")
-        out[(name, w)] = rec
-    return out
+    """The judges' cached decisions on every generation set of ``cell`` (:meth:`StudyJudges.judged
+    <bibad_utils.study_judges.StudyJudges.judged>`: the one judging path of the study)."""
+    return study.judges.judged(cell, detector, gens)
 
 
 def trigger_r_train(study, cell) -> float:
@@ -211,25 +163,6 @@ def judge_check_display(gjdf: pd.DataFrame) -> pd.DataFrame:
                 f"{100 * v:.1f} % [{100 * r[f'{key}_lo']:.1f}, {100 * r[f'{key}_hi']:.1f}]"
         rows.append(row)
     return pd.DataFrame(rows).set_index(["judges", "judge"])
-
-
-def content_choice(study, z: float = Z95) -> dict:
-    """Which judge reads content (M) in this chapter: every content judge (the clean classifier, and the
-    profile's external judge when it names one) with its accuracy on the real test images, and the chosen
-    one, the more accurate (the clean classifier on a tie). Returns ``{"chosen": name, "judges": [{"judge",
-    "n", "k", "accuracy", "accuracy_lo", "accuracy_hi"}]}``; predictions are cached."""
-    specs = judge_specs(study)
-    if len(specs) == 1:
-        return {"chosen": CLEAN_JUDGE, "judges": []}
-    labels = np.asarray(study.test_set.labels, np.int64)
-    rows = []
-    for spec in specs:
-        k = int((real_predictions(study, spec) == labels).sum())
-        lo, hi = metrics.wilson_interval(k, len(labels), z)
-        rows.append({"judge": spec.name, "n": len(labels), "k": k, "accuracy": k / len(labels),
-                     "accuracy_lo": lo, "accuracy_hi": hi})
-    best = max(rows, key=lambda r: r["k"])  # the first (the clean classifier) wins a tie
-    return {"chosen": best["judge"], "judges": rows}
 
 
 def content_agreement_table(study, cells=None) -> pd.DataFrame:
