@@ -162,24 +162,54 @@ def frame_html(df) -> str:
     out = compact_frame(df)
     sources: list[str] = []
 
-    def cite(text):
-        m = _SOURCE_TAIL.search(str(text))
-        if not m:
-            return html.escape(str(text))
-        if m.group(1) not in sources:
-            sources.append(m.group(1))
-        return html.escape(str(text)[:m.start()]) + f" [{sources.index(m.group(1)) + 1}]"
-
     for col in out.columns:
         if not pd.api.types.is_numeric_dtype(out[col]):
             out[col] = [html.escape(str(v)) if isinstance(v, str) else v for v in out[col]]
     if "paper" in df.columns and "paper" in out.columns:
-        out["paper"] = [cite(v) if isinstance(v, str) else v for v in df["paper"]]
+        out["paper"] = cite_sources(df["paper"], sources)
     if "note" in out.columns:
-        out["note"] = [f"<details><summary>note</summary>{v}</details>" if isinstance(v, str) and v else v
-                       for v in out["note"]]
+        out["note"] = [fold_note(v) for v in out["note"]]
     table = out.to_html(index=not plain, na_rep="", border=0, classes="bibad-table", escape=False)
-    if sources:
-        listed = "; ".join(f"[{i}] {html.escape(s)}" for i, s in enumerate(sources, 1))
-        table += f'\n<p class="bibad-sources">Sources of the paper\'s numbers: {listed}.</p>'
-    return table
+    return table + sources_html(sources)
+
+
+def cite_sources(texts, sources: list[str]) -> list:
+    """Each text (HTML-escaped) with its trailing source (``[...]``, :data:`_SOURCE_TAIL`) replaced by a number
+    ``[n]`` into ``sources``, which collects each source once, in order of first use; non-texts as they are."""
+    import html
+
+    out = []
+    for text in texts:
+        m = _SOURCE_TAIL.search(str(text)) if isinstance(text, str) else None
+        if m is None:
+            out.append(html.escape(text) if isinstance(text, str) else text)
+            continue
+        if m.group(1) not in sources:
+            sources.append(m.group(1))
+        out.append(html.escape(text[:m.start()]) + f" [{sources.index(m.group(1)) + 1}]")
+    return out
+
+
+def fold_note(text):
+    """An (escaped) note folded behind an expandable "note", so that a verdict table's rows stay one line."""
+    return f"<details><summary>note</summary>{text}</details>" if isinstance(text, str) and text else text
+
+
+def sources_html(sources: list[str]) -> str:
+    """The numbered sources of :func:`cite_sources` as a paragraph under a table ("" without any)."""
+    import html
+
+    if not sources:
+        return ""
+    listed = "; ".join(f"[{i}] {html.escape(s)}" for i, s in enumerate(sources, 1))
+    return f'\n<p class="bibad-sources">Sources of the paper\'s numbers: {listed}.</p>'
+
+
+class HtmlBlock:
+    """Ready HTML shown as such by a notebook (its ``_repr_html_``), e.g. a styled table and its sources."""
+
+    def __init__(self, html: str):
+        self.html = html
+
+    def _repr_html_(self) -> str:
+        return self.html

@@ -190,8 +190,14 @@ def test_table_markdown_and_style():
     assert "### 04_insights" in md and "### 06_memorization" in md and "a \\| b" in md
     header = "| claim | setting | paper | ours (95 % CI) | verdict | kind |"
     assert md.count(header) == 3
-    html = sm.styled_claims(df).to_html()
+    html = sm.styled_claims(df)._repr_html_()
     assert sm.VERDICT_COLORS["partly"] in html and sm.VERDICT_COLORS["not tested"] in html
+    # each paper source once, numbered, listed under the table; notes folded; text escaped
+    cited = sm.styled_claims(df.assign(paper="r_gen > r_train [slides, Insight 1 figure (a1)]", note="a <b> note"))
+    page = cited._repr_html_()
+    assert page.count("slides, Insight 1 figure (a1)") == 1 and "r_gen &gt; r_train [1]" in page
+    assert "Sources of the paper's numbers: [1] slides, Insight 1 figure (a1)." in page
+    assert "<details><summary>note</summary>a &lt;b&gt; note</details>" in page
 
 
 def test_save_claims_markdown(tmp_path):

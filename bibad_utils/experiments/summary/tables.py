@@ -15,7 +15,7 @@ from bibad_utils.paper import PAPER_EPOCHS
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.summary.families import (CLAIM_FAMILIES, PAPER_CLAIM_FAMILIES, family_coverage, family_of,
                                                       kind_of, present_stages, uncovered_rows)
-from bibad_utils.report import COLUMNS, VERDICTS, load_claims
+from bibad_utils.report import COLUMNS, VERDICTS, HtmlBlock, cite_sources, fold_note, load_claims, sources_html
 from bibad_utils.verdicts import count_verdicts, headline
 
 
@@ -182,14 +182,22 @@ def verdict_style(verdict: str) -> str:
     return f"background-color: {VERDICT_COLORS[verdict]}; font-weight: bold" if verdict in VERDICT_COLORS else ""
 
 
-def styled_claims(df: pd.DataFrame):
-    """:func:`claims_table` as a pandas Styler: verdict cells tinted by verdict, text left-aligned,
-    grouped by stage."""
+def styled_claims(df: pd.DataFrame) -> HtmlBlock:
+    """:func:`claims_table` for the book: verdict cells tinted by verdict, text left-aligned, grouped by stage;
+    each paper source cited once as a numbered reference listed under the table, the notes folded behind
+    an expandable "note" (:func:`bibad_utils.report.cite_sources`, as in the chapters' tables)."""
+    import html
+
     table = claims_table(df)
-    return (table.style.map(verdict_style, subset=["verdict"])
-            .set_properties(**{"text-align": "left", "vertical-align": "top", "font-size": "0.85em"})
-            .set_properties(subset=["claim", "paper", "note"], **{"min-width": "6em"})
-            .set_table_styles([{"selector": "th", "props": "text-align: left; vertical-align: top;"}]))
+    sources: list[str] = []
+    table["paper"] = cite_sources(table["paper"], sources)
+    table["note"] = [fold_note(html.escape(str(v))) if isinstance(v, str) else v for v in table["note"]]
+    plain = [c for c in table.columns if c not in ("paper", "note")]
+    styler = (table.style.format(escape="html", subset=plain).map(verdict_style, subset=["verdict"])
+              .set_properties(**{"text-align": "left", "vertical-align": "top", "font-size": "0.85em"})
+              .set_properties(subset=["claim", "paper", "note"], **{"min-width": "6em"})
+              .set_table_styles([{"selector": "th", "props": "text-align: left; vertical-align: top;"}]))
+    return HtmlBlock(styler.to_html() + sources_html(sources))
 
 
 def md_cell(text) -> str:
