@@ -290,3 +290,34 @@ def test_checkpoint_with_other_bytes_than_its_checksums_is_set_aside(tmp_path, c
         assert not (art.work_dir / "checkpoints" / "step-00000004").exists()
         save_json(art.dir / "x.json", {})
     assert "sha256 differs" in capsys.readouterr().err
+
+
+def test_rekey_store_carries_a_chain_over_to_a_changed_root_key(tmp_path):
+    """scripts/rekey_store.py: when a root input's key changes but not its content, the artifacts built on
+    it get exactly the keys a fresh build on the new key would give (inputs, and keys named in parameters),
+    and their files are untouched."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rekey_store", Path(__file__).resolve().parents[1] / "scripts" / "rekey_store.py")
+    rekey = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rekey)
+
+    def chain(store, root_key):
+        a = store.cached("poison", {"p": 0.1}, [root_key], lambda art: save_json(art.dir / "a.json", {"x": 1}))
+        b = store.cached("finetune", {"steps": 3, "source": a.name}, [a.name, root_key],
+                         lambda art: save_json(art.dir / "b.json", {"y": 2}))
+        c = store.cached("generate", {"n": 4}, [b.name], lambda art: save_json(art.dir / "c.json", {"z": 3}))
+        return a.name, b.name, c.name
+
+    old, fresh = ArtifactStore(tmp_path / "old"), ArtifactStore(tmp_path / "fresh")
+    old_keys, new_keys = chain(old, "a" * 16), chain(fresh, "b" * 16)
+    other = old.cached("poison", {"p": 0.2}, ["c" * 16], lambda art: save_json(art.dir / "d.json", {}))
+    assert rekey.main([str(tmp_path / "old"), "--map", f"{'a' * 16}={'b' * 16}", "--apply"]) == 0
+    for stage, key in zip(("poison", "finetune", "generate"), new_keys):
+        assert old.exists(stage, key) and old.verify(stage, key) == []
+    assert old.load_manifest("finetune", new_keys[1])["rekeyed_from"] == old_keys[1]
+    assert old.exists("poison", other.name)  # nothing of it depends on the changed key
+    with pytest.raises(SystemExit, match="cannot be recomputed"):  # a store written by other code is refused
+        manifest = old.load_manifest("poison", other.name)
+        save_json(old.path("poison", other.name) / "manifest.json", {**manifest, "key": "0" * 16})
+        rekey.main([str(tmp_path / "old"), "--map", f"{'a' * 16}={'b' * 16}"])
