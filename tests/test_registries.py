@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bibad_utils import config, defenses, triggers
+from bibad_utils.base import REPO_ROOT
 from bibad_utils.config import ConfigError
 from bibad_utils.experiments import castle_walls as cw
 from bibad_utils.stages import Cell, Study
@@ -94,18 +95,33 @@ def test_toy_trigger_and_toy_detector_through_the_smoke_chain(registered, tmp_pa
     assert len(list(study.store.path("castle_detector", "x").parent.iterdir())) == len(det)
 
 
+def copy_of_the_package(tmp_path):
+    """A copy of ``bibad_utils`` (without its shipped weights) in ``tmp_path``, for following a recipe on."""
+    import shutil
+
+    pkg = tmp_path / "bibad_utils"
+    shutil.copytree(REPO_ROOT / "bibad_utils", pkg, ignore=shutil.ignore_patterns("assets", "__pycache__"))
+    return pkg
+
+
+def run_in_the_copy(tmp_path, probe: str) -> None:
+    """Run ``probe`` (Python source that prints "ok") against the copy in ``tmp_path``, through the real
+    import path."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
 def test_a_new_trigger_kind_is_one_file_in_the_package(tmp_path):
     """CONTRIBUTING's recipe followed literally, through the real import path: a copy of the package with one
     new module in ``bibad_utils/triggers/`` (a Trigger subclass and its KIND, importing only ``triggers.base``)
     and nothing else changed; importing the package registers the kind, without a circular import, and every
     reader of the registry (option checks, make_trigger, chapter 01's trigger views) sees it."""
-    import shutil
-    import subprocess
-    import sys
-
-    from bibad_utils.base import REPO_ROOT
-    pkg = tmp_path / "bibad_utils"
-    shutil.copytree(REPO_ROOT / "bibad_utils", pkg, ignore=shutil.ignore_patterns("assets", "__pycache__"))
+    pkg = copy_of_the_package(tmp_path)
     (pkg / "triggers" / "corner_dot.py").write_text(
         '"""A toy trigger: the 2 x 2 top-left pixels set to a value."""\n'
         "from bibad_utils.triggers.base import Trigger, TriggerKind, TriggerOption\n\n\n"
@@ -131,10 +147,7 @@ def test_a_new_trigger_kind_is_one_file_in_the_package(tmp_path):
              "view = t.view()\n"
              "assert view['style'] == 'image' and view['data'].shape == (16, 16, 3)\n"
              "print('ok')\n")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
-    res = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+    run_in_the_copy(tmp_path, probe)
 
 
 def test_a_new_dataset_is_one_file_in_the_package(tmp_path):
@@ -142,13 +155,7 @@ def test_a_new_dataset_is_one_file_in_the_package(tmp_path):
     ``bibad_utils/data/`` (a loader and its DATASET, importing only ``data.base`` and ``data.registry``) and
     nothing else changed: the profile check accepts the name and its options, load_dataset builds it, and a
     smoke profile on it resolves, with no circular import."""
-    import shutil
-    import subprocess
-    import sys
-
-    from bibad_utils.base import REPO_ROOT
-    pkg = tmp_path / "bibad_utils"
-    shutil.copytree(REPO_ROOT / "bibad_utils", pkg, ignore=shutil.ignore_patterns("assets", "__pycache__"))
+    pkg = copy_of_the_package(tmp_path)
     (pkg / "data" / "stripes.py").write_text(
         '"""A toy dataset: vertical stripes, one stripe width per class."""\n'
         "import numpy as np\n\n"
@@ -180,23 +187,14 @@ def test_a_new_dataset_is_one_file_in_the_package(tmp_path):
              "                                       'n_test_per_class': 2}, 'target': 1})\n"
              "assert cfg['dataset']['name'] == 'stripes'\n"
              "print('ok')\n")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
-    res = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+    run_in_the_copy(tmp_path, probe)
 
 
 def test_a_new_claim_family_is_one_entry_in_paper_claims(tmp_path):
     """CONTRIBUTING's recipe for a claim family followed literally: a copy of the package with one
     PaperClaim added to paper.CLAIMS and nothing else changed; the family, its paper text, its "not
     tested" row when no stage reports it, and the counting of its rows by key all follow."""
-    import shutil
-    import subprocess
-    import sys
-
-    from bibad_utils.base import REPO_ROOT
-    pkg = tmp_path / "bibad_utils"
-    shutil.copytree(REPO_ROOT / "bibad_utils", pkg, ignore=shutil.ignore_patterns("assets", "__pycache__"))
+    pkg = copy_of_the_package(tmp_path)
     paper_py = pkg / "paper.py"
     text = paper_py.read_text()
     anchor = '    PaperClaim("duplicate_finder",'
@@ -216,23 +214,14 @@ def test_a_new_claim_family_is_one_entry_in_paper_claims(tmp_path):
              "missing = [r for r in sm.uncovered_rows([], ['04_insights']) if r.get('key') == 'fid_cost']\n"
              "assert len(missing) == 1 and missing[0]['verdict'] == 'not tested'\n"
              "print('ok')\n")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
-    res = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+    run_in_the_copy(tmp_path, probe)
 
 
 def test_a_new_detector_is_one_file_in_the_package(tmp_path):
     """CONTRIBUTING's recipe for a detector followed literally: a copy of the package with one new module in
     ``bibad_utils/defenses/`` declaring its DETECTOR and nothing else changed: the registry, the profile's
     ``defenses`` section (its defaults and option checks) and run_detector all see it."""
-    import shutil
-    import subprocess
-    import sys
-
-    from bibad_utils.base import REPO_ROOT
-    pkg = tmp_path / "bibad_utils"
-    shutil.copytree(REPO_ROOT / "bibad_utils", pkg, ignore=shutil.ignore_patterns("assets", "__pycache__"))
+    pkg = copy_of_the_package(tmp_path)
     (pkg / "defenses" / "corner.py").write_text(
         '"""A toy detector: the mean brightness of the top-left corner."""\n'
         "import numpy as np\n\n"
@@ -259,7 +248,4 @@ def test_a_new_detector_is_one_file_in_the_package(tmp_path):
              "except ConfigError as err:\n"
              "    assert 'defenses.corner.corner' in str(err), err\n"
              "print('ok')\n")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
-    res = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+    run_in_the_copy(tmp_path, probe)

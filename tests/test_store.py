@@ -213,13 +213,19 @@ def test_damage_found_without_file_list_and_replaced_bytes_with_full_check(tmp_p
     assert "does not parse" in store2.verify("finetune", path2.name)[0]
 
 
-def test_damaged_checkpoint_in_the_work_folder_is_set_aside_before_a_build(tmp_path, capsys):
+def _work_checkpoint(tmp_path):
+    """A store, the key of a finetune build and a checkpoint at step 4 in that build's work folder."""
     store = ArtifactStore(tmp_path)
     key = artifact_key("finetune", {"steps": 9}, [])
     ckpt = tmp_path / "finetune" / f".work-{key}" / "checkpoints" / "step-00000004"
     ckpt.mkdir(parents=True)
     save_tensors(ckpt / "model.safetensors", {"w": torch.ones(100)})
     (ckpt / "state.json").write_text('{"step": 4}')
+    return store, key, ckpt
+
+
+def test_damaged_checkpoint_in_the_work_folder_is_set_aside_before_a_build(tmp_path, capsys):
+    store, key, ckpt = _work_checkpoint(tmp_path)
     good = ckpt.parent / "step-00000002"
     good.mkdir()
     save_tensors(good / "model.safetensors", {"w": torch.ones(100)})
@@ -274,12 +280,7 @@ def test_checkpoint_with_other_bytes_than_its_checksums_is_set_aside(tmp_path, c
     """A resumable checkpoint changed after it was written (same size): its checksums.json no longer
     matches, so the build moves it aside and never resumes from it."""
     from bibad_utils.files import checksum_problems, write_checksums
-    store = ArtifactStore(tmp_path)
-    key = artifact_key("finetune", {"steps": 9}, [])
-    ckpt = tmp_path / "finetune" / f".work-{key}" / "checkpoints" / "step-00000004"
-    ckpt.mkdir(parents=True)
-    save_tensors(ckpt / "model.safetensors", {"w": torch.ones(100)})
-    (ckpt / "state.json").write_text('{"step": 4}')
+    store, key, ckpt = _work_checkpoint(tmp_path)
     write_checksums(ckpt)
     assert checksum_problems(ckpt) == []
     data = bytearray((ckpt / "model.safetensors").read_bytes())

@@ -5,14 +5,11 @@ profile's allowed ``dataset.name`` values and their option checks, and the real 
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import pkgutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
-from bibad_utils.base import ConfigError
+from bibad_utils.base import ConfigError, registry_in_package
 
 # The built-in datasets first, in this order; any other module of the package with a ``DATASET`` after them.
 BUILT_IN = ("procedural", "imagenette", "caltech15", "cifar10", "mnist")
@@ -50,16 +47,7 @@ class DatasetSpec:
 
 
 def _package_datasets() -> dict[str, DatasetSpec]:
-    found = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in _NOT_DATASETS]
-    order = [m for m in BUILT_IN if m in found] + sorted(m for m in found if m not in BUILT_IN)
-    specs: dict[str, DatasetSpec] = {}
-    for module in order:
-        spec = getattr(importlib.import_module(f"bibad_utils.data.{module}"), "DATASET", None)
-        if isinstance(spec, DatasetSpec):
-            if spec.name in specs:
-                raise ConfigError(f"bibad_utils.data.{module}.DATASET", spec.name, "a name no other module uses")
-            specs[spec.name] = spec
-    return specs
+    return registry_in_package(__file__, "DATASET", DatasetSpec, BUILT_IN, _NOT_DATASETS)
 
 
 # Filled on first use (:func:`datasets`): the dataset modules import this one, so the package's modules can

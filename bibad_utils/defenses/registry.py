@@ -11,11 +11,7 @@ fine-tune on (FCT), clean held-out images to fix CD's logit scale on, the seed a
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from pathlib import Path
-
-from bibad_utils.base import ConfigError
+from bibad_utils.base import ConfigError, registry_in_package
 from bibad_utils.defenses.detector import Detector, DetectorContext, option_checker  # noqa: F401
 
 BUILT_IN = ("cd", "strip", "fct")
@@ -23,18 +19,8 @@ _NOT_DETECTORS = {"common", "detector", "registry", "profile", "diffusion_classi
 
 
 def _package_detectors() -> dict[str, Detector]:
-    found = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in _NOT_DETECTORS]
-    order = [m for m in BUILT_IN if m in found] + sorted(m for m in found if m not in BUILT_IN)
-    out: dict[str, Detector] = {}
-    for name in order:
-        module = importlib.import_module(f"bibad_utils.defenses.{name}")
-        declared = getattr(module, "DETECTORS", None) or ((module.DETECTOR,) if hasattr(module, "DETECTOR") else ())
-        for det in declared:
-            if isinstance(det, Detector):
-                if det.name in out or any(d.key == det.key for d in out.values()):
-                    raise ConfigError(f"bibad_utils.defenses.{name}", det.name, "a name and key no other detector uses")
-                out[det.name] = det
-    return out
+    return registry_in_package(__file__, ("DETECTOR", "DETECTORS"), Detector, BUILT_IN, _NOT_DETECTORS,
+                               unique=("name", "key"))
 
 
 DETECTORS: dict[str, Detector] = _package_detectors()

@@ -4,11 +4,8 @@ the profile's ``triggers`` section, its option checks and :func:`make_trigger`."
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from pathlib import Path
 
-from bibad_utils.base import ConfigError
+from bibad_utils.base import ConfigError, registry_in_package
 from bibad_utils.schema import Field, Section, is_int
 from bibad_utils.triggers.base import Trigger, TriggerKind
 
@@ -19,16 +16,7 @@ _NOT_KINDS = {"base", "registry"}
 
 
 def _package_kinds() -> dict[str, TriggerKind]:
-    found = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in _NOT_KINDS]
-    order = [m for m in KIND_MODULES if m in found] + sorted(m for m in found if m not in KIND_MODULES)
-    kinds: dict[str, TriggerKind] = {}
-    for name in order:
-        kind = getattr(importlib.import_module(f"bibad_utils.triggers.{name}"), "KIND", None)
-        if isinstance(kind, TriggerKind):
-            if kind.name in kinds:
-                raise ConfigError(f"bibad_utils.triggers.{name}.KIND", kind.name, "a kind name no other module uses")
-            kinds[kind.name] = kind
-    return kinds
+    return registry_in_package(__file__, "KIND", TriggerKind, KIND_MODULES, _NOT_KINDS)
 
 
 TRIGGERS: dict[str, TriggerKind] = _package_kinds()
