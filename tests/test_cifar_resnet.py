@@ -160,20 +160,20 @@ def test_the_more_accurate_content_judge_reads_m_and_the_other_reading_is_kept(t
                         lambda p, device="cpu": cifar_resnet_judge(p, device=device, class_names=None))
     over = {"run_dir": str(tmp_path / "run"), "judges": {"external": {"kind": "cifar_resnet", "path": str(path)}}}
     study = Study("smoke", over, progress=False)
-    real = judging.real_predictions
+    real = content_judges.real_predictions
     truth = np.asarray(study.test_set.labels)
 
     def rigged(winner):  # the named judge reads every real test image right, the other none
         return lambda s, spec: truth if spec.name == winner else (truth + 1) % 10
 
-    monkeypatch.setattr(judging, "real_predictions", rigged("clean classifier"))
+    monkeypatch.setattr(content_judges, "real_predictions", rigged("clean classifier"))
     choice = insights.content_choice(study)
     assert [r["judge"] for r in choice["judges"]] == ["clean classifier", "cifar_resnet (external)"]
     assert choice["chosen"] == "clean classifier" and choice["judges"][0]["accuracy"] == 1.0
     rec = insights.judged(study, Cell("clean"), "badnets1")[("target", 1.0)]
     assert np.array_equal(rec["pred"], rec["pred_trained"]) and insights.content_agreement_table(study).empty
 
-    monkeypatch.setattr(judging, "real_predictions", rigged("cifar_resnet (external)"))
+    monkeypatch.setattr(content_judges, "real_predictions", rigged("cifar_resnet (external)"))
     assert insights.content_choice(study)["chosen"] == "cifar_resnet (external)"
     rec = insights.judged(study, Cell("clean"), "badnets1")[("target", 1.0)]
     spec = content_judges.judge_specs(study)[1]
@@ -182,4 +182,4 @@ def test_the_more_accurate_content_judge_reads_m_and_the_other_reading_is_kept(t
     table = insights.content_agreement_table(study, [Cell("clean")])
     assert list(table["guidance"]) == [1.0, 5.0] and (table["n"] == len(rec_images)).all()
     assert table["agreement"].iloc[0] == pytest.approx(float(np.mean(rec["match"] == (rec["pred_trained"] == rec["labels"]))))
-    monkeypatch.setattr(judging, "real_predictions", real)
+    monkeypatch.setattr(content_judges, "real_predictions", real)
