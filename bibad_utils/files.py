@@ -83,34 +83,46 @@ def verified_sha256(path) -> str:
 CHECKSUMS = "checksums.json"
 
 
-def write_checksums(folder) -> Path:
-    """Record the size and SHA-256 of every file directly in ``folder`` in ``folder/checksums.json``
-    (e.g. a training checkpoint, so that a resume reads only the bytes that were written)."""
+def files_record(folder, exclude=()) -> dict:
+    """relative path -> ``{"bytes", "sha256"}`` of every file under ``folder`` but those named in ``exclude``
+    (what a manifest or a ``checksums.json`` records, and :func:`record_problems` checks)."""
     folder = Path(folder)
-    record = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-              for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUMS}
-    return save_json(folder / CHECKSUMS, record)
+    return {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in exclude}
+
+
+def record_problems(folder, record: dict, when: str, full: bool = True) -> list[str]:
+    """What differs between the files under ``folder`` and ``record`` (:func:`files_record`, made when they
+    were ``when``, e.g. "built"): a file missing, of another size, or (``full``) of other bytes."""
+    problems = []
+    for rel, info in record.items():
+        path = Path(folder) / rel
+        if not path.is_file():
+            problems.append(f"{rel} is missing")
+        elif path.stat().st_size != info.get("bytes"):
+            problems.append(f"{rel} has {path.stat().st_size} bytes, {info.get('bytes')} when {when}")
+        elif full and verified_sha256(path) != info.get("sha256"):
+            problems.append(f"{rel} has other bytes than when {when} (sha256 differs)")
+    return problems
+
+
+def write_checksums(folder) -> Path:
+    """Record the size and SHA-256 of every file in ``folder`` in ``folder/checksums.json`` (e.g. a training
+    checkpoint, so that a resume reads only the bytes that were written)."""
+    return save_json(Path(folder) / CHECKSUMS, files_record(folder, exclude=(CHECKSUMS,)))
 
 
 def checksum_problems(folder) -> list[str]:
     """What differs between ``folder`` and its ``checksums.json`` ([] when it matches, or when the folder
     has no record: folders written before records existed are checked by structure alone)."""
-    folder = Path(folder)
-    record_path = folder / CHECKSUMS
+    record_path = Path(folder) / CHECKSUMS
     if not record_path.is_file():
         return []
     try:
         record = load_json(record_path)
     except (OSError, ValueError) as err:
         return [f"{CHECKSUMS} cannot be read ({err})"]
-    problems = []
-    for name, info in record.items():
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"{name} is missing")
-        elif path.stat().st_size != info.get("bytes") or verified_sha256(path) != info.get("sha256"):
-            problems.append(f"{name} has other bytes than when written (sha256 differs)")
-    return problems
+    return record_problems(folder, record, "written")
 
 
 def check_file_structure(path) -> str | None:

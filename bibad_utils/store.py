@@ -36,8 +36,8 @@ from typing import Any, Callable, Iterator
 from bibad_utils.base import ConfigError
 # the file helpers live in bibad_utils.files; re-exported here, where the stages have always found them
 from bibad_utils.files import (DamagedFileError, check_file_structure, checksum_problems, file_sha256,  # noqa: F401
-                               load_array, load_json, load_tensors, save_array, save_json, save_tensors, to_jsonable,
-                               verified_sha256)
+                               files_record, load_array, load_json, load_tensors, record_problems, save_array,
+                               save_json, save_tensors, to_jsonable, verified_sha256)
 
 KEY_LENGTH = 16
 MANIFEST = "manifest.json"
@@ -87,16 +87,6 @@ class DamagedArtifactError(RuntimeError):
             + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
             + f". Remedy: move it aside (`mv {self.path} {aside}`) or delete it, then run again: the "
               f"{stage} stage recomputes it from its inputs")
-
-
-def _files_record(folder: Path) -> dict:
-    """relative path -> {"bytes", "sha256"} of every file under ``folder`` but the manifest."""
-    out = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != MANIFEST:
-            out[path.relative_to(folder).as_posix()] = {"bytes": path.stat().st_size,
-                                                        "sha256": file_sha256(path)}
-    return out
 
 
 def _set_aside_damaged_work(work: Path, stage: str, key: str) -> list[Path]:
@@ -213,14 +203,7 @@ class ArtifactStore:
         problems = []
         recorded = manifest.get("files")
         if isinstance(recorded, dict):
-            for rel, info in recorded.items():
-                path = folder / rel
-                if not path.is_file():
-                    problems.append(f"{rel} is missing")
-                elif path.stat().st_size != info.get("bytes"):
-                    problems.append(f"{rel} has {path.stat().st_size} bytes, {info.get('bytes')} when built")
-                elif full and verified_sha256(path) != info.get("sha256"):
-                    problems.append(f"{rel} has other bytes than when built (sha256 differs)")
+            problems += record_problems(folder, recorded, "built", full)
         for path in sorted(folder.rglob("*")):
             if path.is_file() and path.suffix in (".safetensors", ".npy", ".json"):
                 rel = path.relative_to(folder).as_posix()
@@ -281,7 +264,7 @@ class ArtifactStore:
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             }
             manifest.update(to_jsonable(art.meta))
-            manifest["files"] = _files_record(tmp)
+            manifest["files"] = files_record(tmp, exclude=(MANIFEST,))
             save_json(tmp / MANIFEST, manifest)
             self._move_into_place(tmp, self.path(stage, key))
         except BaseException:

@@ -35,6 +35,7 @@ class StudyJudges:
 
     def __init__(self, study):
         self.study = study
+        self._judged: dict = {}
 
     def params(self) -> dict:
         return {"judges": judge_settings(self.study.cfg["judges"]), "seed": self.study.seed}
@@ -189,6 +190,10 @@ class StudyJudges:
         features of the clean classifier (for FD-clf). ``gens``: the cell's ``self.study.generations(cell)`` when
         the caller has them already (loaded here otherwise).
         """
+        choice = content_choice(self.study)
+        memo = (cell, detector, choice["chosen"])
+        if memo in self._judged:  # read once per study and content judge: chapters and the explorer ask per set
+            return self._judged[memo]
         gens = self.study.generations(cell) if gens is None else gens
         params = {"judges": judge_settings(self.study.cfg["judges"]), "seed": self.study.seed, "detector": detector,
                   "trigger": self.study.cfg["triggers"].get(detector)}
@@ -208,7 +213,6 @@ class StudyJudges:
                     st.save_array(folder / "features.npy", features(clf, gen.images, device=self.study.device))
 
         path = self.study.store.cached(JUDGED_STAGE, params, inputs, build, device=str(self.study.device))
-        choice = content_choice(self.study)
         other = None
         if choice["chosen"] != CLEAN_JUDGE:  # the external judge decides M; the trained one's reading is kept
             spec = next(j for j in judge_specs(self.study) if j.name == choice["chosen"])
@@ -227,4 +231,5 @@ class StudyJudges:
             if (folder / "features.npy").is_file():
                 rec["features"] = st.load_array(folder / "features.npy")
             out[(name, w)] = rec
+        self._judged[memo] = out
         return out
