@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bibad_utils.base import ConfigError
+from bibad_utils.schema import Field, Section
 from bibad_utils.triggers import TRIGGERS
 
 CONTROLS = ("clean", "relabel")  # the cells without a trigger: the p = 0 model, and relabelling alone
@@ -156,3 +157,28 @@ def exposure_epochs(finetune: dict, n_train: int) -> float:
     """How many times each training image (each poisoned one included) is seen in fine-tuning, on average:
     ``steps * batch_size / n_train`` (the paper's unit: about 50 epochs)."""
     return float(finetune["steps"]) * float(finetune["batch_size"]) / max(1, int(n_train))
+
+
+def _cell_specs(value) -> bool:
+    if not isinstance(value, (list, tuple)):
+        return False
+    try:
+        return all(Cell.parse(v).kind not in CONTROLS for v in value)
+    except ConfigError:
+        return False
+
+
+# The profile's ``exposure`` section: the exposure curve chapter 02 draws (stage 02's question "after how many
+# epochs does a poisoned DM draw its trigger?", bibad_utils.experiments.training_report.exposure). No cells: the
+# chapter says how to measure it. It is part of no artifact key (the curve's fine-tunings are keyed by their own
+# finetune settings).
+EXPOSURE = Section("exposure", {
+    "cells": Field("value", default=[], test=_cell_specs, allowed="a list of poisoned cells, e.g. [badnets1:0.01]",
+                   doc="the cells whose fine-tuning is measured (none: not measured)"),
+    "epochs": Field("number", default=50, low=0, high=1000, low_open=True, allowed="a number of epochs in (0, 1000]",
+                    doc="the longest fine-tuning measured (the paper: about 50 epochs)"),
+    "points": Field("int", default=10, low=1, high=100, allowed="an integer in [1, 100]",
+                    doc="evenly spaced checkpoints read along it"),
+    "w": Field("number", default=None, low=0, nullable=True, allowed="null or a guidance scale >= 0",
+               doc="the guidance of the target-prompt sets read (null: the profile's first)"),
+}, check=lambda values, prefix, profile: {**values, "cells": [str(c) for c in values["cells"]]})

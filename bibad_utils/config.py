@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from bibad_utils.base import REPO_ROOT, ConfigError, repo_path  # noqa: F401 (re-exported: the study's error type)
-from bibad_utils.cells import CONTROLS, validate_train_seeds
+from bibad_utils.cells import CONTROLS, EXPOSURE, validate_train_seeds
 from bibad_utils.data.profile import DATASET, DATASET_CLASSES, check_ratios_fit
 from bibad_utils.defenses.profile import DEFENSES
 from bibad_utils.diffusion.settings import MODEL
@@ -52,7 +52,7 @@ DEVICES = ("cpu", "cuda", "auto")
 # The sections of a profile, in the order they are checked (``triggers`` needs the dataset's image size);
 # each validated once and kept as its Section returns it.
 SECTIONS: dict[str, Section] = {s.name: s for s in (DATASET, TRIGGERS_SECTION, MODEL, PRETRAIN, FINETUNE, SAMPLING,
-                                                    JUDGES, DEFENSES, MEMORIZATION)}
+                                                    JUDGES, DEFENSES, MEMORIZATION, EXPOSURE)}
 # The top-level keys that are not sections (a section's own key is a mapping, absent: {} for the
 # optional ones). ``train_seeds`` (training runs per cell, bibad_utils.cells) is kept as written.
 TOP_LEVEL: dict[str, Field] = {
@@ -74,8 +74,8 @@ TOP_LEVEL: dict[str, Field] = {
                            doc="the grid's ratios of a named attack (a subset of ratios); unnamed: all"),
 }
 UNFILLED = ("train_seeds", "attack_ratios")  # left out of the resolved profile when unset (artifact keys)
-OPTIONAL_SECTIONS = ("triggers", "pretrain", "defenses", "memorization")
-NULLABLE_SECTIONS = ("triggers", "defenses", "memorization")  # null reads as {}: every default
+OPTIONAL_SECTIONS = ("triggers", "pretrain", "defenses", "memorization", "exposure")
+NULLABLE_SECTIONS = ("triggers", "defenses", "memorization", "exposure")  # null reads as {}: every default
 TOP_LEVEL_KEYS = tuple(TOP_LEVEL) + tuple(SECTIONS)
 # A profile file may start from another (``extends: demo``) and write only what differs; it then sets
 # these keys itself (bibad_utils.config.read_profile_file).

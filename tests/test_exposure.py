@@ -7,8 +7,8 @@ import torch
 
 from bibad_utils.base import ConfigError
 from bibad_utils.cells import Cell
-from bibad_utils.experiments.training_report.exposure import (COLUMNS, exposure_curve, exposure_variant, first_learned,
-                                                              kept_finetune_checkpoints)
+from bibad_utils.experiments.training_report.exposure import (COLUMNS, exposure_curve, exposure_figure, exposure_variant,
+                                                              first_learned, kept_finetune_checkpoints, profile_exposure)
 from bibad_utils.stages import Study
 
 CELL = Cell("badnets1", 0.1)
@@ -57,3 +57,23 @@ def test_a_kept_checkpoint_is_the_shorter_fine_tuning_and_every_one_is_read_twic
     assert len(summary) == 2 and (summary["last_epochs"] == 14 * 16 / 200).all()
     again = exposure_curve(study, [CELL], epochs=1, points=2, parallel=False)  # read back from the store
     assert again.equals(curve)
+    # chapter 02 draws the curve of the profile's exposure section: the same curve, and a sentence per cell
+    measured = study.variant({"exposure": {"cells": ["badnets1:0.1"], "epochs": 1, "points": 2}})
+    shown, facts = profile_exposure(measured, parallel=False)
+    assert shown.equals(curve)
+    assert "badnets1" in facts["nb02_exposure_sentence"] and "w = 1" in facts["nb02_exposure_sentence"]
+    assert facts["nb02_exposure_sentence"].count(", read by the ") == 2  # one clause per instrument
+    assert len(exposure_figure(measured, shown).axes) == 2
+
+
+def test_without_cells_the_chapter_says_how_to_measure_it_and_bad_sections_are_refused(study):
+    curve, facts = profile_exposure(study)
+    assert curve is None and "scripts/exposure_curve.py --profile smoke" in facts["nb02_exposure_sentence"]
+    assert facts["nb02_exposure_own"] == f"{6 * 16 / 200:.1f}"
+    assert len(exposure_figure(study, curve).axes) == 1  # the notice
+    for section, param in (({"cells": ["clean"]}, "exposure.cells"), ({"cells": "badnets1:0.1"}, "exposure.cells"),
+                           ({"cells": ["badnets1:x"]}, "exposure.cells"), ({"points": 0}, "exposure.points"),
+                           ({"epochs": 0}, "exposure.epochs"), ({"w": -1}, "exposure.w"), ({"cell": []}, "exposure.cell")):
+        with pytest.raises(ConfigError) as err:
+            Study("smoke", {"run_dir": str(study.run_dir), "exposure": section}, progress=False)
+        assert err.value.param == param

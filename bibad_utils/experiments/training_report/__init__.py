@@ -6,7 +6,8 @@ trains anything itself except through the Study. Images follow the project's con
 ``[N, H, W, 3]`` at rest, float ``[N, 3, H, W]`` in [-1, 1] for triggers and models.
 
 One module per stage (``poisoning``, ``training``, ``generation``), ``base_quality`` and ``base_figures``
-(how good the clean base DM is, chapter 02) and ``common`` for what they share;
+(how good the clean base DM is, chapter 02), ``exposure`` (how much fine-tuning plants the trigger,
+chapter 02) and ``common`` for what they share;
 notebooks use this package as one namespace (``from bibad_utils.experiments import training_report as tr``).
 """
 
@@ -32,10 +33,11 @@ from bibad_utils.experiments.training_report.base_quality import (JudgeSpec, bas
                                                                   has_base, judge_agreement, judge_specs,
                                                                   kept_checkpoints, predictions, quality_curve,
                                                                   real_reference_indices)
+from bibad_utils.experiments.training_report.exposure import exposure_figure, profile_exposure
 from bibad_utils.experiments.training_report.base_figures import (MISREAD_COLOR, base_quality_facts,
                                                                   base_samples_figure, quality_curve_figure)
 
-__all__ = ["JudgeSpec", "MISREAD_COLOR", "base_fd", "base_quality_facts", "base_quality_table", "base_samples_figure",
+__all__ = ["exposure_figure", "profile_exposure", "JudgeSpec", "MISREAD_COLOR", "base_fd", "base_quality_facts", "base_quality_table", "base_samples_figure",
     "base_sets", "class_kappa", "external_spec", "format_quality_table", "has_base", "judge_agreement",
     "judge_specs", "kept_checkpoints", "predictions", "quality_curve", "quality_curve_figure",
     "real_reference_indices",

@@ -26,10 +26,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from bibad_utils import metrics
+from matplotlib.figure import Figure
+
+from bibad_utils import metrics, plots
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.cells import Cell, exposure_epochs
+from bibad_utils.paper import PAPER_EPOCHS
 from bibad_utils.schema import is_int, is_number
 from bibad_utils.training import CHECKPOINT_DIR
 
@@ -149,3 +152,51 @@ def first_learned(curve: pd.DataFrame) -> pd.DataFrame:
                      "last_epochs": float(g["epochs"].iloc[-1]), "last_rate": float(g["rate"].iloc[-1]),
                      "clean_rate": float(g["clean_rate"].iloc[-1])})
     return pd.DataFrame(rows)
+
+
+def _rate_text(rate: float, lo: float, hi: float) -> str:
+    return f"{rate:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def profile_exposure(study, parallel: bool = True) -> tuple[pd.DataFrame | None, dict]:
+    """Chapter 02's exposure section, from the profile's ``exposure`` section: the curve of its cells
+    (:func:`exposure_curve`; trained and drawn when missing, read back from the store otherwise) and the facts
+    the chapter glues: ``nb02_exposure_sentence`` (what was measured, or how to measure it) and
+    ``nb02_exposure_own`` (this profile's epochs per cell). parallel: as in :func:`exposure_curve`. Returns
+    ``(curve or None, facts)``."""
+    sec = study.cfg.get("exposure") or {}
+    own = exposure_epochs(study.cfg["finetune"], len(study.train_set))
+    facts = {"nb02_exposure_own": f"{own:.1f}"}
+    if not sec.get("cells"):
+        facts["nb02_exposure_sentence"] = (
+            f"This run does not measure it: its profile names no `exposure.cells`. `python scripts/exposure_curve.py "
+            f"--profile {study.cfg['name']} --cells badnets1:0.01 badnets1:0.02 --epochs 50` measures it (or name the "
+            "cells in the profile's `exposure` section and this chapter draws the curve).")
+        return None, facts
+    cells = [Cell.parse(c) for c in sec["cells"]]
+    curve = exposure_curve(study, cells, epochs=sec["epochs"], points=sec["points"], w=sec.get("w"), parallel=parallel)
+    w = float(sec["w"]) if sec.get("w") is not None else study.target_guidances(Cell("clean"))[0]
+    parts = []
+    for (cell, instrument), g in curve.groupby(["cell", "instrument"], sort=False):
+        g = g.sort_values("step")
+        last, learned = g.iloc[-1], g[g["learned"]]
+        when = (f"from {learned['epochs'].iloc[0]:.1f} epochs on" if len(learned)
+                else f"at none of its checkpoints up to {last['epochs']:.1f} epochs")
+        parts.append(f"{cell}, read by the {instrument}: learned {when} (at {last['epochs']:.1f} epochs "
+                     f"{_rate_text(last['rate'], last['rate_lo'], last['rate_hi'])} of the target-prompt images carry "
+                     f"the trigger; the clean control's upper bound {last['clean_hi']:.3f})")
+    epochs = float(curve["epochs"].max())
+    facts["nb02_exposure_sentence"] = (
+        f"Measured here at guidance w = {w:g}, fine-tuning each cell again for {epochs:.1f} epochs and reading "
+        f"{int(sec['points'])} evenly spaced checkpoints (a checkpoint has learned the trigger when the lower end of its "
+        "rate's 95 % interval lies above the upper end of the clean control's): " + "; ".join(parts) + ".")
+    return curve, facts
+
+
+def exposure_figure(study, curve: pd.DataFrame | None) -> Figure:
+    """The exposure curve (:func:`~bibad_utils.plots.exposure_chart`) with the paper's exposure and this
+    profile's own marked; a notice when ``curve`` is None or empty (nothing measured)."""
+    if curve is None or curve.empty:
+        return plots.message_figure("no exposure curve measured in this run (the profile's exposure.cells is empty)")
+    own = exposure_epochs(study.cfg["finetune"], len(study.train_set))
+    return plots.exposure_chart(curve, {f"the paper (~{PAPER_EPOCHS})": PAPER_EPOCHS, f"this profile ({own:.1f})": own})
