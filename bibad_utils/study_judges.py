@@ -112,8 +112,8 @@ class StudyJudges:
 
     def _warp_detector(self, kind: str, art) -> None:
         """Train, check and save the detector of warp trigger ``kind`` into ``art``: the recipe of
-        :func:`~bibad_utils.judges.train_warp_detector` with the profile's judges settings (``wanet_epochs``
-        epochs, no blur or noise), and, when generations are used, the clean pre-trained DM's all-class set
+        :func:`~bibad_utils.judges.train_warp_detector` with the profile's judges settings (``wanet_detector``:
+        the field's matched filter, or the network for ``wanet_epochs`` epochs without blur or noise), and, when generations are used, the clean pre-trained DM's all-class set
         split by :func:`~bibad_utils.judges.holdout_split`. ``report.json``: :func:`~bibad_utils.judges.warp_check`
         on the real non-target test images, and under ``generated`` the same on the held-out generations
         (stored as uint8; None without generations)."""
@@ -128,7 +128,7 @@ class StudyJudges:
         model = train_warp_detector(self.study.train_set, trigger, generated=generated, exclude_class=self.study.target,
                                     seed=self.study.seed, device=self.study.device, progress=self.study.progress,
                                     epochs=recipe["epochs"], random_warps=recipe["random_warps"],
-                                    generated_fraction=recipe["generated_fraction"], **kw)
+                                    generated_fraction=recipe["generated_fraction"], method=recipe["method"], **kw)
         report = warp_check(model, self.study.test_set, trigger, exclude_class=self.study.target, seed=self.study.seed + 1,
                             device=self.study.device)
         report["generated"] = None if held is None else {

@@ -25,7 +25,12 @@ FAST = dict(arch="small_cnn", batch_size=64, lr=3e-3, progress=False)
 
 @pytest.fixture(scope="module")
 def detector():
-    return train_warp_detector(TRAIN, WANET, generated=GENERATED, exclude_class=0, seed=0, epochs=5, **FAST)
+    return train_warp_detector(TRAIN, WANET, generated=GENERATED, exclude_class=0, seed=0, epochs=5, method="cnn", **FAST)
+
+
+@pytest.fixture(scope="module")
+def field():
+    return train_warp_detector(TRAIN, WANET, generated=GENERATED, exclude_class=0, seed=0)
 
 
 def test_random_warp_fields_are_seeded_of_the_trigger_scale_and_not_the_trigger():
@@ -39,6 +44,39 @@ def test_random_warp_fields_are_seeded_of_the_trigger_scale_and_not_the_trigger(
     assert not any(torch.allclose(g, WANET.grid[0], atol=1e-4) for g in a)  # ... but other fields
     x = to_float(TEST.images[:3])
     assert torch.equal(apply_warp(x, WANET.grid), WANET.apply(x))  # the trigger is one such warp
+
+
+def _separation(det):
+    x = to_float(TEST.images[TEST.labels != 0])
+    p = lambda z: predict(det, z)[1][:, 1]
+    clean, warped = p(x), p(WANET.apply(x))
+    other = p(apply_warp(x, random_warp_grids(len(x), SIZE, 4, 0.5, torch.Generator().manual_seed(5))))
+    y = np.r_[np.zeros(len(x)), np.ones(len(x))]
+    return metrics.auroc(np.r_[clean, warped], y), metrics.auroc(np.r_[other, warped], y)
+
+
+def test_the_field_recipe_is_a_matched_filter_of_the_trigger_saved_like_any_judge(field, tmp_path):
+    from bibad_utils.judges import load_classifier, save_classifier
+    from bibad_utils.judges.models import WarpFieldFeatures
+
+    vs_clean, vs_other = _separation(field)
+    assert vs_clean > 0.9 and vs_other > 0.8, (vs_clean, vs_other)
+    assert isinstance(field.backbone, WarpFieldFeatures) and field.head.in_features == 2 * (SIZE - 2) ** 2
+    meta = field.meta
+    assert meta["method"] == "field" and meta["generated_images"] == len(GENERATED)
+    assert meta["random_warp_images"] == round(0.5 * meta["trained_on"])
+    # the head's logit difference is the regression's: P(trigger) = sigmoid(w . z + b)
+    w = field.head.weight[1] - field.head.weight[0]
+    x = to_float(TEST.images[:5])
+    z = field.features(x)
+    expected = torch.sigmoid(z @ w + field.head.bias[1] - field.head.bias[0])
+    assert torch.allclose(torch.from_numpy(predict(field, x)[1][:, 1]), expected.detach(), atol=1e-5)
+    again = load_classifier(save_classifier(field, tmp_path / "field"))  # mu, sd and the head in safetensors
+    assert np.array_equal(predict(again, x)[1], predict(field, x)[1])
+    twin = train_warp_detector(TRAIN, WANET, generated=GENERATED, exclude_class=0, seed=0)
+    assert all(torch.equal(u, v) for u, v in zip(field.state_dict().values(), twin.state_dict().values()))
+    with pytest.raises(ConfigError, match="judges.wanet_detector"):
+        train_warp_detector(TRAIN, WANET, method="svm", seed=0)
 
 
 def test_the_recipe_separates_the_trigger_from_clean_and_from_other_warps(detector):
@@ -89,11 +127,12 @@ def test_holdout_split_is_seeded_disjoint_and_complete():
 
 
 def test_profile_keys_default_to_the_measured_recipe_and_are_checked():
-    assert warp_settings({}) == {"epochs": 15, "random_warps": 0.5, "generated_fraction": 0.2, "holdout": 0.25}
+    assert warp_settings({}) == {"method": "field", "epochs": 15, "random_warps": 0.5, "generated_fraction": 0.2,
+                                 "holdout": 0.25}
     base = {"arch": "small_cnn", "epochs": 3, "batch_size": 128, "lr": 1e-3}
     assert validate_judges({**base, "wanet_epochs": 20}) == {**base, "wanet_epochs": 20}  # as written
     for key, bad in (("wanet_epochs", 0), ("wanet_random_warps", 1.5), ("wanet_generated", 1.0),
-                     ("wanet_holdout", 0.0)):
+                     ("wanet_holdout", 0.0), ("wanet_detector", "svm")):
         with pytest.raises(ConfigError, match=f"judges.{key}"):
             validate_judges({**base, key: bad})
     assert not set(WARP_KEYS) & set(JUDGE_KEYS)  # train_classifier never receives them
@@ -136,8 +175,10 @@ def test_study_trains_the_wanet_detector_with_its_recipe(tmp_path):
     other-warp false alarms and no generated check."""
     from bibad_utils.stages import Study
 
-    study = Study("smoke", {"run_dir": str(tmp_path), "attacks": ["wanet"], "judges": {"wanet_epochs": 2}},
-                  progress=False)
+    field = Study("smoke", {"run_dir": str(tmp_path), "attacks": ["wanet"]}, progress=False)
+    assert field.judges.detector("wanet").meta["method"] == "field"
+    study = field.variant({"judges": {"wanet_epochs": 2, "wanet_detector": "cnn"}})
+    assert study.judges.key("wanet") != field.judges.key("wanet")
     det = study.judges.detector("wanet")
     assert det.meta["epochs"] == 2 and det.meta["blur"] == det.meta["noise"] == 0.0
     assert det.meta["generated_images"] == 0 and det.meta["color_jitter"] == study.cfg["judges"]["color_jitter"]

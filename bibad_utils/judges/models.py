@@ -20,6 +20,7 @@ from bibad_utils.base import ConfigError
 from bibad_utils.judges.cifar_arch import WIDTHS, CifarResNet, Trunk
 
 ARCHS = ("small_cnn", "resnet18", "resnet50", "resnet20", "resnet56")
+FIELD_ARCH = "warp_field"  # a warp trigger's field detector (bibad_utils.judges.warp_detector), never a content judge
 CIFAR_ARCHS = ("resnet20", "resnet56")  # He et al.'s CIFAR ResNets (bibad_utils.judges.cifar_arch), trained here
 KINDS = ("classifier", "trigger_detector")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -63,6 +64,39 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class WarpFieldFeatures(nn.Module):
+    """The features of a warp trigger's field detector: at every inner pixel and along each axis, the log
+    of the image's energy in its finest band (squared second difference) over its energy one band lower
+    (squared difference across two pixels), channels averaged; standardised by the training set's mean and
+    spread (buffers ``mu`` and ``sd``, saved with the weights). A bilinear resampling by a fraction f of a
+    pixel damps the finest band by about (1 - 2 f)^2 and leaves the lower one nearly whole, so a fixed
+    sub-pixel field leaves a fixed spatial pattern in these maps, whatever the image shows; a linear head
+    reads that pattern. ``[N, 3, S, S]`` -> ``[N, 2 (S - 2)^2]``."""
+
+    def __init__(self, size: int, eps: float = 5e-4):
+        super().__init__()
+        self.eps = float(eps)  # in ImageNet-normalised units (about 1e-4 in [-1, 1] units)
+        dim = 2 * (int(size) - 2) ** 2
+        self.register_buffer("mu", torch.zeros(dim))
+        self.register_buffer("sd", torch.ones(dim))
+
+    @staticmethod
+    def dim(size: int) -> int:
+        return 2 * (int(size) - 2) ** 2
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """The unstandardised log band ratios."""
+        mid = x[:, :, 1:-1, 1:-1]
+        maps = []
+        for fine, coarse in ((x[:, :, 1:-1, 2:] - 2 * mid + x[:, :, 1:-1, :-2], x[:, :, 1:-1, 2:] - x[:, :, 1:-1, :-2]),
+                             (x[:, :, 2:, 1:-1] - 2 * mid + x[:, :, :-2, 1:-1], x[:, :, 2:, 1:-1] - x[:, :, :-2, 1:-1])):
+            maps.append((torch.log(fine.pow(2).mean(1) + self.eps) - torch.log(coarse.pow(2).mean(1) + self.eps)).flatten(1))
+        return torch.cat(maps, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.raw(x) - self.mu) / self.sd
 
 
 def _small_cnn(width: int = 32) -> tuple[nn.Module, int]:
@@ -110,7 +144,7 @@ def build_classifier(arch: str, num_classes: int, image_size: int, pretrained: b
     Weights are drawn from torch's global generator: seed it (or use :func:`train_classifier`, which
     does so under a forked RNG state) for reproducible initial weights.
     """
-    if arch not in ARCHS:
+    if arch not in ARCHS and arch != FIELD_ARCH:
         raise ConfigError("judges.arch", arch, f"one of {ARCHS}")
     if kind not in KINDS:
         raise ConfigError("kind", kind, f"one of {KINDS}")
@@ -124,7 +158,11 @@ def build_classifier(arch: str, num_classes: int, image_size: int, pretrained: b
         raise ConfigError("judges.pretrained", pretrained, "true or false")
     if class_names is not None and len(class_names) != num_classes:
         raise ConfigError("class_names", class_names, f"{num_classes} names")
-    if arch == "small_cnn":
+    if arch == FIELD_ARCH:
+        if kind != "trigger_detector" or pretrained or input_size != image_size:
+            raise ConfigError("arch", arch, "a trigger detector at its images' own size, without ImageNet weights")
+        backbone, dim = WarpFieldFeatures(input_size), WarpFieldFeatures.dim(input_size)
+    elif arch == "small_cnn":
         if pretrained:
             raise ConfigError("judges.pretrained", pretrained, "false for arch small_cnn (no ImageNet weights)")
         backbone, dim = _small_cnn()

@@ -10,7 +10,7 @@ from bibad_utils.base import ConfigError, repo_path
 from bibad_utils.judges.augment import PHOTOMETRIC_KEYS
 from bibad_utils.judges.models import ARCHS
 from bibad_utils.judges.training import OPTIMIZERS, train_classifier
-from bibad_utils.judges.warp_detector import holdout_split, train_warp_detector
+from bibad_utils.judges.warp_detector import METHODS, holdout_split, train_warp_detector
 from bibad_utils.schema import Field, Section, signature_defaults
 
 _STRENGTH = "a maximum strength in [0, 1] (0: off)"
@@ -73,6 +73,7 @@ def check_external(value, param: str = "judges.external") -> dict | None:
 # The warp (WaNet) detector's recipe: profile key -> (function whose signature holds the default, its argument).
 # The other judges never read these keys, and their artifact keys never hold them (:func:`judge_settings`).
 WARP_KEYS = {
+    "wanet_detector": (train_warp_detector, "method"),
     "wanet_epochs": (train_warp_detector, "epochs"),
     "wanet_random_warps": (train_warp_detector, "random_warps"),
     "wanet_generated": (train_warp_detector, "generated_fraction"),
@@ -86,8 +87,11 @@ def _warp_fields() -> dict[str, Field]:
         return inspect.signature(fn).parameters[arg].default
 
     return {
+        "wanet_detector": Field("choice", choices=METHODS, default=default("wanet_detector"),
+                                doc="the warp detector's recipe: field (a matched filter of the trigger's field) or "
+                                    "cnn (the judges' network); bibad_utils.judges.warp_detector"),
         "wanet_epochs": Field("int", low=1, default=default("wanet_epochs"),
-                              doc="epochs of the warp detector (no blur or noise augmentation; colour jitter as set)"),
+                              doc="cnn: epochs of the warp detector (no blur or noise augmentation; colour jitter as set)"),
         "wanet_random_warps": Field("number", low=0, high=1, default=default("wanet_random_warps"),
                                     allowed="a share in [0, 1]",
                                     doc="share of the clean real images warped by a random field (labelled clean)"),
@@ -121,7 +125,7 @@ def judge_settings(section: dict) -> dict:
 
 def warp_settings(section: dict) -> dict:
     """The warp detector's recipe from a ``judges`` section, every key with its default filled in, named
-    as the arguments they go to: ``epochs``, ``random_warps``, ``generated_fraction`` (of
+    as the arguments they go to: ``method``, ``epochs``, ``random_warps``, ``generated_fraction`` (of
     :func:`train_warp_detector`) and ``holdout`` (of :func:`holdout_split`)."""
     return {arg: JUDGES.value(section, key) for key, (_, arg) in WARP_KEYS.items()}
 

@@ -212,8 +212,9 @@ def planted_check(study, contrasts=PLANT_CONTRASTS, z: float = Z95) -> pd.DataFr
 
         params = {"judges": judge_settings(study.cfg["judges"]), "seed": study.seed, "detector": kind,
                   "trigger": study.cfg["triggers"].get(kind), "contrasts": list(levels), "images": label}
-        path = study.store.cached(PLANTED_STAGE, params, [study.generation_key(ref), study.data_key], build,
-                                  device=str(study.device))
+        # the detector's own key among the inputs: a detector of another recipe never reuses these probabilities
+        inputs = [study.generation_key(ref), study.data_key, study.judges.key(kind)[1]]
+        path = study.store.cached(PLANTED_STAGE, params, inputs, build, device=str(study.device))
         decisions = {"detector": {c: st.load_array(path / f"p_trigger_c{c:g}.npy") > TRIGGER_THRESHOLD
                                   for c in levels}}
         tpl = study.judges.template(kind)
