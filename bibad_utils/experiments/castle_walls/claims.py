@@ -260,7 +260,7 @@ def castle_guidances(study) -> list[float]:
     """The further w of the poisoned DMs' all-class sets (``sampling.castle_guidance``) at which the detection
     and train-on-generations claims are judged too (the reference implementation trains on generations at
     w = 2, 5 and 10); empty when the profile sets none."""
-    return [float(w) for w in (study.cfg["sampling"].get("castle_guidance") or [])]
+    return [float(w) for w in (study.cfg.sampling.castle_guidance or [])]
 
 
 def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFrame, claims: list[dict],
@@ -279,7 +279,7 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
            "nb05_cd_steps": d["cd"]["steps"], "nb05_strip_mode": d["strip"]["mode"],
            "nb05_dc_ratios": ", ".join(f"{r:.0%}" for r in d["dc_ratios"]) or "none",
            "nb05_dc_adaptive": "none (every class at every level)" if d["dc_adaptive"] is None
-           else str(d["dc_adaptive"]), "nb05_n_all": int(study.cfg["sampling"]["n_all"])}
+           else str(d["dc_adaptive"]), "nb05_n_all": int(study.cfg.sampling.n_all)}
     for det in detectors():
         rows = diffs[diffs.detector == det]
         key = detector_key(det)

@@ -9,6 +9,7 @@ from bibad_utils.defenses import DETECTORS as REGISTRY
 from bibad_utils.defenses.profile import (DEVIATIONS, STAGE_DEFAULTS, defaults, detector_defaults,  # noqa: F401
                                           validate_config)
 from bibad_utils.judges import JUDGE_KEYS, PHOTOMETRIC_KEYS
+from bibad_utils.typed_config import ConfigSection
 
 STAGE = "05_castle_walls"
 SOURCES = ("poisoned train (all)", "poisoned train (subset)", "generated")
@@ -48,10 +49,10 @@ MIN_CLASS_COUNT = 5
 # deviations from the reference recipes, in :mod:`bibad_utils.defenses.profile` (validated once, on load).
 
 
-def defense_config(study) -> dict:
+def defense_config(study) -> ConfigSection:
     """The profile's ``defenses`` section, with every default filled in (validated when the profile was
-    loaded: :data:`bibad_utils.defenses.profile.DEFENSES`)."""
-    return study.cfg["defenses"]
+    loaded: :data:`bibad_utils.defenses.profile.DEFENSES`), as its typed, read-only section."""
+    return study.cfg.defenses
 
 
 def detection_cells(study) -> list:
@@ -74,7 +75,7 @@ def classifier_settings(study, small: bool = False) -> dict:
     ``n_all``-image classifiers (``small``) further by ``defenses.gen_classifier``."""
     d = defense_config(study)
     # the judges' photometric augmentation is not inherited (module docstring)
-    kw = {k: v for k, v in study.cfg["judges"].items() if k in JUDGE_KEYS and k not in PHOTOMETRIC_KEYS}
+    kw = {k: v for k, v in study.cfg.judges.items() if k in JUDGE_KEYS and k not in PHOTOMETRIC_KEYS}
     kw.update(d["classifier"])
     if small:
         kw.update(d["gen_classifier"])

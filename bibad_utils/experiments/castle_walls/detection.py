@@ -45,7 +45,7 @@ def clean_dm_flag_rate(study, kind: str) -> dict:
     estimate of its false-positive rate on generations), with a Wilson interval: ``rate, lo, hi, n``.
     NaN when the profile has no ``clean`` control (no clean DM is trained for this check alone)."""
 
-    if "clean" not in study.cfg["controls"]:
+    if "clean" not in study.cfg.controls:
         return {"rate": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
     flags = np.asarray(study.judges.judge(all_class_set(study, Cell("clean")), kind)["trigger"], dtype=bool)
     lo, hi = wilson_interval(int(flags.sum()), len(flags))

@@ -54,7 +54,7 @@ def dc_predictions(study, cell, p_filter: float) -> dict:
     d = defense_config(study)
     params = {"p_filter": float(p_filter), "n_levels": d["dc_levels"], "adaptive": d["dc_adaptive"],
               "n_images": d["dc_n_images"], "seed": study.seed, "target": study.target,
-              "trigger": study.cfg["triggers"].get(cell.trigger_kind), "kind": cell.trigger_kind}
+              "trigger": study.cfg.triggers.get(cell.trigger_kind), "kind": cell.trigger_kind}
 
     def build(art):
         imgs = dc_images(study, cell.trigger_kind)
@@ -124,7 +124,7 @@ def dc_benchmark(study) -> pd.DataFrame:
     d = defense_config(study)
     cells = dc_cells(study)
     if not cells:
-        raise ConfigError("defenses.dc_attacks", d["dc_attacks"], f"attacks of the grid {study.cfg['attacks']}")
+        raise ConfigError("defenses.dc_attacks", d["dc_attacks"], f"attacks of the grid {study.cfg.attacks}")
     cell = cells[0]
     modes = [("exhaustive", None)] + ([("adaptive", d["dc_adaptive"])] if d["dc_adaptive"] else [])
     params = {"n_images": d["dc_bench_images"], "n_levels": d["dc_levels"], "modes": modes, "seed": study.seed,
