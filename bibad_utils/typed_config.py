@@ -13,10 +13,15 @@ Two views of one object:
 
 - attributes: a key's value, or its declared default where the profile leaves the key out (a section kept as
   written takes its defaults from the function it is passed to, :func:`~bibad_utils.schema.signature_defaults`);
-  assigning one raises (frozen);
+  assigning one raises (frozen); a value that is itself a list or a dict (``sampling.guidance``, a trigger's
+  options) is the plain one of the validated profile (so that it hashes and compares as before): read it, never
+  change it;
 - a read-only mapping of exactly the validated dict: ``cfg["sampling"]``, ``get``, ``in``, ``keys``, ``items``,
   ``dict(cfg)``; :meth:`ConfigSection.as_dict` returns that dict (a deep copy, nested sections as dicts), which is
-  what the artifact keys hash, so a key computed from the typed object equals the one computed from the dict.
+  what the artifact keys hash, so a key computed from the typed object equals the one computed from the dict
+  (pydantic's ``model_dump()`` also writes the declared defaults of the keys the profile leaves out).
+
+Code that changes a configuration merges over ``as_dict()`` and validates again (``Study.variant``).
 """
 
 from __future__ import annotations
@@ -58,8 +63,6 @@ class ConfigSection(BaseModel, Mapping):
         if not isinstance(other, Mapping):
             return NotImplemented
         return dict(self.items()) == dict(other.items())
-
-    __hash__ = None  # like the dict it stands for
 
     def as_dict(self) -> dict:
         """The validated dict this object was made from (a deep copy; nested sections as dicts)."""
