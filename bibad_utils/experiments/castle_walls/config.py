@@ -60,12 +60,12 @@ def detection_cells(study) -> list:
     (every grid cell when it is null). A ratio the grid lacks is an error naming the grid's ratios."""
     d = defense_config(study)
     cells = study.grid_cells()
-    if d["detect_ratios"] is None:
+    if d.detect_ratios is None:
         return cells
     grid = sorted({round(c.ratio, 9) for c in cells})
-    wanted = {round(r, 9) for r in d["detect_ratios"]}
+    wanted = {round(r, 9) for r in d.detect_ratios}
     if not wanted <= set(grid):
-        raise ConfigError("defenses.detect_ratios", d["detect_ratios"], f"ratios of the grid, among {grid}")
+        raise ConfigError("defenses.detect_ratios", d.detect_ratios, f"ratios of the grid, among {grid}")
     return [c for c in cells if round(c.ratio, 9) in wanted]
 
 
@@ -76,9 +76,9 @@ def classifier_settings(study, small: bool = False) -> dict:
     d = defense_config(study)
     # the judges' photometric augmentation is not inherited (module docstring)
     kw = {k: v for k, v in study.cfg.judges.items() if k in JUDGE_KEYS and k not in PHOTOMETRIC_KEYS}
-    kw.update(d["classifier"])
+    kw.update(d.classifier)
     if small:
-        kw.update(d["gen_classifier"])
+        kw.update(d.gen_classifier)
     return kw
 
 
