@@ -28,12 +28,13 @@ import sys
 from pathlib import Path
 
 from bibad_utils.base import REPO_ROOT
-from bibad_utils.config import ConfigError, load_profile, overrides_from_assignments
+from bibad_utils.config import ConfigError, overrides_from_assignments
 from bibad_utils.progress import ENV_THREADS
 from bibad_utils.publish.book import build_book
 from bibad_utils.publish.notebooks import NOTEBOOKS_DIR, STAGE_TITLES, find_stages, notebook_title
 from bibad_utils.publish.runner import run_notebooks
 from bibad_utils.publish.runstate import run_lock
+from bibad_utils.typed_config import load_config
 
 EPILOG = ("exit codes: 0 done; 1 a notebook, stage or build failed, a damaged file, or the system refused "
           "(permission denied, disk full); 2 bad input or state (a parameter not allowed; the run directory "
@@ -170,11 +171,11 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "readme":
         from bibad_utils.publish.readme import readme_from_snapshot, readme_results  # the analyses: slow to import
-        cfg = load_profile(args.profile, overrides)
+        cfg = load_config(args.profile, overrides)
         if args.snapshot:
-            print(f"wrote {readme_from_snapshot(cfg['name'], REPO_ROOT)} and README.md")
+            print(f"wrote {readme_from_snapshot(cfg.name, REPO_ROOT)} and README.md")
         else:
-            print(f"wrote {readme_results(cfg['run_dir'], cfg['name'], REPO_ROOT)} and README.md")
+            print(f"wrote {readme_results(cfg.run_dir, cfg.name, REPO_ROOT)} and README.md")
         return 0
     if args.command == "run":
         if args.retrain_base:
@@ -185,8 +186,8 @@ def _dispatch(args) -> int:
             os.environ[ENV_THREADS] = args.threads
         return run_notebooks(args.profile, overrides, args.notebooks_dir, args.only, args.start,
                              args.log_output, force=args.force, progress_interval=args.progress_interval)
-    cfg = load_profile(args.profile, overrides)
-    with run_lock(cfg["run_dir"], shared=True):  # never while a run writes the notebooks it reads
+    cfg = load_config(args.profile, overrides)
+    with run_lock(cfg.run_dir, shared=True):  # never while a run writes the notebooks it reads
         return build_book(args.profile, overrides, args.output, args.strict, args.notebooks_dir, args.vendor,
                           args.repository_url)
 

@@ -18,6 +18,8 @@ Each section is declared by the module that owns it, as typed fields with one de
 artifact keys), with the derived values a check adds: a fingerprint of every file the study reads (a
 BadNets-2 pattern image: ``triggers.badnets2.pattern_sha256``; a real dataset's files:
 ``dataset.fingerprint``), so that every artifact key computed from it follows the content, not the path.
+The code reads the validated profile as a frozen, typed object (:func:`bibad_utils.typed_config.typed_profile`:
+``study.cfg.sampling.guidance``).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class JudgeSpec:
 def external_spec(study) -> JudgeSpec | None:
     """The profile's external judge (``judges.external``), or None. Its weights' SHA-256 is its identity;
     a judge whose classes are not the dataset's raises ConfigError when loaded."""
-    spec = check_external(study.cfg["judges"].get("external"))
+    spec = check_external(study.cfg.judges.external)
     if spec is None:
         return None
     sha = st.file_sha256(spec["path"])

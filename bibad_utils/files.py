@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -17,7 +18,8 @@ from bibad_utils.base import ConfigError
 
 
 def to_jsonable(obj: Any) -> Any:
-    """A JSON-ready copy of ``obj``: dict keys as strings, tuples/sets as lists, numpy scalars as Python
+    """A JSON-ready copy of ``obj``: dict keys as strings (any mapping as a dict: a typed profile section
+    hashes as the dict it holds), tuples/sets as lists, numpy scalars as Python
     numbers, paths as POSIX strings, arrays and tensors as ``{"array": dtype, "shape", "sha256"}``
     (their bytes hashed, so large arrays cost no space and still change the key)."""
     if obj is None or isinstance(obj, (bool, str)):
@@ -31,7 +33,7 @@ def to_jsonable(obj: Any) -> Any:
         return value if math.isfinite(value) else repr(value)
     if isinstance(obj, PurePath):
         return obj.as_posix()
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]

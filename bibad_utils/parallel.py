@@ -87,12 +87,12 @@ def judge_tasks(study) -> list[tuple]:
     that are not in the store yet, as ``("judge", overrides, what)`` tasks of :func:`_work`."""
 
     variants = [{}]
-    if wants_ablation(study.cfg["judges"]):
+    if wants_ablation(study.cfg.judges):
         variants.append({"judges": {k: 0.0 for k in PHOTOMETRIC_KEYS}})
     tasks = []
     for overrides in variants:
         judged = study.variant(overrides) if overrides else study
-        for what in ["classifier", *judged.cfg["attacks"]]:
+        for what in ["classifier", *judged.cfg.attacks]:
             if not judged.judges.cached(what):
                 tasks.append(("judge", overrides, what))
     return tasks
@@ -128,7 +128,7 @@ def compute_cells(study, cells, generate: bool = False, train_only=(), workers: 
     folder = Path(study.run_dir) / ".workers"
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=folder, delete=False) as f:
-        yaml.safe_dump(study.cfg, f, sort_keys=False)
+        yaml.safe_dump(study.cfg.as_dict(), f, sort_keys=False)
         profile_file = f.name
     try:
         with multiprocessing.get_context("spawn").Pool(n) as pool:

@@ -31,7 +31,7 @@ from bibad_utils import shipped_base
 from bibad_utils import store as st
 from bibad_utils.cells import (POOLS, Cell, GenSet, all_guidances, exposure_epochs, guidance_all,  # noqa: F401
                                target_guidances, train_seed_keys, validate_train_seeds)
-from bibad_utils.config import ConfigError, deep_merge, load_profile, resolve_device, validate_profile
+from bibad_utils.config import ConfigError, deep_merge, resolve_device, validate_profile
 from bibad_utils.data import dataset_from_config
 from bibad_utils.memorization import duplicate_pool, embed, embedding_key_params, find_duplicate_groups
 from bibad_utils.poison import poison_dataset
@@ -40,21 +40,24 @@ from bibad_utils.sampling import class_mix, sample_images, set_seeds
 from bibad_utils.study_judges import StudyJudges
 from bibad_utils.training import train_diffusion
 from bibad_utils.triggers import make_trigger
+from bibad_utils.typed_config import Profile, load_config, typed_profile
 
 
 class Study:
     """One run of the study: a validated profile, its artifact store, datasets, cells, models, generated
     sets and judges (``study.judges``, :class:`bibad_utils.study_judges.StudyJudges`). profile: a name in
     ``notebooks/profiles`` or a YAML path; overrides: nested dict merged over it; progress: bars in long steps.
+    ``cfg``: the profile as a frozen, typed :class:`~bibad_utils.typed_config.Profile` (``cfg.sampling.guidance``;
+    ``cfg.as_dict()`` the validated dict).
     """
 
     def __init__(self, profile="demo", overrides: dict | None = None, progress: bool = True):
-        self.cfg = load_profile(profile, overrides)
+        self.cfg: Profile = load_config(profile, overrides)
         self.device = resolve_device(self.cfg)
-        self.run_dir = Path(self.cfg["run_dir"])
+        self.run_dir = Path(self.cfg.run_dir)
         self.store = st.ArtifactStore(self.run_dir / "artifacts")
-        self.seed = int(self.cfg["seed"])
-        self.target = int(self.cfg["target"])
+        self.seed = int(self.cfg.seed)
+        self.target = int(self.cfg.target)
         self.progress = progress
         self._models: dict = {}
         if self.device.type == "cpu":
@@ -80,7 +83,7 @@ class Study:
             raise ConfigError(f"overrides.{shared[0]}", overrides[shared[0]],
                               f"no change to {', '.join(self._SHARED_SECTIONS)} (make a new Study instead)")
         other = copy.copy(self)
-        other.cfg = validate_profile(deep_merge(self.cfg, overrides))
+        other.cfg = typed_profile(validate_profile(deep_merge(self.cfg.as_dict(), overrides)))
         other._models = {}
         other.__dict__.pop("judges", None)  # its own judges (and templates: the triggers may differ)
         return other
@@ -89,12 +92,12 @@ class Study:
     @cached_property
     def train_set(self):
         """The clean training set (:class:`~bibad_utils.data.ImageSet`)."""
-        return dataset_from_config(self.cfg["dataset"], split="train", seed=self.seed)
+        return dataset_from_config(self.cfg.dataset, split="train", seed=self.seed)
 
     @cached_property
     def test_set(self):
         """The clean test set (never trained on)."""
-        return dataset_from_config(self.cfg["dataset"], split="test", seed=self.seed)
+        return dataset_from_config(self.cfg.dataset, split="test", seed=self.seed)
 
     @property
     def class_names(self) -> list[str]:
@@ -107,7 +110,7 @@ class Study:
     @cached_property
     def data_key(self) -> str:
         """Key of the dataset: its configuration (a real dataset by its files' fingerprint, not its path), the seed, the labels."""
-        return self._data_key(self.cfg["dataset"], self.train_set)
+        return self._data_key(self.cfg.dataset, self.train_set)
 
     def _data_key(self, section: dict, data) -> str:
         ds = {k: v for k, v in section.items() if k != "root" or "fingerprint" not in section}
@@ -117,39 +120,39 @@ class Study:
     def pretrain_data(self) -> tuple:
         """(set, key) the base DM is pre-trained on: the training set, or with ``pretrain.data: all`` the
         dataset's whole training split (e.g. all 50,000 CIFAR-10 images where the cells use a subset)."""
-        if self.cfg["pretrain"].get("data", "subset") != "all":
+        if self.cfg.pretrain.data != "all":
             return self.train_set, self.data_key
-        section = {**self.cfg["dataset"], "n_per_class": None, "n_test_per_class": None}  # the cells' sizes: not keyed
+        section = {**self.cfg.dataset.as_dict(), "n_per_class": None, "n_test_per_class": None}  # the cells' sizes: not keyed
         data = dataset_from_config(section, split="train", seed=self.seed)
         return data, self._data_key(section, data)
 
     def trigger(self, kind: str):
         """The study's trigger of ``kind`` (fixed by the profile's seed and trigger options)."""
-        options = dict(self.cfg["triggers"].get(kind) or {})
+        options = dict(self.cfg.triggers.get(kind) or {})
         return make_trigger(kind, self.image_size, seed=self.seed, **options)
 
     # ----------------------------------------------------------------------------------- cells
     def ratios_of(self, kind: str) -> list[float]:
         """The grid's ratios of attack ``kind``, ascending: ``attack_ratios[kind]`` where the profile names it."""
-        return sorted(float(p) for p in (self.cfg.get("attack_ratios") or {}).get(kind, self.cfg["ratios"]))
+        return sorted(float(p) for p in (self.cfg.attack_ratios or {}).get(kind, self.cfg.ratios))
 
     def top_ratio(self, kind: str | None = None) -> float:
         """The largest p of attack ``kind`` (None: of the profile's ``ratios``, the relabel control's p)."""
-        return max(self.ratios_of(kind)) if kind else float(max(self.cfg["ratios"]))
+        return max(self.ratios_of(kind)) if kind else float(max(self.cfg.ratios))
 
     def top_cells(self) -> list[Cell]:
         """Each attack at its largest p, in the profile's attack order: the cells the examples, the teaser
         and the replication study show."""
-        return [Cell(kind, self.top_ratio(kind)) for kind in self.cfg["attacks"]]
+        return [Cell(kind, self.top_ratio(kind)) for kind in self.cfg.attacks]
 
     def grid_cells(self) -> list[Cell]:
         """One cell per (attack, p) of the profile's grid, attack-major, p ascending."""
-        return [Cell(kind, p) for kind in self.cfg["attacks"] for p in self.ratios_of(kind)]
+        return [Cell(kind, p) for kind in self.cfg.attacks for p in self.ratios_of(kind)]
 
     def control_cells(self) -> list[Cell]:
         """The controls of the profile: clean (p = 0) and relabel-only at the largest p."""
         out = []
-        for c in self.cfg["controls"]:
+        for c in self.cfg.controls:
             out.append(Cell("clean") if c == "clean" else Cell("relabel", self.top_ratio()))
         return out
 
@@ -162,7 +165,7 @@ class Study:
     @cached_property
     def train_seeds_config(self) -> dict:
         """The profile's ``train_seeds`` as a mapping (``{"default": 1}`` when the profile has none)."""
-        return validate_train_seeds(self.cfg.get("train_seeds", 1))
+        return validate_train_seeds(self.cfg.train_seeds)
 
     def n_train_seeds(self, cell: Cell) -> int:
         """Training runs of ``cell``: ``train_seeds[cell.kind]``, else ``train_seeds.default``. Cells of
@@ -195,9 +198,9 @@ class Study:
         planted = self.train_set.meta.get("duplicate_groups")
         if planted:
             return [list(map(int, g)) for g in planted]
-        mem = self.cfg.get("memorization") or {}
-        params = {"embedding": mem.get("embedding", "pixels"), "threshold": mem.get("duplicate_threshold")}
-        if mem.get("weights_path") is not None:  # other weights, other groups (keys without weights unchanged)
+        mem = self.cfg.memorization
+        params = {"embedding": mem.embedding, "threshold": mem.duplicate_threshold}
+        if mem.weights_path is not None:  # other weights, other groups (keys without weights unchanged)
             weights = embedding_key_params(mem).get("weights")
             if weights:
                 params["weights"] = weights
@@ -206,7 +209,7 @@ class Study:
 
         def build(art):
             emb = embed(self.train_set.images, params["embedding"], device=self.device,
-                        weights_path=mem.get("weights_path"))
+                        weights_path=mem.weights_path)
             st.save_json(art.dir / "groups.json", find_duplicate_groups(emb, params["threshold"]))
 
         path = self.store.cached("duplicates", params, [self.data_key], build, device=str(self.device))
@@ -229,7 +232,7 @@ class Study:
     def poison_key(self, cell: Cell) -> str:
         """Key of the poisoned training set of ``cell`` (its manifest is written to the store)."""
         params = {"kind": cell.kind, "ratio": cell.ratio, "pool": cell.pool, "target": self.target,
-                  "seed": self.seed, "trigger": self.cfg["triggers"].get(cell.kind) if cell.trigger_kind else None}
+                  "seed": self.seed, "trigger": self.cfg.triggers.get(cell.kind) if cell.trigger_kind else None}
 
         def build(art):
             ps = self.poisoned(cell)
@@ -247,7 +250,7 @@ class Study:
     # ---------------------------------------------------------------------------------- models
     def _train_section(self, name: str) -> dict:
         # shipped: where the weights come from, not how they are trained; keep_checkpoints 0: as if unset
-        sec = {k: v for k, v in self.cfg[name].items()
+        sec = {k: v for k, v in self.cfg[name].as_dict().items()
                if k not in ("shipped", "data") and (k != "keep_checkpoints" or v)}
         sec.setdefault("checkpoint_every", max(1, sec["steps"] // 5) if sec["steps"] else 1)
         return sec
@@ -257,12 +260,12 @@ class Study:
     def _new_model(self, seed: int | None = None):
         from bibad_utils.diffusion import build_model
         torch.manual_seed(self.seed if seed is None else seed)  # the initial weights of a from-scratch model
-        return build_model(self.cfg["model"], self.class_names, image_size=self.image_size)
+        return build_model(self.cfg.model.as_dict(), self.class_names, image_size=self.image_size)
 
     def _train_params(self, section: dict, train_seed: int = 0) -> dict:
         """The parameters a DM training's key hashes; ``train_seed`` > 0 (a replicate run) is recorded,
         seed 0 keeps the key without it."""
-        params = {"model": self.cfg["model"], "train": section, "seed": self.seed}
+        params = {"model": self.cfg.model.as_dict(), "train": section, "seed": self.seed}
         if train_seed:
             params["train_seed"] = int(train_seed)
         return params
@@ -305,8 +308,8 @@ class Study:
         sec = self._train_section("pretrain")
         if not sec["steps"]:
             return None
-        if self.cfg["pretrain"].get("shipped"):
-            shipped_base.install_shipped_base(self.store, self.pretrain_expected_key(), self.cfg["name"])
+        if self.cfg.pretrain.shipped:
+            shipped_base.install_shipped_base(self.store, self.pretrain_expected_key(), self.cfg.name)
         data, key = self.pretrain_data
         return self._train("pretrain", data, sec, [key], None, label="clean base DM")
 
@@ -324,7 +327,7 @@ class Study:
 
     def exposure(self, cell: Cell) -> float:
         """Epochs of ``cell``'s fine-tuning: how often each of its training images was seen, on average."""
-        return exposure_epochs(self.cfg["finetune"], len(self.poisoned(cell)))
+        return exposure_epochs(self.cfg.finetune, len(self.poisoned(cell)))
 
     def model_cached(self, cell: Cell) -> bool:
         """Whether ``cell``'s fine-tuned DM is in the store (makes the pre-trained model if missing)."""
@@ -350,31 +353,31 @@ class Study:
     def first_guidance(self) -> float:
         """The profile's first guidance scale: where the teaser, the examples and the first row of each claim
         are stated (every other w of ``sampling.guidance`` is a row too, :meth:`claim_guidances`)."""
-        return float(self.cfg["sampling"]["guidance"][0])
+        return float(self.cfg.sampling.guidance[0])
 
     @property
     def guidance_all(self) -> float:
         """Guidance scale of the all-class set (``sampling.guidance_all``, default the first w)."""
-        return guidance_all(self.cfg["sampling"])
+        return guidance_all(self.cfg.sampling)
 
     def all_guidances(self, cell: Cell | None) -> list[float]:
         """The w of ``cell``'s all-class sets (:func:`bibad_utils.cells.all_guidances`)."""
-        return all_guidances(self.cfg["sampling"], cell)
+        return all_guidances(self.cfg.sampling, cell)
 
     def claim_guidances(self) -> list[float]:
         """The guidance scales the claims are judged at: every w of ``sampling.guidance``, a row each."""
-        return [float(w) for w in self.cfg["sampling"]["guidance"]]
+        return [float(w) for w in self.cfg.sampling.guidance]
 
     def target_guidances(self, cell: Cell | None) -> list[float]:
         """The w of ``cell``'s target-prompt sets (:func:`bibad_utils.cells.target_guidances`)."""
-        return target_guidances(self.cfg["sampling"], cell)
+        return target_guidances(self.cfg.sampling, cell)
 
     def generation_key(self, cell: Cell | None) -> str:
-        s = self.cfg["sampling"]
-        keyed = {k: v for k, v in s.items() if k != "castle_guidance"}  # it enters as all_guidances
+        s = self.cfg.sampling
+        keyed = {k: v for k, v in s.as_dict().items() if k != "castle_guidance"}  # it enters as all_guidances
         params = {"sampling": keyed, "guidance_all": self.guidance_all, "seed": self.seed, "target": self.target}
         ws = self.target_guidances(cell)
-        if ws != [float(w) for w in s["guidance"]]:
+        if ws != [float(w) for w in s.guidance]:
             params["target_guidances"] = ws  # fewer target sets than the profile's guidance list
         all_ws = self.all_guidances(cell)
         if len(all_ws) > 1:
@@ -384,11 +387,11 @@ class Study:
         def build(art):
             choose_threads()
             model = self.model(cell)
-            kw = dict(steps=s["steps"], eta=s.get("eta", 0.0), batch_size=s["batch_size"], device=self.device,
+            kw = dict(steps=s.steps, eta=s.eta, batch_size=s.batch_size, device=self.device,
                       progress=self.progress)
             started = time.perf_counter()
-            plans = [("target", w, np.full(s["n_target"], self.target, np.int64)) for w in self.target_guidances(cell)]
-            mix = class_mix(self.train_set.class_counts(), s["n_all"])
+            plans = [("target", w, np.full(s.n_target, self.target, np.int64)) for w in self.target_guidances(cell)]
+            mix = class_mix(self.train_set.class_counts(), s.n_all)
             plans += [("all", w, mix) for w in self.all_guidances(cell)]
             for name, w, labels in plans:
                 images = sample_images(model, labels, set_seeds(self.seed, name, len(labels)), guidance=w,

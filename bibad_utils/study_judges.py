@@ -38,10 +38,10 @@ class StudyJudges:
         self._judged: dict = {}
 
     def params(self) -> dict:
-        return {"judges": judge_settings(self.study.cfg["judges"]), "seed": self.study.seed}
+        return {"judges": judge_settings(self.study.cfg.judges), "seed": self.study.seed}
 
     def _judge_kwargs(self) -> dict:
-        j = self.study.cfg["judges"]
+        j = self.study.cfg.judges
         return {k: j[k] for k in JUDGE_KEYS if k in j}
 
     def classifier(self):
@@ -73,10 +73,10 @@ class StudyJudges:
         """(parameters, input keys) of the detector artifact of trigger ``kind``. A warp trigger's detector
         (:mod:`bibad_utils.judges.warp_detector`) adds its recipe (:func:`warp_settings`) and, when it mixes
         generations in, the key of the clean pre-trained DM's generation sets (made first if missing)."""
-        params = {**self.params(), "trigger_kind": kind, "trigger": self.study.cfg["triggers"].get(kind)}
+        params = {**self.params(), "trigger_kind": kind, "trigger": self.study.cfg.triggers.get(kind)}
         inputs = [self.study.data_key]
         if is_warp_kind(kind):
-            params["warp_recipe"] = warp_settings(self.study.cfg["judges"])
+            params["warp_recipe"] = warp_settings(self.study.cfg.judges)
             if self._warp_generations_used():
                 inputs.append(self.study.generation_key(None))
         return params, inputs
@@ -85,7 +85,7 @@ class StudyJudges:
         """Whether the warp detector mixes a clean DM's generations into its batches: ``judges.wanet_generated``
         above 0 and a clean pre-trained DM (its all-class set is drawn before any judge is trained, and is
         not the set chapter 04 checks the judges on, the clean control's)."""
-        return warp_settings(self.study.cfg["judges"])["generated_fraction"] > 0 and self.study.pretrain_key is not None
+        return warp_settings(self.study.cfg.judges)["generated_fraction"] > 0 and self.study.pretrain_key is not None
 
     def cached(self, what: str) -> bool:
         """Whether the clean classifier (``"classifier"``) or the detector of trigger kind ``what`` is in the store."""
@@ -117,7 +117,7 @@ class StudyJudges:
         split by :func:`~bibad_utils.judges.holdout_split`. ``report.json``: :func:`~bibad_utils.judges.warp_check`
         on the real non-target test images, and under ``generated`` the same on the held-out generations
         (stored as uint8; None without generations)."""
-        recipe = warp_settings(self.study.cfg["judges"])
+        recipe = warp_settings(self.study.cfg.judges)
         kw = {k: v for k, v in self._judge_kwargs().items() if k not in ("epochs", "blur", "noise")}
         trigger = self.study.trigger(kind)
         generated = held = None
@@ -149,7 +149,7 @@ class StudyJudges:
         return self.judged(gen.cell, trigger_kind)[(gen.set_name, float(gen.guidance))]
 
     def _photometric(self) -> dict:
-        return {k: self.study.cfg["judges"].get(k, 0.0) for k in PHOTOMETRIC_KEYS}
+        return {k: self.study.cfg.judges.get(k, 0.0) for k in PHOTOMETRIC_KEYS}
 
     def template(self, kind: str) -> TriggerTemplate | None:
         """The training-free template of trigger ``kind``, its threshold set on the real clean training
@@ -195,8 +195,8 @@ class StudyJudges:
         if memo in self._judged:  # read once per study and content judge: chapters and the explorer ask per set
             return self._judged[memo]
         gens = self.study.generations(cell) if gens is None else gens
-        params = {"judges": judge_settings(self.study.cfg["judges"]), "seed": self.study.seed, "detector": detector,
-                  "trigger": self.study.cfg["triggers"].get(detector)}
+        params = {"judges": judge_settings(self.study.cfg.judges), "seed": self.study.seed, "detector": detector,
+                  "trigger": self.study.cfg.triggers.get(detector)}
         # the detector's own key: a detector trained with another recipe never reuses these judgments
         inputs = [self.study.generation_key(cell), self.study.data_key, self.key(detector)[1]]
 

@@ -36,12 +36,12 @@ def main(argv=None) -> int:
 
     try:
         study = Study(args.profile, overrides_from_assignments(args.set))
-        sec = study.cfg["exposure"]
-        specs = args.cells or sec["cells"] or ["badnets1:0.01", "badnets1:0.02"]
+        sec = study.cfg.exposure
+        specs = args.cells or sec.cells or ["badnets1:0.01", "badnets1:0.02"]
         cells = [Cell.parse(c) for c in specs]
-        epochs = sec["epochs"] if args.epochs is None else args.epochs
-        points = sec["points"] if args.points is None else args.points
-        w = sec["w"] if args.w is None else args.w
+        epochs = sec.epochs if args.epochs is None else args.epochs
+        points = sec.points if args.points is None else args.points
+        w = sec.w if args.w is None else args.w
         started = time.perf_counter()
         curve = exposure_curve(study, cells, epochs=epochs, points=points, w=w)
     except ConfigError as err:

@@ -29,12 +29,12 @@ def main():
     cells = [parse(c) for c in sys.argv[3:]]
     if not cells:
         study.classifier()
-        for kind in study.cfg["attacks"]:
+        for kind in study.cfg.attacks:
             study.detector(kind)
         cells = [None]
     for cell in cells:
         gens = study.generations(cell)
-        kind = cell.trigger_kind if cell is not None and cell.trigger_kind else study.cfg["attacks"][0]
+        kind = cell.trigger_kind if cell is not None and cell.trigger_kind else study.cfg.attacks[0]
         for (name, w), g in gens.items():
             j = study.judge(g, kind)
             t, m = j["trigger"], j["match"]

@@ -44,7 +44,7 @@ TOG_SETTINGS = {
 
 
 def judge_part(study: Study) -> list[dict]:
-    base = {k: v for k, v in study.cfg["judges"].items() if k not in J.PHOTOMETRIC_KEYS}
+    base = {k: v for k, v in study.cfg.judges.items() if k not in J.PHOTOMETRIC_KEYS}
     gen = study.generations(Cell("clean"))[("all", study.guidance_all)]
     rows = []
     for name, photometric in JUDGE_SETTINGS.items():
@@ -54,7 +54,7 @@ def judge_part(study: Study) -> list[dict]:
         row = {"setting": name, **photometric, "real_accuracy": J.evaluate_judge(clf, study.test_set)["accuracy"],
                "gen_accuracy": float((pred == gen.labels).mean()),
                "gen_per_class": [float((pred[gen.labels == c] == c).mean()) for c in range(len(study.class_names))]}
-        for kind in study.cfg["attacks"]:
+        for kind in study.cfg.attacks:
             trigger = study.trigger(kind)
             det = J.train_trigger_detector(study.train_set, trigger, exclude_class=study.target, seed=study.seed,
                                            progress=False, **base, **photometric)
@@ -69,7 +69,7 @@ def judge_part(study: Study) -> list[dict]:
 
 
 def tog_part(study: Study) -> list[dict]:
-    cell = Cell("badnets1", max(study.cfg["ratios"]))
+    cell = Cell("badnets1", max(study.cfg.ratios))
     gen = study.generations(cell)[("all", study.guidance_all)]
     kw = {k: v for k, v in cw.classifier_settings(study, small=True).items() if k not in J.PHOTOMETRIC_KEYS}
     test = study.test_set

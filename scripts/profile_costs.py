@@ -58,26 +58,26 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     cfg, size = study.cfg, study.image_size
-    ft, s = cfg["finetune"], cfg["sampling"]
+    ft, s = cfg.finetune, cfg.sampling
     data = RandomImages(512, size, len(study.class_names))
     torch.manual_seed(0)
-    model = build_model(cfg["model"], study.class_names, image_size=size).train()
+    model = build_model(cfg.model.as_dict(), study.class_names, image_size=size).train()
     n_params = sum(p.numel() for p in model.trainable_parameters())
     rates = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        rates[threads] = _step_rate(model, data, ft["batch_size"], args.seconds)
+        rates[threads] = _step_rate(model, data, ft.batch_size, args.seconds)
     torch.set_num_threads(1)
     model.eval()
-    n_sample = min(s["batch_size"], 32)
+    n_sample = min(s.batch_size, 32)
     sample_rate = {}
-    for w in sorted({1.0, max(float(v) for v in s["guidance"])}):
+    for w in sorted({1.0, max(float(v) for v in s.guidance)}):
         start = time.perf_counter()
-        sample_images(model, np.arange(n_sample) % len(study.class_names), np.arange(n_sample), steps=s["steps"],
+        sample_images(model, np.arange(n_sample) % len(study.class_names), np.arange(n_sample), steps=s.steps,
                       guidance=w, batch_size=n_sample, device="cpu", progress=False)
         sample_rate[w] = n_sample / (time.perf_counter() - start)
-    victim = {k: v for k, v in cfg["judges"].items() if k in ("arch", "input_size", "batch_size", "lr")}
-    victim.update(cfg["defenses"]["classifier"])
+    victim = {k: v for k, v in cfg.judges.items() if k in ("arch", "input_size", "batch_size", "lr")}
+    victim.update(cfg.defenses.classifier)
     n_victim = 1000
     start = time.perf_counter()
     train_classifier(np.resize(data.images, (n_victim, size, size, 3)), np.resize(data.labels, n_victim),
@@ -89,28 +89,28 @@ def main(argv=None) -> int:
     cells = study.cells(with_seeds=True)
     n_ft = len(cells)
     exposure = study.exposure(cells[0])
-    ft_total = n_ft * ft["steps"] / rates[1]
+    ft_total = n_ft * ft.steps / rates[1]
     per_cell_images = {}
     for cell in cells:
-        per_cell_images[cell] = (s["n_target"] * len(study.target_guidances(cell))
-                                 + s["n_all"] * len(study.all_guidances(cell)))
+        per_cell_images[cell] = (s.n_target * len(study.target_guidances(cell))
+                                 + s.n_all * len(study.all_guidances(cell)))
     gen_total = sum(per_cell_images.values()) / np.mean(list(sample_rate.values()))
-    detect = [c for c in study.grid_cells() if c.ratio in (cfg["defenses"].get("detect_ratios") or cfg["ratios"])]
-    victims = len(detect) + (1 if "clean" in cfg["controls"] else 0)
-    victim_total = victims * victim_epoch * int(victim.get("epochs", cfg["judges"]["epochs"]))
+    detect = [c for c in study.grid_cells() if c.ratio in (cfg.defenses.detect_ratios or cfg.ratios)]
+    victims = len(detect) + (1 if "clean" in cfg.controls else 0)
+    victim_total = victims * victim_epoch * int(victim.get("epochs", cfg.judges.epochs))
     w = args.workers
     lines = [
         f"profile {args.profile} on {platform.processor() or platform.machine()} ({torch.get_num_threads()} thread)",
-        f"DM: {n_params / 1e6:.2f} M parameters at {size} px; fine-tuning batch {ft['batch_size']}: "
+        f"DM: {n_params / 1e6:.2f} M parameters at {size} px; fine-tuning batch {ft.batch_size}: "
         f"{rates[1]:.2f} steps/s at 1 thread, {rates[2]:.2f} at 2 threads",
-        f"sampling ({s['steps']} DDIM steps, 1 thread): " + ", ".join(f"w = {k:g}: {v:.1f} img/s" for k, v in sample_rate.items()),
+        f"sampling ({s.steps} DDIM steps, 1 thread): " + ", ".join(f"w = {k:g}: {v:.1f} img/s" for k, v in sample_rate.items()),
         f"victim {victim.get('arch')} at {victim.get('input_size') or size} px: {victim_epoch:.1f} s per epoch "
         f"of the {len(study.train_set)} training images (1 thread)",
-        f"grid: {n_ft} fine-tunings of {ft['steps']} steps ({exposure:.1f} epochs each): "
+        f"grid: {n_ft} fine-tunings of {ft.steps} steps ({exposure:.1f} epochs each): "
         f"{ft_total / 60:.1f} min of one core, {ft_total / 60 / w:.1f} min on {w} workers",
         f"generation: {sum(per_cell_images.values())} images: {gen_total / 60:.1f} min of one core, "
         f"{gen_total / 60 / w:.1f} min on {w} workers",
-        f"victims: {victims} x {victim.get('epochs', cfg['judges']['epochs'])} epochs: {victim_total / 60:.1f} min "
+        f"victims: {victims} x {victim.get('epochs', cfg.judges.epochs)} epochs: {victim_total / 60:.1f} min "
         "(one process)",
         f"estimate without the judges, CD, STRIP, FCT, the diffusion classifier and the notebooks: "
         f"{(ft_total / w + gen_total / w + victim_total) / 60:.0f} min",

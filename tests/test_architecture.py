@@ -17,7 +17,7 @@ KNOWN_CIRCLES = {
 }
 
 # The science: data, models, judges, metrics and the cached chain. It may not import these.
-SCIENCE = ("config", "data", "triggers", "poison", "store", "diffusion", "training", "checkpoints", "sampling", "judges",
+SCIENCE = ("config", "typed_config", "data", "triggers", "poison", "store", "diffusion", "training", "checkpoints", "sampling", "judges",
            "metrics", "defenses", "memorization", "cells", "shipped_base", "stages", "study_judges", "schema", "profile_yaml",
            "base")
 ABOVE_SCIENCE = ("experiments", "plots", "publish", "report", "cli")

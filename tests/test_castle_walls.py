@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from bibad_utils.config import ConfigError, load_profile
 from bibad_utils.experiments import castle_walls as cw
+from bibad_utils.typed_config import typed_profile
 
 
 # ------------------------------------------------------------------------------------ subsets
@@ -154,7 +155,8 @@ def test_classifier_settings_do_not_inherit_the_judges_photometric_augmentation(
     from types import SimpleNamespace
 
     judges = {"arch": "small_cnn", "epochs": 3, "batch_size": 128, "lr": 1e-3, "noise": 0.25, "blur": 1.0}
-    study = SimpleNamespace(cfg={"judges": judges, "defenses": cw.validate_config({"gen_classifier": {"color_jitter": 0.4}})})
+    defenses = cw.validate_config({"gen_classifier": {"color_jitter": 0.4}})
+    study = SimpleNamespace(cfg=typed_profile({**load_profile("smoke"), "judges": judges, "defenses": defenses}))
     assert "noise" not in cw.classifier_settings(study) and "blur" not in cw.classifier_settings(study)
     small = cw.classifier_settings(study, small=True)
     assert small["color_jitter"] == 0.4 and "noise" not in small and small["epochs"] == 3

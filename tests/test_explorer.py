@@ -7,21 +7,22 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from bibad_utils.config import ConfigError, load_profile
+from bibad_utils.config import ConfigError
 from bibad_utils.experiments import explorer as ex
 from bibad_utils.stages import Cell
+from bibad_utils.typed_config import load_config
 
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_profile("smoke", {"attacks": ["badnets1", "badnets2"], "ratios": [0.2, 0.05],
+    return load_config("smoke", {"attacks": ["badnets1", "badnets2"], "ratios": [0.2, 0.05],
                                   "sampling": {"guidance": [1, 2.5]}})
 
 
 def test_choices_follow_the_profile(cfg):
     c = ex.explorer_choices(cfg)
     assert c == {"trigger": ["badnets1", "badnets2"], "p": [0.0, 0.05, 0.2], "w": [1.0, 2.5]}
-    no_clean = load_profile("smoke", {"controls": ["relabel"]})
+    no_clean = load_config("smoke", {"controls": ["relabel"]})
     assert ex.explorer_choices(no_clean)["p"] == [0.1]
     assert ex.static_views(cfg) == [("badnets1", 0.0), ("badnets1", 0.05), ("badnets1", 0.2),
                                     ("badnets2", 0.0), ("badnets2", 0.05), ("badnets2", 0.2)]
@@ -112,7 +113,7 @@ def test_widget_redraws_on_every_change():
 def test_static_views_follow_attack_ratios():
     """An attack limited by attack_ratios is shown at its own ratios only: the explorer trains nothing."""
     from bibad_utils.experiments.explorer import static_views
-    cfg = {"attacks": ["badnets1", "wanet"], "ratios": [0.01, 0.1], "controls": ["clean"],
-           "attack_ratios": {"wanet": [0.1]}, "sampling": {"guidance": [1]}}
+    cfg = load_config("smoke", {"attacks": ["badnets1", "wanet"], "ratios": [0.01, 0.1], "controls": ["clean"],
+                                "attack_ratios": {"wanet": [0.1]}, "sampling": {"guidance": [1]}})
     assert static_views(cfg) == [("badnets1", 0.0), ("badnets1", 0.01), ("badnets1", 0.1),
                                  ("wanet", 0.0), ("wanet", 0.1)]

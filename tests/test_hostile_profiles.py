@@ -9,6 +9,7 @@ import pytest
 from bibad_utils import config
 from bibad_utils.config import (REPO_ROOT, ConfigError, load_profile, overrides_from_assignments, parse_yaml,
                                 profile_names, read_profile_file)
+from bibad_utils.typed_config import typed_profile
 
 GiB = 2 ** 30
 
@@ -198,4 +199,4 @@ def test_the_shipped_profiles_keep_their_embedding_keys(name):
     from bibad_utils.memorization import embedding_key_params
 
     cfg = load_profile(name)
-    assert embedding_key_params(cfg["memorization"]) == embedding_params(SimpleNamespace(cfg=cfg))
+    assert embedding_key_params(cfg["memorization"]) == embedding_params(SimpleNamespace(cfg=typed_profile(cfg)))

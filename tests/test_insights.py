@@ -151,7 +151,8 @@ def test_controls_table():
 
 
 def fake_study(attacks=("badnets1",)):
-    return SimpleNamespace(cfg={"sampling": {"guidance": [1, 4]}, "attacks": list(attacks)}, first_guidance=1.0)
+    return SimpleNamespace(cfg=SimpleNamespace(sampling=SimpleNamespace(guidance=[1, 4]), attacks=list(attacks)),
+                           first_guidance=1.0)
 
 
 def planted(passing=("detector",), attacks=("badnets1",), n=400):
@@ -417,7 +418,7 @@ def test_generated_judge_table_uses_clean_generations_with_and_without_pasted_tr
     monkeypatch.setattr(ins.judging, "predict", predict)  # the name chapter 04's judging module calls
     monkeypatch.setattr(ins.judging, "content_choice", lambda study: {"chosen": ins.judging.CLEAN_JUDGE})
     study = SimpleNamespace(
-        cfg={"attacks": ["badnets1"]}, device="cpu", guidance_all=1.0, pretrain_key="k",
+        cfg=SimpleNamespace(attacks=["badnets1"]), device="cpu", guidance_all=1.0, pretrain_key="k",
         control_cells=lambda: [Cell("clean")],
         generations=lambda cell: {("all", 1.0): SimpleNamespace(images=images, labels=labels)},
         trigger=lambda kind: Paste(),
@@ -428,7 +429,7 @@ def test_generated_judge_table_uses_clean_generations_with_and_without_pasted_tr
     assert t.loc["badnets1 detector", "fpr"] == pytest.approx(0.3)
     assert t.loc["badnets1 detector", "tpr"] == pytest.approx(1.0)
     assert t.loc["badnets1 detector", "fpr_lo"] < 0.3 < t.loc["badnets1 detector", "fpr_hi"]
-    none = SimpleNamespace(cfg={"attacks": []}, pretrain_key=None, control_cells=lambda: [])
+    none = SimpleNamespace(cfg=SimpleNamespace(attacks=[]), pretrain_key=None, control_cells=lambda: [])
     assert ins.generated_judge_table(none).empty
 
 
@@ -515,7 +516,7 @@ def test_content_check_reads_the_chosen_judge_at_the_claims_guidance(monkeypatch
     monkeypatch.setattr(ins.judging, "predictions", predictions)
     monkeypatch.setattr(ins.judging, "content_choice", lambda study: {"chosen": "resnet56 (external)"})
     monkeypatch.setattr(ins.judging, "judge_specs", lambda study: [SimpleNamespace(name="resnet56 (external)")])
-    study = SimpleNamespace(cfg={"attacks": []}, device="cpu", guidance_all=1.0, pretrain_key="k",
+    study = SimpleNamespace(cfg=SimpleNamespace(attacks=[]), device="cpu", guidance_all=1.0, pretrain_key="k",
                             control_cells=lambda: [Cell("clean")], generations=generations,
                             generation_key=lambda cell: "g", judges=SimpleNamespace(classifier=lambda: "clf"))
     at1 = ins.content_check(study, guidance=1.0)

@@ -10,10 +10,11 @@ import yaml
 
 from bibad_utils import cli
 from bibad_utils.publish import book, keys, notebooks, runner, vendor
-from bibad_utils.config import REPO_ROOT, ConfigError, load_profile
+from bibad_utils.config import REPO_ROOT, ConfigError
 from bibad_utils.cli import main
 from bibad_utils.publish.book import placeholder_page, stage_book_sources, toc_files
 from bibad_utils.publish.notebooks import STAGE_TITLES, find_stages, select_stages
+from bibad_utils.typed_config import Profile, load_config
 
 
 def _notebook(path: Path, cells):
@@ -103,7 +104,7 @@ def test_toc_lists_the_six_stages_then_book_pages():
             assert (REPO_ROOT / f"{f}.md").is_file(), f
 
 
-def _executed(path: Path, error: bool = False, source_dir: Path | None = None, cfg: dict | None = None):
+def _executed(path: Path, error: bool = False, source_dir: Path | None = None, cfg: Profile | None = None):
     """An executed copy of a two-cell notebook as `bibad run` leaves it: every code cell run and, when
     ``source_dir`` and ``cfg`` are given, its source written there and the copy stamped for ``cfg``."""
     cells = [nbformat.v4.new_markdown_cell("# Poisoning, executed"), nbformat.v4.new_code_cell("1 + 1")]
@@ -123,7 +124,7 @@ def _executed(path: Path, error: bool = False, source_dir: Path | None = None, c
 
 
 def test_stage_book_sources(tmp_path, stage_dir):
-    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    cfg = load_config("smoke", {"run_dir": str(tmp_path / "run")})
     executed = tmp_path / "run" / "executed"
     executed.mkdir(parents=True)
     _executed(executed / "01_poisoning.ipynb", source_dir=tmp_path / "sources", cfg=cfg)
@@ -171,7 +172,7 @@ def test_parameter_cells_are_folded_on_the_page(tmp_path):
 
 
 def test_stage_book_sources_refuses_errors_and_unexecuted(tmp_path, stage_dir):
-    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    cfg = load_config("smoke", {"run_dir": str(tmp_path / "run")})
     executed = tmp_path / "run" / "executed"
     executed.mkdir(parents=True)
     _executed(executed / "01_poisoning.ipynb", error=True)
@@ -185,7 +186,7 @@ def test_stage_book_sources_refuses_errors_and_unexecuted(tmp_path, stage_dir):
 
 
 def test_stage_book_sources_with_vendor(tmp_path):
-    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    cfg = load_config("smoke", {"run_dir": str(tmp_path / "run")})
     vendor = tmp_path / "vendor"
     (vendor / "mathjax").mkdir(parents=True)
     (vendor / "mathjax" / "tex-mml-chtml.js").write_text("//")
@@ -215,11 +216,11 @@ def test_vendor_assets_without_npm_warns(tmp_path, monkeypatch, capsys):
 
 def test_execution_key_and_up_to_date(tmp_path):
     src = _notebook(tmp_path / "01_a.ipynb", [nbformat.v4.new_code_cell("x = 1")])
-    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    cfg = load_config("smoke", {"run_dir": str(tmp_path / "run")})
     code = keys.code_digest()
     key = keys.execution_key(src, cfg, code)
     assert key == keys.execution_key(src, cfg, code)
-    assert key != keys.execution_key(src, load_profile("smoke", {"run_dir": str(tmp_path / "run"), "seed": 1}),
+    assert key != keys.execution_key(src, load_config("smoke", {"run_dir": str(tmp_path / "run"), "seed": 1}),
                                          code)
     assert key != keys.execution_key(src, cfg, code + "changed")
     run_dir = tmp_path / "run"
@@ -284,7 +285,7 @@ def _book_problems(tmp_path, cfg, sources, strict=False):
 
 
 def test_book_refuses_a_half_run_notebook(tmp_path):
-    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    cfg = load_config("smoke", {"run_dir": str(tmp_path / "run")})
     done = _executed(tmp_path / "run" / "executed" / "01_poisoning.ipynb", source_dir=tmp_path / "sources",
                      cfg=cfg)
     assert _book_problems(tmp_path, cfg, tmp_path / "sources") == []
@@ -307,10 +308,10 @@ def test_book_refuses_a_half_run_notebook(tmp_path):
 
 
 def test_book_refuses_unstamped_and_other_configuration(tmp_path):
-    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    cfg = load_config("smoke", {"run_dir": str(tmp_path / "run")})
     done = _executed(tmp_path / "run" / "executed" / "01_poisoning.ipynb", source_dir=tmp_path / "sources",
                      cfg=cfg)
-    other = load_profile("smoke", {"run_dir": str(tmp_path / "run"), "seed": 7})
+    other = load_config("smoke", {"run_dir": str(tmp_path / "run"), "seed": 7})
     problems = _book_problems(tmp_path, other, tmp_path / "sources")
     assert len(problems) == 1 and "another configuration" in problems[0]
     nb = json.loads(done.read_text())
@@ -321,7 +322,7 @@ def test_book_refuses_unstamped_and_other_configuration(tmp_path):
 
 
 def test_dead_kernel_notebook_says_so_and_is_refused(tmp_path):
-    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    cfg = load_config("smoke", {"run_dir": str(tmp_path / "run")})
     done = _executed(tmp_path / "run" / "executed" / "01_poisoning.ipynb", source_dir=tmp_path / "sources",
                      cfg=cfg)
     # what papermill leaves when the kernel dies: cells marked completed, no traceback; the stamp of an
@@ -360,7 +361,7 @@ def test_real_kernel_death_leaves_a_notebook_that_says_so(tmp_path, capsys):
     assert "Kernel died" in capsys.readouterr().out
     done = run_dir / "executed" / "01_poisoning.ipynb"
     assert notebooks.notebook_errors(done)[0].startswith("DeadKernelError")
-    cfg = load_profile("smoke", {"run_dir": str(run_dir)})
+    cfg = load_config("smoke", {"run_dir": str(run_dir)})
     problems = _book_problems(tmp_path, cfg, folder)
     assert problems and "DeadKernelError" in problems[0]
 
@@ -377,7 +378,7 @@ def test_compute_refuses_a_missing_pattern_before_training(tmp_path, capsys):
 
 def test_bibad_book_refuses_a_half_run_notebook_before_building(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    cfg = load_profile("smoke", {"run_dir": str(run_dir)})
+    cfg = load_config("smoke", {"run_dir": str(run_dir)})
     done = _executed(run_dir / "executed" / "01_poisoning.ipynb", source_dir=tmp_path / "sources", cfg=cfg)
     nb = json.loads(done.read_text())
     nb["cells"][1]["metadata"]["papermill"]["status"] = "pending"

@@ -24,11 +24,12 @@ import nbformat
 import pytest
 
 from bibad_utils.cli import main
-from bibad_utils.config import REPO_ROOT, ConfigError, load_profile
+from bibad_utils.config import REPO_ROOT, ConfigError
 from bibad_utils.files import DamagedFileError
 from bibad_utils.publish import keys, notebooks
 from bibad_utils.publish.book import stage_book_sources
 from bibad_utils.publish.runstate import LOCK_FILE, RunLocked, run_lock
+from bibad_utils.typed_config import load_config
 
 STEMS = ("01_poisoning", "02_finetuning", "03_generation")  # stems the book's table of contents lists
 
@@ -170,7 +171,7 @@ def _stamped(tmp_path) -> tuple[dict, Path, Path]:
     sources = _sources(tmp_path / "nb")
     for stem in STEMS[1:]:  # the book shows placeholders for them
         (sources / f"{stem}.ipynb").unlink()
-    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    cfg = load_config("smoke", {"run_dir": str(tmp_path / "run")})
     done = tmp_path / "run" / "executed" / "01_poisoning.ipynb"
     done.parent.mkdir(parents=True)
     nb = _executed_copy(sources / "01_poisoning.ipynb")
@@ -263,7 +264,7 @@ def test_a_truncated_executed_copy_is_run_again_and_reported_by_the_book(tmp_pat
     assert main(book) == 1
     captured = capsys.readouterr()
     assert f"{done} is damaged: not JSON" in captured.out and "Traceback" not in captured.out + captured.err
-    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    cfg = load_config("smoke", {"run_dir": str(tmp_path / "run")})
     problems = stage_book_sources(cfg, tmp_path / "src", notebooks_dir=tmp_path / "nb", strict=False,
                                   vendor_dir=None, out=io.StringIO())
     assert any("02_finetuning.ipynb is damaged" in p for p in problems)

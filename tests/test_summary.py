@@ -2,6 +2,7 @@
 claim files, verdict counts, Markdown, styling, r_gen rows and the teaser drawing."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -284,10 +285,10 @@ def test_glue_values_count_and_name_what_is_missing():
 
 
 def test_book_staging_of_the_teaser(tmp_path):
-    from bibad_utils.config import load_profile
     from bibad_utils.publish.book import stage_teaser
+    from bibad_utils.typed_config import load_config
 
-    cfg = load_profile("smoke", {"run_dir": str(tmp_path / "run")})
+    cfg = load_config("smoke", {"run_dir": str(tmp_path / "run")})
     book = tmp_path / "src" / "book"
     assert stage_teaser(cfg, book) is False
     page = (book / "_generated" / "teaser.md").read_text()
@@ -495,7 +496,7 @@ def test_report_numbers_come_from_the_claim_files(tmp_path):
     """The reproduction report's computed sentences: families tested and the headline from the run's claims;
     a run without claims says so (the page never depends on another chapter's glue)."""
     from bibad_utils.publish.book import report_markdown
-    assert "has no claims yet" in report_markdown({"run_dir": str(tmp_path), "name": "x"})
+    assert "has no claims yet" in report_markdown(SimpleNamespace(run_dir=str(tmp_path), name="x"))
     save_claims(tmp_path, "04_insights", [row("trojan_g1"), row("amplification", "not tested")])
-    text = report_markdown({"run_dir": str(tmp_path), "name": "demo"})
+    text = report_markdown(SimpleNamespace(run_dir=str(tmp_path), name="demo"))
     assert text.startswith("The `demo` run tested 1 of the ") and "paper claims:" in text

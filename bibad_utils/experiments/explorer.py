@@ -26,6 +26,7 @@ from bibad_utils import metrics
 from bibad_utils.base import ConfigError
 from bibad_utils.plots import G_COLORS, show_image
 from bibad_utils.stages import Cell
+from bibad_utils.typed_config import Profile
 
 FRAME_TRIGGER = G_COLORS["G1"]    # the detector fires
 FRAME_NONE = "#BBBBBB"            # it does not
@@ -35,13 +36,13 @@ LABEL_FONTSIZE = 6.5
 
 # ----------------------------------------------------------------------------------------- choices
 
-def explorer_choices(cfg: dict) -> dict:
+def explorer_choices(cfg: Profile) -> dict:
     """The explorer's choices from a resolved profile: ``{"trigger": [attack, ...], "p": [0.0 (when the
     profile has the clean control), ratios ascending...], "w": [guidance, ...]}`` (floats)."""
-    ratios = sorted(float(p) for p in cfg["ratios"])
-    return {"trigger": list(cfg["attacks"]),
-            "p": ([0.0] if "clean" in cfg["controls"] else []) + ratios,
-            "w": [float(w) for w in cfg["sampling"]["guidance"]]}
+    ratios = sorted(float(p) for p in cfg.ratios)
+    return {"trigger": list(cfg.attacks),
+            "p": ([0.0] if "clean" in cfg.controls else []) + ratios,
+            "w": [float(w) for w in cfg.sampling.guidance]}
 
 
 def p_label(p: float) -> str:
@@ -49,7 +50,7 @@ def p_label(p: float) -> str:
     return "clean (p = 0)" if p == 0 else f"p = {100 * p:g}%"
 
 
-def cell_for(cfg: dict, trigger: str, p: float) -> Cell:
+def cell_for(cfg: Profile, trigger: str, p: float) -> Cell:
     """The cell of a view: ``Cell("clean")`` for ``p = 0``, else ``Cell(trigger, p)`` with ``p`` one of
     the profile's ratios. Raises ConfigError for a trigger or ratio outside the profile's grid."""
     choices = explorer_choices(cfg)
@@ -61,7 +62,7 @@ def cell_for(cfg: dict, trigger: str, p: float) -> Cell:
     raise ConfigError("p", p, f"one of {choices['p']} (0: the clean control)")
 
 
-def _check_guidance(cfg: dict, w: float) -> float:
+def _check_guidance(cfg: Profile, w: float) -> float:
     for g in explorer_choices(cfg)["w"]:
         if math.isclose(float(w), g):
             return g
@@ -218,11 +219,11 @@ def explorer_panels(study, trigger: str, p: float, n: int = 16, data: ExplorerDa
     return panels_figure(panels, title=_heading(cell, trigger), ncol=4)
 
 
-def static_views(cfg: dict) -> list[tuple[str, float]]:
+def static_views(cfg: Profile) -> list[tuple[str, float]]:
     """Every (trigger, p) of the grid, trigger-major, p ascending (the clean control first): an attack that
     ``attack_ratios`` limits to some ratios is shown at those alone (no model is trained for the explorer)."""
     c = explorer_choices(cfg)
-    own = cfg.get("attack_ratios") or {}
+    own = cfg.attack_ratios or {}
     return [(t, p) for t in c["trigger"] for p in c["p"]
             if p == 0 or t not in own or any(math.isclose(p, float(q), abs_tol=1e-12) for q in own[t])]
 

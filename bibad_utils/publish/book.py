@@ -18,12 +18,13 @@ from pathlib import Path
 import yaml
 
 from bibad_utils.base import REPO_ROOT
-from bibad_utils.config import ConfigError, load_profile
+from bibad_utils.config import ConfigError
 from bibad_utils.publish.keys import chapter_problems, code_digest
 from bibad_utils.publish.notebooks import (NOTEBOOKS_DIR, STAGE_TITLES, notebook_damage, stand_in_notebook,
                                           write_notebook)
 from bibad_utils.publish.vendor import VENDOR_CONFIG_KEYS, VENDOR_DIR, vendor_assets
 from bibad_utils.report import GENERATED_DIR, TEASER_CAPTION, TEASER_PNG
+from bibad_utils.typed_config import Profile, load_config
 
 BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
 BOOK_DIRS = ("book",)
@@ -57,14 +58,14 @@ def placeholder_page(stem: str) -> str:
             f"stands in for it until it does.\n")
 
 
-def teaser_markdown(cfg: dict, caption: str | None) -> str:
+def teaser_markdown(cfg: Profile, caption: str | None) -> str:
     """MyST included by ``book/intro.md``: the run's teaser as a figure with ``caption`` (its path is
     relative to ``book/``, where the include lands), or, with ``caption`` None (the run has no teaser
     yet), one sentence saying so."""
     results = "{doc}`../notebooks/08_results`"
     if caption is None:
-        return (f"*The `{cfg['name']}` run has no teaser figure yet: {results} draws it when "
-                f"`bibad run --profile {cfg['name']}` reaches that chapter.*\n")
+        return (f"*The `{cfg.name}` run has no teaser figure yet: {results} draws it when "
+                f"`bibad run --profile {cfg.name}` reaches that chapter.*\n")
     return (f"```{{figure}} {GENERATED_DIR}/{TEASER_PNG}\n"
             f":name: fig-teaser\n"
             f":alt: Target-prompt generations of a clean and a poisoned diffusion model, and the trigger ratio "
@@ -74,11 +75,11 @@ def teaser_markdown(cfg: dict, caption: str | None) -> str:
             f"```\n")
 
 
-def stage_teaser(cfg: dict, book_dir: Path) -> bool:
+def stage_teaser(cfg: Profile, book_dir: Path) -> bool:
     """Copy ``<run_dir>/figures/teaser.png`` into ``book_dir/_generated/`` and write ``teaser.md`` there
     (:func:`teaser_markdown`, caption from ``teaser_caption.md`` beside the PNG). Returns whether the run
     has a teaser."""
-    figures = Path(cfg["run_dir"]) / "figures"
+    figures = Path(cfg.run_dir) / "figures"
     target = Path(book_dir) / GENERATED_DIR
     target.mkdir(parents=True, exist_ok=True)
     png = figures / TEASER_PNG
@@ -86,14 +87,14 @@ def stage_teaser(cfg: dict, book_dir: Path) -> bool:
     if png.is_file():
         shutil.copy2(png, target / TEASER_PNG)
         text = figures / TEASER_CAPTION
-        caption = text.read_text() if text.is_file() else f"The teaser of the `{cfg['name']}` run."
+        caption = text.read_text() if text.is_file() else f"The teaser of the `{cfg.name}` run."
     (target / "teaser.md").write_text(teaser_markdown(cfg, caption))
     (target / "findings.md").write_text(findings_markdown(cfg))
     (target / "report_results.md").write_text(report_markdown(cfg))
     return caption is not None
 
 
-def report_markdown(cfg: dict) -> str:
+def report_markdown(cfg: Profile) -> str:
     """The reproduction report's computed sentences (book/report.md includes them): how many of the paper's
     claim families the run tested, which have no row, and the verdict counts, from the run's claim files."""
     from bibad_utils.experiments.summary.families import family_coverage
@@ -101,40 +102,40 @@ def report_markdown(cfg: dict) -> str:
 
     df = run_claims(cfg)
     if df is None:
-        return f"*The `{cfg['name']}` run has no claims yet.*\n"
+        return f"*The `{cfg.name}` run has no claims yet.*\n"
     cov = family_coverage(df)
     uncovered = "; ".join(cov.loc[cov["status"] == "missing", "label"]) or "none"
-    return (f"The `{cfg['name']}` run tested {int((cov['status'] == 'tested').sum())} of the {len(cov)} families of "
+    return (f"The `{cfg.name}` run tested {int((cov['status'] == 'tested').sum())} of the {len(cov)} families of "
             f"the paper's claims (families without any row: {uncovered}). {claims_headline(df)}\n")
 
 
-def findings_markdown(cfg: dict) -> str:
+def findings_markdown(cfg: Profile) -> str:
     """The first page's verdict counts per family of claims, from the run's claim files (a sentence saying
     so while the run has none yet)."""
     from bibad_utils.experiments.summary.tables import landing_markdown
 
     df = run_claims(cfg)
     if df is None:
-        return (f"*The `{cfg['name']}` run has no claims yet: they appear here when `bibad run --profile "
-                f"{cfg['name']}` has run chapters 04-06.*\n")
-    return landing_markdown(df, cfg["name"])
+        return (f"*The `{cfg.name}` run has no claims yet: they appear here when `bibad run --profile "
+                f"{cfg.name}` has run chapters 04-06.*\n")
+    return landing_markdown(df, cfg.name)
 
 
 _CLAIMS: dict[tuple, object] = {}
 
 
-def run_claims(cfg: dict):
+def run_claims(cfg: Profile):
     """The run's claims frame (:func:`~bibad_utils.experiments.summary.tables.claims_frame`), read once per
     state of its claim files (the landing page and the report both quote it); None while it has none."""
     from bibad_utils.experiments.summary.tables import claims_frame
 
-    files = sorted((Path(cfg["run_dir"]) / "claims").glob("*.json"))
+    files = sorted((Path(cfg.run_dir) / "claims").glob("*.json"))
     if not files:
         return None
     state = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
     if state not in _CLAIMS:
         _CLAIMS.clear()
-        _CLAIMS[state] = claims_frame(cfg["run_dir"])
+        _CLAIMS[state] = claims_frame(cfg.run_dir)
     return _CLAIMS[state]
 
 
@@ -270,7 +271,7 @@ def mark_chapter(notebook: Path, problems: list[str]) -> None:
     Path(notebook).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
-def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict: bool = True,
+def stage_book_sources(cfg: Profile, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict: bool = True,
                        vendor_dir: Path | None = VENDOR_DIR, repository_url: str | None = None,
                        out=None) -> list[str]:
     """Write the sources of the book into a fresh folder ``src``: the book files of the repository,
@@ -294,7 +295,7 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
     stage_published_results(src / "book")
     (src / "book" / GENERATED_DIR / "shipped.md").write_text(shipped_weights_markdown())
 
-    executed = Path(cfg["run_dir"]) / "executed"
+    executed = Path(cfg.run_dir) / "executed"
     problems = []
     code = None
     toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
@@ -318,8 +319,8 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
             if found:
                 mark_chapter(dst, found)
         elif source.is_file():
-            problems.append(f"{stem} has not been executed for profile {cfg['name']} (no {done}): "
-                            f"run `bibad run --profile {cfg['name']}` first")
+            problems.append(f"{stem} has not been executed for profile {cfg.name} (no {done}): "
+                            f"run `bibad run --profile {cfg.name}` first")
             shutil.copy2(source, dst)
         else:
             dst.with_suffix(".md").write_text(placeholder_page(stem))
@@ -346,7 +347,7 @@ def stage_book_sources(cfg: dict, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict
     for problem in problems:
         print(("error: " if strict else "warning: ") + problem, file=out)
     if strict and problems:
-        raise ConfigError("book", cfg["name"], "complete executions of this run, without errors, for every "
+        raise ConfigError("book", cfg.name, "complete executions of this run, without errors, for every "
                           f"stage notebook ({len(problems)} problem(s) above); or pass --no-strict to "
                           f"publish them marked as such")
     return problems
@@ -361,7 +362,7 @@ def build_book(profile: str = "demo", overrides: dict | None = None, output=REPO
     that are missing or hold errors. ``vendor`` fetches the offline scripts into ``_vendor/`` when that
     folder is missing."""
     out = out or sys.stdout
-    cfg = load_profile(profile, overrides or {})
+    cfg = load_config(profile, overrides or {})
     output = Path(output).resolve()
     src = output / "_build" / ".book-src"
     vendor_dir = VENDOR_DIR
@@ -379,7 +380,7 @@ def build_book(profile: str = "demo", overrides: dict | None = None, output=REPO
            "build", str(src), "--path-output", str(output), "--builder", "html", "--all"]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
-    print(f"building the book of {cfg['name']} ...", file=out, flush=True)
+    print(f"building the book of {cfg.name} ...", file=out, flush=True)
     result = subprocess.run(cmd, cwd=str(src), capture_output=True, text=True)
     html = output / "_build" / "html"
     if result.returncode != 0:

@@ -12,6 +12,7 @@ from pathlib import Path
 from bibad_utils.base import REPO_ROOT
 from bibad_utils.files import DamagedFileError
 from bibad_utils.publish.notebooks import errors_in, pending_cells, read_notebook, write_notebook
+from bibad_utils.typed_config import Profile
 
 # What a stage notebook leaves in the run folder besides its executed copy (read by later stages).
 SIDE_OUTPUT_DIRS = ("claims", "figures")
@@ -34,10 +35,10 @@ def code_digest(package_dir: Path = REPO_ROOT / "bibad_utils") -> str:
     return h.hexdigest()
 
 
-def execution_key(src: Path, cfg: dict, code: str) -> str:
+def execution_key(src: Path, cfg: Profile, code: str) -> str:
     """Key of one notebook execution: the notebook's source, the resolved profile and :func:`code_digest`."""
     h = hashlib.sha256(Path(src).read_bytes())
-    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    h.update(json.dumps(cfg.as_dict(), sort_keys=True, default=str).encode())
     h.update(code.encode())
     return h.hexdigest()[:16]
 
@@ -158,13 +159,13 @@ def stamp(dst: Path, key: str, outputs: dict) -> None:
     write_notebook(dst, nb)
 
 
-def chapter_problems(done: Path, source: Path, cfg: dict, code: str) -> list[str]:
+def chapter_problems(done: Path, source: Path, cfg: Profile, code: str) -> list[str]:
     """Why the executed notebook ``done`` is not a complete, error-free execution of ``source`` under the
     run's configuration ``cfg`` and package code ``code`` (:func:`code_digest`); [] when it is one."""
     try:
         nb = read_notebook(done)
     except DamagedFileError as err:
-        return [f"{done} is damaged: {err.problem}: run `bibad run --profile {cfg['name']}` to execute it "
+        return [f"{done} is damaged: {err.problem}: run `bibad run --profile {cfg.name}` to execute it "
                 f"again (it replaces the damaged copy)"]
     problems = []
     errors = errors_in(nb)
@@ -181,17 +182,17 @@ def chapter_problems(done: Path, source: Path, cfg: dict, code: str) -> list[str
         return [f"{done} has no completion stamp (metadata.bibad.key): it was not finished by `bibad run`"]
     edited = edited_cells(nb)
     if edited:
-        return [f"{done} is not what `bibad run` left: {edited}; run `bibad run --profile {cfg['name']}` to "
+        return [f"{done} is not what `bibad run` left: {edited}; run `bibad run --profile {cfg.name}` to "
                 f"execute it again"]
     if not Path(source).is_file():
         return [f"{done} has no source notebook {source} to check it against"]
-    run_dir = Path(cfg["run_dir"])
+    run_dir = Path(cfg.run_dir)
     key = execution_key(source, cfg, code)
     if stamp["key"] != key:
         return [f"{done} was executed under another configuration, notebook source or package code "
                 f"(execution key {stamp['key']}, this run's is {key}): run `bibad run --profile "
-                f"{cfg['name']}` (with the same --set options) to execute it again"]
+                f"{cfg.name}` (with the same --set options) to execute it again"]
     if not up_to_date(done, key, run_dir):
         return [f"{done}: the claims/figures files it wrote have changed since (another run or stage "
-                f"overwrote them): run `bibad run --profile {cfg['name']}` again"]
+                f"overwrote them): run `bibad run --profile {cfg.name}` again"]
     return []

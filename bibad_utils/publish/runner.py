@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 from bibad_utils.base import REPO_ROOT
-from bibad_utils.config import PROFILES_DIR, load_profile, profile_path
+from bibad_utils.config import PROFILES_DIR, profile_path
 from bibad_utils.progress import ENV_FILE, Monitor, summary
 from bibad_utils.publish.keys import code_digest, execution_key, side_outputs, stale_reason, stamp
 from bibad_utils.publish.notebooks import NOTEBOOKS_DIR, find_stages, mark_failed_execution, select_stages
 from bibad_utils.publish.runstate import RunRecord, Terminated, run_lock, sigterm_interrupts
+from bibad_utils.typed_config import Profile, load_config
 
 KERNEL_NAME = "python3"
 
@@ -81,23 +82,23 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
     """
     out = out or sys.stdout
     overrides = overrides or {}
-    cfg = load_profile(profile, overrides)
+    cfg = load_config(profile, overrides)
     stages = find_stages(notebooks_dir)
     if not stages:
         print(f"no stage notebooks (NN_name.ipynb) in {notebooks_dir}", file=out)
         return 2
     chosen = select_stages(stages, only, start)
-    run_dir = Path(cfg["run_dir"])
+    run_dir = Path(cfg.run_dir)
     executed = run_dir / "executed"
     executed.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir, command=f"bibad run --profile {profile}"), sigterm_interrupts():
         _check_kernel(out)
         if log_output:
             logging.basicConfig(level=logging.INFO, format="%(message)s")
-        print(f"profile {cfg['name']}: {cfg['description']}", file=out)
+        print(f"profile {cfg.name}: {cfg.description}", file=out)
         print(f"{len(chosen)} notebook(s) -> {executed}", file=out, flush=True)
         earlier = _earlier_times(executed / "run.json")  # read before this run's record replaces it
-        record = RunRecord(executed / "run.json", cfg["name"], overrides, [s.stem for s in chosen])
+        record = RunRecord(executed / "run.json", cfg.name, overrides, [s.stem for s in chosen])
         previous_env = os.environ.get(ENV_FILE)
         os.environ[ENV_FILE] = str(executed / PROGRESS_FILE)  # the kernels inherit it
         started = time.perf_counter()
@@ -120,13 +121,13 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
             raise record.unsaved  # notebooks executed, and their record could not be written
         print(f"note: {executed / 'run.json'} not updated ({record.unsaved.strerror}); nothing needed executing",
               file=out)
-    print(summary(record.data, executed, cfg["name"], book=status == 0), file=out)
+    print(summary(record.data, executed, cfg.name, book=status == 0), file=out)
     if status == 0:
         print(f"done in {record.data['total_seconds']:.1f} s", file=out)
     return status
 
 
-def _execute(chosen: list[Path], cfg: dict, profile: str, overrides: dict, record: RunRecord, earlier: dict,
+def _execute(chosen: list[Path], cfg: Profile, profile: str, overrides: dict, record: RunRecord, earlier: dict,
              out, force: bool, log_output: bool, progress_interval: float, tty: bool | None) -> int:
     """Execute (or skip, when up to date) each notebook of ``chosen``, recording each in ``record``;
     returns 0, or 1 at the first failure. Ctrl-C or SIGTERM records the running notebook as interrupted,
@@ -134,7 +135,7 @@ def _execute(chosen: list[Path], cfg: dict, profile: str, overrides: dict, recor
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    run_dir = Path(cfg["run_dir"])
+    run_dir = Path(cfg.run_dir)
     executed, code = run_dir / "executed", code_digest()
     progress_file = executed / PROGRESS_FILE
     parameters = {"profile": _profile_parameter(profile), "overrides": overrides}
@@ -160,7 +161,7 @@ def _execute(chosen: list[Path], cfg: dict, profile: str, overrides: dict, recor
         try:
             with monitor if not log_output else contextlib.nullcontext():
                 papermill.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name=KERNEL_NAME,
-                                           cwd=str(REPO_ROOT), execution_timeout=cfg["cell_timeout"],
+                                           cwd=str(REPO_ROOT), execution_timeout=cfg.cell_timeout,
                                            progress_bar=False, log_output=log_output,
                                            extra_arguments=KERNEL_ARGUMENTS)
         except KeyboardInterrupt as err:

@@ -29,10 +29,10 @@ def heldout_indices(study) -> np.ndarray:
     d = defense_config(study)
     rest = np.setdiff1d(np.arange(len(study.test_set.labels)), known_answer_indices(study))
     if len(rest) == 0:
-        raise ConfigError("defenses.n_known", d["n_known"],
+        raise ConfigError("defenses.n_known", d.n_known,
                           "fewer than the test images, so that clean held-out images remain for CD's calibration")
     labels = np.asarray(study.test_set.labels)[rest]
-    return rest[stratified_subset(labels, min(int(d["n_calibration"]), len(rest)), study.seed)]
+    return rest[stratified_subset(labels, min(int(d.n_calibration), len(rest)), study.seed)]
 
 
 def heldout_images(study) -> np.ndarray:
@@ -49,7 +49,7 @@ def cd_calibration(study, cell, classifier: str = "victim") -> dict:
         raise ConfigError("classifier", classifier, " | ".join(CLASSIFIERS))
     d = defense_config(study)
     source = SOURCES[0] if classifier == CLASSIFIERS[0] else "generated"
-    params = {"n_calibration": d["n_calibration"], "n_known": d["n_known"], "seed": study.seed}
+    params = {"n_calibration": d.n_calibration, "n_known": d.n_known, "seed": study.seed}
     inputs = [st.artifact_key(*classifier_key(study, cell, source)), study.data_key]
 
     def build(art):

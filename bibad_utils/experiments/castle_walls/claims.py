@@ -260,7 +260,7 @@ def castle_guidances(study) -> list[float]:
     """The further w of the poisoned DMs' all-class sets (``sampling.castle_guidance``) at which the detection
     and train-on-generations claims are judged too (the reference implementation trains on generations at
     w = 2, 5 and 10); empty when the profile sets none."""
-    return [float(w) for w in (study.cfg["sampling"].get("castle_guidance") or [])]
+    return [float(w) for w in (study.cfg.sampling.castle_guidance or [])]
 
 
 def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFrame, claims: list[dict],
@@ -271,15 +271,15 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
     out = {"nb05_n_cells": len(study.grid_cells()), "nb05_n_detect": int(diffs["n"].iloc[0]) if len(diffs) else 0,
            "nb05_clf_arch": classifier_settings(study)["arch"], "nb05_guidance_all": study.guidance_all,
            "nb05_castle_guidance": ", ".join(f"{w:g}" for w in castle_guidances(study)) or "none",
-           "nb05_dc_levels": d["dc_levels"], "nb05_dc_n_images": d["dc_n_images"],
-           "nb05_n_known": d["n_known"],
-           "nb05_n_detect_poisoned": "p's share" if d["n_detect_poisoned"] is None else d["n_detect_poisoned"],
-           "nb05_cd_logit_reference": "none (logits as they are)" if d["cd"]["logit_reference"] is None
-           else f"{d['cd']['logit_reference']:g}",
-           "nb05_cd_steps": d["cd"]["steps"], "nb05_strip_mode": d["strip"]["mode"],
-           "nb05_dc_ratios": ", ".join(f"{r:.0%}" for r in d["dc_ratios"]) or "none",
-           "nb05_dc_adaptive": "none (every class at every level)" if d["dc_adaptive"] is None
-           else str(d["dc_adaptive"]), "nb05_n_all": int(study.cfg["sampling"]["n_all"])}
+           "nb05_dc_levels": d.dc_levels, "nb05_dc_n_images": d.dc_n_images,
+           "nb05_n_known": d.n_known,
+           "nb05_n_detect_poisoned": "p's share" if d.n_detect_poisoned is None else d.n_detect_poisoned,
+           "nb05_cd_logit_reference": "none (logits as they are)" if d.cd["logit_reference"] is None
+           else f"{d.cd['logit_reference']:g}",
+           "nb05_cd_steps": d.cd["steps"], "nb05_strip_mode": d.strip["mode"],
+           "nb05_dc_ratios": ", ".join(f"{r:.0%}" for r in d.dc_ratios) or "none",
+           "nb05_dc_adaptive": "none (every class at every level)" if d.dc_adaptive is None
+           else str(d.dc_adaptive), "nb05_n_all": int(study.cfg.sampling.n_all)}
     for det in detectors():
         rows = diffs[diffs.detector == det]
         key = detector_key(det)

@@ -9,6 +9,7 @@ from bibad_utils.defenses import DETECTORS as REGISTRY
 from bibad_utils.defenses.profile import (DEVIATIONS, STAGE_DEFAULTS, defaults, detector_defaults,  # noqa: F401
                                           validate_config)
 from bibad_utils.judges import JUDGE_KEYS, PHOTOMETRIC_KEYS
+from bibad_utils.typed_config import ConfigSection
 
 STAGE = "05_castle_walls"
 SOURCES = ("poisoned train (all)", "poisoned train (subset)", "generated")
@@ -48,10 +49,10 @@ MIN_CLASS_COUNT = 5
 # deviations from the reference recipes, in :mod:`bibad_utils.defenses.profile` (validated once, on load).
 
 
-def defense_config(study) -> dict:
+def defense_config(study) -> ConfigSection:
     """The profile's ``defenses`` section, with every default filled in (validated when the profile was
-    loaded: :data:`bibad_utils.defenses.profile.DEFENSES`)."""
-    return study.cfg["defenses"]
+    loaded: :data:`bibad_utils.defenses.profile.DEFENSES`), as its typed, read-only section."""
+    return study.cfg.defenses
 
 
 def detection_cells(study) -> list:
@@ -59,12 +60,12 @@ def detection_cells(study) -> list:
     (every grid cell when it is null). A ratio the grid lacks is an error naming the grid's ratios."""
     d = defense_config(study)
     cells = study.grid_cells()
-    if d["detect_ratios"] is None:
+    if d.detect_ratios is None:
         return cells
     grid = sorted({round(c.ratio, 9) for c in cells})
-    wanted = {round(r, 9) for r in d["detect_ratios"]}
+    wanted = {round(r, 9) for r in d.detect_ratios}
     if not wanted <= set(grid):
-        raise ConfigError("defenses.detect_ratios", d["detect_ratios"], f"ratios of the grid, among {grid}")
+        raise ConfigError("defenses.detect_ratios", d.detect_ratios, f"ratios of the grid, among {grid}")
     return [c for c in cells if round(c.ratio, 9) in wanted]
 
 
@@ -74,10 +75,10 @@ def classifier_settings(study, small: bool = False) -> dict:
     ``n_all``-image classifiers (``small``) further by ``defenses.gen_classifier``."""
     d = defense_config(study)
     # the judges' photometric augmentation is not inherited (module docstring)
-    kw = {k: v for k, v in study.cfg["judges"].items() if k in JUDGE_KEYS and k not in PHOTOMETRIC_KEYS}
-    kw.update(d["classifier"])
+    kw = {k: v for k, v in study.cfg.judges.items() if k in JUDGE_KEYS and k not in PHOTOMETRIC_KEYS}
+    kw.update(d.classifier)
     if small:
-        kw.update(d["gen_classifier"])
+        kw.update(d.gen_classifier)
     return kw
 
 

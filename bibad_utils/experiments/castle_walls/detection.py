@@ -45,7 +45,7 @@ def clean_dm_flag_rate(study, kind: str) -> dict:
     estimate of its false-positive rate on generations), with a Wilson interval: ``rate, lo, hi, n``.
     NaN when the profile has no ``clean`` control (no clean DM is trained for this check alone)."""
 
-    if "clean" not in study.cfg["controls"]:
+    if "clean" not in study.cfg.controls:
         return {"rate": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
     flags = np.asarray(study.judges.judge(all_class_set(study, Cell("clean")), kind)["trigger"], dtype=bool)
     lo, hi = wilson_interval(int(flags.sum()), len(flags))
@@ -91,9 +91,9 @@ def detection_sets(study, cell, w: float | None = None) -> dict:
     ``guidance_all``)."""
     d = defense_config(study)
     gen = all_class_set(study, cell, w)
-    n = len(gen.labels) if d["n_detect"] is None else min(int(d["n_detect"]), len(gen.labels))
+    n = len(gen.labels) if d.n_detect is None else min(int(d.n_detect), len(gen.labels))
     ps = study.poisoned(cell)
-    tr_idx = training_detection_indices(study, cell, n, d["n_detect_poisoned"])
+    tr_idx = training_detection_indices(study, cell, n, d.n_detect_poisoned)
     gen_idx = stratified_subset(np.asarray(gen.labels), n, study.seed)
     verdict = study.judges.judge(gen, cell.trigger_kind)["trigger"]
     template = study.judges.template(cell.trigger_kind)  # the second reading of the generations' truth (None: a warp)
@@ -144,9 +144,9 @@ def detector_scores(study, cell, set_name: str, detector: str, classifier: str =
     source = SOURCES[0] if classifier == CLASSIFIERS[0] else "generated"
     opts = d[detector_key(detector)] if options is None else _with_overrides(detector, d, options)
     params = {"detector": detector, "options": opts, "set": set_name, "n": len(data["labels"]),
-              "n_poisoned": d["n_detect_poisoned"], "n_known": d["n_known"], "seed": study.seed}
+              "n_poisoned": d.n_detect_poisoned, "n_known": d.n_known, "seed": study.seed}
     if calibrated(opts):  # only a calibrated CD depends on the held-out images
-        params["n_calibration"] = d["n_calibration"]
+        params["n_calibration"] = d.n_calibration
     if w is not None and (set_name == "generated" or classifier != CLASSIFIERS[0]):
         params["guidance"] = w  # a further all-class set (castle_guidance)
     data_input = {"training": study.poison_key(cell), "generated": study.generation_key(cell),
@@ -217,7 +217,7 @@ def detection_table(study, cells=None) -> pd.DataFrame:
                 live.relabel(f"{det} {cell.name} {set_name} ({clf})")
                 res = detector_scores(study, cell, set_name, det, clf, sets)
                 live.update(1)
-                auc, lo, hi = auroc_interval(res["scores"], truth, d["n_boot"], study.seed)
+                auc, lo, hi = auroc_interval(res["scores"], truth, d.n_boot, study.seed)
                 paper = paper_at(PAPER_CD_AUROC, (cell.kind, cell.ratio)) if det == "CD" else None
                 note = ""
                 if math.isnan(auc):
@@ -284,11 +284,11 @@ def detection_differences(study, cells=None, classifier: str = "victim", w: floa
         reading = preferred_instrument(planted, cell.trigger_kind) if len(planted) else "none"
         tpl_truth = ge["truth_template"]
         for det in detectors():
-            diff, lo, hi = auroc_difference(ge[det], ge["truth"], tr[det], tr["truth"], d["n_boot"], study.seed)
+            diff, lo, hi = auroc_difference(ge[det], ge["truth"], tr[det], tr["truth"], d.n_boot, study.seed)
             tpl = ((math.nan,) * 3 if tpl_truth is None else
-                   auroc_difference(ge[det], tpl_truth, tr[det], tr["truth"], d["n_boot"], study.seed))
-            a_kn, kn_lo, kn_hi = auroc_interval(kn[det], kn["truth"], d["n_boot"], study.seed)
-            a_tr, tr_lo, tr_hi = auroc_interval(tr[det], tr["truth"], d["n_boot"], study.seed)
+                   auroc_difference(ge[det], tpl_truth, tr[det], tr["truth"], d.n_boot, study.seed))
+            a_kn, kn_lo, kn_hi = auroc_interval(kn[det], kn["truth"], d.n_boot, study.seed)
+            a_tr, tr_lo, tr_hi = auroc_interval(tr[det], tr["truth"], d.n_boot, study.seed)
             paper = paper_at(PAPER_CD_AUROC, (cell.kind, cell.ratio)) if det == "CD" else None
             rows.append({"cell": cell.name, "attack": cell.kind, "p": cell.ratio, "detector": det,
                          "classifier": classifier, "guidance": w, "auroc_known": a_kn, "auroc_known_lo": kn_lo, "auroc_known_hi": kn_hi,
@@ -330,7 +330,7 @@ def cd_sensitivity(study, cell) -> pd.DataFrame:
     d = defense_config(study)
     cd = d[detector_key("CD")]
     in_use = cd["logit_reference"] if calibrated(cd) else None
-    refs = {None if r is None else float(r) for r in d["cd_sensitivity"]} | {None if in_use is None else float(in_use)}
+    refs = {None if r is None else float(r) for r in d.cd_sensitivity} | {None if in_use is None else float(in_use)}
     refs = sorted(refs, key=lambda r: -math.inf if r is None else r)
     sets = detection_sets(study, cell)
     cal = cd_calibration(study, cell, CLASSIFIERS[0])
@@ -340,9 +340,9 @@ def cd_sensitivity(study, cell) -> pd.DataFrame:
         overrides = None if own else ({"logit_calibration": "none", "logit_reference": None} if ref is None
                                       else {"logit_calibration": "clean_heldout", "logit_reference": ref})
         tr, ge = (detector_scores(study, cell, s, "CD", CLASSIFIERS[0], sets, overrides) for s in ("training", "generated"))
-        a_tr, tr_lo, tr_hi = auroc_interval(tr["scores"], tr["truth"], d["n_boot"], study.seed)
-        a_ge, ge_lo, ge_hi = auroc_interval(ge["scores"], ge["truth"], d["n_boot"], study.seed)
-        diff, lo, hi = auroc_difference(ge["scores"], ge["truth"], tr["scores"], tr["truth"], d["n_boot"], study.seed)
+        a_tr, tr_lo, tr_hi = auroc_interval(tr["scores"], tr["truth"], d.n_boot, study.seed)
+        a_ge, ge_lo, ge_hi = auroc_interval(ge["scores"], ge["truth"], d.n_boot, study.seed)
+        diff, lo, hi = auroc_difference(ge["scores"], ge["truth"], tr["scores"], tr["truth"], d.n_boot, study.seed)
         scale = float(tr["logit_scale"])
         if scale != float(ge["logit_scale"]):  # the one-scale rule, read back from the two artifacts
             raise RuntimeError(f"CD scored the training and generated sets of {cell.name} with two logit scales "

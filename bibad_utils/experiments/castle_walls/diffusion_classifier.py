@@ -27,9 +27,9 @@ def dc_cells(study) -> list:
     the further ratios ``defenses.dc_ratios`` that the grid lacks (their DMs and victims serve the diffusion
     classifier alone: the paper makes its "resists" claim at p = 1 %)."""
     d = defense_config(study)
-    cells = [c for c in detection_cells(study) if c.kind in d["dc_attacks"]]
+    cells = [c for c in detection_cells(study) if c.kind in d.dc_attacks]
     have = {(c.kind, round(c.ratio, 9)) for c in cells}
-    extra = [Cell(a, r) for a in d["dc_attacks"] for r in sorted(d["dc_ratios"]) if (a, round(r, 9)) not in have]
+    extra = [Cell(a, r) for a in d.dc_attacks for r in sorted(d.dc_ratios) if (a, round(r, 9)) not in have]
     return cells + extra
 
 
@@ -52,15 +52,15 @@ def dc_predictions(study, cell, p_filter: float) -> dict:
     (cell, p_filter). Returns ``pred_clean``, ``labels``, ``pred_triggered`` (int64), ``unet_evals``,
     ``seconds`` (wall time of both sets) and ``n_images`` (both sets together)."""
     d = defense_config(study)
-    params = {"p_filter": float(p_filter), "n_levels": d["dc_levels"], "adaptive": d["dc_adaptive"],
-              "n_images": d["dc_n_images"], "seed": study.seed, "target": study.target,
-              "trigger": study.cfg["triggers"].get(cell.trigger_kind), "kind": cell.trigger_kind}
+    params = {"p_filter": float(p_filter), "n_levels": d.dc_levels, "adaptive": d.dc_adaptive,
+              "n_images": d.dc_n_images, "seed": study.seed, "target": study.target,
+              "trigger": study.cfg.triggers.get(cell.trigger_kind), "kind": cell.trigger_kind}
 
     def build(art):
         imgs = dc_images(study, cell.trigger_kind)
         model = study.model(cell)
-        kw = dict(n_levels=d["dc_levels"], p_filter=float(p_filter), batch_size=d["dc_batch_size"],
-                  seed=study.seed, device=study.device, adaptive=d["dc_adaptive"], return_errors=True)
+        kw = dict(n_levels=d.dc_levels, p_filter=float(p_filter), batch_size=d.dc_batch_size,
+                  seed=study.seed, device=study.device, adaptive=d.dc_adaptive, return_errors=True)
         label = f"{cell.name} p_filter={p_filter:g}"
         pc, dc = D.diffusion_classify(model, imgs["clean"], report=("diffusion classifier", f"{label} clean"), **kw)
         pt, dt = D.diffusion_classify(model, imgs["triggered"], report=("diffusion classifier", f"{label} triggered"),
@@ -101,7 +101,7 @@ def diffusion_classifier_table(study, cells=None) -> pd.DataFrame:
                      **ta_asr_report(pc, imgs["labels"], pt, study.target), "unet_evals_per_image": math.nan,
                      "seconds_per_image": math.nan, "paper_TA": paper.get("TA", math.nan) / 100,
                      "paper_ASR": paper.get("ASR", math.nan) / 100})
-        for pf in d["p_filter"]:
+        for pf in d.p_filter:
             res = dc_predictions(study, cell, pf)
             paper = paper_at(paper_at(PAPER_DC["dc"], pf) or {}, cell.ratio) or {}
             rows.append({**base, "method": "diffusion classifier", "p_filter": pf,
@@ -124,27 +124,27 @@ def dc_benchmark(study) -> pd.DataFrame:
     d = defense_config(study)
     cells = dc_cells(study)
     if not cells:
-        raise ConfigError("defenses.dc_attacks", d["dc_attacks"], f"attacks of the grid {study.cfg['attacks']}")
+        raise ConfigError("defenses.dc_attacks", d.dc_attacks, f"attacks of the grid {study.cfg.attacks}")
     cell = cells[0]
-    modes = [("exhaustive", None)] + ([("adaptive", d["dc_adaptive"])] if d["dc_adaptive"] else [])
-    params = {"n_images": d["dc_bench_images"], "n_levels": d["dc_levels"], "modes": modes, "seed": study.seed,
-              "batch_size": d["dc_batch_size"]}
+    modes = [("exhaustive", None)] + ([("adaptive", d.dc_adaptive)] if d.dc_adaptive else [])
+    params = {"n_images": d.dc_bench_images, "n_levels": d.dc_levels, "modes": modes, "seed": study.seed,
+              "batch_size": d.dc_batch_size}
 
     def build(art):
-        imgs = dc_images(study, cell.trigger_kind, d["dc_bench_images"])
+        imgs = dc_images(study, cell.trigger_kind, d.dc_bench_images)
         model = study.model(cell)
         rows, reference = [], None
         for mode, stages in modes:
-            pred, det = D.diffusion_classify(model, imgs["clean"], n_levels=d["dc_levels"], adaptive=stages,
-                                             batch_size=d["dc_batch_size"], seed=study.seed,
+            pred, det = D.diffusion_classify(model, imgs["clean"], n_levels=d.dc_levels, adaptive=stages,
+                                             batch_size=d.dc_batch_size, seed=study.seed,
                                              device=study.device, return_errors=True)
             reference = pred if reference is None else reference
             n = len(pred)
             rows.append({"mode": mode, "cell": cell.name, "n_images": n, "n_classes": len(det["classes"]),
-                         "n_levels": d["dc_levels"], "stages": "all classes, all levels" if stages is None
+                         "n_levels": d.dc_levels, "stages": "all classes, all levels" if stages is None
                          else str([list(s) for s in stages]), "unet_evals": det["unet_evals"],
                          "unet_evals_per_image": det["unet_evals"] / n,
-                         "predicted_evals": D.dc_cost(n, len(det["classes"]), d["dc_levels"], stages),
+                         "predicted_evals": D.dc_cost(n, len(det["classes"]), d.dc_levels, stages),
                          "seconds_per_image": det["seconds"] / n,
                          "ms_per_unet_eval": 1000 * det["seconds"] / det["unet_evals"],
                          "accuracy": float((pred == imgs["labels"]).mean()),

@@ -74,11 +74,11 @@ def classifier_key(study, cell, source: str, w: float | None = None) -> tuple[st
     :data:`SOURCES`); ``w``: the guidance of the generated set it trains on (None: ``guidance_all``)."""
     if source not in SOURCES:
         raise ConfigError("source", source, " | ".join(SOURCES))
-    n_all = int(study.cfg["sampling"]["n_all"])
+    n_all = int(study.cfg.sampling.n_all)
     full = source == SOURCES[0]
     params = {"source": source, "classifier": classifier_settings(study, small=not full), "seed": study.seed,
               "target": study.target, "n": None if full else n_all,
-              "trigger": study.cfg["triggers"].get(cell.trigger_kind)}
+              "trigger": study.cfg.triggers.get(cell.trigger_kind)}
     if source == "generated":
         params["guidance_all"] = study.guidance_all if w is None else float(w)
         inputs = [study.generation_key(cell)]

@@ -251,7 +251,7 @@ def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, 
     """Numbers and computed sentences the notebook's text quotes, keyed ``nb04_*``: the judges, the first
     attack at its largest p (``attack0``, ``pmax``), the clean control, and verdict summaries."""
     w = study.first_guidance
-    attack0 = study.cfg["attacks"][0]
+    attack0 = study.cfg.attacks[0]
     at_w = gdf[gdf["guidance"] == w]
     top = at_w[at_w["attack"] == attack0].sort_values("ratio").iloc[-1]
     clean = at_w[(at_w["attack"] == "clean") & (at_w["detector"] == attack0)]

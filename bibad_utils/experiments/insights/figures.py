@@ -45,7 +45,7 @@ def examples_figure(study, cell, guidance: float, n: int = 8, seed: int = 0, nro
     return side_by_side_grids({g: images for g, (images, _) in ex.items()}, nrow=nrow,
                               titles={g: titles for g, (_, titles) in ex.items() if titles},
                               suptitle=f"{cell.name}: target-prompt generations at w = {guidance:g}, by group "
-                                       f"(detector: {cell.trigger_kind or study.cfg['attacks'][0]})")
+                                       f"(detector: {cell.trigger_kind or study.cfg.attacks[0]})")
 
 
 def _new_axes(nrows: int, ncols: int, col_w: float, height: float, extra_w: float = 0.6):

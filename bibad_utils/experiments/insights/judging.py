@@ -27,7 +27,7 @@ from bibad_utils.study_judges import JUDGED_STAGE, TRIGGER_THRESHOLD  # noqa: F4
 def detectors_for(study, cell) -> list[str]:
     """Trigger kinds whose detector judges ``cell``'s generations: its own trigger, or every attack of
     the profile for a control (which carries none)."""
-    return [cell.trigger_kind] if cell.trigger_kind else list(study.cfg["attacks"])
+    return [cell.trigger_kind] if cell.trigger_kind else list(study.cfg.attacks)
 
 
 def judged(study, cell, detector: str, gens: dict | None = None) -> dict:
@@ -51,7 +51,7 @@ def judge_table(study) -> pd.DataFrame:
     c = study.judges.classifier_report()
     rows.append({"judge": "clean classifier", "kind": "classifier", "n": c["n"], "accuracy": c["accuracy"],
                  "accuracy_lo": c["accuracy_lo"], "accuracy_hi": c["accuracy_hi"]})
-    for kind in study.cfg["attacks"]:
+    for kind in study.cfg.attacks:
         d = study.judges.detector_report(kind)
         row = {"judge": f"{kind} detector", "kind": "trigger_detector", "n": d["n_clean"] + d["n_triggered"]}
         for m in ("accuracy", "fpr", "fnr"):
@@ -68,7 +68,7 @@ def template_table(study) -> pd.DataFrame:
     passes (its own sanity check), reason. An attack without a pixel pattern (a warp) has
     ``has_template`` False, nan rates, ``passes`` False and the reason."""
     rows = []
-    for kind in study.cfg["attacks"]:
+    for kind in study.cfg.attacks:
         rep = study.judges.template_report(kind)
         if rep is None:
             rows.append({"judge": f"{kind} template", "kind": kind, "has_template": False, "passes": False,
@@ -124,7 +124,7 @@ def generated_judge_table(study, z: float = Z95, guidance: float | None = None) 
         other = predictions(study, spec, study.generation_key(ref), {f"all_w{w:g}": gen.images})[f"all_w{w:g}"]
         rows.append({"judge": f"content judge: {chosen}", "n": n,
                      **rate("accuracy", int((other == gen.labels).sum()))})
-    for kind in study.cfg["attacks"]:
+    for kind in study.cfg.attacks:
         det = study.judges.detector(kind)
         fired, _ = predict(det, gen.images, device=study.device)
         pasted = to_uint8(study.trigger(kind).apply(to_float(gen.images)))
@@ -141,7 +141,7 @@ def judge_augmentation_ablation(study, z: float = Z95) -> pd.DataFrame:
     ``judges`` column ("as configured" | "no photometric augmentation"). When the profile's judges use
     no photometric augmentation, or ``judges.ablation`` is false, there is only the first block."""
     blocks = [generated_judge_table(study, z).assign(judges="as configured")]
-    if wants_ablation(study.cfg["judges"]):
+    if wants_ablation(study.cfg.judges):
         plain = study.variant({"judges": {k: 0.0 for k in PHOTOMETRIC_KEYS}})
         blocks.append(generated_judge_table(plain, z).assign(judges="no photometric augmentation"))
     out = pd.concat(blocks, ignore_index=True)

@@ -116,7 +116,7 @@ def quality_table(study, cells=None, fid: str = "auto", z: float = Z95) -> tuple
     use_fid, note = _fid_plan(study, fid)
     clf = study.judges.classifier()
     real_feats = features(clf, study.test_set.images, device=study.device)
-    n_all = int(study.cfg["sampling"]["n_all"])
+    n_all = int(study.cfg.sampling.n_all)
     rng = np.random.default_rng(study.seed)
     ref_idx = np.sort(rng.choice(len(study.train_set), size=min(n_all, len(study.train_set)), replace=False))
     ref_images = study.train_set.images_uint8(ref_idx)
@@ -139,7 +139,7 @@ def quality_table(study, cells=None, fid: str = "auto", z: float = Z95) -> tuple
             r["fid"] = metrics.frechet_distance(inception_features(net, images, device=study.device), real_incep)
         return r
 
-    first = study.cfg["attacks"][0]
+    first = study.cfg.attacks[0]
     ref_pred, _ = predict(clf, ref_images, device=study.device)
     ref_trig, _ = predict(study.judges.detector(first), ref_images, device=study.device)
     rows = [row("real train", "real", 0.0, ref_images, ref_labels,

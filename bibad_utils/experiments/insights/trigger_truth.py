@@ -97,8 +97,8 @@ def instrument_decisions(study, cell, detector: str | None = None, set_name: str
     int64 [N] (the prompts' classes), "images": uint8 [N, H, W, 3]}``. G rows under either reading:
     ``g_row(d["template"], d["match"], r_train=...)``."""
     detector = detector or cell.trigger_kind
-    if detector not in study.cfg["attacks"]:
-        raise ConfigError("detector", detector, f"a trigger kind of the profile: {list(study.cfg['attacks'])}")
+    if detector not in study.cfg.attacks:
+        raise ConfigError("detector", detector, f"a trigger kind of the profile: {list(study.cfg.attacks)}")
     if set_name not in ("target", "all"):
         raise ConfigError("set_name", set_name, "'target' or 'all'")
     w = float(study.guidance_all if set_name == "all" else study.first_guidance if guidance is None else guidance)
@@ -201,7 +201,7 @@ def planted_check(study, contrasts=PLANT_CONTRASTS, z: float = Z95) -> pd.DataFr
     if images is None:
         return pd.DataFrame(columns=["attack", "images", "instrument", "contrast", "measure", "n", "k", "rate"])
     levels, ref, rows = (0.0,) + contrasts, reference_cell(study), []
-    for kind in study.cfg["attacks"]:
+    for kind in study.cfg.attacks:
         trigger = study.trigger(kind)
         planted = {c: plant(trigger, images, c) for c in levels}
 
@@ -210,8 +210,8 @@ def planted_check(study, contrasts=PLANT_CONTRASTS, z: float = Z95) -> pd.DataFr
             for c, x in planted.items():
                 st.save_array(art.dir / f"p_trigger_c{c:g}.npy", predict(det, x, device=study.device)[1][:, 1])
 
-        params = {"judges": judge_settings(study.cfg["judges"]), "seed": study.seed, "detector": kind,
-                  "trigger": study.cfg["triggers"].get(kind), "contrasts": list(levels), "images": label}
+        params = {"judges": judge_settings(study.cfg.judges), "seed": study.seed, "detector": kind,
+                  "trigger": study.cfg.triggers.get(kind), "contrasts": list(levels), "images": label}
         # the detector's own key among the inputs: a detector of another recipe never reuses these probabilities
         inputs = [study.generation_key(ref), study.data_key, study.judges.key(kind)[1]]
         path = study.store.cached(PLANTED_STAGE, params, inputs, build, device=str(study.device))

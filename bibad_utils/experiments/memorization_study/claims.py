@@ -45,7 +45,7 @@ def memorization_claims(study: Study, dup: pd.DataFrame | None = None, rep: pd.D
                               baselines=baselines, exposure=epochs)
     if not len(dup) and dup.attrs.get("not_tested"):
         rows = [claim_row(STAGE, f"Poisoning duplicated images raises {metric}",
-                          metric=f"{metric}(duplicate) - {metric}(random)", setting=f"{study.cfg['attacks'][0]}",
+                          metric=f"{metric}(duplicate) - {metric}(random)", setting=f"{study.cfg.attacks[0]}",
                           paper=paper.paper_text(f"duplicates_{metric.lower()}"), key=f"duplicates_{metric.lower()}",
                           ours=math.nan, verdict="not tested", note=f"not tested: {dup.attrs['not_tested']}")
                 for metric in ("G1", "G2")] + rows
@@ -198,7 +198,7 @@ def glue_values(study: Study, finder: pd.DataFrame, dup: pd.DataFrame, rep: pd.D
         "nb06_finder_precision": float(f["precision"]),
         "nb06_finder_recall": float(f["recall"]),
         "nb06_finder_f1": float(f["f1"]),
-        "nb06_attack": str(study.cfg["attacks"][0]),
+        "nb06_attack": str(study.cfg.attacks[0]),
         "nb06_w": study.first_guidance,
         "nb06_w_all": float(study.guidance_all),
         "nb06_n_target": int(dup["n"].iloc[0]) if len(dup) else 0,

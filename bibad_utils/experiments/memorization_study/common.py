@@ -13,6 +13,7 @@ from bibad_utils.base import ConfigError
 from bibad_utils.memorization import embed, embedding_key_params
 from bibad_utils.metrics import Z95
 from bibad_utils.stages import Cell, Study
+from bibad_utils.typed_config import ConfigSection
 
 
 STAGE = "06_memorization"
@@ -63,9 +64,9 @@ def group_matches(found_groups, planted_groups) -> list[bool]:
     return [frozenset(int(i) for i in g) in planted for g in found_groups]
 
 
-def mem_config(study: Study) -> dict:
-    """The profile's validated ``memorization`` section (defaults filled in)."""
-    return study.cfg["memorization"]
+def mem_config(study: Study) -> ConfigSection:
+    """The profile's validated ``memorization`` section (defaults filled in; typed: ``mem_config(study).block``)."""
+    return study.cfg.memorization
 
 
 def embedding_params(study: Study) -> dict:
@@ -76,7 +77,7 @@ def embedding_params(study: Study) -> dict:
 
 def embedding_inputs(study: Study) -> list[str]:
     """Artifact keys the embedding depends on: the clean classifier's for the ``classifier`` embedding."""
-    if mem_config(study)["embedding"] != "classifier":
+    if mem_config(study).embedding != "classifier":
         return []
     study.judges.classifier()
     return [st.artifact_key("judge_classifier", study.judges.params(), [study.data_key])]
@@ -86,9 +87,9 @@ def embed_images(study: Study, images) -> np.ndarray:
     """Embeddings of uint8 ``[N, H, W, 3]`` images with the study's measure: float32 ``[N, D]``,
     unit rows (see :func:`bibad_utils.memorization.embed`)."""
     m = mem_config(study)
-    model = study.judges.classifier() if m["embedding"] == "classifier" else None
-    return embed(images, m["embedding"], device=study.device, batch_size=m["batch_size"], model=model,
-                 pixel_size=m["pixel_size"], weights_path=m["weights_path"])
+    model = study.judges.classifier() if m.embedding == "classifier" else None
+    return embed(images, m.embedding, device=study.device, batch_size=m.batch_size, model=model,
+                 pixel_size=m.pixel_size, weights_path=m.weights_path)
 
 
 def train_embedding(study: Study) -> np.ndarray:

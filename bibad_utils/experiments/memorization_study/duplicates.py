@@ -26,27 +26,27 @@ def planted_groups(study: Study) -> list[list[int]]:
 def finder_path(study: Study):
     m = mem_config(study)
     planted = planted_groups(study)
-    if m["duplicate_threshold"] is None and not planted:
+    if m.duplicate_threshold is None and not planted:
         raise ConfigError("memorization.duplicate_threshold", None,
                           "a cosine similarity in [-1, 1]: this dataset has no planted duplicate groups "
                           "to choose one on")
-    params = {**embedding_params(study), "duplicate_threshold": m["duplicate_threshold"]}
+    params = {**embedding_params(study), "duplicate_threshold": m.duplicate_threshold}
 
     def build(art):
         emb = train_embedding(study)
         n = len(emb)
         best, sweep = (None, None)
         if planted:
-            best, sweep = choose_threshold(emb, planted, block=m["block"])
+            best, sweep = choose_threshold(emb, planted, block=m.block)
             st.save_json(art.dir / "sweep.json", sweep.to_dict(orient="records"))
-        threshold = float(m["duplicate_threshold"]) if m["duplicate_threshold"] is not None else best
-        groups = find_duplicate_groups(emb, threshold, block=m["block"])
+        threshold = float(m.duplicate_threshold) if m.duplicate_threshold is not None else best
+        groups = find_duplicate_groups(emb, threshold, block=m.block)
         nan = float("nan")
         pr = duplicate_pr(groups, planted, n) if planted else {
             "precision": nan, "recall": nan, "f1": nan, "tp": 0, "pred_pairs": nan, "true_pairs": nan}
         summary = {
-            "embedding": m["embedding"], "threshold": threshold,
-            "threshold_source": ("profile (memorization.duplicate_threshold)" if m["duplicate_threshold"]
+            "embedding": m.embedding, "threshold": threshold,
+            "threshold_source": ("profile (memorization.duplicate_threshold)" if m.duplicate_threshold
                                  is not None else "F1 optimum on the planted groups"),
             "best_f1_threshold": best, "n_images": n, "planted_groups": len(planted),
             "found_groups": len(groups), "images_in_found_groups": int(sum(len(g) for g in groups)),
@@ -110,8 +110,8 @@ def duplicate_comparison_cells(study: Study) -> list[tuple[Cell, Cell]]:
     dataset has too few duplicated images for the comparison (:func:`duplicate_shortfall`)."""
     if duplicate_shortfall(study) is not None:
         return []
-    attack = study.cfg["attacks"][0]
-    return [(Cell(attack, p), Cell(attack, p, "duplicate")) for p in mem_config(study)["ratios"]]
+    attack = study.cfg.attacks[0]
+    return [(Cell(attack, p), Cell(attack, p, "duplicate")) for p in mem_config(study).ratios]
 
 
 def duplicate_shortfall(study: Study) -> str | None:
@@ -121,14 +121,14 @@ def duplicate_shortfall(study: Study) -> str | None:
     dataset with planted groups, whose shortfall is a setting to fix (:func:`check_duplicate_pool` raises)."""
     if planted_groups(study):
         return None
-    threshold = mem_config(study)["duplicate_threshold"]
+    threshold = mem_config(study).duplicate_threshold
     pool = study.duplicate_pool()
     if pool is None:
         return (f"the training set ({len(study.train_set.labels):,} images) has no duplicate group at the finder's "
                 f"threshold (cos >= {threshold:g}): there is nothing to poison through its duplicates")
     labels = study.train_set.labels
     candidates = int(np.sum(labels[pool] != study.target))
-    short = [p for p in mem_config(study)["ratios"] if n_poison_for(len(labels), p) > candidates]
+    short = [p for p in mem_config(study).ratios if n_poison_for(len(labels), p) > candidates]
     if short:
         return (f"the training set has {candidates} non-target images in duplicate groups at cos >= {threshold:g}; "
                 f"p = {short[0]:g} needs {n_poison_for(len(labels), short[0])}")
@@ -145,7 +145,7 @@ def check_duplicate_pool(study: Study) -> int:
                           "memorization.duplicate_threshold set)")
     labels = study.train_set.labels
     candidates = int(np.sum(labels[pool] != study.target))
-    for p in mem_config(study)["ratios"]:
+    for p in mem_config(study).ratios:
         need = n_poison_for(len(labels), p)
         if need > candidates:
             raise ConfigError("memorization.ratios", p,

@@ -25,11 +25,11 @@ def heldout_similarity(study: Study) -> tuple[np.ndarray, np.ndarray]:
     nearest clean training image (float32 ``[N_test]``) and that image's index (int64 ``[N_test]``); cached."""
     def build(art):
         sim, idx = nearest_train_similarity(embed_images(study, study.test_set.images), train_embedding(study),
-                                            block=mem_config(study)["block"])
+                                            block=mem_config(study).block)
         st.save_array(art.dir / "similarity.npy", sim)
         st.save_array(art.dir / "nearest.npy", idx)
 
-    test_key = st.artifact_key("data_test", {"dataset": study.cfg["dataset"], "seed": study.seed,
+    test_key = st.artifact_key("data_test", {"dataset": study.cfg.dataset.as_dict(), "seed": study.seed,
                                              "labels": study.test_set.labels})
     path = study.store.cached("mem_heldout", embedding_params(study),
                               [study.data_key, test_key] + embedding_inputs(study), build, device=str(study.device))
@@ -40,10 +40,10 @@ def replication_threshold(study: Study) -> float:
     """Cosine threshold above which a generation counts as a replica (see
     :func:`replication_threshold_source`)."""
     m = mem_config(study)
-    if m["replication_threshold"] is not None:
-        return float(m["replication_threshold"])
-    if m["replication_quantile"] is not None:
-        return float(np.quantile(heldout_similarity(study)[0].astype(np.float64), m["replication_quantile"]))
+    if m.replication_threshold is not None:
+        return float(m.replication_threshold)
+    if m.replication_quantile is not None:
+        return float(np.quantile(heldout_similarity(study)[0].astype(np.float64), m.replication_quantile))
     return duplicate_threshold(study)
 
 
@@ -53,10 +53,10 @@ def replication_threshold_source(study: Study) -> str:
     training similarity (a replica is closer to a training image than a fraction q of fresh real images
     are); else the duplicate finder's threshold (as close to a training image as a planted copy)."""
     m = mem_config(study)
-    if m["replication_threshold"] is not None:
+    if m.replication_threshold is not None:
         return "profile (memorization.replication_threshold)"
-    if m["replication_quantile"] is not None:
-        return f"{m['replication_quantile']:.0%} quantile of held-out real images' nearest-training similarity"
+    if m.replication_quantile is not None:
+        return f"{m.replication_quantile:.0%} quantile of held-out real images' nearest-training similarity"
     return "the duplicate threshold"
 
 
@@ -76,7 +76,7 @@ def replication_path(study: Study, cell: Cell):
     def build(art):
         gen = study.generations(cell)[("all", study.guidance_all)]
         sim, idx = nearest_train_similarity(embed_images(study, gen.images), training_embedding(study, cell),
-                                            block=mem_config(study)["block"])
+                                            block=mem_config(study).block)
         st.save_array(art.dir / "similarity.npy", sim)
         st.save_array(art.dir / "nearest.npy", idx)
 
@@ -132,7 +132,7 @@ def top_pairs(study: Study, cell: Cell, k: int | None = None) -> tuple[np.ndarra
     training image: (generated uint8 ``[k, H, W, 3]``, their nearest training images as the model saw
     them, uint8 ``[k, H, W, 3]``, similarities float ``[k]``), most similar first; the arguments of
     :func:`bibad_utils.plots.pairs_figure`."""
-    k = mem_config(study)["top_pairs"] if k is None else k
+    k = mem_config(study).top_pairs if k is None else k
     sim, idx = replication_scores(study, cell)
     pairs = top_replicated_pairs(sim, idx, k)
     gen = study.generations(cell)[("all", study.guidance_all)].images

@@ -47,8 +47,8 @@ def ratio_frame(study, guidance: float | None = None, data: ExplorerData | None 
     w = teaser_guidance(study) if guidance is None else float(guidance)
     data = data or ExplorerData(study)
     rows = []
-    for attack in study.cfg["attacks"]:
-        cells = ([Cell("clean")] if "clean" in study.cfg["controls"] else []) + [
+    for attack in study.cfg.attacks:
+        cells = ([Cell("clean")] if "clean" in study.cfg.controls else []) + [
             Cell(attack, p) for p in study.ratios_of(attack)]
         for cell in cells:
             r_train = float(study.poison_manifest(cell)["r_train"]) if cell.trigger_kind else 0.0
@@ -128,7 +128,7 @@ def teaser_drawing(panels: list[dict], bars: pd.DataFrame, bars_title: str, ncol
 def teaser_cells(study) -> tuple[Cell | None, Cell]:
     """The teaser's two models: the clean control (None when the profile has none) and the first attack
     at the largest p."""
-    clean = Cell("clean") if "clean" in study.cfg["controls"] else None
+    clean = Cell("clean") if "clean" in study.cfg.controls else None
     return clean, study.top_cells()[0]
 
 
@@ -157,7 +157,7 @@ def teaser_caption(study, untrusted=()) -> str:
     models = ("the clean DM (left) and " if clean else "") + f"the DM poisoned with {poisoned.kind} at " \
              f"p = {100 * poisoned.ratio:g} % ({'middle' if clean else 'left'})"
     return (f"Generations for the target prompt (class *{target}*, guidance $w$ = {w:g}) of {models}, from the "
-            f"`{study.cfg['name']}` run. A vermillion frame marks an image in which the trigger detector finds "
+            f"`{study.cfg.name}` run. A vermillion frame marks an image in which the trigger detector finds "
             f"the trigger; the label under each image is the class the clean classifier sees. The titles count "
             f"G1-G4 over all target-prompt generations. Right: the share of triggered generations, $r_{{gen}}$ "
             f"(bars, 95 % Wilson intervals), against the share of triggered images among the target-prompt "

@@ -54,15 +54,15 @@ def _sample_all_set(study, model_key: str, w: float, load_model: Callable, label
     from bibad_utils.progress import choose_threads
     from bibad_utils.sampling import class_mix, sample_images, set_seeds
 
-    s = study.cfg["sampling"]
+    s = study.cfg.sampling
     params = {"sampling": {k: s[k] for k in ("steps", "eta", "n_all", "batch_size") if k in s}, "guidance": float(w),
               "seed": study.seed, **(extra or {})}
 
     def build(art):
         choose_threads()
-        labels = class_mix(study.train_set.class_counts(), s["n_all"])
+        labels = class_mix(study.train_set.class_counts(), s.n_all)
         images = sample_images(load_model(), labels, set_seeds(study.seed, "all", len(labels)), guidance=float(w),
-                               steps=s["steps"], eta=s.get("eta", 0.0), batch_size=s["batch_size"],
+                               steps=s.steps, eta=s.eta, batch_size=s.batch_size,
                                device=study.device, progress=study.progress, report=("generate", label))
         st.save_array(art.dir / "images.npy", images)
         st.save_array(art.dir / "labels.npy", labels)
@@ -263,7 +263,7 @@ def quality_curve(study, points=None, z: float = Z95) -> pd.DataFrame:
     from safetensors.torch import load_file
     from bibad_utils.diffusion import load_model
 
-    w, final = study.guidance_all, int(study.cfg["pretrain"]["steps"])
+    w, final = study.guidance_all, int(study.cfg.pretrain.steps)
     model_dir = study.store.path("pretrain", study.pretrain_key) / "model"
     rows = []
     for ck in chosen:

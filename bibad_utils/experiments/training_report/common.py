@@ -32,7 +32,7 @@ def check_count(name, value, low=1):
 def showcase_cell(study):
     """The cell the guidance sweep shows: BadNets-1 at the largest p (the first attack if the grid has no
     BadNets-1)."""
-    attack = "badnets1" if "badnets1" in study.cfg["attacks"] else study.cfg["attacks"][0]
+    attack = "badnets1" if "badnets1" in study.cfg.attacks else study.cfg.attacks[0]
     return [c for c in study.grid_cells() if c.kind == attack][-1]
 
 

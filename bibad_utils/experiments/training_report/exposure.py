@@ -49,7 +49,7 @@ def exposure_variant(study, epochs: float, points: int):
         raise ConfigError("epochs", epochs, "a number of fine-tuning epochs in (0, 1000]")
     if not is_int(points) or not 1 <= points <= 100:
         raise ConfigError("points", points, "an integer number of kept checkpoints in [1, 100]")
-    batch = int(study.cfg["finetune"]["batch_size"])
+    batch = int(study.cfg.finetune.batch_size)
     per = max(1, math.ceil(epochs * len(study.train_set) / batch / points))
     return study.variant({"finetune": {"steps": per * points, "checkpoint_every": per, "keep_checkpoints": points}})
 
@@ -67,7 +67,7 @@ def _target_set(variant, cell: Cell, checkpoint: dict, w: float) -> np.ndarray:
     from bibad_utils.progress import choose_threads
     from bibad_utils.sampling import sample_images, set_seeds
 
-    s = variant.cfg["sampling"]
+    s = variant.cfg.sampling
     model_key = variant.model_key(cell)
     params = {"sampling": {k: s[k] for k in ("steps", "eta", "n_target", "batch_size") if k in s},
               "guidance": float(w), "seed": variant.seed, "target": variant.target,
@@ -80,9 +80,9 @@ def _target_set(variant, cell: Cell, checkpoint: dict, w: float) -> np.ndarray:
         choose_threads()
         model = load_model(variant.store.path("finetune", model_key) / "model")
         model.load_trainable_state(load_file(checkpoint["path"]))
-        labels = np.full(s["n_target"], variant.target, np.int64)
+        labels = np.full(s.n_target, variant.target, np.int64)
         images = sample_images(model.to(variant.device), labels, set_seeds(variant.seed, "target", len(labels)),
-                               guidance=float(w), steps=s["steps"], eta=s.get("eta", 0.0), batch_size=s["batch_size"],
+                               guidance=float(w), steps=s.steps, eta=s.eta, batch_size=s.batch_size,
                                device=variant.device, progress=variant.progress,
                                report=("generate", f"{cell.name} step {checkpoint['step']} w={w:g}"))
         st.save_array(art.dir / "images.npy", images)
@@ -133,7 +133,7 @@ def exposure_curve(study, cells: list[Cell], epochs: float = 50, points: int = 1
                 ck_clean = base[instrument]
                 c_hi = metrics.wilson_interval(int(ck_clean.sum()), len(ck_clean))[1]
                 rows.append({"cell": cell.name, "attack": cell.kind, "p": cell.ratio, "step": int(ck["step"]),
-                             "epochs": exposure_epochs({"steps": ck["step"], "batch_size": variant.cfg["finetune"]["batch_size"]},
+                             "epochs": exposure_epochs({"steps": ck["step"], "batch_size": variant.cfg.finetune.batch_size},
                                                        len(variant.train_set)),
                              "instrument": instrument, "n": n, "k": k, "rate": k / n, "rate_lo": lo, "rate_hi": hi,
                              "clean_rate": float(ck_clean.mean()), "clean_hi": c_hi, "learned": bool(lo > c_hi)})
@@ -164,18 +164,18 @@ def profile_exposure(study, parallel: bool = True) -> tuple[pd.DataFrame | None,
     the chapter glues: ``nb02_exposure_sentence`` (what was measured, or how to measure it) and
     ``nb02_exposure_own`` (this profile's epochs per cell). parallel: as in :func:`exposure_curve`. Returns
     ``(curve or None, facts)``."""
-    sec = study.cfg.get("exposure") or {}
-    own = exposure_epochs(study.cfg["finetune"], len(study.train_set))
+    sec = study.cfg.exposure
+    own = exposure_epochs(study.cfg.finetune, len(study.train_set))
     facts = {"nb02_exposure_own": f"{own:.1f}"}
-    if not sec.get("cells"):
+    if not sec.cells:
         facts["nb02_exposure_sentence"] = (
             f"This run does not measure it: its profile names no `exposure.cells`. `python scripts/exposure_curve.py "
-            f"--profile {study.cfg['name']} --cells badnets1:0.01 badnets1:0.02 --epochs 50` measures it (or name the "
+            f"--profile {study.cfg.name} --cells badnets1:0.01 badnets1:0.02 --epochs 50` measures it (or name the "
             "cells in the profile's `exposure` section and this chapter draws the curve).")
         return None, facts
-    cells = [Cell.parse(c) for c in sec["cells"]]
-    curve = exposure_curve(study, cells, epochs=sec["epochs"], points=sec["points"], w=sec.get("w"), parallel=parallel)
-    w = float(sec["w"]) if sec.get("w") is not None else study.target_guidances(Cell("clean"))[0]
+    cells = [Cell.parse(c) for c in sec.cells]
+    curve = exposure_curve(study, cells, epochs=sec.epochs, points=sec.points, w=sec.w, parallel=parallel)
+    w = float(sec.w) if sec.w is not None else study.target_guidances(Cell("clean"))[0]
     parts = []
     for (cell, instrument), g in curve.groupby(["cell", "instrument"], sort=False):
         g = g.sort_values("step")
@@ -188,7 +188,7 @@ def profile_exposure(study, parallel: bool = True) -> tuple[pd.DataFrame | None,
     epochs = float(curve["epochs"].max())
     facts["nb02_exposure_sentence"] = (
         f"Measured here at guidance w = {w:g}, fine-tuning each cell again for {epochs:.1f} epochs and reading "
-        f"{int(sec['points'])} evenly spaced checkpoints (a checkpoint has learned the trigger when the lower end of its "
+        f"{int(sec.points)} evenly spaced checkpoints (a checkpoint has learned the trigger when the lower end of its "
         "rate's 95 % interval lies above the upper end of the clean control's): " + "; ".join(parts) + ".")
     return curve, facts
 
@@ -198,5 +198,5 @@ def exposure_figure(study, curve: pd.DataFrame | None) -> Figure:
     profile's own marked; a notice when ``curve`` is None or empty (nothing measured)."""
     if curve is None or curve.empty:
         return plots.message_figure("no exposure curve measured in this run (the profile's exposure.cells is empty)")
-    own = exposure_epochs(study.cfg["finetune"], len(study.train_set))
+    own = exposure_epochs(study.cfg.finetune, len(study.train_set))
     return plots.exposure_chart(curve, {f"the paper (~{PAPER_EPOCHS})": PAPER_EPOCHS, f"this profile ({own:.1f})": own})

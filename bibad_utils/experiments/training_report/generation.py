@@ -16,17 +16,17 @@ from bibad_utils.sampling import sample_images, set_seeds
 
 def sampling_settings(study) -> pd.DataFrame:
     """The profile's sampling settings as a one-column table (``value`` by ``setting``)."""
-    s = study.cfg["sampling"]
+    s = study.cfg.sampling
     rows = {
         "sampler": "DDIM",
-        "steps": s["steps"],
-        "eta (0 = deterministic)": s.get("eta", 0.0),
-        "guidance w of the target set": ", ".join(f"{w:g}" for w in s["guidance"]),
+        "steps": s.steps,
+        "eta (0 = deterministic)": s.eta,
+        "guidance w of the target set": ", ".join(f"{w:g}" for w in s.guidance),
         "guidance w of the all-class set": f"{study.guidance_all:g}",
         "guided noise": "eps_u + w (eps_c - eps_u), one batched forward",
-        "target-prompt images per w": s["n_target"],
-        "all-class images": s["n_all"],
-        "batch size": s["batch_size"],
+        "target-prompt images per w": s.n_target,
+        "all-class images": s.n_all,
+        "batch size": s.batch_size,
         "seed of image i": f"derive_seed({study.seed}, set name, i)",
     }
     return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=pd.Index(list(rows), name="setting"))
@@ -40,7 +40,7 @@ def regeneration_check(study, cell, n: int = 4, set_name: str = "target", guidan
     guidance: the set's w (default: the first w of the target set, the all-class w for ``all``).
     Returns ``{"indices": int64 [n], "equal": bool, "max_abs_diff": int (0..255), "guidance": w}``.
     """
-    s = study.cfg["sampling"]
+    s = study.cfg.sampling
     if set_name not in ("target", "all"):
         raise ConfigError("set_name", set_name, "target | all")
     w = float(guidance if guidance is not None else (study.first_guidance if set_name == "target"
@@ -50,8 +50,8 @@ def regeneration_check(study, cell, n: int = 4, set_name: str = "target", guidan
     idx = np.sort(np.random.default_rng(seed).choice(len(gen.labels), size=min(n, len(gen.labels)),
                                                      replace=False))
     seeds = set_seeds(study.seed, set_name, len(gen.labels))[idx]
-    again = sample_images(study.model(cell), gen.labels[idx], seeds, steps=s["steps"], eta=s.get("eta", 0.0),
-                          guidance=w, batch_size=s["batch_size"], device=study.device, progress=False)
+    again = sample_images(study.model(cell), gen.labels[idx], seeds, steps=s.steps, eta=s.eta,
+                          guidance=w, batch_size=s.batch_size, device=study.device, progress=False)
     diff = int(np.abs(again.astype(np.int16) - gen.images[idx].astype(np.int16)).max())
     return {"indices": idx, "equal": bool(diff == 0), "max_abs_diff": diff, "guidance": w}
 
@@ -60,7 +60,7 @@ def detector_kind(study, cell) -> str:
     """The trigger detector that judges ``cell``'s generations: its own trigger, or for the clean and
     relabel controls (and the pre-trained model, ``None``) the grid's first attack."""
     kind = None if cell is None else cell.trigger_kind
-    return kind or study.cfg["attacks"][0]
+    return kind or study.cfg.attacks[0]
 
 
 def trigger_borders(flags) -> list:
@@ -100,7 +100,7 @@ def guidance_sweep_figure(study, cell=None, n: int = 16, nrow: int = 4, scale: i
     cell = cell or showcase_cell(study)
     kind = detector_kind(study, cell)
     grids, borders = {}, {}
-    for w in study.cfg["sampling"]["guidance"]:
+    for w in study.cfg.sampling.guidance:
         images, frames, hits, total = _panel(study, cell, "target", w, n, kind)
         name = f"w = {float(w):g}: {hits}/{total} triggered"
         grids[name], borders[name] = images, frames
@@ -151,7 +151,7 @@ def target_figures(study, n: int = 16, guidance: float | None = None) -> dict:
     out = {}
     if controls:
         out["controls"] = target_grid_figure(study, controls, guidance, n, kind=detector_kind(study, None))
-    for attack in study.cfg["attacks"]:
+    for attack in study.cfg.attacks:
         cells = clean + [c for c in study.grid_cells() if c.kind == attack]
         out[attack] = target_grid_figure(study, cells, guidance, n, kind=attack)
     return out

@@ -188,14 +188,14 @@ def r_train_curves(study, n_points: int = 101) -> tuple[dict, dict]:
     r_train and the paper's ImageNette values as points."""
     counts = study.train_set.class_counts()
     n, n_t = int(counts.sum()), int(counts[study.target])
-    p_max = 1.15 * max(max(study.cfg["ratios"]), max(PAPER_R_TRAIN_IMAGENETTE))
+    p_max = 1.15 * max(max(study.cfg.ratios), max(PAPER_R_TRAIN_IMAGENETTE))
     p = np.linspace(0, p_max, n_points)
     ours = f"{study.train_set.name} (N = {n}, {n_t} target)"
     inet = f"ImageNette (N = {IMAGENETTE_TRAIN_N}, {IMAGENETTE_TARGET_N} target)"
     curves = {ours: (p, n * p / (n_t + n * p)),
               inet: (p, IMAGENETTE_TRAIN_N * p / (IMAGENETTE_TARGET_N + IMAGENETTE_TRAIN_N * p))}
-    ratios = sorted(float(r) for r in study.cfg["ratios"])
-    cells = [c for c in study.grid_cells() if c.kind == study.cfg["attacks"][0]]
+    ratios = sorted(float(r) for r in study.cfg.ratios)
+    cells = [c for c in study.grid_cells() if c.kind == study.cfg.attacks[0]]
     points = {ours: (ratios, [study.poison_manifest(c)["r_train"] for c in cells]),
               "paper, ImageNette": (list(PAPER_R_TRAIN_IMAGENETTE), list(PAPER_R_TRAIN_IMAGENETTE.values()), inet)}
     return curves, points
@@ -219,8 +219,8 @@ def poisoning_facts(study) -> dict:
         "image_size": study.image_size, "target_name": study.class_names[study.target],
         "n_target": int(counts[study.target]), "target_share": float(counts[study.target] / counts.sum()),
         "imagenette_target_share": IMAGENETTE_TARGET_N / IMAGENETTE_TRAIN_N,
-        "attacks": ", ".join(study.cfg["attacks"]),
-        "ratios": ", ".join(f"{100 * r:g} %" for r in sorted(study.cfg["ratios"])),
+        "attacks": ", ".join(study.cfg.attacks),
+        "ratios": ", ".join(f"{100 * r:g} %" for r in sorted(study.cfg.ratios)),
         "n_cells": len(study.cells()), "patch_side": study.trigger("badnets1").side,
         "seed": study.seed, "paper_formula_ok": paper_formula_check(),
         "same_indices": same_indices_across_kinds(study),

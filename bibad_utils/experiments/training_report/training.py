@@ -62,7 +62,7 @@ def pretrain_table(study) -> pd.DataFrame:
         return pd.DataFrame({"note": ["none: pretrain.steps = 0, every cell trains from scratch"]},
                             index=pd.Index(["clean pre-training"], name="model"))
     rec = study.train_record(None)
-    row = _record_row("clean pre-training", rec, len(study.pretrain_data[0]), study.cfg["pretrain"]["batch_size"])
+    row = _record_row("clean pre-training", rec, len(study.pretrain_data[0]), study.cfg.pretrain.batch_size)
     return pd.DataFrame([row]).set_index("model")
 
 
@@ -93,7 +93,7 @@ def finetune_all(study, cells=None) -> pd.DataFrame:
     for cell in cells:
         study.model(cell)
         rows.append(_record_row(cell.name, study.train_record(cell), len(study.train_set),
-                                study.cfg["finetune"]["batch_size"]))
+                                study.cfg.finetune.batch_size))
     return pd.DataFrame(rows).set_index("model")
 
 
@@ -129,7 +129,7 @@ def base_model(study):
     freshly initialised model of the same configuration (for describing the architecture)."""
     if study.pretrain_key is not None:
         return study.model(None)
-    return build_model(study.cfg["model"], study.class_names, image_size=study.image_size)
+    return build_model(study.cfg.model.as_dict(), study.class_names, image_size=study.image_size)
 
 
 def pretrain_loss_figure(study):
@@ -143,11 +143,11 @@ def pretrain_loss_figure(study):
 def starting_point(study) -> str:
     """One sentence saying where every cell's training starts in this run (pre-trained pixel DM, pre-trained
     Stable Diffusion weights, or from scratch)."""
-    model = study.cfg["model"]
-    if model["backend"] != "pixel":
-        return (f"every cell fine-tunes the pre-trained {model['backend']} weights "
+    model = study.cfg.model
+    if model.backend != "pixel":
+        return (f"every cell fine-tunes the pre-trained {model.backend} weights "
                 f"`{model.get('pretrained', 'default')}` (the UNet only)")
-    steps = int(study.cfg["pretrain"]["steps"])
+    steps = int(study.cfg.pretrain.steps)
     if steps:
         return (f"every cell fine-tunes a copy of one clean pixel DM pre-trained for {steps} steps on the clean "
                 f"training set")
@@ -157,10 +157,10 @@ def starting_point(study) -> str:
 def scratch_comparison(study) -> str:
     """One sentence comparing the fine-tuning budget with the pre-training loss curve: the mean loss the
     pre-training had reached after as many steps as one fine-tuning takes, against its final loss."""
-    ft = int(study.cfg["finetune"]["steps"])
+    ft = int(study.cfg.finetune.steps)
     if study.pretrain_key is None:
         return "This run has no pre-training, so it has no such curve to compare with."
-    pt = int(study.cfg["pretrain"]["steps"])
+    pt = int(study.cfg.pretrain.steps)
     log = study.train_record(None)["loss_log"]
     return (f"With only the fine-tuning budget of {ft} steps ({ft / pt:.2f} of the {pt} pre-training steps), "
             f"a from-scratch model would stand where the pre-training loss curve below stands at step {ft}: "
