@@ -374,11 +374,13 @@ def exposure_chart(curve: pd.DataFrame, marks: dict | None = None) -> Figure:
     """The trigger rate of target-prompt generations against fine-tuning epochs: one panel per instrument
     (``curve["instrument"]``), a line with its interval band per ``cell``, the clean control's upper bound
     as a dashed line in the cell's colour. marks: label -> epochs drawn as dotted verticals (e.g. the
-    paper's exposure and the profile's own). Columns: cell, instrument, epochs, rate, rate_lo, rate_hi, clean_hi."""
+    paper's exposure and the profile's own). One legend below the panels; the shared y axis reaches the
+    highest interval bound. Columns: cell, instrument, epochs, rate, rate_lo, rate_hi, clean_hi."""
     require_columns(curve, ["cell", "instrument", "epochs", "rate", "rate_lo", "rate_hi", "clean_hi"])
     panels = list(pd.unique(curve["instrument"]))
+    top = float(np.nanmax(curve[["rate_hi", "clean_hi"]].to_numpy())) if len(curve) else 1.0
     with style():
-        nrows, ncols, size = panel_grid(max(1, len(panels)), 3.4, 3.4, extra_w=0.0)
+        nrows, ncols, size = panel_grid(max(1, len(panels)), 3.4, 3.4, extra_w=0.0, extra_h=0.5)
         fig = Figure(figsize=size, dpi=DPI)
         axes = panel_axes(fig, nrows, ncols, max(1, len(panels)), sharey=True)
         for ax, instrument in zip(axes, panels):
@@ -387,14 +389,15 @@ def exposure_chart(curve: pd.DataFrame, marks: dict | None = None) -> Figure:
                 ax.plot(g["epochs"], g["rate"], marker="o", ms=4, color=colour, label=str(cell))
                 ax.fill_between(g["epochs"], g["rate_lo"], g["rate_hi"], color=colour, alpha=0.18, linewidth=0)
                 ax.plot(g["epochs"], g["clean_hi"], linestyle="--", color=colour, linewidth=1.0,
-                        label=f"clean control, upper bound ({cell})" if k == 0 else None)
+                        label=f"clean control, upper bound ({cell})")
             for j, (label, epochs) in enumerate((marks or {}).items()):
                 ax.axvline(float(epochs), color=REF_COLOR, linestyle=":" if j == 0 else "-.", linewidth=1.0, label=label)
             ax.set_title(f"trigger read by the {instrument}", fontsize=10)
             ax.set_xlabel("fine-tuning epochs")
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-            ax.set_ylim(0, None)
+        axes[0].set_ylim(0, min(1.0, 1.1 * top) if top > 0 else 0.05)
         axes[0].set_ylabel("target-prompt images with trigger")
-        axes[-1].legend(fontsize=7, loc="upper left")
-        fig.tight_layout()
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0.02 + 0.04 * math.ceil(len(labels) / 3), 1, 1))
     return fig
