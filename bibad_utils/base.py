@@ -22,6 +22,27 @@ class ConfigError(ValueError):
         super().__init__(f"{param} = {value!r} is not allowed: expected {allowed}")
 
 
+class ConfigErrors(ConfigError):
+    """Several parameters with values that are not allowed, found by one check of a whole profile: ``param``,
+    ``value`` and ``allowed`` are the first's (a caller that reads one error reads the one it read before),
+    ``errors`` holds all of them and the message gives one line each."""
+
+    def __init__(self, errors):
+        first = errors[0]
+        super().__init__(first.param, first.value, first.allowed)
+        self.errors = list(errors)
+        self.args = ("; ".join(str(e) for e in self.errors) if len(self.errors) < 2 else
+                     f"{len(self.errors)} parameters are not allowed: " + "; ".join(str(e) for e in self.errors),)
+
+
+def raise_all(errors: list) -> None:
+    """Raise what ``errors`` (ConfigErrors) hold, if anything: the one error itself, or :class:`ConfigErrors`."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
+
+
 def repo_path(path) -> Path:
     """A path as a profile gives it: ``~`` expanded, a relative one taken from the repository root."""
     p = Path(path).expanduser()

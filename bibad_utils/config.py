@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from bibad_utils.base import REPO_ROOT, ConfigError, repo_path  # noqa: F401 (re-exported: the study's error type)
+from bibad_utils.base import REPO_ROOT, ConfigError, ConfigErrors, raise_all, repo_path  # noqa: F401 (re-exported)
 from bibad_utils.cells import CONTROLS, EXPOSURE, validate_train_seeds
 from bibad_utils.data.profile import DATASET, DATASET_CLASSES, check_ratios_fit
 from bibad_utils.defenses.profile import DEFENSES
@@ -292,33 +292,74 @@ def _check_sizes(cfg: dict, memory: int) -> None:
             check_fits_memory(param, value, bytes_each, what, memory)
 
 
-def validate_profile(cfg: dict) -> dict:
-    """Check a whole configuration (already merged) and return it: each section as its
-    :class:`~bibad_utils.schema.Section` keeps it, ``run_dir`` made absolute. Raises ConfigError on the
-    first bad value."""
-    if not isinstance(cfg, dict):
-        raise ConfigError("profile", short(cfg), "a mapping of parameters")
-    cfg = copy.deepcopy(cfg)
+def _collect(errors: list, check, *args):
+    """``check(*args)``; a ConfigError it raises is added to ``errors`` (None returned) instead of stopping."""
+    try:
+        return check(*args)
+    except ConfigError as err:
+        errors.append(err)
+        return None
+
+
+def _top_level(cfg: dict, errors: list) -> None:
+    """The top-level keys: unknown ones, the typed ones (defaults filled in), the sections' presence."""
     for key in cfg:
         if key not in TOP_LEVEL_KEYS:
             close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(str(key)[:80], short(cfg[key]),
-                              f"a known top-level key{hint}: one of {list(TOP_LEVEL_KEYS)}")
+            errors.append(ConfigError(str(key)[:80], short(cfg[key]),
+                                      f"a known top-level key{hint}: one of {list(TOP_LEVEL_KEYS)}"))
     for key, f in TOP_LEVEL.items():
         if key in cfg:
-            f.check(key, cfg[key])
+            _collect(errors, f.check, key, cfg[key])
         elif f.default is REQUIRED:
-            raise ConfigError(key, REQUIRED, "a value (every profile sets it)")
+            errors.append(ConfigError(key, REQUIRED, "a value (every profile sets it)"))
         elif key not in UNFILLED:
             cfg[key] = copy.deepcopy(f.default)
     for name in SECTIONS:
         if name not in cfg:
             if name not in OPTIONAL_SECTIONS:
-                raise ConfigError(name, REQUIRED, "a value (every profile sets it)")
+                errors.append(ConfigError(name, REQUIRED, "a value (every profile sets it)"))
+                continue
             cfg[name] = {"steps": 0} if name == "pretrain" else {}
         if not isinstance(cfg[name], dict) and not (cfg[name] is None and name in NULLABLE_SECTIONS):
-            raise ConfigError(name, short(cfg[name]), "a mapping of parameters")
+            errors.append(ConfigError(name, short(cfg[name]), "a mapping of parameters"))
+
+
+def _check_target(cfg: dict) -> None:
+    n_classes = DATASET_CLASSES[cfg["dataset"]["name"]]
+    if not is_int(cfg["target"]) or not 0 <= cfg["target"] < n_classes:
+        raise ConfigError("target", short(cfg["target"]),
+                          f"a class index in [0, {n_classes - 1}] for dataset {cfg['dataset']['name']}")
+
+
+def _check_seed_runs(cfg: dict) -> None:
+    for kind, runs in validate_train_seeds(cfg["train_seeds"], "train_seeds").items():
+        if runs > MAX_TRAIN_SEEDS:
+            where = "train_seeds" if is_int(cfg["train_seeds"]) else f"train_seeds.{kind}"
+            raise ConfigError(where, short(runs), f"an integer in [1, {MAX_TRAIN_SEEDS}] (training runs per cell)")
+
+
+def _check_pretrain_data(cfg: dict) -> None:
+    ds = cfg["dataset"]
+    if cfg["pretrain"].get("data", "subset") == "all" and (ds["name"] == "procedural" or ds.get("n_per_class") is None):
+        raise ConfigError("pretrain.data", "all", f"subset: dataset {ds['name']!r} has no "
+                          "class-balanced subset (dataset.n_per_class) for 'all' to widen")
+
+
+def validate_profile(cfg: dict) -> dict:
+    """Check a whole configuration (already merged) and return it: each section as its
+    :class:`~bibad_utils.schema.Section` keeps it, ``run_dir`` made absolute.
+
+    Every bad value is reported at once where the checks do not depend on each other (the top-level keys;
+    then the grid's keys; then each section; then the checks across sections): one bad value raises its
+    ConfigError, several a :class:`~bibad_utils.base.ConfigErrors` (the first one's ``param``, all in
+    ``errors``). The dataset is checked alone, before anything that reads its size or classes."""
+    if not isinstance(cfg, dict):
+        raise ConfigError("profile", short(cfg), "a mapping of parameters")
+    cfg, errors = copy.deepcopy(cfg), []
+    _top_level(cfg, errors)
+    raise_all(errors)
     _check_run_dir(cfg["run_dir"])
     cfg["run_dir"] = str(repo_path(cfg["run_dir"]))
 
@@ -326,28 +367,25 @@ def validate_profile(cfg: dict) -> dict:
         raise ConfigError("dataset.image_size", short(cfg["dataset"]["image_size"]),
                           f"an integer in [8, {MAX_IMAGE_SIZE}] (pixels)")
     cfg["dataset"] = DATASET.validate(cfg["dataset"], profile=cfg)
-    n_classes = DATASET_CLASSES[cfg["dataset"]["name"]]
-    if not is_int(cfg["target"]) or not 0 <= cfg["target"] < n_classes:
-        raise ConfigError("target", short(cfg["target"]),
-                          f"a class index in [0, {n_classes - 1}] for dataset {cfg['dataset']['name']}")
-    name_list("attacks", cfg["attacks"], attack_kinds())
-    _check_ratios(cfg["ratios"])
-    _check_attack_ratios(cfg.get("attack_ratios"), cfg["attacks"], cfg["ratios"])
-    check_ratios_fit(cfg)
-    name_list("controls", cfg["controls"], CONTROLS, allow_empty=True)
+    _collect(errors, _check_target, cfg)
+    before = len(errors)
+    _collect(errors, name_list, "attacks", cfg["attacks"], attack_kinds())
+    _collect(errors, _check_ratios, cfg["ratios"])
+    if len(errors) == before:  # these read valid attacks and ratios
+        _collect(errors, _check_attack_ratios, cfg.get("attack_ratios"), cfg["attacks"], cfg["ratios"])
+        _collect(errors, check_ratios_fit, cfg)
+    _collect(errors, name_list, "controls", cfg["controls"], CONTROLS, True)
+    raise_all(errors)
     for name, section in SECTIONS.items():
         if name != "dataset":
-            cfg[name] = section.validate(cfg[name], profile=cfg)
+            kept = _collect(errors, lambda s=section, n=name: s.validate(cfg[n], profile=cfg))
+            cfg[name] = cfg[name] if kept is None else kept
+    raise_all(errors)
     if "train_seeds" in cfg:
-        for kind, runs in validate_train_seeds(cfg["train_seeds"], "train_seeds").items():
-            if runs > MAX_TRAIN_SEEDS:
-                where = "train_seeds" if is_int(cfg["train_seeds"]) else f"train_seeds.{kind}"
-                raise ConfigError(where, short(runs), f"an integer in [1, {MAX_TRAIN_SEEDS}] (training runs per cell)")
-    _check_sizes(cfg, machine_memory())
-    ds = cfg["dataset"]
-    if cfg["pretrain"].get("data", "subset") == "all" and (ds["name"] == "procedural" or ds.get("n_per_class") is None):
-        raise ConfigError("pretrain.data", "all", f"subset: dataset {cfg['dataset']['name']!r} has no "
-                          "class-balanced subset (dataset.n_per_class) for 'all' to widen")
+        _collect(errors, _check_seed_runs, cfg)
+    _collect(errors, _check_sizes, cfg, machine_memory())
+    _collect(errors, _check_pretrain_data, cfg)
+    raise_all(errors)
     return cfg
 
 

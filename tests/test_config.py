@@ -348,3 +348,21 @@ def test_attack_ratios_run_an_attack_at_some_of_the_grid_ratios():
         with pytest.raises(ConfigError) as err:
             load_profile("smoke", {**over, "attack_ratios": bad})
         assert err.value.param == param
+
+
+def test_every_independent_bad_value_is_reported_at_once():
+    from bibad_utils.base import ConfigErrors
+
+    with pytest.raises(ConfigErrors) as err:  # two unknown or bad top-level keys: both, the first's param
+        load_profile("smoke", {"seed": -1, "sampels": {}})
+    assert err.value.param == "sampels" and [e.param for e in err.value.errors] == ["sampels", "seed"]
+    assert str(err.value).startswith("2 parameters are not allowed: sampels = ")
+    with pytest.raises(ConfigError) as err:  # the sections wait for a valid grid
+        load_profile("smoke", {"sampling": {"n_target": 0}, "judges": {"epochs": 0}, "target": 99})
+    assert type(err.value) is ConfigError and err.value.param == "target"
+    with pytest.raises(ConfigErrors) as err:  # bad keys in two sections: both, in the sections' order
+        load_profile("smoke", {"sampling": {"n_target": 0}, "judges": {"epochs": 0}})
+    assert [e.param for e in err.value.errors] == ["sampling.n_target", "judges.epochs"]
+    with pytest.raises(ConfigError) as err:  # one bad value: that error itself, as before
+        load_profile("smoke", {"judges": {"epochs": 0}})
+    assert type(err.value) is ConfigError and err.value.param == "judges.epochs"
