@@ -1,4 +1,4 @@
-"""Metrics of the study: G1-G4, trigger amplification, TA/ASR, AUROC, Wilson intervals, Frechet distance.
+"""Metrics of the study: G1-G4, trigger amplification, accuracy, AUROC, Wilson intervals, Frechet distance.
 
 Pure functions: numpy (or array-like) in, Python floats, dicts or numpy arrays out; no model, no I/O.
 Ratios are fractions in [0, 1] (not percent). Definitions follow ``PAPER.md``:
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable
 
 import numpy as np
 import scipy.linalg
@@ -191,26 +190,6 @@ def test_accuracy(pred, labels) -> float:
 test_accuracy.__test__ = False
 
 
-def attack_success_rate(pred_on_triggered_nontarget, target: int, labels=None) -> float:
-    """ASR: fraction of triggered non-target test images classified as the target class.
-
-    Args:
-        pred_on_triggered_nontarget: int ``[N]``, predictions on test images with the trigger applied.
-        target: the target class index.
-        labels: optional int ``[N]`` true labels of those images; images of the target class are then
-            left out (pass it whenever the predictions may include target-class images).
-
-    Returns:
-        ASR in [0, 1]; nan when no non-target image remains.
-    """
-    p = _int_vector(pred_on_triggered_nontarget, "pred_on_triggered_nontarget")
-    if labels is not None:
-        y = _int_vector(labels, "labels")
-        _same_length(p, y, "pred_on_triggered_nontarget", "labels")
-        p = p[y != target]
-    return float(np.mean(p == target)) if len(p) else math.nan
-
-
 def per_class_accuracy(pred, labels, num_classes: int) -> np.ndarray:
     """Accuracy per true class: float ``[num_classes]`` in [0, 1], nan for a class with no image."""
     p = _int_vector(pred, "pred")
@@ -289,33 +268,6 @@ def frechet_distance(feats_a, feats_b) -> float:
     fd = float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))
     # Round-off can give a tiny negative value for identical sets.
     return max(fd, 0.0)
-
-
-def bootstrap_ci(values, stat: Callable[[np.ndarray], float] = np.mean, *, n_boot: int = 1000,
-                 alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of ``stat(values)``.
-
-    Args:
-        values: array ``[N]`` (or ``[N, ...]``; rows are resampled), N >= 1.
-        stat: statistic of one resample, returning a float.
-        n_boot: number of resamples.
-        alpha: 1 - confidence level (0.05: 95 %).
-        seed: seed of the resampling.
-
-    Returns:
-        ``(lo, hi)`` in the units of ``stat``.
-    """
-    v = np.asarray(values)
-    if v.ndim == 0 or len(v) == 0:
-        raise ConfigError("values", v.shape, "a non-empty array")
-    if not 0 < alpha < 1:
-        raise ConfigError("alpha", alpha, "a number in (0, 1)")
-    if int(n_boot) != n_boot or n_boot < 1:
-        raise ConfigError("n_boot", n_boot, "a positive integer")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(v), size=(int(n_boot), len(v)))
-    stats = np.array([stat(v[i]) for i in idx], dtype=float)
-    return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
 
 
 def newcombe_difference(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[float, float, float]:

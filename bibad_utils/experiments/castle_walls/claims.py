@@ -42,10 +42,6 @@ CLAIM_DETECTORS = {"CD": "detection_cd", "STRIP": "detection_strip", "FCT": "det
 BACKDOOR_ASR_MIN = 0.5
 
 
-def _p_text(p: float) -> str:
-    return f"p={p * 100:g}%"
-
-
 def _detection_judgement(r, effect, n_triggered: int, diff: float, lo: float, hi: float,
                          auroc_gen: float) -> tuple[str, str]:
     """Verdict and note of one (cell, detector) row under one reading of the generations' truth
