@@ -378,7 +378,7 @@ def validate_profile(cfg: dict) -> dict:
     raise_all(errors)
     for name, section in SECTIONS.items():
         if name != "dataset":
-            kept = _collect(errors, lambda s=section, n=name: s.validate(cfg[n], profile=cfg))
+            kept = _collect(errors, section.validate, cfg[name], None, cfg)  # (values, prefix, profile)
             cfg[name] = cfg[name] if kept is None else kept
     raise_all(errors)
     if "train_seeds" in cfg:

@@ -32,6 +32,7 @@ from bibad_utils import metrics, plots
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.cells import Cell, exposure_epochs
+from bibad_utils.experiments.castle_walls.stats import with_interval
 from bibad_utils.paper import PAPER_EPOCHS
 from bibad_utils.schema import is_int, is_number
 from bibad_utils.training import CHECKPOINT_DIR
@@ -154,10 +155,6 @@ def first_learned(curve: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _rate_text(rate: float, lo: float, hi: float) -> str:
-    return f"{rate:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
 def profile_exposure(study, parallel: bool = True) -> tuple[pd.DataFrame | None, dict]:
     """Chapter 02's exposure section, from the profile's ``exposure`` section: the curve of its cells
     (:func:`exposure_curve`; trained and drawn when missing, read back from the store otherwise) and the facts
@@ -183,7 +180,7 @@ def profile_exposure(study, parallel: bool = True) -> tuple[pd.DataFrame | None,
         when = (f"from {learned['epochs'].iloc[0]:.1f} epochs on" if len(learned)
                 else f"at none of its checkpoints up to {last['epochs']:.1f} epochs")
         parts.append(f"{cell}, read by the {instrument}: learned {when} (at {last['epochs']:.1f} epochs "
-                     f"{_rate_text(last['rate'], last['rate_lo'], last['rate_hi'])} of the target-prompt images carry "
+                     f"{with_interval(last['rate'], last['rate_lo'], last['rate_hi'], False)} of the target-prompt images carry "
                      f"the trigger; the clean control's upper bound {last['clean_hi']:.3f})")
     epochs = float(curve["epochs"].max())
     facts["nb02_exposure_sentence"] = (
