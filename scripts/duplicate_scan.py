@@ -9,9 +9,9 @@ Two pixel measures on the whole split, read by the dataset's own loader at ``--s
 - ``pixels``: the project's embedding (:func:`bibad_utils.memorization.embed`, thumbnail of ``--thumb`` px
   minus its mean): the Pearson correlation of two thumbnails. Smooth scenes (plain sky, grass) correlate
   through their gradients alone.
-- ``highpass``: the same at ``--size`` px after subtracting a ``--kernel``-px box blur, so that only edges
-  and texture are compared: two re-encodings or resizes of one picture keep it near 1, two plain skies
-  do not.
+- ``highpass``: the same embedding at ``--size`` px with ``highpass=--kernel`` (the profile key
+  ``memorization.highpass``): a box blur subtracted first, so that only edges and texture are compared: two
+  re-encodings or resizes of one picture keep it near 1, two plain skies do not.
 
 Neither finds a crop, a flip or a re-framed copy (the paper's SSCD features do, and need weights this
 machine cannot fetch). The script prints, per measure, the number of pairs above each threshold and the
@@ -22,24 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-
-def highpass_embedding(images, kernel: int):
-    """float32 ``[N, 3 * H * W]`` unit rows: each image minus its ``kernel``-px box blur (replicate padding),
-    minus its mean, normalised; the cosine of two rows is the correlation of their edges and texture."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    out = []
-    pad = (kernel // 2,) * 4
-    with torch.no_grad():
-        for start in range(0, len(images), 256):
-            x = torch.from_numpy(np.array(images[start:start + 256])).permute(0, 3, 1, 2).float().div_(255.0)
-            x = (x - F.avg_pool2d(F.pad(x, pad, mode="replicate"), kernel, stride=1)).flatten(1)
-            out.append((x - x.mean(dim=1, keepdim=True)).numpy())
-    x = np.concatenate(out)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def top_pairs(emb, k: int, thresholds):
@@ -91,7 +73,7 @@ def main(argv=None) -> int:
         return 2
     thresholds = (0.8, 0.9, 0.95)
     measures = {f"pixels ({args.thumb} px thumbnail)": embed(train.images, "pixels", pixel_size=args.thumb),
-                f"highpass ({args.size} px minus a {args.kernel}-px blur)": highpass_embedding(train.images, args.kernel)}
+                f"highpass ({args.size} px minus a {args.kernel}-px blur)": embed(train.images, "pixels", pixel_size=args.size, highpass=args.kernel)}
     names = train.class_names
     rows = []
     print(f"{args.dataset}: {len(train.images)} training images at {args.size} px, "

@@ -63,6 +63,35 @@ def test_pixel_embedding_is_unit_norm_and_brightness_invariant():
     assert np.all(mem.embed(flat, "pixels") == 0)
 
 
+def test_highpass_pixel_embedding_separates_smooth_scenes_and_keeps_copies():
+    # Two different vertical gradients ("plain skies" of other shades and noise): the plain measure calls them
+    # near-identical; after the high-pass only their independent noise is left, so they no longer correlate.
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(40, 200, 32)[None, :, None, None] * np.ones((1, 32, 32, 3))
+    skies = np.clip(ramp + np.array([0, 15])[:, None, None, None] + rng.normal(0, 2, (2, 32, 32, 3)), 0, 255)
+    skies = skies.astype(np.uint8)
+    plain = mem.embed(skies, "pixels", pixel_size=32)
+    high = mem.embed(skies, "pixels", pixel_size=32, highpass=5)
+    assert plain[0] @ plain[1] > 0.95 and abs(high[0] @ high[1]) < 0.3
+    # Pictures with edges (8 x 8 blocks at 32 px) and their re-encoded copies (noise of 3 levels) stay
+    # near-copies; different pictures do not correlate.
+    blocks = rng.integers(0, 256, (4, 8, 8, 3)).repeat(4, axis=1).repeat(4, axis=2)
+    copies = np.clip(blocks + rng.normal(0, 3, blocks.shape), 0, 255)
+    emb = mem.embed(np.concatenate([blocks, copies]).astype(np.uint8), "pixels", pixel_size=32, highpass=5)
+    sim = emb @ emb.T
+    assert np.all(np.diag(sim[:4, 4:]) > 0.95) and np.all(np.abs(sim[:4, :4][~np.eye(4, dtype=bool)]) < 0.3)
+    assert high.shape == (2, 3 * 32 * 32) and np.allclose(np.linalg.norm(high, axis=1), 1, atol=1e-5)
+    for bad in (2, -1, 1.5):
+        with pytest.raises(ConfigError, match="highpass"):
+            mem.embed(skies, "pixels", highpass=bad)
+    with pytest.raises(ConfigError, match=r"memorization\.highpass.*odd"):
+        mem.validate_config({"highpass": 4})
+    # Off by default, and only an active high-pass enters the artifact keys.
+    section = mem.validate_config({})
+    assert section["highpass"] == 0 and "highpass" not in mem.embedding_key_params(section)
+    assert mem.embedding_key_params(mem.validate_config({"highpass": 5}))["highpass"] == 5
+
+
 def test_planted_duplicates_found_with_pixel_embedding():
     images, truth = planted_set()
     emb = mem.embed(images, "pixels", batch_size=64)

@@ -41,10 +41,13 @@ def _batches(images: np.ndarray, batch_size: int, device) -> "iter[torch.Tensor]
         yield torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def _pixel_embedding(images, batch_size, device, pixel_size) -> np.ndarray:
+def _pixel_embedding(images, batch_size, device, pixel_size, highpass=0) -> np.ndarray:
     out = []
     for x in _batches(images, batch_size, device):
-        x = F.adaptive_avg_pool2d(x, pixel_size).flatten(1)
+        x = F.adaptive_avg_pool2d(x, pixel_size)
+        if highpass:  # minus its box blur (replicate padding keeps the borders): edges and texture remain
+            x = x - F.avg_pool2d(F.pad(x, (highpass // 2,) * 4, mode="replicate"), highpass, stride=1)
+        x = x.flatten(1)
         out.append((x - x.mean(dim=1, keepdim=True)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 3 * pixel_size * pixel_size), np.float32)
 
@@ -93,7 +96,7 @@ def _resnet50_embedding(images, batch_size, device, weights_path, input_size) ->
 
 
 def embed(images, method: str = "pixels", *, device="cpu", batch_size: int = 256, model=None,
-          pixel_size: int = 16, weights_path=None, input_size: int = 224) -> np.ndarray:
+          pixel_size: int = 16, weights_path=None, input_size: int = 224, highpass: int = 0) -> np.ndarray:
     """Image embeddings for similarity search: float32 ``[N, D]``, each row of unit L2 norm.
 
     images: uint8 ``[N, H, W, 3]`` (NHWC, 0..255; a memmap is read batch by batch).
@@ -103,6 +106,8 @@ def embed(images, method: str = "pixels", *, device="cpu", batch_size: int = 256
         Pearson correlation of their thumbnails: it measures near-identical layout and colour, is blind to
         global brightness offsets, and knows nothing of semantics. D = 3 * pixel_size**2. A transparent
         baseline, sufficient for near-copies (noise, re-encoding), weak for crops or shifted objects.
+        ``highpass`` = k (odd) first subtracts the thumbnail's k x k box blur: smooth scenes (plain sky,
+        grass) then no longer correlate through their gradients alone, while two copies of one picture do.
       - ``"classifier"``: penultimate features of ``model`` (a classifier from ``bibad_utils.judges``,
         via ``judges.features``), normalised. Measures closeness in what the task classifier attends to:
         same class and similar appearance score high even without being copies.
@@ -122,7 +127,9 @@ def embed(images, method: str = "pixels", *, device="cpu", batch_size: int = 256
     if method == "pixels":
         if not (isinstance(pixel_size, (int, np.integer)) and pixel_size >= 1):
             raise ConfigError("pixel_size", pixel_size, "an integer >= 1")
-        return _normalise(_pixel_embedding(images, batch_size, device, int(pixel_size)))
+        if not (isinstance(highpass, (int, np.integer)) and highpass >= 0 and (highpass == 0 or highpass % 2)):
+            raise ConfigError("highpass", highpass, "0 (off) or an odd integer >= 1")
+        return _normalise(_pixel_embedding(images, batch_size, device, int(pixel_size), int(highpass)))
     if method == "classifier":
         if model is None:
             raise ConfigError("model", None, "a trained classifier (bibad_utils.judges) for method='classifier'")

@@ -15,6 +15,10 @@ MEMORIZATION = Section("memorization", {
                        doc="the replication measure (see embed)"),
     "pixel_size": Field("int", default=16, low=1, allowed="an integer >= 1",
                         doc="pixels: side of the area-averaged thumbnail"),
+    "highpass": Field("int", default=0, low=0, test=lambda k: k == 0 or k % 2 == 1,
+                      allowed="0 (off) or an odd integer >= 1",
+                      doc="pixels: subtract a box blur of this side (px) from the thumbnail first, so that "
+                          "only edges and texture are compared (0: off)"),
     "weights_path": Field("value", default=None, test=lambda v: v is None or str(v).endswith(".safetensors"),
                           allowed="null or a path to a .safetensors file",
                           doc="resnet50_imagenet: local state dict (null: torch hub cache)"),
@@ -63,6 +67,8 @@ def embedding_key_params(section: dict) -> dict:
     params = {"embedding": section["embedding"]}
     if section["embedding"] == "pixels":
         params["pixel_size"] = section["pixel_size"]
+        if section.get("highpass"):  # only when on: the keys of every profile without it stay as they were
+            params["highpass"] = section["highpass"]
     if section.get("weights_path") is not None and section["embedding"] in WEIGHTED:
         from bibad_utils.files import verified_sha256
 

@@ -89,7 +89,7 @@ def embed_images(study: Study, images) -> np.ndarray:
     m = mem_config(study)
     model = study.judges.classifier() if m.embedding == "classifier" else None
     return embed(images, m.embedding, device=study.device, batch_size=m.batch_size, model=model,
-                 pixel_size=m.pixel_size, weights_path=m.weights_path)
+                 pixel_size=m.pixel_size, weights_path=m.weights_path, highpass=m.highpass)
 
 
 def train_embedding(study: Study) -> np.ndarray:
