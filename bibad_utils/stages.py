@@ -151,10 +151,7 @@ class Study:
 
     def control_cells(self) -> list[Cell]:
         """The controls of the profile: clean (p = 0) and relabel-only at the largest p."""
-        out = []
-        for c in self.cfg.controls:
-            out.append(Cell("clean") if c == "clean" else Cell("relabel", self.top_ratio()))
-        return out
+        return [Cell("clean") if c == "clean" else Cell("relabel", self.top_ratio()) for c in self.cfg.controls]
 
     def cells(self, with_seeds: bool = False) -> list[Cell]:
         """Controls first, then the grid; ``with_seeds``: each cell followed by its other training-seed
@@ -188,9 +185,7 @@ class Study:
         """Indices of duplicated training images (planted groups of the procedural dataset, or groups
         found by the memorization stage's embedding for real data); None if there are none."""
         groups = self.duplicate_groups()
-        if not groups:
-            return None
-        return duplicate_pool(groups)
+        return duplicate_pool(groups) if groups else None
 
     def duplicate_groups(self) -> list[list[int]]:
         """Near-duplicate groups of the training set: the planted ground truth when the dataset has
@@ -410,18 +405,8 @@ class Study:
     def generations(self, cell: Cell | None) -> dict[tuple[str, float], GenSet]:
         """``{(set name, w): GenSet}`` of ``cell``'s DM, for its target and all-class guidance plans."""
         path = self.store.path("generate", self.generation_key(cell))
-        out = {}
-        for w in self.target_guidances(cell):
-            out[("target", w)] = self._load_gen(path / f"target_w{w:g}", "target", w, cell)
-        for w in self.all_guidances(cell):
-            out[("all", w)] = self._load_gen(path / f"all_w{w:g}", "all", w, cell)
-        return out
-
-    @staticmethod
-    def _load_gen(folder: Path, name, w, cell) -> GenSet:
-        return GenSet(st.load_array(folder / "images.npy"), st.load_array(folder / "labels.npy"), name, w, cell)
-
-    def generation_seconds(self, cell: Cell | None) -> float:
-        path = self.store.path("generate", self.generation_key(cell))
-        return float(st.load_json(path / "timing.json")["wall_time_s"])
+        plans = [("target", w) for w in self.target_guidances(cell)] + [("all", w) for w in self.all_guidances(cell)]
+        return {(name, w): GenSet(st.load_array(path / f"{name}_w{w:g}" / "images.npy"),
+                                  st.load_array(path / f"{name}_w{w:g}" / "labels.npy"), name, w, cell)
+                for name, w in plans}
 
