@@ -167,8 +167,6 @@ def check_file_structure(path) -> str | None:
     return None
 
 
-
-
 def _atomic_target(path: Path) -> Path:
     """A temporary name next to ``path`` (same folder, so the final rename is atomic)."""
     return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.part")

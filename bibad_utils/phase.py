@@ -151,5 +151,4 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
     return {**out, "verdict": verdict, "reason": reason}
 
 
-
 __all__ = ["PHASE_MIN_TRIGGERED", "phase_transition", "share_trend"]

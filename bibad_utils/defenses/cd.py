@@ -17,7 +17,6 @@ from bibad_utils.defenses.common import (STREAM_CD, batch_slices, check_device, 
                                           check_int, eval_mode, stream_rng, take_float)
 
 
-
 def _total_variation(mask: torch.Tensor) -> torch.Tensor:
     """Squared-difference total variation of masks [B, 1, H, W] per image, divided by H*W -> [B]."""
     h, w = mask.shape[-2:]
@@ -106,7 +105,6 @@ def cd_scores(f: nn.Module, images, *, steps: int = 100, lr: float = 0.1,
             if return_masks:
                 masks[start:stop] = mask[:, 0].cpu().numpy()
     return (scores, masks) if return_masks else scores
-
 
 
 def mean_max_logit(f: nn.Module, images, *, batch_size: int = 256, device="cpu") -> float:

@@ -17,7 +17,6 @@ from bibad_utils.defenses.common import (STREAM_DC, batch_slices, check_device, 
                                           check_int, eval_mode, take_float)
 
 
-
 def filtered_mean(values: torch.Tensor, p_filter: float) -> torch.Tensor:
     """Mean of each row of ``values`` [B, D] after dropping its floor(p_filter * D) largest entries.
 

@@ -20,7 +20,6 @@ from bibad_utils.defenses.common import (STREAM_FCT_FINETUNE, STREAM_FCT_TRANSFO
                                           check_float, check_images, check_int, eval_mode, stream_rng, take_float)
 
 
-
 def penultimate_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Penultimate features [N, D] of a classifier for float [-1, 1] NCHW images.
 

@@ -14,7 +14,6 @@ from bibad_utils.defenses.common import (STREAM_STRIP, batch_slices, check_devic
                                           check_int, eval_mode, stream_rng, take_float)
 
 
-
 SUPERIMPOSE = ("sum", "blend")
 
 

@@ -28,7 +28,6 @@ def check_uint8_images(images, name="images") -> np.ndarray:
     return images
 
 
-
 def cell_pixels(h: int, w: int, scale: int | None) -> tuple[int, int, int]:
     """(integer upscaling factor, displayed height, displayed width) in screen pixels."""
     if scale is None:
@@ -40,7 +39,6 @@ def cell_pixels(h: int, w: int, scale: int | None) -> tuple[int, int, int]:
     if not (isinstance(scale, (int, np.integer)) and scale >= 1):
         raise ConfigError("scale", scale, "an integer >= 1, or None for automatic")
     return int(scale), h * int(scale), w * int(scale)
-
 
 
 class GridLayout:
@@ -89,7 +87,6 @@ def show_image(ax, image, scale: int = 1, border_color=None, border_width: float
         if border_color is not None:
             spine.set_color(border_color)
             spine.set_linewidth(border_width)
-
 
 
 def draw_grid(container, total_w, total_h, images, nrow, titles, title, scale, border_colors) -> list:
@@ -232,8 +229,6 @@ def pairs_figure(gen, train, sims, scale: int | None = None, gen_label: str = "g
             fig.suptitle(title, y=1 - grid.suptitle_h * 0.5 / grid.height, va="center", fontsize=10,
                          weight="bold")
     return fig
-
-
 
 
 def zoomed_rows(rows: dict, box, scale: int | None = None, title: str | None = None,

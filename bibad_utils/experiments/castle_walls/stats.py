@@ -13,7 +13,6 @@ from bibad_utils.metrics import Z95, auroc, wilson_interval
 from bibad_utils.schema import is_int
 
 
-
 def stratified_subset(strata, n: int, seed: int) -> np.ndarray:
     """Sorted indices of ``n`` items drawn without replacement so that each stratum keeps its share.
 

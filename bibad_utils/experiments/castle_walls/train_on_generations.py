@@ -14,7 +14,6 @@ from bibad_utils.experiments.castle_walls.victims import all_class_set, trained_
 from bibad_utils.judges import predict
 
 
-
 def train_on_generations_table(study, cells=None, w: float | None = None) -> pd.DataFrame:
     """TA and ASR of classifiers trained on each source of :data:`SOURCES`, per grid cell.
 

@@ -16,7 +16,6 @@ from bibad_utils.experiments.castle_walls.stats import with_interval, stratified
 from bibad_utils.judges import load_classifier, predict, save_classifier, train_classifier
 
 
-
 def nontarget_test_indices(study) -> np.ndarray:
     return np.flatnonzero(study.test_set.labels != study.target)
 
@@ -130,8 +129,6 @@ def poisoned_classifier(study, cell):
     """The backdoored classifier of ``cell``: trained on its whole poisoned training set (cached);
     returns ``(model, report)`` as :func:`trained_classifier`."""
     return trained_classifier(study, cell, SOURCES[0])
-
-
 
 
 def backdoored_table(study) -> pd.DataFrame:

@@ -185,7 +185,6 @@ def content_agreement_table(study, cells=None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-
 def content_sentence(choice: dict) -> str:
     """One sentence saying which judge reads content in this chapter, with the real-image accuracies."""
     if not choice["judges"]:
