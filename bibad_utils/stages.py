@@ -409,4 +409,3 @@ class Study:
         return {(name, w): GenSet(st.load_array(path / f"{name}_w{w:g}" / "images.npy"),
                                   st.load_array(path / f"{name}_w{w:g}" / "labels.npy"), name, w, cell)
                 for name, w in plans}
-

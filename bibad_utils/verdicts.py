@@ -291,4 +291,3 @@ def rows_of(rows, keys, metric: str | None = None) -> list[dict]:
     ``metric``: rows are chosen by key, never by the wording of their claim."""
     keys = {keys} if isinstance(keys, str) else set(keys)
     return [r for r in rows if r.get("key") in keys and (metric is None or str(r.get("metric", "")).startswith(metric))]
-

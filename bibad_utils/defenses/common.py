@@ -96,4 +96,3 @@ def eval_mode(*modules):
 def batch_slices(n, batch_size):
     for start in range(0, n, batch_size):
         yield start, min(n, start + batch_size)
-

@@ -253,4 +253,3 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
         return predictions
     return predictions, {"errors": errors, "classes": classes, "timesteps": timesteps,
                          "unet_evals": unet_evals, "seconds": time.perf_counter() - started}
-

@@ -96,5 +96,3 @@ class TriggerKind:
     @property
     def settable(self) -> tuple[str, ...]:
         return tuple(o.name for o in self.options if not o.derived)
-
-

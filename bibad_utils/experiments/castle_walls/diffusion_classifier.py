@@ -154,5 +154,3 @@ def dc_benchmark(study) -> pd.DataFrame:
     path = study.store.cached("castle_dc_bench", params, [study.model_key(cell), study.data_key], build,
                               device=str(study.device))
     return pd.DataFrame(st.load_json(path / "benchmark.json"))
-
-

@@ -47,5 +47,3 @@ def train_on_generations_table(study, cells=None, w: float | None = None) -> pd.
             row["paper_ASR_caltech15"] = pcal["ASR"][gen] / 100 if "ASR" in pcal else math.nan
             rows.append(row)
     return pd.DataFrame(rows)
-
-

@@ -141,4 +141,3 @@ def backdoored_table(study) -> pd.DataFrame:
                      "ASR": with_interval(rep["ASR"], rep["ASR_lo"], rep["ASR_hi"], True),
                      "train seconds": round(rep["train_seconds"], 1)})
     return pd.DataFrame(rows).set_index("cell")
-
