@@ -108,9 +108,7 @@ KINDS = ("paper claim", "control", "no paper number")
 
 def pct(x: float, digits: int = 1) -> str:
     """A fraction as a percentage text, e.g. ``pct(0.338) == "33.8 %"``; "n/a" for None / NaN."""
-    if x is None or not math.isfinite(float(x)):
-        return "n/a"
-    return f"{100 * float(x):.{digits}f} %"
+    return "n/a" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.{digits}f} %"
 
 
 def _same_p(a: float, b: float) -> bool:
@@ -187,9 +185,7 @@ def duplicates(p: float, metric: str, dataset: str = "imagenette") -> tuple[floa
 def g2_share(p: float, dataset: str = "imagenette") -> float | None:
     """G2 / (G1 + G2) of the paper's random-poisoning generations at ``p`` (from :data:`DUPLICATES`), or None."""
     g1, g2 = duplicates(p, "G1", dataset), duplicates(p, "G2", dataset)
-    if g1 is None or g2 is None:
-        return None
-    return g2[0] / (g1[0] + g2[0])
+    return None if g1 is None or g2 is None else g2[0] / (g1[0] + g2[0])
 
 
 def phase_points(dataset: str = "imagenette", n: int = N_TARGET_GENERATIONS) -> list[dict]:

@@ -59,9 +59,7 @@ def pattern_of(trigger, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor] 
     for value in (-1.0, 1.0):
         flat = torch.full((1, channels, size, size), value)
         changed |= ((trigger.apply(flat) - flat).abs() > 1e-6).any(dim=1)[0]
-    if not changed.any():
-        return None
-    return trigger.apply(torch.zeros(1, channels, size, size))[0], changed
+    return (trigger.apply(torch.zeros(1, channels, size, size))[0], changed) if changed.any() else None
 
 
 @dataclass

@@ -170,9 +170,7 @@ def verdict_text(rows: list[dict]) -> str:
 def with_interval(v: float, lo: float, hi: float, percent: bool) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
-    if percent:
-        return f"{v:.1%} [{lo:.1%}, {hi:.1%}]"
-    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{v:.1%} [{lo:.1%}, {hi:.1%}]" if percent else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def paper_value_text(v: float, percent: bool) -> str:
