@@ -222,8 +222,7 @@ def auroc(scores, is_poisoned) -> float:
     if not np.isfinite(s).all():
         raise ConfigError("scores", "non-finite values", "finite detection scores")
     if y.all() or not y.any():
-        warnings.warn("auroc: only one class in is_poisoned; AUROC is undefined (nan)",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn("auroc: only one class in is_poisoned; AUROC is undefined (nan)", RuntimeWarning, stacklevel=2)
         return math.nan
     # Imported here: sklearn.metrics adds 0.5 s (after seaborn) to 2 s (after numpy and scipy only) to
     # the import of metrics (python -X importtime), which judges and every analysis import; only AUROC uses it.

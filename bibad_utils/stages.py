@@ -203,8 +203,7 @@ class Study:
             return []
 
         def build(art):
-            emb = embed(self.train_set.images, params["embedding"], device=self.device,
-                        weights_path=mem.weights_path)
+            emb = embed(self.train_set.images, params["embedding"], device=self.device, weights_path=mem.weights_path)
             st.save_json(art.dir / "groups.json", find_duplicate_groups(emb, params["threshold"]))
 
         path = self.store.cached("duplicates", params, [self.data_key], build, device=str(self.device))
@@ -221,8 +220,7 @@ class Study:
         elif cell.pool != "random":
             raise ConfigError("cell.pool", cell.pool, " | ".join(POOLS))
         trigger = self.trigger(cell.kind) if cell.trigger_kind else None
-        return poison_dataset(self.train_set, cell.kind, cell.ratio, self.target, self.seed,
-                              trigger=trigger, pool=pool)
+        return poison_dataset(self.train_set, cell.kind, cell.ratio, self.target, self.seed, trigger=trigger, pool=pool)
 
     def poison_key(self, cell: Cell) -> str:
         """Key of the poisoned training set of ``cell`` (its manifest is written to the store)."""
@@ -382,8 +380,7 @@ class Study:
         def build(art):
             choose_threads()
             model = self.model(cell)
-            kw = dict(steps=s.steps, eta=s.eta, batch_size=s.batch_size, device=self.device,
-                      progress=self.progress)
+            kw = dict(steps=s.steps, eta=s.eta, batch_size=s.batch_size, device=self.device, progress=self.progress)
             started = time.perf_counter()
             plans = [("target", w, np.full(s.n_target, self.target, np.int64)) for w in self.target_guidances(cell)]
             mix = class_mix(self.train_set.class_counts(), s.n_all)

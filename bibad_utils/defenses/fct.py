@@ -153,13 +153,10 @@ def _prepare(f, images, train_images, train_labels, feature_fn, batch_size, seed
     if train_images is not None:
         m, train_shape = check_images("train_images", train_images)
         if train_shape != shape:
-            raise ConfigError("train_images", f"images of shape {train_shape}",
-                              f"images of shape {shape}")
-        labels = np.asarray(train_labels.cpu() if isinstance(train_labels, torch.Tensor)
-                            else train_labels)
+            raise ConfigError("train_images", f"images of shape {train_shape}", f"images of shape {shape}")
+        labels = np.asarray(train_labels.cpu() if isinstance(train_labels, torch.Tensor) else train_labels)
         if labels.shape != (m,) or not np.issubdtype(labels.dtype, np.integer):
-            raise ConfigError("train_labels", f"array {labels.shape} {labels.dtype}",
-                              f"integer labels of shape ({m},)")
+            raise ConfigError("train_labels", f"array {labels.shape} {labels.dtype}", f"integer labels of shape ({m},)")
     return n, feature_fn, labels, batch_size, seed, device
 
 

@@ -119,8 +119,7 @@ def template_check(template: TriggerTemplate, clean_images, triggered_images, z:
     ``n_clean``, ``n_triggered``, ``threshold``, and ``passes`` (:data:`TEMPLATE_MIN_TPR` /
     :data:`TEMPLATE_MAX_FPR` by the interval bounds) with ``reason`` when it does not."""
     s_clean, s_trig = template.scores(clean_images), template.scores(triggered_images)
-    out = {"kind": template.kind, "threshold": template.threshold, "n_clean": len(s_clean),
-           "n_triggered": len(s_trig)}
+    out = {"kind": template.kind, "threshold": template.threshold, "n_clean": len(s_clean), "n_triggered": len(s_trig)}
     for name, s in (("fpr", s_clean), ("tpr", s_trig)):
         k = int((s > template.threshold).sum())
         out[name] = k / max(len(s), 1)

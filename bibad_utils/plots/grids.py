@@ -189,8 +189,7 @@ def side_by_side_grids(grids: dict, nrow: int = 4, scale: int | None = None, tit
                         fontsize=10, weight="bold")
                 ax.text(0.5, 0.5, "no images", ha="center", va="center", fontsize=9, color="#555555")
                 continue
-            draw_grid(sub, wid, height, imgs, int(nrow), titles.get(name), str(name), scale,
-                       border_colors.get(name))
+            draw_grid(sub, wid, height, imgs, int(nrow), titles.get(name), str(name), scale, border_colors.get(name))
     return fig
 
 
@@ -226,8 +225,7 @@ def pairs_figure(gen, train, sims, scale: int | None = None, gen_label: str = "g
                 top.set_ylabel(gen_label, fontsize=8)
                 bottom.set_ylabel(train_label, fontsize=8)
         if title is not None:
-            fig.suptitle(title, y=1 - grid.suptitle_h * 0.5 / grid.height, va="center", fontsize=10,
-                         weight="bold")
+            fig.suptitle(title, y=1 - grid.suptitle_h * 0.5 / grid.height, va="center", fontsize=10, weight="bold")
     return fig
 
 

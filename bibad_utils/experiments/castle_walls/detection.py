@@ -33,8 +33,7 @@ from bibad_utils.experiments.castle_walls.config import (CLASSIFIERS, SETS, SOUR
 from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_CD_AUROC
 from bibad_utils.experiments.castle_walls.stats import (auroc_or_nan, paper_at, auroc_difference,
                                                         auroc_interval, stratified_subset)
-from bibad_utils.experiments.castle_walls.victims import (all_class_set, classifier_key,
-                                                          trained_classifier)
+from bibad_utils.experiments.castle_walls.victims import all_class_set, classifier_key, trained_classifier
 from bibad_utils.metrics import wilson_interval
 from bibad_utils.progress import Bar
 from bibad_utils.stages import Cell
