@@ -147,8 +147,7 @@ def amplification(r_gen, r_train):
     return float(out) if out.ndim == 0 else out
 
 
-def g_table(trigger_pred, content_match, *, r_train: float | None = None, z: float = Z95,
-            **keys) -> dict:
+def g_table(trigger_pred, content_match, *, r_train: float | None = None, z: float = Z95, **keys) -> dict:
     """One tidy row for a results table: G1-G4 and r_gen with counts, ratios and Wilson intervals.
 
     Args:

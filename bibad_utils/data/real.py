@@ -174,8 +174,7 @@ def cached_arrays(cache_dir: Path, stem: str, n: int, image_size: int, fill, inf
     return images, labels
 
 
-def folder_dataset(name, split, files, labels, class_names, image_size, resize, cache_dir, num_workers,
-                    meta):
+def folder_dataset(name, split, files, labels, class_names, image_size, resize, cache_dir, num_workers, meta):
     from bibad_utils.data.base import ImageSet
 
     root = Path(meta["source"])

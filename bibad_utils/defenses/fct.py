@@ -42,8 +42,7 @@ def penultimate_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
                       "that is neither a ResNet nor a Sequential ending in Linear")
 
 
-def _supervised_contrastive_loss(z: torch.Tensor, labels: torch.Tensor,
-                                 temperature: float) -> torch.Tensor:
+def _supervised_contrastive_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
     """Supervised contrastive loss of L2-normalised features z [B, D] with int labels [B]."""
     sim = z @ z.T / temperature
     self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)

@@ -17,8 +17,7 @@ from bibad_utils.defenses.common import (STREAM_STRIP, batch_slices, check_devic
 SUPERIMPOSE = ("sum", "blend")
 
 
-def superimpose(x01: torch.Tensor, overlays01: torch.Tensor, mode: str = "sum",
-                alpha: float = 0.5) -> torch.Tensor:
+def superimpose(x01: torch.Tensor, overlays01: torch.Tensor, mode: str = "sum", alpha: float = 0.5) -> torch.Tensor:
     """Superimpose ``overlays01`` on ``x01`` (both in the [0, 1] image domain, same shape).
 
     ``sum``: clip(x + x_r, 0, 1), the reference's superimposition; on light images most pixels

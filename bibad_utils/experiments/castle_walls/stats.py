@@ -95,8 +95,7 @@ def auroc_interval(scores, truth, n_boot: int = 1000, seed: int = 0, alpha: floa
     return a, min(float(np.quantile(boots, alpha / 2)), hm_lo), max(float(np.quantile(boots, 1 - alpha / 2)), hm_hi)
 
 
-def auroc_difference(scores_a, truth_a, scores_b, truth_b, n_boot: int = 1000, seed: int = 0,
-                     alpha: float = 0.05):
+def auroc_difference(scores_a, truth_a, scores_b, truth_b, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
     """``AUROC(a) - AUROC(b)`` of two independent scored sets with a 1 - ``alpha`` interval: the union of
     the percentile interval of independent stratified bootstraps and the normal interval with the two
     Hanley-McNeil variances summed. Returns ``(d, lo, hi)`` in [-1, 1]; NaN if either is undefined."""
