@@ -13,8 +13,8 @@ from torch import nn
 
 from bibad_utils.base import ConfigError
 from bibad_utils.progress import Task
-from bibad_utils.defenses.common import (STREAM_DC, batch_slices, check_device, check_float, check_images,
-                                          check_int, eval_mode, take_float)
+from bibad_utils.defenses.common import (STREAM_DC, batch_slices, check_float, check_images, check_int, check_run,
+                                          eval_mode, take_float)
 
 
 def filtered_mean(values: torch.Tensor, p_filter: float) -> torch.Tensor:
@@ -196,9 +196,7 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
         classes = classes.astype(np.int64)
     n_cand = len(classes)
     stages = _check_adaptive(adaptive, n_levels, n_cand)
-    batch_size = check_int("batch_size", batch_size)
-    seed = check_int("seed", seed, minimum=0)
-    device = check_device(device)
+    batch_size, seed, device = check_run(batch_size, seed, device)
 
     errors = np.full((n, n_cand, n_levels), np.nan, dtype=np.float64)
     level_order = _spread_order(n_levels)
