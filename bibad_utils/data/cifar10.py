@@ -240,8 +240,7 @@ def load_cifar10(split: str = "train", root="data", image_size: int = 32, downlo
         keep = subset_positions(len(items), n_per_class, seed, split, label)
         chosen += [items[i] for i in keep]
         labels += [label] * len(keep)
-    if read is None:
-        read = chosen
+    read = chosen if read is None else read
     base = path.parent if kind == "zip" else path
     content = real.files_fingerprint(read, base)
     # what identifies each chosen image: its record number, its path under the folder, or its member name

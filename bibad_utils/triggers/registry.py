@@ -39,8 +39,7 @@ def validate_trigger_options(kind: str, options, image_size: int, prefix: str = 
     if kind not in TRIGGERS:
         raise ConfigError(f"{prefix}{kind}", options, f"options of a trigger kind in {list(TRIGGERS)}")
     spec = TRIGGERS[kind]
-    if options is None:
-        options = {}
+    options = {} if options is None else options
     if not isinstance(options, dict):
         raise ConfigError(f"{prefix}{kind}", options, f"a mapping of options among {list(spec.settable)}")
     out = dict(options)
