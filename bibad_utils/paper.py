@@ -230,10 +230,6 @@ def _ps(ps) -> str:
     return " / ".join(f"{100 * p:g}" for p in ps) + " %"
 
 
-def _nothing(attack, p) -> list[str]:
-    return []
-
-
 def _g_at(metric: str, head: str, one: bool):
     """The G1 / G2 numbers of the duplicates table at ``p``, per dataset (``one``: the random value alone)."""
     def at(attack, p):
@@ -406,7 +402,7 @@ def setting_text(key: str, *, attack: str | None = None, p: float | None = None)
     """The paper's numbers of claim family ``key`` at one setting (``attack``, ``p``; ImageNette first,
     then the other datasets: the family's ``at``), with the source; "" when the paper has no number there."""
     c = claim(key)
-    parts = (c.at or _nothing)(attack, p)
+    parts = c.at(attack, p) if c.at else []
     return "; ".join(parts) + f" [{SOURCES[c.source]}]" if parts else ""
 
 
