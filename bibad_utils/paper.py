@@ -226,10 +226,6 @@ def _pair(a: float, b: float, digits: int = 1) -> str:
     return f"{pct(a, digits)} -> {pct(b, digits)}"
 
 
-def _ps(ps) -> str:
-    return " / ".join(f"{100 * p:g}" for p in ps) + " %"
-
-
 def _g_at(metric: str, head: str, one: bool):
     """The G1 / G2 numbers of the duplicates table at ``p``, per dataset (``one``: the random value alone)."""
     def at(attack, p):
@@ -249,7 +245,8 @@ def _trojan_statement() -> str:
 
 def _amplification_statement() -> str:
     t = R_TRAIN["imagenette"]
-    return "r_gen > r_train; ImageNette r_train " + " / ".join(pct(v) for v in t.values()) + f" at p = {_ps(t)}"
+    ps = " / ".join(f"{100 * p:g}" for p in t)
+    return "r_gen > r_train; ImageNette r_train " + " / ".join(pct(v) for v in t.values()) + f" at p = {ps} %"
 
 
 def _amplification_at(attack, p) -> list[str]:

@@ -15,11 +15,7 @@ KIND_MODULES = ("badnets", "blend", "warp")
 _NOT_KINDS = {"base", "registry"}
 
 
-def _package_kinds() -> dict[str, TriggerKind]:
-    return registry_in_package(__file__, "KIND", TriggerKind, KIND_MODULES, _NOT_KINDS)
-
-
-TRIGGERS: dict[str, TriggerKind] = _package_kinds()
+TRIGGERS: dict[str, TriggerKind] = registry_in_package(__file__, "KIND", TriggerKind, KIND_MODULES, _NOT_KINDS)
 
 
 def register_trigger(kind: TriggerKind) -> TriggerKind:
