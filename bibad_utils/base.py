@@ -82,4 +82,3 @@ def registry_in_package(package_file, attr, cls: type, first=(), skip=(), unique
                                   f"a {field} no other module of the package declares")
         out[obj.name] = obj
     return out
-

@@ -110,8 +110,7 @@ def bench_pixel(device: torch.device, seconds: float, batch: int, sample_batch: 
         sync_device(device)
         spent = (time.perf_counter() - start) * 50 / sample_steps
         how = "" if sample_steps == 50 else f" (timed over {sample_steps} steps, scaled to 50)"
-        rows.append((f"DDIM 50 steps, w = {w:g}, batch {sample_batch}{how}",
-                     f"{sample_batch / spent:.1f} images/s"))
+        rows.append((f"DDIM 50 steps, w = {w:g}, batch {sample_batch}{how}", f"{sample_batch / spent:.1f} images/s"))
 
     xb = torch.randn(sample_batch, *model.latent_shape, generator=gen).to(device)
     yb = torch.as_tensor(labels, device=device)

@@ -148,8 +148,7 @@ def bench_levers(device: torch.device, seconds: float, batch: int = 64, threads=
     for b in sample_batches:
         labels = np.arange(b) % 10
         start = time.perf_counter()
-        sample_images(model, labels, np.arange(b), steps=4, guidance=3.0, batch_size=b, device=device,
-                      progress=False)
+        sample_images(model, labels, np.arange(b), steps=4, guidance=3.0, batch_size=b, device=device, progress=False)
         per = (time.perf_counter() - start) / 4
         rows.append((f"lever: DDIM step, w = 3, batch {b}, {threads[0]} thread(s)",
                      f"{b / per:.0f} images x steps/s; {load()}"))

@@ -45,8 +45,7 @@ def to_jsonable(obj: Any) -> Any:
         data = np.ascontiguousarray(obj)
         return {"array": str(data.dtype), "shape": list(data.shape),
                 "sha256": hashlib.sha256(data.tobytes()).hexdigest()}
-    raise ConfigError("artifact parameter", obj,
-                      "JSON-like data (numbers, strings, lists, dicts, paths, numpy arrays)")
+    raise ConfigError("artifact parameter", obj, "JSON-like data (numbers, strings, lists, dicts, paths, numpy arrays)")
 
 
 def file_sha256(path) -> str:
@@ -165,8 +164,6 @@ def check_file_structure(path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as err:
         return f"{path.name} cannot be read ({type(err).__name__}: {err})"
     return None
-
-
 
 
 def _atomic_target(path: Path) -> Path:

@@ -147,8 +147,7 @@ def amplification(r_gen, r_train):
     return float(out) if out.ndim == 0 else out
 
 
-def g_table(trigger_pred, content_match, *, r_train: float | None = None, z: float = Z95,
-            **keys) -> dict:
+def g_table(trigger_pred, content_match, *, r_train: float | None = None, z: float = Z95, **keys) -> dict:
     """One tidy row for a results table: G1-G4 and r_gen with counts, ratios and Wilson intervals.
 
     Args:
@@ -222,8 +221,7 @@ def auroc(scores, is_poisoned) -> float:
     if not np.isfinite(s).all():
         raise ConfigError("scores", "non-finite values", "finite detection scores")
     if y.all() or not y.any():
-        warnings.warn("auroc: only one class in is_poisoned; AUROC is undefined (nan)",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn("auroc: only one class in is_poisoned; AUROC is undefined (nan)", RuntimeWarning, stacklevel=2)
         return math.nan
     # Imported here: sklearn.metrics adds 0.5 s (after seaborn) to 2 s (after numpy and scipy only) to
     # the import of metrics (python -X importtime), which judges and every analysis import; only AUROC uses it.

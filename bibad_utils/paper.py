@@ -108,9 +108,7 @@ KINDS = ("paper claim", "control", "no paper number")
 
 def pct(x: float, digits: int = 1) -> str:
     """A fraction as a percentage text, e.g. ``pct(0.338) == "33.8 %"``; "n/a" for None / NaN."""
-    if x is None or not math.isfinite(float(x)):
-        return "n/a"
-    return f"{100 * float(x):.{digits}f} %"
+    return "n/a" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.{digits}f} %"
 
 
 def _same_p(a: float, b: float) -> bool:
@@ -187,9 +185,7 @@ def duplicates(p: float, metric: str, dataset: str = "imagenette") -> tuple[floa
 def g2_share(p: float, dataset: str = "imagenette") -> float | None:
     """G2 / (G1 + G2) of the paper's random-poisoning generations at ``p`` (from :data:`DUPLICATES`), or None."""
     g1, g2 = duplicates(p, "G1", dataset), duplicates(p, "G2", dataset)
-    if g1 is None or g2 is None:
-        return None
-    return g2[0] / (g1[0] + g2[0])
+    return None if g1 is None or g2 is None else g2[0] / (g1[0] + g2[0])
 
 
 def phase_points(dataset: str = "imagenette", n: int = N_TARGET_GENERATIONS) -> list[dict]:
@@ -230,14 +226,6 @@ def _pair(a: float, b: float, digits: int = 1) -> str:
     return f"{pct(a, digits)} -> {pct(b, digits)}"
 
 
-def _ps(ps) -> str:
-    return " / ".join(f"{100 * p:g}" for p in ps) + " %"
-
-
-def _nothing(attack, p) -> list[str]:
-    return []
-
-
 def _g_at(metric: str, head: str, one: bool):
     """The G1 / G2 numbers of the duplicates table at ``p``, per dataset (``one``: the random value alone)."""
     def at(attack, p):
@@ -257,7 +245,8 @@ def _trojan_statement() -> str:
 
 def _amplification_statement() -> str:
     t = R_TRAIN["imagenette"]
-    return "r_gen > r_train; ImageNette r_train " + " / ".join(pct(v) for v in t.values()) + f" at p = {_ps(t)}"
+    ps = " / ".join(f"{100 * p:g}" for p in t)
+    return "r_gen > r_train; ImageNette r_train " + " / ".join(pct(v) for v in t.values()) + f" at p = {ps} %"
 
 
 def _amplification_at(attack, p) -> list[str]:
@@ -410,7 +399,7 @@ def setting_text(key: str, *, attack: str | None = None, p: float | None = None)
     """The paper's numbers of claim family ``key`` at one setting (``attack``, ``p``; ImageNette first,
     then the other datasets: the family's ``at``), with the source; "" when the paper has no number there."""
     c = claim(key)
-    parts = (c.at or _nothing)(attack, p)
+    parts = c.at(attack, p) if c.at else []
     return "; ".join(parts) + f" [{SOURCES[c.source]}]" if parts else ""
 
 

@@ -53,11 +53,7 @@ def share_trend(points) -> dict:
     if var <= 0:
         return {"z": math.nan, "p_fall": math.nan, "k": len(rows)}
     zt = t / math.sqrt(var)
-    return {"z": zt, "p_fall": _norm_cdf(zt), "k": len(rows)}
-
-
-def _norm_cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2))
+    return {"z": zt, "p_fall": 0.5 * math.erfc(-zt / math.sqrt(2)), "k": len(rows)}
 
 
 PHASE_MIN_TRIGGERED = 10  # triggered generations a ratio needs before its G2 share enters Insight 2's test
@@ -149,7 +145,6 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
     if empty:
         reason = f"{empty_text}, left out (the DM did not learn the trigger there); {reason}"
     return {**out, "verdict": verdict, "reason": reason}
-
 
 
 __all__ = ["PHASE_MIN_TRIGGERED", "phase_transition", "share_trend"]

@@ -49,8 +49,7 @@ def choose_poison_indices(labels, target: int, ratio: float, seed: int, pool=Non
     max(labels) + 1).
     """
     labels = np.asarray(labels).astype(np.int64, copy=False).reshape(-1)
-    if num_classes is None:
-        num_classes = int(labels.max()) + 1 if len(labels) else 0
+    num_classes = (int(labels.max()) + 1 if len(labels) else 0) if num_classes is None else num_classes
     n_classes = int(num_classes)
     if not isinstance(ratio, (int, float, np.floating)) or not 0 <= ratio < 1:
         raise ConfigError("ratio", ratio, "a number in [0, 1)")
@@ -210,8 +209,7 @@ def poison_dataset(dataset: ImageSet, kind: str, ratio: float, target: int, seed
         if trigger is not None:
             raise ConfigError("trigger", trigger.kind, "None for the relabel control")
         return PoisonedSet(dataset, indices, target, kind, ratio, seed, pool=pool)
-    if trigger is None:
-        trigger = make_trigger(kind, dataset.image_size, seed=seed)
+    trigger = make_trigger(kind, dataset.image_size, seed=seed) if trigger is None else trigger
     if trigger.kind != kind or trigger.image_size != dataset.image_size:
         raise ConfigError("trigger", f"{trigger.kind} at {trigger.image_size} px",
                           f"a {kind} trigger for {dataset.image_size} px images")

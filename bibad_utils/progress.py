@@ -174,9 +174,7 @@ class Task:
     def rate(self) -> float | None:
         """Units per second since the task started (None before the first one)."""
         elapsed = self.clock() - self.started
-        if self.done <= self.first or elapsed <= 0:
-            return None
-        return (self.done - self.first) / elapsed
+        return None if self.done <= self.first or elapsed <= 0 else (self.done - self.first) / elapsed
 
     def state(self) -> dict:
         rate = self.rate

@@ -234,10 +234,7 @@ def generate_sets(model, class_counts, target: int, *, n_target: int, n_all: int
     guidance_list = list(guidance_list)
     if not guidance_list:
         raise ConfigError("guidance_list", guidance_list, "a non-empty list of guidance scales w >= 0")
-    plan = {
-        "target": np.full(n_target, int(target), dtype=np.int64),
-        "all": class_mix(counts, n_all),
-    }
+    plan = {"target": np.full(n_target, int(target), dtype=np.int64), "all": class_mix(counts, n_all)}
     scales = {"target": guidance_list, "all": guidance_list if guidance_all is None else [guidance_all]}
     out: dict = {name: {} for name in SET_NAMES}
     for name in SET_NAMES:

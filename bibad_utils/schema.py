@@ -222,8 +222,7 @@ class Section:
         """Check ``values`` (a mapping; null reads as empty) and return the section to keep: a copy, with
         the defaults written in when ``fill``. Raises ConfigError on the first bad key."""
         prefix = self.name if prefix is None else prefix
-        if values is None:
-            values = {}
+        values = {} if values is None else values
         if not isinstance(values, dict):
             raise ConfigError(prefix, short(values), "a mapping of parameters")
         fields = self.field_map()

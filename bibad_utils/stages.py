@@ -151,10 +151,7 @@ class Study:
 
     def control_cells(self) -> list[Cell]:
         """The controls of the profile: clean (p = 0) and relabel-only at the largest p."""
-        out = []
-        for c in self.cfg.controls:
-            out.append(Cell("clean") if c == "clean" else Cell("relabel", self.top_ratio()))
-        return out
+        return [Cell("clean") if c == "clean" else Cell("relabel", self.top_ratio()) for c in self.cfg.controls]
 
     def cells(self, with_seeds: bool = False) -> list[Cell]:
         """Controls first, then the grid; ``with_seeds``: each cell followed by its other training-seed
@@ -188,9 +185,7 @@ class Study:
         """Indices of duplicated training images (planted groups of the procedural dataset, or groups
         found by the memorization stage's embedding for real data); None if there are none."""
         groups = self.duplicate_groups()
-        if not groups:
-            return None
-        return duplicate_pool(groups)
+        return duplicate_pool(groups) if groups else None
 
     def duplicate_groups(self) -> list[list[int]]:
         """Near-duplicate groups of the training set: the planted ground truth when the dataset has
@@ -208,8 +203,7 @@ class Study:
             return []
 
         def build(art):
-            emb = embed(self.train_set.images, params["embedding"], device=self.device,
-                        weights_path=mem.weights_path)
+            emb = embed(self.train_set.images, params["embedding"], device=self.device, weights_path=mem.weights_path)
             st.save_json(art.dir / "groups.json", find_duplicate_groups(emb, params["threshold"]))
 
         path = self.store.cached("duplicates", params, [self.data_key], build, device=str(self.device))
@@ -226,8 +220,7 @@ class Study:
         elif cell.pool != "random":
             raise ConfigError("cell.pool", cell.pool, " | ".join(POOLS))
         trigger = self.trigger(cell.kind) if cell.trigger_kind else None
-        return poison_dataset(self.train_set, cell.kind, cell.ratio, self.target, self.seed,
-                              trigger=trigger, pool=pool)
+        return poison_dataset(self.train_set, cell.kind, cell.ratio, self.target, self.seed, trigger=trigger, pool=pool)
 
     def poison_key(self, cell: Cell) -> str:
         """Key of the poisoned training set of ``cell`` (its manifest is written to the store)."""
@@ -387,8 +380,7 @@ class Study:
         def build(art):
             choose_threads()
             model = self.model(cell)
-            kw = dict(steps=s.steps, eta=s.eta, batch_size=s.batch_size, device=self.device,
-                      progress=self.progress)
+            kw = dict(steps=s.steps, eta=s.eta, batch_size=s.batch_size, device=self.device, progress=self.progress)
             started = time.perf_counter()
             plans = [("target", w, np.full(s.n_target, self.target, np.int64)) for w in self.target_guidances(cell)]
             mix = class_mix(self.train_set.class_counts(), s.n_all)
@@ -410,18 +402,7 @@ class Study:
     def generations(self, cell: Cell | None) -> dict[tuple[str, float], GenSet]:
         """``{(set name, w): GenSet}`` of ``cell``'s DM, for its target and all-class guidance plans."""
         path = self.store.path("generate", self.generation_key(cell))
-        out = {}
-        for w in self.target_guidances(cell):
-            out[("target", w)] = self._load_gen(path / f"target_w{w:g}", "target", w, cell)
-        for w in self.all_guidances(cell):
-            out[("all", w)] = self._load_gen(path / f"all_w{w:g}", "all", w, cell)
-        return out
-
-    @staticmethod
-    def _load_gen(folder: Path, name, w, cell) -> GenSet:
-        return GenSet(st.load_array(folder / "images.npy"), st.load_array(folder / "labels.npy"), name, w, cell)
-
-    def generation_seconds(self, cell: Cell | None) -> float:
-        path = self.store.path("generate", self.generation_key(cell))
-        return float(st.load_json(path / "timing.json")["wall_time_s"])
-
+        plans = [("target", w) for w in self.target_guidances(cell)] + [("all", w) for w in self.all_guidances(cell)]
+        return {(name, w): GenSet(st.load_array(path / f"{name}_w{w:g}" / "images.npy"),
+                                  st.load_array(path / f"{name}_w{w:g}" / "labels.npy"), name, w, cell)
+                for name, w in plans}

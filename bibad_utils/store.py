@@ -227,8 +227,7 @@ class ArtifactStore:
         folder = self.root / stage
         if not folder.is_dir():
             return []
-        return sorted(p.name for p in folder.iterdir()
-                      if not p.name.startswith(".") and (p / MANIFEST).is_file())
+        return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
 
     @contextmanager
     def build(self, stage: str, params: dict, inputs=(), device: str | None = None) -> Iterator[Artifact]:

@@ -280,8 +280,7 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
                     ema[k].copy_(live[k])
             else:
                 decay = min(ema_decay, (1 + step) / (10 + step))
-                torch._foreach_lerp_([ema[k] for k in float_keys], [live[k].float() for k in float_keys],
-                                     1.0 - decay)
+                torch._foreach_lerp_([ema[k] for k in float_keys], [live[k].float() for k in float_keys], 1.0 - decay)
             for k in other_keys:
                 ema[k].copy_(live[k])
 

@@ -119,9 +119,7 @@ def at_exposure(verdict: str, epochs: float) -> tuple[str, str]:
     the reason; every other verdict stands (a positive result at a lower exposure still shows the effect).
     Returns ``(verdict, reason)`` ("" when unchanged)."""
     check = exposure_check(epochs)
-    if verdict == "not reproduced" and not check.ok:
-        return "not tested", check.reason
-    return verdict, ""
+    return ("not tested", check.reason) if verdict == "not reproduced" and not check.ok else (verdict, "")
 
 
 def first_failed(*checks: Check) -> Check | None:
@@ -135,9 +133,7 @@ def mde_from_interval(lo: float, hi: float, *, z: float = Z95, power_z: float = 
     """Minimum detectable effect of a test whose estimate has the two-sided ``z`` interval ``[lo, hi]``:
     the true effect that the interval would exclude zero for with the power of ``power_z`` (80 %),
     ``(z + power_z) * se`` with ``se = (hi - lo) / (2 z)``. NaN without a finite interval."""
-    if not _finite(lo, hi) or hi < lo:
-        return math.nan
-    return (z + power_z) * (hi - lo) / (2 * z)
+    return math.nan if not _finite(lo, hi) or hi < lo else (z + power_z) * (hi - lo) / (2 * z)
 
 
 def mde_two_proportions(p0: float, n1: int, n0: int, *, z: float = Z95, power_z: float = Z_POWER80) -> float:
@@ -291,4 +287,3 @@ def rows_of(rows, keys, metric: str | None = None) -> list[dict]:
     ``metric``: rows are chosen by key, never by the wording of their claim."""
     keys = {keys} if isinstance(keys, str) else set(keys)
     return [r for r in rows if r.get("key") in keys and (metric is None or str(r.get("metric", "")).startswith(metric))]
-

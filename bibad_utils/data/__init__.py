@@ -70,9 +70,7 @@ def dataset_fingerprint(name: str, root=None, **options) -> dict | None:
     if spec.source_files is None:
         return None
     found = spec.source_files(default_data_root() if root is None else Path(root), **options)
-    if found is None or not found[1]:
-        return None
-    return real.files_fingerprint(found[1], found[0])
+    return None if found is None or not found[1] else real.files_fingerprint(found[1], found[0])
 
 
 def dataset_from_config(cfg: dict, split: str = "train", seed: int = 0) -> ImageSet:

@@ -81,9 +81,7 @@ class ImageSet:
         if not isinstance(self.images, np.ndarray):
             self.images = np.asarray(self.images)
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise ConfigError(
-                "images", f"{self.images.dtype} array of shape {self.images.shape}", "uint8 [N, H, W, 3]"
-            )
+            raise ConfigError("images", f"{self.images.dtype} array of shape {self.images.shape}", "uint8 [N, H, W, 3]")
         self.labels = np.asarray(self.labels).astype(np.int64, copy=False).reshape(-1)
         if len(self.labels) != len(self.images):
             raise ConfigError("labels", f"{len(self.labels)} labels", f"one per image ({len(self.images)})")
@@ -146,8 +144,7 @@ class ImageSet:
             position = {int(old): new for new, old in enumerate(idx)}
             groups = [[position[i] for i in g if i in position] for g in meta["duplicate_groups"]]
             meta["duplicate_groups"] = [g for g in groups if len(g) > 1]
-        return ImageSet(np.array(self.images[idx]), self.labels[idx].copy(), list(self.class_names),
-                        self.name, meta)
+        return ImageSet(np.array(self.images[idx]), self.labels[idx].copy(), list(self.class_names), self.name, meta)
 
 
 def default_data_root() -> Path:

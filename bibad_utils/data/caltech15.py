@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bibad_utils.base import ConfigError
-from bibad_utils.data.real import folder_dataset, check_common, check_real_options, image_files
+from bibad_utils.data.real import folder_dataset, check_common, check_real_options, image_files, rooted_loader
 from bibad_utils.data.registry import DatasetSpec
 
 CALTECH15_CLASSES = ("horse", "billiard", "binocular", "ladder", "motorbike", "mushroom", "people", "t-shirt",
@@ -101,13 +101,6 @@ def load_caltech15(split: str = "train", root="data", image_size: int = 256, dow
                            cache_dir, num_workers, meta)
 
 
-def _load(split="train", root=None, image_size=None, seed=0, download=False, **options):
-    from bibad_utils.data.base import default_data_root
-
-    kwargs = {} if image_size is None else {"image_size": image_size}
-    return load_caltech15(split, default_data_root() if root is None else Path(root), download=download, seed=seed,
-                          **kwargs, **options)
-
-
-DATASET = DatasetSpec("caltech15", len(CALTECH15_CLASSES), _load, load_caltech15, source_files=source_files,
-                      check_options=check_real_options, summary="15 Caltech-256 classes (the paper's second dataset)")
+DATASET = DatasetSpec("caltech15", len(CALTECH15_CLASSES), rooted_loader(load_caltech15), load_caltech15,
+                      source_files=source_files, check_options=check_real_options,
+                      summary="15 Caltech-256 classes (the paper's second dataset)")

@@ -210,10 +210,7 @@ def load_cifar10(split: str = "train", root="data", image_size: int = 32, downlo
     """
     from bibad_utils.data.base import ImageSet
 
-    real.check_common(split, image_size, resize)
-    if n_per_class is not None and (isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer))
-                                    or n_per_class < 1):
-        raise ConfigError("n_per_class", n_per_class, "a positive integer (images per class) or null (all)")
+    real.check_common(split, image_size, resize, n_per_class=n_per_class)
     root = Path(root)
     found = find_cifar10(root)
     if found is None and download:
@@ -243,8 +240,7 @@ def load_cifar10(split: str = "train", root="data", image_size: int = 32, downlo
         keep = subset_positions(len(items), n_per_class, seed, split, label)
         chosen += [items[i] for i in keep]
         labels += [label] * len(keep)
-    if read is None:
-        read = chosen
+    read = chosen if read is None else read
     base = path.parent if kind == "zip" else path
     content = real.files_fingerprint(read, base)
     # what identifies each chosen image: its record number, its path under the folder, or its member name
@@ -274,15 +270,8 @@ def load_cifar10(split: str = "train", root="data", image_size: int = 32, downlo
             except real.ImageReadError as err:
                 raise real.ImageReadError(f"cannot read image {chosen[i]} of {path}: {err.__cause__}") from err
 
-        try:
-            if num_workers > 1 and archive is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(num_workers) as pool:
-                    list(pool.map(one, range(len(chosen))))
-            else:  # one reader: a ZipFile is not shared across threads
-                for i in range(len(chosen)):
-                    one(i)
+        try:  # one reader of a zip: a ZipFile is not shared across threads
+            real.run_each(one, len(chosen), num_workers if archive is None else 0)
         finally:
             if archive is not None:
                 archive.close()
@@ -298,14 +287,6 @@ def load_cifar10(split: str = "train", root="data", image_size: int = 32, downlo
     return ImageSet(images, cached_labels, list(CIFAR10_CLASSES), "cifar10", meta)
 
 
-def _load(split="train", root=None, image_size=None, seed=0, download=False, **options):
-    from bibad_utils.data.base import default_data_root
-
-    kwargs = {} if image_size is None else {"image_size": image_size}
-    return load_cifar10(split, default_data_root() if root is None else Path(root), download=download, seed=seed,
-                        **kwargs, **options)
-
-
-DATASET = DatasetSpec("cifar10", len(CIFAR10_CLASSES), _load, load_cifar10, per_class=True, source_files=source_files,
-                      check_options=real.check_real_options,
+DATASET = DatasetSpec("cifar10", len(CIFAR10_CLASSES), real.rooted_loader(load_cifar10), load_cifar10, per_class=True,
+                      source_files=source_files, check_options=real.check_real_options,
                       summary="CIFAR-10 (the paper's pixel-DDPM and diffusion-classifier setting)")

@@ -226,10 +226,7 @@ def load_imagenette(split: str = "train", root="data", image_size: int = 512, do
     from bibad_utils.data.base import ImageSet, default_data_root
 
     _check_variant(variant)
-    real.check_common(split, image_size, resize, tuple(IMAGENETTE_SPLITS))
-    if n_per_class is not None and (isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer))
-                                    or n_per_class < 1):
-        raise ConfigError("n_per_class", n_per_class, "a positive integer (images per class) or null (all)")
+    real.check_common(split, image_size, resize, tuple(IMAGENETTE_SPLITS), n_per_class)
     root = Path(root)
     found = find_imagenette(root, variant)
     if found is None and download:
@@ -273,14 +270,7 @@ def load_imagenette(split: str = "train", root="data", image_size: int = 512, do
             out[i], modes[i] = read(items[i], image_size, resize)
 
         try:
-            if num_workers > 1:
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(num_workers) as pool:
-                    list(pool.map(one, range(len(items))))
-            else:
-                for i in range(len(items)):
-                    one(i)
+            real.run_each(one, len(items), num_workers)
         finally:
             close()
         converted = [i for i, m in enumerate(modes) if m != "RGB"]
@@ -310,14 +300,6 @@ def check_options(options: dict, image_size, n_per_class=None, n_test_per_class=
                           " | ".join(IMAGENETTE_VARIANTS) + " | null (the first copy found)")
 
 
-def _load(split="train", root=None, image_size=None, seed=0, download=False, **options):
-    from bibad_utils.data.base import default_data_root
-
-    kwargs = {} if image_size is None else {"image_size": image_size}
-    return load_imagenette(split, default_data_root() if root is None else Path(root), download=download, seed=seed,
-                           **kwargs, **options)
-
-
-DATASET = DatasetSpec("imagenette", len(IMAGENETTE_CLASSES), _load, load_imagenette, per_class=True,
-                      source_files=source_files, check_options=check_options,
+DATASET = DatasetSpec("imagenette", len(IMAGENETTE_CLASSES), real.rooted_loader(load_imagenette), load_imagenette,
+                      per_class=True, source_files=source_files, check_options=check_options,
                       summary="ImageNette (the paper's main dataset and target)")

@@ -92,14 +92,10 @@ def _shape(label: int, u: np.ndarray, v: np.ndarray):
     return _heart(u, v), None
 
 
-def _supersampling(image_size: int) -> int:
-    return 4 if image_size <= 64 else 2 if image_size <= 256 else 1
-
-
 def _render(labels, cx, cy, radius, angle, image_size, chunk_points=1 << 22):
     """Coverage and secondary-colour coverage, float32 [N, H, W] in [0, 1], of every image's shape."""
     n = len(labels)
-    ss = _supersampling(image_size)
+    ss = 4 if image_size <= 64 else 2 if image_size <= 256 else 1  # supersampling factor
     side = image_size * ss
     grid = (np.arange(side, dtype=np.float32) + 0.5) / side
     gy, gx = np.meshgrid(grid, grid, indexing="ij")

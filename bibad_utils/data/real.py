@@ -32,13 +32,26 @@ class ImageReadError(OSError):
     """An image file of a dataset could not be decoded; the message names the file."""
 
 
-def check_common(split, image_size, resize, splits=("train", "test")):
+def check_common(split, image_size, resize, splits=("train", "test"), n_per_class=None):
     if split not in splits:
         raise ConfigError("split", split, " | ".join(splits))
     if not isinstance(image_size, (int, np.integer)) or image_size < 8:
         raise ConfigError("image_size", image_size, "an integer >= 8 (pixels)")
     if resize not in RESIZE_MODES:
         raise ConfigError("resize", resize, " | ".join(RESIZE_MODES))
+    if n_per_class is not None and (isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer))
+                                    or n_per_class < 1):
+        raise ConfigError("n_per_class", n_per_class, "a positive integer (images per class) or null (all)")
+
+
+def run_each(one, n: int, num_workers: int) -> None:
+    """``one(i)`` for i in 0 .. n - 1: on ``num_workers`` threads when more than one, else in order."""
+    if num_workers > 1:
+        with ThreadPoolExecutor(num_workers) as pool:
+            list(pool.map(one, range(n)))
+    else:
+        for i in range(n):
+            one(i)
 
 
 def read_image(path, image_size: int, resize: str = "center_crop") -> np.ndarray:
@@ -161,8 +174,7 @@ def cached_arrays(cache_dir: Path, stem: str, n: int, image_size: int, fill, inf
     return images, labels
 
 
-def folder_dataset(name, split, files, labels, class_names, image_size, resize, cache_dir, num_workers,
-                    meta):
+def folder_dataset(name, split, files, labels, class_names, image_size, resize, cache_dir, num_workers, meta):
     from bibad_utils.data.base import ImageSet
 
     root = Path(meta["source"])
@@ -178,18 +190,25 @@ def folder_dataset(name, split, files, labels, class_names, image_size, resize, 
         def one(i):
             out[i] = read_image(files[i], image_size, resize)
 
-        if num_workers > 1:
-            with ThreadPoolExecutor(num_workers) as pool:
-                list(pool.map(one, range(len(files))))
-        else:
-            for i in range(len(files)):
-                one(i)
+        run_each(one, len(files), num_workers)
         return labels
 
     images, cached_labels = cached_arrays(Path(cache_dir), stem, len(files), image_size, fill, info)
     meta = {**meta, "split": split, "image_size": image_size, "resize": resize, "n_files": len(files),
             "cache": str(cache_paths(Path(cache_dir), stem)[0]), "files_fingerprint": content}
     return ImageSet(images, cached_labels, list(class_names), name, meta)
+
+
+def rooted_loader(load):
+    """A :class:`~bibad_utils.data.DatasetSpec`'s ``load`` for a loader of files under a root: ``load`` with
+    ``root`` None read as :func:`~bibad_utils.data.default_data_root` and ``image_size`` None as its default."""
+    def load_from_root(split="train", root=None, image_size=None, seed=0, download=False, **options):
+        from bibad_utils.data.base import default_data_root
+
+        kwargs = {} if image_size is None else {"image_size": image_size}
+        return load(split, default_data_root() if root is None else Path(root), download=download, seed=seed,
+                    **kwargs, **options)
+    return load_from_root
 
 
 def image_files(folder: Path) -> list[Path]:

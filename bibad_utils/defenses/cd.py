@@ -14,8 +14,7 @@ from bibad_utils.base import ConfigError
 from bibad_utils.defenses.detector import Detector, option_checker
 from bibad_utils.schema import is_number
 from bibad_utils.defenses.common import (STREAM_CD, batch_slices, check_device, check_float, check_images,
-                                          check_int, eval_mode, stream_rng, take_float)
-
+                                          check_int, check_run, eval_mode, stream_rng, take_float)
 
 
 def _total_variation(mask: torch.Tensor) -> torch.Tensor:
@@ -73,9 +72,7 @@ def cd_scores(f: nn.Module, images, *, steps: int = 100, lr: float = 0.1,
     n, (c, h, w) = check_images("images", images)
     steps, lr, betas, gamma, beta = _check_cd_options(steps, lr, betas, gamma, beta).values()
     logit_scale = check_float("logit_scale", logit_scale, 0.0, math.inf, open_low=True)
-    batch_size = check_int("batch_size", batch_size)
-    seed = check_int("seed", seed, minimum=0)
-    device = check_device(device)
+    batch_size, seed, device = check_run(batch_size, seed, device)
 
     scores = np.empty(n, dtype=np.float64)
     masks = np.empty((n, h, w), dtype=np.float32) if return_masks else None
@@ -106,7 +103,6 @@ def cd_scores(f: nn.Module, images, *, steps: int = 100, lr: float = 0.1,
             if return_masks:
                 masks[start:stop] = mask[:, 0].cpu().numpy()
     return (scores, masks) if return_masks else scores
-
 
 
 def mean_max_logit(f: nn.Module, images, *, batch_size: int = 256, device="cpu") -> float:

@@ -45,21 +45,24 @@ def check_device(device):
         raise ConfigError("device", device, "a torch device such as 'cpu' or 'cuda'") from err
 
 
+def check_run(batch_size, seed, device) -> tuple[int, int, torch.device]:
+    """(batch_size, seed, device) of a detector's run, checked: an integer >= 1, an integer >= 0, a torch device."""
+    return check_int("batch_size", batch_size), check_int("seed", seed, minimum=0), check_device(device)
+
+
 def check_images(name, images):
     """Validate an image collection; return (N, (C, H, W))."""
+    expected = "a float tensor [N, C, H, W] in [-1, 1] or a uint8 array [N, H, W, C]"
     if isinstance(images, torch.Tensor):
         if images.ndim != 4 or not images.is_floating_point():
-            raise ConfigError(name, f"tensor {tuple(images.shape)} {images.dtype}",
-                              "a float tensor [N, C, H, W] in [-1, 1] or a uint8 array [N, H, W, C]")
+            raise ConfigError(name, f"tensor {tuple(images.shape)} {images.dtype}", expected)
         n, c, h, w = images.shape
     elif isinstance(images, np.ndarray):
         if images.ndim != 4 or images.dtype != np.uint8:
-            raise ConfigError(name, f"array {images.shape} {images.dtype}",
-                              "a float tensor [N, C, H, W] in [-1, 1] or a uint8 array [N, H, W, C]")
+            raise ConfigError(name, f"array {images.shape} {images.dtype}", expected)
         n, h, w, c = images.shape
     else:
-        raise ConfigError(name, type(images).__name__,
-                          "a float tensor [N, C, H, W] in [-1, 1] or a uint8 array [N, H, W, C]")
+        raise ConfigError(name, type(images).__name__, expected)
     if n == 0:
         raise ConfigError(name, "an empty collection", "at least one image")
     return int(n), (int(c), int(h), int(w))
@@ -96,4 +99,3 @@ def eval_mode(*modules):
 def batch_slices(n, batch_size):
     for start in range(0, n, batch_size):
         yield start, min(n, start + batch_size)
-

@@ -13,9 +13,8 @@ from torch import nn
 
 from bibad_utils.base import ConfigError
 from bibad_utils.progress import Task
-from bibad_utils.defenses.common import (STREAM_DC, batch_slices, check_device, check_float, check_images,
-                                          check_int, eval_mode, take_float)
-
+from bibad_utils.defenses.common import (STREAM_DC, batch_slices, check_float, check_images, check_int, check_run,
+                                          eval_mode, take_float)
 
 
 def filtered_mean(values: torch.Tensor, p_filter: float) -> torch.Tensor:
@@ -63,8 +62,7 @@ def _check_adaptive_shape(name, adaptive, n_levels, n_classes=None):
         stages = [(a, b) for a, b in adaptive]
     except (TypeError, ValueError) as err:
         raise ConfigError(name, adaptive, allowed) from err
-    ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-               for pair in stages for v in pair)
+    ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for pair in stages for v in pair)
     if (not ints or not stages or any(s < 1 for s, _ in stages)
             or sum(s for s, _ in stages) > n_levels or any(k < 1 for _, k in stages)
             or (n_classes is not None and any(k > n_classes for _, k in stages))
@@ -179,8 +177,7 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
         if (timesteps.ndim != 1 or len(timesteps) == 0
                 or not np.issubdtype(timesteps.dtype, np.integer)
                 or timesteps.min() < 0 or timesteps.max() >= n_train_steps):
-            raise ConfigError("timesteps", timesteps.tolist(),
-                              f"a non-empty list of integers in [0, {n_train_steps})")
+            raise ConfigError("timesteps", timesteps.tolist(), f"a non-empty list of integers in [0, {n_train_steps})")
         if n_levels is not None and n_levels != len(timesteps):
             raise ConfigError("n_levels", n_levels, f"len(timesteps) = {len(timesteps)}")
         timesteps = timesteps.astype(np.int64)
@@ -199,9 +196,7 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
         classes = classes.astype(np.int64)
     n_cand = len(classes)
     stages = _check_adaptive(adaptive, n_levels, n_cand)
-    batch_size = check_int("batch_size", batch_size)
-    seed = check_int("seed", seed, minimum=0)
-    device = check_device(device)
+    batch_size, seed, device = check_run(batch_size, seed, device)
 
     errors = np.full((n, n_cand, n_levels), np.nan, dtype=np.float64)
     level_order = _spread_order(n_levels)
@@ -242,8 +237,7 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
                         errors[start + b, alive[b], lv] = err[row]
                 if keep < k:
                     evaluated = level_order[:done]
-                    means = np.take_along_axis(errors[start:stop][:, :, evaluated].mean(axis=2),
-                                               alive, axis=1)
+                    means = np.take_along_axis(errors[start:stop][:, :, evaluated].mean(axis=2), alive, axis=1)
                     best = np.argsort(means, axis=1, kind="stable")[:, :keep]
                     alive = np.sort(np.take_along_axis(alive, best, axis=1), axis=1)
             means = np.take_along_axis(np.nanmean(errors[start:stop], axis=2), alive, axis=1)
@@ -254,4 +248,3 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
         return predictions
     return predictions, {"errors": errors, "classes": classes, "timesteps": timesteps,
                          "unet_evals": unet_evals, "seconds": time.perf_counter() - started}
-

@@ -16,9 +16,8 @@ from torch import nn
 from bibad_utils.base import ConfigError
 from bibad_utils.defenses.detector import Detector, option_checker
 from bibad_utils.schema import is_int
-from bibad_utils.defenses.common import (STREAM_FCT_FINETUNE, STREAM_FCT_TRANSFORM, batch_slices, check_device,
-                                          check_float, check_images, check_int, eval_mode, stream_rng, take_float)
-
+from bibad_utils.defenses.common import (STREAM_FCT_FINETUNE, STREAM_FCT_TRANSFORM, batch_slices, check_float,
+                                          check_images, check_int, check_run, eval_mode, stream_rng, take_float)
 
 
 def penultimate_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -43,8 +42,7 @@ def penultimate_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
                       "that is neither a ResNet nor a Sequential ending in Linear")
 
 
-def _supervised_contrastive_loss(z: torch.Tensor, labels: torch.Tensor,
-                                 temperature: float) -> torch.Tensor:
+def _supervised_contrastive_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
     """Supervised contrastive loss of L2-normalised features z [B, D] with int labels [B]."""
     sim = z @ z.T / temperature
     self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
@@ -123,18 +121,13 @@ def _check_fct_options(finetune_steps, finetune_lr, finetune_batch_size, tempera
     if finetune_optimizer not in FCT_OPTIMIZERS:
         raise ConfigError("finetune_optimizer", finetune_optimizer, " | ".join(FCT_OPTIMIZERS))
     return {
-        "finetune_epochs": None if finetune_epochs is None else check_int("finetune_epochs", finetune_epochs,
-                                                                            minimum=1),
+        "finetune_epochs": None if finetune_epochs is None else check_int("finetune_epochs", finetune_epochs, 1),
         "finetune_optimizer": finetune_optimizer,
         "finetune_steps": check_int("finetune_steps", finetune_steps, minimum=0),
-        "finetune_lr": check_float("finetune_lr", finetune_lr, 0.0, math.inf,
-                                    open_low=True),
-        "finetune_batch_size": check_int("finetune_batch_size", finetune_batch_size,
-                                          minimum=2),
-        "temperature": check_float("temperature", temperature, 0.0, math.inf,
-                                    open_low=True),
-        "max_rotation": check_float("max_rotation", max_rotation, 0.0, 180.0,
-                                     closed_high=True),
+        "finetune_lr": check_float("finetune_lr", finetune_lr, 0.0, math.inf, open_low=True),
+        "finetune_batch_size": check_int("finetune_batch_size", finetune_batch_size, minimum=2),
+        "temperature": check_float("temperature", temperature, 0.0, math.inf, open_low=True),
+        "max_rotation": check_float("max_rotation", max_rotation, 0.0, 180.0, closed_high=True),
         "max_translate": check_float("max_translate", max_translate, 0.0, 0.5)}
 
 
@@ -144,9 +137,7 @@ def _prepare(f, images, train_images, train_labels, feature_fn, batch_size, seed
     if (train_images is None) != (train_labels is None):
         raise ConfigError("train_labels", "given without train_images" if train_images is None
                           else None, "train_images and train_labels both given or both None")
-    batch_size = check_int("batch_size", batch_size)
-    seed = check_int("seed", seed, minimum=0)
-    device = check_device(device)
+    batch_size, seed, device = check_run(batch_size, seed, device)
     feature_fn = penultimate_features if feature_fn is None else feature_fn
     if not callable(feature_fn):
         raise ConfigError("feature_fn", feature_fn, "a callable feature_fn(model, x) -> [N, D]")
@@ -154,13 +145,10 @@ def _prepare(f, images, train_images, train_labels, feature_fn, batch_size, seed
     if train_images is not None:
         m, train_shape = check_images("train_images", train_images)
         if train_shape != shape:
-            raise ConfigError("train_images", f"images of shape {train_shape}",
-                              f"images of shape {shape}")
-        labels = np.asarray(train_labels.cpu() if isinstance(train_labels, torch.Tensor)
-                            else train_labels)
+            raise ConfigError("train_images", f"images of shape {train_shape}", f"images of shape {shape}")
+        labels = np.asarray(train_labels.cpu() if isinstance(train_labels, torch.Tensor) else train_labels)
         if labels.shape != (m,) or not np.issubdtype(labels.dtype, np.integer):
-            raise ConfigError("train_labels", f"array {labels.shape} {labels.dtype}",
-                              f"integer labels of shape ({m},)")
+            raise ConfigError("train_labels", f"array {labels.shape} {labels.dtype}", f"integer labels of shape ({m},)")
     return n, feature_fn, labels, batch_size, seed, device
 
 
@@ -253,10 +241,8 @@ def fct_variant_scores(f: nn.Module, images, *, train_images=None, train_labels=
     with eval_mode(model), torch.no_grad():
         for start, stop in batch_slices(n, batch_size):
             x = take_float(images, slice(start, stop), device)
-            draws = np.stack([stream_rng(seed, STREAM_FCT_TRANSFORM, i).uniform(-1.0, 1.0, size=3)
-                              for i in range(start, stop)])
-            draws = torch.from_numpy(draws).float().to(device)
-            moved = _random_affine(x, draws[:, 0] * opts["max_rotation"], draws[:, 1:] * opts["max_translate"])
+            moved = reference_transform(x, seed, start, max_rotation=opts["max_rotation"],  # mid-grey, bilinear
+                                        max_translate=opts["max_translate"], fill=0.0, mode="bilinear")
             z = F.normalize(feature_fn(model, x).float(), dim=1)
             z_moved = F.normalize(feature_fn(model, moved).float(), dim=1)
             scores[start:stop] = (z - z_moved).norm(dim=1).double().cpu().numpy()

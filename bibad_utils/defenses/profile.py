@@ -33,8 +33,7 @@ DEVIATIONS = {"CD": {"logit_calibration": "clean_heldout", "logit_reference": 20
 
 
 def _mapping(what: str) -> Field:
-    return Field("value", default={}, nullable=True, test=lambda v: isinstance(v, dict),
-                 allowed=f"a mapping of {what}")
+    return Field("value", default={}, nullable=True, test=lambda v: isinstance(v, dict), allowed=f"a mapping of {what}")
 
 
 CD_SENSITIVITY_ALLOWED = "a list of distinct values, each null (no calibration) or a number > 0"

@@ -18,12 +18,8 @@ BUILT_IN = ("cd", "strip", "fct")
 _NOT_DETECTORS = {"common", "detector", "registry", "profile", "diffusion_classifier"}
 
 
-def _package_detectors() -> dict[str, Detector]:
-    return registry_in_package(__file__, ("DETECTOR", "DETECTORS"), Detector, BUILT_IN, _NOT_DETECTORS,
-                               unique=("name", "key"))
-
-
-DETECTORS: dict[str, Detector] = _package_detectors()
+DETECTORS: dict[str, Detector] = registry_in_package(__file__, ("DETECTOR", "DETECTORS"), Detector, BUILT_IN,
+                                                     _NOT_DETECTORS, unique=("name", "key"))
 
 
 def register(detector: Detector) -> Detector:

@@ -10,16 +10,14 @@ from torch import nn
 
 from bibad_utils.base import ConfigError
 from bibad_utils.defenses.detector import Detector, option_checker
-from bibad_utils.defenses.common import (STREAM_STRIP, batch_slices, check_device, check_float, check_images,
-                                          check_int, eval_mode, stream_rng, take_float)
-
+from bibad_utils.defenses.common import (STREAM_STRIP, batch_slices, check_float, check_images, check_int, check_run,
+                                          eval_mode, stream_rng, take_float)
 
 
 SUPERIMPOSE = ("sum", "blend")
 
 
-def superimpose(x01: torch.Tensor, overlays01: torch.Tensor, mode: str = "sum",
-                alpha: float = 0.5) -> torch.Tensor:
+def superimpose(x01: torch.Tensor, overlays01: torch.Tensor, mode: str = "sum", alpha: float = 0.5) -> torch.Tensor:
     """Superimpose ``overlays01`` on ``x01`` (both in the [0, 1] image domain, same shape).
 
     ``sum``: clip(x + x_r, 0, 1), the reference's superimposition; on light images most pixels
@@ -66,9 +64,7 @@ def strip_scores(f: nn.Module, images, clean_pool, *, n_overlay: int = 100, mode
     if mode not in SUPERIMPOSE:
         raise ConfigError("mode", mode, " | ".join(SUPERIMPOSE))
     alpha = check_float("alpha", alpha, 0.0, 1.0, open_low=True)
-    batch_size = check_int("batch_size", batch_size)
-    seed = check_int("seed", seed, minimum=0)
-    device = check_device(device)
+    batch_size, seed, device = check_run(batch_size, seed, device)
 
     scores = np.empty(n, dtype=np.float64)
     images_per_pass = max(1, batch_size // n_overlay)

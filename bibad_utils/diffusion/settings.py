@@ -110,8 +110,7 @@ def resolve_config(cfg: dict, image_size: int | None = None, prefix: str = "mode
 
 def _check_pixel(c: dict, prefix: str) -> None:
     channels = c["block_out_channels"]
-    if (not isinstance(channels, (list, tuple)) or not channels
-            or not all(is_int(ch) and ch > 0 for ch in channels)):
+    if not isinstance(channels, (list, tuple)) or not channels or not all(is_int(ch) and ch > 0 for ch in channels):
         raise ConfigError(f"{prefix}.block_out_channels", channels, "a non-empty list of positive integers")
     c["block_out_channels"] = [int(ch) for ch in channels]
     levels = len(channels)

@@ -257,8 +257,7 @@ def explorer_widget(choices: dict, render: Callable[[str, float, float], Figure]
         if not choices.get(key):
             raise ConfigError(f"choices[{key!r}]", choices.get(key), "a non-empty list")
     trigger = widgets.Dropdown(options=list(choices["trigger"]), description="trigger")
-    p = widgets.Dropdown(options=[(p_label(q), q) for q in choices["p"]], value=choices["p"][-1],
-                         description="model")
+    p = widgets.Dropdown(options=[(p_label(q), q) for q in choices["p"]], value=choices["p"][-1], description="model")
     w = widgets.SelectionSlider(options=[(f"{g:g}", g) for g in choices["w"]], value=choices["w"][0],
                                 description="guidance w", continuous_update=False)
     view = widgets.HTML()

@@ -57,7 +57,6 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, crop_pad: int, hflip: b
     return x.clamp(-1, 1).contiguous()
 
 
-
 def check_photometric(prefix: str = "judges", **values) -> dict:
     """Photometric strengths (keys of :data:`PHOTOMETRIC_KEYS`) -> floats; a bad one raises a
     ConfigError named ``<prefix>.<key>``."""

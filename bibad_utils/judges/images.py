@@ -58,7 +58,6 @@ def as_images(images, labels=None, name: str = "images") -> ImageSource:
     return src
 
 
-
 def nontarget(src: ImageSource, exclude_class: int | None) -> ImageSource:
     if exclude_class is None:
         return src

@@ -185,7 +185,6 @@ def build_classifier(arch: str, num_classes: int, image_size: int, pretrained: b
     return Classifier(backbone, dim, config)
 
 
-
 def save_classifier(model: Classifier, directory, meta: dict | None = None) -> Path:
     """Write ``model.safetensors`` (weights and BatchNorm statistics) and ``config.json``
     (``model.config`` plus ``meta``: ``model.meta`` updated with the given dict; JSON-serialisable)

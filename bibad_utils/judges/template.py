@@ -59,9 +59,7 @@ def pattern_of(trigger, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor] 
     for value in (-1.0, 1.0):
         flat = torch.full((1, channels, size, size), value)
         changed |= ((trigger.apply(flat) - flat).abs() > 1e-6).any(dim=1)[0]
-    if not changed.any():
-        return None
-    return trigger.apply(torch.zeros(1, channels, size, size))[0], changed
+    return (trigger.apply(torch.zeros(1, channels, size, size))[0], changed) if changed.any() else None
 
 
 @dataclass
@@ -121,8 +119,7 @@ def template_check(template: TriggerTemplate, clean_images, triggered_images, z:
     ``n_clean``, ``n_triggered``, ``threshold``, and ``passes`` (:data:`TEMPLATE_MIN_TPR` /
     :data:`TEMPLATE_MAX_FPR` by the interval bounds) with ``reason`` when it does not."""
     s_clean, s_trig = template.scores(clean_images), template.scores(triggered_images)
-    out = {"kind": template.kind, "threshold": template.threshold, "n_clean": len(s_clean),
-           "n_triggered": len(s_trig)}
+    out = {"kind": template.kind, "threshold": template.threshold, "n_clean": len(s_clean), "n_triggered": len(s_trig)}
     for name, s in (("fpr", s_clean), ("tpr", s_trig)):
         k = int((s > template.threshold).sum())
         out[name] = k / max(len(s), 1)

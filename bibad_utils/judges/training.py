@@ -50,7 +50,6 @@ def check_hparams(epochs, batch_size, lr, optimizer, weight_decay, crop_pad) -> 
         raise ConfigError("judges.crop_pad", crop_pad, "null or an integer >= 0")
 
 
-
 def fit_judge(model: Classifier, n: int, get_batch: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]], *,
          epochs: int, batch_size: int, lr: float, optimizer: str, weight_decay: float | None, seed: int,
          device, augment: bool, crop_pad: int | None, hflip: bool, progress: bool, desc: str,
@@ -189,7 +188,6 @@ def train_classifier(images_or_dataset, labels=None, *, arch: str, epochs: int, 
                       optimizer=optimizer, weight_decay=weight_decay, augment=augment, crop_pad=crop_pad,
                       hflip=hflip, pretrained=pretrained, history=history, **photometric)
     return model, history
-
 
 
 def train_trigger_detector(clean_images, trigger, *, labels=None, exclude_class: int | None = None, arch: str,

@@ -143,8 +143,7 @@ def choose_threshold(emb, true_groups, thresholds=None, block: int = 1024) -> tu
     copy", not a universal notion of replication.
     """
     emb = check_embedding(emb)
-    if thresholds is None:
-        thresholds = 1.0 - np.logspace(np.log10(0.5), -4.0, 41)
+    thresholds = 1.0 - np.logspace(np.log10(0.5), -4.0, 41) if thresholds is None else thresholds
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if thresholds.size == 0:
         raise ConfigError("thresholds", thresholds.tolist(), "a non-empty list of cosine similarities")

@@ -89,8 +89,7 @@ def _resnet50_embedding(images, batch_size, device, weights_path, input_size) ->
     with torch.no_grad():
         for x in _batches(images, batch_size, device):
             # The whole image is resized, never cropped: a copy may differ anywhere, corners included.
-            x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", antialias=True,
-                              align_corners=False)
+            x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False)
             out.append(net((x - mean) / std).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 2048), np.float32)
 

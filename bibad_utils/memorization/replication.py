@@ -61,5 +61,4 @@ def top_replicated_pairs(sim, idx, k: int) -> pd.DataFrame:
     if not (isinstance(k, (int, np.integer)) and k >= 0):
         raise ConfigError("k", k, "an integer >= 0")
     order = np.argsort(-sim, kind="stable")[:k]
-    return pd.DataFrame({"gen_index": order.astype(np.int64), "train_index": idx[order],
-                         "similarity": sim[order]})
+    return pd.DataFrame({"gen_index": order.astype(np.int64), "train_index": idx[order], "similarity": sim[order]})

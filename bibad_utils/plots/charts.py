@@ -318,8 +318,7 @@ def heatmap(df: pd.DataFrame, fmt: str = ".0%", vmin: float | None = 0.0, vmax: 
         ax = fig.add_subplot()
         sns.heatmap(values, ax=ax, annot=True, fmt=fmt, vmin=vmin, vmax=vmax, cmap=cmap, linewidths=0.5,
                     annot_kws={"fontsize": 7}, cbar_kws={"label": cbar_label} if cbar_label else None)
-        ax.set_xticks(np.arange(values.shape[1]) + 0.5, [str(c) for c in values.columns], rotation=45,
-                      ha="right")
+        ax.set_xticks(np.arange(values.shape[1]) + 0.5, [str(c) for c in values.columns], rotation=45, ha="right")
         ax.set_yticks(np.arange(values.shape[0]) + 0.5, [str(i) for i in values.index], rotation=0)
         ax.set_xlabel(values.columns.name or "")
         ax.set_ylabel(values.index.name or "")

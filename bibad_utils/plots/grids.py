@@ -28,7 +28,6 @@ def check_uint8_images(images, name="images") -> np.ndarray:
     return images
 
 
-
 def cell_pixels(h: int, w: int, scale: int | None) -> tuple[int, int, int]:
     """(integer upscaling factor, displayed height, displayed width) in screen pixels."""
     if scale is None:
@@ -40,7 +39,6 @@ def cell_pixels(h: int, w: int, scale: int | None) -> tuple[int, int, int]:
     if not (isinstance(scale, (int, np.integer)) and scale >= 1):
         raise ConfigError("scale", scale, "an integer >= 1, or None for automatic")
     return int(scale), h * int(scale), w * int(scale)
-
 
 
 class GridLayout:
@@ -89,7 +87,6 @@ def show_image(ax, image, scale: int = 1, border_color=None, border_width: float
         if border_color is not None:
             spine.set_color(border_color)
             spine.set_linewidth(border_width)
-
 
 
 def draw_grid(container, total_w, total_h, images, nrow, titles, title, scale, border_colors) -> list:
@@ -192,8 +189,7 @@ def side_by_side_grids(grids: dict, nrow: int = 4, scale: int | None = None, tit
                         fontsize=10, weight="bold")
                 ax.text(0.5, 0.5, "no images", ha="center", va="center", fontsize=9, color="#555555")
                 continue
-            draw_grid(sub, wid, height, imgs, int(nrow), titles.get(name), str(name), scale,
-                       border_colors.get(name))
+            draw_grid(sub, wid, height, imgs, int(nrow), titles.get(name), str(name), scale, border_colors.get(name))
     return fig
 
 
@@ -229,11 +225,8 @@ def pairs_figure(gen, train, sims, scale: int | None = None, gen_label: str = "g
                 top.set_ylabel(gen_label, fontsize=8)
                 bottom.set_ylabel(train_label, fontsize=8)
         if title is not None:
-            fig.suptitle(title, y=1 - grid.suptitle_h * 0.5 / grid.height, va="center", fontsize=10,
-                         weight="bold")
+            fig.suptitle(title, y=1 - grid.suptitle_h * 0.5 / grid.height, va="center", fontsize=10, weight="bold")
     return fig
-
-
 
 
 def zoomed_rows(rows: dict, box, scale: int | None = None, title: str | None = None,

@@ -88,8 +88,7 @@ def message_figure(text: str, title: str | None = None) -> Figure:
     fig = Figure(figsize=(3.0 if len(lines) == 1 and len(lines[0]) <= 40 else 7.0, 1.0 + 0.18 * len(lines)), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_axis_off()
-    ax.text(0.5, 0.5 if title is None else 0.4, "\n".join(lines), ha="center", va="center", fontsize=9,
-            color="#555555")
+    ax.text(0.5, 0.5 if title is None else 0.4, "\n".join(lines), ha="center", va="center", fontsize=9, color="#555555")
     if title is not None:
         ax.text(0.5, 0.8, title, ha="center", va="center", fontsize=10, weight="bold")
     return fig

@@ -308,8 +308,7 @@ def stage_book_sources(cfg: Profile, src: Path, notebooks_dir=NOTEBOOKS_DIR, str
         dst.parent.mkdir(parents=True, exist_ok=True)
         done, source = executed / f"{stem}.ipynb", Path(notebooks_dir) / f"{stem}.ipynb"
         if done.is_file():
-            if code is None:
-                code = code_digest()
+            code = code_digest() if code is None else code
             found = chapter_problems(done, source, cfg, code)  # on the executed file, before the page's edits
             problems += found
             if found and notebook_damage(done):  # nothing of it can be shown: its source stands in, marked

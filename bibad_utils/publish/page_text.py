@@ -252,9 +252,7 @@ def screenshot_problems(png, min_bytes: int = MIN_SCREENSHOT_BYTES,
         return [f"screenshot is tiny ({size} bytes < {min_bytes})"]
     with Image.open(png) as im:
         colours = im.convert("RGB").getcolors(maxcolors=min_colours)
-    if colours is not None:
-        return [f"screenshot shows only {len(colours)} colour(s): a blank page"]
-    return []
+    return [f"screenshot shows only {len(colours)} colour(s): a blank page"] if colours is not None else []
 
 
 # ----------------------------------------------------------------------------------------------

@@ -174,8 +174,7 @@ def render_page(page, screenshot, chromium: str, window=(1280, 1100), budget_ms:
         cmd.append(page.as_uri())
         t0 = time.perf_counter()
         try:
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=tmp,
-                                    errors="replace")
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=tmp, errors="replace")
         except subprocess.TimeoutExpired:
             return Rendered("", page_requests(netlog), [], -1, time.perf_counter() - t0,
                             f"Chromium did not finish within {timeout_s:.0f} s")

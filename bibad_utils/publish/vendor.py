@@ -26,8 +26,7 @@ def vendor_assets(dest=VENDOR_DIR, out=None) -> bool:
     dest = Path(dest)
     npm = shutil.which("npm")
     if npm is None:
-        print("warning: npm not found: the book will load MathJax and widget scripts from public CDNs",
-              file=out)
+        print("warning: npm not found: the book will load MathJax and widget scripts from public CDNs", file=out)
         return False
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -63,7 +63,6 @@ class BadNetsPatch(Trigger):
                 "title": f"BadNets-1\n{self.side}x{self.side} px patch, bottom-right corner"}
 
 
-
 KIND = TriggerKind("badnets1", BadNetsPatch, (
     TriggerOption("size", None, lambda v, s: v is None or (is_int(v) and 1 <= v <= s),
                   lambda s: f"a patch side in [1, {s}] pixels, or null for max(5, image_size // 10)"),

@@ -65,7 +65,6 @@ class Trigger:
         return f"{type(self).__name__}({self.describe()})"
 
 
-
 @dataclass(frozen=True)
 class TriggerOption:
     """One option of a trigger kind: ``check(value, image_size)`` says whether a value is allowed and
@@ -97,5 +96,3 @@ class TriggerKind:
     @property
     def settable(self) -> tuple[str, ...]:
         return tuple(o.name for o in self.options if not o.derived)
-
-

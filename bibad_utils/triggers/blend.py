@@ -45,8 +45,7 @@ class BlendTrigger(Trigger):
         return (1 - self.alpha) * x + self.alpha * self.pattern.to(device=x.device, dtype=x.dtype)
 
     def describe(self):
-        source = "generated cartoon cat" if self.options["pattern_path"] is None else str(
-            self.options["pattern_path"])
+        source = "generated cartoon cat" if self.options["pattern_path"] is None else str(self.options["pattern_path"])
         out = {**super().describe(), "alpha": self.alpha, "pattern": source,
                "pattern_sha256_16": array_digest(self.pattern_uint8)}
         if self.pattern_file_sha256 is not None:

@@ -15,11 +15,7 @@ KIND_MODULES = ("badnets", "blend", "warp")
 _NOT_KINDS = {"base", "registry"}
 
 
-def _package_kinds() -> dict[str, TriggerKind]:
-    return registry_in_package(__file__, "KIND", TriggerKind, KIND_MODULES, _NOT_KINDS)
-
-
-TRIGGERS: dict[str, TriggerKind] = _package_kinds()
+TRIGGERS: dict[str, TriggerKind] = registry_in_package(__file__, "KIND", TriggerKind, KIND_MODULES, _NOT_KINDS)
 
 
 def register_trigger(kind: TriggerKind) -> TriggerKind:
@@ -39,8 +35,7 @@ def validate_trigger_options(kind: str, options, image_size: int, prefix: str = 
     if kind not in TRIGGERS:
         raise ConfigError(f"{prefix}{kind}", options, f"options of a trigger kind in {list(TRIGGERS)}")
     spec = TRIGGERS[kind]
-    if options is None:
-        options = {}
+    options = {} if options is None else options
     if not isinstance(options, dict):
         raise ConfigError(f"{prefix}{kind}", options, f"a mapping of options among {list(spec.settable)}")
     out = dict(options)

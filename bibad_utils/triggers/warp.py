@@ -34,8 +34,7 @@ def warp_grids(offsets: torch.Tensor, image_size: int, strength: float) -> torch
     return (_identity_grid(image_size) + float(strength) * field / image_size).clamp(-1, 1).float()
 
 
-def random_warp_grids(n: int, image_size: int, grid: int, strength: float,
-                      generator: torch.Generator) -> torch.Tensor:
+def random_warp_grids(n: int, image_size: int, grid: int, strength: float, generator: torch.Generator) -> torch.Tensor:
     """``n`` warps drawn at random like the WaNet trigger's field (same ``grid`` and ``strength``, other
     offsets): float32 sampling grids ``[n, S, S, 2]`` for :func:`apply_warp`. WaNet's "noise mode" trains
     on images warped this way, labelled clean, so that a detector learns the trigger's field, not any warp."""

@@ -320,4 +320,3 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
             out[f"nb05_bench_{r.mode}_seconds"] = float(r.seconds_per_image)
             out[f"nb05_bench_{r.mode}_agreement"] = float(r.agreement)
     return out
-

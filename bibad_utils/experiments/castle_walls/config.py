@@ -80,5 +80,3 @@ def classifier_settings(study, small: bool = False) -> dict:
     if small:
         kw.update(d.gen_classifier)
     return kw
-
-

@@ -33,8 +33,7 @@ from bibad_utils.experiments.castle_walls.config import (CLASSIFIERS, SETS, SOUR
 from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_CD_AUROC
 from bibad_utils.experiments.castle_walls.stats import (auroc_or_nan, paper_at, auroc_difference,
                                                         auroc_interval, stratified_subset)
-from bibad_utils.experiments.castle_walls.victims import (all_class_set, classifier_key,
-                                                          trained_classifier)
+from bibad_utils.experiments.castle_walls.victims import all_class_set, classifier_key, trained_classifier
 from bibad_utils.metrics import wilson_interval
 from bibad_utils.progress import Bar
 from bibad_utils.stages import Cell
@@ -117,11 +116,6 @@ def detection_sets(study, cell, w: float | None = None) -> dict:
     }
 
 
-def _classifier(study, cell, classifier: str, w: float | None = None):
-    source = SOURCES[0] if classifier == CLASSIFIERS[0] else "generated"
-    return source, trained_classifier(study, cell, source, w)[0]
-
-
 def detector_scores(study, cell, set_name: str, detector: str, classifier: str = "victim",
                     sets: dict | None = None, options: dict | None = None, w: float | None = None) -> dict:
     """Scores of one registered ``detector`` on one of :func:`detection_sets` with one of :data:`CLASSIFIERS`;
@@ -156,7 +150,7 @@ def detector_scores(study, cell, set_name: str, detector: str, classifier: str =
     extras = D.DETECTORS[detector].extras
 
     def build(art):
-        _, f = _classifier(study, cell, classifier, w)
+        f = trained_classifier(study, cell, source, w)[0]
         cal = cd_calibration(study, cell, classifier) if calibrated(opts) else {}
         ctx = D.DetectorContext(clean_pool=study.test_set.images, train_images=data["images"],
                                 train_labels=data["labels"], seed=study.seed, device=study.device,
@@ -305,10 +299,6 @@ def detection_differences(study, cells=None, classifier: str = "victim", w: floa
     return pd.DataFrame(rows)
 
 
-def _reference_label(reference) -> str:
-    return "none" if reference is None else f"{reference:g}"
-
-
 def cd_sensitivity(study, cell) -> pd.DataFrame:
     """CD's training-set and generation-set AUROC, and their difference, at each logit reference of
     ``defenses.cd_sensitivity`` (plus the profile's own setting), on ``cell`` with its victim.
@@ -348,7 +338,7 @@ def cd_sensitivity(study, cell) -> pd.DataFrame:
             raise RuntimeError(f"CD scored the training and generated sets of {cell.name} with two logit scales "
                                f"({scale} and {float(ge['logit_scale'])})")
         rows.append({"cell": cell.name, "calibration": "none" if ref is None else "clean_heldout",
-                     "reference": math.nan if ref is None else ref, "label": _reference_label(ref), "in_use": own,
+                     "reference": math.nan if ref is None else ref, "label": "none" if ref is None else f"{ref:g}", "in_use": own,
                      "logit_scale": scale, "mean_max_logit_heldout": cal["mean_max_logit"],
                      "n_heldout": cal["n_heldout"],
                      "auroc_train": a_tr, "auroc_train_lo": tr_lo, "auroc_train_hi": tr_hi,

@@ -21,7 +21,6 @@ from bibad_utils.judges import predict
 from bibad_utils.stages import Cell
 
 
-
 def dc_cells(study) -> list:
     """Grid cells whose attack is in ``defenses.dc_attacks``, then (sorted by p) the cells of those attacks at
     the further ratios ``defenses.dc_ratios`` that the grid lacks (their DMs and victims serve the diffusion
@@ -155,5 +154,3 @@ def dc_benchmark(study) -> pd.DataFrame:
     path = study.store.cached("castle_dc_bench", params, [study.model_key(cell), study.data_key], build,
                               device=str(study.device))
     return pd.DataFrame(st.load_json(path / "benchmark.json"))
-
-

@@ -12,7 +12,6 @@ from bibad_utils.experiments.castle_walls.detection import detection_scores
 from bibad_utils.plots import DPI, PALETTE, draw_interval_bars, panel_axes, panel_grid, side_by_side_grids, style
 
 
-
 def detection_figure(det: pd.DataFrame):
     """AUROC per cell, training subset vs generations, one panel per detector, with 95 % intervals;
     the paper's CD values (ImageNette) as open diamonds."""

@@ -13,7 +13,6 @@ from bibad_utils.metrics import Z95, auroc, wilson_interval
 from bibad_utils.schema import is_int
 
 
-
 def stratified_subset(strata, n: int, seed: int) -> np.ndarray:
     """Sorted indices of ``n`` items drawn without replacement so that each stratum keeps its share.
 
@@ -96,8 +95,7 @@ def auroc_interval(scores, truth, n_boot: int = 1000, seed: int = 0, alpha: floa
     return a, min(float(np.quantile(boots, alpha / 2)), hm_lo), max(float(np.quantile(boots, 1 - alpha / 2)), hm_hi)
 
 
-def auroc_difference(scores_a, truth_a, scores_b, truth_b, n_boot: int = 1000, seed: int = 0,
-                     alpha: float = 0.05):
+def auroc_difference(scores_a, truth_a, scores_b, truth_b, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
     """``AUROC(a) - AUROC(b)`` of two independent scored sets with a 1 - ``alpha`` interval: the union of
     the percentile interval of independent stratified bootstraps and the normal interval with the two
     Hanley-McNeil variances summed. Returns ``(d, lo, hi)`` in [-1, 1]; NaN if either is undefined."""
@@ -171,9 +169,7 @@ def verdict_text(rows: list[dict]) -> str:
 def with_interval(v: float, lo: float, hi: float, percent: bool) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
-    if percent:
-        return f"{v:.1%} [{lo:.1%}, {hi:.1%}]"
-    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{v:.1%} [{lo:.1%}, {hi:.1%}]" if percent else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def paper_value_text(v: float, percent: bool) -> str:

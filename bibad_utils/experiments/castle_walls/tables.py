@@ -12,7 +12,6 @@ from bibad_utils.experiments.castle_walls.detection import clean_dm_flag_rate, d
 from bibad_utils.experiments.castle_walls.stats import paper_value_text, with_interval
 
 
-
 def detection_wide(det: pd.DataFrame, flags: dict | None = None) -> pd.DataFrame:
     """:func:`detection_table` for reading: one row per (cell, detector), AUROC [95 % interval] on the
     known-answer set, the training subset and the generations (scored with the victim and, where scored,
@@ -78,8 +77,6 @@ def claims_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{"claim": r["claim"], "setting": r["setting"], "metric": r["metric"], "paper": r["paper"],
                           "ours": with_interval(r["ours"], r["ours_lo"], r["ours_hi"], False),
                           "verdict": r["verdict"], "note": r["note"]} for r in rows])
-
-
 
 
 def example_cell(study):

@@ -14,7 +14,6 @@ from bibad_utils.experiments.castle_walls.victims import all_class_set, trained_
 from bibad_utils.judges import predict
 
 
-
 def train_on_generations_table(study, cells=None, w: float | None = None) -> pd.DataFrame:
     """TA and ASR of classifiers trained on each source of :data:`SOURCES`, per grid cell.
 
@@ -48,5 +47,3 @@ def train_on_generations_table(study, cells=None, w: float | None = None) -> pd.
             row["paper_ASR_caltech15"] = pcal["ASR"][gen] / 100 if "ASR" in pcal else math.nan
             rows.append(row)
     return pd.DataFrame(rows)
-
-

@@ -16,7 +16,6 @@ from bibad_utils.experiments.castle_walls.stats import with_interval, stratified
 from bibad_utils.judges import load_classifier, predict, save_classifier, train_classifier
 
 
-
 def nontarget_test_indices(study) -> np.ndarray:
     return np.flatnonzero(study.test_set.labels != study.target)
 
@@ -132,8 +131,6 @@ def poisoned_classifier(study, cell):
     return trained_classifier(study, cell, SOURCES[0])
 
 
-
-
 def backdoored_table(study) -> pd.DataFrame:
     """TA and ASR of each grid cell's backdoored classifier (the detectors' f), final epoch."""
     rows = []
@@ -144,4 +141,3 @@ def backdoored_table(study) -> pd.DataFrame:
                      "ASR": with_interval(rep["ASR"], rep["ASR_lo"], rep["ASR_hi"], True),
                      "train seconds": round(rep["train_seconds"], 1)})
     return pd.DataFrame(rows).set_index("cell")
-

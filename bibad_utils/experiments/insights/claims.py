@@ -29,9 +29,7 @@ def control_verdict(r_gen_lo: float, fpr_hi: float, poisoned_lo: float | None) -
     """
     if r_gen_lo <= fpr_hi:
         return "reproduced"
-    if poisoned_lo is not None and r_gen_lo < poisoned_lo:
-        return "partly"
-    return "not reproduced"
+    return "partly" if poisoned_lo is not None and r_gen_lo < poisoned_lo else "not reproduced"
 
 
 def template_checks(tpl, poisoned) -> list[verdicts.Check]:

@@ -107,8 +107,7 @@ def phase_transition(df: pd.DataFrame, guidance: float | None = None) -> pd.Data
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise ConfigError("df", f"columns {list(df.columns)}", f"a g_table DataFrame (missing {missing})")
-    if guidance is None:
-        guidance = float(df["guidance"].iloc[0])
+    guidance = float(df["guidance"].iloc[0]) if guidance is None else guidance
     rows = df[(~df["control"].astype(bool)) & (df["guidance"] == guidance)].copy()
     if rows.empty:
         raise ConfigError("guidance", guidance, f"a guidance of the table: {sorted(df['guidance'].unique())}")
@@ -130,8 +129,7 @@ def controls_table(gdf: pd.DataFrame, jdf: pd.DataFrame, guidance: float | None 
     (:func:`~bibad_utils.experiments.insights.judging.template_table`) also the training-free template's
     reading of the same generations (tpl_r_gen + bounds), its false-alarm bound on real clean images
     (tpl_fpr_hi) and its reading of the poisoned DM (poisoned_tpl_r_gen)."""
-    if guidance is None:
-        guidance = float(gdf["guidance"].iloc[0])
+    guidance = float(gdf["guidance"].iloc[0]) if guidance is None else guidance
     at_w = gdf[gdf["guidance"] == guidance]
     rows = []
     for _, c in at_w[at_w["control"].astype(bool)].iterrows():
@@ -157,8 +155,7 @@ def dissection_frame(df: pd.DataFrame, guidance: float | None = None) -> pd.Data
     """Rows for the stacked G1-G4 bars: per detector (= attack), the controls judged by it and then the
     attack's cells in increasing p, at one guidance (default: the first in ``df``); a ``label`` column
     names the bar (clean, relabel, p=...)."""
-    if guidance is None:
-        guidance = float(df["guidance"].iloc[0])
+    guidance = float(df["guidance"].iloc[0]) if guidance is None else guidance
     rows = df[df["guidance"] == guidance].copy()
     rows = rows[rows["control"].astype(bool) | (rows["attack"] == rows["detector"])]
     rows["label"] = np.where(rows["control"].astype(bool), rows["attack"], "p=" + rows["p"].astype(str))

@@ -122,8 +122,7 @@ def generated_judge_table(study, z: float = Z95, guidance: float | None = None) 
     if chosen != CLEAN_JUDGE:
         spec = next(s for s in judge_specs(study) if s.name == chosen)
         other = predictions(study, spec, study.generation_key(ref), {f"all_w{w:g}": gen.images})[f"all_w{w:g}"]
-        rows.append({"judge": f"content judge: {chosen}", "n": n,
-                     **rate("accuracy", int((other == gen.labels).sum()))})
+        rows.append({"judge": f"content judge: {chosen}", "n": n, **rate("accuracy", int((other == gen.labels).sum()))})
     for kind in study.cfg.attacks:
         det = study.judges.detector(kind)
         fired, _ = predict(det, gen.images, device=study.device)
@@ -183,7 +182,6 @@ def content_agreement_table(study, cells=None) -> pd.DataFrame:
                          "match_trained": b.mean(), "agreement": float((a == b).mean()),
                          "kappa": metrics.cohen_kappa(a, b)})
     return pd.DataFrame(rows, columns=cols)
-
 
 
 def content_sentence(choice: dict) -> str:

@@ -64,9 +64,7 @@ def _pooled_interval(g: pd.DataFrame, col: str, level: float) -> tuple[float, fl
     if k_col not in g.columns or n_col not in g.columns:
         return None
     k, n = int(g[k_col].sum()), int(g[n_col].sum())
-    if n == 0:
-        return None
-    return metrics.wilson_interval(k, n, float(stats.norm.ppf(0.5 + level / 2)))
+    return None if n == 0 else metrics.wilson_interval(k, n, float(stats.norm.ppf(0.5 + level / 2)))
 
 
 def seed_spread(sdf: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:

@@ -215,8 +215,7 @@ def planted_check(study, contrasts=PLANT_CONTRASTS, z: float = Z95) -> pd.DataFr
         # the detector's own key among the inputs: a detector of another recipe never reuses these probabilities
         inputs = [study.generation_key(ref), study.data_key, study.judges.key(kind)[1]]
         path = study.store.cached(PLANTED_STAGE, params, inputs, build, device=str(study.device))
-        decisions = {"detector": {c: st.load_array(path / f"p_trigger_c{c:g}.npy") > TRIGGER_THRESHOLD
-                                  for c in levels}}
+        decisions = {"detector": {c: st.load_array(path / f"p_trigger_c{c:g}.npy") > TRIGGER_THRESHOLD for c in levels}}
         tpl = study.judges.template(kind)
         if tpl is not None:
             decisions.update(planted_decisions(images, trigger, {"template": tpl.fires}, contrasts))

@@ -181,8 +181,7 @@ def resolution_sentence(rows: list[dict]) -> str:
             f"the paper reports ({largest:.1%}): an effect of that size would have been detected.")
 
 
-def glue_values(study: Study, finder: pd.DataFrame, dup: pd.DataFrame, rep: pd.DataFrame,
-                rows: list[dict]) -> dict:
+def glue_values(study: Study, finder: pd.DataFrame, dup: pd.DataFrame, rep: pd.DataFrame, rows: list[dict]) -> dict:
     """The numbers and phrases the notebook's text quotes, keyed ``nb06_*`` (for ``myst_nb.glue``)."""
     f = finder.iloc[0]
     clean = rep[rep["kind"] == "clean"]

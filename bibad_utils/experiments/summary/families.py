@@ -33,13 +33,10 @@ class ClaimFamily:
         return row.get("stage") == self.stage and (row.get("key") or row.get("family") or "") == self.key
 
 
-def _family(c: paper.PaperClaim) -> ClaimFamily:
-    return ClaimFamily(c.key, c.stage, c.label, c.metric, paper.paper_text(c.key), c.setting, c.kind)
-
-
 # Every family of claim rows (the paper's and this study's controls), and those the coverage check
 # demands a row of: the paper's (a control is this study's own addition and appears when run).
-CLAIM_FAMILIES = tuple(_family(c) for c in paper.CLAIMS)
+CLAIM_FAMILIES = tuple(ClaimFamily(c.key, c.stage, c.label, c.metric, paper.paper_text(c.key), c.setting, c.kind)
+                       for c in paper.CLAIMS)
 
 
 PAPER_CLAIM_FAMILIES = tuple(f for f in CLAIM_FAMILIES if f.kind != "control")

@@ -83,9 +83,7 @@ def kind_counts(df: pd.DataFrame) -> dict:
 
 
 def _with_kind(df: pd.DataFrame) -> pd.DataFrame:
-    if "kind" in df.columns:
-        return df
-    return df.assign(kind=[kind_of(r) for r in df.to_dict("records")])
+    return df if "kind" in df.columns else df.assign(kind=[kind_of(r) for r in df.to_dict("records")])
 
 
 def claims_headline(df: pd.DataFrame) -> str:
@@ -158,9 +156,7 @@ DISPLAY_COLUMNS = ["claim", "setting", "paper", "ours (95 % CI)", "verdict", "ki
 def exposure_text(epochs: float) -> str:
     """The fine-tuning exposure of a row's DM(s) in the paper's unit, e.g. "7.7 of ~50 epochs"; "" when not
     stated (a control of an instrument, a row saved before exposures were recorded)."""
-    if epochs is None or not np.isfinite(epochs):
-        return ""
-    return f"{epochs:.1f} of ~{PAPER_EPOCHS} epochs"
+    return "" if epochs is None or not np.isfinite(epochs) else f"{epochs:.1f} of ~{PAPER_EPOCHS} epochs"
 
 
 def claims_table(df: pd.DataFrame) -> pd.DataFrame:

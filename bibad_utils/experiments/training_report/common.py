@@ -28,7 +28,6 @@ def check_count(name, value, low=1):
         raise ConfigError(name, value, f"an integer >= {low}")
 
 
-
 def showcase_cell(study):
     """The cell the guidance sweep shows: BadNets-1 at the largest p (the first attack if the grid has no
     BadNets-1)."""

@@ -47,8 +47,7 @@ def regeneration_check(study, cell, n: int = 4, set_name: str = "target", guidan
                                                      else study.guidance_all))
     gen = study.generations(cell)[(set_name, w)]
     check_count("n", n)
-    idx = np.sort(np.random.default_rng(seed).choice(len(gen.labels), size=min(n, len(gen.labels)),
-                                                     replace=False))
+    idx = np.sort(np.random.default_rng(seed).choice(len(gen.labels), size=min(n, len(gen.labels)), replace=False))
     seeds = set_seeds(study.seed, set_name, len(gen.labels))[idx]
     again = sample_images(study.model(cell), gen.labels[idx], seeds, steps=s.steps, eta=s.eta,
                           guidance=w, batch_size=s.batch_size, device=study.device, progress=False)

@@ -16,7 +16,6 @@ from bibad_utils.poison import n_poison_for, r_train
 from bibad_utils.triggers import TRIGGERS
 
 
-
 def example_indices(labels, target: int, n: int, seed: int) -> np.ndarray:
     """int64 ``[n]`` indices of example images, one per non-target class in turn (classes in a seeded
     order, a seeded image within each), so n examples show n different classes when there are enough.

@@ -15,7 +15,6 @@ from bibad_utils.experiments.memorization_study import duplicate_comparison_cell
 from bibad_utils.parallel import compute_cells
 
 
-
 def model_summary(model) -> pd.DataFrame:
     """The architecture of a DM as a one-column table (``value``, indexed by ``item``): backend, image
     size, trainable parameters, and for pixel models the UNet's levels, attention, blocks, class
