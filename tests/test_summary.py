@@ -492,6 +492,19 @@ def test_parameter_cells_show_no_build_paths(tmp_path):
     assert '"run_dir": ".../p-1/run"' in text and '"root": "data/cifar10"' in text and "/tmp/" not in text
 
 
+def test_first_page_says_which_run_it_shows(tmp_path):
+    """The landing page opens with the profile's description, so a chain check (paper-tiny, smoke) says that its
+    numbers mean nothing before any verdict count; with claims, the counts follow it."""
+    from bibad_utils.publish.book import findings_markdown
+    cfg = SimpleNamespace(run_dir=str(tmp_path), name="paper-tiny", description="a chain check; its numbers mean nothing.")
+    text = findings_markdown(cfg)
+    assert text.startswith("```{note}\nThis book shows the `paper-tiny` run: a chain check; its numbers mean nothing.")
+    assert "has no claims yet" in text
+    save_claims(tmp_path, "04_insights", [row("trojan_g1")])
+    text = findings_markdown(cfg)
+    assert "its numbers mean nothing" in text and "What the `paper-tiny` run found" in text
+
+
 def test_report_numbers_come_from_the_claim_files(tmp_path):
     """The reproduction report's computed sentences: families tested and the headline from the run's claims;
     a run without claims says so (the page never depends on another chapter's glue)."""

@@ -114,11 +114,14 @@ def findings_markdown(cfg: Profile) -> str:
     so while the run has none yet)."""
     from bibad_utils.experiments.summary.tables import landing_markdown
 
+    # The profile's own description first: a run that only checks the chain (smoke, paper-tiny) says there that
+    # its numbers mean nothing, before any verdict count is read.
+    about = f"```{{note}}\nThis book shows the `{cfg.name}` run: {cfg.description}\n```\n\n"
     df = run_claims(cfg)
     if df is None:
-        return (f"*The `{cfg.name}` run has no claims yet: they appear here when `bibad run --profile "
-                f"{cfg.name}` has run chapters 04-06.*\n")
-    return landing_markdown(df, cfg.name)
+        return about + (f"*The `{cfg.name}` run has no claims yet: they appear here when `bibad run --profile "
+                        f"{cfg.name}` has run chapters 04-06.*\n")
+    return about + landing_markdown(df, cfg.name)
 
 
 _CLAIMS: dict[tuple, object] = {}
