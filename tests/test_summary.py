@@ -2,6 +2,7 @@
 claim files, verdict counts, Markdown, styling, r_gen rows and the teaser drawing."""
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -493,16 +494,13 @@ def test_parameter_cells_show_no_build_paths(tmp_path):
 
 
 def test_first_page_says_which_run_it_shows(tmp_path):
-    """The landing page opens with the profile's description, so a chain check (paper-tiny, smoke) says that its
-    numbers mean nothing before any verdict count; with claims, the counts follow it."""
-    from bibad_utils.publish.book import findings_markdown
+    """The first page opens, above the teaser, with the profile's description, so a chain check (paper-tiny,
+    smoke) says that its numbers mean nothing before any figure or verdict count."""
+    from bibad_utils.publish.book import about_markdown
     cfg = SimpleNamespace(run_dir=str(tmp_path), name="paper-tiny", description="a chain check; its numbers mean nothing.")
-    text = findings_markdown(cfg)
-    assert text.startswith("```{note}\nThis book shows the `paper-tiny` run: a chain check; its numbers mean nothing.")
-    assert "has no claims yet" in text
-    save_claims(tmp_path, "04_insights", [row("trojan_g1")])
-    text = findings_markdown(cfg)
-    assert "its numbers mean nothing" in text and "What the `paper-tiny` run found" in text
+    assert about_markdown(cfg) == "```{note}\nThis book shows the `paper-tiny` run: a chain check; its numbers mean nothing.\n```\n"
+    intro = (Path(__file__).resolve().parents[1] / "book" / "intro.md").read_text()
+    assert intro.index("_generated/about.md") < intro.index("_generated/teaser.md")
 
 
 def test_report_numbers_come_from_the_claim_files(tmp_path):

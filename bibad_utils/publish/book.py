@@ -89,6 +89,7 @@ def stage_teaser(cfg: Profile, book_dir: Path) -> bool:
         text = figures / TEASER_CAPTION
         caption = text.read_text() if text.is_file() else f"The teaser of the `{cfg.name}` run."
     (target / "teaser.md").write_text(teaser_markdown(cfg, caption))
+    (target / "about.md").write_text(about_markdown(cfg))
     (target / "findings.md").write_text(findings_markdown(cfg))
     (target / "report_results.md").write_text(report_markdown(cfg))
     return caption is not None
@@ -114,14 +115,18 @@ def findings_markdown(cfg: Profile) -> str:
     so while the run has none yet)."""
     from bibad_utils.experiments.summary.tables import landing_markdown
 
-    # The profile's own description first: a run that only checks the chain (smoke, paper-tiny) says there that
-    # its numbers mean nothing, before any verdict count is read.
-    about = f"```{{note}}\nThis book shows the `{cfg.name}` run: {cfg.description}\n```\n\n"
     df = run_claims(cfg)
     if df is None:
-        return about + (f"*The `{cfg.name}` run has no claims yet: they appear here when `bibad run --profile "
-                        f"{cfg.name}` has run chapters 04-06.*\n")
-    return about + landing_markdown(df, cfg.name)
+        return (f"*The `{cfg.name}` run has no claims yet: they appear here when `bibad run --profile "
+                f"{cfg.name}` has run chapters 04-06.*\n")
+    return landing_markdown(df, cfg.name)
+
+
+def about_markdown(cfg: Profile) -> str:
+    """MyST for the top of the book's first page, above the teaser: which run the book shows, in the profile's own
+    words, so that a run that only checks the chain (smoke, paper-tiny) says its numbers mean nothing before any
+    figure or verdict count is read."""
+    return f"```{{note}}\nThis book shows the `{cfg.name}` run: {cfg.description}\n```\n"
 
 
 _CLAIMS: dict[tuple, object] = {}
