@@ -238,3 +238,21 @@ def test_an_attack_has_one_colour_and_its_ratios_are_shades_of_it():
     bars = [c for c in fig.axes[0].containers if hasattr(c, "patches")]
     assert [tuple(round(v, 3) for v in b.patches[0].get_facecolor()[:3]) for b in bars] == [
         tuple(round(v, 3) for v in to_rgb(plots.ATTACK_COLORS[k])) for k in ("badnets2", "badnets1")]
+
+
+def test_side_by_side_grids_wrap_panels_that_do_not_fit_the_column():
+    """Three panels of four 512-px images (the paper profile's trigger differences) no longer make a figure wider
+    than the book's column: they wrap into rows, one panel each; panels that fit stay side by side."""
+    from bibad_utils.plots.grids import side_by_side_grids
+    from bibad_utils.plots.style import MAX_FIGURE_WIDTH_IN
+    rng = np.random.default_rng(0)
+    big = {f"k{i}": rng.integers(0, 255, (4, 512, 512, 3), dtype=np.uint8) for i in range(3)}
+    fig = side_by_side_grids(big, nrow=4, suptitle="t")
+    width, height = fig.get_size_inches()
+    assert width <= MAX_FIGURE_WIDTH_IN and height > 3 * 1.5
+    body = fig.subfigs[1]  # below the title band: one panel per row
+    assert [sub.get_visible() for sub in body.subfigs] == [True, True, True]
+    assert len({round(sub.bbox.y0) for sub in body.subfigs}) == 3  # three rows
+    small = {f"k{i}": rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8) for i in range(3)}
+    width, height = side_by_side_grids(small, nrow=4).get_size_inches()
+    assert width > 2 * height  # one row

@@ -174,14 +174,25 @@ def side_by_side_grids(grids: dict, nrow: int = 4, scale: int | None = None, tit
                 if sum(widths) <= MAX_FIGURE_WIDTH_IN:
                     break
         height = max(g.height if g else 1.0 for g in geoms.values())
+        # Panels that still do not fit the column side by side (large images, many panels) wrap into rows of as
+        # many panels as fit, so that the book never shrinks their labels below legibility.
+        per_row = len(widths)
+        while per_row > 1 and sum(sorted(widths)[-per_row:]) + 0.15 * (per_row - 1) > MAX_FIGURE_WIDTH_IN:
+            per_row -= 1
+        rows = math.ceil(len(widths) / per_row)
+        columns = [max(widths[i::per_row]) for i in range(per_row)]
         band = 0.4 if suptitle else 0.0
-        fig = Figure(figsize=(sum(widths) + 0.15 * (len(widths) - 1), height + band), dpi=DPI)
+        fig = Figure(figsize=(sum(columns) + 0.15 * (per_row - 1), rows * height + band), dpi=DPI)
         body = fig
         if suptitle:
-            head, body = fig.subfigures(2, 1, height_ratios=[band, height], hspace=0.0)
+            head, body = fig.subfigures(2, 1, height_ratios=[band, rows * height], hspace=0.0)
             head.text(0.5, 0.5, suptitle, ha="center", va="center", fontsize=10, weight="bold")
-        subfigs = np.atleast_1d(body.subfigures(1, len(checked), width_ratios=widths, wspace=0.15 / max(widths)))
-        for sub, (name, imgs), wid in zip(subfigs, checked.items(), widths):
+        wrap = {"hspace": 0.0} if rows > 1 else {}
+        subfigs = np.atleast_1d(body.subfigures(rows, per_row, width_ratios=columns, wspace=0.15 / max(columns),
+                                                **wrap)).reshape(-1)
+        for sub in subfigs[len(checked):]:  # the unused places of a last, shorter row
+            sub.set_visible(False)
+        for sub, (name, imgs), wid in zip(subfigs, checked.items(), [columns[i % per_row] for i in range(len(widths))]):
             if len(imgs) == 0:
                 ax = sub.add_axes((0, 0, 1, 1))
                 ax.set_axis_off()
