@@ -195,15 +195,16 @@ class Study:
             return [list(map(int, g)) for g in planted]
         mem = self.cfg.memorization
         params = {"embedding": mem.embedding, "threshold": mem.duplicate_threshold}
-        if mem.weights_path is not None:  # other weights, other groups (keys without weights unchanged)
-            weights = embedding_key_params(mem).get("weights")
-            if weights:
-                params["weights"] = weights
+        # The embedding chapter 06 reads, with every parameter of it: other weights, a thumbnail other than the
+        # 16 px these groups were first found with, or a high-pass give other groups (the keys of the rest unchanged).
+        params.update({k: v for k, v in embedding_key_params(mem).items()
+                       if k in ("weights", "highpass") or (k == "pixel_size" and v != 16)})
         if params["threshold"] is None:
             return []
 
         def build(art):
-            emb = embed(self.train_set.images, params["embedding"], device=self.device, weights_path=mem.weights_path)
+            emb = embed(self.train_set.images, params["embedding"], device=self.device, weights_path=mem.weights_path,
+                        pixel_size=mem.pixel_size, highpass=mem.highpass)
             st.save_json(art.dir / "groups.json", find_duplicate_groups(emb, params["threshold"]))
 
         path = self.store.cached("duplicates", params, [self.data_key], build, device=str(self.device))

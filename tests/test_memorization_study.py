@@ -178,3 +178,14 @@ def test_a_real_dataset_without_duplicates_leaves_the_comparison_not_tested(tmp_
     dup = ms.random_vs_duplicate(study)
     assert dup.empty and dup.attrs["not_tested"] == reason
     assert all(c.pool == "random" for c in ms.replication_cells(study))
+
+
+def test_the_duplicate_pool_is_found_with_the_whole_embedding_of_chapter_06(tmp_path):
+    """Without planted groups, the pool that duplicate poisoning draws from (Study.duplicate_groups) is found
+    with the same embedding as chapter 06's finder, thumbnail size and high-pass included."""
+    from bibad_utils import store as st
+    study = Study("smoke", {"run_dir": str(tmp_path), "dataset": {"options": {"duplicate_fraction": 0.0}},
+                            "memorization": {"pixel_size": 8, "highpass": 3, "duplicate_threshold": 0.6}},
+                  progress=False)
+    finder = st.load_json(ms.finder_path(study) / "groups.json")
+    assert finder and study.duplicate_groups() == finder
