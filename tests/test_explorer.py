@@ -69,6 +69,20 @@ def test_panels_figure_frames_labels_and_titles():
     np.testing.assert_array_equal(first[3].images[0].get_array(), panel["images"][3])
 
 
+def test_four_guidance_panels_wrap_into_two_rows_that_fit_the_column():
+    panels = [{"images": _images(16, seed=k), "title": f"w = {k}"} for k in range(4)]
+    fig = ex.panels_figure(panels, title="a cell", ncol=4)
+    assert fig.get_figwidth() <= ex.MAX_FIGURE_WIDTH_IN  # side by side they would need 4 x 3.22 in
+    one = ex.panel_size(16, 4)
+    assert fig.get_figwidth() == pytest.approx(2 * one[0])
+    assert fig.get_figheight() == pytest.approx(2 * one[1] + 0.3)
+    subs = [s for s in fig.subfigs[1].subfigs]
+    assert len(subs) == 4 and all(s.get_visible() for s in subs)
+    assert sum(len([ax for ax in s.axes if ax.images]) for s in subs) == 64
+    three = ex.panels_figure(panels[:3], ncol=4)  # 3 x 3.22 in fit: one row
+    assert three.get_figwidth() == pytest.approx(3 * one[0])
+
+
 def test_panel_of_no_images_says_so_and_bad_input_is_refused():
     fig = ex.panels_figure([{"images": np.zeros((0, 8, 8, 3), np.uint8), "title": "w = 1"}])
     texts = [t.get_text() for sub in fig.subfigs for ax in sub.axes for t in ax.texts]

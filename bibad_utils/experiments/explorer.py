@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from bibad_utils import metrics
 from bibad_utils.base import ConfigError
-from bibad_utils.plots import G_COLORS, show_image
+from bibad_utils.plots import G_COLORS, MAX_FIGURE_WIDTH_IN, show_image
 from bibad_utils.stages import Cell
 from bibad_utils.typed_config import Profile
 
@@ -134,18 +134,27 @@ def draw_panel(container, images, frames=None, labels=None, title: str | None = 
 
 def panels_figure(panels: list[dict], title: str | None = None, ncol: int = 4) -> Figure:
     """Panels side by side, each a dict with ``images`` (uint8 ``[N, H, W, 3]``) and optional ``frames``,
-    ``labels`` and ``title`` (see :func:`draw_panel`); ``title`` heads the whole figure."""
+    ``labels`` and ``title`` (see :func:`draw_panel`); ``title`` heads the whole figure. Panels wider together
+    than the book's column wrap into balanced rows (four guidance scales: two rows of two), so that the book
+    shows their labels at the size they are drawn."""
     if not panels:
         raise ConfigError("panels", panels, "at least one panel")
     sizes = [panel_size(len(p["images"]), ncol) for p in panels]
+    widest = max(s[0] for s in sizes)
+    fit = max(1, min(len(panels), int(MAX_FIGURE_WIDTH_IN // widest)))
+    rows = math.ceil(len(panels) / fit)
+    per_row = math.ceil(len(panels) / rows)
+    columns = [max(s[0] for s in sizes[i::per_row]) for i in range(per_row)]
     top = 0.3 if title else 0.0
-    width, height = sum(s[0] for s in sizes), max(s[1] for s in sizes) + top
-    fig = Figure(figsize=(width, height), dpi=100)
+    body_h = rows * max(s[1] for s in sizes)
+    fig = Figure(figsize=(sum(columns), body_h + top), dpi=100)
     body = fig
     if title:
-        head, body = fig.subfigures(2, 1, height_ratios=[top, height - top], hspace=0.0)
+        head, body = fig.subfigures(2, 1, height_ratios=[top, body_h], hspace=0.0)
         head.text(0.5, 0.5, title, ha="center", va="center", fontsize=10, weight="bold")
-    subs = np.atleast_1d(body.subfigures(1, len(panels), width_ratios=[s[0] for s in sizes], wspace=0.0))
+    subs = np.atleast_1d(body.subfigures(rows, per_row, width_ratios=columns, wspace=0.0, hspace=0.0)).reshape(-1)
+    for sub in subs[len(panels):]:  # the unused places of a last, shorter row
+        sub.set_visible(False)
     for sub, p in zip(subs, panels):
         draw_panel(sub, p["images"], p.get("frames"), p.get("labels"), p.get("title"), ncol)
     return fig
