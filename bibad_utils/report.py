@@ -64,12 +64,19 @@ def claims_path(run_dir, stage: str) -> Path:
     return Path(run_dir) / "claims" / f"{stage}.json"
 
 
-def save_claims(run_dir, stage: str, rows: list[dict]) -> Path:
-    """Write ``rows`` (from :func:`claim_row`) as ``<run_dir>/claims/<stage>.json``."""
+def check_claim_rows(rows: list[dict]) -> None:
+    """ConfigError naming the first row that lacks a column of :data:`COLUMNS` or has an unknown verdict."""
     for r in rows:
         missing = [c for c in COLUMNS if c not in r]
         if missing:
             raise ConfigError("claim row", r, f"a row with keys {list(COLUMNS)} (missing {missing})")
+        if r["verdict"] not in VERDICTS:
+            raise ConfigError("verdict", r["verdict"], " | ".join(VERDICTS))
+
+
+def save_claims(run_dir, stage: str, rows: list[dict]) -> Path:
+    """Write ``rows`` (from :func:`claim_row`) as ``<run_dir>/claims/<stage>.json``."""
+    check_claim_rows(rows)
     path = claims_path(run_dir, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_json(path, rows)

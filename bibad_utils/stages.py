@@ -394,8 +394,6 @@ class Study:
                 st.save_array(folder / "images.npy", images)
                 st.save_array(folder / "labels.npy", labels)
             art.meta["sampling_wall_time_s"] = time.perf_counter() - started
-            st.save_json(art.dir / "timing.json", {"wall_time_s": time.perf_counter() - started,
-                                                    "n_images": int(sum(len(p[2]) for p in plans))})
 
         self.store.cached("generate", params, [model_key], build, device=str(self.device))
         return st.artifact_key("generate", params, [model_key])

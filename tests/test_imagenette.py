@@ -297,7 +297,7 @@ def test_profile_section_with_the_zip_as_root(tiny_zip, tmp_path):
 
 @pytest.mark.skipif(not SHARED_ZIP.is_file(), reason="the offline ImageNette copy is not beside the project")
 def test_the_offline_copy_holds_the_official_split(tmp_path):
-    listing = imagenette._zip_listing(SHARED_ZIP)
+    listing = imagenette._listing("zip", SHARED_ZIP)
     counts = {sub: [len(listing[(sub, c)]) for c in range(10)] for sub in ("train", "val")}
     assert sum(counts["train"]) == 9469 and sum(counts["val"]) == 3925 and counts["train"][6] == 961
     start = time.perf_counter()

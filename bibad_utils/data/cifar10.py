@@ -84,31 +84,12 @@ def _number_first(name: str):
     return (0, int(stem), name) if stem.isdigit() else (1, 0, name)
 
 
-def _zip_listing(path: Path) -> dict:
-    """{(split, class_index): [member names in file order]} of a zip in the CIFAR-10 image layout."""
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-    found, prefixes = {}, set()
-    for name in names:
-        m = _MEMBER.match(name)
-        if m is None or m["cls"] not in CIFAR10_CLASSES or not m["name"].lower().endswith(real.IMAGE_EXTENSIONS):
-            continue
-        prefixes.add(m["prefix"])
-        found.setdefault((m["split"], CIFAR10_CLASSES.index(m["cls"])), []).append(name)
-    if len(prefixes) > 1:
-        raise ConfigError("dataset.root", str(path), f"a zip with one CIFAR-10 tree; it holds {sorted(prefixes)}")
-    return {k: sorted(v, key=lambda n: _number_first(n.rsplit("/", 1)[1])) for k, v in found.items()}
-
-
-def _folder_listing(folder: Path) -> dict:
-    """{(split, class_index): [image paths in file order]} of an extracted CIFAR-10 image folder."""
-    found = {}
-    for split in CIFAR10_SPLITS:
-        for label, cls in enumerate(CIFAR10_CLASSES):
-            if (folder / split / cls).is_dir():
-                files = real.image_files(folder / split / cls)
-                found[(split, label)] = sorted(files, key=lambda p: _number_first(p.name))
-    return found
+def _listing(kind: str, path: Path) -> dict:
+    """{(split, class index): [members or paths in file order]} of a zip or an extracted image folder."""
+    if kind == "zip":
+        return real.zip_listing(path, _MEMBER, CIFAR10_CLASSES, _number_first, "CIFAR-10",
+                                "CIFAR-10's {train,test}/<class>/*.png")
+    return real.folder_listing(path, CIFAR10_SPLITS, CIFAR10_CLASSES, _number_first)
 
 
 def read_binary_batches(files) -> tuple[np.ndarray, np.ndarray]:
@@ -140,16 +121,10 @@ def _binary_listing(folder: Path, split: str) -> tuple[dict, list[Path], np.ndar
 
 
 def subset_positions(n_available: int, n_per_class: int | None, seed: int, split: str, class_index: int):
-    """Sorted positions (within one class, in file order) of the images kept: all of them when
-    ``n_per_class`` is None, else the first ``n_per_class`` of a permutation drawn with
-    ``np.random.default_rng([seed, CIFAR10_STREAM, split, class_index])``."""
-    if n_per_class is None:
-        return np.arange(n_available)
-    if n_per_class > n_available:
-        raise ConfigError("n_per_class", n_per_class, f"at most {n_available} ({split} images of class "
-                                                      f"{CIFAR10_CLASSES[class_index]} in this copy)")
-    rng = np.random.default_rng([int(seed), CIFAR10_STREAM, CIFAR10_SPLITS.index(split), int(class_index)])
-    return np.sort(rng.permutation(n_available)[:n_per_class])
+    """Sorted positions (within one class, in file order) of the images kept (:func:`~bibad_utils.data.real.
+    class_subset`, drawn with ``np.random.default_rng([seed, CIFAR10_STREAM, split index, class_index])``)."""
+    return real.class_subset(n_available, n_per_class, [seed, CIFAR10_STREAM, CIFAR10_SPLITS.index(split), class_index],
+                             f"{split} images of class {CIFAR10_CLASSES[class_index]} in this copy")
 
 
 def _resized(img: np.ndarray, image_size: int) -> np.ndarray:
@@ -182,7 +157,7 @@ def source_files(root, **_ignored) -> tuple[Path, list[Path]] | None:
         return path.parent, [path]
     if kind == "binary":
         return path, [path / f for files in CIFAR10_BINARY_FILES.values() for f in files if (path / f).is_file()]
-    return path, [f for files in _folder_listing(path).values() for f in files]
+    return path, [f for files in _listing("folder", path).values() for f in files]
 
 
 def _not_found(root: Path) -> FileNotFoundError:
@@ -226,9 +201,9 @@ def load_cifar10(split: str = "train", root="data", image_size: int = 32, downlo
     image_size, seed = int(image_size), int(seed)
     pixels = None
     if kind == "zip":
-        listing, read = _zip_listing(path), [path]
+        listing, read = _listing("zip", path), [path]
     elif kind == "folder":
-        listing = _folder_listing(path)
+        listing = _listing("folder", path)
         read = None
     else:
         listing, read, pixels = _binary_listing(path, split)

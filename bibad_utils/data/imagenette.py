@@ -70,7 +70,7 @@ IMAGENETTE_MIN_PER_CLASS = {"train": 858, "test": 357}
 IMAGENETTE_STREAM = 0x1E7  # separates the subset's random stream from other seeded choices (CIFAR-10: 0xC10)
 SOURCE_FORMATS = ("zip", "folder")
 
-_MEMBER = re.compile(r"^(?P<prefix>(?:[^/]+/)*?)(?P<sub>train|val)/(?P<wnid>[^/]+)/(?P<name>[^/]+)$")
+_MEMBER = re.compile(r"^(?P<prefix>(?:[^/]+/)*?)(?P<split>train|val)/(?P<cls>[^/]+)/(?P<name>[^/]+)$")
 
 
 def _check_variant(variant):
@@ -107,33 +107,12 @@ def _variant_of(path: Path, asked: str | None) -> str | None:
     return next((v for v, s in IMAGENETTE_STEMS.items() if s == stem), asked)
 
 
-def _zip_listing(path: Path) -> dict:
-    """{(split folder, class index): [member names sorted by file name]} of a zip in the ImageNette
-    layout; ConfigError naming the file if it is not a readable zip or holds more than one tree."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except (zipfile.BadZipFile, OSError) as err:
-        raise ConfigError("dataset.root", str(path), f"a readable zip of ImageNette's {{train,val}}/<wnid>/*.JPEG "
-                                                     f"(it cannot be opened: {err})") from err
-    found, prefixes = {}, set()
-    for name in names:
-        m = _MEMBER.match(name)
-        if (m is None or m["wnid"] not in IMAGENETTE_WNIDS or m["name"].startswith(".")
-                or not m["name"].lower().endswith(real.IMAGE_EXTENSIONS)):
-            continue
-        prefixes.add(m["prefix"])
-        found.setdefault((m["sub"], IMAGENETTE_WNIDS.index(m["wnid"])), []).append(name)
-    if len(prefixes) > 1:
-        raise ConfigError("dataset.root", str(path), f"a zip with one ImageNette tree; it holds {sorted(prefixes)}")
-    return {k: sorted(v, key=lambda n: n.rsplit("/", 1)[1]) for k, v in found.items()}
-
-
-def _folder_listing(folder: Path) -> dict:
-    """{(split folder, class index): [image paths sorted by file name]} of an extracted ImageNette folder."""
-    return {(sub, label): sorted(real.image_files(folder / sub / wnid), key=lambda p: p.name)
-            for sub in ("train", "val") for label, wnid in enumerate(IMAGENETTE_WNIDS)
-            if (folder / sub / wnid).is_dir()}
+def _listing(kind: str, path: Path) -> dict:
+    """{(split folder, class index): [members or paths, sorted by file name]} of a zip or an extracted folder."""
+    if kind == "zip":
+        return real.zip_listing(path, _MEMBER, IMAGENETTE_WNIDS, str, "ImageNette",
+                                "ImageNette's {train,val}/<wnid>/*.JPEG")
+    return real.folder_listing(path, ("train", "val"), IMAGENETTE_WNIDS, str)
 
 
 def source_files(root, variant: str | None = None, **_ignored) -> tuple[Path, list[Path]] | None:
@@ -145,7 +124,7 @@ def source_files(root, variant: str | None = None, **_ignored) -> tuple[Path, li
     kind, path = found
     if kind == "zip":
         return path.parent, [path]
-    return path, [f for files in _folder_listing(path).values() for f in files]
+    return path, [f for files in _listing("folder", path).values() for f in files]
 
 
 def _not_found(root: Path, variant: str | None) -> FileNotFoundError:
@@ -170,17 +149,12 @@ def _download(root: Path, variant: str | None):
 
 
 def subset_positions(n_available: int, n_per_class: int | None, seed: int, split: str, class_index: int):
-    """Sorted positions (within one class, in file order) of the images kept: all of them when
-    ``n_per_class`` is None, else the first ``n_per_class`` of a permutation drawn with
-    ``np.random.default_rng([seed, IMAGENETTE_STREAM, split index, class_index])`` (train 0, test 1).
-    ConfigError naming ``n_per_class`` when the class has fewer images."""
-    if n_per_class is None:
-        return np.arange(n_available)
-    if n_per_class > n_available:
-        raise ConfigError("n_per_class", n_per_class, f"at most {n_available} ({split} images of class "
-                                                      f"{IMAGENETTE_CLASSES[class_index]} in this copy) or null (all)")
-    rng = np.random.default_rng([int(seed), IMAGENETTE_STREAM, ("train", "test").index(split), int(class_index)])
-    return np.sort(rng.permutation(n_available)[:n_per_class])
+    """Sorted positions (within one class, in file order) of the images kept (:func:`~bibad_utils.data.real.
+    class_subset`, drawn with ``np.random.default_rng([seed, IMAGENETTE_STREAM, split index, class_index])``,
+    train 0, test 1)."""
+    return real.class_subset(n_available, n_per_class, [seed, IMAGENETTE_STREAM, ("train", "test").index(split),
+                                                        class_index],
+                             f"{split} images of class {IMAGENETTE_CLASSES[class_index]} in this copy")
 
 
 def _reader(kind: str, path: Path):
@@ -236,7 +210,7 @@ def load_imagenette(split: str = "train", root="data", image_size: int = 512, do
         raise _not_found(root, variant)
     kind, path = found
     sub, split, image_size = IMAGENETTE_SPLITS[split], ("train" if split == "train" else "test"), int(image_size)
-    listing = _zip_listing(path) if kind == "zip" else _folder_listing(path)
+    listing = _listing(kind, path)
     items, labels = [], []
     for label, wnid in enumerate(IMAGENETTE_WNIDS):
         found_items = listing.get((sub, label))

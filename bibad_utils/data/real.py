@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -213,6 +214,49 @@ def rooted_loader(load):
 
 def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def zip_listing(path: Path, member, classes, sort_key, name: str, layout: str) -> dict:
+    """{(split, class index): [member names, sorted by ``sort_key`` of the file name]} of a zip holding one tree
+    ``<prefix>/<split>/<class>/<image>`` (``member``: a regex with groups prefix, split, cls, name; ``classes``:
+    the class folder names in label order). Hidden files, other extensions and other folders are passed over;
+    a ConfigError naming ``dataset.root`` if the zip cannot be read (``layout`` says what it should hold) or
+    holds more than one ``name`` tree."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ConfigError("dataset.root", str(path), f"a readable zip of {layout} (it cannot be opened: {err})") from err
+    found, prefixes = {}, set()
+    for item in names:
+        m = member.match(item)
+        if (m is None or m["cls"] not in classes or m["name"].startswith(".")
+                or not m["name"].lower().endswith(IMAGE_EXTENSIONS)):
+            continue
+        prefixes.add(m["prefix"])
+        found.setdefault((m["split"], classes.index(m["cls"])), []).append(item)
+    if len(prefixes) > 1:
+        raise ConfigError("dataset.root", str(path), f"a zip with one {name} tree; it holds {sorted(prefixes)}")
+    return {k: sorted(v, key=lambda n: sort_key(n.rsplit("/", 1)[1])) for k, v in found.items()}
+
+
+def folder_listing(folder: Path, splits, classes, sort_key) -> dict:
+    """{(split, class index): [image paths, sorted by ``sort_key`` of the file name]} of an extracted
+    ``<split>/<class>/<image>`` folder (the splits and classes present)."""
+    return {(split, label): sorted(image_files(folder / split / cls), key=lambda f: sort_key(f.name))
+            for split in splits for label, cls in enumerate(classes) if (folder / split / cls).is_dir()}
+
+
+def class_subset(n_available: int, n_per_class: int | None, stream: list[int], what: str) -> np.ndarray:
+    """Sorted positions (within one class, in file order) of the images a class-balanced subset keeps: all of
+    them when ``n_per_class`` is None, else the first ``n_per_class`` of a permutation drawn with
+    ``np.random.default_rng(stream)``. ConfigError naming ``n_per_class`` when the class has fewer images
+    (``what`` names them: "train images of class truck in this copy")."""
+    if n_per_class is None:
+        return np.arange(n_available)
+    if n_per_class > n_available:
+        raise ConfigError("n_per_class", n_per_class, f"at most {n_available} ({what}) or null (all)")
+    return np.sort(np.random.default_rng([int(x) for x in stream]).permutation(n_available)[:n_per_class])
 
 
 def check_real_options(options: dict, image_size, n_per_class=None, n_test_per_class=None,

@@ -15,7 +15,8 @@ from bibad_utils.paper import PAPER_EPOCHS
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.summary.families import (CLAIM_FAMILIES, PAPER_CLAIM_FAMILIES, family_coverage, family_of,
                                                       kind_of, present_stages, uncovered_rows)
-from bibad_utils.report import COLUMNS, VERDICTS, HtmlBlock, cite_sources, fold_note, load_claims, sources_html
+from bibad_utils.report import (COLUMNS, VERDICTS, HtmlBlock, check_claim_rows, cite_sources, fold_note, load_claims,
+                                sources_html)
 from bibad_utils.verdicts import count_verdicts, headline
 
 
@@ -34,12 +35,7 @@ def frame_from_rows(rows: list[dict], stages_present, families=PAPER_CLAIM_FAMIL
     """The claims table from claim rows: ``rows`` plus :func:`uncovered_rows`, with the report's
     columns and ``family`` (key, "" for a row of no family), ``kind`` (:func:`kind_of`) and ``origin``
     ("run" | "coverage check"), grouped by stage in book order (rows keep their order within a stage)."""
-    for r in rows:
-        missing = [c for c in COLUMNS if c not in r]
-        if missing:
-            raise ConfigError("claim row", r, f"a row with keys {list(COLUMNS)} (missing {missing})")
-        if r["verdict"] not in VERDICTS:
-            raise ConfigError("verdict", r["verdict"], " | ".join(VERDICTS))
+    check_claim_rows(rows)
     extra = uncovered_rows(rows, stages_present, families)
     records = ([{**r, "origin": "run"} for r in rows] + [{**r, "origin": "coverage check"} for r in extra])
     cols = [*COLUMNS, "family", "kind", "origin", "exposure"]
