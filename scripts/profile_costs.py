@@ -8,6 +8,14 @@ Measured at 1 torch thread (the runner's workers each use one) and, for the trai
 The estimate assumes ``--workers`` parallel 1-thread workers for fine-tuning and generation (the runner
 uses one per idle core) and one process for the castle walls' victims; it leaves out the judges, CD,
 STRIP, FCT, the diffusion classifier and the notebooks' own time, which the printed lines name.
+
+    python scripts/profile_costs.py --profile imagenette-full --gpu-gflops 1979
+
+sizes the same grid for a GPU instead, without timing anything here: the FLOPs of one fine-tuning step and of
+one sampled image (counted on the CPU by torch's FLOP counter: matmuls, convolutions, attention) times the
+grid's steps and images, at an achieved rate of ``--gpu-gflops`` GFLOP/s. 1979 is what the demo's 1.1 M
+parameter DM achieved on an H100 (BENCHMARKS.md, fp32); a larger DM keeps a GPU busier, so the time printed
+is an upper estimate of the DM work (pre-training, judges, victims and detectors come on top).
 """
 
 from __future__ import annotations
@@ -37,13 +45,59 @@ def _step_rate(model, data, batch: int, seconds: float) -> float:
     return 1.0 / time_call(step, torch.device("cpu"), seconds)
 
 
+def gpu_sizing(study, model, data, n_params: int, rate: float) -> str:
+    """Lines sizing ``study``'s grid (fine-tuning and generation) for a device achieving ``rate`` FLOP/s."""
+    from bibad_utils.bench_timing import count_flops
+    from bibad_utils.sampling import guided_eps
+    from bibad_utils.training import diffusion_loss
+
+    cfg, s = study.cfg, study.cfg.sampling
+    batch = int(cfg.finetune.batch_size)
+    x, y = data.batch(np.arange(batch))
+    gen = torch.Generator().manual_seed(0)
+    step_flops = count_flops(lambda: diffusion_loss(model, x, y, generator=gen, cond_drop=0.1).backward())
+    model.eval()
+    xb = torch.randn(1, *model.latent_shape, generator=gen)
+    with torch.no_grad():
+        eps = {w: count_flops(lambda w=w: guided_eps(model, xb, 500, torch.zeros(1, dtype=torch.long), w))
+               for w in (1.0, 2.0)}  # per image and denoising step: one forward at w = 1, two otherwise
+    cells = study.cells(with_seeds=True)
+    ft_flops = len(cells) * cfg.finetune.steps * step_flops
+    gen_flops = 0.0
+    for cell in cells:
+        for w in study.target_guidances(cell):
+            gen_flops += s.n_target * s.steps * eps[1.0 if w == 1 else 2.0]
+        for w in study.all_guidances(cell):
+            gen_flops += s.n_all * s.steps * eps[1.0 if w == 1 else 2.0]
+    pre = cfg.pretrain
+    pre_flops = 0.0 if pre.shipped else pre.steps * count_flops(
+        lambda: diffusion_loss(model.train(), *data.batch(np.arange(int(pre.batch_size))), generator=gen,
+                               cond_drop=0.1).backward())
+    hours = lambda f: f / rate / 3600  # noqa: E731
+    return "\n".join([
+        f"profile {study.cfg.name}: DM {n_params / 1e6:.2f} M parameters at {study.image_size} px; "
+        f"at {rate / 1e9:.0f} GFLOP/s achieved",
+        f"fine-tuning step (batch {batch}, forward + backward): {step_flops / 1e9:.1f} GFLOP; "
+        f"{len(cells)} fine-tunings x {cfg.finetune.steps} steps: {ft_flops / 1e15:.3g} PFLOP, {hours(ft_flops):.2f} h",
+        f"sampling: {eps[1.0] / 1e9:.2f} GFLOP per image and step at w = 1 (twice at w != 1), {s.steps} DDIM "
+        f"steps; the grid's generations: {gen_flops / 1e15:.3g} PFLOP, {hours(gen_flops):.2f} h",
+        f"pre-training: {'shipped, none' if pre.shipped else f'{pre.steps} steps of {pre.batch_size}: {pre_flops / 1e15:.3g} PFLOP, {hours(pre_flops):.2f} h'}",
+        f"DM work in all: {hours(ft_flops + gen_flops + pre_flops):.1f} h (judges, victims, detectors and notebooks "
+        "come on top)",
+    ])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", required=True)
     parser.add_argument("--set", action="append", default=[], metavar="KEY.SUB=VALUE")
     parser.add_argument("--seconds", type=float, default=15.0, help="about how long each measurement runs")
     parser.add_argument("--workers", type=int, default=2, help="parallel 1-thread workers of a run")
+    parser.add_argument("--gpu-gflops", type=float, default=None, metavar="RATE",
+                        help="size the grid for a GPU achieving RATE GFLOP/s instead of timing this CPU")
     args = parser.parse_args(argv)
+    if args.gpu_gflops is not None and not args.gpu_gflops > 0:
+        parser.error(f"--gpu-gflops: {args.gpu_gflops} is not a rate; give GFLOP/s > 0 (an H100 on the demo DM: 1979)")
 
     from bibad_utils.bench_timing import RandomImages
     from bibad_utils.config import ConfigError, overrides_from_assignments
@@ -63,6 +117,9 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model = build_model(cfg.model.as_dict(), study.class_names, image_size=size).train()
     n_params = sum(p.numel() for p in model.trainable_parameters())
+    if args.gpu_gflops is not None:
+        print(gpu_sizing(study, model, data, n_params, args.gpu_gflops * 1e9))
+        return 0
     rates = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)

@@ -55,3 +55,40 @@ def test_lever_rows_name_each_lever_with_its_load():
     assert "batch 2" in names[3] and "batch 4" in names[4]
     assert rows[0][1].startswith(f"{float(rows[0][1].split()[0]):.2f} steps/s (1.00x); load")
     assert all("load" in value for _, value in rows)
+
+
+def _profile_costs():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "profile_costs.py"
+    spec = importlib.util.spec_from_file_location("profile_costs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_sizing_counts_the_grid_flops_and_refuses_a_bad_rate(tmp_path, capsys):
+    import re
+
+    import pytest
+
+    costs = _profile_costs()
+
+    def sized(steps):
+        assert costs.main(["--profile", "smoke", "--gpu-gflops", "1000", "--set", f"run_dir={tmp_path}",
+                           "--set", f"finetune.steps={steps}"]) == 0
+        out = capsys.readouterr().out
+        pflop = float(re.search(r"x \d+ steps: ([\d.e+-]+) PFLOP", out).group(1))
+        step = float(re.search(r"forward \+ backward\): ([\d.]+) GFLOP", out).group(1))
+        n_ft = int(re.search(r"(\d+) fine-tunings x", out).group(1))
+        return out, pflop, step, n_ft
+
+    out, _, step, n_ft = sized(1000)
+    assert step > 0 and n_ft >= 3 and "pre-training:" in out and "DM work in all:" in out
+    assert "at 1000 GFLOP/s achieved" in out
+    _, pflop_a, _, _ = sized(10000)
+    assert pflop_a == pytest.approx(n_ft * 10000 * step / 1e6, rel=0.06)  # steps x FLOPs per step, in PFLOP
+    with pytest.raises(SystemExit):
+        costs.main(["--profile", "smoke", "--gpu-gflops", "0"])
+    assert "--gpu-gflops: 0.0 is not a rate" in capsys.readouterr().err
