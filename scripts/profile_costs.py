@@ -81,7 +81,8 @@ def gpu_sizing(study, model, data, n_params: int, rate: float) -> str:
         f"{len(cells)} fine-tunings x {cfg.finetune.steps} steps: {ft_flops / 1e15:.3g} PFLOP, {hours(ft_flops):.2f} h",
         f"sampling: {eps[1.0] / 1e9:.2f} GFLOP per image and step at w = 1 (twice at w != 1), {s.steps} DDIM "
         f"steps; the grid's generations: {gen_flops / 1e15:.3g} PFLOP, {hours(gen_flops):.2f} h",
-        f"pre-training: {'shipped, none' if pre.shipped else f'{pre.steps} steps of {pre.batch_size}: {pre_flops / 1e15:.3g} PFLOP, {hours(pre_flops):.2f} h'}",
+        "pre-training: " + ("shipped, none" if pre.shipped else
+                            f"{pre.steps} steps of {pre.batch_size}: {pre_flops / 1e15:.3g} PFLOP, {hours(pre_flops):.2f} h"),
         f"DM work in all: {hours(ft_flops + gen_flops + pre_flops):.1f} h (judges, victims, detectors and notebooks "
         "come on top)",
     ])
