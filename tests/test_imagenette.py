@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from bibad_utils.config import ConfigError
+from bibad_utils.poison import n_poison_for, r_train
 from bibad_utils.data import (dataset_fingerprint, dataset_from_config, imagenette, load_dataset, real,
                               validate_dataset_options)
 
@@ -300,6 +301,9 @@ def test_the_offline_copy_holds_the_official_split(tmp_path):
     listing = imagenette._listing("zip", SHARED_ZIP)
     counts = {sub: [len(listing[(sub, c)]) for c in range(10)] for sub in ("train", "val")}
     assert sum(counts["train"]) == 9469 and sum(counts["val"]) == 3925 and counts["train"][6] == 961
+    # the whole split's r_train at the paper's p, by the poisoning code's own count, is the paper's, as printed
+    for p, paper in {0.01: 8.9, 0.02: 16.4, 0.05: 33.0, 0.10: 49.6}.items():
+        assert round(100 * r_train(n_poison_for(9469, p), counts["train"][6]), 1) == paper
     start = time.perf_counter()
     train = load_dataset("imagenette", root=SHARED_ZIP, image_size=32, cache_dir=tmp_path)
     test = load_dataset("imagenette", split="test", root=SHARED_ZIP, image_size=32, cache_dir=tmp_path)

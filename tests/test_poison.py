@@ -28,7 +28,7 @@ def test_r_train_matches_paper_imagenette():
         assert len(idx) == int(9469 * p)
         assert not np.any(labels[idx] == 6)
         r = 100 * r_train(len(idx), int(np.sum(labels == 6)))
-        assert abs(r - expected) < 1.0, (p, r)
+        assert abs(r - expected) < 0.05, (p, r)  # the paper prints r_train to 0.1 %: the same value
     assert r_train(0, 0) == 0.0 and r_train(5, 15) == 0.25
 
 
