@@ -511,3 +511,18 @@ def test_report_numbers_come_from_the_claim_files(tmp_path):
     save_claims(tmp_path, "04_insights", [row("trojan_g1"), row("amplification", "not tested")])
     text = report_markdown(SimpleNamespace(run_dir=str(tmp_path), name="demo"))
     assert text.startswith("The `demo` run tested 1 of the ") and "paper claims:" in text
+
+
+def test_teaser_caption_says_when_the_content_judge_fails_at_its_w(tmp_path):
+    from bibad_utils.experiments.summary.teaser import teaser_caption
+    from bibad_utils.stages import Study
+    from bibad_utils.verdicts import Check
+
+    study = Study("smoke", {"run_dir": str(tmp_path)}, progress=False)
+    plain = teaser_caption(study)
+    assert "no evidence at this $w$" not in plain
+    assert teaser_caption(study, content=Check(True, "the accuracy [0.7, 0.8] is above 0.5")) == plain
+    failing = teaser_caption(study, ["badnets1"], Check(False, "the accuracy [0.267, 0.357] lies below 0.5"))
+    assert failing.startswith(plain.rstrip(".")) or failing.startswith(plain[:80])
+    assert "The labels and the G1-G4 counts are no evidence at this $w$: the accuracy [0.267, 0.357]" in failing
+    assert "Hatched grey bars (badnets1)" in failing

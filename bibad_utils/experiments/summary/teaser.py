@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from bibad_utils import metrics
 from bibad_utils.experiments.explorer import ExplorerData, draw_panel, panel_size
-from bibad_utils.experiments.insights import clean_detector_check
+from bibad_utils.experiments.insights import clean_detector_check, content_check
 from bibad_utils.experiments.summary.tables import FIGURES_DIR
 from bibad_utils.plots import MAX_FIGURE_WIDTH_IN, REF_COLOR, attack_color
 from bibad_utils.report import TEASER_CAPTION, TEASER_PNG
@@ -148,9 +148,11 @@ def teaser_figure(study, n: int = 16, data: ExplorerData | None = None) -> Figur
     return teaser_drawing(panels, bars, f"target-prompt generations with the trigger, w = {w:g}")
 
 
-def teaser_caption(study, untrusted=()) -> str:
-    """The teaser's caption (Markdown), naming the run's attack, p, w and target class, and the attacks
-    ``untrusted`` whose bars are drawn hatched (their detector fails its check)."""
+def teaser_caption(study, untrusted=(), content=None) -> str:
+    """The teaser's caption (Markdown), naming the run's attack, p, w and target class, the attacks
+    ``untrusted`` whose bars are drawn hatched (their detector fails its check), and, when ``content`` (the
+    content judge's :class:`~bibad_utils.verdicts.Check` at the teaser's w) fails, that the labels and the
+    G1-G4 counts are no evidence at this w."""
     clean, poisoned = teaser_cells(study)
     w = teaser_guidance(study)
     target = study.class_names[study.target]
@@ -163,7 +165,10 @@ def teaser_caption(study, untrusted=()) -> str:
             f"(bars, 95 % Wilson intervals), against the share of triggered images among the target-prompt "
             f"training images, $r_{{train}}$ (black ticks), for every attack and $p$."
             + (f" Hatched grey bars ({', '.join(untrusted)}): the attack's detector flags the clean DM's "
-               f"generations too, so they are no evidence (chapter 04 marks those rows not tested)." if untrusted else ""))
+               f"generations too, so they are no evidence (chapter 04 marks those rows not tested)." if untrusted else "")
+            + (f" The labels and the G1-G4 counts are no evidence at this $w$: {content.reason} (chapter 04 marks "
+               f"the G1 and G2 rows at this $w$ not tested; the trigger ratios do not depend on content)."
+               if content is not None and not content.ok else ""))
 
 
 def save_teaser(study, fig: Figure) -> Path:
@@ -175,5 +180,6 @@ def save_teaser(study, fig: Figure) -> Path:
     fig.savefig(path, dpi=TEASER_DPI, bbox_inches="tight", facecolor="white")
     bars = ratio_frame(study)
     untrusted = list(pd.unique(bars.loc[~bars["trusted"].astype(bool), "attack"]))
-    (folder / TEASER_CAPTION).write_text(teaser_caption(study, untrusted) + "\n")
+    content = content_check(study, guidance=teaser_guidance(study))
+    (folder / TEASER_CAPTION).write_text(teaser_caption(study, untrusted, content) + "\n")
     return path
