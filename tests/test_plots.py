@@ -256,3 +256,23 @@ def test_side_by_side_grids_wrap_panels_that_do_not_fit_the_column():
     small = {f"k{i}": rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8) for i in range(3)}
     width, height = side_by_side_grids(small, nrow=4).get_size_inches()
     assert width > 2 * height  # one row
+
+
+def test_shrunk_side_by_side_panels_do_not_overlap_and_long_headings_break_into_lines():
+    # five panels of 16 small images do not fit the column at their natural scale: the tiles shrink, and
+    # each panel's tiles must be drawn at that smaller scale (they overlapped their neighbours before)
+    from bibad_utils.plots import side_by_side_grids
+
+    rng = np.random.default_rng(0)
+    names = ["clean: 0/200 flagged (badnets1)"] + [f"badnets1 p={p}%: 37/200 flagged (badnets1)" for p in (1, 2, 5, 10)]
+    fig = side_by_side_grids({n: rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8) for n in names}, nrow=4)
+    fig.canvas.draw()
+    spans = []
+    for sub in fig.subfigs:
+        boxes = [ax.get_window_extent() for ax in sub.axes if ax.images]
+        assert len(boxes) == 16
+        spans.append((min(b.x0 for b in boxes), max(b.x1 for b in boxes)))
+        heading, = [t for t in sub.texts if t.get_text()]
+        assert heading.get_window_extent().width <= sub.bbox.width + 1  # the heading fits its panel
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))  # left to right, no overlap
+    assert fig.get_figwidth() <= 10.0

@@ -10,6 +10,7 @@ trigger patterns) are thin layers over these.
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -49,13 +50,15 @@ class GridLayout:
     gap = 0.06
     title_h = 0.22
     suptitle_h = 0.32
+    line_h = 0.17  # each further line of a heading
 
     def __init__(self, n, ncol, cell_h_px, cell_w_px, has_titles, has_title, left: float = 0.0):
+        """``has_title``: False, True, or the number of lines of the heading."""
         self.ncol = max(1, min(ncol, n))
         self.nrows = max(1, math.ceil(n / self.ncol))
         self.cw, self.ch = cell_w_px / DPI, cell_h_px / DPI
         self.th = self.title_h if has_titles else 0.0
-        self.top = self.suptitle_h if has_title else 0.0
+        self.top = self.suptitle_h + self.line_h * (int(has_title) - 1) if has_title else 0.0
         self.left = float(left)
         self.width = self.left + self.ncol * (self.cw + self.gap) + self.gap
         self.height = self.top + self.nrows * (self.ch + self.th + self.gap) + self.gap
@@ -94,7 +97,7 @@ def draw_grid(container, total_w, total_h, images, nrow, titles, title, scale, b
     per row (see :func:`image_grid`); returns the axes, one per image."""
     n, h, w = images.shape[:3]
     up, cell_h, cell_w = cell_pixels(h, w, scale)
-    grid = GridLayout(n, nrow, cell_h, cell_w, titles is not None, title is not None)
+    grid = GridLayout(n, nrow, cell_h, cell_w, titles is not None, 0 if title is None else str(title).count("\n") + 1)
     axes = []
     for k in range(n):
         ax = container.add_axes(grid.rect(k, total_w, total_h))
@@ -103,7 +106,7 @@ def draw_grid(container, total_w, total_h, images, nrow, titles, title, scale, b
             ax.set_title(str(titles[k]), fontsize=8, fontweight="normal", pad=2)
         axes.append(ax)
     if title is not None:
-        container.text(0.5, 1 - grid.suptitle_h * 0.5 / total_h, title, ha="center", va="center",
+        container.text(0.5, 1 - grid.top * 0.5 / total_h, title, ha="center", va="center",
                        fontsize=10, weight="bold")
     return axes
 
@@ -166,14 +169,20 @@ def side_by_side_grids(grids: dict, nrow: int = 4, scale: int | None = None, tit
             return out, [g.width if g else 1.5 for g in out.values()]
 
         geoms, widths = layout(scale)
+        drawn_scale = scale  # the tiles are drawn at the scale their geometry was computed with
         if scale is None and sum(widths) > MAX_FIGURE_WIDTH_IN:  # smaller tiles until the figure fits the column
             side = max(max(imgs.shape[1:3]) for imgs in checked.values() if len(imgs)) if any(
                 len(imgs) for imgs in checked.values()) else 0
             for tile_scale in range(max(1, math.ceil(96 / side)) - 1 if side else 0, 0, -1):
                 geoms, widths = layout(tile_scale)
+                drawn_scale = tile_scale
                 if sum(widths) <= MAX_FIGURE_WIDTH_IN:
                     break
-        height = max(g.height if g else 1.0 for g in geoms.values())
+        # a heading wider than its panel breaks into lines that fit it (10-pt bold: about 0.09 in a character)
+        heads = {name: textwrap.fill(str(name), max(12, int(w / 0.09)), break_long_words=False)
+                 for name, w in zip(checked, widths)}
+        height = max((g.height + GridLayout.line_h * heads[name].count("\n")) if g else 1.0
+                     for name, g in geoms.items())
         # Panels that still do not fit the column side by side (large images, many panels) wrap into rows of as
         # many panels as fit, so that the book never shrinks their labels below legibility.
         per_row = len(widths)
@@ -200,7 +209,8 @@ def side_by_side_grids(grids: dict, nrow: int = 4, scale: int | None = None, tit
                         fontsize=10, weight="bold")
                 ax.text(0.5, 0.5, "no images", ha="center", va="center", fontsize=9, color="#555555")
                 continue
-            draw_grid(sub, wid, height, imgs, int(nrow), titles.get(name), str(name), scale, border_colors.get(name))
+            draw_grid(sub, wid, height, imgs, int(nrow), titles.get(name), heads[name], drawn_scale,
+                      border_colors.get(name))
     return fig
 
 
