@@ -45,6 +45,13 @@ def _step_rate(model, data, batch: int, seconds: float) -> float:
     return 1.0 / time_call(step, torch.device("cpu"), seconds)
 
 
+def _generation_sets(study, cell) -> list[tuple[int, float]]:
+    """(images, w) of every generation set of ``cell``: its target-prompt sets, then its all-class sets."""
+    s = study.cfg.sampling
+    return ([(s.n_target, w) for w in study.target_guidances(cell)]
+            + [(s.n_all, w) for w in study.all_guidances(cell)])
+
+
 def gpu_sizing(study, model, data, n_params: int, rate: float) -> str:
     """Lines sizing ``study``'s grid (fine-tuning and generation) for a device achieving ``rate`` FLOP/s."""
     from bibad_utils.bench_timing import count_flops
@@ -63,12 +70,8 @@ def gpu_sizing(study, model, data, n_params: int, rate: float) -> str:
                for w in (1.0, 2.0)}  # per image and denoising step: one forward at w = 1, two otherwise
     cells = study.cells(with_seeds=True)
     ft_flops = len(cells) * cfg.finetune.steps * step_flops
-    gen_flops = 0.0
-    for cell in cells:
-        for w in study.target_guidances(cell):
-            gen_flops += s.n_target * s.steps * eps[1.0 if w == 1 else 2.0]
-        for w in study.all_guidances(cell):
-            gen_flops += s.n_all * s.steps * eps[1.0 if w == 1 else 2.0]
+    gen_flops = sum(n * s.steps * eps[1.0 if w == 1 else 2.0]
+                    for cell in cells for n, w in _generation_sets(study, cell))
     pre = cfg.pretrain
     pre_flops = 0.0 if pre.shipped else pre.steps * count_flops(
         lambda: diffusion_loss(model.train(), *data.batch(np.arange(int(pre.batch_size))), generator=gen,
@@ -148,10 +151,7 @@ def main(argv=None) -> int:
     n_ft = len(cells)
     exposure = study.exposure(cells[0])
     ft_total = n_ft * ft.steps / rates[1]
-    per_cell_images = {}
-    for cell in cells:
-        per_cell_images[cell] = (s.n_target * len(study.target_guidances(cell))
-                                 + s.n_all * len(study.all_guidances(cell)))
+    per_cell_images = {cell: sum(n for n, _ in _generation_sets(study, cell)) for cell in cells}
     gen_total = sum(per_cell_images.values()) / np.mean(list(sample_rate.values()))
     detect = [c for c in study.grid_cells() if c.ratio in (cfg.defenses.detect_ratios or cfg.ratios)]
     victims = len(detect) + (1 if "clean" in cfg.controls else 0)
