@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from bibad_utils.bench_levers import bench_levers
-from bibad_utils.bench_timing import (RandomImages, count_flops, demo_pixel_config, matmul_flops, rate_text,
-                                      sync_device, time_call)
+from bibad_utils.bench_timing import (RandomImages, count_flops, demo_pixel_config, demo_pixel_model, matmul_flops,
+                                      rate_text, sync_device, time_call, training_step)
 from bibad_utils.base import REPO_ROOT
 
 
@@ -53,37 +53,21 @@ SD14_VAE = dict(sample_size=512, in_channels=3, out_channels=3, latent_channels=
 def bench_pixel(device: torch.device, seconds: float, batch: int, sample_batch: int, sample_steps: int,
                 guidance: float) -> tuple[list[tuple[str, str]], float]:
     """Rows of pixel-DM measurements, and the achieved FLOP/s of its raw training step."""
-    from bibad_utils.diffusion import build_model
     from bibad_utils.sampling import guided_eps, sample_images
-    from bibad_utils.training import diffusion_loss, train_diffusion
+    from bibad_utils.training import train_diffusion
 
-    cfg, size, source = demo_pixel_config()
+    model = demo_pixel_model(device)
+    size = model.image_size
+    source = demo_pixel_config()[2]
     data = RandomImages(max(batch * 4, 256), size, 10)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = build_model(cfg, data.class_names, image_size=size)
-    model.to(device).train()
     n_params = sum(p.numel() for p in model.trainable_parameters())
     c = model.config
     desc = (f"{source}: channels {c['block_out_channels']}, attention {c['attention']}, "
             f"unshuffle {c['unshuffle']}, {size} px, {n_params / 1e6:.2f} M parameters")
     rows = [("pixel DM", desc)]
 
-    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
     x, y = data.batch(np.arange(batch))
-    x, y = x.to(device), y.to(device)
-    gen = torch.Generator().manual_seed(0)
-
-    def step():
-        loss = diffusion_loss(model, x, y, generator=gen, cond_drop=0.1)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    def fwd_bwd():
-        diffusion_loss(model, x, y, generator=gen, cond_drop=0.1).backward()
-        opt.zero_grad(set_to_none=True)
-
+    step, fwd_bwd = training_step(model, x.to(device), y.to(device))
     per = time_call(step, device, seconds)
     flops = count_flops(fwd_bwd)
     rows.append((f"training step, raw (loss + backward + AdamW), batch {batch}",
@@ -112,6 +96,7 @@ def bench_pixel(device: torch.device, seconds: float, batch: int, sample_batch: 
         how = "" if sample_steps == 50 else f" (timed over {sample_steps} steps, scaled to 50)"
         rows.append((f"DDIM 50 steps, w = {w:g}, batch {sample_batch}{how}", f"{sample_batch / spent:.1f} images/s"))
 
+    gen = torch.Generator().manual_seed(0)
     xb = torch.randn(sample_batch, *model.latent_shape, generator=gen).to(device)
     yb = torch.as_tensor(labels, device=device)
     with torch.no_grad():
@@ -128,15 +113,9 @@ def bench_dc(device: torch.device, n_images: int = 8, n_levels: int = 10, adapti
     all classes exhaustively vs adaptive class pruning. The accuracy change of pruning is measured on
     the trained DM by the castle-walls stage (its ``castle_dc_bench`` artifact); see :func:`demo_dc_rows`."""
     from bibad_utils.defenses import diffusion_classify
-    from bibad_utils.diffusion import build_model
 
-    cfg, size, _ = demo_pixel_config()
-    data = RandomImages(n_images, size, 10, seed=1)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = build_model(cfg, data.class_names, image_size=size)
-    model.to(device).eval()
-    x = data.batch(np.arange(n_images))[0]
+    model = demo_pixel_model(device).eval()
+    x = RandomImages(n_images, model.image_size, 10, seed=1).batch(np.arange(n_images))[0]
     rows, base = [], None
     for name, stages in (("exhaustive", None), ("adaptive " + str([list(s) for s in adaptive]), list(adaptive))):
         diffusion_classify(model, x[:2], n_levels=n_levels, adaptive=stages, batch_size=batch_size, device=device)

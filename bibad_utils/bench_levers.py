@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bibad_utils.bench_timing import RandomImages, demo_pixel_config, sync_device, time_call
+from bibad_utils.bench_timing import RandomImages, demo_pixel_model, time_call, training_step
 
 
 def cpu_bf16_units() -> str:
@@ -26,31 +26,11 @@ def cpu_bf16_units() -> str:
     return ", ".join(found) or "none"
 
 
-def _lever_model(device: torch.device):
-    from bibad_utils.diffusion import build_model
-
-    cfg, size, _ = demo_pixel_config()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = build_model(cfg, [f"class{k}" for k in range(10)], image_size=size)
-    return model.to(device).train(), size
-
-
 def _process_rate(seconds: float, batch: int, queue) -> None:
     """One worker of :func:`concurrent_rate`: the plain 1-thread training step, its rate put on ``queue``."""
     torch.set_num_threads(1)
-    from bibad_utils.training import diffusion_loss
-
-    model, _ = _lever_model(torch.device("cpu"))
-    x, y = RandomImages(batch, model.image_size, 10).batch(np.arange(batch))
-    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
-    gen = torch.Generator().manual_seed(0)
-
-    def step():
-        diffusion_loss(model, x, y, generator=gen, cond_drop=0.1).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+    model = demo_pixel_model(torch.device("cpu"))
+    step, _ = training_step(model, *RandomImages(batch, model.image_size, 10).batch(np.arange(batch)))
     queue.put(1 / time_call(step, torch.device("cpu"), seconds))
 
 
@@ -77,7 +57,6 @@ def bench_levers(device: torch.device, seconds: float, batch: int = 64, threads=
     reported apart, since a first run pays it once per process and shape), and the DDIM batch size.
     The load average next to each row says how busy the machine was."""
     from bibad_utils.sampling import sample_images
-    from bibad_utils.training import diffusion_loss
 
     rows = []
     before = torch.get_num_threads()
@@ -88,28 +67,18 @@ def bench_levers(device: torch.device, seconds: float, batch: int = 64, threads=
         except OSError:
             return "load n/a"
 
-    def train_rate(model, memory_format=None, denoiser=None, autocast: bool = False) -> float:
-        data = RandomImages(batch, model.image_size, 10)
-        x, y = data.batch(np.arange(batch))
-        x, y = x.to(device), y.to(device)
-        if memory_format is not None:
-            x = x.contiguous(memory_format=memory_format)
-        opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
-        gen = torch.Generator().manual_seed(0)
+    def lever_batch(model, memory_format=torch.contiguous_format):
+        x, y = RandomImages(batch, model.image_size, 10).batch(np.arange(batch))
+        return x.to(device).contiguous(memory_format=memory_format), y.to(device)
 
-        def step():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = diffusion_loss(model, x, y, generator=gen, cond_drop=0.1, denoiser=denoiser)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
+    def train_rate(model, memory_format=torch.contiguous_format, denoiser=None, autocast: bool = False) -> float:
+        step, _ = training_step(model, *lever_batch(model, memory_format), denoiser=denoiser, autocast=autocast)
         return 1 / time_call(step, device, seconds)
 
     base = None
     for n in threads:
         torch.set_num_threads(n)
-        model, _ = _lever_model(device)
+        model = demo_pixel_model(device)
         rate = train_rate(model)
         base = rate if base is None else base
         rows.append((f"lever: training step, batch {batch}, eager, {n} thread(s)",
@@ -121,30 +90,26 @@ def bench_levers(device: torch.device, seconds: float, batch: int = 64, threads=
                      f"{sum(rates):.2f} steps/s in all ({sum(rates) / base:.2f}x; each "
                      f"{', '.join(f'{r:.2f}' for r in rates)}); {load()}"))
     torch.set_num_threads(threads[0])
-    model, _ = _lever_model(device)
+    model = demo_pixel_model(device)
     model.denoiser.to(memory_format=torch.channels_last)
     rate = train_rate(model, memory_format=torch.channels_last)
     rows.append((f"lever: training step, batch {batch}, channels_last, {threads[0]} thread(s)",
                  f"{rate:.2f} steps/s ({rate / base:.2f}x); {load()}"))
     if device.type == "cpu":
-        model, _ = _lever_model(device)
+        model = demo_pixel_model(device)
         rate = train_rate(model, autocast=True)
         rows.append((f"lever: training step, batch {batch}, bf16 autocast, {threads[0]} thread(s)",
                      f"{rate:.2f} steps/s ({rate / base:.2f}x); CPU bf16 units: {cpu_bf16_units()}; {load()}"))
     if compile_unet:
-        model, _ = _lever_model(device)
+        model = demo_pixel_model(device)
         compiled = torch.compile(model.denoiser)
         start = time.perf_counter()
-        data = RandomImages(batch, model.image_size, 10)
-        x, y = data.batch(np.arange(batch))
-        diffusion_loss(model, x.to(device), y.to(device), generator=torch.Generator().manual_seed(0),
-                       cond_drop=0.1, denoiser=compiled).backward()
+        training_step(model, *lever_batch(model), denoiser=compiled)[1]()
         first = time.perf_counter() - start
         rate = train_rate(model, denoiser=compiled)
         rows.append((f"lever: training step, batch {batch}, torch.compile, {threads[0]} thread(s)",
                      f"{rate:.2f} steps/s ({rate / base:.2f}x); first step (compile) {first:.0f} s; {load()}"))
-    model, _ = _lever_model(device)
-    model.eval()
+    model = demo_pixel_model(device).eval()
     for b in sample_batches:
         labels = np.arange(b) % 10
         start = time.perf_counter()

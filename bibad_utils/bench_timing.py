@@ -1,5 +1,6 @@
 """Timing primitives of the benchmarks: a timed call with device sync, the matmul reference rate,
-FLOP counting, and the demo pixel DM's configuration and random training images."""
+FLOP counting, the demo pixel DM (its configuration, a seeded model, its plain training step) and random
+training images."""
 
 from __future__ import annotations
 
@@ -65,6 +66,45 @@ def demo_pixel_config() -> tuple[dict, int, str]:
             size = (profile.get("dataset") or {}).get("image_size") or DEFAULT_IMAGE_SIZE
             return dict(model), int(size), "notebooks/profiles/demo.yaml"
     return dict(DEFAULT_PIXEL), DEFAULT_IMAGE_SIZE, "default (no pixel model in demo.yaml)"
+
+
+def demo_pixel_model(device: torch.device):
+    """The demo pixel DM (:func:`demo_pixel_config`, 10 classes) with random weights seeded by 0, on
+    ``device``, in train mode; the caller's RNG state is left untouched."""
+    from bibad_utils.diffusion import build_model
+
+    cfg, size, _ = demo_pixel_config()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(cfg, [f"class{k}" for k in range(10)], image_size=size)
+    return model.to(device).train()
+
+
+def training_step(model, x, y, denoiser=None, autocast: bool = False):
+    """The benchmarks' plain training step of ``model`` on the batch ``(x, y)``: the diffusion loss (10 %
+    of the labels dropped; ``denoiser`` in place of the model's own; a bf16 autocast with ``autocast``),
+    backward, AdamW at lr 1e-4. Returns ``(step, fwd_bwd)``: ``fwd_bwd`` is the loss and backward alone
+    (gradients cleared after it), what :func:`count_flops` counts."""
+    from bibad_utils.training import diffusion_loss
+
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(0)
+
+    def backward():
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = diffusion_loss(model, x, y, generator=gen, cond_drop=0.1, denoiser=denoiser)
+        loss.backward()
+
+    def step():
+        backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def fwd_bwd():
+        backward()
+        opt.zero_grad(set_to_none=True)
+
+    return step, fwd_bwd
 
 
 class RandomImages:

@@ -176,19 +176,6 @@ def g_table(trigger_pred, content_match, *, r_train: float | None = None, z: flo
     return row
 
 
-def test_accuracy(pred, labels) -> float:
-    """Fraction of correct predictions (TA when ``pred`` are a classifier's predictions on the clean
-    test set). ``pred``, ``labels``: int ``[N]``; nan for ``N = 0``."""
-    p = _int_vector(pred, "pred")
-    y = _int_vector(labels, "labels")
-    _same_length(y, p, "labels", "pred")
-    return float(np.mean(p == y)) if len(p) else math.nan
-
-
-# pytest would otherwise collect this metric as a test when a test module imports it by name.
-test_accuracy.__test__ = False
-
-
 def per_class_accuracy(pred, labels, num_classes: int) -> np.ndarray:
     """Accuracy per true class: float ``[num_classes]`` in [0, 1], nan for a class with no image."""
     p = _int_vector(pred, "pred")

@@ -11,12 +11,8 @@ import math
 import numpy as np
 
 from bibad_utils.base import ConfigError
-from bibad_utils.metrics import newcombe_difference
-from bibad_utils.verdicts import Z95, mde_from_interval
-
-
-def _finite(*xs) -> bool:
-    return all(x is not None and math.isfinite(float(x)) for x in xs)
+from bibad_utils.metrics import Z95, newcombe_difference
+from bibad_utils.verdicts import finite, mde_from_interval
 
 
 def _share_rows(points) -> list[dict]:
@@ -108,7 +104,7 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
     low, high = used[0], used[-1]
     d, lo, hi = newcombe_difference(low["n_G2"], low["n_triggered"], high["n_G2"], high["n_triggered"], z)
     trend = share_trend(used)
-    p_two = 2 * min(trend["p_fall"], 1 - trend["p_fall"]) if _finite(trend["p_fall"]) else math.nan
+    p_two = 2 * min(trend["p_fall"], 1 - trend["p_fall"]) if finite(trend["p_fall"]) else math.nan
     g1_rise = high["n_G1"] / high["n"] - low["n_G1"] / low["n"]
     g2_rise = high["n_G2"] / high["n"] - low["n_G2"] / low["n"]
     mde = mde_from_interval(lo, hi, z=z)
@@ -116,12 +112,12 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
     out = {**base, "left_out": empty, "drop": d, "drop_lo": lo, "drop_hi": hi, "trend_z": trend["z"],
            "p_fall": trend["p_fall"], "p_two_sided": p_two, "g1_rise": g1_rise, "g2_rise": g2_rise, "mde": mde,
            "g2_dominates": dominates, "crosses_half": bool(low["G2_share"] > 0.5 > high["G2_share"])}
-    significant = _finite(p_two) and p_two < alpha
+    significant = finite(p_two) and p_two < alpha
     falls = significant and trend["z"] < 0
     rises = significant and trend["z"] > 0
     takeover = g1_rise > g2_rise
     span = f"p = {100 * low['p']:g} -> {100 * high['p']:g} % ({len(used)} ratios)"
-    test = f"two-sided p = {p_two:.3g}" if _finite(p_two) else "no test"
+    test = f"two-sided p = {p_two:.3g}" if finite(p_two) else "no test"
     shares = ", ".join(f"{100 * r['G2_share']:.0f} %" for r in used)
     if falls and takeover and dominates:
         verdict, reason = "reproduced", (f"the G2 share falls significantly over {span} ({test}), G1 rises by "
@@ -134,7 +130,7 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
                                      f"dominates (G2 share {shares}): the fall is shown, the G2-then-G1 pattern is not")
     elif rises:
         verdict, reason = "not reproduced", f"the G2 share rises significantly as p grows ({test})"
-    elif paper_effect is not None and _finite(mde) and abs(paper_effect) < mde:
+    elif paper_effect is not None and finite(mde) and abs(paper_effect) < mde:
         verdict, reason = "underpowered", (f"no significant change of the G2 share ({test}); the test could "
                                            f"detect only drops of {mde:.3f} or more, the paper's drop is "
                                            f"{abs(paper_effect):.3f}")

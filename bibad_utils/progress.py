@@ -1,6 +1,6 @@
 """Live progress of a notebook run, from the kernel to the terminal, and the choice of torch threads.
 
-The kernel side: long loops (a training, a generation) open a :func:`task` and update it; the task
+The kernel side: long loops (a training, a generation) open a :class:`Task` and update it; the task
 writes a small JSON file (stage, label, done/total, rate, ETA, threads, how busy the machine is) to the
 path in the environment variable ``BIBAD_PROGRESS``, at most every ``WRITE_EVERY_S`` seconds, by an
 atomic rename. Without that variable (a notebook opened in Jupyter) a task costs nothing.
@@ -155,7 +155,8 @@ RECHECK_S = 20.0  # how often a running task looks at the load again
 
 
 class Task:
-    """One long loop reported to the progress file (see :func:`task`). While it reports (inside a
+    """One long loop reported to ``$BIBAD_PROGRESS`` (``path``; a no-op without it), e.g.
+    ``with Task("finetune", "badnets1 p=10%", 600) as t: ... t.update(step)``. While it reports (inside a
     ``bibad run``), it looks at the load every RECHECK_S seconds and, when the thread count is auto,
     follows the idle cores: another process starting on a 2-core machine takes the loop to 1 thread."""
 
@@ -214,12 +215,6 @@ class Task:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def task(stage: str, label: str, total: int, unit: str = "step", done: int = 0) -> Task:
-    """A :class:`Task` reporting to ``$BIBAD_PROGRESS`` (a no-op without it), e.g.
-    ``with task("finetune", "badnets1 p=10%", 600) as t: ... t.update(step)``."""
-    return Task(stage, label, total, unit, done)
 
 
 class Bar:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bibad_utils.base import ConfigError
 from bibad_utils.paper import claim as paper_claim
-from bibad_utils.store import load_json, save_json
+from bibad_utils.files import load_json, save_json
 from bibad_utils.verdicts import VERDICTS, at_exposure, check_interval, row_kind
 
 COLUMNS = ("stage", "claim", "setting", "metric", "paper", "ours", "ours_lo", "ours_hi", "verdict", "note")

@@ -12,9 +12,6 @@ alone, so any subset of a generation regenerates the same pixels whatever the ba
 from __future__ import annotations
 
 import contextlib
-import json
-import numbers
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,10 +19,8 @@ import torch
 from bibad_utils.base import ConfigError
 from bibad_utils.data import to_uint8
 from bibad_utils.progress import Task
-from bibad_utils.schema import Field, Section, is_number
+from bibad_utils.schema import Field, Section, is_int, is_number
 from bibad_utils.training import derive_seed
-
-SET_NAMES = ("target", "all")
 
 
 def _check_guidance(values: dict, prefix: str, profile: dict) -> None:
@@ -45,7 +40,7 @@ def _check_guidance(values: dict, prefix: str, profile: dict) -> None:
                           f"distinct guidance scales other than the all-class set's own w = {main:g}")
 
 
-# The profile's ``sampling`` section (the settings of generate_sets), left as written in the profile.
+# The profile's ``sampling`` section (the settings of Study.generation_key), left as written in the profile.
 SAMPLING = Section("sampling", {
     "steps": Field("int", low=1, doc="DDIM steps"),
     "eta": Field("number", low=0, high=1, doc="DDIM eta (0: deterministic)"),
@@ -116,12 +111,6 @@ def _padded(samples: list[torch.Tensor], pad: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros((pad, *x.shape[1:]))]) if pad else x
 
 
-def _check_number(name, value, low, allowed):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value) and value >= low
-    if not ok:
-        raise ConfigError(name, value, allowed)
-
-
 @torch.no_grad()
 def sample_images(model, labels, seeds, *, steps: int = 50, eta: float = 0.0, guidance: float = 1.0,
                   batch_size: int = 100, device="cpu", progress: bool = True,
@@ -152,12 +141,13 @@ def sample_images(model, labels, seeds, *, steps: int = 50, eta: float = 0.0, gu
                           f"class indices in [0, {model.null_class}] ({model.null_class}: unconditional)")
     if len(seeds) and (not np.issubdtype(seeds.dtype, np.integer) or seeds.min() < 0):
         raise ConfigError("seeds", seeds[:4].tolist(), "integers >= 0")
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
-        raise ConfigError("steps", steps, "a positive integer")
-    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ConfigError("batch_size", batch_size, "a positive integer")
-    _check_number("eta", eta, 0, "a number >= 0")
-    _check_number("guidance", guidance, 0, "a guidance scale w >= 0")
+    checks = (("steps", steps, is_int(steps, 1), "a positive integer"),
+              ("batch_size", batch_size, is_int(batch_size, 1), "a positive integer"),
+              ("eta", eta, is_number(eta) and eta >= 0, "a number >= 0"),
+              ("guidance", guidance, is_number(guidance) and guidance >= 0, "a guidance scale w >= 0"))
+    for name, value, ok, allowed in checks:
+        if not ok:
+            raise ConfigError(name, value, allowed)
 
     device = torch.device(device)
     model.to(device)
@@ -210,65 +200,3 @@ def set_seeds(seed: int, set_name: str, n: int) -> np.ndarray:
 
     They do not depend on the guidance scale, so the sets of different w start from the same noise."""
     return np.array([derive_seed(seed, set_name, i) for i in range(n)], dtype=np.int64)
-
-
-def generate_sets(model, class_counts, target: int, *, n_target: int, n_all: int, guidance_list, seed: int,
-                  guidance_all: float | None = None, steps: int = 50, eta: float = 0.0, batch_size: int = 100,
-                  device="cpu", progress: bool = True) -> dict:
-    """The study's two generation sets.
-
-    ``"target"``: ``n_target`` images of label ``target`` (the target prompt) for every w in
-    ``guidance_list``; ``"all"``: ``n_all`` images whose class mix follows ``class_counts`` (the
-    training set's, int ``[num_classes]``; see :func:`class_mix`), at ``guidance_all`` only, or for
-    every w when it is None. Returns ``{set_name: {w: {"images": uint8 [n, H, W, 3], "labels": int64 [n],
-    "seeds": int64 [n]}}}`` with ``w`` as float keys.
-    """
-    counts = np.asarray(class_counts).reshape(-1)
-    if len(counts) != model.num_classes:
-        raise ConfigError("class_counts", f"{len(counts)} counts", f"one per class ({model.num_classes})")
-    if not isinstance(target, numbers.Integral) or not 0 <= target < model.num_classes:
-        raise ConfigError("target", target, f"a class index in [0, {model.num_classes})")
-    for name, n in (("n_target", n_target), ("n_all", n_all)):
-        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
-            raise ConfigError(name, n, "a positive integer")
-    guidance_list = list(guidance_list)
-    if not guidance_list:
-        raise ConfigError("guidance_list", guidance_list, "a non-empty list of guidance scales w >= 0")
-    plan = {"target": np.full(n_target, int(target), dtype=np.int64), "all": class_mix(counts, n_all)}
-    scales = {"target": guidance_list, "all": guidance_list if guidance_all is None else [guidance_all]}
-    out: dict = {name: {} for name in SET_NAMES}
-    for name in SET_NAMES:
-        labels = plan[name]
-        seeds = set_seeds(seed, name, len(labels))
-        for w in scales[name]:
-            images = sample_images(model, labels, seeds, steps=steps, eta=eta, guidance=float(w),
-                                   batch_size=batch_size, device=device, progress=progress)
-            out[name][float(w)] = {"images": images, "labels": labels.copy(), "seeds": seeds.copy()}
-    return out
-
-
-def save_generation(directory, images: np.ndarray, labels: np.ndarray, meta: dict) -> Path:
-    """Write ``images.npy`` (uint8 ``[N, H, W, 3]``), ``labels.npy`` (int64 ``[N]``) and ``meta.json``
-    (JSON-serialisable dict, e.g. guidance, seeds' origin) into ``directory`` (created); no pickle."""
-    images = np.asarray(images)
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ConfigError("images", f"{images.dtype} array of shape {images.shape}", "uint8 [N, H, W, 3]")
-    if len(labels) != len(images):
-        raise ConfigError("labels", f"{len(labels)} labels", f"one per image ({len(images)})")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    np.save(directory / "images.npy", images, allow_pickle=False)
-    np.save(directory / "labels.npy", labels, allow_pickle=False)
-    (directory / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return directory
-
-
-def load_generation(directory, mmap: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Read what :func:`save_generation` wrote: (uint8 ``[N, H, W, 3]``, int64 ``[N]``, meta dict).
-    mmap: memory-map the images instead of reading them."""
-    directory = Path(directory)
-    images = np.load(directory / "images.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
-    labels = np.load(directory / "labels.npy", allow_pickle=False)
-    meta = json.loads((directory / "meta.json").read_text())
-    return images, labels, meta

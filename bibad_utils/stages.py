@@ -29,8 +29,8 @@ import torch
 
 from bibad_utils import shipped_base
 from bibad_utils import store as st
-from bibad_utils.cells import (POOLS, Cell, GenSet, all_guidances, exposure_epochs, guidance_all,  # noqa: F401
-                               target_guidances, train_seed_keys, validate_train_seeds)
+from bibad_utils.cells import (POOLS, Cell, GenSet, all_guidances, exposure_epochs, guidance_all, target_guidances,
+                               validate_train_seeds)
 from bibad_utils.config import ConfigError, deep_merge, resolve_device, validate_profile
 from bibad_utils.data import dataset_from_config
 from bibad_utils.memorization import duplicate_pool, embed, embedding_key_params, find_duplicate_groups

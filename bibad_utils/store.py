@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from bibad_utils.base import ConfigError
+from bibad_utils.base import REPO_ROOT, ConfigError
 # the file helpers live in bibad_utils.files; re-exported here, where the stages have always found them
 from bibad_utils.files import (DamagedFileError, check_file_structure, checksum_problems, file_sha256,  # noqa: F401
                                files_record, load_array, load_json, load_tensors, record_problems, save_array,
@@ -42,7 +42,6 @@ from bibad_utils.files import (DamagedFileError, check_file_structure, checksum_
 KEY_LENGTH = 16
 MANIFEST = "manifest.json"
 VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "numpy")
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def canonical_json(obj: Any) -> str:
@@ -123,7 +122,7 @@ def _set_aside_damaged_work(work: Path, stage: str, key: str) -> list[Path]:
     return moved
 
 
-def git_commit(repo: Path = _REPO_ROOT) -> str | None:
+def git_commit(repo: Path = REPO_ROOT) -> str | None:
     """The checked-out commit of ``repo``, with ``-dirty`` appended when tracked files differ; None
     outside a git work tree."""
     try:

@@ -174,7 +174,7 @@ def train_diffusion(model, dataset, *, steps: int, batch_size: int, lr: float, w
     Mixed precision follows ``model.mixed_precision``; accelerate keeps one device and one precision per
     process, so all calls in a process must agree on both. On return the model holds the last (not the
     EMA) weights, on ``device``, in train mode. report: ``(stage, label)`` of the run for the live
-    progress file of ``bibad run`` (:func:`bibad_utils.progress.task`; a no-op outside a run).
+    progress file of ``bibad run`` (:class:`bibad_utils.progress.Task`; a no-op outside a run).
     keep_checkpoints: the EMA weights of this many checkpoints (:func:`kept_steps`) end, once the run is
     complete, in ``<keep_dir>/checkpoints/step-XXXXXXXX/`` (``ema.safetensors``, ``state.json``).
     """

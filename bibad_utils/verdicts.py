@@ -34,7 +34,7 @@ import math
 from typing import NamedTuple
 
 from bibad_utils.base import ConfigError
-from bibad_utils.metrics import Z95  # noqa: F401 (the verdicts' quantile, re-exported)
+from bibad_utils.metrics import Z95
 from bibad_utils.paper import KINDS, PAPER_EPOCHS
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "underpowered", "not tested")
@@ -58,13 +58,14 @@ class Check(NamedTuple):
     reason: str
 
 
-def _finite(*xs) -> bool:
+def finite(*xs) -> bool:
+    """Whether every one of ``xs`` is a number that is neither None, NaN nor infinite."""
     return all(x is not None and math.isfinite(float(x)) for x in xs)
 
 
 def check_interval(lo: float, hi: float, name: str = "interval") -> None:
     """Refuse an inverted interval: ``lo > hi`` (both finite) is a caller's error, never a verdict."""
-    if _finite(lo, hi) and float(lo) > float(hi):
+    if finite(lo, hi) and float(lo) > float(hi):
         raise ConfigError(name, f"[{lo}, {hi}]", "an interval with lo <= hi")
 
 
@@ -81,18 +82,18 @@ def baseline_check(lo: float, hi: float = math.nan, *, chance: float = CHANCE_AU
     """A baseline measured with a 95 % interval ``[lo, hi]`` must lie above ``chance`` by its interval
     (e.g. a detector's AUROC on the poisoned training set, whose lower bound must exceed 0.5); ``floor_name``
     says what the floor is in the message (chance, or a required share that is not chance)."""
-    if not _finite(lo):
+    if not finite(lo):
         return Check(False, f"the {what} has no interval")
-    shown = f"[{lo:.3f}, {hi:.3f}]" if _finite(hi) else f"lower bound {lo:.3f}"
+    shown = f"[{lo:.3f}, {hi:.3f}]" if finite(hi) else f"lower bound {lo:.3f}"
     if lo > chance:
         return Check(True, f"the {what} {shown} is above {floor_name} ({chance:g})")
-    where = "lies below" if _finite(hi) and hi < chance else "includes or lies below"
+    where = "lies below" if finite(hi) and hi < chance else "includes or lies below"
     return Check(False, f"the {what} {shown} {where} {floor_name} ({chance:g}): the baseline fails its own check")
 
 
 def false_alarm_check(hi: float, *, max_rate: float, what: str = "false-alarm rate on a clean model") -> Check:
     """A detector's false-alarm rate (upper 95 % bound ``hi``) must be at most ``max_rate``."""
-    if not _finite(hi):
+    if not finite(hi):
         return Check(False, f"the {what} was not measured")
     if hi <= max_rate:
         return Check(True, f"the {what} (upper bound {hi:.3f}) is at most {max_rate:g}")
@@ -106,7 +107,7 @@ def exposure_check(epochs: float, *, paper_epochs: float = PAPER_EPOCHS,
                    min_share: float = EXPOSURE_MIN_SHARE) -> Check:
     """Whether a DM was fine-tuned near the paper's exposure: ``epochs`` (how many times each poisoned
     image was seen in fine-tuning, on average) at least ``min_share`` of ``paper_epochs`` (about 50)."""
-    if not _finite(epochs):
+    if not finite(epochs):
         return Check(True, "exposure not stated")
     if epochs >= min_share * paper_epochs:
         return Check(True, f"fine-tuned {epochs:.1f} of about {paper_epochs:g} epochs")
@@ -133,7 +134,7 @@ def mde_from_interval(lo: float, hi: float, *, z: float = Z95, power_z: float = 
     """Minimum detectable effect of a test whose estimate has the two-sided ``z`` interval ``[lo, hi]``:
     the true effect that the interval would exclude zero for with the power of ``power_z`` (80 %),
     ``(z + power_z) * se`` with ``se = (hi - lo) / (2 z)``. NaN without a finite interval."""
-    return math.nan if not _finite(lo, hi) or hi < lo else (z + power_z) * (hi - lo) / (2 * z)
+    return math.nan if not finite(lo, hi) or hi < lo else (z + power_z) * (hi - lo) / (2 * z)
 
 
 def mde_two_proportions(p0: float, n1: int, n0: int, *, z: float = Z95, power_z: float = Z_POWER80) -> float:
@@ -171,13 +172,13 @@ def compare(value: float, lo: float, hi: float, *, reference: float = 0.0, direc
     check_interval(lo, hi)
     if baseline is not None and not baseline.ok:
         return Judgement("not tested", baseline.reason)
-    if not _finite(value):
+    if not finite(value):
         return Judgement("not tested", "no measurement")
     thr = reference + sign * margin
     near, far = (lo, hi) if sign > 0 else (hi, lo)  # bound nearest the threshold when the claim holds
-    has_ci = _finite(lo, hi)
+    has_ci = finite(lo, hi)
     mde = mde_from_interval(lo, hi, z=z) if has_ci else math.nan
-    effect = float(paper_effect) if paper_effect is not None and _finite(paper_effect) else None
+    effect = float(paper_effect) if paper_effect is not None and finite(paper_effect) else None
     if has_ci and sign * (near - thr) > 0:
         if effect is None:
             return Judgement("reproduced", "", mde)
@@ -191,7 +192,7 @@ def compare(value: float, lo: float, hi: float, *, reference: float = 0.0, direc
                                    f"most {reach:+.3f}, the paper's effect is {sign * effect:+.3f}", mde)
     if has_ci and sign * (far - thr) < 0:
         return Judgement("not reproduced", "the interval lies wholly on the other side", mde)
-    if effect is not None and _finite(mde) and abs(effect) < mde:
+    if effect is not None and finite(mde) and abs(effect) < mde:
         return Judgement("underpowered", f"the test could detect only effects of {mde:.3f} or more (80 % power, "
                                          f"alpha 0.05); the paper's effect is {abs(effect):.3f}", mde)
     if sign * (value - thr) > 0:
@@ -213,7 +214,7 @@ def non_inferior(value: float, lo: float, hi: float, *, margin: float, baseline:
     check_interval(lo, hi)
     if baseline is not None and not baseline.ok:
         return Judgement("not tested", baseline.reason)
-    if not _finite(value, lo, hi):
+    if not finite(value, lo, hi):
         return Judgement("not tested", "no measurement")
     mde = mde_from_interval(lo, hi, z=z)
     if lo > -margin:
@@ -278,7 +279,7 @@ def headline(rows) -> str:
 
 __all__ = ["CHANCE_AUROC", "Check", "Judgement", "VERDICTS", "baseline_check", "compare", "count_verdicts",
            "at_exposure", "check_interval", "exposure_check", "false_alarm_check", "first_failed", "headline", "mde_from_interval",
-           "mde_two_proportions", "non_inferior", "row_kind"]
+           "finite", "mde_two_proportions", "non_inferior", "row_kind"]
 
 
 def rows_of(rows, keys, metric: str | None = None) -> list[dict]:

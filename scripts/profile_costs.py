@@ -29,22 +29,6 @@ import numpy as np
 import torch
 
 
-def _step_rate(model, data, batch: int, seconds: float) -> float:
-    from bibad_utils.bench_timing import time_call
-    from bibad_utils.training import diffusion_loss
-
-    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
-    x, y = data.batch(np.arange(batch))
-    gen = torch.Generator().manual_seed(0)
-
-    def step():
-        diffusion_loss(model, x, y, generator=gen, cond_drop=0.1).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return 1.0 / time_call(step, torch.device("cpu"), seconds)
-
-
 def _generation_sets(study, cell) -> list[tuple[int, float]]:
     """(images, w) of every generation set of ``cell``: its target-prompt sets, then its all-class sets."""
     s = study.cfg.sampling
@@ -54,17 +38,14 @@ def _generation_sets(study, cell) -> list[tuple[int, float]]:
 
 def gpu_sizing(study, model, data, n_params: int, rate: float) -> str:
     """Lines sizing ``study``'s grid (fine-tuning and generation) for a device achieving ``rate`` FLOP/s."""
-    from bibad_utils.bench_timing import count_flops
+    from bibad_utils.bench_timing import count_flops, training_step
     from bibad_utils.sampling import guided_eps
-    from bibad_utils.training import diffusion_loss
 
     cfg, s = study.cfg, study.cfg.sampling
     batch = int(cfg.finetune.batch_size)
-    x, y = data.batch(np.arange(batch))
-    gen = torch.Generator().manual_seed(0)
-    step_flops = count_flops(lambda: diffusion_loss(model, x, y, generator=gen, cond_drop=0.1).backward())
+    step_flops = count_flops(training_step(model, *data.batch(np.arange(batch)))[1])
     model.eval()
-    xb = torch.randn(1, *model.latent_shape, generator=gen)
+    xb = torch.randn(1, *model.latent_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         eps = {w: count_flops(lambda w=w: guided_eps(model, xb, 500, torch.zeros(1, dtype=torch.long), w))
                for w in (1.0, 2.0)}  # per image and denoising step: one forward at w = 1, two otherwise
@@ -74,8 +55,7 @@ def gpu_sizing(study, model, data, n_params: int, rate: float) -> str:
                     for cell in cells for n, w in _generation_sets(study, cell))
     pre = cfg.pretrain
     pre_flops = 0.0 if pre.shipped else pre.steps * count_flops(
-        lambda: diffusion_loss(model.train(), *data.batch(np.arange(int(pre.batch_size))), generator=gen,
-                               cond_drop=0.1).backward())
+        training_step(model.train(), *data.batch(np.arange(int(pre.batch_size))))[1])
     hours = lambda f: f / rate / 3600  # noqa: E731
     return "\n".join([
         f"profile {study.cfg.name}: DM {n_params / 1e6:.2f} M parameters at {study.image_size} px; "
@@ -103,7 +83,7 @@ def main(argv=None) -> int:
     if args.gpu_gflops is not None and not args.gpu_gflops > 0:
         parser.error(f"--gpu-gflops: {args.gpu_gflops} is not a rate; give GFLOP/s > 0 (an H100 on the demo DM: 1979)")
 
-    from bibad_utils.bench_timing import RandomImages
+    from bibad_utils.bench_timing import RandomImages, time_call, training_step
     from bibad_utils.config import ConfigError, overrides_from_assignments
     from bibad_utils.diffusion import build_model
     from bibad_utils.judges.training import train_classifier
@@ -127,7 +107,8 @@ def main(argv=None) -> int:
     rates = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        rates[threads] = _step_rate(model, data, ft.batch_size, args.seconds)
+        step, _ = training_step(model, *data.batch(np.arange(ft.batch_size)))
+        rates[threads] = 1.0 / time_call(step, torch.device("cpu"), args.seconds)
     torch.set_num_threads(1)
     model.eval()
     n_sample = min(s.batch_size, 32)

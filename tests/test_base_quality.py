@@ -110,7 +110,7 @@ def test_smoke_without_a_base_dm_says_so(tmp_path):
     facts = tr.base_quality_facts(study, table, agree, fd, curve)
     assert facts["nb02_base_exists"] is False and "no clean base DM" in facts["nb02_base_summary"]
     assert all(k.startswith("nb02_base_") for k in facts) and math.isnan(facts["nb02_base_clf_rate"])
-    assert not any(study.store.list(s) for s in ("pretrain", bq.PRED_STAGE, bq.GEN_STAGE, bq.FD_STAGE))
+    assert not any(study.store.list(s) for s in ("pretrain", content_judges.PRED_STAGE, bq.GEN_STAGE, bq.FD_STAGE))
 
 
 # ------------------------------------------------------------------------------ a tiny base DM
@@ -138,7 +138,7 @@ def test_base_quality_table_shape_and_rates(tiny):
     table = tr.base_quality_table(tiny)
     names, n_all = tiny.class_names, int(tiny.cfg["sampling"]["n_all"])
     assert list(table.columns) == bq.TABLE_COLUMNS and len(table) == len(names) + 1
-    assert list(table["class"]) == names + [bq.ALL_CLASSES] and set(table["judge"]) == {bq.CLEAN_JUDGE}
+    assert list(table["class"]) == names + [bq.ALL_CLASSES] and set(table["judge"]) == {content_judges.CLEAN_JUDGE}
     per_class, overall = table.iloc[:-1], table.iloc[-1]
     assert per_class["n"].sum() == overall["n"] == n_all and per_class["k"].sum() == overall["k"]
     assert ((table["rate_lo"] <= table["rate"]) & (table["rate"] <= table["rate_hi"])).all()
@@ -147,9 +147,9 @@ def test_base_quality_table_shape_and_rates(tiny):
     assert overall["real_rate"] == pytest.approx(tiny.judges.classifier_report()["accuracy"])
     assert overall["real_n"] == len(tiny.test_set.labels)
     gen = tiny.generations(None)[("all", tiny.guidance_all)]
-    assert overall["rate"] == pytest.approx(np.mean(bq.predictions(tiny, tr.judge_specs(tiny)[0],
-                                                    tiny.generation_key(None), {"all": gen.images})["all"]
-                                                    == gen.labels))
+    clean = content_judges.judge_specs(tiny)[0]
+    pred = content_judges.predictions(tiny, clean, tiny.generation_key(None), {"all": gen.images})["all"]
+    assert overall["rate"] == pytest.approx(np.mean(pred == gen.labels))
     assert table.attrs["guidance"] == tiny.guidance_all and table.attrs["sets"] == ["all"]
     shown = tr.format_quality_table(table)
     assert list(shown.index) == names + [bq.ALL_CLASSES] and shown.shape[1] == 3
@@ -190,7 +190,7 @@ def test_an_external_judge_adds_rows_agreement_and_its_hash_to_the_keys(tiny, tm
     study = tiny.variant({"judges": {"external": {"kind": "cifar_resnet", "path": str(weights)}}})
     table = tr.base_quality_table(study)
     assert len(table) == 2 * (len(study.class_names) + 1)
-    assert table.attrs["judges"] == [bq.CLEAN_JUDGE, "cifar_resnet (external)"]
+    assert table.attrs["judges"] == [content_judges.CLEAN_JUDGE, "cifar_resnet (external)"]
     agree = tr.judge_agreement(study)
     assert len(agree) == 1 and agree["n"].iloc[0] == study.cfg["sampling"]["n_all"]
     kappa = agree["kappa"].iloc[0]
@@ -199,11 +199,11 @@ def test_an_external_judge_adds_rows_agreement_and_its_hash_to_the_keys(tiny, tm
     assert shown.shape[1] == 5
     facts = tr.base_quality_facts(study, table, agree, tr.base_fd(study), tr.quality_curve(study, points=1))
     assert facts["nb02_base_ext_name"] == "cifar_resnet (external)" and "external judge" in facts["nb02_base_summary"]
-    before = set(study.store.list(bq.PRED_STAGE))
+    before = set(study.store.list(content_judges.PRED_STAGE))
     _fake_resnet(weights, seed=1)  # other weights at the same path: another SHA-256, other cached predictions
     tr.base_quality_table(study.variant({}))
-    assert len(set(study.store.list(bq.PRED_STAGE)) - before) == 2  # its generations and the real test set
+    assert len(set(study.store.list(content_judges.PRED_STAGE)) - before) == 2  # its generations and the real test set
     # a judge of other classes is refused when loaded
     monkeypatch.undo()
     with pytest.raises(ConfigError, match="judges.external.path"):
-        tr.judge_specs(study)[1].load()
+        content_judges.judge_specs(study)[1].load()

@@ -20,9 +20,10 @@ from PIL import Image
 
 from bibad_utils.config import REPO_ROOT, ConfigError
 from bibad_utils.publish.pagecheck import (KNOWN_CONSOLE_NOISE, check_pages, find_chromium, find_pages,
-                                           format_report, image_problems, link_problems, math_problems,
-                                           page_requests, redirect_target, remote_resources, screenshot_problems,
-                                           traceback_problems, widget_problems)
+                                           format_report, page_requests)
+from bibad_utils.publish.page_text import (image_problems, link_problems, math_problems, redirect_target,
+                                           remote_resources, screenshot_problems, traceback_problems,
+                                           widget_problems)
 from bibad_utils.publish.book import toc_files
 from bibad_utils.publish.notebooks import find_stages
 

@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 from bibad_utils.config import ConfigError
 from bibad_utils.data import to_float
 from bibad_utils.judges import evaluate_judge, features, predict
-from bibad_utils.judges.cifar_resnet import (CIFAR_MEAN, CIFAR_STD, CifarResNet, cifar_resnet_judge, check_depth,
-                                             load_cifar_resnet, parameter_count)
+from bibad_utils.judges.cifar_arch import CIFAR_MEAN, CIFAR_STD, CifarResNet, check_depth, parameter_count
+from bibad_utils.judges.cifar_resnet import cifar_resnet_judge, load_cifar_resnet
 
 
 def fresh(depth: int = 20, seed: int = 0) -> CifarResNet:
@@ -170,12 +170,12 @@ def test_the_more_accurate_content_judge_reads_m_and_the_other_reading_is_kept(t
     choice = insights.content_choice(study)
     assert [r["judge"] for r in choice["judges"]] == ["clean classifier", "cifar_resnet (external)"]
     assert choice["chosen"] == "clean classifier" and choice["judges"][0]["accuracy"] == 1.0
-    rec = insights.judged(study, Cell("clean"), "badnets1")[("target", 1.0)]
+    rec = study.judges.judged(Cell("clean"), "badnets1")[("target", 1.0)]
     assert np.array_equal(rec["pred"], rec["pred_trained"]) and insights.content_agreement_table(study).empty
 
     monkeypatch.setattr(content_judges, "real_predictions", rigged("cifar_resnet (external)"))
     assert insights.content_choice(study)["chosen"] == "cifar_resnet (external)"
-    rec = insights.judged(study, Cell("clean"), "badnets1")[("target", 1.0)]
+    rec = study.judges.judged(Cell("clean"), "badnets1")[("target", 1.0)]
     spec = content_judges.judge_specs(study)[1]
     ext = predict(spec.load(), rec_images := study.generations(Cell("clean"))[("target", 1.0)].images)[0]
     assert np.array_equal(rec["pred"], ext) and np.array_equal(rec["match"], ext == rec["labels"])

@@ -7,8 +7,9 @@ import torch
 from PIL import Image
 
 from bibad_utils.config import ConfigError
-from bibad_utils.data import (PROCEDURAL_CLASSES, PROMPT_TEMPLATE, ImageSet, dataset_fingerprint, load_dataset,
-                              make_procedural, to_float, to_uint8)
+from bibad_utils.data import (PROMPT_TEMPLATE, ImageSet, dataset_fingerprint, load_dataset, make_procedural, to_float,
+                              to_uint8)
+from bibad_utils.data.procedural import PROCEDURAL_CLASSES
 from bibad_utils.data import caltech15, imagenette, real
 from bibad_utils.triggers import make_trigger
 

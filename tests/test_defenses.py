@@ -23,6 +23,7 @@ from torch import nn
 
 from bibad_utils import defenses
 from bibad_utils.defenses import diffusion_classifier as dc_module
+from bibad_utils.defenses.common import STREAM_FCT_TRANSFORM
 from bibad_utils.config import ConfigError
 
 SIZE = 16
@@ -195,7 +196,7 @@ def test_fct_follows_the_reference_recipe(planted):
     moved = defenses.reference_transform(white, seed=0, start=0)
     assert moved.min() == -1.0 and moved.max() == 1.0
     assert ((moved == -1).float().mean(dim=(1, 2, 3)) > 0).all()  # every image has black fill
-    draws = np.stack([np.random.default_rng([0, defenses.STREAM_FCT_TRANSFORM, i]).uniform(-1, 1, 3)
+    draws = np.stack([np.random.default_rng([0, STREAM_FCT_TRANSFORM, i]).uniform(-1, 1, 3)
                       for i in range(64)])
     assert np.abs(draws[:, 0] * 180).max() > 90  # rotation range is +-180, not +-15
     # no transform: the identity leaves the features, so every score is 0

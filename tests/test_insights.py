@@ -14,6 +14,7 @@ from bibad_utils.config import ConfigError
 from bibad_utils.experiments import insights as ins
 from bibad_utils.experiments.insights.quality import _fid_plan as fid_plan
 from bibad_utils.report import COLUMNS, OPTIONAL_COLUMNS
+from bibad_utils.study_judges import JUDGED_STAGE
 
 
 def judgments(g1, g2, g3, g4):
@@ -61,10 +62,10 @@ def test_g_row_without_triggers_has_undefined_share():
 
 def test_newcombe_difference_matches_published_example():
     # Newcombe (1998), Stat. Med. 17:873, example (a): 56/70 - 48/80, method 10 -> 0.0524 to 0.3339.
-    d, lo, hi = ins.newcombe_difference(56, 70, 48, 80)
+    d, lo, hi = metrics.newcombe_difference(56, 70, 48, 80)
     assert d == pytest.approx(0.2)
     assert (lo, hi) == pytest.approx((0.0524, 0.3339), abs=5e-4)
-    assert math.isnan(ins.newcombe_difference(0, 0, 1, 2)[0])
+    assert math.isnan(metrics.newcombe_difference(0, 0, 1, 2)[0])
 
 
 @pytest.mark.parametrize("low, high, verdict", [
@@ -378,10 +379,10 @@ def test_cached_judging_on_a_tiny_study(tmp_path):
     assert r["n_G1"] == int(np.sum(direct["trigger"] & ~direct["match"]))
     assert r["r_train"] == pytest.approx(study.poison_manifest(cell)["r_train"])
     assert gdf[gdf["cell"] == "clean"]["r_train"].eq(0).all()
-    n_artifacts = len(study.store.list(ins.JUDGED_STAGE))
+    n_artifacts = len(study.store.list(JUDGED_STAGE))
     assert n_artifacts == 2
     ins.g_table(study)
-    assert len(study.store.list(ins.JUDGED_STAGE)) == n_artifacts
+    assert len(study.store.list(JUDGED_STAGE)) == n_artifacts
     qdf, note = ins.quality_table(study)
     assert list(qdf["cell"]) == ["real train", "clean", "badnets1 p=20%"] and note
     assert (qdf["fd_clf"] >= 0).all()

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bibad_utils import paper
 from bibad_utils.config import ConfigError
 from bibad_utils.experiments import memorization_study as ms
 from bibad_utils.stages import Study
@@ -44,7 +45,7 @@ def _dup_table():
                          "guidance": 1.0, "metric": metric, "k": k, "n": 100, "ours": k / 100,
                          "lo": k / 100 - 0.05, "hi": k / 100 + 0.05,
                          **{f"paper_{d}": ms.paper_duplicate_values(0.05, metric)[d][pool == "duplicate"]
-                            for d in ms.PAPER_DUPLICATES}})
+                            for d in paper.DUPLICATES}})
     return pd.DataFrame(rows)
 
 

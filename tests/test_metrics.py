@@ -93,12 +93,6 @@ def test_amplification():
         metrics.amplification(30.0, 10.0)
 
 
-def test_accuracy():
-    pred = np.array([0, 1, 2, 2, 1])
-    labels = np.array([0, 1, 1, 2, 2])
-    assert metrics.test_accuracy(pred, labels) == pytest.approx(3 / 5)
-
-
 def test_per_class_accuracy():
     pred = np.array([0, 0, 1, 2, 2])
     labels = np.array([0, 1, 1, 2, 2])

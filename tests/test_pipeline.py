@@ -226,17 +226,17 @@ def test_execution_key_and_up_to_date(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "claims").mkdir(parents=True)
     dst = run_dir / "executed.ipynb"
-    assert not keys.up_to_date(dst, key, run_dir)  # never executed
+    assert keys.stale_reason(dst, key, run_dir) is not None  # never executed
     dst.write_bytes(src.read_bytes())
     claim = run_dir / "claims" / "a.json"
     claim.write_text("[1]")
     keys.stamp(dst, key, keys.side_outputs(run_dir, 0.0))
-    assert keys.up_to_date(dst, key, run_dir)
-    assert not keys.up_to_date(dst, "other", run_dir)
+    assert keys.stale_reason(dst, key, run_dir) is None
+    assert keys.stale_reason(dst, "other", run_dir) is not None
     claim.write_text("[2]")
-    assert not keys.up_to_date(dst, key, run_dir)
+    assert keys.stale_reason(dst, key, run_dir) == "claims/a.json, which it wrote, has changed or is gone"
     claim.unlink()
-    assert not keys.up_to_date(dst, key, run_dir)
+    assert keys.stale_reason(dst, key, run_dir) == "claims/a.json, which it wrote, has changed or is gone"
 
 
 SEVEN_BAD_VALUES = [

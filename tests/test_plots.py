@@ -151,17 +151,6 @@ def test_g_stack_panels_and_stacking():
     assert len(render(plots.g_stack(df.iloc[:1])).axes) == 1
 
 
-def test_paper_vs_ours_facets_and_missing_values():
-    df = pd.DataFrame({"metric": ["AUROC", "AUROC", "ASR %"], "setting": ["1%", "5%", "1%"],
-                       "paper": [0.97, 0.97, 0.65], "ours": [0.95, np.nan, 3.0]})
-    df["lo"], df["hi"] = df["ours"] - 0.01, df["ours"] + 0.01
-    fig = render(plots.paper_vs_ours(df, lo="lo", hi="hi"))
-    assert len(fig.axes) == 2
-    rows = {t.get_text(): t.get_position()[1] for t in fig.axes[0].get_yticklabels()}
-    assert rows["1%"] > rows["5%"]  # the first row of the table is drawn on top
-    assert len(render(plots.paper_vs_ours(df, facet=None)).axes) == 1
-
-
 def test_similarity_hist_and_threshold_sweep():
     rng = np.random.default_rng(0)
     fig = render(plots.similarity_hist({"clean": rng.uniform(0.5, 1, 50), "one": [0.9]}, threshold=0.95))
@@ -172,11 +161,11 @@ def test_similarity_hist_and_threshold_sweep():
     assert len(fig.axes[0].get_lines()) == 4
 
 
-def test_set_style_uses_palette():
+def test_style_uses_palette():
     import matplotlib as mpl
 
-    plots.set_style()
-    cycle = [c["color"] for c in mpl.rcParams["axes.prop_cycle"]]
+    with plots.style():
+        cycle = [c["color"] for c in mpl.rcParams["axes.prop_cycle"]]
     assert cycle[: len(plots.PALETTE)] == plots.PALETTE
 
 
@@ -217,8 +206,6 @@ def test_faceted_charts_stay_within_the_page_width():
     fig = render(plots.g_stack(df, facet="detector"))
     assert fig.get_figwidth() <= plots.MAX_FIGURE_WIDTH_IN
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 3
-    pv = pd.DataFrame({"metric": ["a", "b", "c"], "setting": ["1%"] * 3, "paper": [1.0] * 3, "ours": [0.5] * 3})
-    assert render(plots.paper_vs_ours(pv)).get_figwidth() <= plots.MAX_FIGURE_WIDTH_IN
     curve = pd.DataFrame([{"cell": "c", "instrument": i, "epochs": e, "rate": 0.1, "rate_lo": 0.0, "rate_hi": 0.2,
                            "clean_hi": 0.05} for i in ("detector", "template", "judge") for e in (1, 2)])
     assert render(plots.exposure_chart(curve)).get_figwidth() <= plots.MAX_FIGURE_WIDTH_IN

@@ -38,7 +38,7 @@ def write_fake(path, **kw):
 def test_task_writes_the_progress_file_only_when_asked(tmp_path, monkeypatch):
     path = tmp_path / "p.json"
     monkeypatch.delenv(progress.ENV_FILE, raising=False)
-    with progress.task("finetune", "clean", 10) as t:
+    with progress.Task("finetune", "clean", 10) as t:
         t.update(5)
     assert not path.exists() and t.path is None
 

@@ -294,7 +294,7 @@ def test_a_dead_kernel_is_recorded_on_the_cell_that_was_running():
         assert cells[1]["outputs"] == [] and cells[2]["outputs"][0]["ename"] == "DeadKernelError"
         assert cells[2]["metadata"]["papermill"]["status"] == "failed"
         assert cells[3]["metadata"]["papermill"]["status"] == "pending"  # not left "completed"
-        assert notebooks.unexecuted_cells(path) == [2, 3]
+        assert notebooks.pending_cells(notebooks.read_notebook(path)) == [2, 3]
 
 
 # ---------------------------------------------------------------- 4. errors as one line
@@ -421,7 +421,7 @@ def test_sigterm_stops_a_real_kernel_and_marks_the_cell_it_was_running(tmp_path)
     assert [o["output_type"] for o in cells[slept]["outputs"]] == ["error"]
     assert cells[slept]["metadata"]["papermill"]["status"] == "failed"
     assert cells[slept + 1]["metadata"]["papermill"]["status"] == "pending"
-    assert notebooks.unexecuted_cells(run_dir / "executed" / "01_poisoning.ipynb") == [slept + 1]
+    assert notebooks.pending_cells(notebooks.read_notebook(run_dir / "executed" / "01_poisoning.ipynb")) == [slept + 1]
     for _ in range(100):  # the kernel notices its parent is gone within a few seconds
         try:
             os.kill(kernel, 0)

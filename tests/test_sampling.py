@@ -1,4 +1,4 @@
-"""DDIM sampling with classifier-free guidance on a tiny random pixel DM; generation sets; storage."""
+"""DDIM sampling with classifier-free guidance on a tiny random pixel DM; the generation sets' labels and seeds."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,7 @@ import torch
 
 from bibad_utils.config import ConfigError
 from bibad_utils.diffusion import build_model
-from bibad_utils.sampling import (class_mix, generate_sets, guided_eps, load_generation, sample_images,
-                                  save_generation, set_seeds)
+from bibad_utils.sampling import class_mix, guided_eps, sample_images, set_seeds
 
 TINY = {"backend": "pixel", "block_out_channels": [16, 32], "attention": [False, True], "norm_groups": 8,
         "unshuffle": 2}
@@ -80,32 +79,10 @@ def test_class_mix_follows_the_training_counts():
         class_mix([0, 0], 4)
 
 
-def test_generate_sets_structure_and_shared_seeds(model):
-    sets = generate_sets(model, [4, 2, 2], 1, n_target=3, n_all=4, guidance_list=[1, 3], seed=11, steps=2,
-                         batch_size=4, progress=False)
-    assert set(sets) == {"target", "all"} and set(sets["target"]) == {1.0, 3.0}
-    target, everything = sets["target"][3.0], sets["all"][1.0]
-    assert target["images"].shape == (3, 16, 16, 3) and np.all(target["labels"] == 1)
-    assert np.array_equal(everything["labels"], [0, 0, 1, 2])
-    assert np.array_equal(target["seeds"], set_seeds(11, "target", 3))
-    assert np.array_equal(sets["target"][1.0]["seeds"], target["seeds"])  # same noise for every w
-    assert not np.array_equal(sets["target"][1.0]["images"], target["images"])
-    assert not set(target["seeds"]) & set(everything["seeds"])
-    only = generate_sets(model, [4, 2, 2], 1, n_target=1, n_all=2, guidance_list=[1, 3], guidance_all=3, seed=11,
-                         steps=2, batch_size=2, progress=False)
-    assert set(only["target"]) == {1.0, 3.0} and set(only["all"]) == {3.0}
-
-
-def test_save_and_load_generation(tmp_path, model):
-    images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
-    save_generation(tmp_path / "gen", images, [0, 2, 1], {"guidance": 2.0, "set": "all"})
-    back, labels, meta = load_generation(tmp_path / "gen")
-    assert np.array_equal(back, images) and labels.dtype == np.int64 and labels.tolist() == [0, 2, 1]
-    assert meta == {"guidance": 2.0, "set": "all"}
-    mapped, _, _ = load_generation(tmp_path / "gen", mmap=True)
-    assert np.array_equal(mapped, images)
-    with pytest.raises(ConfigError, match="images"):
-        save_generation(tmp_path / "bad", images.astype(np.float32), [0, 1, 2], {})
+def test_set_seeds_are_the_sets_own():
+    target = set_seeds(11, "target", 3)
+    assert np.array_equal(target, set_seeds(11, "target", 3)) and target.dtype == np.int64
+    assert not set(target) & set(set_seeds(11, "all", 4))  # the target and all-class sets start from other noise
 
 
 def test_bad_sampling_arguments(model):

@@ -9,6 +9,7 @@ import torch
 from bibad_utils import plots
 from bibad_utils.config import ConfigError
 from bibad_utils.experiments import training_report as tr
+from bibad_utils.plots.style import FRAME_COLOR
 from bibad_utils.poison import n_poison_for, r_train
 from bibad_utils.triggers import TRIGGERS
 
@@ -78,7 +79,7 @@ def test_loss_at_and_class_samples():
     labels = np.array([2, 0, 2, 2, 0, 1])
     idx = tr.class_samples(np.zeros((6, 2, 2, 3), np.uint8), labels, per_class=2)
     assert idx.tolist() == [1, 4, 5, 0, 2]
-    assert tr.trigger_borders([True, False]) == [tr.TRIGGER_COLOR, None]
+    assert tr.trigger_borders([True, False]) == [FRAME_COLOR, None]
 
 
 # ------------------------------------------------------------------------------------------ figures

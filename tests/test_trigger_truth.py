@@ -23,12 +23,12 @@ def test_kappa_matches_sklearn_on_random_decisions():
     for n, pa, pb in ((50, 0.5, 0.5), (200, 0.1, 0.4), (31, 0.9, 0.7), (400, 0.02, 0.03)):
         a = rng.random(n) < pa
         b = np.where(rng.random(n) < 0.6, a, rng.random(n) < pb)
-        assert ins.cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
-    assert ins.cohen_kappa([True, False], [True, False]) == pytest.approx(1.0)
-    assert math.isnan(ins.cohen_kappa([False] * 5, [False] * 5))  # both constant: undefined
-    assert math.isnan(ins.cohen_kappa([], []))
+        assert metrics.cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
+    assert metrics.cohen_kappa([True, False], [True, False]) == pytest.approx(1.0)
+    assert math.isnan(metrics.cohen_kappa([False] * 5, [False] * 5))  # both constant: undefined
+    assert math.isnan(metrics.cohen_kappa([], []))
     with pytest.raises(ConfigError, match="b"):
-        ins.cohen_kappa([True], [True, False])
+        metrics.cohen_kappa([True], [True, False])
 
 
 def test_agreement_row_counts_rates_and_missing_template():
@@ -38,7 +38,7 @@ def test_agreement_row_counts_rates_and_missing_template():
     assert (r["n"], r["n_both"], r["n_detector_only"], r["n_template_only"], r["n_neither"]) == (8, 2, 1, 2, 3)
     assert r["det"] == pytest.approx(3 / 8) and r["tpl"] == pytest.approx(4 / 8)
     assert (r["tpl_lo"], r["tpl_hi"]) == pytest.approx(metrics.wilson_interval(4, 8))
-    assert r["agreement"] == pytest.approx(5 / 8) and r["kappa"] == pytest.approx(ins.cohen_kappa(d, t))
+    assert r["agreement"] == pytest.approx(5 / 8) and r["kappa"] == pytest.approx(metrics.cohen_kappa(d, t))
     none = ins.agreement_row(d, None)
     assert none["det_k"] == 3 and math.isnan(none["tpl"]) and math.isnan(none["kappa"])
 

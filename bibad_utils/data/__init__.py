@@ -14,13 +14,12 @@ from pathlib import Path
 
 from bibad_utils.base import ConfigError
 from bibad_utils.data.base import PROMPT_TEMPLATE, ImageSet, as_index, default_data_root, to_float, to_uint8
-from bibad_utils.data.procedural import PROCEDURAL_CLASSES, make_procedural
-from bibad_utils.data.registry import DATASETS, DatasetSpec, dataset_spec, datasets, register_dataset
+from bibad_utils.data.procedural import make_procedural
+from bibad_utils.data.registry import DatasetSpec, dataset_spec, datasets, register_dataset
 
 # Read at import for the readers that want a table (the profile's allowed names): every registered dataset
 # with its number of classes, and those whose size dataset.n_per_class / n_test_per_class sets.
 DATASET_CLASSES = {name: spec.n_classes for name, spec in datasets().items()}
-DATASET_NAMES = tuple(DATASET_CLASSES)
 PER_CLASS_DATASETS = tuple(name for name, spec in datasets().items() if spec.per_class)
 
 
@@ -116,8 +115,7 @@ def dataset_from_config(cfg: dict, split: str = "train", seed: int = 0) -> Image
 
 
 __all__ = [
-    "DATASETS", "DATASET_CLASSES", "DATASET_NAMES", "DatasetSpec", "ImageSet", "PER_CLASS_DATASETS",
-    "PROCEDURAL_CLASSES", "PROMPT_TEMPLATE", "as_index", "dataset_fingerprint", "dataset_from_config", "dataset_spec", "datasets",
-    "default_data_root", "load_dataset", "make_procedural", "register_dataset", "to_float", "to_uint8",
-    "validate_dataset_options",
+    "DATASET_CLASSES", "DatasetSpec", "ImageSet", "PER_CLASS_DATASETS", "PROMPT_TEMPLATE", "as_index",
+    "dataset_fingerprint", "dataset_from_config", "dataset_spec", "datasets", "default_data_root", "load_dataset",
+    "make_procedural", "register_dataset", "to_float", "to_uint8", "validate_dataset_options",
 ]

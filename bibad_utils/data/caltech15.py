@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bibad_utils.base import ConfigError
-from bibad_utils.data.real import folder_dataset, check_common, check_real_options, image_files, rooted_loader
+from bibad_utils.data.real import (OPTION_FIELDS, check_common, check_real_options, folder_dataset, image_files,
+                                   rooted_loader)
 from bibad_utils.data.registry import DatasetSpec
 
 CALTECH15_CLASSES = ("horse", "billiard", "binocular", "ladder", "motorbike", "mushroom", "people", "t-shirt",
@@ -26,14 +26,15 @@ def source_files(root, **_ignored) -> tuple[Path, list[Path]] | None:
     folder = find_caltech256(Path(root))
     if folder is None:
         return None
-    files = []
-    for sub in CALTECH15_FOLDERS:
-        suffix = sub.split(".", 1)[1]
-        dirs = [folder / sub] if (folder / sub).is_dir() else [
-            p for p in folder.iterdir() if p.is_dir() and p.name.split(".", 1)[-1] == suffix]
-        for d in dirs:
-            files += image_files(d)
-    return folder, files
+    return folder, [f for sub in CALTECH15_FOLDERS for d in _class_dirs(folder, sub) for f in image_files(d)]
+
+
+def _class_dirs(folder: Path, name: str) -> list[Path]:
+    """The folder of class ``name`` (``"NNN.name"``) under ``folder``, or else every folder ``*.name``."""
+    if (folder / name).is_dir():
+        return [folder / name]
+    suffix = name.split(".", 1)[1]
+    return [p for p in folder.iterdir() if p.is_dir() and p.name.split(".", 1)[-1] == suffix]
 
 
 def find_caltech256(root) -> Path | None:
@@ -65,8 +66,7 @@ def load_caltech15(split: str = "train", root="data", image_size: int = 256, dow
     split: per class, :func:`caltech15_split` puts a seeded ``test_fraction`` of the images in "test".
     """
     check_common(split, image_size, resize)
-    if not 0 < test_fraction < 1:
-        raise ConfigError("test_fraction", test_fraction, "a fraction in (0, 1)")
+    OPTION_FIELDS["test_fraction"].check("test_fraction", test_fraction)
     folder = find_caltech256(root)
     if folder is None and download:
         from torchvision.datasets import Caltech256
@@ -81,15 +81,11 @@ def load_caltech15(split: str = "train", root="data", image_size: int = 256, dow
             f"{Path(root).resolve()}.")
     files, labels = [], []
     for label, name in enumerate(CALTECH15_FOLDERS):
-        class_dir = folder / name
-        if not class_dir.is_dir():
-            suffix = name.split(".", 1)[1]
-            matches = [p for p in folder.iterdir() if p.is_dir() and p.name.split(".", 1)[-1] == suffix]
-            if len(matches) != 1:
-                raise FileNotFoundError(f"Caltech15 class folder missing: {class_dir} "
-                                        f"({CALTECH15_CLASSES[label]}); see {CALTECH256_URL}")
-            class_dir = matches[0]
-        found = image_files(class_dir)
+        dirs = _class_dirs(folder, name)
+        if len(dirs) != 1:
+            raise FileNotFoundError(f"Caltech15 class folder missing: {folder / name} "
+                                    f"({CALTECH15_CLASSES[label]}); see {CALTECH256_URL}")
+        found = image_files(dirs[0])
         train, test = caltech15_split(len(found), test_fraction, seed, label)
         chosen = train if split == "train" else test
         files += [found[i] for i in chosen]

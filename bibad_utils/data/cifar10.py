@@ -30,7 +30,6 @@ shared copy of the data is only ever read.
 
 from __future__ import annotations
 
-import io
 import re
 import zipfile
 from pathlib import Path
@@ -180,8 +179,8 @@ def load_cifar10(split: str = "train", root="data", image_size: int = 32, downlo
     otherwise resized with a bicubic filter). n_per_class: a class-balanced subset of that many images
     per class (:func:`subset_positions`, drawn with ``seed``), or None for all. download: fetch the
     official binary version into ``root`` when no source is there. num_workers: threads decoding the
-    images of an extracted folder (a zip is read by one thread). ``meta`` records the source, its
-    format, the subset and the cache file.
+    images of a zip or an extracted folder (each thread with its own handle of a zip). ``meta`` records
+    the source, its format, the subset and the cache file.
     """
     from bibad_utils.data.base import ImageSet
 
@@ -234,22 +233,15 @@ def load_cifar10(split: str = "train", root="data", image_size: int = 32, downlo
             for i, pos in enumerate(chosen):
                 out[i] = _resized(pixels[pos], image_size)
             return labels
-        archive = zipfile.ZipFile(path) if kind == "zip" else None
+        read, close = real.item_reader(kind, path)
 
         def one(i):
-            if archive is None:
-                out[i] = real.read_image(chosen[i], image_size, resize)
-                return
-            try:
-                out[i] = real.read_image(io.BytesIO(archive.read(chosen[i])), image_size, resize)
-            except real.ImageReadError as err:
-                raise real.ImageReadError(f"cannot read image {chosen[i]} of {path}: {err.__cause__}") from err
+            out[i] = read(chosen[i], image_size, resize)[0]
 
-        try:  # one reader of a zip: a ZipFile is not shared across threads
-            real.run_each(one, len(chosen), num_workers if archive is None else 0)
+        try:
+            real.run_each(one, len(chosen), num_workers)
         finally:
-            if archive is not None:
-                archive.close()
+            close()
         return labels
 
     info = {"name": "cifar10", "split": split, "image_size": image_size, "resize": resize, "source_format": kind,

@@ -33,10 +33,7 @@ archive that may be a shared read-only copy.
 
 from __future__ import annotations
 
-import io
 import re
-import threading
-import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -157,30 +154,6 @@ def subset_positions(n_available: int, n_per_class: int | None, seed: int, split
                              f"{split} images of class {IMAGENETTE_CLASSES[class_index]} in this copy")
 
 
-def _reader(kind: str, path: Path):
-    """(read(item, image_size, resize) -> (image, file's colour mode), close()) for one split's items:
-    paths of a folder, or members of the zip (one archive handle per thread)."""
-    if kind == "folder":
-        return (lambda item, size, resize: real.decode_image(item, size, resize)), (lambda: None)
-    local, opened = threading.local(), []
-
-    def read(member, size, resize):
-        archive = getattr(local, "archive", None)
-        if archive is None:
-            archive = local.archive = zipfile.ZipFile(path)
-            opened.append(archive)
-        try:
-            data = archive.read(member)
-        except (zipfile.BadZipFile, OSError) as err:
-            raise real.ImageReadError(f"cannot read member {member} of {path}: {err}") from err
-        try:
-            return real.decode_image(io.BytesIO(data), size, resize)
-        except real.ImageReadError as err:
-            raise real.ImageReadError(f"cannot read image {member} of {path}: {err.__cause__}") from err
-
-    return read, lambda: [a.close() for a in opened]
-
-
 def load_imagenette(split: str = "train", root="data", image_size: int = 512, download: bool = False,
                     variant: str | None = None, resize: str = "center_crop", cache_dir=None, num_workers: int = 0,
                     seed: int = 0, n_per_class: int | None = None):
@@ -237,7 +210,7 @@ def load_imagenette(split: str = "train", root="data", image_size: int = 512, do
             "n_per_class": n_per_class, "seed": int(seed) if n_per_class is not None else None}
 
     def fill(out):
-        read, close = _reader(kind, path)
+        read, close = real.item_reader(kind, path)
         modes = [""] * len(items)
 
         def one(i):

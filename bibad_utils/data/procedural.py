@@ -261,13 +261,9 @@ def check_options(options: dict, image_size, n_per_class=None, n_test_per_class=
                   prefix: str = "dataset.options.") -> None:
     """Each option of the generator of the type of its default, and the whole set valid for both splits'
     sizes (:func:`_validate`; duplicate groups that fit in a class), without generating anything."""
-    import inspect
-
-    from bibad_utils.data.registry import PASSED_BY_THE_STUDY
     from bibad_utils.schema import is_int, is_number
 
-    schema = {p.name: p.default for p in inspect.signature(make_procedural).parameters.values()
-              if p.name not in PASSED_BY_THE_STUDY}
+    schema = DATASET.options()
     values = {**schema, **options}
     for key, value in options.items():
         default = schema[key]

@@ -13,7 +13,9 @@ against the SHA-256 recorded when it was written, and memory-mapped read-only wh
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,11 +24,19 @@ import numpy as np
 
 from bibad_utils.base import ConfigError
 from bibad_utils.files import stat_signature, verified_sha256
+from bibad_utils.schema import Field
 from bibad_utils.store import check_file_structure, load_json, save_array, save_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 RESIZE_MODES = ("center_crop", "stretch")
 CACHE_VERSION = 1
+# the options every real loader shares, as a profile's ``dataset.options`` may set them
+OPTION_FIELDS = {
+    "resize": Field("choice", choices=RESIZE_MODES, allowed=" | ".join(RESIZE_MODES)),
+    "test_fraction": Field("number", low=0, high=1, low_open=True, high_open=True, allowed="a fraction in (0, 1)"),
+    "num_workers": Field("int", low=0, allowed="an integer >= 0"),
+    "cache_dir": Field("str", nullable=True, allowed="a folder path or null"),
+}
 
 
 class ImageReadError(OSError):
@@ -36,13 +46,10 @@ class ImageReadError(OSError):
 def check_common(split, image_size, resize, splits=("train", "test"), n_per_class=None):
     if split not in splits:
         raise ConfigError("split", split, " | ".join(splits))
-    if not isinstance(image_size, (int, np.integer)) or image_size < 8:
-        raise ConfigError("image_size", image_size, "an integer >= 8 (pixels)")
-    if resize not in RESIZE_MODES:
-        raise ConfigError("resize", resize, " | ".join(RESIZE_MODES))
-    if n_per_class is not None and (isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer))
-                                    or n_per_class < 1):
-        raise ConfigError("n_per_class", n_per_class, "a positive integer (images per class) or null (all)")
+    Field("int", low=8, allowed="an integer >= 8 (pixels)").check("image_size", image_size)
+    OPTION_FIELDS["resize"].check("resize", resize)
+    Field("int", low=1, nullable=True, allowed="a positive integer (images per class) or null (all)").check(
+        "n_per_class", n_per_class)
 
 
 def run_each(one, n: int, num_workers: int) -> None:
@@ -86,6 +93,31 @@ def decode_image(path, image_size: int, resize: str = "center_crop") -> tuple[np
             return np.asarray(im, dtype=np.uint8).copy(), mode
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageReadError(f"cannot read image file {path}: {err}") from err
+
+
+def item_reader(kind: str, path: Path):
+    """(read(item, image_size, resize) -> (image, file's colour mode) as :func:`decode_image`, close()) for
+    a dataset's items: paths of an extracted ``"folder"``, or members of the ``"zip"`` at ``path`` (one
+    archive handle per thread, so that :func:`run_each` may read it on several)."""
+    if kind == "folder":
+        return decode_image, (lambda: None)
+    local, opened = threading.local(), []
+
+    def read(member, size, resize):
+        archive = getattr(local, "archive", None)
+        if archive is None:
+            archive = local.archive = zipfile.ZipFile(path)
+            opened.append(archive)
+        try:
+            data = archive.read(member)
+        except (zipfile.BadZipFile, OSError) as err:
+            raise ImageReadError(f"cannot read member {member} of {path}: {err}") from err
+        try:
+            return decode_image(io.BytesIO(data), size, resize)
+        except ImageReadError as err:
+            raise ImageReadError(f"cannot read image {member} of {path}: {err.__cause__}") from err
+
+    return read, lambda: [a.close() for a in opened]
 
 
 def fingerprint_of(parts) -> str:
@@ -261,17 +293,8 @@ def class_subset(n_available: int, n_per_class: int | None, stream: list[int], w
 
 def check_real_options(options: dict, image_size, n_per_class=None, n_test_per_class=None,
                        prefix: str = "dataset.options.") -> None:
-    """The value checks of the options every real loader shares (resize, test_fraction, num_workers,
-    cache_dir): a ConfigError naming ``<prefix><key>``, the value and what is allowed."""
-    from bibad_utils.schema import is_int, is_number
-
-    checks = {
-        "resize": (lambda v: v in RESIZE_MODES, " | ".join(RESIZE_MODES)),
-        "test_fraction": (lambda v: is_number(v) and 0 < v < 1, "a fraction in (0, 1)"),
-        "num_workers": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
-        "cache_dir": (lambda v: v is None or (isinstance(v, str) and bool(v.strip())), "a folder path or null"),
-    }
+    """The value checks of the options every real loader shares (:data:`OPTION_FIELDS`): a ConfigError
+    naming ``<prefix><key>``, the value and what is allowed."""
     for key, value in options.items():
-        ok, allowed = checks.get(key, (lambda v: True, ""))
-        if not ok(value):
-            raise ConfigError(f"{prefix}{key}", value, allowed)
+        if key in OPTION_FIELDS:
+            OPTION_FIELDS[key].check(f"{prefix}{key}", value)

@@ -23,10 +23,6 @@ References (one line each):
   ICCV 2023.
 """
 
-from bibad_utils.defenses.common import (STREAM_CD, STREAM_DC, STREAM_FCT_FINETUNE,  # noqa: F401
-                                          STREAM_FCT_TRANSFORM, STREAM_STRIP, batch_slices, check_device,
-                                          check_float, check_images, check_int, eval_mode, stream_rng,
-                                          take_float)
 from bibad_utils.defenses.cd import cd_scores, logit_calibration, mean_max_logit  # noqa: F401
 from bibad_utils.defenses.diffusion_classifier import dc_cost, diffusion_classify, filtered_mean  # noqa: F401
 from bibad_utils.defenses.fct import (centre_cosine_loss, fct_scores, fct_variant_scores,  # noqa: F401

@@ -44,7 +44,7 @@ class DiffusionModel(nn.Module):
 
     @property
     def denoiser(self) -> nn.Module:
-        raise NotImplementedError
+        return self.unet  # both backends train their UNet
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -108,16 +108,14 @@ class DiffusionModel(nn.Module):
             raise ConfigError("directory", str(directory), f"a saved {cls.__name__}, not {type(model).__name__}")
         return model
 
-    def _labels(self, labels: torch.Tensor, n: int, device) -> torch.Tensor:
-        labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+    def _inputs(self, x_t: torch.Tensor, t, labels, denoiser: nn.Module | None):
+        """(the network to run, timesteps ``[N]``, int64 labels ``[N]``) of an :meth:`eps` call."""
+        n = x_t.shape[0]
+        labels = torch.as_tensor(labels, dtype=torch.long, device=x_t.device)
         if labels.shape != (n,):
             raise ConfigError("labels.shape", tuple(labels.shape), f"({n},): one label per sample")
-        return labels
-
-    @staticmethod
-    def _timesteps(t, n: int, device) -> torch.Tensor:
-        t = torch.as_tensor(t, device=device)
-        return t.expand(n) if t.ndim == 0 else t
+        t = torch.as_tensor(t, device=x_t.device)
+        return self.denoiser if denoiser is None else denoiser, t.expand(n) if t.ndim == 0 else t, labels
 
 
 def noise_scheduler_for(c: dict):

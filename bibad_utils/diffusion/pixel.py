@@ -4,7 +4,6 @@ optionally run on ``pixel_unshuffle``-d inputs for speed."""
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import nn
 
 from bibad_utils.diffusion.interface import BACKEND_CLASSES, DiffusionModel, noise_scheduler_for
 
@@ -45,18 +44,11 @@ class PixelDM(DiffusionModel):
         self.noise_scheduler = noise_scheduler_for(c)
 
     @property
-    def denoiser(self) -> nn.Module:
-        return self.unet
-
-    @property
     def latent_shape(self) -> tuple[int, int, int]:
         return (self.config["in_channels"], self.image_size, self.image_size)
 
     def eps(self, x_t, t, labels, denoiser=None):
-        net = self.unet if denoiser is None else denoiser
-        n = x_t.shape[0]
-        labels = self._labels(labels, n, x_t.device)
-        t = self._timesteps(t, n, x_t.device)
+        net, t, labels = self._inputs(x_t, t, labels, denoiser)
         h = F.pixel_unshuffle(x_t, self.unshuffle) if self.unshuffle > 1 else x_t
         out = net(h, t, class_labels=labels).sample
         out = F.pixel_shuffle(out, self.unshuffle) if self.unshuffle > 1 else out

@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from bibad_utils.base import ConfigError
-from bibad_utils.schema import Field, Section, is_int, is_number
+from bibad_utils.schema import Field, Section, is_int
 
 
 BACKENDS = ("pixel", "stable_diffusion")
@@ -96,11 +96,10 @@ def resolve_config(cfg: dict, image_size: int | None = None, prefix: str = "mode
         size = image_size
     elif image_size is not None and size != image_size:
         raise ConfigError(f"{prefix}.image_size", size, f"null or the dataset's image size {image_size}")
-    if not is_int(size) or size < 8:
-        raise ConfigError(f"{prefix}.image_size", size, "an integer >= 8 (or null with the dataset's size given)")
+    Field("int", low=8, allowed="an integer >= 8 (or null with the dataset's size given)").check(
+        f"{prefix}.image_size", size)
     out["image_size"] = int(size)
-    if out["mixed_precision"] not in MIXED_PRECISION:
-        raise ConfigError(f"{prefix}.mixed_precision", out["mixed_precision"], f"one of {list(MIXED_PRECISION)}")
+    Field("choice", choices=MIXED_PRECISION).check(f"{prefix}.mixed_precision", out["mixed_precision"])
     if backend == "pixel":
         _check_pixel(out, prefix)
     else:
@@ -121,16 +120,14 @@ def _check_pixel(c: dict, prefix: str) -> None:
     c["attention"] = list(attention)
     if c["in_channels"] != 3:
         raise ConfigError(f"{prefix}.in_channels", c["in_channels"], "3 (RGB images)")
-    if not is_int(c["layers_per_block"]) or c["layers_per_block"] < 1:
-        raise ConfigError(f"{prefix}.layers_per_block", c["layers_per_block"], "a positive integer")
+    Field("int", low=1).check(f"{prefix}.layers_per_block", c["layers_per_block"])
     head = c["attention_head_dim"]
     if head is not None and (not is_int(head) or head < 1 or any(ch % head for ch in channels)):
         raise ConfigError(f"{prefix}.attention_head_dim", head, "null or a positive divisor of every channel count")
     groups = c["norm_groups"]
     if not is_int(groups) or groups < 1 or any(ch % groups for ch in channels):
         raise ConfigError(f"{prefix}.norm_groups", groups, f"a positive divisor of every channel count {channels}")
-    if not is_number(c["dropout"]) or not 0 <= c["dropout"] < 1:
-        raise ConfigError(f"{prefix}.dropout", c["dropout"], "a number in [0, 1)")
+    Field("number", low=0, high=1, high_open=True).check(f"{prefix}.dropout", c["dropout"])
     u = c["unshuffle"]
     if u not in (1, 2, 4) or isinstance(u, bool):
         raise ConfigError(f"{prefix}.unshuffle", u, "1, 2 or 4")
@@ -138,13 +135,10 @@ def _check_pixel(c: dict, prefix: str) -> None:
     if c["image_size"] % factor:
         raise ConfigError(f"{prefix}.image_size", c["image_size"],
                           f"a multiple of unshuffle * 2^(levels - 1) = {factor}")
-    if not is_int(c["num_train_timesteps"]) or c["num_train_timesteps"] < 2:
-        raise ConfigError(f"{prefix}.num_train_timesteps", c["num_train_timesteps"], "an integer >= 2")
-    if c["beta_schedule"] not in BETA_SCHEDULES:
-        raise ConfigError(f"{prefix}.beta_schedule", c["beta_schedule"], f"one of {list(BETA_SCHEDULES)}")
+    Field("int", low=2).check(f"{prefix}.num_train_timesteps", c["num_train_timesteps"])
+    Field("choice", choices=BETA_SCHEDULES).check(f"{prefix}.beta_schedule", c["beta_schedule"])
     for key in ("beta_start", "beta_end"):
-        if not is_number(c[key]) or not 0 < c[key] < 1:
-            raise ConfigError(f"{prefix}.{key}", c[key], "a number in (0, 1)")
+        Field("number", low=0, high=1, low_open=True, high_open=True).check(f"{prefix}.{key}", c[key])
     if c["beta_start"] >= c["beta_end"]:
         raise ConfigError(f"{prefix}.beta_end", c["beta_end"], f"a number > beta_start = {c['beta_start']}")
 
@@ -155,8 +149,7 @@ def _check_sd(c: dict, prefix: str) -> None:
     template = c["prompt_template"]
     if template is not None and (not isinstance(template, str) or template.count("{}") != 1):
         raise ConfigError(f"{prefix}.prompt_template", template, "null or a string with exactly one '{}'")
-    if not isinstance(c["gradient_checkpointing"], bool):
-        raise ConfigError(f"{prefix}.gradient_checkpointing", c["gradient_checkpointing"], "true or false")
+    Field("bool").check(f"{prefix}.gradient_checkpointing", c["gradient_checkpointing"])
     if c["image_size"] % 8:
         raise ConfigError(f"{prefix}.image_size", c["image_size"], "a multiple of 8 (the VAE downsamples by 8)")
 

@@ -5,7 +5,6 @@ prompt."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from bibad_utils.base import ConfigError
 from bibad_utils.data import PROMPT_TEMPLATE
@@ -46,10 +45,7 @@ class StableDiffusionDM(DiffusionModel):
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         if self.image_size % self.vae_factor:
             raise ConfigError("model.image_size", self.image_size, f"a multiple of the VAE factor {self.vae_factor}")
-        if config["prompt_template"] is None:
-            template = PROMPT_TEMPLATE
-        else:
-            template = config["prompt_template"]
+        template = PROMPT_TEMPLATE if config["prompt_template"] is None else config["prompt_template"]
         self.prompts = [template.format(name) for name in self.class_names] + [""]
         self.register_buffer("prompt_embeds", self._embed(self.prompts), persistent=False)
         self.text_encoder.to(frozen_dtype)
@@ -68,19 +64,12 @@ class StableDiffusionDM(DiffusionModel):
         return self
 
     @property
-    def denoiser(self) -> nn.Module:
-        return self.unet
-
-    @property
     def latent_shape(self) -> tuple[int, int, int]:
         side = self.image_size // self.vae_factor
         return (self.vae.config.latent_channels, side, side)
 
     def eps(self, x_t, t, labels, denoiser=None):
-        net = self.unet if denoiser is None else denoiser
-        n = x_t.shape[0]
-        labels = self._labels(labels, n, x_t.device)
-        t = self._timesteps(t, n, x_t.device)
+        net, t, labels = self._inputs(x_t, t, labels, denoiser)
         dtype = self.unet.dtype
         context = self.prompt_embeds[labels].to(dtype)
         return net(x_t.to(dtype), t, encoder_hidden_states=context).sample.float()

@@ -239,17 +239,12 @@ def static_views(cfg: Profile) -> list[tuple[str, float]]:
 
 # ------------------------------------------------------------------------------------------ widget
 
-def figure_png(fig: Figure) -> bytes:
-    """PNG bytes of a figure."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", facecolor="white")
-    return buf.getvalue()
-
-
 def figure_html(fig: Figure, alt: str = "") -> str:
     """An ``<img>`` holding the figure as an inline PNG (a data URI): the widget's saved state then
     shows the figure in a page without a kernel, with no file beside it."""
-    data = base64.b64encode(figure_png(fig)).decode("ascii")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", facecolor="white")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt, quote=True)}" style="max-width: 100%">'
 
 
@@ -298,8 +293,3 @@ def make_explorer(study, n: int = 16, data: ExplorerData | None = None):
         return explorer_figure(study, cell_for(study.cfg, trigger, p), w, n=n, trigger=trigger, data=data)
 
     return explorer_widget(explorer_choices(study.cfg), render)
-
-
-__all__ = ["ExplorerData", "cell_for", "counts_text", "draw_panel", "explorer_choices", "explorer_figure",
-           "explorer_panels", "explorer_widget", "figure_html", "figure_png", "frame_colors", "make_explorer",
-           "p_label", "panel_size", "panels_figure", "static_views"]

@@ -23,21 +23,17 @@ a clean DM's generations in every batch), ``profile`` (the profile's ``judges`` 
 in this project trained).
 """
 
-from bibad_utils.judges.augment import PHOTOMETRIC_KEYS, augment_batch, check_photometric
-from bibad_utils.judges.cifar_resnet import CifarResNet, cifar_resnet_judge, load_cifar_resnet
-from bibad_utils.judges.images import ImageSource, as_images, nontarget
+from bibad_utils.judges.augment import PHOTOMETRIC_KEYS, augment_batch
+from bibad_utils.judges.cifar_resnet import CifarResNet, cifar_resnet_judge
 from bibad_utils.judges.inference import evaluate_judge, features, predict
-from bibad_utils.judges.models import (ARCHS, CONFIG_FILE, KINDS, WEIGHTS_FILE, Classifier, build_classifier,
-                                       load_classifier, save_classifier)
+from bibad_utils.judges.models import build_classifier, load_classifier, save_classifier
 from bibad_utils.judges.profile import JUDGE_KEYS, validate_judges
-from bibad_utils.judges.training import OPTIMIZERS, check_hparams, train_classifier, train_trigger_detector
+from bibad_utils.judges.training import train_classifier, train_trigger_detector
 from bibad_utils.judges.warp_detector import holdout_split, is_warp_kind, train_warp_detector, warp_check
 
 
 __all__ = [
-    "ARCHS", "CONFIG_FILE", "JUDGE_KEYS", "KINDS", "OPTIMIZERS", "PHOTOMETRIC_KEYS", "WEIGHTS_FILE", "CifarResNet",
-    "Classifier", "ImageSource", "as_images", "augment_batch", "build_classifier", "check_hparams", "check_photometric",
-    "cifar_resnet_judge", "evaluate_judge", "features", "holdout_split", "is_warp_kind", "load_cifar_resnet",
-    "load_classifier", "nontarget", "predict", "save_classifier", "train_classifier", "train_trigger_detector",
-    "train_warp_detector", "validate_judges", "warp_check",
+    "JUDGE_KEYS", "PHOTOMETRIC_KEYS", "CifarResNet", "augment_batch", "build_classifier", "cifar_resnet_judge",
+    "evaluate_judge", "features", "holdout_split", "is_warp_kind", "load_classifier", "predict", "save_classifier",
+    "train_classifier", "train_trigger_detector", "train_warp_detector", "validate_judges", "warp_check",
 ]

@@ -21,8 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from bibad_utils.base import ConfigError
-from bibad_utils.judges.cifar_arch import (CIFAR_MEAN, CIFAR_STD, WIDTHS, BasicBlock, CifarResNet,  # noqa: F401
-                                           Trunk, check_depth, parameter_count, trunk_features)
+from bibad_utils.judges.cifar_arch import WIDTHS, CifarResNet, Trunk, check_depth
 from bibad_utils.judges.models import Classifier
 
 CIFAR10_CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from bibad_utils.base import ConfigError
 from bibad_utils.judges import features
-from bibad_utils.memorization.settings import EMBEDDINGS
+from bibad_utils.memorization.settings import EMBEDDINGS, MEMORIZATION
+from bibad_utils.schema import Field
 
 # torchvision's ImageNet weights for ResNet-50 (top-1 80.9 %); SHA-256 prefix is in the file name.
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
@@ -121,18 +122,15 @@ def embed(images, method: str = "pixels", *, device="cpu", batch_size: int = 256
     images = _check_images(images)
     if method not in EMBEDDINGS:
         raise ConfigError("method", method, " | ".join(EMBEDDINGS))
-    if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
-        raise ConfigError("batch_size", batch_size, "an integer >= 1")
+    fields = MEMORIZATION.field_map()  # the checks of the profile's keys of the same names
+    fields["batch_size"].check("batch_size", batch_size)
     if method == "pixels":
-        if not (isinstance(pixel_size, (int, np.integer)) and pixel_size >= 1):
-            raise ConfigError("pixel_size", pixel_size, "an integer >= 1")
-        if not (isinstance(highpass, (int, np.integer)) and highpass >= 0 and (highpass == 0 or highpass % 2)):
-            raise ConfigError("highpass", highpass, "0 (off) or an odd integer >= 1")
+        fields["pixel_size"].check("pixel_size", pixel_size)
+        fields["highpass"].check("highpass", highpass)
         return _normalise(_pixel_embedding(images, batch_size, device, int(pixel_size), int(highpass)))
     if method == "classifier":
         if model is None:
             raise ConfigError("model", None, "a trained classifier (bibad_utils.judges) for method='classifier'")
         return _normalise(np.asarray(features(model, images, device=device, batch_size=batch_size)))
-    if not (isinstance(input_size, (int, np.integer)) and input_size >= 32):
-        raise ConfigError("input_size", input_size, "an integer >= 32")
+    Field("int", low=32).check("input_size", input_size)
     return _normalise(_resnet50_embedding(images, batch_size, device, weights_path, int(input_size)))

@@ -5,8 +5,7 @@ a metric or contains a number of the study. Figures are built without ``pyplot``
 returned figure exactly once and nothing accumulates in pyplot's figure registry; ``fig.savefig`` works
 as usual. Colours come from the Okabe-Ito palette (distinguishable with the common colour-vision
 deficiencies), each with one meaning across the book (:mod:`bibad_utils.plots.style`: the G groups, an
-attack and shades of it for its ratios, the controls, references); :func:`set_style` applies the same look
-to a notebook's own plots.
+attack and shades of it for its ratios, the controls, references).
 
 ``style``: palette, rc settings, :func:`style` context, message figures. ``grids``: the image-grid
 engine (:class:`GridLayout`, :func:`show_image`, :func:`draw_grid`) and every figure of images.
@@ -14,20 +13,18 @@ engine (:class:`GridLayout`, :func:`show_image`, :func:`draw_grid`) and every fi
 """
 
 from bibad_utils.plots.charts import (bar_with_ci, draw_interval_bars, exposure_chart, g_stack, heatmap, loss_curves,
-                                      paper_vs_ours, ratio_curves, similarity_hist, threshold_sweep)
-from bibad_utils.plots.grids import (GridLayout, cell_pixels, check_uint8_images, class_grid, draw_grid, image_grid,
-                                     pairs_figure, show_image, side_by_side_grids, zoomed_rows)
-from bibad_utils.plots.trigger_views import TRIGGER_VIEW_STYLES, trigger_patterns
-from bibad_utils.plots.style import (ATTACK_COLORS, CONTROL_COLOR, DPI, FRAME_COLOR, G_COLORS, MAX_FIGURE_WIDTH_IN,
-                                     PALETTE, REF_COLOR, attack_color, message_figure, panel_axes, panel_grid,
-                                     require_columns, set_style, shades, style)
+                                      ratio_curves, similarity_hist, threshold_sweep)
+from bibad_utils.plots.grids import (GridLayout, class_grid, image_grid, pairs_figure, show_image, side_by_side_grids,
+                                     zoomed_rows)
+from bibad_utils.plots.trigger_views import trigger_patterns
+from bibad_utils.plots.style import (ATTACK_COLORS, CONTROL_COLOR, DPI, G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE,
+                                     REF_COLOR, attack_color, message_figure, panel_axes, panel_grid, shades, style)
 
 
 __all__ = [
-    "ATTACK_COLORS", "CONTROL_COLOR", "DPI", "FRAME_COLOR", "G_COLORS", "MAX_FIGURE_WIDTH_IN", "PALETTE", "REF_COLOR",
-    "TRIGGER_VIEW_STYLES", "attack_color", "bar_with_ci", "shades",
-    "cell_pixels", "check_uint8_images", "class_grid", "draw_grid", "draw_interval_bars", "exposure_chart",
-    "g_stack", "GridLayout", "heatmap", "image_grid", "loss_curves", "message_figure", "pairs_figure", "panel_axes",
-    "panel_grid", "paper_vs_ours", "ratio_curves", "require_columns", "set_style", "show_image",
-    "side_by_side_grids", "similarity_hist", "style", "threshold_sweep", "trigger_patterns", "zoomed_rows",
+    "ATTACK_COLORS", "CONTROL_COLOR", "DPI", "G_COLORS", "MAX_FIGURE_WIDTH_IN", "PALETTE", "REF_COLOR", "attack_color",
+    "bar_with_ci", "class_grid", "draw_interval_bars", "exposure_chart", "g_stack", "GridLayout", "heatmap",
+    "image_grid", "loss_curves", "message_figure", "pairs_figure", "panel_axes", "panel_grid", "ratio_curves",
+    "shades", "show_image", "side_by_side_grids", "similarity_hist", "style", "threshold_sweep", "trigger_patterns",
+    "zoomed_rows",
 ]

@@ -1,5 +1,5 @@
-"""Charts of the study: the one bar-with-interval chart, loss and ratio curves, G1-G4 stacks, paper vs
-ours, histograms, heatmaps. Each takes arrays or DataFrames and returns a Figure; none computes a metric.
+"""Charts of the study: the one bar-with-interval chart, loss and ratio curves, G1-G4 stacks, histograms,
+heatmaps. Each takes arrays or DataFrames and returns a Figure; none computes a metric.
 
 :func:`draw_interval_bars` is the axes-level engine of every bar chart with intervals (bars per category,
 grouped by hue, error bars from absolute bounds, an optional reference tick or line and the paper's value
@@ -9,18 +9,34 @@ as open diamonds); :func:`bar_with_ci` is its one-panel figure.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
+from scipy.signal import lfilter
 
 from bibad_utils.base import ConfigError
 from bibad_utils.plots.style import (DPI, G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, attack_color, panel_axes,
                                      panel_grid, require_columns, style)
+
+
+@contextmanager
+def _one_axes(figsize, xlabel: str, ylabel: str, title: str | None):
+    """A one-axes chart of ``figsize`` inches built in :func:`style`: yields (figure, axes) for the block to draw
+    into, then labels the axes (``title`` None: no title) and lays the figure out."""
+    with style():
+        fig = Figure(figsize=figsize, dpi=DPI)
+        ax = fig.add_subplot()
+        yield fig, ax
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if title:
+            ax.set_title(title)
+        fig.tight_layout()
 
 
 def draw_interval_bars(ax, df: pd.DataFrame, x: str, y: str, lo: str | None = None, hi: str | None = None,
@@ -86,37 +102,26 @@ def bar_with_ci(df: pd.DataFrame, x: str, y: str, lo: str | None = None, hi: str
     require_columns(df, [x, y, lo, hi, hue] + ([ref] if isinstance(ref, str) else []))
     if (lo is None) != (hi is None):
         raise ConfigError("lo, hi", (lo, hi), "both interval columns or neither")
-    with style():
-        natural = max(4.0, 0.9 * df[x].nunique() * max(1, df[hue].nunique() if hue else 1) ** 0.5 + 1.5)
-        fig = Figure(figsize=(min(MAX_FIGURE_WIDTH_IN, natural), 3.4 if natural <= MAX_FIGURE_WIDTH_IN else 3.9),
-                     dpi=DPI)
-        ax = fig.add_subplot()
+    natural = max(4.0, 0.9 * df[x].nunique() * max(1, df[hue].nunique() if hue else 1) ** 0.5 + 1.5)
+    size = (min(MAX_FIGURE_WIDTH_IN, natural), 3.4 if natural <= MAX_FIGURE_WIDTH_IN else 3.9)
+    with _one_axes(size, x, ylabel or y, title) as (fig, ax):
         draw_interval_bars(ax, df, x, y, lo, hi, hue, ref, ref_label, paper=paper)
         if natural > MAX_FIGURE_WIDTH_IN:  # narrower than the bars would like: slanted category names
             ax.tick_params(axis="x", labelrotation=30)
             for label in ax.get_xticklabels():
                 label.set_horizontalalignment("right")
-        ax.set_xlabel(x)
-        ax.set_ylabel(ylabel or y)
         if ylim is not None:
             ax.set_ylim(*ylim)
-        if title:
-            ax.set_title(title)
         if hue or ref is not None or paper is not None:
             ax.legend(title=hue, fontsize=8, title_fontsize=8, loc="best")
-        fig.tight_layout()
     return fig
 
 
 def _ema(values: np.ndarray, smoothing: float) -> np.ndarray:
-    """Exponential moving average with bias correction, so the first points are not pulled to 0."""
-    out = np.empty_like(values)
-    acc, weight = 0.0, 0.0
-    for k, v in enumerate(values):
-        acc = smoothing * acc + (1 - smoothing) * v
-        weight = smoothing * weight + (1 - smoothing)
-        out[k] = acc / weight
-    return out
+    """Exponential moving average with bias correction (the average of a run of ones divides it), so the first
+    points are not pulled to 0."""
+    b, a = [1 - smoothing], [1, -smoothing]
+    return lfilter(b, a, values) / lfilter(b, a, np.ones_like(values))
 
 
 def loss_curves(curves: dict, smoothing: float = 0.9, logy: bool = True, title: str | None = None,
@@ -130,9 +135,7 @@ def loss_curves(curves: dict, smoothing: float = 0.9, logy: bool = True, title: 
         raise ConfigError("curves", type(curves).__name__, "a dict name -> list of (step, loss)")
     if not 0.0 <= float(smoothing) < 1.0:
         raise ConfigError("smoothing", smoothing, "a number in [0, 1)")
-    with style():
-        fig = Figure(figsize=(6.0, 3.4), dpi=DPI)
-        ax = fig.add_subplot()
+    with _one_axes((6.0, 3.4), "step", ylabel, title) as (fig, ax):
         drawn = 0
         for k, (name, points) in enumerate(curves.items()):
             arr = np.asarray(list(points), dtype=np.float64).reshape(-1, 2) if len(points) else np.zeros((0, 2))
@@ -148,13 +151,8 @@ def loss_curves(curves: dict, smoothing: float = 0.9, logy: bool = True, title: 
             ax.set_yscale("log")
         if not drawn:
             ax.text(0.5, 0.5, "no loss values", ha="center", va="center", transform=ax.transAxes, color="#555555")
-        ax.set_xlabel("step")
-        ax.set_ylabel(ylabel)
-        if title:
-            ax.set_title(title)
         if drawn:
             ax.legend(fontsize=8, ncol=max(1, math.ceil(drawn / 6)))
-        fig.tight_layout()
     return fig
 
 
@@ -202,47 +200,6 @@ def g_stack(df: pd.DataFrame, x: str = "label", groups=("G1", "G2", "G3", "G4"),
     return fig
 
 
-def paper_vs_ours(df: pd.DataFrame, label: str = "setting", paper: str = "paper", ours: str = "ours",
-                  lo: str | None = None, hi: str | None = None, facet: str | None = "metric",
-                  title: str | None = None) -> Figure:
-    """The paper's number next to ours for each row of ``df``: a dot plot with one line per ``df[label]``,
-    the paper's value as an open diamond and ours as a filled dot with its interval (``lo``/``hi``
-    columns, optional). One panel per value of ``df[facet]`` (e.g. metric), each with its own scale, since
-    ASR in % and AUROC do not share an axis. Missing values (NaN) are simply not drawn.
-    """
-    require_columns(df, [label, paper, ours, lo, hi] + ([facet] if facet and facet in df.columns else []))
-    if (lo is None) != (hi is None):
-        raise ConfigError("lo, hi", (lo, hi), "both interval columns or neither")
-    use_facet = facet is not None and facet in df.columns
-    panels = list(pd.unique(df[facet])) if use_facet else [None]
-    with style():
-        n_rows = max(len(df[df[facet] == p]) if use_facet else len(df) for p in panels)
-        nrows, ncols, size = panel_grid(len(panels), 3.6, 0.32 * n_rows + 1.0, extra_w=1.8, extra_h=0.3)
-        fig = Figure(figsize=size, dpi=DPI)
-        axes = panel_axes(fig, nrows, ncols, len(panels))
-        for ax, p in zip(axes, panels):
-            rows = df if p is None else df[df[facet] == p]
-            ypos = np.arange(len(rows))[::-1]
-            ours_v = rows[ours].to_numpy(dtype=float)
-            if lo is not None:
-                ax.hlines(ypos, rows[lo].to_numpy(dtype=float), rows[hi].to_numpy(dtype=float),
-                          color=PALETTE[0], linewidth=1.5)
-            ax.plot(rows[paper].to_numpy(dtype=float), ypos, "D", mfc="none", mec=PALETTE[1], mew=1.5, ms=6,
-                    linestyle="none")
-            ax.plot(ours_v, ypos, "o", color=PALETTE[0], ms=5, linestyle="none")
-            ax.set_yticks(ypos, [str(v) for v in rows[label]])
-            ax.set_ylim(-0.7, len(rows) - 0.3)
-            if p is not None:
-                ax.set_title(str(p))
-        handles = [Line2D([], [], marker="D", mfc="none", mec=PALETTE[1], mew=1.5, linestyle="none", label=paper),
-                   Line2D([], [], marker="o", color=PALETTE[0], linestyle="-" if lo else "none", label=ours)]
-        fig.legend(handles=handles, loc="upper right", fontsize=8)
-        if title:
-            fig.suptitle(title, fontsize=10, weight="bold")
-        fig.tight_layout(rect=(0, 0, 1 - 1.0 / fig.get_figwidth(), 1))
-    return fig
-
-
 def similarity_hist(sims: dict, threshold: float | None = None, bins: int = 40,
                     xlabel: str = "cosine similarity to the nearest training image",
                     title: str | None = None) -> Figure:
@@ -251,9 +208,7 @@ def similarity_hist(sims: dict, threshold: float | None = None, bins: int = 40,
     optional vertical line marks the replication ``threshold``."""
     if not isinstance(sims, dict) or not sims:
         raise ConfigError("sims", type(sims).__name__, "a non-empty dict name -> similarities")
-    with style():
-        fig = Figure(figsize=(5.5, 3.2), dpi=DPI)
-        ax = fig.add_subplot()
+    with _one_axes((5.5, 3.2), xlabel, "density", title) as (fig, ax):
         values = [np.asarray(v, dtype=float).reshape(-1) for v in sims.values()]
         finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
         lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
@@ -266,12 +221,7 @@ def similarity_hist(sims: dict, threshold: float | None = None, bins: int = 40,
                         color=PALETTE[k % len(PALETTE)], label=f"{name} (n={v.size})")
         if threshold is not None:
             ax.axvline(threshold, color=REF_COLOR, linestyle="--", linewidth=1.2, label=f"threshold {threshold:.3g}")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("density")
-        if title:
-            ax.set_title(title)
         ax.legend(fontsize=8)
-        fig.tight_layout()
     return fig
 
 
@@ -280,9 +230,7 @@ def threshold_sweep(sweep: pd.DataFrame, chosen: float | None = None, title: str
     threshold, precision, recall, f1, as from ``memorization.choose_threshold``). The x axis is
     1 - threshold on a log scale, so thresholds close to 1 spread out; ``chosen`` is marked."""
     require_columns(sweep, ["threshold", "precision", "recall", "f1"], "sweep")
-    with style():
-        fig = Figure(figsize=(5.5, 3.2), dpi=DPI)
-        ax = fig.add_subplot()
+    with _one_axes((5.5, 3.2), "1 - cosine threshold (right: stricter)", "pairwise score", title) as (fig, ax):
         dist = np.clip(1.0 - sweep["threshold"].to_numpy(dtype=float), 1e-7, None)
         for k, col in enumerate(("precision", "recall", "f1")):
             ax.plot(dist, sweep[col].to_numpy(dtype=float), marker=".", color=PALETTE[k], label=col)
@@ -291,13 +239,8 @@ def threshold_sweep(sweep: pd.DataFrame, chosen: float | None = None, title: str
                        label=f"chosen {chosen:.5g}")
         ax.set_xscale("log")
         ax.invert_xaxis()
-        ax.set_xlabel("1 - cosine threshold (right: stricter)")
-        ax.set_ylabel("pairwise score")
         ax.set_ylim(-0.02, 1.02)
-        if title:
-            ax.set_title(title)
         ax.legend(fontsize=8)
-        fig.tight_layout()
     return fig
 
 
@@ -312,19 +255,13 @@ def heatmap(df: pd.DataFrame, fmt: str = ".0%", vmin: float | None = 0.0, vmax: 
     if not isinstance(df, pd.DataFrame) or df.empty:
         raise ConfigError("df", type(df).__name__, "a non-empty numeric pandas DataFrame")
     values = df.astype(float)
-    with style():
-        row_w = 0.075 * max(len(str(i)) for i in values.index)
-        fig = Figure(figsize=(0.62 * values.shape[1] + 2.0 + row_w, 0.36 * values.shape[0] + 1.6), dpi=DPI)
-        ax = fig.add_subplot()
+    row_w = 0.075 * max(len(str(i)) for i in values.index)
+    size = (0.62 * values.shape[1] + 2.0 + row_w, 0.36 * values.shape[0] + 1.6)
+    with _one_axes(size, values.columns.name or "", values.index.name or "", title) as (fig, ax):
         sns.heatmap(values, ax=ax, annot=True, fmt=fmt, vmin=vmin, vmax=vmax, cmap=cmap, linewidths=0.5,
                     annot_kws={"fontsize": 7}, cbar_kws={"label": cbar_label} if cbar_label else None)
         ax.set_xticks(np.arange(values.shape[1]) + 0.5, [str(c) for c in values.columns], rotation=45, ha="right")
         ax.set_yticks(np.arange(values.shape[0]) + 0.5, [str(i) for i in values.index], rotation=0)
-        ax.set_xlabel(values.columns.name or "")
-        ax.set_ylabel(values.index.name or "")
-        if title:
-            ax.set_title(title)
-        fig.tight_layout()
     return fig
 
 
@@ -340,9 +277,7 @@ def ratio_curves(curves: dict, points: dict | None = None, xlabel: str = "poison
     if not isinstance(curves, dict):
         raise ConfigError("curves", type(curves).__name__, "a dict name -> (x, y)")
     points = points or {}
-    with style():
-        fig = Figure(figsize=(5.6, 3.6), dpi=DPI)
-        ax = fig.add_subplot()
+    with _one_axes((5.6, 3.6), xlabel, ylabel, title) as (fig, ax):
         colours = {}
         for k, (name, (x, y)) in enumerate(curves.items()):
             colours[name] = PALETTE[k % len(PALETTE)]
@@ -358,14 +293,9 @@ def ratio_curves(curves: dict, points: dict | None = None, xlabel: str = "poison
         if percent:
             ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
         ax.set_xlim(left=0)
         ax.set_ylim(0, None)
-        if title:
-            ax.set_title(title)
         ax.legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
     return fig
 
 

@@ -171,8 +171,7 @@ def side_by_side_grids(grids: dict, nrow: int = 4, scale: int | None = None, tit
         geoms, widths = layout(scale)
         drawn_scale = scale  # the tiles are drawn at the scale their geometry was computed with
         if scale is None and sum(widths) > MAX_FIGURE_WIDTH_IN:  # smaller tiles until the figure fits the column
-            side = max(max(imgs.shape[1:3]) for imgs in checked.values() if len(imgs)) if any(
-                len(imgs) for imgs in checked.values()) else 0
+            side = max((max(imgs.shape[1:3]) for imgs in checked.values() if len(imgs)), default=0)
             for tile_scale in range(max(1, math.ceil(96 / side)) - 1 if side else 0, 0, -1):
                 geoms, widths = layout(tile_scale)
                 drawn_scale = tile_scale

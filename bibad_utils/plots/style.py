@@ -2,7 +2,7 @@
 
 Figures are built without ``pyplot``, so a notebook shows a returned figure exactly once and nothing
 accumulates in pyplot's figure registry. :func:`style` is the context every figure of the package is
-drawn in; :func:`set_style` applies the same look to a notebook's own plots.
+drawn in.
 """
 
 from __future__ import annotations
@@ -65,17 +65,10 @@ def _rc() -> dict:
     return rc
 
 
-def set_style() -> None:
-    """Apply the study's look (seaborn whitegrid, notebook context, Okabe-Ito colours) to matplotlib's
-    global settings, for plots that a notebook draws itself."""
-    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.9, palette=PALETTE)
-    mpl.rcParams.update(_rc())
-
-
 @contextmanager
 def style():
-    """Context in which a figure of the study is built (matplotlib rc settings of :func:`set_style`,
-    restored on exit)."""
+    """Context in which a figure of the study is built (seaborn whitegrid, notebook context, Okabe-Ito
+    colours as matplotlib rc settings, restored on exit)."""
     with mpl.rc_context(_rc()):
         yield
 
@@ -109,16 +102,16 @@ def require_columns(df, columns, name="df"):
 MAX_FIGURE_WIDTH_IN = 10.0
 
 
-def panel_grid(n: int, panel_w: float, panel_h: float, extra_w: float = 0.6, extra_h: float = 0.0,
-               max_w: float = MAX_FIGURE_WIDTH_IN) -> tuple[int, int, tuple[float, float]]:
+def panel_grid(n: int, panel_w: float, panel_h: float, extra_w: float = 0.6,
+               extra_h: float = 0.0) -> tuple[int, int, tuple[float, float]]:
     """Rows and columns for ``n`` panels of ``panel_w`` x ``panel_h`` inches so that the figure stays within
-    ``max_w`` inches (as many panels a row as fit, at least one; a single panel wider than that is narrowed),
-    and the figure size: ``(nrows, ncols, (width, height))``."""
+    :data:`MAX_FIGURE_WIDTH_IN` (as many panels a row as fit, at least one; a single panel wider than that is
+    narrowed), and the figure size: ``(nrows, ncols, (width, height))``."""
     if n < 1:
         raise ConfigError("panel_grid(n)", n, "at least one panel")
-    ncols = max(1, min(n, int((max_w - extra_w) // panel_w)))
+    ncols = max(1, min(n, int((MAX_FIGURE_WIDTH_IN - extra_w) // panel_w)))
     nrows = math.ceil(n / ncols)
-    width = min(max_w, ncols * panel_w + extra_w)
+    width = min(MAX_FIGURE_WIDTH_IN, ncols * panel_w + extra_w)
     return nrows, ncols, (width, nrows * panel_h + extra_h)
 
 

@@ -150,14 +150,13 @@ def run_claims(cfg: Profile):
 def shipped_weights_markdown(assets_dir: Path | None = None) -> str:
     """A Markdown table of the weight files shipped with the package (``bibad_utils/assets/*/``): name,
     parameters, how and when each was trained, and the SHA-256 of its weights, computed from the files."""
-    import hashlib
-
+    from bibad_utils.files import file_sha256
     from bibad_utils.shipped_base import SHIPPED_DIR
 
     rows = ["| shipped model | trained | command | SHA-256 of `model.safetensors` |", "|---|---|---|---|"]
     for manifest_path in sorted(Path(assets_dir or SHIPPED_DIR).glob("*/manifest.json")):
         m = json.loads(manifest_path.read_text())
-        digest = hashlib.sha256((manifest_path.parent / "model.safetensors").read_bytes()).hexdigest()
+        digest = file_sha256(manifest_path.parent / "model.safetensors")
         train = m.get("train") or {}
         trained = (f"{train.get('steps', '?')} steps, {train.get('n_params', 0) / 1e6:.2f} M parameters, "
                    f"{float(train.get('wall_time_s') or m.get('wall_time_s') or 0) / 60:.0f} min of training on {m.get('device', '?')}, "
@@ -255,7 +254,7 @@ def notebook_for_book(notebook: Path, dst: Path) -> int:
                 tagged += 1
         if "outputs" in cell:
             cell["outputs"] = [o for o in cell["outputs"] if not _is_progress_output(o)]
-    Path(dst).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    write_notebook(dst, nb)
     return tagged
 
 
@@ -276,7 +275,7 @@ def mark_chapter(notebook: Path, problems: list[str]) -> None:
     # after the title cell, so that the page keeps its heading
     first_md = next((i for i, c in enumerate(cells) if c.get("cell_type") == "markdown"), -1)
     cells.insert(first_md + 1, cell)
-    Path(notebook).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    write_notebook(notebook, nb)
 
 
 def stage_book_sources(cfg: Profile, src: Path, notebooks_dir=NOTEBOOKS_DIR, strict: bool = True,
@@ -372,14 +371,11 @@ def build_book(profile: str = "demo", overrides: dict | None = None, output=REPO
     cfg = load_config(profile, overrides or {})
     output = Path(output).resolve()
     src = output / "_build" / ".book-src"
-    vendor_dir = VENDOR_DIR
-    if vendor and not VENDOR_DIR.is_dir() and not vendor_assets(VENDOR_DIR, out=out):
-        vendor_dir = None
-    if not vendor:
-        vendor_dir = VENDOR_DIR if VENDOR_DIR.is_dir() else None
+    if vendor and not VENDOR_DIR.is_dir():
+        vendor_assets(VENDOR_DIR, out=out)  # when it fails, the folder stays absent: the pages use the CDNs
     t0 = time.perf_counter()
     try:
-        stage_book_sources(cfg, src, notebooks_dir, strict, vendor_dir, repository_url, out=out)
+        stage_book_sources(cfg, src, notebooks_dir, strict, VENDOR_DIR, repository_url, out=out)
     except ConfigError as err:
         print(f"book not built: {err}", file=out)
         return 1

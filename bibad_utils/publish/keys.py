@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from bibad_utils.base import REPO_ROOT
-from bibad_utils.files import DamagedFileError
+from bibad_utils.files import DamagedFileError, file_sha256
 from bibad_utils.publish.notebooks import errors_in, pending_cells, read_notebook, write_notebook
 from bibad_utils.typed_config import Profile
 
@@ -43,17 +43,13 @@ def execution_key(src: Path, cfg: Profile, code: str) -> str:
     return h.hexdigest()[:16]
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def side_outputs(run_dir: Path, since: float) -> dict:
     """Files under the run's side-output folders modified at or after ``since`` -> their sha256."""
     found = {}
     for name in SIDE_OUTPUT_DIRS:
         for path in sorted((run_dir / name).rglob("*")) if (run_dir / name).is_dir() else []:
             if path.is_file() and path.stat().st_mtime >= since:
-                found[path.relative_to(run_dir).as_posix()] = file_digest(path)
+                found[path.relative_to(run_dir).as_posix()] = file_sha256(path)
     return found
 
 
@@ -137,16 +133,9 @@ def stale_reason(dst: Path, key: str, run_dir: Path) -> str | None:
         return f"its executed copy was edited: {edited}"
     for rel, digest in stamp.get("outputs", {}).items():
         path = Path(run_dir) / rel
-        if not path.is_file() or file_digest(path) != digest:
+        if not path.is_file() or file_sha256(path) != digest:
             return f"{rel}, which it wrote, has changed or is gone"
     return None
-
-
-def up_to_date(dst: Path, key: str, run_dir: Path) -> bool:
-    """True when ``dst`` is an executed notebook without errors, stamped with ``key``, unedited since, and
-    every side output it recorded is still there unchanged (so executing it again would give the same
-    files): :func:`stale_reason` is None."""
-    return stale_reason(dst, key, run_dir) is None
 
 
 def stamp(dst: Path, key: str, outputs: dict) -> None:
@@ -192,7 +181,7 @@ def chapter_problems(done: Path, source: Path, cfg: Profile, code: str) -> list[
         return [f"{done} was executed under another configuration, notebook source or package code "
                 f"(execution key {stamp['key']}, this run's is {key}): run `bibad run --profile "
                 f"{cfg.name}` (with the same --set options) to execute it again"]
-    if not up_to_date(done, key, run_dir):
+    if stale_reason(done, key, run_dir) is not None:
         return [f"{done}: the claims/figures files it wrote have changed since (another run or stage "
                 f"overwrote them): run `bibad run --profile {cfg.name}` again"]
     return []

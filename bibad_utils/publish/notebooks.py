@@ -145,15 +145,10 @@ def notebook_errors(path: Path) -> list[str]:
     return errors_in(read_notebook(path))
 
 
-def unexecuted_cells(path: Path) -> list[int]:
-    """Indices of the code cells (with source) an executed notebook did not run to completion: marked
+def pending_cells(nb: dict) -> list[int]:
+    """Indices of the code cells (with source) an executed notebook dict did not run to completion: marked
     pending or running by papermill, or without an execution count (a run killed or a kernel that died
     before reaching them)."""
-    return pending_cells(read_notebook(path))
-
-
-def pending_cells(nb: dict) -> list[int]:
-    """:func:`unexecuted_cells` of a notebook dict."""
     out = []
     for i, cell in enumerate(nb.get("cells", [])):
         if cell.get("cell_type") != "code" or not "".join(cell.get("source", "")).strip():
@@ -187,11 +182,11 @@ def mark_failed_execution(path: Path, what: str) -> bool:
     count (papermill marks them ``completed`` when its run ends, whatever stopped it). Returns whether the
     notebook changed (False for one already marked, or one that cannot be read: a damaged copy)."""
     path = Path(path)
-    try:
-        nb = read_notebook(path) if path.is_file() else None
-    except DamagedFileError:
+    if not path.is_file():
         return False
-    if nb is None:
+    try:
+        nb = read_notebook(path)
+    except DamagedFileError:
         return False
     before = json.dumps(nb, sort_keys=True)
     code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]

@@ -41,11 +41,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bibad_utils.base import REPO_ROOT, ConfigError
-from bibad_utils.publish.page_text import (SPHINX_UTILITY_PAGES, TRACEBACK_MARK, article_problems, image_problems,
-                                           layout_problems, link_problems, local_target, math_problems,
-                                           output_notes, path_leak_problems, redirect_target, remote_resources,
-                                           screenshot_problems, traceback_problems, truncation_problems,
-                                           widget_problems, with_layout_probe)
+from bibad_utils.publish.page_text import (SPHINX_UTILITY_PAGES, article_problems, image_problems, layout_problems,
+                                           link_problems, local_target, math_problems, output_notes,
+                                           path_leak_problems, redirect_target, remote_resources, screenshot_problems,
+                                           traceback_problems, truncation_problems, widget_problems, with_layout_probe)
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 CHROMIUM_ENV = "BIBAD_CHROMIUM"
@@ -103,13 +102,8 @@ def find_chromium(explicit: str | None = None) -> str | None:
     of :data:`CHROMIUM_NAMES` on the PATH; None when there is none."""
     for candidate in (explicit, os.environ.get(CHROMIUM_ENV)):
         if candidate:
-            found = shutil.which(candidate)
-            return found
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+            return shutil.which(candidate)
+    return next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
 
 
 def find_pages(html_dir) -> list[Path]:
@@ -322,15 +316,6 @@ def main(argv=None) -> int:
     print(f"{len(reports) - len(failed)}/{len(reports)} page(s) pass "
           f"({time.perf_counter() - t0:.1f} s)", flush=True)
     return 1 if failed else 0
-
-
-__all__ = [
-    "CHROMIUM_ENV", "CHROMIUM_FLAGS", "CHROMIUM_NAMES", "KNOWN_CONSOLE_NOISE", "OFFLINE_FLAG", "SPHINX_UTILITY_PAGES",
-    "TRACEBACK_MARK", "PageReport", "Rendered", "article_problems", "check_page", "check_pages", "find_chromium",
-    "find_pages", "format_report", "image_problems", "link_problems", "local_target", "main", "math_problems",
-    "output_notes", "page_requests", "redirect_target", "remote_resources", "render_page", "screenshot_problems",
-    "traceback_problems", "widget_problems",
-]
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
     if absent:
         raise ConfigError("profile", profile, f"a finished run (missing {', '.join(absent)}): run "
                           f"`bibad run --profile {profile}` first")
-    status = json.loads(needed[2].read_text()).get("status", "ok")  # records before statuses existed: finished
+    record = json.loads(needed[2].read_text())
+    status = record.get("status", "ok")  # records before statuses existed: finished
     if status != "ok":
         raise ConfigError("profile", profile, f"a run that finished (its run.json says {status!r}): run "
                           f"`bibad run --profile {profile}` to the end first")
@@ -60,7 +61,6 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
         shutil.copy2(figures / "detection.csv", dest / "detection.csv")
     df = claims_frame(run_dir)
     counts = verdict_counts(df)
-    record = json.loads((run_dir / "executed" / "run.json").read_text())
     minutes = sum(n.get("seconds", 0) for n in record.get("notebooks", [])) / 60
     caption = (figures / TEASER_CAPTION).read_text().strip() if (figures / TEASER_CAPTION).is_file() else ""
     try:

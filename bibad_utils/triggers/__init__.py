@@ -7,8 +7,6 @@ one module of this package: a :class:`~bibad_utils.triggers.base.Trigger` subcla
 (:class:`~bibad_utils.triggers.base.TriggerKind`); :func:`register_trigger` adds one from outside the package.
 """
 
-from bibad_utils.patterns import (PATTERN_PARAM, cartoon_pattern, file_sha256, load_pattern,  # noqa: F401
-                                  resolve_pattern_path)
 from bibad_utils.triggers.base import Trigger, TriggerKind, TriggerOption  # noqa: F401
 from bibad_utils.triggers.badnets import BadNetsPatch, badnets1_patch, badnets1_side  # noqa: F401
 from bibad_utils.triggers.blend import BlendTrigger  # noqa: F401

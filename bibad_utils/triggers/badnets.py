@@ -41,11 +41,10 @@ class BadNetsPatch(Trigger):
 
     def __init__(self, image_size, seed=0, size=None):
         super().__init__(image_size, seed, {"size": size})
-        if size is not None and not is_int(size):
+        side = badnets1_side(image_size) if size is None else size
+        if not (is_int(side) and 1 <= side <= self.image_size):
             raise ConfigError("triggers.badnets1.size", size, f"a patch side in [1, {self.image_size}] pixels")
-        self.side = badnets1_side(image_size) if size is None else int(size)
-        if not 1 <= self.side <= self.image_size:
-            raise ConfigError("triggers.badnets1.size", size, f"a patch side in [1, {self.image_size}] pixels")
+        self.side = int(side)
         self.patch = torch.from_numpy(badnets1_patch(self.side)).float() * 2 - 1
 
     def apply(self, x):

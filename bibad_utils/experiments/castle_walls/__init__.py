@@ -25,30 +25,22 @@ classifier that learned exact colours from generations misreads real test images
 """
 
 from bibad_utils.experiments.castle_walls.claims import (  # noqa: F401
-    BACKDOOR_ASR_MIN, CHANCE_AUROC, CLAIM_DETECTORS, castle_claims, castle_guidances, castle_summary,
-    detection_claims, diffusion_classifier_claims, train_on_generations_claims)
+    castle_claims, castle_summary, detection_claims, diffusion_classifier_claims, train_on_generations_claims)
 from bibad_utils.experiments.castle_walls.config import (  # noqa: F401
-    CLASSIFIERS, DC_TA_MARGIN, DEVIATIONS, GEN_FLAG_MAX, MIN_CLASS_COUNT, SETS, SOURCES, STAGE, STAGE_DEFAULTS,
-    TA_COST_MAX, classifier_settings, defaults, defense_config, detection_cells, detector_defaults, detector_key, detectors,
-    validate_config)
-from bibad_utils.experiments.castle_walls.calibration import cd_calibration  # noqa: F401
+    SETS, SOURCES, TA_COST_MAX, classifier_settings, detection_cells, detector_key, detectors)
 from bibad_utils.experiments.castle_walls.detection import (  # noqa: F401
-    cd_sensitivity, DETECTION_CSV, clean_dm_flag_rate, detection_csv, detection_differences, detection_scores, detection_sets,
-    detection_table, detector_scores, save_detection_csv, scored_combinations,
-    training_detection_indices, victim_logit_profile)
+    DETECTION_CSV, detection_csv, detection_differences, detection_table, save_detection_csv,
+    training_detection_indices)
 from bibad_utils.experiments.castle_walls.diffusion_classifier import (  # noqa: F401
-    dc_benchmark, dc_cells, dc_images, dc_predictions, diffusion_classifier_table)
+    dc_benchmark, dc_cells, diffusion_classifier_table)
 from bibad_utils.experiments.castle_walls.figures import (  # noqa: F401
     cd_mask_figure, dc_figure, detection_figure, train_on_generations_figure)
 from bibad_utils.experiments.castle_walls.paper_numbers import (  # noqa: F401
     PAPER_CD_AUROC, PAPER_DC, PAPER_TRAIN_ON_GEN)
 from bibad_utils.experiments.castle_walls.stats import (  # noqa: F401
-    paper_at, auroc_or_nan, with_interval, paper_value_text, verdict_text, auroc_difference,
-    auroc_interval, capped_verdict, stratified_subset, ta_asr_report)
+    paper_at, auroc_difference, auroc_interval, capped_verdict, stratified_subset, ta_asr_report)
 from bibad_utils.experiments.castle_walls.tables import (  # noqa: F401
     claims_table, clean_dm_flags, detection_wide, example_cell, rates_wide)
 from bibad_utils.experiments.castle_walls.train_on_generations import (  # noqa: F401
     train_on_generations_table)
-from bibad_utils.experiments.castle_walls.victims import (  # noqa: F401
-    backdoored_table, classifier_key, evaluate_ta_asr, poisoned_classifier, train_subset_indices,
-    trained_classifier, triggered_test_images)
+from bibad_utils.experiments.castle_walls.victims import backdoored_table  # noqa: F401

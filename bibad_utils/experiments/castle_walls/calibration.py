@@ -8,7 +8,7 @@ import numpy as np
 from bibad_utils import defenses as D
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
-from bibad_utils.experiments.castle_walls.config import CLASSIFIERS, SOURCES, defense_config
+from bibad_utils.experiments.castle_walls.config import CLASSIFIERS, SOURCES
 from bibad_utils.experiments.castle_walls.stats import stratified_subset
 from bibad_utils.experiments.castle_walls.victims import nontarget_test_indices, classifier_key, trained_classifier
 
@@ -18,7 +18,7 @@ def known_answer_indices(study) -> np.ndarray:
     (seeded by the profile; the same for every cell)."""
     test_labels = np.asarray(study.test_set.labels)
     nt = nontarget_test_indices(study)
-    return nt[stratified_subset(test_labels[nt], defense_config(study)["n_known"], study.seed)]
+    return nt[stratified_subset(test_labels[nt], study.cfg.defenses["n_known"], study.seed)]
 
 
 def heldout_indices(study) -> np.ndarray:
@@ -26,7 +26,7 @@ def heldout_indices(study) -> np.ndarray:
     ``n_calibration`` clean test images outside the known-answer set, stratified by class (seeded). No
     classifier of this stage trains on the test set and none of these images is scored, so the scale is
     fixed before, and apart from, every scored set; the same rows for every cell and classifier."""
-    d = defense_config(study)
+    d = study.cfg.defenses
     rest = np.setdiff1d(np.arange(len(study.test_set.labels)), known_answer_indices(study))
     if len(rest) == 0:
         raise ConfigError("defenses.n_known", d.n_known,
@@ -35,25 +35,20 @@ def heldout_indices(study) -> np.ndarray:
     return rest[stratified_subset(labels, min(int(d.n_calibration), len(rest)), study.seed)]
 
 
-def heldout_images(study) -> np.ndarray:
-    """The clean held-out images of :func:`heldout_indices`: uint8 ``[n, H, W, 3]``."""
-    return np.asarray(study.test_set.images[heldout_indices(study)])
-
-
 def cd_calibration(study, cell, classifier: str = "victim") -> dict:
     """What CD's ``logit_calibration: clean_heldout`` fixes for one classifier of ``cell``, measured once, before
-    any set is scored, and cached: ``mean_max_logit`` (its mean largest logit on :func:`heldout_images`) and
+    any set is scored, and cached: ``mean_max_logit`` (its mean largest logit on :func:`heldout_indices`) and
     ``n_heldout``; every CD run with this classifier scales its logits by ``logit_reference / mean_max_logit``,
     whichever set it scores."""
     if classifier not in CLASSIFIERS:
         raise ConfigError("classifier", classifier, " | ".join(CLASSIFIERS))
-    d = defense_config(study)
+    d = study.cfg.defenses
     source = SOURCES[0] if classifier == CLASSIFIERS[0] else "generated"
     params = {"n_calibration": d.n_calibration, "n_known": d.n_known, "seed": study.seed}
     inputs = [st.artifact_key(*classifier_key(study, cell, source)), study.data_key]
 
     def build(art):
-        heldout = heldout_images(study)
+        heldout = np.asarray(study.test_set.images[heldout_indices(study)])
         mml = D.mean_max_logit(trained_classifier(study, cell, source)[0], heldout, device=study.device)
         art.meta.update({"mean_max_logit": mml, "n_heldout": len(heldout)})
         st.save_json(art.dir / "calibration.json", {"mean_max_logit": mml, "n_heldout": len(heldout)})

@@ -25,8 +25,8 @@ from bibad_utils import paper as P
 from bibad_utils.metrics import newcombe_difference, wilson_interval
 from bibad_utils import verdicts as V
 from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, GEN_FLAG_MAX, MIN_CLASS_COUNT, SOURCES,
-                                                         STAGE, TA_COST_MAX, classifier_settings, defense_config,
-                                                         detector_key, detectors)
+                                                         STAGE, TA_COST_MAX, classifier_settings, detector_key,
+                                                         detectors)
 from bibad_utils.experiments.castle_walls.detection import detection_differences, victim_logit_profile
 from bibad_utils.experiments.castle_walls.diffusion_classifier import dc_cells, diffusion_classifier_table
 from bibad_utils.experiments.castle_walls.stats import verdict_text, capped_verdict
@@ -34,7 +34,6 @@ from bibad_utils.experiments.castle_walls.tables import example_cell
 from bibad_utils.experiments.castle_walls.train_on_generations import train_on_generations_table
 from bibad_utils.report import claim_row
 
-CHANCE_AUROC = V.CHANCE_AUROC
 # The detectors the paper's claim is about (with their claim keys); others (the project's FCT variant) are
 # shown, not claimed.
 CLAIM_DETECTORS = {"CD": "detection_cd", "STRIP": "detection_strip", "FCT": "detection_fct"}
@@ -263,7 +262,7 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
                    bench: pd.DataFrame | None = None) -> dict:
     """The numbers and verdict counts the notebook quotes, keyed by glue name (``nb05_...``):
     means over cells (NaN-aware) of AUROCs, TA/ASR per source, DC rates, settings, verdict counts."""
-    d = defense_config(study)
+    d = study.cfg.defenses
     out = {"nb05_n_cells": len(study.grid_cells()), "nb05_n_detect": int(diffs["n"].iloc[0]) if len(diffs) else 0,
            "nb05_clf_arch": classifier_settings(study)["arch"], "nb05_guidance_all": study.guidance_all,
            "nb05_castle_guidance": ", ".join(f"{w:g}" for w in castle_guidances(study)) or "none",

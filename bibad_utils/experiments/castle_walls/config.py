@@ -1,15 +1,14 @@
-"""Settings of stage 05: the profile's ``defenses`` section (:func:`validate_config`, :func:`defense_config`),
-the classifiers' settings (:func:`classifier_settings`) and the stage's constants."""
+"""Settings of stage 05: the profile's ``defenses`` section (declared with its defaults and the project's
+deviations from the reference recipes in :mod:`bibad_utils.defenses.profile`, validated once on load and
+read as ``study.cfg.defenses``), the classifiers' settings (:func:`classifier_settings`) and the stage's
+constants."""
 
 from __future__ import annotations
 
 from bibad_utils import paper as P
 from bibad_utils.base import ConfigError
 from bibad_utils.defenses import DETECTORS as REGISTRY
-from bibad_utils.defenses.profile import (DEVIATIONS, STAGE_DEFAULTS, defaults, detector_defaults,  # noqa: F401
-                                          validate_config)
 from bibad_utils.judges import JUDGE_KEYS, PHOTOMETRIC_KEYS
-from bibad_utils.typed_config import ConfigSection
 
 STAGE = "05_castle_walls"
 SOURCES = ("poisoned train (all)", "poisoned train (subset)", "generated")
@@ -44,21 +43,12 @@ GEN_FLAG_MAX = 0.10
 # Below this many positives (or negatives) in a scored set, a bootstrap of the AUROC resamples the same
 # few images and its interval is far too narrow: such a comparison is not a test.
 MIN_CLASS_COUNT = 5
-# ---------------------------------------------------------------------------------------------------
-# Configuration: the profile's ``defenses`` section is declared, with its defaults and the project's
-# deviations from the reference recipes, in :mod:`bibad_utils.defenses.profile` (validated once, on load).
-
-
-def defense_config(study) -> ConfigSection:
-    """The profile's ``defenses`` section, with every default filled in (validated when the profile was
-    loaded: :data:`bibad_utils.defenses.profile.DEFENSES`), as its typed, read-only section."""
-    return study.cfg.defenses
 
 
 def detection_cells(study) -> list:
     """The grid cells of the detectors and the diffusion classifier: those at ``defenses.detect_ratios``
     (every grid cell when it is null). A ratio the grid lacks is an error naming the grid's ratios."""
-    d = defense_config(study)
+    d = study.cfg.defenses
     cells = study.grid_cells()
     if d.detect_ratios is None:
         return cells
@@ -73,7 +63,7 @@ def classifier_settings(study, small: bool = False) -> dict:
     """Keyword arguments of :func:`bibad_utils.judges.train_classifier` for this stage's classifiers:
     the profile's ``judges`` section overridden by ``defenses.classifier``, and for the two
     ``n_all``-image classifiers (``small``) further by ``defenses.gen_classifier``."""
-    d = defense_config(study)
+    d = study.cfg.defenses
     # the judges' photometric augmentation is not inherited (module docstring)
     kw = {k: v for k, v in study.cfg.judges.items() if k in JUDGE_KEYS and k not in PHOTOMETRIC_KEYS}
     kw.update(d.classifier)

@@ -28,8 +28,8 @@ from bibad_utils import defenses as D
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.castle_walls.calibration import cd_calibration, calibrated, known_answer_indices
-from bibad_utils.experiments.castle_walls.config import (CLASSIFIERS, SETS, SOURCES, defense_config,
-                                                         detection_cells, detector_key, detectors)
+from bibad_utils.experiments.castle_walls.config import (CLASSIFIERS, SETS, SOURCES, detection_cells,
+                                                         detector_key, detectors)
 from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_CD_AUROC
 from bibad_utils.experiments.castle_walls.stats import (auroc_or_nan, paper_at, auroc_difference,
                                                         auroc_interval, stratified_subset)
@@ -88,7 +88,7 @@ def detection_sets(study, cell, w: float | None = None) -> dict:
     set the target for triggered copies), bool ``truth [n]`` and int64 ``indices [n]`` (into the poisoned
     training set, the generation set, the test set). ``w``: the guidance of the generated set (None:
     ``guidance_all``)."""
-    d = defense_config(study)
+    d = study.cfg.defenses
     gen = all_class_set(study, cell, w)
     n = len(gen.labels) if d.n_detect is None else min(int(d.n_detect), len(gen.labels))
     ps = study.poisoned(cell)
@@ -132,7 +132,7 @@ def detector_scores(study, cell, set_name: str, detector: str, classifier: str =
         raise ConfigError("detector", detector, " | ".join(detectors()))
     if classifier not in CLASSIFIERS:
         raise ConfigError("classifier", classifier, " | ".join(CLASSIFIERS))
-    d = defense_config(study)
+    d = study.cfg.defenses
     data = (sets or detection_sets(study, cell, w))[set_name]
     w = None if w is None or float(w) == study.guidance_all else float(w)
     source = SOURCES[0] if classifier == CLASSIFIERS[0] else "generated"
@@ -183,14 +183,9 @@ def detection_scores(study, cell, set_name: str, classifier: str = "victim", w: 
     return {**out, "seconds": seconds, **sets[set_name]}
 
 
-def scored_combinations(study) -> list[tuple[str, str]]:
-    """The (set, classifier) pairs scored per cell: every set with the victim, the generations also with
-    the classifier trained on them."""
-    return [(s, CLASSIFIERS[0]) for s in SETS] + [("generated", CLASSIFIERS[1])]
-
-
 def detection_table(study, cells=None) -> pd.DataFrame:
-    """AUROC of each detector on each scored set and classifier (:func:`scored_combinations`), per grid cell.
+    """AUROC of each detector on each scored set and classifier (every set with the victim, the generations
+    also with the classifier trained on them), per grid cell.
 
     Columns: ``cell, attack, p, detector, set, classifier, n, n_poisoned`` (positives of the truth),
     ``n_clean``, ``auroc, auroc_lo, auroc_hi`` (95 % stratified bootstrap), ``seconds``, ``paper`` (the
@@ -198,10 +193,10 @@ def detection_table(study, cells=None) -> pd.DataFrame:
     ``logit_scale`` (CD: the factor on the classifier's logits that scored the set, one per classifier,
     :func:`.calibration.cd_calibration`; NaN for the other detectors).
     """
-    d = defense_config(study)
+    d = study.cfg.defenses
     rows = []
     cells = list(cells or detection_cells(study))
-    combos = scored_combinations(study)
+    combos = [(s, CLASSIFIERS[0]) for s in SETS] + [("generated", CLASSIFIERS[1])]
     live = Bar("detect", "", len(cells) * len(combos) * len(detectors()), unit="run", show=False)
     for cell in cells:
         sets = detection_sets(study, cell)
@@ -266,7 +261,7 @@ def detection_differences(study, cells=None, classifier: str = "victim", w: floa
     from bibad_utils.experiments.insights.trigger_truth import planted_check, preferred_instrument
 
     planted = planted_check(study)
-    d = defense_config(study)
+    d = study.cfg.defenses
     w = study.guidance_all if w is None else float(w)
     rows = []
     for cell in cells or detection_cells(study):
@@ -317,7 +312,7 @@ def cd_sensitivity(study, cell) -> pd.DataFrame:
     n_poisoned_train, n_gen, n_triggered_gen``, ``seconds`` (CD's run time on the two sets); rows ordered
     none first, then by reference.
     """
-    d = defense_config(study)
+    d = study.cfg.defenses
     cd = d[detector_key("CD")]
     in_use = cd["logit_reference"] if calibrated(cd) else None
     refs = {None if r is None else float(r) for r in d.cd_sensitivity} | {None if in_use is None else float(in_use)}

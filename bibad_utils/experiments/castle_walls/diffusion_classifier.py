@@ -12,10 +12,10 @@ import torch
 from bibad_utils import defenses as D
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
-from bibad_utils.experiments.castle_walls.config import defense_config, detection_cells
+from bibad_utils.experiments.castle_walls.config import SOURCES, detection_cells
 from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_DC
 from bibad_utils.experiments.castle_walls.stats import paper_at, stratified_subset, ta_asr_report
-from bibad_utils.experiments.castle_walls.victims import (nontarget_test_indices, poisoned_classifier,
+from bibad_utils.experiments.castle_walls.victims import (nontarget_test_indices, trained_classifier,
                                                           triggered_test_images)
 from bibad_utils.judges import predict
 from bibad_utils.stages import Cell
@@ -25,7 +25,7 @@ def dc_cells(study) -> list:
     """Grid cells whose attack is in ``defenses.dc_attacks``, then (sorted by p) the cells of those attacks at
     the further ratios ``defenses.dc_ratios`` that the grid lacks (their DMs and victims serve the diffusion
     classifier alone: the paper makes its "resists" claim at p = 1 %)."""
-    d = defense_config(study)
+    d = study.cfg.defenses
     cells = [c for c in detection_cells(study) if c.kind in d.dc_attacks]
     have = {(c.kind, round(c.ratio, 9)) for c in cells}
     extra = [Cell(a, r) for a in d.dc_attacks for r in sorted(d.dc_ratios) if (a, round(r, 9)) not in have]
@@ -36,7 +36,7 @@ def dc_images(study, kind: str, n: int | None = None) -> dict:
     """The diffusion classifier's test images: ``clean`` (float [-1, 1] ``[n, 3, H, W]``, a class-stratified
     subset of the test set) with ``labels``, and ``triggered`` (``n`` non-target test images, stratified
     by class, with the trigger ``kind``). ``n`` defaults to ``defenses.dc_n_images``."""
-    n = defense_config(study)["dc_n_images"] if n is None else n
+    n = study.cfg.defenses["dc_n_images"] if n is None else n
     labels = np.asarray(study.test_set.labels)
     clean_idx = stratified_subset(labels, n, study.seed)
     nt = nontarget_test_indices(study)
@@ -50,7 +50,7 @@ def dc_predictions(study, cell, p_filter: float) -> dict:
     """Diffusion-classifier predictions of ``cell``'s poisoned DM on :func:`dc_images`; cached per
     (cell, p_filter). Returns ``pred_clean``, ``labels``, ``pred_triggered`` (int64), ``unet_evals``,
     ``seconds`` (wall time of both sets) and ``n_images`` (both sets together)."""
-    d = defense_config(study)
+    d = study.cfg.defenses
     params = {"p_filter": float(p_filter), "n_levels": d.dc_levels, "adaptive": d.dc_adaptive,
               "n_images": d.dc_n_images, "seed": study.seed, "target": study.target,
               "trigger": study.cfg.triggers.get(cell.trigger_kind), "kind": cell.trigger_kind}
@@ -87,11 +87,11 @@ def diffusion_classifier_table(study, cells=None) -> pd.DataFrame:
     ``seconds_per_image`` (NaN for the classifier), ``paper_TA, paper_ASR`` (CIFAR-10, NaN where the
     paper gives none). Rates in [0, 1].
     """
-    d = defense_config(study)
+    d = study.cfg.defenses
     rows = []
     for cell in dc_cells(study) if cells is None else cells:
         imgs = dc_images(study, cell.trigger_kind)
-        f, _ = poisoned_classifier(study, cell)
+        f, _ = trained_classifier(study, cell, SOURCES[0])  # the backdoored classifier
         pc, _ = predict(f, imgs["clean"], device=study.device)
         pt, _ = predict(f, imgs["triggered"], device=study.device)
         paper = paper_at(PAPER_DC["resnet18"], cell.ratio) or {}
@@ -120,7 +120,7 @@ def dc_benchmark(study) -> pd.DataFrame:
     predicted_evals`` (:func:`bibad_utils.defenses.dc_cost`), ``seconds_per_image, ms_per_unet_eval,
     accuracy, agreement`` (fraction of predictions equal to the exhaustive ones), ``device, threads``.
     """
-    d = defense_config(study)
+    d = study.cfg.defenses
     cells = dc_cells(study)
     if not cells:
         raise ConfigError("defenses.dc_attacks", d.dc_attacks, f"attacks of the grid {study.cfg.attacks}")

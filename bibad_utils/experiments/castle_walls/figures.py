@@ -68,8 +68,8 @@ def shared_legend(fig, axes, max_columns: int):
     fig.legend(handles, labels, loc="upper center", ncol=min(max_columns, len(labels)), fontsize=8)
 
 
-def _rate_panels(df: pd.DataFrame, x: str, hue: str, metrics=("TA", "ASR"), title: str | None = None,
-                 paper_cols: dict | None = None, hline: dict | None = None):
+def _rate_panels(df: pd.DataFrame, x: str, hue: str, metrics=("TA", "ASR"), paper_cols: dict | None = None,
+                 hline: dict | None = None):
     from matplotlib.figure import Figure
 
 
@@ -100,9 +100,7 @@ def _rate_panels(df: pd.DataFrame, x: str, hue: str, metrics=("TA", "ASR"), titl
             ax.set_ylim(0, 1.05)
             ax.set_title(m)
         shared_legend(fig, axes, max_columns=3)
-        if title:
-            fig.suptitle(title, y=0.01, va="bottom", fontsize=9)
-        fig.tight_layout(rect=(0, 0.03 if title else 0, 1, 1 - 0.8 / size[1]))
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / size[1]))
     return fig
 
 

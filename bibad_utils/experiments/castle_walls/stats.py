@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 from scipy.stats import norm, rankdata
 
 from bibad_utils.base import ConfigError
 from bibad_utils.metrics import Z95, auroc, wilson_interval
 from bibad_utils.schema import is_int
+from bibad_utils.verdicts import VERDICTS
 
 
 def stratified_subset(strata, n: int, seed: int) -> np.ndarray:
@@ -160,9 +160,8 @@ def capped_verdict(verdict: str, ta_verdict: str) -> tuple[str, str]:
 
 
 def verdict_text(rows: list[dict]) -> str:
-    counts = pd.Series([r["verdict"] for r in rows]).value_counts()
-    parts = [f"{int(counts.get(v, 0))} {v}" for v in ("reproduced", "partly", "not reproduced", "underpowered", "not tested")
-             if counts.get(v, 0)]
+    sel = [r["verdict"] for r in rows]
+    parts = [f"{sel.count(v)} {v}" for v in VERDICTS if sel.count(v)]
     return ", ".join(parts) + f" (of {len(rows)})" if rows else "none"
 
 

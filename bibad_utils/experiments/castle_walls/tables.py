@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils.experiments.castle_walls.config import detection_cells
-from bibad_utils.experiments.castle_walls.detection import clean_dm_flag_rate, detection_csv  # noqa: F401
+from bibad_utils.experiments.castle_walls.detection import clean_dm_flag_rate
 from bibad_utils.experiments.castle_walls.stats import paper_value_text, with_interval
 
 

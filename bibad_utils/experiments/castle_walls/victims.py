@@ -125,17 +125,11 @@ def trained_classifier(study, cell, source: str, w: float | None = None):
     return load_classifier(path / "model", device=study.device), st.load_json(path / "report.json")
 
 
-def poisoned_classifier(study, cell):
-    """The backdoored classifier of ``cell``: trained on its whole poisoned training set (cached);
-    returns ``(model, report)`` as :func:`trained_classifier`."""
-    return trained_classifier(study, cell, SOURCES[0])
-
-
 def backdoored_table(study) -> pd.DataFrame:
     """TA and ASR of each grid cell's backdoored classifier (the detectors' f), final epoch."""
     rows = []
     for cell in study.grid_cells():
-        model, rep = poisoned_classifier(study, cell)
+        model, rep = trained_classifier(study, cell, SOURCES[0])
         rows.append({"cell": cell.name, "classifier": model.config["arch"], "n_train": rep["n_train"],
                      "epochs": len(rep["history"]), "TA": with_interval(rep["TA"], rep["TA_lo"], rep["TA_hi"], True),
                      "ASR": with_interval(rep["ASR"], rep["ASR_lo"], rep["ASR_hi"], True),

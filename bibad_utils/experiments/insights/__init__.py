@@ -28,23 +28,21 @@ views), :mod:`.seeds` (the spread across training runs), :mod:`.quality`, :mod:`
 """
 
 from bibad_utils.experiments.insights.claims import (  # noqa: F401
-    STAGE, CLEAN_FALSE_ALARM_MAX, CONTENT_MIN, clean_detector_check, untrusted_detectors, content_check, phase_verdict, control_verdict, control_row, template_checks, insight_claims, claims_table, verdict_summary,
-    shortfall_sentence, template_sentence, glue_values)
+    CLEAN_FALSE_ALARM_MAX, clean_detector_check, untrusted_detectors, content_check, control_verdict,
+    template_checks, insight_claims, claims_table, verdict_summary, shortfall_sentence, glue_values)
 from bibad_utils.experiments.insights.figures import (  # noqa: F401
     group_examples, examples_figure, phase_figure, guidance_figure, quality_figure, disputed_figure, planted_figure)
 from bibad_utils.experiments.insights.groups import (  # noqa: F401
-    newcombe_difference, g_row, template_columns, pct_text, p_label, g_table, phase_transition, controls_table,
-    dissection_frame)
+    g_row, g_table, phase_transition, controls_table, dissection_frame)
 from bibad_utils.experiments.insights.judging import (  # noqa: F401
-    JUDGED_STAGE, TRIGGER_THRESHOLD, detectors_for, judged, trigger_r_train, judge_table, template_table, reference_cell, generated_judge_table,
-    judge_augmentation_ablation, judge_check_display, content_choice, content_agreement_table, content_sentence)
+    judge_table, template_table, generated_judge_table, judge_augmentation_ablation,
+    judge_check_display, content_choice, content_agreement_table, content_sentence)
 from bibad_utils.experiments.insights.quality import (  # noqa: F401
-    FID_MODES, FID_MIN_IMAGE_SIZE, inception_weights_path, inception_net, inception_features, largest_p_cells,
-    quality_cells, quality_table)
+    inception_net, inception_features, largest_p_cells, quality_table)
+from bibad_utils.experiments.insights.readings import phase_verdict  # noqa: F401
 from bibad_utils.experiments.insights.seeds import (  # noqa: F401
     seed_table, seed_spread, across_seeds, claim_guidances, pooled_counts)
 from bibad_utils.experiments.insights.trigger_truth import (  # noqa: F401
-    PLANTED_STAGE, INSTRUMENTS, PLANT_CONTRASTS, CHECK_CONTRAST, CHECK_MIN_DETECTION, CHECK_MAX_FALSE_ALARM,
-    cohen_kappa, agreement_row, instrument_decisions, agreement_table, g_rows_by_instrument, plant, planted_decisions,
-    planted_rows, planted_images, planted_check, instrument_passes, preferred_instrument, check_verdicts, leak_table,
-    most_disputed, disputed_examples, truth_glue_values)
+    PLANTED_STAGE, PLANT_CONTRASTS, agreement_row, instrument_decisions, agreement_table,
+    g_rows_by_instrument, plant, planted_decisions, planted_rows, planted_images, planted_check,
+    preferred_instrument, check_verdicts, leak_table, truth_glue_values)

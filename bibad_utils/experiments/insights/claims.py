@@ -11,12 +11,9 @@ import pandas as pd
 from bibad_utils import paper, verdicts
 from bibad_utils.experiments.insights.groups import pct_text
 from bibad_utils.experiments.insights.judging import generated_judge_table, judge_table, template_table
-from bibad_utils.experiments.insights.readings import attack_claims, combine_readings, phase_verdict  # noqa: F401
+from bibad_utils.experiments.insights.readings import STAGE, attack_claims, combine_readings
 from bibad_utils.experiments.insights.trigger_truth import g_rows_by_instrument, planted_check, preferred_instrument
 from bibad_utils.report import claim_row
-
-
-STAGE = "04_insights"
 
 
 def control_verdict(r_gen_lo: float, fpr_hi: float, poisoned_lo: float | None) -> str:

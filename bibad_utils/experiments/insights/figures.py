@@ -10,7 +10,6 @@ from matplotlib.figure import Figure
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.insights.claims import untrusted_detectors
 from bibad_utils.experiments.insights.groups import p_label
-from bibad_utils.experiments.insights.judging import judged
 from bibad_utils.experiments.insights.trigger_truth import (CHECK_CONTRAST, CHECK_MIN_DETECTION, disputed_examples,
                                                             most_disputed)
 from bibad_utils.plots import (G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, attack_color, message_figure, shades,
@@ -23,7 +22,7 @@ def group_examples(study, cell, guidance: float, n: int = 8, seed: int = 0) -> d
     title being the clean classifier's predicted class name."""
     if not cell.trigger_kind:
         raise ConfigError("cell", cell.name, "a poisoned cell of the grid (the controls have no trigger)")
-    j = judged(study, cell, cell.trigger_kind)[("target", float(guidance))]
+    j = study.judges.judged(cell, cell.trigger_kind)[("target", float(guidance))]
     images = study.generations(cell)[("target", float(guidance))].images
     t, m = j["trigger"], j["match"]
     masks = {"G1": t & ~m, "G2": t & m, "G3": ~t & ~m, "G4": ~t & m}

@@ -10,8 +10,8 @@ import pandas as pd
 
 from bibad_utils import metrics
 from bibad_utils.base import ConfigError
-from bibad_utils.experiments.insights.judging import detectors_for, judged, trigger_r_train
-from bibad_utils.metrics import Z95, newcombe_difference  # noqa: F401 (re-exported by the insights package)
+from bibad_utils.experiments.insights.judging import detectors_for, trigger_r_train
+from bibad_utils.metrics import Z95
 
 
 def g_row(trigger, match, *, r_train: float, z: float = Z95, **keys) -> dict:
@@ -48,21 +48,25 @@ def p_label(ratio: float) -> str:
     return f"{100 * ratio:g}%"
 
 
+def cell_keys(cell) -> dict:
+    """The identifying columns of a cell in the stage's tables: cell, attack, control, ratio, p (label)."""
+    return {"cell": cell.name, "attack": cell.kind, "control": cell.trigger_kind is None, "ratio": cell.ratio,
+            "p": p_label(cell.ratio)}
+
+
 def target_sets(study):
     """Every target-prompt generation set of every cell, once per detector that reads it (controls once per
     attack): yields ``(keys, gen, judgment, detector)``, ``keys`` the G table's identifying columns (cell,
     attack, control, ratio, p, detector, guidance, n_poison) plus ``r_train``, ``gen`` the GenSet and
-    ``judgment`` the cached :func:`~bibad_utils.experiments.insights.judging.judged` decisions on it."""
+    ``judgment`` the cached :meth:`~bibad_utils.study_judges.StudyJudges.judged` decisions on it."""
     for cell in study.cells():
         r_train = trigger_r_train(study, cell)
         n_poison = int(study.poison_manifest(cell)["n_poison"])
         gens = study.generations(cell)
         for det in detectors_for(study, cell):
-            for (name, w), j in judged(study, cell, det, gens).items():
+            for (name, w), j in study.judges.judged(cell, det, gens).items():
                 if name == "target":
-                    keys = {"cell": cell.name, "attack": cell.kind, "control": cell.trigger_kind is None,
-                            "ratio": cell.ratio, "p": p_label(cell.ratio), "detector": det, "guidance": w,
-                            "n_poison": n_poison}
+                    keys = {**cell_keys(cell), "detector": det, "guidance": w, "n_poison": n_poison}
                     yield {**keys, "r_train": r_train}, gens[(name, w)], j, det
 
 

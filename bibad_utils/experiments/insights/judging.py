@@ -15,25 +15,17 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import metrics
-from bibad_utils import store as st
-from bibad_utils.content_judges import CLEAN_JUDGE, content_choice, judge_specs, predictions, real_predictions  # noqa: F401
+from bibad_utils.content_judges import CLEAN_JUDGE, content_choice, judge_specs, predictions
 from bibad_utils.data import to_float, to_uint8
-from bibad_utils.judges import PHOTOMETRIC_KEYS, features, predict
-from bibad_utils.judges.profile import judge_settings, wants_ablation
+from bibad_utils.judges import PHOTOMETRIC_KEYS, predict
+from bibad_utils.judges.profile import wants_ablation
 from bibad_utils.metrics import Z95
-from bibad_utils.study_judges import JUDGED_STAGE, TRIGGER_THRESHOLD  # noqa: F401
 
 
 def detectors_for(study, cell) -> list[str]:
     """Trigger kinds whose detector judges ``cell``'s generations: its own trigger, or every attack of
     the profile for a control (which carries none)."""
     return [cell.trigger_kind] if cell.trigger_kind else list(study.cfg.attacks)
-
-
-def judged(study, cell, detector: str, gens: dict | None = None) -> dict:
-    """The judges' cached decisions on every generation set of ``cell`` (:meth:`StudyJudges.judged
-    <bibad_utils.study_judges.StudyJudges.judged>`: the one judging path of the study)."""
-    return study.judges.judged(cell, detector, gens)
 
 
 def trigger_r_train(study, cell) -> float:
@@ -174,7 +166,7 @@ def content_agreement_table(study, cells=None) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     rows = []
     for cell in study.cells() if cells is None else cells:
-        for (name, w), rec in judged(study, cell, detectors_for(study, cell)[0]).items():
+        for (name, w), rec in study.judges.judged(cell, detectors_for(study, cell)[0]).items():
             if name != "target":
                 continue
             a, b = rec["match"], rec["pred_trained"] == rec["labels"]

@@ -12,7 +12,6 @@ import pandas as pd
 from bibad_utils import metrics
 from bibad_utils.base import ConfigError
 from bibad_utils.data import to_float
-from bibad_utils.experiments.insights.judging import judged
 from bibad_utils.judges import features, predict
 from bibad_utils.metrics import Z95
 
@@ -96,6 +95,13 @@ def largest_p_cells(study) -> dict:
     return largest
 
 
+def real_reference_indices(study, n: int) -> np.ndarray:
+    """Sorted int64 indices of ``n`` real training images drawn with the study's seed: the ``real train``
+    row of :func:`quality_table` (and of chapter 02's FD-clf floor), FD-clf with no generation error."""
+    rng = np.random.default_rng(study.seed)
+    return np.sort(rng.choice(len(study.train_set), size=min(n, len(study.train_set)), replace=False))
+
+
 def quality_cells(study) -> list:
     """The controls and, per attack, the cell with the largest p."""
     return study.control_cells() + list(largest_p_cells(study).values())
@@ -116,9 +122,7 @@ def quality_table(study, cells=None, fid: str = "auto", z: float = Z95) -> tuple
     use_fid, note = _fid_plan(study, fid)
     clf = study.judges.classifier()
     real_feats = features(clf, study.test_set.images, device=study.device)
-    n_all = int(study.cfg.sampling.n_all)
-    rng = np.random.default_rng(study.seed)
-    ref_idx = np.sort(rng.choice(len(study.train_set), size=min(n_all, len(study.train_set)), replace=False))
+    ref_idx = real_reference_indices(study, int(study.cfg.sampling.n_all))
     ref_images = study.train_set.images_uint8(ref_idx)
     ref_labels = study.train_set.labels[ref_idx]
     net = real_incep = None
@@ -147,7 +151,7 @@ def quality_table(study, cells=None, fid: str = "auto", z: float = Z95) -> tuple
     for cell in cells:
         det = cell.trigger_kind or first
         w_all = study.guidance_all
-        j = judged(study, cell, det)[("all", w_all)]
+        j = study.judges.judged(cell, det)[("all", w_all)]
         gen = study.generations(cell)[("all", w_all)]
         rows.append(row(cell.name, cell.kind, cell.ratio, gen.images, gen.labels, j["features"], j["pred"],
                         j["trigger"]))

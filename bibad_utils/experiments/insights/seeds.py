@@ -17,8 +17,8 @@ import pandas as pd
 from scipy import stats
 
 from bibad_utils import metrics
-from bibad_utils.experiments.insights.groups import g_row, p_label
-from bibad_utils.experiments.insights.judging import detectors_for, judged, trigger_r_train
+from bibad_utils.experiments.insights.groups import cell_keys, g_row
+from bibad_utils.experiments.insights.judging import detectors_for, trigger_r_train
 from bibad_utils.metrics import Z95
 
 SPREAD_COLUMNS = ("r_gen", "G1", "G2", "G2_share")
@@ -45,11 +45,10 @@ def seed_table(study, z: float = Z95) -> pd.DataFrame:
         r_train = trigger_r_train(study, cell)
         for run in runs:
             for det in detectors_for(study, cell):
-                for (name, w), j in judged(study, run, det).items():
+                for (name, w), j in study.judges.judged(run, det).items():
                     if name == "target":
-                        rows.append(g_row(j["trigger"], j["match"], r_train=r_train, z=z, cell=cell.name,
-                                          attack=cell.kind, control=cell.trigger_kind is None, ratio=cell.ratio,
-                                          p=p_label(cell.ratio), detector=det, guidance=w, train_seed=run.seed))
+                        rows.append(g_row(j["trigger"], j["match"], r_train=r_train, z=z, **cell_keys(cell),
+                                          detector=det, guidance=w, train_seed=run.seed))
     return pd.DataFrame(rows)
 
 

@@ -1,12 +1,12 @@
 """Trigger truth on generated images: the learned detector and the training-free template side by side.
 
 Two instruments decide whether a generation carries the trigger: the attack's learned detector
-(:func:`~.judging.judged`, P(trigger) above :data:`~.judging.TRIGGER_THRESHOLD`) and the trigger template
-(:meth:`~bibad_utils.study_judges.StudyJudges.template`, its calibrated ``fires``). Both pass their checks
-on real images; which one to read on generations is measured here: :func:`agreement_table` (both decisions
-on every generated set, counts, rates, Cohen's kappa), :func:`planted_check` (the clean DM's generations
-with the trigger pasted at reduced contrast, a known answer; :func:`preferred_instrument` states the rule),
-:func:`leak_table` (the trigger among non-target-prompt generations, against the clean DM), and
+(:meth:`~bibad_utils.study_judges.StudyJudges.judged`, P(trigger) above its ``TRIGGER_THRESHOLD``) and the
+trigger template (:meth:`~bibad_utils.study_judges.StudyJudges.template`, its calibrated ``fires``). Both
+pass their checks on real images; which one to read on generations is measured here: :func:`agreement_table`
+(both decisions on every generated set, counts, rates, Cohen's kappa), :func:`planted_check` (the clean DM's
+generations with the trigger pasted at reduced contrast, a known answer; :func:`preferred_instrument` states
+the rule), :func:`leak_table` (the trigger among non-target-prompt generations, against the clean DM), and
 :func:`instrument_decisions` / :func:`g_rows_by_instrument` (per-image decisions and G1-G4 rows under each
 reading). Rates are fractions in [0, 1]; contrasts are blend weights in [0, 1] (1: as in training).
 """
@@ -23,10 +23,11 @@ from bibad_utils.metrics import Z95, cohen_kappa
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.data import to_float, to_uint8
-from bibad_utils.experiments.insights.groups import g_row, p_label, target_sets
-from bibad_utils.experiments.insights.judging import TRIGGER_THRESHOLD, detectors_for, judged, reference_cell
+from bibad_utils.experiments.insights.groups import cell_keys, g_row, target_sets
+from bibad_utils.experiments.insights.judging import detectors_for, reference_cell
 from bibad_utils.judges import predict
 from bibad_utils.judges.profile import judge_settings
+from bibad_utils.study_judges import TRIGGER_THRESHOLD
 
 PLANTED_STAGE = "insights_planted"
 INSTRUMENTS = ("detector", "template")
@@ -66,17 +67,12 @@ def agreement_row(detector, template, z: float = Z95) -> dict:
             "kappa": math.nan if t is None else cohen_kappa(d, t)}
 
 
-def _cell_keys(cell) -> dict:
-    return {"cell": cell.name, "attack": cell.kind, "control": cell.trigger_kind is None, "ratio": cell.ratio,
-            "p": p_label(cell.ratio)}
-
-
 def _paired(study, cell, detector: str, gens: dict) -> dict:
     """``{(set_name, w): decisions}`` of both instruments on every generated set of ``cell`` (see
     :func:`instrument_decisions`)."""
     tpl = study.judges.template(detector)
     out = {}
-    for key, j in judged(study, cell, detector, gens).items():
+    for key, j in study.judges.judged(cell, detector, gens).items():
         images = gens[key].images
         score = None if tpl is None else tpl.scores(images)  # scored once: the decisions follow from it
         out[key] = {"detector": j["trigger"], "p_trigger": j["p_trigger"],
@@ -119,7 +115,7 @@ def agreement_table(study, z: float = Z95) -> pd.DataFrame:
         for det in detectors_for(study, cell):
             rep = study.judges.template_report(det)
             for (name, w), d in _paired(study, cell, det, gens).items():
-                rows.append({**_cell_keys(cell), "detector": det, "set": name, "guidance": w,
+                rows.append({**cell_keys(cell), "detector": det, "set": name, "guidance": w,
                              "template_passes": bool(rep and rep["passes"]),
                              **agreement_row(d["detector"], d["template"], z)})
     return pd.DataFrame(rows)
@@ -304,7 +300,7 @@ def leak_table(study, z: float = Z95) -> pd.DataFrame:
                         clean[(det, inst)] = (k, n)
                     base = clean.get((det, inst)) if cell != ref else None
                     diff = metrics.newcombe_difference(k, n, *base, z) if base else (math.nan,) * 3
-                    rows.append({**_cell_keys(cell), "detector": det, "instrument": inst, "guidance": w, "n": n, **rate,
+                    rows.append({**cell_keys(cell), "detector": det, "instrument": inst, "guidance": w, "n": n, **rate,
                                  "vs_clean": diff[0], "vs_clean_lo": diff[1], "vs_clean_hi": diff[2]})
     return pd.DataFrame(rows)
 

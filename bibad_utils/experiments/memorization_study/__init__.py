@@ -21,15 +21,13 @@ One module per idea: :mod:`.common` (paper numbers, differences, embeddings), :m
 """
 
 from bibad_utils.experiments.memorization_study.claims import (  # noqa: F401
-    memorization_claims, judge_check, claims_from_tables, claims_frame, verdict_phrase, resolution_sentence, glue_values)
+    memorization_claims, claims_from_tables, claims_frame, verdict_phrase, resolution_sentence, glue_values)
 from bibad_utils.experiments.memorization_study.common import (  # noqa: F401
-    STAGE, PAPER_DUPLICATES, PAPER_DATASETS, mean_difference, paper_duplicate_values,
-    group_matches, mem_config, embedding_params, embedding_inputs, embed_images, train_embedding, training_embedding)
+    mean_difference, paper_duplicate_values, group_matches)
 from bibad_utils.experiments.memorization_study.duplicates import (  # noqa: F401
     planted_groups, finder_path, duplicate_finder_table, duplicate_threshold, duplicate_threshold_sweep,
-    found_groups, found_group_examples, duplicate_comparison_cells, check_duplicate_pool, duplicate_shortfall,
-    random_vs_duplicate,
-    random_vs_duplicate_wide)
+    found_group_examples, duplicate_comparison_cells, check_duplicate_pool, duplicate_shortfall,
+    random_vs_duplicate, random_vs_duplicate_wide)
 from bibad_utils.experiments.memorization_study.replication import (  # noqa: F401
-    HELDOUT, heldout_similarity, replication_threshold, replication_threshold_source, replication_cells,
-    replication_path, replication_scores, replication_similarities, replication_table, top_pairs)
+    heldout_similarity, replication_threshold, replication_threshold_source, replication_cells,
+    replication_similarities, replication_table, top_pairs)

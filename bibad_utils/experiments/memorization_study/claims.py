@@ -10,8 +10,7 @@ import pandas as pd
 from bibad_utils import paper, verdicts
 from bibad_utils.experiments.insights import CLEAN_FALSE_ALARM_MAX, content_check, generated_judge_table
 from bibad_utils.metrics import newcombe_difference
-from bibad_utils.experiments.memorization_study.common import (PAPER_DUPLICATES, STAGE, mean_difference,
-                                                               paper_duplicate_values)
+from bibad_utils.experiments.memorization_study.common import STAGE, mean_difference, paper_duplicate_values
 from bibad_utils.experiments.memorization_study.duplicates import duplicate_finder_table, random_vs_duplicate
 from bibad_utils.experiments.memorization_study.replication import (replication_similarities, replication_table,
                                                                     replication_threshold, replication_threshold_source)
@@ -170,7 +169,7 @@ def resolution_sentence(rows: list[dict]) -> str:
     if not dup:
         return "No duplicate-poisoning comparison ran in this profile."
     half = max((r["ours_hi"] - r["ours_lo"]) / 2 for r in dup)
-    largest = max(abs(b - a) for table in PAPER_DUPLICATES.values() for v in table.values() for a, b in v.values())
+    largest = max(abs(b - a) for table in paper.DUPLICATES.values() for v in table.values() for a, b in v.values())
     mde = max(verdicts.mde_from_interval(r["ours_lo"], r["ours_hi"]) for r in dup)
     if half > largest:
         return (f"Our intervals on the difference reach ±{half:.1%}, wider than the largest difference the paper "

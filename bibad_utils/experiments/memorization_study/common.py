@@ -13,16 +13,9 @@ from bibad_utils.base import ConfigError
 from bibad_utils.memorization import embed, embedding_key_params
 from bibad_utils.metrics import Z95
 from bibad_utils.stages import Cell, Study
-from bibad_utils.typed_config import ConfigSection
 
 
 STAGE = "06_memorization"
-
-
-# G1 / G2 ratios (fractions) of target-prompt generations, poisoning random images -> poisoning duplicated
-# images: bibad_utils.paper.DUPLICATES (the talk slides, "Duplication exacerbates poisoning"; Stable
-# Diffusion v1.4 fine-tuned; the slide names neither the trigger nor the guidance scale).
-PAPER_DUPLICATES = paper.DUPLICATES
 
 
 PAPER_DATASETS = {d: paper.DATASET_NAMES[d] for d in paper.DUPLICATES}
@@ -47,11 +40,12 @@ def mean_difference(a, b, z: float = Z95) -> tuple[float, float, float]:
 
 def paper_duplicate_values(p: float, metric: str) -> dict:
     """The paper's (random, duplicate) ratios as fractions for poisoning ratio ``p`` and ``metric``
-    (G1 | G2): ``{dataset: (random, duplicate)}`` for the datasets that report this p (may be empty)."""
+    (G1 | G2): ``{dataset: (random, duplicate)}`` for the datasets that report this p (may be empty), from
+    :data:`bibad_utils.paper.DUPLICATES` (the talk slides; the slide names neither trigger nor guidance)."""
     if metric not in ("G1", "G2"):
         raise ConfigError("metric", metric, "G1 | G2")
     out = {}
-    for dataset in PAPER_DUPLICATES:
+    for dataset in paper.DUPLICATES:
         v = paper.duplicates(p, metric, dataset)
         if v is not None:
             out[dataset] = v
@@ -64,20 +58,15 @@ def group_matches(found_groups, planted_groups) -> list[bool]:
     return [frozenset(int(i) for i in g) in planted for g in found_groups]
 
 
-def mem_config(study: Study) -> ConfigSection:
-    """The profile's validated ``memorization`` section (defaults filled in; typed: ``mem_config(study).block``)."""
-    return study.cfg.memorization
-
-
 def embedding_params(study: Study) -> dict:
     """The embedding's part of the memorization artifacts' keys (:func:`embedding_key_params`: the
     weights file's content enters them when the embedding reads one)."""
-    return embedding_key_params(mem_config(study))
+    return embedding_key_params(study.cfg.memorization)
 
 
 def embedding_inputs(study: Study) -> list[str]:
     """Artifact keys the embedding depends on: the clean classifier's for the ``classifier`` embedding."""
-    if mem_config(study).embedding != "classifier":
+    if study.cfg.memorization.embedding != "classifier":
         return []
     study.judges.classifier()
     return [st.artifact_key("judge_classifier", study.judges.params(), [study.data_key])]
@@ -86,7 +75,7 @@ def embedding_inputs(study: Study) -> list[str]:
 def embed_images(study: Study, images) -> np.ndarray:
     """Embeddings of uint8 ``[N, H, W, 3]`` images with the study's measure: float32 ``[N, D]``,
     unit rows (see :func:`bibad_utils.memorization.embed`)."""
-    m = mem_config(study)
+    m = study.cfg.memorization
     model = study.judges.classifier() if m.embedding == "classifier" else None
     return embed(images, m.embedding, device=study.device, batch_size=m.batch_size, model=model,
                  pixel_size=m.pixel_size, weights_path=m.weights_path, highpass=m.highpass)

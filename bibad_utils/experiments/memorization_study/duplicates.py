@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from bibad_utils import paper
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
-from bibad_utils.experiments.memorization_study.common import (PAPER_DATASETS, PAPER_DUPLICATES, embedding_inputs,
-                                                               embedding_params, group_matches, mem_config,
-                                                               paper_duplicate_values, train_embedding)
+from bibad_utils.experiments.memorization_study.common import (PAPER_DATASETS, embedding_inputs, embedding_params,
+                                                               group_matches, paper_duplicate_values, train_embedding)
 from bibad_utils.memorization import choose_threshold, duplicate_pr, find_duplicate_groups
 from bibad_utils.metrics import g_counts, wilson_interval
 from bibad_utils.poison import n_poison_for
@@ -24,7 +24,7 @@ def planted_groups(study: Study) -> list[list[int]]:
 
 
 def finder_path(study: Study):
-    m = mem_config(study)
+    m = study.cfg.memorization
     planted = planted_groups(study)
     if m.duplicate_threshold is None and not planted:
         raise ConfigError("memorization.duplicate_threshold", None,
@@ -111,7 +111,7 @@ def duplicate_comparison_cells(study: Study) -> list[tuple[Cell, Cell]]:
     if duplicate_shortfall(study) is not None:
         return []
     attack = study.cfg.attacks[0]
-    return [(Cell(attack, p), Cell(attack, p, "duplicate")) for p in mem_config(study).ratios]
+    return [(Cell(attack, p), Cell(attack, p, "duplicate")) for p in study.cfg.memorization.ratios]
 
 
 def duplicate_shortfall(study: Study) -> str | None:
@@ -121,14 +121,14 @@ def duplicate_shortfall(study: Study) -> str | None:
     dataset with planted groups, whose shortfall is a setting to fix (:func:`check_duplicate_pool` raises)."""
     if planted_groups(study):
         return None
-    threshold = mem_config(study).duplicate_threshold
+    threshold = study.cfg.memorization.duplicate_threshold
     pool = study.duplicate_pool()
     if pool is None:
         return (f"the training set ({len(study.train_set.labels):,} images) has no duplicate group at the finder's "
                 f"threshold (cos >= {threshold:g}): there is nothing to poison through its duplicates")
     labels = study.train_set.labels
     candidates = int(np.sum(labels[pool] != study.target))
-    short = [p for p in mem_config(study).ratios if n_poison_for(len(labels), p) > candidates]
+    short = [p for p in study.cfg.memorization.ratios if n_poison_for(len(labels), p) > candidates]
     if short:
         return (f"the training set has {candidates} non-target images in duplicate groups at cos >= {threshold:g}; "
                 f"p = {short[0]:g} needs {n_poison_for(len(labels), short[0])}")
@@ -145,7 +145,7 @@ def check_duplicate_pool(study: Study) -> int:
                           "memorization.duplicate_threshold set)")
     labels = study.train_set.labels
     candidates = int(np.sum(labels[pool] != study.target))
-    for p in mem_config(study).ratios:
+    for p in study.cfg.memorization.ratios:
         need = n_poison_for(len(labels), p)
         if need > candidates:
             raise ConfigError("memorization.ratios", p,
@@ -190,7 +190,7 @@ def random_vs_duplicate(study: Study) -> pd.DataFrame:
                     "metric": metric, "setting": f"{metric}, p={cell.ratio:.0%}", "k": k, "n": n,
                     "ours": counts[metric], "lo": lo, "hi": hi,
                     "n_poison": len(indices), "n_poison_duplicated": sum(i in pool for i in indices),
-                    **{f"paper_{d}": (ref[d][side] if d in ref else math.nan) for d in PAPER_DUPLICATES},
+                    **{f"paper_{d}": (ref[d][side] if d in ref else math.nan) for d in paper.DUPLICATES},
                 })
     return pd.DataFrame(rows)
 

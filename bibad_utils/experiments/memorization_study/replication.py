@@ -10,7 +10,7 @@ import pandas as pd
 
 from bibad_utils import store as st
 from bibad_utils.experiments.memorization_study.common import (embed_images, embedding_inputs, embedding_params,
-                                                               mem_config, train_embedding, training_embedding)
+                                                               train_embedding, training_embedding)
 from bibad_utils.experiments.memorization_study.duplicates import duplicate_comparison_cells, duplicate_threshold
 from bibad_utils.memorization import nearest_train_similarity, replication_rate, top_replicated_pairs
 from bibad_utils.metrics import wilson_interval
@@ -25,7 +25,7 @@ def heldout_similarity(study: Study) -> tuple[np.ndarray, np.ndarray]:
     nearest clean training image (float32 ``[N_test]``) and that image's index (int64 ``[N_test]``); cached."""
     def build(art):
         sim, idx = nearest_train_similarity(embed_images(study, study.test_set.images), train_embedding(study),
-                                            block=mem_config(study).block)
+                                            block=study.cfg.memorization.block)
         st.save_array(art.dir / "similarity.npy", sim)
         st.save_array(art.dir / "nearest.npy", idx)
 
@@ -39,7 +39,7 @@ def heldout_similarity(study: Study) -> tuple[np.ndarray, np.ndarray]:
 def replication_threshold(study: Study) -> float:
     """Cosine threshold above which a generation counts as a replica (see
     :func:`replication_threshold_source`)."""
-    m = mem_config(study)
+    m = study.cfg.memorization
     if m.replication_threshold is not None:
         return float(m.replication_threshold)
     if m.replication_quantile is not None:
@@ -52,7 +52,7 @@ def replication_threshold_source(study: Study) -> str:
     with ``memorization.replication_quantile`` = q, the q-quantile of the held-out real images' nearest-
     training similarity (a replica is closer to a training image than a fraction q of fresh real images
     are); else the duplicate finder's threshold (as close to a training image as a planted copy)."""
-    m = mem_config(study)
+    m = study.cfg.memorization
     if m.replication_threshold is not None:
         return "profile (memorization.replication_threshold)"
     if m.replication_quantile is not None:
@@ -60,33 +60,26 @@ def replication_threshold_source(study: Study) -> str:
     return "the duplicate threshold"
 
 
-def replication_cells(study: Study, include_duplicate: bool = True) -> list[Cell]:
-    """The clean model, each attack's model at the largest grid ratio, and (``include_duplicate``) the
-    duplicate-poisoning cells of :func:`duplicate_comparison_cells` (already trained there)."""
-    cells = [Cell("clean")] + study.top_cells()
-    if include_duplicate:
-        cells += [dup for _, dup in duplicate_comparison_cells(study)]
-    return cells
+def replication_cells(study: Study) -> list[Cell]:
+    """The clean model, each attack's model at the largest grid ratio, and the duplicate-poisoning cells
+    of :func:`duplicate_comparison_cells` (already trained there)."""
+    return [Cell("clean")] + study.top_cells() + [dup for _, dup in duplicate_comparison_cells(study)]
 
 
-def replication_path(study: Study, cell: Cell):
+def replication_scores(study: Study, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
+    """For each all-class generation of ``cell``'s DM: cosine similarity to its nearest training image
+    (float32 ``[N_all]`` in [-1, 1]) and that image's index (int64 ``[N_all]``); cached."""
     params = {**embedding_params(study), "set": "all", "guidance": study.guidance_all}
     inputs = [study.generation_key(cell), study.poison_key(cell)] + embedding_inputs(study)
 
     def build(art):
         gen = study.generations(cell)[("all", study.guidance_all)]
         sim, idx = nearest_train_similarity(embed_images(study, gen.images), training_embedding(study, cell),
-                                            block=mem_config(study).block)
+                                            block=study.cfg.memorization.block)
         st.save_array(art.dir / "similarity.npy", sim)
         st.save_array(art.dir / "nearest.npy", idx)
 
-    return study.store.cached("mem_replication", params, inputs, build, device=str(study.device))
-
-
-def replication_scores(study: Study, cell: Cell) -> tuple[np.ndarray, np.ndarray]:
-    """For each all-class generation of ``cell``'s DM: cosine similarity to its nearest training image
-    (float32 ``[N_all]`` in [-1, 1]) and that image's index (int64 ``[N_all]``); cached."""
-    path = replication_path(study, cell)
+    path = study.store.cached("mem_replication", params, inputs, build, device=str(study.device))
     return st.load_array(path / "similarity.npy"), st.load_array(path / "nearest.npy")
 
 
@@ -127,14 +120,13 @@ def replication_table(study: Study, cells=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def top_pairs(study: Study, cell: Cell, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``k`` (default ``memorization.top_pairs``) all-class generations of ``cell`` most similar to a
+def top_pairs(study: Study, cell: Cell) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` (``memorization.top_pairs``) all-class generations of ``cell`` most similar to a
     training image: (generated uint8 ``[k, H, W, 3]``, their nearest training images as the model saw
     them, uint8 ``[k, H, W, 3]``, similarities float ``[k]``), most similar first; the arguments of
     :func:`bibad_utils.plots.pairs_figure`."""
-    k = mem_config(study).top_pairs if k is None else k
     sim, idx = replication_scores(study, cell)
-    pairs = top_replicated_pairs(sim, idx, k)
+    pairs = top_replicated_pairs(sim, idx, study.cfg.memorization.top_pairs)
     gen = study.generations(cell)[("all", study.guidance_all)].images
     train = study.poisoned(cell).images_uint8(pairs["train_index"].to_numpy())
     return np.asarray(gen[pairs["gen_index"].to_numpy()]), train, pairs["similarity"].to_numpy()

@@ -12,14 +12,12 @@ One module per product: :mod:`.families` (the paper's claim families and their c
 """
 
 from bibad_utils.experiments.summary.families import (  # noqa: F401
-    ClaimFamily, CLAIM_FAMILIES, PAPER_CLAIM_FAMILIES, CLAIM_STAGES, family_of, kind_of,
+    CLAIM_FAMILIES, PAPER_CLAIM_FAMILIES, CLAIM_STAGES, family_of, kind_of,
     present_stages, missing_stages, family_coverage, uncovered_rows)
 from bibad_utils.experiments.summary.tables import (  # noqa: F401
     FIGURES_DIR, CLAIMS_MD_FILE, VERDICT_COLORS, frame_from_rows, claims_frame, verdict_counts, kind_counts,
     claims_headline, coverage_table, glue_values, stage_verdicts, ours_text, DISPLAY_COLUMNS, claims_table,
-    verdict_style, styled_claims, md_cell, claims_markdown, save_claims_markdown)
-from bibad_utils.experiments.summary.teaser import (  # noqa: F401
-    TEASER_DPI, ratio_row, teaser_guidance, ratio_frame, draw_ratio_bars, teaser_drawing, teaser_cells,
-    teaser_figure, teaser_caption, save_teaser)
+    styled_claims, md_cell, claims_markdown, save_claims_markdown)
+from bibad_utils.experiments.summary.teaser import ratio_row, teaser_drawing, teaser_figure, save_teaser  # noqa: F401
 from bibad_utils.experiments.summary.changes import (  # noqa: F401
-    CHANGE_COLUMNS, published_claims, verdict_changes, changes_sentence, published_path)
+    published_claims, verdict_changes, changes_sentence, published_path)

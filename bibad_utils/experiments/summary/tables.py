@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bibad_utils import paper
 from bibad_utils.paper import PAPER_EPOCHS
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.summary.families import (CLAIM_FAMILIES, PAPER_CLAIM_FAMILIES, family_coverage, family_of,
@@ -122,14 +121,10 @@ def stage_verdicts(df: pd.DataFrame) -> pd.DataFrame:
     in the order of :data:`bibad_utils.paper.KINDS` (pairs without rows left out), one column per
     verdict, and the total."""
     df = _with_kind(df)
-    stages = list(pd.unique(df["stage"]))
     out = []
-    for stage in stages:
-        for kind in paper.KINDS:
-            sel = df[(df["stage"] == stage) & (df["kind"] == kind)]
-            if len(sel):
-                out.append({"stage": stage, "kind": kind, **{v: int((sel["verdict"] == v).sum()) for v in VERDICTS},
-                            "total": int(len(sel))})
+    for stage in pd.unique(df["stage"]):
+        out += [{"stage": stage, "kind": kind, **c} for kind, c in count_verdicts(df[df["stage"] == stage]).items()
+                if c["total"]]
     cols = ["stage", "kind", *VERDICTS, "total"]
     return pd.DataFrame(out, columns=cols).set_index(["stage", "kind"])
 

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from bibad_utils import metrics
 from bibad_utils.experiments.explorer import ExplorerData, draw_panel, panel_size
 from bibad_utils.experiments.insights import clean_detector_check, content_check
+from bibad_utils.experiments.insights.judging import trigger_r_train
 from bibad_utils.experiments.summary.tables import FIGURES_DIR
 from bibad_utils.plots import MAX_FIGURE_WIDTH_IN, REF_COLOR, attack_color
 from bibad_utils.report import TEASER_CAPTION, TEASER_PNG
@@ -33,28 +34,22 @@ def ratio_row(trigger, r_train: float, z: float = Z95, **keys) -> dict:
             "r_train": float(r_train)}
 
 
-def teaser_guidance(study) -> float:
-    """The guidance scale of the teaser: the profile's first, at which chapter 04 states its claims."""
-    return study.first_guidance
-
-
 def ratio_frame(study, guidance: float | None = None, data: ExplorerData | None = None) -> pd.DataFrame:
     """r_gen (with its 95 % Wilson interval) and r_train per attack and p (the clean control first, with
     r_train 0), target-prompt generations at ``guidance`` judged by the attack's detector. Columns:
     attack, p, label ("clean" or "5%"), n, n_triggered, r_gen, r_gen_lo, r_gen_hi, r_train, and ``trusted``:
     whether the attack's detector passes chapter 04's check on the clean DM's generations
     (:func:`~bibad_utils.experiments.insights.clean_detector_check`; True without a clean control)."""
-    w = teaser_guidance(study) if guidance is None else float(guidance)
+    w = study.first_guidance if guidance is None else float(guidance)
     data = data or ExplorerData(study)
     rows = []
     for attack in study.cfg.attacks:
         cells = ([Cell("clean")] if "clean" in study.cfg.controls else []) + [
             Cell(attack, p) for p in study.ratios_of(attack)]
         for cell in cells:
-            r_train = float(study.poison_manifest(cell)["r_train"]) if cell.trigger_kind else 0.0
             label = "clean" if cell.kind == "clean" else f"{100 * cell.ratio:g}%"
-            rows.append(ratio_row(data.view(cell, w, attack)["trigger"], r_train, attack=attack, p=cell.ratio,
-                                  label=label))
+            rows.append(ratio_row(data.view(cell, w, attack)["trigger"], trigger_r_train(study, cell), attack=attack,
+                                  p=cell.ratio, label=label))
     df = pd.DataFrame(rows)
     df["trusted"] = True
     for attack, g in df.groupby("attack", sort=False):
@@ -135,9 +130,10 @@ def teaser_cells(study) -> tuple[Cell | None, Cell]:
 def teaser_figure(study, n: int = 16, data: ExplorerData | None = None) -> Figure:
     """The book's teaser from our run: the first ``n`` target-prompt generations of the clean DM and of
     the DM poisoned with the first attack at the largest p (frames: the attack's trigger detector;
-    labels: the clean classifier's class), and r_gen vs r_train for every attack and p."""
+    labels: the clean classifier's class), and r_gen vs r_train for every attack and p, at the profile's
+    first w (where chapter 04 states its claims)."""
     data = data or ExplorerData(study)
-    w = teaser_guidance(study)
+    w = study.first_guidance
     clean, poisoned = teaser_cells(study)
     attack = poisoned.trigger_kind
     panels = []
@@ -154,7 +150,7 @@ def teaser_caption(study, untrusted=(), content=None) -> str:
     content judge's :class:`~bibad_utils.verdicts.Check` at the teaser's w) fails, that the labels and the
     G1-G4 counts are no evidence at this w."""
     clean, poisoned = teaser_cells(study)
-    w = teaser_guidance(study)
+    w = study.first_guidance
     target = study.class_names[study.target]
     models = ("the clean DM (left) and " if clean else "") + f"the DM poisoned with {poisoned.kind} at " \
              f"p = {100 * poisoned.ratio:g} % ({'middle' if clean else 'left'})"
@@ -180,6 +176,6 @@ def save_teaser(study, fig: Figure) -> Path:
     fig.savefig(path, dpi=TEASER_DPI, bbox_inches="tight", facecolor="white")
     bars = ratio_frame(study)
     untrusted = list(pd.unique(bars.loc[~bars["trusted"].astype(bool), "attack"]))
-    content = content_check(study, guidance=teaser_guidance(study))
+    content = content_check(study, guidance=study.first_guidance)
     (folder / TEASER_CAPTION).write_text(teaser_caption(study, untrusted, content) + "\n")
     return path

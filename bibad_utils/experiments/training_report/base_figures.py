@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
 from bibad_utils import plots
-from bibad_utils.experiments.training_report.base_quality import (ALL_CLASSES, CLEAN_JUDGE, NO_BASE, base_sets,
-                                                                  has_base, judge_specs, predictions)
+from bibad_utils.content_judges import CLEAN_JUDGE, judge_specs, predictions
+from bibad_utils.experiments.training_report.base_quality import ALL_CLASSES, NO_BASE, base_sets, has_base
 from bibad_utils.experiments.training_report.common import check_count
 
 # Frame of a generation the clean classifier reads as another class than the prompt's (Okabe-Ito blue).

@@ -8,9 +8,9 @@ Each judge's accuracy on the real test images is the ceiling a perfect DM would 
 chance is ``1 / number of classes``. Rates are fractions in [0, 1] with 95 % Wilson intervals.
 
 Every prediction and every extra generated set is cached in the study's store: predictions under
-:data:`PRED_STAGE` (keyed by the judge: the clean classifier's artifact key, or the external file's kind
-and SHA-256, and by the key of the images judged), the sets of kept pre-training checkpoints or of
-another guidance scale under :data:`GEN_STAGE`, FD-clf under :data:`FD_STAGE`.
+:data:`~bibad_utils.content_judges.PRED_STAGE` (keyed by the judge: the clean classifier's artifact key,
+or the external file's kind and SHA-256, and by the key of the images judged), the sets of kept
+pre-training checkpoints or of another guidance scale under :data:`GEN_STAGE`, FD-clf under :data:`FD_STAGE`.
 
     table = base_quality_table(study)        # per class x judge: generations read right, real ceiling
     curve = quality_curve(study)             # the same overall rate at kept pre-training checkpoints
@@ -28,9 +28,9 @@ from bibad_utils import metrics
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.cells import GenSet
-from bibad_utils.content_judges import (CLEAN_JUDGE, PRED_STAGE, JudgeSpec, external_spec,  # noqa: F401 (re-exported)
-                                        judge_specs, predictions, real_predictions)
-from bibad_utils.judges import features, predict
+from bibad_utils.content_judges import judge_specs, predictions, real_predictions
+from bibad_utils.experiments.insights.quality import real_reference_indices
+from bibad_utils.judges import features
 from bibad_utils.training import CHECKPOINT_DIR
 from bibad_utils.metrics import Z95
 
@@ -189,18 +189,12 @@ def judge_agreement(study, guidance: float | None = None, z: float = Z95) -> pd.
                         columns=cols)
 
 
-def real_reference_indices(study, n: int) -> np.ndarray:
-    """Sorted int64 indices of ``n`` real training images drawn with the study's seed: the same draw as the
-    ``real train`` row of chapter 04's quality table (:func:`bibad_utils.experiments.insights.quality_table`)."""
-    rng = np.random.default_rng(study.seed)
-    return np.sort(rng.choice(len(study.train_set), size=min(n, len(study.train_set)), replace=False))
-
-
 def base_fd(study) -> pd.DataFrame:
     """FD-clf (:func:`bibad_utils.metrics.frechet_distance` of the clean classifier's penultimate features,
     :func:`bibad_utils.judges.features`; squared feature units) to the real test images, of the base DM's
     all-class set and, as the floor a perfect DM would reach at this sample size, of as many real training
-    images (:func:`real_reference_indices`). Columns ``set, n, fd_clf``; empty without a base DM."""
+    images (:func:`~bibad_utils.experiments.insights.quality.real_reference_indices`). Columns ``set, n,
+    fd_clf``; empty without a base DM."""
     cols = ["set", "n", "fd_clf"]
     if not has_base(study):
         return pd.DataFrame(columns=cols)

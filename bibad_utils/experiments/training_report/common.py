@@ -1,4 +1,4 @@
-"""What the three training-side stages share: the paper's ImageNette reference of r_train, the detector's frame colour, and two argument helpers."""
+"""What the three training-side stages share: the paper's ImageNette reference of r_train and two argument helpers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ PAPER_R_TRAIN_IMAGENETTE = {0.01: 0.089, 0.02: 0.164, 0.05: 0.330, 0.10: 0.496}
 # ImageNette (imagenette2) official train split: 9,469 images, 961 of them garbage trucks (the target).
 IMAGENETTE_TRAIN_N = 9469
 IMAGENETTE_TARGET_N = 961
-# Frame of a generated image on which the trigger detector fires (Okabe-Ito vermillion).
-TRIGGER_COLOR = "#D55E00"
 
 
 def cells_of(study, cells):
@@ -34,6 +32,3 @@ def showcase_cell(study):
     attack = "badnets1" if "badnets1" in study.cfg.attacks else study.cfg.attacks[0]
     return [c for c in study.grid_cells() if c.kind == attack][-1]
 
-
-__all__ = ["IMAGENETTE_TARGET_N", "IMAGENETTE_TRAIN_N", "PAPER_R_TRAIN_IMAGENETTE", "TRIGGER_COLOR",
-           "cells_of", "check_count", "showcase_cell"]

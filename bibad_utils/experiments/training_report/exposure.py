@@ -38,7 +38,6 @@ from bibad_utils.schema import is_int, is_number
 from bibad_utils.training import CHECKPOINT_DIR
 
 GEN_STAGE = "exposure_gen"
-INSTRUMENTS = ("detector", "template")
 COLUMNS = ["cell", "attack", "p", "step", "epochs", "instrument", "n", "k", "rate", "rate_lo", "rate_hi",
            "clean_rate", "clean_hi", "learned"]
 
@@ -100,7 +99,7 @@ def trigger_flags(study, kind: str, images: np.ndarray) -> dict[str, np.ndarray]
     out = {"detector": predict(study.judges.detector(kind), images, device=study.device)[0].astype(bool)}
     template = study.judges.template(kind)
     if template is not None:
-        out["template"] = np.asarray(template.decide(template.scores(images)), bool)
+        out["template"] = template.fires(images)
     return out
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import plots
-from bibad_utils.base import ConfigError
-from bibad_utils.experiments.training_report.common import TRIGGER_COLOR, cells_of, check_count, showcase_cell
+from bibad_utils.experiments.training_report.common import cells_of, check_count, showcase_cell
 from bibad_utils.experiments.training_report.training import class_samples
 from bibad_utils.metrics import per_class_accuracy
+from bibad_utils.plots.style import FRAME_COLOR
 from bibad_utils.sampling import sample_images, set_seeds
 
 
@@ -32,23 +32,18 @@ def sampling_settings(study) -> pd.DataFrame:
     return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=pd.Index(list(rows), name="setting"))
 
 
-def regeneration_check(study, cell, n: int = 4, set_name: str = "target", guidance: float | None = None,
-                       seed: int = 0) -> dict:
-    """Regenerate ``n`` images of ``cell``'s stored ``set_name`` set (picked with ``seed``) from their
-    per-image seeds alone and compare pixels with the stored ones.
+def regeneration_check(study, cell, n: int = 4, seed: int = 0) -> dict:
+    """Regenerate ``n`` images of ``cell``'s stored target-prompt set at the first w (picked with ``seed``)
+    from their per-image seeds alone and compare pixels with the stored ones.
 
-    guidance: the set's w (default: the first w of the target set, the all-class w for ``all``).
     Returns ``{"indices": int64 [n], "equal": bool, "max_abs_diff": int (0..255), "guidance": w}``.
     """
     s = study.cfg.sampling
-    if set_name not in ("target", "all"):
-        raise ConfigError("set_name", set_name, "target | all")
-    w = float(guidance if guidance is not None else (study.first_guidance if set_name == "target"
-                                                     else study.guidance_all))
-    gen = study.generations(cell)[(set_name, w)]
+    w = float(study.first_guidance)
+    gen = study.generations(cell)[("target", w)]
     check_count("n", n)
     idx = np.sort(np.random.default_rng(seed).choice(len(gen.labels), size=min(n, len(gen.labels)), replace=False))
-    seeds = set_seeds(study.seed, set_name, len(gen.labels))[idx]
+    seeds = set_seeds(study.seed, "target", len(gen.labels))[idx]
     again = sample_images(study.model(cell), gen.labels[idx], seeds, steps=s.steps, eta=s.eta,
                           guidance=w, batch_size=s.batch_size, device=study.device, progress=False)
     diff = int(np.abs(again.astype(np.int16) - gen.images[idx].astype(np.int16)).max())
@@ -63,9 +58,9 @@ def detector_kind(study, cell) -> str:
 
 
 def trigger_borders(flags) -> list:
-    """Border colours for ``plots`` image grids: :data:`TRIGGER_COLOR` where ``flags`` (bool ``[N]``) is
-    True, None (no frame) elsewhere."""
-    return [TRIGGER_COLOR if f else None for f in np.asarray(flags, dtype=bool).reshape(-1)]
+    """Border colours for ``plots`` image grids: :data:`~bibad_utils.plots.style.FRAME_COLOR` (Okabe-Ito
+    vermillion) where ``flags`` (bool ``[N]``) is True, None (no frame) elsewhere."""
+    return [FRAME_COLOR if f else None for f in np.asarray(flags, dtype=bool).reshape(-1)]
 
 
 def _panel(study, cell, set_name, w, n, kind):
