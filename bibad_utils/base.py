@@ -60,7 +60,7 @@ def declared_in_package(package_file, attr, cls: type, first=(), skip=()) -> lis
     import pkgutil
 
     folder = Path(package_file).resolve().parent
-    package = ".".join(folder.relative_to(Path(__file__).resolve().parents[1]).parts)
+    package = ".".join(folder.relative_to(REPO_ROOT).parts)
     found = [m.name for m in pkgutil.iter_modules([str(folder)]) if m.name not in set(skip)]
     order = [m for m in first if m in found] + sorted(m for m in found if m not in first)
     out = []

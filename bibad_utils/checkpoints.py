@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from bibad_utils.files import checksum_problems, write_checksums
+from bibad_utils.files import checksum_problems, load_json, write_checksums
 
 CHECKPOINT_DIR = "checkpoints"
 KEPT_DIR = "kept"  # in the work dir: the EMA weights of the checkpoints ``keep_checkpoints`` keeps
@@ -88,4 +88,17 @@ def kept_steps(steps: int, checkpoint_every: int, n: int) -> list[int]:
     """The checkpoint steps (multiples of ``checkpoint_every``, and ``steps``) whose EMA weights ``keep_checkpoints
     = n`` keeps: ``n`` of them evenly spread, the last included (all when there are at most ``n``; none for 0)."""
     marks = sorted(set(range(checkpoint_every, steps + 1, checkpoint_every)) | ({steps} if steps else set()))
-    return marks if n >= len(marks) else [marks[round((k + 1) * len(marks) / n) - 1] for k in range(n)]
+    return spread(marks, n)
+
+
+def spread(items: list, n: int) -> list:
+    """``n`` of ``items`` evenly spread, the last included (all when there are at most ``n``; none for 0)."""
+    return items if n >= len(items) else [items[round((k + 1) * len(items) / n) - 1] for k in range(n)]
+
+
+def kept_checkpoints(artifact_dir) -> list[dict]:
+    """The checkpoints whose EMA weights a training artifact kept (``<artifact_dir>/checkpoints/step-*``), step
+    ascending: each one's ``state.json`` (``step``, ``images_seen``, ...) and ``path``, its ``ema.safetensors``."""
+    folders = (Path(artifact_dir) / CHECKPOINT_DIR).glob("step-*")
+    return sorted(({**load_json(f / "state.json"), "path": str(f / "ema.safetensors")} for f in folders),
+                  key=lambda r: r["step"])

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from bibad_utils.base import REPO_ROOT, ConfigError, ConfigErrors, raise_all, repo_path  # noqa: F401 (re-exported)
+from bibad_utils.base import REPO_ROOT, ConfigError, raise_all, repo_path
 from bibad_utils.cells import CONTROLS, EXPOSURE, validate_train_seeds
 from bibad_utils.data.profile import DATASET, DATASET_CLASSES, check_ratios_fit
 from bibad_utils.defenses.profile import DEFENSES
@@ -40,8 +40,8 @@ from bibad_utils.diffusion.settings import MODEL
 from bibad_utils.judges.profile import JUDGES
 from bibad_utils.memorization.settings import MEMORIZATION
 from bibad_utils.sampling import SAMPLING
-from bibad_utils.profile_yaml import MAX_ALIASES, MAX_EXPANDED, MAX_YAML_CHARS, parse_yaml  # noqa: F401
-from bibad_utils.schema import REQUIRED, Field, Section, is_int, is_number, name_list, number_list, short  # noqa: F401
+from bibad_utils.profile_yaml import MAX_YAML_CHARS, parse_yaml
+from bibad_utils.schema import REQUIRED, Field, Section, is_int, is_number, name_list, number_list, short
 from bibad_utils.training import FINETUNE, PRETRAIN
 from bibad_utils.triggers import TRIGGERS, TRIGGERS_SECTION
 

@@ -1,6 +1,6 @@
-"""Files of the study written whole or not at all, and read back only when whole: JSON, numpy arrays
-(never pickles) and safetensors, each saved through a temporary name and renamed into place; a file
-cut short or replaced raises :class:`DamagedFileError` naming it, never a half-read state."""
+"""Files of the study written whole or not at all, and read back only when whole: JSON and numpy arrays
+(never pickles), each saved through a temporary name and renamed into place; a file cut short or
+replaced raises :class:`DamagedFileError` naming it, never a half-read state."""
 
 from __future__ import annotations
 
@@ -221,32 +221,3 @@ class DamagedFileError(RuntimeError):
         self.path, self.problem = Path(path), problem
         super().__init__(f"{self.path} is damaged: {problem}; move it aside or delete it and compute it again")
 
-
-def save_tensors(path, tensors: dict, metadata: dict | None = None) -> Path:
-    """Save a dict of torch tensors as safetensors (contiguous copies; string-only ``metadata``),
-    atomically."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tmp = _atomic_target(path)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata={str(k): str(v) for k, v in (metadata or {}).items()})
-    _replace(tmp, path)
-    return path
-
-
-def load_tensors(path, device: str = "cpu") -> dict:
-    """Load a safetensors file into a dict of torch tensors on ``device``; a file cut short or replaced
-    raises DamagedFileError naming it (never a half-read state)."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    problem = check_file_structure(path) if path.is_file() else None
-    if problem is not None:
-        raise DamagedFileError(path, problem)
-    try:
-        return load_file(str(path), device=str(device))
-    except Exception as err:  # SafetensorError and friends: name the file
-        if type(err).__name__ in ("SafetensorError", "HeaderTooLarge", "HeaderTooSmall"):
-            raise DamagedFileError(path, f"{type(err).__name__}: {err}") from err
-        raise

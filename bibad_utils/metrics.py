@@ -84,6 +84,13 @@ def wilson_interval(k, n, z: float = Z95) -> tuple[float, float]:
     return lo, hi
 
 
+def rate_columns(name: str, k: int, n: int, z: float = Z95) -> dict:
+    """A rate with its Wilson interval (:func:`wilson_interval`): ``{name: k / n (nan for n = 0), name_lo, name_hi}``
+    (the columns of a table row)."""
+    lo, hi = wilson_interval(k, n, z)
+    return {name: k / n if n else math.nan, f"{name}_lo": lo, f"{name}_hi": hi}
+
+
 def g_counts(trigger_pred, content_match) -> dict:
     """Counts and ratios of the groups G1-G4 among generations of the target prompt.
 
@@ -113,16 +120,6 @@ def g_counts(trigger_pred, content_match) -> dict:
     out["n_triggered"] = counts["G1"] + counts["G2"]
     out["r_gen"] = out["n_triggered"] / n if n else math.nan
     return out
-
-
-def r_gen(trigger_pred) -> float:
-    """Trigger ratio among generations, ``r_gen = G1 + G2 = mean(T)``; nan for no image.
-
-    Args:
-        trigger_pred: bool ``[N]``, the trigger detector's decision per generated image.
-    """
-    t = _bool_vector(trigger_pred, "trigger_pred")
-    return float(t.mean()) if len(t) else math.nan
 
 
 def amplification(r_gen, r_train):
@@ -168,8 +165,7 @@ def g_table(trigger_pred, content_match, *, r_train: float | None = None, z: flo
     c["n_r_gen"] = c["n_triggered"]
     for g in (*G_GROUPS, "r_gen"):
         row[f"n_{g}"] = c[f"n_{g}"]
-        row[g] = c[g]
-        row[f"{g}_lo"], row[f"{g}_hi"] = wilson_interval(c[f"n_{g}"], c["n"], z)
+        row.update(rate_columns(g, c[f"n_{g}"], c["n"], z))
     if r_train is not None:
         row["r_train"] = float(r_train)
         row["amplification"] = amplification(c["r_gen"], r_train) if c["n"] else math.nan

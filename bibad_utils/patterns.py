@@ -3,12 +3,9 @@ checked and converted the one way the study reads it."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from bibad_utils.base import REPO_ROOT, ConfigError
-from bibad_utils.files import file_sha256  # noqa: F401 (the pattern file's digest, read with the pattern)
+from bibad_utils.base import ConfigError, repo_path
 
 
 def _supersampled_grid(size: int, ss: int):
@@ -77,12 +74,6 @@ def cartoon_pattern(image_size: int) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def resolve_pattern_path(path) -> Path:
-    """A ``pattern_path`` as the study reads it: absolute as given, relative to the repository root."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else REPO_ROOT / p
-
-
 PATTERN_PARAM = "triggers.badnets2.pattern_path"
 
 
@@ -93,7 +84,7 @@ def load_pattern(path, image_size: int, param: str = PATTERN_PARAM) -> tuple[np.
     alpha channel would be dropped). Grey or palette images are converted to RGB, which is stated."""
     from PIL import Image
 
-    resolved = resolve_pattern_path(path)
+    resolved = repo_path(path)
     if not resolved.is_file():
         raise ConfigError(param, str(path), f"an existing image file (not found: {resolved})")
     try:

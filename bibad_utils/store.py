@@ -35,9 +35,8 @@ from typing import Any, Callable, Iterator
 
 from bibad_utils.base import REPO_ROOT, ConfigError
 # the file helpers live in bibad_utils.files; re-exported here, where the stages have always found them
-from bibad_utils.files import (DamagedFileError, check_file_structure, checksum_problems, file_sha256,  # noqa: F401
-                               files_record, load_array, load_json, load_tensors, record_problems, save_array,
-                               save_json, save_tensors, to_jsonable, verified_sha256)
+from bibad_utils.files import (check_file_structure, checksum_problems, file_sha256, files_record,  # noqa: F401
+                               load_array, load_json, record_problems, save_array, save_json, to_jsonable)
 
 KEY_LENGTH = 16
 MANIFEST = "manifest.json"

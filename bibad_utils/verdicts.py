@@ -31,6 +31,7 @@ The rules:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import NamedTuple
 
 from bibad_utils.base import ConfigError
@@ -259,6 +260,12 @@ def count_verdicts(rows) -> dict:
     return out
 
 
+def counts_text(verdicts, always=()) -> str:
+    """``verdicts`` (strings or {verdict: n}) as "3 reproduced, 1 partly" (VERDICTS order; 0 only if in ``always``)."""
+    counts = Counter(verdicts)
+    return ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v] or v in always)
+
+
 _KIND_PLURAL = {"paper claim": "paper claims", "control": "controls", "no paper number": "rows without a paper number"}
 
 
@@ -266,14 +273,8 @@ def headline(rows) -> str:
     """One sentence of verdict counts with the paper's claims first and apart from the controls and the
     rows without a paper number, e.g. "12 paper claims: 5 reproduced, ...; 4 controls: ...; 3 rows
     without a paper number: ..." (verdicts with a zero count are left out)."""
-    counts = count_verdicts(rows)
-    parts = []
-    for k in KINDS:
-        c = counts[k]
-        if not c["total"] and k != "paper claim":
-            continue
-        inner = ", ".join(f"{c[v]} {v}" for v in VERDICTS if c[v]) or "none"
-        parts.append(f"{c['total']} {_KIND_PLURAL[k]}: {inner}")
+    parts = [f"{c['total']} {_KIND_PLURAL[k]}: {counts_text(c) or 'none'}" for k, c in count_verdicts(rows).items()
+             if c["total"] or k == "paper claim"]  # count_verdicts has every kind, in the order of KINDS
     return "; ".join(parts) + "."
 
 

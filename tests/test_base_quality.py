@@ -11,9 +11,8 @@ import pytest
 from bibad_utils import content_judges
 import torch
 from matplotlib.figure import Figure
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from bibad_utils import store as st
 from bibad_utils.config import ConfigError, load_profile
 from bibad_utils.experiments import training_report as tr
 from bibad_utils.experiments.training_report import base_quality as bq
@@ -129,7 +128,7 @@ def test_kept_checkpoints_survive_the_build(tiny):
     assert not (tiny.store.root / "pretrain" / f".work-{tiny.pretrain_key}").exists()  # the work dir is gone
     assert tiny.store.verify("pretrain", tiny.pretrain_key, full=True) == []  # listed in the manifest
     # the last kept EMA weights are the base DM's
-    final = st.load_tensors(kept[-1]["path"])
+    final = load_file(kept[-1]["path"])
     for k, v in tiny.model(None).state_dict_to_save().items():
         assert torch.equal(final[k].to(v.dtype), v.cpu()), k
 

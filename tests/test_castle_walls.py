@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
 
 from bibad_utils.config import ConfigError, load_profile
-from bibad_utils.defenses.profile import defaults, validate_config
+from bibad_utils.defenses.profile import DEFENSES
 from bibad_utils.experiments import castle_walls as cw
 from bibad_utils.typed_config import typed_profile
 
@@ -124,10 +124,10 @@ def test_paper_lookup_tolerates_float_rounding():
 # ------------------------------------------------------------------------------------ config
 
 def test_validate_config_fills_defaults_and_merges_subsections():
-    cfg = validate_config({"cd": {"steps": 7}, "p_filter": [0, 0.1]})
-    assert cfg["cd"]["steps"] == 7 and cfg["cd"]["lr"] == defaults()["cd"]["lr"]
-    assert cfg["strip"] == defaults()["strip"] and cfg["p_filter"] == [0.0, 0.1]
-    assert validate_config({}) == validate_config(None)
+    cfg = DEFENSES.validate({"cd": {"steps": 7}, "p_filter": [0, 0.1]})
+    assert cfg["cd"]["steps"] == 7 and cfg["cd"]["lr"] == DEFENSES.defaults()["cd"]["lr"]
+    assert cfg["strip"] == DEFENSES.defaults()["strip"] and cfg["p_filter"] == [0.0, 0.1]
+    assert DEFENSES.validate({}) == DEFENSES.validate(None)
 
 
 @pytest.mark.parametrize("section, param", [
@@ -148,7 +148,7 @@ def test_validate_config_fills_defaults_and_merges_subsections():
 ])
 def test_validate_config_names_the_bad_parameter(section, param):
     with pytest.raises(ConfigError) as err:
-        validate_config(section, "defenses")
+        DEFENSES.validate(section, "defenses")
     assert err.value.param == param
 
 
@@ -156,7 +156,7 @@ def test_classifier_settings_do_not_inherit_the_judges_photometric_augmentation(
     from types import SimpleNamespace
 
     judges = {"arch": "small_cnn", "epochs": 3, "batch_size": 128, "lr": 1e-3, "noise": 0.25, "blur": 1.0}
-    defenses = validate_config({"gen_classifier": {"color_jitter": 0.4}})
+    defenses = DEFENSES.validate({"gen_classifier": {"color_jitter": 0.4}})
     study = SimpleNamespace(cfg=typed_profile({**load_profile("smoke"), "judges": judges, "defenses": defenses}))
     assert "noise" not in cw.classifier_settings(study) and "blur" not in cw.classifier_settings(study)
     small = cw.classifier_settings(study, small=True)
@@ -166,7 +166,7 @@ def test_classifier_settings_do_not_inherit_the_judges_photometric_augmentation(
 @pytest.mark.parametrize("name", ["smoke", "demo", "paper"])
 def test_shipped_profiles_have_a_valid_defenses_section(name):
     cfg = load_profile(name)
-    assert validate_config(cfg["defenses"])["p_filter"]
+    assert DEFENSES.validate(cfg["defenses"])["p_filter"]
     with pytest.raises(ConfigError):
         load_profile(name, {"defenses": {"dc_levels": 0}})
 
@@ -394,7 +394,7 @@ def test_detection_csv_columns_and_paper_caltech_ta(tmp_path):
 ])
 def test_validate_config_names_the_new_parameters(section, param):
     with pytest.raises(ConfigError) as err:
-        validate_config(section, "defenses")
+        DEFENSES.validate(section, "defenses")
     assert err.value.param == param
 
 
@@ -427,7 +427,7 @@ def test_detect_ratios_pick_the_detection_cells():
     demo = Study("demo", progress=False)
     assert cw.detection_cells(demo) == demo.grid_cells()  # null: every grid cell
     with pytest.raises(ConfigError, match="defenses.detect_ratios"):
-        validate_config({"detect_ratios": [0.0]})
+        DEFENSES.validate({"detect_ratios": [0.0]})
     off_grid = Study("demo", {"defenses": {"detect_ratios": [0.2]}}, progress=False)
     with pytest.raises(ConfigError, match="ratios of the grid"):
         cw.detection_cells(off_grid)

@@ -120,21 +120,21 @@ def test_run_detector_validates_the_calibration(setup, options, param, allowed):
     ({"n_calibration": 0}, "defenses.n_calibration", "an integer >= 1"),
 ])
 def test_profile_validates_the_calibration(section, param, allowed):
-    from bibad_utils.defenses.profile import validate_config
+    from bibad_utils.defenses.profile import DEFENSES
 
     with pytest.raises(ConfigError) as err:
-        validate_config(section)
+        DEFENSES.validate(section)
     assert err.value.param == param and allowed in str(err.value)
 
 
 def test_profile_defaults_and_shipped_profiles():
     from bibad_utils.config import load_profile
-    from bibad_utils.defenses.profile import validate_config
+    from bibad_utils.defenses.profile import DEFENSES
 
-    cfg = validate_config(None)
+    cfg = DEFENSES.validate(None)
     assert cfg["cd"]["logit_calibration"] == "clean_heldout" and cfg["cd"]["logit_reference"] == 20.0
     assert cfg["cd_sensitivity"] == [None, 5.0, 10.0, 20.0, 40.0]
-    off = validate_config({"cd": {"logit_calibration": "none", "logit_reference": None}, "cd_sensitivity": []})
+    off = DEFENSES.validate({"cd": {"logit_calibration": "none", "logit_reference": None}, "cd_sensitivity": []})
     assert off["cd"]["logit_reference"] is None and off["cd_sensitivity"] == []
     # the registry keeps the reference recipe (no rescaling); the project's calibration is a stated deviation
     assert defenses.DETECTORS["CD"].defaults["logit_calibration"] == "none"

@@ -167,14 +167,14 @@ def test_the_more_accurate_content_judge_reads_m_and_the_other_reading_is_kept(t
         return lambda s, spec: truth if spec.name == winner else (truth + 1) % 10
 
     monkeypatch.setattr(content_judges, "real_predictions", rigged("clean classifier"))
-    choice = insights.content_choice(study)
+    choice = content_judges.content_choice(study)
     assert [r["judge"] for r in choice["judges"]] == ["clean classifier", "cifar_resnet (external)"]
     assert choice["chosen"] == "clean classifier" and choice["judges"][0]["accuracy"] == 1.0
     rec = study.judges.judged(Cell("clean"), "badnets1")[("target", 1.0)]
     assert np.array_equal(rec["pred"], rec["pred_trained"]) and insights.content_agreement_table(study).empty
 
     monkeypatch.setattr(content_judges, "real_predictions", rigged("cifar_resnet (external)"))
-    assert insights.content_choice(study)["chosen"] == "cifar_resnet (external)"
+    assert content_judges.content_choice(study)["chosen"] == "cifar_resnet (external)"
     rec = study.judges.judged(Cell("clean"), "badnets1")[("target", 1.0)]
     spec = content_judges.judge_specs(study)[1]
     ext = predict(spec.load(), rec_images := study.generations(Cell("clean"))[("target", 1.0)].images)[0]

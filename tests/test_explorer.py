@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 
 from bibad_utils.config import ConfigError
 from bibad_utils.experiments import explorer as ex
+from bibad_utils.plots import MAX_FIGURE_WIDTH_IN
 from bibad_utils.stages import Cell
 from bibad_utils.typed_config import load_config
 
@@ -72,20 +73,20 @@ def test_panels_figure_frames_labels_and_titles():
 def test_four_guidance_panels_wrap_into_two_rows_that_fit_the_column():
     panels = [{"images": _images(16, seed=k), "title": f"w = {k}"} for k in range(4)]
     fig = ex.panels_figure(panels, title="a cell", ncol=4)
-    assert fig.get_figwidth() <= ex.MAX_FIGURE_WIDTH_IN  # side by side they would need 4 x 3.22 in
-    one = ex.panel_size(16, 4)
-    assert fig.get_figwidth() == pytest.approx(2 * one[0])
-    assert fig.get_figheight() == pytest.approx(2 * one[1] + 0.3)
+    assert fig.get_figwidth() <= MAX_FIGURE_WIDTH_IN  # side by side they would need 4 x 3.1 in
     subs = [s for s in fig.subfigs[1].subfigs]
     assert len(subs) == 4 and all(s.get_visible() for s in subs)
+    assert len({round(s.bbox.x0) for s in subs}) == 2 and len({round(s.bbox.y0) for s in subs}) == 2  # 2 x 2
     assert sum(len([ax for ax in s.axes if ax.images]) for s in subs) == 64
-    three = ex.panels_figure(panels[:3], ncol=4)  # 3 x 3.22 in fit: one row
-    assert three.get_figwidth() == pytest.approx(3 * one[0])
+    assert all(ax.get_window_extent().width == pytest.approx(ex.CELL_PX, abs=1) for s in subs for ax in s.axes)
+    three = ex.panels_figure(panels[:3], ncol=4)  # 3 x 3.1 in fit: one row
+    assert len({round(s.bbox.y0) for s in three.subfigs}) == 1
+    assert three.get_figwidth() == pytest.approx(1.5 * fig.get_figwidth(), rel=0.05)
 
 
 def test_panel_of_no_images_says_so_and_bad_input_is_refused():
     fig = ex.panels_figure([{"images": np.zeros((0, 8, 8, 3), np.uint8), "title": "w = 1"}])
-    texts = [t.get_text() for sub in fig.subfigs for ax in sub.axes for t in ax.texts]
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "no images" in texts
     with pytest.raises(ConfigError, match="uint8"):
         ex.panels_figure([{"images": np.zeros((2, 8, 8, 3), np.float32)}])
@@ -93,6 +94,8 @@ def test_panel_of_no_images_says_so_and_bad_input_is_refused():
         ex.panels_figure([{"images": _images(3), "frames": ["red"]}])
     with pytest.raises(ConfigError, match="panels"):
         ex.panels_figure([])
+    with pytest.raises(ConfigError, match="titles that differ"):
+        ex.panels_figure([{"images": _images(2)}, {"images": _images(3)}])
 
 
 def test_explorer_figure_checks_arguments_before_reading_the_study():

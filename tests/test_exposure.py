@@ -7,8 +7,9 @@ import torch
 
 from bibad_utils.base import ConfigError
 from bibad_utils.cells import Cell
+from bibad_utils.checkpoints import kept_checkpoints
 from bibad_utils.experiments.training_report.exposure import (COLUMNS, exposure_curve, exposure_figure, exposure_variant,
-                                                              first_learned, kept_finetune_checkpoints, profile_exposure)
+                                                              first_learned, profile_exposure)
 from bibad_utils.stages import Study
 
 CELL = Cell("badnets1", 0.1)
@@ -41,7 +42,7 @@ def test_a_kept_checkpoint_is_the_shorter_fine_tuning_and_every_one_is_read_twic
     from safetensors.torch import load_file
 
     variant = exposure_variant(study, 1, 2)
-    kept = kept_finetune_checkpoints(variant, CELL)
+    kept = kept_checkpoints(variant.store.path("finetune", variant.model_key(CELL)))
     assert [k["step"] for k in kept] == [7, 14]
     shorter = study.variant({"finetune": {"steps": 7}})  # the same fine-tuning stopped at the first checkpoint
     state = shorter.model(CELL).state_dict_to_save()

@@ -257,13 +257,13 @@ def test_claims_use_the_runs_and_both_guidances(tiny_grid):
     from bibad_utils.experiments import insights as ins
 
     study = tiny_grid
-    assert ins.claim_guidances(study) == [float(w) for w in study.cfg["sampling"]["guidance"]] == [1.0, 5.0]
+    assert study.claim_guidances() == [float(w) for w in study.cfg["sampling"]["guidance"]] == [1.0, 5.0]
     sdf = ins.seed_table(study)
     assert set(sdf.attack) == {"badnets1"} and set(sdf.train_seed) == {0, 1}  # the only cells trained twice
     spread = ins.seed_spread(sdf)
     assert set(spread.n_seeds) == {2} and len(spread) == 5 * 2  # 5 ratios x 2 guidances, one detector
     gdf = ins.g_table(study)
-    rows = [r for w in ins.claim_guidances(study) for r in ins.insight_claims(study, gdf, guidance=w, spread=spread)]
+    rows = [r for w in study.claim_guidances() for r in ins.insight_claims(study, gdf, guidance=w, spread=spread)]
     amp = [r for r in rows if r["key"] == "amplification"]
     assert {r["setting"].rsplit("w=", 1)[1] for r in amp} == {"1", "5"}
     seeded = [r for r in amp if r["setting"].startswith("badnets1")]

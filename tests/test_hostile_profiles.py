@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bibad_utils import config
+from bibad_utils import config, profile_yaml
 from bibad_utils.config import (REPO_ROOT, ConfigError, load_profile, overrides_from_assignments, parse_yaml,
                                 profile_names, read_profile_file)
 from bibad_utils.typed_config import typed_profile
@@ -47,9 +47,9 @@ def test_a_nested_alias_bomb_is_refused_before_it_expands(tmp_path):
 
 
 def test_more_aliases_than_the_budget_are_refused(tmp_path):
-    text = "x: &x 1\ny: [" + ", ".join(["*x"] * (config.MAX_ALIASES + 1)) + "]\n"
+    text = "x: &x 1\ny: [" + ", ".join(["*x"] * (profile_yaml.MAX_ALIASES + 1)) + "]\n"
     err = _refused(parse_yaml, text)
-    assert "aliases" in str(err) and f"at most {config.MAX_ALIASES}" in str(err)
+    assert "aliases" in str(err) and f"at most {profile_yaml.MAX_ALIASES}" in str(err)
     assert parse_yaml("x: &x 1\ny: [*x, *x]\n") == {"x": 1, "y": [1, 1]}  # a few aliases are fine
 
 

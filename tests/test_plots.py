@@ -108,7 +108,7 @@ def test_interval_bars_engine_keeps_category_order_gaps_and_paper_markers():
     fig = Figure()
     ax = fig.add_subplot()
     cats = plots.draw_interval_bars(ax, df, "cell", "auroc", "lo", "hi", hue="set", paper="paper",
-                                    categories=["a", "b", "c"], hue_label="set {}")
+                                    categories=["a", "b", "c"])
     render(fig)
     assert cats == ["a", "b", "c"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
@@ -121,7 +121,7 @@ def test_interval_bars_engine_keeps_category_order_gaps_and_paper_markers():
     xs = np.concatenate([line.get_xdata()[np.isfinite(line.get_ydata())] for line in diamonds])
     assert xs.tolist() == [pytest.approx(1 - 0.4 + 0.2)]
     labels = ax.get_legend_handles_labels()[1]
-    assert labels.count("paper") == 1 and "set train" in labels and "set gen" in labels
+    assert labels.count("paper") == 1 and "train" in labels and "gen" in labels
     with pytest.raises(ConfigError, match="paper"):
         plots.draw_interval_bars(ax, df, "cell", "auroc", paper="missing")
 

@@ -11,7 +11,7 @@ import torch
 from bibad_utils import config, defenses, triggers
 from bibad_utils.base import REPO_ROOT
 from bibad_utils.config import ConfigError
-from bibad_utils.defenses.profile import defaults, validate_config
+from bibad_utils.defenses.profile import DEFENSES
 from bibad_utils.experiments import castle_walls as cw
 from bibad_utils.stages import Cell, Study
 
@@ -57,13 +57,13 @@ def registered(monkeypatch):
 
 def test_registries_drive_the_allowed_values(registered):
     assert "corner_dot" in config.attack_kinds() and "Corner" in cw.detectors()
-    assert cw.detector_key("Corner") == "corner" and defaults()["corner"] == {"corner": 2}
+    assert cw.detector_key("Corner") == "corner" and DEFENSES.defaults()["corner"] == {"corner": 2}
     cfg = config.load_profile("smoke", {"attacks": ["corner_dot"], "triggers": {"corner_dot": {"value": 0.5}},
                                         "defenses": {"corner": {"corner": 3}}})
     assert cfg["attacks"] == ["corner_dot"]
-    assert validate_config(cfg["defenses"])["corner"] == {"corner": 3}
+    assert DEFENSES.validate(cfg["defenses"])["corner"] == {"corner": 3}
     with pytest.raises(ConfigError, match="defenses.corner.corner"):
-        validate_config({"corner": {"corner": 0}})
+        DEFENSES.validate({"corner": {"corner": 0}})
     with pytest.raises(ConfigError, match="triggers.corner_dot.value"):
         config.load_profile("smoke", {"attacks": ["corner_dot"], "triggers": {"corner_dot": {"value": 3.0}}})
     with pytest.raises(ConfigError, match="train_seeds.nothing"):

@@ -42,7 +42,7 @@ import numpy as np
 from bibad_utils.base import ConfigError
 from bibad_utils.data import real
 from bibad_utils.data.registry import DatasetSpec
-from bibad_utils.store import load_json
+from bibad_utils.files import load_json
 
 IMAGENETTE_WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042",
                     "n03425413", "n03445777", "n03888257")

@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from bibad_utils.base import ConfigError
-from bibad_utils.files import stat_signature, verified_sha256
+from bibad_utils.files import check_file_structure, load_json, save_array, save_json, stat_signature, verified_sha256
 from bibad_utils.schema import Field
-from bibad_utils.store import check_file_structure, load_json, save_array, save_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 RESIZE_MODES = ("center_crop", "stretch")

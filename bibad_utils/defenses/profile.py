@@ -144,15 +144,6 @@ def _check(cfg: dict, prefix: str, profile: dict) -> dict:
     return cfg
 
 
+# DEFENSES.validate(section) checks a ``defenses`` section and returns it with every default filled in (a
+# detector's options by the registry's ``check``; the detectors check their own arguments again when called).
 DEFENSES = Section("defenses", _fields, check=_check)
-
-
-def defaults() -> dict:
-    """Every key of the ``defenses`` section with its default (the stage's keys and each detector's)."""
-    return DEFENSES.defaults()
-
-
-def validate_config(section: dict | None, prefix: str = "defenses") -> dict:
-    """Check a ``defenses`` section; return it with every default filled in (a detector's options by the
-    registry's ``check``; the detectors check their own arguments again when called)."""
-    return DEFENSES.validate(section, prefix)

@@ -24,14 +24,14 @@ from matplotlib.figure import Figure
 
 from bibad_utils import metrics
 from bibad_utils.base import ConfigError
-from bibad_utils.plots import G_COLORS, MAX_FIGURE_WIDTH_IN, show_image
+from bibad_utils.plots.grids import side_by_side_grids
+from bibad_utils.plots.style import G_COLORS
 from bibad_utils.stages import Cell
 from bibad_utils.typed_config import Profile
 
 FRAME_TRIGGER = G_COLORS["G1"]    # the detector fires
 FRAME_NONE = "#BBBBBB"            # it does not
-CELL_INCHES = 0.7                 # displayed side of one image
-LABEL_FONTSIZE = 6.5
+CELL_PX = 70                      # displayed side of one image, in screen pixels
 
 
 # ----------------------------------------------------------------------------------------- choices
@@ -91,73 +91,27 @@ def frame_colors(trigger) -> list[str]:
 
 # ----------------------------------------------------------------------------------------- drawing
 
-def panel_size(n: int, ncol: int, cell: float = CELL_INCHES) -> tuple[float, float]:
-    """(width, height) in inches of a panel of ``n`` images, ``ncol`` per row, with two title lines."""
-    cols = max(1, min(ncol, n))
-    rows = max(1, math.ceil(n / cols))
-    return cols * (cell + 0.08) + 0.1, rows * (cell + 0.2) + 0.55
-
-
-def draw_panel(container, images, frames=None, labels=None, title: str | None = None, ncol: int = 4) -> None:
-    """Draw ``images`` (uint8 ``[N, H, W, 3]``) into ``container`` (a Figure or SubFigure), ``ncol`` per
-    row, each framed by ``frames[i]`` (a colour, None: no frame) and labelled ``labels[i]`` below;
-    ``title`` (may hold newlines) above. An empty set shows "no images"."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ConfigError("images", f"{images.dtype} array of shape {images.shape}", "uint8 [N, H, W, 3]")
-    n = len(images)
-    for name, seq in (("frames", frames), ("labels", labels)):
-        if seq is not None and len(seq) != n:
-            raise ConfigError(name, f"{len(seq)} entries", f"one per image ({n})")
-    if title:
-        container.suptitle(title, fontsize=8.5, weight="bold", y=0.995, va="top")
-    if n == 0:
-        ax = container.add_subplot()
-        ax.set_axis_off()
-        ax.text(0.5, 0.5, "no images", ha="center", va="center", fontsize=9, color="#555555")
-        return
-    cols = max(1, min(ncol, n))
-    rows = math.ceil(n / cols)
-    _, height = panel_size(n, ncol)
-    axes = container.subplots(rows, cols, squeeze=False,
-                              gridspec_kw=dict(left=0.02, right=0.98, bottom=0.2 / height, top=1 - 0.5 / height,
-                                               wspace=0.12, hspace=0.3))
-    for k, ax in enumerate(axes.flat):
-        if k >= n:
-            ax.set_axis_off()
-            continue
-        color = None if frames is None else frames[k]
-        show_image(ax, images[k], 1, color, 3.0 if color == FRAME_TRIGGER else 1.5)
-        if labels is not None:
-            ax.set_xlabel(str(labels[k]), fontsize=LABEL_FONTSIZE, labelpad=1.5)
+def panel_grids(panels: list[dict], ncol: int = 4) -> dict:
+    """The arguments of :func:`~bibad_utils.plots.grids.side_by_side_grids` for ``panels``: dicts with
+    ``images`` (uint8 ``[N, H, W, 3]``) and optional ``frames`` (a colour per image, None: no frame; the
+    detector's are thicker where it fires), ``labels`` (a text under each image) and ``title`` (which names
+    the panel, newlines kept), ``ncol`` images a row, each shown :data:`CELL_PX` pixels wide."""
+    names = [str(p.get("title", "")) for p in panels]
+    if not panels or len(set(names)) < len(names):
+        raise ConfigError("panels", names, "at least one panel, with titles that differ")
+    frames = {n: p["frames"] for n, p in zip(names, panels) if p.get("frames") is not None}
+    return {"grids": {n: p["images"] for n, p in zip(names, panels)}, "nrow": ncol,
+            "scale": CELL_PX / max(np.shape(panels[0]["images"])[1:3], default=CELL_PX),
+            "labels": {n: p["labels"] for n, p in zip(names, panels) if p.get("labels") is not None},
+            "border_colors": frames,
+            "border_widths": {n: [3.0 if c == FRAME_TRIGGER else 1.5 for c in f] for n, f in frames.items()}}
 
 
 def panels_figure(panels: list[dict], title: str | None = None, ncol: int = 4) -> Figure:
-    """Panels side by side, each a dict with ``images`` (uint8 ``[N, H, W, 3]``) and optional ``frames``,
-    ``labels`` and ``title`` (see :func:`draw_panel`); ``title`` heads the whole figure. Panels wider together
-    than the book's column wrap into balanced rows (four guidance scales: two rows of two), so that the book
-    shows their labels at the size they are drawn."""
-    if not panels:
-        raise ConfigError("panels", panels, "at least one panel")
-    sizes = [panel_size(len(p["images"]), ncol) for p in panels]
-    widest = max(s[0] for s in sizes)
-    fit = max(1, min(len(panels), int(MAX_FIGURE_WIDTH_IN // widest)))
-    rows = math.ceil(len(panels) / fit)
-    per_row = math.ceil(len(panels) / rows)
-    columns = [max(s[0] for s in sizes[i::per_row]) for i in range(per_row)]
-    top = 0.3 if title else 0.0
-    body_h = rows * max(s[1] for s in sizes)
-    fig = Figure(figsize=(sum(columns), body_h + top), dpi=100)
-    body = fig
-    if title:
-        head, body = fig.subfigures(2, 1, height_ratios=[top, body_h], hspace=0.0)
-        head.text(0.5, 0.5, title, ha="center", va="center", fontsize=10, weight="bold")
-    subs = np.atleast_1d(body.subfigures(rows, per_row, width_ratios=columns, wspace=0.0, hspace=0.0)).reshape(-1)
-    for sub in subs[len(panels):]:  # the unused places of a last, shorter row
-        sub.set_visible(False)
-    for sub, p in zip(subs, panels):
-        draw_panel(sub, p["images"], p.get("frames"), p.get("labels"), p.get("title"), ncol)
-    return fig
+    """Panels (:func:`panel_grids`) side by side, ``title`` above them all; panels wider together than the
+    book's column wrap into balanced rows (four guidance scales: two rows of two), so that the book shows their
+    labels at the size they are drawn."""
+    return side_by_side_grids(**panel_grids(panels, ncol), suptitle=title)
 
 
 # ------------------------------------------------------------------------------------ from a study
@@ -184,7 +138,7 @@ class ExplorerData:
         return self._views[key]
 
     def panel(self, cell: Cell, w: float, trigger: str, n: int, title: str) -> dict:
-        """A :func:`draw_panel` dict of the first ``n`` images of a view, titled ``title`` and the view's
+        """A :func:`panel_grids` dict of the first ``n`` images of a view, titled ``title`` and the view's
         G1-G4 counts (over all its images)."""
         v = self.view(cell, w, trigger)
         names = self.study.class_names

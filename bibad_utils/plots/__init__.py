@@ -18,13 +18,13 @@ from bibad_utils.plots.grids import (GridLayout, class_grid, image_grid, pairs_f
                                      zoomed_rows)
 from bibad_utils.plots.trigger_views import trigger_patterns
 from bibad_utils.plots.style import (ATTACK_COLORS, CONTROL_COLOR, DPI, G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE,
-                                     REF_COLOR, attack_color, message_figure, panel_axes, panel_grid, shades, style)
+                                     REF_COLOR, attack_color, message_figure, panel_figure, shades, style)
 
 
 __all__ = [
     "ATTACK_COLORS", "CONTROL_COLOR", "DPI", "G_COLORS", "MAX_FIGURE_WIDTH_IN", "PALETTE", "REF_COLOR", "attack_color",
     "bar_with_ci", "class_grid", "draw_interval_bars", "exposure_chart", "g_stack", "GridLayout", "heatmap",
-    "image_grid", "loss_curves", "message_figure", "pairs_figure", "panel_axes", "panel_grid", "ratio_curves",
+    "image_grid", "loss_curves", "message_figure", "pairs_figure", "panel_figure", "ratio_curves",
     "shades", "show_image", "side_by_side_grids", "similarity_hist", "style", "threshold_sweep", "trigger_patterns",
     "zoomed_rows",
 ]

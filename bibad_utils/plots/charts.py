@@ -20,8 +20,8 @@ from matplotlib.ticker import PercentFormatter
 from scipy.signal import lfilter
 
 from bibad_utils.base import ConfigError
-from bibad_utils.plots.style import (DPI, G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, attack_color, panel_axes,
-                                     panel_grid, require_columns, style)
+from bibad_utils.plots.style import (DPI, G_COLORS, MAX_FIGURE_WIDTH_IN, PALETTE, REF_COLOR, attack_color,
+                                     panel_figure, require_columns, style)
 
 
 @contextmanager
@@ -41,10 +41,9 @@ def _one_axes(figsize, xlabel: str, ylabel: str, title: str | None):
 
 def draw_interval_bars(ax, df: pd.DataFrame, x: str, y: str, lo: str | None = None, hi: str | None = None,
                        hue: str | None = None, ref=None, ref_label: str | None = None, *, paper: str | None = None,
-                       paper_label: str = "paper", categories=None, hue_label: str = "{}",
-                       ref_linewidth: float = 2.0, capsize: float = 2.5, paper_markersize: float = 6) -> list:
-    """Draw bars of ``df[y]`` per category ``df[x]`` into ``ax``, grouped by ``df[hue]`` (one colour each,
-    legend label ``hue_label.format(value)``), with error bars from the absolute bounds ``df[lo]`` /
+                       paper_label: str = "paper", categories=None) -> list:
+    """Draw bars of ``df[y]`` per category ``df[x]`` into ``ax``, grouped by ``df[hue]`` (one colour and
+    legend entry each), with error bars from the absolute bounds ``df[lo]`` /
     ``df[hi]``; x ticks name the categories. Returns the categories in drawing order.
 
     ref: a column (a reference value per bar, drawn as a black tick across it, e.g. r_train) or a number
@@ -68,18 +67,18 @@ def draw_interval_bars(ax, df: pd.DataFrame, x: str, y: str, lo: str | None = No
         vals = rows[y].to_numpy(dtype=float)
         # an attack keeps its colour in every figure; another grouping cycles the palette
         color = attack_color(str(h), h_i) if hue in ("attack", "kind") else PALETTE[h_i % len(PALETTE)]
-        ax.bar(pos, vals, width=width * 0.92, color=color, label=None if h is None else hue_label.format(h))
+        ax.bar(pos, vals, width=width * 0.92, color=color, label=None if h is None else str(h))
         if lo is not None:
             err = np.vstack([vals - rows[lo].to_numpy(dtype=float), rows[hi].to_numpy(dtype=float) - vals])
             ax.errorbar(pos, vals, yerr=np.nan_to_num(np.clip(err, 0, None)), fmt="none", ecolor="#333333",
-                        elinewidth=1.0, capsize=capsize)
+                        elinewidth=1.0, capsize=2.5)
         if isinstance(ref, str):
             ax.hlines(rows[ref].to_numpy(dtype=float), pos - width * 0.46, pos + width * 0.46,
-                      colors=REF_COLOR, linewidth=ref_linewidth, label=(ref_label or ref) if h_i == 0 else None)
+                      colors=REF_COLOR, linewidth=2.0, label=(ref_label or ref) if h_i == 0 else None)
         if paper is not None:
             pv = rows[paper].to_numpy(dtype=float)
             show = np.isfinite(pv).any()
-            ax.plot(pos, pv, "D", mfc="none", mec=REF_COLOR, ms=paper_markersize, linestyle="none",
+            ax.plot(pos, pv, "D", mfc="none", mec=REF_COLOR, ms=6, linestyle="none",
                     label=paper_label if show and not paper_drawn else None)
             paper_drawn = paper_drawn or show
     if ref is not None and not isinstance(ref, str):
@@ -173,9 +172,7 @@ def g_stack(df: pd.DataFrame, x: str = "label", groups=("G1", "G2", "G3", "G4"),
         panel_w = max(3.2, 0.55 * n_bars + 1.2)
         if len(panels) * panel_w + 1.2 > MAX_FIGURE_WIDTH_IN:
             panel_w = max((MAX_FIGURE_WIDTH_IN - 1.2) / len(panels), 0.38 * n_bars + 0.6)
-        nrows, ncols, size = panel_grid(len(panels), panel_w, 3.3, extra_w=1.2, extra_h=0.4)
-        fig = Figure(figsize=size, dpi=DPI)
-        axes = panel_axes(fig, nrows, ncols, len(panels), sharey=True)
+        fig, axes, ncols = panel_figure(len(panels), panel_w, 3.3, extra_w=1.2, extra_h=0.4, sharey=True)
         for ax, p in zip(axes, panels):
             rows = df if p is None else df[df[facet] == p]
             bottom = np.zeros(len(rows))
@@ -309,9 +306,7 @@ def exposure_chart(curve: pd.DataFrame, marks: dict | None = None) -> Figure:
     panels = list(pd.unique(curve["instrument"]))
     top = float(np.nanmax(curve[["rate_hi", "clean_hi"]].to_numpy())) if len(curve) else 1.0
     with style():
-        nrows, ncols, size = panel_grid(max(1, len(panels)), 3.4, 3.4, extra_w=0.0, extra_h=0.5)
-        fig = Figure(figsize=size, dpi=DPI)
-        axes = panel_axes(fig, nrows, ncols, max(1, len(panels)), sharey=True)
+        fig, axes, _ = panel_figure(max(1, len(panels)), 3.4, 3.4, extra_w=0.0, extra_h=0.5, sharey=True)
         for ax, instrument in zip(axes, panels):
             for k, (cell, g) in enumerate(curve[curve["instrument"] == instrument].groupby("cell", sort=False)):
                 g, colour = g.sort_values("epochs"), PALETTE[k % len(PALETTE)]

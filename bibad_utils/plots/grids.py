@@ -29,14 +29,17 @@ def check_uint8_images(images, name="images") -> np.ndarray:
     return images
 
 
-def cell_pixels(h: int, w: int, scale: int | None) -> tuple[int, int, int]:
-    """(integer upscaling factor, displayed height, displayed width) in screen pixels."""
+def cell_pixels(h: int, w: int, scale: int | float | None) -> tuple[int, int, int]:
+    """(integer upscaling factor, displayed height, displayed width) in screen pixels; a float ``scale`` is any
+    magnification (factor 1: matplotlib resamples the image to the displayed size)."""
     if scale is None:
         # Small images are blown up by an integer factor to about 96 px; large ones are shown at 128 px.
         scale = max(1, math.ceil(96 / max(h, w)))
         if max(h, w) >= 96:
             ratio = 128 / max(h, w)
             return 1, round(h * ratio), round(w * ratio)
+    if isinstance(scale, float) and scale > 0:
+        return 1, round(h * scale), round(w * scale)
     if not (isinstance(scale, (int, np.integer)) and scale >= 1):
         raise ConfigError("scale", scale, "an integer >= 1, or None for automatic")
     return int(scale), h * int(scale), w * int(scale)
@@ -44,24 +47,26 @@ def cell_pixels(h: int, w: int, scale: int | None) -> tuple[int, int, int]:
 
 class GridLayout:
     """Geometry (inches) of one image grid: ``n`` cells of ``cell_h_px`` x ``cell_w_px`` screen pixels,
-    ``ncol`` per row, with room for per-cell titles (``has_titles``), a heading (``has_title``) and a
-    column of row labels ``left`` inches wide."""
+    ``ncol`` per row, with room for per-cell titles above (``has_titles``) and labels below (``has_labels``),
+    a heading (``has_title``) and a column of row labels ``left`` inches wide."""
 
     gap = 0.06
     title_h = 0.22
     suptitle_h = 0.32
     line_h = 0.17  # each further line of a heading
 
-    def __init__(self, n, ncol, cell_h_px, cell_w_px, has_titles, has_title, left: float = 0.0):
+    def __init__(self, n, ncol, cell_h_px, cell_w_px, has_titles, has_title, left: float = 0.0,
+                 has_labels: bool = False):
         """``has_title``: False, True, or the number of lines of the heading."""
         self.ncol = max(1, min(ncol, n))
         self.nrows = max(1, math.ceil(n / self.ncol))
         self.cw, self.ch = cell_w_px / DPI, cell_h_px / DPI
         self.th = self.title_h if has_titles else 0.0
+        self.lh = self.title_h if has_labels else 0.0
         self.top = self.suptitle_h + self.line_h * (int(has_title) - 1) if has_title else 0.0
         self.left = float(left)
         self.width = self.left + self.ncol * (self.cw + self.gap) + self.gap
-        self.height = self.top + self.nrows * (self.ch + self.th + self.gap) + self.gap
+        self.height = self.top + self.nrows * (self.ch + self.th + self.lh + self.gap) + self.gap
 
     def rect(self, k, total_w, total_h):
         """Axes rectangle of cell k (reading order), in fractions of a container of total_w x total_h inches."""
@@ -70,7 +75,7 @@ class GridLayout:
     def rect_at(self, r, c, total_w, total_h):
         """Axes rectangle of the cell in row r, column c, in fractions of a total_w x total_h container."""
         x = self.left + self.gap + c * (self.cw + self.gap)
-        y_top = self.top + self.gap + r * (self.ch + self.th + self.gap) + self.th
+        y_top = self.top + self.gap + r * (self.ch + self.th + self.lh + self.gap) + self.th
         return (x / total_w, 1 - (y_top + self.ch) / total_h, self.cw / total_w, self.ch / total_h)
 
 
@@ -92,18 +97,24 @@ def show_image(ax, image, scale: int = 1, border_color=None, border_width: float
             spine.set_linewidth(border_width)
 
 
-def draw_grid(container, total_w, total_h, images, nrow, titles, title, scale, border_colors) -> list:
+def draw_grid(container, total_w, total_h, images, nrow, titles, title, scale, border_colors, labels=None,
+              border_widths=None) -> list:
     """Fill ``container`` (a Figure or SubFigure of total_w x total_h inches) with ``images``, ``nrow``
-    per row (see :func:`image_grid`); returns the axes, one per image."""
+    per row (see :func:`image_grid`; ``labels``: one text under each image, ``border_widths``: one frame
+    width each); returns the axes, one per image."""
     n, h, w = images.shape[:3]
     up, cell_h, cell_w = cell_pixels(h, w, scale)
-    grid = GridLayout(n, nrow, cell_h, cell_w, titles is not None, 0 if title is None else str(title).count("\n") + 1)
+    grid = GridLayout(n, nrow, cell_h, cell_w, titles is not None, 0 if title is None else str(title).count("\n") + 1,
+                      has_labels=labels is not None)
     axes = []
     for k in range(n):
         ax = container.add_axes(grid.rect(k, total_w, total_h))
-        show_image(ax, images[k], up, None if border_colors is None else border_colors[k])
+        show_image(ax, images[k], up, None if border_colors is None else border_colors[k],
+                   3.0 if border_widths is None else border_widths[k])
         if titles is not None:
             ax.set_title(str(titles[k]), fontsize=8, fontweight="normal", pad=2)
+        if labels is not None:
+            ax.set_xlabel(str(labels[k]), fontsize=7, labelpad=1.5)
         axes.append(ax)
     if title is not None:
         container.text(0.5, 1 - grid.top * 0.5 / total_h, title, ha="center", va="center",
@@ -111,15 +122,14 @@ def draw_grid(container, total_w, total_h, images, nrow, titles, title, scale, b
     return axes
 
 
-def _grid_args(images, nrow, titles, border_colors, name="images"):
+def _grid_args(images, nrow, name="images", **per_image):
+    """``images`` checked, after ``nrow`` and the per-image sequences (None: not given)."""
     images = check_uint8_images(images, name)
     if not (isinstance(nrow, (int, np.integer)) and nrow >= 1):
         raise ConfigError("nrow", nrow, "an integer >= 1 (images per row)")
-    n = len(images)
-    if titles is not None and len(titles) != n:
-        raise ConfigError("titles", f"{len(titles)} titles", f"one per image ({n})")
-    if border_colors is not None and len(border_colors) != n:
-        raise ConfigError("border_colors", f"{len(border_colors)} colours", f"one per image ({n}), None for none")
+    for key, seq in per_image.items():
+        if seq is not None and len(seq) != len(images):
+            raise ConfigError(key, f"{len(seq)} entries", f"one per image ({len(images)})")
     return images
 
 
@@ -133,7 +143,7 @@ def image_grid(images, nrow: int = 8, titles=None, title: str | None = None, sca
     shown at 128 px). border_colors: N matplotlib colours or None (no frame), e.g. to mark images where the
     trigger detector fired. With N = 0 the figure says so instead of failing.
     """
-    images = _grid_args(images, nrow, titles, border_colors)
+    images = _grid_args(images, nrow, titles=titles, border_colors=border_colors)
     if len(images) == 0:
         return message_figure("no images", title)
     with style():
@@ -144,57 +154,76 @@ def image_grid(images, nrow: int = 8, titles=None, title: str | None = None, sca
     return fig
 
 
-def side_by_side_grids(grids: dict, nrow: int = 4, scale: int | None = None, titles: dict | None = None,
-                       border_colors: dict | None = None, suptitle: str | None = None) -> Figure:
+def side_by_side_grids(grids: dict, nrow: int = 4, scale: int | float | None = None, titles: dict | None = None,
+                       border_colors: dict | None = None, suptitle: str | None = None, labels: dict | None = None,
+                       border_widths: dict | None = None) -> Figure:
     """Several image grids next to each other, one panel per entry of ``grids`` (name -> uint8
-    ``[N_i, H, W, 3]`` images, headed by its name), ``nrow`` images per row in each panel; e.g. clean vs
-    poisoned training images, or generations of two models. titles / border_colors: optional dicts
-    name -> per-image titles / colours (see :func:`image_grid`). An empty panel says "no images".
+    ``[N_i, H, W, 3]`` images, headed by its name; a newline in a name starts a line of the heading),
+    ``nrow`` images per row in each panel; e.g. clean vs poisoned training images, or generations of two
+    models. titles / labels / border_colors / border_widths: optional dicts name -> per-image titles (above)
+    / labels (below) / frame colours / frame widths (see :func:`image_grid`). An empty panel says "no images".
     ``suptitle``: a title above the panels, in a band of its own (it never overlaps the panels' headings).
     """
-    if not isinstance(grids, dict) or not grids:
-        raise ConfigError("grids", type(grids).__name__, "a non-empty dict name -> uint8 [N, H, W, 3] images")
-    titles, border_colors = titles or {}, border_colors or {}
-    checked = {name: _grid_args(imgs, nrow, titles.get(name), border_colors.get(name), f"grids[{name!r}]")
-               for name, imgs in grids.items()}
     with style():
-        def layout(tile_scale):
-            out = {}
-            for name, imgs in checked.items():
-                if len(imgs):
-                    _, ch, cw = cell_pixels(*imgs.shape[1:3], tile_scale)
-                    out[name] = GridLayout(len(imgs), int(nrow), ch, cw, name in titles, True)
-                else:
-                    out[name] = None
-            return out, [g.width if g else 1.5 for g in out.values()]
-
-        geoms, widths = layout(scale)
-        drawn_scale = scale  # the tiles are drawn at the scale their geometry was computed with
-        if scale is None and sum(widths) > MAX_FIGURE_WIDTH_IN:  # smaller tiles until the figure fits the column
-            side = max((max(imgs.shape[1:3]) for imgs in checked.values() if len(imgs)), default=0)
-            for tile_scale in range(max(1, math.ceil(96 / side)) - 1 if side else 0, 0, -1):
-                geoms, widths = layout(tile_scale)
-                drawn_scale = tile_scale
-                if sum(widths) <= MAX_FIGURE_WIDTH_IN:
-                    break
-        # a heading wider than its panel breaks into lines that fit it (10-pt bold: about 0.09 in a character)
-        heads = {name: textwrap.fill(str(name), max(12, int(w / 0.09)), break_long_words=False)
-                 for name, w in zip(checked, widths)}
-        height = max((g.height + GridLayout.line_h * heads[name].count("\n")) if g else 1.0
-                     for name, g in geoms.items())
-        # Panels that still do not fit the column side by side (large images, many panels) wrap into rows of as
-        # many panels as fit, so that the book never shrinks their labels below legibility.
-        per_row = len(widths)
-        while per_row > 1 and sum(sorted(widths)[-per_row:]) + 0.15 * (per_row - 1) > MAX_FIGURE_WIDTH_IN:
-            per_row -= 1
-        rows = math.ceil(len(widths) / per_row)
-        columns = [max(widths[i::per_row]) for i in range(per_row)]
+        width, height, draw = grid_panels(grids, nrow, scale, titles, border_colors, labels, border_widths)
         band = 0.4 if suptitle else 0.0
-        fig = Figure(figsize=(sum(columns) + 0.15 * (per_row - 1), rows * height + band), dpi=DPI)
+        fig = Figure(figsize=(width, height + band), dpi=DPI)
         body = fig
         if suptitle:
-            head, body = fig.subfigures(2, 1, height_ratios=[band, rows * height], hspace=0.0)
+            head, body = fig.subfigures(2, 1, height_ratios=[band, height], hspace=0.0)
             head.text(0.5, 0.5, suptitle, ha="center", va="center", fontsize=10, weight="bold")
+        draw(body)
+    return fig
+
+
+def grid_panels(grids: dict, nrow: int = 4, scale: int | float | None = None, titles: dict | None = None,
+                border_colors: dict | None = None, labels: dict | None = None, border_widths: dict | None = None):
+    """The panels of :func:`side_by_side_grids` (the same arguments) laid out: ``(width, height, draw)``, where
+    ``draw(container)`` fills a Figure or SubFigure of width x height inches with them."""
+    if not isinstance(grids, dict) or not grids:
+        raise ConfigError("grids", type(grids).__name__, "a non-empty dict name -> uint8 [N, H, W, 3] images")
+    titles, labels = titles or {}, labels or {}
+    border_colors, border_widths = border_colors or {}, border_widths or {}
+    checked = {name: _grid_args(imgs, nrow, f"grids[{name!r}]", titles=titles.get(name), labels=labels.get(name),
+                                border_colors=border_colors.get(name), border_widths=border_widths.get(name))
+               for name, imgs in grids.items()}
+
+    def layout(tile_scale):
+        out = {}
+        for name, imgs in checked.items():
+            if len(imgs):
+                _, ch, cw = cell_pixels(*imgs.shape[1:3], tile_scale)
+                out[name] = GridLayout(len(imgs), int(nrow), ch, cw, name in titles, True, has_labels=name in labels)
+            else:
+                out[name] = None
+        return out, [g.width if g else 1.5 for g in out.values()]
+
+    geoms, widths = layout(scale)
+    drawn_scale = scale  # the tiles are drawn at the scale their geometry was computed with
+    if scale is None and sum(widths) > MAX_FIGURE_WIDTH_IN:  # smaller tiles until the figure fits the column
+        side = max((max(imgs.shape[1:3]) for imgs in checked.values() if len(imgs)), default=0)
+        for tile_scale in range(max(1, math.ceil(96 / side)) - 1 if side else 0, 0, -1):
+            geoms, widths = layout(tile_scale)
+            drawn_scale = tile_scale
+            if sum(widths) <= MAX_FIGURE_WIDTH_IN:
+                break
+    # a heading wider than its panel breaks into lines that fit it (10-pt bold: about 0.09 in a character)
+    heads = {name: "\n".join(textwrap.fill(line, max(12, int(w / 0.09)), break_long_words=False)
+                             for line in str(name).split("\n"))
+             for name, w in zip(checked, widths)}
+    height = max((g.height + GridLayout.line_h * heads[name].count("\n")) if g else 1.0
+                 for name, g in geoms.items())
+    # Panels that still do not fit the column side by side (large images, many panels) wrap into balanced rows
+    # of at most as many panels as fit (four that fit three a row: two rows of two), so that the book never
+    # shrinks their labels below legibility.
+    per_row = len(widths)
+    while per_row > 1 and sum(sorted(widths)[-per_row:]) + 0.15 * (per_row - 1) > MAX_FIGURE_WIDTH_IN:
+        per_row -= 1
+    rows = math.ceil(len(widths) / per_row)
+    per_row = math.ceil(len(widths) / rows)
+    columns = [max(widths[i::per_row]) for i in range(per_row)]
+
+    def draw(body):
         wrap = {"hspace": 0.0} if rows > 1 else {}
         subfigs = np.atleast_1d(body.subfigures(rows, per_row, width_ratios=columns, wspace=0.15 / max(columns),
                                                 **wrap)).reshape(-1)
@@ -204,13 +233,13 @@ def side_by_side_grids(grids: dict, nrow: int = 4, scale: int | None = None, tit
             if len(imgs) == 0:
                 ax = sub.add_axes((0, 0, 1, 1))
                 ax.set_axis_off()
-                ax.text(0.5, 1 - GridLayout.suptitle_h * 0.5 / height, str(name), ha="center", va="center",
-                        fontsize=10, weight="bold")
+                ax.text(0.5, 1 - 0.09 / height, heads[name], ha="center", va="top", fontsize=10, weight="bold")
                 ax.text(0.5, 0.5, "no images", ha="center", va="center", fontsize=9, color="#555555")
                 continue
             draw_grid(sub, wid, height, imgs, int(nrow), titles.get(name), heads[name], drawn_scale,
-                      border_colors.get(name))
-    return fig
+                      border_colors.get(name), labels.get(name), border_widths.get(name))
+
+    return sum(columns) + 0.15 * (per_row - 1), rows * height, draw
 
 
 def pairs_figure(gen, train, sims, scale: int | None = None, gen_label: str = "generated",

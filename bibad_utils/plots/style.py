@@ -102,22 +102,18 @@ def require_columns(df, columns, name="df"):
 MAX_FIGURE_WIDTH_IN = 10.0
 
 
-def panel_grid(n: int, panel_w: float, panel_h: float, extra_w: float = 0.6,
-               extra_h: float = 0.0) -> tuple[int, int, tuple[float, float]]:
-    """Rows and columns for ``n`` panels of ``panel_w`` x ``panel_h`` inches so that the figure stays within
-    :data:`MAX_FIGURE_WIDTH_IN` (as many panels a row as fit, at least one; a single panel wider than that is
-    narrowed), and the figure size: ``(nrows, ncols, (width, height))``."""
+def panel_figure(n: int, panel_w: float, panel_h: float, extra_w: float = 0.6, extra_h: float = 0.0,
+                 **kwargs) -> tuple[Figure, list, int]:
+    """A figure of ``n`` panels of ``panel_w`` x ``panel_h`` inches (plus ``extra_w`` x ``extra_h`` for labels
+    and legends) that stays within :data:`MAX_FIGURE_WIDTH_IN`: as many panels a row as fit, at least one (a
+    single panel wider than that is narrowed). Returns ``(fig, axes, ncols)``: the ``n`` axes row by row
+    (``kwargs`` go to ``fig.subplots``, e.g. ``sharey``; the unused places of the last row are hidden)."""
     if n < 1:
-        raise ConfigError("panel_grid(n)", n, "at least one panel")
+        raise ConfigError("panel_figure(n)", n, "at least one panel")
     ncols = max(1, min(n, int((MAX_FIGURE_WIDTH_IN - extra_w) // panel_w)))
     nrows = math.ceil(n / ncols)
-    width = min(MAX_FIGURE_WIDTH_IN, ncols * panel_w + extra_w)
-    return nrows, ncols, (width, nrows * panel_h + extra_h)
-
-
-def panel_axes(fig, nrows: int, ncols: int, n: int, **kwargs) -> list:
-    """The first ``n`` axes of an ``nrows`` x ``ncols`` grid of ``fig`` (row by row); the rest are hidden."""
+    fig = Figure(figsize=(min(MAX_FIGURE_WIDTH_IN, ncols * panel_w + extra_w), nrows * panel_h + extra_h), dpi=DPI)
     grid = fig.subplots(nrows, ncols, squeeze=False, **kwargs).ravel()
     for ax in grid[n:]:
         ax.set_visible(False)
-    return list(grid[:n])
+    return fig, list(grid[:n]), ncols

@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 
 from bibad_utils.base import ConfigError
 from bibad_utils.plots.grids import check_uint8_images
-from bibad_utils.plots.style import DPI, PALETTE, panel_axes, panel_grid, style
+from bibad_utils.plots.style import PALETTE, panel_figure, style
 
 
 def _draw_mask(ax, mask) -> None:
@@ -59,9 +59,7 @@ def trigger_patterns(views) -> Figure:
             raise ConfigError(f"views[{i}]", type(v).__name__ if not isinstance(v, dict) else sorted(v),
                               f"a dict with style in {TRIGGER_VIEW_STYLES}, data and title")
     with style():
-        nrows, ncols, size = panel_grid(len(views), 3.2, 3.4)
-        fig = Figure(figsize=size, dpi=DPI)
-        axes = panel_axes(fig, nrows, ncols, len(views))
+        fig, axes, _ = panel_figure(len(views), 3.2, 3.4)
         for ax, v in zip(axes, views):
             if v["style"] == "mask":
                 _draw_mask(ax, v["data"])

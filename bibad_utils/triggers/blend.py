@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from bibad_utils.base import ConfigError
+from bibad_utils.base import ConfigError, repo_path
+from bibad_utils.files import file_sha256
 # the pattern image (drawn or read from a file) lives in bibad_utils.patterns
-from bibad_utils.patterns import PATTERN_PARAM, cartoon_pattern, file_sha256, load_pattern, resolve_pattern_path
+from bibad_utils.patterns import PATTERN_PARAM, cartoon_pattern, load_pattern
 from bibad_utils.schema import is_number
 from bibad_utils.triggers.base import Trigger, TriggerKind, TriggerOption, array_digest
 
@@ -30,7 +31,7 @@ class BlendTrigger(Trigger):
             pattern = cartoon_pattern(self.image_size)
         else:
             pattern, self.conversion = load_pattern(pattern_path, self.image_size)
-            self.pattern_file_sha256 = file_sha256(resolve_pattern_path(pattern_path))
+            self.pattern_file_sha256 = file_sha256(repo_path(pattern_path))
             if pattern_sha256 is not None and pattern_sha256 != self.pattern_file_sha256:
                 raise ConfigError(PATTERN_PARAM, str(pattern_path),
                                   f"the file whose sha256 is {pattern_sha256} (as when the profile was "
@@ -69,7 +70,7 @@ def _derive_pattern_sha256(options: dict, image_size: int, param: str) -> dict:
     out.pop("pattern_sha256", None)
     if out.get("pattern_path") is not None:
         load_pattern(out["pattern_path"], image_size, param=f"{param}.pattern_path")
-        out["pattern_sha256"] = file_sha256(resolve_pattern_path(out["pattern_path"]))
+        out["pattern_sha256"] = file_sha256(repo_path(out["pattern_path"]))
     return out
 
 

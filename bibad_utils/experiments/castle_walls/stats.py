@@ -8,9 +8,9 @@ import numpy as np
 from scipy.stats import norm, rankdata
 
 from bibad_utils.base import ConfigError
-from bibad_utils.metrics import Z95, auroc, wilson_interval
+from bibad_utils.metrics import Z95, auroc, rate_columns
 from bibad_utils.schema import is_int
-from bibad_utils.verdicts import VERDICTS
+from bibad_utils.verdicts import counts_text
 
 
 def stratified_subset(strata, n: int, seed: int) -> np.ndarray:
@@ -144,8 +144,7 @@ def ta_asr_report(pred_clean, labels_clean, pred_triggered, target: int, z: floa
         raise ConfigError("labels_clean", yc.shape, f"one label per prediction {pc.shape}")
     out = {}
     for name, k, n in (("TA", int((pc == yc).sum()), len(pc)), ("ASR", int((pt == target).sum()), len(pt))):
-        out[name] = k / n if n else math.nan
-        out[f"{name}_lo"], out[f"{name}_hi"] = wilson_interval(k, n, z)
+        out.update(rate_columns(name, k, n, z))
         out[f"n_{name.lower()}"], out[f"k_{name.lower()}"] = n, k
     return out
 
@@ -160,9 +159,7 @@ def capped_verdict(verdict: str, ta_verdict: str) -> tuple[str, str]:
 
 
 def verdict_text(rows: list[dict]) -> str:
-    sel = [r["verdict"] for r in rows]
-    parts = [f"{sel.count(v)} {v}" for v in VERDICTS if sel.count(v)]
-    return ", ".join(parts) + f" (of {len(rows)})" if rows else "none"
+    return counts_text(r["verdict"] for r in rows) + f" (of {len(rows)})" if rows else "none"
 
 
 def with_interval(v: float, lo: float, hi: float, percent: bool) -> str:

@@ -36,12 +36,12 @@ from bibad_utils.experiments.insights.groups import (  # noqa: F401
     g_row, g_table, phase_transition, controls_table, dissection_frame)
 from bibad_utils.experiments.insights.judging import (  # noqa: F401
     judge_table, template_table, generated_judge_table, judge_augmentation_ablation,
-    judge_check_display, content_choice, content_agreement_table, content_sentence)
+    judge_check_display, content_agreement_table, content_sentence)
 from bibad_utils.experiments.insights.quality import (  # noqa: F401
     inception_net, inception_features, largest_p_cells, quality_table)
 from bibad_utils.experiments.insights.readings import phase_verdict  # noqa: F401
 from bibad_utils.experiments.insights.seeds import (  # noqa: F401
-    seed_table, seed_spread, across_seeds, claim_guidances, pooled_counts)
+    seed_table, seed_spread, across_seeds, pooled_counts)
 from bibad_utils.experiments.insights.trigger_truth import (  # noqa: F401
     PLANTED_STAGE, PLANT_CONTRASTS, agreement_row, instrument_decisions, agreement_table,
     g_rows_by_instrument, plant, planted_decisions, planted_rows, planted_images, planted_check,

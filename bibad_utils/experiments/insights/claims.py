@@ -222,9 +222,7 @@ def verdict_summary(rows: list[dict], keys) -> str:
     sel = [r["verdict"] for r in verdicts.rows_of(rows, keys)]
     if not sel:
         return "no setting in this profile"
-    counts = [(sel.count(v), v) for v in verdicts.VERDICTS]
-    head = f"{len(sel)} setting{'s' if len(sel) > 1 else ''}: "
-    return head + ", ".join(f"{k} {v}" for k, v in counts if k or v == "reproduced")
+    return f"{len(sel)} setting{'s' if len(sel) > 1 else ''}: " + verdicts.counts_text(sel, always=("reproduced",))
 
 
 def shortfall_sentence(rows: list[dict]) -> str:

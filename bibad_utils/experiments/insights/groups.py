@@ -33,8 +33,7 @@ def g_row(trigger, match, *, r_train: float, z: float = Z95, **keys) -> dict:
     row = metrics.g_table(trigger, match, r_train=r_train, z=z, **keys)
     n_trig = row["n_G1"] + row["n_G2"]
     row["n_triggered"] = n_trig
-    row["G2_share"] = row["n_G2"] / n_trig if n_trig else math.nan
-    row["G2_share_lo"], row["G2_share_hi"] = metrics.wilson_interval(row["n_G2"], n_trig, z)
+    row.update(metrics.rate_columns("G2_share", row["n_G2"], n_trig, z))
     row["G1_minus_r_train"] = row["G1"] - r_train
     row["G2_minus_r_train"] = row["G2"] - r_train
     return row
@@ -94,8 +93,7 @@ def template_columns(template, images, detector_fires, z: float = Z95) -> dict:
                 "agreement": math.nan}
     fires = template.fires(images)
     k, n = int(fires.sum()), len(fires)
-    lo, hi = metrics.wilson_interval(k, n, z)
-    return {"tpl_n_trig": k, "tpl_r_gen": k / n if n else math.nan, "tpl_r_gen_lo": lo, "tpl_r_gen_hi": hi,
+    return {"tpl_n_trig": k, **metrics.rate_columns("tpl_r_gen", k, n, z),
             "agreement": float(np.mean(fires == np.asarray(detector_fires, bool))) if n else math.nan}
 
 

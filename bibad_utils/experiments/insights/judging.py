@@ -105,8 +105,7 @@ def generated_judge_table(study, z: float = Z95, guidance: float | None = None) 
     n = len(gen.labels)
 
     def rate(name, k):
-        lo, hi = metrics.wilson_interval(int(k), n, z)
-        return {name: k / n, f"{name}_lo": lo, f"{name}_hi": hi}
+        return metrics.rate_columns(name, k, n, z)
 
     pred, _ = predict(study.judges.classifier(), gen.images, device=study.device)
     rows = [{"judge": "clean classifier", "n": n, **rate("accuracy", int((pred == gen.labels).sum()))}]

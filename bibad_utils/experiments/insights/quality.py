@@ -3,7 +3,6 @@ weights are on disk and the images are large enough, Inception FID."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -136,9 +135,7 @@ def quality_table(study, cells=None, fid: str = "auto", z: float = Z95) -> tuple
         k_acc, k_trig = int(np.sum(pred == labels)), int(np.sum(trig))
         r = {"cell": name, "attack": attack, "ratio": ratio, "n": n,
              "fd_clf": metrics.frechet_distance(feats, real_feats),
-             "clf_acc": k_acc / n if n else math.nan, "trigger_rate": k_trig / n if n else math.nan}
-        r["clf_acc_lo"], r["clf_acc_hi"] = metrics.wilson_interval(k_acc, n, z)
-        r["trigger_rate_lo"], r["trigger_rate_hi"] = metrics.wilson_interval(k_trig, n, z)
+             **metrics.rate_columns("clf_acc", k_acc, n, z), **metrics.rate_columns("trigger_rate", k_trig, n, z)}
         if use_fid:
             r["fid"] = metrics.frechet_distance(inception_features(net, images, device=study.device), real_incep)
         return r

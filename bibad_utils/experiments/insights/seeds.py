@@ -1,11 +1,9 @@
-"""Training seeds and guidance scales of stage 04's claims.
+"""Training seeds of stage 04's claims.
 
 A profile may train a cell several times (``train_seeds``): :func:`seed_table` judges every training run of
 such cells, :func:`seed_spread` gives the mean over the runs, their standard deviation and a t interval of
 the mean (never narrower than the pooled sampling interval), shown next to the sampling (Wilson) interval of one run; the headline claims use the interval
 across runs where there are runs (:func:`bibad_utils.experiments.insights.claims.insight_claims`).
-:func:`claim_guidances`: the claims are judged at the profile's first w and, where the profile generates
-at it, at the reference implementation's default w = 5 as well.
 """
 
 from __future__ import annotations
@@ -23,13 +21,6 @@ from bibad_utils.metrics import Z95
 
 SPREAD_COLUMNS = ("r_gen", "G1", "G2", "G2_share")
 GROUP_KEYS = ["cell", "attack", "control", "ratio", "p", "detector", "guidance"]
-
-
-def claim_guidances(study) -> list[float]:
-    """The guidance scales the claims of stage 04 are judged at (:meth:`Study.claim_guidances`): the
-    profile's first and, when the profile also generates at it, :data:`bibad_utils.paper.REFERENCE_GUIDANCE`
-    (each claim then has one row per scale)."""
-    return study.claim_guidances()
 
 
 def seed_table(study, z: float = Z95) -> pd.DataFrame:

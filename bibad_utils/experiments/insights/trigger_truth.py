@@ -44,9 +44,8 @@ def _rate(prefix: str, fires, z: float) -> dict:
     """``<prefix>_k``, ``<prefix>`` (rate), Wilson ``<prefix>_lo`` / ``_hi`` of bool decisions (None: nan)."""
     if fires is None:
         return {f"{prefix}_{s}" if s else prefix: math.nan for s in ("k", "", "lo", "hi")}
-    k, n = int(np.sum(fires)), len(fires)
-    lo, hi = metrics.wilson_interval(k, n, z)
-    return {f"{prefix}_k": k, prefix: k / n if n else math.nan, f"{prefix}_lo": lo, f"{prefix}_hi": hi}
+    k = int(np.sum(fires))
+    return {f"{prefix}_k": k, **metrics.rate_columns(prefix, k, len(fires), z)}
 
 
 def agreement_row(detector, template, z: float = Z95) -> dict:

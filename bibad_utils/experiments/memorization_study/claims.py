@@ -158,8 +158,7 @@ def verdict_phrase(rows: list[dict], keys, metric: str | None = None) -> str:
     sel = [r["verdict"] for r in verdicts.rows_of(rows, keys, metric)]
     if not sel:
         return "no setting"
-    counts = ", ".join(f"{sel.count(v)} {v}" for v in verdicts.VERDICTS if sel.count(v))
-    return f"{len(sel)} setting{'s' if len(sel) > 1 else ''}: {counts}"
+    return f"{len(sel)} setting{'s' if len(sel) > 1 else ''}: {verdicts.counts_text(sel)}"
 
 
 def resolution_sentence(rows: list[dict]) -> str:

@@ -16,7 +16,7 @@ from bibad_utils.experiments.summary.families import (CLAIM_FAMILIES, PAPER_CLAI
                                                       kind_of, present_stages, uncovered_rows)
 from bibad_utils.report import (COLUMNS, VERDICTS, HtmlBlock, check_claim_rows, cite_sources, fold_note, load_claims,
                                 sources_html)
-from bibad_utils.verdicts import count_verdicts, headline
+from bibad_utils.verdicts import count_verdicts, counts_text, headline
 
 
 FIGURES_DIR = "figures"
@@ -244,8 +244,7 @@ def family_sentence(df: pd.DataFrame, keys) -> str:
     rows = df[df["family"].isin(keys)] if "family" in df.columns else df.iloc[0:0]
     if not len(rows):
         return "no row in this run."
-    parts = [f"{int((rows['verdict'] == v).sum())} {v}" for v in VERDICTS if (rows["verdict"] == v).any()]
-    return f"{len(rows)} row{'s' if len(rows) != 1 else ''}: " + ", ".join(parts) + "."
+    return f"{len(rows)} row{'s' if len(rows) != 1 else ''}: {counts_text(rows['verdict'])}."
 
 
 def landing_markdown(df: pd.DataFrame, profile: str) -> str:

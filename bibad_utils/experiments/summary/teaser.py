@@ -10,11 +10,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bibad_utils import metrics
-from bibad_utils.experiments.explorer import ExplorerData, draw_panel, panel_size
+from bibad_utils.experiments.explorer import ExplorerData, panel_grids
 from bibad_utils.experiments.insights import clean_detector_check, content_check
 from bibad_utils.experiments.insights.judging import trigger_r_train
 from bibad_utils.experiments.summary.tables import FIGURES_DIR
 from bibad_utils.plots import MAX_FIGURE_WIDTH_IN, REF_COLOR, attack_color
+from bibad_utils.plots.grids import grid_panels
 from bibad_utils.report import TEASER_CAPTION, TEASER_PNG
 from bibad_utils.stages import Cell
 from bibad_utils.metrics import Z95
@@ -29,9 +30,7 @@ def ratio_row(trigger, r_train: float, z: float = Z95, **keys) -> dict:
     and ``r_train`` from the detector's decisions ``trigger`` (bool ``[N]``)."""
     t = np.asarray(trigger, dtype=bool)
     k, n = int(t.sum()), int(len(t))
-    lo, hi = metrics.wilson_interval(k, n, z)
-    return {**keys, "n": n, "n_triggered": k, "r_gen": metrics.r_gen(t), "r_gen_lo": lo, "r_gen_hi": hi,
-            "r_train": float(r_train)}
+    return {**keys, "n": n, "n_triggered": k, **metrics.rate_columns("r_gen", k, n, z), "r_train": float(r_train)}
 
 
 def ratio_frame(study, guidance: float | None = None, data: ExplorerData | None = None) -> pd.DataFrame:
@@ -93,26 +92,25 @@ def draw_ratio_bars(ax, df: pd.DataFrame) -> None:
 
 
 def teaser_drawing(panels: list[dict], bars: pd.DataFrame, bars_title: str, ncol: int = 4) -> Figure:
-    """Image panels (dicts as in :func:`~bibad_utils.experiments.explorer.draw_panel`) side by side, then
+    """Image panels (dicts as in :func:`~bibad_utils.experiments.explorer.panel_grids`) side by side, then
     the r_gen vs r_train bars of ``bars`` (:func:`ratio_frame`)."""
-    sizes = [panel_size(len(p["images"]), ncol) for p in panels]
+    panels_w, panels_h, draw = grid_panels(**panel_grids(panels, ncol))
     bar_w = max(3.6, 0.5 * bars["label"].nunique() * max(1, bars["attack"].nunique()) + 1.6)
-    panels_w, panels_h = sum(s[0] for s in sizes), max(s[1] for s in sizes)
-    if panels_w + bar_w <= MAX_FIGURE_WIDTH_IN:  # one row: the image panels, then the bars
-        height = max(panels_h, 3.2)
-        fig = Figure(figsize=(panels_w + bar_w, height), dpi=100)
-        subs = fig.subfigures(1, len(panels) + 1, width_ratios=[s[0] for s in sizes] + [bar_w], wspace=0.0)
-        image_subs, bar_sub, bar_h, bar_left = subs[:-1], subs[-1], height, 0.15
-    else:  # two rows at the text column's width: the image panels above, the bars below
+    whole = dict(left=0, right=1, bottom=0, top=1, wspace=0, hspace=0)
+    if panels_w + bar_w <= MAX_FIGURE_WIDTH_IN:  # one row: the image panels (top), then the bars
+        bar_h, bar_left = max(panels_h, 3.2), 0.15
+        fig = Figure(figsize=(panels_w + bar_w, bar_h), dpi=100)
+        grid = fig.add_gridspec(2, 2, width_ratios=[panels_w, bar_w], height_ratios=[panels_h, bar_h - panels_h],
+                                **whole)
+        image_spec, bar_spec = grid[0, 0], grid[:, 1]
+    else:  # two rows at the text column's width: the image panels above (centred), the bars below
         width = max(panels_w, min(bar_w, MAX_FIGURE_WIDTH_IN))
-        bar_h = 3.4
+        bar_h, bar_left, pad = 3.4, 0.1, (width - panels_w) / 2
         fig = Figure(figsize=(width, panels_h + bar_h), dpi=100)
-        top, bottom = fig.subfigures(2, 1, height_ratios=[panels_h, bar_h], hspace=0.0)
-        image_subs = top.subfigures(1, len(panels), width_ratios=[s[0] for s in sizes], wspace=0.0)
-        image_subs = [image_subs] if len(panels) == 1 else list(image_subs)
-        bar_sub, bar_left = bottom, 0.1
-    for sub, p in zip(image_subs, panels):
-        draw_panel(sub, p["images"], p.get("frames"), p.get("labels"), p.get("title"), ncol)
+        grid = fig.add_gridspec(2, 3, width_ratios=[pad, panels_w, pad], height_ratios=[panels_h, bar_h], **whole)
+        image_spec, bar_spec = grid[0, 1], grid[1, :]
+    draw(fig.add_subfigure(image_spec))
+    bar_sub = fig.add_subfigure(bar_spec)
     ax = bar_sub.add_subplot()
     bar_sub.subplots_adjust(left=bar_left, right=0.97, bottom=0.22, top=1 - 0.5 / bar_h)
     draw_ratio_bars(ax, bars)

@@ -44,8 +44,7 @@ def quality_curve_figure(curve: pd.DataFrame, table: pd.DataFrame | None = None)
         return plots.message_figure("no pre-training checkpoints kept (pretrain.keep_checkpoints = 0)")
     overall = table[table["class"] == ALL_CLASSES].set_index("judge") if table is not None and len(table) else None
     with plots.style():
-        fig = Figure(figsize=(8.4, 3.4), dpi=plots.DPI)
-        axes = fig.subplots(1, 2, sharey=True)
+        fig, axes, _ = plots.panel_figure(2, 3.9, 3.4, sharey=True)  # 8.4 x 3.4 in
         for ax, (col, scale, label) in zip(axes, (("step", 1.0, "pre-training steps"),
                                                   ("wall_time_s", 60.0, "pre-training wall time (min)"))):
             for k, (judge, part) in enumerate(curve.groupby("judge", sort=False)):

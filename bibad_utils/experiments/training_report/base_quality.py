@@ -24,14 +24,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from bibad_utils import metrics
+from bibad_utils import checkpoints, metrics
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.cells import GenSet
 from bibad_utils.content_judges import judge_specs, predictions, real_predictions
 from bibad_utils.experiments.insights.quality import real_reference_indices
 from bibad_utils.judges import features
-from bibad_utils.training import CHECKPOINT_DIR
 from bibad_utils.metrics import Z95
 
 GEN_STAGE = "base_quality_gen"
@@ -41,6 +40,7 @@ NO_BASE = "no clean base DM in this profile (pretrain.steps = 0): nothing to jud
 TABLE_COLUMNS = ["judge", "class", "n", "k", "rate", "rate_lo", "rate_hi", "real_n", "real_rate", "real_lo",
                  "real_hi", "chance"]
 CURVE_COLUMNS = ["step", "wall_time_s", "images_seen", "judge", "n", "k", "rate", "rate_lo", "rate_hi"]
+_REAL = (("n", "n"), ("rate", "rate"), ("lo", "rate_lo"), ("hi", "rate_hi"))  # real_<column>: <_rate_row key>
 
 
 def has_base(study) -> bool:
@@ -94,8 +94,7 @@ def _pooled(sets: dict[str, GenSet], preds: dict[str, np.ndarray]) -> tuple[np.n
 
 
 def _rate_row(k: int, n: int, z: float) -> dict:
-    lo, hi = metrics.wilson_interval(k, n, z)
-    return {"n": n, "k": k, "rate": k / n if n else math.nan, "rate_lo": lo, "rate_hi": hi}
+    return {"n": n, "k": k, **metrics.rate_columns("rate", k, n, z)}
 
 
 def base_quality_table(study, guidance: float | None = None, z: float = Z95) -> pd.DataFrame:
@@ -120,14 +119,12 @@ def base_quality_table(study, guidance: float | None = None, z: float = Z95) -> 
             m, r = labels == c, test_labels == c
             row = {"judge": judge.name, "class": names[c], **_rate_row(int(np.sum(pred[m] == c)), int(m.sum()), z)}
             real_row = _rate_row(int(np.sum(real[r] == c)), int(r.sum()), z)
-            rows.append({**row, **{f"real_{k}": real_row[v] for k, v in (("n", "n"), ("rate", "rate"),
-                                                                          ("lo", "rate_lo"), ("hi", "rate_hi"))}})
+            rows.append({**row, **{f"real_{k}": real_row[v] for k, v in _REAL}})
         all_pred = preds["all"]
         row = {"judge": judge.name, "class": ALL_CLASSES,
                **_rate_row(int(np.sum(all_pred == sets["all"].labels)), len(all_pred), z)}
         real_row = _rate_row(int(np.sum(real == test_labels)), len(test_labels), z)
-        rows.append({**row, "real_n": real_row["n"], "real_rate": real_row["rate"], "real_lo": real_row["rate_lo"],
-                     "real_hi": real_row["rate_hi"]})
+        rows.append({**row, **{f"real_{k}": real_row[v] for k, v in _REAL}})
     df = pd.DataFrame(rows)
     df["chance"] = 1.0 / n_cls
     df = df.reindex(columns=TABLE_COLUMNS)
@@ -181,9 +178,8 @@ def judge_agreement(study, guidance: float | None = None, z: float = Z95) -> pd.
     pooled = [_pooled(sets, predictions(study, j, key, {n: g.images for n, g in sets.items()})) for j in judges[:2]]
     labels, a, b = pooled[0][0], pooled[0][1], pooled[1][1]
     n, agree = len(a), int(np.sum(a == b))
-    lo, hi = metrics.wilson_interval(agree, n, z)
     return pd.DataFrame([{"judges": f"{judges[0].name} vs {judges[1].name}", "n": n, "n_agree": agree,
-                          "agreement": agree / n if n else math.nan, "agreement_lo": lo, "agreement_hi": hi,
+                          **metrics.rate_columns("agreement", agree, n, z),
                           "kappa": class_kappa(a, b, len(study.class_names)),
                           "both_right": float(np.mean((a == labels) & (b == labels))) if n else math.nan}],
                         columns=cols)
@@ -223,11 +219,7 @@ def kept_checkpoints(study) -> list[dict]:
     none (the default, a shipped base DM, or no pre-training)."""
     if not has_base(study):
         return []
-    root = study.store.path("pretrain", study.pretrain_key) / CHECKPOINT_DIR
-    out = []
-    for folder in sorted(root.glob("step-*")) if root.is_dir() else []:
-        out.append({**st.load_json(folder / "state.json"), "path": str(folder / "ema.safetensors")})
-    return sorted(out, key=lambda r: r["step"])
+    return checkpoints.kept_checkpoints(study.store.path("pretrain", study.pretrain_key))
 
 
 def _choose(kept: list[dict], points) -> list[dict]:
@@ -236,8 +228,7 @@ def _choose(kept: list[dict], points) -> list[dict]:
     if isinstance(points, (int, np.integer)) and not isinstance(points, bool):
         if points < 1:
             raise ConfigError("points", points, "an integer >= 1, a list of kept steps, or None (all)")
-        n = len(kept)
-        return kept if points >= n else [kept[round((k + 1) * n / points) - 1] for k in range(points)]
+        return checkpoints.spread(kept, points)
     steps = {r["step"]: r for r in kept}
     if not isinstance(points, (list, tuple)) or any(p not in steps for p in points):
         raise ConfigError("points", points, f"None, a count, or a list of kept checkpoint steps {sorted(steps)}")

@@ -32,10 +32,10 @@ from bibad_utils import metrics, plots
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.cells import Cell, exposure_epochs
+from bibad_utils.checkpoints import kept_checkpoints
 from bibad_utils.experiments.castle_walls.stats import with_interval
 from bibad_utils.paper import PAPER_EPOCHS
 from bibad_utils.schema import is_int, is_number
-from bibad_utils.training import CHECKPOINT_DIR
 
 GEN_STAGE = "exposure_gen"
 COLUMNS = ["cell", "attack", "p", "step", "epochs", "instrument", "n", "k", "rate", "rate_lo", "rate_hi",
@@ -52,14 +52,6 @@ def exposure_variant(study, epochs: float, points: int):
     batch = int(study.cfg.finetune.batch_size)
     per = max(1, math.ceil(epochs * len(study.train_set) / batch / points))
     return study.variant({"finetune": {"steps": per * points, "checkpoint_every": per, "keep_checkpoints": points}})
-
-
-def kept_finetune_checkpoints(variant, cell: Cell) -> list[dict]:
-    """The kept checkpoints of ``cell``'s fine-tuning in ``variant`` (trained here when missing), step
-    ascending: ``{"step", "images_seen", "path"}``."""
-    root = variant.store.path("finetune", variant.model_key(cell)) / CHECKPOINT_DIR
-    out = [{**st.load_json(f / "state.json"), "path": str(f / "ema.safetensors")} for f in root.glob("step-*")]
-    return sorted(out, key=lambda r: r["step"])
 
 
 def _target_set(variant, cell: Cell, checkpoint: dict, w: float) -> np.ndarray:
@@ -125,7 +117,7 @@ def exposure_curve(study, cells: list[Cell], epochs: float = 50, points: int = 1
     rows = []
     for cell in cells:
         base = trigger_flags(study, cell.kind, reference)
-        for ck in kept_finetune_checkpoints(variant, cell):
+        for ck in kept_checkpoints(variant.store.path("finetune", variant.model_key(cell))):
             images = _target_set(variant, cell, ck, w)
             for instrument, flags in trigger_flags(study, cell.kind, images).items():
                 k, n = int(flags.sum()), len(flags)
