@@ -33,7 +33,7 @@ from bibad_utils.progress import ENV_THREADS
 from bibad_utils.publish.book import build_book
 from bibad_utils.publish.notebooks import NOTEBOOKS_DIR, STAGE_TITLES, find_stages, notebook_title
 from bibad_utils.publish.runner import run_notebooks
-from bibad_utils.publish.runstate import run_lock
+from bibad_utils.publish.runstate import READ_ONLY, run_lock
 from bibad_utils.typed_config import load_config
 
 EPILOG = ("exit codes: 0 done; 1 a notebook, stage or build failed, a damaged file, or the system refused "
@@ -142,9 +142,9 @@ def error_line(err: BaseException) -> tuple[int, str]:
 def _os_error_line(err: OSError) -> str:
     """A refused read or write, with what to do about it."""
     what = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
-    if err.errno == errno.ENOSPC or err.errno == errno.EDQUOT:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"{what}: free some disk space (or write the run elsewhere with --set run_dir=PATH) and run again"
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if err.errno in READ_ONLY:
         return (f"{what}: it is not writable by you; make it writable, run as its owner, or write the run "
                 f"elsewhere with --set run_dir=PATH")
     return f"{what}: check the path and run again"
@@ -172,10 +172,9 @@ def _dispatch(args) -> int:
     if args.command == "readme":
         from bibad_utils.publish.readme import readme_from_snapshot, readme_results  # the analyses: slow to import
         cfg = load_config(args.profile, overrides)
-        if args.snapshot:
-            print(f"wrote {readme_from_snapshot(cfg.name, REPO_ROOT)} and README.md")
-        else:
-            print(f"wrote {readme_results(cfg.run_dir, cfg.name, REPO_ROOT)} and README.md")
+        dest = (readme_from_snapshot(cfg.name, REPO_ROOT) if args.snapshot
+                else readme_results(cfg.run_dir, cfg.name, REPO_ROOT))
+        print(f"wrote {dest} and README.md")
         return 0
     if args.command == "run":
         if args.retrain_base:

@@ -401,9 +401,3 @@ def setting_text(key: str, *, attack: str | None = None, p: float | None = None)
     c = claim(key)
     parts = c.at(attack, p) if c.at else []
     return "; ".join(parts) + f" [{SOURCES[c.source]}]" if parts else ""
-
-
-__all__ = ["CD_AUROC", "CLAIMS", "PAPER_EPOCHS", "CLAIM_KEYS", "DATASET_NAMES", "DIFFUSION_CLASSIFIER", "DUPLICATES", "KINDS",
-           "setting_text", "N_TARGET_GENERATIONS", "PaperClaim", "RESNET18", "R_TRAIN", "SOURCES", "TRAIN_ON_GENERATIONS", "cd_auroc",
-           "claim", "diffusion_classifier", "duplicates", "g2_share", "largest_ta_drop", "paper_text", "pct", "phase_points",
-           "r_train", "resnet18", "train_on_generations"]

@@ -106,11 +106,10 @@ def _spec(cell) -> str:
     return text + (f"@{cell.seed}" if cell.seed else "")
 
 
-def compute_cells(study, cells, generate: bool = False, train_only=(), workers: int | None = None,
-                  judges: bool = False) -> int:
+def compute_cells(study, cells, generate: bool = False, train_only=(), judges: bool = False) -> int:
     """Fine-tune ``cells`` (sampling their generation sets too with ``generate``) and ``train_only`` (never
     sampled), and with ``judges`` train the missing judges (:func:`judge_tasks`), in parallel worker
-    processes, one task at a time each, the longest first (``workers`` default: :func:`worker_count`);
+    processes, one task at a time each, the longest first (:func:`worker_count` workers);
     returns the number of workers used (1: nothing was started, the caller computes it all itself). The
     pre-trained model is made first, here, so that no two workers train it."""
     tasks = [("cell", _spec(c), generate) for c in cells]
@@ -121,7 +120,7 @@ def compute_cells(study, cells, generate: bool = False, train_only=(), workers: 
         tasks += judge_tasks(study)  # shorter than a fine-tuning: they fill the workers' last minutes
     if len(tasks) < 2:
         return 1
-    n = worker_count(len(tasks)) if workers is None else max(1, min(int(workers), len(tasks)))
+    n = worker_count(len(tasks))
     if n < 2:
         return 1
     study.pretrain_key  # noqa: B018 (installs the shipped base DM, or trains it, once)

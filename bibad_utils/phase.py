@@ -141,6 +141,3 @@ def phase_transition(points, *, paper_effect: float | None = None, alpha: float 
     if empty:
         reason = f"{empty_text}, left out (the DM did not learn the trigger there); {reason}"
     return {**out, "verdict": verdict, "reason": reason}
-
-
-__all__ = ["PHASE_MIN_TRIGGERED", "phase_transition", "share_trend"]

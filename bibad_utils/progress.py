@@ -94,10 +94,8 @@ _BUSY: dict = {"others": 0.0, "threads": None}
 
 def _fixed_threads() -> int | None:
     """The thread count the user fixed (``BIBAD_THREADS``, else ``OMP_NUM_THREADS``); None: auto."""
-    fixed = os.environ.get(ENV_THREADS, "").strip() or None
-    if fixed is None and os.environ.get("OMP_NUM_THREADS", "").strip():
-        fixed = os.environ["OMP_NUM_THREADS"].strip()
-    if fixed is None or fixed == "auto":
+    fixed = os.environ.get(ENV_THREADS, "").strip() or os.environ.get("OMP_NUM_THREADS", "").strip()
+    if not fixed or fixed == "auto":
         return None
     try:
         n = int(fixed)

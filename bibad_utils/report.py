@@ -15,6 +15,7 @@ Rows are written to ``<run_dir>/claims/<stage>.json`` so the results page can ga
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from pathlib import Path
@@ -161,8 +162,6 @@ def frame_html(df) -> str:
     """HTML of a data frame for a book page: :func:`compact_frame`; no index when it is only row numbers; a
     ``paper`` column's sources cited once, as numbered references listed under the table; a ``note`` column's
     text folded into an expandable "note" (a verdict table's rows stay one line high)."""
-    import html
-
     import pandas as pd
 
     plain = isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1
@@ -183,8 +182,6 @@ def frame_html(df) -> str:
 def cite_sources(texts, sources: list[str]) -> list:
     """Each text (HTML-escaped) with its trailing source (``[...]``, :data:`_SOURCE_TAIL`) replaced by a number
     ``[n]`` into ``sources``, which collects each source once, in order of first use; non-texts as they are."""
-    import html
-
     out = []
     for text in texts:
         m = _SOURCE_TAIL.search(str(text)) if isinstance(text, str) else None
@@ -204,8 +201,6 @@ def fold_note(text):
 
 def sources_html(sources: list[str]) -> str:
     """The numbered sources of :func:`cite_sources` as a paragraph under a table ("" without any)."""
-    import html
-
     if not sources:
         return ""
     listed = "; ".join(f"[{i}] {html.escape(s)}" for i, s in enumerate(sources, 1))

@@ -255,12 +255,12 @@ class Section:
         return copy.deepcopy(values)
 
 
-def unknown_keys(values: dict, known, prefix: str, cutoff: float = 0.8) -> None:
+def unknown_keys(values: dict, known, prefix: str) -> None:
     """A key not in ``known`` is an error: one that looks like a known key is named as its likely typo."""
     for key in values:
         if key in known:
             continue
-        close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=cutoff)
+        close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.8)
         where = f"{prefix}.{key}" if prefix else str(key)
         if close:
             hint = f"{prefix}.{close[0]}" if prefix else close[0]

@@ -36,6 +36,7 @@ class StudyJudges:
     def __init__(self, study):
         self.study = study
         self._judged: dict = {}
+        self._templates: dict = {}  # templates and their reports, kept for the life of the Study
 
     def params(self) -> dict:
         return {"judges": judge_settings(self.study.cfg.judges), "seed": self.study.seed}
@@ -47,15 +48,13 @@ class StudyJudges:
     def classifier(self):
         """The clean classifier (content judge), trained on the clean real training set; cached."""
         def build(art):
-            model, history = train_classifier(self.study.train_set, arch=self._judge_kwargs().pop("arch"),
-                                              seed=self.study.seed, device=self.study.device, progress=self.study.progress,
-                                              **{k: v for k, v in self._judge_kwargs().items() if k != "arch"})
+            model, history = train_classifier(self.study.train_set, seed=self.study.seed, device=self.study.device,
+                                              progress=self.study.progress, **self._judge_kwargs())
             report = evaluate_judge(model, self.study.test_set, device=self.study.device)
             save_classifier(model, art.dir / "model", meta={"history": history, "report": report})
             st.save_json(art.dir / "report.json", report)
 
-        path = self.study.store.cached("judge_classifier", self.params(), [self.study.data_key], build,
-                                 device=str(self.study.device))
+        path = self.study.store.cached(*self.spec("classifier"), build, device=str(self.study.device))
         return load_classifier(path / "model", device=self.study.device)
 
     def classifier_report(self) -> dict:
@@ -64,22 +63,23 @@ class StudyJudges:
 
     def key(self, what: str) -> tuple[str, str]:
         """(stage, artifact key) of the clean classifier (``what="classifier"``) or a trigger kind's detector."""
-        if what == "classifier":
-            return "judge_classifier", st.artifact_key("judge_classifier", self.params(), [self.study.data_key])
-        params, inputs = self.detector_spec(what)
-        return "judge_detector", st.artifact_key("judge_detector", params, inputs)
+        stage, params, inputs = self.spec(what)
+        return stage, st.artifact_key(stage, params, inputs)
 
-    def detector_spec(self, kind: str) -> tuple[dict, list[str]]:
-        """(parameters, input keys) of the detector artifact of trigger ``kind``. A warp trigger's detector
+    def spec(self, what: str) -> tuple[str, dict, list[str]]:
+        """(stage, parameters, input keys) of the artifact of the clean classifier (``what="classifier"``) or
+        of the detector of trigger kind ``what``. A warp trigger's detector
         (:mod:`bibad_utils.judges.warp_detector`) adds its recipe (:func:`warp_settings`) and, when it mixes
         generations in, the key of the clean pre-trained DM's generation sets (made first if missing)."""
-        params = {**self.params(), "trigger_kind": kind, "trigger": self.study.cfg.triggers.get(kind)}
+        if what == "classifier":
+            return "judge_classifier", self.params(), [self.study.data_key]
+        params = {**self.params(), "trigger_kind": what, "trigger": self.study.cfg.triggers.get(what)}
         inputs = [self.study.data_key]
-        if is_warp_kind(kind):
+        if is_warp_kind(what):
             params["warp_recipe"] = warp_settings(self.study.cfg.judges)
             if self._warp_generations_used():
                 inputs.append(self.study.generation_key(None))
-        return params, inputs
+        return "judge_detector", params, inputs
 
     def _warp_generations_used(self) -> bool:
         """Whether the warp detector mixes a clean DM's generations into its batches: ``judges.wanet_generated``
@@ -94,8 +94,6 @@ class StudyJudges:
     def detector(self, kind: str):
         """The binary trigger detector of trigger ``kind`` (clean vs triggered non-target real images); a
         warp trigger's (WaNet) follows its own recipe (:meth:`_warp_detector`)."""
-        params, inputs = self.detector_spec(kind)
-
         def build(art):
             if is_warp_kind(kind):
                 return self._warp_detector(kind, art)
@@ -107,7 +105,7 @@ class StudyJudges:
             save_classifier(model, art.dir / "model", meta={"report": report})
             st.save_json(art.dir / "report.json", report)
 
-        path = self.study.store.cached("judge_detector", params, inputs, build, device=str(self.study.device))
+        path = self.study.store.cached(*self.spec(kind), build, device=str(self.study.device))
         return load_classifier(path / "model", device=self.study.device)
 
     def _warp_detector(self, kind: str, art) -> None:
@@ -156,30 +154,25 @@ class StudyJudges:
         images with the judges' photometric corruptions (:data:`~bibad_utils.judges.template.TEMPLATE_FALSE_ALARM`
         of them above it); None when the trigger has no pixel pattern (a warp). Computed in seconds, kept
         for the life of the Study."""
-        cache = self.__dict__.setdefault("_templates", {})
-        if kind not in cache:
+        if kind not in self._templates:
             tpl = TriggerTemplate.of(self.study.trigger(kind))
-            cache[kind] = None if tpl is None else tpl.calibrate(
+            self._templates[kind] = None if tpl is None else tpl.calibrate(
                 corrupted(self.study.train_set.images, self._photometric(), self.study.seed))
-        return cache[kind]
+        return self._templates[kind]
 
     def template_report(self, kind: str) -> dict | None:
         """:func:`~bibad_utils.judges.template.template_check` of :meth:`template` on the real test set
         with the judges' photometric corruptions: every clean test image, and the non-target ones with the
         trigger pasted before the corruption (as the detector's report); None without a template. Kept for
         the life of the Study beside the template (a copy is returned)."""
-        cache = self.__dict__.setdefault("_templates", {})
-        if ("report", kind) not in cache:
-            tpl = self.template(kind)
-            if tpl is None:
-                cache[("report", kind)] = None
-            else:
-                test, p = self.study.test_set, self._photometric()
-                keep = test.labels != self.study.target
-                triggered = to_uint8(self.study.trigger(kind).apply(to_float(test.images[keep])))
-                cache[("report", kind)] = template_check(tpl, corrupted(test.images, p, self.study.seed + 1),
-                                                         corrupted(triggered, p, self.study.seed + 2))
-        return copy.deepcopy(cache[("report", kind)])
+        tpl, memo = self.template(kind), ("report", kind)
+        if tpl is not None and memo not in self._templates:
+            test, p = self.study.test_set, self._photometric()
+            keep = test.labels != self.study.target
+            triggered = to_uint8(self.study.trigger(kind).apply(to_float(test.images[keep])))
+            self._templates[memo] = template_check(tpl, corrupted(test.images, p, self.study.seed + 1),
+                                                   corrupted(triggered, p, self.study.seed + 2))
+        return copy.deepcopy(self._templates.get(memo))
 
     def judged(self, cell, detector: str, gens: dict | None = None) -> dict:
         """Decisions of the judges on every generation set of ``cell`` (cached in the store).
@@ -195,8 +188,7 @@ class StudyJudges:
         if memo in self._judged:  # read once per study and content judge: chapters and the explorer ask per set
             return self._judged[memo]
         gens = self.study.generations(cell) if gens is None else gens
-        params = {"judges": judge_settings(self.study.cfg.judges), "seed": self.study.seed, "detector": detector,
-                  "trigger": self.study.cfg.triggers.get(detector)}
+        params = {**self.params(), "detector": detector, "trigger": self.study.cfg.triggers.get(detector)}
         # the detector's own key: a detector trained with another recipe never reuses these judgments
         inputs = [self.study.generation_key(cell), self.study.data_key, self.key(detector)[1]]
 

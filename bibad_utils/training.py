@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from bibad_utils.base import ConfigError
-from bibad_utils.checkpoints import (CHECKPOINT_DIR, KEPT_DIR, cpu_copy, kept_steps, latest_checkpoint,  # noqa: F401
+from bibad_utils.checkpoints import (CHECKPOINT_DIR, KEPT_DIR, cpu_copy, kept_steps, latest_checkpoint,
                                      save_checkpoint, unflatten_optimizer)
 from bibad_utils.progress import Task
 from bibad_utils.schema import Field, Section, is_int, is_number as is_num, signature_defaults

@@ -13,13 +13,14 @@ import torch
 from matplotlib.figure import Figure
 from safetensors.torch import load_file, save_file
 
+from bibad_utils.checkpoints import kept_steps
 from bibad_utils.config import ConfigError, load_profile
 from bibad_utils.experiments import training_report as tr
 from bibad_utils.experiments.training_report import base_quality as bq
 from bibad_utils.judges import CifarResNet, cifar_resnet_judge
 from bibad_utils.judges.profile import check_external, judge_settings
 from bibad_utils.stages import Study
-from bibad_utils.training import PRETRAIN, kept_steps, train_diffusion
+from bibad_utils.training import PRETRAIN, train_diffusion
 
 # tests/test_grid.py's DEMO_KEYS["pretrain"]: the shared demo cache is found under it, so it never changes
 DEMO_PRETRAIN_KEY = "0d345edb07fef81e"

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from bibad_utils.config import ConfigError
 from bibad_utils.data import to_float
 from bibad_utils.judges import evaluate_judge, features, predict
-from bibad_utils.judges.cifar_arch import CIFAR_MEAN, CIFAR_STD, CifarResNet, check_depth, parameter_count
+from bibad_utils.judges.cifar_arch import IMAGENET_MEAN, IMAGENET_STD, CifarResNet, check_depth, parameter_count
 from bibad_utils.judges.cifar_resnet import cifar_resnet_judge, load_cifar_resnet
 
 
@@ -94,7 +94,7 @@ def test_strict_load_names_the_problem(tmp_path):
 def test_normalisation_is_built_in():
     model = fresh(20)
     x = torch.rand(3, 3, 32, 32)
-    mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     torch.testing.assert_close(model.normalize(x), (x - mean) / std)
     z = (x - mean) / std
     out = model.bn1(model.conv1(z)).relu()
@@ -135,7 +135,7 @@ def test_the_cifar_resnets_as_trainable_classifiers(arch, params, tmp_path):
     torch.manual_seed(0)
     model = build_classifier(arch, 10, 32).eval()
     assert sum(p.numel() for p in model.parameters()) == params
-    assert model.mean.flatten().tolist() == pytest.approx(CIFAR_MEAN) and model.std.flatten().tolist() == pytest.approx(CIFAR_STD)
+    assert model.mean.flatten().tolist() == pytest.approx(IMAGENET_MEAN) and model.std.flatten().tolist() == pytest.approx(IMAGENET_STD)
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     save_classifier(model, tmp_path / arch)
     again = load_classifier(tmp_path / arch)

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 from bibad_utils.config import REPO_ROOT
-from bibad_utils.publish.notebooks import STAGE_TITLES, find_stages, notebook_errors, notebook_title
+from bibad_utils.publish.notebooks import STAGE_TITLES, errors_in, find_stages, notebook_title, read_notebook
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_run_and_book_on_generated_notebooks(tmp_path):
     # the notebooks received the profile and the overrides, and ran in the repository root
     assert json.loads((run_dir / "seen.json").read_text())["n_target"] == 7
     for stem in ("01_poisoning", "02_finetuning"):
-        assert notebook_errors(run_dir / "executed" / f"{stem}.ipynb") == []
+        assert errors_in(read_notebook(run_dir / "executed" / f"{stem}.ipynb")) == []
     record = json.loads((run_dir / "executed" / "run.json").read_text())
     assert [n["status"] for n in record["notebooks"]] == ["ok", "ok"]
     assert all(n["seconds"] > 0 for n in record["notebooks"])
@@ -127,7 +127,7 @@ def test_failing_notebook_stops_the_run(tmp_path):
     failed = run_dir / "executed" / "02_broken.ipynb"
     assert "02_broken ... FAILED" in run.stdout and str(failed) in run.stdout
     assert "ValueError: planted failure" in run.stdout
-    assert notebook_errors(failed) == ["ValueError: planted failure"]
+    assert errors_in(read_notebook(failed)) == ["ValueError: planted failure"]
     assert not (run_dir / "executed" / "03_after.ipynb").exists()
     record = json.loads((run_dir / "executed" / "run.json").read_text())
     assert [n["status"] for n in record["notebooks"]] == ["ok", "failed"]
@@ -139,7 +139,7 @@ def test_smoke_profile_through_the_real_notebooks(smoke_book):
         pytest.skip("no stage notebooks (notebooks/NN_*.ipynb) in the repository yet")
     out = smoke_book.parent.parent  # the fixture ran `bibad run` into out/run, then `bibad book`
     for stage in stages:
-        assert notebook_errors(out / "run" / "executed" / stage.name) == [], stage.name
+        assert errors_in(read_notebook(out / "run" / "executed" / stage.name)) == [], stage.name
     for stage in stages:
         page = read_html(out, stage.stem)
         title = notebook_title(stage)

@@ -295,7 +295,7 @@ def test_book_refuses_a_half_run_notebook(tmp_path):
     nb["cells"][1]["metadata"]["papermill"]["status"] = "pending"
     del nb["metadata"]["bibad"]
     done.write_text(json.dumps(nb))
-    assert notebooks.notebook_errors(done) == []
+    assert notebooks.errors_in(notebooks.read_notebook(done)) == []
     problems = _book_problems(tmp_path, cfg, tmp_path / "sources")
     assert len(problems) == 1 and "not run to the end" in problems[0]
     with pytest.raises(ConfigError, match="--no-strict"):
@@ -334,7 +334,7 @@ def test_dead_kernel_notebook_says_so_and_is_refused(tmp_path):
     done.write_text(json.dumps(nb))
     assert notebooks.mark_failed_execution(done, "DeadKernelError('Kernel died')")
     assert not notebooks.mark_failed_execution(done, "again")  # already marked: unchanged
-    errors = notebooks.notebook_errors(done)
+    errors = notebooks.errors_in(notebooks.read_notebook(done))
     assert len(errors) == 1 and errors[0].startswith("DeadKernelError: the execution stopped in this cell")
     marked = json.loads(done.read_text())
     assert marked["cells"][1]["outputs"][-1]["ename"] == "DeadKernelError"
@@ -360,7 +360,7 @@ def test_real_kernel_death_leaves_a_notebook_that_says_so(tmp_path, capsys):
     assert main(["run", "--profile", "smoke", "--notebooks-dir", str(folder), "--set", f"run_dir={run_dir}"]) == 1
     assert "Kernel died" in capsys.readouterr().out
     done = run_dir / "executed" / "01_poisoning.ipynb"
-    assert notebooks.notebook_errors(done)[0].startswith("DeadKernelError")
+    assert notebooks.errors_in(notebooks.read_notebook(done))[0].startswith("DeadKernelError")
     cfg = load_config("smoke", {"run_dir": str(run_dir)})
     problems = _book_problems(tmp_path, cfg, folder)
     assert problems and "DeadKernelError" in problems[0]

@@ -244,7 +244,8 @@ def test_run_json_says_running_then_interrupted_with_the_notebook(tmp_path, run_
     assert record["status"] == "interrupted" and record["interrupted_in"] == "02_finetuning"
     assert [n["status"] for n in record["notebooks"]] == ["ok", "interrupted"] and record["pending"] == ["03_generation"]
     # the interrupted copy says so, and is run again next time
-    assert notebooks.notebook_errors(tmp_path / "run" / "executed" / "02_finetuning.ipynb")[0].startswith(
+    interrupted = notebooks.read_notebook(tmp_path / "run" / "executed" / "02_finetuning.ipynb")
+    assert notebooks.errors_in(interrupted)[0].startswith(
         "ExecutionStopped: the execution stopped in this cell: interrupted (Ctrl-C)")
     fake_papermill.hook = None
     assert main(run_args) == 0 and fake_papermill[-2:] == ["02_finetuning", "03_generation"]
@@ -256,7 +257,7 @@ def test_a_truncated_executed_copy_is_run_again_and_reported_by_the_book(tmp_pat
     done = tmp_path / "run" / "executed" / "02_finetuning.ipynb"
     done.write_bytes(done.read_bytes()[:200])  # a disk that filled while it was written
     with pytest.raises(DamagedFileError, match="02_finetuning.ipynb is damaged: not JSON"):
-        notebooks.notebook_errors(done)
+        notebooks.errors_in(notebooks.read_notebook(done))
     assert not notebooks.mark_failed_execution(done, "anything")
     book = ["book", "--profile", "smoke", "--set", f"run_dir={tmp_path / 'run'}", "--no-vendor",
             "--notebooks-dir", str(tmp_path / "nb"), "--output", str(tmp_path / "out")]
@@ -272,7 +273,7 @@ def test_a_truncated_executed_copy_is_run_again_and_reported_by_the_book(tmp_pat
     assert page.cells[0].source == "# 02_finetuning" and "is damaged" in page.cells[1].source
     assert main(run_args) == 0
     assert "02_finetuning ... running (its executed copy is damaged: not JSON" in capsys.readouterr().out
-    assert notebooks.notebook_errors(done) == []
+    assert notebooks.errors_in(notebooks.read_notebook(done)) == []
 
 
 def test_a_dead_kernel_is_recorded_on_the_cell_that_was_running():

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from bibad_utils.checkpoints import latest_checkpoint
 from bibad_utils.config import ConfigError
 from bibad_utils.diffusion import build_model
-from bibad_utils.training import (FINETUNE, PRETRAIN, batch_indices, derive_seed, diffusion_loss, latest_checkpoint,
-                                  train_diffusion)
+from bibad_utils.training import FINETUNE, PRETRAIN, batch_indices, derive_seed, diffusion_loss, train_diffusion
 
 TINY = {"backend": "pixel", "block_out_channels": [16, 32], "attention": [False, True], "norm_groups": 8,
         "unshuffle": 2, "dropout": 0.1}

@@ -164,10 +164,10 @@ def test_badnets_judges_keep_their_parameters_and_keys(tmp_path):
     with_gen = plain.variant({})
     with_gen.__dict__["pretrain_key"] = "0" * 16  # a stand-in key: no base DM is installed or sampled here
     with_gen.generation_key = lambda cell: "g" * 16 if cell is None else pytest.fail("only the base DM's set")
-    params_gen, inputs = with_gen.judges.detector_spec("wanet")
+    _, params_gen, inputs = with_gen.judges.spec("wanet")
     assert inputs == [plain.data_key, "g" * 16] and params_gen["warp_recipe"] == warp_settings({})
-    assert with_gen.judges.detector_spec("badnets1") == ({**params, "trigger_kind": "badnets1",
-                                                    "trigger": plain.cfg["triggers"]["badnets1"]}, [plain.data_key])
+    assert with_gen.judges.spec("badnets1") == ("judge_detector", {**params, "trigger_kind": "badnets1",
+                                                "trigger": plain.cfg["triggers"]["badnets1"]}, [plain.data_key])
 
 
 def test_study_trains_the_wanet_detector_with_its_recipe(tmp_path):

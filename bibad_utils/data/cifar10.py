@@ -233,15 +233,7 @@ def load_cifar10(split: str = "train", root="data", image_size: int = 32, downlo
             for i, pos in enumerate(chosen):
                 out[i] = _resized(pixels[pos], image_size)
             return labels
-        read, close = real.item_reader(kind, path)
-
-        def one(i):
-            out[i] = read(chosen[i], image_size, resize)[0]
-
-        try:
-            real.run_each(one, len(chosen), num_workers)
-        finally:
-            close()
+        real.read_items(kind, path, chosen, out, image_size, resize, num_workers)
         return labels
 
     info = {"name": "cifar10", "split": split, "image_size": image_size, "resize": resize, "source_format": kind,

@@ -210,16 +210,7 @@ def load_imagenette(split: str = "train", root="data", image_size: int = 512, do
             "n_per_class": n_per_class, "seed": int(seed) if n_per_class is not None else None}
 
     def fill(out):
-        read, close = real.item_reader(kind, path)
-        modes = [""] * len(items)
-
-        def one(i):
-            out[i], modes[i] = read(items[i], image_size, resize)
-
-        try:
-            real.run_each(one, len(items), num_workers)
-        finally:
-            close()
+        modes = real.read_items(kind, path, items, out, image_size, resize, num_workers)
         converted = [i for i, m in enumerate(modes) if m != "RGB"]
         # written into the cache's json with the images, so a reused cache reports them too
         info["converted_to_rgb"] = len(converted)

@@ -94,15 +94,15 @@ def decode_image(path, image_size: int, resize: str = "center_crop") -> tuple[np
         raise ImageReadError(f"cannot read image file {path}: {err}") from err
 
 
-def item_reader(kind: str, path: Path):
-    """(read(item, image_size, resize) -> (image, file's colour mode) as :func:`decode_image`, close()) for
-    a dataset's items: paths of an extracted ``"folder"``, or members of the ``"zip"`` at ``path`` (one
-    archive handle per thread, so that :func:`run_each` may read it on several)."""
-    if kind == "folder":
-        return decode_image, (lambda: None)
-    local, opened = threading.local(), []
+def read_items(kind: str, path: Path, items, out, image_size: int, resize: str, num_workers: int) -> list[str]:
+    """Decode a dataset's ``items`` into ``out[i]`` as :func:`decode_image` (on ``num_workers`` threads,
+    :func:`run_each`): paths of an extracted ``"folder"``, or members of the ``"zip"`` at ``path`` (one archive
+    handle per thread). Returns each file's own colour mode."""
+    local, opened, modes = threading.local(), [], [""] * len(items)
 
-    def read(member, size, resize):
+    def read(member):
+        if kind == "folder":
+            return decode_image(member, image_size, resize)
         archive = getattr(local, "archive", None)
         if archive is None:
             archive = local.archive = zipfile.ZipFile(path)
@@ -112,11 +112,19 @@ def item_reader(kind: str, path: Path):
         except (zipfile.BadZipFile, OSError) as err:
             raise ImageReadError(f"cannot read member {member} of {path}: {err}") from err
         try:
-            return decode_image(io.BytesIO(data), size, resize)
+            return decode_image(io.BytesIO(data), image_size, resize)
         except ImageReadError as err:
             raise ImageReadError(f"cannot read image {member} of {path}: {err.__cause__}") from err
 
-    return read, lambda: [a.close() for a in opened]
+    def one(i):
+        out[i], modes[i] = read(items[i])
+
+    try:
+        run_each(one, len(items), num_workers)
+    finally:
+        for archive in opened:
+            archive.close()
+    return modes
 
 
 def fingerprint_of(parts) -> str:
@@ -219,10 +227,7 @@ def folder_dataset(name, split, files, labels, class_names, image_size, resize, 
             "class_names": list(class_names)}
 
     def fill(out):
-        def one(i):
-            out[i] = read_image(files[i], image_size, resize)
-
-        run_each(one, len(files), num_workers)
+        read_items("folder", root, files, out, image_size, resize, num_workers)
         return labels
 
     images, cached_labels = cached_arrays(Path(cache_dir), stem, len(files), image_size, fill, info)

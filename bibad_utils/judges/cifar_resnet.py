@@ -75,7 +75,5 @@ def cifar_resnet_judge(model, device="cpu", class_names=CIFAR10_CLASS_NAMES) -> 
                   kind="classifier", class_names=names)
     judge = Classifier(Trunk(net), WIDTHS[-1], config)
     judge.head = net.linear
-    judge.mean.copy_(net.mean.view(1, 3, 1, 1))
-    judge.std.copy_(net.std.view(1, 3, 1, 1))
     judge.meta = {"weights": None if isinstance(model, CifarResNet) else str(model), "depth": net.depth}
     return judge.to(device).eval()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -69,9 +67,7 @@ def evaluate_judge(model: Classifier, images, labels=None, *, trigger=None, excl
             raise ConfigError("labels", None, "class indices of the held-out images")
         pred, _ = predict(model, src, batch_size, device)
         n, n_correct = len(pred), int((pred == src.labels).sum())
-        lo, hi = metrics.wilson_interval(n_correct, n, z)
-        return dict(kind=kind, n=n, n_correct=n_correct, accuracy=n_correct / n if n else math.nan,
-                    accuracy_lo=lo, accuracy_hi=hi,
+        return dict(kind=kind, n=n, n_correct=n_correct, **metrics.rate_columns("accuracy", n_correct, n, z),
                     per_class_accuracy=metrics.per_class_accuracy(pred, src.labels,
                                                                   model.config["num_classes"]).tolist())
     if trigger is None:
@@ -84,6 +80,5 @@ def evaluate_judge(model: Classifier, images, labels=None, *, trigger=None, excl
     fp, fn = int(pred_clean.sum()), int((pred_trig == 0).sum())
     out = dict(kind=kind, n_clean=n, n_triggered=n, false_positives=fp, false_negatives=fn)
     for name, k, m in (("fpr", fp, n), ("fnr", fn, n), ("accuracy", 2 * n - fp - fn, 2 * n)):
-        out[name] = k / m if m else math.nan
-        out[f"{name}_lo"], out[f"{name}_hi"] = metrics.wilson_interval(k, m, z)
+        out.update(metrics.rate_columns(name, k, m, z))
     return out

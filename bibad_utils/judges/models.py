@@ -17,14 +17,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bibad_utils.base import ConfigError
-from bibad_utils.judges.cifar_arch import WIDTHS, CifarResNet, Trunk
+from bibad_utils.judges.cifar_arch import IMAGENET_MEAN, IMAGENET_STD, WIDTHS, CifarResNet, Trunk
 
 ARCHS = ("small_cnn", "resnet18", "resnet50", "resnet20", "resnet56")
 FIELD_ARCH = "warp_field"  # a warp trigger's field detector (bibad_utils.judges.warp_detector), never a content judge
 CIFAR_ARCHS = ("resnet20", "resnet56")  # He et al.'s CIFAR ResNets (bibad_utils.judges.cifar_arch), trained here
 KINDS = ("classifier", "trigger_detector")
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision's ImageNet weights of each ResNet (enum names). torchvision is imported where a ResNet is
 # built: importing it costs about 2.5 s per process (it loads torch._dynamo), which every notebook and
 # worker process would otherwise pay for a small CNN.
@@ -48,8 +46,8 @@ class Classifier(nn.Module):
         self.head = nn.Linear(feature_dim, config["num_classes"])
         self.config = dict(config)
         self.meta: dict = {}
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """[-1, 1] images -> resized to ``input_size`` and ImageNet-normalised."""
@@ -81,10 +79,6 @@ class WarpFieldFeatures(nn.Module):
         dim = 2 * (int(size) - 2) ** 2
         self.register_buffer("mu", torch.zeros(dim))
         self.register_buffer("sd", torch.ones(dim))
-
-    @staticmethod
-    def dim(size: int) -> int:
-        return 2 * (int(size) - 2) ** 2
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """The unstandardised log band ratios."""
@@ -161,14 +155,13 @@ def build_classifier(arch: str, num_classes: int, image_size: int, pretrained: b
     if arch == FIELD_ARCH:
         if kind != "trigger_detector" or pretrained or input_size != image_size:
             raise ConfigError("arch", arch, "a trigger detector at its images' own size, without ImageNet weights")
-        backbone, dim = WarpFieldFeatures(input_size), WarpFieldFeatures.dim(input_size)
+        backbone = WarpFieldFeatures(input_size)
+        dim = len(backbone.mu)
+    elif pretrained and arch not in _PRETRAINED_WEIGHTS:
+        raise ConfigError("judges.pretrained", pretrained, f"false for arch {arch} (no ImageNet weights)")
     elif arch == "small_cnn":
-        if pretrained:
-            raise ConfigError("judges.pretrained", pretrained, "false for arch small_cnn (no ImageNet weights)")
         backbone, dim = _small_cnn()
     elif arch in CIFAR_ARCHS:
-        if pretrained:
-            raise ConfigError("judges.pretrained", pretrained, f"false for arch {arch} (no ImageNet weights)")
         backbone, dim = Trunk(CifarResNet(int(arch.removeprefix("resnet")), int(num_classes))), WIDTHS[-1]
     else:
         weights = _pretrained_weights(arch) if pretrained else None

@@ -31,8 +31,6 @@ Deterministic given ``seed`` on the CPU, like every judge.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -216,11 +214,6 @@ def _train_field(src, n: int, size: int, trigger, gen_src, *, seed: int, random_
     return model.to(device).eval()
 
 
-def _rates(out: dict, name: str, k: int, m: int, z: float) -> None:
-    out[name] = k / m if m else math.nan
-    out[f"{name}_lo"], out[f"{name}_hi"] = metrics.wilson_interval(k, m, z)
-
-
 def warp_check(model: Classifier, images, trigger, *, labels=None, exclude_class: int | None = None, seed: int = 0,
                quantize: bool = False, batch_size: int = 256, device="cpu", z: float = Z95) -> dict:
     """Held-out error rates of a warp detector on images with a known answer: each clean image as it is,
@@ -254,7 +247,7 @@ def warp_check(model: Classifier, images, trigger, *, labels=None, exclude_class
         fo += int(predict(model, other, batch_size, device)[0].sum())
     out = dict(kind=model.config["kind"], n_clean=n, n_triggered=n, false_positives=fp, false_negatives=fn)
     for name, k, m in (("fpr", fp, n), ("fnr", fn, n), ("accuracy", 2 * n - fp - fn, 2 * n)):
-        _rates(out, name, k, m, z)
+        out.update(metrics.rate_columns(name, k, m, z))
     out.update(n_other_warp=n, other_warp_false_positives=fo)
-    _rates(out, "other_warp_fpr", fo, n, z)
+    out.update(metrics.rate_columns("other_warp_fpr", fo, n, z))
     return out

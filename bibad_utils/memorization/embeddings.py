@@ -12,13 +12,12 @@ from safetensors.torch import load_file
 
 from bibad_utils.base import ConfigError
 from bibad_utils.judges import features
+from bibad_utils.judges.cifar_arch import IMAGENET_MEAN, IMAGENET_STD
 from bibad_utils.memorization.settings import EMBEDDINGS, MEMORIZATION
 from bibad_utils.schema import Field
 
 # torchvision's ImageNet weights for ResNet-50 (top-1 80.9 %); SHA-256 prefix is in the file name.
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _check_images(images) -> np.ndarray:
@@ -84,8 +83,8 @@ def _resnet50_embedding(images, batch_size, device, weights_path, input_size) ->
     net.load_state_dict(_resnet50_state_dict(weights_path))
     net.fc = torch.nn.Identity()
     net.eval().to(device)
-    mean = torch.tensor(_IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(_IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     out = []
     with torch.no_grad():
         for x in _batches(images, batch_size, device):

@@ -41,7 +41,7 @@ def _one_axes(figsize, xlabel: str, ylabel: str, title: str | None):
 
 def draw_interval_bars(ax, df: pd.DataFrame, x: str, y: str, lo: str | None = None, hi: str | None = None,
                        hue: str | None = None, ref=None, ref_label: str | None = None, *, paper: str | None = None,
-                       paper_label: str = "paper", categories=None) -> list:
+                       paper_label: str = "paper", categories=None, bar_style=None) -> list:
     """Draw bars of ``df[y]`` per category ``df[x]`` into ``ax``, grouped by ``df[hue]`` (one colour and
     legend entry each), with error bars from the absolute bounds ``df[lo]`` /
     ``df[hi]``; x ticks name the categories. Returns the categories in drawing order.
@@ -51,6 +51,8 @@ def draw_interval_bars(ax, df: pd.DataFrame, x: str, y: str, lo: str | None = No
     paper: a column of the paper's values, drawn as open diamonds over the bars (``paper_label``).
     categories: the categories and their order (None: ``df[x]`` in order of appearance); a category
     without a row leaves a gap.
+    bar_style: a function hue value -> keyword arguments of ``ax.bar`` (e.g. colour, hatch, label) that
+    replace the defaults for that hue's bars.
     """
     require_columns(df, [x, y, lo, hi, hue, paper] + ([ref] if isinstance(ref, str) else []))
     if (lo is None) != (hi is None):
@@ -67,7 +69,8 @@ def draw_interval_bars(ax, df: pd.DataFrame, x: str, y: str, lo: str | None = No
         vals = rows[y].to_numpy(dtype=float)
         # an attack keeps its colour in every figure; another grouping cycles the palette
         color = attack_color(str(h), h_i) if hue in ("attack", "kind") else PALETTE[h_i % len(PALETTE)]
-        ax.bar(pos, vals, width=width * 0.92, color=color, label=None if h is None else str(h))
+        style_kw = {"color": color, "label": None if h is None else str(h), **(bar_style(h) if bar_style else {})}
+        ax.bar(pos, vals, width=width * 0.92, **style_kw)
         if lo is not None:
             err = np.vstack([vals - rows[lo].to_numpy(dtype=float), rows[hi].to_numpy(dtype=float) - vals])
             ax.errorbar(pos, vals, yerr=np.nan_to_num(np.clip(err, 0, None)), fmt="none", ecolor="#333333",
@@ -99,8 +102,6 @@ def bar_with_ci(df: pd.DataFrame, x: str, y: str, lo: str | None = None, hi: str
     paper: a column of the paper's values, drawn as open diamonds (see :func:`draw_interval_bars`).
     """
     require_columns(df, [x, y, lo, hi, hue] + ([ref] if isinstance(ref, str) else []))
-    if (lo is None) != (hi is None):
-        raise ConfigError("lo, hi", (lo, hi), "both interval columns or neither")
     natural = max(4.0, 0.9 * df[x].nunique() * max(1, df[hue].nunique() if hue else 1) ** 0.5 + 1.5)
     size = (min(MAX_FIGURE_WIDTH_IN, natural), 3.4 if natural <= MAX_FIGURE_WIDTH_IN else 3.9)
     with _one_axes(size, x, ylabel or y, title) as (fig, ax):

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from bibad_utils.base import REPO_ROOT
-from bibad_utils.config import ConfigError
+from bibad_utils.base import REPO_ROOT, ConfigError
 from bibad_utils.publish.keys import chapter_problems, code_digest
 from bibad_utils.publish.notebooks import (NOTEBOOKS_DIR, STAGE_TITLES, notebook_damage, stand_in_notebook,
                                           write_notebook)

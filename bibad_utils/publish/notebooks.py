@@ -9,8 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from bibad_utils.base import REPO_ROOT
-from bibad_utils.base import ConfigError
+from bibad_utils.base import REPO_ROOT, ConfigError
 from bibad_utils.files import DamagedFileError
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -137,12 +136,6 @@ def errors_in(nb: dict) -> list[str]:
     return [f"{out.get('ename')}: {out.get('evalue')}"
             for cell in nb.get("cells", []) if cell.get("cell_type") == "code"
             for out in cell.get("outputs", []) if out.get("output_type") == "error"]
-
-
-def notebook_errors(path: Path) -> list[str]:
-    """``"ename: evalue"`` of every error output in an executed notebook (DamagedFileError when it
-    cannot be read)."""
-    return errors_in(read_notebook(path))
 
 
 def pending_cells(nb: dict) -> list[int]:

@@ -240,18 +240,17 @@ def output_notes(dom: str) -> list[str]:
     return notes
 
 
-def screenshot_problems(png, min_bytes: int = MIN_SCREENSHOT_BYTES,
-                        min_colours: int = MIN_SCREENSHOT_COLOURS) -> list[str]:
-    """A screenshot must exist, weigh at least ``min_bytes`` bytes and show at least ``min_colours``
-    distinct colours (a blank or single-colour page fails)."""
+def screenshot_problems(png) -> list[str]:
+    """A screenshot must exist, weigh at least :data:`MIN_SCREENSHOT_BYTES` bytes and show at least
+    :data:`MIN_SCREENSHOT_COLOURS` distinct colours (a blank or single-colour page fails)."""
     png = Path(png)
     if not png.is_file():
         return [f"no screenshot written ({png})"]
     size = png.stat().st_size
-    if size < min_bytes:
-        return [f"screenshot is tiny ({size} bytes < {min_bytes})"]
+    if size < MIN_SCREENSHOT_BYTES:
+        return [f"screenshot is tiny ({size} bytes < {MIN_SCREENSHOT_BYTES})"]
     with Image.open(png) as im:
-        colours = im.convert("RGB").getcolors(maxcolors=min_colours)
+        colours = im.convert("RGB").getcolors(maxcolors=MIN_SCREENSHOT_COLOURS)
     return [f"screenshot shows only {len(colours)} colour(s): a blank page"] if colours is not None else []
 
 

@@ -53,7 +53,7 @@ QUIET_REASONS = ("not executed yet", "its source, the profile or the package cod
 
 def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebooks_dir=NOTEBOOKS_DIR,
                   only=None, start=None, log_output: bool = False, out=None, force: bool = False,
-                  progress_interval: float = 30.0, tty: bool | None = None) -> int:
+                  progress_interval: float = 30.0) -> int:
     """Execute the selected stage notebooks in order with papermill; returns a process exit code.
 
     The profile (with ``overrides``) is validated before any notebook starts. Each notebook receives
@@ -77,7 +77,7 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
 
     While a notebook runs, its kernel reports long loops (stage, cell, step/total, rate, ETA) to
     ``<run_dir>/executed/.progress.json`` (:mod:`bibad_utils.progress`), which is shown on ``out``: an
-    updating line on a terminal (``tty`` None: ``out.isatty()``), else a line every
+    updating line on a terminal (``out.isatty()``), else a line every
     ``progress_interval`` seconds. The run ends with the time of each notebook.
     """
     out = out or sys.stdout
@@ -104,7 +104,7 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
         started = time.perf_counter()
         try:
             status = _execute(chosen, cfg, profile, overrides, record, earlier, out, force, log_output,
-                              progress_interval, tty)
+                              progress_interval)
         except KeyboardInterrupt:
             record.end("interrupted", time.perf_counter() - started)
             raise
@@ -128,7 +128,7 @@ def run_notebooks(profile: str = "demo", overrides: dict | None = None, notebook
 
 
 def _execute(chosen: list[Path], cfg: Profile, profile: str, overrides: dict, record: RunRecord, earlier: dict,
-             out, force: bool, log_output: bool, progress_interval: float, tty: bool | None) -> int:
+             out, force: bool, log_output: bool, progress_interval: float) -> int:
     """Execute (or skip, when up to date) each notebook of ``chosen``, recording each in ``record``;
     returns 0, or 1 at the first failure. Ctrl-C or SIGTERM records the running notebook as interrupted,
     marks its executed copy, and propagates."""
@@ -156,7 +156,7 @@ def _execute(chosen: list[Path], cfg: Profile, profile: str, overrides: dict, re
         record.start(src.stem)
         t0 = time.perf_counter()
         wall0 = time.time() - 1.0  # file times have coarse resolution on some file systems
-        monitor = Monitor(progress_file, src.stem, out=out, tty=tty, interval=progress_interval,
+        monitor = Monitor(progress_file, src.stem, out=out, interval=progress_interval,
                           expected=earlier.get(src.stem))
         try:
             with monitor if not log_output else contextlib.nullcontext():

@@ -64,8 +64,7 @@ def make_trigger(kind: str, image_size: int, seed: int = 0, **options) -> Trigge
     if not is_int(image_size) or image_size < 8:
         raise ConfigError("image_size", image_size, "an integer >= 8 (pixels)")
     spec = TRIGGERS[kind]
-    allowed = [o.name for o in spec.options]
-    unknown = sorted(set(options) - set(allowed))
+    unknown = sorted(set(options) - {o.name for o in spec.options})
     if unknown:
         raise ConfigError(f"triggers.{kind}", unknown, f"options among {', '.join(spec.settable)}")
     return spec.builder(int(image_size), int(seed), **options)

@@ -29,7 +29,7 @@ from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, GEN_FLAG_
                                                          detectors)
 from bibad_utils.experiments.castle_walls.detection import detection_differences, victim_logit_profile
 from bibad_utils.experiments.castle_walls.diffusion_classifier import dc_cells, diffusion_classifier_table
-from bibad_utils.experiments.castle_walls.stats import verdict_text, capped_verdict
+from bibad_utils.experiments.castle_walls.stats import capped_verdict
 from bibad_utils.experiments.castle_walls.tables import example_cell
 from bibad_utils.experiments.castle_walls.train_on_generations import train_on_generations_table
 from bibad_utils.report import claim_row
@@ -311,7 +311,9 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
               "tog_ta": "train_on_generations_ta", "dc_asr": "diffusion_classifier_asr",
               "dc_ta": "diffusion_classifier_ta", "dc_filter": "p_filter"}
     for name, keys in groups.items():
-        out[f"nb05_verdicts_{name}"] = verdict_text(V.rows_of(claims, keys))
+        rows = V.rows_of(claims, keys)
+        counts = V.counts_text(r["verdict"] for r in rows)
+        out[f"nb05_verdicts_{name}"] = f"{counts} (of {len(rows)})" if rows else "none"
     out["nb05_verdicts_all"] = V.headline(claims) if claims else "none"  # the paper's claims apart from controls
     if bench is not None and len(bench):
         for r in bench.itertuples():

@@ -10,7 +10,6 @@ from scipy.stats import norm, rankdata
 from bibad_utils.base import ConfigError
 from bibad_utils.metrics import Z95, auroc, rate_columns
 from bibad_utils.schema import is_int
-from bibad_utils.verdicts import counts_text
 
 
 def stratified_subset(strata, n: int, seed: int) -> np.ndarray:
@@ -156,10 +155,6 @@ def capped_verdict(verdict: str, ta_verdict: str) -> tuple[str, str]:
     if ta_verdict == "not reproduced" and verdict in ("reproduced", "partly"):
         return "not tested", "the TA is too low for a low ASR to mean robustness"
     return verdict, ""
-
-
-def verdict_text(rows: list[dict]) -> str:
-    return counts_text(r["verdict"] for r in rows) + f" (of {len(rows)})" if rows else "none"
 
 
 def with_interval(v: float, lo: float, hi: float, percent: bool) -> str:

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import paper, verdicts
-from bibad_utils.experiments.insights.groups import pct_text
 from bibad_utils.experiments.insights.judging import generated_judge_table, judge_table, template_table
 from bibad_utils.experiments.insights.readings import STAGE, attack_claims, combine_readings
 from bibad_utils.experiments.insights.trigger_truth import g_rows_by_instrument, planted_check, preferred_instrument
@@ -45,7 +44,7 @@ def template_checks(tpl, poisoned) -> list[verdicts.Check]:
         sees = bool(poisoned["tpl_r_gen_lo"] > tpl["fpr_hi"])
         checks.append(verdicts.Check(sees, (
             f"the trigger template {'sees' if sees else 'does not see'} the trigger in the poisoned DM's generations"
-            f" ({poisoned['cell']}: {pct_text(poisoned['tpl_r_gen'])}, its false alarms <= {pct_text(tpl['fpr_hi'])})"
+            f" ({poisoned['cell']}: {paper.pct(poisoned['tpl_r_gen'])}, its false alarms <= {paper.pct(tpl['fpr_hi'])})"
             + ("" if sees else ", so its silence on this control shows nothing"))))
     return checks
 
@@ -65,16 +64,17 @@ def control_row(c, jdf: pd.DataFrame, tpl, poisoned, w: float) -> dict:
     det_fpr_hi = float(det["fpr_hi"].iloc[0]) if len(det) else math.nan
     claim = ("Clean control: a DM trained without poison generates no trigger" if c["attack"] == "clean" else
              "Relabel-only control: target labels without a trigger plant no trigger")
-    detector_note = (f"the {kind} detector flags {pct_text(c['r_gen'])} [{pct_text(c['r_gen_lo'])}, "
-                     f"{pct_text(c['r_gen_hi'])}] of them (false alarms on real clean images <= {pct_text(det_fpr_hi)}); "
-                     "it is not the evidence here, since a clean DM's generations calibrate it")
+    detector_note = (f"the {kind} detector flags {paper.pct(c['r_gen'])} [{paper.pct(c['r_gen_lo'])}, "
+                     f"{paper.pct(c['r_gen_hi'])}] of them (false alarms on real clean images <= "
+                     f"{paper.pct(det_fpr_hi)}); it is not the evidence here, since a clean DM's generations "
+                     "calibrate it")
     ours, lo, hi = c.get("tpl_r_gen", math.nan), c.get("tpl_r_gen_lo", math.nan), c.get("tpl_r_gen_hi", math.nan)
     failed = verdicts.first_failed(*template_checks(tpl, poisoned))
     if failed is None:
         verdict = control_verdict(lo, float(tpl["fpr_hi"]), None if poisoned is None else float(poisoned["tpl_r_gen_lo"]))
-        note = (f"trigger template: false alarms on real clean images <= {pct_text(tpl['fpr_hi'])}"
-                + ("" if poisoned is None else f"; it reads {pct_text(poisoned['tpl_r_gen'])} "
-                   f"(>= {pct_text(poisoned['tpl_r_gen_lo'])}) of the poisoned {poisoned['cell']} DM's generations")
+        note = (f"trigger template: false alarms on real clean images <= {paper.pct(tpl['fpr_hi'])}"
+                + ("" if poisoned is None else f"; it reads {paper.pct(poisoned['tpl_r_gen'])} "
+                   f"(>= {paper.pct(poisoned['tpl_r_gen_lo'])}) of the poisoned {poisoned['cell']} DM's generations")
                 + f"; {detector_note}")
     else:
         if tpl is None or not bool(tpl["has_template"]):
@@ -301,8 +301,8 @@ def template_sentence(tdf: pd.DataFrame) -> str:
         if not bool(t["has_template"]):
             parts.append(f"{t['kind']} has no template ({t['reason']}), so its controls are not tested")
         elif bool(t["passes"]):
-            parts.append(f"the {t['kind']} template finds {pct_text(t['tpr'])} of the triggered ones "
-                         f"and fires on {pct_text(t['fpr'])} of the clean ones (AUROC {t['auroc']:.3f}): it passes")
+            parts.append(f"the {t['kind']} template finds {paper.pct(t['tpr'])} of the triggered ones "
+                         f"and fires on {paper.pct(t['fpr'])} of the clean ones (AUROC {t['auroc']:.3f}): it passes")
         else:
             parts.append(f"the {t['kind']} template fails its check ({t['reason']}), so its controls are not tested")
     return ("On real held-out images given the judges' grain, blur and colour cast, " + "; ".join(parts) + ".") \

@@ -39,10 +39,6 @@ def g_row(trigger, match, *, r_train: float, z: float = Z95, **keys) -> dict:
     return row
 
 
-def pct_text(x: float) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
-
-
 def p_label(ratio: float) -> str:
     return f"{100 * ratio:g}%"
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from bibad_utils import paper, verdicts
 from bibad_utils.phase import phase_transition
-from bibad_utils.experiments.insights.groups import p_label, pct_text
+from bibad_utils.experiments.insights.groups import p_label
 from bibad_utils.experiments.insights.seeds import across_seeds, pooled_counts
 from bibad_utils.report import claim_row
 from bibad_utils.metrics import Z95
@@ -92,7 +92,7 @@ def attack_claims(attack: str, a: pd.DataFrame, clean: pd.Series | None, w: floa
         STAGE, TROJAN_CLAIM, setting=f"{attack}, p={top['p']}, w={w:g}", metric="G1 ratio of target-prompt generations",
         paper=paper.setting_text("trojan_g1", p=top["ratio"]), key="trojan_g1",
         ours=g1, lo=g1_lo, hi=g1_hi, verdict=trojan.verdict, exposure=epochs(top["cell"]),
-        note=f"reference: G1 of the clean DM under the same {reading} = {pct_text(floor)}"
+        note=f"reference: G1 of the clean DM under the same {reading} = {paper.pct(floor)}"
              + _seed_note(sd, top["G1"], top["G1_lo"], top["G1_hi"])
              + (f"; {trojan.verdict}: {trojan.reason}" if trojan.reason else "")))
     for _, r in a.iterrows():
@@ -106,7 +106,7 @@ def attack_claims(attack: str, a: pd.DataFrame, clean: pd.Series | None, w: floa
             STAGE, AMPLIFICATION_CLAIM, setting=f"{attack}, p={r['p']}, w={w:g}", metric="r_gen = G1 + G2",
             paper=paper.paper_text("amplification", p=r["ratio"]) if rt is not None else "", key="amplification",
             ours=val, lo=lo, hi=hi, verdict=j.verdict, exposure=epochs(r["cell"]),
-            note=(f"r_train = {pct_text(r['r_train'])}; amplification r_gen / r_train = {r['amplification']:.2f}"
+            note=(f"r_train = {paper.pct(r['r_train'])}; amplification r_gen / r_train = {r['amplification']:.2f}"
                   + _seed_note(sd, r["r_gen"], r["r_gen_lo"], r["r_gen_hi"])
                   + (f"; paper (ImageNette): r_gen - r_train = {effect:+.3f}" if effect is not None else "")
                   + (f"; {j.verdict}: {j.reason}" if j.reason else ""))))
@@ -125,7 +125,7 @@ def attack_claims(attack: str, a: pd.DataFrame, clean: pd.Series | None, w: floa
         pv = phase_verdict([{**r.to_dict(), **(pc or {})} for (_, r), pc in zip(a.iterrows(), pooled)])
         runs = max((pc["runs"] for pc in pooled if pc), default=1)
         slides = "; ".join(f"p={p_label(pt['p'])}: G1 - r_train {pt['G1_minus_r_train']:+.3f}, "
-                           f"G2 - r_train {pt['G2_minus_r_train']:+.3f}, G2 share {pct_text(pt['G2_share'])}"
+                           f"G2 - r_train {pt['G2_minus_r_train']:+.3f}, G2 share {paper.pct(pt['G2_share'])}"
                            for pt in pv["points"])
         rows.append(claim_row(
             STAGE, PHASE_CLAIM, setting=f"{attack}, p={a.iloc[0]['p']} -> {top['p']}, w={w:g}", metric=metric,

@@ -20,20 +20,25 @@ from bibad_utils.stages import Cell, Study
 HELDOUT = "held-out real"
 
 
-def heldout_similarity(study: Study) -> tuple[np.ndarray, np.ndarray]:
-    """The reference of "no memorization": each held-out real (test) image's cosine similarity to its
-    nearest clean training image (float32 ``[N_test]``) and that image's index (int64 ``[N_test]``); cached."""
+def _nearest(study: Study, kind: str, params: dict, inputs: list, images, train) -> tuple[np.ndarray, np.ndarray]:
+    """The artifact ``kind`` (cached): the cosine similarity of each of ``images()``'s embeddings to its nearest
+    row of ``train()`` (float32) and that row's index (int64); the two are called only to build it."""
     def build(art):
-        sim, idx = nearest_train_similarity(embed_images(study, study.test_set.images), train_embedding(study),
-                                            block=study.cfg.memorization.block)
+        sim, idx = nearest_train_similarity(embed_images(study, images()), train(), block=study.cfg.memorization.block)
         st.save_array(art.dir / "similarity.npy", sim)
         st.save_array(art.dir / "nearest.npy", idx)
 
+    path = study.store.cached(kind, params, inputs, build, device=str(study.device))
+    return st.load_array(path / "similarity.npy"), st.load_array(path / "nearest.npy")
+
+
+def heldout_similarity(study: Study) -> tuple[np.ndarray, np.ndarray]:
+    """The reference of "no memorization": each held-out real (test) image's cosine similarity to its
+    nearest clean training image (float32 ``[N_test]``) and that image's index (int64 ``[N_test]``); cached."""
     test_key = st.artifact_key("data_test", {"dataset": study.cfg.dataset.as_dict(), "seed": study.seed,
                                              "labels": study.test_set.labels})
-    path = study.store.cached("mem_heldout", embedding_params(study),
-                              [study.data_key, test_key] + embedding_inputs(study), build, device=str(study.device))
-    return st.load_array(path / "similarity.npy"), st.load_array(path / "nearest.npy")
+    return _nearest(study, "mem_heldout", embedding_params(study), [study.data_key, test_key] + embedding_inputs(study),
+                    lambda: study.test_set.images, lambda: train_embedding(study))
 
 
 def replication_threshold(study: Study) -> float:
@@ -71,16 +76,9 @@ def replication_scores(study: Study, cell: Cell) -> tuple[np.ndarray, np.ndarray
     (float32 ``[N_all]`` in [-1, 1]) and that image's index (int64 ``[N_all]``); cached."""
     params = {**embedding_params(study), "set": "all", "guidance": study.guidance_all}
     inputs = [study.generation_key(cell), study.poison_key(cell)] + embedding_inputs(study)
-
-    def build(art):
-        gen = study.generations(cell)[("all", study.guidance_all)]
-        sim, idx = nearest_train_similarity(embed_images(study, gen.images), training_embedding(study, cell),
-                                            block=study.cfg.memorization.block)
-        st.save_array(art.dir / "similarity.npy", sim)
-        st.save_array(art.dir / "nearest.npy", idx)
-
-    path = study.store.cached("mem_replication", params, inputs, build, device=str(study.device))
-    return st.load_array(path / "similarity.npy"), st.load_array(path / "nearest.npy")
+    return _nearest(study, "mem_replication", params, inputs,
+                    lambda: study.generations(cell)[("all", study.guidance_all)].images,
+                    lambda: training_embedding(study, cell))
 
 
 def replication_similarities(study: Study, cells=None, heldout: bool = True) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ from bibad_utils.experiments.explorer import ExplorerData, panel_grids
 from bibad_utils.experiments.insights import clean_detector_check, content_check
 from bibad_utils.experiments.insights.judging import trigger_r_train
 from bibad_utils.experiments.summary.tables import FIGURES_DIR
-from bibad_utils.plots import MAX_FIGURE_WIDTH_IN, REF_COLOR, attack_color
+from bibad_utils.plots import MAX_FIGURE_WIDTH_IN, draw_interval_bars
 from bibad_utils.plots.grids import grid_panels
 from bibad_utils.report import TEASER_CAPTION, TEASER_PNG
 from bibad_utils.stages import Cell
@@ -63,23 +63,16 @@ def draw_ratio_bars(ax, df: pd.DataFrame) -> None:
     per attack, with r_train as a black tick on each bar. An attack whose detector fails its check on the
     clean DM's generations (``trusted`` False) is drawn hatched in light grey and labelled so: its bars
     are no evidence."""
-    labels = list(pd.unique(df["label"]))
-    attacks = list(pd.unique(df["attack"]))
-    width = 0.8 / len(attacks)
-    for i, attack in enumerate(attacks):
-        rows = df[df["attack"] == attack]
-        x = np.array([labels.index(v) for v in rows["label"]]) - 0.4 + width * (i + 0.5)
-        y = rows["r_gen"].to_numpy(float)
-        err = np.clip(np.vstack([y - rows["r_gen_lo"].to_numpy(float), rows["r_gen_hi"].to_numpy(float) - y]), 0, None)
-        if bool(rows["trusted"].all()) if "trusted" in rows else True:
-            ax.bar(x, y, width=0.92 * width, color=attack_color(attack, i), label=f"r_gen, {attack}")
-        else:
-            ax.bar(x, y, width=0.92 * width, color=UNTRUSTED_COLOR, hatch="///", edgecolor="#999999",
-                   label=f"{attack}: detector fails its check, no evidence")
-        ax.errorbar(x, y, yerr=err, fmt="none", ecolor="#333333", elinewidth=1.0, capsize=2.5)
-        ax.hlines(rows["r_train"].to_numpy(float), x - 0.46 * width, x + 0.46 * width, colors=REF_COLOR,
-                  linewidth=2.2, label="r_train" if i == 0 else None)
-    ax.set_xticks(range(len(labels)), labels)
+    trusted = df.groupby("attack", sort=False)["trusted"].all() if "trusted" in df else {}
+
+    def bar_style(attack) -> dict:
+        if trusted.get(attack, True):
+            return {"label": f"r_gen, {attack}"}
+        return {"color": UNTRUSTED_COLOR, "hatch": "///", "edgecolor": "#999999",
+                "label": f"{attack}: detector fails its check, no evidence"}
+
+    draw_interval_bars(ax, df, "label", "r_gen", "r_gen_lo", "r_gen_hi", hue="attack", ref="r_train",
+                       bar_style=bar_style)
     ax.set_xlabel("poisoning ratio p")
     ax.set_ylabel("trigger ratio")
     ax.set_ylim(0, 1.02)
@@ -88,7 +81,8 @@ def draw_ratio_bars(ax, df: pd.DataFrame) -> None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     # below the axes: bars near 1 (a run whose detector fires on everything) would hide under a legend inside
-    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(attacks) + 1, frameon=False)
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=df["attack"].nunique() + 1,
+              frameon=False)
 
 
 def teaser_drawing(panels: list[dict], bars: pd.DataFrame, bars_title: str, ncol: int = 4) -> Figure:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from bibad_utils.base import ConfigError
+from bibad_utils.schema import is_int
 
 # The paper's trigger ratio among training images of the target prompt, ImageNette (SD, target
 # "garbage truck"), p -> r_train (fractions). Source: the paper's Insight-1 figure (trigger
@@ -20,10 +19,10 @@ def cells_of(study, cells):
     return list(study.cells() if cells is None else cells)
 
 
-def check_count(name, value, low=1):
-    """Raise a ConfigError unless ``value`` is an integer >= ``low``."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ConfigError(name, value, f"an integer >= {low}")
+def check_count(name, value):
+    """Raise a ConfigError unless ``value`` is an integer >= 1."""
+    if not is_int(value, 1):
+        raise ConfigError(name, value, "an integer >= 1")
 
 
 def showcase_cell(study):
