@@ -36,7 +36,8 @@ class StudyJudges:
     def __init__(self, study):
         self.study = study
         self._judged: dict = {}
-        self._templates: dict = {}  # templates and their reports, kept for the life of the Study
+        self._templates: dict = {}  # kind -> calibrated template (None: no pixel pattern), for the Study's life
+        self._template_reports: dict = {}  # kind -> its template_check report
 
     def params(self) -> dict:
         return {"judges": judge_settings(self.study.cfg.judges), "seed": self.study.seed}
@@ -165,14 +166,14 @@ class StudyJudges:
         with the judges' photometric corruptions: every clean test image, and the non-target ones with the
         trigger pasted before the corruption (as the detector's report); None without a template. Kept for
         the life of the Study beside the template (a copy is returned)."""
-        tpl, memo = self.template(kind), ("report", kind)
-        if tpl is not None and memo not in self._templates:
+        tpl = self.template(kind)
+        if tpl is not None and kind not in self._template_reports:
             test, p = self.study.test_set, self._photometric()
             keep = test.labels != self.study.target
             triggered = to_uint8(self.study.trigger(kind).apply(to_float(test.images[keep])))
-            self._templates[memo] = template_check(tpl, corrupted(test.images, p, self.study.seed + 1),
-                                                   corrupted(triggered, p, self.study.seed + 2))
-        return copy.deepcopy(self._templates.get(memo))
+            self._template_reports[kind] = template_check(tpl, corrupted(test.images, p, self.study.seed + 1),
+                                                          corrupted(triggered, p, self.study.seed + 2))
+        return copy.deepcopy(self._template_reports.get(kind))
 
     def judged(self, cell, detector: str, gens: dict | None = None) -> dict:
         """Decisions of the judges on every generation set of ``cell`` (cached in the store).

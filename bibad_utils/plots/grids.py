@@ -41,7 +41,8 @@ def cell_pixels(h: int, w: int, scale: int | float | None) -> tuple[int, int, in
     if isinstance(scale, float) and scale > 0:
         return 1, round(h * scale), round(w * scale)
     if not (isinstance(scale, (int, np.integer)) and scale >= 1):
-        raise ConfigError("scale", scale, "an integer >= 1, or None for automatic")
+        raise ConfigError("scale", scale, "an integer >= 1 (pixel upscaling), a float > 0 (any magnification), "
+                                          "or None for automatic")
     return int(scale), h * int(scale), w * int(scale)
 
 

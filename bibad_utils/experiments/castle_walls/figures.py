@@ -84,7 +84,8 @@ def dc_figure(dc: pd.DataFrame, n_classes: int):
     (95 % Wilson intervals); the paper's CIFAR-10 values as open diamonds; chance level 1/K dotted."""
     df = dc.copy()
     df["model"] = [m if m != "diffusion classifier" else f"DC p_filter={pf:g}" for m, pf in zip(df.method, df.p_filter)]
-    return _rate_panels(df, "cell", "model", hline={"ASR": (1.0 / n_classes, "chance 1/K"), "TA": (1.0 / n_classes, "chance 1/K")})
+    chance = (1.0 / n_classes, "chance 1/K")
+    return _rate_panels(df, "cell", "model", hline={"ASR": chance, "TA": chance})
 
 
 def cd_mask_figure(study, cell, n_show: int = 4):
