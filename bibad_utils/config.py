@@ -25,7 +25,6 @@ The code reads the validated profile as a frozen, typed object (:func:`bibad_uti
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
 from pathlib import Path
@@ -41,7 +40,8 @@ from bibad_utils.judges.profile import JUDGES
 from bibad_utils.memorization.settings import MEMORIZATION
 from bibad_utils.sampling import SAMPLING
 from bibad_utils.profile_yaml import MAX_YAML_CHARS, parse_yaml
-from bibad_utils.schema import REQUIRED, Field, Section, is_int, is_number, name_list, number_list, short
+from bibad_utils.schema import (REQUIRED, Field, Section, is_int, is_number, name_list, number_list, short,
+                                typo_hint)
 from bibad_utils.training import FINETUNE, PRETRAIN
 from bibad_utils.triggers import TRIGGERS, TRIGGERS_SECTION
 
@@ -305,10 +305,8 @@ def _top_level(cfg: dict, errors: list) -> None:
     """The top-level keys: unknown ones, the typed ones (defaults filled in), the sections' presence."""
     for key in cfg:
         if key not in TOP_LEVEL_KEYS:
-            close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            errors.append(ConfigError(str(key)[:80], short(cfg[key]),
-                                      f"a known top-level key{hint}: one of {list(TOP_LEVEL_KEYS)}"))
+            errors.append(ConfigError(str(key)[:80], short(cfg[key]), f"a known top-level key"
+                                      f"{typo_hint(key, TOP_LEVEL_KEYS)}: one of {list(TOP_LEVEL_KEYS)}"))
     for key, f in TOP_LEVEL.items():
         if key in cfg:
             _collect(errors, f.check, key, cfg[key])

@@ -97,9 +97,6 @@ PAPER_EPOCHS = 50
 # Target-prompt generations per poisoned DM in the paper (PAPER.md: "~1K"); used only to turn the
 # paper's ratios into counts when a verdict rule is checked against the paper's own numbers.
 N_TARGET_GENERATIONS = 1000
-# The classifier-free guidance scale the paper's reference implementation samples with by default; the
-# claims of chapter 04 get a second row at it when a profile generates at it.
-REFERENCE_GUIDANCE = 5.0
 
 KINDS = ("paper claim", "control", "no paper number")
 
@@ -190,7 +187,7 @@ def g2_share(p: float, dataset: str = "imagenette") -> float | None:
 
 def phase_points(dataset: str = "imagenette", n: int = N_TARGET_GENERATIONS) -> list[dict]:
     """The paper's random-poisoning generations as per-p count rows for
-    :func:`bibad_utils.phase.phase_transition`: ``p``, ``n``, ``n_G1``, ``n_G2``, ``r_train`` (r_train
+    :func:`bibad_utils.verdicts.phase_transition`: ``p``, ``n``, ``n_G1``, ``n_G2``, ``r_train`` (r_train
     None where the paper gives none), with ``n`` generations per p (the paper's ~1K)."""
     out = []
     for p in sorted(_check_dataset(dataset, DUPLICATES, "duplicates")):

@@ -215,3 +215,13 @@ class HtmlBlock:
 
     def _repr_html_(self) -> str:
         return self.html
+
+
+def with_interval(v: float, lo: float, hi: float, percent: bool) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.1%} [{lo:.1%}, {hi:.1%}]" if percent else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def paper_value_text(v: float, percent: bool) -> str:
+    return "" if v is None or math.isnan(v) else (f"{v:.2%}" if percent else f"{v:.3f}")

@@ -255,17 +255,21 @@ class Section:
         return copy.deepcopy(values)
 
 
+def typo_hint(key, known, cutoff: float = 0.6, prefix: str = "") -> str:
+    """`` (did you mean <prefix><k>?)`` naming the known key ``k`` that ``key`` most looks like a typo of
+    (difflib's ratio at least ``cutoff``), or "" when none does: the one wording of every such hint."""
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=cutoff)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
 def unknown_keys(values: dict, known, prefix: str) -> None:
     """A key not in ``known`` is an error: one that looks like a known key is named as its likely typo."""
     for key in values:
         if key in known:
             continue
-        close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.8)
+        hint = typo_hint(key, known, 0.8, f"{prefix}." if prefix else "")
         where = f"{prefix}.{key}" if prefix else str(key)
-        if close:
-            hint = f"{prefix}.{close[0]}" if prefix else close[0]
-            raise ConfigError(where, short(values[key]), f"a known key (did you mean {hint}?)")
-        raise ConfigError(where, short(values[key]), f"a key among {list(known)}")
+        raise ConfigError(where, short(values[key]), f"a known key{hint}" if hint else f"a key among {list(known)}")
 
 
 def name_list(param: str, value, allowed, allow_empty: bool = False) -> None:

@@ -99,6 +99,12 @@ class Study:
         """The clean test set (never trained on)."""
         return dataset_from_config(self.cfg.dataset, split="test", seed=self.seed)
 
+    def real_reference_indices(self, n: int) -> np.ndarray:
+        """Sorted int64 indices of ``n`` real training images drawn with the study's seed: the ``real train``
+        row of chapter 04's quality table and chapter 02's FD-clf floor (FD-clf with no generation error)."""
+        rng = np.random.default_rng(self.seed)
+        return np.sort(rng.choice(len(self.train_set), size=min(n, len(self.train_set)), replace=False))
+
     @property
     def class_names(self) -> list[str]:
         return list(self.train_set.class_names)

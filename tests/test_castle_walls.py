@@ -8,111 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_auc_score
 
+from bibad_utils import metrics, verdicts
 from bibad_utils.config import ConfigError, load_profile
 from bibad_utils.defenses.profile import DEFENSES
 from bibad_utils.experiments import castle_walls as cw
 from bibad_utils.typed_config import typed_profile
 
 
-# ------------------------------------------------------------------------------------ subsets
-
-def test_stratified_subset_keeps_class_mix_and_poison_fraction():
-    labels = np.repeat(np.arange(4), 50)                       # 200 items, 50 per class
-    poisoned = np.zeros(200, dtype=bool)
-    poisoned[np.arange(0, 200, 10)] = True                     # 10 % poisoned
-    labels[poisoned] = 0
-    idx = cw.stratified_subset(2 * labels + poisoned, 40, seed=3)
-    assert len(idx) == 40 and len(np.unique(idx)) == 40 and np.all(np.diff(idx) > 0)
-    assert poisoned[idx].sum() == 4                            # 10 % of 40
-    full = np.bincount(labels, minlength=4) / 200
-    assert np.allclose(np.bincount(labels[idx], minlength=4) / 40, full, atol=1 / 40)
-
-
-def test_stratified_subset_seeded_and_whole_set():
-    strata = np.arange(30) % 3
-    a = cw.stratified_subset(strata, 9, seed=1)
-    assert np.array_equal(a, cw.stratified_subset(strata, 9, seed=1))
-    assert not np.array_equal(a, cw.stratified_subset(strata, 9, seed=2))
-    assert np.bincount(strata[a]).tolist() == [3, 3, 3]
-    assert np.array_equal(cw.stratified_subset(strata, 50, seed=0), np.arange(30))
-
-
-def test_stratified_subset_largest_remainder():
-    strata = np.array([0] * 5 + [1] * 3 + [2] * 2)             # quotas at n=5: 2.5, 1.5, 1.0
-    idx = cw.stratified_subset(strata, 5, seed=0)
-    assert np.bincount(strata[idx]).tolist() == [3, 1, 1]      # tie on .5 goes to the smaller id
-
-
-@pytest.mark.parametrize("strata, n", [(np.array([]), 1), (np.array([0.5, 1.0]), 1), (np.arange(5), 0)])
-def test_stratified_subset_rejects_bad_input(strata, n):
-    with pytest.raises(ConfigError):
-        cw.stratified_subset(strata, n, seed=0)
-
-
-# ---------------------------------------------------------------------------------- intervals
-
-def test_auroc_interval_matches_sklearn_and_brackets_it():
-    rng = np.random.default_rng(0)
-    truth = np.r_[np.ones(20, bool), np.zeros(80, bool)]
-    scores = rng.normal(size=100) + truth * 1.0
-    auc, lo, hi = cw.auroc_interval(scores, truth, n_boot=500, seed=0)
-    assert auc == pytest.approx(roc_auc_score(truth, scores))
-    assert lo < auc < hi and 0 <= lo and hi <= 1
-
-
-def test_auroc_interval_edge_cases():
-    truth = np.array([1, 1, 0, 0, 0], bool)
-    auc, lo, hi = cw.auroc_interval([5, 4, 1, 2, 3], truth, n_boot=50)
-    assert auc == hi == 1.0 and lo < 0.9      # 2 positives: a perfect AUROC is no proof of a perfect detector
-    auc, lo, hi = cw.auroc_interval(np.zeros(5), truth, n_boot=50)   # all tied: exactly chance
-    assert auc == 0.5 and lo < 0.5 < hi
-    assert all(math.isnan(v) for v in cw.auroc_interval([1, 2, 3], [0, 0, 0]))
-    with pytest.raises(ConfigError):
-        cw.auroc_interval([1, np.nan], [0, 1])
-
-
-def test_auroc_difference_sign_and_undefined():
-    truth = np.array([1, 1, 0, 0, 0, 0], bool)
-    good, bad = [9, 8, 1, 2, 3, 4], [1, 2, 8, 9, 3, 4]
-    d, lo, hi = cw.auroc_difference(good, truth, bad, truth, n_boot=200, seed=0)
-    assert d == pytest.approx(1.0 - roc_auc_score(truth, bad)) and lo <= d <= hi and d > 0
-    assert all(math.isnan(v) for v in cw.auroc_difference(good, truth, bad, np.zeros(6, bool)))
-
-
-def test_ta_asr_report_counts():
-    rep = cw.ta_asr_report([0, 1, 2, 2], [0, 1, 2, 0], [0, 0, 3], target=0)
-    assert (rep["k_ta"], rep["n_ta"], rep["TA"]) == (3, 4, 0.75)
-    assert (rep["k_asr"], rep["n_asr"]) == (2, 3) and rep["ASR"] == pytest.approx(2 / 3)
-    assert rep["TA_lo"] < 0.75 < rep["TA_hi"]
-    with pytest.raises(ConfigError):
-        cw.ta_asr_report([0, 1], [0], [0], target=0)
-
-
-def test_auroc_intervals_cover_with_few_positives():
-    # the percentile bootstrap alone covered 73-83 % with 6 positives (binormal scores); the union with the
-    # Hanley-McNeil interval must cover at least 90 % in this small simulation (95 % nominal)
-    from scipy.stats import norm
-    rng = np.random.default_rng(3)
-    shift = norm.ppf(0.9) * math.sqrt(2)          # true AUROC 0.9
-    truth = np.r_[np.ones(6, bool), np.zeros(144, bool)]
-    hits = boot_hits = 0
-    for r in range(150):
-        s = np.r_[rng.normal(shift, 1, 6), rng.normal(0, 1, 144)]
-        _, lo, hi = cw.auroc_interval(s, truth, n_boot=200, seed=r)
-        hits += lo <= 0.9 <= hi
-        boots = cw.stats._boot_aurocs(s, truth, 200, np.random.default_rng(r))
-        boot_hits += np.quantile(boots, 0.025) <= 0.9 <= np.quantile(boots, 0.975)
-    assert hits / 150 >= 0.9 and boot_hits < hits
-
-
 def test_verdict_helpers():
     assert cw.TA_COST_MAX == pytest.approx(0.99833 - 0.87333)   # the paper's own largest TA drop
-    assert cw.capped_verdict("reproduced", "reproduced") == ("reproduced", "")
-    assert cw.capped_verdict("reproduced", "partly") == ("reproduced", "")
-    assert cw.capped_verdict("reproduced", "not reproduced")[0] == "not tested"
-    assert cw.capped_verdict("not reproduced", "not reproduced")[0] == "not reproduced"
+    assert verdicts.capped_verdict("reproduced", "reproduced") == ("reproduced", "")
+    assert verdicts.capped_verdict("reproduced", "partly") == ("reproduced", "")
+    assert verdicts.capped_verdict("reproduced", "not reproduced")[0] == "not tested"
+    assert verdicts.capped_verdict("not reproduced", "not reproduced")[0] == "not reproduced"
 
 
 def test_paper_lookup_tolerates_float_rounding():
@@ -201,7 +110,7 @@ def test_detection_claims_verdicts():
 
 
 def _rates(source_or_method, k_ta, k_asr, n=100, **extra):
-    rep = cw.ta_asr_report(np.r_[np.zeros(k_ta), np.ones(n - k_ta)].astype(int), np.zeros(n, int),
+    rep = metrics.ta_asr_report(np.r_[np.zeros(k_ta), np.ones(n - k_ta)].astype(int), np.zeros(n, int),
                            np.r_[np.zeros(k_asr), np.ones(n - k_asr)].astype(int), target=0)
     return {"cell": "badnets1 p=5%", "attack": "badnets1", "p": 0.05, **rep, **source_or_method, **extra}
 

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from bibad_utils.config import ConfigError
 from bibad_utils import metrics
@@ -193,7 +194,7 @@ def test_trend_test_matches_a_regression_score_test():
     computed another way: n * r^2 of the 0/1 outcomes regressed on the scores (scipy's Pearson r)."""
     from scipy.stats import pearsonr
 
-    from bibad_utils.phase import share_trend
+    from bibad_utils.metrics import share_trend
     points = [{"p": p, "n": 400, "n_G1": g1, "n_G2": g2}
               for p, g1, g2 in ((0.01, 2, 9), (0.02, 6, 14), (0.05, 30, 25), (0.1, 90, 30))]
     res = share_trend(points)
@@ -204,3 +205,94 @@ def test_trend_test_matches_a_regression_score_test():
     r = pearsonr(scores, outcomes).statistic
     assert res["z"] ** 2 == pytest.approx(len(scores) * r ** 2, rel=1e-9)
     assert res["z"] < 0 and res["k"] == 4  # the G2 share falls
+
+
+# ------------------------------------------- stratified subsets, AUROC intervals, TA/ASR (chapter 05)
+
+def test_stratified_subset_keeps_class_mix_and_poison_fraction():
+    labels = np.repeat(np.arange(4), 50)                       # 200 items, 50 per class
+    poisoned = np.zeros(200, dtype=bool)
+    poisoned[np.arange(0, 200, 10)] = True                     # 10 % poisoned
+    labels[poisoned] = 0
+    idx = metrics.stratified_subset(2 * labels + poisoned, 40, seed=3)
+    assert len(idx) == 40 and len(np.unique(idx)) == 40 and np.all(np.diff(idx) > 0)
+    assert poisoned[idx].sum() == 4                            # 10 % of 40
+    full = np.bincount(labels, minlength=4) / 200
+    assert np.allclose(np.bincount(labels[idx], minlength=4) / 40, full, atol=1 / 40)
+
+
+def test_stratified_subset_seeded_and_whole_set():
+    strata = np.arange(30) % 3
+    a = metrics.stratified_subset(strata, 9, seed=1)
+    assert np.array_equal(a, metrics.stratified_subset(strata, 9, seed=1))
+    assert not np.array_equal(a, metrics.stratified_subset(strata, 9, seed=2))
+    assert np.bincount(strata[a]).tolist() == [3, 3, 3]
+    assert np.array_equal(metrics.stratified_subset(strata, 50, seed=0), np.arange(30))
+
+
+def test_stratified_subset_largest_remainder():
+    strata = np.array([0] * 5 + [1] * 3 + [2] * 2)             # quotas at n=5: 2.5, 1.5, 1.0
+    idx = metrics.stratified_subset(strata, 5, seed=0)
+    assert np.bincount(strata[idx]).tolist() == [3, 1, 1]      # tie on .5 goes to the smaller id
+
+
+@pytest.mark.parametrize("strata, n", [(np.array([]), 1), (np.array([0.5, 1.0]), 1), (np.arange(5), 0)])
+def test_stratified_subset_rejects_bad_input(strata, n):
+    with pytest.raises(ConfigError):
+        metrics.stratified_subset(strata, n, seed=0)
+
+
+# ---------------------------------------------------------------------------------- intervals
+
+def test_auroc_interval_matches_sklearn_and_brackets_it():
+    rng = np.random.default_rng(0)
+    truth = np.r_[np.ones(20, bool), np.zeros(80, bool)]
+    scores = rng.normal(size=100) + truth * 1.0
+    auc, lo, hi = metrics.auroc_interval(scores, truth, n_boot=500, seed=0)
+    assert auc == pytest.approx(roc_auc_score(truth, scores))
+    assert lo < auc < hi and 0 <= lo and hi <= 1
+
+
+def test_auroc_interval_edge_cases():
+    truth = np.array([1, 1, 0, 0, 0], bool)
+    auc, lo, hi = metrics.auroc_interval([5, 4, 1, 2, 3], truth, n_boot=50)
+    assert auc == hi == 1.0 and lo < 0.9      # 2 positives: a perfect AUROC is no proof of a perfect detector
+    auc, lo, hi = metrics.auroc_interval(np.zeros(5), truth, n_boot=50)   # all tied: exactly chance
+    assert auc == 0.5 and lo < 0.5 < hi
+    assert all(math.isnan(v) for v in metrics.auroc_interval([1, 2, 3], [0, 0, 0]))
+    with pytest.raises(ConfigError):
+        metrics.auroc_interval([1, np.nan], [0, 1])
+
+
+def test_auroc_difference_sign_and_undefined():
+    truth = np.array([1, 1, 0, 0, 0, 0], bool)
+    good, bad = [9, 8, 1, 2, 3, 4], [1, 2, 8, 9, 3, 4]
+    d, lo, hi = metrics.auroc_difference(good, truth, bad, truth, n_boot=200, seed=0)
+    assert d == pytest.approx(1.0 - roc_auc_score(truth, bad)) and lo <= d <= hi and d > 0
+    assert all(math.isnan(v) for v in metrics.auroc_difference(good, truth, bad, np.zeros(6, bool)))
+
+
+def test_ta_asr_report_counts():
+    rep = metrics.ta_asr_report([0, 1, 2, 2], [0, 1, 2, 0], [0, 0, 3], target=0)
+    assert (rep["k_ta"], rep["n_ta"], rep["TA"]) == (3, 4, 0.75)
+    assert (rep["k_asr"], rep["n_asr"]) == (2, 3) and rep["ASR"] == pytest.approx(2 / 3)
+    assert rep["TA_lo"] < 0.75 < rep["TA_hi"]
+    with pytest.raises(ConfigError):
+        metrics.ta_asr_report([0, 1], [0], [0], target=0)
+
+
+def test_auroc_intervals_cover_with_few_positives():
+    # the percentile bootstrap alone covered 73-83 % with 6 positives (binormal scores); the union with the
+    # Hanley-McNeil interval must cover at least 90 % in this small simulation (95 % nominal)
+    from scipy.stats import norm
+    rng = np.random.default_rng(3)
+    shift = norm.ppf(0.9) * math.sqrt(2)          # true AUROC 0.9
+    truth = np.r_[np.ones(6, bool), np.zeros(144, bool)]
+    hits = boot_hits = 0
+    for r in range(150):
+        s = np.r_[rng.normal(shift, 1, 6), rng.normal(0, 1, 144)]
+        _, lo, hi = metrics.auroc_interval(s, truth, n_boot=200, seed=r)
+        hits += lo <= 0.9 <= hi
+        boots = metrics._boot_aurocs(s, truth, 200, np.random.default_rng(r))
+        boot_hits += np.quantile(boots, 0.025) <= 0.9 <= np.quantile(boots, 0.975)
+    assert hits / 150 >= 0.9 and boot_hits < hits

@@ -6,7 +6,6 @@ import math
 import pytest
 
 from bibad_utils import paper
-from bibad_utils import phase as ph
 from bibad_utils import verdicts as v
 from bibad_utils.config import ConfigError
 from bibad_utils.metrics import newcombe_difference
@@ -136,7 +135,7 @@ def test_a_paper_claim_row_needs_a_paper_number():
 def test_phase_transition_on_the_papers_own_numbers_shows_the_fall_not_the_dominance():
     pts = paper.phase_points("imagenette")
     effect = paper.g2_share(0.05) - paper.g2_share(0.10)
-    r = ph.phase_transition(pts, paper_effect=effect)
+    r = v.phase_transition(pts, paper_effect=effect)
     # the trend test accepts the paper's own fall (two-sided), but at 5 and 10 % the paper's G2 share is
     # 33 % and 26 %: G2 never dominates in this table, so the G2-then-G1 pattern is not shown by it
     assert r["p_two_sided"] < 0.05 and r["trend_z"] < 0
@@ -149,10 +148,10 @@ def test_phase_transition_on_the_papers_own_numbers_shows_the_fall_not_the_domin
 
 
 def test_phase_transition_on_caltech15_and_on_a_five_point_curve():
-    assert ph.phase_transition(paper.phase_points("caltech15"))["verdict"] == "partly"   # G2 share 42 -> 26 %
+    assert v.phase_transition(paper.phase_points("caltech15"))["verdict"] == "partly"   # G2 share 42 -> 26 %
     curve = [{"p": p, "n": 400, "n_G1": g1, "n_G2": g2}
              for p, g1, g2 in ((0.01, 20, 60), (0.02, 40, 70), (0.05, 90, 70), (0.10, 150, 60), (0.20, 220, 50))]
-    r = ph.phase_transition(list(reversed(curve)))  # order of the points does not matter
+    r = v.phase_transition(list(reversed(curve)))  # order of the points does not matter
     assert r["verdict"] == "reproduced" and r["crosses_half"] and r["g2_dominates"]
     assert r["trend_z"] < 0 and r["p_two_sided"] < 0.05
     assert [pt["p"] for pt in r["points"]] == [0.01, 0.02, 0.05, 0.10, 0.20]
@@ -161,7 +160,7 @@ def test_phase_transition_on_caltech15_and_on_a_five_point_curve():
 def test_phase_transition_is_two_sided_at_alpha():
     # a fall with one-sided p between 0.025 and 0.05: significant under the old one-sided rule, not now
     pts = [{"p": 0.05, "n": 200, "n_G1": 42, "n_G2": 58}, {"p": 0.10, "n": 200, "n_G1": 54, "n_G2": 46}]
-    r = ph.phase_transition(pts)
+    r = v.phase_transition(pts)
     assert 0.025 < r["p_fall"] < 0.05 and r["p_two_sided"] > 0.05
     assert r["verdict"] == "partly" and "not significantly" in r["reason"]   # old rule: "reproduced"
 
@@ -169,43 +168,43 @@ def test_phase_transition_is_two_sided_at_alpha():
 def test_phase_transition_dominance_and_a_significant_rise():
     # G2 share falls 45 % -> 20 % significantly, G1 takes over, but G2 never dominates: partly
     pts = [{"p": 0.05, "n": 400, "n_G1": 110, "n_G2": 90}, {"p": 0.10, "n": 400, "n_G1": 240, "n_G2": 60}]
-    r = ph.phase_transition(pts)
+    r = v.phase_transition(pts)
     assert r["p_two_sided"] < 0.05 and r["verdict"] == "partly" and "never dominates" in r["reason"]
     rise = [{"p": 0.05, "n": 400, "n_G1": 150, "n_G2": 30}, {"p": 0.10, "n": 400, "n_G1": 150, "n_G2": 120}]
-    r = ph.phase_transition(rise)
+    r = v.phase_transition(rise)
     assert r["verdict"] == "not reproduced" and "rises significantly" in r["reason"]
 
 
 def test_phase_transition_other_verdicts():
     flat = [{"p": 0.05, "n": 200, "n_G1": 50, "n_G2": 20}, {"p": 0.10, "n": 200, "n_G1": 80, "n_G2": 32}]
-    assert ph.phase_transition(flat)["verdict"] == "not reproduced"  # same share at both p
+    assert v.phase_transition(flat)["verdict"] == "not reproduced"  # same share at both p
     small = [{"p": 0.05, "n": 200, "n_G1": 30, "n_G2": 14}, {"p": 0.10, "n": 200, "n_G1": 60, "n_G2": 25}]
-    r = ph.phase_transition(small, paper_effect=0.063)
+    r = v.phase_transition(small, paper_effect=0.063)
     assert r["verdict"] == "underpowered" and r["mde"] > 0.063
-    assert ph.phase_transition(small)["verdict"] == "partly"
+    assert v.phase_transition(small)["verdict"] == "partly"
     # a small rise that the test could not tell from the paper's fall: underpowered too; a clear rise is not
     up = [{"p": 0.05, "n": 200, "n_G1": 30, "n_G2": 12}, {"p": 0.10, "n": 200, "n_G1": 60, "n_G2": 26}]
-    assert ph.phase_transition(up, paper_effect=0.063)["verdict"] == "underpowered"
+    assert v.phase_transition(up, paper_effect=0.063)["verdict"] == "underpowered"
     rise = [{"p": 0.05, "n": 400, "n_G1": 150, "n_G2": 30}, {"p": 0.10, "n": 400, "n_G1": 150, "n_G2": 120}]
-    assert ph.phase_transition(rise, paper_effect=0.063)["verdict"] == "not reproduced"
+    assert v.phase_transition(rise, paper_effect=0.063)["verdict"] == "not reproduced"
     none = [{"p": 0.05, "n": 200, "n_G1": 0, "n_G2": 0}, {"p": 0.10, "n": 200, "n_G1": 60, "n_G2": 25}]
-    r = ph.phase_transition(none)
+    r = v.phase_transition(none)
     assert r["verdict"] == "not tested" and "5 %" in r["reason"] and "fewer than two" in r["reason"]
     # over five ratios, the two the DM did not learn are left out and said; the other three are tested
     curve = [{"p": 0.01, "n": 200, "n_G1": 0, "n_G2": 0}, {"p": 0.02, "n": 200, "n_G1": 0, "n_G2": 0},
              {"p": 0.05, "n": 200, "n_G1": 20, "n_G2": 60}, {"p": 0.10, "n": 200, "n_G1": 80, "n_G2": 40},
              {"p": 0.20, "n": 200, "n_G1": 150, "n_G2": 10}]
-    r = ph.phase_transition(curve)
+    r = v.phase_transition(curve)
     assert r["verdict"] == "reproduced" and r["left_out"] == [0.01, 0.02] and len(r["points"]) == 5
     assert r["reason"].startswith("fewer than 10 triggered generations at p = 1 %, 2 %, left out") and "5 -> 20 % (3 ratios)" in r["reason"]
     # one triggered generation makes a share of 0 or 1: too few, left out as well
     curve[1] = {"p": 0.02, "n": 200, "n_G1": 1, "n_G2": 0}
-    assert ph.phase_transition(curve)["left_out"] == [0.01, 0.02]
+    assert v.phase_transition(curve)["left_out"] == [0.01, 0.02]
     assert r["drop"] == pytest.approx(60 / 80 - 10 / 160)
     with pytest.raises(ConfigError, match="at least two"):
-        ph.phase_transition(flat[:1])
+        v.phase_transition(flat[:1])
     with pytest.raises(ConfigError, match="phase point 0"):
-        ph.phase_transition([{"p": 0.05, "n": 10, "n_G1": 8, "n_G2": 8}, flat[1]])
+        v.phase_transition([{"p": 0.05, "n": 10, "n_G1": 8, "n_G2": 8}, flat[1]])
 
 
 # ---------------------------------------------------------------------------------------- counting

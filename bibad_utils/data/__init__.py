@@ -9,10 +9,10 @@ module of this package that defines a ``DATASET`` (:mod:`bibad_utils.data.regist
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 from bibad_utils.base import ConfigError
+from bibad_utils.schema import typo_hint
 from bibad_utils.data.base import PROMPT_TEMPLATE, ImageSet, as_index, default_data_root, to_float, to_uint8
 from bibad_utils.data.procedural import make_procedural
 from bibad_utils.data.registry import DatasetSpec, dataset_spec, datasets, register_dataset
@@ -51,10 +51,8 @@ def validate_dataset_options(name: str, options: dict, image_size: int = 32, n_p
     schema = spec.options()
     for key, value in options.items():
         if key not in schema:
-            close = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"{prefix}{key}", value, f"an option of the {name} dataset{hint}: one of "
-                                                       f"{sorted(schema)}")
+            raise ConfigError(f"{prefix}{key}", value, f"an option of the {name} dataset{typo_hint(key, schema)}: "
+                                                       f"one of {sorted(schema)}")
     if spec.check_options is not None:
         spec.check_options(options, image_size, n_per_class, n_test_per_class, prefix=prefix)
 

@@ -51,7 +51,6 @@ CIFAR10_BINARY_DIR = "cifar-10-batches-bin"
 CIFAR10_BINARY_FILES = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"  # torchvision's; pickled, not read
 CIFAR10_STREAM = 0xC10  # separates the subset's random stream from other seeded choices
-SOURCE_FORMATS = ("zip", "folder", "binary")
 RECORD_BYTES = 1 + 3 * 32 * 32
 
 _MEMBER = re.compile(r"^(?P<prefix>(?:[^/]+/)*?)(?P<split>train|test)/(?P<cls>[^/]+)/(?P<name>[^/]+)$")

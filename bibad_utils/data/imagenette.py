@@ -37,8 +37,6 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from bibad_utils.base import ConfigError
 from bibad_utils.data import real
 from bibad_utils.data.registry import DatasetSpec
@@ -65,7 +63,6 @@ IMAGENETTE_SPLITS = {"train": "train", "test": "val", "val": "val"}
 # largest class-balanced subset of a whole copy
 IMAGENETTE_MIN_PER_CLASS = {"train": 858, "test": 357}
 IMAGENETTE_STREAM = 0x1E7  # separates the subset's random stream from other seeded choices (CIFAR-10: 0xC10)
-SOURCE_FORMATS = ("zip", "folder")
 
 _MEMBER = re.compile(r"^(?P<prefix>(?:[^/]+/)*?)(?P<split>train|val)/(?P<cls>[^/]+)/(?P<name>[^/]+)$")
 

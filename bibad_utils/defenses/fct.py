@@ -110,9 +110,6 @@ def reference_transform(x: torch.Tensor, seed: int, start: int, *, max_rotation:
 
 
 FCT_OPTIMIZERS = ("adam", "sgd")
-# The reference FCT's fine-tuning: 10 epochs over the scored data, SGD with lr 0.01, momentum 0.9 and weight
-# decay 5e-4, on the class-centre cosine loss.
-REFERENCE_FINETUNE = {"finetune_epochs": 10, "finetune_optimizer": "sgd", "finetune_lr": 0.01}
 SGD_MOMENTUM, SGD_WEIGHT_DECAY = 0.9, 5e-4
 
 
@@ -166,7 +163,7 @@ def fct_scores(f: nn.Module, images, *, train_images=None, train_labels=None,
     If ``train_images``/``train_labels`` are given, a COPY of ``f`` is first fine-tuned on
     :func:`centre_cosine_loss` (the off-diagonal cosine similarity of the class centres of its penultimate
     features), as the reference does before scoring: ``finetune_epochs`` passes over the data when set
-    (the reference: 10 epochs of SGD, lr 0.01, momentum 0.9, weight decay 5e-4, :data:`REFERENCE_FINETUNE`),
+    (the reference: 10 epochs of SGD, lr 0.01, momentum 0.9, weight decay 5e-4),
     else ``finetune_steps`` random batches; ``finetune_optimizer`` adam | sgd.
 
     Args:

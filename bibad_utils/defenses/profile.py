@@ -88,7 +88,6 @@ STAGE_FIELDS = {
                             doc="CD's logit_reference values of the calibration sensitivity on the example "
                                 "cell (null: no calibration); [] skips it"),
 }
-STAGE_DEFAULTS = {k: f.default for k, f in STAGE_FIELDS.items()}
 
 
 def detector_defaults() -> dict[str, dict]:

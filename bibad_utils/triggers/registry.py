@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 from bibad_utils.base import ConfigError, registry_in_package
-from bibad_utils.schema import Field, Section, is_int
+from bibad_utils.schema import Field, Section, is_int, typo_hint
 from bibad_utils.triggers.base import Trigger, TriggerKind
 
 # The built-in kinds first, in this order (the book's tables and figures follow it); any other module of the
@@ -42,11 +42,8 @@ def validate_trigger_options(kind: str, options, image_size: int, prefix: str = 
     for name, value in options.items():
         opt = spec.option(name)
         if opt is None:
-            import difflib
-            close = difflib.get_close_matches(str(name), spec.settable, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"{prefix}{kind}.{name}", value,
-                              f"a known option of {kind}{hint}: one of {list(spec.settable)}")
+                              f"a known option of {kind}{typo_hint(name, spec.settable)}: one of {list(spec.settable)}")
         if not opt.check(value, image_size):
             raise ConfigError(f"{prefix}{kind}.{name}", value, opt.allowed(image_size))
     return spec.derive(out, image_size, f"{prefix}{kind}") if spec.derive is not None else out

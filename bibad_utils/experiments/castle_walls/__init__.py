@@ -11,7 +11,9 @@ The paper's three defensive uses of a data-poisoned diffusion model (DM), each a
 - :mod:`.diffusion_classifier`: the poisoned conditional DM as a classifier (Li et al. 2023);
 - :mod:`.claims`: claim rows with computed verdicts (the rules are stated there) and the quoted numbers;
 - :mod:`.tables`, :mod:`.figures`: display; :mod:`.config`: the ``defenses`` section;
-  :mod:`.paper_numbers`: the paper's values; :mod:`.stats`: intervals and subsets.
+  :mod:`.paper_numbers`: the paper's values (:func:`~.paper_numbers.paper_at` looks one up); the statistics
+  (stratified subsets, AUROC intervals, TA/ASR) are :mod:`bibad_utils.metrics`, the verdict rules
+  :mod:`bibad_utils.verdicts`.
 
 Every classifier, detector score and diffusion-classifier run is cached in ``study.store``.
 
@@ -36,9 +38,7 @@ from bibad_utils.experiments.castle_walls.diffusion_classifier import (  # noqa:
 from bibad_utils.experiments.castle_walls.figures import (  # noqa: F401
     cd_mask_figure, dc_figure, detection_figure, train_on_generations_figure)
 from bibad_utils.experiments.castle_walls.paper_numbers import (  # noqa: F401
-    PAPER_CD_AUROC, PAPER_DC, PAPER_TRAIN_ON_GEN)
-from bibad_utils.experiments.castle_walls.stats import (  # noqa: F401
-    paper_at, auroc_difference, auroc_interval, capped_verdict, stratified_subset, ta_asr_report)
+    PAPER_CD_AUROC, PAPER_DC, PAPER_TRAIN_ON_GEN, paper_at)
 from bibad_utils.experiments.castle_walls.tables import (  # noqa: F401
     claims_table, clean_dm_flags, detection_wide, example_cell, rates_wide)
 from bibad_utils.experiments.castle_walls.train_on_generations import (  # noqa: F401

@@ -9,7 +9,7 @@ from bibad_utils import defenses as D
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.castle_walls.config import CLASSIFIERS, SOURCES
-from bibad_utils.experiments.castle_walls.stats import stratified_subset
+from bibad_utils.metrics import stratified_subset
 from bibad_utils.experiments.castle_walls.victims import nontarget_test_indices, classifier_key, trained_classifier
 
 

@@ -29,7 +29,6 @@ from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, GEN_FLAG_
                                                          detectors)
 from bibad_utils.experiments.castle_walls.detection import detection_differences, victim_logit_profile
 from bibad_utils.experiments.castle_walls.diffusion_classifier import dc_cells, diffusion_classifier_table
-from bibad_utils.experiments.castle_walls.stats import capped_verdict
 from bibad_utils.experiments.castle_walls.tables import example_cell
 from bibad_utils.experiments.castle_walls.train_on_generations import train_on_generations_table
 from bibad_utils.report import claim_row
@@ -169,7 +168,7 @@ def train_on_generations_claims(tog: pd.DataFrame, exposure: dict | None = None)
         if j.verdict in ("not tested", "not reproduced"):
             jt = V.Judgement("not tested", "no backdoor to defuse" if j.verdict == "not tested" else
                              "the ASR is not lowered: there is no defence whose cost to measure")
-        verdict, why = capped_verdict(j.verdict, jt.verdict)
+        verdict, why = V.capped_verdict(j.verdict, jt.verdict)
         rows.append(claim_row(STAGE, "Training on generations lowers ASR", setting=setting,
                               metric="ASR(real subset) - ASR(generated)", paper=paper_asr, ours=d, lo=lo, hi=hi,
                               verdict=verdict, key="train_on_generations_asr", exposure=(exposure or {}).get(cell, math.nan),
@@ -203,7 +202,7 @@ def diffusion_classifier_claims(dc: pd.DataFrame, exposure: dict | None = None) 
                       paper_effect=None if r18 is None or dc0 is None else r18 - dc0)
         d_ta, lo_ta, hi_ta = newcombe_difference(d0.k_ta, d0.n_ta, clf.k_ta, clf.n_ta)
         jt = V.non_inferior(d_ta, lo_ta, hi_ta, margin=DC_TA_MARGIN)
-        verdict, why = capped_verdict(j.verdict, jt.verdict)
+        verdict, why = V.capped_verdict(j.verdict, jt.verdict)
         rows.append(claim_row(STAGE, "The diffusion classifier resists the backdoor", setting=setting,
                               metric=f"ASR({clf.method}) - ASR(DC)",
                               paper=P.setting_text("diffusion_classifier_asr", p=p), ours=d, lo=lo, hi=hi,
@@ -222,7 +221,7 @@ def diffusion_classifier_claims(dc: pd.DataFrame, exposure: dict | None = None) 
             lo_ta, hi_ta = newcombe_difference(dm.k_ta, dm.n_ta, clf.k_ta, clf.n_ta)[1:]
             jf = V.compare(d, lo, hi, reference=0.0, direction="greater",
                            paper_effect=None if a is None or b is None else a - b)
-            verdict, why = capped_verdict(jf.verdict, V.non_inferior(dm.TA - clf.TA, lo_ta, hi_ta,
+            verdict, why = V.capped_verdict(jf.verdict, V.non_inferior(dm.TA - clf.TA, lo_ta, hi_ta,
                                                                      margin=DC_TA_MARGIN).verdict)
             rows.append(claim_row(STAGE, "Filtering the largest errors lowers the DC's ASR further",
                                   setting=f"{cell}, p_filter {d0.p_filter:g} -> {dm.p_filter:g}",

@@ -30,11 +30,10 @@ from bibad_utils.base import ConfigError
 from bibad_utils.experiments.castle_walls.calibration import cd_calibration, calibrated, known_answer_indices
 from bibad_utils.experiments.castle_walls.config import (CLASSIFIERS, SETS, SOURCES, detection_cells,
                                                          detector_key, detectors)
-from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_CD_AUROC
-from bibad_utils.experiments.castle_walls.stats import (auroc_or_nan, paper_at, auroc_difference,
-                                                        auroc_interval, stratified_subset)
+from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_CD_AUROC, paper_at
 from bibad_utils.experiments.castle_walls.victims import all_class_set, classifier_key, trained_classifier
-from bibad_utils.metrics import wilson_interval
+from bibad_utils.metrics import (auroc_difference, auroc_interval, auroc_or_nan, stratified_subset,
+                                 wilson_interval)
 from bibad_utils.progress import Bar
 from bibad_utils.stages import Cell
 

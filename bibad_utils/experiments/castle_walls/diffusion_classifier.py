@@ -13,11 +13,11 @@ from bibad_utils import defenses as D
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.castle_walls.config import SOURCES, detection_cells
-from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_DC
-from bibad_utils.experiments.castle_walls.stats import paper_at, stratified_subset, ta_asr_report
+from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_DC, paper_at
 from bibad_utils.experiments.castle_walls.victims import (nontarget_test_indices, trained_classifier,
                                                           triggered_test_images)
 from bibad_utils.judges import predict
+from bibad_utils.metrics import stratified_subset, ta_asr_report
 from bibad_utils.stages import Cell
 
 

@@ -3,6 +3,8 @@ the paper's numbers, :mod:`bibad_utils.paper` (AUROC as fractions, TA and ASR in
 
 from __future__ import annotations
 
+import math
+
 from bibad_utils import paper as _P
 
 # CD AUROC on ImageNette with SD v1.4, (training set, generation set), keyed by (trigger, p).
@@ -21,3 +23,15 @@ PAPER_DC = {
     "dc": {pf: {p: {m: round(100 * v, 3) for m, v in d.items()} for p, d in t.items()}
            for pf, t in _P.DIFFUSION_CLASSIFIER.items()},
 }
+
+
+def paper_at(table: dict, key):
+    """``table[key]`` comparing float ratios up to rounding (keys are p or (trigger, p)); None if absent."""
+    for k, v in table.items():
+        if isinstance(k, tuple):
+            match = k[0] == key[0] and math.isclose(k[1], key[1], abs_tol=1e-9)
+        else:
+            match = math.isclose(k, key, abs_tol=1e-9)
+        if match:
+            return v
+    return None

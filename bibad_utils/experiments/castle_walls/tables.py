@@ -9,7 +9,7 @@ import pandas as pd
 
 from bibad_utils.experiments.castle_walls.config import detection_cells
 from bibad_utils.experiments.castle_walls.detection import clean_dm_flag_rate
-from bibad_utils.experiments.castle_walls.stats import paper_value_text, with_interval
+from bibad_utils.report import paper_value_text, with_interval
 
 
 def detection_wide(det: pd.DataFrame, flags: dict | None = None) -> pd.DataFrame:

@@ -8,8 +8,7 @@ import math
 import pandas as pd
 
 from bibad_utils.experiments.castle_walls.config import SOURCES
-from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_TRAIN_ON_GEN
-from bibad_utils.experiments.castle_walls.stats import paper_at
+from bibad_utils.experiments.castle_walls.paper_numbers import PAPER_TRAIN_ON_GEN, paper_at
 from bibad_utils.experiments.castle_walls.victims import all_class_set, trained_classifier
 from bibad_utils.judges import predict
 

@@ -12,8 +12,9 @@ import torch
 from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.experiments.castle_walls.config import SOURCES, classifier_settings
-from bibad_utils.experiments.castle_walls.stats import with_interval, stratified_subset, ta_asr_report
 from bibad_utils.judges import load_classifier, predict, save_classifier, train_classifier
+from bibad_utils.metrics import stratified_subset, ta_asr_report
+from bibad_utils.report import with_interval
 
 
 def nontarget_test_indices(study) -> np.ndarray:

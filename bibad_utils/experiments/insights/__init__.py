@@ -38,11 +38,11 @@ from bibad_utils.experiments.insights.judging import (  # noqa: F401
     judge_table, template_table, generated_judge_table, judge_augmentation_ablation,
     judge_check_display, content_agreement_table, content_sentence)
 from bibad_utils.experiments.insights.quality import (  # noqa: F401
-    inception_net, inception_features, largest_p_cells, quality_table)
+    inception_net, inception_features, quality_table)
 from bibad_utils.experiments.insights.readings import phase_verdict  # noqa: F401
 from bibad_utils.experiments.insights.seeds import (  # noqa: F401
     seed_table, seed_spread, across_seeds, pooled_counts)
 from bibad_utils.experiments.insights.trigger_truth import (  # noqa: F401
     PLANTED_STAGE, PLANT_CONTRASTS, agreement_row, instrument_decisions, agreement_table,
-    g_rows_by_instrument, plant, planted_decisions, planted_rows, planted_images, planted_check,
+    g_rows_by_instrument, plant, planted_decisions, planted_rows, planted_check,
     preferred_instrument, check_verdicts, leak_table, truth_glue_values)

@@ -85,25 +85,9 @@ def _fid_plan(study, fid: str) -> tuple[bool, str]:
     return True, ""
 
 
-def largest_p_cells(study) -> dict:
-    """``{attack: the grid cell of that attack with the largest p}``, in the profile's attack order."""
-    largest: dict = {}
-    for c in study.grid_cells():
-        if c.kind not in largest or c.ratio > largest[c.kind].ratio:
-            largest[c.kind] = c
-    return largest
-
-
-def real_reference_indices(study, n: int) -> np.ndarray:
-    """Sorted int64 indices of ``n`` real training images drawn with the study's seed: the ``real train``
-    row of :func:`quality_table` (and of chapter 02's FD-clf floor), FD-clf with no generation error."""
-    rng = np.random.default_rng(study.seed)
-    return np.sort(rng.choice(len(study.train_set), size=min(n, len(study.train_set)), replace=False))
-
-
 def quality_cells(study) -> list:
     """The controls and, per attack, the cell with the largest p."""
-    return study.control_cells() + list(largest_p_cells(study).values())
+    return study.control_cells() + study.top_cells()
 
 
 def quality_table(study, cells=None, fid: str = "auto", z: float = Z95) -> tuple[pd.DataFrame, str]:
@@ -121,7 +105,7 @@ def quality_table(study, cells=None, fid: str = "auto", z: float = Z95) -> tuple
     use_fid, note = _fid_plan(study, fid)
     clf = study.judges.classifier()
     real_feats = features(clf, study.test_set.images, device=study.device)
-    ref_idx = real_reference_indices(study, int(study.cfg.sampling.n_all))
+    ref_idx = study.real_reference_indices(int(study.cfg.sampling.n_all))
     ref_images = study.train_set.images_uint8(ref_idx)
     ref_labels = study.train_set.labels[ref_idx]
     net = real_incep = None

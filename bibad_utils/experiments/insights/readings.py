@@ -21,14 +21,12 @@ import math
 import pandas as pd
 
 from bibad_utils import paper, verdicts
-from bibad_utils.phase import phase_transition
 from bibad_utils.experiments.insights.groups import p_label
 from bibad_utils.experiments.insights.seeds import across_seeds, pooled_counts
 from bibad_utils.report import claim_row
 from bibad_utils.metrics import Z95
 
 STAGE = "04_insights"
-READINGS = ("detector", "template")
 TROJAN_CLAIM = "Trojan horse: the poisoned DM generates trigger-carrying images of the wrong class (G1)"
 AMPLIFICATION_CLAIM = "Insight 1, trigger amplification: r_gen > r_train"
 PHASE_CLAIM = "Insight 2, phase transition: the G2 share of triggered generations falls as p grows"
@@ -46,7 +44,7 @@ def _seed_note(sd: dict | None, value: float, lo: float, hi: float) -> str:
 
 def phase_verdict(rows, z: float = Z95) -> dict:
     """Verdict of Insight 2 for one attack from its rows at every p of the profile
-    (:func:`bibad_utils.phase.phase_transition`: the slides' quantities G1 - r_train and G2 - r_train
+    (:func:`bibad_utils.verdicts.phase_transition`: the slides' quantities G1 - r_train and G2 - r_train
     per p, a significant fall of the G2 share G2 / (G1 + G2) (two-sided), and "partly" where G2 never
     dominates). A row's ``n`` / ``n_G1`` / ``n_G2`` may be the counts of several training runs pooled.
 
@@ -54,13 +52,13 @@ def phase_verdict(rows, z: float = Z95) -> dict:
     The paper's drop of the G2 share on ImageNette (5 -> 10 %) is the effect a test must be able to see
     before a miss counts as "not reproduced".
 
-    Returns the dict of :func:`~bibad_utils.phase.phase_transition` plus ``share_low`` / ``share_high``
+    Returns the dict of :func:`~bibad_utils.verdicts.phase_transition` plus ``share_low`` / ``share_high``
     (the G2 share at the lowest and the highest p that the test used).
     """
     pts = [{"p": float(r["ratio"]), "n": int(r["n"]), "n_G1": int(r["n_G1"]), "n_G2": int(r["n_G2"]),
             "r_train": float(r["r_train"])} for r in rows]
     effect = paper.g2_share(0.05) - paper.g2_share(0.10)
-    out = phase_transition(pts, paper_effect=effect, z=z)
+    out = verdicts.phase_transition(pts, paper_effect=effect, z=z)
     used = [pt for pt in out["points"] if pt["p"] not in out["left_out"]] or out["points"]
     out["share_low"], out["share_high"] = used[0]["G2_share"], used[-1]["G2_share"]
     return out

@@ -29,7 +29,6 @@ from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.cells import GenSet
 from bibad_utils.content_judges import judge_specs, predictions, real_predictions
-from bibad_utils.experiments.insights.quality import real_reference_indices
 from bibad_utils.judges import features
 from bibad_utils.metrics import Z95
 
@@ -189,14 +188,14 @@ def base_fd(study) -> pd.DataFrame:
     """FD-clf (:func:`bibad_utils.metrics.frechet_distance` of the clean classifier's penultimate features,
     :func:`bibad_utils.judges.features`; squared feature units) to the real test images, of the base DM's
     all-class set and, as the floor a perfect DM would reach at this sample size, of as many real training
-    images (:func:`~bibad_utils.experiments.insights.quality.real_reference_indices`). Columns ``set, n,
+    images (:meth:`~bibad_utils.stages.Study.real_reference_indices`). Columns ``set, n,
     fd_clf``; empty without a base DM."""
     cols = ["set", "n", "fd_clf"]
     if not has_base(study):
         return pd.DataFrame(columns=cols)
     sets, key = base_sets(study)
     gen = sets["all"]
-    ref_idx = real_reference_indices(study, len(gen.labels))
+    ref_idx = study.real_reference_indices(len(gen.labels))
     clf_key = study.judges.key("classifier")[1]
 
     def build(art):

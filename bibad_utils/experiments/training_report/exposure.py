@@ -33,7 +33,7 @@ from bibad_utils import store as st
 from bibad_utils.base import ConfigError
 from bibad_utils.cells import Cell, exposure_epochs
 from bibad_utils.checkpoints import kept_checkpoints
-from bibad_utils.experiments.castle_walls.stats import with_interval
+from bibad_utils.report import with_interval
 from bibad_utils.paper import PAPER_EPOCHS
 from bibad_utils.schema import is_int, is_number
 
