@@ -16,7 +16,8 @@ import torch
 from bibad_utils.base import ConfigError
 from bibad_utils.cells import CONTROLS
 from bibad_utils.data import PROMPT_TEMPLATE, ImageSet, as_index, to_float, to_uint8
-from bibad_utils.triggers import TRIGGERS, Trigger, make_trigger
+from bibad_utils.triggers import TRIGGERS, make_trigger
+from bibad_utils.triggers.base import Trigger
 
 
 def poison_kinds() -> tuple[str, ...]:
@@ -124,14 +125,10 @@ class PoisonedSet:
         """int64 ``[num_classes]``: images per (poisoned) label."""
         return np.bincount(self.labels, minlength=len(self.class_names)).astype(np.int64)
 
-    def _rows(self, indices) -> np.ndarray:
-        idx = as_index(indices, len(self))
-        return np.arange(len(self))[idx] if isinstance(idx, slice) else np.where(idx < 0, idx + len(self), idx)
-
     def batch(self, indices, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """(float32 ``[n, 3, H, W]`` in [-1, 1], int64 ``[n]`` poisoned labels); poisoned rows carry the
         trigger."""
-        rows = self._rows(indices)
+        rows = as_index(indices, len(self))
         x, _ = self.base.batch(rows, device=device)
         hit = self.is_poisoned[rows]
         if self.trigger is not None and hit.any():
@@ -141,7 +138,7 @@ class PoisonedSet:
 
     def images_uint8(self, indices) -> np.ndarray:
         """uint8 ``[n, H, W, 3]``: the images as training sees them (clean rows bit-exact)."""
-        rows = self._rows(indices)
+        rows = as_index(indices, len(self))
         out = self.base.images_uint8(rows)
         hit = np.flatnonzero(self.is_poisoned[rows])
         if self.trigger is not None and hit.size:

@@ -19,7 +19,7 @@ other), so a busy machine gets one thread, and the progress line says the machin
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import shutil
 import sys
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from bibad_utils.base import ConfigError
+from bibad_utils.files import load_json, save_json
 
 ENV_FILE = "BIBAD_PROGRESS"
 ENV_THREADS = "BIBAD_THREADS"
@@ -249,19 +250,14 @@ class Bar:
 
 def write_state(path: Path, state: dict) -> None:
     """Write ``state`` as JSON to ``path`` atomically (a reader never sees half a file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, path)
-    except OSError:  # progress is best effort: never fail a computation over it
-        pass
+    with contextlib.suppress(OSError):  # progress is best effort: never fail a computation over it
+        save_json(path, state)
 
 
 def read_state(path: Path) -> dict | None:
-    """The last state written to ``path``, or None (missing or unreadable)."""
+    """The JSON last written to ``path`` (a state, a run record), or None (missing or unreadable)."""
     try:
-        return json.loads(Path(path).read_text())
+        return load_json(path)
     except (OSError, ValueError):
         return None
 

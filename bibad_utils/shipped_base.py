@@ -21,8 +21,7 @@ def shipped_bases(root: Path | None = None) -> dict[str, Path]:
     return found
 
 
-def install_shipped_base(store: st.ArtifactStore, key: str, profile: str = "", root: Path | None = None,
-                         out=None) -> bool:
+def install_shipped_base(store: st.ArtifactStore, key: str, profile: str = "", root: Path | None = None) -> bool:
     """Put the shipped base DM of artifact ``key`` into ``store`` (as the ``pretrain`` artifact a
     training would have written) unless the store has it already. Returns True when the store now holds
     it; False, after a printed note, when no shipped model has this key (the caller then trains it)."""
@@ -36,7 +35,7 @@ def install_shipped_base(store: st.ArtifactStore, key: str, profile: str = "", r
     if folder is None:
         print(f"note: pretrain.shipped is set, but no base DM shipped in {root} has the key {key} of this "
               f"{profile} configuration (its model, pretrain settings or dataset differ): training it",
-              file=out or sys.stderr)
+              file=sys.stderr)
         return False
     shipped = st.load_json(folder / "manifest.json")
     with store.build("pretrain", shipped["params"], shipped["inputs"], device="shipped") as art:

@@ -228,7 +228,7 @@ def test_registry_has_one_signature():
     ctx = defenses.DetectorContext(clean_pool=images, train_images=images, train_labels=labels)
     small = {"CD": {"steps": 2}, "STRIP": {"n_overlay": 2}, "FCT": {"finetune_steps": 1},
              "FCT variant": {"finetune_steps": 1}}
-    assert set(defenses.detector_names()) == set(small)
+    assert set(list(defenses.DETECTORS)) == set(small)
     for name, opts in small.items():
         out = defenses.run_detector(name, model, images, ctx, **opts)
         assert out["scores"].shape == (len(images),) and np.isfinite(out["scores"]).all(), name

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bibad_utils.config import ConfigError, load_profile
-from bibad_utils.diffusion import (PixelDM, StableDiffusionDM, build_model, load_model, resolve_config,
-                                   validate_config)
+from bibad_utils.diffusion import PixelDM, StableDiffusionDM, build_model, load_model, validate_config
+from bibad_utils.diffusion.settings import resolve_config
 from bibad_utils.sampling import sample_images
 from bibad_utils.training import train_diffusion
 from tiny_sd import make_tiny_sd

@@ -10,6 +10,7 @@ import torch
 from bibad_utils import judges
 from bibad_utils.config import ConfigError
 from bibad_utils.data import to_float
+from bibad_utils.judges.profile import JUDGES
 
 SIZE = 16
 PALETTE = np.array([[230, 30, 30], [30, 200, 30], [40, 60, 230], [220, 210, 40]], np.uint8)
@@ -218,12 +219,12 @@ def test_pretrained_without_weights_says_how_to_provide_them(monkeypatch, tmp_pa
 
 def test_validate_judges():
     ok = {"arch": "resnet18", "epochs": 5, "batch_size": 128, "lr": 1e-3, "pretrained": False}
-    assert judges.validate_judges(ok) == ok
+    assert JUDGES.validate(ok) == ok
     for bad in ({**ok, "arch": "vit"}, {**ok, "epochs": 0}, {**ok, "colour": 1}, {"arch": "resnet18"},
                 {**ok, "optimizer": "adam"}, {**ok, "pretrained": "yes"}, {**ok, "noise": 1.5},
                 {**ok, "blur": True}):
         with pytest.raises(ConfigError, match="judges"):
-            judges.validate_judges(bad)
+            JUDGES.validate(bad)
 
 
 def test_evaluate_classifier_counts_per_class(small_cnn):

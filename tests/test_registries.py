@@ -14,9 +14,10 @@ from bibad_utils.config import ConfigError
 from bibad_utils.defenses.profile import DEFENSES
 from bibad_utils.experiments import castle_walls as cw
 from bibad_utils.stages import Cell, Study
+from bibad_utils.triggers.base import Trigger, TriggerKind, TriggerOption
 
 
-class CornerDot(triggers.Trigger):
+class CornerDot(Trigger):
     """Toy trigger: the 2 x 2 top-left pixels set to white."""
 
     kind = "corner_dot"
@@ -31,10 +32,10 @@ class CornerDot(triggers.Trigger):
         return x
 
 
-TOY_TRIGGER = triggers.TriggerKind(
+TOY_TRIGGER = TriggerKind(
     "corner_dot", CornerDot,
-    (triggers.TriggerOption("value", 1.0, lambda v, s: isinstance(v, float) and -1 <= v <= 1,
-                            lambda s: "a pixel value in [-1, 1]"),),
+    (TriggerOption("value", 1.0, lambda v, s: isinstance(v, float) and -1 <= v <= 1,
+                   lambda s: "a pixel value in [-1, 1]"),),
     "2 x 2 white pixels in the top-left corner")
 
 

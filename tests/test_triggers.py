@@ -9,7 +9,8 @@ from bibad_utils.config import ConfigError
 from bibad_utils.data import to_float, to_uint8
 from bibad_utils.files import file_sha256
 from bibad_utils.patterns import cartoon_pattern, load_pattern
-from bibad_utils.triggers import TRIGGERS, badnets1_patch, badnets1_side, make_trigger, validate_trigger_options
+from bibad_utils.triggers import TRIGGERS, make_trigger, validate_trigger_options
+from bibad_utils.triggers.badnets import badnets1_patch, badnets1_side
 
 
 def random_images(n, size, seed=0):

@@ -9,10 +9,10 @@ from bibad_utils import metrics
 from bibad_utils import store as st
 from bibad_utils.config import ConfigError
 from bibad_utils.data import make_procedural, to_float
-from bibad_utils.judges import (JUDGE_KEYS, holdout_split, is_warp_kind, predict, train_warp_detector,
-                                validate_judges, warp_check)
-from bibad_utils.judges.profile import WARP_KEYS, judge_settings, warp_settings
-from bibad_utils.triggers import WarpTrigger, apply_warp, make_trigger, random_warp_grids
+from bibad_utils.judges import JUDGE_KEYS, holdout_split, is_warp_kind, predict, train_warp_detector, warp_check
+from bibad_utils.judges.profile import JUDGES, WARP_KEYS, judge_settings, warp_settings
+from bibad_utils.triggers import make_trigger
+from bibad_utils.triggers.warp import WarpTrigger, apply_warp, random_warp_grids
 
 SIZE = 16
 TRAIN = make_procedural(30, SIZE, seed=0, split="train", background="gradient")
@@ -130,11 +130,11 @@ def test_profile_keys_default_to_the_measured_recipe_and_are_checked():
     assert warp_settings({}) == {"method": "field", "epochs": 15, "random_warps": 0.5, "generated_fraction": 0.2,
                                  "holdout": 0.25}
     base = {"arch": "small_cnn", "epochs": 3, "batch_size": 128, "lr": 1e-3}
-    assert validate_judges({**base, "wanet_epochs": 20}) == {**base, "wanet_epochs": 20}  # as written
+    assert JUDGES.validate({**base, "wanet_epochs": 20}) == {**base, "wanet_epochs": 20}  # as written
     for key, bad in (("wanet_epochs", 0), ("wanet_random_warps", 1.5), ("wanet_generated", 1.0),
                      ("wanet_holdout", 0.0), ("wanet_detector", "svm")):
         with pytest.raises(ConfigError, match=f"judges.{key}"):
-            validate_judges({**base, key: bad})
+            JUDGES.validate({**base, key: bad})
     assert not set(WARP_KEYS) & set(JUDGE_KEYS)  # train_classifier never receives them
     assert is_warp_kind("wanet") and not is_warp_kind("badnets1") and not is_warp_kind("badnets2")
 

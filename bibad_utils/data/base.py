@@ -44,11 +44,12 @@ def to_uint8(images) -> np.ndarray:
     return x.movedim(-3, -1).contiguous().numpy()
 
 
-def as_index(indices, n: int) -> np.ndarray | slice:
-    """``indices`` (a slice, a boolean mask of length ``n``, integers, a tensor) as what indexes an array of
-    ``n`` rows; ConfigError for a mask of another length or an index out of range."""
+def as_index(indices, n: int) -> np.ndarray:
+    """``indices`` (a slice, a boolean mask of length ``n``, integers, negative ones counting from the end, a
+    tensor) as the int64 row numbers in ``[0, n)`` they select; ConfigError for a mask of another length or an
+    index out of range."""
     if isinstance(indices, slice):
-        return indices
+        return np.arange(n)[indices]
     if isinstance(indices, torch.Tensor):
         indices = indices.cpu().numpy()
     idx = np.asarray(indices)
@@ -59,7 +60,7 @@ def as_index(indices, n: int) -> np.ndarray | slice:
     idx = idx.astype(np.int64, copy=False).reshape(-1)
     if idx.size and (idx.min() < -n or idx.max() >= n):
         raise ConfigError("indices", f"range [{idx.min()}, {idx.max()}]", f"indices in [0, {n})")
-    return idx
+    return np.where(idx < 0, idx + n, idx)
 
 
 @dataclass
@@ -135,9 +136,6 @@ class ImageSet:
         """A new in-memory ImageSet of the selected images; ``meta["subset_indices"]`` records them and
         ``meta["duplicate_groups"]`` (if any) is remapped to the new positions."""
         idx = as_index(indices, len(self))
-        if isinstance(idx, slice):
-            idx = np.arange(len(self))[idx]
-        idx = np.where(idx < 0, idx + len(self), idx)
         meta = dict(self.meta)
         meta["subset_indices"] = idx.tolist()
         if "duplicate_groups" in meta:

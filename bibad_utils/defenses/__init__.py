@@ -27,6 +27,6 @@ from bibad_utils.defenses.cd import cd_scores, logit_calibration, mean_max_logit
 from bibad_utils.defenses.diffusion_classifier import dc_cost, diffusion_classify, filtered_mean  # noqa: F401
 from bibad_utils.defenses.fct import (centre_cosine_loss, fct_scores, fct_variant_scores,  # noqa: F401
                                       penultimate_features, reference_transform)
-from bibad_utils.defenses.registry import (DETECTORS, Detector, DetectorContext,  # noqa: F401
-                                           detector_names, option_checker, register, run_detector)
+from bibad_utils.defenses.registry import (DETECTORS, Detector, DetectorContext, option_checker,  # noqa: F401
+                                           register, run_detector)
 from bibad_utils.defenses.strip import SUPERIMPOSE, strip_scores, superimpose  # noqa: F401

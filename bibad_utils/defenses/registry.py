@@ -31,11 +31,6 @@ def register(detector: Detector) -> Detector:
     return detector
 
 
-def detector_names() -> list[str]:
-    """Names of the registered detectors, in registry order."""
-    return list(DETECTORS)
-
-
 def run_detector(name: str, f, images, context: DetectorContext | None = None, **options) -> dict:
     """Run the registered detector ``name`` on ``images`` with classifier ``f``.
 
@@ -44,7 +39,7 @@ def run_detector(name: str, f, images, context: DetectorContext | None = None, *
     detector's ``extras``.
     """
     if name not in DETECTORS:
-        raise ConfigError("detector", name, f"one of {detector_names()}")
+        raise ConfigError("detector", name, f"one of {list(DETECTORS)}")
     det = DETECTORS[name]
     for key in options:
         if key not in det.defaults:

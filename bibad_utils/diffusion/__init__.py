@@ -19,14 +19,8 @@ loading), :mod:`.pixel`, :mod:`.stable_diffusion` (the backends, each registered
 :mod:`.factory` (:func:`build_model`).
 """
 
-from bibad_utils.diffusion.settings import (  # noqa: F401
-    BACKENDS, MIXED_PRECISION, BETA_SCHEDULES, PIXEL_DEFAULTS, PIXEL_PRESETS, SD_DEFAULTS, DEFAULTS, resolve_config,
-    validate_config)
-from bibad_utils.diffusion.interface import (  # noqa: F401
-    CONFIG_FILE, WEIGHTS_FILE, DiffusionModel, noise_scheduler_for, BACKEND_CLASSES, load_model)
-from bibad_utils.diffusion.pixel import (  # noqa: F401
-    PixelDM)
-from bibad_utils.diffusion.stable_diffusion import (  # noqa: F401
-    StableDiffusionDM)
-from bibad_utils.diffusion.factory import (  # noqa: F401
-    build_model)
+from bibad_utils.diffusion.settings import validate_config  # noqa: F401
+from bibad_utils.diffusion.interface import DiffusionModel, load_model  # noqa: F401
+from bibad_utils.diffusion.pixel import PixelDM  # noqa: F401
+from bibad_utils.diffusion.stable_diffusion import StableDiffusionDM  # noqa: F401
+from bibad_utils.diffusion.factory import build_model  # noqa: F401

@@ -27,7 +27,7 @@ from bibad_utils.judges.augment import PHOTOMETRIC_KEYS, augment_batch
 from bibad_utils.judges.cifar_resnet import CifarResNet, cifar_resnet_judge
 from bibad_utils.judges.inference import evaluate_judge, features, predict
 from bibad_utils.judges.models import build_classifier, load_classifier, save_classifier
-from bibad_utils.judges.profile import JUDGE_KEYS, validate_judges
+from bibad_utils.judges.profile import JUDGE_KEYS
 from bibad_utils.judges.training import train_classifier, train_trigger_detector
 from bibad_utils.judges.warp_detector import holdout_split, is_warp_kind, train_warp_detector, warp_check
 
@@ -35,5 +35,5 @@ from bibad_utils.judges.warp_detector import holdout_split, is_warp_kind, train_
 __all__ = [
     "JUDGE_KEYS", "PHOTOMETRIC_KEYS", "CifarResNet", "augment_batch", "build_classifier", "cifar_resnet_judge",
     "evaluate_judge", "features", "holdout_split", "is_warp_kind", "load_classifier", "predict", "save_classifier",
-    "train_classifier", "train_trigger_detector", "train_warp_detector", "validate_judges", "warp_check",
+    "train_classifier", "train_trigger_detector", "train_warp_detector", "warp_check",
 ]

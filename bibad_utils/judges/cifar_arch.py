@@ -112,8 +112,3 @@ class Trunk(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return trunk_features(self, z)
-
-
-def parameter_count(model: nn.Module) -> int:
-    """Number of trainable parameters (ResNet-20: 269,722; ResNet-56: 853,018)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -134,9 +134,3 @@ def wants_ablation(section: dict) -> bool:
     """Whether the study also trains the judges without photometric augmentation (chapter 04's ablation):
     ``judges.ablation`` and photometric augmentation to ablate."""
     return bool(JUDGES.value(section, "ablation")) and any(section.get(k, 0) for k in PHOTOMETRIC_KEYS)
-
-def validate_judges(section: dict, prefix: str = "judges") -> dict:
-    """Check a ``judges`` section (required: ``arch``, ``epochs``, ``batch_size``, ``lr``; the others
-    default as :func:`train_classifier` does); returns a copy. The section is passed as keyword arguments
-    to :func:`train_classifier` and :func:`train_trigger_detector`."""
-    return JUDGES.validate(section, prefix)

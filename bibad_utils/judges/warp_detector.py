@@ -43,7 +43,8 @@ from bibad_utils.judges.inference import predict
 from bibad_utils.judges.models import FIELD_ARCH, Classifier, build_classifier
 from bibad_utils.judges.training import build_seeded, check_hparams, detector_source, fit_judge
 from bibad_utils.schema import is_int, is_number
-from bibad_utils.triggers import TRIGGERS, WarpTrigger, apply_warp, random_warp_grids
+from bibad_utils.triggers import TRIGGERS
+from bibad_utils.triggers.warp import WarpTrigger, apply_warp, random_warp_grids
 from bibad_utils.metrics import Z95
 
 
@@ -99,7 +100,7 @@ def train_warp_detector(clean_images, trigger, *, generated=None, labels=None, e
 
     Args:
         clean_images: clean real images (dataset, uint8 ``[N, H, W, 3]``, or float [-1, 1] NCHW).
-        trigger: a :class:`~bibad_utils.triggers.WarpTrigger` (its ``grid`` and ``strength`` options are
+        trigger: a :class:`~bibad_utils.triggers.warp.WarpTrigger` (its ``grid`` and ``strength`` options are
             those of the random fields).
         generated: images of a clean DM, uint8 ``[M, H, W, 3]`` or float [-1, 1] ``[M, 3, H, W]`` (the
             training part of :func:`holdout_split`), or None: real images only.

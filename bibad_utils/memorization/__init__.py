@@ -22,12 +22,12 @@ embedding, e.g. with :func:`choose_threshold` on planted near-duplicates.
 
 from bibad_utils.memorization.duplicates import (choose_threshold, duplicate_pool, duplicate_pr, find_duplicate_groups,
                                                  similarity_forest)
-from bibad_utils.memorization.embeddings import RESNET50_URL, embed
+from bibad_utils.memorization.embeddings import embed
 from bibad_utils.memorization.replication import nearest_train_similarity, replication_rate, top_replicated_pairs
-from bibad_utils.memorization.settings import DEFAULTS, EMBEDDINGS, embedding_key_params, validate_config
+from bibad_utils.memorization.settings import DEFAULTS, embedding_key_params, validate_config
 
 __all__ = [
-    "DEFAULTS", "EMBEDDINGS", "choose_threshold", "duplicate_pool", "duplicate_pr", "embed", "embedding_key_params",
+    "DEFAULTS", "choose_threshold", "duplicate_pool", "duplicate_pr", "embed", "embedding_key_params",
     "find_duplicate_groups", "nearest_train_similarity", "replication_rate", "similarity_forest",
     "top_replicated_pairs", "validate_config",
 ]

@@ -124,18 +124,17 @@ def _ema(values: np.ndarray, smoothing: float) -> np.ndarray:
     return lfilter(b, a, values) / lfilter(b, a, np.ones_like(values))
 
 
-def loss_curves(curves: dict, smoothing: float = 0.9, logy: bool = True, title: str | None = None,
-                ylabel: str = "training loss (MSE on noise)") -> Figure:
+def loss_curves(curves: dict, smoothing: float = 0.9, title: str | None = None) -> Figure:
     """Training-loss curves, one line per entry of ``curves`` (name -> sequence of (step, loss)).
 
     The raw losses are drawn faintly; over them a bias-corrected exponential moving average with weight
-    ``smoothing`` in [0, 1) (0: no smoothing). logy: logarithmic loss axis. Empty curves are skipped.
+    ``smoothing`` in [0, 1) (0: no smoothing), on a logarithmic loss axis. Empty curves are skipped.
     """
     if not isinstance(curves, dict):
         raise ConfigError("curves", type(curves).__name__, "a dict name -> list of (step, loss)")
     if not 0.0 <= float(smoothing) < 1.0:
         raise ConfigError("smoothing", smoothing, "a number in [0, 1)")
-    with _one_axes((6.0, 3.4), "step", ylabel, title) as (fig, ax):
+    with _one_axes((6.0, 3.4), "step", "training loss (MSE on noise)", title) as (fig, ax):
         drawn = 0
         for k, (name, points) in enumerate(curves.items()):
             arr = np.asarray(list(points), dtype=np.float64).reshape(-1, 2) if len(points) else np.zeros((0, 2))
@@ -147,23 +146,21 @@ def loss_curves(curves: dict, smoothing: float = 0.9, logy: bool = True, title: 
             ax.plot(steps, loss, color=color, alpha=0.25, linewidth=0.8)
             ax.plot(steps, _ema(loss, float(smoothing)), color=color, linewidth=1.6, label=str(name))
             drawn += 1
-        if logy and drawn:
-            ax.set_yscale("log")
-        if not drawn:
-            ax.text(0.5, 0.5, "no loss values", ha="center", va="center", transform=ax.transAxes, color="#555555")
         if drawn:
+            ax.set_yscale("log")
             ax.legend(fontsize=8, ncol=max(1, math.ceil(drawn / 6)))
+        else:
+            ax.text(0.5, 0.5, "no loss values", ha="center", va="center", transform=ax.transAxes, color="#555555")
     return fig
 
 
-def g_stack(df: pd.DataFrame, x: str = "label", groups=("G1", "G2", "G3", "G4"), facet: str | None = None,
-            ylabel: str = "fraction of target-prompt generations", title: str | None = None) -> Figure:
-    """Stacked bars of the G1-G4 fractions per row of ``df`` (columns ``groups``, fractions summing to 1;
+def g_stack(df: pd.DataFrame, x: str = "label", facet: str | None = None, title: str | None = None) -> Figure:
+    """Stacked bars of the G1-G4 fractions per row of ``df`` (columns G1-G4, fractions summing to 1;
     bars labelled by ``df[x]`` in order of appearance), one panel per value of ``df[facet]`` if given.
     G1 (trigger, wrong content) and G2 (trigger, right content) sit at the bottom in warm colours, so
     their sum, the fraction of generations with a trigger, reads off directly.
     """
-    groups = list(groups)
+    groups = ["G1", "G2", "G3", "G4"]
     require_columns(df, [x, facet] + groups)
     panels = list(pd.unique(df[facet])) if facet else [None]
     with style():
@@ -177,10 +174,9 @@ def g_stack(df: pd.DataFrame, x: str = "label", groups=("G1", "G2", "G3", "G4"),
         for ax, p in zip(axes, panels):
             rows = df if p is None else df[df[facet] == p]
             bottom = np.zeros(len(rows))
-            for k, g in enumerate(groups):
+            for g in groups:
                 vals = rows[g].to_numpy(dtype=float)
-                ax.bar(np.arange(len(rows)), vals, bottom=bottom, width=0.75,
-                       color=G_COLORS.get(g, PALETTE[k % len(PALETTE)]), label=g)
+                ax.bar(np.arange(len(rows)), vals, bottom=bottom, width=0.75, color=G_COLORS[g], label=g)
                 bottom += vals
             ax.set_xticks(np.arange(len(rows)), [str(v) for v in rows[x]], rotation=45 if len(rows) > 6 else 0,
                           ha="right" if len(rows) > 6 else "center")
@@ -189,8 +185,8 @@ def g_stack(df: pd.DataFrame, x: str = "label", groups=("G1", "G2", "G3", "G4"),
             if p is not None:
                 ax.set_title(f"{facet} = {p}")
         for ax in axes[::ncols]:
-            ax.set_ylabel(ylabel)
-        handles = [Patch(color=G_COLORS.get(g, PALETTE[k % len(PALETTE)]), label=g) for k, g in enumerate(groups)]
+            ax.set_ylabel("fraction of target-prompt generations")
+        handles = [Patch(color=G_COLORS[g], label=g) for g in groups]
         fig.legend(handles=handles[::-1], loc="center right", fontsize=8)
         if title:
             fig.suptitle(title, fontsize=10, weight="bold")
@@ -198,21 +194,19 @@ def g_stack(df: pd.DataFrame, x: str = "label", groups=("G1", "G2", "G3", "G4"),
     return fig
 
 
-def similarity_hist(sims: dict, threshold: float | None = None, bins: int = 40,
-                    xlabel: str = "cosine similarity to the nearest training image",
-                    title: str | None = None) -> Figure:
+def similarity_hist(sims: dict, threshold: float | None = None, title: str | None = None) -> Figure:
     """Overlaid histograms (as densities) of similarities, one per entry of ``sims`` (name -> float
     ``[n]``), e.g. nearest-training similarities of a clean and a poisoned model's generations; an
     optional vertical line marks the replication ``threshold``."""
     if not isinstance(sims, dict) or not sims:
         raise ConfigError("sims", type(sims).__name__, "a non-empty dict name -> similarities")
-    with _one_axes((5.5, 3.2), xlabel, "density", title) as (fig, ax):
+    with _one_axes((5.5, 3.2), "cosine similarity to the nearest training image", "density", title) as (fig, ax):
         values = [np.asarray(v, dtype=float).reshape(-1) for v in sims.values()]
         finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
         lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
         if threshold is not None:
             lo, hi = min(lo, threshold), max(hi, threshold)
-        edges = np.linspace(lo, hi if hi > lo else lo + 1e-3, bins + 1)
+        edges = np.linspace(lo, hi if hi > lo else lo + 1e-3, 40 + 1)
         for k, (name, v) in enumerate(zip(sims, values)):
             if v.size:
                 ax.hist(v, bins=edges, density=True, histtype="step", linewidth=1.6,
@@ -263,19 +257,18 @@ def heatmap(df: pd.DataFrame, fmt: str = ".0%", vmin: float | None = 0.0, vmax: 
     return fig
 
 
-def ratio_curves(curves: dict, points: dict | None = None, xlabel: str = "poisoning ratio p",
-                 ylabel: str = "ratio", title: str | None = None, percent: bool = True) -> Figure:
+def ratio_curves(curves: dict, points: dict | None = None, ylabel: str = "ratio", title: str | None = None) -> Figure:
     """Lines and markers of ratios against a ratio, e.g. r_train against p.
 
     curves: name -> (x [n], y [n]) drawn as lines; points: name -> (x [k], y [k]) or (x, y, curve name)
     drawn as markers in the colour of the named curve (by default the curve of the same name, which then
     has no legend entry of its own); a points name containing "paper" is drawn as open diamonds, others
-    as filled dots. percent: label both axes in percent (values stay fractions).
+    as filled dots. Both axes are labelled in percent (values stay fractions).
     """
     if not isinstance(curves, dict):
         raise ConfigError("curves", type(curves).__name__, "a dict name -> (x, y)")
     points = points or {}
-    with _one_axes((5.6, 3.6), xlabel, ylabel, title) as (fig, ax):
+    with _one_axes((5.6, 3.6), "poisoning ratio p", ylabel, title) as (fig, ax):
         colours = {}
         for k, (name, (x, y)) in enumerate(curves.items()):
             colours[name] = PALETTE[k % len(PALETTE)]
@@ -288,9 +281,8 @@ def ratio_curves(curves: dict, points: dict | None = None, xlabel: str = "poison
             ax.plot(np.asarray(x, float), np.asarray(y, float), linestyle="none", marker="D" if paper else "o",
                     ms=7 if paper else 6, mfc="none" if paper else colour, mec=colour, mew=1.5,
                     label=None if name in colours else str(name))
-        if percent:
-            ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.set_xlim(left=0)
         ax.set_ylim(0, None)
         ax.legend(fontsize=8, loc="lower right")

@@ -243,8 +243,7 @@ def grid_panels(grids: dict, nrow: int = 4, scale: int | float | None = None, ti
     return sum(columns) + 0.15 * (per_row - 1), rows * height, draw
 
 
-def pairs_figure(gen, train, sims, scale: int | None = None, gen_label: str = "generated",
-                 train_label: str = "nearest training", title: str | None = None) -> Figure:
+def pairs_figure(gen, train, sims, title: str | None = None) -> Figure:
     """Replication pairs: generated images (top row) above their nearest training images (bottom row),
     each column headed by its cosine similarity.
 
@@ -260,8 +259,8 @@ def pairs_figure(gen, train, sims, scale: int | None = None, gen_label: str = "g
     if len(gen) == 0:
         return message_figure("no pairs", title)
     with style():
-        up, ch, cw = cell_pixels(*gen.shape[1:3], scale)
-        up_train = cell_pixels(*train.shape[1:3], scale)[0]  # the axes fit either size into one cell
+        up, ch, cw = cell_pixels(*gen.shape[1:3], None)
+        up_train = cell_pixels(*train.shape[1:3], None)[0]  # the axes fit either size into one cell
         k = len(gen)
         grid = GridLayout(2 * k, k, ch, cw, True, title is not None, left=0.3)
         fig = Figure(figsize=(grid.width, grid.height), dpi=DPI)
@@ -272,21 +271,20 @@ def pairs_figure(gen, train, sims, scale: int | None = None, gen_label: str = "g
             bottom = fig.add_axes(grid.rect(k + j, grid.width, grid.height))
             show_image(bottom, train[j], up_train)
             if j == 0:
-                top.set_ylabel(gen_label, fontsize=8)
-                bottom.set_ylabel(train_label, fontsize=8)
+                top.set_ylabel("generated", fontsize=8)
+                bottom.set_ylabel("nearest training", fontsize=8)
         if title is not None:
             fig.suptitle(title, y=1 - grid.suptitle_h * 0.5 / grid.height, va="center", fontsize=10, weight="bold")
     return fig
 
 
-def zoomed_rows(rows: dict, box, scale: int | None = None, title: str | None = None,
-                frame_color: str = FRAME_COLOR) -> Figure:
+def zoomed_rows(rows: dict, box, title: str | None = None) -> Figure:
     """Rows of images, each image followed by a close-up of one square region.
 
     rows: name -> uint8 ``[n, H, W, 3]`` (the same n and size in every row; one row per name, labelled on
     the left), e.g. the same clean images and their triggered versions. box: ``(top, left, size)`` in
-    pixels, the region shown enlarged (framed on the image in ``frame_color``); the close-up has the
-    image's display size, so a 5-pixel patch fills it. scale: as in :func:`image_grid`.
+    pixels, the region shown enlarged (framed on the image in :data:`~bibad_utils.plots.style.FRAME_COLOR`);
+    the close-up has the image's display size (as in :func:`image_grid`), so a 5-pixel patch fills it.
     """
     if not isinstance(rows, dict) or not rows:
         raise ConfigError("rows", type(rows).__name__, "a non-empty dict name -> uint8 [n, H, W, 3] images")
@@ -301,7 +299,7 @@ def zoomed_rows(rows: dict, box, scale: int | None = None, title: str | None = N
     if n == 0:
         return message_figure("no images", title)
     with style():
-        up, ch, cw = cell_pixels(h, w, scale)
+        up, ch, cw = cell_pixels(h, w, None)
         zoom_up = max(1, round(ch / size))
         gap, pair_gap = GridLayout.gap, 0.14
         cell_w, cell_h = cw / DPI, ch / DPI
@@ -323,10 +321,10 @@ def zoomed_rows(rows: dict, box, scale: int | None = None, title: str | None = N
                 ax = fig.add_axes((x0 / width, 1 - (y0 + cell_h) / height, cell_w / width, cell_h / height))
                 show_image(ax, imgs[j], up)
                 ax.add_patch(Rectangle((left * up - 0.5, top * up - 0.5), size * up, size * up, fill=False,
-                                       edgecolor=frame_color, linewidth=1.2))
+                                       edgecolor=FRAME_COLOR, linewidth=1.2))
                 zx = (x0 + cell_w + gap) / width
                 zax = fig.add_axes((zx, 1 - (y0 + cell_h) / height, cell_w / width, cell_h / height))
-                show_image(zax, imgs[j, top:top + size, left:left + size], zoom_up, frame_color, 1.2)
+                show_image(zax, imgs[j, top:top + size, left:left + size], zoom_up, FRAME_COLOR, 1.2)
                 if r == 0:
                     ax.set_title(f"image {j + 1}", fontsize=8, fontweight="normal", pad=2)
                     zax.set_title("close-up", fontsize=8, fontweight="normal", pad=2)

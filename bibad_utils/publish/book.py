@@ -29,24 +29,14 @@ BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
 BOOK_DIRS = ("book",)
 
 
-def toc_files(toc: dict) -> list[str]:
-    """Every ``root`` / ``file`` entry of a jupyter-book ``_toc.yml``, in order."""
-    found: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if isinstance(node.get(key), str):
-                    found.append(node[key])
-            for value in node.values():
-                if isinstance(value, (list, dict)):
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(toc)
-    return found
+def toc_files(toc) -> list[str]:
+    """Every ``root`` / ``file`` entry of a jupyter-book ``_toc.yml`` (or of any part of it), in order."""
+    if isinstance(toc, list):
+        return [f for item in toc for f in toc_files(item)]
+    if not isinstance(toc, dict):
+        return []
+    found = [toc[key] for key in ("root", "file") if isinstance(toc.get(key), str)]
+    return found + [f for value in toc.values() for f in toc_files(value)]
 
 
 def placeholder_page(stem: str) -> str:

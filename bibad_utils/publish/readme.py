@@ -20,14 +20,12 @@ RESULTS_DIR = "results"  # committed snapshots of runs, for the README: results/
 
 
 def _markdown_table(df: pd.DataFrame, index_name: str) -> str:
+    """``df`` (with a multi-index) as Markdown: first a column ``index_name`` of its index joined by ", "."""
     cols = [index_name] + [str(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(md_cell(v) for v in (idx, *row)) + " |" for idx, row in zip(df.index, df.values)]
+    lines += ["| " + " | ".join(md_cell(v) for v in (", ".join(map(str, idx)), *row)) + " |"
+              for idx, row in zip(df.index, df.values)]
     return "\n".join(lines)
-
-
-def _flat_index(table: pd.DataFrame) -> pd.DataFrame:
-    return table.set_axis([", ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in table.index])
 
 
 def results_key(profile: str) -> str:
@@ -71,7 +69,7 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
                 f"Written by `bibad readme --profile {profile}` from `{shown_dir}`; its last `bibad run` spent "
                 f"{minutes:.0f} minutes in the notebooks (a run reuses whatever the artifact store already holds, "
                 f"so this is not a first-run time). {counts['total']} claim rows. " + claims_headline(df),
-                [f"> {caption}" if caption else "", _markdown_table(_flat_index(stage_verdicts(df)), "stage, kind"),
+                [f"> {caption}" if caption else "", _markdown_table(stage_verdicts(df), "stage, kind"),
                  f"Every claim with the paper's number, ours with its 95 % interval and the verdict (also in "
                  f"[{CLAIMS_MD_FILE}]({CLAIMS_MD_FILE}) and the book's results chapter):",
                  (figures / CLAIMS_MD_FILE).read_text()])

@@ -4,7 +4,6 @@ executed copy is up to date, with the kernels' live progress on the terminal."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from bibad_utils.base import REPO_ROOT
 from bibad_utils.config import PROFILES_DIR, profile_path
-from bibad_utils.progress import ENV_FILE, Monitor, summary
+from bibad_utils.progress import ENV_FILE, Monitor, read_state, summary
 from bibad_utils.publish.keys import code_digest, execution_key, side_outputs, stale_reason, stamp
 from bibad_utils.publish.notebooks import NOTEBOOKS_DIR, find_stages, mark_failed_execution, select_stages
 from bibad_utils.publish.runstate import RunRecord, Terminated, run_lock, sigterm_interrupts
@@ -187,8 +186,5 @@ def _execute(chosen: list[Path], cfg: Profile, profile: str, overrides: dict, re
 
 def _earlier_times(path: Path) -> dict[str, float]:
     """Seconds of each notebook that executed in the run recorded in ``path`` (an earlier run.json)."""
-    try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
+    record = read_state(path) or {}
     return {nb["name"]: nb["seconds"] for nb in record.get("notebooks", []) if nb.get("status") == "ok"}

@@ -7,10 +7,5 @@ one module of this package: a :class:`~bibad_utils.triggers.base.Trigger` subcla
 (:class:`~bibad_utils.triggers.base.TriggerKind`); :func:`register_trigger` adds one from outside the package.
 """
 
-from bibad_utils.triggers.base import Trigger, TriggerKind, TriggerOption  # noqa: F401
-from bibad_utils.triggers.badnets import BadNetsPatch, badnets1_patch, badnets1_side  # noqa: F401
-from bibad_utils.triggers.blend import BlendTrigger  # noqa: F401
-from bibad_utils.triggers.warp import (WarpTrigger, apply_warp, random_warp_grids, warp_grids,  # noqa: F401
-                                       warp_offsets)
 from bibad_utils.triggers.registry import (TRIGGERS, TRIGGERS_SECTION, make_trigger, register_trigger,  # noqa: F401
                                            validate_trigger_options)

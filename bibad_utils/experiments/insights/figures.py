@@ -114,12 +114,11 @@ def phase_figure(pt: pd.DataFrame, untrusted=()) -> Figure:
     return fig
 
 
-def guidance_figure(gdf: pd.DataFrame, untrusted=None) -> Figure:
+def guidance_figure(gdf: pd.DataFrame) -> Figure:
     """r_gen (top) and G1 (bottom) against the guidance scale w for every poisoned cell (Wilson 95 %),
     one column per attack, one line per p; r_train dotted in the top row. The columns of the attacks in
-    ``untrusted`` (default: :func:`untrusted_detectors` at the table's first w) are faded and say so."""
-    if untrusted is None:
-        untrusted = untrusted_detectors(gdf, float(gdf["guidance"].iloc[0])) if len(gdf) else []
+    :func:`untrusted_detectors` at the table's first w are faded and say so."""
+    untrusted = untrusted_detectors(gdf, float(gdf["guidance"].iloc[0])) if len(gdf) else []
     grid = gdf[~gdf["control"].astype(bool)]
     attacks = list(pd.unique(grid["attack"]))
     fig, axes = _new_axes(2, len(attacks), 3.6, 5.6)
@@ -183,12 +182,11 @@ def disputed_figure(study, atab: pd.DataFrame, n: int = 6, seed: int = 0, nrow: 
                               titles={names[name]: t for name, (_, t) in ex.items() if t})
 
 
-def planted_figure(check: pd.DataFrame, contrast: float = CHECK_CONTRAST,
-                   min_detection: float = CHECK_MIN_DETECTION) -> Figure:
+def planted_figure(check: pd.DataFrame) -> Figure:
     """The planted check (:func:`planted_check`): detection rate (Wilson 95 %) against the pasted
     trigger's contrast per instrument, one panel per attack; the false-alarm rate on the unplanted images
-    as a cross at contrast 0; dotted, the rule of :func:`preferred_instrument` (``min_detection`` at
-    ``contrast``)."""
+    as a cross at contrast 0; dotted, the rule of :func:`preferred_instrument` (its default ``min_detection`` at
+    its default ``contrast``)."""
     if check.empty:
         return message_figure("no clean DM: no planted check")
     attacks = list(pd.unique(check["attack"]))
@@ -203,8 +201,8 @@ def planted_figure(check: pd.DataFrame, contrast: float = CHECK_CONTRAST,
                       label=f"{inst}: detected")
             _errorbar(ax, fa["contrast"].to_numpy(dtype=float), fa, "rate", color=colors.get(inst), marker="x",
                       markersize=8, linestyle="none", label=f"{inst}: false alarms")
-        ax.axhline(min_detection, color=REF_COLOR, linestyle=":", linewidth=0.9)
-        ax.axvline(contrast, color=REF_COLOR, linestyle=":", linewidth=0.9)
+        ax.axhline(CHECK_MIN_DETECTION, color=REF_COLOR, linestyle=":", linewidth=0.9)
+        ax.axvline(CHECK_CONTRAST, color=REF_COLOR, linestyle=":", linewidth=0.9)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlim(-0.05, 1.05)
         ax.set_title(attack, fontsize=10)

@@ -89,9 +89,9 @@ def replication_similarities(study: Study, cells=None, heldout: bool = True) -> 
     return out
 
 
-def replication_table(study: Study, cells=None) -> pd.DataFrame:
-    """Replication of training images by the all-class generations, one row per cell (default
-    :func:`replication_cells`) after a first reference row ``held-out real`` (the test images against the
+def replication_table(study: Study) -> pd.DataFrame:
+    """Replication of training images by the all-class generations, one row per cell of
+    :func:`replication_cells` after a first reference row ``held-out real`` (the test images against the
     clean training set, kind ``real``): ``cell``, ``model`` (the name on several lines, for axes), ``kind``,
     ``p``, ``pool``, ``n`` images, ``k`` replicas (similarity > ``threshold``), ``rate`` with Wilson
     95 % bounds ``lo`` / ``hi``, ``mean_sim`` and ``median_sim`` (cosine), ``nearest_poisoned`` (fraction of
@@ -100,7 +100,7 @@ def replication_table(study: Study, cells=None) -> pd.DataFrame:
 
     threshold = replication_threshold(study)
     entries = [(HELDOUT, "real", 0.0, "random", heldout_similarity(study), np.zeros(0, np.int64))]
-    for cell in cells or replication_cells(study):
+    for cell in replication_cells(study):
         entries.append((cell.name, cell.kind, cell.ratio, cell.pool, replication_scores(study, cell),
                         np.asarray(study.poison_manifest(cell)["indices"], dtype=np.int64)))
     rows = []

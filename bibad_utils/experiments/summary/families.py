@@ -46,18 +46,18 @@ PAPER_CLAIM_FAMILIES = tuple(f for f in CLAIM_FAMILIES if f.kind != "control")
 CLAIM_STAGES = tuple(dict.fromkeys(f.stage for f in CLAIM_FAMILIES))
 
 
-def family_of(row: dict, families=CLAIM_FAMILIES) -> str:
+def family_of(row: dict) -> str:
     """Key of the family ``row`` belongs to (by its ``key``), "" when none."""
-    return next((f.key for f in families if f.matches(row)), "")
+    return next((f.key for f in CLAIM_FAMILIES if f.matches(row)), "")
 
 
-def kind_of(row: dict, families=CLAIM_FAMILIES) -> str:
+def kind_of(row: dict) -> str:
     """The row's ``kind`` (:data:`bibad_utils.paper.KINDS`): its own when set; else "control" for a row of
     a control family, "no paper number" for a row whose paper text is empty, and its family's kind (or
     "paper claim") otherwise."""
     if row.get("kind"):
         return row_kind(row)
-    fam = next((f for f in families if f.key == family_of(row, families)), None)
+    fam = next((f for f in CLAIM_FAMILIES if f.key == family_of(row)), None)
     if fam is not None and fam.kind == "control":
         return "control"
     if not str(row.get("paper", "") or "").strip():
@@ -65,26 +65,26 @@ def kind_of(row: dict, families=CLAIM_FAMILIES) -> str:
     return fam.kind if fam is not None else "paper claim"
 
 
-def present_stages(run_dir, stages=CLAIM_STAGES) -> list[str]:
-    """The ``stages`` whose claims file exists in ``run_dir``."""
-    return [s for s in stages if claims_path(run_dir, s).is_file()]
+def present_stages(run_dir) -> list[str]:
+    """The :data:`CLAIM_STAGES` whose claims file exists in ``run_dir``."""
+    return [s for s in CLAIM_STAGES if claims_path(run_dir, s).is_file()]
 
 
-def missing_stages(run_dir, stages=CLAIM_STAGES) -> list[str]:
-    """The ``stages`` without a claims file in ``run_dir`` (not run, or failed before saving)."""
-    done = set(present_stages(run_dir, stages))
-    return [s for s in stages if s not in done]
+def missing_stages(run_dir) -> list[str]:
+    """The :data:`CLAIM_STAGES` without a claims file in ``run_dir`` (not run, or failed before saving)."""
+    done = set(present_stages(run_dir))
+    return [s for s in CLAIM_STAGES if s not in done]
 
 
-def family_coverage(rows, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
-    """Per family: ``family``, ``stage``, ``label``, ``n_rows`` (claim rows that belong to it),
+def family_coverage(rows) -> pd.DataFrame:
+    """Per family of the paper: ``family``, ``stage``, ``label``, ``n_rows`` (claim rows that belong to it),
     ``n_tested`` (those with a verdict other than "not tested") and ``status``: "tested", "not tested"
     (rows exist, none with a verdict) or "missing" (no row). ``rows``: claim rows, or a frame of
     :func:`claims_frame` (whose coverage-check rows are then left out)."""
     if isinstance(rows, pd.DataFrame):
         rows = rows[rows["origin"] == "run"].to_dict("records") if "origin" in rows else rows.to_dict("records")
     out = []
-    for f in families:
+    for f in PAPER_CLAIM_FAMILIES:
         mine = [r for r in rows if f.matches(r)]
         tested = [r for r in mine if r.get("verdict") != "not tested"]
         status = "tested" if tested else ("not tested" if mine else "missing")
@@ -93,12 +93,12 @@ def family_coverage(rows, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["family", "stage", "label", "n_rows", "n_tested", "status"])
 
 
-def uncovered_rows(rows: list[dict], stages_present, families=PAPER_CLAIM_FAMILIES) -> list[dict]:
-    """A "not tested" claim row for every family that no row of ``rows`` belongs to; the note says
+def uncovered_rows(rows: list[dict], stages_present) -> list[dict]:
+    """A "not tested" claim row for every paper family that no row of ``rows`` belongs to; the note says
     whether its stage did not report (not in ``stages_present``) or reported without it."""
     present = set(stages_present)
     out = []
-    for f in families:
+    for f in PAPER_CLAIM_FAMILIES:
         if any(f.matches(r) for r in rows):
             continue
         note = (f"stage {f.stage} has no claims in this run (not run, or stopped before saving them)"

@@ -12,8 +12,8 @@ import pandas as pd
 
 from bibad_utils.paper import PAPER_EPOCHS
 from bibad_utils.base import ConfigError
-from bibad_utils.experiments.summary.families import (CLAIM_FAMILIES, PAPER_CLAIM_FAMILIES, family_coverage, family_of,
-                                                      kind_of, present_stages, uncovered_rows)
+from bibad_utils.experiments.summary.families import (CLAIM_STAGES, family_coverage, family_of, kind_of, present_stages,
+                                                      uncovered_rows)
 from bibad_utils.report import (COLUMNS, VERDICTS, HtmlBlock, check_claim_rows, cite_sources, fold_note, load_claims,
                                 sources_html)
 from bibad_utils.verdicts import count_verdicts, counts_text, headline
@@ -30,21 +30,20 @@ VERDICT_COLORS = {"reproduced": "#c9ecdf", "partly": "#fbe3b5", "not reproduced"
                   "not tested": "#e6e6e6"}
 
 
-def frame_from_rows(rows: list[dict], stages_present, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
+def frame_from_rows(rows: list[dict], stages_present) -> pd.DataFrame:
     """The claims table from claim rows: ``rows`` plus :func:`uncovered_rows`, with the report's
     columns and ``family`` (key, "" for a row of no family), ``kind`` (:func:`kind_of`) and ``origin``
     ("run" | "coverage check"), grouped by stage in book order (rows keep their order within a stage)."""
     check_claim_rows(rows)
-    extra = uncovered_rows(rows, stages_present, families)
+    extra = uncovered_rows(rows, stages_present)
     records = ([{**r, "origin": "run"} for r in rows] + [{**r, "origin": "coverage check"} for r in extra])
     cols = [*COLUMNS, "family", "kind", "origin", "exposure"]
     if not records:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame(records)
-    everything = tuple(dict.fromkeys([*families, *CLAIM_FAMILIES]))
-    df["family"] = [family_of(r, everything) for r in records]
-    df["kind"] = [kind_of(r, everything) for r in records]
-    order = list(dict.fromkeys([f.stage for f in everything] + sorted(set(df["stage"]))))
+    df["family"] = [family_of(r) for r in records]
+    df["kind"] = [kind_of(r) for r in records]
+    order = list(dict.fromkeys([*CLAIM_STAGES, *sorted(set(df["stage"]))]))
     df["_stage_order"] = df["stage"].map(order.index)
     df = df.sort_values("_stage_order", kind="stable").drop(columns="_stage_order").reset_index(drop=True)
     if "exposure" not in df:
@@ -54,11 +53,10 @@ def frame_from_rows(rows: list[dict], stages_present, families=PAPER_CLAIM_FAMIL
     return df[cols]
 
 
-def claims_frame(run_dir, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
+def claims_frame(run_dir) -> pd.DataFrame:
     """Every claim row of the run in ``run_dir`` (:func:`bibad_utils.report.load_claims`) plus a "not
     tested" row per uncovered family (:func:`frame_from_rows`)."""
-    stages = list(dict.fromkeys(f.stage for f in families))
-    return frame_from_rows(load_claims(run_dir), present_stages(run_dir, stages), families)
+    return frame_from_rows(load_claims(run_dir), present_stages(run_dir))
 
 
 def verdict_counts(df: pd.DataFrame) -> dict:
@@ -87,21 +85,21 @@ def claims_headline(df: pd.DataFrame) -> str:
     return headline(_with_kind(df).to_dict("records"))
 
 
-def coverage_table(df: pd.DataFrame, families=PAPER_CLAIM_FAMILIES) -> pd.DataFrame:
+def coverage_table(df: pd.DataFrame) -> pd.DataFrame:
     """:func:`family_coverage` for display: index (stage, family label), columns rows, tested, status."""
-    cov = family_coverage(df, families)
+    cov = family_coverage(df)
     out = cov.rename(columns={"label": "family of claims", "n_rows": "rows", "n_tested": "tested"})
     return out.set_index(["stage", "family of claims"])[["rows", "tested", "status"]]
 
 
-def glue_values(df: pd.DataFrame, missing=(), families=PAPER_CLAIM_FAMILIES) -> dict:
+def glue_values(df: pd.DataFrame, missing=()) -> dict:
     """Values the results chapter quotes (keys ``nb08_*``): rows per verdict over all rows
     (``nb08_n_reproduced``, ..., ``nb08_n_claims``), the same per kind (``nb08_paper_reproduced``, ...,
     ``nb08_n_paper``; ``nb08_control_*``, ``nb08_n_control``; ``nb08_nonumber_*``, ``nb08_n_nonumber``),
     the headline sentence (``nb08_headline``), the stages without claims and the families of the paper
     without a row (texts, "none" when empty), and the number of families and of those tested."""
     counts = verdict_counts(df)
-    cov = family_coverage(df, families)
+    cov = family_coverage(df)
     out = {f"nb08_n_{v.replace(' ', '_')}": counts[v] for v in VERDICTS}
     out["nb08_n_claims"] = counts["total"]
     for kind, short in (("paper claim", "paper"), ("control", "control"), ("no paper number", "nonumber")):

@@ -14,11 +14,6 @@ IMAGENETTE_TRAIN_N = 9469
 IMAGENETTE_TARGET_N = 961
 
 
-def cells_of(study, cells):
-    """``cells``, or every cell of ``study`` when None, as a list."""
-    return list(study.cells() if cells is None else cells)
-
-
 def check_count(name, value):
     """Raise a ConfigError unless ``value`` is an integer >= 1."""
     if not is_int(value, 1):

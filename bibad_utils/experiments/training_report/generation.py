@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import plots
-from bibad_utils.experiments.training_report.common import cells_of, check_count, showcase_cell
+from bibad_utils.experiments.training_report.common import check_count, showcase_cell
 from bibad_utils.experiments.training_report.training import class_samples
 from bibad_utils.metrics import per_class_accuracy
 from bibad_utils.plots.style import FRAME_COLOR
@@ -39,7 +39,7 @@ def regeneration_check(study, cell, n: int = 4, seed: int = 0) -> dict:
     Returns ``{"indices": int64 [n], "equal": bool, "max_abs_diff": int (0..255), "guidance": w}``.
     """
     s = study.cfg.sampling
-    w = float(study.first_guidance)
+    w = study.first_guidance
     gen = study.generations(cell)[("target", w)]
     check_count("n", n)
     idx = np.sort(np.random.default_rng(seed).choice(len(gen.labels), size=min(n, len(gen.labels)), replace=False))
@@ -63,45 +63,40 @@ def trigger_borders(flags) -> list:
     return [FRAME_COLOR if f else None for f in np.asarray(flags, dtype=bool).reshape(-1)]
 
 
-def _panel(study, cell, set_name, w, n, kind):
-    gen = study.generations(cell)[(set_name, float(w))]
+def _panel(study, cell, w, n, kind):
+    gen = study.generations(cell)[("target", w)]
     flags = study.judges.judge(gen, kind)["trigger"]
     return gen.images[:n], trigger_borders(flags[:n]), int(flags.sum()), len(flags)
 
 
-def target_grid_figure(study, cells, guidance: float | None = None, n: int = 16, kind: str | None = None,
-                       nrow: int = 4, scale: int | None = None):
-    """Target-prompt generations of ``cells`` side by side, the first ``n`` of each: every model starts
-    image i from the same seed, so a column position compares the same noise across models.
-
-    guidance: w (default the first of the profile); kind: the trigger detector framing the images
-    (default: each cell's own, see :func:`detector_kind`). Panel titles give the triggered count over
+def target_grid_figure(study, cells, n: int, kind: str):
+    """Target-prompt generations of ``cells`` at the profile's first w side by side, the first ``n`` of each,
+    framed where the trigger detector ``kind`` fires: every model starts image i from the same seed, so a
+    column position compares the same noise across models. Panel titles give the triggered count over
     the whole set.
     """
-    w = float(guidance if guidance is not None else study.first_guidance)
     grids, borders = {}, {}
     for cell in cells:
-        k = kind or detector_kind(study, cell)
-        images, frames, hits, total = _panel(study, cell, "target", w, n, k)
-        name = f"{cell.name}: {hits}/{total} flagged ({k})"
+        images, frames, hits, total = _panel(study, cell, study.first_guidance, n, kind)
+        name = f"{cell.name}: {hits}/{total} flagged ({kind})"
         grids[name], borders[name] = images, frames
-    return plots.side_by_side_grids(grids, nrow=nrow, scale=scale, border_colors=borders)
+    return plots.side_by_side_grids(grids, nrow=4, border_colors=borders)
 
 
-def guidance_sweep_figure(study, cell=None, n: int = 16, nrow: int = 4, scale: int | None = None):
-    """The target-prompt generations of one cell (default :func:`showcase_cell`) at every guidance w of
-    the profile, the same seeds in every panel, framed where the cell's trigger detector fires."""
-    cell = cell or showcase_cell(study)
+def guidance_sweep_figure(study, n: int = 16):
+    """The target-prompt generations of :func:`showcase_cell` at every guidance w of the profile, the same
+    seeds in every panel, framed where the cell's trigger detector fires."""
+    cell = showcase_cell(study)
     kind = detector_kind(study, cell)
     grids, borders = {}, {}
-    for w in study.cfg.sampling.guidance:
-        images, frames, hits, total = _panel(study, cell, "target", w, n, kind)
-        name = f"w = {float(w):g}: {hits}/{total} triggered"
+    for w in study.claim_guidances():
+        images, frames, hits, total = _panel(study, cell, w, n, kind)
+        name = f"w = {w:g}: {hits}/{total} triggered"
         grids[name], borders[name] = images, frames
-    return plots.side_by_side_grids(grids, nrow=nrow, scale=scale, border_colors=borders)
+    return plots.side_by_side_grids(grids, nrow=4, border_colors=borders)
 
 
-def all_class_figure(study, cell, per_class: int = 8, scale: int | None = None):
+def all_class_figure(study, cell, per_class: int = 8):
     """One row per class of ``cell``'s all-class generations (``None``: the pre-trained model), framed
     where the trigger detector of :func:`detector_kind` fires."""
     gen = study.generations(cell)[("all", study.guidance_all)]
@@ -110,20 +105,20 @@ def all_class_figure(study, cell, per_class: int = 8, scale: int | None = None):
     idx = class_samples(gen.images, gen.labels, per_class)
     name = "pre-trained" if cell is None else cell.name
     return plots.class_grid(gen.images[idx], gen.labels[idx], study.class_names, per_class=per_class,
-                            border_colors=trigger_borders(flags[idx]), scale=scale,
+                            border_colors=trigger_borders(flags[idx]),
                             title=f"{name}, all-class set, w = {gen.guidance:g} (frame: {kind} detector)")
 
 
-def class_accuracy_table(study, cells=None, include_pretrained: bool = True) -> pd.DataFrame:
+def class_accuracy_table(study) -> pd.DataFrame:
     """Per-class accuracy of the clean classifier (fractions in [0, 1]; NaN for a class with no image).
 
     Rows: ``real test images`` (the classifier's own held-out accuracy, ``study.judges.classifier_report()``),
-    the pre-trained model (if any and ``include_pretrained``) and every cell, each on its all-class
+    the pre-trained model (if any) and every cell, each on its all-class
     generations; columns: the classes, then ``all`` (accuracy over every image of the row)."""
     k = len(study.class_names)
     report = study.judges.classifier_report()
     rows = {"real test images": list(report["per_class_accuracy"]) + [report["accuracy"]]}
-    models = ([None] if include_pretrained and study.pretrain_key is not None else []) + cells_of(study, cells)
+    models = ([None] if study.pretrain_key is not None else []) + study.cells()
     for cell in models:
         gen = study.generations(cell)[("all", study.guidance_all)]
         judged = study.judges.judge(gen, detector_kind(study, cell))
@@ -136,7 +131,7 @@ def class_accuracy_table(study, cells=None, include_pretrained: bool = True) -> 
     return df
 
 
-def target_figures(study, n: int = 16, guidance: float | None = None) -> dict:
+def target_figures(study, n: int = 16) -> dict:
     """Title -> Figure of :func:`target_grid_figure`: the controls side by side (framed by the grid's first
     attack's detector), then for every attack the clean model beside that attack's cells (framed by that
     attack's detector, the clean panel included, so its frames count the detector's false alarms)."""
@@ -144,10 +139,10 @@ def target_figures(study, n: int = 16, guidance: float | None = None) -> dict:
     clean = [c for c in controls if c.kind == "clean"]
     out = {}
     if controls:
-        out["controls"] = target_grid_figure(study, controls, guidance, n, kind=detector_kind(study, None))
+        out["controls"] = target_grid_figure(study, controls, n, detector_kind(study, None))
     for attack in study.cfg.attacks:
         cells = clean + [c for c in study.grid_cells() if c.kind == attack]
-        out[attack] = target_grid_figure(study, cells, guidance, n, kind=attack)
+        out[attack] = target_grid_figure(study, cells, n, attack)
     return out
 
 

@@ -10,8 +10,7 @@ import pandas as pd
 from bibad_utils.base import ConfigError
 from bibad_utils.data import to_float, to_uint8
 from bibad_utils.experiments.training_report.common import (IMAGENETTE_TARGET_N, IMAGENETTE_TRAIN_N,
-                                                            PAPER_R_TRAIN_IMAGENETTE, cells_of,
-                                                            check_count, showcase_cell)
+                                                            PAPER_R_TRAIN_IMAGENETTE, check_count, showcase_cell)
 from bibad_utils.poison import n_poison_for, r_train
 from bibad_utils.triggers import TRIGGERS
 
@@ -38,18 +37,18 @@ def example_indices(labels, target: int, n: int, seed: int) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def trigger_examples(study, n: int = 4, seed: int = 0, kinds=None) -> dict[str, np.ndarray]:
-    """The same ``n`` clean non-target training images, plain and with each trigger of ``kinds`` (None:
-    every kind of the registry :data:`bibad_utils.triggers.TRIGGERS`).
+def trigger_examples(study, n: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    """The same ``n`` clean non-target training images, plain and with each trigger of the registry
+    :data:`bibad_utils.triggers.TRIGGERS`.
 
-    Returns ``{"clean": uint8 [n, H, W, 3], kind: uint8 [n, H, W, 3] for kind in kinds}``; the triggers
+    Returns ``{"clean": uint8 [n, H, W, 3], kind: uint8 [n, H, W, 3] for every kind}``; the triggers
     are the study's (``study.trigger(kind)``: profile options and seed), whether or not the grid uses
     them.
     """
     idx = example_indices(study.train_set.labels, study.target, n, seed)
     clean = study.train_set.images_uint8(idx)
     out = {"clean": clean}
-    for kind in (tuple(TRIGGERS) if kinds is None else kinds):
+    for kind in TRIGGERS:
         out[kind] = to_uint8(study.trigger(kind).apply(to_float(clean)))
     return out
 
@@ -75,19 +74,19 @@ def corner_box(study, margin: int = 2) -> tuple[int, int, int]:
     return study.image_size - size, study.image_size - size, size
 
 
-def trigger_pattern_data(study, kinds=None) -> list[dict]:
+def trigger_pattern_data(study) -> list[dict]:
     """The study's triggers as each kind draws itself (``Trigger.view()``, for
-    :func:`bibad_utils.plots.trigger_patterns`): every kind of the registry :data:`~bibad_utils.triggers.TRIGGERS`
-    (or ``kinds``), with the profile's options and seed, whether or not the grid uses it."""
-    return [study.trigger(kind).view() for kind in (tuple(TRIGGERS) if kinds is None else kinds)]
+    :func:`bibad_utils.plots.trigger_patterns`): every kind of the registry :data:`~bibad_utils.triggers.TRIGGERS`,
+    with the profile's options and seed, whether or not the grid uses it."""
+    return [study.trigger(kind).view() for kind in TRIGGERS]
 
 
-def poison_manifests(study, cells=None, n_first: int = 8) -> pd.DataFrame:
+def poison_manifests(study, n_first: int = 8) -> pd.DataFrame:
     """Write (if missing) the poisoned-set artifact of every cell and list them: one row per cell with
     its artifact key, seed, number of poisoned images, the first ``n_first`` poisoned indices and the
     manifest's path relative to the store's root (``<run_dir>/artifacts``). Calls ``study.poison_key(cell)`` for each cell."""
     rows = []
-    for cell in cells_of(study, cells):
+    for cell in study.cells():
         key = study.poison_key(cell)
         m = study.poison_manifest(cell)
         path = study.store.path("poison", key) / "poison_manifest.json"
@@ -130,11 +129,11 @@ def same_indices_across_kinds(study) -> bool:
     return all(all(ix == group[0] for ix in group) for group in by_ratio.values())
 
 
-def class_counts_table(study, cells=None) -> pd.DataFrame:
+def class_counts_table(study) -> pd.DataFrame:
     """Images per label before poisoning (``clean``) and after it for each non-clean cell: int columns,
     one row per class (the target class marked), plus a ``total`` row (unchanged: the poisoned copies
     replace the clean ones)."""
-    cells = [c for c in cells_of(study, cells) if c.kind != "clean"]
+    cells = [c for c in study.cells() if c.kind != "clean"]
     before = np.asarray(study.train_set.class_counts(), dtype=np.int64)
     cols = {"clean": before}
     for cell in cells:
@@ -193,9 +192,8 @@ def r_train_curves(study, n_points: int = 101) -> tuple[dict, dict]:
     inet = f"ImageNette (N = {IMAGENETTE_TRAIN_N}, {IMAGENETTE_TARGET_N} target)"
     curves = {ours: (p, n * p / (n_t + n * p)),
               inet: (p, IMAGENETTE_TRAIN_N * p / (IMAGENETTE_TARGET_N + IMAGENETTE_TRAIN_N * p))}
-    ratios = sorted(float(r) for r in study.cfg.ratios)
     cells = [c for c in study.grid_cells() if c.kind == study.cfg.attacks[0]]
-    points = {ours: (ratios, [study.poison_manifest(c)["r_train"] for c in cells]),
+    points = {ours: ([c.ratio for c in cells], [study.poison_manifest(c)["r_train"] for c in cells]),
               "paper, ImageNette": (list(PAPER_R_TRAIN_IMAGENETTE), list(PAPER_R_TRAIN_IMAGENETTE.values()), inet)}
     return curves, points
 

@@ -9,7 +9,7 @@ import pandas as pd
 from bibad_utils import plots
 from bibad_utils.base import ConfigError
 from bibad_utils.diffusion import build_model
-from bibad_utils.experiments.training_report.common import cells_of, check_count
+from bibad_utils.experiments.training_report.common import check_count
 from bibad_utils.experiments.castle_walls import dc_cells
 from bibad_utils.experiments.memorization_study import duplicate_comparison_cells
 from bibad_utils.parallel import compute_cells
@@ -74,13 +74,13 @@ def later_chapter_cells(study) -> tuple[list, list]:
     return duplicate, [c for c in dc_cells(study) if c not in study.cells()]
 
 
-def finetune_all(study, cells=None) -> pd.DataFrame:
+def finetune_all(study) -> pd.DataFrame:
     """Fine-tune (or load from the store) the DM of every cell and tabulate the compute of each: steps,
     batch size, images seen, epochs over the training set, wall time, seconds per step, device, CPU
     threads, trainable parameters (one row per cell, from ``study.train_record``). Cells not yet in the
     store are trained, and their generation sets sampled (chapter 03 then finds them), in parallel worker
     processes on the CPU (:func:`bibad_utils.parallel.compute_cells`)."""
-    cells = list(cells_of(study, cells))
+    cells = study.cells()
     # cells missing from the store: trained, and their sets sampled, by one process per usable core,
     # together with the other training runs of cells trained more than once (train_seeds), the DMs of
     # later chapters (06's duplicate-pool cells, 05's diffusion-classifier-only p) and the judges (03, 04)
@@ -96,9 +96,9 @@ def finetune_all(study, cells=None) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
-def loss_logs(study, cells=None) -> dict[str, list]:
+def loss_logs(study) -> dict[str, list]:
     """name -> ``[(step, loss), ...]`` of every cell's fine-tuning (for ``plots.loss_curves``)."""
-    return {cell.name: study.train_record(cell)["loss_log"] for cell in cells_of(study, cells)}
+    return {cell.name: study.train_record(cell)["loss_log"] for cell in study.cells()}
 
 
 def class_samples(images, labels, per_class: int) -> np.ndarray:
