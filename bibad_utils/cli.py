@@ -71,8 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="pre-train the clean base DM here instead of using the one shipped with the package "
                           "(same as --set pretrain.shipped=false)")
     run.add_argument("--threads", default=None, metavar="N|auto",
-                     help="torch threads of the kernels (default: auto, the idle cores at the start of each "
-                          "training or generation, unless OMP_NUM_THREADS is set)")
+                     help="torch threads of the kernels (default: every core, or OMP_NUM_THREADS when set, the same "
+                          "count on every run so that the numbers are too; auto: the idle cores, faster on a busy "
+                          "machine, but a CPU training's last digits then follow the load)")
     run.add_argument("--progress-interval", type=float, default=30.0, metavar="S",
                      help="without a terminal, print a progress line every S seconds (default 30)")
 

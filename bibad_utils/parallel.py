@@ -12,8 +12,8 @@ that trains the DMs also hands the judges to the workers (they need no DM), so t
 minutes are not idle.
 
 ``BIBAD_WORKERS`` fixes the number of workers (``1`` turns this off); otherwise it is the thread count
-the study would use (:func:`bibad_utils.progress.choose_threads`: the idle cores, or the count fixed
-by ``BIBAD_THREADS`` / ``OMP_NUM_THREADS``). On a GPU the cells run in the calling process unless
+the study would use (:func:`bibad_utils.progress.choose_threads`: every core, the count fixed by
+``BIBAD_THREADS`` / ``OMP_NUM_THREADS``, or with ``BIBAD_THREADS=auto`` the idle cores). On a GPU the cells run in the calling process unless
 ``BIBAD_WORKERS`` asks for several: then that many worker processes share the one device, each training
 its own cell (a small DM leaves a large GPU mostly idle between kernel launches; how many pay has not been
 measured here, since no GPU was available to this project's sessions).
@@ -46,8 +46,8 @@ def workers_allowed(device) -> bool:
 
 
 def worker_count(n_jobs: int) -> int:
-    """Worker processes for ``n_jobs`` independent cells: ``BIBAD_WORKERS`` if set, else the thread
-    count the machine allows now; never more than the jobs."""
+    """Worker processes for ``n_jobs`` independent cells: ``BIBAD_WORKERS`` if set, else the study's thread
+    count (:func:`~bibad_utils.progress.choose_threads`); never more than the jobs."""
     fixed = os.environ.get(ENV_WORKERS, "").strip()
     if fixed:
         if not fixed.isdigit() or int(fixed) < 1:

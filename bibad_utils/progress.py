@@ -10,11 +10,14 @@ On a terminal it keeps one updating line; without one (CI, a log file) it prints
 ``interval`` seconds (30 by default), so a log shows the run is alive and how long the current stage has
 left.
 
-Threads: :func:`idle_cores` measures the cores that no other process uses (from ``/proc/stat`` over a
-short window, minus this process's own use), and :func:`choose_threads` sets torch's thread count to
-them unless the user fixed it (``BIBAD_THREADS``, else ``OMP_NUM_THREADS``): two torch threads on a
-2-core machine whose other core is busy run many times slower than one (the threads wait on each
-other), so a busy machine gets one thread, and the progress line says the machine is busy.
+Threads: :func:`choose_threads` sets torch's thread count, by default to every core of this process, the
+same count on every run: a CPU training's float rounding depends on the thread count (a classifier trained
+at 1 and at 2 threads ends with different weights), so a count that followed the load would give two runs
+of one profile on one machine different numbers. ``BIBAD_THREADS`` (else ``OMP_NUM_THREADS``) fixes another
+count; ``BIBAD_THREADS=auto`` trades that for speed on a busy machine: :func:`idle_cores` measures the cores
+that no other process uses (from ``/proc/stat`` over a short window, minus this process's own use) and the
+count follows them, re-checked while a task runs (two torch threads on a 2-core machine whose other core is
+busy run many times slower than one). The progress line says when the machine is busy.
 """
 
 from __future__ import annotations
@@ -94,10 +97,13 @@ _BUSY: dict = {"others": 0.0, "threads": None}
 
 
 def _fixed_threads() -> int | None:
-    """The thread count the user fixed (``BIBAD_THREADS``, else ``OMP_NUM_THREADS``); None: auto."""
+    """The fixed thread count: ``BIBAD_THREADS``, else ``OMP_NUM_THREADS``, else every core of this process
+    (:func:`available_cores`); None for ``auto`` (follow the idle cores)."""
     fixed = os.environ.get(ENV_THREADS, "").strip() or os.environ.get("OMP_NUM_THREADS", "").strip()
-    if not fixed or fixed == "auto":
+    if fixed == "auto":
         return None
+    if not fixed:
+        return available_cores()
     try:
         n = int(fixed)
     except ValueError:
@@ -114,9 +120,10 @@ def _threads_for(idle: float) -> int:
 def choose_threads(window: float = 0.3) -> int:
     """Set torch's intra-op threads for the next long computation and return the count.
 
-    ``BIBAD_THREADS`` (an integer, or ``auto``), else ``OMP_NUM_THREADS`` when set, fixes the count;
-    otherwise (``auto``) it is the number of idle cores (:func:`idle_cores` over ``window`` seconds),
-    rounded, at least 1; the load seen is kept for the progress line (:func:`machine_note`)."""
+    ``BIBAD_THREADS`` (an integer), else ``OMP_NUM_THREADS``, fixes the count; unset, it is every core of this
+    process, so that the numbers do not depend on the load; ``BIBAD_THREADS=auto``: the number of idle cores
+    (:func:`idle_cores` over ``window`` seconds), rounded, at least 1, the load seen kept for the progress
+    line (:func:`machine_note`)."""
     import torch
 
     fixed = _fixed_threads()

@@ -61,7 +61,7 @@ class Study:
         self.progress = progress
         self._models: dict = {}
         if self.device.type == "cpu":
-            choose_threads()  # the idle cores, unless fixed (again before each training and generation)
+            choose_threads()  # every core unless fixed or auto (again before each training and generation)
 
     # Sections a variant may not change: they define the data, the store and the seed it shares.
     _SHARED_SECTIONS = ("dataset", "seed", "run_dir", "device")

@@ -158,6 +158,26 @@ def test_choose_threads(monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_unset_threads_are_every_core_whatever_the_load(tmp_path, monkeypatch):
+    """Without BIBAD_THREADS and OMP_NUM_THREADS the count is fixed (every core), not the idle cores: a CPU
+    training's float rounding depends on the thread count, so a count that followed the load would make two
+    runs of one profile differ."""
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv(progress.ENV_THREADS, raising=False)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(progress, "idle_cores", lambda window=0.3: pytest.fail("the load was measured"))
+        assert progress.choose_threads() == progress.available_cores() == torch.get_num_threads()
+        clock = FakeClock()
+        task = progress.Task("finetune", "clean", 600, path=tmp_path / "p.json", clock=clock)
+        monkeypatch.setattr(progress, "idle_since", lambda sample: (0.2, 1.8))  # the machine became busy
+        clock.t += 2 * progress.RECHECK_S
+        task.update(10)
+        assert torch.get_num_threads() == progress.available_cores()  # still the fixed count
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_idle_cores_is_within_the_machine():
     idle, others = progress.idle_cores(window=0.05)
     assert 0 <= idle <= progress.available_cores() and others >= 0
