@@ -49,13 +49,13 @@ def repo_path(path) -> Path:
     return p if p.is_absolute() else REPO_ROOT / p
 
 
-def declared_in_package(package_file, attr, cls: type, first=(), skip=()) -> list[tuple[str, object]]:
-    """``(module name, object)`` for every object of type ``cls`` that a module of a package declares as
-    ``attr`` (a name, or several tried in turn; one object, or a tuple of them): the modules named in ``first``
-    in that order, then the others
-    by name; ``skip`` lists modules that declare nothing. ``package_file``: the package's ``__init__`` or any
-    module file in it. What the registries of triggers, datasets and detectors read, so that a new one is a
-    new module of its package."""
+def registry_in_package(package_file, attr, cls: type, first=(), skip=(), unique=("name",)) -> dict:
+    """``{obj.name: obj}`` for every object of type ``cls`` that a module of a package declares as ``attr`` (a
+    name, or several tried in turn; one object, or a tuple of them): the modules named in ``first`` in that
+    order, then the others by name; ``skip`` lists modules that declare nothing. ``package_file``: the
+    package's ``__init__`` or any module file in it. An object whose ``unique`` attributes repeat another's
+    is a ConfigError naming its module. What the registries of triggers, datasets and detectors read, so
+    that a new one is a new module of its package."""
     import importlib
     import pkgutil
 
@@ -63,22 +63,14 @@ def declared_in_package(package_file, attr, cls: type, first=(), skip=()) -> lis
     package = ".".join(folder.relative_to(REPO_ROOT).parts)
     found = [m.name for m in pkgutil.iter_modules([str(folder)]) if m.name not in set(skip)]
     order = [m for m in first if m in found] + sorted(m for m in found if m not in first)
-    out = []
+    out: dict = {}
     for name in order:
         module = importlib.import_module(f"{package}.{name}")
         for value in (getattr(module, a, None) for a in ((attr,) if isinstance(attr, str) else attr)):
-            out += [(name, v) for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, cls)]
-    return out
-
-
-def registry_in_package(package_file, attr, cls: type, first=(), skip=(), unique=("name",)) -> dict:
-    """:func:`declared_in_package` as a registry ``{obj.name: obj}``; an object whose ``unique`` attributes
-    repeat another's is a ConfigError naming its module."""
-    out: dict = {}
-    for module, obj in declared_in_package(package_file, attr, cls, first, skip):
-        for field in unique:
-            if any(getattr(o, field) == getattr(obj, field) for o in out.values()):
-                raise ConfigError(f"{Path(package_file).resolve().parent.name}.{module}", getattr(obj, field),
-                                  f"a {field} no other module of the package declares")
-        out[obj.name] = obj
+            for obj in (v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, cls)):
+                for field in unique:
+                    if any(getattr(o, field) == getattr(obj, field) for o in out.values()):
+                        raise ConfigError(f"{folder.name}.{name}", getattr(obj, field),
+                                          f"a {field} no other module of the package declares")
+                out[obj.name] = obj
     return out

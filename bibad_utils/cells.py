@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bibad_utils.base import ConfigError
-from bibad_utils.schema import Field, Section
+from bibad_utils.schema import Field, Section, is_int
 from bibad_utils.triggers import TRIGGERS
 
 CONTROLS = ("clean", "relabel")  # the cells without a trigger: the p = 0 model, and relabelling alone
@@ -34,9 +34,7 @@ def validate_train_seeds(section, prefix: str = "train_seeds") -> dict:
     kinds (clean | relabel | badnets1 | badnets2 | wanet) to integers >= 1, e.g. ``{default: 1, clean: 3,
     badnets1: 3}`` (three runs of the clean control and of every p of BadNets-1, one elsewhere). Returns
     the mapping form with ``default`` filled in (1 when absent)."""
-    if isinstance(section, bool):
-        raise ConfigError(prefix, section, "an integer >= 1 or a mapping {default: N, KIND: N}")
-    if isinstance(section, (int, np.integer)):
+    if is_int(section):
         section = {"default": int(section)}
     if not isinstance(section, dict):
         raise ConfigError(prefix, section, "an integer >= 1 or a mapping {default: N, KIND: N}")
@@ -44,7 +42,7 @@ def validate_train_seeds(section, prefix: str = "train_seeds") -> dict:
     for key, value in section.items():
         if key not in train_seed_keys():
             raise ConfigError(f"{prefix}.{key}", value, f"a key among {list(train_seed_keys())}")
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        if not is_int(value, 1):
             raise ConfigError(f"{prefix}.{key}", value, "an integer >= 1 (training runs per cell)")
         out[key] = int(value)
     return out

@@ -84,11 +84,6 @@ TOP_LEVEL_KEYS = tuple(TOP_LEVEL) + tuple(SECTIONS)
 EXTENDING_SETS = ("name", "run_dir")
 
 
-def attack_kinds() -> tuple[str, ...]:
-    """The trigger kinds a profile may name: the keys of :data:`bibad_utils.triggers.TRIGGERS`."""
-    return tuple(TRIGGERS)
-
-
 def profile_names() -> list[str]:
     """Names of the profiles shipped in ``notebooks/profiles/`` (file stems), sorted."""
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
@@ -241,10 +236,9 @@ def machine_memory() -> int:
         return 0
 
 
-def check_fits_memory(param: str, value: int, bytes_each: float, what: str, memory: int | None = None) -> None:
+def check_fits_memory(param: str, value: int, bytes_each: float, what: str, memory: int) -> None:
     """Refuse ``value`` items of ``bytes_each`` bytes (``what``: the items, in words) when together they take
-    more than the machine's physical memory: the run would fail late, with a memory error naming no key."""
-    memory = machine_memory() if memory is None else memory
+    more than ``memory`` bytes (0: unknown): the run would fail late, with a memory error naming no key."""
     if memory and bytes_each > 0 and value * bytes_each > memory:
         most = max(0, int(memory // bytes_each))
         raise ConfigError(param, short(value), f"at most {most:,} here: {value:,} {what} would take "
@@ -367,7 +361,7 @@ def validate_profile(cfg: dict) -> dict:
     cfg["dataset"] = DATASET.validate(cfg["dataset"], profile=cfg)
     _collect(errors, _check_target, cfg)
     before = len(errors)
-    _collect(errors, name_list, "attacks", cfg["attacks"], attack_kinds())
+    _collect(errors, name_list, "attacks", cfg["attacks"], tuple(TRIGGERS))
     _collect(errors, _check_ratios, cfg["ratios"])
     if len(errors) == before:  # these read valid attacks and ratios
         _collect(errors, _check_attack_ratios, cfg.get("attack_ratios"), cfg["attacks"], cfg["ratios"])

@@ -80,7 +80,7 @@ def real_predictions(study, judge: JudgeSpec) -> np.ndarray:
     return predictions(study, judge, study.data_key, {"test": lambda: study.test_set.images})["test"]
 
 
-def content_choice(study, z: float = metrics.Z95) -> dict:
+def content_choice(study) -> dict:
     """Which judge reads content (M) in this chapter: every content judge (the clean classifier, and the
     profile's external judge when it names one) with its accuracy on the real test images, and the chosen
     one, the more accurate (the clean classifier on a tie). Returns ``{"chosen": name, "judges": [{"judge",
@@ -92,7 +92,7 @@ def content_choice(study, z: float = metrics.Z95) -> dict:
     rows = []
     for spec in specs:
         k = int((real_predictions(study, spec) == labels).sum())
-        lo, hi = metrics.wilson_interval(k, len(labels), z)
+        lo, hi = metrics.wilson_interval(k, len(labels))
         rows.append({"judge": spec.name, "n": len(labels), "k": k, "accuracy": k / len(labels),
                      "accuracy_lo": lo, "accuracy_hi": hi})
     best = max(rows, key=lambda r: r["k"])  # the first (the clean classifier) wins a tie

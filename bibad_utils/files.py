@@ -196,7 +196,6 @@ def load_json(path):
 def save_array(path, array) -> Path:
     """``np.save`` without pickling (object arrays are refused), atomically; returns the path written."""
     path = Path(path)
-    path = path if path.suffix == ".npy" else path.with_name(path.name + ".npy")
     tmp = _atomic_target(path)
     with open(tmp, "wb") as f:
         np.save(f, np.asarray(array), allow_pickle=False)

@@ -8,12 +8,6 @@ import numpy as np
 from bibad_utils.base import ConfigError, repo_path
 
 
-def _supersampled_grid(size: int, ss: int):
-    coords = (np.arange(size * ss, dtype=np.float64) + 0.5) / (size * ss)
-    y, x = np.meshgrid(coords, coords, indexing="ij")
-    return x, y
-
-
 def _inside_ellipse(x, y, cx, cy, rx, ry):
     return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0
 
@@ -36,7 +30,8 @@ def cartoon_pattern(image_size: int) -> np.ndarray:
     """uint8 ``[S, S, 3]``: the fixed BadNets-2 pattern, a cartoon cat face with a red bow on a
     polka-dot pink background, drawn from geometry (no image file) so any size gives the same picture."""
     ss = 4 if image_size <= 128 else 2
-    x, y = _supersampled_grid(image_size, ss)
+    coords = (np.arange(image_size * ss, dtype=np.float64) + 0.5) / (image_size * ss)  # supersampled pixel centres
+    y, x = np.meshgrid(coords, coords, indexing="ij")
     canvas = np.empty(x.shape + (3,), np.float64)
     canvas[:] = (250, 180, 205)
     black, white = (25, 20, 30), (255, 255, 255)

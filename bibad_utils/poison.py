@@ -102,14 +102,6 @@ class PoisonedSet:
         return self.base.class_names
 
     @property
-    def name(self) -> str:
-        return self.base.name
-
-    @property
-    def image_size(self) -> int:
-        return self.base.image_size
-
-    @property
     def n_poison(self) -> int:
         return int(len(self.indices))
 
@@ -117,9 +109,6 @@ class PoisonedSet:
     def prompts(self) -> list[str]:
         """``"A photo of a {class}"`` of every image's (poisoned) label."""
         return [PROMPT_TEMPLATE.format(self.class_names[y]) for y in self.labels]
-
-    def prompt_for(self, label: int) -> str:
-        return self.base.prompt_for(label)
 
     def class_counts(self) -> np.ndarray:
         """int64 ``[num_classes]``: images per (poisoned) label."""

@@ -276,7 +276,7 @@ class Study:
         replicate training run. label: what the live progress line calls it (e.g. the cell's name)."""
 
         params = self._train_params(section, train_seed)
-        seed = self.training_seed(train_seed) if train_seed else self.seed
+        seed = self.training_seed(train_seed)
         inputs = list(inputs) + ([init_key] if init_key else [])
 
         def build(art):
@@ -377,7 +377,7 @@ class Study:
         keyed = {k: v for k, v in s.as_dict().items() if k != "castle_guidance"}  # it enters as all_guidances
         params = {"sampling": keyed, "guidance_all": self.guidance_all, "seed": self.seed, "target": self.target}
         ws = self.target_guidances(cell)
-        if ws != [float(w) for w in s.guidance]:
+        if ws != self.claim_guidances():
             params["target_guidances"] = ws  # fewer target sets than the profile's guidance list
         all_ws = self.all_guidances(cell)
         if len(all_ws) > 1:

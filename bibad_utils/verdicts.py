@@ -106,15 +106,14 @@ def false_alarm_check(hi: float, *, max_rate: float, what: str = "false-alarm ra
 EXPOSURE_MIN_SHARE = 0.5  # a DM fine-tuned for less than this share of the paper's epochs is "far below" it
 
 
-def exposure_check(epochs: float, *, paper_epochs: float = PAPER_EPOCHS,
-                   min_share: float = EXPOSURE_MIN_SHARE) -> Check:
-    """Whether a DM was fine-tuned near the paper's exposure: ``epochs`` (how many times each poisoned
-    image was seen in fine-tuning, on average) at least ``min_share`` of ``paper_epochs`` (about 50)."""
+def exposure_check(epochs: float) -> Check:
+    """Whether a DM was fine-tuned near the paper's exposure: ``epochs`` (how many times each poisoned image
+    was seen in fine-tuning, on average) at least :data:`EXPOSURE_MIN_SHARE` of :data:`PAPER_EPOCHS` (about 50)."""
     if not finite(epochs):
         return Check(True, "exposure not stated")
-    if epochs >= min_share * paper_epochs:
-        return Check(True, f"fine-tuned {epochs:.1f} of about {paper_epochs:g} epochs")
-    return Check(False, f"not tested at the paper's exposure ({epochs:.1f} of about {paper_epochs:g} epochs)")
+    if epochs >= EXPOSURE_MIN_SHARE * PAPER_EPOCHS:
+        return Check(True, f"fine-tuned {epochs:.1f} of about {PAPER_EPOCHS:g} epochs")
+    return Check(False, f"not tested at the paper's exposure ({epochs:.1f} of about {PAPER_EPOCHS:g} epochs)")
 
 
 def at_exposure(verdict: str, epochs: float) -> tuple[str, str]:
@@ -140,22 +139,10 @@ def mde_from_interval(lo: float, hi: float, *, z: float = Z95, power_z: float = 
     return math.nan if not finite(lo, hi) or hi < lo else (z + power_z) * (hi - lo) / (2 * z)
 
 
-def mde_two_proportions(p0: float, n1: int, n0: int, *, z: float = Z95, power_z: float = Z_POWER80) -> float:
-    """Minimum detectable difference ``p1 - p0`` of two independent proportions with ``n1`` and ``n0``
-    samples at a baseline rate ``p0`` (normal approximation, two-sided ``z``, power of ``power_z``)."""
-    if n1 <= 0 or n0 <= 0:
-        return math.nan
-    p0 = min(max(float(p0), 0.0), 1.0)
-    var = p0 * (1 - p0)
-    var = var if var > 0 else 0.25 / max(n1, n0)  # a degenerate base rate: fall back to a small variance
-    return (z + power_z) * math.sqrt(var / n1 + var / n0)
-
-
 # ------------------------------------------------------------------------------------ comparisons
 
 def compare(value: float, lo: float, hi: float, *, reference: float = 0.0, direction: str = "greater",
-            paper_effect: float | None = None, baseline: Check | None = None, margin: float = 0.0,
-            z: float = Z95) -> Judgement:
+            paper_effect: float | None = None, baseline: Check | None = None, margin: float = 0.0) -> Judgement:
     """Verdict for "ours lies beyond ``reference`` (+ ``margin``) in ``direction``" (greater | less), by
     about the paper's effect, from the point ``value`` and its 95 % interval ``[lo, hi]``.
 
@@ -180,7 +167,7 @@ def compare(value: float, lo: float, hi: float, *, reference: float = 0.0, direc
     thr = reference + sign * margin
     near, far = (lo, hi) if sign > 0 else (hi, lo)  # bound nearest the threshold when the claim holds
     has_ci = finite(lo, hi)
-    mde = mde_from_interval(lo, hi, z=z) if has_ci else math.nan
+    mde = mde_from_interval(lo, hi) if has_ci else math.nan
     effect = float(paper_effect) if paper_effect is not None and finite(paper_effect) else None
     if has_ci and sign * (near - thr) > 0:
         if effect is None:
@@ -203,8 +190,7 @@ def compare(value: float, lo: float, hi: float, *, reference: float = 0.0, direc
     return Judgement("not reproduced", "", mde)
 
 
-def non_inferior(value: float, lo: float, hi: float, *, margin: float, baseline: Check | None = None,
-                 z: float = Z95) -> Judgement:
+def non_inferior(value: float, lo: float, hi: float, *, margin: float, baseline: Check | None = None) -> Judgement:
     """Verdict for "ours is comparable: at most ``margin`` below zero" (e.g. TA(DC) - TA(classifier) with a
     margin of 0.05), from the difference ``value`` and its 95 % interval ``[lo, hi]``.
 
@@ -219,7 +205,7 @@ def non_inferior(value: float, lo: float, hi: float, *, margin: float, baseline:
         return Judgement("not tested", baseline.reason)
     if not finite(value, lo, hi):
         return Judgement("not tested", "no measurement")
-    mde = mde_from_interval(lo, hi, z=z)
+    mde = mde_from_interval(lo, hi)
     if lo > -margin:
         return Judgement("reproduced", "", mde)
     if hi < -margin:
@@ -278,11 +264,6 @@ def headline(rows) -> str:
     parts = [f"{c['total']} {_KIND_PLURAL[k]}: {counts_text(c) or 'none'}" for k, c in count_verdicts(rows).items()
              if c["total"] or k == "paper claim"]  # count_verdicts has every kind, in the order of KINDS
     return "; ".join(parts) + "."
-
-
-__all__ = ["CHANCE_AUROC", "Check", "Judgement", "VERDICTS", "baseline_check", "compare", "count_verdicts",
-           "at_exposure", "check_interval", "exposure_check", "false_alarm_check", "first_failed", "headline", "mde_from_interval",
-           "finite", "mde_two_proportions", "non_inferior", "row_kind"]
 
 
 def rows_of(rows, keys, metric: str | None = None) -> list[dict]:

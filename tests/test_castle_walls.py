@@ -83,7 +83,10 @@ def test_shipped_profiles_have_a_valid_defenses_section(name):
 # ------------------------------------------------------------------------------- claims, figures
 
 def _diffs(diff_lo=0.01, n_trig=5, flag_lo=0.0):
-    return pd.DataFrame([
+    # the columns of detection_differences that every row shares: a detector that passes its own checks
+    same = {"guidance": 2.0, "n_train": 50, "auroc_known": 0.95, "auroc_known_lo": 0.9, "auroc_known_hi": 0.99,
+            "auroc_train_lo": 0.55, "auroc_train_hi": 0.9, "n_triggered_gen_tpl": math.nan, "reading": "detector"}
+    return pd.DataFrame([{**same, **r} for r in [
         {"cell": "badnets1 p=10%", "attack": "badnets1", "p": 0.1, "detector": "CD", "auroc_train": 0.8,
          "auroc_gen": 0.9, "diff": 0.1, "diff_lo": diff_lo, "diff_hi": 0.2, "n_poisoned_train": 5,
          "n_triggered_gen": n_trig, "n": 50, "paper_train": 0.948, "paper_gen": 0.983,
@@ -92,7 +95,7 @@ def _diffs(diff_lo=0.01, n_trig=5, flag_lo=0.0):
          "auroc_gen": math.nan, "diff": math.nan, "diff_lo": math.nan, "diff_hi": math.nan, "n_poisoned_train": 5,
          "n_triggered_gen": 0, "n": 50, "paper_train": math.nan, "paper_gen": math.nan,
          "clean_dm_flagged": flag_lo + 0.02, "clean_dm_flagged_lo": flag_lo},
-    ])
+    ]])
 
 
 def test_detection_claims_verdicts():
@@ -116,7 +119,7 @@ def _rates(source_or_method, k_ta, k_asr, n=100, **extra):
 
 
 def test_train_on_generations_claims():
-    paper = {"paper_TA": 0.99, "paper_ASR": 0.9, "paper_ASR_caltech15": math.nan}
+    paper = {"paper_TA": 0.99, "paper_ASR": 0.9, "paper_ASR_caltech15": math.nan, "guidance": 2.0}
     tog = pd.DataFrame([
         _rates({"source": cw.SOURCES[0]}, 95, 99, n_train=1000, **paper),
         _rates({"source": cw.SOURCES[1]}, 90, 95, n_train=100, **paper),
@@ -132,7 +135,7 @@ def test_train_on_generations_claims():
 
 
 def test_train_on_generations_needs_a_backdoor_and_the_papers_size():
-    paper = {"paper_TA": 0.99, "paper_ASR": 0.99434, "paper_ASR_caltech15": math.nan}
+    paper = {"paper_TA": 0.99, "paper_ASR": 0.99434, "paper_ASR_caltech15": math.nan, "guidance": 2.0}
     gen_paper = {**paper, "paper_TA": 0.94446, "paper_ASR": 0.55600}       # ImageNette BadNets-1 p = 5 %
     # demo BadNets-2 p = 5 %: the real-subset classifier's ASR is 19.7 %: no backdoor to defuse
     tog = pd.DataFrame([_rates({"source": cw.SOURCES[0]}, 95, 20, n_train=1000, **paper),
@@ -153,7 +156,8 @@ def test_train_on_generations_needs_a_backdoor_and_the_papers_size():
 def test_train_on_generations_ta_margin_accepts_the_papers_own_drops():
     # Caltech15 BadNets-1 p = 1 %: TA 99.83 -> 90.67 % (9.2 points), ASR 95.5 -> 1.3 %; a margin of 10
     # points rejected drops like the paper's own 8.8-12.5 points
-    paper = {"paper_TA": 0.99833, "paper_ASR": math.nan, "paper_ASR_caltech15": 0.95536, "paper_TA_caltech15": 0.99833}
+    paper = {"paper_TA": 0.99833, "paper_ASR": math.nan, "paper_ASR_caltech15": 0.95536, "paper_TA_caltech15": 0.99833,
+             "guidance": 2.0}
     tog = pd.DataFrame([_rates({"source": s}, k_ta, k_asr, n=2000, n_train=100, **paper)
                         for s, k_ta, k_asr in ((cw.SOURCES[0], 1997, 1911), (cw.SOURCES[1], 1997, 1911),
                                                ("generated", 1813, 25))])
@@ -179,7 +183,8 @@ def test_diffusion_classifier_claims():
 
 
 def test_figures_from_tiny_tables():
-    det = pd.DataFrame([{"cell": c, "detector": d, "set": s, "auroc": a, "auroc_lo": a - 0.1, "auroc_hi": a + 0.05,
+    det = pd.DataFrame([{"cell": c, "detector": d, "set": s, "classifier": "victim", "auroc": a, "auroc_lo": a - 0.1,
+                         "auroc_hi": a + 0.05,
                          "paper": 0.9 if d == "CD" else math.nan}
                         for c in ("a", "b") for d in cw.detectors() for s, a in (("training", 0.7), ("generated", math.nan))])
     assert isinstance(cw.detection_figure(det), Figure)
@@ -210,8 +215,8 @@ def test_wide_figures_fit_the_text_column():
     from bibad_utils.plots import DPI, MAX_FIGURE_WIDTH_IN
     limit = MAX_FIGURE_WIDTH_IN * DPI * 1.08  # bbox_inches="tight" may add a little outside the axes
     cells = [f"badnets{k} p={p}%" for k in (1, 2) for p in (1, 2, 5, 10, 20)]
-    det = pd.DataFrame([{"cell": c, "detector": d, "set": s, "auroc": 0.7, "auroc_lo": 0.6, "auroc_hi": 0.8,
-                         "paper": math.nan} for c in cells for d in cw.detectors() for s in ("training", "generated")])
+    det = pd.DataFrame([{"cell": c, "detector": d, "set": s, "classifier": "victim", "auroc": 0.7, "auroc_lo": 0.6,
+                         "auroc_hi": 0.8, "paper": math.nan} for c in cells for d in cw.detectors() for s in ("training", "generated")])
     fig = cw.detection_figure(det)
     assert _saved_width_px(fig) <= limit and sum(ax.get_visible() for ax in fig.axes) == len(cw.detectors())
     dc = pd.DataFrame([_rates({"method": m, "cell": c}, 80, 20, p_filter=pf, paper_TA=0.9, paper_ASR=0.5)
@@ -223,9 +228,12 @@ def test_wide_figures_fit_the_text_column():
 
 
 def test_display_tables():
-    det = pd.DataFrame([{"cell": "c", "detector": "CD", "set": s, "n": 20, "n_poisoned": k, "auroc": a,
+    det = pd.DataFrame([{"cell": "c", "detector": "CD", "set": s, "classifier": c, "n": 20, "n_poisoned": k, "auroc": a,
                          "auroc_lo": a - 0.1, "auroc_hi": min(1.0, a + 0.1), "paper": p}
-                        for s, k, a, p in (("training", 2, 0.7, 0.948), ("generated", 0, math.nan, 0.983))])
+                        for s, c, k, a, p in (("known answer", "victim", 10, 0.9, math.nan),
+                                              ("training", "victim", 2, 0.7, 0.948),
+                                              ("generated", "victim", 0, math.nan, 0.983),
+                                              ("generated", "generations classifier", 0, math.nan, 0.983))])
     wide = cw.detection_wide(det, {"c": 0.25})
     assert wide.loc[("c", "CD"), "AUROC training"] == "0.700 [0.600, 0.800]"
     assert wide.loc[("c", "CD"), "AUROC generated (victim)"] == "n/a"
@@ -358,7 +366,7 @@ def test_detection_claims_rest_on_the_truth_reading_that_passes_the_planted_chec
 def test_train_on_generations_without_a_paper_number_needs_the_papers_smallest_drop():
     # demo BadNets-1 p = 10 %: ASR 98.9 -> 78.4 % while the backdoor is still active; the paper reports no
     # number at p = 10 %, and its smallest drop anywhere is 0.311 (Caltech15 BadNets-2 p = 5 %)
-    na = {"paper_TA": math.nan, "paper_ASR": math.nan, "paper_ASR_caltech15": math.nan}
+    na = {"paper_TA": math.nan, "paper_ASR": math.nan, "paper_ASR_caltech15": math.nan, "guidance": 2.0}
     tog = pd.DataFrame([_rates({"source": s}, k_ta, k_asr, n=400, n_train=400, **na)
                         for s, k_ta, k_asr in ((cw.SOURCES[0], 396, 396), (cw.SOURCES[1], 396, 396),
                                                ("generated", 390, 314))])

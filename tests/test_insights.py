@@ -153,7 +153,7 @@ def test_controls_table():
 
 def fake_study(attacks=("badnets1",)):
     return SimpleNamespace(cfg=SimpleNamespace(sampling=SimpleNamespace(guidance=[1, 4]), attacks=list(attacks)),
-                           first_guidance=1.0)
+                           first_guidance=1.0, cells=lambda: [], exposure=lambda cell: math.nan)
 
 
 def planted(passing=("detector",), attacks=("badnets1",), n=400):
@@ -173,7 +173,7 @@ DETECTOR_READS = {"truth": NO_TEMPLATE_READING, "planted": planted()}
 
 # the clean classifier on a clean DM's generations, as generated_judge_table gives it: fit for the G split
 GOOD_GEN_JUDGES = pd.DataFrame([{"judge": "clean classifier", "n": 400, "accuracy": 0.95, "accuracy_lo": 0.92,
-                                 "accuracy_hi": 0.97}])
+                                 "accuracy_hi": 0.97, "guidance": 1.0}])
 
 
 def test_insight_claims_verdicts_from_numbers():

@@ -69,7 +69,8 @@ def test_claims_from_tables_verdicts():
     rng = np.random.default_rng(0)
     sims = {"clean": rng.normal(0.5, 0.05, 200), "badnets1 p=10%": rng.normal(0.5, 0.05, 200),
             "relabel p=10%": rng.normal(0.9, 0.05, 200)}
-    finder = pd.DataFrame([{"embedding": "pixels", "threshold": 0.99, "precision": 0.9, "recall": 0.8}])
+    finder = pd.DataFrame([{"embedding": "pixels", "threshold": 0.99, "precision": 0.9, "recall": 0.8,
+                            "threshold_source": "profile (memorization.duplicate_threshold)"}])
     rows = ms.claims_from_tables(_dup_table(), rep, finder, sims, guidance=1.0)
     by = {(r["claim"].split()[-1], r["setting"], r["metric"]): r for r in rows}
     g1 = by[("G1", "badnets1, p=0.05, w=1", "G1(duplicate) - G1(random)")]

@@ -8,7 +8,7 @@ import pytest
 from bibad_utils import paper
 from bibad_utils import verdicts as v
 from bibad_utils.config import ConfigError
-from bibad_utils.metrics import newcombe_difference
+from bibad_utils.metrics import Z95, newcombe_difference
 from bibad_utils.report import claim_row
 
 
@@ -65,11 +65,13 @@ def test_compare_directions_and_decisive_intervals():
         v.compare(0.1, 0.0, 0.2, direction="up")
 
 
-def test_mde_from_interval_and_two_proportions_agree():
+def test_mde_from_interval_agrees_with_two_proportions():
     d, lo, hi = newcombe_difference(30, 100, 30, 100)
     mde = v.mde_from_interval(lo, hi)
-    assert mde == pytest.approx(v.mde_two_proportions(0.3, 100, 100), rel=0.1)
-    assert v.mde_two_proportions(0.3, 400, 400) == pytest.approx(mde / 2, rel=0.1)  # 4x n halves the MDE
+    # the normal approximation for two proportions of 0.3 with 100 samples each, 80 % power
+    assert mde == pytest.approx((Z95 + v.Z_POWER80) * math.sqrt(2 * 0.3 * 0.7 / 100), rel=0.1)
+    d, lo, hi = newcombe_difference(120, 400, 120, 400)
+    assert v.mde_from_interval(lo, hi) == pytest.approx(mde / 2, rel=0.1)  # 4x n halves the MDE
     assert math.isnan(v.mde_from_interval(math.nan, 0.1))
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bibad_utils import paper as P
-from bibad_utils.metrics import newcombe_difference, wilson_interval
+from bibad_utils.metrics import newcombe_difference
 from bibad_utils import verdicts as V
 from bibad_utils.experiments.castle_walls.config import (DC_TA_MARGIN, GEN_FLAG_MAX, MIN_CLASS_COUNT, SOURCES,
                                                          STAGE, TA_COST_MAX, classifier_settings, detector_key,
@@ -47,18 +47,17 @@ def _detection_judgement(r, effect, n_triggered: int, diff: float, lo: float, hi
     if r.clean_dm_flagged_lo > GEN_FLAG_MAX:
         return "not tested", (f"no truth on generations: the trigger detector flags {r.clean_dm_flagged:.0%} of the "
                               f"clean DM's generations")
-    if min(r.n_poisoned_train, getattr(r, "n_train", r.n) - r.n_poisoned_train, n_triggered,
+    if min(r.n_poisoned_train, r.n_train - r.n_poisoned_train, n_triggered,
            r.n - n_triggered) < MIN_CLASS_COUNT:
         return "not tested", (f"too few of one kind: {r.n_poisoned_train} poisoned (training) and {n_triggered} "
                               f"triggered (generated) of {r.n} each; at least {MIN_CLASS_COUNT} of each kind needed")
     if math.isnan(diff):
         return "not tested", (f"AUROC undefined on the generations ({n_triggered} of {r.n} triggered)"
                               if n_triggered in (0, r.n) else "AUROC undefined on the training subset")
-    # tables without the known-answer / training intervals (older runs) skip that check
     failed = V.first_failed(*[
-        V.baseline_check(getattr(r, f"auroc_{name}_lo"), getattr(r, f"auroc_{name}_hi", math.nan),
+        V.baseline_check(getattr(r, f"auroc_{name}_lo"), getattr(r, f"auroc_{name}_hi"),
                          what=f"{r.detector}'s {what} AUROC")
-        for name, what in (("known", "known-answer"), ("train", "training-set")) if hasattr(r, f"auroc_{name}_lo")])
+        for name, what in (("known", "known-answer"), ("train", "training-set"))])
     j = V.compare(diff, lo, hi, reference=0.0, direction="greater", paper_effect=effect, baseline=failed)
     return j.verdict, "; ".join(filter(None, [f"AUROC {r.auroc_train:.3f} (training) -> {auroc_gen:.3f} (generations)",
                                               j.reason]))
@@ -82,39 +81,36 @@ def detection_claims(diffs: pd.DataFrame, exposure: dict | None = None) -> list[
         effect = (r.paper_gen - r.paper_train) if not math.isnan(r.paper_train) else None
         readings = {"detector": (_detection_judgement(r, effect, r.n_triggered_gen, r.diff, r.diff_lo, r.diff_hi,
                                                       r.auroc_gen), (r.diff, r.diff_lo, r.diff_hi))}
-        tpl_n = getattr(r, "n_triggered_gen_tpl", math.nan)
-        if not math.isnan(tpl_n):
-            readings["template"] = (_detection_judgement(r, effect, int(tpl_n), r.diff_tpl, r.diff_tpl_lo,
-                                                         r.diff_tpl_hi, r.auroc_gen_tpl),
+        if not math.isnan(r.n_triggered_gen_tpl):
+            readings["template"] = (_detection_judgement(r, effect, int(r.n_triggered_gen_tpl), r.diff_tpl,
+                                                         r.diff_tpl_lo, r.diff_tpl_hi, r.auroc_gen_tpl),
                                     (r.diff_tpl, r.diff_tpl_lo, r.diff_tpl_hi))
-        reading = getattr(r, "reading", "detector")
-        main = "template" if reading == "template" and "template" in readings else "detector"
+        main = "template" if r.reading == "template" and "template" in readings else "detector"
         (verdict, note), (ours, lo, hi) = readings[main]
         others = [f"under the {k}'s truth: {v[1][0]:+.3f} [{v[1][1]:+.3f}, {v[1][2]:+.3f}], {v[0][0]}"
                   for k, v in readings.items() if k != main]
-        if reading == "none" and len({v[0][0] for v in readings.values()}) > 1:
+        if r.reading == "none" and len({v[0][0] for v in readings.values()}) > 1:
             verdict = "not tested"
             note = "not tested: the two readings of the generations' truth disagree and neither passes the planted check; " + note
-        elif reading == "none":
+        elif r.reading == "none":
             note = "neither truth reading passes the planted faint-trigger check (they agree); " + note
         else:
             note = f"truth on generations read by the {main}; " + note
         note = "; ".join(filter(None, [note, *others, "" if r.detector == "CD" else "the slides give CD only"]))
-        w_text = f", w={r.guidance:g}" if hasattr(r, "guidance") else ""
-        rows.append(claim_row(STAGE, "Detection is easier on generations", setting=f"{r.detector}, {r.cell}{w_text}",
+        rows.append(claim_row(STAGE, "Detection is easier on generations",
+                              setting=f"{r.detector}, {r.cell}, w={r.guidance:g}",
                               metric="AUROC(generated) - AUROC(training)", paper=paper, ours=ours,
                               lo=lo, hi=hi, verdict=verdict, note=note, key=key,
                               exposure=(exposure or {}).get(r.cell, math.nan)))
     return rows
 
 
-def _paper_drop(real, gen, col: str) -> float | None:
-    """The paper's drop ``real - generated`` of ``col`` (paper_ASR / paper_TA columns), ImageNette's
-    number first, else Caltech15's; None where the paper gives none."""
-    for suffix in ("", "_caltech15"):
-        a, b = getattr(real, f"{col}{suffix}", math.nan), getattr(gen, f"{col}{suffix}", math.nan)
-        if a is not None and b is not None and not (math.isnan(a) or math.isnan(b)):
-            return float(a) - float(b)
+def _paper_drop(real, gen) -> float | None:
+    """The paper's ASR drop ``real - generated`` (``paper_ASR`` columns), ImageNette's number first, else
+    Caltech15's; None where the paper gives none."""
+    for col in ("paper_ASR", "paper_ASR_caltech15"):
+        if not (math.isnan(real[col]) or math.isnan(gen[col])):
+            return float(real[col]) - float(gen[col])
     return None
 
 
@@ -136,13 +132,10 @@ def train_on_generations_claims(tog: pd.DataFrame, exposure: dict | None = None)
     "not tested" when the ASR row is "not tested" or "not reproduced" (no defence whose cost to measure).
     """
     rows = []
-    keys = ["cell", "guidance"] if "guidance" in tog.columns else ["cell"]
-    for key, g in tog.groupby(keys, sort=False):
-        cell = key[0] if isinstance(key, tuple) else key
+    for (cell, _), g in tog.groupby(["cell", "guidance"], sort=False):
         real = g[g.source == SOURCES[1]].iloc[0]
         gen = g[g.source == "generated"].iloc[0]
-        w_text = f", w={gen.guidance:g}" if "guidance" in tog.columns else ""
-        setting = f"{cell}{w_text}, {int(real.n_train)} images each"
+        setting = f"{cell}, w={gen.guidance:g}, {int(real.n_train)} images each"
         paper_asr = paper_ta = ""
         if not math.isnan(gen.paper_ASR):
             paper_asr = f"ASR {real.paper_ASR:.2%} -> {gen.paper_ASR:.2%} (ImageNette)"
@@ -151,13 +144,10 @@ def train_on_generations_claims(tog: pd.DataFrame, exposure: dict | None = None)
             sep = "; " if paper_asr else ""
             paper_asr += f"{sep}ASR {real.paper_ASR_caltech15:.2%} -> {gen.paper_ASR_caltech15:.2%} (Caltech15)"
             paper_ta += f"{sep}TA {real.paper_TA_caltech15:.2%} -> {gen.paper_TA_caltech15:.2%} (Caltech15)"
-        real_asr_lo = getattr(real, "ASR_lo", math.nan)
-        if real_asr_lo is None or math.isnan(real_asr_lo):
-            real_asr_lo = wilson_interval(int(real.k_asr), int(real.n_asr))[0]
-        backdoor = V.baseline_check(real_asr_lo, chance=BACKDOOR_ASR_MIN,
+        backdoor = V.baseline_check(real.ASR_lo, chance=BACKDOOR_ASR_MIN,
                                     what=f"real-subset classifier's ASR ({real.ASR:.1%}; a backdoor to defuse)")
         d, lo, hi = newcombe_difference(real.k_asr, real.n_asr, gen.k_asr, gen.n_asr)
-        effect = _paper_drop(real, gen, "paper_ASR")
+        effect = _paper_drop(real, gen)
         proxy = effect is None
         effect = smallest_paper_asr_drop() if proxy else effect
         j = V.compare(d, lo, hi, reference=0.0, direction="greater", baseline=backdoor, paper_effect=effect)
@@ -195,8 +185,8 @@ def diffusion_classifier_claims(dc: pd.DataFrame, exposure: dict | None = None) 
         p = float(clf.p)
         setting = f"{cell}, p_filter {d0.p_filter:g}"
         r18, dc0 = P.resnet18(p, "ASR"), P.diffusion_classifier(p, "ASR", float(d0.p_filter))
-        backdoor = V.baseline_check(getattr(clf, "ASR_lo", math.inf), getattr(clf, "ASR_hi", math.nan),
-                                    chance=BACKDOOR_ASR_MIN, what=f"backdoored classifier's ASR")
+        backdoor = V.baseline_check(clf.ASR_lo, clf.ASR_hi, chance=BACKDOOR_ASR_MIN,
+                                    what="backdoored classifier's ASR")
         d, lo, hi = newcombe_difference(clf.k_asr, clf.n_asr, d0.k_asr, d0.n_asr)
         j = V.compare(d, lo, hi, reference=0.0, direction="greater", baseline=backdoor,
                       paper_effect=None if r18 is None or dc0 is None else r18 - dc0)
@@ -277,10 +267,9 @@ def castle_summary(study, diffs: pd.DataFrame, tog: pd.DataFrame, dc: pd.DataFra
     for det in detectors():
         rows = diffs[diffs.detector == det]
         key = detector_key(det)
-        out[f"nb05_{key}_known"] = float(np.nanmean(rows.auroc_known)) if "auroc_known" in rows and \
-            rows.auroc_known.notna().any() else math.nan
-        out[f"nb05_{key}_train"] = float(np.nanmean(rows.auroc_train)) if rows.auroc_train.notna().any() else math.nan
-        out[f"nb05_{key}_gen"] = float(np.nanmean(rows.auroc_gen)) if rows.auroc_gen.notna().any() else math.nan
+        for s in ("known", "train", "gen"):
+            col = rows[f"auroc_{s}"]
+            out[f"nb05_{key}_{s}"] = float(np.nanmean(col)) if col.notna().any() else math.nan
 
     prof = victim_logit_profile(study, example_cell(study))
     out.update({"nb05_victim_max_logit": prof["mean_max_logit_clean"], "nb05_victim_runner_up": prof["true_runner_up"],

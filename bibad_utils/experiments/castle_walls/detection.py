@@ -243,9 +243,9 @@ def save_detection_csv(run_dir, det: pd.DataFrame) -> Path:
     return path
 
 
-def detection_differences(study, cells=None, classifier: str = "victim", w: float | None = None) -> pd.DataFrame:
-    """``AUROC(generated) - AUROC(training)`` per cell and detector with a bootstrap interval; the training
-    set is scored with the victim, the generations with ``classifier``.
+def detection_differences(study, w: float | None = None) -> pd.DataFrame:
+    """``AUROC(generated) - AUROC(training)`` per cell of :func:`detection_cells` and detector with a bootstrap
+    interval; both sets are scored with the victim.
 
     Columns: ``cell, attack, p, detector, classifier, auroc_known, auroc_known_lo, auroc_train, auroc_train_lo,
     auroc_train_hi, auroc_gen, diff, diff_lo, diff_hi``, ``n_poisoned_train, n_train, n_triggered_gen, n``,
@@ -263,11 +263,11 @@ def detection_differences(study, cells=None, classifier: str = "victim", w: floa
     d = study.cfg.defenses
     w = study.guidance_all if w is None else float(w)
     rows = []
-    for cell in cells or detection_cells(study):
+    for cell in detection_cells(study):
         sets = detection_sets(study, cell, w)  # judges the generations once for the three sets
         kn = detection_scores(study, cell, "known answer", w=w, sets=sets)
         tr = detection_scores(study, cell, "training", w=w, sets=sets)
-        ge = detection_scores(study, cell, "generated", classifier, w, sets=sets)
+        ge = detection_scores(study, cell, "generated", w=w, sets=sets)
         flag = clean_dm_flag_rate(study, cell.trigger_kind)
         reading = preferred_instrument(planted, cell.trigger_kind) if len(planted) else "none"
         tpl_truth = ge["truth_template"]
@@ -279,7 +279,7 @@ def detection_differences(study, cells=None, classifier: str = "victim", w: floa
             a_tr, tr_lo, tr_hi = auroc_interval(tr[det], tr["truth"], d.n_boot, study.seed)
             paper = paper_at(PAPER_CD_AUROC, (cell.kind, cell.ratio)) if det == "CD" else None
             rows.append({"cell": cell.name, "attack": cell.kind, "p": cell.ratio, "detector": det,
-                         "classifier": classifier, "guidance": w, "auroc_known": a_kn, "auroc_known_lo": kn_lo, "auroc_known_hi": kn_hi,
+                         "classifier": CLASSIFIERS[0], "guidance": w, "auroc_known": a_kn, "auroc_known_lo": kn_lo, "auroc_known_hi": kn_hi,
                          "auroc_train": a_tr, "auroc_train_lo": tr_lo, "auroc_train_hi": tr_hi,
                          "auroc_gen": auroc_or_nan(ge[det], ge["truth"]), "diff": diff, "diff_lo": lo,
                          "diff_hi": hi, "n_poisoned_train": int(tr["truth"].sum()), "n_train": len(tr["truth"]),

@@ -78,9 +78,9 @@ def dc_predictions(study, cell, p_filter: float) -> dict:
     return {**out, **st.load_json(path / "cost.json")}
 
 
-def diffusion_classifier_table(study, cells=None) -> pd.DataFrame:
+def diffusion_classifier_table(study) -> pd.DataFrame:
     """TA and ASR of the diffusion classifier (per ``p_filter``) and of the backdoored classifier of
-    the same cell, all on the same :func:`dc_images`.
+    the same cell, all on the same :func:`dc_images`, per cell of :func:`dc_cells`.
 
     Columns: ``cell, attack, p, method`` (``diffusion classifier`` | ``classifier (<arch>)``),
     ``p_filter`` (NaN for the classifier), the :func:`ta_asr_report` keys, ``unet_evals_per_image``,
@@ -89,7 +89,7 @@ def diffusion_classifier_table(study, cells=None) -> pd.DataFrame:
     """
     d = study.cfg.defenses
     rows = []
-    for cell in dc_cells(study) if cells is None else cells:
+    for cell in dc_cells(study):
         imgs = dc_images(study, cell.trigger_kind)
         f, _ = trained_classifier(study, cell, SOURCES[0])  # the backdoored classifier
         pc, _ = predict(f, imgs["clean"], device=study.device)

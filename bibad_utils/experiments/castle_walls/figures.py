@@ -21,8 +21,8 @@ def detection_figure(det: pd.DataFrame):
         fig, axes, ncols = panel_figure(len(names), 3.4, 3.4 + 0.15 * max(len(c) for c in cells), extra_h=0.6,
                                         sharey=True)
         # one bar series per (set, classifier): the set alone for the victim, else e.g. "generated (clean)"
-        det = det.assign(series=[s if c in (None, "victim") else f"{s} ({c})"
-                                 for s, c in zip(det["set"], det.get("classifier", [None] * len(det)))])
+        det = det.assign(series=[s if c == "victim" else f"{s} ({c})"
+                                 for s, c in zip(det["set"], det["classifier"])])
         for ax, name in zip(axes, names):
             draw_interval_bars(ax, det[det.detector == name], "cell", "auroc", "auroc_lo", "auroc_hi", hue="series",
                                paper="paper", paper_label="paper (ImageNette)", categories=cells)

@@ -14,29 +14,26 @@ from bibad_utils.report import paper_value_text, with_interval
 
 def detection_wide(det: pd.DataFrame, flags: dict | None = None) -> pd.DataFrame:
     """:func:`detection_table` for reading: one row per (cell, detector), AUROC [95 % interval] on the
-    known-answer set, the training subset and the generations (scored with the victim and, where scored,
-    with the classifier trained on the generations), the positives of each truth, the paper's CD values,
+    known-answer set, the training subset and the generations (scored with the victim and with the
+    classifier trained on the generations), the positives of each truth, the paper's CD values,
     and (``flags``: cell name -> rate, e.g. from :func:`clean_dm_flags`) the share of the clean DM's
     generations the cell's trigger detector flags."""
     def pick(g, set_name, clf="victim"):
-        sel = g[(g.set == set_name) & (g.classifier == clf)] if "classifier" in g else g[g.set == set_name]
-        return sel.iloc[0] if len(sel) else None
+        return g[(g.set == set_name) & (g.classifier == clf)].iloc[0]
 
     rows = []
     for (cell, detector), g in det.groupby(["cell", "detector"], sort=False):
         kn, tr, ge = pick(g, "known answer"), pick(g, "training"), pick(g, "generated")
         gg = pick(g, "generated", "generations classifier")
-        row = {"cell": cell, "detector": detector}
-        if kn is not None:
-            row["AUROC known answer"] = with_interval(kn.auroc, kn.auroc_lo, kn.auroc_hi, False)
-        row.update({"AUROC training": with_interval(tr.auroc, tr.auroc_lo, tr.auroc_hi, False),
-                    "AUROC generated (victim)": with_interval(ge.auroc, ge.auroc_lo, ge.auroc_hi, False)})
-        if gg is not None:
-            row["AUROC generated (gen. classifier)"] = with_interval(gg.auroc, gg.auroc_lo, gg.auroc_hi, False)
-        row.update({"poisoned / n (training)": f"{tr.n_poisoned} / {tr.n}",
-                    "triggered / n (generated)": f"{ge.n_poisoned} / {ge.n}",
-                    "paper training": paper_value_text(tr.paper, False), "paper generated": paper_value_text(ge.paper, False)})
-        rows.append(row)
+        rows.append({"cell": cell, "detector": detector,
+                     "AUROC known answer": with_interval(kn.auroc, kn.auroc_lo, kn.auroc_hi, False),
+                     "AUROC training": with_interval(tr.auroc, tr.auroc_lo, tr.auroc_hi, False),
+                     "AUROC generated (victim)": with_interval(ge.auroc, ge.auroc_lo, ge.auroc_hi, False),
+                     "AUROC generated (gen. classifier)": with_interval(gg.auroc, gg.auroc_lo, gg.auroc_hi, False),
+                     "poisoned / n (training)": f"{tr.n_poisoned} / {tr.n}",
+                     "triggered / n (generated)": f"{ge.n_poisoned} / {ge.n}",
+                     "paper training": paper_value_text(tr.paper, False),
+                     "paper generated": paper_value_text(ge.paper, False)})
     out = pd.DataFrame(rows).set_index(["cell", "detector"])
     if flags is not None:
         out["clean DM flagged"] = [f"{flags.get(c, math.nan):.1%}" for c, _ in out.index]

@@ -13,7 +13,7 @@ from bibad_utils.experiments.castle_walls.victims import all_class_set, trained_
 from bibad_utils.judges import predict
 
 
-def train_on_generations_table(study, cells=None, w: float | None = None) -> pd.DataFrame:
+def train_on_generations_table(study, w: float | None = None) -> pd.DataFrame:
     """TA and ASR of classifiers trained on each source of :data:`SOURCES`, per grid cell.
 
     The two ``n_all``-image classifiers (a stratified subset of the poisoned training set with its poison
@@ -27,7 +27,7 @@ def train_on_generations_table(study, cells=None, w: float | None = None) -> pd.
     """
     w = study.guidance_all if w is None else float(w)
     rows = []
-    for cell in cells or study.grid_cells():
+    for cell in study.grid_cells():
         gen_set = all_class_set(study, cell, w)
         for source in SOURCES:
             model, rep = trained_classifier(study, cell, source, w)

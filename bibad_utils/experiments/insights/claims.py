@@ -68,7 +68,7 @@ def control_row(c, jdf: pd.DataFrame, tpl, poisoned, w: float) -> dict:
                      f"{paper.pct(c['r_gen_hi'])}] of them (false alarms on real clean images <= "
                      f"{paper.pct(det_fpr_hi)}); it is not the evidence here, since a clean DM's generations "
                      "calibrate it")
-    ours, lo, hi = c.get("tpl_r_gen", math.nan), c.get("tpl_r_gen_lo", math.nan), c.get("tpl_r_gen_hi", math.nan)
+    ours, lo, hi = c["tpl_r_gen"], c["tpl_r_gen_lo"], c["tpl_r_gen_hi"]
     failed = verdicts.first_failed(*template_checks(tpl, poisoned))
     if failed is None:
         verdict = control_verdict(lo, float(tpl["fpr_hi"]), None if poisoned is None else float(poisoned["tpl_r_gen_lo"]))
@@ -119,8 +119,7 @@ def content_check(study, gjdf: pd.DataFrame | None = None, guidance: float | Non
     :func:`~bibad_utils.experiments.insights.judging.generated_judge_table` (computed when ``gjdf`` is None or
     was computed at another w; the rows judged "as configured" when it has a ``judges`` column); None without
     a clean model."""
-    if gjdf is None or (guidance is not None and "guidance" in gjdf.columns and len(gjdf)
-                        and float(gjdf["guidance"].iloc[0]) != float(guidance)):
+    if gjdf is None or (guidance is not None and len(gjdf) and float(gjdf["guidance"].iloc[0]) != float(guidance)):
         gjdf = generated_judge_table(study, guidance=guidance)
     if "judges" in gjdf.columns:
         gjdf = gjdf[gjdf["judges"] == "as configured"]
@@ -130,9 +129,9 @@ def content_check(study, gjdf: pd.DataFrame | None = None, guidance: float | Non
         return None
     r = row.iloc[0]
     name = str(r["judge"]).removeprefix("content judge: ")
-    w = f" (w = {float(r['guidance']):g})" if "guidance" in row.columns else ""
     return verdicts.baseline_check(float(r["accuracy_lo"]), float(r["accuracy_hi"]), chance=CONTENT_MIN,
-                                   what=f"{name}'s accuracy on the clean DM's all-class generations{w}",
+                                   what=f"{name}'s accuracy on the clean DM's all-class generations "
+                                        f"(w = {float(r['guidance']):g})",
                                    floor_name="the share a content judge needs")
 
 
@@ -165,8 +164,7 @@ def insight_claims(study, gdf: pd.DataFrame, jdf: pd.DataFrame | None = None,
     content = content_check(study, gjdf, guidance=w)
     tdf = template_table(study) if tdf is None else tdf
     truth = g_rows_by_instrument(study) if truth is None else truth
-    exposure = ({c.name: study.exposure(c) for c in study.cells() if c.trigger_kind}
-                if hasattr(study, "exposure") else {})
+    exposure = {c.name: study.exposure(c) for c in study.cells() if c.trigger_kind}
     planted = planted_check(study) if planted is None else planted
     tpl_at_w = truth[(truth["instrument"] == "template") & (truth["guidance"] == w)] if len(truth) else truth
     for attack in pd.unique(grid["attack"]):
@@ -257,8 +255,8 @@ def glue_values(study, gdf: pd.DataFrame, jdf: pd.DataFrame, qdf: pd.DataFrame, 
         "nb04_g1_top": float(top["G1"]), "nb04_g2_top": float(top["G2"]), "nb04_rgen_top": float(top["r_gen"]),
         "nb04_rtrain_top": float(top["r_train"]), "nb04_amp_top": float(top["amplification"]),
         "nb04_rgen_clean": float(clean["r_gen"].iloc[0]) if len(clean) else math.nan,
-        "nb04_tpl_rgen_clean": float(clean["tpl_r_gen"].iloc[0]) if len(clean) and "tpl_r_gen" in clean else math.nan,
-        "nb04_tpl_rgen_top": float(top["tpl_r_gen"]) if "tpl_r_gen" in top else math.nan,
+        "nb04_tpl_rgen_clean": float(clean["tpl_r_gen"].iloc[0]) if len(clean) else math.nan,
+        "nb04_tpl_rgen_top": float(top["tpl_r_gen"]),
         "nb04_trojan_summary": verdict_summary(rows, "trojan_g1"),
         "nb04_amp_summary": verdict_summary(rows, "amplification"),
         "nb04_phase_summary": verdict_summary(rows, "phase_transition"),

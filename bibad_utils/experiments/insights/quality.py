@@ -85,13 +85,9 @@ def _fid_plan(study, fid: str) -> tuple[bool, str]:
     return True, ""
 
 
-def quality_cells(study) -> list:
-    """The controls and, per attack, the cell with the largest p."""
-    return study.control_cells() + study.top_cells()
-
-
 def quality_table(study, cells=None, fid: str = "auto", z: float = Z95) -> tuple[pd.DataFrame, str]:
-    """Image quality of the DMs' all-class generations (default cells: :func:`quality_cells`).
+    """Image quality of the DMs' all-class generations (default cells: the controls and, per attack, the cell
+    with the largest p).
 
     Returns ``(df, fid_note)``. ``df`` has one row per cell plus a first row ``real train`` (as many
     real training images as generations, drawn with the study's seed: the level FD-clf reaches with no
@@ -101,7 +97,7 @@ def quality_table(study, cells=None, fid: str = "auto", z: float = Z95) -> tuple
     poisoned cell its own detector), and ``fid`` when computed. ``fid_note`` says why FID is absent
     ("" when present). FD-clf and FID compare with the real test set.
     """
-    cells = quality_cells(study) if cells is None else list(cells)
+    cells = study.control_cells() + study.top_cells() if cells is None else list(cells)
     use_fid, note = _fid_plan(study, fid)
     clf = study.judges.classifier()
     real_feats = features(clf, study.test_set.images, device=study.device)

@@ -129,7 +129,7 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
                 verdict=verdicts.compare(d, lo, hi).verdict, exposure=exposure,
                 note=f"means {r['mean_sim']:.4f} vs {c['mean_sim']:.4f}; Welch normal 95 % interval"))
     f = finder.iloc[0]
-    source = str(f.get("threshold_source", ""))
+    source = str(f["threshold_source"])
     for metric in ("precision", "recall"):
         value = float(f[metric])
         verdict = ("not tested" if not np.isfinite(value) else
@@ -139,7 +139,7 @@ def claims_from_tables(dup: pd.DataFrame, rep: pd.DataFrame, finder: pd.DataFram
             setting=f"pairwise {metric}, {f['embedding']}, cos >= {float(f['threshold']):.4g}", ours=value,
             verdict=verdict, key="duplicate_finder",
             note=(f"the check of our measure on the planted groups (passes at >= {FINDER_MIN:.0%}); threshold: "
-                  f"{source or 'the profile'}"
+                  f"{source}"
                   + ("; chosen on these same groups, so the check is in-sample" if source.startswith("F1") else "")
                   + "; the paper has no counterpart")))
     return rows

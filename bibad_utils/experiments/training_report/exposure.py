@@ -45,7 +45,7 @@ COLUMNS = ["cell", "attack", "p", "step", "epochs", "instrument", "n", "k", "rat
 def exposure_variant(study, epochs: float, points: int):
     """``study`` with a fine-tuning of about ``epochs`` epochs (rounded up to ``points`` equal stretches)
     that keeps the EMA weights at the end of each stretch."""
-    if isinstance(epochs, bool) or not is_number(epochs) or not 0 < epochs <= 1000:
+    if not is_number(epochs) or not 0 < epochs <= 1000:
         raise ConfigError("epochs", epochs, "a number of fine-tuning epochs in (0, 1000]")
     if not is_int(points) or not 1 <= points <= 100:
         raise ConfigError("points", points, "an integer number of kept checkpoints in [1, 100]")
