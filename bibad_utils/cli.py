@@ -132,7 +132,7 @@ def error_line(err: BaseException) -> tuple[int, str]:
     if isinstance(err, KeyboardInterrupt):
         return 130, ("interrupted (Ctrl-C); a run records where in <run_dir>/executed/run.json, and `bibad run` "
                      "goes on from there")
-    if isinstance(err, DamagedFileError) or (store and isinstance(err, getattr(store, "DamagedArtifactError", ()))):
+    if isinstance(err, DamagedFileError) or (store and isinstance(err, store.DamagedArtifactError)):
         return 1, str(err)
     if isinstance(err, OSError):
         return 1, _os_error_line(err)

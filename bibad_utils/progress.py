@@ -289,16 +289,13 @@ def format_line(notebook: str, elapsed: float, state: dict | None, expected: flo
     ``expected``: the notebook's time in an earlier run (shown as ``3:12 of ~22:05``)."""
     parts = [f"{notebook} {clock_text(elapsed)}" + (f" of ~{clock_text(expected)}" if expected else "")]
     if state:
-        unit = state.get("unit", "step")
-        parts.append(f"{state.get('stage', '')} {state.get('label', '')} "
-                     f"{state.get('done', 0)}/{state.get('total', '?')}".replace("  ", " ").strip())
-        rate = state.get("rate")
+        unit, rate, threads = state["unit"], state["rate"], state["threads"]
+        parts.append(f"{state['stage']} {state['label']} {state['done']}/{state['total']}".replace("  ", " ").strip())
         parts.append(f"{rate:.2f} {unit}/s" if rate else f"- {unit}/s")
-        parts.append(f"ETA {clock_text(state.get('eta_s'))}")
-        threads = state.get("threads")
+        parts.append(f"ETA {clock_text(state['eta_s'])}")
         if threads:
             parts.append(f"{threads} thread{'s' if threads != 1 else ''}")
-        if state.get("busy"):
+        if state["busy"]:
             parts.append(state["busy"])
     return " | ".join(parts)
 
@@ -327,7 +324,7 @@ class Monitor:
     def line(self, now: float | None = None) -> str:
         now = self.clock() if now is None else now
         state = read_state(self.path)
-        if state and state.get("time", 0) < self.wall_started - 1.0:
+        if state and state["time"] < self.wall_started - 1.0:
             state = None  # left by an earlier notebook
         return format_line(self.notebook, now - self.started, state, self.expected)
 

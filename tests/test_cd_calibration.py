@@ -58,13 +58,13 @@ def test_one_scale_for_every_scored_set(setup):
 def test_calibration_never_sees_the_scored_images(setup, monkeypatch):
     f, heldout, a, b = setup
     seen = []
-    real = cd_module.logit_calibration
+    real = cd_module.mean_max_logit
 
-    def spy(model, images, reference, **kwargs):
+    def spy(model, images, **kwargs):
         seen.append(images)
-        return real(model, images, reference, **kwargs)
+        return real(model, images, **kwargs)
 
-    monkeypatch.setattr(cd_module, "logit_calibration", spy)
+    monkeypatch.setattr(cd_module, "mean_max_logit", spy)
     ctx = defenses.DetectorContext(heldout=heldout)
     for images in (a, b):
         defenses.run_detector("CD", f, images, ctx, **CALIBRATED)

@@ -170,9 +170,9 @@ def test_center_crop_keeps_the_middle(tmp_path):
     arr[:, 20:40] = (255, 0, 0)
     arr[:, 40:] = (0, 0, 255)
     Image.fromarray(arr).save(tmp_path / "wide.png")
-    img = real.read_image(tmp_path / "wide.png", 10)
+    img = real.decode_image(tmp_path / "wide.png", 10)[0]
     assert img.shape == (10, 10, 3) and img[:, 2:8, 0].min() > 200 and img[:, 2:8, 2].max() < 60
-    stretched = real.read_image(tmp_path / "wide.png", 12, resize="stretch")
+    stretched = real.decode_image(tmp_path / "wide.png", 12, resize="stretch")[0]
     assert stretched[:, 0, 2].min() > 200 and stretched[:, 6, 0].min() > 200
 
 

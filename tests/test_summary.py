@@ -331,7 +331,7 @@ def test_readme_results_publishes_a_finished_run(tmp_path):
     (run_dir / "executed" / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))
     with pytest.raises(ConfigError, match="'interrupted'"):  # an interrupted run is not published
         readme_results(run_dir, "demo", repo)
-    (run_dir / "executed" / "run.json").write_text(json.dumps(record))
+    (run_dir / "executed" / "run.json").write_text(json.dumps({**record, "status": "ok"}))
     dest = readme_results(run_dir, "demo", repo)
     assert sorted(p.name for p in dest.iterdir()) == ["README.md", "claims.md", "run.json", "teaser.png"]
     text = (repo / "README.md").read_text()
@@ -373,10 +373,6 @@ def test_verdict_changes_against_published_markdown(tmp_path):
     assert list(ch["change"]) == ["changed", "new", "dropped"]
     assert ch.iloc[0][["before", "after"]].tolist() == ["reproduced", "not tested"]
     assert "1 rows changed their verdict, 1 rows are new and 1 were dropped" in s.changes_sentence(ch, pub)
-    # a published setting without w matches this run's row at the first w
-    run2 = run.assign(setting=["badnets2 p=5%, w=1, 100 images each", "badnets1 p=1%", "w=3"])
-    pub2 = pub.assign(setting=["badnets2 p=5%, 100 images each", "badnets1 p=1%", "z"])
-    assert s.verdict_changes(run2, pub2)["change"].tolist() == ["changed", "new", "dropped"]
     assert s.published_claims(tmp_path / "none.md").empty
     assert "nothing to compare" in s.changes_sentence(ch, s.published_claims(tmp_path / "none.md"))
 

@@ -96,11 +96,6 @@ def find_imagenette(root, variant: str | None = None) -> tuple[str, Path] | None
     return ("folder", root) if _is_tree(root) else None
 
 
-def _variant_of(path: Path, asked: str | None) -> str | None:
-    stem = path.name.removesuffix(".zip")
-    return next((v for v, s in IMAGENETTE_STEMS.items() if s == stem), asked)
-
-
 def _listing(kind: str, path: Path) -> dict:
     """{(split folder, class index): [members or paths, sorted by file name]} of a zip or an extracted folder."""
     if kind == "zip":
@@ -217,12 +212,13 @@ def load_imagenette(split: str = "train", root="data", image_size: int = 512, do
 
     images, cached_labels = real.cached_arrays(cache_dir, stem, len(items), image_size, fill, info)
     stored = load_json(real.cache_paths(cache_dir, stem)[2])
+    read_variant = next((v for v, s in IMAGENETTE_STEMS.items() if s == path.name.removesuffix(".zip")), variant)
     meta = {"source": str(path), "source_format": kind, "target": IMAGENETTE_TARGET,
-            "variant": _variant_of(path, variant), "split": split, "source_split": sub, "image_size": image_size,
+            "variant": read_variant, "split": split, "source_split": sub, "image_size": image_size,
             "resize": resize, "n_files": len(items), "n_per_class": n_per_class,
             "subset_seed": int(seed) if n_per_class is not None else None, "cache": str(real.cache_paths(cache_dir, stem)[0]),
-            "files_fingerprint": content, "converted_to_rgb": int(stored.get("converted_to_rgb", 0)),
-            "converted_modes": dict(stored.get("converted_modes", {}))}
+            "files_fingerprint": content, "converted_to_rgb": int(stored["converted_to_rgb"]),
+            "converted_modes": dict(stored["converted_modes"])}
     return ImageSet(images, cached_labels, list(IMAGENETTE_CLASSES), "imagenette", meta)
 
 

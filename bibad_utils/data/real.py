@@ -61,16 +61,11 @@ def run_each(one, n: int, num_workers: int) -> None:
             one(i)
 
 
-def read_image(path, image_size: int, resize: str = "center_crop") -> np.ndarray:
-    """uint8 ``[S, S, 3]``: the RGB image at ``path`` (a file path or a binary file object) resized to
-    S x S; raises :class:`ImageReadError` naming the file if it cannot be decoded."""
-    return decode_image(path, image_size, resize)[0]
-
-
 def decode_image(path, image_size: int, resize: str = "center_crop") -> tuple[np.ndarray, str]:
-    """(uint8 ``[S, S, 3]`` RGB image, the file's own colour mode): the decoding behind :func:`read_image`,
-    which also reports the mode PIL reads before the conversion to RGB (``"RGB"`` as stored; ``"L"``
-    greyscale, ``"CMYK"``, ``"P"`` palette ... converted)."""
+    """(uint8 ``[S, S, 3]``, mode): the RGB image at ``path`` (a file path or a binary file object) resized
+    to S x S, and the file's own colour mode, as PIL reads it before the conversion to RGB (``"RGB"`` as
+    stored; ``"L"`` greyscale, ``"CMYK"``, ``"P"`` palette ... converted); raises :class:`ImageReadError`
+    naming the file if it cannot be decoded."""
     from PIL import Image
 
     try:
@@ -178,8 +173,7 @@ def cache_paths(cache_dir: Path, stem: str):
 def cached_arrays(cache_dir: Path, stem: str, n: int, image_size: int, fill, info: dict):
     """(images memmap, labels) from the cache, building them first with ``fill(out)`` if absent. The cache's
     json records both files' SHA-256 when written; a reuse compares them (once per process while the files
-    are unchanged), so a cache file changed in place is refused, not read. Caches written before the
-    record existed are checked by structure alone."""
+    are unchanged), so a cache file changed in place is refused, not read."""
     img_path, lab_path, info_path = cache_paths(cache_dir, stem)
     if not (img_path.exists() and lab_path.exists() and info_path.exists()):
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -201,9 +195,9 @@ def cached_arrays(cache_dir: Path, stem: str, n: int, image_size: int, fill, inf
         if problem is not None:
             raise ConfigError("cache", str(path), f"a whole cache file ({problem}); delete the files "
                                                   f"{cache_dir / stem}.* and load again to rebuild them")
-    recorded = load_json(info_path).get("sha256") or {}
+    recorded = load_json(info_path)["sha256"]
     for what, path in (("images", img_path), ("labels", lab_path)):
-        if what in recorded and verified_sha256(path) != recorded[what]:
+        if verified_sha256(path) != recorded[what]:
             raise ConfigError("cache", str(path), f"the bytes written into the cache (sha256 differs: changed "
                                                   f"since); delete the files {cache_dir / stem}.* and load "
                                                   f"again to rebuild them")

@@ -46,10 +46,6 @@ class DatasetSpec:
                 if p.name not in PASSED_BY_THE_STUDY and p.kind is not p.VAR_KEYWORD}
 
 
-def _package_datasets() -> dict[str, DatasetSpec]:
-    return registry_in_package(__file__, "DATASET", DatasetSpec, BUILT_IN, _NOT_DATASETS)
-
-
 # Filled on first use (:func:`datasets`): the dataset modules import this one, so the package's modules can
 # be read only once they have all been imported.
 DATASETS: dict[str, DatasetSpec] = {}
@@ -61,7 +57,7 @@ def datasets() -> dict[str, DatasetSpec]:
     if not _SCANNED:
         registered = dict(DATASETS)
         DATASETS.clear()
-        DATASETS.update(_package_datasets())
+        DATASETS.update(registry_in_package(__file__, "DATASET", DatasetSpec, BUILT_IN, _NOT_DATASETS))
         DATASETS.update(registered)
         _SCANNED.append(True)
     return DATASETS

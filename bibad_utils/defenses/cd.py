@@ -138,29 +138,6 @@ def check_calibration(calibration, reference, prefix: str = "") -> None:
         raise ConfigError(f"{prefix}logit_reference", reference, "a number > 0 with logit_calibration clean_heldout")
 
 
-def cd_logit_scale(f: nn.Module, heldout, calibration: str, reference: float | None, *,
-                   heldout_max_logit: float | None = None, batch_size: int = 256, device="cpu") -> float:
-    """CD's ``logit_scale`` for classifier ``f``, fixed before any set is scored and the same for every set.
-
-    ``calibration`` (:data:`CALIBRATIONS`): ``none`` -> 1.0 (``reference`` must be None);
-    ``clean_heldout`` -> ``reference`` / ``f``'s mean largest logit on clean images it did not train on:
-    ``heldout_max_logit`` when the caller measured it once (:func:`mean_max_logit`), else
-    :func:`logit_calibration` on ``heldout`` (float [-1, 1] NCHW or uint8 NHWC). The scored images never
-    enter, so a set's CD scores do not depend on which set it is or what else is scored with it.
-    """
-    check_calibration(calibration, reference)
-    if calibration == "none":
-        return 1.0
-    if heldout_max_logit is not None:
-        if not is_number(heldout_max_logit):
-            raise ConfigError("heldout_max_logit", heldout_max_logit, "a finite number (a mean largest logit)")
-        return float(reference) / max(float(heldout_max_logit), 1e-6)
-    if heldout is None:
-        raise ConfigError("heldout", None, "clean held-out images or their heldout_max_logit "
-                                           "(logit_calibration clean_heldout)")
-    return logit_calibration(f, heldout, reference, batch_size=batch_size, device=device)
-
-
 # ------------------------------------------------------------------------------ its registry entry
 
 def _cd_extra(opts: dict, prefix: str) -> None:
@@ -171,15 +148,22 @@ def _cd_extra(opts: dict, prefix: str) -> None:
 
 
 def _cd(f, images, ctx, *, logit_calibration="none", logit_reference=None, **opts):
-    # One scale per classifier, fixed on clean held-out images before scoring: never on the scored set.
+    # One logit scale per classifier, fixed before any set is scored and the same for every set: ``none``
+    # -> 1.0; ``clean_heldout`` -> logit_reference / f's mean largest logit on clean images it did not
+    # train on (ctx.heldout_max_logit when the caller measured it once, else measured on ctx.heldout). The
+    # scored images never enter, so a set's CD scores do not depend on what else is scored with it.
     check_calibration(logit_calibration, logit_reference, "CD.")
-    if logit_calibration == "clean_heldout" and ctx.heldout_max_logit is None and (
-            ctx.heldout is None or ctx.heldout is images):
-        raise ConfigError("context.heldout", None if ctx.heldout is None else "the scored images",
-                          "clean images the classifier did not train on, apart from the scored set, or "
-                          "context.heldout_max_logit (CD.logit_calibration: clean_heldout)")
-    scale = cd_logit_scale(f, ctx.heldout, logit_calibration, logit_reference,
-                           heldout_max_logit=ctx.heldout_max_logit, device=ctx.device)
+    scale, measured = 1.0, ctx.heldout_max_logit
+    if logit_calibration == "clean_heldout":
+        if measured is None and (ctx.heldout is None or ctx.heldout is images):
+            raise ConfigError("context.heldout", None if ctx.heldout is None else "the scored images",
+                              "clean images the classifier did not train on, apart from the scored set, or "
+                              "context.heldout_max_logit (CD.logit_calibration: clean_heldout)")
+        if measured is None:
+            measured = mean_max_logit(f, ctx.heldout, device=ctx.device)
+        elif not is_number(measured):
+            raise ConfigError("heldout_max_logit", measured, "a finite number (a mean largest logit)")
+        scale = float(logit_reference) / max(float(measured), 1e-6)
     scores, masks = cd_scores(f, images, seed=ctx.seed, device=ctx.device, return_masks=True,
                               logit_scale=scale, **{k: tuple(v) if k == "betas" else v for k, v in opts.items()})
     return {"scores": scores, "masks": masks, "logit_scale": np.float64(scale)}

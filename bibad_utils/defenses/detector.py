@@ -17,7 +17,7 @@ class DetectorContext:
     clean, STRIP), ``train_images``/``train_labels`` (FCT's fine-tuning data), ``heldout`` (clean images
     ``f`` did not train on, apart from every scored set) or ``heldout_max_logit`` (``f``'s mean largest
     logit on them, measured once before scoring): CD's ``logit_calibration: clean_heldout`` takes its one
-    logit scale per classifier from them (:func:`~bibad_utils.defenses.cd.cd_logit_scale`), ``seed``,
+    logit scale per classifier from them (:mod:`bibad_utils.defenses.cd`), ``seed``,
     ``device``."""
 
     clean_pool: Any = None

@@ -107,17 +107,6 @@ def _level_noise(seed: int, index: int, n_levels: int, shape) -> torch.Tensor:
     return torch.randn((n_levels, *shape), generator=generator)
 
 
-def _default_timesteps(n_levels: int, n_train_steps: int) -> np.ndarray:
-    """The midpoints of ``n_levels`` equal strata of [0, T): floor((k + 1/2) * T / n_levels)."""
-    return np.floor((np.arange(n_levels) + 0.5) * n_train_steps / n_levels).astype(np.int64)
-
-
-def _torch_modules(model):
-    if isinstance(model, nn.Module):
-        return [model]
-    return [v for v in vars(model).values() if isinstance(v, nn.Module)]
-
-
 def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: float = 0.0,
                        timesteps: Sequence[int] | None = None, batch_size: int = 64,
                        seed: int = 0, device="cpu", candidate_classes: Sequence[int] | None = None,
@@ -171,7 +160,8 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
         n_levels = check_int("n_levels", n_levels)
         if n_levels > n_train_steps:
             raise ConfigError("n_levels", n_levels, f"an integer in [1, {n_train_steps}]")
-        timesteps = _default_timesteps(n_levels, n_train_steps)
+        # the midpoints of n_levels equal strata of [0, T): floor((k + 1/2) * T / n_levels)
+        timesteps = np.floor((np.arange(n_levels) + 0.5) * n_train_steps / n_levels).astype(np.int64)
     else:
         timesteps = np.asarray(timesteps)
         if (timesteps.ndim != 1 or len(timesteps) == 0
@@ -206,7 +196,9 @@ def diffusion_classify(model, images, *, n_levels: int | None = None, p_filter: 
     unet_evals = 0
     images_per_chunk = max(1, batch_size // n_cand)
     live = Task(*(report or ("diffusion classifier", "")), total=n, unit="img")
-    with eval_mode(*_torch_modules(model)), torch.no_grad(), live:
+    modules = [model] if isinstance(model, nn.Module) else [v for v in vars(model).values()
+                                                            if isinstance(v, nn.Module)]
+    with eval_mode(*modules), torch.no_grad(), live:
         for start, stop in batch_slices(n, images_per_chunk):
             z = model.encode(take_float(images, slice(start, stop), device))
             noise = torch.stack([_level_noise(seed, i, n_levels, z.shape[1:])

@@ -38,7 +38,7 @@ def as_images(images, labels=None, name: str = "images") -> ImageSource:
     elif hasattr(images, "batch"):
         ds = images
         src = ImageSource(len(ds), lambda idx: ds.batch(idx)[0].float().cpu(),
-                      np.asarray(ds.labels, dtype=np.int64), getattr(ds, "class_names", None))
+                      np.asarray(ds.labels, dtype=np.int64), ds.class_names)
     elif isinstance(images, torch.Tensor) and torch.is_floating_point(images):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ConfigError(f"{name}.shape", tuple(images.shape), "float [N, 3, H, W] in [-1, 1]")

@@ -9,7 +9,6 @@ from bibad_utils import metrics
 from bibad_utils.base import ConfigError
 from bibad_utils.judges.images import ImageSource, as_images, nontarget
 from bibad_utils.judges.models import Classifier
-from bibad_utils.metrics import Z95
 
 
 @torch.inference_mode()
@@ -47,8 +46,8 @@ def features(model: Classifier, images, batch_size: int = 256, device="cpu") -> 
 
 
 def evaluate_judge(model: Classifier, images, labels=None, *, trigger=None, exclude_class: int | None = None,
-                   batch_size: int = 256, device="cpu", z: float = Z95) -> dict:
-    """Held-out error rates of a judge, with counts and Wilson intervals (``z``: 1.96 = 95 %).
+                   batch_size: int = 256, device="cpu") -> dict:
+    """Held-out error rates of a judge, with counts and 95 % Wilson intervals.
 
     Classifier (``model.config["kind"] == "classifier"``): ``images`` with ``labels`` (or a dataset);
     returns ``kind, n, n_correct, accuracy, accuracy_lo, accuracy_hi, per_class_accuracy`` (list, nan
@@ -67,7 +66,7 @@ def evaluate_judge(model: Classifier, images, labels=None, *, trigger=None, excl
             raise ConfigError("labels", None, "class indices of the held-out images")
         pred, _ = predict(model, src, batch_size, device)
         n, n_correct = len(pred), int((pred == src.labels).sum())
-        return dict(kind=kind, n=n, n_correct=n_correct, **metrics.rate_columns("accuracy", n_correct, n, z),
+        return dict(kind=kind, n=n, n_correct=n_correct, **metrics.rate_columns("accuracy", n_correct, n),
                     per_class_accuracy=metrics.per_class_accuracy(pred, src.labels,
                                                                   model.config["num_classes"]).tolist())
     if trigger is None:
@@ -80,5 +79,5 @@ def evaluate_judge(model: Classifier, images, labels=None, *, trigger=None, excl
     fp, fn = int(pred_clean.sum()), int((pred_trig == 0).sum())
     out = dict(kind=kind, n_clean=n, n_triggered=n, false_positives=fp, false_negatives=fn)
     for name, k, m in (("fpr", fp, n), ("fnr", fn, n), ("accuracy", 2 * n - fp - fn, 2 * n)):
-        out.update(metrics.rate_columns(name, k, m, z))
+        out.update(metrics.rate_columns(name, k, m))
     return out

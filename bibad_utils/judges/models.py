@@ -200,7 +200,7 @@ def load_classifier(directory, device="cpu") -> Classifier:
     meta = record.pop("meta", {})
     model = build_classifier(record["arch"], record["num_classes"], record["image_size"], pretrained=False,
                              input_size=record["input_size"], kind=record["kind"],
-                             class_names=record.get("class_names"))
+                             class_names=record["class_names"])
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     model.meta = meta
     return model.to(device).eval()

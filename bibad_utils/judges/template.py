@@ -23,7 +23,6 @@ from bibad_utils import metrics
 from bibad_utils.base import ConfigError
 from bibad_utils.data import to_float, to_uint8
 from bibad_utils.judges.augment import augment_batch
-from bibad_utils.metrics import Z95
 
 # the share of real clean (training) images the threshold lets through
 TEMPLATE_FALSE_ALARM = 0.01
@@ -113,7 +112,7 @@ class TriggerTemplate:
         return np.asarray(scores) > self.threshold
 
 
-def template_check(template: TriggerTemplate, clean_images, triggered_images, z: float = Z95) -> dict:
+def template_check(template: TriggerTemplate, clean_images, triggered_images) -> dict:
     """The template on real held-out images with a known answer: ``fpr`` (clean images it fires on),
     ``tpr`` (triggered ones it fires on), each with Wilson ``_lo`` / ``_hi``, ``auroc`` of the scores,
     ``n_clean``, ``n_triggered``, ``threshold``, and ``passes`` (:data:`TEMPLATE_MIN_TPR` /
@@ -123,7 +122,7 @@ def template_check(template: TriggerTemplate, clean_images, triggered_images, z:
     for name, s in (("fpr", s_clean), ("tpr", s_trig)):
         k = int((s > template.threshold).sum())
         out[name] = k / max(len(s), 1)
-        out[f"{name}_lo"], out[f"{name}_hi"] = metrics.wilson_interval(k, len(s), z)
+        out[f"{name}_lo"], out[f"{name}_hi"] = metrics.wilson_interval(k, len(s))
     out["auroc"] = metrics.auroc(np.r_[s_clean, s_trig], np.r_[np.zeros(len(s_clean), bool), np.ones(len(s_trig), bool)])
     problems = []
     if out["tpr_lo"] < TEMPLATE_MIN_TPR:

@@ -45,7 +45,6 @@ from bibad_utils.judges.training import build_seeded, check_hparams, detector_so
 from bibad_utils.schema import is_int, is_number
 from bibad_utils.triggers import TRIGGERS
 from bibad_utils.triggers.warp import WarpTrigger, apply_warp, random_warp_grids
-from bibad_utils.metrics import Z95
 
 
 def is_warp_kind(kind: str) -> bool:
@@ -215,13 +214,13 @@ def _train_field(src, n: int, size: int, trigger, gen_src, *, seed: int, random_
     return model.to(device).eval()
 
 
-def warp_check(model: Classifier, images, trigger, *, labels=None, exclude_class: int | None = None, seed: int = 0,
-               quantize: bool = False, batch_size: int = 256, device="cpu", z: float = Z95) -> dict:
+def warp_check(model: Classifier, images, trigger, *, exclude_class: int | None = None, seed: int = 0,
+               quantize: bool = False, batch_size: int = 256, device="cpu") -> dict:
     """Held-out error rates of a warp detector on images with a known answer: each clean image as it is,
     warped by ``trigger``, and warped by a random field of the same grid and strength (seeded by ``seed``).
 
     Args:
-        images, labels, exclude_class: held-out clean images as in
+        images, exclude_class: held-out clean images as in
             :func:`~bibad_utils.judges.evaluate_judge` (real test images without the target class, or a
             clean DM's held-out generations).
         quantize: round the warped images to uint8 before judging, as a DM's generations are stored.
@@ -232,7 +231,7 @@ def warp_check(model: Classifier, images, trigger, *, labels=None, exclude_class
         ``other_warp_false_positives`` and ``other_warp_fpr`` (with ``_lo``/``_hi``): images warped by
         another field that the detector flags. Rates are fractions in [0, 1].
     """
-    src = nontarget(as_images(images, labels), exclude_class)
+    src = nontarget(as_images(images), exclude_class)
     n = len(src)
     draw = torch.Generator().manual_seed(int(seed))
     fp = fn = fo = 0
@@ -248,7 +247,7 @@ def warp_check(model: Classifier, images, trigger, *, labels=None, exclude_class
         fo += int(predict(model, other, batch_size, device)[0].sum())
     out = dict(kind=model.config["kind"], n_clean=n, n_triggered=n, false_positives=fp, false_negatives=fn)
     for name, k, m in (("fpr", fp, n), ("fnr", fn, n), ("accuracy", 2 * n - fp - fn, 2 * n)):
-        out.update(metrics.rate_columns(name, k, m, z))
+        out.update(metrics.rate_columns(name, k, m))
     out.update(n_other_warp=n, other_warp_false_positives=fo)
-    out.update(metrics.rate_columns("other_warp_fpr", fo, n, z))
+    out.update(metrics.rate_columns("other_warp_fpr", fo, n))
     return out

@@ -236,21 +236,17 @@ def threshold_sweep(sweep: pd.DataFrame, chosen: float | None = None, title: str
     return fig
 
 
-def heatmap(df: pd.DataFrame, fmt: str = ".0%", vmin: float | None = 0.0, vmax: float | None = 1.0,
-            cmap: str = "viridis", title: str | None = None, cbar_label: str | None = None) -> Figure:
-    """An annotated heatmap of a numeric DataFrame (rows x columns as in the table; NaN cells blank).
-
-    fmt: format of the annotations (``".0%"`` for fractions); vmin / vmax: colour range (None: the
-    data's); cmap: a perceptually uniform map by default (viridis reads in grey and with colour-vision
-    deficiencies).
-    """
+def heatmap(df: pd.DataFrame, title: str | None = None, cbar_label: str | None = None) -> Figure:
+    """An annotated heatmap of a DataFrame of fractions (rows x columns as in the table; NaN cells blank),
+    annotated in percent, coloured over [0, 1] with viridis (perceptually uniform: it reads in grey and with
+    colour-vision deficiencies)."""
     if not isinstance(df, pd.DataFrame) or df.empty:
         raise ConfigError("df", type(df).__name__, "a non-empty numeric pandas DataFrame")
     values = df.astype(float)
     row_w = 0.075 * max(len(str(i)) for i in values.index)
     size = (0.62 * values.shape[1] + 2.0 + row_w, 0.36 * values.shape[0] + 1.6)
     with _one_axes(size, values.columns.name or "", values.index.name or "", title) as (fig, ax):
-        sns.heatmap(values, ax=ax, annot=True, fmt=fmt, vmin=vmin, vmax=vmax, cmap=cmap, linewidths=0.5,
+        sns.heatmap(values, ax=ax, annot=True, fmt=".0%", vmin=0.0, vmax=1.0, cmap="viridis", linewidths=0.5,
                     annot_kws={"fontsize": 7}, cbar_kws={"label": cbar_label} if cbar_label else None)
         ax.set_xticks(np.arange(values.shape[1]) + 0.5, [str(c) for c in values.columns], rotation=45, ha="right")
         ax.set_yticks(np.arange(values.shape[0]) + 0.5, [str(i) for i in values.index], rotation=0)

@@ -136,22 +136,21 @@ def run_claims(cfg: Profile):
     return _CLAIMS[state]
 
 
-def shipped_weights_markdown(assets_dir: Path | None = None) -> str:
+def shipped_weights_markdown() -> str:
     """A Markdown table of the weight files shipped with the package (``bibad_utils/assets/*/``): name,
     parameters, how and when each was trained, and the SHA-256 of its weights, computed from the files."""
     from bibad_utils.files import file_sha256
     from bibad_utils.shipped_base import SHIPPED_DIR
 
     rows = ["| shipped model | trained | command | SHA-256 of `model.safetensors` |", "|---|---|---|---|"]
-    for manifest_path in sorted(Path(assets_dir or SHIPPED_DIR).glob("*/manifest.json")):
+    for manifest_path in sorted(SHIPPED_DIR.glob("*/manifest.json")):
         m = json.loads(manifest_path.read_text())
         digest = file_sha256(manifest_path.parent / "model.safetensors")
-        train = m.get("train") or {}
-        trained = (f"{train.get('steps', '?')} steps, {train.get('n_params', 0) / 1e6:.2f} M parameters, "
-                   f"{float(train.get('wall_time_s') or m.get('wall_time_s') or 0) / 60:.0f} min of training on {m.get('device', '?')}, "
-                   f"{str(m.get('created', '?'))[:10]}")
+        train = m["train"]
+        trained = (f"{train['steps']} steps, {train['n_params'] / 1e6:.2f} M parameters, "
+                   f"{train['wall_time_s'] / 60:.0f} min of training on {m['device']}, {m['created'][:10]}")
         rows.append(f"| `bibad_utils/assets/{manifest_path.parent.name}` (key `{m['key']}`) | {trained} | "
-                    f"`{m.get('command', '?')}` | `{digest}` |")
+                    f"`{m['command']}` | `{digest}` |")
     return "\n".join(rows) + "\n"
 
 

@@ -290,9 +290,9 @@ MIN_CHECKED_IMAGE_PX = 300  # smaller images (icons, logos, single thumbnails) c
 ABSOLUTE_PATH = re.compile(r"PosixPath\(|(?<![\w.~-])/(?:home|work|tmp|Users|root|var|mnt|private|opt)/[\w.-]+")
 
 
-def label_px(dpi: float, scale: float, font_pt: float = MIN_FIGURE_FONT_PT) -> float:
-    """CSS pixels of a ``font_pt`` label in a figure saved at ``dpi`` and shown at ``scale`` of its pixel width."""
-    return font_pt * dpi / 72 * scale
+def label_px(dpi: float, scale: float) -> float:
+    """CSS pixels of a smallest label (:data:`MIN_FIGURE_FONT_PT`) at ``dpi``, shown at ``scale`` of its width."""
+    return MIN_FIGURE_FONT_PT * dpi / 72 * scale
 
 
 def png_dpi(path: Path) -> float:
@@ -307,11 +307,10 @@ def with_layout_probe(source: str) -> str:
     return source + LAYOUT_SCRIPT if i < 0 else source[:i] + LAYOUT_SCRIPT + source[i:]
 
 
-def layout_problems(dom: str, page: Path, min_text_px: float = MIN_FIGURE_TEXT_PX,
-                    font_pt: float = MIN_FIGURE_FONT_PT) -> list[str]:
+def layout_problems(dom: str, page: Path) -> list[str]:
     """From the probe's record (:data:`LAYOUT_ATTR`): a table wider than the text column (it scrolls or runs
-    past it), and a raster figure shown so much smaller than its pixels that a ``font_pt`` label renders below
-    ``min_text_px`` CSS pixels (its PNG's dpi, else :data:`DEFAULT_PNG_DPI`). No record, no verdict."""
+    past it), and a raster figure shown so much smaller than its pixels that its smallest labels render below
+    :data:`MIN_FIGURE_TEXT_PX` CSS pixels (its PNG's dpi, else :data:`DEFAULT_PNG_DPI`). No record, no verdict."""
     import json
 
     tag = _soup(dom).find("html")
@@ -327,10 +326,11 @@ def layout_problems(dom: str, page: Path, min_text_px: float = MIN_FIGURE_TEXT_P
             continue
         target = local_target(im.get("src") or "", page)
         raster = target is not None and target.is_file() and target.suffix.lower() in RASTER_SUFFIXES
-        text_px = label_px(png_dpi(target) if raster else DEFAULT_PNG_DPI, shown / natural, font_pt)
-        if text_px < min_text_px:
+        text_px = label_px(png_dpi(target) if raster else DEFAULT_PNG_DPI, shown / natural)
+        if text_px < MIN_FIGURE_TEXT_PX:
             problems.append(f"figure {im.get('src')} is shown at {shown / natural:.0%} of its {natural:.0f} px: its "
-                            f"{font_pt:g}-pt labels render at {text_px:.1f} px (< {min_text_px:g} px)")
+                            f"{MIN_FIGURE_FONT_PT:g}-pt labels render at {text_px:.1f} px "
+                            f"(< {MIN_FIGURE_TEXT_PX:g} px)")
     return problems
 
 

@@ -47,9 +47,8 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
         raise ConfigError("profile", profile, f"a finished run (missing {', '.join(absent)}): run "
                           f"`bibad run --profile {profile}` first")
     record = json.loads(needed[2].read_text())
-    status = record.get("status", "ok")  # records before statuses existed: finished
-    if status != "ok":
-        raise ConfigError("profile", profile, f"a run that finished (its run.json says {status!r}): run "
+    if record["status"] != "ok":
+        raise ConfigError("profile", profile, f"a run that finished (its run.json says {record['status']!r}): run "
                           f"`bibad run --profile {profile}` to the end first")
     dest = repo_root / RESULTS_DIR / profile
     dest.mkdir(parents=True, exist_ok=True)
@@ -59,7 +58,7 @@ def readme_results(run_dir, profile: str, repo_root, readme="README.md") -> Path
         shutil.copy2(figures / "detection.csv", dest / "detection.csv")
     df = claims_frame(run_dir)
     counts = verdict_counts(df)
-    minutes = sum(n.get("seconds", 0) for n in record.get("notebooks", [])) / 60
+    minutes = sum(n["seconds"] for n in record["notebooks"]) / 60
     caption = (figures / TEASER_CAPTION).read_text().strip() if (figures / TEASER_CAPTION).is_file() else ""
     try:
         shown_dir = run_dir.resolve().relative_to(repo_root.resolve()).as_posix()

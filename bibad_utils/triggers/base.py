@@ -46,9 +46,6 @@ class Trigger:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.apply(x)
-
     def describe(self) -> dict:
         """JSON-ready description for manifests: kind, image_size, seed, options and derived values."""
         return {"kind": self.kind, "image_size": self.image_size, "seed": self.seed, "options": self.options}

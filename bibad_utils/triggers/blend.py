@@ -59,10 +59,6 @@ class BlendTrigger(Trigger):
                 "title": f"BadNets-2\npattern blended at alpha = {self.alpha:g}"}
 
 
-def _pattern_ok(value, image_size) -> bool:
-    return value is None or (isinstance(value, str) and bool(value.strip()))
-
-
 def _derive_pattern_sha256(options: dict, image_size: int, param: str) -> dict:
     """badnets2: open and check the pattern file (when one is given) and record its sha256, so that the
     artifact keys follow the file's content."""
@@ -77,7 +73,7 @@ def _derive_pattern_sha256(options: dict, image_size: int, param: str) -> dict:
 KIND = TriggerKind("badnets2", BlendTrigger, (
     TriggerOption("alpha", 0.2, lambda v, s: is_number(v) and 0 < v <= 1,
                   lambda s: "a blend weight in (0, 1]"),
-    TriggerOption("pattern_path", None, _pattern_ok,
+    TriggerOption("pattern_path", None, lambda v, s: v is None or (isinstance(v, str) and bool(v.strip())),
                   lambda s: "null (the drawn cartoon pattern) or the path of a square, opaque image file"),
     TriggerOption("pattern_sha256", None, lambda v, s: v is None or isinstance(v, str),
                   lambda s: "the sha256 of the pattern file (computed by the profile check)", derived=True),

@@ -185,7 +185,7 @@ def disputed_figure(study, atab: pd.DataFrame, n: int = 6, seed: int = 0, nrow: 
 def planted_figure(check: pd.DataFrame) -> Figure:
     """The planted check (:func:`planted_check`): detection rate (Wilson 95 %) against the pasted
     trigger's contrast per instrument, one panel per attack; the false-alarm rate on the unplanted images
-    as a cross at contrast 0; dotted, the rule of :func:`preferred_instrument` (its default ``min_detection`` at
+    as a cross at contrast 0; dotted, the rule of :func:`preferred_instrument` (:data:`CHECK_MIN_DETECTION` at
     its default ``contrast``)."""
     if check.empty:
         return message_figure("no clean DM: no planted check")

@@ -140,11 +140,9 @@ def controls_table(gdf: pd.DataFrame, jdf: pd.DataFrame, guidance: float | None 
                "poisoned_r_gen": float(pois["r_gen"].iloc[-1]) if len(pois) else math.nan}
         if tdf is not None:
             t = tdf[tdf["kind"] == c["detector"]]
-            row.update({"tpl_r_gen": c.get("tpl_r_gen", math.nan), "tpl_r_gen_lo": c.get("tpl_r_gen_lo", math.nan),
-                        "tpl_r_gen_hi": c.get("tpl_r_gen_hi", math.nan),
-                        "tpl_fpr_hi": float(t["fpr_hi"].iloc[0]) if len(t) else math.nan,
-                        "poisoned_tpl_r_gen": float(pois["tpl_r_gen"].iloc[-1])
-                        if len(pois) and "tpl_r_gen" in pois else math.nan})
+            row.update({k: c[k] for k in ("tpl_r_gen", "tpl_r_gen_lo", "tpl_r_gen_hi")})
+            row.update({"tpl_fpr_hi": float(t["fpr_hi"].iloc[0]) if len(t) else math.nan,
+                        "poisoned_tpl_r_gen": float(pois["tpl_r_gen"].iloc[-1]) if len(pois) else math.nan})
         rows.append(row)
     return pd.DataFrame(rows)
 

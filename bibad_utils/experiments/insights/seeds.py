@@ -115,7 +115,7 @@ def pooled_counts(spread: pd.DataFrame | None, cell: str, detector: str, guidanc
     """``{"n", "n_G1", "n_G2", "runs"}``: the target-prompt counts of every training run of one (cell,
     detector, w) of :func:`seed_spread` summed; None without two or more runs."""
     r = _runs_row(spread, cell, detector, guidance)
-    if r is None or "pooled_n" not in r.index:
+    if r is None:
         return None
     return {"n": int(r["pooled_n"]), "n_G1": int(r["pooled_n_G1"]), "n_G2": int(r["pooled_n_G2"]),
             "runs": int(r["n_seeds"])}

@@ -218,12 +218,10 @@ def planted_check(study, contrasts=PLANT_CONTRASTS, z: float = Z95) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def instrument_passes(check, attack: str, instrument: str, contrast: float = CHECK_CONTRAST,
-                      min_detection: float = CHECK_MIN_DETECTION,
-                      max_false_alarm: float = CHECK_MAX_FALSE_ALARM) -> dict:
+def instrument_passes(check, attack: str, instrument: str, contrast: float = CHECK_CONTRAST) -> dict:
     """Whether ``instrument`` passes the planted check of ``attack`` (rows of :func:`planted_check`): its
-    detection rate at ``contrast`` is at least ``min_detection`` (point estimate) AND the upper Wilson
-    bound of its false-alarm rate on the unplanted images is at most ``max_false_alarm``. Returns
+    detection rate at ``contrast`` is at least :data:`CHECK_MIN_DETECTION` (point estimate) AND the upper Wilson
+    bound of its false-alarm rate on the unplanted images is at most :data:`CHECK_MAX_FALSE_ALARM`. Returns
     ``{"detection", "false_alarm", "false_alarm_hi", "passes", "reason"}`` (reason: why not, "" when it
     passes); an instrument without rows (no template) fails with that reason and nan rates."""
     df = pd.DataFrame(check)
@@ -237,26 +235,24 @@ def instrument_passes(check, attack: str, instrument: str, contrast: float = CHE
     out = {"detection": float(at_c["rate"].iloc[0]), "false_alarm": float(fa["rate"].iloc[0]),
            "false_alarm_hi": float(fa["rate_hi"].iloc[0])}
     problems = []
-    if not out["detection"] >= min_detection:
-        problems.append(f"detects {out['detection']:.1%} at contrast {contrast:g} (needs >= {min_detection:.0%})")
-    if not out["false_alarm_hi"] <= max_false_alarm:
-        problems.append(f"false alarms up to {out['false_alarm_hi']:.1%} (needs <= {max_false_alarm:.0%})")
+    if not out["detection"] >= CHECK_MIN_DETECTION:
+        problems.append(f"detects {out['detection']:.1%} at contrast {contrast:g} (needs >= {CHECK_MIN_DETECTION:.0%})")
+    if not out["false_alarm_hi"] <= CHECK_MAX_FALSE_ALARM:
+        problems.append(f"false alarms up to {out['false_alarm_hi']:.1%} (needs <= {CHECK_MAX_FALSE_ALARM:.0%})")
     return {**out, "passes": not problems, "reason": "; ".join(problems)}
 
 
-def preferred_instrument(check_rows, attack: str, contrast: float = CHECK_CONTRAST,
-                         min_detection: float = CHECK_MIN_DETECTION,
-                         max_false_alarm: float = CHECK_MAX_FALSE_ALARM) -> str:
+def preferred_instrument(check_rows, attack: str, contrast: float = CHECK_CONTRAST) -> str:
     """The instrument to read ``attack``'s generated triggers with, from the planted check
     (:func:`planted_check` rows, a DataFrame or a list of dicts).
 
     Rule: an instrument passes when, on the clean DM's generations with the trigger pasted at contrast
     ``contrast`` (default 0.5, half the training contrast: the faint corner patches generated images
-    show), it detects at least ``min_detection`` of them (default 0.8, point estimate), while on the same
-    images unplanted the upper 95 % Wilson bound of its false-alarm rate is at most ``max_false_alarm``
-    (default 0.05). Returns "detector" or "template" when exactly that one passes, "both" when both do,
+    show), it detects at least :data:`CHECK_MIN_DETECTION` of them (0.8, point estimate), while on the same
+    images unplanted the upper 95 % Wilson bound of its false-alarm rate is at most :data:`CHECK_MAX_FALSE_ALARM`
+    (0.05). Returns "detector" or "template" when exactly that one passes, "both" when both do,
     "none" when neither does (an attack without a template can give only "detector" or "none")."""
-    ok = {inst: instrument_passes(check_rows, attack, inst, contrast, min_detection, max_false_alarm)["passes"]
+    ok = {inst: instrument_passes(check_rows, attack, inst, contrast)["passes"]
           for inst in INSTRUMENTS}
     return "both" if all(ok.values()) else "none" if not any(ok.values()) else next(k for k, v in ok.items() if v)
 

@@ -2,8 +2,7 @@
 verdict the committed ``results/<profile>/claims.md`` gives for the same row.
 
 A row is identified by its stage, its setting and the start of its claim text (:data:`CLAIM_PREFIX`
-characters, so that a claim reworded after its first words still matches); a published setting without
-a guidance scale matches the first run row whose setting equals it once its ", w=..." is removed. Rows only in the run are
+characters, so that a claim reworded after its first words still matches). Rows only in the run are
 "new", rows only in the published table "dropped". The published table is read from its Markdown, the
 only form the repository keeps of earlier runs (:func:`bibad_utils.experiments.summary.claims_markdown`
 writes it).
@@ -11,7 +10,6 @@ writes it).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -46,12 +44,6 @@ def _key(stage, claim, setting) -> tuple:
     return str(stage), str(claim)[:CLAIM_PREFIX], str(setting)
 
 
-def _without_w(setting: str) -> str:
-    """A setting without its guidance part (", w=5" anywhere), for rows published before their setting
-    named the guidance scale."""
-    return re.sub(r", w=[0-9.]+", "", str(setting))
-
-
 def verdict_changes(claims: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
     """Every row whose verdict differs from the published one, plus the new and dropped rows.
 
@@ -59,14 +51,9 @@ def verdict_changes(claims: pd.DataFrame, published: pd.DataFrame) -> pd.DataFra
     claim, setting, verdict); ``published``: :func:`published_claims`. Returns :data:`CHANGE_COLUMNS`, one
     row per change (``change``: "changed" | "new" | "dropped"), in the run's order, dropped rows last."""
     old = {_key(r.stage, r.claim, r.setting): r.verdict for r in published.itertuples()}
-    settings = {_key(r.stage, r.claim, r.setting)[:2] + (str(r.setting),) for r in published.itertuples()}
     seen, out = set(), []
     for r in claims.itertuples():
         k = _key(r.stage, r.claim, r.setting)
-        if k not in old:  # a published row whose setting did not name w yet matches the row at that w
-            bare = _key(r.stage, r.claim, _without_w(r.setting))
-            if bare in settings and bare not in seen and bare != k:
-                k = bare
         seen.add(k)
         before = old.get(k)
         if before is None:
