@@ -22,21 +22,23 @@ def parse(c):
 
 
 def main():
+    if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+        sys.exit(__doc__)
     profile, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
     study = Study(profile, {"device": "cuda", "run_dir": str(out / "run")}, progress=False)
     rows = []
     cells = [parse(c) for c in sys.argv[3:]]
     if not cells:
-        study.classifier()
+        study.judges.classifier()
         for kind in study.cfg.attacks:
-            study.detector(kind)
+            study.judges.detector(kind)
         cells = [None]
     for cell in cells:
         gens = study.generations(cell)
         kind = cell.trigger_kind if cell is not None and cell.trigger_kind else study.cfg.attacks[0]
         for (name, w), g in gens.items():
-            j = study.judge(g, kind)
+            j = study.judges.judge(g, kind)
             t, m = j["trigger"], j["match"]
             rows.append({"cell": cell.name if cell else "pretrained", "set": name, "w": w,
                          "trig": float(t.mean()), "G1": float((t & ~m).mean()), "G2": float((t & m).mean()),
