@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bibad_utils.base import REPO_ROOT
 from bibad_utils.config import ConfigError, overrides_from_assignments
-from bibad_utils.progress import ENV_THREADS
+from bibad_utils.progress import ENV_THREADS, busy_warning
 from bibad_utils.publish.book import build_book
 from bibad_utils.publish.notebooks import NOTEBOOKS_DIR, STAGE_TITLES, find_stages, notebook_title
 from bibad_utils.publish.runner import run_notebooks
@@ -184,6 +184,9 @@ def _dispatch(args) -> int:
             if args.threads != "auto" and not (args.threads.isdigit() and int(args.threads) > 0):
                 raise ConfigError("--threads", args.threads, "a positive integer or auto")
             os.environ[ENV_THREADS] = args.threads
+        note = busy_warning()
+        if note:
+            print(note, file=sys.stderr)
         return run_notebooks(args.profile, overrides, args.notebooks_dir, args.only, args.start,
                              args.log_output, force=args.force, progress_interval=args.progress_interval)
     cfg = load_config(args.profile, overrides)

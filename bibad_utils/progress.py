@@ -113,6 +113,21 @@ def _fixed_threads() -> int | None:
     return n
 
 
+def busy_warning(window: float = 0.3) -> str | None:
+    """A warning for the start of a run at the default thread count (every core) on a machine that other
+    processes keep busy, where threads that wait on each other can make it many times slower; None when the
+    count is set (``BIBAD_THREADS`` / ``OMP_NUM_THREADS``), the machine has one core, or it is idle."""
+    if os.environ.get(ENV_THREADS, "").strip() or os.environ.get("OMP_NUM_THREADS", "").strip():
+        return None
+    cores = available_cores()
+    others = idle_cores(window)[1] if cores > 1 else 0.0
+    if others < BUSY_CORES:
+        return None
+    return (f"note: other processes use {others:.1f} of {cores} cores; at the default {cores} torch threads this run "
+            f"can be many times slower. --threads 1 keeps the numbers the same on every run at one thread; "
+            f"--threads auto follows the idle cores (fastest, but the last digits of CPU trainings follow the load)")
+
+
 def _threads_for(idle: float) -> int:
     return max(1, int(idle + 0.25))  # 1.8 idle cores of 2 still take 2 threads
 

@@ -178,6 +178,20 @@ def test_unset_threads_are_every_core_whatever_the_load(tmp_path, monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_a_busy_machine_at_the_default_count_is_warned_of_once(monkeypatch):
+    monkeypatch.delenv(progress.ENV_THREADS, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(progress, "available_cores", lambda: 2)
+    monkeypatch.setattr(progress, "idle_cores", lambda window=0.3: (1.0, 1.0))
+    note = progress.busy_warning()
+    assert "1.0 of 2 cores" in note and "--threads 1" in note and "--threads auto" in note
+    monkeypatch.setattr(progress, "idle_cores", lambda window=0.3: (1.9, 0.1))
+    assert progress.busy_warning() is None  # idle
+    monkeypatch.setattr(progress, "idle_cores", lambda window=0.3: (1.0, 1.0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert progress.busy_warning() is None  # the user chose the count
+
+
 def test_idle_cores_is_within_the_machine():
     idle, others = progress.idle_cores(window=0.05)
     assert 0 <= idle <= progress.available_cores() and others >= 0
