@@ -63,14 +63,17 @@ def registry_in_package(package_file, attr, cls: type, first=(), skip=(), unique
     package = ".".join(folder.relative_to(REPO_ROOT).parts)
     found = [m.name for m in pkgutil.iter_modules([str(folder)]) if m.name not in set(skip)]
     order = [m for m in first if m in found] + sorted(m for m in found if m not in first)
+    def declared():  # (module name, object), module by module, imported as they are reached
+        for name in order:
+            module = importlib.import_module(f"{package}.{name}")
+            for value in (getattr(module, a, None) for a in ((attr,) if isinstance(attr, str) else attr)):
+                yield from ((name, v) for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, cls))
+
     out: dict = {}
-    for name in order:
-        module = importlib.import_module(f"{package}.{name}")
-        for value in (getattr(module, a, None) for a in ((attr,) if isinstance(attr, str) else attr)):
-            for obj in (v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, cls)):
-                for field in unique:
-                    if any(getattr(o, field) == getattr(obj, field) for o in out.values()):
-                        raise ConfigError(f"{folder.name}.{name}", getattr(obj, field),
-                                          f"a {field} no other module of the package declares")
-                out[obj.name] = obj
+    for name, obj in declared():
+        for field in unique:
+            if any(getattr(o, field) == getattr(obj, field) for o in out.values()):
+                raise ConfigError(f"{folder.name}.{name}", getattr(obj, field),
+                                  f"a {field} no other module of the package declares")
+        out[obj.name] = obj
     return out

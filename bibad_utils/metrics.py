@@ -55,6 +55,18 @@ def _same_length(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None
         raise ConfigError(f"len({name_b})", len(b), f"the same length as {name_a} ({len(a)})")
 
 
+def _scores_and_truth(scores, truth, scores_name: str = "scores", truth_name: str = "is_poisoned"):
+    """(float ``[N]`` finite detection scores, bool ``[N]`` truth), checked: what every AUROC reads."""
+    s = np.asarray(scores, dtype=float)
+    y = _bool_vector(truth, truth_name)
+    if s.ndim != 1:
+        raise ConfigError(f"{scores_name}.shape", s.shape, "a one-dimensional array [N]")
+    _same_length(y, s, truth_name, scores_name)
+    if not np.isfinite(s).all():
+        raise ConfigError(scores_name, "non-finite values", "finite detection scores")
+    return s, y
+
+
 def wilson_interval(k, n, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion ``k / n``.
 
@@ -199,13 +211,7 @@ def auroc(scores, is_poisoned) -> float:
     Returns:
         AUROC in [0, 1] (0.5: chance); nan, with a ``RuntimeWarning``, when only one class is present.
     """
-    s = np.asarray(scores, dtype=float)
-    y = _bool_vector(is_poisoned, "is_poisoned")
-    if s.ndim != 1:
-        raise ConfigError("scores.shape", s.shape, "a one-dimensional array [N]")
-    _same_length(y, s, "is_poisoned", "scores")
-    if not np.isfinite(s).all():
-        raise ConfigError("scores", "non-finite values", "finite detection scores")
+    s, y = _scores_and_truth(scores, is_poisoned)
     if y.all() or not y.any():
         warnings.warn("auroc: only one class in is_poisoned; AUROC is undefined (nan)", RuntimeWarning, stacklevel=2)
         return math.nan
@@ -320,14 +326,6 @@ def _boot_aurocs(scores: np.ndarray, truth: np.ndarray, n_boot: int, rng: np.ran
     return u / (len(pos) * len(neg))
 
 
-def _check_scores(scores, truth, name):
-    s = np.asarray(scores, dtype=np.float64)
-    t = np.asarray(truth).astype(bool)
-    if s.ndim != 1 or t.shape != s.shape or not np.isfinite(s).all():
-        raise ConfigError(name, f"scores {s.shape}, truth {t.shape}", "finite scores [N] and booleans [N]")
-    return s, t
-
-
 def hanley_mcneil_variance(a: float, n_pos: int, n_neg: int) -> float:
     """Variance of an AUROC ``a`` from ``n_pos`` positives and ``n_neg`` negatives (Hanley and McNeil 1982,
     their exponential approximation: Q1 = a / (2 - a), Q2 = 2 a^2 / (1 + a))."""
@@ -349,7 +347,7 @@ def hanley_mcneil_interval(a: float, n_pos: int, n_neg: int, z: float = Z95) -> 
 # scores, 300 per set, 300-400 runs each: 6 positives cover 83 % at AUROC 0.80 and 73 % at 0.95; 30
 # positives 94 % and 90 %), while the Hanley-McNeil interval (logit scale for one AUROC, the two variances
 # summed for a difference) covered 95-100 % at 6-100 positives and AUROC 0.6-0.95. The rates below are the
-# union of both, so an interval is never narrower than the one that covers (tested in tests/test_castle_walls.py).
+# union of both, so an interval is never narrower than the one that covers (tested in tests/test_metrics.py).
 
 
 def auroc_interval(scores, truth, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
@@ -357,7 +355,7 @@ def auroc_interval(scores, truth, n_boot: int = 1000, seed: int = 0, alpha: floa
     union of a stratified percentile bootstrap and the Hanley-McNeil logit interval (the bootstrap alone
     undercovers with few positives). Returns ``(auroc, lo, hi)`` in [0, 1]; all NaN when ``truth`` holds
     one class."""
-    s, t = _check_scores(scores, truth, "scores, truth")
+    s, t = _scores_and_truth(scores, truth, "scores", "truth")
     if t.all() or not t.any():
         return math.nan, math.nan, math.nan
     boots = _boot_aurocs(s, t, int(n_boot), np.random.default_rng(seed))
@@ -371,8 +369,8 @@ def auroc_difference(scores_a, truth_a, scores_b, truth_b, n_boot: int = 1000, s
     """``AUROC(a) - AUROC(b)`` of two independent scored sets with a 1 - ``alpha`` interval: the union of
     the percentile interval of independent stratified bootstraps and the normal interval with the two
     Hanley-McNeil variances summed. Returns ``(d, lo, hi)`` in [-1, 1]; NaN if either is undefined."""
-    sa, ta = _check_scores(scores_a, truth_a, "scores_a, truth_a")
-    sb, tb = _check_scores(scores_b, truth_b, "scores_b, truth_b")
+    sa, ta = _scores_and_truth(scores_a, truth_a, "scores_a", "truth_a")
+    sb, tb = _scores_and_truth(scores_b, truth_b, "scores_b", "truth_b")
     if ta.all() or not ta.any() or tb.all() or not tb.any():
         return math.nan, math.nan, math.nan
     rng = np.random.default_rng(seed)

@@ -96,10 +96,15 @@ def idle_cores(window: float = 0.3) -> tuple[float, float]:
 _BUSY: dict = {"others": 0.0, "threads": None}
 
 
+def _threads_setting() -> str:
+    """What the user set: ``BIBAD_THREADS``, else ``OMP_NUM_THREADS``; "" when neither is set."""
+    return os.environ.get(ENV_THREADS, "").strip() or os.environ.get("OMP_NUM_THREADS", "").strip()
+
+
 def _fixed_threads() -> int | None:
     """The fixed thread count: ``BIBAD_THREADS``, else ``OMP_NUM_THREADS``, else every core of this process
     (:func:`available_cores`); None for ``auto`` (follow the idle cores)."""
-    fixed = os.environ.get(ENV_THREADS, "").strip() or os.environ.get("OMP_NUM_THREADS", "").strip()
+    fixed = _threads_setting()
     if fixed == "auto":
         return None
     if not fixed:
@@ -117,7 +122,7 @@ def busy_warning(window: float = 0.3) -> str | None:
     """A warning for the start of a run at the default thread count (every core) on a machine that other
     processes keep busy, where threads that wait on each other can make it many times slower; None when the
     count is set (``BIBAD_THREADS`` / ``OMP_NUM_THREADS``), the machine has one core, or it is idle."""
-    if os.environ.get(ENV_THREADS, "").strip() or os.environ.get("OMP_NUM_THREADS", "").strip():
+    if _threads_setting():
         return None
     cores = available_cores()
     others = idle_cores(window)[1] if cores > 1 else 0.0
